@@ -1,0 +1,272 @@
+//! `vportal init`, `report`, `audit`, `policy …` and `token …`.
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use serde_json::json;
+
+use vportal::store::{Actor, AuditQuery, Event, Policy};
+use vportal::time::{Timestamp, parse_duration};
+
+use super::output::{self, Table};
+use super::{Context, PolicyCommand, TokenCommand, extension, read_passcode};
+
+pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
+    let (store, created) = ctx.open_with(true)?;
+    let db = ctx.store.database.display();
+    if !created {
+        if ctx.json {
+            output::json(&json!({"database": db.to_string(), "created": false}))?;
+        } else {
+            println!(
+                "{db} is already initialised; create more admin tokens with `vportal token create NAME`."
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let token = store.create_token(token_name, &Actor::cli_from_env(), Timestamp::now())?;
+    let pepper = ctx.store.pepper_path();
+    if ctx.json {
+        output::json(&json!({
+            "database": db.to_string(),
+            "pepper_file": pepper.display().to_string(),
+            "created": true,
+            "token_name": token_name,
+            "token": token.expose(),
+        }))?;
+    } else {
+        println!("Created {db} and its pepper file {}.", pepper.display());
+        println!(
+            "Keep the pepper file safe and backed up with the database: without it no passcode can be checked."
+        );
+        println!();
+        println!("Admin API token {token_name:?} (shown only this once):");
+        println!("{}", token.expose());
+        println!();
+        println!("Next: add a mailbox, e.g. `vportal user add 1001 --generate`.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn report(ctx: &Context) -> Result<ExitCode> {
+    let r = ctx.open()?.report(Timestamp::now())?;
+    if ctx.json {
+        output::json(&r)?;
+    } else {
+        print!(
+            "{}",
+            output::fields(&[
+                ("mailboxes", r.users.to_string()),
+                ("temporary passcode", r.temporary.to_string()),
+                ("  of which expired", r.expired.to_string()),
+                ("locked", r.locked.to_string()),
+                ("never changed by owner", r.never_changed.to_string()),
+                (
+                    "changed in last 90 days",
+                    r.changed_last_90_days.to_string()
+                ),
+            ])
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn audit(
+    ctx: &Context,
+    ext: Option<&str>,
+    event: Option<&str>,
+    limit: u32,
+) -> Result<ExitCode> {
+    let query = AuditQuery {
+        extension: ext.map(extension).transpose()?,
+        event: event
+            .map(|name| {
+                Event::parse(name).ok_or_else(|| {
+                    let names: Vec<_> = Event::ALL.iter().map(|e| e.as_str()).collect();
+                    anyhow!("unknown event {name:?}; events are {}", names.join(", "))
+                })
+            })
+            .transpose()?,
+        limit: Some(limit),
+    };
+    let events = ctx.open()?.audit(&query)?;
+    if ctx.json {
+        return output::json(&events).map(|()| ExitCode::SUCCESS);
+    }
+    let mut table = Table::new(&[
+        "TIME",
+        "EVENT",
+        "EXTENSION",
+        "ACTOR",
+        "SOURCE",
+        "CALL-ID",
+        "OUTCOME",
+        "DETAIL",
+    ]);
+    for e in &events {
+        table.row(vec![
+            e.at.to_string(),
+            e.event.clone(),
+            output::text(e.extension.as_deref()),
+            e.actor.clone(),
+            output::text(e.source.as_deref()),
+            output::text(e.call_id.as_deref()),
+            e.outcome.clone(),
+            output::text(e.detail.as_deref()),
+        ]);
+    }
+    table.print();
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<ExitCode> {
+    match cmd {
+        PolicyCommand::Check { extension: ext } => {
+            let ext = extension(&ext)?;
+            let candidate = read_passcode("Passcode to check")?;
+            let violations = ctx.open()?.check_passcode(&ext, &candidate)?;
+            if ctx.json {
+                output::json(&json!({"ok": violations.is_empty(), "violations": violations}))?;
+            } else if violations.is_empty() {
+                println!("ok");
+            } else {
+                for v in violations.as_slice() {
+                    println!("{}\t{}", v.code(), v.describe());
+                }
+            }
+            Ok(if violations.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        PolicyCommand::Show => {
+            let policy = ctx.open()?.policy()?;
+            if ctx.json {
+                output::json(&policy)?;
+            } else {
+                print!("{}", toml::to_string(&policy)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Set { key, value } => {
+            let store = ctx.open()?;
+            let updated = with_setting(&store.policy()?, &key, &value)?;
+            store.set_policy(&updated, &Actor::cli_from_env(), Timestamp::now())?;
+            if ctx.json {
+                output::json(&updated)?;
+            } else {
+                println!("{key} = {value}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `policy` with one setting changed. `key` is a top-level name or `lockout.<name>`;
+/// `value` is true/false, a number, or for `*_seconds` settings a duration such as `30m`.
+fn with_setting(policy: &Policy, key: &str, value: &str) -> Result<Policy> {
+    let mut doc = toml::Table::try_from(policy)?;
+    let (table, name) = match key.split_once('.') {
+        Some((outer, inner)) => {
+            let Some(toml::Value::Table(t)) = doc.get_mut(outer) else {
+                bail!("unknown policy setting {key:?} (see `vportal policy show`)");
+            };
+            (t, inner)
+        }
+        None => (&mut doc, key),
+    };
+    let Some(old) = table.get(name) else {
+        bail!("unknown policy setting {key:?} (see `vportal policy show`)");
+    };
+    let new = match old {
+        toml::Value::Boolean(_) => toml::Value::Boolean(
+            value
+                .parse()
+                .map_err(|_| anyhow!("{key} takes true or false"))?,
+        ),
+        toml::Value::Integer(_) if name.ends_with("_seconds") => {
+            let secs = match value.parse::<u64>() {
+                Ok(n) => n,
+                Err(_) => parse_duration(value)?.as_secs(),
+            };
+            toml::Value::Integer(i64::try_from(secs).context("duration too long")?)
+        }
+        toml::Value::Integer(_) => toml::Value::Integer(
+            value
+                .parse()
+                .map_err(|_| anyhow!("{key} takes a whole number"))?,
+        ),
+        _ => bail!("{key} cannot be set from the command line"),
+    };
+    table.insert(name.to_owned(), new);
+    let updated: Policy = toml::Value::Table(doc).try_into()?;
+    updated.validate()?;
+    Ok(updated)
+}
+
+pub(crate) fn token(ctx: &Context, cmd: TokenCommand) -> Result<ExitCode> {
+    let store = ctx.open()?;
+    let actor = Actor::cli_from_env();
+    match cmd {
+        TokenCommand::Create { name } => {
+            let token = store.create_token(&name, &actor, Timestamp::now())?;
+            if ctx.json {
+                output::json(&json!({"name": name, "token": token.expose()}))?;
+            } else {
+                println!("Admin API token {name:?} (shown only this once):");
+                println!("{}", token.expose());
+            }
+        }
+        TokenCommand::List => {
+            let tokens = store.tokens()?;
+            if ctx.json {
+                output::json(&tokens)?;
+            } else {
+                let mut table = Table::new(&["NAME", "CREATED", "LAST USED"]);
+                for t in tokens {
+                    table.row(vec![
+                        t.name,
+                        t.created_at.to_string(),
+                        output::time(t.last_used_at),
+                    ]);
+                }
+                table.print();
+            }
+        }
+        TokenCommand::Revoke { name } => {
+            store.revoke_token(&name, &actor, Timestamp::now())?;
+            if ctx.json {
+                output::json(&json!({"name": name, "revoked": true}))?;
+            } else {
+                println!("Admin API token {name:?} revoked.");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_by_name_with_types_and_durations() {
+        let p = Policy::default();
+        assert_eq!(with_setting(&p, "min_length", "6").unwrap().min_length, 6);
+        assert!(
+            !with_setting(&p, "reject_common", "false")
+                .unwrap()
+                .reject_common
+        );
+        let l = with_setting(&p, "lockout.duration_seconds", "15m").unwrap();
+        assert_eq!(l.lockout.duration_seconds, 900);
+        let t = with_setting(&p, "temporary_ttl_seconds", "20m").unwrap();
+        assert_eq!(t.temporary_ttl_seconds, 1_200);
+        assert!(with_setting(&p, "min_lenght", "6").is_err());
+        assert!(with_setting(&p, "lockout.nope", "6").is_err());
+        assert!(with_setting(&p, "min_length", "six").is_err());
+        assert!(with_setting(&p, "min_length", "0").is_err());
+        assert!(with_setting(&p, "reject_common", "1").is_err());
+    }
+}

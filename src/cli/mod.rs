@@ -1,0 +1,324 @@
+//! Command-line parsing and dispatch.
+
+mod admin;
+mod output;
+mod users;
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use vportal::config::{Config, StoreConfig};
+use vportal::store::{Extension, Hasher, Passcode, Store, pepper};
+use vportal::time::parse_duration;
+
+/// vportal: a voice-portal passcode server and its admin tools.
+#[derive(Debug, Parser)]
+#[command(name = "vportal", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub(crate) struct Global {
+    /// Configuration file (TOML). Without one, the embedded defaults apply.
+    #[arg(long, global = true, env = "VPORTAL_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The database file (overrides the config file; default ./vportal.db).
+    #[arg(long, global = true, env = "VPORTAL_DB", value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+}
+
+/// Log line formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create the database, its pepper file and a first admin token (printed once).
+    Init {
+        /// Name of the admin token created with a new database.
+        #[arg(long, default_value = "admin")]
+        token_name: String,
+    },
+    /// Manage mailboxes.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Count mailboxes by state: temporary, expired, locked, never changed, changed lately.
+    Report,
+    /// Show audit events, newest first.
+    Audit {
+        /// Only this mailbox.
+        #[arg(long, value_name = "EXT")]
+        extension: Option<String>,
+        /// Only this event (e.g. login.failure).
+        #[arg(long, value_name = "NAME")]
+        event: Option<String>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Inspect and change the passcode policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Manage admin API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+impl Command {
+    /// The log level unless `RUST_LOG` says otherwise: admin commands stay quiet.
+    pub(crate) fn default_log_level(&self) -> &'static str {
+        "warn"
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UserCommand {
+    /// Create a mailbox.
+    Add {
+        /// The mailbox number.
+        extension: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Contact email address.
+        #[arg(long)]
+        email: Option<String>,
+        /// Generate a temporary passcode (printed once).
+        #[arg(long, conflicts_with = "passcode_stdin")]
+        generate: bool,
+        /// Read the passcode from standard input (never from the command line).
+        #[arg(long)]
+        passcode_stdin: bool,
+        /// Make the given passcode temporary: it must be changed at the first login.
+        #[arg(long, requires = "passcode_stdin")]
+        temporary: bool,
+        /// Lifetime of a temporary passcode, e.g. 20m, 72h, 7d (default: the policy's).
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<Duration>,
+    },
+    /// List mailboxes.
+    List {
+        /// Only mailboxes with a temporary passcode.
+        #[arg(long)]
+        temporary: bool,
+        /// Only locked mailboxes.
+        #[arg(long)]
+        locked: bool,
+        /// Only mailboxes whose temporary passcode has expired.
+        #[arg(long)]
+        expired: bool,
+    },
+    /// Show one mailbox.
+    Show {
+        /// The mailbox number.
+        extension: String,
+    },
+    /// Give a mailbox a temporary passcode: generated (printed once) or read from stdin.
+    SetTemp {
+        /// The mailbox number.
+        extension: String,
+        /// Read the passcode from standard input instead of generating one.
+        #[arg(long)]
+        passcode_stdin: bool,
+        /// Lifetime, e.g. 20m, 72h (default: the policy's, 72h out of the box).
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<Duration>,
+    },
+    /// Give every mailbox (or the listed ones) a new generated temporary passcode.
+    ResetAll {
+        /// Only these mailboxes.
+        extensions: Vec<String>,
+        /// Lifetime, e.g. 20m, 72h.
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<Duration>,
+        /// Required when no extension is listed: this resets every mailbox.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Lift a lock and clear the failure count.
+    Unlock {
+        /// The mailbox number.
+        extension: String,
+    },
+    /// Delete a mailbox (its audit events stay).
+    Delete {
+        /// The mailbox number.
+        extension: String,
+    },
+    /// Create mailboxes from CSV: extension,name,email,passcode (header optional).
+    Import {
+        /// The CSV file ('-' for standard input).
+        file: PathBuf,
+        /// Import the good rows even if some are bad (default: all or nothing).
+        #[arg(long)]
+        partial: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Check a passcode (read from stdin) against the policy for a mailbox.
+    Check {
+        /// The mailbox the passcode is meant for.
+        extension: String,
+    },
+    /// Show the active policy.
+    Show,
+    /// Change one policy setting, e.g. `min_length 6` or `lockout.duration_seconds 15m`.
+    Set {
+        /// The setting (as `policy show` names it; dotted for lockout.*).
+        key: String,
+        /// The new value: a number, true/false, or for *_seconds a duration such as 30m.
+        value: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Create an admin API token (printed once; only its hash is kept).
+    Create {
+        /// A name for the token, recorded in the audit trail as the actor.
+        name: String,
+    },
+    /// List admin API tokens.
+    List,
+    /// Revoke an admin API token.
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// Resolved settings and output preferences for one command.
+pub(crate) struct Context {
+    store: StoreConfig,
+    json: bool,
+}
+
+impl Context {
+    fn new(global: &Global) -> Result<Self> {
+        let mut config = match &global.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(db) = &global.db {
+            config.store.database.clone_from(db);
+        }
+        Ok(Self {
+            store: config.store,
+            json: global.json,
+        })
+    }
+
+    /// Opens the existing store (never creates one).
+    fn open(&self) -> Result<Store> {
+        self.open_with(false).map(|(store, _)| store)
+    }
+
+    /// Opens the store, creating the database and pepper file when `create` is set and the
+    /// database does not exist yet. Returns whether it was created.
+    fn open_with(&self, create: bool) -> Result<(Store, bool)> {
+        let db = &self.store.database;
+        let created = create && !db.exists();
+        if created {
+            if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating directory {}", dir.display()))?;
+            }
+        }
+        // A new pepper only ever goes with a new database: a fresh pepper for an existing
+        // database would make every stored passcode unverifiable.
+        let (pepper, source) = pepper::load(&self.store.pepper_path(), created)?;
+        if let pepper::PepperSource::Created(path) = &source {
+            tracing::info!(path = %path.display(), "created pepper file");
+        }
+        let concurrency = match self.store.hash_concurrency {
+            0 => Hasher::default_concurrency(),
+            n => n,
+        };
+        let store = Store::open(db, pepper, created, concurrency)
+            .with_context(|| format!("opening {}", db.display()))?;
+        Ok((store, created))
+    }
+}
+
+/// Runs a parsed command line.
+pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
+    let ctx = Context::new(&cli.global)?;
+    match cli.command {
+        Command::Init { token_name } => admin::init(&ctx, &token_name),
+        Command::User(cmd) => users::run(&ctx, cmd),
+        Command::Report => admin::report(&ctx),
+        Command::Audit {
+            extension,
+            event,
+            limit,
+        } => admin::audit(&ctx, extension.as_deref(), event.as_deref(), limit),
+        Command::Policy(cmd) => admin::policy(&ctx, cmd),
+        Command::Token(cmd) => admin::token(&ctx, cmd),
+    }
+}
+
+/// Parses an extension argument.
+fn extension(text: &str) -> Result<Extension> {
+    Extension::parse(text).with_context(|| format!("mailbox {text:?}"))
+}
+
+/// Reads a passcode from standard input: one line, without its line ending. On a terminal
+/// the typing is not echoed.
+fn read_passcode(prompt: &str) -> Result<Passcode> {
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    if interactive {
+        eprint!("{prompt}: ");
+        std::io::stderr().flush().ok();
+        set_echo(false);
+    }
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if interactive {
+        set_echo(true);
+        eprintln!();
+    }
+    read.context("reading the passcode from standard input")?;
+    let text = line.trim_end_matches(['\r', '\n']).to_owned();
+    line.clear();
+    if text.is_empty() {
+        bail!("no passcode on standard input");
+    }
+    Passcode::new(text).map_err(Into::into)
+}
+
+/// Turns terminal echo off or on with `stty` (best effort: without it, typing shows).
+fn set_echo(on: bool) {
+    let arg = if on { "echo" } else { "-echo" };
+    let _ = std::process::Command::new("stty")
+        .arg(arg)
+        .stdin(std::process::Stdio::inherit())
+        .status();
+}

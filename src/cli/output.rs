@@ -1,0 +1,100 @@
+//! Human tables and JSON for the CLI's standard output.
+
+use std::fmt::Write as _;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use vportal::time::Timestamp;
+
+/// Prints `value` as pretty JSON.
+pub(crate) fn json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// A table with left-aligned columns separated by two spaces.
+pub(crate) struct Table {
+    headers: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub(crate) fn new(headers: &[&'static str]) -> Self {
+        Self {
+            headers: headers.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub(crate) fn render(&self) -> String {
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+            let mut text = String::new();
+            for (i, (cell, width)) in cells.zip(&widths).enumerate() {
+                if i > 0 {
+                    text.push_str("  ");
+                }
+                let _ = write!(text, "{cell:<width$}");
+            }
+            out.push_str(text.trim_end());
+            out.push('\n');
+        };
+        line(&mut self.headers.iter().copied());
+        for row in &self.rows {
+            line(&mut row.iter().map(String::as_str));
+        }
+        out
+    }
+
+    pub(crate) fn print(&self) {
+        print!("{}", self.render());
+    }
+}
+
+/// `key: value` lines with the keys aligned.
+pub(crate) fn fields(pairs: &[(&str, String)]) -> String {
+    let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+    let mut out = String::new();
+    for (key, value) in pairs {
+        let _ = writeln!(out, "{:<width$} {value}", format!("{key}:"));
+    }
+    out
+}
+
+/// A timestamp, or `-`.
+pub(crate) fn time(t: Option<Timestamp>) -> String {
+    t.map_or_else(|| "-".to_owned(), |t| t.to_string())
+}
+
+/// Text, or `-`.
+pub(crate) fn text(t: Option<&str>) -> String {
+    t.filter(|s| !s.is_empty()).unwrap_or("-").to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_and_trim() {
+        let mut t = Table::new(&["EXT", "NAME"]);
+        t.row(vec!["1001".into(), "Alice".into()]);
+        t.row(vec!["20".into(), "-".into()]);
+        assert_eq!(t.render(), "EXT   NAME\n1001  Alice\n20    -\n");
+        assert_eq!(
+            fields(&[("a", "1".into()), ("bbb", "2".into())]),
+            "a:   1\nbbb: 2\n"
+        );
+    }
+}

@@ -1,0 +1,337 @@
+//! `vportal user …`: mailbox administration.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::json;
+
+use vportal::store::{
+    Actor, ImportMode, ImportOutcome, Issued, NewUser, PasscodeSpec, Selection, UserFilter,
+    UserInfo,
+};
+use vportal::time::Timestamp;
+
+use super::output::{self, Table};
+use super::{Context, UserCommand, extension, read_passcode};
+
+pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
+    let actor = Actor::cli_from_env();
+    let now = Timestamp::now();
+    match cmd {
+        UserCommand::Add {
+            extension: ext,
+            name,
+            email,
+            generate,
+            passcode_stdin,
+            temporary,
+            ttl,
+        } => {
+            let ext = extension(&ext)?;
+            let passcode = if passcode_stdin {
+                Some(PasscodeSpec {
+                    passcode: Some(read_passcode("Passcode")?),
+                    temporary,
+                    ttl,
+                })
+            } else if generate {
+                Some(PasscodeSpec {
+                    passcode: None,
+                    temporary: true,
+                    ttl,
+                })
+            } else {
+                None
+            };
+            let store = ctx.open()?;
+            let issued = store.create_user(
+                NewUser {
+                    extension: ext,
+                    name,
+                    email,
+                    passcode,
+                },
+                &actor,
+                now,
+            )?;
+            print_issued(ctx, &issued, "created")?;
+        }
+        UserCommand::List {
+            temporary,
+            locked,
+            expired,
+        } => {
+            let filter = UserFilter {
+                temporary: temporary.then_some(true),
+                locked: locked.then_some(true),
+                expired: expired.then_some(true),
+            };
+            let users = ctx.open()?.users(filter, now)?;
+            if ctx.json {
+                output::json(&users)?;
+            } else {
+                print_list(&users);
+            }
+        }
+        UserCommand::Show { extension: ext } => {
+            let ext = extension(&ext)?;
+            let Some(user) = ctx.open()?.user(&ext, now)? else {
+                bail!("no mailbox {ext}");
+            };
+            if ctx.json {
+                output::json(&user)?;
+            } else {
+                print!("{}", show(&user));
+            }
+        }
+        UserCommand::SetTemp {
+            extension: ext,
+            passcode_stdin,
+            ttl,
+        } => {
+            let ext = extension(&ext)?;
+            let passcode = if passcode_stdin {
+                Some(read_passcode("Temporary passcode")?)
+            } else {
+                None
+            };
+            let spec = PasscodeSpec {
+                passcode,
+                temporary: true,
+                ttl,
+            };
+            let issued = ctx.open()?.reset_passcode(&ext, &spec, &actor, now)?;
+            print_issued(ctx, &issued, "given a temporary passcode")?;
+        }
+        UserCommand::ResetAll {
+            extensions,
+            ttl,
+            yes,
+        } => {
+            let selection = if extensions.is_empty() {
+                if !yes {
+                    bail!(
+                        "this gives every mailbox a new temporary passcode; add --yes to confirm"
+                    );
+                }
+                Selection::All
+            } else {
+                Selection::Extensions(
+                    extensions
+                        .iter()
+                        .map(|e| extension(e))
+                        .collect::<Result<_>>()?,
+                )
+            };
+            let issued = ctx.open()?.reset_many(&selection, true, ttl, &actor, now)?;
+            print_issued_list(ctx, &issued)?;
+        }
+        UserCommand::Unlock { extension: ext } => {
+            let ext = extension(&ext)?;
+            ctx.open()?.unlock(&ext, &actor, now)?;
+            if ctx.json {
+                output::json(&json!({"extension": ext, "unlocked": true}))?;
+            } else {
+                println!("Mailbox {ext} unlocked.");
+            }
+        }
+        UserCommand::Delete { extension: ext } => {
+            let ext = extension(&ext)?;
+            ctx.open()?.delete_user(&ext, &actor, now)?;
+            if ctx.json {
+                output::json(&json!({"extension": ext, "deleted": true}))?;
+            } else {
+                println!("Mailbox {ext} deleted.");
+            }
+        }
+        UserCommand::Import { file, partial } => {
+            let mut text = String::new();
+            if file.as_os_str() == "-" {
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .context("reading CSV from standard input")?;
+            } else {
+                text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+            }
+            let mode = if partial {
+                ImportMode::Partial
+            } else {
+                ImportMode::AllOrNothing
+            };
+            let report = ctx.open()?.import_csv(&text, mode, &actor, now)?;
+            let rejected = report.rejected().count();
+            if ctx.json {
+                let rows: Vec<_> = report
+                    .rows
+                    .iter()
+                    .map(|r| {
+                        let ext = r.extension.as_ref().map(ToString::to_string);
+                        match &r.outcome {
+                            ImportOutcome::Created(i) => json!({
+                                "line": r.line, "extension": ext, "status": "created",
+                                "passcode": i.generated.as_ref().map(|p| p.expose()),
+                                "temporary_expires_at": i.expires_at,
+                            }),
+                            ImportOutcome::NotImported => json!({
+                                "line": r.line, "extension": ext, "status": "not_imported",
+                            }),
+                            ImportOutcome::Rejected(reason) => json!({
+                                "line": r.line, "extension": ext, "status": "rejected",
+                                "reason": reason,
+                            }),
+                        }
+                    })
+                    .collect();
+                output::json(&json!({"committed": report.committed, "rows": rows}))?;
+            } else {
+                for (line, reason) in report.rejected() {
+                    eprintln!("line {line}: {reason}");
+                }
+                let created: Vec<&Issued> = report.created().collect();
+                if !created.is_empty() {
+                    println!("extension,passcode,temporary_expires_at");
+                    for i in &created {
+                        println!(
+                            "{},{},{}",
+                            i.extension,
+                            i.generated.as_ref().map_or("", |p| p.expose()),
+                            output::time(i.expires_at)
+                        );
+                    }
+                }
+                if report.committed {
+                    eprintln!(
+                        "{} mailbox(es) created, {rejected} row(s) rejected; generated passcodes are shown only this once",
+                        created.len()
+                    );
+                } else if rejected > 0 {
+                    eprintln!(
+                        "nothing imported: {rejected} row(s) rejected (use --partial to import the good rows)"
+                    );
+                } else {
+                    eprintln!("nothing to import");
+                }
+            }
+            if rejected > 0 {
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the result of setting a passcode; a generated passcode appears here only.
+fn print_issued(ctx: &Context, issued: &Issued, what: &str) -> Result<()> {
+    if ctx.json {
+        return output::json(&issued_json(issued));
+    }
+    println!("Mailbox {} {what}.", issued.extension);
+    if let Some(p) = &issued.generated {
+        let kind = if issued.temporary {
+            "Temporary passcode"
+        } else {
+            "Passcode"
+        };
+        println!("{kind}: {}", p.expose());
+        println!("(shown only this once)");
+    }
+    if let Some(t) = issued.expires_at {
+        println!("Expires: {t}");
+    }
+    Ok(())
+}
+
+fn print_issued_list(ctx: &Context, issued: &[Issued]) -> Result<()> {
+    if ctx.json {
+        let rows: Vec<_> = issued.iter().map(issued_json).collect();
+        return output::json(&rows);
+    }
+    let mut table = Table::new(&["EXTENSION", "PASSCODE", "EXPIRES"]);
+    for i in issued {
+        table.row(vec![
+            i.extension.to_string(),
+            i.generated.as_ref().map_or("", |p| p.expose()).to_owned(),
+            output::time(i.expires_at),
+        ]);
+    }
+    table.print();
+    eprintln!(
+        "{} mailbox(es) reset; the passcodes are shown only this once",
+        issued.len()
+    );
+    Ok(())
+}
+
+fn issued_json(i: &Issued) -> serde_json::Value {
+    json!({
+        "extension": i.extension,
+        "passcode": i.generated.as_ref().map(|p| p.expose()),
+        "temporary": i.temporary,
+        "temporary_expires_at": i.expires_at,
+    })
+}
+
+/// One word for a mailbox's credential state.
+fn state(u: &UserInfo) -> &'static str {
+    if u.locked {
+        "locked"
+    } else if !u.has_passcode {
+        "no-passcode"
+    } else if u.expired {
+        "expired"
+    } else if u.temporary {
+        "temporary"
+    } else {
+        "active"
+    }
+}
+
+fn print_list(users: &[UserInfo]) {
+    let mut table = Table::new(&[
+        "EXTENSION",
+        "NAME",
+        "EMAIL",
+        "STATE",
+        "FAILED",
+        "LAST LOGIN",
+        "CHANGED",
+    ]);
+    for u in users {
+        table.row(vec![
+            u.extension.to_string(),
+            output::text(u.name.as_deref()),
+            output::text(u.email.as_deref()),
+            state(u).to_owned(),
+            u.failed_attempts.to_string(),
+            output::time(u.last_login_at),
+            output::time(u.passcode_changed_at),
+        ]);
+    }
+    table.print();
+}
+
+fn show(u: &UserInfo) -> String {
+    let locked = match (u.locked, u.locked_until) {
+        (false, _) => "no".to_owned(),
+        (true, Some(t)) => format!("until {t}"),
+        (true, None) => "until an admin unlocks it".to_owned(),
+    };
+    output::fields(&[
+        ("extension", u.extension.to_string()),
+        ("name", output::text(u.name.as_deref())),
+        ("email", output::text(u.email.as_deref())),
+        ("state", state(u).to_owned()),
+        (
+            "temporary",
+            if u.temporary { "yes" } else { "no" }.to_owned(),
+        ),
+        ("temporary expires", output::time(u.temporary_expires_at)),
+        ("locked", locked),
+        ("failed attempts", u.failed_attempts.to_string()),
+        ("last login", output::time(u.last_login_at)),
+        ("passcode changed", output::time(u.passcode_changed_at)),
+        ("created", u.created_at.to_string()),
+    ])
+}

@@ -1,0 +1,16 @@
+//! vportal: a voice-portal passcode server.
+//!
+//! A phone user dials the voice portal; vportal answers the SIP call, plays prompts over RTP,
+//! collects DTMF, authenticates the mailbox owner and walks them through replacing a temporary
+//! passcode with a PIN of their own. Admins provision, reset, unlock and audit through a CLI and
+//! an HTTP side-port that share one credential store.
+//!
+//! Layers (see `docs/DESIGN.md`): the protocol and policy modules are sans-IO and
+//! take the current time as an argument; only the shell (`server`, `admin`, the binary) touches
+//! sockets, clocks and tasks.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod store;
+pub mod time;

@@ -1,0 +1,256 @@
+//! The audit trail: what happened to which mailbox, when, and who did it.
+//!
+//! Rows are written in the same transaction as the change they describe and never updated.
+//! They hold event names, outcomes and violation codes: never a passcode or a hash.
+
+use rusqlite::{Connection, Row, ToSql};
+use serde::Serialize;
+
+use super::types::{Actor, Extension};
+use super::{Result, Store};
+use crate::time::Timestamp;
+
+/// The kinds of audit event. The dotted names are part of the product contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// A mailbox was created.
+    UserCreated,
+    /// A mailbox was deleted.
+    UserDeleted,
+    /// An admin set a temporary passcode.
+    PasscodeTemporarySet,
+    /// A permanent passcode was set: by the owner (`changed`) or an admin (`admin_set`).
+    PasscodeChanged,
+    /// The owner's new passcode broke the policy; the outcome lists the codes.
+    PasscodeChangeRejected,
+    /// A caller logged in.
+    LoginSuccess,
+    /// A login failed: wrong passcode, or no such mailbox.
+    LoginFailure,
+    /// A login was refused because the mailbox is locked (not counted as a failure).
+    LoginLocked,
+    /// The right temporary passcode, but past its expiry.
+    LoginExpired,
+    /// Failures locked the mailbox.
+    UserLocked,
+    /// An admin lifted a lock.
+    UserUnlocked,
+    /// An admin API token was created.
+    TokenCreated,
+    /// An admin API token was revoked.
+    TokenRevoked,
+    /// The passcode policy was changed.
+    PolicyChanged,
+}
+
+impl Event {
+    /// Every event, for validating filters.
+    pub const ALL: [Self; 14] = [
+        Self::UserCreated,
+        Self::UserDeleted,
+        Self::PasscodeTemporarySet,
+        Self::PasscodeChanged,
+        Self::PasscodeChangeRejected,
+        Self::LoginSuccess,
+        Self::LoginFailure,
+        Self::LoginLocked,
+        Self::LoginExpired,
+        Self::UserLocked,
+        Self::UserUnlocked,
+        Self::TokenCreated,
+        Self::TokenRevoked,
+        Self::PolicyChanged,
+    ];
+
+    /// The stored name, e.g. `login.success`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::UserCreated => "user.created",
+            Self::UserDeleted => "user.deleted",
+            Self::PasscodeTemporarySet => "passcode.temporary_set",
+            Self::PasscodeChanged => "passcode.changed",
+            Self::PasscodeChangeRejected => "passcode.change_rejected",
+            Self::LoginSuccess => "login.success",
+            Self::LoginFailure => "login.failure",
+            Self::LoginLocked => "login.locked",
+            Self::LoginExpired => "login.expired",
+            Self::UserLocked => "user.locked",
+            Self::UserUnlocked => "user.unlocked",
+            Self::TokenCreated => "token.created",
+            Self::TokenRevoked => "token.revoked",
+            Self::PolicyChanged => "policy.changed",
+        }
+    }
+
+    /// The event with this name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.as_str() == name)
+    }
+}
+
+/// One audit row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEvent {
+    /// Increasing row id: the order events happened in.
+    pub id: i64,
+    /// When.
+    pub at: Timestamp,
+    /// The event name, e.g. `login.success`.
+    pub event: String,
+    /// The mailbox, when there is one. Failed logins to a mailbox that does not exist leave
+    /// this empty: callers sometimes type their passcode at the mailbox prompt.
+    pub extension: Option<String>,
+    /// Who: `cli[:user]`, `admin:<token name>`, `caller` or `system`.
+    pub actor: String,
+    /// For callers: the signalling source address.
+    pub source: Option<String>,
+    /// For callers: the SIP Call-ID.
+    pub call_id: Option<String>,
+    /// The result, e.g. `ok`, `wrong_passcode`, `too_short,common`, `until 2026-…`.
+    pub outcome: String,
+    /// Anything else worth knowing, never a secret.
+    pub detail: Option<String>,
+}
+
+/// Which audit rows to read. Newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only this mailbox.
+    pub extension: Option<Extension>,
+    /// Only this event.
+    pub event: Option<Event>,
+    /// At most this many rows (default 100, at most 10,000).
+    pub limit: Option<u32>,
+}
+
+/// Default and largest number of rows one query returns.
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 10_000;
+
+/// Appends one audit row. Call inside the transaction that makes the change.
+pub(crate) fn record(
+    conn: &Connection,
+    at: Timestamp,
+    event: Event,
+    extension: Option<&Extension>,
+    actor: &Actor,
+    outcome: &str,
+    detail: Option<&str>,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO audit (at, event, extension, actor, source, call_id, outcome, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        (
+            at.unix(),
+            event.as_str(),
+            extension.map(Extension::as_str),
+            actor.label(),
+            actor.source(),
+            actor.call_id(),
+            outcome,
+            detail,
+        ),
+    )?;
+    Ok(())
+}
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<AuditEvent> {
+    Ok(AuditEvent {
+        id: r.get(0)?,
+        at: Timestamp::from_unix(r.get(1)?),
+        event: r.get(2)?,
+        extension: r.get(3)?,
+        actor: r.get(4)?,
+        source: r.get(5)?,
+        call_id: r.get(6)?,
+        outcome: r.get(7)?,
+        detail: r.get(8)?,
+    })
+}
+
+impl Store {
+    /// Audit rows matching `query`, newest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+        let mut sql = String::from(
+            "SELECT id, at, event, extension, actor, source, call_id, outcome, detail
+             FROM audit WHERE 1 = 1",
+        );
+        let mut params: Vec<&dyn ToSql> = Vec::new();
+        let extension = query.extension.as_ref().map(Extension::as_str);
+        if let Some(ext) = &extension {
+            sql.push_str(" AND extension = ?");
+            params.push(ext);
+        }
+        let event = query.event.map(Event::as_str);
+        if let Some(event) = &event {
+            sql.push_str(" AND event = ?");
+            params.push(event);
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        params.push(&limit);
+        self.read(|conn| {
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map(params.as_slice(), from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::*;
+
+    #[test]
+    fn names_round_trip() {
+        for e in Event::ALL {
+            assert_eq!(Event::parse(e.as_str()), Some(e));
+        }
+        assert_eq!(Event::parse("login.maybe"), None);
+    }
+
+    #[test]
+    fn query_filters_and_orders_newest_first() {
+        let s = store();
+        s.write(|tx| {
+            for (i, (event, e)) in [
+                (Event::UserCreated, "1001"),
+                (Event::LoginSuccess, "1001"),
+                (Event::UserCreated, "1002"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let at = T0.saturating_add(std::time::Duration::from_secs(i as u64));
+                record(tx, at, event, Some(&ext(e)), &caller(), "ok", None)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let all = s.audit(&AuditQuery::default()).unwrap();
+        let names: Vec<_> = all.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(names, ["user.created", "login.success", "user.created"]);
+        assert_eq!(all[0].extension.as_deref(), Some("1002"));
+        assert_eq!(all[1].source.as_deref(), Some("127.0.0.1:5062"));
+        assert_eq!(all[1].call_id.as_deref(), Some("call-1@127.0.0.1"));
+        let only = s
+            .audit(&AuditQuery {
+                extension: Some(ext("1001")),
+                event: Some(Event::UserCreated),
+                limit: None,
+            })
+            .unwrap();
+        assert_eq!(only.len(), 1);
+        let one = s
+            .audit(&AuditQuery {
+                limit: Some(1),
+                ..AuditQuery::default()
+            })
+            .unwrap();
+        assert_eq!(one.len(), 1);
+    }
+}

@@ -1,0 +1,149 @@
+//! A small RFC 4180 CSV reader for mailbox imports.
+//!
+//! Fields are separated by commas and records by CRLF or LF; a field in double quotes may hold
+//! commas, line breaks and doubled quotes (`""`). Each record carries the line it starts on so
+//! errors can name it. Blank lines are skipped.
+
+/// One record: its first line (1-based) and its fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub(crate) line: usize,
+    pub(crate) fields: Vec<String>,
+}
+
+/// The text is not well-formed CSV.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CsvError {
+    /// A quoted field runs to the end of the input.
+    #[error("line {0}: a quoted field is never closed")]
+    UnclosedQuote(usize),
+    /// Text follows a closing quote before the next comma or line end.
+    #[error("line {0}: unexpected text after a closing quote")]
+    TextAfterQuote(usize),
+    /// A double quote inside an unquoted field.
+    #[error("line {0}: a double quote inside an unquoted field (quote the whole field)")]
+    StrayQuote(usize),
+}
+
+/// Splits `text` into records.
+///
+/// # Errors
+/// [`CsvError`] naming the line of the first malformed field.
+pub(crate) fn parse(text: &str) -> Result<Vec<Record>, CsvError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut records = Vec::new();
+    let mut chars = text.chars().peekable();
+    let mut line = 1;
+    loop {
+        let start_line = line;
+        let mut fields = Vec::new();
+        let mut field = String::new();
+        let mut quoted = false;
+        let mut end = false;
+        loop {
+            let Some(c) = chars.next() else {
+                end = true;
+                break;
+            };
+            match c {
+                '"' if field.is_empty() && !quoted => {
+                    quoted = true;
+                    let field_line = line;
+                    loop {
+                        match chars.next() {
+                            None => return Err(CsvError::UnclosedQuote(field_line)),
+                            Some('"') if chars.peek() == Some(&'"') => {
+                                chars.next();
+                                field.push('"');
+                            }
+                            Some('"') => break,
+                            Some(c) => {
+                                if c == '\n' {
+                                    line += 1;
+                                }
+                                field.push(c);
+                            }
+                        }
+                    }
+                    match chars.peek() {
+                        None | Some(',' | '\n' | '\r') => {}
+                        Some(_) => return Err(CsvError::TextAfterQuote(line)),
+                    }
+                }
+                '"' => return Err(CsvError::StrayQuote(line)),
+                ',' => {
+                    fields.push(std::mem::take(&mut field));
+                    quoted = false;
+                }
+                '\r' if chars.peek() == Some(&'\n') => {}
+                '\n' | '\r' => {
+                    line += 1;
+                    break;
+                }
+                c => field.push(c),
+            }
+        }
+        fields.push(field);
+        let blank = fields.len() == 1 && fields[0].trim().is_empty() && !quoted;
+        if !blank {
+            records.push(Record {
+                line: start_line,
+                fields,
+            });
+        }
+        if end {
+            return Ok(records);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(text: &str) -> Vec<(usize, Vec<String>)> {
+        parse(text)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.line, r.fields))
+            .collect()
+    }
+
+    fn rec(line: usize, fields: &[&str]) -> (usize, Vec<String>) {
+        (line, fields.iter().map(|f| (*f).to_owned()).collect())
+    }
+
+    #[test]
+    fn plain_records_with_crlf_lf_and_blank_lines() {
+        assert_eq!(
+            fields("1001,Alice,a@example.com,\r\n\r\n1002,Bob\n"),
+            [
+                rec(1, &["1001", "Alice", "a@example.com", ""]),
+                rec(3, &["1002", "Bob"]),
+            ]
+        );
+        assert!(fields("").is_empty());
+        assert_eq!(fields("\u{feff}1001"), [rec(1, &["1001"])]);
+    }
+
+    #[test]
+    fn quoted_fields_hold_commas_quotes_and_newlines() {
+        assert_eq!(
+            fields("1001,\"Smith, \"\"Al\"\"\nJr.\",x@y\n1002,\"\"\n"),
+            [
+                rec(1, &["1001", "Smith, \"Al\"\nJr.", "x@y"]),
+                rec(3, &["1002", ""]),
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_input_names_the_line() {
+        assert_eq!(
+            parse("1001,ok\n1002,\"open"),
+            Err(CsvError::UnclosedQuote(2))
+        );
+        assert_eq!(parse("1001\n1002,\"a\"b"), Err(CsvError::TextAfterQuote(2)));
+        assert_eq!(parse("1\n2\n3,a\"b"), Err(CsvError::StrayQuote(3)));
+    }
+}

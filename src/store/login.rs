@@ -1,0 +1,698 @@
+//! Logging in and changing one's own passcode.
+//!
+//! Both follow the same shape: read the mailbox (short read), do the argon2 work with no
+//! database lock held, then apply the result in one `IMMEDIATE` transaction that first checks
+//! the mailbox's passcode is still the one the hash was checked against. If an admin reset or
+//! another call changed it in the meantime, the work is redone (at most three times).
+
+use rusqlite::Connection;
+
+use super::audit::{self, Event};
+use super::policy::{HistoryMatch, Lock, Policy, Violations};
+use super::types::{Actor, Extension, Passcode};
+use super::users::{UserRow, append_history};
+use super::{Result, Store, StoreError, load_policy};
+use crate::time::Timestamp;
+
+/// How many times a login or change is redone when the mailbox changes under it.
+const ATTEMPTS: usize = 3;
+
+/// The result of a login attempt.
+///
+/// Callers must treat [`VerifyOutcome::Unknown`] exactly like [`VerifyOutcome::Wrong`]:
+/// a caller may not learn which mailboxes exist. Both took the same argon2 work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    /// The passcode is right. `must_change`: it is temporary and must be replaced now.
+    Ok {
+        /// The passcode is temporary: go straight to choosing a new one.
+        must_change: bool,
+    },
+    /// The passcode is wrong; `remaining` more failures before the mailbox locks.
+    Wrong {
+        /// Failures left before a lock (0 when locking is off).
+        remaining: u32,
+    },
+    /// The mailbox is locked (possibly by this very attempt); nothing was counted.
+    Locked {
+        /// When the lock ends.
+        until: Lock,
+    },
+    /// The right temporary passcode, but it has expired: an admin must issue a new one.
+    Expired,
+    /// No such mailbox, or it has no passcode. Indistinguishable from `Wrong` to a caller.
+    Unknown,
+}
+
+/// The result of a passcode change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeOutcome {
+    /// Stored; the passcode is now permanent.
+    Changed,
+    /// Refused; the old passcode stays in force.
+    Rejected(Violations),
+}
+
+/// What a mailbox looked like when its hash was checked.
+struct Snapshot {
+    row: UserRow,
+    policy: Policy,
+    history: Vec<String>,
+}
+
+fn snapshot(
+    conn: &Connection,
+    extension: &Extension,
+    with_history: bool,
+) -> Result<Option<Snapshot>> {
+    let Some(row) = UserRow::load(conn, extension)? else {
+        return Ok(None);
+    };
+    let policy = load_policy(conn)?;
+    let history = if with_history && policy.history_depth > 0 {
+        let mut stmt = conn.prepare(
+            "SELECT hash FROM passcode_history WHERE extension = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        stmt.query_map((extension.as_str(), policy.history_depth), |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?
+    } else {
+        Vec::new()
+    };
+    Ok(Some(Snapshot {
+        row,
+        policy,
+        history,
+    }))
+}
+
+/// Whether the mailbox's passcode is still the one a decision was based on.
+fn unchanged(conn: &Connection, before: &UserRow) -> Result<Option<UserRow>> {
+    Ok(UserRow::load(conn, &before.extension)?
+        .filter(|now| now.passcode_hash == before.passcode_hash))
+}
+
+impl Store {
+    /// Checks a caller's passcode for a mailbox.
+    ///
+    /// `extension` is what the caller typed; anything that is not a known mailbox costs the
+    /// same argon2 work as a real check and answers [`VerifyOutcome::Unknown`]. Failures count
+    /// per mailbox across calls, and none is counted while the mailbox is locked. The
+    /// `max_failures`-th consecutive failure locks it (30 min, doubling, permanent at the
+    /// `permanent_at`-th lock by default) and answers [`VerifyOutcome::Locked`]. Success
+    /// resets the counts. A temporary passcode works until its expiry and until changed;
+    /// after expiry the right passcode answers [`VerifyOutcome::Expired`] (a wrong one still
+    /// counts as a failure).
+    ///
+    /// Audits `login.success`, `login.failure`, `login.locked`, `login.expired` and
+    /// `user.locked`, with the actor's source address and Call-ID.
+    ///
+    /// # Errors
+    /// Database errors; [`StoreError::Hash`] when the stored hash is corrupt;
+    /// [`StoreError::Contention`] if the mailbox changed under three attempts in a row.
+    pub fn verify(
+        &self,
+        extension: &str,
+        passcode: &Passcode,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<VerifyOutcome> {
+        let Ok(extension) = Extension::parse(extension) else {
+            return self.unknown_mailbox(None, passcode, actor, now);
+        };
+        for _ in 0..ATTEMPTS {
+            let Some(snap) = self.read(|c| snapshot(c, &extension, false))? else {
+                return self.unknown_mailbox(None, passcode, actor, now);
+            };
+            let row = snap.row;
+            if let Some(until) = row.lock_at(now) {
+                return self.write(|tx| refuse_locked(tx, &extension, until, actor, now));
+            }
+            let Some(hash) = &row.passcode_hash else {
+                return self.unknown_mailbox(Some(&extension), passcode, actor, now);
+            };
+            let matched = self.hasher.verify(passcode, hash)?;
+            let outcome = self.write(|tx| {
+                let Some(current) = unchanged(tx, &row)? else {
+                    return Ok(None);
+                };
+                // Another call may have locked the mailbox while we hashed.
+                if let Some(until) = current.lock_at(now) {
+                    return refuse_locked(tx, &extension, until, actor, now).map(Some);
+                }
+                if matched {
+                    return succeed(tx, &current, actor, now).map(Some);
+                }
+                fail(tx, &current, &snap.policy, actor, now).map(Some)
+            })?;
+            if let Some(outcome) = outcome {
+                tracing::debug!(%extension, ?outcome, "login checked");
+                return Ok(outcome);
+            }
+        }
+        Err(StoreError::Contention(extension))
+    }
+
+    /// A login to a mailbox that does not exist (or has no passcode): the same argon2 work as
+    /// a real one, then `Unknown`. The audit row names the mailbox only when it exists:
+    /// callers sometimes type their passcode at the mailbox prompt.
+    fn unknown_mailbox(
+        &self,
+        existing: Option<&Extension>,
+        passcode: &Passcode,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<VerifyOutcome> {
+        self.hasher.verify_dummy(passcode)?;
+        let outcome = if existing.is_some() {
+            "no_passcode"
+        } else {
+            "unknown_mailbox"
+        };
+        self.write(|tx| {
+            audit::record(tx, now, Event::LoginFailure, existing, actor, outcome, None)
+        })?;
+        Ok(VerifyOutcome::Unknown)
+    }
+
+    /// Replaces a logged-in owner's passcode with `new`, after checking it against the policy
+    /// including the current passcode and the last `history_depth` ones.
+    ///
+    /// On success the passcode becomes permanent (the temporary flag and expiry are cleared),
+    /// the hash joins the history and `passcode.changed` is audited, all in one transaction.
+    /// On refusal nothing changes but a `passcode.change_rejected` audit row listing the codes.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`]; database and hash errors; [`StoreError::Contention`].
+    pub fn change_passcode(
+        &self,
+        extension: &Extension,
+        new: &Passcode,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<ChangeOutcome> {
+        for _ in 0..ATTEMPTS {
+            let snap = self
+                .read(|c| snapshot(c, extension, true))?
+                .ok_or_else(|| StoreError::NotFound(extension.clone()))?;
+            let history = self.history_match(&snap, new)?;
+            let violations = snap.policy.check(extension, new, history);
+            let new_hash = if violations.is_empty() {
+                Some(self.hasher.hash(new)?)
+            } else {
+                None
+            };
+            let outcome = self.write(|tx| {
+                if unchanged(tx, &snap.row)?.is_none() {
+                    return Ok(None);
+                }
+                let Some(hash) = &new_hash else {
+                    let codes = violations.to_string();
+                    audit::record(tx, now, Event::PasscodeChangeRejected, Some(extension), actor, &codes, None)?;
+                    return Ok(Some(ChangeOutcome::Rejected(violations.clone())));
+                };
+                tx.execute(
+                    "UPDATE users SET passcode_hash = ?1, temporary = 0, temporary_expires_at = NULL,
+                            passcode_changed_at = ?2
+                     WHERE extension = ?3",
+                    (hash, now.unix(), extension.as_str()),
+                )?;
+                append_history(tx, extension, hash, now)?;
+                let was = if snap.row.temporary { "from_temporary" } else { "from_permanent" };
+                audit::record(tx, now, Event::PasscodeChanged, Some(extension), actor, "changed", Some(was))?;
+                Ok(Some(ChangeOutcome::Changed))
+            })?;
+            if let Some(outcome) = outcome {
+                tracing::debug!(%extension, ?outcome, "passcode change");
+                return Ok(outcome);
+            }
+        }
+        Err(StoreError::Contention(extension.clone()))
+    }
+
+    /// Which policy rules `candidate` would break as `extension`'s new passcode, history
+    /// included when the mailbox exists. Changes nothing and audits nothing.
+    ///
+    /// # Errors
+    /// Database and hash errors.
+    pub fn check_passcode(
+        &self,
+        extension: &Extension,
+        candidate: &Passcode,
+    ) -> Result<Violations> {
+        match self.read(|c| snapshot(c, extension, true))? {
+            Some(snap) => {
+                let history = self.history_match(&snap, candidate)?;
+                Ok(snap.policy.check(extension, candidate, history))
+            }
+            None => Ok(self.policy()?.check_rules(extension, candidate)),
+        }
+    }
+
+    /// Compares `candidate` with the current passcode and the history (argon2 each).
+    fn history_match(&self, snap: &Snapshot, candidate: &Passcode) -> Result<HistoryMatch> {
+        let current = match (&snap.row.passcode_hash, snap.policy.reject_current) {
+            (Some(hash), true) => self.hasher.verify(candidate, hash)?,
+            _ => false,
+        };
+        let mut recent = false;
+        if !current {
+            for hash in &snap.history {
+                if self.hasher.verify(candidate, hash)? {
+                    recent = true;
+                    break;
+                }
+            }
+        }
+        Ok(HistoryMatch { current, recent })
+    }
+}
+
+/// A login to a locked mailbox: audited, not counted.
+fn refuse_locked(
+    conn: &Connection,
+    extension: &Extension,
+    until: Lock,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<VerifyOutcome> {
+    audit::record(
+        conn,
+        now,
+        Event::LoginLocked,
+        Some(extension),
+        actor,
+        "locked",
+        None,
+    )?;
+    Ok(VerifyOutcome::Locked { until })
+}
+
+/// The right passcode: expired, or a login that resets the counts.
+fn succeed(
+    conn: &Connection,
+    row: &UserRow,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<VerifyOutcome> {
+    let ext = &row.extension;
+    if row.expired_at(now) {
+        audit::record(
+            conn,
+            now,
+            Event::LoginExpired,
+            Some(ext),
+            actor,
+            "expired",
+            None,
+        )?;
+        return Ok(VerifyOutcome::Expired);
+    }
+    conn.execute(
+        "UPDATE users SET failed_attempts = 0, lockouts = 0, locked_until = NULL, last_login_at = ?1
+         WHERE extension = ?2",
+        (now.unix(), ext.as_str()),
+    )?;
+    let outcome = if row.temporary { "ok_temporary" } else { "ok" };
+    audit::record(
+        conn,
+        now,
+        Event::LoginSuccess,
+        Some(ext),
+        actor,
+        outcome,
+        None,
+    )?;
+    Ok(VerifyOutcome::Ok {
+        must_change: row.temporary,
+    })
+}
+
+/// A wrong passcode: count it, maybe lock.
+fn fail(
+    conn: &Connection,
+    row: &UserRow,
+    policy: &Policy,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<VerifyOutcome> {
+    let ext = &row.extension;
+    let after = policy
+        .lockout
+        .after_failure(row.failed_attempts, row.lockouts, now);
+    let (until, permanent) = match after.lock {
+        Some(Lock::Until(t)) => (Some(t.unix()), false),
+        Some(Lock::Permanent) => (None, true),
+        None => (None, false),
+    };
+    conn.execute(
+        "UPDATE users SET failed_attempts = ?1, lockouts = ?2, locked_until = ?3,
+                locked_permanently = ?4
+         WHERE extension = ?5",
+        (
+            after.failed_attempts,
+            after.lockouts,
+            until,
+            permanent,
+            ext.as_str(),
+        ),
+    )?;
+    let detail = format!("remaining {}", after.remaining);
+    audit::record(
+        conn,
+        now,
+        Event::LoginFailure,
+        Some(ext),
+        actor,
+        "wrong_passcode",
+        Some(&detail),
+    )?;
+    match after.lock {
+        Some(lock) => {
+            let outcome = match lock {
+                Lock::Until(t) => format!("until {t}"),
+                Lock::Permanent => "permanent".to_owned(),
+            };
+            let detail = format!("lock {}", after.lockouts);
+            audit::record(
+                conn,
+                now,
+                Event::UserLocked,
+                Some(ext),
+                actor,
+                &outcome,
+                Some(&detail),
+            )?;
+            Ok(VerifyOutcome::Locked { until: lock })
+        }
+        None => Ok(VerifyOutcome::Wrong {
+            remaining: after.remaining,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::testing::*;
+    use crate::store::{AuditQuery, NewUser, PasscodeSpec, Violation};
+
+    fn minutes(m: u64) -> Duration {
+        Duration::from_secs(m * 60)
+    }
+
+    fn with_user(passcode: &str, temporary: bool) -> Store {
+        let s = store();
+        s.create_user(
+            NewUser {
+                extension: ext("1001"),
+                name: None,
+                email: None,
+                passcode: Some(PasscodeSpec {
+                    passcode: Some(pin(passcode)),
+                    temporary,
+                    ttl: Some(minutes(20)),
+                }),
+            },
+            &cli(),
+            T0,
+        )
+        .unwrap();
+        s
+    }
+
+    fn verify(s: &Store, e: &str, p: &str, now: Timestamp) -> VerifyOutcome {
+        s.verify(e, &pin(p), &caller(), now).unwrap()
+    }
+
+    fn last_events(s: &Store, n: usize) -> Vec<String> {
+        let mut v: Vec<_> = s
+            .audit(&AuditQuery {
+                limit: Some(n as u32),
+                ..AuditQuery::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|e| format!("{} {}", e.event, e.outcome))
+            .collect();
+        v.reverse();
+        v
+    }
+
+    #[test]
+    fn temporary_passcode_works_until_it_expires_then_only_says_expired() {
+        let s = with_user("4826", true);
+        assert_eq!(
+            verify(&s, "1001", "4826", T0),
+            VerifyOutcome::Ok { must_change: true }
+        );
+        // Still usable until changed, within the TTL.
+        let t = T0.saturating_add(minutes(19));
+        assert_eq!(
+            verify(&s, "1001", "4826", t),
+            VerifyOutcome::Ok { must_change: true }
+        );
+        let t = T0.saturating_add(minutes(20));
+        assert_eq!(verify(&s, "1001", "4826", t), VerifyOutcome::Expired);
+        // A wrong passcode after expiry is still a counted failure, not "expired".
+        assert_eq!(
+            verify(&s, "1001", "9999", t),
+            VerifyOutcome::Wrong { remaining: 4 }
+        );
+        assert_eq!(
+            last_events(&s, 2),
+            ["login.expired expired", "login.failure wrong_passcode"]
+        );
+        let row = s.audit(&AuditQuery::default()).unwrap().remove(1);
+        assert_eq!(row.source.as_deref(), Some("127.0.0.1:5062"));
+        assert_eq!(row.call_id.as_deref(), Some("call-1@127.0.0.1"));
+    }
+
+    #[test]
+    fn lockout_progression_and_nothing_counted_while_locked() {
+        let s = with_user("4826", false);
+        let mut now = T0;
+        for (lock_no, minutes_locked) in [(1, 30), (2, 60), (3, 120)] {
+            for remaining in (1..=4).rev() {
+                assert_eq!(
+                    verify(&s, "1001", "0000", now),
+                    VerifyOutcome::Wrong { remaining }
+                );
+            }
+            let until = Lock::Until(now.saturating_add(minutes(minutes_locked)));
+            assert_eq!(
+                verify(&s, "1001", "0000", now),
+                VerifyOutcome::Locked { until },
+                "lock {lock_no}"
+            );
+            // While locked: even the right passcode is refused, and nothing is counted.
+            let during = now.saturating_add(minutes(minutes_locked - 1));
+            assert_eq!(
+                verify(&s, "1001", "4826", during),
+                VerifyOutcome::Locked { until }
+            );
+            assert_eq!(
+                verify(&s, "1001", "0000", during),
+                VerifyOutcome::Locked { until }
+            );
+            let info = s.user(&ext("1001"), during).unwrap().unwrap();
+            assert_eq!((info.locked, info.failed_attempts), (true, 0));
+            now = now.saturating_add(minutes(minutes_locked));
+        }
+        for _ in 0..4 {
+            verify(&s, "1001", "0000", now);
+        }
+        assert_eq!(
+            verify(&s, "1001", "0000", now),
+            VerifyOutcome::Locked {
+                until: Lock::Permanent
+            }
+        );
+        let years = now.saturating_add(Duration::from_secs(10 * 365 * 86_400));
+        assert_eq!(
+            verify(&s, "1001", "4826", years),
+            VerifyOutcome::Locked {
+                until: Lock::Permanent
+            }
+        );
+        let locks = s
+            .audit(&AuditQuery {
+                event: Some(Event::UserLocked),
+                ..AuditQuery::default()
+            })
+            .unwrap();
+        assert_eq!(locks.len(), 4);
+        assert_eq!(locks[0].outcome, "permanent");
+        s.unlock(&ext("1001"), &cli(), years).unwrap();
+        assert_eq!(
+            verify(&s, "1001", "4826", years),
+            VerifyOutcome::Ok { must_change: false }
+        );
+    }
+
+    #[test]
+    fn success_resets_the_count_and_the_doubling() {
+        let s = with_user("4826", false);
+        for _ in 0..4 {
+            verify(&s, "1001", "0000", T0);
+        }
+        assert_eq!(
+            verify(&s, "1001", "4826", T0),
+            VerifyOutcome::Ok { must_change: false }
+        );
+        assert_eq!(
+            s.user(&ext("1001"), T0).unwrap().unwrap().failed_attempts,
+            0
+        );
+        assert_eq!(
+            verify(&s, "1001", "0000", T0),
+            VerifyOutcome::Wrong { remaining: 4 }
+        );
+        // A lock, its expiry, a success: the next lock is 30 minutes again, not 60.
+        for _ in 0..4 {
+            verify(&s, "1001", "0000", T0);
+        }
+        let t = T0.saturating_add(minutes(30));
+        assert_eq!(
+            verify(&s, "1001", "4826", t),
+            VerifyOutcome::Ok { must_change: false }
+        );
+        for _ in 0..4 {
+            verify(&s, "1001", "0000", t);
+        }
+        let until = Lock::Until(t.saturating_add(minutes(30)));
+        assert_eq!(
+            verify(&s, "1001", "0000", t),
+            VerifyOutcome::Locked { until }
+        );
+    }
+
+    #[test]
+    fn unknown_mailboxes_look_like_wrong_passcodes_and_never_lock() {
+        let s = with_user("4826", false);
+        for typed in ["2002", "not digits", "48264826482648264826"] {
+            for _ in 0..7 {
+                assert_eq!(verify(&s, typed, "4826", T0), VerifyOutcome::Unknown);
+            }
+        }
+        let rows = s.audit(&AuditQuery::default()).unwrap();
+        let failures: Vec<_> = rows.iter().filter(|e| e.event == "login.failure").collect();
+        assert_eq!(failures.len(), 21);
+        assert!(
+            failures
+                .iter()
+                .all(|e| e.extension.is_none() && e.outcome == "unknown_mailbox")
+        );
+        // A mailbox without a passcode answers the same.
+        s.create_user(NewUser::new(ext("1002")), &cli(), T0)
+            .unwrap();
+        assert_eq!(verify(&s, "1002", "4826", T0), VerifyOutcome::Unknown);
+    }
+
+    #[test]
+    fn change_checks_policy_history_and_current() {
+        let s = with_user("4826", true);
+        let e = ext("1001");
+        let change = |p: &str, now| s.change_passcode(&e, &pin(p), &caller(), now).unwrap();
+        let rejected =
+            |codes: &[Violation]| ChangeOutcome::Rejected(codes.iter().copied().collect());
+        assert_eq!(
+            change("1001", T0),
+            rejected(&[Violation::EqualsExtension, Violation::Common])
+        );
+        assert_eq!(change("4826", T0), rejected(&[Violation::SameAsCurrent]));
+        assert_eq!(change("482", T0), rejected(&[Violation::TooShort]));
+        // Refusals leave the temporary passcode in force.
+        assert_eq!(
+            verify(&s, "1001", "4826", T0),
+            VerifyOutcome::Ok { must_change: true }
+        );
+        let pins = ["5937", "6048", "7159", "8260", "9382", "4083"];
+        for p in pins {
+            assert_eq!(change(p, T0), ChangeOutcome::Changed);
+        }
+        assert_eq!(
+            verify(&s, "1001", "4083", T0),
+            VerifyOutcome::Ok { must_change: false }
+        );
+        assert_eq!(
+            verify(&s, "1001", "9382", T0),
+            VerifyOutcome::Wrong { remaining: 4 }
+        );
+        // The last five (9382, 8260, 7159, 6048, 5937 before 4083's change) are refused,
+        // the current one as such; 5937 is now six back.
+        assert_eq!(change("4083", T0), rejected(&[Violation::SameAsCurrent]));
+        for p in ["9382", "8260", "7159", "6048"] {
+            assert_eq!(change(p, T0), rejected(&[Violation::RecentlyUsed]), "{p}");
+        }
+        assert_eq!(
+            s.check_passcode(&e, &pin("6048")).unwrap().to_string(),
+            "recently_used"
+        );
+        assert_eq!(
+            s.check_passcode(&ext("4040"), &pin("6048"))
+                .unwrap()
+                .to_string(),
+            ""
+        );
+        assert_eq!(change("5937", T0), ChangeOutcome::Changed);
+        let info = s.user(&e, T0).unwrap().unwrap();
+        assert!(!info.temporary && info.temporary_expires_at.is_none());
+        assert_eq!(info.passcode_changed_at, Some(T0));
+        let rejected_rows = s
+            .audit(&AuditQuery {
+                event: Some(Event::PasscodeChangeRejected),
+                ..AuditQuery::default()
+            })
+            .unwrap();
+        assert_eq!(
+            rejected_rows.last().unwrap().outcome,
+            "equals_extension,common"
+        );
+    }
+
+    #[test]
+    fn a_failing_change_leaves_the_old_passcode_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.db");
+        let s = Store::open(&path, pepper(), true, 2).unwrap();
+        s.create_user(
+            NewUser::new(ext("1001")).with_passcode(PasscodeSpec::given(pin("4826"), true)),
+            &cli(),
+            T0,
+        )
+        .unwrap();
+        // Make the last step of the change transaction (the audit insert) fail.
+        let saboteur = Connection::open(&path).unwrap();
+        saboteur
+            .execute_batch(
+                "CREATE TRIGGER no_changes BEFORE INSERT ON audit
+                 WHEN NEW.event = 'passcode.changed'
+                 BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;",
+            )
+            .unwrap();
+        assert!(
+            s.change_passcode(&ext("1001"), &pin("5937"), &caller(), T0)
+                .is_err()
+        );
+        assert_eq!(
+            verify(&s, "1001", "4826", T0),
+            VerifyOutcome::Ok { must_change: true }
+        );
+        assert_eq!(
+            verify(&s, "1001", "5937", T0),
+            VerifyOutcome::Wrong { remaining: 4 }
+        );
+        let history: i64 = saboteur
+            .query_row("SELECT count(*) FROM passcode_history", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(history, 0);
+        saboteur.execute_batch("DROP TRIGGER no_changes").unwrap();
+        assert_eq!(
+            s.change_passcode(&ext("1001"), &pin("5937"), &caller(), T0)
+                .unwrap(),
+            ChangeOutcome::Changed
+        );
+    }
+}

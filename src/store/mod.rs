@@ -1,0 +1,414 @@
+//! The credential store: mailboxes, passcodes, lockouts, admin tokens and the audit trail.
+//!
+//! The only module that knows SQL. Everything else sees [`Store`], whose methods are named
+//! after what callers and admins do: [`Store::verify`], [`Store::change_passcode`],
+//! [`Store::reset_passcode`], [`Store::unlock`], [`Store::import_csv`], …
+//!
+//! - Every operation is one SQLite transaction and writes its audit event in that same
+//!   transaction: an operation and its audit row land together or not at all.
+//! - Write transactions begin `IMMEDIATE` and the connection waits up to ten seconds on a busy
+//!   database, so the CLI and a running server can share one file (WAL mode) without
+//!   "database is locked" reaching anybody.
+//! - argon2 work happens outside transactions, so a login in progress never holds the
+//!   database's write lock for the length of a hash.
+//! - Time is an argument (`now`): the store never reads the clock.
+//! - No passcode ever reaches an audit row, a log line or an error message.
+
+mod audit;
+mod csv;
+mod hash;
+mod login;
+pub mod pepper;
+pub mod policy;
+mod report;
+mod schema;
+mod tokens;
+mod types;
+mod users;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+
+pub use audit::{AuditEvent, AuditQuery, Event};
+pub use csv::CsvError;
+pub use hash::{HashError, Hasher};
+pub use login::{ChangeOutcome, VerifyOutcome};
+pub use pepper::{Pepper, PepperError, PepperSource};
+pub use policy::{GenerateError, Lock, Policy, PolicyError, Violation, Violations};
+pub use report::Report;
+pub use tokens::{AdminToken, TokenInfo};
+pub use types::{
+    Actor, Extension, InvalidExtension, MAX_EXTENSION_LEN, MAX_PASSCODE_LEN, Passcode,
+    PasscodeTooLong,
+};
+pub use users::{
+    ImportMode, ImportOutcome, ImportReport, ImportRow, Issued, NewUser, PasscodeSpec, Selection,
+    UserFilter, UserInfo,
+};
+
+use crate::time::Timestamp;
+
+/// How long a connection waits for another process's write transaction before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The settings key holding the active policy as TOML.
+const POLICY_KEY: &str = "policy";
+
+/// The settings key holding a MAC that tells whether the configured pepper is this
+/// database's.
+const PEPPER_CHECK_KEY: &str = "pepper_check";
+
+/// What a store operation can fail with. No variant ever carries a passcode.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// The database file could not be created.
+    #[error("creating {}: {source}", .path.display())]
+    Io {
+        /// The database file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// There is no database file and the caller did not ask to create one.
+    #[error("no database at {} (run `vportal init` first)", .0.display())]
+    NoDatabase(PathBuf),
+    /// No mailbox with this extension.
+    #[error("no mailbox {0}")]
+    NotFound(Extension),
+    /// A mailbox with this extension exists already.
+    #[error("mailbox {0} already exists")]
+    Exists(Extension),
+    /// The passcode breaks the policy; the codes say which rules.
+    #[error("passcode refused by policy: {0}")]
+    Rejected(Violations),
+    /// A field other than a passcode is malformed (name, email, token name).
+    #[error("{0}")]
+    Invalid(String),
+    /// The policy about to be stored is inconsistent.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// A stored setting cannot be read back.
+    #[error("stored setting {key} is unreadable: {reason}")]
+    Setting {
+        /// The settings key.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Hashing failed.
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    /// A passcode could not be generated.
+    #[error(transparent)]
+    Generate(#[from] GenerateError),
+    /// The configured pepper is not the one this database's hashes were made with.
+    #[error(
+        "the configured pepper does not match this database; every passcode check would fail \
+         (use the pepper file created with the database, or its value in VPORTAL_PEPPER)"
+    )]
+    PepperMismatch,
+    /// A newer vportal has migrated this database.
+    #[error("database schema version {found} is newer than this vportal supports ({supported})")]
+    SchemaTooNew {
+        /// The database's `user_version`.
+        found: i64,
+        /// The newest this build knows.
+        supported: i64,
+    },
+    /// An admin token with this name exists already.
+    #[error("admin token {0:?} already exists")]
+    TokenExists(String),
+    /// No admin token with this name.
+    #[error("no admin token {0:?}")]
+    TokenNotFound(String),
+    /// The mailbox kept changing under a login or change in progress.
+    #[error("mailbox {0} changed repeatedly during the operation; try again")]
+    Contention(Extension),
+}
+
+/// Convenience alias for store results.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The credential store. Cheap to share (`Arc<Store>`); all methods take `&self`.
+///
+/// One SQLite connection per store, used for short transactions only. Other processes (the
+/// CLI next to a running server) open their own store on the same file.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+    hasher: Hasher,
+}
+
+impl Store {
+    /// Opens (and with `create`, creates) the database at `path`, applies migrations and
+    /// checks that `pepper` is the database's.
+    ///
+    /// `hash_concurrency` bounds concurrent argon2 work (see [`Hasher::default_concurrency`]).
+    ///
+    /// # Errors
+    /// [`StoreError::NoDatabase`] when the file is missing and `create` is false;
+    /// [`StoreError::PepperMismatch`]; [`StoreError::SchemaTooNew`]; database errors.
+    pub fn open(
+        path: &Path,
+        pepper: Pepper,
+        create: bool,
+        hash_concurrency: usize,
+    ) -> Result<Self> {
+        if !path.exists() {
+            if !create {
+                return Err(StoreError::NoDatabase(path.to_owned()));
+            }
+            create_private(path).map_err(|source| StoreError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = Connection::open_with_flags(path, flags)?;
+        // WAL: readers never block the writer and the writer never blocks readers.
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(
+                mode,
+                "database is not in WAL mode; concurrent use may wait longer"
+            );
+        }
+        Self::setup(conn, pepper, hash_concurrency)
+    }
+
+    /// A store in memory, for tests and benchmarks.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn open_in_memory(pepper: Pepper, hash_concurrency: usize) -> Result<Self> {
+        Self::setup(Connection::open_in_memory()?, pepper, hash_concurrency)
+    }
+
+    fn setup(mut conn: Connection, pepper: Pepper, hash_concurrency: usize) -> Result<Self> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        // Durability over speed: an acknowledged passcode change must survive a power cut.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        schema::migrate(&mut conn)?;
+        let store = Self {
+            conn: Mutex::new(conn),
+            hasher: Hasher::new(pepper, hash_concurrency),
+        };
+        store.check_pepper()?;
+        Ok(store)
+    }
+
+    /// Records the pepper's fingerprint on first open; refuses a different pepper later.
+    fn check_pepper(&self) -> Result<()> {
+        let expected = self.hasher.mac(b"vportal pepper check v1");
+        self.write(|tx| {
+            let stored: Option<String> = tx
+                .query_row(
+                    "SELECT value FROM settings WHERE key = ?1",
+                    [PEPPER_CHECK_KEY],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match stored {
+                None => {
+                    tx.execute(
+                        "INSERT INTO settings (key, value) VALUES (?1, ?2)",
+                        (PEPPER_CHECK_KEY, &expected),
+                    )?;
+                    Ok(())
+                }
+                Some(s) if s == expected => Ok(()),
+                Some(_) => Err(StoreError::PepperMismatch),
+            }
+        })
+    }
+
+    /// The hasher, shared with callers that need to hash outside a store operation.
+    pub fn hasher(&self) -> &Hasher {
+        &self.hasher
+    }
+
+    /// Runs `f` on the connection (reads; WAL gives it a consistent snapshot per statement).
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        // A panic mid-transaction rolls the transaction back when it unwinds, so the
+        // connection is consistent even if the lock was poisoned.
+        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&conn)
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed if `f` returns `Ok`.
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let value = f(&tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+
+    /// The active passcode policy.
+    ///
+    /// # Errors
+    /// [`StoreError::Setting`] when the stored policy cannot be read; database errors.
+    pub fn policy(&self) -> Result<Policy> {
+        self.read(load_policy)
+    }
+
+    /// Replaces the active policy (validated first) and audits `policy.changed`.
+    ///
+    /// # Errors
+    /// [`StoreError::Policy`] when the settings are inconsistent; database errors.
+    pub fn set_policy(&self, policy: &Policy, actor: &Actor, now: Timestamp) -> Result<()> {
+        policy.validate()?;
+        let text = toml::to_string(policy).map_err(|e| StoreError::Setting {
+            key: POLICY_KEY,
+            reason: e.to_string(),
+        })?;
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (POLICY_KEY, &text),
+            )?;
+            audit::record(tx, now, Event::PolicyChanged, None, actor, "updated", None)
+        })
+    }
+}
+
+/// Creates an empty database file readable by its owner only (SQLite gives its `-wal` and
+/// `-shm` files the same mode). The hashes are peppered, but nobody else needs them.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        // Another process created it first: fine, SQLite opens theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads the active policy inside a transaction or on a connection.
+fn load_policy(conn: &Connection) -> Result<Policy> {
+    let text: Option<String> = conn
+        .query_row(
+            "SELECT value FROM settings WHERE key = ?1",
+            [POLICY_KEY],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(text) = text else {
+        return Ok(Policy::default());
+    };
+    let policy: Policy = toml::from_str(&text).map_err(|e| StoreError::Setting {
+        key: POLICY_KEY,
+        reason: e.to_string(),
+    })?;
+    policy.validate()?;
+    Ok(policy)
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Helpers shared by the store's unit tests.
+
+    use super::*;
+
+    /// A fixed pepper for tests.
+    pub(crate) fn pepper() -> Pepper {
+        Pepper::from_bytes(vec![0x5a; 32]).unwrap()
+    }
+
+    /// An in-memory store with the test pepper.
+    pub(crate) fn store() -> Store {
+        Store::open_in_memory(pepper(), 2).unwrap()
+    }
+
+    pub(crate) fn ext(s: &str) -> Extension {
+        Extension::parse(s).unwrap()
+    }
+
+    pub(crate) fn pin(s: &str) -> Passcode {
+        Passcode::new(s.to_owned()).unwrap()
+    }
+
+    pub(crate) fn cli() -> Actor {
+        Actor::Cli {
+            user: Some("tester".into()),
+        }
+    }
+
+    pub(crate) fn caller() -> Actor {
+        Actor::Caller {
+            source: "127.0.0.1:5062".parse().unwrap(),
+            call_id: "call-1@127.0.0.1".into(),
+        }
+    }
+
+    pub(crate) const T0: Timestamp = Timestamp::from_unix(1_800_000_000);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+
+    #[test]
+    fn pepper_is_pinned_to_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.db");
+        assert!(matches!(
+            Store::open(&path, pepper(), false, 1),
+            Err(StoreError::NoDatabase(_))
+        ));
+        drop(Store::open(&path, pepper(), true, 1).unwrap());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        drop(Store::open(&path, pepper(), false, 1).unwrap());
+        let other = Pepper::from_bytes(vec![1; 32]).unwrap();
+        assert!(matches!(
+            Store::open(&path, other, false, 1),
+            Err(StoreError::PepperMismatch)
+        ));
+    }
+
+    #[test]
+    fn policy_round_trips_and_is_audited() {
+        let s = store();
+        assert_eq!(s.policy().unwrap(), Policy::default());
+        let p = Policy {
+            min_length: 6,
+            ..Policy::default()
+        };
+        s.set_policy(&p, &cli(), T0).unwrap();
+        assert_eq!(s.policy().unwrap(), p);
+        let bad = Policy {
+            min_length: 0,
+            ..Policy::default()
+        };
+        assert!(matches!(
+            s.set_policy(&bad, &cli(), T0),
+            Err(StoreError::Policy(_))
+        ));
+        let events = s.audit(&AuditQuery::default()).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event, "policy.changed");
+    }
+}

@@ -1,0 +1,301 @@
+//! The pepper: a secret key mixed into every argon2 hash, kept outside the database.
+//!
+//! With it, a stolen database alone does not let an attacker brute-force the small PIN space
+//! (10^4 to 10^10) offline: every guess would also need the 256-bit pepper. It lives in a key
+//! file (mode 0600, created by `vportal init` next to the database) or in the environment
+//! variable `VPORTAL_PEPPER`; both hold 32 or more random bytes as hex.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use rand::TryRng;
+use rand::rngs::SysRng;
+
+use super::types::{SecretText, wipe};
+
+/// The environment variable that, when set, supplies the pepper instead of the key file.
+pub const PEPPER_ENV: &str = "VPORTAL_PEPPER";
+
+/// Bytes of a newly generated pepper.
+const PEPPER_LEN: usize = 32;
+
+/// Fewest bytes accepted from an operator-supplied pepper.
+const MIN_PEPPER_LEN: usize = 16;
+
+/// Longest pepper argon2 accepts as its secret input is far larger; this bounds the file read.
+const MAX_PEPPER_LEN: usize = 64;
+
+/// The pepper bytes. A secret: no `Display`, a redacted `Debug`, wiped on drop.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pepper(Vec<u8>);
+
+impl Pepper {
+    /// Wraps raw pepper bytes (at least 16).
+    ///
+    /// # Errors
+    /// [`PepperError::Malformed`] when shorter than 16 or longer than 64 bytes.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, PepperError> {
+        if (MIN_PEPPER_LEN..=MAX_PEPPER_LEN).contains(&bytes.len()) {
+            Ok(Self(bytes))
+        } else {
+            let _wiped = Self(bytes);
+            Err(PepperError::Malformed(
+                "a pepper is 16 to 64 bytes written as 32 to 128 hex digits",
+            ))
+        }
+    }
+
+    /// A fresh random pepper from the operating system's RNG.
+    ///
+    /// # Errors
+    /// [`PepperError::Rng`] if the system RNG fails.
+    pub fn generate() -> Result<Self, PepperError> {
+        let mut bytes = vec![0; PEPPER_LEN];
+        SysRng
+            .try_fill_bytes(&mut bytes)
+            .map_err(|_| PepperError::Rng)?;
+        Ok(Self(bytes))
+    }
+
+    /// Reads a pepper written as hex (whitespace around it ignored).
+    ///
+    /// # Errors
+    /// [`PepperError::Malformed`] for non-hex text or the wrong length. The message never
+    /// contains the text.
+    pub fn from_hex(text: &str) -> Result<Self, PepperError> {
+        let bytes = decode_hex(text.trim()).ok_or(PepperError::Malformed(
+            "a pepper must be written in hex digits",
+        ))?;
+        Self::from_bytes(bytes)
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    fn to_hex(&self) -> SecretText {
+        SecretText::new(encode_hex(&self.0))
+    }
+}
+
+impl fmt::Debug for Pepper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pepper(<redacted>)")
+    }
+}
+
+impl Drop for Pepper {
+    fn drop(&mut self) {
+        wipe(&mut self.0);
+    }
+}
+
+/// Where the pepper came from, for the one line the server logs at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PepperSource {
+    /// The `VPORTAL_PEPPER` environment variable.
+    Environment,
+    /// An existing key file.
+    File(PathBuf),
+    /// A key file created just now.
+    Created(PathBuf),
+}
+
+/// The pepper could not be obtained.
+#[derive(Debug, thiserror::Error)]
+pub enum PepperError {
+    /// No pepper in the environment and no key file.
+    #[error("pepper file {} not found (run `vportal init`, or set {PEPPER_ENV})", .0.display())]
+    Missing(PathBuf),
+    /// The key file could not be read or written.
+    #[error("pepper file {}: {source}", .path.display())]
+    Io {
+        /// The key file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// The key file may be read by other users.
+    #[error(
+        "pepper file {} is readable by other users (mode {mode:o}); run `chmod 600 {}`",
+        .path.display(), .path.display()
+    )]
+    Exposed {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The pepper text is not what a pepper looks like.
+    #[error("malformed pepper: {0}")]
+    Malformed(&'static str),
+    /// The system RNG failed.
+    #[error("the system random number generator failed")]
+    Rng,
+}
+
+/// Resolves the pepper: `VPORTAL_PEPPER` if set, else the key file at `path`.
+///
+/// With `create`, a missing key file is generated (mode 0600). Callers pass `create` only
+/// when the database is being created too: a new pepper for an existing database would lock
+/// every mailbox out.
+///
+/// # Errors
+/// [`PepperError`] when the environment value is malformed, or the file is missing (without
+/// `create`), unreadable, readable by others or malformed.
+pub fn load(path: &Path, create: bool) -> Result<(Pepper, PepperSource), PepperError> {
+    load_from(std::env::var(PEPPER_ENV).ok(), path, create)
+}
+
+/// [`load`] with the environment value passed in.
+fn load_from(
+    env_value: Option<String>,
+    path: &Path,
+    create: bool,
+) -> Result<(Pepper, PepperSource), PepperError> {
+    if let Some(text) = env_value {
+        return Ok((Pepper::from_hex(&text)?, PepperSource::Environment));
+    }
+    let io_err = |source| PepperError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            check_private(path)?;
+            Ok((
+                Pepper::from_hex(&text)?,
+                PepperSource::File(path.to_owned()),
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+            let pepper = Pepper::generate()?;
+            write_private(path, &pepper).map_err(io_err)?;
+            Ok((pepper, PepperSource::Created(path.to_owned())))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(PepperError::Missing(path.to_owned())),
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+/// Refuses a key file that users other than its owner may read or write.
+#[cfg(unix)]
+fn check_private(path: &Path) -> Result<(), PepperError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(path)
+        .map_err(|source| PepperError::Io {
+            path: path.to_owned(),
+            source,
+        })?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(PepperError::Exposed {
+            path: path.to_owned(),
+            mode: mode & 0o777,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_path: &Path) -> Result<(), PepperError> {
+    Ok(())
+}
+
+fn write_private(path: &Path, pepper: &Pepper) -> io::Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    let text = SecretText::new(format!("{}\n", pepper.to_hex().expose()));
+    file.write_all(text.expose().as_bytes())?;
+    file.sync_all()
+}
+
+/// Lower-case hex.
+pub(crate) fn encode_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+/// Hex, either case; `None` for odd length or a non-hex digit.
+pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    let nibble = |c: u8| {
+        char::from(c)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let bytes = text.as_bytes();
+    if bytes.len() % 2 != 0 {
+        return None;
+    }
+    bytes
+        .chunks_exact(2)
+        .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(decode_hex(&encode_hex(&bytes)).unwrap(), bytes);
+        assert_eq!(decode_hex("ABcd").unwrap(), [0xab, 0xcd]);
+        assert_eq!(decode_hex("abc"), None);
+        assert_eq!(decode_hex("zz"), None);
+    }
+
+    #[test]
+    fn pepper_length_is_checked_without_echoing() {
+        let short = "00".repeat(15);
+        let err = Pepper::from_hex(&short).unwrap_err().to_string();
+        assert!(!err.contains(&short));
+        assert!(Pepper::from_hex(&"ab".repeat(32)).is_ok());
+        assert!(Pepper::from_hex("not hex at all, not hex at all, not hex").is_err());
+        assert_eq!(
+            format!("{:?}", Pepper::generate().unwrap()),
+            "Pepper(<redacted>)"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn created_file_is_private_and_reloads() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vportal.pepper");
+        let load = |path: &Path, create| load_from(None, path, create);
+        assert!(matches!(load(&path, false), Err(PepperError::Missing(_))));
+        let (created, source) = load(&path, true).unwrap();
+        assert_eq!(source, PepperSource::Created(path.clone()));
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let (loaded, source) = load(&path, false).unwrap();
+        assert_eq!(source, PepperSource::File(path.clone()));
+        assert!(created == loaded);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            load(&path, false),
+            Err(PepperError::Exposed { .. })
+        ));
+        // The environment wins over the file, and is checked the same way.
+        let from_env = load_from(Some("cd".repeat(32)), &path, false).unwrap();
+        assert_eq!(from_env.1, PepperSource::Environment);
+        assert!(load_from(Some("cd".into()), &path, false).is_err());
+    }
+}

@@ -1,0 +1,354 @@
+//! The admin CLI end to end: the built binary on a temporary directory.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::Workdir;
+
+fn initialised() -> Workdir {
+    let w = Workdir::new();
+    w.run(&["init"]).ok();
+    w
+}
+
+#[test]
+fn init_creates_private_files_and_prints_a_token_once() {
+    let w = Workdir::new();
+    let first = w.run(&["init"]).ok();
+    let token_line = first
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("vpt_"))
+        .expect("token printed");
+    assert_eq!(token_line.len(), 68);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for file in ["vportal.db", "vportal.pepper"] {
+            let mode = std::fs::metadata(w.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
+    }
+    let again = w.run(&["init"]).ok();
+    assert!(
+        again.stdout.contains("already initialised"),
+        "{}",
+        again.stdout
+    );
+    assert!(!again.stdout.contains("vpt_"));
+    let tokens = w.run(&["token", "list", "--json"]).ok().json();
+    assert_eq!(tokens[0]["name"], "admin");
+    assert!(!tokens.to_string().contains(&token_line[4..]));
+}
+
+#[test]
+fn commands_other_than_init_need_a_database() {
+    let w = Workdir::new();
+    let r = w.run(&["user", "list"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("run `vportal init`"), "{}", r.stderr);
+    assert_eq!(
+        r.stderr.trim().lines().count(),
+        1,
+        "one clear line: {}",
+        r.stderr
+    );
+    assert!(!w.db().exists());
+}
+
+#[test]
+fn add_show_list_and_the_generated_passcode_appears_once() {
+    let w = initialised();
+    let added = w
+        .run(&[
+            "user",
+            "add",
+            "1001",
+            "--name",
+            "Alice Smith",
+            "--email",
+            "alice@example.com",
+            "--generate",
+            "--json",
+        ])
+        .ok()
+        .json();
+    let passcode = added["passcode"].as_str().unwrap().to_owned();
+    assert_eq!(passcode.len(), 6);
+    assert!(passcode.bytes().all(|b| b.is_ascii_digit()));
+    assert_eq!(added["temporary"], true);
+    let show = w.run(&["user", "show", "1001", "--json"]).ok();
+    let user = show.json();
+    assert_eq!(user["name"], "Alice Smith");
+    assert_eq!(user["temporary"], true);
+    assert_eq!(user["locked"], false);
+    for field in [
+        "temporary_expires_at",
+        "created_at",
+        "failed_attempts",
+        "last_login_at",
+        "passcode_changed_at",
+        "locked_until",
+    ] {
+        assert!(user.get(field).is_some(), "{field} missing");
+    }
+    let list = w.run(&["user", "list"]).ok();
+    assert!(list.stdout.contains("1001") && list.stdout.contains("temporary"));
+    let audit = w.run(&["audit", "--json"]).ok();
+    for out in [&show.stdout, &list.stdout, &audit.stdout] {
+        assert!(!out.contains(&passcode), "generated passcode leaked: {out}");
+    }
+    let r = w.run(&["user", "add", "1001"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("already exists"));
+}
+
+#[test]
+fn passcodes_come_from_stdin_and_are_checked() {
+    let w = initialised();
+    let r = w.run_with_stdin(
+        &[
+            "user",
+            "add",
+            "1001",
+            "--passcode-stdin",
+            "--temporary",
+            "--ttl",
+            "20m",
+            "--json",
+        ],
+        "4826\n",
+    );
+    let issued = r.ok().json();
+    assert_eq!(
+        issued["passcode"],
+        serde_json::Value::Null,
+        "a given passcode is not echoed"
+    );
+    assert_eq!(issued["temporary"], true);
+    let weak = w.run_with_stdin(&["user", "add", "1002", "--passcode-stdin"], "1111\n");
+    assert_eq!(weak.code, 2);
+    assert!(weak.stderr.contains("repeated_digits"), "{}", weak.stderr);
+    assert!(!weak.stderr.contains("1111"));
+    let empty = w.run_with_stdin(&["user", "add", "1003", "--passcode-stdin"], "");
+    assert_eq!(empty.code, 2);
+    // --temporary without a passcode source makes no sense.
+    assert_ne!(w.run(&["user", "add", "1004", "--temporary"]).code, 0);
+}
+
+#[test]
+fn policy_check_exit_codes_and_codes() {
+    let w = initialised();
+    let ok = w.run_with_stdin(&["policy", "check", "1001"], "4826\n");
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    let bad = w.run_with_stdin(&["policy", "check", "1001"], "1001\n");
+    assert_eq!(bad.code, 1);
+    assert!(bad.stdout.contains("equals_extension"), "{}", bad.stdout);
+    let json = w
+        .run_with_stdin(&["policy", "check", "4321", "--json"], "1234\n")
+        .json();
+    assert_eq!(json["ok"], false);
+    assert_eq!(
+        json["violations"],
+        serde_json::json!(["reversed_extension", "sequential", "common"])
+    );
+    w.run(&["policy", "set", "min_length", "6"]).ok();
+    let short = w
+        .run_with_stdin(&["policy", "check", "1001", "--json"], "4826\n")
+        .json();
+    assert_eq!(short["violations"], serde_json::json!(["too_short"]));
+    let shown = w.run(&["policy", "show", "--json"]).ok().json();
+    assert_eq!(shown["min_length"], 6);
+    assert_eq!(shown["lockout"]["max_failures"], 5);
+    assert_eq!(w.run(&["policy", "set", "min_lenght", "6"]).code, 2);
+    assert_eq!(w.run(&["policy", "set", "max_length", "3"]).code, 2);
+}
+
+#[test]
+fn set_temp_unlock_delete_report_audit() {
+    let w = initialised();
+    w.run_with_stdin(&["user", "add", "1001", "--passcode-stdin"], "4826\n")
+        .ok();
+    let reset = w
+        .run(&["user", "set-temp", "1001", "--ttl", "20m", "--json"])
+        .ok()
+        .json();
+    let generated = reset["passcode"].as_str().unwrap().to_owned();
+    assert_eq!(generated.len(), 6);
+    w.run(&["user", "unlock", "1001"]).ok();
+    let report = w.run(&["report", "--json"]).ok().json();
+    assert_eq!(report["users"], 1);
+    assert_eq!(report["temporary"], 1);
+    assert_eq!(report["never_changed"], 1);
+    let events = w
+        .run(&["audit", "--extension", "1001", "--json"])
+        .ok()
+        .json();
+    let names: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "user.unlocked",
+            "passcode.temporary_set",
+            "passcode.changed",
+            "user.created"
+        ]
+    );
+    assert!(events[0]["actor"].as_str().unwrap().starts_with("cli"));
+    let only = w
+        .run(&["audit", "--event", "user.created", "--json"])
+        .ok()
+        .json();
+    assert_eq!(only.as_array().unwrap().len(), 1);
+    assert_eq!(w.run(&["audit", "--event", "user.nope"]).code, 2);
+    w.run(&["user", "delete", "1001"]).ok();
+    assert_eq!(w.run(&["user", "show", "1001"]).code, 2);
+    assert_eq!(w.run(&["user", "delete", "1001"]).code, 2);
+    // The audit trail outlives the mailbox.
+    let after = w
+        .run(&["audit", "--extension", "1001", "--json"])
+        .ok()
+        .json();
+    assert_eq!(after[0]["event"], "user.deleted");
+}
+
+#[test]
+fn bulk_reset_needs_confirmation_for_everyone() {
+    let w = initialised();
+    for e in ["1001", "1002"] {
+        w.run(&["user", "add", e]).ok();
+    }
+    assert_eq!(w.run(&["user", "reset-all"]).code, 2);
+    let some = w.run(&["user", "reset-all", "1002", "--json"]).ok().json();
+    assert_eq!(some.as_array().unwrap().len(), 1);
+    let all = w
+        .run(&["user", "reset-all", "--yes", "--ttl", "1h", "--json"])
+        .ok()
+        .json();
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["passcode"].as_str().unwrap().len() == 6)
+    );
+    assert_eq!(w.run(&["user", "reset-all", "4040"]).code, 2);
+}
+
+#[test]
+fn import_is_all_or_nothing_and_names_lines() {
+    let w = initialised();
+    let csv = w.path().join("users.csv");
+    std::fs::write(&csv, "extension,name,email,passcode\n1001,Alice,alice@example.com,4826\n1002,\"Smith, Bob\",,\n1003,Carol,,123\n").unwrap();
+    let r = w.run(&["user", "import", csv.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("line 4:") && r.stderr.contains("too_short"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("nothing imported"));
+    let users = w.run(&["user", "list", "--json"]).ok().json();
+    assert!(
+        users.as_array().unwrap().is_empty(),
+        "nothing half-imported"
+    );
+    let partial = w.run(&[
+        "user",
+        "import",
+        csv.to_str().unwrap(),
+        "--partial",
+        "--json",
+    ]);
+    assert_eq!(partial.code, 1);
+    let report = partial.json();
+    assert_eq!(report["committed"], true);
+    let statuses: Vec<&str> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["created", "created", "rejected"]);
+    assert_eq!(report["rows"][0]["passcode"], serde_json::Value::Null);
+    assert_eq!(report["rows"][1]["passcode"].as_str().unwrap().len(), 6);
+    assert!(!partial.stdout.contains("4826"));
+    let bob = w.run(&["user", "show", "1002", "--json"]).ok().json();
+    assert_eq!(bob["name"], "Smith, Bob");
+    // From stdin, without a header.
+    let stdin = w.run_with_stdin(&["user", "import", "-"], "2001,Dan\n");
+    assert_eq!(stdin.code, 0, "{}", stdin.stderr);
+    assert!(
+        stdin
+            .stdout
+            .starts_with("extension,passcode,temporary_expires_at\n2001,")
+    );
+}
+
+#[test]
+fn config_file_and_flags_choose_the_database() {
+    let w = Workdir::new();
+    let config = w.path().join("vportal.toml");
+    std::fs::write(&config, "[store]\ndatabase = \"data/portal.db\"\n").unwrap();
+    w.run(&["--config", config.to_str().unwrap(), "init"]).ok();
+    assert!(w.path().join("data/portal.db").exists());
+    assert!(w.path().join("data/portal.pepper").exists());
+    w.run(&["--config", "vportal.toml", "user", "add", "1001"])
+        .ok();
+    // --db overrides the file.
+    w.run(&["--db", "other.db", "init"]).ok();
+    let other = w
+        .run(&["--db", "other.db", "user", "list", "--json"])
+        .ok()
+        .json();
+    assert!(other.as_array().unwrap().is_empty());
+    std::fs::write(&config, "[store]\ndatabse = \"x.db\"\n").unwrap();
+    let bad = w.run(&["--config", "vportal.toml", "user", "list"]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("line 2, key store.databse"),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[test]
+fn the_pepper_must_match_the_database() {
+    let mut w = initialised();
+    w.env.push(("VPORTAL_PEPPER".into(), "ab".repeat(32)));
+    let r = w.run(&["user", "list"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("pepper does not match"), "{}", r.stderr);
+    assert!(!r.stderr.contains(&"ab".repeat(32)));
+    // Without the pepper file the database is unusable, and init will not replace it.
+    w.env.clear();
+    std::fs::remove_file(w.path().join("vportal.pepper")).unwrap();
+    let r = w.run(&["init"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("pepper file"), "{}", r.stderr);
+    assert!(!w.path().join("vportal.pepper").exists());
+}
+
+#[test]
+fn tokens_are_shown_once_and_revocable() {
+    let w = initialised();
+    let created = w
+        .run(&["token", "create", "provisioning", "--json"])
+        .ok()
+        .json();
+    let secret = created["token"].as_str().unwrap().to_owned();
+    let list = w.run(&["token", "list"]).ok();
+    assert!(list.stdout.contains("provisioning") && !list.stdout.contains(&secret));
+    assert_eq!(w.run(&["token", "create", "provisioning"]).code, 2);
+    w.run(&["token", "revoke", "provisioning"]).ok();
+    assert_eq!(w.run(&["token", "revoke", "provisioning"]).code, 2);
+}

@@ -1,0 +1,99 @@
+//! Helpers shared by the integration tests: running the built `vportal` binary in a
+//! temporary directory.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A temporary working directory with its own database and pepper.
+pub struct Workdir {
+    dir: tempfile::TempDir,
+    /// Extra environment for every command (e.g. `RUST_LOG`).
+    pub env: Vec<(String, String)>,
+}
+
+/// What a command printed and how it exited.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The standard output as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+
+    /// Panics with both streams unless the command exited 0.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+impl Workdir {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.path().join("vportal.db")
+    }
+
+    /// Runs `vportal ARGS` here, feeding `stdin`.
+    pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vportal"));
+        cmd.args(args)
+            .current_dir(self.path())
+            .env_remove("VPORTAL_PEPPER")
+            .env_remove("VPORTAL_CONFIG")
+            .env_remove("VPORTAL_DB")
+            .env_remove("VPORTAL_ADMIN_TOKEN")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("run vportal");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = child.wait_with_output().unwrap();
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: String::from_utf8(stdout).unwrap(),
+            stderr: String::from_utf8(stderr).unwrap(),
+        }
+    }
+
+    /// Runs `vportal ARGS` here with empty stdin.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with_stdin(args, "")
+    }
+}
