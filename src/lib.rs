@@ -12,5 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod ivr;
+pub mod sip;
 pub mod store;
 pub mod time;

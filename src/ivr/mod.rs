@@ -1,0 +1,1 @@
+//! The voice-portal call flow, sans-IO, and the dialplan that routes calls to it.
