@@ -1,1 +1,3 @@
 //! The voice-portal call flow, sans-IO, and the dialplan that routes calls to it.
+
+pub mod dialplan;
