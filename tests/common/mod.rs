@@ -97,3 +97,4 @@ impl Workdir {
         self.run_with_stdin(args, "")
     }
 }
+pub mod uac;

@@ -1,0 +1,1715 @@
+//! The sans-IO SIP user agent server.
+//!
+//! Feed it what arrives with [`Endpoint::handle_datagram`] / [`Endpoint::handle_message`]
+//! and the passing of time with [`Endpoint::handle_timeout`]; drain what it wants sent with
+//! [`Endpoint::poll_transmit`], what happened with [`Endpoint::poll_event`], and when it next
+//! needs waking with [`Endpoint::poll_timeout`]. The application answers incoming calls with
+//! [`Endpoint::accept`] or [`Endpoint::reject`] and ends them with [`Endpoint::hangup`].
+//!
+//! Requests that create no call (OPTIONS, and every error response before a call exists) are
+//! answered statelessly (RFC 3261 §8.2.7) with a To tag derived from the request, so a
+//! retransmission gets the same answer and a flood of them leaves no state behind. Calls use
+//! full INVITE transactions, dialogs and the 2xx retransmission of §13.3.1.4.
+//!
+//! Responses go to the packet's source address (RFC 3261 §18.2.2): with `rport` to its source
+//! port (RFC 3581), otherwise to the Via's port. In-dialog requests (BYE) go back over the
+//! flow the call came in on. Host names in messages are never resolved.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use super::build::{MessageBuilder, response_to};
+use super::dialog::{self, Dialog, dialog_key};
+use super::header::{CSeq, HeaderError, HeaderName, NameAddr, Via};
+use super::message::{Message, Method};
+use super::sdp::{self, LocalMedia, Negotiated, OfferAnswerError, SessionDescription};
+use super::syntax;
+use super::transaction::{
+    InviteServerState, InviteServerTx, NonInviteClientTx, NonInviteServerTx, TimerConfig, TxAction,
+};
+use super::uri::{Host, Uri};
+use crate::ivr::dialplan::Dialplan;
+
+/// The methods vportal answers, for Allow headers.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+
+/// The bodies vportal accepts, for Accept headers.
+pub const ACCEPT: &str = "application/sdp, application/dtmf-relay, application/dtmf";
+
+/// Where a TCP message came from: the shell's connection number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// The transport a message came in on or goes out on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// The UDP socket.
+    Udp,
+    /// A TCP connection.
+    Tcp(ConnId),
+}
+
+/// How to reach a peer: a transport and an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    /// UDP, or the TCP connection.
+    pub transport: Transport,
+    /// The address to send to (for TCP: where to reconnect if the connection is gone).
+    pub remote: SocketAddr,
+}
+
+impl Flow {
+    /// A flow over `transport` to `remote`.
+    pub fn new(transport: Transport, remote: SocketAddr) -> Self {
+        Self { transport, remote }
+    }
+
+    /// TCP: no retransmissions needed.
+    pub fn is_reliable(&self) -> bool {
+        matches!(self.transport, Transport::Tcp(_))
+    }
+}
+
+/// Bytes to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// UDP, or the TCP connection to write to.
+    pub transport: Transport,
+    /// The destination address.
+    pub destination: SocketAddr,
+    /// The message.
+    pub payload: Vec<u8>,
+}
+
+/// A call, as the application refers to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallHandle(pub u64);
+
+/// Routes a Request-URI user to a dialplan route.
+pub trait Router: Send {
+    /// The index of the route for `request_user`, or `None` (answered 404).
+    fn route(&self, request_user: &str) -> Option<usize>;
+}
+
+impl<F: Fn(&str) -> Option<usize> + Send> Router for F {
+    fn route(&self, request_user: &str) -> Option<usize> {
+        self(request_user)
+    }
+}
+
+/// Routes with a dialplan: the index of the matching route in [`Dialplan::routes`].
+pub fn dialplan_router(dialplan: std::sync::Arc<Dialplan>) -> Box<dyn Router> {
+    Box::new(move |user: &str| {
+        let route = dialplan.route(user)?;
+        dialplan
+            .routes()
+            .iter()
+            .position(|r| std::ptr::eq(r, route))
+    })
+}
+
+/// A new call, waiting for the application to [`Endpoint::accept`] or [`Endpoint::reject`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingCall {
+    /// The call.
+    pub call: CallHandle,
+    /// The dialplan route the Request-URI matched.
+    pub route: usize,
+    /// The Request-URI user (unescaped), e.g. `8500`.
+    pub request_user: String,
+    /// The From URI's user.
+    pub from_user: Option<String>,
+    /// The P-Asserted-Identity URI's user (a trusted network's caller identity).
+    pub asserted_user: Option<String>,
+    /// The Call-ID.
+    pub call_id: String,
+    /// Where the INVITE came from.
+    pub source: SocketAddr,
+    /// Whether the INVITE carried an SDP offer (else vportal offers in the 200).
+    pub has_offer: bool,
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The caller sent BYE.
+    RemoteBye,
+    /// The caller cancelled before the answer.
+    Cancelled,
+    /// The application rejected the call with this status.
+    Rejected(u16),
+    /// The application hung up (BYE sent).
+    Hangup,
+    /// The ACK for the 2xx never came (§13.3.1.4); BYE sent.
+    NoAck,
+    /// The maximum call duration passed; BYE sent.
+    MaxDuration,
+    /// The server is shutting down.
+    Shutdown,
+    /// The offer/answer exchange failed (no answer in the ACK to our offer).
+    MediaFailed,
+}
+
+/// What happened, for the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A routed INVITE: accept or reject it.
+    IncomingCall(IncomingCall),
+    /// The session parameters were agreed or changed (answer sent, answer received in ACK,
+    /// re-INVITE or UPDATE). Media should follow them.
+    Media {
+        /// The call.
+        call: CallHandle,
+        /// What was agreed.
+        media: Negotiated,
+    },
+    /// The ACK for the answer arrived: the call is up.
+    Established {
+        /// The call.
+        call: CallHandle,
+    },
+    /// An INFO request's body (e.g. `application/dtmf-relay`).
+    Info {
+        /// The call.
+        call: CallHandle,
+        /// The Content-Type, lower-case, without parameters.
+        content_type: String,
+        /// The body.
+        body: Vec<u8>,
+    },
+    /// The call is over and forgotten.
+    Ended {
+        /// The call.
+        call: CallHandle,
+        /// Why.
+        reason: EndReason,
+    },
+}
+
+/// Errors from the application's calls into the endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// No such call (ended already, or never existed).
+    #[error("no such call")]
+    NoSuchCall,
+    /// The call is not waiting for an answer.
+    #[error("the call was already answered or rejected")]
+    NotRinging,
+}
+
+/// Counters for the metrics endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Requests received, by method name (extension methods counted as `other`).
+    pub requests: HashMap<&'static str, u64>,
+    /// Responses sent, by class (index 1 = 1xx … 6 = 6xx).
+    pub responses_sent: [u64; 7],
+    /// Datagrams or messages dropped as unparseable or unanswerable.
+    pub dropped: u64,
+}
+
+/// Endpoint settings.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// The address vportal advertises in Via and Contact.
+    pub local_addr: SocketAddr,
+    /// The Server / User-Agent header value.
+    pub server_name: String,
+    /// Calls allowed at once; further INVITEs get 503 with Retry-After.
+    pub max_calls: usize,
+    /// The longest a call may last; BYE after that.
+    pub max_call_duration: Duration,
+    /// SIP timer base values.
+    pub timers: TimerConfig,
+    /// Seed for tags and branches (tests); `None` seeds from the OS.
+    pub rng_seed: Option<u64>,
+}
+
+impl EndpointConfig {
+    /// Defaults for a server advertising `local_addr`.
+    pub fn new(local_addr: SocketAddr) -> Self {
+        Self {
+            local_addr,
+            server_name: format!("vportal/{}", env!("CARGO_PKG_VERSION")),
+            max_calls: 5_000,
+            max_call_duration: Duration::from_secs(30 * 60),
+            timers: TimerConfig::default(),
+            rng_seed: None,
+        }
+    }
+}
+
+/// Where a call is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallState {
+    /// IncomingCall was emitted; waiting for accept or reject.
+    Ringing,
+    /// A 2xx was sent; waiting for its ACK.
+    Answered,
+    /// Up.
+    Confirmed,
+    /// Our BYE is on its way.
+    Terminating,
+}
+
+/// A 2xx the UAS core retransmits until its ACK comes (§13.3.1.4).
+#[derive(Debug)]
+struct Pending2xx {
+    bytes: Vec<u8>,
+    cseq: u32,
+    interval: Duration,
+    next: Instant,
+    give_up: Instant,
+    /// Our offer is in this 2xx; the answer comes in the ACK.
+    offered: bool,
+}
+
+#[derive(Debug)]
+struct Call {
+    state: CallState,
+    dialog: Dialog,
+    invite_key: String,
+    invite: Option<Message>,
+    source: SocketAddr,
+    offer: Option<SessionDescription>,
+    local_media: Option<LocalMedia>,
+    pending_2xx: Option<Pending2xx>,
+    /// Hang up as soon as the pending 2xx is acknowledged (or times out).
+    hangup_after_ack: Option<EndReason>,
+    /// Why our BYE was sent.
+    ending: Option<EndReason>,
+    max_until: Option<Instant>,
+    established: bool,
+}
+
+impl Call {
+    fn next_deadline(&self) -> Option<Instant> {
+        let pending = self.pending_2xx.as_ref().map(|p| p.next.min(p.give_up));
+        [pending, self.max_until].into_iter().flatten().min()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerRef {
+    Invite(String),
+    NonInvite(String),
+    Client(String),
+    Call(CallHandle),
+}
+
+/// What validation decided about a request.
+enum Verdict {
+    /// Send nothing.
+    Drop,
+    /// Answer statelessly with this status and reason.
+    Respond(u16, String),
+    /// 420 Bad Extension, listing these option tags in Unsupported.
+    BadExtension(String),
+}
+
+/// The validated core headers of a request.
+struct Core<'a> {
+    via: Via<'a>,
+    from: NameAddr<'a>,
+    to: NameAddr<'a>,
+    call_id: &'a str,
+    cseq: CSeq<'a>,
+    max_forwards: Option<u32>,
+}
+
+/// The SIP user agent server.
+pub struct Endpoint {
+    cfg: EndpointConfig,
+    router: Box<dyn Router>,
+    rng: StdRng,
+    tag_hasher: std::hash::RandomState,
+    next_call: u64,
+    invites: HashMap<String, (InviteServerTx, Option<CallHandle>)>,
+    /// Initial INVITE transactions by Call-ID, From tag and CSeq, to spot merged requests
+    /// (§8.2.2.2): id → transaction key, and the reverse.
+    invite_ids: HashMap<String, String>,
+    invite_id_of: HashMap<String, String>,
+    non_invites: HashMap<String, NonInviteServerTx>,
+    clients: HashMap<String, (NonInviteClientTx, CallHandle)>,
+    calls: HashMap<CallHandle, Call>,
+    dialogs: HashMap<String, CallHandle>,
+    timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    shutting_down: bool,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("calls", &self.calls.len())
+            .field("invites", &self.invites.len())
+            .field("non_invites", &self.non_invites.len())
+            .field("clients", &self.clients.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Methods vportal knows but does not serve (405); anything else unknown gets 501.
+fn known_unsupported(method: &Method) -> bool {
+    matches!(
+        method,
+        Method::Register
+            | Method::Prack
+            | Method::Subscribe
+            | Method::Notify
+            | Method::Refer
+            | Method::Message
+            | Method::Publish
+    )
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match method {
+        Method::Invite => "INVITE",
+        Method::Ack => "ACK",
+        Method::Bye => "BYE",
+        Method::Cancel => "CANCEL",
+        Method::Options => "OPTIONS",
+        Method::Register => "REGISTER",
+        Method::Info => "INFO",
+        Method::Update => "UPDATE",
+        Method::Prack => "PRACK",
+        Method::Subscribe => "SUBSCRIBE",
+        Method::Notify => "NOTIFY",
+        Method::Refer => "REFER",
+        Method::Message => "MESSAGE",
+        Method::Publish => "PUBLISH",
+        Method::Other(_) => "other",
+    }
+}
+
+/// A content type's `type/subtype`, lower-case, parameters removed.
+fn media_type(value: &str) -> String {
+    syntax::trim(value.split(';').next().unwrap_or("")).to_ascii_lowercase()
+}
+
+fn user_of(uri: &str) -> Option<String> {
+    Uri::parse(uri)
+        .ok()
+        .and_then(|u| u.user().map(std::borrow::Cow::into_owned))
+}
+
+impl Endpoint {
+    /// A UAS with `config` that routes INVITEs with `router`.
+    pub fn new(config: EndpointConfig, router: Box<dyn Router>) -> Self {
+        let rng = match config.rng_seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => rand::make_rng(),
+        };
+        Self {
+            cfg: config,
+            router,
+            rng,
+            tag_hasher: std::hash::RandomState::new(),
+            next_call: 1,
+            invites: HashMap::new(),
+            invite_ids: HashMap::new(),
+            invite_id_of: HashMap::new(),
+            non_invites: HashMap::new(),
+            clients: HashMap::new(),
+            calls: HashMap::new(),
+            dialogs: HashMap::new(),
+            timers: BinaryHeap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            shutting_down: false,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Calls in progress (ringing, answered or up).
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Nothing left to do: no call, and no request of ours still waiting for its final
+    /// response. (Transactions that only absorb retransmissions do not count.)
+    pub fn is_idle(&self) -> bool {
+        self.calls.is_empty()
+            && self
+                .clients
+                .values()
+                .all(|(tx, _)| tx.state == super::transaction::ClientState::Completed)
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The next datagram or stream write to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next thing that happened.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Endpoint::handle_timeout`] should next be called. May be early (a timer that
+    /// was since cancelled); calling `handle_timeout` then is harmless.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Handles one UDP datagram from `source`.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: Vec<u8>) {
+        match Message::parse_datagram(data) {
+            Ok(msg) => self.handle_message(now, Transport::Udp, source, msg),
+            Err(_) => self.stats.dropped += 1,
+        }
+    }
+
+    /// Handles one parsed message (a framed TCP message, or a datagram parsed elsewhere).
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        source: SocketAddr,
+        msg: Message,
+    ) {
+        match msg.method() {
+            None => self.handle_response(now, &msg),
+            Some(method) => {
+                *self.stats.requests.entry(method_label(method)).or_insert(0) += 1;
+                self.handle_request(now, transport, source, &msg);
+            }
+        }
+    }
+
+    // ----- requests -----
+
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        source: SocketAddr,
+        msg: &Message,
+    ) {
+        // Without a Via there is no way to answer: silence.
+        let Some(top) = msg.list(HeaderName::Via).next() else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let is_ack = msg.method() == Some(&Method::Ack);
+        let Ok(via) = Via::parse(top) else {
+            // A Via that does not parse (RFC 4475 §3.1.2.1) still gets its 400, copied back
+            // as written, to the packet's source address.
+            if !is_ack {
+                let flow = Flow::new(transport, source);
+                self.respond_stateless(msg, source, flow, 400, "Malformed Via header", |_| {});
+            }
+            return;
+        };
+        let flow = Flow::new(transport, response_destination(&via, source));
+        let core = match validate(msg, via) {
+            Ok(core) => core,
+            // Never respond to an ACK (§17.1.1.3).
+            Err(_) if is_ack => {
+                self.stats.dropped += 1;
+                return;
+            }
+            Err(verdict) => return self.respond_verdict(msg, source, flow, verdict),
+        };
+        let Some(method) = msg.method() else { return };
+        match method {
+            Method::Ack => self.handle_ack(now, msg, &core),
+            Method::Cancel => self.handle_cancel(now, msg, source, flow, &core),
+            Method::Invite => self.handle_invite(now, msg, source, flow, &core),
+            _ => self.handle_non_invite(now, msg, source, flow, &core),
+        }
+    }
+
+    /// The key of the transaction a request belongs to (§17.2.3). `method` is the
+    /// transaction's method: INVITE for an ACK or CANCEL being matched to one.
+    fn tx_key(msg: &Message, core: &Core<'_>, method: &str) -> String {
+        if core.via.has_rfc3261_branch() {
+            format!(
+                "{}|{}:{}|{method}",
+                core.via.branch().unwrap_or(""),
+                core.via.host,
+                core.via.port.unwrap_or(5060)
+            )
+        } else {
+            // RFC 2543 matching: Request-URI, From tag, Call-ID, CSeq number and top Via.
+            format!(
+                "2543|{}|{}|{}|{}|{}|{method}",
+                msg.request_uri().unwrap_or(""),
+                core.from.tag().unwrap_or(""),
+                core.call_id,
+                core.cseq.seq,
+                core.via.raw
+            )
+        }
+    }
+
+    fn handle_invite(
+        &mut self,
+        now: Instant,
+        msg: &Message,
+        source: SocketAddr,
+        flow: Flow,
+        core: &Core<'_>,
+    ) {
+        let key = Self::tx_key(msg, core, "INVITE");
+        if let Some((tx, _)) = self.invites.get(&key) {
+            // A retransmission: repeat the last response.
+            if let Some(bytes) = tx.on_retransmission() {
+                let bytes = bytes.to_vec();
+                self.send(tx.flow, bytes);
+            }
+            return;
+        }
+        if let Some(verdict) = self.check_extensions(msg, core) {
+            return self.respond_verdict(msg, source, flow, verdict);
+        }
+        if core.to.tag().is_some() {
+            return self.handle_reinvite(now, msg, source, flow, core, key);
+        }
+        // Merged request: same Call-ID, From tag and CSeq arrived by another path.
+        let id = format!(
+            "{}|{}|{}",
+            core.call_id,
+            core.from.tag().unwrap_or(""),
+            core.cseq.seq
+        );
+        if self.invite_ids.get(&id).is_some_and(|k| *k != key) {
+            return self.respond_stateless(msg, source, flow, 482, "Loop Detected", |_| {});
+        }
+        if let Err(verdict) = check_invite_content(msg) {
+            return self.respond_verdict(msg, source, flow, verdict);
+        }
+        let uri = msg.request_uri().unwrap_or("");
+        let request_user = user_of(uri);
+        let Some(route) = request_user.as_deref().and_then(|u| self.router.route(u)) else {
+            return self.respond_stateless(msg, source, flow, 404, "Not Found", |_| {});
+        };
+        if self.shutting_down || self.calls.len() >= self.cfg.max_calls {
+            return self.respond_stateless(msg, source, flow, 503, "Service Unavailable", |b| {
+                b.header("Retry-After", "5");
+            });
+        }
+        let offer = match Self::read_offer(msg) {
+            Ok(offer) => offer,
+            Err(verdict) => return self.respond_verdict(msg, source, flow, verdict),
+        };
+        // The dialog's remote target: Contact, or From for an RFC 2543 caller without one.
+        let contact = match msg.list(HeaderName::Contact).next() {
+            Some(c) => match NameAddr::parse(c, HeaderName::Contact) {
+                Ok(n) => n.uri.to_owned(),
+                Err(e) => {
+                    return self.respond_stateless(msg, source, flow, 400, &e.to_string(), |_| {});
+                }
+            },
+            None => core.from.uri.to_owned(),
+        };
+        let mut route_set = Vec::new();
+        for value in msg.list(HeaderName::RecordRoute) {
+            match NameAddr::parse(value, HeaderName::RecordRoute) {
+                Ok(n) => route_set.push(n),
+                Err(e) => {
+                    return self.respond_stateless(msg, source, flow, 400, &e.to_string(), |_| {});
+                }
+            }
+        }
+        let route_set = dialog::uris(route_set.into_iter());
+        let asserted_user = msg
+            .list(HeaderName::PAssertedIdentity)
+            .filter_map(|v| NameAddr::parse(v, HeaderName::PAssertedIdentity).ok())
+            .find_map(|n| user_of(n.uri));
+        let local_tag = self.random_token();
+        let to_value = msg.values(HeaderName::To).next().unwrap_or("");
+        let dialog = Dialog {
+            call_id: core.call_id.to_owned(),
+            local_tag: local_tag.clone(),
+            remote_tag: core.from.tag().unwrap_or("").to_owned(),
+            local_party: format!("{to_value};tag={local_tag}"),
+            remote_party: msg.values(HeaderName::From).next().unwrap_or("").to_owned(),
+            remote_target: contact,
+            route_set,
+            remote_cseq: core.cseq.seq,
+            local_cseq: 0,
+            flow: Flow::new(flow.transport, source),
+        };
+        let handle = CallHandle(self.next_call);
+        self.next_call += 1;
+        // 100 Trying at once (§17.2.1), then the application decides.
+        let mut tx = InviteServerTx::new(flow, self.cfg.timers);
+        let trying = self.response(msg, source, 100, "Trying", None).finish(None);
+        tx.respond(100, trying.clone(), now);
+        self.send(flow, trying);
+        self.invites.insert(key.clone(), (tx, Some(handle)));
+        self.invite_ids.insert(id.clone(), key.clone());
+        self.invite_id_of.insert(key.clone(), id);
+        self.arm(TimerRef::Invite(key.clone()));
+        let has_offer = offer.is_some();
+        self.calls.insert(
+            handle,
+            Call {
+                state: CallState::Ringing,
+                dialog,
+                invite_key: key,
+                invite: Some(msg.clone()),
+                source,
+                offer,
+                local_media: None,
+                pending_2xx: None,
+                hangup_after_ack: None,
+                ending: None,
+                max_until: None,
+                established: false,
+            },
+        );
+        self.events.push_back(Event::IncomingCall(IncomingCall {
+            call: handle,
+            route,
+            request_user: request_user.unwrap_or_default(),
+            from_user: user_of(core.from.uri),
+            asserted_user,
+            call_id: core.call_id.to_owned(),
+            source,
+            has_offer,
+        }));
+    }
+
+    /// The INVITE's SDP offer, if it has a body; checks it can be answered at all.
+    fn read_offer(msg: &Message) -> Result<Option<SessionDescription>, Verdict> {
+        if msg.body().is_empty() {
+            return Ok(None);
+        }
+        let offer = sdp::parse(msg.body())
+            .map_err(|_| Verdict::Respond(400, "Malformed SDP body".into()))?;
+        // A dry run of the answer: no common codec means 488 now, not after alerting.
+        let probe = LocalMedia {
+            addr: SocketAddr::from(([127, 0, 0, 1], 9)),
+            session_id: 0,
+            session_version: 0,
+        };
+        match sdp::answer(&offer, &probe) {
+            Ok(_) => Ok(Some(offer)),
+            Err(OfferAnswerError::Malformed(_)) => {
+                Err(Verdict::Respond(400, "Malformed SDP body".into()))
+            }
+            Err(_) => Err(Verdict::Respond(488, "Not Acceptable Here".into())),
+        }
+    }
+
+    /// `Require` (§8.2.2.3: 420 listing what is unsupported) and Max-Forwards (483).
+    fn check_extensions(&self, msg: &Message, core: &Core<'_>) -> Option<Verdict> {
+        let required: Vec<&str> = msg
+            .list(HeaderName::Require)
+            .filter(|t| !t.is_empty())
+            .collect();
+        if !required.is_empty() {
+            return Some(Verdict::BadExtension(required.join(", ")));
+        }
+        // A UAS is the request's last hop: Max-Forwards 0 is answered 483 as the product asks,
+        // except OPTIONS, which RFC 3261 §11 and RFC 4475 §3.3.11 use to probe the next hop.
+        if core.max_forwards == Some(0) && msg.method() != Some(&Method::Options) {
+            return Some(Verdict::Respond(483, "Too Many Hops".into()));
+        }
+        None
+    }
+
+    fn respond_verdict(&mut self, msg: &Message, source: SocketAddr, flow: Flow, verdict: Verdict) {
+        match verdict {
+            Verdict::Drop => self.stats.dropped += 1,
+            Verdict::BadExtension(tags) => {
+                self.respond_stateless(msg, source, flow, 420, "Bad Extension", |b| {
+                    b.header("Unsupported", &tags);
+                });
+            }
+            Verdict::Respond(code @ (415 | 488), reason) => {
+                self.respond_stateless(msg, source, flow, code, &reason, |b| {
+                    b.header("Accept", "application/sdp");
+                    b.header("Accept-Encoding", "identity");
+                });
+            }
+            Verdict::Respond(code, reason) => {
+                self.respond_stateless(msg, source, flow, code, &reason, |_| {})
+            }
+        }
+    }
+
+    fn handle_cancel(
+        &mut self,
+        now: Instant,
+        msg: &Message,
+        source: SocketAddr,
+        flow: Flow,
+        core: &Core<'_>,
+    ) {
+        let cancel_key = Self::tx_key(msg, core, "CANCEL");
+        if self.absorb_non_invite(&cancel_key) {
+            return;
+        }
+        let invite_key = Self::tx_key(msg, core, "INVITE");
+        let Some((tx, call)) = self.invites.get(&invite_key) else {
+            return self.respond_stateless(
+                msg,
+                source,
+                flow,
+                481,
+                "Call/Transaction Does Not Exist",
+                |_| {},
+            );
+        };
+        let (call, proceeding) = (*call, tx.state == InviteServerState::Proceeding);
+        // §9.2: 200 to the CANCEL whether or not it still has an effect.
+        let to_tag = call
+            .and_then(|c| self.calls.get(&c))
+            .map(|c| c.dialog.local_tag.clone());
+        let ok = self
+            .response(msg, source, 200, "OK", to_tag.as_deref())
+            .finish(None);
+        self.complete_non_invite(cancel_key, flow, ok, now);
+        if proceeding {
+            if let Some(handle) = call {
+                if self
+                    .calls
+                    .get(&handle)
+                    .is_some_and(|c| c.state == CallState::Ringing)
+                {
+                    self.final_to_invite(handle, 487, "Request Terminated", now);
+                    self.end_call(handle, EndReason::Cancelled);
+                }
+            }
+        }
+    }
+
+    fn handle_ack(&mut self, now: Instant, msg: &Message, core: &Core<'_>) {
+        // An ACK for a non-2xx final response belongs to the INVITE transaction.
+        let invite_key = Self::tx_key(msg, core, "INVITE");
+        if let Some((tx, _)) = self.invites.get_mut(&invite_key) {
+            if tx.state == InviteServerState::Completed {
+                tx.on_ack(now);
+                self.arm(TimerRef::Invite(invite_key));
+                return;
+            }
+        }
+        // An ACK for a 2xx is a request of its own within the dialog (§13.3.1.4, §17.1.1.3).
+        let Some(handle) = self.find_dialog(core) else {
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        let Some(pending) = &call.pending_2xx else {
+            return;
+        };
+        if pending.cseq != core.cseq.seq {
+            return;
+        }
+        let offered = pending.offered;
+        call.pending_2xx = None;
+        if call.state == CallState::Answered {
+            call.state = CallState::Confirmed;
+        }
+        let first = !call.established;
+        call.established = true;
+        if offered {
+            // Late offer: the answer is in this ACK.
+            let answer = sdp::parse(msg.body()).ok();
+            match answer.as_ref().map(sdp::accept_answer) {
+                Some(Ok(media)) => self.events.push_back(Event::Media {
+                    call: handle,
+                    media,
+                }),
+                _ => {
+                    self.arm(TimerRef::Call(handle));
+                    return self.hangup_with(handle, EndReason::MediaFailed, now);
+                }
+            }
+        }
+        if first {
+            self.events.push_back(Event::Established { call: handle });
+        }
+        self.arm(TimerRef::Call(handle));
+        if let Some(reason) = self
+            .calls
+            .get_mut(&handle)
+            .and_then(|c| c.hangup_after_ack.take())
+        {
+            self.hangup_with(handle, reason, now);
+        }
+    }
+
+    fn find_dialog(&self, core: &Core<'_>) -> Option<CallHandle> {
+        let local = core.to.tag()?;
+        let remote = core.from.tag().unwrap_or("");
+        self.dialogs
+            .get(&dialog_key(core.call_id, local, remote))
+            .copied()
+    }
+
+    /// A retransmitted non-INVITE request: repeat its response. Returns whether it was one.
+    fn absorb_non_invite(&mut self, key: &str) -> bool {
+        match self.non_invites.get(key) {
+            Some(tx) => {
+                let (flow, bytes) = (tx.flow, tx.response.clone());
+                self.send(flow, bytes);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn complete_non_invite(&mut self, key: String, flow: Flow, response: Vec<u8>, now: Instant) {
+        self.send(flow, response.clone());
+        self.non_invites.insert(
+            key.clone(),
+            NonInviteServerTx::completed(flow, response, now, self.cfg.timers),
+        );
+        self.arm(TimerRef::NonInvite(key));
+    }
+
+    fn handle_non_invite(
+        &mut self,
+        now: Instant,
+        msg: &Message,
+        source: SocketAddr,
+        flow: Flow,
+        core: &Core<'_>,
+    ) {
+        let Some(method) = msg.method() else { return };
+        let key = Self::tx_key(msg, core, method.as_str());
+        if self.absorb_non_invite(&key) {
+            return;
+        }
+        if let Some(verdict) = self.check_extensions(msg, core) {
+            return self.respond_verdict(msg, source, flow, verdict);
+        }
+        if core.to.tag().is_none() {
+            // Outside a dialog only OPTIONS makes sense; it is answered statelessly.
+            if *method == Method::Options {
+                return self.respond_options(msg, source, flow);
+            }
+            return self.respond_stateless(
+                msg,
+                source,
+                flow,
+                481,
+                "Call/Transaction Does Not Exist",
+                |_| {},
+            );
+        }
+        let Some(handle) = self.find_dialog(core) else {
+            return self.respond_stateless(
+                msg,
+                source,
+                flow,
+                481,
+                "Call/Transaction Does Not Exist",
+                |_| {},
+            );
+        };
+        if !self.accept_cseq(handle, core.cseq.seq) {
+            let bytes = self
+                .response(msg, source, 500, "CSeq Out of Order", None)
+                .finish(None);
+            return self.complete_non_invite(key, flow, bytes, now);
+        }
+        let local_tag = self.calls.get(&handle).map(|c| c.dialog.local_tag.clone());
+        let tag = local_tag.as_deref();
+        match method {
+            Method::Bye => {
+                let ok = self.response(msg, source, 200, "OK", tag).finish(None);
+                self.complete_non_invite(key, flow, ok, now);
+                let reason = self
+                    .calls
+                    .get(&handle)
+                    .and_then(|c| c.ending)
+                    .unwrap_or(EndReason::RemoteBye);
+                self.end_call(handle, reason);
+            }
+            Method::Options => {
+                let mut b = self.response(msg, source, 200, "OK", tag);
+                capabilities(&mut b);
+                let bytes = b.finish(None);
+                self.complete_non_invite(key, flow, bytes, now);
+            }
+            Method::Info => {
+                let content_type = msg
+                    .single(HeaderName::ContentType)
+                    .ok()
+                    .flatten()
+                    .map(media_type)
+                    .unwrap_or_default();
+                let known = matches!(
+                    content_type.as_str(),
+                    "application/dtmf-relay" | "application/dtmf"
+                );
+                if !msg.body().is_empty() && !known {
+                    let mut b = self.response(msg, source, 415, "Unsupported Media Type", tag);
+                    b.header("Accept", "application/dtmf-relay, application/dtmf");
+                    let bytes = b.finish(None);
+                    return self.complete_non_invite(key, flow, bytes, now);
+                }
+                let ok = self.response(msg, source, 200, "OK", tag).finish(None);
+                self.complete_non_invite(key, flow, ok, now);
+                if !msg.body().is_empty() {
+                    self.events.push_back(Event::Info {
+                        call: handle,
+                        content_type,
+                        body: msg.body().to_vec(),
+                    });
+                }
+            }
+            Method::Update => {
+                // RFC 3311: an offer in UPDATE is answered in its 200; no body is a refresh.
+                let (code, reason, body, media) = match self.answer_in_dialog(handle, msg) {
+                    Ok(Some((media, body))) => (200, "OK", Some(body), Some(media)),
+                    Ok(None) => (200, "OK", None, None),
+                    Err(verdict) => {
+                        let (code, reason) = match verdict {
+                            Verdict::Respond(c, r) => (c, r),
+                            _ => (488, "Not Acceptable Here".into()),
+                        };
+                        let bytes = self.response(msg, source, code, &reason, tag).finish(None);
+                        return self.complete_non_invite(key, flow, bytes, now);
+                    }
+                };
+                let mut b = self.response(msg, source, code, reason, tag);
+                self.contact(&mut b, flow);
+                let bytes = b.finish(body.as_deref().map(|s| ("application/sdp", s)));
+                self.complete_non_invite(key, flow, bytes, now);
+                if let Some(media) = media {
+                    self.events.push_back(Event::Media {
+                        call: handle,
+                        media,
+                    });
+                }
+            }
+            _ => {
+                let bytes = self.response(msg, source, 405, "Method Not Allowed", tag);
+                let mut b = bytes;
+                b.header("Allow", ALLOW);
+                let bytes = b.finish(None);
+                self.complete_non_invite(key, flow, bytes, now);
+            }
+        }
+    }
+
+    /// §12.2.2: a request's CSeq must be above the last one; records it.
+    fn accept_cseq(&mut self, handle: CallHandle, seq: u32) -> bool {
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return false;
+        };
+        if seq <= call.dialog.remote_cseq {
+            return false;
+        }
+        call.dialog.remote_cseq = seq;
+        true
+    }
+
+    /// Answers an in-dialog offer (re-INVITE or UPDATE) with the call's media address.
+    /// `Ok(None)` when the request has no body.
+    fn answer_in_dialog(
+        &mut self,
+        handle: CallHandle,
+        msg: &Message,
+    ) -> Result<Option<(Negotiated, Vec<u8>)>, Verdict> {
+        if msg.body().is_empty() {
+            return Ok(None);
+        }
+        let content_type = msg
+            .single(HeaderName::ContentType)
+            .ok()
+            .flatten()
+            .map(media_type);
+        if content_type.as_deref() != Some("application/sdp") {
+            return Err(Verdict::Respond(415, "Unsupported Media Type".into()));
+        }
+        let offer = sdp::parse(msg.body())
+            .map_err(|_| Verdict::Respond(400, "Malformed SDP body".into()))?;
+        let call = self.calls.get_mut(&handle).ok_or(Verdict::Drop)?;
+        let local = call
+            .local_media
+            .as_mut()
+            .ok_or(Verdict::Respond(488, "Not Acceptable Here".into()))?;
+        let mut next = local.clone();
+        next.session_version += 1;
+        match sdp::answer(&offer, &next) {
+            Ok((media, body)) => {
+                *local = next;
+                Ok(Some((media, body)))
+            }
+            Err(_) => Err(Verdict::Respond(488, "Not Acceptable Here".into())),
+        }
+    }
+
+    fn handle_reinvite(
+        &mut self,
+        now: Instant,
+        msg: &Message,
+        source: SocketAddr,
+        flow: Flow,
+        core: &Core<'_>,
+        key: String,
+    ) {
+        let Some(handle) = self.find_dialog(core) else {
+            return self.respond_stateless(
+                msg,
+                source,
+                flow,
+                481,
+                "Call/Transaction Does Not Exist",
+                |_| {},
+            );
+        };
+        let tag = self.calls.get(&handle).map(|c| c.dialog.local_tag.clone());
+        let mut tx = InviteServerTx::new(flow, self.cfg.timers);
+        let busy = self
+            .calls
+            .get(&handle)
+            .is_some_and(|c| c.pending_2xx.is_some() || c.state != CallState::Confirmed);
+        let (code, reason, body, media, offered) = if busy {
+            // §14.2: an INVITE while ours is unanswered (or un-ACKed) is refused.
+            (491, "Request Pending".to_owned(), None, None, false)
+        } else if !self.accept_cseq(handle, core.cseq.seq) {
+            (500, "CSeq Out of Order".to_owned(), None, None, false)
+        } else if msg.body().is_empty() {
+            // No offer: ours goes in the 200, the answer in the ACK.
+            match self
+                .calls
+                .get_mut(&handle)
+                .and_then(|c| c.local_media.as_mut())
+            {
+                Some(local) => {
+                    local.session_version += 1;
+                    (200, "OK".to_owned(), Some(sdp::offer(local)), None, true)
+                }
+                None => (488, "Not Acceptable Here".to_owned(), None, None, false),
+            }
+        } else {
+            match self.answer_in_dialog(handle, msg) {
+                Ok(Some((media, body))) => (200, "OK".to_owned(), Some(body), Some(media), false),
+                Ok(None) => (200, "OK".to_owned(), None, None, false),
+                Err(Verdict::Respond(c, r)) => (c, r, None, None, false),
+                Err(_) => (488, "Not Acceptable Here".to_owned(), None, None, false),
+            }
+        };
+        let mut b = self.response(msg, source, code, &reason, tag.as_deref());
+        if code == 200 {
+            self.contact(&mut b, flow);
+            b.header("Allow", ALLOW);
+        }
+        let bytes = b.finish(body.as_deref().map(|s| ("application/sdp", s)));
+        tx.respond(code, bytes.clone(), now);
+        self.send(flow, bytes.clone());
+        self.invites.insert(key.clone(), (tx, None));
+        self.arm(TimerRef::Invite(key));
+        if code == 200 {
+            if let Some(call) = self.calls.get_mut(&handle) {
+                call.pending_2xx = Some(Pending2xx {
+                    bytes,
+                    cseq: core.cseq.seq,
+                    interval: self.cfg.timers.t1,
+                    next: now + self.cfg.timers.t1,
+                    give_up: now + self.cfg.timers.timeout(),
+                    offered,
+                });
+            }
+            self.arm(TimerRef::Call(handle));
+            if let Some(media) = media {
+                self.events.push_back(Event::Media {
+                    call: handle,
+                    media,
+                });
+            }
+        }
+    }
+
+    // ----- the application's side -----
+
+    /// Answers a ringing call with 200 OK, receiving media at `local_media`: the SDP answer
+    /// to the caller's offer, or an offer of ours when the INVITE had none.
+    ///
+    /// # Errors
+    /// [`CallError`] when the call is gone or already answered.
+    pub fn accept(
+        &mut self,
+        call: CallHandle,
+        local_media: SocketAddr,
+        now: Instant,
+    ) -> Result<(), CallError> {
+        let session_id = self.rng.random::<u32>().into();
+        let c = self.calls.get_mut(&call).ok_or(CallError::NoSuchCall)?;
+        if c.state != CallState::Ringing {
+            return Err(CallError::NotRinging);
+        }
+        let local = LocalMedia {
+            addr: local_media,
+            session_id,
+            session_version: 1,
+        };
+        let (body, media, offered) = match &c.offer {
+            Some(offer) => match sdp::answer(offer, &local) {
+                Ok((media, body)) => (body, Some(media), false),
+                Err(_) => {
+                    // Checked when the INVITE arrived; only a changed codec set could fail.
+                    self.final_to_invite(call, 488, "Not Acceptable Here", now);
+                    self.end_call(call, EndReason::Rejected(488));
+                    return Ok(());
+                }
+            },
+            None => (sdp::offer(&local), None, true),
+        };
+        let Some(invite) = c.invite.take() else {
+            return Err(CallError::NotRinging);
+        };
+        let source = c.source;
+        let tag = c.dialog.local_tag.clone();
+        let flow = self.invites.get(&c.invite_key).map(|(tx, _)| tx.flow);
+        let Some(flow) = flow else {
+            return Err(CallError::NoSuchCall);
+        };
+        let mut b = self.response(&invite, source, 200, "OK", Some(&tag));
+        for rr in invite.values(HeaderName::RecordRoute) {
+            // §12.1.1: the UAS copies Record-Route into its 2xx.
+            b.header("Record-Route", rr);
+        }
+        self.contact(&mut b, flow);
+        b.header("Allow", ALLOW);
+        b.header("Supported", "");
+        let bytes = b.finish(Some(("application/sdp", &body)));
+        let Some(c) = self.calls.get_mut(&call) else {
+            return Err(CallError::NoSuchCall);
+        };
+        c.local_media = Some(local);
+        c.state = CallState::Answered;
+        c.offer = None;
+        c.max_until = Some(now + self.cfg.max_call_duration);
+        let cseq = c.dialog.remote_cseq;
+        c.pending_2xx = Some(Pending2xx {
+            bytes: bytes.clone(),
+            cseq,
+            interval: self.cfg.timers.t1,
+            next: now + self.cfg.timers.t1,
+            give_up: now + self.cfg.timers.timeout(),
+            offered,
+        });
+        let key = c.invite_key.clone();
+        let dkey = c.dialog.key();
+        if let Some((tx, _)) = self.invites.get_mut(&key) {
+            tx.respond(200, bytes.clone(), now);
+        }
+        self.send(flow, bytes);
+        self.dialogs.insert(dkey, call);
+        self.arm(TimerRef::Invite(key));
+        self.arm(TimerRef::Call(call));
+        if let Some(media) = media {
+            self.events.push_back(Event::Media { call, media });
+        }
+        Ok(())
+    }
+
+    /// Refuses a ringing call with a final response (e.g. 480, 486, 503).
+    ///
+    /// # Errors
+    /// [`CallError`] when the call is gone or already answered.
+    pub fn reject(
+        &mut self,
+        call: CallHandle,
+        code: u16,
+        reason: &str,
+        now: Instant,
+    ) -> Result<(), CallError> {
+        let c = self.calls.get(&call).ok_or(CallError::NoSuchCall)?;
+        if c.state != CallState::Ringing || !(300..700).contains(&code) {
+            return Err(CallError::NotRinging);
+        }
+        self.final_to_invite(call, code, reason, now);
+        self.end_call(call, EndReason::Rejected(code));
+        Ok(())
+    }
+
+    /// Ends a call from our side: BYE when it is up (after the ACK, if that is still
+    /// awaited, §15), or 480 when it has not been answered.
+    pub fn hangup(&mut self, call: CallHandle, now: Instant) {
+        self.hangup_with(call, EndReason::Hangup, now);
+    }
+
+    fn hangup_with(&mut self, handle: CallHandle, reason: EndReason, now: Instant) {
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        match call.state {
+            CallState::Ringing => {
+                let (code, text) = if reason == EndReason::Shutdown {
+                    (503, "Service Unavailable")
+                } else {
+                    (480, "Temporarily Unavailable")
+                };
+                self.final_to_invite(handle, code, text, now);
+                self.end_call(handle, reason);
+            }
+            CallState::Answered if call.pending_2xx.is_some() => {
+                // A BYE may not precede the ACK of the 2xx (§15).
+                call.hangup_after_ack.get_or_insert(reason);
+            }
+            CallState::Answered | CallState::Confirmed => {
+                call.state = CallState::Terminating;
+                call.ending = Some(reason);
+                call.pending_2xx = None;
+                call.max_until = None;
+                let branch = format!("z9hG4bK{}", self.random_token());
+                let sent_by = self.cfg.local_addr.to_string();
+                let Some(call) = self.calls.get_mut(&handle) else {
+                    return;
+                };
+                let mut b = call.dialog.request(&Method::Bye, &sent_by, &branch);
+                b.header("User-Agent", &self.cfg.server_name);
+                let bytes = b.finish(None);
+                let flow = call.dialog.flow;
+                self.send(flow, bytes.clone());
+                self.clients.insert(
+                    branch.clone(),
+                    (
+                        NonInviteClientTx::start(flow, bytes, now, self.cfg.timers),
+                        handle,
+                    ),
+                );
+                self.arm(TimerRef::Client(branch));
+            }
+            CallState::Terminating => {}
+        }
+    }
+
+    /// Stops taking calls (new INVITEs get 503) and hangs up every call. Keep driving the
+    /// endpoint until [`Endpoint::is_idle`] (or a deadline) before exiting.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.shutting_down = true;
+        let mut handles: Vec<CallHandle> = self.calls.keys().copied().collect();
+        handles.sort();
+        for handle in handles {
+            self.hangup_with(handle, EndReason::Shutdown, now);
+        }
+    }
+
+    // ----- responses and timers -----
+
+    fn handle_response(&mut self, now: Instant, msg: &Message) {
+        let Some(code) = msg.status() else { return };
+        // §8.1.3.3: more than one Via means the response was misrouted.
+        let mut vias = msg.list(HeaderName::Via);
+        let (Some(top), None) = (vias.next(), vias.next()) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let Some(branch) = Via::parse(top)
+            .ok()
+            .and_then(|v| v.branch().map(str::to_owned))
+        else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let Some((tx, handle)) = self.clients.get_mut(&branch) else {
+            // Nothing of ours: a stray or forged response is dropped.
+            self.stats.dropped += 1;
+            return;
+        };
+        let handle = *handle;
+        let done = tx.on_response(code, now);
+        self.arm(TimerRef::Client(branch));
+        if done {
+            let reason = self
+                .calls
+                .get(&handle)
+                .and_then(|c| c.ending)
+                .unwrap_or(EndReason::Hangup);
+            self.end_call(handle, reason);
+        }
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((at, target))) = self.timers.pop() else {
+                break;
+            };
+            match target {
+                TimerRef::Invite(key) => self.invite_timer(key, at, now),
+                TimerRef::NonInvite(key) => {
+                    let due = self
+                        .non_invites
+                        .get(&key)
+                        .and_then(NonInviteServerTx::next_deadline);
+                    if due == Some(at) {
+                        if let Some(tx) = self.non_invites.get_mut(&key) {
+                            if tx.on_timeout(now) == TxAction::Terminated {
+                                self.non_invites.remove(&key);
+                            }
+                        }
+                    }
+                }
+                TimerRef::Client(branch) => self.client_timer(branch, at, now),
+                TimerRef::Call(handle) => self.call_timer(handle, at, now),
+            }
+        }
+    }
+
+    fn invite_timer(&mut self, key: String, at: Instant, now: Instant) {
+        let Some((tx, _)) = self.invites.get_mut(&key) else {
+            return;
+        };
+        if tx.next_deadline() != Some(at) {
+            return;
+        }
+        match tx.on_timeout(now) {
+            TxAction::Retransmit(bytes) => {
+                let flow = tx.flow;
+                self.send(flow, bytes);
+                self.arm(TimerRef::Invite(key));
+            }
+            TxAction::Terminated | TxAction::TimedOut => {
+                self.invites.remove(&key);
+                if let Some(id) = self.invite_id_of.remove(&key) {
+                    self.invite_ids.remove(&id);
+                }
+            }
+            TxAction::None => self.arm(TimerRef::Invite(key)),
+        }
+    }
+
+    fn client_timer(&mut self, branch: String, at: Instant, now: Instant) {
+        let Some((tx, handle)) = self.clients.get_mut(&branch) else {
+            return;
+        };
+        if tx.next_deadline() != Some(at) {
+            return;
+        }
+        let handle = *handle;
+        match tx.on_timeout(now) {
+            TxAction::Retransmit(bytes) => {
+                let flow = tx.flow;
+                self.send(flow, bytes);
+                self.arm(TimerRef::Client(branch));
+            }
+            TxAction::TimedOut => {
+                // Timer F: the BYE was never answered; the call is over regardless.
+                self.clients.remove(&branch);
+                let reason = self
+                    .calls
+                    .get(&handle)
+                    .and_then(|c| c.ending)
+                    .unwrap_or(EndReason::Hangup);
+                self.end_call(handle, reason);
+            }
+            TxAction::Terminated => {
+                self.clients.remove(&branch);
+            }
+            TxAction::None => self.arm(TimerRef::Client(branch)),
+        }
+    }
+
+    fn call_timer(&mut self, handle: CallHandle, at: Instant, now: Instant) {
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        if call.next_deadline() != Some(at) {
+            return;
+        }
+        if let Some(p) = &mut call.pending_2xx {
+            if now >= p.give_up {
+                // §13.3.1.4: no ACK within 64·T1: the session is over.
+                call.pending_2xx = None;
+                if call.state == CallState::Answered {
+                    call.state = CallState::Confirmed;
+                }
+                let reason = call.hangup_after_ack.take().unwrap_or(EndReason::NoAck);
+                self.hangup_with(handle, reason, now);
+                self.arm(TimerRef::Call(handle));
+                return;
+            }
+            if now >= p.next {
+                p.interval = (p.interval * 2).min(self.cfg.timers.t2);
+                p.next = now + p.interval;
+                let (flow, bytes) = (call.dialog.flow, p.bytes.clone());
+                // The 2xx goes where responses go: the INVITE transaction's flow.
+                let flow = self
+                    .invites
+                    .get(&call.invite_key)
+                    .map_or(flow, |(tx, _)| tx.flow);
+                self.send(flow, bytes);
+            }
+        }
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        if call.max_until.is_some_and(|t| now >= t) {
+            call.max_until = None;
+            self.hangup_with(handle, EndReason::MaxDuration, now);
+        }
+        self.arm(TimerRef::Call(handle));
+    }
+
+    /// Queues `target`'s next deadline.
+    fn arm(&mut self, target: TimerRef) {
+        let at = match &target {
+            TimerRef::Invite(k) => self.invites.get(k).and_then(|(tx, _)| tx.next_deadline()),
+            TimerRef::NonInvite(k) => self
+                .non_invites
+                .get(k)
+                .and_then(NonInviteServerTx::next_deadline),
+            TimerRef::Client(b) => self.clients.get(b).and_then(|(tx, _)| tx.next_deadline()),
+            TimerRef::Call(h) => self.calls.get(h).and_then(Call::next_deadline),
+        };
+        if let Some(at) = at {
+            self.timers.push(Reverse((at, target)));
+        }
+    }
+
+    // ----- helpers -----
+
+    /// Sends a final response to a ringing call's INVITE through its transaction.
+    fn final_to_invite(&mut self, handle: CallHandle, code: u16, reason: &str, now: Instant) {
+        let Some(call) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        let Some(invite) = call.invite.take() else {
+            return;
+        };
+        let (source, tag, key) = (
+            call.source,
+            call.dialog.local_tag.clone(),
+            call.invite_key.clone(),
+        );
+        let bytes = self
+            .response(&invite, source, code, reason, Some(&tag))
+            .finish(None);
+        if let Some((tx, _)) = self.invites.get_mut(&key) {
+            tx.respond(code, bytes.clone(), now);
+            let flow = tx.flow;
+            self.send(flow, bytes);
+        }
+        self.arm(TimerRef::Invite(key));
+    }
+
+    /// Forgets a call and tells the application.
+    fn end_call(&mut self, handle: CallHandle, reason: EndReason) {
+        if let Some(call) = self.calls.remove(&handle) {
+            self.dialogs.remove(&call.dialog.key());
+            self.events.push_back(Event::Ended {
+                call: handle,
+                reason,
+            });
+        }
+    }
+
+    fn response(
+        &self,
+        req: &Message,
+        source: SocketAddr,
+        code: u16,
+        reason: &str,
+        to_tag: Option<&str>,
+    ) -> MessageBuilder {
+        let mut b = response_to(req, source, code, reason, to_tag);
+        b.header("Server", &self.cfg.server_name);
+        b
+    }
+
+    fn contact(&self, b: &mut MessageBuilder, flow: Flow) {
+        let transport = if flow.is_reliable() {
+            ";transport=tcp"
+        } else {
+            ""
+        };
+        let host = Host::Ip(self.cfg.local_addr.ip());
+        b.header_fmt(
+            "Contact",
+            format_args!(
+                "<sip:vportal@{host}:{}{transport}>",
+                self.cfg.local_addr.port()
+            ),
+        );
+    }
+
+    fn respond_options(&mut self, msg: &Message, source: SocketAddr, flow: Flow) {
+        self.respond_stateless(msg, source, flow, 200, "OK", capabilities);
+    }
+
+    /// Answers without keeping state (§8.2.7). The To tag is derived from the request so a
+    /// retransmission gets an identical response.
+    fn respond_stateless(
+        &mut self,
+        msg: &Message,
+        source: SocketAddr,
+        flow: Flow,
+        code: u16,
+        reason: &str,
+        extra: impl FnOnce(&mut MessageBuilder),
+    ) {
+        let tag = self.stateless_tag(msg);
+        let mut b = self.response(msg, source, code, reason, Some(&tag));
+        if matches!(code, 405 | 501) {
+            b.header("Allow", ALLOW);
+        }
+        extra(&mut b);
+        let bytes = b.finish(None);
+        self.send(flow, bytes);
+    }
+
+    fn stateless_tag(&self, msg: &Message) -> String {
+        let mut h = self.tag_hasher.build_hasher();
+        for name in [
+            HeaderName::CallId,
+            HeaderName::From,
+            HeaderName::CSeq,
+            HeaderName::Via,
+        ] {
+            msg.values(name).next().hash(&mut h);
+        }
+        format!("{:016x}", h.finish())
+    }
+
+    fn send(&mut self, flow: Flow, payload: Vec<u8>) {
+        if let Some(class) = payload
+            .strip_prefix(b"SIP/2.0 ")
+            .and_then(|rest| rest.first())
+            .map(|d| usize::from(d.saturating_sub(b'0')))
+        {
+            if let Some(count) = self.stats.responses_sent.get_mut(class) {
+                *count += 1;
+            }
+        }
+        self.transmits.push_back(Transmit {
+            transport: flow.transport,
+            destination: flow.remote,
+            payload,
+        });
+    }
+
+    fn random_token(&mut self) -> String {
+        format!("{:016x}", self.rng.random::<u64>())
+    }
+}
+
+/// Allow, Accept and Supported: what OPTIONS asks about.
+fn capabilities(b: &mut MessageBuilder) {
+    b.header("Allow", ALLOW);
+    b.header("Accept", ACCEPT);
+    b.header("Accept-Encoding", "identity");
+    b.header("Supported", "");
+}
+
+/// §18.2.2 and RFC 3581: the source IP always; the source port with `rport`, else the Via
+/// port (5060 by default). `maddr` is ignored: vportal never sends to multicast groups or
+/// to names taken from a message.
+fn response_destination(via: &Via<'_>, source: SocketAddr) -> SocketAddr {
+    if via.wants_rport() {
+        source
+    } else {
+        SocketAddr::new(source.ip(), via.port.unwrap_or(5060))
+    }
+}
+
+/// Checks what every request must have before it is processed. The order follows RFC 3261
+/// §8.2 and RFC 4475: malformation (400), version (505), the Request-URI scheme (416),
+/// the method (405/501), then CSeq consistency (400).
+fn validate<'a>(msg: &'a Message, via: Via<'a>) -> Result<Core<'a>, Verdict> {
+    let bad = |e: HeaderError| Verdict::Respond(400, e.to_string());
+    if let Some(defect) = msg.defect() {
+        return Err(Verdict::Respond(400, defect.to_string()));
+    }
+    if !msg.is_sip_2_0() {
+        return Err(Verdict::Respond(505, "Version Not Supported".into()));
+    }
+    for value in msg.list(HeaderName::Via).skip(1) {
+        Via::parse(value).map_err(bad)?;
+    }
+    let from = NameAddr::parse(
+        msg.required(HeaderName::From).map_err(bad)?,
+        HeaderName::From,
+    )
+    .map_err(bad)?;
+    let to =
+        NameAddr::parse(msg.required(HeaderName::To).map_err(bad)?, HeaderName::To).map_err(bad)?;
+    let call_id = msg.required(HeaderName::CallId).map_err(bad)?;
+    if call_id.is_empty() || call_id.bytes().any(syntax::is_ws) {
+        return Err(bad(HeaderError::Malformed(HeaderName::CallId)));
+    }
+    let cseq = CSeq::parse(msg.required(HeaderName::CSeq).map_err(bad)?).map_err(bad)?;
+    let max_forwards = match msg.single(HeaderName::MaxForwards).map_err(bad)? {
+        Some(v) => Some(
+            super::header::parse_number(v, u64::from(u32::MAX))
+                .ok_or(bad(HeaderError::Malformed(HeaderName::MaxForwards)))?,
+        ),
+        None => None,
+    };
+    let uri = msg.request_uri().unwrap_or("");
+    let scheme = super::uri::scheme(uri)
+        .map_err(|_| Verdict::Respond(400, "Malformed Request-URI".into()))?;
+    let known_scheme = ["sip", "sips", "tel"]
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(scheme));
+    if !known_scheme {
+        return Err(Verdict::Respond(416, "Unsupported URI Scheme".into()));
+    }
+    Uri::parse(uri).map_err(|_| Verdict::Respond(400, "Malformed Request-URI".into()))?;
+    let Some(method) = msg.method() else {
+        return Err(Verdict::Drop);
+    };
+    if known_unsupported(method) {
+        return Err(Verdict::Respond(405, "Method Not Allowed".into()));
+    }
+    if matches!(method, Method::Other(_)) {
+        return Err(Verdict::Respond(501, "Not Implemented".into()));
+    }
+    if cseq.method != method.as_str() {
+        return Err(Verdict::Respond(400, "CSeq method mismatch".into()));
+    }
+    Ok(Core {
+        via,
+        from,
+        to,
+        call_id,
+        cseq,
+        max_forwards,
+    })
+}
+
+/// An INVITE's body and Accept: SDP or nothing (415), and an Accept that allows SDP (406).
+fn check_invite_content(msg: &Message) -> Result<(), Verdict> {
+    let mut accepts = msg.list(HeaderName::Accept).map(media_type).peekable();
+    if accepts.peek().is_some()
+        && !accepts.any(|t| matches!(t.as_str(), "application/sdp" | "application/*" | "*/*" | ""))
+    {
+        return Err(Verdict::Respond(406, "Not Acceptable".into()));
+    }
+    if let Some(encoding) = msg.single(HeaderName::ContentEncoding).ok().flatten() {
+        if !encoding.eq_ignore_ascii_case("identity") {
+            return Err(Verdict::Respond(415, "Unsupported Media Type".into()));
+        }
+    }
+    if msg.body().is_empty() {
+        return Ok(());
+    }
+    match msg.single(HeaderName::ContentType) {
+        Ok(Some(t)) if media_type(t) == "application/sdp" => Ok(()),
+        Ok(Some(_)) => Err(Verdict::Respond(415, "Unsupported Media Type".into())),
+        Ok(None) => Err(Verdict::Respond(400, "Missing Content-Type header".into())),
+        Err(e) => Err(Verdict::Respond(400, e.to_string())),
+    }
+}

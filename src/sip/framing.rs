@@ -1,0 +1,189 @@
+//! Framing SIP messages out of a TCP byte stream (RFC 3261 §18.3).
+//!
+//! "Is a whole message here?" is separate from "parse it": [`StreamFramer::next_message`]
+//! answers `Ok(None)` (incomplete: read more) as normal flow. A header section is capped, and
+//! a missing, malformed or oversized Content-Length makes the stream unusable: the caller
+//! closes the connection, since there is no way to find where the next message starts.
+
+use super::message::{Defect, Framing, Message, ParseError, parse_head};
+
+/// Largest header section accepted on a stream.
+pub const MAX_HEAD: usize = 16 * 1024;
+
+/// Why a stream cannot be framed any further. The connection should be closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// No blank line within [`MAX_HEAD`] octets.
+    #[error("header section larger than {MAX_HEAD} octets")]
+    HeadTooLarge,
+    /// Content-Length malformed, contradictory or too large.
+    #[error("unusable Content-Length: {0}")]
+    ContentLength(Defect),
+    /// The bytes are not SIP.
+    #[error("not SIP: {0}")]
+    NotSip(ParseError),
+}
+
+/// Accumulates stream bytes and cuts them into messages.
+#[derive(Debug, Default)]
+pub struct StreamFramer {
+    buf: Vec<u8>,
+    /// Length of the message at the front, once its head has been read.
+    pending: Option<usize>,
+}
+
+impl StreamFramer {
+    /// An empty framer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends bytes read from the stream.
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Octets held that are not yet part of a returned message.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete message, `Ok(None)` if more bytes are needed.
+    ///
+    /// # Errors
+    /// [`FrameError`]: the stream cannot be framed; close the connection.
+    pub fn next_message(&mut self) -> Result<Option<Message>, FrameError> {
+        // Keepalive line breaks between messages (RFC 5626 §4.4.1 CRLF pings) are skipped.
+        let skip = self
+            .buf
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .unwrap_or(self.buf.len());
+        if skip > 0 && self.pending.is_none() {
+            self.buf.drain(..skip);
+        }
+        let total = match self.pending {
+            Some(total) => total,
+            None => {
+                let Some(head_end) = head_end(&self.buf) else {
+                    if self.buf.len() > MAX_HEAD {
+                        return Err(FrameError::HeadTooLarge);
+                    }
+                    return Ok(None);
+                };
+                if head_end > MAX_HEAD {
+                    return Err(FrameError::HeadTooLarge);
+                }
+                let head = parse_head(&mut self.buf[..head_end]).map_err(FrameError::NotSip)?;
+                // A stream needs Content-Length; when absent the body is taken as empty.
+                let body = match head.content_length {
+                    None => 0,
+                    Some(Ok(n)) => n,
+                    Some(Err(defect)) => return Err(FrameError::ContentLength(defect)),
+                };
+                let total = head_end + body;
+                self.pending = Some(total);
+                total
+            }
+        };
+        if self.buf.len() < total {
+            return Ok(None);
+        }
+        let rest = self.buf.split_off(total);
+        let message = std::mem::replace(&mut self.buf, rest);
+        self.pending = None;
+        Message::parse_framed(message, Framing::Stream)
+            .map(Some)
+            .map_err(FrameError::NotSip)
+    }
+}
+
+/// The offset just after the blank line ending the header section (CRLF CRLF or LF LF, or a
+/// mix), if present.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(lf) = buf[i..].iter().position(|&b| b == b'\n') {
+        let next = i + lf + 1;
+        match buf.get(next) {
+            Some(b'\n') => return Some(next + 1),
+            Some(b'\r') if buf.get(next + 1) == Some(&b'\n') => return Some(next + 2),
+            _ => i = next,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::header::HeaderName;
+
+    const OPTIONS: &[u8] =
+        b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID: 1\r\nContent-Length: 5\r\n\r\nhello";
+
+    #[test]
+    fn incomplete_is_normal_flow_byte_by_byte() {
+        let mut f = StreamFramer::new();
+        for (i, b) in OPTIONS.iter().enumerate() {
+            assert!(
+                f.next_message().unwrap().is_none(),
+                "complete too early at {i}"
+            );
+            f.push(&[*b]);
+        }
+        let m = f.next_message().unwrap().unwrap();
+        assert_eq!(m.body(), b"hello");
+        assert!(f.next_message().unwrap().is_none());
+        assert_eq!(f.buffered(), 0);
+    }
+
+    #[test]
+    fn pipelined_messages_and_keepalives() {
+        let mut f = StreamFramer::new();
+        let mut data = b"\r\n\r\n".to_vec();
+        data.extend_from_slice(OPTIONS);
+        data.extend_from_slice(b"\r\n");
+        data.extend_from_slice(
+            &OPTIONS
+                .to_vec()
+                .into_iter()
+                .map(|b| if b == b'1' { b'2' } else { b })
+                .collect::<Vec<_>>(),
+        );
+        data.extend_from_slice(b"BYE sip:a@b SIP/2.0\nl: 0\n\nINVITE");
+        f.push(&data);
+        let ids: Vec<String> = std::iter::from_fn(|| f.next_message().unwrap())
+            .map(|m| {
+                m.single(HeaderName::CallId)
+                    .unwrap()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(ids, ["1", "2", ""]);
+        assert_eq!(f.buffered(), b"INVITE".len());
+    }
+
+    #[test]
+    fn unusable_streams() {
+        let mut f = StreamFramer::new();
+        f.push(b"INVITE sip:a@b SIP/2.0\r\nContent-Length: -999\r\n\r\n");
+        assert_eq!(
+            f.next_message().unwrap_err(),
+            FrameError::ContentLength(Defect::ContentLength)
+        );
+        let mut f = StreamFramer::new();
+        f.push(b"OPTIONS sip:a@b SIP/2.0\r\nl: 13\r\nl: 5\r\n\r\n");
+        assert_eq!(
+            f.next_message().unwrap_err(),
+            FrameError::ContentLength(Defect::MultipleContentLength)
+        );
+        let mut f = StreamFramer::new();
+        f.push(&vec![b'a'; MAX_HEAD + 1]);
+        assert_eq!(f.next_message().unwrap_err(), FrameError::HeadTooLarge);
+        // Content-Length larger than what arrived: wait (and the caller times the wait out).
+        let mut f = StreamFramer::new();
+        f.push(b"INVITE sip:a@b SIP/2.0\r\nContent-Length: 9999\r\n\r\nv=0\r\n");
+        assert!(f.next_message().unwrap().is_none());
+    }
+}

@@ -1,0 +1,2193 @@
+//! SDP (RFC 4566) for one audio stream, and the RFC 3264 offer/answer around it.
+//!
+//! Sans-IO and pure: bytes in, a [`SessionDescription`] out; a description and our
+//! [`LocalMedia`] in, the agreed [`Negotiated`] parameters and the answer bytes out. Nothing here
+//! opens a socket, resolves a name or reads a clock.
+//!
+//! The parser is lenient where RFC 4566 implementations differ (CRLF or bare LF, trailing
+//! whitespace, unknown lines and attributes, non-UTF-8 text in lines we do not read) and strict
+//! where it matters: every number read off the wire is range-checked, the body, the number of
+//! `m=` lines and the number of formats are bounded, and the lines we act on (`v=`, `c=`, `m=`,
+//! `a=rtpmap`) must be well formed UTF-8. No input makes it panic.
+//!
+//! Only G.711 (PCMU, PCMA) at 8 kHz is spoken, plus RFC 4733 `telephone-event/8000` for DTMF.
+//! [`answer`] answers an offer (INVITE, re-INVITE, UPDATE); [`offer`] makes the offer for an
+//! INVITE that came without a body, and [`accept_answer`] reads the answer to it from the ACK.
+
+use std::fmt::{self, Write as _};
+use std::net::{IpAddr, SocketAddr};
+
+/// Largest body [`parse`] accepts, in bytes. A WebRTC offer with every codec runs to ~10 KiB;
+/// a SIP phone's is a few hundred bytes.
+pub const MAX_SDP_LEN: usize = 64 * 1024;
+
+/// Most `m=` lines [`parse`] accepts.
+pub const MAX_MEDIA: usize = 16;
+
+/// Most formats [`parse`] accepts on one `m=` line.
+pub const MAX_FORMATS: usize = 64;
+
+/// Longest host name kept from a `c=` line (RFC 1035 §2.3.4: 255 octets).
+const MAX_HOST_NAME_LEN: usize = 255;
+
+/// Largest RTP payload type (RFC 3550 §5.1: the PT field is 7 bits).
+const MAX_PAYLOAD_TYPE: u8 = 127;
+
+/// The clock rate of G.711 and of the telephone-events we accept (RFC 3551 §4.5.14, RFC 4733 §7).
+const G711_CLOCK_RATE: u32 = 8000;
+
+/// Packetisation interval used when the peer names none (RFC 3551 §4.2: 20 ms).
+const DEFAULT_PTIME_MS: u32 = 20;
+
+/// Shortest packetisation interval we agree to.
+const MIN_PTIME_MS: u32 = 10;
+
+/// Longest packetisation interval we agree to.
+const MAX_PTIME_MS: u32 = 60;
+
+/// The payload type [`offer`] gives telephone-event (the de facto default of most UAs).
+const OFFER_TELEPHONE_EVENT_PT: u8 = 101;
+
+/// The events we receive (RFC 4733 §3.2: 0-9, `*`, `#`, A-D, and 16 = flash).
+const TELEPHONE_EVENTS: &str = "0-16";
+
+/// The `o=` user name we write (RFC 4566 §5.2).
+const ORIGIN_USER: &str = "vportal";
+
+/// A parsed session description: what vportal needs of it. Unknown lines are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionDescription {
+    origin: Option<Origin>,
+    connection: Option<ConnectionAddress>,
+    direction: Option<Direction>,
+    ptime: Option<u32>,
+    media: Vec<MediaDescription>,
+}
+
+impl SessionDescription {
+    /// The `o=` line, when it was present and well formed.
+    ///
+    /// RFC 3264 §8: a re-offer whose session version equals the previous one's describes the
+    /// same session, so the SIP layer may answer it with its previous answer.
+    pub fn origin(&self) -> Option<&Origin> {
+        self.origin.as_ref()
+    }
+
+    /// The session-level `c=` address, if any.
+    pub fn connection(&self) -> Option<&ConnectionAddress> {
+        self.connection.as_ref()
+    }
+
+    /// The session-level direction attribute, if any.
+    pub fn direction(&self) -> Option<Direction> {
+        self.direction
+    }
+
+    /// The session-level `a=ptime`, in milliseconds, if any (unclamped).
+    pub fn ptime(&self) -> Option<u32> {
+        self.ptime
+    }
+
+    /// The media descriptions, in `m=` line order.
+    pub fn media(&self) -> &[MediaDescription] {
+        &self.media
+    }
+}
+
+/// The numbers of an `o=` line (RFC 4566 §5.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The user name (`-` when the peer has none).
+    pub username: String,
+    /// Identifies the session; constant for its life.
+    pub session_id: u64,
+    /// Increases each time the peer's description changes (RFC 3264 §8).
+    pub session_version: u64,
+}
+
+/// A connection address from a `c=` line (RFC 4566 §5.7), without any TTL or count suffix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionAddress {
+    /// An IPv4 or IPv6 literal (may be unspecified: `0.0.0.0` is RFC 2543 hold).
+    Ip(IpAddr),
+    /// A host name. Kept as text: vportal never resolves names from SDP.
+    Name(String),
+}
+
+/// One `m=` section (RFC 4566 §5.14) with the attributes vportal reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaDescription {
+    kind: String,
+    port: u16,
+    proto: String,
+    formats: Vec<String>,
+    payload_types: Vec<u8>,
+    connection: Option<ConnectionAddress>,
+    direction: Option<Direction>,
+    ptime: Option<u32>,
+    rtpmaps: Vec<(u8, RtpMap)>,
+}
+
+impl MediaDescription {
+    /// The media type as written (`audio`, `video`, …).
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The transport port; 0 means the stream is disabled (RFC 3264 §5.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The transport protocol as written (`RTP/AVP`, `RTP/SAVP`, `udptl`, …).
+    pub fn proto(&self) -> &str {
+        &self.proto
+    }
+
+    /// The format list as written.
+    pub fn formats(&self) -> &[String] {
+        &self.formats
+    }
+
+    /// The format list as RTP payload types; empty unless the transport is RTP.
+    pub fn payload_types(&self) -> &[u8] {
+        &self.payload_types
+    }
+
+    /// The media-level `c=` address, if any.
+    pub fn connection(&self) -> Option<&ConnectionAddress> {
+        self.connection.as_ref()
+    }
+
+    /// The media-level direction attribute, if any.
+    pub fn direction(&self) -> Option<Direction> {
+        self.direction
+    }
+
+    /// The media-level `a=ptime`, in milliseconds, if any (unclamped).
+    pub fn ptime(&self) -> Option<u32> {
+        self.ptime
+    }
+
+    /// The `a=rtpmap` for `payload_type`, if the section has one.
+    pub fn rtpmap(&self, payload_type: u8) -> Option<&RtpMap> {
+        self.rtpmaps
+            .iter()
+            .find(|(pt, _)| *pt == payload_type)
+            .map(|(_, map)| map)
+    }
+
+    fn is_audio(&self) -> bool {
+        self.kind.eq_ignore_ascii_case("audio")
+    }
+
+    /// The RTP profile we can speak on this stream, if any: plain RTP/AVP or RTP/AVPF (RFC 4585:
+    /// AVP with optional feedback). SRTP and RTP over TCP are not spoken.
+    fn avp_profile(&self) -> Option<&'static str> {
+        if self.proto.eq_ignore_ascii_case("RTP/AVP") {
+            Some("RTP/AVP")
+        } else if self.proto.eq_ignore_ascii_case("RTP/AVPF") {
+            Some("RTP/AVPF")
+        } else {
+            None
+        }
+    }
+}
+
+/// An `a=rtpmap` value (RFC 4566 §6): `<encoding>/<clock rate>[/<channels>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtpMap {
+    /// The encoding name as written (compare case-insensitively, RFC 4855).
+    pub encoding: String,
+    /// The RTP clock rate in Hz.
+    pub clock_rate: u32,
+    /// The encoding parameters; for audio, the number of channels.
+    pub channels: Option<u16>,
+}
+
+impl RtpMap {
+    /// Whether this maps to `encoding`/8000 in mono.
+    fn is(&self, encoding: &str) -> bool {
+        self.encoding.eq_ignore_ascii_case(encoding)
+            && self.clock_rate == G711_CLOCK_RATE
+            && matches!(self.channels, None | Some(1))
+    }
+}
+
+/// The audio codecs vportal speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// G.711 μ-law, static payload type 0.
+    Pcmu,
+    /// G.711 A-law, static payload type 8.
+    Pcma,
+}
+
+impl Codec {
+    /// The RTP encoding name (RFC 3551 §6), e.g. `PCMU`.
+    pub const fn encoding_name(self) -> &'static str {
+        match self {
+            Self::Pcmu => "PCMU",
+            Self::Pcma => "PCMA",
+        }
+    }
+
+    /// The static payload type RFC 3551 §6 assigns.
+    pub const fn static_payload_type(self) -> u8 {
+        match self {
+            Self::Pcmu => 0,
+            Self::Pcma => 8,
+        }
+    }
+}
+
+/// A media direction attribute (RFC 4566 §6, RFC 3264 §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Sends and receives.
+    SendRecv,
+    /// Sends only.
+    SendOnly,
+    /// Receives only.
+    RecvOnly,
+    /// Neither sends nor receives.
+    Inactive,
+}
+
+impl Direction {
+    /// Whether the side this direction describes sends media.
+    pub const fn sends(self) -> bool {
+        matches!(self, Self::SendRecv | Self::SendOnly)
+    }
+
+    /// Whether the side this direction describes receives media.
+    pub const fn receives(self) -> bool {
+        matches!(self, Self::SendRecv | Self::RecvOnly)
+    }
+
+    /// The attribute name, e.g. `sendrecv`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::SendRecv => "sendrecv",
+            Self::SendOnly => "sendonly",
+            Self::RecvOnly => "recvonly",
+            Self::Inactive => "inactive",
+        }
+    }
+
+    /// The direction with these capabilities.
+    pub const fn from_flags(sends: bool, receives: bool) -> Self {
+        match (sends, receives) {
+            (true, true) => Self::SendRecv,
+            (true, false) => Self::SendOnly,
+            (false, true) => Self::RecvOnly,
+            (false, false) => Self::Inactive,
+        }
+    }
+
+    /// The other side's view: what one side sends, the other receives (RFC 3264 §6.1).
+    pub const fn reversed(self) -> Self {
+        Self::from_flags(self.receives(), self.sends())
+    }
+
+    /// The attribute with this name, case-insensitively.
+    fn from_attribute(name: &[u8]) -> Option<Self> {
+        [
+            Self::SendRecv,
+            Self::SendOnly,
+            Self::RecvOnly,
+            Self::Inactive,
+        ]
+        .into_iter()
+        .find(|d| name.eq_ignore_ascii_case(d.as_str().as_bytes()))
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What was agreed for the one audio stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    /// Where to send RTP. `None` when the peer gave an unspecified address (`0.0.0.0`, `::`:
+    /// RFC 2543 hold) or a host name (never resolved); port 0 streams are never chosen.
+    pub remote_rtp: Option<SocketAddr>,
+    /// The codec.
+    pub codec: Codec,
+    /// The payload type the peer's description gave the codec: the offerer's in [`answer`]
+    /// (RFC 3264 §6.1: the answer reuses it), the answerer's in [`accept_answer`]. Send with
+    /// it; expect it on receive.
+    pub payload_type: u8,
+    /// The peer's payload type for `telephone-event/8000` (RFC 4733), if it has one.
+    pub telephone_event: Option<u8>,
+    /// Packetisation interval from the peer's `a=ptime` (media level wins over session level),
+    /// clamped to 10..=60 ms; 20 when absent.
+    pub ptime_ms: u32,
+    /// OUR direction: as written in our answer, or the reverse of the peer's answer.
+    pub direction: Direction,
+}
+
+/// Our side of the session: where we receive RTP, and the `o=` line's numbers.
+///
+/// `addr` must be the concrete address the peer can reach (not `0.0.0.0`, which a peer reads
+/// as hold). Keep `session_id` for the dialog's life; bump `session_version` each time the
+/// description we send changes (RFC 3264 §8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalMedia {
+    /// Where we receive RTP.
+    pub addr: SocketAddr,
+    /// The `o=` session id.
+    pub session_id: u64,
+    /// The `o=` session version.
+    pub session_version: u64,
+}
+
+/// Why a body is not a session description vportal can read. Line numbers count from 1.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SdpError {
+    /// The body is longer than [`MAX_SDP_LEN`].
+    #[error("SDP body of {len} bytes exceeds the limit of {MAX_SDP_LEN}")]
+    TooLarge {
+        /// The body's length in bytes.
+        len: usize,
+    },
+    /// The body is empty or does not start with a `v=` line (RFC 4566 §5).
+    #[error("SDP does not start with a v= line")]
+    MissingVersion,
+    /// `v=` names a version other than 0 (RFC 4566 §5.1).
+    #[error("line {line}: unsupported SDP version")]
+    UnsupportedVersion {
+        /// The line.
+        line: usize,
+    },
+    /// A line is not `<type>=<value>` (RFC 4566 §5).
+    #[error("line {line}: not an SDP line")]
+    MalformedLine {
+        /// The line.
+        line: usize,
+    },
+    /// A line vportal must read is not UTF-8.
+    #[error("line {line}: not UTF-8")]
+    NotUtf8 {
+        /// The line.
+        line: usize,
+    },
+    /// An `m=` line lacks a field or holds something other than tokens (RFC 4566 §5.14).
+    #[error("line {line}: malformed m= line")]
+    MalformedMedia {
+        /// The line.
+        line: usize,
+    },
+    /// An `m=` port (or port count) is not a number up to 65535.
+    #[error("line {line}: invalid port")]
+    InvalidPort {
+        /// The line.
+        line: usize,
+    },
+    /// An RTP format or `a=rtpmap` payload type is not a number up to 127.
+    #[error("line {line}: invalid RTP payload type")]
+    InvalidPayloadType {
+        /// The line.
+        line: usize,
+    },
+    /// More than [`MAX_MEDIA`] `m=` lines.
+    #[error("more than {MAX_MEDIA} m= lines")]
+    TooManyMedia,
+    /// More than [`MAX_FORMATS`] formats on one `m=` line.
+    #[error("line {line}: more than {MAX_FORMATS} formats")]
+    TooManyFormats {
+        /// The line.
+        line: usize,
+    },
+    /// A `c=` line is not `<nettype> <addrtype> <address>` with a usable address.
+    #[error("line {line}: malformed c= line")]
+    MalformedConnection {
+        /// The line.
+        line: usize,
+    },
+    /// A `c=` line names a network other than `IN` or an address type other than `IP4`/`IP6`.
+    #[error("line {line}: unsupported network or address type")]
+    UnsupportedAddressType {
+        /// The line.
+        line: usize,
+    },
+    /// A `c=` literal of one family under the other's address type (`IN IP4 ::1`).
+    #[error("line {line}: address does not match its address type")]
+    AddressTypeMismatch {
+        /// The line.
+        line: usize,
+    },
+    /// An `a=rtpmap` is not `<pt> <encoding>/<clock rate>[/<channels>]` (RFC 4566 §6).
+    #[error("line {line}: malformed a=rtpmap")]
+    MalformedRtpmap {
+        /// The line.
+        line: usize,
+    },
+    /// The chosen stream has no `c=` line, neither its own nor at session level (RFC 4566
+    /// §5.7 requires one or the other).
+    #[error("no connection address for the audio stream")]
+    MissingConnection,
+}
+
+/// Why no audio stream could be agreed. [`answer`]'s errors map to SIP responses as each
+/// variant says; [`accept_answer`]'s arrive in an ACK, which cannot be refused, so the call is
+/// ended with a BYE instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OfferAnswerError {
+    /// No audio stream with a non-zero port. SIP: 488 Not Acceptable Here.
+    #[error("no active audio stream")]
+    NoAudio,
+    /// The audio stream is not plain RTP (e.g. SRTP only) or offers neither PCMU nor PCMA.
+    /// SIP: 488 Not Acceptable Here, optionally with Warning 305 (RFC 3261 §20.43).
+    #[error("no common codec: vportal speaks PCMU or PCMA over RTP/AVP")]
+    NoCommonCodec,
+    /// The answer to our offer rejected the audio stream (port 0, RFC 3264 §6).
+    #[error("the peer rejected the audio stream")]
+    AudioRejected,
+    /// The description is malformed. SIP: 400 Bad Request.
+    #[error("malformed SDP: {0}")]
+    Malformed(#[from] SdpError),
+}
+
+/// Parses a session description.
+///
+/// Accepts CRLF or bare LF line ends and surrounding whitespace; skips blank lines, unknown
+/// line types and unknown attributes, even when they are not UTF-8. Where a line appears twice
+/// at one level (`c=`, a direction, `a=ptime`, one payload type's `a=rtpmap`) the first wins.
+///
+/// # Errors
+/// An [`SdpError`] when the body is too large, does not start with `v=0`, or a line vportal
+/// reads (`c=`, `m=`, `a=rtpmap`) is malformed, out of range or not UTF-8, or when there are
+/// more than [`MAX_MEDIA`] streams or [`MAX_FORMATS`] formats on one.
+pub fn parse(body: &[u8]) -> Result<SessionDescription, SdpError> {
+    if body.len() > MAX_SDP_LEN {
+        return Err(SdpError::TooLarge { len: body.len() });
+    }
+    let mut sdp = SessionDescription::default();
+    let mut seen_version = false;
+    for (index, raw) in body.split(|&b| b == b'\n').enumerate() {
+        let line = index + 1;
+        // Trimming both ends takes the CR of CRLF and any trailing blanks with it.
+        let text = raw.trim_ascii();
+        if text.is_empty() {
+            continue;
+        }
+        let [kind, b'=', value @ ..] = text else {
+            return Err(SdpError::MalformedLine { line });
+        };
+        if !seen_version {
+            // RFC 4566 §5: "v=" comes first. Checking it keeps non-SDP bodies out.
+            if *kind != b'v' {
+                return Err(SdpError::MissingVersion);
+            }
+            if value != b"0" {
+                return Err(SdpError::UnsupportedVersion { line });
+            }
+            seen_version = true;
+            continue;
+        }
+        match kind {
+            b'o' if sdp.media.is_empty() && sdp.origin.is_none() => {
+                // We never need the peer's origin to answer, so a broken one is ignored.
+                sdp.origin = parse_origin(value);
+            }
+            b'c' => {
+                let address = parse_connection(utf8(value, line)?, line)?;
+                let slot = match sdp.media.last_mut() {
+                    Some(media) => &mut media.connection,
+                    None => &mut sdp.connection,
+                };
+                slot.get_or_insert(address);
+            }
+            b'm' => {
+                if sdp.media.len() >= MAX_MEDIA {
+                    return Err(SdpError::TooManyMedia);
+                }
+                let media = parse_media(utf8(value, line)?, line)?;
+                sdp.media.push(media);
+            }
+            b'a' => parse_attribute(&mut sdp, value, line)?,
+            _ => {}
+        }
+    }
+    if !seen_version {
+        return Err(SdpError::MissingVersion);
+    }
+    Ok(sdp)
+}
+
+/// Answers an offer (RFC 3264 §6) from an INVITE, re-INVITE or UPDATE.
+///
+/// Takes the first audio stream with a non-zero port and an `RTP/AVP` or `RTP/AVPF` transport,
+/// and on it the first PCMU or PCMA format in the offerer's order, plus `telephone-event/8000`
+/// when offered, both with the offerer's payload types. Every other stream is rejected with
+/// port 0. The answer has as many `m=` lines as the offer, CRLF line ends, and is the same
+/// bytes for the same inputs.
+///
+/// # Errors
+/// [`OfferAnswerError::NoAudio`] without an active audio stream;
+/// [`OfferAnswerError::NoCommonCodec`] when it is not plain RTP or carries no G.711;
+/// [`OfferAnswerError::Malformed`] when it has no connection address.
+pub fn answer(
+    offer: &SessionDescription,
+    local: &LocalMedia,
+) -> Result<(Negotiated, Vec<u8>), OfferAnswerError> {
+    let (chosen_index, chosen, profile) = choose_audio(offer)?;
+    let negotiated = negotiate(offer, chosen, false)?;
+
+    let mut out = String::new();
+    write_session(&mut out, local);
+    for (index, media) in offer.media.iter().enumerate() {
+        if index == chosen_index {
+            write_audio(&mut out, local.addr.port(), profile, &negotiated);
+        } else {
+            // RFC 3264 §6: a rejected stream keeps its place, with port 0 and (as the grammar
+            // needs at least one) the offer's first format.
+            let mut m = format!("m={} 0 {}", media.kind, media.proto);
+            if let Some(format) = media.formats.first() {
+                m.push(' ');
+                m.push_str(format);
+            }
+            push_line(&mut out, format_args!("{m}"));
+        }
+    }
+    Ok((negotiated, out.into_bytes()))
+}
+
+/// Our offer, for an INVITE that came without SDP (RFC 3261 §13.2.1 late offer): PCMU 0,
+/// PCMA 8, `telephone-event/8000` as 101 (events 0-16), ptime 20, sendrecv. Its answer comes
+/// in the ACK; read it with [`accept_answer`].
+pub fn offer(local: &LocalMedia) -> Vec<u8> {
+    let mut out = String::new();
+    write_session(&mut out, local);
+    let te = OFFER_TELEPHONE_EVENT_PT;
+    push_line(
+        &mut out,
+        format_args!("m=audio {} RTP/AVP 0 8 {te}", local.addr.port()),
+    );
+    for codec in [Codec::Pcmu, Codec::Pcma] {
+        push_rtpmap(&mut out, codec.static_payload_type(), codec.encoding_name());
+    }
+    push_rtpmap(&mut out, te, "telephone-event");
+    push_line(&mut out, format_args!("a=fmtp:{te} {TELEPHONE_EVENTS}"));
+    push_line(&mut out, format_args!("a=ptime:{DEFAULT_PTIME_MS}"));
+    push_line(&mut out, format_args!("a={}", Direction::SendRecv));
+    out.into_bytes()
+}
+
+/// Reads the peer's answer (from the ACK) to our [`offer`].
+///
+/// Takes the answer's first audio stream with a non-zero port, its first PCMU or PCMA format
+/// and its telephone-event payload type; a payload type without `a=rtpmap` means what our
+/// offer gave it (0, 8, 101). Our direction is the reverse of the answer's.
+///
+/// # Errors
+/// [`OfferAnswerError::NoAudio`] without an audio stream, [`OfferAnswerError::AudioRejected`]
+/// when its port is 0, [`OfferAnswerError::NoCommonCodec`] when it is not plain RTP or carries
+/// no G.711, [`OfferAnswerError::Malformed`] when it has no connection address.
+pub fn accept_answer(answer: &SessionDescription) -> Result<Negotiated, OfferAnswerError> {
+    let audio = answer.media.iter().filter(|m| m.is_audio());
+    let Some(chosen) = audio.clone().find(|m| m.port != 0) else {
+        return Err(match audio.count() {
+            0 => OfferAnswerError::NoAudio,
+            _ => OfferAnswerError::AudioRejected,
+        });
+    };
+    if chosen.avp_profile().is_none() {
+        return Err(OfferAnswerError::NoCommonCodec);
+    }
+    negotiate(answer, chosen, true)
+}
+
+/// Our direction, given the peer's (`theirs`) and whether it gave an unspecified address
+/// (`hold`). RFC 3264 §6.1: the reverse of the peer's. RFC 3264 §8.4: RFC 2543 signalled hold
+/// with `c=0.0.0.0`, so such a peer cannot receive and we do not send.
+fn our_direction(theirs: Direction, hold: bool) -> Direction {
+    let ours = theirs.reversed();
+    Direction::from_flags(ours.sends() && !hold, ours.receives())
+}
+
+/// The first audio stream we can speak: active and plain RTP, with its index and profile.
+fn choose_audio(
+    offer: &SessionDescription,
+) -> Result<(usize, &MediaDescription, &'static str), OfferAnswerError> {
+    let mut saw_active_audio = false;
+    for (index, media) in offer.media.iter().enumerate() {
+        if !media.is_audio() || media.port == 0 {
+            continue;
+        }
+        saw_active_audio = true;
+        if let Some(profile) = media.avp_profile() {
+            return Ok((index, media, profile));
+        }
+    }
+    Err(if saw_active_audio {
+        OfferAnswerError::NoCommonCodec
+    } else {
+        OfferAnswerError::NoAudio
+    })
+}
+
+/// What a payload type on the chosen stream is to us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    G711(Codec),
+    TelephoneEvent,
+    Other,
+}
+
+/// Classifies `pt` on `media`. An `a=rtpmap` wins; without one, the static types 0 and 8 are
+/// G.711 (RFC 3551 §6), and when `ours_by_default` (an answer to our offer) 101 is the
+/// telephone-event our offer declared: an answer may omit rtpmaps for our payload types.
+fn classify(media: &MediaDescription, pt: u8, ours_by_default: bool) -> Format {
+    match media.rtpmap(pt) {
+        Some(map) if map.is(Codec::Pcmu.encoding_name()) => Format::G711(Codec::Pcmu),
+        Some(map) if map.is(Codec::Pcma.encoding_name()) => Format::G711(Codec::Pcma),
+        Some(map) if map.is("telephone-event") => Format::TelephoneEvent,
+        Some(_) => Format::Other,
+        None => match pt {
+            0 => Format::G711(Codec::Pcmu),
+            8 => Format::G711(Codec::Pcma),
+            OFFER_TELEPHONE_EVENT_PT if ours_by_default => Format::TelephoneEvent,
+            _ => Format::Other,
+        },
+    }
+}
+
+/// The parameters the peer's description `sdp` sets for its stream `media`.
+fn negotiate(
+    sdp: &SessionDescription,
+    media: &MediaDescription,
+    ours_by_default: bool,
+) -> Result<Negotiated, OfferAnswerError> {
+    let mut codec = None;
+    let mut telephone_event = None;
+    for &pt in &media.payload_types {
+        match classify(media, pt, ours_by_default) {
+            Format::G711(c) if codec.is_none() => codec = Some((c, pt)),
+            Format::TelephoneEvent if telephone_event.is_none() => telephone_event = Some(pt),
+            _ => {}
+        }
+    }
+    let (codec, payload_type) = codec.ok_or(OfferAnswerError::NoCommonCodec)?;
+
+    // RFC 4566 §5.7: a media-level c= overrides the session-level one.
+    let connection = media
+        .connection
+        .as_ref()
+        .or(sdp.connection.as_ref())
+        .ok_or(SdpError::MissingConnection)?;
+    let (remote_rtp, hold) = match connection {
+        ConnectionAddress::Ip(ip) if ip.is_unspecified() => (None, true),
+        ConnectionAddress::Ip(ip) => (Some(SocketAddr::new(*ip, media.port)), false),
+        // Never resolved: the media layer may latch onto the first RTP that arrives instead.
+        ConnectionAddress::Name(_) => (None, false),
+    };
+    // RFC 3264 §5.1: a media-level direction overrides the session level; sendrecv by default.
+    let theirs = media
+        .direction
+        .or(sdp.direction)
+        .unwrap_or(Direction::SendRecv);
+    let ptime_ms = media
+        .ptime
+        .or(sdp.ptime)
+        .map_or(DEFAULT_PTIME_MS, |p| p.clamp(MIN_PTIME_MS, MAX_PTIME_MS));
+
+    Ok(Negotiated {
+        remote_rtp,
+        codec,
+        payload_type,
+        telephone_event,
+        ptime_ms,
+        direction: our_direction(theirs, hold),
+    })
+}
+
+/// Appends `args` and CRLF (RFC 4566 §5: lines end in CRLF).
+fn push_line(out: &mut String, args: fmt::Arguments<'_>) {
+    // Formatting into a String cannot fail.
+    let _ = out.write_fmt(args);
+    out.push_str("\r\n");
+}
+
+fn push_rtpmap(out: &mut String, pt: u8, encoding: &str) {
+    push_line(
+        out,
+        format_args!("a=rtpmap:{pt} {encoding}/{G711_CLOCK_RATE}"),
+    );
+}
+
+/// The session-level lines: `v=`, `o=`, `s=`, `c=`, `t=`.
+fn write_session(out: &mut String, local: &LocalMedia) {
+    // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; write them as IPv4.
+    let ip = local.addr.ip().to_canonical();
+    let addrtype = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    push_line(out, format_args!("v=0"));
+    push_line(
+        out,
+        format_args!(
+            "o={ORIGIN_USER} {} {} IN {addrtype} {ip}",
+            local.session_id, local.session_version
+        ),
+    );
+    push_line(out, format_args!("s=-"));
+    push_line(out, format_args!("c=IN {addrtype} {ip}"));
+    push_line(out, format_args!("t=0 0"));
+}
+
+/// Our accepted audio stream, with the offerer's payload types (RFC 3264 §6.1).
+fn write_audio(out: &mut String, port: u16, profile: &str, n: &Negotiated) {
+    let pt = n.payload_type;
+    match n.telephone_event {
+        Some(te) => push_line(out, format_args!("m=audio {port} {profile} {pt} {te}")),
+        None => push_line(out, format_args!("m=audio {port} {profile} {pt}")),
+    }
+    push_rtpmap(out, pt, n.codec.encoding_name());
+    if let Some(te) = n.telephone_event {
+        push_rtpmap(out, te, "telephone-event");
+        // RFC 4733: the fmtp lists the events the sender of the SDP can receive, so ours,
+        // whatever the offerer listed.
+        push_line(out, format_args!("a=fmtp:{te} {TELEPHONE_EVENTS}"));
+    }
+    push_line(out, format_args!("a=ptime:{}", n.ptime_ms));
+    push_line(out, format_args!("a={}", n.direction));
+}
+
+/// `value` as text, or the error for a line we must read.
+fn utf8(value: &[u8], line: usize) -> Result<&str, SdpError> {
+    std::str::from_utf8(value).map_err(|_| SdpError::NotUtf8 { line })
+}
+
+/// Digits only: `str::parse` would also take a leading `+`.
+fn parse_number<T: std::str::FromStr>(text: &str) -> Option<T> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+fn parse_payload_type(text: &str) -> Option<u8> {
+    parse_number::<u8>(text).filter(|&pt| pt <= MAX_PAYLOAD_TYPE)
+}
+
+/// `o=<username> <sess-id> <sess-version> <nettype> <addrtype> <address>` (RFC 4566 §5.2).
+fn parse_origin(value: &[u8]) -> Option<Origin> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut fields = text.split_ascii_whitespace();
+    let username = fields.next()?.to_owned();
+    let session_id = parse_number(fields.next()?)?;
+    let session_version = parse_number(fields.next()?)?;
+    Some(Origin {
+        username,
+        session_id,
+        session_version,
+    })
+}
+
+/// `c=<nettype> <addrtype> <connection-address>` (RFC 4566 §5.7).
+fn parse_connection(text: &str, line: usize) -> Result<ConnectionAddress, SdpError> {
+    let fields: Vec<&str> = text.split_ascii_whitespace().take(4).collect();
+    let [nettype, addrtype, address] = fields[..] else {
+        return Err(SdpError::MalformedConnection { line });
+    };
+    if !nettype.eq_ignore_ascii_case("IN") {
+        return Err(SdpError::UnsupportedAddressType { line });
+    }
+    let want_v4 = if addrtype.eq_ignore_ascii_case("IP4") {
+        true
+    } else if addrtype.eq_ignore_ascii_case("IP6") {
+        false
+    } else {
+        return Err(SdpError::UnsupportedAddressType { line });
+    };
+    // Multicast addresses carry "/ttl" or "/count" suffixes; the address is what precedes.
+    let address = address.split('/').next().unwrap_or_default();
+    if let Ok(ip) = address.parse::<IpAddr>() {
+        return if ip.is_ipv4() == want_v4 {
+            Ok(ConnectionAddress::Ip(ip))
+        } else {
+            Err(SdpError::AddressTypeMismatch { line })
+        };
+    }
+    let is_host_name = !address.is_empty()
+        && address.len() <= MAX_HOST_NAME_LEN
+        && address
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if is_host_name {
+        Ok(ConnectionAddress::Name(address.to_owned()))
+    } else {
+        Err(SdpError::MalformedConnection { line })
+    }
+}
+
+/// `m=<media> <port>[/<count>] <proto> <fmt> ...` (RFC 4566 §5.14).
+fn parse_media(text: &str, line: usize) -> Result<MediaDescription, SdpError> {
+    let mut fields = text.split_ascii_whitespace();
+    let (Some(kind), Some(port), Some(proto)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return Err(SdpError::MalformedMedia { line });
+    };
+    let (port, count) = match port.split_once('/') {
+        Some((port, count)) => (port, Some(count)),
+        None => (port, None),
+    };
+    let port = parse_number::<u16>(port).ok_or(SdpError::InvalidPort { line })?;
+    if count.is_some_and(|c| parse_number::<u16>(c).is_none()) {
+        return Err(SdpError::InvalidPort { line });
+    }
+
+    let mut formats = Vec::new();
+    for format in fields {
+        if formats.len() >= MAX_FORMATS {
+            return Err(SdpError::TooManyFormats { line });
+        }
+        formats.push(format);
+    }
+    // Rejected streams are echoed into our answer: only printable tokens may travel back.
+    let is_token = |t: &str| t.bytes().all(|b| b.is_ascii_graphic());
+    if !is_token(kind) || !is_token(proto) || !formats.iter().all(|f| is_token(f)) {
+        return Err(SdpError::MalformedMedia { line });
+    }
+    // RFC 4566 §5.14 wants a format; tolerate none only on a disabled stream.
+    if formats.is_empty() && port != 0 {
+        return Err(SdpError::MalformedMedia { line });
+    }
+    // RFC 4566 §5.14: on RTP transports the formats are payload types.
+    let is_rtp = proto
+        .split('/')
+        .any(|part| part.eq_ignore_ascii_case("RTP"));
+    let payload_types = if is_rtp {
+        formats
+            .iter()
+            .map(|f| parse_payload_type(f).ok_or(SdpError::InvalidPayloadType { line }))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        Vec::new()
+    };
+
+    Ok(MediaDescription {
+        kind: kind.to_owned(),
+        port,
+        proto: proto.to_owned(),
+        formats: formats.into_iter().map(str::to_owned).collect(),
+        payload_types,
+        connection: None,
+        direction: None,
+        ptime: None,
+        rtpmaps: Vec::new(),
+    })
+}
+
+/// `a=<name>[:<value>]` (RFC 4566 §5.13): the direction attributes, `ptime` and `rtpmap`.
+fn parse_attribute(
+    sdp: &mut SessionDescription,
+    value: &[u8],
+    line: usize,
+) -> Result<(), SdpError> {
+    let (name, attr_value) = match value.iter().position(|&b| b == b':') {
+        Some(colon) => (&value[..colon], &value[colon + 1..]),
+        None => (value, &[][..]),
+    };
+    if let Some(direction) = Direction::from_attribute(name) {
+        let slot = match sdp.media.last_mut() {
+            Some(media) => &mut media.direction,
+            None => &mut sdp.direction,
+        };
+        slot.get_or_insert(direction);
+    } else if name.eq_ignore_ascii_case(b"ptime") {
+        // Advisory (RFC 4566 §6): an unreadable value is ignored, not fatal.
+        if let Some(ptime) = parse_ptime(attr_value) {
+            let slot = match sdp.media.last_mut() {
+                Some(media) => &mut media.ptime,
+                None => &mut sdp.ptime,
+            };
+            slot.get_or_insert(ptime);
+        }
+    } else if name.eq_ignore_ascii_case(b"rtpmap") {
+        // An rtpmap only means something inside a media section.
+        if let Some(media) = sdp.media.last_mut() {
+            let (pt, map) = parse_rtpmap(utf8(attr_value, line)?, line)?;
+            if media.rtpmap(pt).is_none() {
+                media.rtpmaps.push((pt, map));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `a=ptime:<ms>`. Some UAs write a fraction (`20.0`); its integer part is taken. A number too
+/// large for `u32` reads as `u32::MAX`, to be clamped like any other large value.
+fn parse_ptime(value: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    let whole = text.split('.').next().unwrap_or_default();
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(whole.parse().unwrap_or(u32::MAX))
+}
+
+/// `a=rtpmap:<pt> <encoding>/<clock rate>[/<channels>]` (RFC 4566 §6).
+fn parse_rtpmap(text: &str, line: usize) -> Result<(u8, RtpMap), SdpError> {
+    let malformed = SdpError::MalformedRtpmap { line };
+    let mut fields = text.split_ascii_whitespace();
+    let (Some(pt), Some(spec), None) = (fields.next(), fields.next(), fields.next()) else {
+        return Err(malformed);
+    };
+    let pt = parse_payload_type(pt).ok_or(SdpError::InvalidPayloadType { line })?;
+    let mut parts = spec.split('/');
+    let (Some(encoding), Some(clock_rate), channels, None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed);
+    };
+    let clock_rate = parse_number(clock_rate).ok_or(malformed.clone())?;
+    let channels = match channels {
+        Some(c) => Some(parse_number(c).ok_or(malformed.clone())?),
+        None => None,
+    };
+    if encoding.is_empty() {
+        return Err(malformed);
+    }
+    Ok((
+        pt,
+        RtpMap {
+            encoding: encoding.to_owned(),
+            clock_rate,
+            channels,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn local4() -> LocalMedia {
+        LocalMedia {
+            addr: "127.0.0.1:40000".parse().unwrap(),
+            session_id: 1000,
+            session_version: 1,
+        }
+    }
+
+    fn local6() -> LocalMedia {
+        LocalMedia {
+            addr: "[::1]:40002".parse().unwrap(),
+            session_id: 7,
+            session_version: 3,
+        }
+    }
+
+    /// Joins lines with CRLF, as a UA would send them.
+    fn sdp(lines: &[&str]) -> Vec<u8> {
+        let mut body = lines.join("\r\n");
+        body.push_str("\r\n");
+        body.into_bytes()
+    }
+
+    fn negotiate_offer(body: &[u8]) -> Result<Negotiated, OfferAnswerError> {
+        let offer = parse(body)?;
+        answer(&offer, &local4()).map(|(n, _)| n)
+    }
+
+    fn answer_text(body: &[u8], local: &LocalMedia) -> String {
+        let offer = parse(body).unwrap();
+        let (_, bytes) = answer(&offer, local).unwrap();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    fn addr(s: &str) -> Option<SocketAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    const SIPP_OFFER: &[&str] = &[
+        "v=0",
+        "o=user1 53655765 2353687637 IN IP4 127.0.0.1",
+        "s=-",
+        "c=IN IP4 127.0.0.1",
+        "t=0 0",
+        "m=audio 6000 RTP/AVP 0",
+        "a=rtpmap:0 PCMU/8000",
+    ];
+
+    const BARESIP_OFFER: &[&str] = &[
+        "v=0",
+        "o=- 3911214376 3911214376 IN IP4 192.0.2.10",
+        "s=-",
+        "c=IN IP4 192.0.2.10",
+        "t=0 0",
+        "a=tool:baresip 3.10.1",
+        "m=audio 10010 RTP/AVP 111 9 0 8 101",
+        "b=AS:128",
+        "a=rtpmap:111 opus/48000/2",
+        "a=fmtp:111 stereo=1;sprop-stereo=1",
+        "a=rtpmap:9 G722/8000",
+        "a=rtpmap:0 PCMU/8000",
+        "a=rtpmap:8 PCMA/8000",
+        "a=rtpmap:101 telephone-event/8000",
+        "a=fmtp:101 0-15",
+        "a=rtcp-rsize",
+        "a=ptime:20",
+        "a=sendrecv",
+        "a=label:1",
+        "m=video 10012 RTP/AVP 96",
+        "a=rtpmap:96 H264/90000",
+        "a=sendrecv",
+    ];
+
+    /// (name, offer lines, expected negotiation).
+    type Case = (
+        &'static str,
+        &'static [&'static str],
+        Result<Negotiated, OfferAnswerError>,
+    );
+
+    fn ok(
+        remote: Option<SocketAddr>,
+        codec: Codec,
+        payload_type: u8,
+        telephone_event: Option<u8>,
+        ptime_ms: u32,
+        direction: Direction,
+    ) -> Result<Negotiated, OfferAnswerError> {
+        Ok(Negotiated {
+            remote_rtp: remote,
+            codec,
+            payload_type,
+            telephone_event,
+            ptime_ms,
+            direction,
+        })
+    }
+
+    #[test]
+    fn offers_table() {
+        use Codec::{Pcma, Pcmu};
+        use Direction::{Inactive, RecvOnly, SendOnly, SendRecv};
+        let cases: Vec<Case> = vec![
+            (
+                "sipp",
+                SIPP_OFFER,
+                ok(addr("127.0.0.1:6000"), Pcmu, 0, None, 20, SendRecv),
+            ),
+            (
+                "baresip, PCMU after opus and G722",
+                BARESIP_OFFER,
+                ok(addr("192.0.2.10:10010"), Pcmu, 0, Some(101), 20, SendRecv),
+            ),
+            (
+                "PCMA first",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "m=audio 4000 RTP/AVP 8 0 101",
+                    "a=rtpmap:101 telephone-event/8000",
+                ],
+                ok(addr("192.0.2.1:4000"), Pcma, 8, Some(101), 20, SendRecv),
+            ),
+            (
+                "static types without rtpmap",
+                &["v=0", "c=IN IP4 192.0.2.1", "m=audio 4000 RTP/AVP 18 8 0"],
+                ok(addr("192.0.2.1:4000"), Pcma, 8, None, 20, SendRecv),
+            ),
+            (
+                "dynamic PCMU, lower case",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "m=audio 4000 RTP/AVP 97 98",
+                    "a=rtpmap:97 pcmu/8000/1",
+                    "a=rtpmap:98 Telephone-Event/8000",
+                ],
+                ok(addr("192.0.2.1:4000"), Pcmu, 97, Some(98), 20, SendRecv),
+            ),
+            (
+                "telephone-event 96 (SIPp play_dtmf)",
+                &[
+                    "v=0",
+                    "c=IN IP4 127.0.0.1",
+                    "m=audio 6000 RTP/AVP 0 96",
+                    "a=rtpmap:0 PCMU/8000",
+                    "a=rtpmap:96 telephone-event/8000",
+                    "a=fmtp:96 0-15",
+                ],
+                ok(addr("127.0.0.1:6000"), Pcmu, 0, Some(96), 20, SendRecv),
+            ),
+            (
+                "telephone-event at 48 kHz only is not ours",
+                &[
+                    "v=0",
+                    "c=IN IP4 127.0.0.1",
+                    "m=audio 6000 RTP/AVP 0 110",
+                    "a=rtpmap:110 telephone-event/48000",
+                ],
+                ok(addr("127.0.0.1:6000"), Pcmu, 0, None, 20, SendRecv),
+            ),
+            (
+                "stereo PCMU is not G.711 mono",
+                &[
+                    "v=0",
+                    "c=IN IP4 127.0.0.1",
+                    "m=audio 6000 RTP/AVP 100 8",
+                    "a=rtpmap:100 PCMU/8000/2",
+                ],
+                ok(addr("127.0.0.1:6000"), Pcma, 8, None, 20, SendRecv),
+            ),
+            (
+                "media-level c= wins",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "t=0 0",
+                    "m=audio 4000 RTP/AVP 0",
+                    "c=IN IP4 198.51.100.7",
+                ],
+                ok(addr("198.51.100.7:4000"), Pcmu, 0, None, 20, SendRecv),
+            ),
+            (
+                "media-level c= only",
+                &["v=0", "m=audio 4000 RTP/AVP 0", "c=IN IP4 203.0.113.5/127"],
+                ok(addr("203.0.113.5:4000"), Pcmu, 0, None, 20, SendRecv),
+            ),
+            (
+                "session-level sendonly (hold)",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "a=sendonly",
+                    "m=audio 4000 RTP/AVP 0",
+                ],
+                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 20, RecvOnly),
+            ),
+            (
+                "media-level direction wins over session level",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "a=sendonly",
+                    "m=audio 4000 RTP/AVP 0",
+                    "a=sendrecv",
+                ],
+                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 20, SendRecv),
+            ),
+            (
+                "recvonly",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "m=audio 4000 RTP/AVP 0",
+                    "a=recvonly",
+                ],
+                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 20, SendOnly),
+            ),
+            (
+                "inactive",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "m=audio 4000 RTP/AVP 0",
+                    "a=inactive",
+                ],
+                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 20, Inactive),
+            ),
+            (
+                "RFC 2543 hold: c=0.0.0.0",
+                &["v=0", "c=IN IP4 0.0.0.0", "m=audio 4000 RTP/AVP 0"],
+                ok(None, Pcmu, 0, None, 20, RecvOnly),
+            ),
+            (
+                "c=0.0.0.0 and sendonly",
+                &[
+                    "v=0",
+                    "c=IN IP4 0.0.0.0",
+                    "m=audio 4000 RTP/AVP 0",
+                    "a=sendonly",
+                ],
+                ok(None, Pcmu, 0, None, 20, RecvOnly),
+            ),
+            (
+                "c=0.0.0.0 and recvonly",
+                &[
+                    "v=0",
+                    "c=IN IP4 0.0.0.0",
+                    "m=audio 4000 RTP/AVP 0",
+                    "a=recvonly",
+                ],
+                ok(None, Pcmu, 0, None, 20, Inactive),
+            ),
+            (
+                "IPv6 unspecified is hold too",
+                &["v=0", "c=IN IP6 ::", "m=audio 4000 RTP/AVP 0"],
+                ok(None, Pcmu, 0, None, 20, RecvOnly),
+            ),
+            (
+                "IPv6",
+                &["v=0", "c=IN IP6 ::1", "m=audio 4000 RTP/AVP 8"],
+                ok(addr("[::1]:4000"), Pcma, 8, None, 20, SendRecv),
+            ),
+            (
+                "host name is not resolved",
+                &[
+                    "v=0",
+                    "c=IN IP4 pbx.example.invalid",
+                    "m=audio 4000 RTP/AVP 0",
+                ],
+                ok(None, Pcmu, 0, None, 20, SendRecv),
+            ),
+            (
+                "AVPF is spoken",
+                &["v=0", "c=IN IP4 192.0.2.1", "m=audio 4000 RTP/AVPF 0"],
+                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 20, SendRecv),
+            ),
+            (
+                "SRTP stream skipped for a later plain one",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "m=audio 4000 RTP/SAVP 0",
+                    "m=audio 4002 RTP/AVP 8",
+                ],
+                ok(addr("192.0.2.1:4002"), Pcma, 8, None, 20, SendRecv),
+            ),
+            (
+                "disabled audio skipped",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "m=audio 0 RTP/AVP 8",
+                    "m=audio 4002 RTP/AVP 0",
+                ],
+                ok(addr("192.0.2.1:4002"), Pcmu, 0, None, 20, SendRecv),
+            ),
+            (
+                "ptime 10",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "m=audio 4000 RTP/AVP 0",
+                    "a=ptime:10",
+                ],
+                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 10, SendRecv),
+            ),
+            (
+                "ptime 30",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "m=audio 4000 RTP/AVP 0",
+                    "a=ptime:30",
+                ],
+                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 30, SendRecv),
+            ),
+            (
+                "ptime 60",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "m=audio 4000 RTP/AVP 0",
+                    "a=ptime:60",
+                ],
+                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 60, SendRecv),
+            ),
+            (
+                "ptime 100 clamped",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "m=audio 4000 RTP/AVP 0",
+                    "a=ptime:100",
+                ],
+                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 60, SendRecv),
+            ),
+            (
+                "ptime 5 clamped",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "m=audio 4000 RTP/AVP 0",
+                    "a=ptime:5",
+                ],
+                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 10, SendRecv),
+            ),
+            (
+                "ptime beyond u32 clamped",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "m=audio 4000 RTP/AVP 0",
+                    "a=ptime:99999999999999999999",
+                ],
+                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 60, SendRecv),
+            ),
+            (
+                "fractional ptime",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "m=audio 4000 RTP/AVP 0",
+                    "a=ptime:30.0",
+                ],
+                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 30, SendRecv),
+            ),
+            (
+                "unreadable ptime ignored",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "m=audio 4000 RTP/AVP 0",
+                    "a=ptime:soon",
+                ],
+                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 20, SendRecv),
+            ),
+            (
+                "media ptime wins over session ptime",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "a=ptime:40",
+                    "m=audio 4000 RTP/AVP 0",
+                    "a=ptime:30",
+                ],
+                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 30, SendRecv),
+            ),
+            (
+                "session ptime",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "a=ptime:40",
+                    "m=audio 4000 RTP/AVP 0",
+                ],
+                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 40, SendRecv),
+            ),
+            (
+                "rtpmap overrides a static assignment",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "m=audio 4000 RTP/AVP 0 8",
+                    "a=rtpmap:0 G729/8000",
+                ],
+                ok(addr("192.0.2.1:4000"), Pcma, 8, None, 20, SendRecv),
+            ),
+            (
+                "no G.711",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "m=audio 4000 RTP/AVP 111 9 101",
+                    "a=rtpmap:111 opus/48000/2",
+                    "a=rtpmap:101 telephone-event/8000",
+                ],
+                Err(OfferAnswerError::NoCommonCodec),
+            ),
+            (
+                "SRTP only",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "m=audio 4000 RTP/SAVP 0 8",
+                    "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz",
+                ],
+                Err(OfferAnswerError::NoCommonCodec),
+            ),
+            (
+                "WebRTC SAVPF only",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "m=audio 9 UDP/TLS/RTP/SAVPF 111 0",
+                ],
+                Err(OfferAnswerError::NoCommonCodec),
+            ),
+            (
+                "first plain audio has no G.711",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.1",
+                    "m=audio 4000 RTP/AVP 9",
+                    "m=audio 4002 RTP/AVP 0",
+                ],
+                Err(OfferAnswerError::NoCommonCodec),
+            ),
+            (
+                "video only",
+                &["v=0", "c=IN IP4 192.0.2.1", "m=video 4000 RTP/AVP 31"],
+                Err(OfferAnswerError::NoAudio),
+            ),
+            (
+                "no media",
+                &[
+                    "v=0",
+                    "o=- 1 1 IN IP4 192.0.2.1",
+                    "s=-",
+                    "c=IN IP4 192.0.2.1",
+                    "t=0 0",
+                ],
+                Err(OfferAnswerError::NoAudio),
+            ),
+            (
+                "audio disabled",
+                &["v=0", "c=IN IP4 192.0.2.1", "m=audio 0 RTP/AVP 0"],
+                Err(OfferAnswerError::NoAudio),
+            ),
+            (
+                "no connection address",
+                &["v=0", "m=audio 4000 RTP/AVP 0"],
+                Err(OfferAnswerError::Malformed(SdpError::MissingConnection)),
+            ),
+        ];
+        for (name, lines, expected) in cases {
+            assert_eq!(negotiate_offer(&sdp(lines)), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn sipp_answer_bytes() {
+        let expected = "v=0\r\n\
+                        o=vportal 1000 1 IN IP4 127.0.0.1\r\n\
+                        s=-\r\n\
+                        c=IN IP4 127.0.0.1\r\n\
+                        t=0 0\r\n\
+                        m=audio 40000 RTP/AVP 0\r\n\
+                        a=rtpmap:0 PCMU/8000\r\n\
+                        a=ptime:20\r\n\
+                        a=sendrecv\r\n";
+        assert_eq!(answer_text(&sdp(SIPP_OFFER), &local4()), expected);
+    }
+
+    #[test]
+    fn baresip_answer_bytes_reject_video() {
+        let expected = "v=0\r\n\
+                        o=vportal 1000 1 IN IP4 127.0.0.1\r\n\
+                        s=-\r\n\
+                        c=IN IP4 127.0.0.1\r\n\
+                        t=0 0\r\n\
+                        m=audio 40000 RTP/AVP 0 101\r\n\
+                        a=rtpmap:0 PCMU/8000\r\n\
+                        a=rtpmap:101 telephone-event/8000\r\n\
+                        a=fmtp:101 0-16\r\n\
+                        a=ptime:20\r\n\
+                        a=sendrecv\r\n\
+                        m=video 0 RTP/AVP 96\r\n";
+        assert_eq!(answer_text(&sdp(BARESIP_OFFER), &local4()), expected);
+    }
+
+    #[test]
+    fn answer_keeps_every_stream_in_place() {
+        let offer = sdp(&[
+            "v=0",
+            "c=IN IP4 192.0.2.1",
+            "m=video 5000 RTP/AVP 31",
+            "m=audio 4000 RTP/SAVP 0",
+            "m=audio 4002 RTP/AVPF 96 8",
+            "a=rtpmap:96 PCMA/8000",
+            "a=ptime:30",
+            "a=sendonly",
+            "m=image 0 udptl t38",
+            "m=application 6000 UDP/BFCP *",
+        ]);
+        let expected = "v=0\r\n\
+                        o=vportal 7 3 IN IP6 ::1\r\n\
+                        s=-\r\n\
+                        c=IN IP6 ::1\r\n\
+                        t=0 0\r\n\
+                        m=video 0 RTP/AVP 31\r\n\
+                        m=audio 0 RTP/SAVP 0\r\n\
+                        m=audio 40002 RTP/AVPF 96\r\n\
+                        a=rtpmap:96 PCMA/8000\r\n\
+                        a=ptime:30\r\n\
+                        a=recvonly\r\n\
+                        m=image 0 udptl t38\r\n\
+                        m=application 0 UDP/BFCP *\r\n";
+        assert_eq!(answer_text(&offer, &local6()), expected);
+    }
+
+    #[test]
+    fn answer_is_deterministic_and_writes_mapped_ipv4_as_ip4() {
+        let local = LocalMedia {
+            addr: SocketAddr::new(
+                IpAddr::V6(Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped()),
+                40000,
+            ),
+            ..local4()
+        };
+        let body = sdp(SIPP_OFFER);
+        let first = answer_text(&body, &local);
+        assert_eq!(first, answer_text(&body, &local));
+        assert_eq!(first, answer_text(&body, &local4()));
+    }
+
+    #[test]
+    fn offer_bytes() {
+        let expected = "v=0\r\n\
+                        o=vportal 1000 1 IN IP4 127.0.0.1\r\n\
+                        s=-\r\n\
+                        c=IN IP4 127.0.0.1\r\n\
+                        t=0 0\r\n\
+                        m=audio 40000 RTP/AVP 0 8 101\r\n\
+                        a=rtpmap:0 PCMU/8000\r\n\
+                        a=rtpmap:8 PCMA/8000\r\n\
+                        a=rtpmap:101 telephone-event/8000\r\n\
+                        a=fmtp:101 0-16\r\n\
+                        a=ptime:20\r\n\
+                        a=sendrecv\r\n";
+        assert_eq!(String::from_utf8(offer(&local4())).unwrap(), expected);
+    }
+
+    #[test]
+    fn our_offer_answered_by_ourselves() {
+        let ours = parse(&offer(&local4())).unwrap();
+        let (theirs, body) = answer(&ours, &local6()).unwrap();
+        assert_eq!(theirs.remote_rtp, addr("127.0.0.1:40000"));
+        let accepted = accept_answer(&parse(&body).unwrap()).unwrap();
+        assert_eq!(
+            accepted,
+            Negotiated {
+                remote_rtp: addr("[::1]:40002"),
+                codec: Codec::Pcmu,
+                payload_type: 0,
+                telephone_event: Some(101),
+                ptime_ms: 20,
+                direction: Direction::SendRecv,
+            }
+        );
+    }
+
+    #[test]
+    fn answers_to_our_offer_table() {
+        use Direction::{Inactive, RecvOnly, SendOnly, SendRecv};
+        let cases: Vec<Case> = vec![
+            (
+                "PCMA chosen, te without rtpmap means our 101",
+                &["v=0", "c=IN IP4 192.0.2.9", "m=audio 7000 RTP/AVP 8 101"],
+                ok(
+                    addr("192.0.2.9:7000"),
+                    Codec::Pcma,
+                    8,
+                    Some(101),
+                    20,
+                    SendRecv,
+                ),
+            ),
+            (
+                "answer says recvonly: we send only",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.9",
+                    "m=audio 7000 RTP/AVP 0",
+                    "a=recvonly",
+                ],
+                ok(addr("192.0.2.9:7000"), Codec::Pcmu, 0, None, 20, SendOnly),
+            ),
+            (
+                "answer says sendonly: we receive only",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.9",
+                    "m=audio 7000 RTP/AVP 0",
+                    "a=sendonly",
+                ],
+                ok(addr("192.0.2.9:7000"), Codec::Pcmu, 0, None, 20, RecvOnly),
+            ),
+            (
+                "inactive, ptime 30",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.9",
+                    "m=audio 7000 RTP/AVP 0",
+                    "a=inactive",
+                    "a=ptime:30",
+                ],
+                ok(addr("192.0.2.9:7000"), Codec::Pcmu, 0, None, 30, Inactive),
+            ),
+            (
+                "answer with c=0.0.0.0",
+                &["v=0", "c=IN IP4 0.0.0.0", "m=audio 7000 RTP/AVP 0"],
+                ok(None, Codec::Pcmu, 0, None, 20, RecvOnly),
+            ),
+            (
+                "audio rejected",
+                &["v=0", "c=IN IP4 192.0.2.9", "m=audio 0 RTP/AVP 0"],
+                Err(OfferAnswerError::AudioRejected),
+            ),
+            (
+                "no audio",
+                &["v=0", "c=IN IP4 192.0.2.9"],
+                Err(OfferAnswerError::NoAudio),
+            ),
+            (
+                "no G.711",
+                &[
+                    "v=0",
+                    "c=IN IP4 192.0.2.9",
+                    "m=audio 7000 RTP/AVP 101",
+                    "a=rtpmap:101 telephone-event/8000",
+                ],
+                Err(OfferAnswerError::NoCommonCodec),
+            ),
+            (
+                "SRTP answer",
+                &["v=0", "c=IN IP4 192.0.2.9", "m=audio 7000 RTP/SAVP 0"],
+                Err(OfferAnswerError::NoCommonCodec),
+            ),
+        ];
+        for (name, lines, expected) in cases {
+            let result = parse(&sdp(lines))
+                .map_err(OfferAnswerError::from)
+                .and_then(|a| accept_answer(&a));
+            assert_eq!(result, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn parse_reads_what_it_needs() {
+        let parsed = parse(&sdp(BARESIP_OFFER)).unwrap();
+        assert_eq!(
+            parsed.origin(),
+            Some(&Origin {
+                username: "-".to_owned(),
+                session_id: 3_911_214_376,
+                session_version: 3_911_214_376,
+            })
+        );
+        assert_eq!(
+            parsed.connection(),
+            Some(&ConnectionAddress::Ip(IpAddr::V4(Ipv4Addr::new(
+                192, 0, 2, 10
+            ))))
+        );
+        assert_eq!(parsed.direction(), None);
+        let [audio, video] = parsed.media() else {
+            panic!("two media sections expected");
+        };
+        assert_eq!(
+            (audio.kind(), audio.port(), audio.proto()),
+            ("audio", 10010, "RTP/AVP")
+        );
+        assert_eq!(audio.payload_types(), &[111, 9, 0, 8, 101]);
+        assert_eq!(audio.formats(), &["111", "9", "0", "8", "101"]);
+        assert_eq!(
+            audio.rtpmap(111),
+            Some(&RtpMap {
+                encoding: "opus".to_owned(),
+                clock_rate: 48000,
+                channels: Some(2),
+            })
+        );
+        assert_eq!(audio.ptime(), Some(20));
+        assert_eq!(audio.direction(), Some(Direction::SendRecv));
+        assert_eq!(audio.connection(), None);
+        assert_eq!(video.rtpmap(96).map(|m| m.clock_rate), Some(90000));
+    }
+
+    #[test]
+    fn parse_is_lenient_about_layout() {
+        // Bare LF, trailing blanks, blank lines, unknown lines, a Latin-1 session name and
+        // an unknown attribute with bytes that are not UTF-8.
+        let mut body = b"\nv=0  \n\no=- 1 1 IN IP4 127.0.0.1\ns=Caf\xe9\t \n".to_vec();
+        body.extend_from_slice(b"c=IN IP4 127.0.0.1\nt=0 0\nz=junk\nk=clear:x\n");
+        body.extend_from_slice(b"m=audio 6000 RTP/AVP 0\na=x-note:\xff\xfe\na=SENDRECV\n");
+        body.extend_from_slice(b"a=rtpmap:0 PCMU/8000  ");
+        let n = negotiate_offer(&body).unwrap();
+        assert_eq!(n.remote_rtp, addr("127.0.0.1:6000"));
+        assert_eq!(n.direction, Direction::SendRecv);
+    }
+
+    #[test]
+    fn first_occurrence_wins() {
+        let n = negotiate_offer(&sdp(&[
+            "v=0",
+            "c=IN IP4 192.0.2.1",
+            "c=IN IP4 192.0.2.2",
+            "m=audio 4000 RTP/AVP 96",
+            "a=rtpmap:96 PCMA/8000",
+            "a=rtpmap:96 PCMU/8000",
+            "a=recvonly",
+            "a=sendrecv",
+        ]))
+        .unwrap();
+        assert_eq!(n.remote_rtp, addr("192.0.2.1:4000"));
+        assert_eq!((n.codec, n.direction), (Codec::Pcma, Direction::SendOnly));
+    }
+
+    #[test]
+    fn malformed_table() {
+        let cases: Vec<(&str, Vec<u8>, SdpError)> = vec![
+            ("empty", Vec::new(), SdpError::MissingVersion),
+            ("blank", b"\r\n \r\n".to_vec(), SdpError::MissingVersion),
+            (
+                "not SDP",
+                b"hello world".to_vec(),
+                SdpError::MalformedLine { line: 1 },
+            ),
+            (
+                "no v= first",
+                sdp(&["o=- 1 1 IN IP4 127.0.0.1", "v=0"]),
+                SdpError::MissingVersion,
+            ),
+            (
+                "v=1",
+                sdp(&["v=1"]),
+                SdpError::UnsupportedVersion { line: 1 },
+            ),
+            (
+                "space before =",
+                sdp(&["v=0", "c =IN IP4 127.0.0.1"]),
+                SdpError::MalformedLine { line: 2 },
+            ),
+            (
+                "line without =",
+                sdp(&["v=0", "m"]),
+                SdpError::MalformedLine { line: 2 },
+            ),
+            (
+                "port too big",
+                sdp(&["v=0", "m=audio 65536 RTP/AVP 0"]),
+                SdpError::InvalidPort { line: 2 },
+            ),
+            (
+                "port +1",
+                sdp(&["v=0", "m=audio +1 RTP/AVP 0"]),
+                SdpError::InvalidPort { line: 2 },
+            ),
+            (
+                "port count",
+                sdp(&["v=0", "m=audio 4000/x RTP/AVP 0"]),
+                SdpError::InvalidPort { line: 2 },
+            ),
+            (
+                "PT 128",
+                sdp(&["v=0", "m=audio 4000 RTP/AVP 128"]),
+                SdpError::InvalidPayloadType { line: 2 },
+            ),
+            (
+                "PT not a number",
+                sdp(&["v=0", "m=audio 4000 RTP/AVP pcmu"]),
+                SdpError::InvalidPayloadType { line: 2 },
+            ),
+            (
+                "m= too short",
+                sdp(&["v=0", "m=audio 4000"]),
+                SdpError::MalformedMedia { line: 2 },
+            ),
+            (
+                "m= no formats",
+                sdp(&["v=0", "m=audio 4000 RTP/AVP"]),
+                SdpError::MalformedMedia { line: 2 },
+            ),
+            (
+                "m= control char",
+                b"v=0\nm=audio 4000 RTP/AVP 0 \x01\n".to_vec(),
+                SdpError::MalformedMedia { line: 2 },
+            ),
+            (
+                "m= not UTF-8",
+                b"v=0\nm=audio 4000 RTP/AVP \xff\n".to_vec(),
+                SdpError::NotUtf8 { line: 2 },
+            ),
+            (
+                "c= not UTF-8",
+                b"v=0\nc=IN IP4 127.0.0.\xc0\n".to_vec(),
+                SdpError::NotUtf8 { line: 2 },
+            ),
+            (
+                "rtpmap not UTF-8",
+                b"v=0\nm=audio 1 RTP/AVP 0\na=rtpmap:0 PCM\xdc/8000\n".to_vec(),
+                SdpError::NotUtf8 { line: 3 },
+            ),
+            (
+                "c= short",
+                sdp(&["v=0", "c=IN IP4"]),
+                SdpError::MalformedConnection { line: 2 },
+            ),
+            (
+                "c= long",
+                sdp(&["v=0", "c=IN IP4 127.0.0.1 x"]),
+                SdpError::MalformedConnection { line: 2 },
+            ),
+            (
+                "c= bad name",
+                sdp(&["v=0", "c=IN IP4 a:b@c"]),
+                SdpError::MalformedConnection { line: 2 },
+            ),
+            (
+                "c= ATM",
+                sdp(&["v=0", "c=ATM NSAP 47.0005"]),
+                SdpError::UnsupportedAddressType { line: 2 },
+            ),
+            (
+                "c= IPX",
+                sdp(&["v=0", "c=IN IPX 1"]),
+                SdpError::UnsupportedAddressType { line: 2 },
+            ),
+            (
+                "IP4 with v6",
+                sdp(&["v=0", "c=IN IP4 ::1"]),
+                SdpError::AddressTypeMismatch { line: 2 },
+            ),
+            (
+                "IP6 with v4",
+                sdp(&["v=0", "c=IN IP6 127.0.0.1"]),
+                SdpError::AddressTypeMismatch { line: 2 },
+            ),
+            (
+                "rtpmap no clock",
+                sdp(&["v=0", "m=audio 1 RTP/AVP 0", "a=rtpmap:0 PCMU"]),
+                SdpError::MalformedRtpmap { line: 3 },
+            ),
+            (
+                "rtpmap bad clock",
+                sdp(&["v=0", "m=audio 1 RTP/AVP 0", "a=rtpmap:0 PCMU/8k"]),
+                SdpError::MalformedRtpmap { line: 3 },
+            ),
+            (
+                "rtpmap bad channels",
+                sdp(&["v=0", "m=audio 1 RTP/AVP 0", "a=rtpmap:0 PCMU/8000/x"]),
+                SdpError::MalformedRtpmap { line: 3 },
+            ),
+            (
+                "rtpmap PT 300",
+                sdp(&["v=0", "m=audio 1 RTP/AVP 0", "a=rtpmap:300 PCMU/8000"]),
+                SdpError::InvalidPayloadType { line: 3 },
+            ),
+            (
+                "rtpmap empty",
+                sdp(&["v=0", "m=audio 1 RTP/AVP 0", "a=rtpmap:"]),
+                SdpError::MalformedRtpmap { line: 3 },
+            ),
+        ];
+        for (name, body, expected) in cases {
+            assert_eq!(parse(&body), Err(expected), "{name}");
+        }
+    }
+
+    #[test]
+    fn bounds() {
+        let huge = vec![b'a'; MAX_SDP_LEN + 1];
+        assert_eq!(
+            parse(&huge),
+            Err(SdpError::TooLarge {
+                len: MAX_SDP_LEN + 1
+            })
+        );
+
+        let mut many_media = String::from("v=0\r\nc=IN IP4 127.0.0.1\r\n");
+        for _ in 0..MAX_MEDIA {
+            many_media.push_str("m=video 0 RTP/AVP 31\r\n");
+        }
+        assert_eq!(
+            parse(many_media.as_bytes()).map(|s| s.media().len()),
+            Ok(MAX_MEDIA)
+        );
+        many_media.push_str("m=audio 4000 RTP/AVP 0\r\n");
+        assert_eq!(parse(many_media.as_bytes()), Err(SdpError::TooManyMedia));
+
+        let formats = |n: usize| {
+            let list: Vec<String> = (0..n).map(|pt| (pt % 128).to_string()).collect();
+            format!("v=0\r\nm=audio 4000 RTP/AVP {}\r\n", list.join(" "))
+        };
+        assert!(parse(formats(MAX_FORMATS).as_bytes()).is_ok());
+        assert_eq!(
+            parse(formats(MAX_FORMATS + 1).as_bytes()),
+            Err(SdpError::TooManyFormats { line: 2 })
+        );
+
+        // A body of the largest size made of valid lines parses, quickly.
+        let mut big = String::from("v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\n");
+        while big.len() + 24 < MAX_SDP_LEN {
+            big.push_str("a=rtpmap:96 PCMA/8000\r\n");
+        }
+        assert_eq!(
+            negotiate_offer(big.as_bytes()).map(|n| n.codec),
+            Ok(Codec::Pcmu)
+        );
+    }
+
+    #[test]
+    fn truncated_offers_never_panic() {
+        let body = sdp(BARESIP_OFFER);
+        for end in 0..=body.len() {
+            if let Ok(offer) = parse(&body[..end]) {
+                let _ = answer(&offer, &local4());
+                let _ = accept_answer(&offer);
+            }
+        }
+    }
+
+    #[test]
+    fn direction_helpers() {
+        use Direction::{Inactive, RecvOnly, SendOnly, SendRecv};
+        for d in [SendRecv, SendOnly, RecvOnly, Inactive] {
+            assert_eq!(Direction::from_flags(d.sends(), d.receives()), d);
+            assert_eq!(d.reversed().reversed(), d);
+            assert_eq!(Direction::from_attribute(d.as_str().as_bytes()), Some(d));
+        }
+        assert_eq!(SendOnly.reversed(), RecvOnly);
+        assert_eq!(SendRecv.reversed(), SendRecv);
+        assert_eq!(Inactive.to_string(), "inactive");
+        assert_eq!(
+            (
+                Codec::Pcma.encoding_name(),
+                Codec::Pcma.static_payload_type()
+            ),
+            ("PCMA", 8)
+        );
+    }
+
+    /// A format in a generated offer.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Item {
+        StaticPcmu,
+        StaticPcma,
+        DynamicPcmu,
+        DynamicPcma,
+        TelephoneEvent,
+        Opus,
+        G722,
+        G729,
+    }
+
+    fn item() -> impl Strategy<Value = Item> {
+        prop_oneof![
+            Just(Item::StaticPcmu),
+            Just(Item::StaticPcma),
+            Just(Item::DynamicPcmu),
+            Just(Item::DynamicPcma),
+            Just(Item::TelephoneEvent),
+            Just(Item::Opus),
+            Just(Item::G722),
+            Just(Item::G729),
+        ]
+    }
+
+    fn direction() -> impl Strategy<Value = Direction> {
+        prop_oneof![
+            Just(Direction::SendRecv),
+            Just(Direction::SendOnly),
+            Just(Direction::RecvOnly),
+            Just(Direction::Inactive),
+        ]
+    }
+
+    fn peer_ip() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            Just(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            Just(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            (0u8..=255).prop_map(|host| IpAddr::V4(Ipv4Addr::new(192, 0, 2, host))),
+            (0u8..=255).prop_map(|host| IpAddr::V4(Ipv4Addr::new(198, 51, 100, host))),
+        ]
+    }
+
+    /// A generated offer and what answering it must agree.
+    #[derive(Debug)]
+    struct GeneratedOffer {
+        body: Vec<u8>,
+        codec: Codec,
+        payload_type: u8,
+        telephone_event: Option<u8>,
+        remote: SocketAddr,
+        ptime_ms: u32,
+        direction: Direction,
+        media_count: usize,
+    }
+
+    prop_compose! {
+        fn generated_offer()(
+            items in prop::collection::vec(item(), 1..10),
+            dynamic in Just((96u8..=127).collect::<Vec<_>>()).prop_shuffle(),
+            static_rtpmap in any::<bool>(),
+            ip in peer_ip(),
+            port in 1u16..=u16::MAX,
+            session_c in any::<bool>(),
+            session_dir in prop::option::of(direction()),
+            media_dir in prop::option::of(direction()),
+            ptime in prop::option::of(0u32..200),
+            session_ptime in any::<bool>(),
+            video in prop::option::of(any::<bool>()),
+            lower_case in any::<bool>(),
+            bare_lf in any::<bool>(),
+        ) -> Option<GeneratedOffer> {
+            let mut dynamic = dynamic.into_iter();
+            let mut seen_static = Vec::new();
+            let mut formats: Vec<(u8, Option<&str>)> = Vec::new();
+            let mut codec = None;
+            let mut telephone_event = None;
+            for item in items {
+                let (pt, map, g711) = match item {
+                    Item::StaticPcmu => (0, "PCMU/8000", Some(Codec::Pcmu)),
+                    Item::StaticPcma => (8, "PCMA/8000", Some(Codec::Pcma)),
+                    Item::G722 => (9, "G722/8000", None),
+                    Item::G729 => (18, "G729/8000", None),
+                    Item::DynamicPcmu => (dynamic.next()?, "PCMU/8000", Some(Codec::Pcmu)),
+                    Item::DynamicPcma => (dynamic.next()?, "PCMA/8000", Some(Codec::Pcma)),
+                    Item::TelephoneEvent => (dynamic.next()?, "telephone-event/8000", None),
+                    Item::Opus => (dynamic.next()?, "opus/48000/2", None),
+                };
+                if pt < 96 {
+                    if seen_static.contains(&pt) {
+                        continue;
+                    }
+                    seen_static.push(pt);
+                }
+                if let (Some(c), None) = (g711, codec) {
+                    codec = Some((c, pt));
+                }
+                if item == Item::TelephoneEvent && telephone_event.is_none() {
+                    telephone_event = Some(pt);
+                }
+                let with_map = pt >= 96 || !matches!(pt, 0 | 8) || static_rtpmap;
+                formats.push((pt, with_map.then_some(map)));
+            }
+            let (codec, payload_type) = codec?;
+
+            let addrtype = if ip.is_ipv4() { "IP4" } else { "IP6" };
+            let c_line = format!("c=IN {addrtype} {ip}");
+            let mut lines = vec!["v=0".to_owned(), format!("o=- 1 1 IN {addrtype} {ip}"), "s=-".to_owned()];
+            if session_c {
+                lines.push(c_line.clone());
+            }
+            lines.push("t=0 0".to_owned());
+            if let Some(d) = session_dir {
+                lines.push(format!("a={d}"));
+            }
+            if let (Some(p), true) = (ptime, session_ptime) {
+                lines.push(format!("a=ptime:{p}"));
+            }
+            let video_lines = vec!["m=video 5004 RTP/AVP 99".to_owned(), "a=rtpmap:99 VP8/90000".to_owned()];
+            if video == Some(true) {
+                lines.extend(video_lines.clone());
+            }
+            let pts: Vec<String> = formats.iter().map(|(pt, _)| pt.to_string()).collect();
+            lines.push(format!("m=audio {port} RTP/AVP {}", pts.join(" ")));
+            if !session_c {
+                lines.push(c_line);
+            }
+            for (pt, map) in &formats {
+                if let Some(map) = map {
+                    let map = if lower_case { map.to_ascii_lowercase() } else { (*map).to_owned() };
+                    lines.push(format!("a=rtpmap:{pt} {map}"));
+                }
+            }
+            if let (Some(p), false) = (ptime, session_ptime) {
+                lines.push(format!("a=ptime:{p}"));
+            }
+            if let Some(d) = media_dir {
+                lines.push(format!("a={d}"));
+            }
+            if video == Some(false) {
+                lines.extend(video_lines);
+            }
+            let mut body = lines.join(if bare_lf { "\n" } else { "\r\n" });
+            body.push('\n');
+
+            let theirs = media_dir.or(session_dir).unwrap_or(Direction::SendRecv);
+            Some(GeneratedOffer {
+                body: body.into_bytes(),
+                codec,
+                payload_type,
+                telephone_event,
+                remote: SocketAddr::new(ip, port),
+                ptime_ms: ptime.map_or(20, |p| p.clamp(10, 60)),
+                direction: theirs.reversed(),
+                media_count: if video.is_some() { 2 } else { 1 },
+            })
+        }
+    }
+
+    /// Lines that are mostly almost right: the parser's edges, not random noise. The odd
+    /// random line and out-of-range number keep the error paths busy too.
+    fn sdp_like_line() -> impl Strategy<Value = String> {
+        let pt = "(0|8|9|18|9[6-9]|10[01]|12[0-7])";
+        let regex = |pattern: &str| proptest::string::string_regex(pattern).unwrap();
+        prop_oneof![
+            1 => regex("[vocma]=[ -~]{0,40}"),
+            4 => regex("[bstz]=[ -~]{0,40}"),
+            1 => regex("(m=audio [0-9]{5,6} RTP/AVP [0-9]{1,3}|a=rtpmap:[0-9]{3} PCMU/8000)"),
+            4 => regex(&format!(
+                "m=(audio|audio|video|image) [0-9]{{1,4}}(/2)? \
+                 (RTP/AVP|RTP/AVP|RTP/AVPF|RTP/SAVP|udptl)( {pt}){{1,5}}"
+            )),
+            3 => regex(
+                "c=IN IP[46] (127\\.0\\.0\\.1|::1|0\\.0\\.0\\.0|::|192\\.0\\.2\\.[0-9]{1,3}|pbx\\.invalid)(/[0-9]{1,3})?"
+            ),
+            3 => regex(&format!(
+                "a=rtpmap:{pt} (PCMU|pcma|telephone-event|opus)/(8000|48000|[0-9]{{1,5}})(/[0-9])?"
+            )),
+            2 => regex("a=(sendrecv|sendonly|recvonly|inactive|ptime:[0-9]{1,4})"),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(body in prop::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = parse(&body);
+        }
+
+        #[test]
+        fn sdp_like_input_never_panics(
+            session_c in prop::option::of("c=IN IP(4 (127\\.0\\.0\\.1|0\\.0\\.0\\.0)|6 ::1)"),
+            head in prop::collection::vec(sdp_like_line(), 0..6),
+            audio in "m=audio [0-9]{1,5} RTP/(AVP|AVP|AVPF|SAVP)( (0|8|9|18|9[6-9]|10[01])){1,6}",
+            tail in prop::collection::vec(sdp_like_line(), 0..10),
+            crlf in any::<bool>(),
+            local in prop_oneof![Just(local4()), Just(local6())],
+        ) {
+            let mut body = String::from("v=0\n");
+            let lines = session_c.into_iter().chain(head).chain([audio]).chain(tail);
+            for line in lines {
+                body.push_str(&line);
+                body.push_str(if crlf { "\r\n" } else { "\n" });
+            }
+            if let Ok(offer) = parse(body.as_bytes()) {
+                if let Ok((n, answer_body)) = answer(&offer, &local) {
+                    // Whatever we answer, we can read back: the offer's stream count, and
+                    // the same agreement seen from the other side.
+                    let reparsed = parse(&answer_body);
+                    prop_assert!(reparsed.is_ok(), "{:?}", reparsed);
+                    let reparsed = reparsed.unwrap();
+                    prop_assert_eq!(reparsed.media().len(), offer.media().len());
+                    prop_assert_eq!(
+                        accept_answer(&reparsed),
+                        Ok(Negotiated {
+                            remote_rtp: Some(local.addr),
+                            direction: n.direction.reversed(),
+                            ..n
+                        })
+                    );
+                }
+                let _ = accept_answer(&offer);
+            }
+        }
+
+        #[test]
+        fn answer_agrees_and_round_trips(
+            offer in generated_offer().prop_filter_map("needs a G.711 format", |o| o),
+            local in prop_oneof![Just(local4()), Just(local6())],
+        ) {
+            let parsed = parse(&offer.body).unwrap();
+            let (n, body) = answer(&parsed, &local).unwrap();
+            prop_assert_eq!(n.codec, offer.codec);
+            prop_assert_eq!(n.payload_type, offer.payload_type);
+            prop_assert_eq!(n.telephone_event, offer.telephone_event);
+            prop_assert_eq!(n.remote_rtp, Some(offer.remote));
+            prop_assert_eq!(n.ptime_ms, offer.ptime_ms);
+            prop_assert_eq!(n.direction, offer.direction);
+
+            let reply = parse(&body).unwrap();
+            prop_assert_eq!(reply.media().len(), offer.media_count);
+            let back = accept_answer(&reply).unwrap();
+            prop_assert_eq!(back, Negotiated {
+                remote_rtp: Some(local.addr),
+                direction: n.direction.reversed(),
+                ..n
+            });
+        }
+    }
+}

@@ -1,0 +1,709 @@
+//! SIP transaction and dialog scenarios on a virtual clock: a scripted caller and the real
+//! sans-IO endpoint, no sockets, no sleeps. Loss is simulated by dropping what the server
+//! sends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::uac::{Uac, parse, status};
+use vportal::sip::endpoint::{
+    CallHandle, ConnId, EndReason, Endpoint, EndpointConfig, Event, Transmit, Transport,
+};
+use vportal::sip::sdp::Direction;
+use vportal::sip::{HeaderName, Method};
+
+const SERVER: &str = "127.0.0.1:5060";
+const CALLER: &str = "127.0.0.1:5062";
+const MEDIA: &str = "127.0.0.1:10000";
+
+/// The endpoint, a caller, and what passed between them.
+struct World {
+    ep: Endpoint,
+    uac: Uac,
+    start: Instant,
+    now: Instant,
+    /// Messages the server sent, with the virtual time they were sent at.
+    inbox: Vec<(Duration, Transmit)>,
+    events: Vec<Event>,
+    /// Drop everything the server sends (loss).
+    lossy: bool,
+}
+
+impl World {
+    fn new() -> Self {
+        Self::with_config(|_| {})
+    }
+
+    fn with_config(tweak: impl FnOnce(&mut EndpointConfig)) -> Self {
+        let mut cfg = EndpointConfig::new(SERVER.parse().unwrap());
+        cfg.rng_seed = Some(1);
+        tweak(&mut cfg);
+        let router = |user: &str| (user == "8500").then_some(0);
+        let start = Instant::now();
+        Self {
+            ep: Endpoint::new(cfg, Box::new(router)),
+            uac: Uac::new(CALLER.parse().unwrap(), SERVER.parse().unwrap(), "8500"),
+            start,
+            now: start,
+            inbox: Vec::new(),
+            events: Vec::new(),
+            lossy: false,
+        }
+    }
+
+    fn send(&mut self, bytes: Vec<u8>) {
+        let from: SocketAddr = self.uac.local;
+        match self.uac.transport {
+            "TCP" => {
+                let m = vportal::sip::Message::parse_datagram(bytes).unwrap();
+                self.ep
+                    .handle_message(self.now, Transport::Tcp(ConnId(1)), from, m);
+            }
+            _ => self.ep.handle_datagram(self.now, from, bytes),
+        }
+        self.pump();
+    }
+
+    fn pump(&mut self) {
+        while let Some(t) = self.ep.poll_transmit() {
+            if !self.lossy {
+                self.inbox.push((self.now - self.start, t));
+            }
+        }
+        while let Some(e) = self.ep.poll_event() {
+            self.events.push(e);
+        }
+    }
+
+    /// Moves the clock forward, firing every timer on the way.
+    fn advance(&mut self, by: Duration) {
+        let end = self.now + by;
+        while let Some(at) = self.ep.poll_timeout() {
+            if at > end {
+                break;
+            }
+            self.now = self.now.max(at);
+            self.ep.handle_timeout(self.now);
+            self.pump();
+        }
+        self.now = end;
+    }
+
+    /// Statuses of the responses received so far, in order.
+    fn statuses(&self) -> Vec<u16> {
+        self.inbox.iter().map(|(_, t)| status(&t.payload)).collect()
+    }
+
+    fn incoming(&self) -> CallHandle {
+        self.events
+            .iter()
+            .find_map(|e| match e {
+                Event::IncomingCall(c) => Some(c.call),
+                _ => None,
+            })
+            .expect("an incoming call")
+    }
+
+    fn ended(&self) -> Option<EndReason> {
+        self.events.iter().find_map(|e| match e {
+            Event::Ended { reason, .. } => Some(*reason),
+            _ => None,
+        })
+    }
+
+    fn media(&self) -> Vec<Direction> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Media { media, .. } => Some(media.direction),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// INVITE, accept, 200, ACK: an established call.
+    fn establish(&mut self) -> CallHandle {
+        let offer = self.uac.offer("sendrecv");
+        let invite = self.uac.invite(&offer);
+        self.send(invite);
+        let call = self.incoming();
+        self.ep
+            .accept(call, MEDIA.parse().unwrap(), self.now)
+            .unwrap();
+        self.pump();
+        let ok = self
+            .inbox
+            .iter()
+            .rev()
+            .find(|(_, t)| status(&t.payload) == 200)
+            .unwrap()
+            .1
+            .payload
+            .clone();
+        self.uac.learn_tag(&parse(&ok));
+        let ack = self.uac.ack_2xx("");
+        self.send(ack);
+        assert!(
+            self.events
+                .iter()
+                .any(|e| matches!(e, Event::Established { .. }))
+        );
+        self.inbox.clear();
+        call
+    }
+}
+
+#[test]
+fn invite_gets_100_at_once_and_retransmissions_are_absorbed() {
+    let mut w = World::new();
+    let offer = w.uac.offer("sendrecv");
+    let invite = w.uac.invite(&offer);
+    w.send(invite.clone());
+    assert_eq!(w.statuses(), [100]);
+    // Retransmitted before the answer: the 100 again, no second call.
+    w.advance(Duration::from_millis(500));
+    w.send(invite.clone());
+    assert_eq!(w.statuses(), [100, 100]);
+    let calls = w
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::IncomingCall(_)))
+        .count();
+    assert_eq!(calls, 1);
+    let call = w.incoming();
+    w.ep.accept(call, MEDIA.parse().unwrap(), w.now).unwrap();
+    w.pump();
+    assert_eq!(w.statuses(), [100, 100, 200]);
+    // Retransmitted after the answer: the 200 again.
+    w.send(invite);
+    assert_eq!(w.statuses(), [100, 100, 200, 200]);
+    assert_eq!(w.ep.active_calls(), 1);
+    let ok = parse(&w.inbox[2].1.payload);
+    assert!(ok.values(HeaderName::To).next().unwrap().contains(";tag="));
+    assert!(ok.values(HeaderName::Contact).next().is_some());
+    assert_eq!(
+        ok.values(HeaderName::ContentType).next(),
+        Some("application/sdp")
+    );
+    assert!(matches!(w.events.last(), Some(Event::Media { .. })));
+}
+
+#[test]
+fn the_200_is_retransmitted_doubling_to_t2_until_the_ack() {
+    let mut w = World::new();
+    let offer = w.uac.offer("sendrecv");
+    let invite = w.uac.invite(&offer);
+    w.send(invite);
+    let call = w.incoming();
+    w.ep.accept(call, MEDIA.parse().unwrap(), w.now).unwrap();
+    w.pump();
+    w.advance(Duration::from_millis(11_600));
+    let times: Vec<u128> = w
+        .inbox
+        .iter()
+        .filter(|(_, t)| status(&t.payload) == 200)
+        .map(|(at, _)| at.as_millis())
+        .collect();
+    assert_eq!(times, [0, 500, 1_500, 3_500, 7_500, 11_500]);
+    let ok = parse(&w.inbox.last().unwrap().1.payload);
+    w.uac.learn_tag(&ok);
+    let ack = w.uac.ack_2xx("");
+    w.send(ack);
+    w.inbox.clear();
+    w.advance(Duration::from_secs(60));
+    assert!(w.inbox.is_empty(), "no retransmission after the ACK");
+    assert!(
+        w.events
+            .iter()
+            .any(|e| matches!(e, Event::Established { .. }))
+    );
+}
+
+#[test]
+fn no_ack_means_bye_after_64_t1() {
+    let mut w = World::new();
+    let offer = w.uac.offer("sendrecv");
+    let invite = w.uac.invite(&offer);
+    w.send(invite);
+    let call = w.incoming();
+    w.ep.accept(call, MEDIA.parse().unwrap(), w.now).unwrap();
+    w.pump();
+    w.advance(Duration::from_secs(33));
+    let (at, bye) = w
+        .inbox
+        .iter()
+        .find(|(_, t)| parse(&t.payload).method() == Some(&Method::Bye))
+        .cloned()
+        .expect("a BYE");
+    assert_eq!(at, Duration::from_secs(32));
+    assert_eq!(bye.destination, CALLER.parse().unwrap());
+    w.send(Uac::ok_to(&parse(&bye.payload)));
+    assert_eq!(w.ended(), Some(EndReason::NoAck));
+    assert!(w.ep.is_idle());
+}
+
+#[test]
+fn cancel_before_the_answer_gets_200_and_487() {
+    let mut w = World::new();
+    let offer = w.uac.offer("sendrecv");
+    let invite = w.uac.invite(&offer);
+    w.send(invite);
+    let cancel = w.uac.cancel();
+    w.send(cancel);
+    assert_eq!(w.statuses(), [100, 200, 487]);
+    assert_eq!(
+        parse(&w.inbox[1].1.payload).values(HeaderName::CSeq).next(),
+        Some("1 CANCEL")
+    );
+    assert_eq!(w.ended(), Some(EndReason::Cancelled));
+    // The 487 is retransmitted until its ACK.
+    w.advance(Duration::from_millis(600));
+    assert_eq!(w.statuses().last(), Some(&487));
+    let ack = w.uac.ack_error();
+    w.send(ack);
+    let before = w.inbox.len();
+    w.advance(Duration::from_secs(40));
+    assert_eq!(w.inbox.len(), before, "the ACK stopped the 487");
+    let call = w.incoming();
+    assert!(w.ep.accept(call, MEDIA.parse().unwrap(), w.now).is_err());
+}
+
+#[test]
+fn cancel_racing_the_200_leaves_the_call_up() {
+    let mut w = World::new();
+    let offer = w.uac.offer("sendrecv");
+    let invite = w.uac.invite(&offer);
+    w.send(invite);
+    let call = w.incoming();
+    w.ep.accept(call, MEDIA.parse().unwrap(), w.now).unwrap();
+    w.pump();
+    let cancel = w.uac.cancel();
+    w.send(cancel);
+    // §9.2: the CANCEL is answered 200 but has no effect on an answered INVITE.
+    assert_eq!(w.statuses(), [100, 200, 200]);
+    assert_eq!(
+        parse(&w.inbox[2].1.payload).values(HeaderName::CSeq).next(),
+        Some("1 CANCEL")
+    );
+    assert_eq!(w.ended(), None);
+    assert_eq!(w.ep.active_calls(), 1);
+    // A CANCEL for nothing: 481.
+    let mut stranger = Uac::new(
+        "127.0.0.1:5099".parse().unwrap(),
+        SERVER.parse().unwrap(),
+        "8500",
+    );
+    let _ = stranger.invite("");
+    w.ep.handle_datagram(w.now, stranger.local, stranger.cancel());
+    w.pump();
+    assert_eq!(w.statuses().last(), Some(&481));
+}
+
+#[test]
+fn our_bye_is_retransmitted_through_loss_and_ends_on_200() {
+    let mut w = World::new();
+    let call = w.establish();
+    w.lossy = true;
+    w.ep.hangup(call, w.now);
+    w.pump();
+    w.advance(Duration::from_millis(3_600));
+    w.lossy = false;
+    w.advance(Duration::from_millis(4_000));
+    let byes: Vec<(Duration, Transmit)> = w.inbox.clone();
+    assert_eq!(byes.len(), 1, "the retransmission at 7.5 s got through");
+    assert_eq!(byes[0].0, Duration::from_millis(7_500));
+    let bye = parse(&byes[0].1.payload);
+    assert_eq!(bye.method(), Some(&Method::Bye));
+    assert_eq!(
+        bye.request_uri(),
+        Some(format!("sip:1001@{CALLER}").as_str())
+    );
+    assert!(
+        bye.values(HeaderName::To)
+            .next()
+            .unwrap()
+            .contains(&w.uac.from_tag)
+    );
+    w.send(Uac::ok_to(&bye));
+    assert_eq!(w.ended(), Some(EndReason::Hangup));
+    assert!(w.ep.is_idle());
+}
+
+#[test]
+fn a_bye_nobody_answers_ends_with_timer_f() {
+    let mut w = World::new();
+    let call = w.establish();
+    w.lossy = true;
+    w.ep.hangup(call, w.now);
+    w.pump();
+    w.advance(Duration::from_millis(31_900));
+    assert_eq!(w.ended(), None);
+    w.advance(Duration::from_millis(200));
+    assert_eq!(w.ended(), Some(EndReason::Hangup));
+    assert!(w.ep.is_idle());
+}
+
+#[test]
+fn their_bye_ends_the_call_and_retransmissions_get_the_same_200() {
+    let mut w = World::new();
+    w.establish();
+    let bye = w.uac.request("BYE", "", "");
+    w.send(bye.clone());
+    assert_eq!(w.statuses(), [200]);
+    assert_eq!(w.ended(), Some(EndReason::RemoteBye));
+    w.send(bye);
+    assert_eq!(
+        w.statuses(),
+        [200, 200],
+        "absorbed by the transaction, not 481"
+    );
+    assert_eq!(w.ep.active_calls(), 0);
+}
+
+#[test]
+fn reinvite_hold_and_unhold_answer_with_the_right_direction() {
+    let mut w = World::new();
+    w.establish();
+    let hold = w.uac.offer("sendonly");
+    let reinvite = w.uac.invite(&hold);
+    w.send(reinvite);
+    assert_eq!(w.statuses(), [200]);
+    let answer = parse(&w.inbox[0].1.payload);
+    let body = String::from_utf8_lossy(answer.body()).into_owned();
+    assert!(body.contains("a=recvonly"), "{body}");
+    assert!(
+        body.contains("o=vportal ") && body.contains(" 2 IN IP4 127.0.0.1"),
+        "version bumped: {body}"
+    );
+    let ack = w.uac.ack_2xx("");
+    w.send(ack);
+    let unhold = w.uac.offer("sendrecv");
+    let reinvite = w.uac.invite(&unhold);
+    w.send(reinvite);
+    let body = String::from_utf8_lossy(parse(&w.inbox[1].1.payload).body()).into_owned();
+    assert!(body.contains("a=sendrecv"), "{body}");
+    let ack = w.uac.ack_2xx("");
+    w.send(ack);
+    assert_eq!(
+        w.media(),
+        [
+            Direction::SendRecv,
+            Direction::RecvOnly,
+            Direction::SendRecv
+        ]
+    );
+    // A re-INVITE while the previous one is un-ACKed: 491.
+    let again = w.uac.offer("inactive");
+    let reinvite = w.uac.invite(&again);
+    w.send(reinvite);
+    let again2 = w.uac.offer("sendrecv");
+    let second = w.uac.invite(&again2);
+    w.send(second);
+    assert_eq!(w.statuses()[2..], [200, 491]);
+}
+
+#[test]
+fn update_answers_offers_and_refreshes() {
+    let mut w = World::new();
+    w.establish();
+    let offer = w.uac.offer("inactive");
+    let update = w.uac.request("UPDATE", "application/sdp", &offer);
+    w.send(update);
+    let refresh = w.uac.request("UPDATE", "", "");
+    w.send(refresh);
+    assert_eq!(w.statuses(), [200, 200]);
+    assert!(String::from_utf8_lossy(parse(&w.inbox[0].1.payload).body()).contains("a=inactive"));
+    assert!(parse(&w.inbox[1].1.payload).body().is_empty());
+    assert_eq!(w.media().last(), Some(&Direction::Inactive));
+}
+
+#[test]
+fn info_in_the_dialog_reaches_the_application() {
+    let mut w = World::new();
+    let call = w.establish();
+    let info = w.uac.request(
+        "INFO",
+        "application/dtmf-relay",
+        "Signal=5\r\nDuration=160\r\n",
+    );
+    w.send(info);
+    assert_eq!(w.statuses(), [200]);
+    let got = w.events.iter().find_map(|e| match e {
+        Event::Info {
+            call: c,
+            content_type,
+            body,
+        } => Some((*c, content_type.clone(), body.clone())),
+        _ => None,
+    });
+    assert_eq!(
+        got,
+        Some((
+            call,
+            "application/dtmf-relay".to_owned(),
+            b"Signal=5\r\nDuration=160\r\n".to_vec()
+        ))
+    );
+    let odd = w.uac.request("INFO", "text/plain", "hello");
+    w.send(odd);
+    assert_eq!(w.statuses().last(), Some(&415));
+    let options = w.uac.request("OPTIONS", "", "");
+    w.send(options);
+    let ok = parse(&w.inbox.last().unwrap().1.payload);
+    assert_eq!(ok.status(), Some(200));
+    assert!(
+        ok.values(HeaderName::Allow)
+            .next()
+            .unwrap()
+            .contains("INFO")
+    );
+}
+
+#[test]
+fn wrong_tags_and_stale_cseqs() {
+    let mut w = World::new();
+    w.establish();
+    let right = w.uac.to_tag.clone();
+    w.uac.to_tag = Some("not-ours".into());
+    let bye = w.uac.request("BYE", "", "");
+    w.send(bye);
+    assert_eq!(w.statuses(), [481]);
+    w.uac.to_tag = right;
+    // A lower CSeq than already seen (not a retransmission): 500.
+    w.uac.cseq = 0;
+    let info = w.uac.request("INFO", "", "");
+    w.send(info);
+    assert_eq!(w.statuses(), [481, 500]);
+    assert_eq!(w.ep.active_calls(), 1);
+    // The Request-URI does not identify the dialog: tags and Call-ID do.
+    w.uac.target = "somebody-else".into();
+    w.uac.cseq = 10;
+    let bye = w.uac.request("BYE", "", "");
+    w.send(bye);
+    assert_eq!(w.statuses().last(), Some(&200));
+}
+
+#[test]
+fn late_offer_puts_our_offer_in_the_200_and_takes_the_answer_from_the_ack() {
+    let mut w = World::new();
+    let invite = w.uac.invite("");
+    w.send(invite);
+    let call = w.incoming();
+    w.ep.accept(call, MEDIA.parse().unwrap(), w.now).unwrap();
+    w.pump();
+    let ok = parse(&w.inbox[1].1.payload);
+    let offer = String::from_utf8_lossy(ok.body()).into_owned();
+    assert!(offer.contains("m=audio 10000 RTP/AVP 0 8 101"), "{offer}");
+    assert!(w.media().is_empty(), "nothing agreed before the ACK");
+    w.uac.learn_tag(&ok);
+    let answer = w.uac.answer();
+    let ack = w.uac.ack_2xx(&answer);
+    w.send(ack);
+    assert_eq!(w.media(), [Direction::SendRecv]);
+    // An ACK without the answer ends the call.
+    let mut w = World::new();
+    let invite = w.uac.invite("");
+    w.send(invite);
+    let call = w.incoming();
+    w.ep.accept(call, MEDIA.parse().unwrap(), w.now).unwrap();
+    w.pump();
+    w.uac.learn_tag(&parse(&w.inbox[1].1.payload));
+    let ack = w.uac.ack_2xx("");
+    w.send(ack);
+    assert_eq!(
+        parse(&w.inbox.last().unwrap().1.payload).method(),
+        Some(&Method::Bye)
+    );
+}
+
+#[test]
+fn call_admission() {
+    let mut w = World::with_config(|c| c.max_calls = 1);
+    let offer = w.uac.offer("sendrecv");
+    let invite = w.uac.invite(&offer);
+    w.send(invite);
+    // A second caller while the limit is reached: 503 with Retry-After.
+    let mut second = Uac::new(
+        "127.0.0.1:5064".parse().unwrap(),
+        SERVER.parse().unwrap(),
+        "8500",
+    );
+    let offer2 = second.offer("sendrecv");
+    w.ep.handle_datagram(w.now, second.local, second.invite(&offer2));
+    w.pump();
+    let busy = parse(&w.inbox.last().unwrap().1.payload);
+    assert_eq!(busy.status(), Some(503));
+    assert_eq!(busy.values(HeaderName::RetryAfter).next(), Some("5"));
+    // Unknown number: 404 (routing comes before admission).
+    let mut lost = Uac::new(
+        "127.0.0.1:5066".parse().unwrap(),
+        SERVER.parse().unwrap(),
+        "9999",
+    );
+    let offer3 = lost.offer("sendrecv");
+    w.ep.handle_datagram(w.now, lost.local, lost.invite(&offer3));
+    w.pump();
+    assert_eq!(w.statuses().last(), Some(&404));
+    // No codec in common: 488 with Accept.
+    let mut w = World::new();
+    let sdp = "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 18\r\n";
+    let invite = w.uac.invite(sdp);
+    w.send(invite);
+    let r = parse(&w.inbox.last().unwrap().1.payload);
+    assert_eq!(r.status(), Some(488));
+    assert_eq!(w.ep.active_calls(), 0);
+}
+
+#[test]
+fn stateless_answers_leave_no_state() {
+    let mut w = World::new();
+    for i in 0..1_000 {
+        let mut u = Uac::new(
+            SocketAddr::from(([127, 0, 0, 1], 20_000 + i)),
+            SERVER.parse().unwrap(),
+            "8500",
+        );
+        let options = u.request("OPTIONS", "", "");
+        w.ep.handle_datagram(w.now, u.local, options);
+    }
+    w.pump();
+    assert_eq!(w.inbox.len(), 1_000);
+    assert!(w.statuses().iter().all(|s| *s == 200));
+    assert_eq!(w.ep.poll_timeout(), None, "no timers: nothing was kept");
+    assert!(w.ep.is_idle());
+    let ok = parse(&w.inbox[0].1.payload);
+    assert!(
+        ok.values(HeaderName::Accept)
+            .next()
+            .unwrap()
+            .contains("application/sdp")
+    );
+    assert!(ok.values(HeaderName::Supported).next().is_some());
+}
+
+#[test]
+fn tcp_calls_do_not_retransmit_responses_but_do_retransmit_the_2xx() {
+    let mut w = World::new();
+    w.uac.transport = "TCP";
+    let offer = w.uac.offer("sendrecv");
+    let invite = w.uac.invite(&offer);
+    w.send(invite);
+    let call = w.incoming();
+    w.ep.accept(call, MEDIA.parse().unwrap(), w.now).unwrap();
+    w.pump();
+    assert!(
+        w.inbox
+            .iter()
+            .all(|(_, t)| t.transport == Transport::Tcp(ConnId(1)))
+    );
+    // §13.3.1.4 retransmits the 2xx whatever the transport (the ACK is end to end).
+    w.advance(Duration::from_millis(600));
+    assert_eq!(w.statuses(), [100, 200, 200]);
+    let ok = parse(&w.inbox[1].1.payload);
+    assert!(
+        ok.values(HeaderName::Contact)
+            .next()
+            .unwrap()
+            .contains("transport=tcp")
+    );
+}
+
+#[test]
+fn max_duration_and_shutdown_hang_up() {
+    let mut w = World::with_config(|c| c.max_call_duration = Duration::from_secs(60));
+    w.establish();
+    w.advance(Duration::from_secs(61));
+    let bye = parse(&w.inbox.last().unwrap().1.payload);
+    assert_eq!(bye.method(), Some(&Method::Bye));
+    w.send(Uac::ok_to(&bye));
+    assert_eq!(w.ended(), Some(EndReason::MaxDuration));
+
+    let mut w = World::new();
+    w.establish();
+    w.ep.shutdown(w.now);
+    w.pump();
+    let bye = parse(&w.inbox.last().unwrap().1.payload);
+    assert_eq!(bye.method(), Some(&Method::Bye));
+    // New calls are refused while shutting down.
+    let mut late = Uac::new(
+        "127.0.0.1:5070".parse().unwrap(),
+        SERVER.parse().unwrap(),
+        "8500",
+    );
+    let offer = late.offer("sendrecv");
+    w.ep.handle_datagram(w.now, late.local, late.invite(&offer));
+    w.pump();
+    assert_eq!(w.statuses().last(), Some(&503));
+    w.send(Uac::ok_to(&bye));
+    assert_eq!(w.ended(), Some(EndReason::Shutdown));
+    assert!(w.ep.is_idle());
+}
+
+#[test]
+fn hangup_before_the_ack_waits_for_it() {
+    let mut w = World::new();
+    let offer = w.uac.offer("sendrecv");
+    let invite = w.uac.invite(&offer);
+    w.send(invite);
+    let call = w.incoming();
+    w.ep.accept(call, MEDIA.parse().unwrap(), w.now).unwrap();
+    w.pump();
+    w.ep.hangup(call, w.now);
+    w.pump();
+    assert!(
+        w.inbox
+            .iter()
+            .all(|(_, t)| parse(&t.payload).method().is_none()),
+        "no BYE before the ACK (§15)"
+    );
+    w.uac.learn_tag(&parse(&w.inbox[1].1.payload));
+    let ack = w.uac.ack_2xx("");
+    w.send(ack);
+    assert_eq!(
+        parse(&w.inbox.last().unwrap().1.payload).method(),
+        Some(&Method::Bye)
+    );
+    // And hanging up a ringing call answers 480.
+    let mut w = World::new();
+    let offer = w.uac.offer("sendrecv");
+    let invite = w.uac.invite(&offer);
+    w.send(invite);
+    let call = w.incoming();
+    w.ep.hangup(call, w.now);
+    w.pump();
+    assert_eq!(w.statuses(), [100, 480]);
+}
+
+#[test]
+fn requests_the_uas_refuses() {
+    let mut w = World::new();
+    let cases: [(&str, u16); 3] = [("REGISTER", 405), ("SUBSCRIBE", 405), ("BYE", 481)];
+    for (method, code) in cases {
+        let req = w.uac.request(method, "", "");
+        w.send(req);
+        assert_eq!(w.statuses().last(), Some(&code), "{method}");
+    }
+    // Max-Forwards 0 on an INVITE: 483.
+    let offer = w.uac.offer("sendrecv");
+    let invite = String::from_utf8(w.uac.invite(&offer))
+        .unwrap()
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    w.send(invite.into_bytes());
+    assert_eq!(w.statuses().last(), Some(&483));
+    // Require: an extension vportal does not support: 420.
+    let offer = w.uac.offer("sendrecv");
+    let invite = String::from_utf8(w.uac.invite(&offer)).unwrap().replace(
+        "Max-Forwards: 70\r\n",
+        "Max-Forwards: 70\r\nRequire: 100rel\r\n",
+    );
+    w.send(invite.into_bytes());
+    let r = parse(&w.inbox.last().unwrap().1.payload);
+    assert_eq!(
+        (r.status(), r.values(HeaderName::Unsupported).next()),
+        (Some(420), Some("100rel"))
+    );
+}
