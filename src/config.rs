@@ -4,9 +4,13 @@
 //! what it names; command-line flags override the file. Unknown keys are errors, reported
 //! with the file, line and key, so a typo never silently falls back to a default.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+use crate::media::ports::PortRange;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -14,6 +18,124 @@ use serde::Deserialize;
 pub struct Config {
     /// The credential store.
     pub store: StoreConfig,
+    /// SIP signalling.
+    pub sip: SipConfig,
+    /// RTP media.
+    pub rtp: RtpConfig,
+    /// Call routing.
+    pub dialplan: DialplanConfig,
+}
+
+/// SIP signalling: where to listen and how many calls to take.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipConfig {
+    /// Address for both UDP and TCP. Default `127.0.0.1:5060`.
+    pub listen: SocketAddr,
+    /// Listen on UDP. Default true.
+    pub udp: bool,
+    /// Listen on TCP. Default true.
+    pub tcp: bool,
+    /// The address put in Via, Contact and SDP when `listen` is a wildcard (0.0.0.0 or ::).
+    pub public_address: Option<IpAddr>,
+    /// Calls at once; more get 503 with Retry-After. Default 5000.
+    pub max_calls: usize,
+    /// The longest any call may last, whatever the dialplan says. Default 1h.
+    #[serde(deserialize_with = "duration")]
+    pub max_call_duration: Duration,
+    /// Open TCP connections at once. Default 1024.
+    pub max_tcp_connections: usize,
+    /// How long a TCP connection may sit idle (or half a message may wait) before it is
+    /// closed. Default 5m.
+    #[serde(deserialize_with = "duration")]
+    pub tcp_idle_timeout: Duration,
+    /// How long a shutdown waits for BYEs to be answered. Default 5s.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            udp: true,
+            tcp: true,
+            public_address: None,
+            max_calls: 5_000,
+            max_call_duration: Duration::from_secs(3_600),
+            max_tcp_connections: 1_024,
+            tcp_idle_timeout: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SipConfig {
+    /// The IP address to advertise: `public_address`, else the listen address.
+    ///
+    /// # Errors
+    /// A message when the listen address is a wildcard and no public address is set: a
+    /// peer cannot send to 0.0.0.0.
+    pub fn advertised_ip(&self) -> Result<IpAddr, String> {
+        match (self.public_address, self.listen.ip()) {
+            (Some(ip), _) => Ok(ip),
+            (None, ip) if ip.is_unspecified() => Err(format!(
+                "sip.listen is {}: set sip.public_address to the address peers reach vportal at",
+                self.listen
+            )),
+            (None, ip) => Ok(ip),
+        }
+    }
+}
+
+/// RTP media sockets.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtpConfig {
+    /// Even ports from this range carry RTP. Default `10000-20000`.
+    #[serde(deserialize_with = "port_range")]
+    pub ports: PortRange,
+}
+
+impl Default for RtpConfig {
+    fn default() -> Self {
+        Self {
+            ports: PortRange {
+                first: 10_000,
+                last: 20_000,
+            },
+        }
+    }
+}
+
+/// Which dialplan file routes calls.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DialplanConfig {
+    /// The dialplan. Default `dialplans/default.toml`; when that default file is absent the
+    /// copy compiled into vportal is used.
+    pub file: PathBuf,
+}
+
+impl Default for DialplanConfig {
+    fn default() -> Self {
+        Self {
+            file: PathBuf::from(DEFAULT_DIALPLAN_FILE),
+        }
+    }
+}
+
+/// The dialplan used unless configured otherwise.
+pub const DEFAULT_DIALPLAN_FILE: &str = "dialplans/default.toml";
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    crate::time::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn port_range<'de, D: Deserializer<'de>>(d: D) -> Result<PortRange, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(serde::de::Error::custom)
 }
 
 /// Where the credential store lives and how hard it may hash.
@@ -157,6 +279,33 @@ mod tests {
         assert_eq!(
             c.store.pepper_path(),
             PathBuf::from("/var/lib/vportal/v.pepper")
+        );
+    }
+
+    #[test]
+    fn sip_and_rtp_sections() {
+        let c = Config::parse(
+            "[sip]\nlisten = \"0.0.0.0:5070\"\npublic_address = \"127.0.0.1\"\nmax_call_duration = \"20m\"\n[rtp]\nports = \"30000-30100\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.sip.listen, "0.0.0.0:5070".parse().unwrap());
+        assert_eq!(c.sip.advertised_ip(), Ok("127.0.0.1".parse().unwrap()));
+        assert_eq!(c.sip.max_call_duration, Duration::from_secs(1_200));
+        assert_eq!(
+            c.rtp.ports,
+            PortRange {
+                first: 30_000,
+                last: 30_100
+            }
+        );
+        let wild = Config::parse("[sip]\nlisten = \"0.0.0.0:5060\"\n").unwrap();
+        assert!(wild.sip.advertised_ip().is_err());
+        let err = Config::parse("[rtp]\nports = \"1-2\"\n").unwrap_err();
+        assert!(err.starts_with("line 2, key rtp.ports:"), "{err}");
+        let err = Config::parse("[sip]\nmax_call_duration = \"forever\"\n").unwrap_err();
+        assert!(
+            err.starts_with("line 2, key sip.max_call_duration:"),
+            "{err}"
         );
     }
 

@@ -13,6 +13,8 @@
 
 pub mod config;
 pub mod ivr;
+pub mod media;
+pub mod server;
 pub mod sip;
 pub mod store;
 pub mod time;

@@ -2,6 +2,7 @@
 
 mod admin;
 mod output;
+mod serve;
 mod users;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -54,6 +55,15 @@ pub(crate) enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Run the voice portal: SIP (UDP and TCP) and RTP. Creates the database on first run.
+    Serve {
+        /// SIP listen address for UDP and TCP (default 127.0.0.1:5060).
+        #[arg(long, value_name = "ADDR")]
+        sip: Option<std::net::SocketAddr>,
+        /// RTP port range, e.g. 10000-20000.
+        #[arg(long, value_name = "FIRST-LAST")]
+        rtp_ports: Option<vportal::media::ports::PortRange>,
+    },
     /// Create the database, its pepper file and a first admin token (printed once).
     Init {
         /// Name of the admin token created with a new database.
@@ -86,9 +96,13 @@ pub(crate) enum Command {
 }
 
 impl Command {
-    /// The log level unless `RUST_LOG` says otherwise: admin commands stay quiet.
+    /// The log level unless `RUST_LOG` says otherwise: the server tells what it does,
+    /// admin commands stay quiet.
     pub(crate) fn default_log_level(&self) -> &'static str {
-        "warn"
+        match self {
+            Self::Serve { .. } => "info",
+            _ => "warn",
+        }
     }
 }
 
@@ -216,6 +230,7 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
 
 /// Resolved settings and output preferences for one command.
 pub(crate) struct Context {
+    config: Config,
     store: StoreConfig,
     json: bool,
 }
@@ -230,7 +245,8 @@ impl Context {
             config.store.database.clone_from(db);
         }
         Ok(Self {
-            store: config.store,
+            store: config.store.clone(),
+            config,
             json: global.json,
         })
     }
@@ -271,6 +287,7 @@ impl Context {
 pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let ctx = Context::new(&cli.global)?;
     match cli.command {
+        Command::Serve { sip, rtp_ports } => serve::run(ctx, sip, rtp_ports),
         Command::Init { token_name } => admin::init(&ctx, &token_name),
         Command::User(cmd) => users::run(&ctx, cmd),
         Command::Report => admin::report(&ctx),

@@ -97,4 +97,5 @@ impl Workdir {
         self.run_with_stdin(args, "")
     }
 }
+pub mod server;
 pub mod uac;

@@ -52,9 +52,16 @@ impl Uac {
         }
     }
 
+    /// A branch unique per call and request (the Call-ID's FNV-1a hash and a counter).
     fn branch(&mut self) -> String {
         self.branch_seq += 1;
-        format!("z9hG4bK-test-{}-{}", self.local.port(), self.branch_seq)
+        let hash = self
+            .call_id
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        format!("z9hG4bK-{hash:016x}-{}", self.branch_seq)
     }
 
     fn to_header(&self) -> String {

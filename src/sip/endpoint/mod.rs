@@ -15,6 +15,9 @@
 //! port (RFC 3581), otherwise to the Via's port. In-dialog requests (BYE) go back over the
 //! flow the call came in on. Host names in messages are never resolved.
 
+mod types;
+mod validate;
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -26,224 +29,22 @@ use rand::{RngExt, SeedableRng};
 
 use super::build::{MessageBuilder, response_to};
 use super::dialog::{self, Dialog, dialog_key};
-use super::header::{CSeq, HeaderError, HeaderName, NameAddr, Via};
+use super::header::{HeaderName, NameAddr, Via};
 use super::message::{Message, Method};
 use super::sdp::{self, LocalMedia, Negotiated, OfferAnswerError, SessionDescription};
-use super::syntax;
 use super::transaction::{
-    InviteServerState, InviteServerTx, NonInviteClientTx, NonInviteServerTx, TimerConfig, TxAction,
+    InviteServerState, InviteServerTx, NonInviteClientTx, NonInviteServerTx, TxAction,
 };
-use super::uri::{Host, Uri};
-use crate::ivr::dialplan::Dialplan;
+use super::uri::Host;
 
-/// The methods vportal answers, for Allow headers.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
-
-/// The bodies vportal accepts, for Accept headers.
-pub const ACCEPT: &str = "application/sdp, application/dtmf-relay, application/dtmf";
-
-/// Where a TCP message came from: the shell's connection number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub u64);
-
-/// The transport a message came in on or goes out on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// The UDP socket.
-    Udp,
-    /// A TCP connection.
-    Tcp(ConnId),
-}
-
-/// How to reach a peer: a transport and an address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Flow {
-    /// UDP, or the TCP connection.
-    pub transport: Transport,
-    /// The address to send to (for TCP: where to reconnect if the connection is gone).
-    pub remote: SocketAddr,
-}
-
-impl Flow {
-    /// A flow over `transport` to `remote`.
-    pub fn new(transport: Transport, remote: SocketAddr) -> Self {
-        Self { transport, remote }
-    }
-
-    /// TCP: no retransmissions needed.
-    pub fn is_reliable(&self) -> bool {
-        matches!(self.transport, Transport::Tcp(_))
-    }
-}
-
-/// Bytes to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// UDP, or the TCP connection to write to.
-    pub transport: Transport,
-    /// The destination address.
-    pub destination: SocketAddr,
-    /// The message.
-    pub payload: Vec<u8>,
-}
-
-/// A call, as the application refers to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CallHandle(pub u64);
-
-/// Routes a Request-URI user to a dialplan route.
-pub trait Router: Send {
-    /// The index of the route for `request_user`, or `None` (answered 404).
-    fn route(&self, request_user: &str) -> Option<usize>;
-}
-
-impl<F: Fn(&str) -> Option<usize> + Send> Router for F {
-    fn route(&self, request_user: &str) -> Option<usize> {
-        self(request_user)
-    }
-}
-
-/// Routes with a dialplan: the index of the matching route in [`Dialplan::routes`].
-pub fn dialplan_router(dialplan: std::sync::Arc<Dialplan>) -> Box<dyn Router> {
-    Box::new(move |user: &str| {
-        let route = dialplan.route(user)?;
-        dialplan
-            .routes()
-            .iter()
-            .position(|r| std::ptr::eq(r, route))
-    })
-}
-
-/// A new call, waiting for the application to [`Endpoint::accept`] or [`Endpoint::reject`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IncomingCall {
-    /// The call.
-    pub call: CallHandle,
-    /// The dialplan route the Request-URI matched.
-    pub route: usize,
-    /// The Request-URI user (unescaped), e.g. `8500`.
-    pub request_user: String,
-    /// The From URI's user.
-    pub from_user: Option<String>,
-    /// The P-Asserted-Identity URI's user (a trusted network's caller identity).
-    pub asserted_user: Option<String>,
-    /// The Call-ID.
-    pub call_id: String,
-    /// Where the INVITE came from.
-    pub source: SocketAddr,
-    /// Whether the INVITE carried an SDP offer (else vportal offers in the 200).
-    pub has_offer: bool,
-}
-
-/// Why a call ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndReason {
-    /// The caller sent BYE.
-    RemoteBye,
-    /// The caller cancelled before the answer.
-    Cancelled,
-    /// The application rejected the call with this status.
-    Rejected(u16),
-    /// The application hung up (BYE sent).
-    Hangup,
-    /// The ACK for the 2xx never came (§13.3.1.4); BYE sent.
-    NoAck,
-    /// The maximum call duration passed; BYE sent.
-    MaxDuration,
-    /// The server is shutting down.
-    Shutdown,
-    /// The offer/answer exchange failed (no answer in the ACK to our offer).
-    MediaFailed,
-}
-
-/// What happened, for the application.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// A routed INVITE: accept or reject it.
-    IncomingCall(IncomingCall),
-    /// The session parameters were agreed or changed (answer sent, answer received in ACK,
-    /// re-INVITE or UPDATE). Media should follow them.
-    Media {
-        /// The call.
-        call: CallHandle,
-        /// What was agreed.
-        media: Negotiated,
-    },
-    /// The ACK for the answer arrived: the call is up.
-    Established {
-        /// The call.
-        call: CallHandle,
-    },
-    /// An INFO request's body (e.g. `application/dtmf-relay`).
-    Info {
-        /// The call.
-        call: CallHandle,
-        /// The Content-Type, lower-case, without parameters.
-        content_type: String,
-        /// The body.
-        body: Vec<u8>,
-    },
-    /// The call is over and forgotten.
-    Ended {
-        /// The call.
-        call: CallHandle,
-        /// Why.
-        reason: EndReason,
-    },
-}
-
-/// Errors from the application's calls into the endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum CallError {
-    /// No such call (ended already, or never existed).
-    #[error("no such call")]
-    NoSuchCall,
-    /// The call is not waiting for an answer.
-    #[error("the call was already answered or rejected")]
-    NotRinging,
-}
-
-/// Counters for the metrics endpoint.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Requests received, by method name (extension methods counted as `other`).
-    pub requests: HashMap<&'static str, u64>,
-    /// Responses sent, by class (index 1 = 1xx … 6 = 6xx).
-    pub responses_sent: [u64; 7],
-    /// Datagrams or messages dropped as unparseable or unanswerable.
-    pub dropped: u64,
-}
-
-/// Endpoint settings.
-#[derive(Debug, Clone)]
-pub struct EndpointConfig {
-    /// The address vportal advertises in Via and Contact.
-    pub local_addr: SocketAddr,
-    /// The Server / User-Agent header value.
-    pub server_name: String,
-    /// Calls allowed at once; further INVITEs get 503 with Retry-After.
-    pub max_calls: usize,
-    /// The longest a call may last; BYE after that.
-    pub max_call_duration: Duration,
-    /// SIP timer base values.
-    pub timers: TimerConfig,
-    /// Seed for tags and branches (tests); `None` seeds from the OS.
-    pub rng_seed: Option<u64>,
-}
-
-impl EndpointConfig {
-    /// Defaults for a server advertising `local_addr`.
-    pub fn new(local_addr: SocketAddr) -> Self {
-        Self {
-            local_addr,
-            server_name: format!("vportal/{}", env!("CARGO_PKG_VERSION")),
-            max_calls: 5_000,
-            max_call_duration: Duration::from_secs(30 * 60),
-            timers: TimerConfig::default(),
-            rng_seed: None,
-        }
-    }
-}
+pub use types::{
+    ACCEPT, ALLOW, CallError, CallHandle, ConnId, EndReason, EndpointConfig, Event, Flow,
+    IncomingCall, Router, Stats, Transmit, Transport, dialplan_router,
+};
+use validate::{
+    Core, Verdict, check_invite_content, media_type, method_label, response_destination, user_of,
+    validate,
+};
 
 /// Where a call is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,24 +104,14 @@ enum TimerRef {
     Call(CallHandle),
 }
 
-/// What validation decided about a request.
-enum Verdict {
-    /// Send nothing.
-    Drop,
-    /// Answer statelessly with this status and reason.
-    Respond(u16, String),
-    /// 420 Bad Extension, listing these option tags in Unsupported.
-    BadExtension(String),
-}
-
-/// The validated core headers of a request.
-struct Core<'a> {
-    via: Via<'a>,
-    from: NameAddr<'a>,
-    to: NameAddr<'a>,
-    call_id: &'a str,
-    cseq: CSeq<'a>,
-    max_forwards: Option<u32>,
+/// A request being handled: when, what, from where, where answers go, and its checked core
+/// headers.
+struct Req<'a> {
+    now: Instant,
+    msg: &'a Message,
+    source: SocketAddr,
+    flow: Flow,
+    core: Core<'a>,
 }
 
 /// The SIP user agent server.
@@ -355,51 +146,6 @@ impl std::fmt::Debug for Endpoint {
             .field("clients", &self.clients.len())
             .finish_non_exhaustive()
     }
-}
-
-/// Methods vportal knows but does not serve (405); anything else unknown gets 501.
-fn known_unsupported(method: &Method) -> bool {
-    matches!(
-        method,
-        Method::Register
-            | Method::Prack
-            | Method::Subscribe
-            | Method::Notify
-            | Method::Refer
-            | Method::Message
-            | Method::Publish
-    )
-}
-
-fn method_label(method: &Method) -> &'static str {
-    match method {
-        Method::Invite => "INVITE",
-        Method::Ack => "ACK",
-        Method::Bye => "BYE",
-        Method::Cancel => "CANCEL",
-        Method::Options => "OPTIONS",
-        Method::Register => "REGISTER",
-        Method::Info => "INFO",
-        Method::Update => "UPDATE",
-        Method::Prack => "PRACK",
-        Method::Subscribe => "SUBSCRIBE",
-        Method::Notify => "NOTIFY",
-        Method::Refer => "REFER",
-        Method::Message => "MESSAGE",
-        Method::Publish => "PUBLISH",
-        Method::Other(_) => "other",
-    }
-}
-
-/// A content type's `type/subtype`, lower-case, parameters removed.
-fn media_type(value: &str) -> String {
-    syntax::trim(value.split(';').next().unwrap_or("")).to_ascii_lowercase()
-}
-
-fn user_of(uri: &str) -> Option<String> {
-    Uri::parse(uri)
-        .ok()
-        .and_then(|u| u.user().map(std::borrow::Cow::into_owned))
 }
 
 impl Endpoint {
@@ -529,11 +275,18 @@ impl Endpoint {
             Err(verdict) => return self.respond_verdict(msg, source, flow, verdict),
         };
         let Some(method) = msg.method() else { return };
+        let req = Req {
+            now,
+            msg,
+            source,
+            flow,
+            core,
+        };
         match method {
-            Method::Ack => self.handle_ack(now, msg, &core),
-            Method::Cancel => self.handle_cancel(now, msg, source, flow, &core),
-            Method::Invite => self.handle_invite(now, msg, source, flow, &core),
-            _ => self.handle_non_invite(now, msg, source, flow, &core),
+            Method::Ack => self.handle_ack(&req),
+            Method::Cancel => self.handle_cancel(&req),
+            Method::Invite => self.handle_invite(&req),
+            _ => self.handle_non_invite(&req),
         }
     }
 
@@ -560,14 +313,8 @@ impl Endpoint {
         }
     }
 
-    fn handle_invite(
-        &mut self,
-        now: Instant,
-        msg: &Message,
-        source: SocketAddr,
-        flow: Flow,
-        core: &Core<'_>,
-    ) {
+    fn handle_invite(&mut self, req: &Req<'_>) {
+        let (now, msg, source, flow, core) = (req.now, req.msg, req.source, req.flow, &req.core);
         let key = Self::tx_key(msg, core, "INVITE");
         if let Some((tx, _)) = self.invites.get(&key) {
             // A retransmission: repeat the last response.
@@ -581,7 +328,7 @@ impl Endpoint {
             return self.respond_verdict(msg, source, flow, verdict);
         }
         if core.to.tag().is_some() {
-            return self.handle_reinvite(now, msg, source, flow, core, key);
+            return self.handle_reinvite(req, key);
         }
         // Merged request: same Call-ID, From tag and CSeq arrived by another path.
         let id = format!(
@@ -591,7 +338,7 @@ impl Endpoint {
             core.cseq.seq
         );
         if self.invite_ids.get(&id).is_some_and(|k| *k != key) {
-            return self.respond_stateless(msg, source, flow, 482, "Loop Detected", |_| {});
+            return self.reply(req, 482, "Loop Detected");
         }
         if let Err(verdict) = check_invite_content(msg) {
             return self.respond_verdict(msg, source, flow, verdict);
@@ -599,7 +346,7 @@ impl Endpoint {
         let uri = msg.request_uri().unwrap_or("");
         let request_user = user_of(uri);
         let Some(route) = request_user.as_deref().and_then(|u| self.router.route(u)) else {
-            return self.respond_stateless(msg, source, flow, 404, "Not Found", |_| {});
+            return self.reply(req, 404, "Not Found");
         };
         if self.shutting_down || self.calls.len() >= self.cfg.max_calls {
             return self.respond_stateless(msg, source, flow, 503, "Service Unavailable", |b| {
@@ -615,7 +362,7 @@ impl Endpoint {
             Some(c) => match NameAddr::parse(c, HeaderName::Contact) {
                 Ok(n) => n.uri.to_owned(),
                 Err(e) => {
-                    return self.respond_stateless(msg, source, flow, 400, &e.to_string(), |_| {});
+                    return self.reply(req, 400, &e.to_string());
                 }
             },
             None => core.from.uri.to_owned(),
@@ -625,7 +372,7 @@ impl Endpoint {
             match NameAddr::parse(value, HeaderName::RecordRoute) {
                 Ok(n) => route_set.push(n),
                 Err(e) => {
-                    return self.respond_stateless(msg, source, flow, 400, &e.to_string(), |_| {});
+                    return self.reply(req, 400, &e.to_string());
                 }
             }
         }
@@ -748,28 +495,15 @@ impl Endpoint {
         }
     }
 
-    fn handle_cancel(
-        &mut self,
-        now: Instant,
-        msg: &Message,
-        source: SocketAddr,
-        flow: Flow,
-        core: &Core<'_>,
-    ) {
+    fn handle_cancel(&mut self, req: &Req<'_>) {
+        let (now, msg, source, flow, core) = (req.now, req.msg, req.source, req.flow, &req.core);
         let cancel_key = Self::tx_key(msg, core, "CANCEL");
         if self.absorb_non_invite(&cancel_key) {
             return;
         }
         let invite_key = Self::tx_key(msg, core, "INVITE");
         let Some((tx, call)) = self.invites.get(&invite_key) else {
-            return self.respond_stateless(
-                msg,
-                source,
-                flow,
-                481,
-                "Call/Transaction Does Not Exist",
-                |_| {},
-            );
+            return self.reply(req, 481, "Call/Transaction Does Not Exist");
         };
         let (call, proceeding) = (*call, tx.state == InviteServerState::Proceeding);
         // §9.2: 200 to the CANCEL whether or not it still has an effect.
@@ -794,7 +528,8 @@ impl Endpoint {
         }
     }
 
-    fn handle_ack(&mut self, now: Instant, msg: &Message, core: &Core<'_>) {
+    fn handle_ack(&mut self, req: &Req<'_>) {
+        let (now, msg, core) = (req.now, req.msg, &req.core);
         // An ACK for a non-2xx final response belongs to the INVITE transaction.
         let invite_key = Self::tx_key(msg, core, "INVITE");
         if let Some((tx, _)) = self.invites.get_mut(&invite_key) {
@@ -880,14 +615,8 @@ impl Endpoint {
         self.arm(TimerRef::NonInvite(key));
     }
 
-    fn handle_non_invite(
-        &mut self,
-        now: Instant,
-        msg: &Message,
-        source: SocketAddr,
-        flow: Flow,
-        core: &Core<'_>,
-    ) {
+    fn handle_non_invite(&mut self, req: &Req<'_>) {
+        let (now, msg, source, flow, core) = (req.now, req.msg, req.source, req.flow, &req.core);
         let Some(method) = msg.method() else { return };
         let key = Self::tx_key(msg, core, method.as_str());
         if self.absorb_non_invite(&key) {
@@ -901,24 +630,10 @@ impl Endpoint {
             if *method == Method::Options {
                 return self.respond_options(msg, source, flow);
             }
-            return self.respond_stateless(
-                msg,
-                source,
-                flow,
-                481,
-                "Call/Transaction Does Not Exist",
-                |_| {},
-            );
+            return self.reply(req, 481, "Call/Transaction Does Not Exist");
         }
         let Some(handle) = self.find_dialog(core) else {
-            return self.respond_stateless(
-                msg,
-                source,
-                flow,
-                481,
-                "Call/Transaction Does Not Exist",
-                |_| {},
-            );
+            return self.reply(req, 481, "Call/Transaction Does Not Exist");
         };
         if !self.accept_cseq(handle, core.cseq.seq) {
             let bytes = self
@@ -932,12 +647,7 @@ impl Endpoint {
             Method::Bye => {
                 let ok = self.response(msg, source, 200, "OK", tag).finish(None);
                 self.complete_non_invite(key, flow, ok, now);
-                let reason = self
-                    .calls
-                    .get(&handle)
-                    .and_then(|c| c.ending)
-                    .unwrap_or(EndReason::RemoteBye);
-                self.end_call(handle, reason);
+                self.end_call_as_recorded(handle, EndReason::RemoteBye);
             }
             Method::Options => {
                 let mut b = self.response(msg, source, 200, "OK", tag);
@@ -1055,24 +765,10 @@ impl Endpoint {
         }
     }
 
-    fn handle_reinvite(
-        &mut self,
-        now: Instant,
-        msg: &Message,
-        source: SocketAddr,
-        flow: Flow,
-        core: &Core<'_>,
-        key: String,
-    ) {
+    fn handle_reinvite(&mut self, req: &Req<'_>, key: String) {
+        let (now, msg, source, flow, core) = (req.now, req.msg, req.source, req.flow, &req.core);
         let Some(handle) = self.find_dialog(core) else {
-            return self.respond_stateless(
-                msg,
-                source,
-                flow,
-                481,
-                "Call/Transaction Does Not Exist",
-                |_| {},
-            );
+            return self.reply(req, 481, "Call/Transaction Does Not Exist");
         };
         let tag = self.calls.get(&handle).map(|c| c.dialog.local_tag.clone());
         let mut tx = InviteServerTx::new(flow, self.cfg.timers);
@@ -1330,12 +1026,7 @@ impl Endpoint {
         let done = tx.on_response(code, now);
         self.arm(TimerRef::Client(branch));
         if done {
-            let reason = self
-                .calls
-                .get(&handle)
-                .and_then(|c| c.ending)
-                .unwrap_or(EndReason::Hangup);
-            self.end_call(handle, reason);
+            self.end_call_as_recorded(handle, EndReason::Hangup);
         }
     }
 
@@ -1409,12 +1100,7 @@ impl Endpoint {
             TxAction::TimedOut => {
                 // Timer F: the BYE was never answered; the call is over regardless.
                 self.clients.remove(&branch);
-                let reason = self
-                    .calls
-                    .get(&handle)
-                    .and_then(|c| c.ending)
-                    .unwrap_or(EndReason::Hangup);
-                self.end_call(handle, reason);
+                self.end_call_as_recorded(handle, EndReason::Hangup);
             }
             TxAction::Terminated => {
                 self.clients.remove(&branch);
@@ -1506,6 +1192,16 @@ impl Endpoint {
         self.arm(TimerRef::Invite(key));
     }
 
+    /// Ends a call with the reason recorded when our BYE went out, else `otherwise`.
+    fn end_call_as_recorded(&mut self, handle: CallHandle, otherwise: EndReason) {
+        let reason = self
+            .calls
+            .get(&handle)
+            .and_then(|c| c.ending)
+            .unwrap_or(otherwise);
+        self.end_call(handle, reason);
+    }
+
     /// Forgets a call and tells the application.
     fn end_call(&mut self, handle: CallHandle, reason: EndReason) {
         if let Some(call) = self.calls.remove(&handle) {
@@ -1544,6 +1240,11 @@ impl Endpoint {
                 self.cfg.local_addr.port()
             ),
         );
+    }
+
+    /// A stateless answer with nothing but the status line's reason.
+    fn reply(&mut self, req: &Req<'_>, code: u16, reason: &str) {
+        self.respond_stateless(req.msg, req.source, req.flow, code, reason, |_| {});
     }
 
     fn respond_options(&mut self, msg: &Message, source: SocketAddr, flow: Flow) {
@@ -1612,104 +1313,4 @@ fn capabilities(b: &mut MessageBuilder) {
     b.header("Accept", ACCEPT);
     b.header("Accept-Encoding", "identity");
     b.header("Supported", "");
-}
-
-/// §18.2.2 and RFC 3581: the source IP always; the source port with `rport`, else the Via
-/// port (5060 by default). `maddr` is ignored: vportal never sends to multicast groups or
-/// to names taken from a message.
-fn response_destination(via: &Via<'_>, source: SocketAddr) -> SocketAddr {
-    if via.wants_rport() {
-        source
-    } else {
-        SocketAddr::new(source.ip(), via.port.unwrap_or(5060))
-    }
-}
-
-/// Checks what every request must have before it is processed. The order follows RFC 3261
-/// §8.2 and RFC 4475: malformation (400), version (505), the Request-URI scheme (416),
-/// the method (405/501), then CSeq consistency (400).
-fn validate<'a>(msg: &'a Message, via: Via<'a>) -> Result<Core<'a>, Verdict> {
-    let bad = |e: HeaderError| Verdict::Respond(400, e.to_string());
-    if let Some(defect) = msg.defect() {
-        return Err(Verdict::Respond(400, defect.to_string()));
-    }
-    if !msg.is_sip_2_0() {
-        return Err(Verdict::Respond(505, "Version Not Supported".into()));
-    }
-    for value in msg.list(HeaderName::Via).skip(1) {
-        Via::parse(value).map_err(bad)?;
-    }
-    let from = NameAddr::parse(
-        msg.required(HeaderName::From).map_err(bad)?,
-        HeaderName::From,
-    )
-    .map_err(bad)?;
-    let to =
-        NameAddr::parse(msg.required(HeaderName::To).map_err(bad)?, HeaderName::To).map_err(bad)?;
-    let call_id = msg.required(HeaderName::CallId).map_err(bad)?;
-    if call_id.is_empty() || call_id.bytes().any(syntax::is_ws) {
-        return Err(bad(HeaderError::Malformed(HeaderName::CallId)));
-    }
-    let cseq = CSeq::parse(msg.required(HeaderName::CSeq).map_err(bad)?).map_err(bad)?;
-    let max_forwards = match msg.single(HeaderName::MaxForwards).map_err(bad)? {
-        Some(v) => Some(
-            super::header::parse_number(v, u64::from(u32::MAX))
-                .ok_or(bad(HeaderError::Malformed(HeaderName::MaxForwards)))?,
-        ),
-        None => None,
-    };
-    let uri = msg.request_uri().unwrap_or("");
-    let scheme = super::uri::scheme(uri)
-        .map_err(|_| Verdict::Respond(400, "Malformed Request-URI".into()))?;
-    let known_scheme = ["sip", "sips", "tel"]
-        .iter()
-        .any(|s| s.eq_ignore_ascii_case(scheme));
-    if !known_scheme {
-        return Err(Verdict::Respond(416, "Unsupported URI Scheme".into()));
-    }
-    Uri::parse(uri).map_err(|_| Verdict::Respond(400, "Malformed Request-URI".into()))?;
-    let Some(method) = msg.method() else {
-        return Err(Verdict::Drop);
-    };
-    if known_unsupported(method) {
-        return Err(Verdict::Respond(405, "Method Not Allowed".into()));
-    }
-    if matches!(method, Method::Other(_)) {
-        return Err(Verdict::Respond(501, "Not Implemented".into()));
-    }
-    if cseq.method != method.as_str() {
-        return Err(Verdict::Respond(400, "CSeq method mismatch".into()));
-    }
-    Ok(Core {
-        via,
-        from,
-        to,
-        call_id,
-        cseq,
-        max_forwards,
-    })
-}
-
-/// An INVITE's body and Accept: SDP or nothing (415), and an Accept that allows SDP (406).
-fn check_invite_content(msg: &Message) -> Result<(), Verdict> {
-    let mut accepts = msg.list(HeaderName::Accept).map(media_type).peekable();
-    if accepts.peek().is_some()
-        && !accepts.any(|t| matches!(t.as_str(), "application/sdp" | "application/*" | "*/*" | ""))
-    {
-        return Err(Verdict::Respond(406, "Not Acceptable".into()));
-    }
-    if let Some(encoding) = msg.single(HeaderName::ContentEncoding).ok().flatten() {
-        if !encoding.eq_ignore_ascii_case("identity") {
-            return Err(Verdict::Respond(415, "Unsupported Media Type".into()));
-        }
-    }
-    if msg.body().is_empty() {
-        return Ok(());
-    }
-    match msg.single(HeaderName::ContentType) {
-        Ok(Some(t)) if media_type(t) == "application/sdp" => Ok(()),
-        Ok(Some(_)) => Err(Verdict::Respond(415, "Unsupported Media Type".into())),
-        Ok(None) => Err(Verdict::Respond(400, "Missing Content-Type header".into())),
-        Err(e) => Err(Verdict::Respond(400, e.to_string())),
-    }
 }

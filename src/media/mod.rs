@@ -1,0 +1,3 @@
+//! Media, sans-IO: RTP, G.711, DTMF and prompt playout.
+
+pub mod ports;

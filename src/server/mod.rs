@@ -1,0 +1,175 @@
+//! The tokio shell: sockets, tasks and timers around the sans-IO layers.
+//!
+//! One task owns the SIP [`Endpoint`] and does one thing at a time: wait for a datagram, a
+//! TCP message, a command from a call or the next deadline; feed it in; send what comes
+//! out. TCP connections each have a small task that frames bytes into messages. Each call
+//! has a task of its own, fed by a channel, holding its RTP socket.
+
+mod call;
+mod sip_task;
+mod tcp;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::ivr::dialplan::Dialplan;
+use crate::media::ports::PortAllocator;
+use crate::sip::endpoint::{Endpoint, EndpointConfig, dialplan_router};
+
+pub use sip_task::Command;
+
+/// The server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A socket could not be bound.
+    #[error("cannot listen on {transport} {addr}: {source}")]
+    Bind {
+        /// `udp` or `tcp`.
+        transport: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The configuration cannot work.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Socket buffer asked for on the SIP UDP socket. Senders such as SIPp send in bursts per
+/// timer tick, and the kernel charges each small datagram its full buffer overhead (about
+/// 1 KiB): the default 208 KiB holds only some 160 requests. The kernel caps the request at
+/// `net.core.rmem_max` / `wmem_max`.
+const UDP_BUFFER: usize = 8 << 20;
+
+fn size_buffers(socket: &UdpSocket) {
+    let s = socket2::SockRef::from(socket);
+    let _ = s.set_recv_buffer_size(UDP_BUFFER);
+    let _ = s.set_send_buffer_size(UDP_BUFFER);
+    tracing::debug!(
+        recv = s.recv_buffer_size().unwrap_or(0),
+        send = s.send_buffer_size().unwrap_or(0),
+        "SIP UDP socket buffers"
+    );
+}
+
+/// Everything the running server shares between its tasks.
+pub(crate) struct Shared {
+    pub(crate) ports: Mutex<PortAllocator>,
+    pub(crate) rtp_ip: std::net::IpAddr,
+    pub(crate) tcp_idle_timeout: Duration,
+    pub(crate) max_tcp_connections: usize,
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    udp: Option<UdpSocket>,
+    tcp: Option<TcpListener>,
+    endpoint: Endpoint,
+    shared: Arc<Shared>,
+    shutdown_grace: Duration,
+    local_sip: SocketAddr,
+}
+
+impl Server {
+    /// Binds the SIP sockets. With port 0 in `sip.listen` the system picks a port, the same
+    /// one for UDP and TCP ([`Server::sip_addr`] tells which).
+    ///
+    /// # Errors
+    /// [`ServerError`] when a socket cannot be bound or the configuration cannot work.
+    pub async fn bind(config: &Config, dialplan: Arc<Dialplan>) -> Result<Self, ServerError> {
+        let sip = &config.sip;
+        if !sip.udp && !sip.tcp {
+            return Err(ServerError::Config(
+                "sip.udp and sip.tcp are both off".into(),
+            ));
+        }
+        let advertised = sip.advertised_ip().map_err(ServerError::Config)?;
+        let bind_err = |transport, addr, source| ServerError::Bind {
+            transport,
+            addr,
+            source,
+        };
+        // UDP first: with port 0 its port is then taken for TCP too.
+        let udp = if sip.udp {
+            let socket = UdpSocket::bind(sip.listen)
+                .await
+                .map_err(|e| bind_err("udp", sip.listen, e))?;
+            size_buffers(&socket);
+            Some(socket)
+        } else {
+            None
+        };
+        let mut addr = sip.listen;
+        if let Some(u) = &udp {
+            addr.set_port(
+                u.local_addr()
+                    .map_err(|e| bind_err("udp", sip.listen, e))?
+                    .port(),
+            );
+        }
+        let tcp = if sip.tcp {
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| bind_err("tcp", addr, e))?,
+            )
+        } else {
+            None
+        };
+        if let Some(t) = &tcp {
+            addr.set_port(t.local_addr().map_err(|e| bind_err("tcp", addr, e))?.port());
+        }
+        let mut ep_config = EndpointConfig::new(SocketAddr::new(advertised, addr.port()));
+        ep_config.max_calls = sip.max_calls;
+        ep_config.max_call_duration = sip.max_call_duration;
+        let endpoint = Endpoint::new(ep_config, dialplan_router(dialplan));
+        let shared = Arc::new(Shared {
+            ports: Mutex::new(PortAllocator::new(config.rtp.ports)),
+            rtp_ip: advertised,
+            tcp_idle_timeout: sip.tcp_idle_timeout,
+            max_tcp_connections: sip.max_tcp_connections,
+        });
+        Ok(Self {
+            udp,
+            tcp,
+            endpoint,
+            shared,
+            shutdown_grace: sip.shutdown_grace,
+            local_sip: addr,
+        })
+    }
+
+    /// The address SIP listens on (UDP and TCP).
+    pub fn sip_addr(&self) -> SocketAddr {
+        self.local_sip
+    }
+
+    /// Runs until `shutdown` completes, then stops taking calls, hangs up the active ones
+    /// and returns once they are gone (or the grace period passes).
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send) {
+        let (commands, command_rx) = mpsc::channel(4_096);
+        if let Some(listener) = self.tcp {
+            tokio::spawn(tcp::accept_loop(
+                listener,
+                commands.clone(),
+                Arc::clone(&self.shared),
+            ));
+        }
+        tracing::info!(sip = %self.local_sip, "vportal is listening");
+        let task = sip_task::SipTask::new(
+            self.endpoint,
+            self.udp,
+            command_rx,
+            commands,
+            self.shared,
+            self.shutdown_grace,
+        );
+        task.run(shutdown).await;
+    }
+}

@@ -1,0 +1,228 @@
+//! The task that owns the SIP endpoint.
+//!
+//! The run loop is str0m's: wait for one input (a datagram, a command, the next deadline),
+//! feed it to the endpoint, drain everything it wants sent and everything that happened,
+//! and go back to waiting.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::Shared;
+use super::call::{self, CallEvent};
+use crate::sip::Message;
+use crate::sip::endpoint::{CallHandle, ConnId, Endpoint, Event, Transmit, Transport};
+
+/// Largest datagram read (the largest UDP payload).
+const MAX_DATAGRAM: usize = 65_535;
+
+/// Datagrams read in one go before the endpoint's output is drained.
+const RECV_BATCH: usize = 64;
+
+/// What other tasks ask of the SIP task.
+#[derive(Debug)]
+pub enum Command {
+    /// A TCP connection opened; its outgoing bytes go to this channel.
+    TcpOpened(ConnId, mpsc::Sender<Vec<u8>>),
+    /// A framed message arrived on a TCP connection.
+    TcpMessage(ConnId, SocketAddr, Box<Message>),
+    /// A TCP connection closed.
+    TcpClosed(ConnId),
+    /// A call's task wants the call ended.
+    Hangup(CallHandle),
+    /// A call's task could not set up media: refuse the call.
+    Reject(CallHandle, u16),
+    /// A call's task has its RTP socket: answer the call.
+    Accept(CallHandle, SocketAddr),
+}
+
+pub(crate) struct SipTask {
+    endpoint: Endpoint,
+    udp: Option<UdpSocket>,
+    commands: mpsc::Receiver<Command>,
+    command_tx: mpsc::Sender<Command>,
+    connections: HashMap<ConnId, mpsc::Sender<Vec<u8>>>,
+    calls: HashMap<CallHandle, mpsc::UnboundedSender<CallEvent>>,
+    shared: Arc<Shared>,
+    shutdown_grace: Duration,
+}
+
+impl SipTask {
+    pub(crate) fn new(
+        endpoint: Endpoint,
+        udp: Option<UdpSocket>,
+        commands: mpsc::Receiver<Command>,
+        command_tx: mpsc::Sender<Command>,
+        shared: Arc<Shared>,
+        shutdown_grace: Duration,
+    ) -> Self {
+        Self {
+            endpoint,
+            udp,
+            commands,
+            command_tx,
+            connections: HashMap::new(),
+            calls: HashMap::new(),
+            shared,
+            shutdown_grace,
+        }
+    }
+
+    pub(crate) async fn run(mut self, shutdown: impl std::future::Future<Output = ()> + Send) {
+        let mut buf = vec![0_u8; MAX_DATAGRAM];
+        tokio::pin!(shutdown);
+        let mut stopping: Option<Instant> = None;
+        loop {
+            let deadline = self
+                .endpoint
+                .poll_timeout()
+                .map(Instant::from_std)
+                .or(stopping)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3_600));
+            let deadline = match stopping {
+                Some(stop) => deadline.min(stop),
+                None => deadline,
+            };
+            tokio::select! {
+                biased;
+                () = &mut shutdown, if stopping.is_none() => {
+                    tracing::info!(calls = self.endpoint.active_calls(), "shutting down: no new calls, hanging up");
+                    self.endpoint.shutdown(Instant::now().into_std());
+                    stopping = Some(Instant::now() + self.shutdown_grace);
+                }
+                received = recv(self.udp.as_ref(), &mut buf) => {
+                    if let Ok((n, from)) = received {
+                        let now = Instant::now().into_std();
+                        self.endpoint.handle_datagram(now, from, buf[..n].to_vec());
+                        // More may be waiting: take a batch before draining output.
+                        if let Some(udp) = &self.udp {
+                            for _ in 1..RECV_BATCH {
+                                match udp.try_recv_from(&mut buf) {
+                                    Ok((n, from)) => self.endpoint.handle_datagram(now, from, buf[..n].to_vec()),
+                                    Err(_) => break,
+                                }
+                            }
+                        }
+                    }
+                }
+                Some(command) = self.commands.recv() => self.command(command),
+                () = tokio::time::sleep_until(deadline) => {
+                    self.endpoint.handle_timeout(Instant::now().into_std());
+                }
+            }
+            self.drain().await;
+            if let Some(stop) = stopping {
+                if self.endpoint.is_idle() || Instant::now() >= stop {
+                    tracing::info!(remaining = self.endpoint.active_calls(), "SIP stopped");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        let now = Instant::now().into_std();
+        match command {
+            Command::TcpOpened(conn, tx) => {
+                self.connections.insert(conn, tx);
+            }
+            Command::TcpMessage(conn, from, msg) => {
+                self.endpoint
+                    .handle_message(now, Transport::Tcp(conn), from, *msg);
+            }
+            Command::TcpClosed(conn) => {
+                self.connections.remove(&conn);
+            }
+            Command::Hangup(call) => self.endpoint.hangup(call, now),
+            Command::Reject(call, code) => {
+                let _ = self.endpoint.reject(call, code, "Service Unavailable", now);
+            }
+            Command::Accept(call, media) => {
+                if let Err(e) = self.endpoint.accept(call, media, now) {
+                    tracing::debug!(?call, error = %e, "call gone before it could be answered");
+                }
+            }
+        }
+    }
+
+    /// Sends what the endpoint produced and hands its events to the calls.
+    async fn drain(&mut self) {
+        while let Some(t) = self.endpoint.poll_transmit() {
+            self.transmit(t).await;
+        }
+        while let Some(event) = self.endpoint.poll_event() {
+            match event {
+                Event::IncomingCall(incoming) => {
+                    let events =
+                        call::spawn(incoming, Arc::clone(&self.shared), self.command_tx.clone());
+                    self.calls.insert(events.0, events.1);
+                }
+                Event::Media { call, media } => self.to_call(call, CallEvent::Media(media)),
+                Event::Established { call } => self.to_call(call, CallEvent::Established),
+                Event::Info {
+                    call,
+                    content_type,
+                    body,
+                } => self.to_call(call, CallEvent::Info { content_type, body }),
+                Event::Ended { call, reason } => {
+                    if let Some(tx) = self.calls.remove(&call) {
+                        let _ = tx.send(CallEvent::Ended(reason));
+                    }
+                }
+            }
+        }
+    }
+
+    fn to_call(&self, call: CallHandle, event: CallEvent) {
+        if let Some(tx) = self.calls.get(&call) {
+            let _ = tx.send(event);
+        }
+    }
+
+    async fn transmit(&mut self, t: Transmit) {
+        match t.transport {
+            Transport::Udp => {
+                let Some(udp) = &self.udp else { return };
+                match udp.try_send_to(&t.payload, t.destination) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if let Err(e) = udp.send_to(&t.payload, t.destination).await {
+                            tracing::warn!(to = %t.destination, error = %e, "SIP send failed");
+                        }
+                    }
+                    Err(e) => tracing::debug!(to = %t.destination, error = %e, "SIP send failed"),
+                }
+            }
+            Transport::Tcp(conn) => match self.connections.get(&conn) {
+                Some(tx) => {
+                    if tx.try_send(t.payload).is_err() {
+                        tracing::warn!(?conn, "TCP connection not keeping up; message dropped");
+                    }
+                }
+                None => {
+                    // The connection is gone: open a new one to the destination, which is
+                    // the peer's own address (§18.2.2), never a name from a message.
+                    super::tcp::connect_and_send(
+                        t.destination,
+                        t.payload,
+                        self.command_tx.clone(),
+                        Arc::clone(&self.shared),
+                    );
+                }
+            },
+        }
+    }
+}
+
+/// Waits for a datagram, or forever when UDP is off.
+async fn recv(udp: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match udp {
+        Some(u) => u.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,220 @@
+//! The endpoint's vocabulary: transports and flows, what it sends, the calls and events the
+//! application sees, and its settings.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::ivr::dialplan::Dialplan;
+use crate::sip::sdp::Negotiated;
+use crate::sip::transaction::TimerConfig;
+
+/// The methods vportal answers, for Allow headers.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+
+/// The bodies vportal accepts, for Accept headers.
+pub const ACCEPT: &str = "application/sdp, application/dtmf-relay, application/dtmf";
+
+/// Where a TCP message came from: the shell's connection number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// The transport a message came in on or goes out on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// The UDP socket.
+    Udp,
+    /// A TCP connection.
+    Tcp(ConnId),
+}
+
+/// How to reach a peer: a transport and an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    /// UDP, or the TCP connection.
+    pub transport: Transport,
+    /// The address to send to (for TCP: where to reconnect if the connection is gone).
+    pub remote: SocketAddr,
+}
+
+impl Flow {
+    /// A flow over `transport` to `remote`.
+    pub fn new(transport: Transport, remote: SocketAddr) -> Self {
+        Self { transport, remote }
+    }
+
+    /// TCP: no retransmissions needed.
+    pub fn is_reliable(&self) -> bool {
+        matches!(self.transport, Transport::Tcp(_))
+    }
+}
+
+/// Bytes to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// UDP, or the TCP connection to write to.
+    pub transport: Transport,
+    /// The destination address.
+    pub destination: SocketAddr,
+    /// The message.
+    pub payload: Vec<u8>,
+}
+
+/// A call, as the application refers to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallHandle(pub u64);
+
+/// Routes a Request-URI user to a dialplan route.
+pub trait Router: Send {
+    /// The index of the route for `request_user`, or `None` (answered 404).
+    fn route(&self, request_user: &str) -> Option<usize>;
+}
+
+impl<F: Fn(&str) -> Option<usize> + Send> Router for F {
+    fn route(&self, request_user: &str) -> Option<usize> {
+        self(request_user)
+    }
+}
+
+/// Routes with a dialplan: the index of the matching route in [`Dialplan::routes`].
+pub fn dialplan_router(dialplan: std::sync::Arc<Dialplan>) -> Box<dyn Router> {
+    Box::new(move |user: &str| {
+        let route = dialplan.route(user)?;
+        dialplan
+            .routes()
+            .iter()
+            .position(|r| std::ptr::eq(r, route))
+    })
+}
+
+/// A new call, waiting for the application to [`super::Endpoint::accept`] or
+/// [`super::Endpoint::reject`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingCall {
+    /// The call.
+    pub call: CallHandle,
+    /// The dialplan route the Request-URI matched.
+    pub route: usize,
+    /// The Request-URI user (unescaped), e.g. `8500`.
+    pub request_user: String,
+    /// The From URI's user.
+    pub from_user: Option<String>,
+    /// The P-Asserted-Identity URI's user (a trusted network's caller identity).
+    pub asserted_user: Option<String>,
+    /// The Call-ID.
+    pub call_id: String,
+    /// Where the INVITE came from.
+    pub source: SocketAddr,
+    /// Whether the INVITE carried an SDP offer (else vportal offers in the 200).
+    pub has_offer: bool,
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The caller sent BYE.
+    RemoteBye,
+    /// The caller cancelled before the answer.
+    Cancelled,
+    /// The application rejected the call with this status.
+    Rejected(u16),
+    /// The application hung up (BYE sent).
+    Hangup,
+    /// The ACK for the 2xx never came (§13.3.1.4); BYE sent.
+    NoAck,
+    /// The maximum call duration passed; BYE sent.
+    MaxDuration,
+    /// The server is shutting down.
+    Shutdown,
+    /// The offer/answer exchange failed (no answer in the ACK to our offer).
+    MediaFailed,
+}
+
+/// What happened, for the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A routed INVITE: accept or reject it.
+    IncomingCall(IncomingCall),
+    /// The session parameters were agreed or changed (answer sent, answer received in ACK,
+    /// re-INVITE or UPDATE). Media should follow them.
+    Media {
+        /// The call.
+        call: CallHandle,
+        /// What was agreed.
+        media: Negotiated,
+    },
+    /// The ACK for the answer arrived: the call is up.
+    Established {
+        /// The call.
+        call: CallHandle,
+    },
+    /// An INFO request's body (e.g. `application/dtmf-relay`).
+    Info {
+        /// The call.
+        call: CallHandle,
+        /// The Content-Type, lower-case, without parameters.
+        content_type: String,
+        /// The body.
+        body: Vec<u8>,
+    },
+    /// The call is over and forgotten.
+    Ended {
+        /// The call.
+        call: CallHandle,
+        /// Why.
+        reason: EndReason,
+    },
+}
+
+/// Errors from the application's calls into the endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// No such call (ended already, or never existed).
+    #[error("no such call")]
+    NoSuchCall,
+    /// The call is not waiting for an answer.
+    #[error("the call was already answered or rejected")]
+    NotRinging,
+}
+
+/// Counters for the metrics endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Requests received, by method name (extension methods counted as `other`).
+    pub requests: HashMap<&'static str, u64>,
+    /// Responses sent, by class (index 1 = 1xx … 6 = 6xx).
+    pub responses_sent: [u64; 7],
+    /// Datagrams or messages dropped as unparseable or unanswerable.
+    pub dropped: u64,
+}
+
+/// Endpoint settings.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// The address vportal advertises in Via and Contact.
+    pub local_addr: SocketAddr,
+    /// The Server / User-Agent header value.
+    pub server_name: String,
+    /// Calls allowed at once; further INVITEs get 503 with Retry-After.
+    pub max_calls: usize,
+    /// The longest a call may last; BYE after that.
+    pub max_call_duration: Duration,
+    /// SIP timer base values.
+    pub timers: TimerConfig,
+    /// Seed for tags and branches (tests); `None` seeds from the OS.
+    pub rng_seed: Option<u64>,
+}
+
+impl EndpointConfig {
+    /// Defaults for a server advertising `local_addr`.
+    pub fn new(local_addr: SocketAddr) -> Self {
+        Self {
+            local_addr,
+            server_name: format!("vportal/{}", env!("CARGO_PKG_VERSION")),
+            max_calls: 5_000,
+            max_call_duration: Duration::from_secs(30 * 60),
+            timers: TimerConfig::default(),
+            rng_seed: None,
+        }
+    }
+}

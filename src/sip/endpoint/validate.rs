@@ -1,0 +1,173 @@
+//! Request checks made before anything else (RFC 3261 §8.2, RFC 4475), and where responses go.
+
+use std::net::SocketAddr;
+
+use crate::sip::header::{CSeq, HeaderError, HeaderName, NameAddr, Via};
+use crate::sip::message::{Message, Method};
+use crate::sip::syntax;
+use crate::sip::uri::Uri;
+
+/// What validation decided about a request.
+pub(super) enum Verdict {
+    /// Send nothing.
+    Drop,
+    /// Answer statelessly with this status and reason.
+    Respond(u16, String),
+    /// 420 Bad Extension, listing these option tags in Unsupported.
+    BadExtension(String),
+}
+
+/// The validated core headers of a request.
+pub(super) struct Core<'a> {
+    pub(super) via: Via<'a>,
+    pub(super) from: NameAddr<'a>,
+    pub(super) to: NameAddr<'a>,
+    pub(super) call_id: &'a str,
+    pub(super) cseq: CSeq<'a>,
+    pub(super) max_forwards: Option<u32>,
+}
+
+/// Methods vportal knows but does not serve (405); anything else unknown gets 501.
+fn known_unsupported(method: &Method) -> bool {
+    matches!(
+        method,
+        Method::Register
+            | Method::Prack
+            | Method::Subscribe
+            | Method::Notify
+            | Method::Refer
+            | Method::Message
+            | Method::Publish
+    )
+}
+
+pub(super) fn method_label(method: &Method) -> &'static str {
+    match method {
+        Method::Invite => "INVITE",
+        Method::Ack => "ACK",
+        Method::Bye => "BYE",
+        Method::Cancel => "CANCEL",
+        Method::Options => "OPTIONS",
+        Method::Register => "REGISTER",
+        Method::Info => "INFO",
+        Method::Update => "UPDATE",
+        Method::Prack => "PRACK",
+        Method::Subscribe => "SUBSCRIBE",
+        Method::Notify => "NOTIFY",
+        Method::Refer => "REFER",
+        Method::Message => "MESSAGE",
+        Method::Publish => "PUBLISH",
+        Method::Other(_) => "other",
+    }
+}
+
+/// A content type's `type/subtype`, lower-case, parameters removed.
+pub(super) fn media_type(value: &str) -> String {
+    syntax::trim(value.split(';').next().unwrap_or("")).to_ascii_lowercase()
+}
+
+pub(super) fn user_of(uri: &str) -> Option<String> {
+    Uri::parse(uri)
+        .ok()
+        .and_then(|u| u.user().map(std::borrow::Cow::into_owned))
+}
+
+/// §18.2.2 and RFC 3581: the source IP always; the source port with `rport`, else the Via
+/// port (5060 by default). `maddr` is ignored: vportal never sends to multicast groups or
+/// to names taken from a message.
+pub(super) fn response_destination(via: &Via<'_>, source: SocketAddr) -> SocketAddr {
+    if via.wants_rport() {
+        source
+    } else {
+        SocketAddr::new(source.ip(), via.port.unwrap_or(5060))
+    }
+}
+
+/// Checks what every request must have before it is processed. The order follows RFC 3261
+/// §8.2 and RFC 4475: malformation (400), version (505), the Request-URI scheme (416),
+/// the method (405/501), then CSeq consistency (400).
+pub(super) fn validate<'a>(msg: &'a Message, via: Via<'a>) -> Result<Core<'a>, Verdict> {
+    let bad = |e: HeaderError| Verdict::Respond(400, e.to_string());
+    if let Some(defect) = msg.defect() {
+        return Err(Verdict::Respond(400, defect.to_string()));
+    }
+    if !msg.is_sip_2_0() {
+        return Err(Verdict::Respond(505, "Version Not Supported".into()));
+    }
+    for value in msg.list(HeaderName::Via).skip(1) {
+        Via::parse(value).map_err(bad)?;
+    }
+    let from = NameAddr::parse(
+        msg.required(HeaderName::From).map_err(bad)?,
+        HeaderName::From,
+    )
+    .map_err(bad)?;
+    let to =
+        NameAddr::parse(msg.required(HeaderName::To).map_err(bad)?, HeaderName::To).map_err(bad)?;
+    let call_id = msg.required(HeaderName::CallId).map_err(bad)?;
+    if call_id.is_empty() || call_id.bytes().any(syntax::is_ws) {
+        return Err(bad(HeaderError::Malformed(HeaderName::CallId)));
+    }
+    let cseq = CSeq::parse(msg.required(HeaderName::CSeq).map_err(bad)?).map_err(bad)?;
+    let max_forwards = match msg.single(HeaderName::MaxForwards).map_err(bad)? {
+        Some(v) => Some(
+            crate::sip::header::parse_number(v, u64::from(u32::MAX))
+                .ok_or(bad(HeaderError::Malformed(HeaderName::MaxForwards)))?,
+        ),
+        None => None,
+    };
+    let uri = msg.request_uri().unwrap_or("");
+    let scheme = crate::sip::uri::scheme(uri)
+        .map_err(|_| Verdict::Respond(400, "Malformed Request-URI".into()))?;
+    let known_scheme = ["sip", "sips", "tel"]
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(scheme));
+    if !known_scheme {
+        return Err(Verdict::Respond(416, "Unsupported URI Scheme".into()));
+    }
+    Uri::parse(uri).map_err(|_| Verdict::Respond(400, "Malformed Request-URI".into()))?;
+    let Some(method) = msg.method() else {
+        return Err(Verdict::Drop);
+    };
+    if known_unsupported(method) {
+        return Err(Verdict::Respond(405, "Method Not Allowed".into()));
+    }
+    if matches!(method, Method::Other(_)) {
+        return Err(Verdict::Respond(501, "Not Implemented".into()));
+    }
+    if cseq.method != method.as_str() {
+        return Err(Verdict::Respond(400, "CSeq method mismatch".into()));
+    }
+    Ok(Core {
+        via,
+        from,
+        to,
+        call_id,
+        cseq,
+        max_forwards,
+    })
+}
+
+/// An INVITE's body and Accept: SDP or nothing (415), and an Accept that allows SDP (406).
+pub(super) fn check_invite_content(msg: &Message) -> Result<(), Verdict> {
+    let mut accepts = msg.list(HeaderName::Accept).map(media_type).peekable();
+    if accepts.peek().is_some()
+        && !accepts.any(|t| matches!(t.as_str(), "application/sdp" | "application/*" | "*/*" | ""))
+    {
+        return Err(Verdict::Respond(406, "Not Acceptable".into()));
+    }
+    if let Some(encoding) = msg.single(HeaderName::ContentEncoding).ok().flatten() {
+        if !encoding.eq_ignore_ascii_case("identity") {
+            return Err(Verdict::Respond(415, "Unsupported Media Type".into()));
+        }
+    }
+    if msg.body().is_empty() {
+        return Ok(());
+    }
+    match msg.single(HeaderName::ContentType) {
+        Ok(Some(t)) if media_type(t) == "application/sdp" => Ok(()),
+        Ok(Some(_)) => Err(Verdict::Respond(415, "Unsupported Media Type".into())),
+        Ok(None) => Err(Verdict::Respond(400, "Missing Content-Type header".into())),
+        Err(e) => Err(Verdict::Respond(400, e.to_string())),
+    }
+}

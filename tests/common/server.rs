@@ -1,0 +1,123 @@
+//! Runs the real `vportal serve` for socket-level tests: on loopback, on a port the system
+//! picks, in a temporary directory, stopped when dropped.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use super::Workdir;
+
+/// A running server.
+pub struct ServerProcess {
+    pub child: Child,
+    /// Where SIP listens (UDP and TCP).
+    pub sip: SocketAddr,
+    /// Everything it logged so far.
+    pub log: Arc<Mutex<String>>,
+    pub stdout: Arc<Mutex<String>>,
+}
+
+impl ServerProcess {
+    /// `vportal serve --sip 127.0.0.1:0 --rtp-ports RANGE ARGS…` in `dir`; waits (at most
+    /// 20 s) until it listens.
+    pub fn start(dir: &Workdir, rtp_ports: &str, args: &[&str]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vportal"));
+        cmd.args(["serve", "--sip", "127.0.0.1:0", "--rtp-ports", rtp_ports])
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("VPORTAL_PEPPER")
+            .env_remove("VPORTAL_CONFIG")
+            .env_remove("VPORTAL_DB")
+            .env("RUST_LOG", "info,vportal=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &dir.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start vportal serve");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let log2 = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.split("listening sip=").nth(1) {
+                    let _ = ready_tx.send(addr.trim().to_owned());
+                }
+                let mut l = log2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let out = child.stdout.take().unwrap();
+        let stdout2 = Arc::clone(&stdout);
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let mut s = stdout2.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let addr = ready_rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("vportal did not start:\n{}", log.lock().unwrap()));
+        let sip = strip_ansi(&addr).parse().expect("listen address");
+        Self {
+            child,
+            sip,
+            log,
+            stdout,
+        }
+    }
+
+    /// Sends SIGTERM and waits (at most `limit`) for the exit status.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

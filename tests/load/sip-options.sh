@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# SIP OPTIONS load: how many OPTIONS → 200 per second vportal answers with zero failures,
+# and whether its memory stays flat.
+#
+#   tests/load/sip-options.sh [RATE ...]        (default: 20000 40000 50000)
+#
+# Starts the release build of `vportal serve` pinned to CPU 1 and SIPp pinned to CPU 0
+# (the fair split on a 2-core machine), sends RATE requests per second for 10 seconds at
+# each rate, and prints the successful and failed counts, SIPp's measured rate and the
+# server's resident memory after each step. Loopback only; every step is bounded in count
+# and time. Needs SIPp (package sip-tester) and taskset (util-linux).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root="$here/../.."
+rates=("$@")
+[ ${#rates[@]} -gt 0 ] || rates=(20000 40000 50000)
+command -v sipp >/dev/null || { echo "install SIPp (apt-get install sip-tester)" >&2; exit 2; }
+(cd "$root" && cargo build --release --quiet)
+
+work=$(mktemp -d)
+pid=""
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+(cd "$work" && RUST_LOG=warn,vportal::server=info exec taskset -c 1 "$root/target/release/vportal" serve --sip 127.0.0.1:0 \
+   --rtp-ports 33000-33998 >"$work/serve.out" 2>"$work/serve.log") &
+pid=$!
+addr=""
+for _ in $(seq 1 100); do
+  addr=$(sed -n 's/.*listening sip=\([0-9.]*:[0-9]*\).*/\1/p' "$work/serve.log" | head -n 1)
+  [ -n "$addr" ] && break; sleep 0.1
+done
+[ -n "$addr" ] || { echo "vportal did not start" >&2; cat "$work/serve.log" >&2; exit 1; }
+echo "vportal $addr (pid $pid, CPU 1); SIPp on CPU 0"
+rss() { awk '/VmRSS/{print $2" kB"}' "/proc/$pid/status"; }
+echo "resident memory at start: $(rss)"
+printf '%8s %10s %8s %12s %12s\n' rate successful failed measured rss
+for rate in "${rates[@]}"; do
+  out="$work/sipp-$rate.txt"
+  taskset -c 0 timeout 120 sipp "$addr" -sf "$root/tests/sipp/options.xml" -s 8500 -i 127.0.0.1 \
+    -nostdin -r "$rate" -m $((rate * 10)) -timeout 60s -timeout_error -max_retrans 5 \
+    -buff_size 8388608 >"$out" 2>&1 || true
+  ok=$(grep -a 'Successful call' "$out" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
+  failed=$(grep -a 'Failed call' "$out" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
+  measured=$(grep -a 'Call Rate' "$out" | tail -1 | awk -F'|' '{gsub(/^ +| +$/,"",$3); print $3}')
+  printf '%8s %10s %8s %12s %12s\n' "$rate" "$ok" "$failed" "$measured" "$(rss)"
+done

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite. Installs the external tools the tests drive when they are missing
+# (SIPp, Debian/Ubuntu package sip-tester), then runs `cargo test`. Extra arguments go to
+# cargo test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing test tools: ${missing[*]}"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  else
+    echo "please install: ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+exec cargo test --locked "$@"

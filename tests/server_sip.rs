@@ -1,0 +1,163 @@
+//! `vportal serve` over real loopback sockets: a call over UDP, framing over TCP, graceful
+//! shutdown. Few and bounded: the protocol itself is tested on a virtual clock.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::time::Duration;
+
+use common::Workdir;
+use common::server::ServerProcess;
+use common::uac::{Uac, parse};
+use vportal::sip::{HeaderName, Method};
+
+fn udp_caller() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Receives until a message satisfying `want` arrives (at most 10 messages).
+fn recv_until(
+    sock: &UdpSocket,
+    want: impl Fn(&vportal::sip::Message) -> bool,
+) -> vportal::sip::Message {
+    let mut buf = [0_u8; 65_535];
+    for _ in 0..10 {
+        let (n, _) = sock.recv_from(&mut buf).expect("an answer within 5 s");
+        let m = parse(&buf[..n]);
+        if want(&m) {
+            return m;
+        }
+    }
+    panic!("the expected message never came");
+}
+
+#[test]
+fn first_run_creates_the_store_and_answers_a_call_over_udp() {
+    let dir = Workdir::new();
+    let server = ServerProcess::start(&dir, "31000-31098", &[]);
+    assert!(dir.db().exists(), "serve created the database");
+    assert!(
+        server.stdout.lock().unwrap().contains("vpt_"),
+        "and printed an admin token once"
+    );
+    assert!(server.stdout.lock().unwrap().contains("vportal user add"));
+
+    let sock = udp_caller();
+    let mut uac = Uac::new(sock.local_addr().unwrap(), server.sip, "8500");
+    let offer = uac.offer("sendrecv");
+    sock.send_to(&uac.invite(&offer), server.sip).unwrap();
+    let ok = recv_until(&sock, |m| m.status() == Some(200));
+    let sdp = String::from_utf8_lossy(ok.body()).into_owned();
+    assert!(sdp.contains("c=IN IP4 127.0.0.1"), "{sdp}");
+    let port: u16 = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (31_000..=31_098).contains(&port) && port % 2 == 0,
+        "RTP port {port} from the range"
+    );
+    uac.learn_tag(&ok);
+    sock.send_to(&uac.ack_2xx(""), server.sip).unwrap();
+    sock.send_to(&uac.request("BYE", "", ""), server.sip)
+        .unwrap();
+    let bye_ok = recv_until(&sock, |m| {
+        m.status() == Some(200) && m.values(HeaderName::CSeq).next().unwrap().ends_with("BYE")
+    });
+    assert_eq!(bye_ok.status(), Some(200));
+    // Unknown numbers: 404; OPTIONS: 200.
+    let mut lost = Uac::new(sock.local_addr().unwrap(), server.sip, "4040");
+    lost.call_id = "lost@127.0.0.1".into();
+    sock.send_to(&lost.invite(""), server.sip).unwrap();
+    let answer = recv_until(&sock, |m| {
+        m.values(HeaderName::CallId).next() == Some("lost@127.0.0.1")
+    });
+    assert_eq!(answer.status(), Some(404));
+    // An in-dialog OPTIONS after the call ended: no such dialog.
+    sock.send_to(&uac.request("OPTIONS", "", ""), server.sip)
+        .unwrap();
+    assert_eq!(
+        recv_until(&sock, |m| m.status().is_some()).status(),
+        Some(481)
+    );
+    // Out of any dialog: 200 with what vportal supports.
+    sock.send_to(&lost.request("OPTIONS", "", ""), server.sip)
+        .unwrap();
+    let options = recv_until(&sock, |m| {
+        m.values(HeaderName::CSeq).next() == Some("2 OPTIONS")
+    });
+    assert_eq!(options.status(), Some(200));
+    assert!(options.values(HeaderName::Allow).next().is_some());
+}
+
+#[test]
+fn sigterm_hangs_up_active_calls_then_exits() {
+    let dir = Workdir::new();
+    let mut server = ServerProcess::start(&dir, "31100-31198", &[]);
+    let sock = udp_caller();
+    let mut uac = Uac::new(sock.local_addr().unwrap(), server.sip, "8500");
+    let offer = uac.offer("sendrecv");
+    sock.send_to(&uac.invite(&offer), server.sip).unwrap();
+    let ok = recv_until(&sock, |m| m.status() == Some(200));
+    uac.learn_tag(&ok);
+    sock.send_to(&uac.ack_2xx(""), server.sip).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status();
+    let bye = recv_until(&sock, |m| m.method() == Some(&Method::Bye));
+    sock.send_to(&Uac::ok_to(&bye), server.sip).unwrap();
+    let status = server.terminate(Duration::from_secs(10)).expect("exited");
+    assert!(status.success(), "{status:?}\n{}", server.log());
+    assert!(server.log().contains("reason=Shutdown"), "{}", server.log());
+}
+
+#[test]
+fn tcp_frames_pipelined_messages_and_closes_on_bad_framing() {
+    let dir = Workdir::new();
+    let server = ServerProcess::start(&dir, "31200-31298", &[]);
+    let mut tcp = TcpStream::connect(server.sip).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut uac = Uac::new(tcp.local_addr().unwrap(), server.sip, "8500");
+    uac.transport = "TCP";
+    // Two OPTIONS in one write, the second split across two writes.
+    let first = uac.request("OPTIONS", "", "");
+    let second = uac.request("OPTIONS", "", "");
+    let mut data = first.clone();
+    data.extend_from_slice(&second[..20]);
+    tcp.write_all(&data).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    tcp.write_all(&second[20..]).unwrap();
+    let mut framer = vportal::sip::StreamFramer::new();
+    let mut got = Vec::new();
+    let mut buf = [0_u8; 4_096];
+    while got.len() < 2 {
+        let n = tcp.read(&mut buf).unwrap();
+        assert!(n > 0, "connection closed early");
+        framer.push(&buf[..n]);
+        while let Some(m) = framer.next_message().unwrap() {
+            got.push(m);
+        }
+    }
+    assert!(got.iter().all(|m| m.status() == Some(200)));
+    let cseqs: Vec<_> = got
+        .iter()
+        .map(|m| m.values(HeaderName::CSeq).next().unwrap().to_owned())
+        .collect();
+    assert_eq!(cseqs, ["1 OPTIONS", "2 OPTIONS"]);
+    // A negative Content-Length makes the stream unframeable: the server closes it.
+    tcp.write_all(b"OPTIONS sip:8500@127.0.0.1 SIP/2.0\r\nContent-Length: -1\r\n\r\n")
+        .unwrap();
+    let n = tcp.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "connection closed");
+}
