@@ -2,6 +2,7 @@
 
 pub mod digit;
 pub mod g711;
+pub mod inband;
 pub mod ports;
 pub mod prompts;
 pub mod resample;
