@@ -24,6 +24,25 @@ pub struct Config {
     pub rtp: RtpConfig,
     /// Call routing.
     pub dialplan: DialplanConfig,
+    /// Recorded prompts.
+    pub prompts: PromptsConfig,
+}
+
+/// Where the prompts are.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PromptsConfig {
+    /// The folder holding one sub-folder per language (`prompts/en`), each with its
+    /// `prompts.toml` manifest. Default `prompts`.
+    pub dir: PathBuf,
+}
+
+impl Default for PromptsConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("prompts"),
+        }
+    }
 }
 
 /// SIP signalling: where to listen and how many calls to take.
@@ -95,6 +114,12 @@ pub struct RtpConfig {
     /// Even ports from this range carry RTP. Default `10000-20000`.
     #[serde(deserialize_with = "port_range")]
     pub ports: PortRange,
+    /// Symmetric RTP for callers behind NAT: follow the first media source seen (once)
+    /// instead of trusting only the SDP's address. Default false.
+    pub symmetric: bool,
+    /// When to listen for DTMF tones in the audio: `auto` (when no telephone-event was
+    /// negotiated, the default), `always`, or `never`.
+    pub inband_dtmf: InbandDtmf,
 }
 
 impl Default for RtpConfig {
@@ -104,8 +129,22 @@ impl Default for RtpConfig {
                 first: 10_000,
                 last: 20_000,
             },
+            symmetric: false,
+            inband_dtmf: InbandDtmf::Auto,
         }
     }
+}
+
+/// When to run the in-band DTMF detector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InbandDtmf {
+    /// Only when the call negotiated no telephone-event payload type.
+    Auto,
+    /// On every call, besides telephone-events and INFO.
+    Always,
+    /// Never.
+    Never,
 }
 
 /// Which dialplan file routes calls.

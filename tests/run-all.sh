@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs the external tools the tests drive when they are missing
-# (SIPp, Debian/Ubuntu package sip-tester), then runs `cargo test`. Extra arguments go to
+# (SIPp and tshark: Debian/Ubuntu packages sip-tester and tshark), then runs `cargo test`.
+# The SIPp DTMF and capture tests need root (or CAP_NET_RAW). Extra arguments go to
 # cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
+command -v tshark >/dev/null 2>&1 || missing+=(tshark)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test tools: ${missing[*]}"
   if [ "$(id -u)" = 0 ]; then

@@ -1,28 +1,23 @@
 //! SIPp against `vportal serve` on loopback: the suites of `tests/sipp/run.sh`.
 //!
-//! SIPp is a required tool here (Debian package `sip-tester`, installed by `.ci/run`): a
-//! missing SIPp fails the test rather than skipping it.
+//! SIPp and tshark are required tools here (Debian packages `sip-tester` and `tshark`,
+//! installed by `tests/run-all.sh`), and the DTMF and capture suites need root (CI runs as
+//! root): a missing tool fails the test rather than skipping it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 
 #[test]
-fn sipp_uac_over_udp_and_tcp_and_options() {
+fn sipp_calls_media_and_dtmf() {
     let sipp = Command::new("sipp").arg("-v").output();
     assert!(
         sipp.is_ok(),
-        "SIPp is required for this test: install it (Debian/Ubuntu: apt-get install sip-tester)"
+        "SIPp is required for this test: install it (Debian/Ubuntu: apt-get install sip-tester), or run tests/run-all.sh"
     );
     let out = Command::new("bash")
         .arg("tests/sipp/run.sh")
-        .args([
-            "--vportal",
-            env!("CARGO_BIN_EXE_vportal"),
-            "uac-udp",
-            "uac-tcp",
-            "options",
-        ])
+        .args(["--vportal", env!("CARGO_BIN_EXE_vportal")])
         .output()
         .expect("run tests/sipp/run.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -39,9 +34,43 @@ fn sipp_uac_over_udp_and_tcp_and_options() {
             .expect(counter);
         line.rsplit('|').next().unwrap().trim().parse().unwrap()
     };
-    for (suite, calls) in [("uac-udp", 100), ("uac-tcp", 100), ("options", 500)] {
-        let section = stdout.split(&format!("== {suite}")).nth(1).expect(suite);
-        assert_eq!(cumulative(section, "Successful call"), calls, "{suite}");
-        assert_eq!(cumulative(section, "Failed call"), 0, "{suite}");
+    let section = |suite: &str| {
+        stdout
+            .split(&format!("== {suite}\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("{suite} missing:\n{stdout}\n{stderr}"))
+            .to_owned()
+    };
+    for (suite, calls) in [
+        ("uac-udp", 100),
+        ("uac-tcp", 100),
+        ("options", 500),
+        ("dtmf-pcap", 1),
+        ("dtmf-play", 1),
+    ] {
+        assert_eq!(
+            cumulative(&section(suite), "Successful call"),
+            calls,
+            "{suite}"
+        );
+        assert_eq!(cumulative(&section(suite), "Failed call"), 0, "{suite}");
     }
+    // Keys sent by SIPp, with repeated digits, heard in order.
+    assert!(
+        section("dtmf-pcap").contains("heard in order: 1001 2580"),
+        "{stdout}"
+    );
+    assert!(
+        section("dtmf-play").contains("heard in order: 1122 5005"),
+        "{stdout}"
+    );
+    // About 50 PCMU packets a second reached SIPp.
+    let rtp = section("rtp");
+    let rate: f64 = rtp
+        .split(": ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|r| r.parse().ok())
+        .expect("a rate");
+    assert!((48.0..=52.0).contains(&rate), "{rtp}");
 }

@@ -63,6 +63,9 @@ pub(crate) enum Command {
         /// RTP port range, e.g. 10000-20000.
         #[arg(long, value_name = "FIRST-LAST")]
         rtp_ports: Option<vportal::media::ports::PortRange>,
+        /// The prompts folder, holding one sub-folder per language (default ./prompts).
+        #[arg(long, value_name = "DIR")]
+        prompts: Option<PathBuf>,
     },
     /// Create the database, its pepper file and a first admin token (printed once).
     Init {
@@ -287,7 +290,11 @@ impl Context {
 pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let ctx = Context::new(&cli.global)?;
     match cli.command {
-        Command::Serve { sip, rtp_ports } => serve::run(ctx, sip, rtp_ports),
+        Command::Serve {
+            sip,
+            rtp_ports,
+            prompts,
+        } => serve::run(ctx, sip, rtp_ports, prompts),
         Command::Init { token_name } => admin::init(&ctx, &token_name),
         Command::User(cmd) => users::run(&ctx, cmd),
         Command::Report => admin::report(&ctx),

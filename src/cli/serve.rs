@@ -1,7 +1,8 @@
 //! `vportal serve`: the voice portal itself.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use anyhow::{Context as _, Result};
 use vportal::config::DEFAULT_DIALPLAN_FILE;
 use vportal::ivr::dialplan::{DEFAULT_DIALPLAN, Dialplan};
 use vportal::media::ports::PortRange;
+use vportal::media::prompts::PromptSet;
 use vportal::server::Server;
 use vportal::store::Actor;
 use vportal::time::Timestamp;
@@ -20,15 +22,18 @@ pub(crate) fn run(
     mut ctx: Context,
     sip: Option<SocketAddr>,
     rtp_ports: Option<PortRange>,
+    prompts: Option<PathBuf>,
 ) -> Result<ExitCode> {
     if let Some(sip) = sip {
         ctx.config.sip.listen = sip;
     }
+    if let Some(dir) = prompts {
+        ctx.config.prompts.dir = dir;
+    }
     if let Some(ports) = rtp_ports {
         ctx.config.rtp.ports = ports;
     }
-    // The call flow reads the store; opening it here creates it on a first run and checks
-    // the pepper before any call is taken.
+    // Opening the store creates it on a first run and checks the pepper before any call.
     let (store, created) = ctx.open_with(true)?;
     if created {
         // First run in this directory: as `vportal init` would, plus how to go on.
@@ -46,8 +51,8 @@ pub(crate) fn run(
             "No mailboxes yet: add one with `vportal user add 1001 --generate` (in another terminal)."
         );
     }
-    drop(store);
     let dialplan = load_dialplan(&ctx.config.dialplan.file)?;
+    let prompts = load_prompts(&ctx.config.prompts.dir, &dialplan)?;
     let config = ctx.config;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -55,7 +60,7 @@ pub(crate) fn run(
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
-        let server = Server::bind(&config, Arc::new(dialplan)).await?;
+        let server = Server::bind(&config, Arc::new(dialplan), Arc::new(store), prompts).await?;
         server.run(shutdown_signal()).await;
         anyhow::Ok(())
     })?;
@@ -73,6 +78,22 @@ fn load_dialplan(path: &Path) -> Result<Dialplan> {
         )?);
     }
     Ok(Dialplan::load(path)?)
+}
+
+/// The prompt set of every language the dialplan's routes use (`<dir>/<language>`). A
+/// missing or undecodable prompt stops the start with an error naming the file.
+fn load_prompts(dir: &Path, dialplan: &Dialplan) -> Result<HashMap<String, Arc<PromptSet>>> {
+    let mut sets = HashMap::new();
+    for route in dialplan.routes() {
+        let language = &route.settings.language;
+        if sets.contains_key(language) {
+            continue;
+        }
+        let set = PromptSet::load(&dir.join(language))?;
+        tracing::info!(language, prompts = set.ids().count(), "prompts loaded");
+        sets.insert(language.clone(), Arc::new(set));
+    }
+    Ok(sets)
 }
 
 /// Completes on ctrl-c or SIGTERM.

@@ -6,9 +6,11 @@
 //! has a task of its own, fed by a channel, holding its RTP socket.
 
 mod call;
+mod media;
 mod sip_task;
 mod tcp;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +21,10 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::ivr::dialplan::Dialplan;
 use crate::media::ports::PortAllocator;
+use crate::media::prompts::PromptSet;
 use crate::sip::endpoint::{Endpoint, EndpointConfig, dialplan_router};
+use crate::store::Store;
+use media::{MediaCommand, MediaConfig, MediaHandle};
 
 pub use sip_task::Command;
 
@@ -60,10 +65,22 @@ fn size_buffers(socket: &UdpSocket) {
 
 /// Everything the running server shares between its tasks.
 pub(crate) struct Shared {
-    pub(crate) ports: Mutex<PortAllocator>,
+    pub(crate) ports: Arc<Mutex<PortAllocator>>,
     pub(crate) rtp_ip: std::net::IpAddr,
     pub(crate) tcp_idle_timeout: Duration,
     pub(crate) max_tcp_connections: usize,
+    pub(crate) store: Arc<Store>,
+    pub(crate) dialplan: Arc<Dialplan>,
+    /// Prompt sets by language (the dialplan routes' `language`).
+    pub(crate) prompts: HashMap<String, Arc<PromptSet>>,
+    media: MediaHandle,
+}
+
+impl Shared {
+    /// Sends a command to the media thread (which runs as long as the server does).
+    pub(crate) fn media(&self, command: MediaCommand) {
+        self.media.send(command);
+    }
 }
 
 /// A bound, not yet running server.
@@ -82,7 +99,20 @@ impl Server {
     ///
     /// # Errors
     /// [`ServerError`] when a socket cannot be bound or the configuration cannot work.
-    pub async fn bind(config: &Config, dialplan: Arc<Dialplan>) -> Result<Self, ServerError> {
+    pub async fn bind(
+        config: &Config,
+        dialplan: Arc<Dialplan>,
+        store: Arc<Store>,
+        prompts: HashMap<String, Arc<PromptSet>>,
+    ) -> Result<Self, ServerError> {
+        for route in dialplan.routes() {
+            if !prompts.contains_key(&route.settings.language) {
+                return Err(ServerError::Config(format!(
+                    "route {} uses language {:?}, but no prompts were loaded for it",
+                    route.pattern, route.settings.language
+                )));
+            }
+        }
         let sip = &config.sip;
         if !sip.udp && !sip.tcp {
             return Err(ServerError::Config(
@@ -128,10 +158,19 @@ impl Server {
         let mut ep_config = EndpointConfig::new(SocketAddr::new(advertised, addr.port()));
         ep_config.max_calls = sip.max_calls;
         ep_config.max_call_duration = sip.max_call_duration;
-        let endpoint = Endpoint::new(ep_config, dialplan_router(dialplan));
+        let endpoint = Endpoint::new(ep_config, dialplan_router(Arc::clone(&dialplan)));
+        let media = media::start(MediaConfig {
+            symmetric: config.rtp.symmetric,
+            inband: config.rtp.inband_dtmf,
+        })
+        .map_err(|e| ServerError::Config(format!("cannot start the media thread: {e}")))?;
         let shared = Arc::new(Shared {
-            ports: Mutex::new(PortAllocator::new(config.rtp.ports)),
+            ports: Arc::new(Mutex::new(PortAllocator::new(config.rtp.ports))),
             rtp_ip: advertised,
+            store,
+            dialplan,
+            prompts,
+            media,
             tcp_idle_timeout: sip.tcp_idle_timeout,
             max_tcp_connections: sip.max_tcp_connections,
         });

@@ -48,6 +48,8 @@ pub(crate) struct SipTask {
     command_tx: mpsc::Sender<Command>,
     connections: HashMap<ConnId, mpsc::Sender<Vec<u8>>>,
     calls: HashMap<CallHandle, mpsc::UnboundedSender<CallEvent>>,
+    /// The call tasks, so shutdown can wait for them to finish.
+    call_tasks: tokio::task::JoinSet<()>,
     shared: Arc<Shared>,
     shutdown_grace: Duration,
 }
@@ -68,6 +70,7 @@ impl SipTask {
             command_tx,
             connections: HashMap::new(),
             calls: HashMap::new(),
+            call_tasks: tokio::task::JoinSet::new(),
             shared,
             shutdown_grace,
         }
@@ -116,9 +119,18 @@ impl SipTask {
                 }
             }
             self.drain().await;
+            // Finished call tasks are reaped as they end.
+            while self.call_tasks.try_join_next().is_some() {}
             if let Some(stop) = stopping {
                 if self.endpoint.is_idle() || Instant::now() >= stop {
                     tracing::info!(remaining = self.endpoint.active_calls(), "SIP stopped");
+                    // Closing the call channels ends the calls still up; give their tasks a
+                    // moment to finish (and log) before the process exits.
+                    self.calls.clear();
+                    let wait = tokio::time::timeout(Duration::from_secs(2), async {
+                        while self.call_tasks.join_next().await.is_some() {}
+                    });
+                    let _ = wait.await;
                     return;
                 }
             }
@@ -158,9 +170,13 @@ impl SipTask {
         while let Some(event) = self.endpoint.poll_event() {
             match event {
                 Event::IncomingCall(incoming) => {
-                    let events =
-                        call::spawn(incoming, Arc::clone(&self.shared), self.command_tx.clone());
-                    self.calls.insert(events.0, events.1);
+                    let (call, events) = call::spawn(
+                        incoming,
+                        Arc::clone(&self.shared),
+                        self.command_tx.clone(),
+                        &mut self.call_tasks,
+                    );
+                    self.calls.insert(call, events);
                 }
                 Event::Media { call, media } => self.to_call(call, CallEvent::Media(media)),
                 Event::Established { call } => self.to_call(call, CallEvent::Established),

@@ -97,5 +97,6 @@ impl Workdir {
         self.run_with_stdin(args, "")
     }
 }
+pub mod rtp;
 pub mod server;
 pub mod uac;

@@ -26,16 +26,25 @@ impl ServerProcess {
     /// 20 s) until it listens.
     pub fn start(dir: &Workdir, rtp_ports: &str, args: &[&str]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vportal"));
-        cmd.args(["serve", "--sip", "127.0.0.1:0", "--rtp-ports", rtp_ports])
-            .args(args)
-            .current_dir(dir.path())
-            .env_remove("VPORTAL_PEPPER")
-            .env_remove("VPORTAL_CONFIG")
-            .env_remove("VPORTAL_DB")
-            .env("RUST_LOG", "info,vportal=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let prompts = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts");
+        cmd.args([
+            "serve",
+            "--sip",
+            "127.0.0.1:0",
+            "--rtp-ports",
+            rtp_ports,
+            "--prompts",
+            prompts,
+        ])
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("VPORTAL_PEPPER")
+        .env_remove("VPORTAL_CONFIG")
+        .env_remove("VPORTAL_DB")
+        .env("RUST_LOG", "info,vportal=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         for (k, v) in &dir.env {
             cmd.env(k, v);
         }

@@ -1,0 +1,326 @@
+//! A load caller for vportal: holds N concurrent calls to the portal and measures, at the
+//! receiving end, how regularly each call's prompt stream arrives.
+//!
+//! ```text
+//! cargo run --release --example load_caller -- --server 127.0.0.1:5060 --calls 3000 \
+//!     [--rate 200] [--settle 3] [--measure 10] [--pid SERVER_PID]
+//! ```
+//!
+//! Every call's SDP points at one local receive socket; streams are told apart by SSRC. After
+//! all calls are up and a settling time, it records arrival times for `--measure` seconds and
+//! reports, over the streams: the distribution of each stream's largest inter-packet gap
+//! (p50/p95/max), RFC 3550 interarrival jitter, loss, and with `--pid` the server's CPU use
+//! and resident memory per call. Then it hangs up every call. Loopback only; bounded in
+//! count and time (it gives up after `settle + measure + 60` seconds whatever happens).
+//! Its receiving thread busy-polls (give it a core of its own): on loopback the kernel
+//! delivers packets in the sender's context, and waking a sleeping receiver would be charged
+//! to the server.
+
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Args {
+    server: SocketAddr,
+    calls: usize,
+    rate: u32,
+    settle: u64,
+    measure: u64,
+    pid: Option<u32>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        server: "127.0.0.1:5060".parse().unwrap(),
+        calls: 100,
+        rate: 200,
+        settle: 3,
+        measure: 10,
+        pid: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--server" => a.server = value.parse().expect("--server ADDR"),
+            "--calls" => a.calls = value.parse().expect("--calls N"),
+            "--rate" => a.rate = value.parse().expect("--rate CPS"),
+            "--settle" => a.settle = value.parse().expect("--settle SECONDS"),
+            "--measure" => a.measure = value.parse().expect("--measure SECONDS"),
+            "--pid" => a.pid = Some(value.parse().expect("--pid PID")),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    assert!(
+        a.server.ip().is_loopback(),
+        "the load caller only calls loopback addresses"
+    );
+    a
+}
+
+/// What the receiver learnt about one stream.
+#[derive(Default)]
+struct StreamStats {
+    packets: u64,
+    first_seq: Option<u16>,
+    last_seq: u16,
+    last_arrival: Option<Instant>,
+    last_ts: u32,
+    max_gap: Duration,
+    /// When the largest gap ended.
+    max_gap_at: Option<Instant>,
+    /// RFC 3550 A.8 interarrival jitter, in timestamp units (1/8000 s).
+    jitter: f64,
+}
+
+/// CPU time (user + system, in clock ticks) and resident memory (kB) of a process.
+fn proc_usage(pid: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(") ")?.1;
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some((ticks, rss))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn main() {
+    let a = args();
+    let deadline = Instant::now() + Duration::from_secs(a.settle + a.measure + 60);
+    let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sip.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    media
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    // 150,000 packets a second: a default buffer overflows at the first scheduling hiccup.
+    let _ = socket2::SockRef::from(&media).set_recv_buffer_size(16 << 20);
+    let sip_local = sip.local_addr().unwrap();
+    let media_local = media.local_addr().unwrap();
+    let baseline = a.pid.and_then(proc_usage);
+
+    // The receiver: arrival statistics per SSRC, recorded only while `recording`.
+    let recording = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let stats: Arc<Mutex<HashMap<u32, StreamStats>>> = Arc::default();
+    let receiver = {
+        let (recording, done, stats) = (
+            Arc::clone(&recording),
+            Arc::clone(&done),
+            Arc::clone(&stats),
+        );
+        std::thread::spawn(move || {
+            let mut buf = [0_u8; 2_048];
+            let mut local: HashMap<u32, StreamStats> = HashMap::with_capacity(8_192);
+            let mut last_any: Option<Instant> = None;
+            let mut max_any = Duration::ZERO;
+            while !done.load(Ordering::Relaxed) {
+                let Ok(n) = media.recv(&mut buf) else {
+                    continue;
+                };
+                if n < 12 || !recording.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let now = Instant::now();
+                // The largest silence across all streams: large only if the receiver (or
+                // the whole machine) stalled, not one stream.
+                if let Some(prev) = last_any {
+                    max_any = max_any.max(now - prev);
+                }
+                last_any = Some(now);
+                let seq = u16::from_be_bytes([buf[2], buf[3]]);
+                let ts = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+                let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+                let s = local.entry(ssrc).or_default();
+                if let Some(prev) = s.last_arrival {
+                    let gap = now - prev;
+                    if gap > s.max_gap {
+                        s.max_gap = gap;
+                        s.max_gap_at = Some(now);
+                    }
+                    // D(i-1,i) = (Rj - Ri) - (Sj - Si), in timestamp units.
+                    let d = gap.as_secs_f64() * 8_000.0 - f64::from(ts.wrapping_sub(s.last_ts));
+                    s.jitter += (d.abs() - s.jitter) / 16.0;
+                }
+                s.first_seq.get_or_insert(seq);
+                s.last_seq = seq;
+                s.last_arrival = Some(now);
+                s.last_ts = ts;
+                s.packets += 1;
+            }
+            println!(
+                "largest gap between any two packets: {:.1} ms",
+                max_any.as_secs_f64() * 1_000.0
+            );
+            *stats.lock().unwrap() = local;
+        })
+    };
+
+    // Call setup: INVITEs at `rate`, ACK each 200.
+    let mut tags: HashMap<String, String> = HashMap::new();
+    let mut sent = 0;
+    let start = Instant::now();
+    let mut buf = [0_u8; 65_535];
+    let call_id = |i: usize| format!("load-{i}@{sip_local}");
+    while tags.len() < a.calls && Instant::now() < deadline {
+        let due = ((start.elapsed().as_secs_f64() * f64::from(a.rate)) as usize + 1).min(a.calls);
+        while sent < due {
+            let sdp = format!(
+                "v=0\r\no=load {sent} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=ptime:20\r\n",
+                media_local.port()
+            );
+            let invite = format!(
+                "INVITE sip:8500@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {sip_local};branch=z9hG4bK-load-{sent};rport\r\nMax-Forwards: 70\r\nFrom: <sip:load@127.0.0.1>;tag=l{sent}\r\nTo: <sip:8500@{server}>\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\nContact: <sip:load@{sip_local}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                sdp.len(),
+                server = a.server,
+                cid = call_id(sent),
+            );
+            sip.send_to(invite.as_bytes(), a.server).unwrap();
+            sent += 1;
+        }
+        while let Ok((n, _)) = sip.recv_from(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            if !text.starts_with("SIP/2.0 200") || !text.contains("INVITE\r\n") {
+                if text.starts_with("SIP/2.0 4") || text.starts_with("SIP/2.0 5") {
+                    eprintln!("call refused: {}", text.lines().next().unwrap_or(""));
+                }
+                continue;
+            }
+            let header = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_owned())
+                    .unwrap_or_default()
+            };
+            let cid = header("Call-ID:");
+            let to = header("To:");
+            let i: usize = cid
+                .trim_start_matches("load-")
+                .split('@')
+                .next()
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0);
+            let ack = format!(
+                "ACK sip:8500@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {sip_local};branch=z9hG4bK-loadack-{i};rport\r\nMax-Forwards: 70\r\nFrom: <sip:load@127.0.0.1>;tag=l{i}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+                server = a.server
+            );
+            sip.send_to(ack.as_bytes(), a.server).unwrap();
+            tags.insert(cid, to);
+        }
+    }
+    let setup = start.elapsed();
+    println!(
+        "calls up: {} of {} in {:.1} s",
+        tags.len(),
+        a.calls,
+        setup.as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_secs(a.settle));
+
+    let before = a.pid.and_then(proc_usage);
+    let t0 = Instant::now();
+    recording.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(a.measure));
+    recording.store(false, Ordering::Relaxed);
+    let elapsed = t0.elapsed();
+    let after = a.pid.and_then(proc_usage);
+    done.store(true, Ordering::Relaxed);
+    receiver.join().unwrap();
+
+    // Hang up.
+    for (i, (cid, to)) in tags.iter().enumerate() {
+        let bye = format!(
+            "BYE sip:8500@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {sip_local};branch=z9hG4bK-loadbye-{i};rport\r\nMax-Forwards: 70\r\nFrom: <sip:load@127.0.0.1>;tag={tag}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+            server = a.server,
+            tag = cid
+                .trim_start_matches("load-")
+                .split('@')
+                .next()
+                .map(|n| format!("l{n}"))
+                .unwrap_or_default(),
+        );
+        let _ = sip.send_to(bye.as_bytes(), a.server);
+        if i % 100 == 99 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    let stats = stats.lock().unwrap();
+    let streams = stats.len();
+    if std::env::var_os("LOAD_CALLER_DEBUG").is_some() {
+        let mut buckets = [0_u32; 20];
+        for s in stats.values() {
+            if let Some(at) = s.max_gap_at {
+                let b = ((at - t0).as_secs_f64() * 2.0) as usize;
+                buckets[b.min(19)] += 1;
+            }
+        }
+        println!("worst gaps by half-second of the window: {buckets:?}");
+    }
+    let mut max_gaps: Vec<f64> = stats
+        .values()
+        .map(|s| s.max_gap.as_secs_f64() * 1_000.0)
+        .collect();
+    max_gaps.sort_by(f64::total_cmp);
+    let mut jitters: Vec<f64> = stats.values().map(|s| s.jitter / 8.0).collect();
+    jitters.sort_by(f64::total_cmp);
+    let packets: u64 = stats.values().map(|s| s.packets).sum();
+    let expected: u64 = stats
+        .values()
+        .map(|s| u64::from(s.last_seq.wrapping_sub(s.first_seq.unwrap_or(s.last_seq))) + 1)
+        .sum();
+    println!(
+        "streams measured: {streams} over {:.1} s",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "packets: {packets} ({:.0}/s, {:.1}/s per stream), lost: {}",
+        packets as f64 / elapsed.as_secs_f64(),
+        packets as f64 / elapsed.as_secs_f64() / streams.max(1) as f64,
+        expected.saturating_sub(packets)
+    );
+    println!(
+        "per-stream max gap (ms): p50 {:.1}  p95 {:.1}  max {:.1}",
+        percentile(&max_gaps, 0.5),
+        percentile(&max_gaps, 0.95),
+        max_gaps.last().copied().unwrap_or(0.0)
+    );
+    println!(
+        "interarrival jitter (ms): p50 {:.2}  p95 {:.2}  max {:.2}",
+        percentile(&jitters, 0.5),
+        percentile(&jitters, 0.95),
+        jitters.last().copied().unwrap_or(0.0)
+    );
+    if let (Some((_, rss0)), Some((ticks1, rss1)), Some((ticks2, _))) = (baseline, before, after) {
+        let hz = 100.0;
+        let cpu = (ticks2 - ticks1) as f64 / hz / elapsed.as_secs_f64() * 100.0;
+        println!("server CPU: {cpu:.0}% of one core");
+        println!(
+            "server RSS: {rss0} kB idle, {rss1} kB with {} calls: {:.1} KiB per call",
+            tags.len(),
+            (rss1.saturating_sub(rss0)) as f64 / tags.len().max(1) as f64
+        );
+    }
+}

@@ -1,0 +1,525 @@
+//! RFC 4733 telephone-events: DTMF keys carried as RTP packets.
+//!
+//! A key press is one *event*: a start packet (marker bit set, duration 0 or one frame),
+//! continuation packets with growing duration, and an end packet (E bit) usually sent three
+//! times. Every packet of an event carries the event's RTP timestamp, so events are keyed on
+//! (SSRC, timestamp) and a key is reported once, when its event is first seen: that survives
+//! a lost start, lost end packets and the retransmitted ends.
+//!
+//! Real senders bend the rules, and vportal must still hear "1001" and "1122":
+//! - SIPp's `play_pcap_audio` replays byte-identical packets for a repeated key (same SSRC,
+//!   sequence number and timestamp) and jumps timestamps backwards between keys. A repeat of
+//!   an event that has ended is recognised as a new press when it looks like a fresh start
+//!   (marker bit, or a duration below the ended event's) well after that event's last packet.
+//! - SIPp's `play_dtmf` uses a new SSRC per action, overlapping timestamps between keys, and
+//!   interleaves packets of another payload type: keying on (SSRC, timestamp) and filtering on
+//!   the negotiated payload type handle both.
+//! - Long presses beyond 65535 timestamp units continue in a new segment with a new timestamp
+//!   (RFC 4733 §2.5.1.3); a segment that continues the current, unended event is not a new
+//!   press.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::digit::{Digit, DigitEvent, DtmfMethod};
+use super::rtp::{Accepted, Ssrc};
+
+/// How long after an event's last packet an identical-looking fresh start counts as a new
+/// press. End packets are retransmitted microseconds apart; a real next press comes at least
+/// a tone's length (≥ 40 ms, ITU-T Q.24) later.
+pub const REPEAT_GUARD: Duration = Duration::from_millis(40);
+
+/// Ended events remembered, to tell late packets of an old event from a replayed press.
+const RECENT: usize = 16;
+
+/// One telephone-event payload (RFC 4733 §2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventPayload {
+    /// The event code (0-15 are the DTMF keys).
+    pub code: u8,
+    /// The E bit: the event has ended.
+    pub end: bool,
+    /// The volume, in -dBm0 (0-63).
+    pub volume: u8,
+    /// Duration so far, in timestamp units.
+    pub duration: u16,
+}
+
+impl EventPayload {
+    /// Reads the first 4 octets of a payload; `None` if shorter.
+    pub fn parse(payload: &[u8]) -> Option<Self> {
+        let b = payload.get(..4)?;
+        Some(Self {
+            code: b[0],
+            end: b[1] & 0x80 != 0,
+            volume: b[1] & 0x3f,
+            duration: u16::from_be_bytes([b[2], b[3]]),
+        })
+    }
+
+    /// The 4-octet encoding.
+    pub fn to_bytes(self) -> [u8; 4] {
+        let d = self.duration.to_be_bytes();
+        [
+            self.code,
+            (u8::from(self.end) << 7) | (self.volume & 0x3f),
+            d[0],
+            d[1],
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tracked {
+    ssrc: Ssrc,
+    timestamp: u32,
+    code: u8,
+    ended: bool,
+    /// The longest duration seen.
+    duration: u16,
+    last_at: Instant,
+}
+
+impl Tracked {
+    fn is(&self, ssrc: Ssrc, timestamp: u32) -> bool {
+        self.ssrc == ssrc && self.timestamp == timestamp
+    }
+
+    /// Whether a packet of this event's key is a fresh start of a new press.
+    fn restarted_by(&self, marker: bool, e: EventPayload, now: Instant) -> bool {
+        self.ended
+            && (marker || e.duration < self.duration)
+            && now.saturating_duration_since(self.last_at) >= REPEAT_GUARD
+    }
+}
+
+/// Turns telephone-event packets into key presses.
+#[derive(Debug, Clone)]
+pub struct TelephoneEvents {
+    pt: u8,
+    current: Option<Tracked>,
+    recent: VecDeque<Tracked>,
+}
+
+impl TelephoneEvents {
+    /// A receiver for events on payload type `pt` (the one the offer chose).
+    pub fn new(pt: u8) -> Self {
+        Self {
+            pt,
+            current: None,
+            recent: VecDeque::with_capacity(RECENT),
+        }
+    }
+
+    /// The payload type listened to.
+    pub fn payload_type(&self) -> u8 {
+        self.pt
+    }
+
+    /// Handles one accepted RTP packet; returns the key press it starts, if it does.
+    pub fn handle(&mut self, packet: &Accepted<'_>, now: Instant) -> Option<DigitEvent> {
+        if packet.pt != self.pt {
+            return None;
+        }
+        let e = EventPayload::parse(packet.payload)?;
+        let digit = Digit::from_event(e.code)?;
+        let (ssrc, ts) = (packet.ssrc, packet.timestamp);
+        if let Some(cur) = &mut self.current {
+            if cur.is(ssrc, ts) {
+                if cur.restarted_by(packet.marker, e, now) {
+                    *cur = Self::track(ssrc, ts, e, now);
+                    return Some(press(digit));
+                }
+                cur.duration = cur.duration.max(e.duration);
+                cur.ended |= e.end;
+                cur.last_at = now;
+                return None;
+            }
+            // A long press continues in a new segment (RFC 4733 §2.5.1.3): same source, same
+            // key, the previous segment not ended, no marker, starting where it stopped.
+            let continues = !cur.ended
+                && !packet.marker
+                && cur.ssrc == ssrc
+                && cur.code == e.code
+                && ts.wrapping_sub(cur.timestamp) <= u32::from(cur.duration).saturating_add(1_600);
+            if continues {
+                cur.timestamp = ts;
+                cur.duration = e.duration;
+                cur.ended = e.end;
+                cur.last_at = now;
+                return None;
+            }
+        }
+        // An older event's key: a late packet of it, or (replayed) a new press.
+        if let Some(i) = self.recent.iter().position(|t| t.is(ssrc, ts)) {
+            let old = self.recent[i];
+            if !old.restarted_by(packet.marker, e, now) {
+                if let Some(t) = self.recent.get_mut(i) {
+                    t.last_at = now;
+                }
+                return None;
+            }
+            self.recent.remove(i);
+        }
+        self.start(Self::track(ssrc, ts, e, now));
+        Some(press(digit))
+    }
+
+    fn track(ssrc: Ssrc, timestamp: u32, e: EventPayload, now: Instant) -> Tracked {
+        Tracked {
+            ssrc,
+            timestamp,
+            code: e.code,
+            ended: e.end,
+            duration: e.duration,
+            last_at: now,
+        }
+    }
+
+    fn start(&mut self, next: Tracked) {
+        if let Some(previous) = self.current.replace(next) {
+            if self.recent.len() == RECENT {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(previous);
+        }
+    }
+}
+
+fn press(digit: Digit) -> DigitEvent {
+    DigitEvent {
+        digit,
+        method: DtmfMethod::Rfc4733,
+        duration: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::rtp::ExtSeq;
+
+    /// A packet as the receiver sees it, and when it arrives (ms after the test's start).
+    #[derive(Clone, Copy)]
+    struct P {
+        at_ms: u64,
+        ssrc: u32,
+        pt: u8,
+        seq: u16,
+        ts: u32,
+        marker: bool,
+        code: u8,
+        end: bool,
+        duration: u16,
+    }
+
+    fn run(packets: &[P]) -> String {
+        run_pt(packets, 101)
+    }
+
+    /// Feeds `packets` to a receiver listening on payload type `pt`; the keys heard.
+    fn run_pt(packets: &[P], pt: u8) -> String {
+        let t0 = Instant::now();
+        let mut r = TelephoneEvents::new(pt);
+        let mut heard = String::new();
+        for p in packets {
+            let payload = EventPayload {
+                code: p.code,
+                end: p.end,
+                volume: 10,
+                duration: p.duration,
+            }
+            .to_bytes();
+            let acc = Accepted {
+                ssrc: Ssrc(p.ssrc),
+                pt: p.pt,
+                seq: ExtSeq(u64::from(p.seq)),
+                timestamp: p.ts,
+                marker: p.marker,
+                payload: &payload,
+            };
+            if let Some(ev) = r.handle(&acc, t0 + Duration::from_millis(p.at_ms)) {
+                heard.push(ev.digit.reveal());
+            }
+        }
+        heard
+    }
+
+    /// The packet train of SIPp's stock `dtmf_2833_<key>.pcap` as measured on the wire:
+    /// marker and duration 0 first, +320 every 20 ms to 2240, then three identical end
+    /// packets at 140 ms. Each key's file has its own fixed timestamp and sequence numbers
+    /// (those of 1, 0 and # as measured; the others are made up in the same spirit).
+    fn sipp_pcap(key: char, start_ms: u64) -> Vec<P> {
+        let (code, ts, seq) = match key {
+            '1' => (1, 13_280, 7_984),
+            '0' => (0, 17_632, 12_080),
+            '2' => (2, 21_984, 16_176),
+            '5' => (5, 35_040, 28_464),
+            '8' => (8, 48_096, 40_752),
+            '#' => (11, 92_640, 15_712),
+            _ => unreachable!(),
+        };
+        let mut train = Vec::new();
+        for i in 0..8_u16 {
+            train.push(P {
+                at_ms: start_ms + u64::from(i) * 20,
+                ssrc: 0x0e05_384e,
+                pt: 101,
+                seq: seq + i,
+                ts,
+                marker: i == 0,
+                code,
+                end: false,
+                duration: i * 320,
+            });
+        }
+        for _ in 0..3 {
+            train.push(P {
+                at_ms: start_ms + 140,
+                ssrc: 0x0e05_384e,
+                pt: 101,
+                seq: seq + 8,
+                ts,
+                marker: false,
+                code,
+                end: true,
+                duration: 2_240,
+            });
+        }
+        train
+    }
+
+    fn sipp_pcap_sequence(keys: &str) -> Vec<P> {
+        // SIPp must pause at least the length of a file between play_pcap_audio actions.
+        keys.chars()
+            .enumerate()
+            .flat_map(|(i, k)| sipp_pcap(k, i as u64 * 200))
+            .collect()
+    }
+
+    /// SIPp's `play_dtmf`: a new SSRC per action, 20 packets of payload type 97 first, digit
+    /// timestamps spaced by 2×tone_ms ticks from 24400 while durations count 8 kHz samples,
+    /// three end packets 1 ms apart.
+    fn sipp_play_dtmf(keys: &str, ssrc: u32, start_ms: u64, tone_ms: u16) -> Vec<P> {
+        let mut out = Vec::new();
+        for i in 0..20 {
+            out.push(P {
+                at_ms: start_ms + i,
+                ssrc,
+                pt: 97,
+                seq: i as u16,
+                ts: 24_000,
+                marker: false,
+                code: 0,
+                end: false,
+                duration: 0,
+            });
+        }
+        let mut at = start_ms + 20;
+        let mut seq = 20_u16;
+        for (k, key) in keys.chars().enumerate() {
+            let code = Digit::from_char(key).unwrap().event_code();
+            let ts = 24_400 + k as u32 * u32::from(tone_ms) * 2;
+            let frames = tone_ms / 20;
+            for f in 0..frames {
+                out.push(P {
+                    at_ms: at,
+                    ssrc,
+                    pt: 96,
+                    seq,
+                    ts,
+                    marker: f == 0,
+                    code,
+                    end: false,
+                    duration: (f + 1) * 160,
+                });
+                seq = seq.wrapping_add(1);
+                at += 20;
+            }
+            for e in 0..3 {
+                out.push(P {
+                    at_ms: at + e,
+                    ssrc,
+                    pt: 96,
+                    seq,
+                    ts,
+                    marker: false,
+                    code,
+                    end: true,
+                    duration: frames * 160,
+                });
+            }
+            seq = seq.wrapping_add(1);
+            at += tone_ms as u64;
+        }
+        out
+    }
+
+    #[test]
+    fn a_clean_press_is_reported_once() {
+        assert_eq!(run(&sipp_pcap('5', 0)), "5");
+    }
+
+    #[test]
+    fn sipp_pcap_replays_of_repeated_keys() {
+        assert_eq!(run(&sipp_pcap_sequence("1001#")), "1001#");
+        assert_eq!(run(&sipp_pcap_sequence("1122#")), "1122#");
+        assert_eq!(run(&sipp_pcap_sequence("2580#")), "2580#");
+        assert_eq!(run(&sipp_pcap_sequence("5555")), "5555");
+        // The two '#' of "mailbox#" then "passcode#" are byte-identical too.
+        assert_eq!(run(&sipp_pcap_sequence("1001#2580#")), "1001#2580#");
+    }
+
+    #[test]
+    fn sipp_play_dtmf_actions() {
+        // play_dtmf sends events on payload type 96 (offered as telephone-event/8000 there).
+        let mut packets = sipp_play_dtmf("1001#", 0x1111, 0, 100);
+        packets.extend(sipp_play_dtmf("1122#", 0x2222, 2_000, 100));
+        assert_eq!(run_pt(&packets, 96), "1001#1122#");
+        // Overlapping timestamp space with a short tone: still every key.
+        assert_eq!(run_pt(&sipp_play_dtmf("0000", 0x3333, 0, 60), 96), "0000");
+        // Listening on the wrong payload type hears nothing.
+        assert_eq!(run_pt(&packets, 101), "");
+    }
+
+    #[test]
+    fn losses() {
+        // Lost start: the first packet seen is a continuation.
+        let mut lost_start = sipp_pcap('8', 0);
+        lost_start.remove(0);
+        assert_eq!(run(&lost_start), "8");
+        // Lost ends: the next press still counts, and nothing is doubled.
+        let mut no_ends: Vec<P> = sipp_pcap('1', 0).into_iter().filter(|p| !p.end).collect();
+        no_ends.extend(sipp_pcap('2', 200));
+        assert_eq!(run(&no_ends), "12");
+        // Only end packets of a key nobody saw start: still a press.
+        let only_ends: Vec<P> = sipp_pcap('0', 0).into_iter().filter(|p| p.end).collect();
+        assert_eq!(run(&only_ends), "0");
+        // A replayed key whose start was lost: the smaller duration tells it is new.
+        let mut replay = sipp_pcap_sequence("11");
+        let second_start = replay
+            .iter()
+            .position(|p| p.at_ms == 200 && p.marker)
+            .unwrap();
+        replay.remove(second_start);
+        assert_eq!(run(&replay), "11");
+    }
+
+    #[test]
+    fn retransmitted_and_late_packets_are_not_new_presses() {
+        let mut packets = sipp_pcap('1', 0);
+        packets.extend(sipp_pcap('2', 200));
+        // A late end packet of '1' arriving during '2'.
+        packets.push(P {
+            at_ms: 260,
+            ssrc: 0x0e05_384e,
+            pt: 101,
+            seq: 7_992,
+            ts: 13_280,
+            marker: false,
+            code: 1,
+            end: true,
+            duration: 2_240,
+        });
+        // And again, much later.
+        packets.push(P {
+            at_ms: 900,
+            ssrc: 0x0e05_384e,
+            pt: 101,
+            seq: 7_992,
+            ts: 13_280,
+            marker: false,
+            code: 1,
+            end: true,
+            duration: 2_240,
+        });
+        assert_eq!(run(&packets), "12");
+    }
+
+    #[test]
+    fn long_press_segments_and_timestamp_wrap() {
+        let ssrc = 7;
+        let mut packets = Vec::new();
+        // First segment runs to the maximum duration, then continues with a new timestamp.
+        let ts0 = u32::MAX - 1_000;
+        for i in 0..5_u16 {
+            packets.push(P {
+                at_ms: u64::from(i) * 20,
+                ssrc,
+                pt: 101,
+                seq: i,
+                ts: ts0,
+                marker: i == 0,
+                code: 9,
+                end: false,
+                duration: 60_000 + i * 1_000,
+            });
+        }
+        let ts1 = ts0.wrapping_add(65_535);
+        for i in 0..5_u16 {
+            packets.push(P {
+                at_ms: 100 + u64::from(i) * 20,
+                ssrc,
+                pt: 101,
+                seq: 5 + i,
+                ts: ts1,
+                marker: false,
+                code: 9,
+                end: i == 4,
+                duration: 160 * (i + 1),
+            });
+        }
+        assert_eq!(run(&packets), "9");
+    }
+
+    #[test]
+    fn other_payload_types_and_events_are_ignored() {
+        let mut packets = sipp_pcap('1', 0);
+        for p in &mut packets {
+            p.pt = 96;
+        }
+        assert_eq!(run(&packets), "");
+        // Event 16+ (tones, not keys) are not digits.
+        let mut tone = sipp_pcap('1', 0);
+        for p in &mut tone {
+            p.code = 32;
+        }
+        assert_eq!(run(&tone), "");
+        // Short payloads are ignored.
+        let mut r = TelephoneEvents::new(101);
+        let acc = Accepted {
+            ssrc: Ssrc(1),
+            pt: 101,
+            seq: ExtSeq(1),
+            timestamp: 1,
+            marker: true,
+            payload: &[1, 2],
+        };
+        assert!(r.handle(&acc, Instant::now()).is_none());
+    }
+
+    #[test]
+    fn all_sixteen_keys() {
+        let keys = "0123456789*#ABCD";
+        let packets: Vec<P> = keys
+            .chars()
+            .enumerate()
+            .flat_map(|(i, k)| {
+                let code = Digit::from_char(k).unwrap().event_code();
+                let ts = 1_000 + i as u32 * 1_600;
+                (0..4_u16).map(move |f| P {
+                    at_ms: i as u64 * 100 + u64::from(f) * 20,
+                    ssrc: 5,
+                    pt: 101,
+                    seq: (i * 4) as u16 + f,
+                    ts,
+                    marker: f == 0,
+                    code,
+                    end: f == 3,
+                    duration: (f + 1) * 160,
+                })
+            })
+            .collect();
+        assert_eq!(run(&packets), keys);
+    }
+}

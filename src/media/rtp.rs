@@ -1,0 +1,362 @@
+//! RTP (RFC 3550), sans-IO: the packetizer that numbers what vportal sends, and the
+//! receiver that decides which incoming packets to trust.
+//!
+//! Headers are read and written with `rtp-rs`; this module adds what a session needs on top:
+//! random starting values, continuous timestamps, the marker bit at each talkspurt, 16→64-bit
+//! sequence extension, and source filtering so that a stranger cannot inject digits into
+//! someone's call.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use rand::{Rng, RngExt};
+use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
+
+/// A synchronisation source identifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ssrc(pub u32);
+
+/// An RTP payload type (0-127).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pt(u8);
+
+impl Pt {
+    /// A payload type; `None` above 127.
+    pub fn new(pt: u8) -> Option<Self> {
+        (pt <= 127).then_some(Self(pt))
+    }
+
+    /// The number.
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+/// A sequence number extended to 64 bits, so it never wraps within a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExtSeq(pub u64);
+
+/// Extends 16-bit sequence numbers as they arrive (RFC 3550 Appendix A.1): a number close
+/// after the highest seen continues the count, across wrap-arounds; one close before it is a
+/// late or repeated packet.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SeqExtender {
+    highest: Option<u64>,
+}
+
+impl SeqExtender {
+    /// The extended value of `seq`.
+    pub fn extend(&mut self, seq: u16) -> ExtSeq {
+        let Some(highest) = self.highest else {
+            // Start in the second cycle so a slightly earlier first packet stays positive.
+            let first = (1 << 16) + u64::from(seq);
+            self.highest = Some(first);
+            return ExtSeq(first);
+        };
+        let cycle = highest & !0xffff;
+        let candidates =
+            [cycle.wrapping_sub(1 << 16), cycle, cycle + (1 << 16)].map(|c| c + u64::from(seq));
+        let value = candidates
+            .into_iter()
+            .min_by_key(|c| c.abs_diff(highest))
+            .unwrap_or(cycle + u64::from(seq));
+        if value > highest {
+            self.highest = Some(value);
+        }
+        ExtSeq(value)
+    }
+}
+
+/// Numbers and stamps the packets of one outgoing stream.
+#[derive(Debug, Clone)]
+pub struct RtpSender {
+    ssrc: Ssrc,
+    pt: Pt,
+    seq: u16,
+    timestamp: u32,
+    sent: u64,
+}
+
+impl RtpSender {
+    /// A stream with random SSRC, first sequence number and first timestamp (RFC 3550 §5.1:
+    /// random starting values make known-plaintext attacks harder and tell restarts apart).
+    pub fn new(pt: Pt, rng: &mut impl Rng) -> Self {
+        Self {
+            ssrc: Ssrc(rng.random()),
+            pt,
+            seq: rng.random(),
+            timestamp: rng.random(),
+            sent: 0,
+        }
+    }
+
+    /// The stream's SSRC.
+    pub fn ssrc(&self) -> Ssrc {
+        self.ssrc
+    }
+
+    /// Packets built so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// The sequence number and timestamp the next packet will carry.
+    pub fn next_numbers(&self) -> (u16, u32) {
+        (self.seq, self.timestamp)
+    }
+
+    /// Changes the payload type (a re-INVITE chose another codec). Numbering continues.
+    pub fn set_pt(&mut self, pt: Pt) {
+        self.pt = pt;
+    }
+
+    /// Lets `samples` of time pass without a packet (a frame that could not be sent on
+    /// time): the timestamp moves on, the sequence number does not (RFC 3550 §5.1 counts
+    /// packets sent), so the receiver sees the gap for what it is.
+    pub fn skip(&mut self, samples: u32) {
+        self.timestamp = self.timestamp.wrapping_add(samples);
+    }
+
+    /// Builds the next packet into `out` (cleared first): `payload` of `samples` 8 kHz
+    /// samples, the marker bit when `marker` (a talkspurt starts). Timestamps advance by
+    /// the samples carried whatever they hold, so they stay continuous across prompts and
+    /// silence.
+    pub fn packet(&mut self, payload: &[u8], samples: u32, marker: bool, out: &mut Vec<u8>) {
+        let builder = RtpPacketBuilder::new()
+            .payload_type(self.pt.0)
+            .ssrc(self.ssrc.0)
+            .sequence(Seq::from(self.seq))
+            .timestamp(self.timestamp)
+            .marked(marker)
+            .payload(payload);
+        // Every byte is overwritten by the builder: resize without clearing, so a buffer
+        // already of the right length (every packet after the first) is not zeroed again.
+        out.resize(builder.target_length(), 0);
+        let written = builder.build_into_unchecked(out);
+        out.truncate(written);
+        self.seq = self.seq.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(samples);
+        self.sent += 1;
+    }
+}
+
+/// Whether to follow the media source the caller actually uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Latching {
+    /// Accept RTP only from the address in the SDP (the default).
+    #[default]
+    Off,
+    /// Symmetric RTP for callers behind NAT: accept the first source seen (once), then only
+    /// it, and send to it.
+    Once,
+}
+
+/// A packet the receiver accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted<'a> {
+    /// Its SSRC.
+    pub ssrc: Ssrc,
+    /// Its payload type.
+    pub pt: u8,
+    /// Its sequence number, extended per SSRC.
+    pub seq: ExtSeq,
+    /// Its timestamp.
+    pub timestamp: u32,
+    /// The marker bit.
+    pub marker: bool,
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
+/// Counts of what arrived.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReceiveStats {
+    /// Packets accepted.
+    pub accepted: u64,
+    /// Packets from an address other than the call's media source: ignored.
+    pub foreign: u64,
+    /// Datagrams that are not RTP version 2.
+    pub malformed: u64,
+}
+
+/// Decides which incoming datagrams belong to the call.
+#[derive(Debug, Clone)]
+pub struct RtpReceiver {
+    expected: Option<SocketAddr>,
+    latching: Latching,
+    latched: bool,
+    sequences: HashMap<Ssrc, SeqExtender>,
+    stats: ReceiveStats,
+}
+
+/// Most SSRCs tracked per call (each `play_dtmf` action of SIPp is a new one).
+const MAX_SSRCS: usize = 64;
+
+impl RtpReceiver {
+    /// A receiver expecting media from `expected` (the SDP's address; `None` when the SDP
+    /// named none that can be trusted, e.g. a host name or 0.0.0.0).
+    pub fn new(expected: Option<SocketAddr>, latching: Latching) -> Self {
+        Self {
+            expected,
+            latching,
+            latched: false,
+            sequences: HashMap::new(),
+            stats: ReceiveStats::default(),
+        }
+    }
+
+    /// The address media is accepted from (and sent to), once known.
+    pub fn source(&self) -> Option<SocketAddr> {
+        self.expected
+    }
+
+    /// A new SDP address (re-INVITE). A latched source stays latched.
+    pub fn update_expected(&mut self, expected: Option<SocketAddr>) {
+        if !self.latched {
+            self.expected = expected;
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> ReceiveStats {
+        self.stats
+    }
+
+    /// Checks a datagram from `from`: the packet if it is RTP from the call's source.
+    pub fn accept<'a>(&mut self, from: SocketAddr, datagram: &'a [u8]) -> Option<Accepted<'a>> {
+        let Ok(rtp) = RtpReader::new(datagram) else {
+            self.stats.malformed += 1;
+            return None;
+        };
+        if rtp.version() != 2 {
+            self.stats.malformed += 1;
+            return None;
+        }
+        let trusted = match (self.expected, self.latching) {
+            (Some(addr), _) if addr == from => true,
+            (_, Latching::Once) if !self.latched => {
+                self.expected = Some(from);
+                self.latched = true;
+                true
+            }
+            _ => false,
+        };
+        if !trusted {
+            self.stats.foreign += 1;
+            return None;
+        }
+        let ssrc = Ssrc(rtp.ssrc());
+        if !self.sequences.contains_key(&ssrc) && self.sequences.len() >= MAX_SSRCS {
+            self.sequences.clear();
+        }
+        let seq = self
+            .sequences
+            .entry(ssrc)
+            .or_default()
+            .extend(u16::from(rtp.sequence_number()));
+        self.stats.accepted += 1;
+        Some(Accepted {
+            ssrc,
+            pt: rtp.payload_type(),
+            seq,
+            timestamp: rtp.timestamp(),
+            marker: rtp.mark(),
+            payload: rtp.payload(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    #[test]
+    fn sequence_extension_across_wraps_and_reordering() {
+        let mut x = SeqExtender::default();
+        let base = x.extend(65_534).0;
+        assert_eq!(x.extend(65_535).0, base + 1);
+        assert_eq!(x.extend(0).0, base + 2);
+        assert_eq!(
+            x.extend(65_535).0,
+            base + 1,
+            "late packet from before the wrap"
+        );
+        assert_eq!(x.extend(1).0, base + 3);
+        let mut y = SeqExtender::default();
+        let start = y.extend(10).0;
+        for i in 0..200_000_u64 {
+            assert_eq!(y.extend((10 + i) as u16).0, start + i);
+        }
+    }
+
+    #[test]
+    fn packets_are_numbered_continuously() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut s = RtpSender::new(Pt::new(0).unwrap(), &mut rng);
+        let (seq0, ts0) = s.next_numbers();
+        let mut out = Vec::new();
+        s.packet(&[0xff; 160], 160, true, &mut out);
+        let r = RtpReader::new(&out).unwrap();
+        assert_eq!(
+            (r.payload_type(), r.mark(), r.payload().len()),
+            (0, true, 160)
+        );
+        assert_eq!((u16::from(r.sequence_number()), r.timestamp()), (seq0, ts0));
+        assert_eq!(r.ssrc(), s.ssrc().0);
+        s.packet(&[0xff; 80], 80, false, &mut out);
+        let r = RtpReader::new(&out).unwrap();
+        assert_eq!(u16::from(r.sequence_number()), seq0.wrapping_add(1));
+        assert_eq!(r.timestamp(), ts0.wrapping_add(160));
+        assert!(!r.mark());
+        assert_eq!(s.next_numbers().1, ts0.wrapping_add(240));
+        assert_eq!(s.sent(), 2);
+    }
+
+    fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
+        RtpPacketBuilder::new()
+            .payload_type(101)
+            .ssrc(ssrc)
+            .sequence(Seq::from(seq))
+            .timestamp(1_000)
+            .payload(&[1, 2, 3, 4])
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn strangers_are_ignored_and_counted() {
+        let caller: SocketAddr = "127.0.0.1:6000".parse().unwrap();
+        let stranger: SocketAddr = "127.0.0.1:6666".parse().unwrap();
+        let mut r = RtpReceiver::new(Some(caller), Latching::Off);
+        assert!(r.accept(stranger, &rtp(1, 9)).is_none());
+        let packet = rtp(2, 9);
+        let ok = r.accept(caller, &packet).unwrap();
+        assert_eq!((ok.pt, ok.payload), (101, &[1, 2, 3, 4][..]));
+        assert!(r.accept(caller, b"not rtp").is_none());
+        assert_eq!(
+            r.stats(),
+            ReceiveStats {
+                accepted: 1,
+                foreign: 1,
+                malformed: 1
+            }
+        );
+    }
+
+    #[test]
+    fn latching_happens_once() {
+        let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let other: SocketAddr = "127.0.0.1:40002".parse().unwrap();
+        let mut r = RtpReceiver::new(None, Latching::Once);
+        assert!(r.accept(nat, &rtp(1, 1)).is_some());
+        assert_eq!(r.source(), Some(nat));
+        assert!(r.accept(other, &rtp(2, 1)).is_none(), "no second latch");
+        r.update_expected(Some(other));
+        assert_eq!(r.source(), Some(nat), "a latched source stays");
+        // Without latching and without an SDP address nothing is trusted.
+        let mut closed = RtpReceiver::new(None, Latching::Off);
+        assert!(closed.accept(nat, &rtp(1, 1)).is_none());
+    }
+}

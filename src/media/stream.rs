@@ -1,0 +1,347 @@
+//! One call's outgoing media, paced: the player's frames packetized every ptime.
+//!
+//! Sans-IO: the shell asks [`Outbound::poll_timeout`] when the next packet is due and calls
+//! [`Outbound::poll_packet`] at (or after) that time. A late call gets the packets it missed,
+//! up to [`MAX_CATCH_UP`]; beyond that the stream skips frames (keeping timestamps true to
+//! the clock) rather than burst.
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use super::g711::Law;
+use super::player::{Frame, Player};
+use super::rtp::{Pt, RtpSender};
+
+/// Most missed packets sent back to back when the shell wakes late.
+pub const MAX_CATCH_UP: u32 = 3;
+
+/// Packetization times accepted (RFC 3551: G.711 frames of 10-60 ms are common).
+pub const PTIME_RANGE: std::ops::RangeInclusive<u32> = 10..=60;
+
+/// The outgoing side of a call's media.
+#[derive(Debug)]
+pub struct Outbound {
+    sender: RtpSender,
+    player: Player,
+    ptime: Duration,
+    samples: u32,
+    next_due: Instant,
+    payload: Vec<u8>,
+    packet: Vec<u8>,
+    first: bool,
+}
+
+/// A packet ready to send, and what its frame held.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Packet<'a> {
+    /// The RTP packet.
+    pub bytes: &'a [u8],
+    /// What the frame held (talkspurt start, a finished playback).
+    pub frame: Frame,
+}
+
+impl Outbound {
+    /// A stream starting `now` with payload type `pt`, `law` and a ptime in milliseconds
+    /// (clamped to [`PTIME_RANGE`]).
+    pub fn new(now: Instant, pt: Pt, law: Law, ptime_ms: u32, rng: &mut impl Rng) -> Self {
+        let ms = ptime_ms.clamp(*PTIME_RANGE.start(), *PTIME_RANGE.end());
+        Self {
+            sender: RtpSender::new(pt, rng),
+            player: Player::new(law),
+            ptime: Duration::from_millis(u64::from(ms)),
+            samples: ms * 8,
+            next_due: now,
+            payload: Vec::with_capacity(480),
+            packet: Vec::with_capacity(500),
+            first: true,
+        }
+    }
+
+    /// The player, to start and stop playbacks.
+    pub fn player(&mut self) -> &mut Player {
+        &mut self.player
+    }
+
+    /// The RTP sender (numbers sent so far, SSRC).
+    pub fn sender(&self) -> &RtpSender {
+        &self.sender
+    }
+
+    /// Codec change from a re-INVITE.
+    pub fn set_codec(&mut self, pt: Pt, law: Law) {
+        self.sender.set_pt(pt);
+        self.player.set_law(law);
+    }
+
+    /// When the next packet is due.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next_due
+    }
+
+    /// The packet due at `now`, if one is. Call again until `None` to catch up after a late
+    /// wake-up.
+    pub fn poll_packet(&mut self, now: Instant) -> Option<Packet<'_>> {
+        if now < self.next_due {
+            return None;
+        }
+        // Too far behind: skip the frames that can no longer be sent on time.
+        let behind = now.duration_since(self.next_due);
+        let missed =
+            u32::try_from(behind.as_nanos() / self.ptime.as_nanos().max(1)).unwrap_or(u32::MAX);
+        if missed > MAX_CATCH_UP {
+            for _ in MAX_CATCH_UP..missed {
+                let frame = self
+                    .player
+                    .next_frame(self.samples as usize, &mut self.payload);
+                // A playback that ends unheard still ends.
+                if frame.finished.is_some() {
+                    self.next_due += self.ptime;
+                    return self.emit(frame);
+                }
+                self.sender.skip(self.samples);
+                self.next_due += self.ptime;
+            }
+        }
+        self.next_due += self.ptime;
+        let frame = self
+            .player
+            .next_frame(self.samples as usize, &mut self.payload);
+        self.emit(frame)
+    }
+
+    fn emit(&mut self, mut frame: Frame) -> Option<Packet<'_>> {
+        // The stream's first packet starts a talkspurt too.
+        frame.talkspurt |= std::mem::take(&mut self.first);
+        self.sender.packet(
+            &self.payload,
+            self.samples,
+            frame.talkspurt,
+            &mut self.packet,
+        );
+        Some(Packet {
+            bytes: &self.packet,
+            frame,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::media::player::{Item, Playback};
+    use crate::media::prompts::Prompt;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+    use rtp_rs::RtpReader;
+
+    /// A prompt of `ms` milliseconds of the constant sample `value`.
+    fn prompt(ms: usize, value: i16) -> Arc<Prompt> {
+        Arc::new(Prompt::new("test", "", vec![value; ms * 8]))
+    }
+
+    fn ulaw(value: i16) -> u8 {
+        crate::media::g711::ulaw_encode(value)
+    }
+
+    /// A packet the stream produced, read back.
+    #[derive(Debug, Clone)]
+    struct Sent {
+        at_ms: u64,
+        seq: u16,
+        ts: u32,
+        marker: bool,
+        payload: Vec<u8>,
+        finished: Option<u64>,
+    }
+
+    /// Drives a stream on a virtual clock for `ms`, waking exactly when asked.
+    fn drive(out: &mut Outbound, start: Instant, ms: u64) -> Vec<Sent> {
+        let end = start + Duration::from_millis(ms);
+        let mut seen = Vec::new();
+        loop {
+            let at = out.poll_timeout();
+            if at >= end {
+                return seen;
+            }
+            while let Some(p) = out.poll_packet(at) {
+                let r = RtpReader::new(p.bytes).unwrap();
+                seen.push(Sent {
+                    at_ms: (at - start).as_millis() as u64,
+                    seq: u16::from(r.sequence_number()),
+                    ts: r.timestamp(),
+                    marker: r.mark(),
+                    payload: r.payload().to_vec(),
+                    finished: p.frame.finished,
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn fifty_packets_a_second_continuous_across_prompt_silence_prompt() {
+        let t0 = Instant::now();
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut out = Outbound::new(t0, Pt::new(0).unwrap(), Law::Ulaw, 20, &mut rng);
+        out.player().play(Playback {
+            items: vec![
+                Item::Prompt(prompt(100, 1_000)),
+                Item::Silence(Duration::from_millis(60)),
+                Item::Prompt(prompt(40, -2_000)),
+            ],
+            barge_in: true,
+            token: 7,
+        });
+        let packets = drive(&mut out, t0, 1_000);
+        assert_eq!(packets.len(), 50, "one packet per 20 ms");
+        for (i, w) in packets.windows(2).enumerate() {
+            assert_eq!(w[1].at_ms - w[0].at_ms, 20, "pacing at {i}");
+            assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "sequence at {i}");
+            assert_eq!(w[1].ts, w[0].ts.wrapping_add(160), "timestamp at {i}");
+        }
+        assert!(packets.iter().all(|p| p.payload.len() == 160));
+        // 100 ms prompt, 60 ms silence, 40 ms prompt = 10 frames, then idle silence.
+        assert!(
+            packets[..5]
+                .iter()
+                .all(|p| p.payload.iter().all(|b| *b == ulaw(1_000)))
+        );
+        assert!(
+            packets[5..8]
+                .iter()
+                .all(|p| p.payload.iter().all(|b| *b == 0xff))
+        );
+        assert!(
+            packets[8..10]
+                .iter()
+                .all(|p| p.payload.iter().all(|b| *b == ulaw(-2_000)))
+        );
+        assert!(
+            packets[10..]
+                .iter()
+                .all(|p| p.payload.iter().all(|b| *b == 0xff))
+        );
+        let finished: Vec<_> = packets.iter().filter_map(|p| p.finished).collect();
+        assert_eq!(finished, [7]);
+        assert_eq!(packets.iter().position(|p| p.finished.is_some()), Some(9));
+        // Marker: the stream's first packet (which is also the talkspurt start) only.
+        assert_eq!(packets.iter().filter(|p| p.marker).count(), 1);
+        out.player().play(Playback {
+            items: vec![Item::Prompt(prompt(20, 300))],
+            barge_in: false,
+            token: 8,
+        });
+        let more = drive(&mut out, t0 + Duration::from_millis(1_000), 100);
+        assert!(more[0].marker, "a new playback starts a talkspurt");
+        assert_eq!(
+            more[0].ts,
+            packets[49].ts.wrapping_add(160),
+            "timestamps continue"
+        );
+    }
+
+    #[test]
+    fn ptime_variants() {
+        for ptime in [10_u32, 20, 30, 40, 60] {
+            let t0 = Instant::now();
+            let mut rng = StdRng::seed_from_u64(u64::from(ptime));
+            let mut out = Outbound::new(t0, Pt::new(8).unwrap(), Law::Alaw, ptime, &mut rng);
+            let packets = drive(&mut out, t0, 600);
+            assert_eq!(packets.len() as u32, 600 / ptime, "ptime {ptime}");
+            assert!(
+                packets
+                    .iter()
+                    .all(|p| p.payload.len() == (ptime * 8) as usize
+                        && p.payload.iter().all(|b| *b == 0xd5))
+            );
+            assert!(
+                packets
+                    .windows(2)
+                    .all(|w| w[1].ts.wrapping_sub(w[0].ts) == ptime * 8)
+            );
+        }
+        let mut rng = StdRng::seed_from_u64(9);
+        let out = Outbound::new(Instant::now(), Pt::new(0).unwrap(), Law::Ulaw, 5, &mut rng);
+        assert_eq!(out.samples, 80, "clamped to 10 ms");
+    }
+
+    #[test]
+    fn late_wakeups_catch_up_then_skip() {
+        let t0 = Instant::now();
+        let mut rng = StdRng::seed_from_u64(2);
+        let mut out = Outbound::new(t0, Pt::new(0).unwrap(), Law::Ulaw, 20, &mut rng);
+        let _ = out.poll_packet(t0);
+        let ts0 = out.sender().next_numbers().1;
+        // 50 ms late: the two missed packets go out back to back.
+        let late = t0 + Duration::from_millis(70);
+        let mut n = 0;
+        while out.poll_packet(late).is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 3);
+        // 1 s late: a few packets, and timestamps jump with the clock.
+        let very_late = t0 + Duration::from_millis(1_080);
+        let mut burst = Vec::new();
+        while let Some(p) = out.poll_packet(very_late) {
+            burst.push(RtpReader::new(p.bytes).unwrap().timestamp());
+        }
+        assert!(burst.len() as u32 <= MAX_CATCH_UP + 1, "{}", burst.len());
+        assert_eq!(
+            out.sender().next_numbers().1.wrapping_sub(ts0),
+            1_080 / 20 * 160
+        );
+    }
+
+    #[test]
+    fn barge_in_stops_only_interruptible_playbacks() {
+        let t0 = Instant::now();
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut out = Outbound::new(t0, Pt::new(0).unwrap(), Law::Ulaw, 20, &mut rng);
+        out.player().play(Playback {
+            items: vec![Item::Prompt(prompt(500, 1))],
+            barge_in: false,
+            token: 1,
+        });
+        assert_eq!(out.player().barge_in(), None);
+        assert!(out.player().is_playing());
+        assert_eq!(
+            out.player().play(Playback {
+                items: vec![Item::Prompt(prompt(500, 2))],
+                barge_in: true,
+                token: 2
+            }),
+            Some(1)
+        );
+        assert_eq!(out.player().barge_in(), Some(2));
+        assert!(!out.player().is_playing());
+        let packets = drive(&mut out, t0, 40);
+        assert!(
+            packets.iter().all(|p| p.payload.iter().all(|b| *b == 0xff)),
+            "silence after barge-in"
+        );
+        // An empty playback finishes at once.
+        out.player().play(Playback {
+            items: vec![],
+            barge_in: true,
+            token: 3,
+        });
+        let packets = drive(&mut out, t0 + Duration::from_millis(40), 20);
+        assert_eq!(packets[0].finished, Some(3));
+    }
+
+    #[test]
+    fn type_ahead_keeps_the_newest() {
+        use crate::media::digit::Digit;
+        use crate::media::player::{TYPE_AHEAD, TypeAhead};
+        let mut t = TypeAhead::default();
+        for i in 0..TYPE_AHEAD + 3 {
+            t.push(Digit::from_char(char::from(b'0' + (i % 10) as u8)).unwrap());
+        }
+        assert_eq!(t.len(), TYPE_AHEAD);
+        assert_eq!(t.pop().map(Digit::reveal), Some('3'));
+        t.clear();
+        assert!(t.is_empty());
+    }
+}

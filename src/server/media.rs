@@ -1,0 +1,441 @@
+//! The media thread: all RTP of all calls, sent and received on one thread.
+//!
+//! One `mio` poll holds every call's RTP socket, registered for readability only, and one
+//! timer heap orders every stream by its next packet. The thread sleeps until the earliest
+//! packet is due or a datagram or a command arrives, then sends every packet due and reads
+//! every datagram waiting: a thousand calls cost one wake-up per millisecond, not a thousand
+//! timers. Sockets are not registered for writability: nothing waits for it, and with write
+//! interest every packet sent would raise a readiness event (measured: a sixth of the
+//! server's time at 3,000 streams).
+//!
+//! Incoming RTP is filtered (only the call's media source is trusted) and run through the
+//! key detectors here; call tasks hear only key presses and the ends of playbacks.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io;
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use std::time::Instant;
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use tokio::sync::mpsc;
+
+use crate::config::InbandDtmf;
+use crate::media::digit::DigitEvent;
+use crate::media::g711::{self, Law};
+use crate::media::inband::{InbandConfig, InbandDetector};
+use crate::media::player::Playback;
+use crate::media::ports::PortAllocator;
+use crate::media::rfc4733::TelephoneEvents;
+use crate::media::rtp::{Latching, Pt, RtpReceiver};
+use crate::media::stream::Outbound;
+use crate::sip::endpoint::CallHandle;
+use crate::sip::sdp::{Codec, Negotiated};
+
+/// RTP packets sent by all calls (for the metrics endpoint).
+pub(crate) static RTP_PACKETS_SENT: AtomicU64 = AtomicU64::new(0);
+
+const WAKER: Token = Token(0);
+
+/// An even RTP port from the range, given back when dropped.
+pub(crate) struct PortLease {
+    pub(crate) port: u16,
+    ports: Arc<Mutex<PortAllocator>>,
+}
+
+impl PortLease {
+    pub(crate) fn new(port: u16, ports: Arc<Mutex<PortAllocator>>) -> Self {
+        Self { port, ports }
+    }
+}
+
+impl Drop for PortLease {
+    fn drop(&mut self) {
+        if let Ok(mut ports) = self.ports.lock() {
+            ports.release(self.port);
+        }
+    }
+}
+
+/// What the media thread tells a call.
+#[derive(Debug)]
+pub(crate) enum MediaEvent {
+    /// A key was pressed (RFC 4733 or in-band).
+    Key(DigitEvent),
+    /// A playback ended (finished or stopped).
+    PlaybackDone(u64),
+}
+
+/// What a call asks of the media thread.
+pub(crate) enum MediaCommand {
+    /// Start the call's media.
+    Start {
+        call: CallHandle,
+        call_id: String,
+        socket: StdUdpSocket,
+        lease: PortLease,
+        media: Negotiated,
+        events: mpsc::UnboundedSender<MediaEvent>,
+    },
+    /// The media parameters changed (re-INVITE, UPDATE).
+    Update(CallHandle, Negotiated),
+    /// Play something (replacing what is playing).
+    Play(CallHandle, Playback),
+    /// A key was pressed: stop the playback if it allows barge-in.
+    BargeIn(CallHandle),
+    /// The call is over.
+    End(CallHandle),
+}
+
+/// How incoming media is treated.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MediaConfig {
+    pub(crate) symmetric: bool,
+    pub(crate) inband: InbandDtmf,
+}
+
+/// The way to the media thread.
+pub(crate) struct MediaHandle {
+    commands: std_mpsc::Sender<MediaCommand>,
+    waker: Arc<Waker>,
+}
+
+impl MediaHandle {
+    pub(crate) fn send(&self, command: MediaCommand) {
+        if self.commands.send(command).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// Starts the media thread.
+///
+/// # Errors
+/// When the poll cannot be created.
+pub(crate) fn start(config: MediaConfig) -> io::Result<MediaHandle> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let (tx, rx) = std_mpsc::channel();
+    std::thread::Builder::new()
+        .name("vportal-media".into())
+        .spawn(move || Thread::new(poll, rx, config).run())?;
+    Ok(MediaHandle {
+        commands: tx,
+        waker,
+    })
+}
+
+/// What the call hears: its RTP, filtered, and the key detectors that apply.
+struct Listener {
+    receiver: RtpReceiver,
+    events: Option<TelephoneEvents>,
+    inband: Option<(InbandDetector, Law, u8)>,
+    pcm: Vec<i16>,
+}
+
+impl Listener {
+    fn new(media: &Negotiated, config: MediaConfig) -> Self {
+        let latching = if config.symmetric {
+            Latching::Once
+        } else {
+            Latching::Off
+        };
+        let mut me = Self {
+            receiver: RtpReceiver::new(media.remote_rtp, latching),
+            events: None,
+            inband: None,
+            pcm: Vec::with_capacity(480),
+        };
+        me.configure(media, config);
+        me
+    }
+
+    /// Follows new media parameters.
+    fn configure(&mut self, media: &Negotiated, config: MediaConfig) {
+        self.receiver.update_expected(media.remote_rtp);
+        self.events = media.telephone_event.map(TelephoneEvents::new);
+        let inband = match config.inband {
+            InbandDtmf::Always => true,
+            InbandDtmf::Auto => media.telephone_event.is_none(),
+            InbandDtmf::Never => false,
+        };
+        self.inband = inband.then(|| {
+            (
+                InbandDetector::new(InbandConfig::default()),
+                law(media.codec),
+                media.payload_type,
+            )
+        });
+    }
+
+    /// One datagram: the keys it carries.
+    fn hear(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+        keys: &mut Vec<DigitEvent>,
+    ) {
+        let Some(packet) = self.receiver.accept(from, datagram) else {
+            return;
+        };
+        if let Some(events) = &mut self.events {
+            if packet.pt == events.payload_type() {
+                keys.extend(events.handle(&packet, now));
+                return;
+            }
+        }
+        if let Some((detector, law, pt)) = &mut self.inband {
+            if packet.pt == *pt {
+                self.pcm.clear();
+                g711::decode(*law, packet.payload, &mut self.pcm);
+                detector.process(&self.pcm, keys);
+            }
+        }
+    }
+}
+
+/// The G.711 law of a codec.
+pub(crate) fn law(codec: Codec) -> Law {
+    match codec {
+        Codec::Pcmu => Law::Ulaw,
+        Codec::Pcma => Law::Alaw,
+    }
+}
+
+struct Stream {
+    call_id: String,
+    socket: UdpSocket,
+    _lease: PortLease,
+    out: Outbound,
+    listener: Listener,
+    sending: bool,
+    events: mpsc::UnboundedSender<MediaEvent>,
+}
+
+struct Thread {
+    poll: Poll,
+    commands: std_mpsc::Receiver<MediaCommand>,
+    config: MediaConfig,
+    /// The streams, by slot; a stream's poll token is its slot + 1 (0 is the waker).
+    streams: Vec<Option<Stream>>,
+    free: Vec<usize>,
+    tokens: HashMap<CallHandle, Token>,
+    heap: BinaryHeap<Reverse<(Instant, Token)>>,
+    rng: rand::rngs::StdRng,
+    keys: Vec<DigitEvent>,
+    datagram: Vec<u8>,
+}
+
+impl Thread {
+    fn new(poll: Poll, commands: std_mpsc::Receiver<MediaCommand>, config: MediaConfig) -> Self {
+        Self {
+            poll,
+            commands,
+            config,
+            streams: Vec::new(),
+            free: Vec::new(),
+            tokens: HashMap::new(),
+            heap: BinaryHeap::new(),
+            rng: rand::make_rng(),
+            keys: Vec::new(),
+            datagram: vec![0; 2_048],
+        }
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(1_024);
+        loop {
+            let timeout = self
+                .heap
+                .peek()
+                .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "media poll failed; media stops");
+                    return;
+                }
+            }
+            for event in &events {
+                if event.token() != WAKER {
+                    self.receive(event.token());
+                }
+            }
+            if !self.take_commands() {
+                return;
+            }
+            self.send_due(Instant::now());
+        }
+    }
+
+    /// Applies every queued command; false once the server is gone.
+    fn take_commands(&mut self) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(command) => self.apply(command),
+                Err(std_mpsc::TryRecvError::Empty) => return true,
+                Err(std_mpsc::TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn apply(&mut self, command: MediaCommand) {
+        match command {
+            MediaCommand::Start {
+                call,
+                call_id,
+                socket,
+                lease,
+                media,
+                events,
+            } => {
+                let Some(pt) = Pt::new(media.payload_type) else {
+                    return;
+                };
+                let slot = self.free.pop().unwrap_or_else(|| {
+                    self.streams.push(None);
+                    self.streams.len() - 1
+                });
+                let token = Token(slot + 1);
+                let mut socket = UdpSocket::from_std(socket);
+                if let Err(e) =
+                    self.poll
+                        .registry()
+                        .register(&mut socket, token, Interest::READABLE)
+                {
+                    tracing::warn!(%call_id, error = %e, "cannot watch the RTP socket");
+                    return;
+                }
+                let out = Outbound::new(
+                    Instant::now(),
+                    pt,
+                    law(media.codec),
+                    media.ptime_ms,
+                    &mut self.rng,
+                );
+                self.heap.push(Reverse((out.poll_timeout(), token)));
+                self.tokens.insert(call, token);
+                self.streams[slot] = Some(Stream {
+                    call_id,
+                    socket,
+                    _lease: lease,
+                    out,
+                    listener: Listener::new(&media, self.config),
+                    sending: media.direction.sends(),
+                    events,
+                });
+            }
+            MediaCommand::Update(call, media) => {
+                let config = self.config;
+                if let Some(s) = self.stream(call) {
+                    s.listener.configure(&media, config);
+                    s.sending = media.direction.sends();
+                    if let Some(pt) = Pt::new(media.payload_type) {
+                        s.out.set_codec(pt, law(media.codec));
+                    }
+                }
+            }
+            MediaCommand::Play(call, playback) => {
+                if let Some(s) = self.stream(call) {
+                    if let Some(replaced) = s.out.player().play(playback) {
+                        let _ = s.events.send(MediaEvent::PlaybackDone(replaced));
+                    }
+                }
+            }
+            MediaCommand::BargeIn(call) => {
+                if let Some(s) = self.stream(call) {
+                    if let Some(stopped) = s.out.player().barge_in() {
+                        let _ = s.events.send(MediaEvent::PlaybackDone(stopped));
+                    }
+                }
+            }
+            MediaCommand::End(call) => {
+                if let Some(token) = self.tokens.remove(&call) {
+                    let slot = token.0 - 1;
+                    if let Some(mut s) = self.streams.get_mut(slot).and_then(Option::take) {
+                        self.free.push(slot);
+                        let _ = self.poll.registry().deregister(&mut s.socket);
+                        let stats = s.listener.receiver.stats();
+                        tracing::debug!(
+                            call_id = %s.call_id,
+                            rtp_sent = s.out.sender().sent(),
+                            rtp_received = stats.accepted,
+                            rtp_foreign = stats.foreign,
+                            "media ended"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn stream(&mut self, call: CallHandle) -> Option<&mut Stream> {
+        let token = *self.tokens.get(&call)?;
+        self.slot(token)
+    }
+
+    fn slot(&mut self, token: Token) -> Option<&mut Stream> {
+        self.streams.get_mut(token.0.checked_sub(1)?)?.as_mut()
+    }
+
+    /// Reads every datagram waiting on a stream's socket.
+    fn receive(&mut self, token: Token) {
+        let Some(s) = self
+            .streams
+            .get_mut(token.0.wrapping_sub(1))
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        loop {
+            match s.socket.recv_from(&mut self.datagram) {
+                Ok((n, from)) => {
+                    s.listener
+                        .hear(from, &self.datagram[..n], Instant::now(), &mut self.keys);
+                    for key in self.keys.drain(..) {
+                        let _ = s.events.send(MediaEvent::Key(key));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Sends every packet due at `now`.
+    fn send_due(&mut self, now: Instant) {
+        while let Some(Reverse((at, token))) = self.heap.peek().copied() {
+            if at > now {
+                return;
+            }
+            self.heap.pop();
+            let Some(s) = self
+                .streams
+                .get_mut(token.0.wrapping_sub(1))
+                .and_then(Option::as_mut)
+            else {
+                continue;
+            };
+            if s.out.poll_timeout() != at {
+                continue;
+            }
+            // Symmetric RTP may have latched onto the caller's real source: send there.
+            let remote = s.listener.receiver.source();
+            while let Some(packet) = s.out.poll_packet(now) {
+                if let (true, Some(remote)) = (s.sending, remote) {
+                    // A full socket buffer drops this one packet; the next is on time.
+                    if s.socket.send_to(packet.bytes, remote).is_ok() {
+                        RTP_PACKETS_SENT.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if let Some(token) = packet.frame.finished {
+                    let _ = s.events.send(MediaEvent::PlaybackDone(token));
+                }
+            }
+            self.heap.push(Reverse((s.out.poll_timeout(), token)));
+        }
+    }
+}

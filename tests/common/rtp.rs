@@ -1,0 +1,147 @@
+//! RTP a test caller sends: RFC 4733 key presses and G.711 audio with DTMF tones.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use rtp_rs::{RtpPacketBuilder, Seq};
+use vportal::media::g711::{self, Law};
+
+/// A caller's outgoing RTP stream.
+pub struct RtpOut {
+    pub socket: UdpSocket,
+    pub to: SocketAddr,
+    pub ssrc: u32,
+    pub seq: u16,
+    pub ts: u32,
+}
+
+impl RtpOut {
+    pub fn new(socket: UdpSocket, to: SocketAddr) -> Self {
+        Self {
+            socket,
+            to,
+            ssrc: 0x1234_5678,
+            seq: 100,
+            ts: 8_000,
+        }
+    }
+
+    fn send(&mut self, pt: u8, marker: bool, ts: u32, payload: &[u8]) {
+        let packet = RtpPacketBuilder::new()
+            .payload_type(pt)
+            .ssrc(self.ssrc)
+            .sequence(Seq::from(self.seq))
+            .timestamp(ts)
+            .marked(marker)
+            .payload(payload)
+            .build()
+            .unwrap();
+        self.seq = self.seq.wrapping_add(1);
+        self.socket.send_to(&packet, self.to).unwrap();
+    }
+
+    /// One key press as a well-behaved phone sends it: start, continuations every 20 ms,
+    /// three end packets; then a 60 ms gap.
+    pub fn key(&mut self, pt: u8, key: char) {
+        let code = vportal::media::digit::Digit::from_char(key)
+            .unwrap()
+            .event_code();
+        let ts = self.ts;
+        for i in 0..5_u16 {
+            let d = (i * 160).to_be_bytes();
+            self.send(pt, i == 0, ts, &[code, 10, d[0], d[1]]);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let d = 800_u16.to_be_bytes();
+        for _ in 0..3 {
+            self.send(pt, false, ts, &[code, 0x80 | 10, d[0], d[1]]);
+        }
+        self.ts = self.ts.wrapping_add(800 + 480);
+        std::thread::sleep(Duration::from_millis(60));
+    }
+
+    /// `keys` as RFC 4733 events on `pt`.
+    pub fn keys(&mut self, pt: u8, keys: &str) {
+        for k in keys.chars() {
+            self.key(pt, k);
+        }
+    }
+
+    /// `keys` as DTMF tones in μ-law audio on payload type 0: 80 ms of tone, 80 ms of
+    /// silence each, in 20 ms packets sent in real time.
+    pub fn tones(&mut self, keys: &str) {
+        for k in keys.chars() {
+            let (low, high) = dtmf_freqs(k);
+            for frame in 0..8 {
+                let mut pcm = Vec::with_capacity(160);
+                for n in 0..160 {
+                    let t = f64::from(frame * 160 + n) / 8_000.0;
+                    let v = if frame < 4 {
+                        0.25 * ((2.0 * std::f64::consts::PI * low * t).sin()
+                            + (2.0 * std::f64::consts::PI * high * t).sin())
+                    } else {
+                        0.0
+                    };
+                    pcm.push((v * 16_000.0) as i16);
+                }
+                let mut payload = Vec::new();
+                g711::encode(Law::Ulaw, &pcm, &mut payload);
+                let ts = self.ts;
+                self.send(0, frame == 0, ts, &payload);
+                self.ts = self.ts.wrapping_add(160);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn dtmf_freqs(key: char) -> (f64, f64) {
+    let rows = [697.0, 770.0, 852.0, 941.0];
+    let cols = [1209.0, 1336.0, 1477.0, 1633.0];
+    let layout = ["123A", "456B", "789C", "*0#D"];
+    for (r, line) in layout.iter().enumerate() {
+        if let Some(c) = line.find(key) {
+            return (rows[r], cols[c]);
+        }
+    }
+    panic!("not a DTMF key: {key}");
+}
+
+/// A received RTP packet's header fields.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen {
+    pub pt: u8,
+    pub seq: u16,
+    pub ts: u32,
+    pub ssrc: u32,
+    pub marker: bool,
+    pub len: usize,
+    pub at: std::time::Instant,
+}
+
+/// Receives RTP on `socket` for `window`.
+pub fn receive(socket: &UdpSocket, window: Duration) -> Vec<Seen> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let end = std::time::Instant::now() + window;
+    let mut buf = [0_u8; 2_048];
+    let mut seen = Vec::new();
+    while std::time::Instant::now() < end {
+        if let Ok((n, _)) = socket.recv_from(&mut buf) {
+            let r = rtp_rs::RtpReader::new(&buf[..n]).unwrap();
+            seen.push(Seen {
+                pt: r.payload_type(),
+                seq: u16::from(r.sequence_number()),
+                ts: r.timestamp(),
+                ssrc: r.ssrc(),
+                marker: r.mark(),
+                len: r.payload().len(),
+                at: std::time::Instant::now(),
+            });
+        }
+    }
+    seen
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Media load: N concurrent calls streaming prompts, measured at the receiving end.
+#
+#   tests/load/rtp-streams.sh [CALLS ...]          (default: 1000 3000)
+#
+# Starts the release build of `vportal serve` pinned to CPU 1 and the load caller
+# (examples/load_caller.rs) pinned to CPU 0. For each CALLS it sets up that many calls at
+# 300 calls/s, lets them settle, measures 10 s of RTP, hangs up, and prints: the per-stream
+# largest inter-packet gap (p50/p95/max over the streams), RFC 3550 interarrival jitter,
+# loss, the server's CPU use and its resident memory per call. Loopback only; bounded in
+# count and time.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+counts=("$@")
+[ ${#counts[@]} -gt 0 ] || counts=(1000 3000)
+(cd "$root" && cargo build --release --quiet --example load_caller && cargo build --release --quiet)
+
+for calls in "${counts[@]}"; do
+  work=$(mktemp -d)
+  (cd "$work" && RUST_LOG=warn,vportal::server=info exec taskset -c 1 "$root/target/release/vportal" serve \
+     --sip 127.0.0.1:0 --rtp-ports 10000-30000 --prompts "$root/prompts" \
+     >"$work/serve.out" 2>"$work/serve.log") &
+  pid=$!
+  addr=""
+  for _ in $(seq 1 100); do
+    addr=$(sed -n 's/.*listening sip=\([0-9.]*:[0-9]*\).*/\1/p' "$work/serve.log" | head -n 1)
+    [ -n "$addr" ] && break; sleep 0.1
+  done
+  [ -n "$addr" ] || { echo "vportal did not start" >&2; cat "$work/serve.log" >&2; kill "$pid"; exit 1; }
+  echo "== $calls calls (vportal $addr on CPU 1, load caller on CPU 0)"
+  taskset -c 0 timeout 180 "$root/target/release/examples/load_caller" --server "$addr" \
+    --calls "$calls" --rate 300 --settle 3 --measure 10 --pid "$pid" | sed 's/^/   /'
+  sleep 1
+  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+  rm -rf "$work"
+done
