@@ -262,6 +262,42 @@ impl MailboxSource {
     }
 }
 
+/// What happens when a mailbox already in a call logs in from another call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionRule {
+    /// `replace` (the default): the older call hears "you have been logged in from another
+    /// phone" and ends.
+    Replace,
+    /// `reject`: the newer call hears that the mailbox is in use and ends.
+    Reject,
+    /// `allow`: both stay.
+    Allow,
+}
+
+impl SessionRule {
+    /// The names the file accepts, for error messages.
+    const NAMES: &'static str = "\"replace\", \"reject\", \"allow\"";
+
+    /// The rule called `name` in a dialplan file.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "replace" => Some(Self::Replace),
+            "reject" => Some(Self::Reject),
+            "allow" => Some(Self::Allow),
+            _ => None,
+        }
+    }
+
+    /// The name used in dialplan files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Replace => "replace",
+            Self::Reject => "reject",
+            Self::Allow => "allow",
+        }
+    }
+}
+
 impl fmt::Display for MailboxSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -289,6 +325,9 @@ pub struct RouteSettings {
     pub max_call_duration: Duration,
     /// The prompt folder under `prompts/`: ASCII letters, digits, `-` and `_`. Default `en`.
     pub language: String,
+    /// One session per mailbox: what a second login to a mailbox already in a call does.
+    /// Default [`SessionRule::Replace`].
+    pub session: SessionRule,
 }
 
 impl Default for RouteSettings {
@@ -302,6 +341,7 @@ impl Default for RouteSettings {
             reprompts: 2,
             max_call_duration: Duration::from_secs(600),
             language: "en".to_owned(),
+            session: SessionRule::Replace,
         }
     }
 }
@@ -349,6 +389,19 @@ impl RouteSettings {
                         "unknown mailbox source {:?}: expected one of {}",
                         v.get_ref(),
                         MailboxSource::NAMES
+                    ),
+                )
+            })?;
+        }
+        if let Some(v) = &raw.session {
+            self.session = SessionRule::from_name(v.get_ref()).ok_or_else(|| {
+                src.invalid(
+                    v.span(),
+                    &key("session"),
+                    format!(
+                        "unknown session rule {:?}: expected one of {}",
+                        v.get_ref(),
+                        SessionRule::NAMES
                     ),
                 )
             })?;
@@ -893,6 +946,7 @@ struct RawEntry {
     inter_digit_timeout: Option<Spanned<DurationText>>,
     max_call_duration: Option<Spanned<DurationText>>,
     language: Option<Spanned<String>>,
+    session: Option<Spanned<String>>,
 }
 
 /// An integer setting. Signed, so that `-1` is reported as out of range like `11`; its own
@@ -1240,6 +1294,30 @@ mod tests {
     // --- the default dialplan -------------------------------------------------------------
 
     #[test]
+    fn session_rule_setting() {
+        let p = parsed(
+            "[defaults]\nsession = \"reject\"\n\n[[route]]\nmatch = \"8500\"\napplication = \"voice-portal\"\n\n[[route]]\nmatch = \"8501\"\napplication = \"voice-portal\"\nsession = \"allow\"\n",
+        );
+        assert_eq!(p.routes()[0].settings.session, SessionRule::Reject);
+        assert_eq!(p.routes()[1].settings.session, SessionRule::Allow);
+        assert_eq!(RouteSettings::default().session, SessionRule::Replace);
+        let err = Dialplan::parse("[defaults]\nsession = \"share\"\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("defaults.session"),
+            "{err}"
+        );
+        for rule in [
+            SessionRule::Replace,
+            SessionRule::Reject,
+            SessionRule::Allow,
+        ] {
+            assert_eq!(SessionRule::from_name(rule.as_str()), Some(rule));
+        }
+    }
+
+    #[test]
     fn default_file_routes_the_standard_numbers() {
         let plan = parsed(DEFAULT);
         assert_eq!(plan.routes().len(), 3);
@@ -1566,6 +1644,7 @@ language = "pt-BR"
                 reprompts: 0,
                 max_call_duration: Duration::from_secs(5_400),
                 language: "fr".into(),
+                session: SessionRule::Replace,
             }
         );
         let own = plan.route("*87").unwrap();
@@ -1581,6 +1660,7 @@ language = "pt-BR"
                 reprompts: 5,
                 max_call_duration: Duration::from_secs(30),
                 language: "pt-BR".into(),
+                session: SessionRule::Replace,
             }
         );
         // Upper ends of the ranges.

@@ -11,7 +11,7 @@ use super::g711::Law;
 use super::prompts::Prompt;
 
 /// Something to play.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
     /// A prompt from the prompt set.
     Prompt(Arc<Prompt>),
@@ -20,7 +20,7 @@ pub enum Item {
 }
 
 /// A sequence of items played as one, with the token its end is reported by.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Playback {
     /// What to play, in order.
     pub items: Vec<Item>,

@@ -77,6 +77,8 @@ pub const REQUIRED: &[&str] = &[
     "menu",
     "invalid_option",
     "replaced",
+    "in_use",
+    "unavailable",
     "goodbye",
     "digit_0",
     "digit_1",

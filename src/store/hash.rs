@@ -141,10 +141,13 @@ impl Hasher {
     pub fn verify(&self, passcode: &Passcode, hash: &str) -> Result<bool, HashError> {
         let parsed = argon2::PasswordHash::new(hash).map_err(|_| HashError::Corrupt)?;
         let _permit = self.permits.acquire();
-        match self
+        let started = std::time::Instant::now();
+        let result = self
             .argon2()?
-            .verify_password(passcode.expose().as_bytes(), &parsed)
-        {
+            .verify_password(passcode.expose().as_bytes(), &parsed);
+        metrics::histogram!("vportal_argon2_verify_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match result {
             Ok(()) => Ok(true),
             Err(argon2::password_hash::Error::PasswordInvalid) => Ok(false),
             Err(_) => Err(HashError::Corrupt),

@@ -146,6 +146,7 @@ impl Store {
             })?;
             if let Some(outcome) = outcome {
                 tracing::debug!(%extension, ?outcome, "login checked");
+                count_login(outcome);
                 return Ok(outcome);
             }
         }
@@ -223,6 +224,12 @@ impl Store {
             })?;
             if let Some(outcome) = outcome {
                 tracing::debug!(%extension, ?outcome, "passcode change");
+                let label = match outcome {
+                    ChangeOutcome::Changed => "changed",
+                    ChangeOutcome::Rejected(_) => "rejected",
+                };
+                metrics::counter!("vportal_passcode_changes_total", "outcome" => label)
+                    .increment(1);
                 return Ok(outcome);
             }
         }
@@ -265,6 +272,19 @@ impl Store {
         }
         Ok(HistoryMatch { current, recent })
     }
+}
+
+/// Counts a login by outcome for the metrics endpoint (`vportal_logins_total`).
+fn count_login(outcome: VerifyOutcome) {
+    let label = match outcome {
+        VerifyOutcome::Ok { must_change: false } => "ok",
+        VerifyOutcome::Ok { must_change: true } => "ok_temporary",
+        VerifyOutcome::Wrong { .. } => "wrong",
+        VerifyOutcome::Unknown => "unknown",
+        VerifyOutcome::Locked { .. } => "locked",
+        VerifyOutcome::Expired => "expired",
+    };
+    metrics::counter!("vportal_logins_total", "outcome" => label).increment(1);
 }
 
 /// A login to a locked mailbox: audited, not counted.

@@ -83,6 +83,11 @@ impl Passcode {
         Ok(Self(text))
     }
 
+    /// No passcode yet: an entry before the first key.
+    pub fn empty() -> Self {
+        Self(SecretText::new(String::new()))
+    }
+
     /// The secret text. Call only where the digits are needed: hashing, policy, handing a
     /// generated passcode to the admin who asked for it.
     pub fn expose(&self) -> &str {

@@ -1,0 +1,660 @@
+//! The voice-portal call flow, sans-IO.
+//!
+//! welcome → mailbox + `#` → passcode + `#` → verify →
+//! - temporary: "must be changed" → new passcode + `#` → again + `#` → change → menu;
+//! - permanent: menu (`1` change passcode, `*` goodbye);
+//! - wrong or unknown: "incorrect", again, until the per-call attempts run out;
+//! - locked, expired: say so, goodbye.
+//!
+//! The flow is driven by what happens ([`Flow::handle_key`], [`Flow::handle_playback_done`],
+//! [`Flow::handle_verified`], [`Flow::handle_changed`], [`Flow::handle_timeout`], …) and says
+//! what to do through [`Flow::poll_action`]: play prompts, check a passcode, store a new one,
+//! hang up. It never touches the store, the clock or the network itself: the call task
+//! performs the actions and feeds the results back.
+//!
+//! Entries always end with `#` (nothing is submitted at a length, so a caller cannot learn
+//! how long a passcode is); `*` clears an entry and asks again; keys barge into prompts that
+//! allow it, and keys pressed while nothing is being asked (during a check) are kept for the
+//! next entry.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::dialplan::{Application, RouteSettings};
+use crate::media::digit::Digit;
+use crate::media::player::{Item, Playback, TypeAhead};
+use crate::media::prompts::PromptSet;
+use crate::store::{ChangeOutcome, Extension, Passcode, VerifyOutcome, Violation};
+
+/// Longest entry kept: beyond any mailbox number or passcode (the policy reports too_long).
+const MAX_ENTRY: usize = 32;
+
+/// What the call task should do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Play this (replacing what is playing).
+    Play(Playback),
+    /// A key was pressed during a prompt that allows barge-in: stop it.
+    BargeIn,
+    /// Does this mailbox exist? Answer with [`Flow::handle_mailbox_exists`].
+    LookUpMailbox(Extension),
+    /// Check this passcode. Answer with [`Flow::handle_verified`].
+    Verify {
+        /// The mailbox as keyed (or from caller identity).
+        mailbox: String,
+        /// The passcode as keyed.
+        passcode: Passcode,
+    },
+    /// Store this new passcode. Answer with [`Flow::handle_changed`].
+    ChangePasscode {
+        /// The logged-in mailbox.
+        mailbox: Extension,
+        /// The new passcode (keyed twice, the same both times).
+        passcode: Passcode,
+    },
+    /// The caller logged in to this mailbox (for the one-session-per-mailbox rule).
+    LoggedIn(Extension),
+    /// End the call (BYE).
+    Hangup,
+}
+
+/// How a call ended, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Still going.
+    InProgress,
+    /// The caller logged in and left (or hung up) without changing the passcode.
+    LoggedIn,
+    /// The passcode was changed.
+    Changed,
+    /// A temporary passcode had to be changed and was not (mismatches, policy, hang-up).
+    ChangeNotCompleted,
+    /// The login attempts ran out.
+    LoginFailed,
+    /// The mailbox is locked.
+    Locked,
+    /// The temporary passcode has expired.
+    Expired,
+    /// The caller stayed silent through every reprompt.
+    NoInput,
+    /// The caller hung up before logging in.
+    Abandoned,
+    /// Another call logged in to the same mailbox and took over.
+    Replaced,
+    /// The mailbox was in use by another call.
+    InUse,
+    /// The call reached the route's maximum duration.
+    TimedOut,
+    /// The store failed.
+    Error,
+}
+
+impl Outcome {
+    /// A label for metrics: `changed`, `login_failed`, …
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProgress => "in_progress",
+            Self::LoggedIn => "logged_in",
+            Self::Changed => "changed",
+            Self::ChangeNotCompleted => "change_not_completed",
+            Self::LoginFailed => "login_failed",
+            Self::Locked => "locked",
+            Self::Expired => "expired",
+            Self::NoInput => "no_input",
+            Self::Abandoned => "abandoned",
+            Self::Replaced => "replaced",
+            Self::InUse => "in_use",
+            Self::TimedOut => "timed_out",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// How a flow is set up for one call.
+#[derive(Debug, Clone)]
+pub struct FlowConfig {
+    /// What the route runs.
+    pub application: Application,
+    /// The route's settings (attempts, timeouts, reprompts, maximum duration).
+    pub settings: RouteSettings,
+    /// The mailbox from the caller's identity, when the route takes it from there and the
+    /// source is trusted. It is used only if the mailbox exists.
+    pub caller_mailbox: Option<Extension>,
+}
+
+/// Which entry is being collected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Mailbox,
+    Passcode,
+    NewPasscode,
+    ConfirmPasscode,
+}
+
+impl Field {
+    fn prompt(self) -> &'static str {
+        match self {
+            Self::Mailbox => "enter_mailbox",
+            Self::Passcode => "enter_passcode",
+            Self::NewPasscode => "enter_new_passcode",
+            Self::ConfirmPasscode => "reenter_new_passcode",
+        }
+    }
+}
+
+/// An entry being collected.
+#[derive(Debug)]
+struct Entry {
+    field: Field,
+    /// What was keyed so far. Passcodes are secret: never logged, wiped on drop.
+    keyed: Passcode,
+    /// When silence or a pause ends the wait.
+    deadline: Option<Instant>,
+}
+
+/// What happens after an announcement that may not be interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Then {
+    Menu,
+    Leave(Outcome),
+}
+
+/// What the flow waits for.
+#[derive(Debug)]
+enum Step {
+    /// Media is not up yet.
+    NotStarted,
+    /// Whether the caller-identity mailbox exists.
+    LookingUp,
+    /// Keys for an entry.
+    Entry(Entry),
+    /// The result of a passcode check.
+    Verifying,
+    /// The result of storing a new passcode.
+    Changing,
+    /// A menu choice.
+    Menu { deadline: Option<Instant> },
+    /// The end of an announcement, then what follows.
+    Announcing(Then),
+    /// The end of the goodbye, then hang up.
+    Leaving,
+    /// Over: the call has ended or is ending.
+    Over,
+}
+
+/// One call's flow.
+#[derive(Debug)]
+pub struct Flow {
+    config: FlowConfig,
+    prompts: Arc<PromptSet>,
+    step: Step,
+    outcome: Outcome,
+    actions: VecDeque<Action>,
+    type_ahead: TypeAhead,
+    /// The playback in progress: its token and whether keys interrupt it.
+    playing: Option<(u64, bool)>,
+    next_token: u64,
+    /// The mailbox keyed (or from caller identity) for the current login attempt.
+    mailbox: Option<String>,
+    /// Whether the mailbox came from caller identity (then only the passcode is asked).
+    mailbox_known: bool,
+    logged_in: Option<Extension>,
+    /// Whether the logged-in passcode is temporary (must be changed before the menu).
+    must_change: bool,
+    /// The first entry of a new passcode, waiting for its confirmation.
+    new_passcode: Option<Passcode>,
+    logins_left: u32,
+    changes_left: u32,
+    reprompts_left: u32,
+    hang_up_at: Option<Instant>,
+}
+
+impl Flow {
+    /// A flow for a call, not yet started.
+    pub fn new(config: FlowConfig, prompts: Arc<PromptSet>) -> Self {
+        let attempts = config.settings.attempts.max(1);
+        let reprompts = config.settings.reprompts;
+        Self {
+            config,
+            prompts,
+            step: Step::NotStarted,
+            outcome: Outcome::InProgress,
+            actions: VecDeque::new(),
+            type_ahead: TypeAhead::default(),
+            playing: None,
+            next_token: 0,
+            mailbox: None,
+            mailbox_known: false,
+            logged_in: None,
+            must_change: false,
+            new_passcode: None,
+            logins_left: attempts,
+            changes_left: attempts,
+            reprompts_left: reprompts,
+            hang_up_at: None,
+        }
+    }
+
+    /// How the call has ended (or [`Outcome::InProgress`]).
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    /// The mailbox logged in to, if any.
+    pub fn logged_in(&self) -> Option<&Extension> {
+        self.logged_in.as_ref()
+    }
+
+    /// The next thing to do.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Flow::handle_timeout`] is next due.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let step = match &self.step {
+            Step::Entry(e) => e.deadline,
+            Step::Menu { deadline } => *deadline,
+            _ => None,
+        };
+        [step, self.hang_up_at].into_iter().flatten().min()
+    }
+
+    /// Media is up: the flow begins.
+    pub fn start(&mut self, now: Instant) {
+        if !matches!(self.step, Step::NotStarted) {
+            return;
+        }
+        self.hang_up_at = Some(now + self.config.settings.max_call_duration);
+        match self.config.caller_mailbox.clone() {
+            Some(mailbox) => {
+                self.step = Step::LookingUp;
+                self.actions.push_back(Action::LookUpMailbox(mailbox));
+            }
+            None => self.ask(Field::Mailbox, &["welcome"], now),
+        }
+    }
+
+    /// The answer to [`Action::LookUpMailbox`].
+    pub fn handle_mailbox_exists(&mut self, now: Instant, exists: bool) {
+        if !matches!(self.step, Step::LookingUp) {
+            return;
+        }
+        match (exists, self.config.caller_mailbox.clone()) {
+            (true, Some(mailbox)) => {
+                self.mailbox = Some(mailbox.to_string());
+                self.mailbox_known = true;
+                self.ask(Field::Passcode, &["welcome"], now);
+            }
+            _ => self.ask(Field::Mailbox, &["welcome"], now),
+        }
+    }
+
+    /// A key was pressed (any method).
+    pub fn handle_key(&mut self, now: Instant, key: Digit) {
+        if matches!(self.step, Step::Over | Step::Leaving | Step::NotStarted) {
+            return;
+        }
+        if let Some((_, true)) = self.playing {
+            self.playing = None;
+            self.actions.push_back(Action::BargeIn);
+        }
+        match &mut self.step {
+            Step::Entry(_) => self.entry_key(now, key),
+            Step::Menu { .. } => self.menu_key(now, key),
+            // Nothing is being asked (a check is in flight, or an announcement plays):
+            // keep the key for the next entry.
+            _ => self.type_ahead.push(key),
+        }
+    }
+
+    /// A playback ended (finished, or stopped by barge-in or a newer playback).
+    pub fn handle_playback_done(&mut self, now: Instant, token: u64) {
+        if self.playing.is_some_and(|(t, _)| t != token) {
+            return;
+        }
+        self.playing = None;
+        let first_digit = now + self.config.settings.first_digit_timeout;
+        match &mut self.step {
+            Step::Entry(entry) if entry.keyed.expose().is_empty() && entry.deadline.is_none() => {
+                entry.deadline = Some(first_digit);
+            }
+            Step::Menu { deadline } if deadline.is_none() => *deadline = Some(first_digit),
+            Step::Announcing(then) => {
+                let then = *then;
+                match then {
+                    Then::Menu => self.menu(now, &[]),
+                    Then::Leave(outcome) => self.leave(outcome, &["goodbye"]),
+                }
+            }
+            Step::Leaving => {
+                self.step = Step::Over;
+                self.actions.push_back(Action::Hangup);
+            }
+            _ => {}
+        }
+    }
+
+    /// The answer to [`Action::Verify`].
+    pub fn handle_verified(&mut self, now: Instant, result: Result<VerifyOutcome, ()>) {
+        if !matches!(self.step, Step::Verifying) {
+            return;
+        }
+        match result {
+            Ok(VerifyOutcome::Ok { must_change }) => {
+                let Some(mailbox) = self
+                    .mailbox
+                    .as_deref()
+                    .and_then(|m| Extension::parse(m).ok())
+                else {
+                    return self.leave(Outcome::Error, &["unavailable", "goodbye"]);
+                };
+                self.logged_in = Some(mailbox.clone());
+                self.must_change = must_change;
+                self.outcome = Outcome::LoggedIn;
+                self.actions.push_back(Action::LoggedIn(mailbox));
+                if must_change {
+                    self.ask(Field::NewPasscode, &["temporary"], now);
+                } else if self.config.application == Application::ChangePasscode {
+                    self.ask(Field::NewPasscode, &[], now);
+                } else {
+                    self.menu(now, &[]);
+                }
+            }
+            Ok(VerifyOutcome::Wrong { .. } | VerifyOutcome::Unknown) => {
+                self.logins_left = self.logins_left.saturating_sub(1);
+                if self.logins_left == 0 {
+                    return self.leave(Outcome::LoginFailed, &["incorrect", "goodbye"]);
+                }
+                // The same words and the same delay whether or not the mailbox exists.
+                if self.mailbox_known {
+                    self.ask(Field::Passcode, &["incorrect"], now);
+                } else {
+                    self.mailbox = None;
+                    self.ask(Field::Mailbox, &["incorrect"], now);
+                }
+            }
+            Ok(VerifyOutcome::Locked { .. }) => self.leave(Outcome::Locked, &["locked", "goodbye"]),
+            Ok(VerifyOutcome::Expired) => self.leave(Outcome::Expired, &["expired", "goodbye"]),
+            Err(()) => self.leave(Outcome::Error, &["unavailable", "goodbye"]),
+        }
+    }
+
+    /// The answer to [`Action::ChangePasscode`].
+    pub fn handle_changed(&mut self, now: Instant, result: Result<ChangeOutcome, ()>) {
+        if !matches!(self.step, Step::Changing) {
+            return;
+        }
+        match result {
+            Ok(ChangeOutcome::Changed) => {
+                self.outcome = Outcome::Changed;
+                self.must_change = false;
+                let then = if self.config.application == Application::ChangePasscode {
+                    Then::Leave(Outcome::Changed)
+                } else {
+                    Then::Menu
+                };
+                // Not interruptible: the caller must hear that it worked.
+                self.announce(&["passcode_changed"], then);
+            }
+            Ok(ChangeOutcome::Rejected(violations)) => {
+                let reason = violations
+                    .as_slice()
+                    .first()
+                    .copied()
+                    .map_or("try_again", reason_prompt);
+                self.change_failed(now, reason);
+            }
+            Err(()) => self.leave(Outcome::Error, &["unavailable", "goodbye"]),
+        }
+    }
+
+    /// Another call logged in to this mailbox and replaces this one.
+    pub fn handle_replaced(&mut self) {
+        if matches!(self.step, Step::Over | Step::Leaving) {
+            return;
+        }
+        self.outcome = Outcome::Replaced;
+        self.step = Step::Announcing(Then::Leave(Outcome::Replaced));
+        self.play(&["replaced"], false);
+    }
+
+    /// This login was refused: the mailbox is in use by another call.
+    pub fn handle_in_use(&mut self) {
+        if matches!(self.step, Step::Over | Step::Leaving) {
+            return;
+        }
+        self.logged_in = None;
+        self.leave(Outcome::InUse, &["in_use", "goodbye"]);
+    }
+
+    /// The caller hung up: the flow stops at once.
+    pub fn handle_hangup(&mut self) {
+        if self.outcome == Outcome::InProgress {
+            self.outcome = Outcome::Abandoned;
+        }
+        if self.outcome == Outcome::LoggedIn && self.must_change {
+            self.outcome = Outcome::ChangeNotCompleted;
+        }
+        self.step = Step::Over;
+        self.actions.clear();
+        self.new_passcode = None;
+    }
+
+    /// Time passed: silence, a pause mid-entry, or the end of the call's time.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.hang_up_at.is_some_and(|t| now >= t)
+            && !matches!(self.step, Step::Over | Step::Leaving)
+        {
+            self.hang_up_at = None;
+            return self.leave(Outcome::TimedOut, &["goodbye"]);
+        }
+        match &self.step {
+            Step::Entry(entry) if entry.deadline.is_some_and(|d| now >= d) => {
+                let field = entry.field;
+                self.silence(now, field);
+            }
+            Step::Menu { deadline } if deadline.is_some_and(|d| now >= d) => {
+                if self.reprompts_left == 0 {
+                    return self.leave(Outcome::LoggedIn, &["goodbye"]);
+                }
+                self.reprompts_left -= 1;
+                self.menu(now, &["no_input"]);
+            }
+            _ => {}
+        }
+    }
+
+    // ----- steps -----
+
+    /// Starts collecting `field`, after `before` (prompts said first). Keys typed ahead are
+    /// used at once.
+    fn ask(&mut self, field: Field, before: &[&str], now: Instant) {
+        if field == Field::NewPasscode {
+            self.new_passcode = None;
+        }
+        self.step = Step::Entry(Entry {
+            field,
+            keyed: Passcode::empty(),
+            deadline: None,
+        });
+        if self.type_ahead.is_empty() {
+            let mut ids = before.to_vec();
+            ids.push(field.prompt());
+            self.play(&ids, true);
+            return;
+        }
+        // The caller is already typing: no prompt, take the keys.
+        while let Some(key) = self.type_ahead.pop() {
+            if !matches!(&self.step, Step::Entry(e) if e.field == field) {
+                // An earlier key completed this entry and moved on: keep the rest.
+                self.type_ahead.push(key);
+                return;
+            }
+            self.entry_key(now, key);
+        }
+    }
+
+    fn entry_key(&mut self, now: Instant, key: Digit) {
+        let Step::Entry(entry) = &mut self.step else {
+            return;
+        };
+        let field = entry.field;
+        match key {
+            Digit::STAR => {
+                // Clear and ask again (does not use up a reprompt).
+                self.ask(field, &[], now);
+            }
+            Digit::POUND => {
+                let keyed = std::mem::replace(&mut entry.keyed, Passcode::empty());
+                self.submit(now, field, keyed);
+            }
+            key => {
+                if entry.keyed.expose().len() < MAX_ENTRY {
+                    let mut text = entry.keyed.expose().to_owned();
+                    text.push(key.reveal());
+                    entry.keyed = Passcode::new(text).unwrap_or_else(|_| Passcode::empty());
+                }
+                entry.deadline = Some(now + self.config.settings.inter_digit_timeout);
+            }
+        }
+    }
+
+    fn submit(&mut self, now: Instant, field: Field, keyed: Passcode) {
+        match field {
+            Field::Mailbox => {
+                self.mailbox = Some(keyed.expose().to_owned());
+                self.ask(Field::Passcode, &[], now);
+            }
+            Field::Passcode => {
+                let mailbox = self.mailbox.clone().unwrap_or_default();
+                self.step = Step::Verifying;
+                self.actions.push_back(Action::Verify {
+                    mailbox,
+                    passcode: keyed,
+                });
+            }
+            Field::NewPasscode => {
+                self.new_passcode = Some(keyed);
+                self.ask(Field::ConfirmPasscode, &[], now);
+            }
+            Field::ConfirmPasscode => {
+                let first = self.new_passcode.take();
+                match (first, self.logged_in.clone()) {
+                    (Some(first), Some(mailbox)) if first == keyed => {
+                        self.step = Step::Changing;
+                        self.actions.push_back(Action::ChangePasscode {
+                            mailbox,
+                            passcode: first,
+                        });
+                    }
+                    (Some(_), Some(_)) => self.change_failed(now, "mismatch"),
+                    _ => self.leave(Outcome::Error, &["unavailable", "goodbye"]),
+                }
+            }
+        }
+    }
+
+    /// A new passcode was not accepted (mismatch or policy): say why, try again while tries
+    /// are left; after that, goodbye with the old passcode in place.
+    fn change_failed(&mut self, now: Instant, reason: &'static str) {
+        self.changes_left = self.changes_left.saturating_sub(1);
+        if self.changes_left == 0 {
+            let outcome = if self.must_change {
+                Outcome::ChangeNotCompleted
+            } else {
+                Outcome::LoggedIn
+            };
+            return self.leave(outcome, &[reason, "goodbye"]);
+        }
+        self.ask(Field::NewPasscode, &[reason], now);
+    }
+
+    /// Silence on an entry: ask again while reprompts last, then goodbye.
+    fn silence(&mut self, now: Instant, field: Field) {
+        if self.reprompts_left == 0 {
+            let outcome = match self.outcome {
+                Outcome::LoggedIn if self.must_change => Outcome::ChangeNotCompleted,
+                Outcome::LoggedIn => Outcome::LoggedIn,
+                _ => Outcome::NoInput,
+            };
+            return self.leave(outcome, &["goodbye"]);
+        }
+        self.reprompts_left -= 1;
+        // A half-keyed passcode confirmation starts over from the new passcode.
+        let field = if field == Field::ConfirmPasscode {
+            Field::NewPasscode
+        } else {
+            field
+        };
+        self.ask(field, &["no_input"], now);
+    }
+
+    fn menu(&mut self, _now: Instant, before: &[&str]) {
+        self.step = Step::Menu { deadline: None };
+        let mut ids = before.to_vec();
+        ids.push("menu");
+        self.play(&ids, true);
+    }
+
+    fn menu_key(&mut self, now: Instant, key: Digit) {
+        match key.reveal() {
+            '1' => self.ask(Field::NewPasscode, &[], now),
+            '*' => self.leave(Outcome::LoggedIn, &["goodbye"]),
+            _ => self.menu(now, &["invalid_option"]),
+        }
+    }
+
+    /// Plays something that may not be interrupted, then `then`.
+    fn announce(&mut self, ids: &[&str], then: Then) {
+        self.step = Step::Announcing(then);
+        self.play(ids, false);
+    }
+
+    /// Says `ids` (ending with goodbye) and hangs up when done.
+    fn leave(&mut self, outcome: Outcome, ids: &[&str]) {
+        // A call that changed its passcode stays "changed" however it ends.
+        if self.outcome != Outcome::Changed {
+            self.outcome = outcome;
+        }
+        self.step = Step::Leaving;
+        self.type_ahead.clear();
+        self.new_passcode = None;
+        self.play(ids, false);
+    }
+
+    fn play(&mut self, ids: &[&str], barge_in: bool) {
+        self.next_token += 1;
+        let token = self.next_token;
+        let items = ids
+            .iter()
+            .filter_map(|id| self.prompts.get(id).cloned())
+            .map(Item::Prompt)
+            .collect();
+        self.playing = Some((token, barge_in));
+        self.actions.push_back(Action::Play(Playback {
+            items,
+            barge_in,
+            token,
+        }));
+    }
+}
+
+/// The prompt that explains a policy violation.
+pub fn reason_prompt(v: Violation) -> &'static str {
+    match v {
+        Violation::NotDigits => "reason_not_digits",
+        Violation::TooShort => "reason_too_short",
+        Violation::TooLong => "reason_too_long",
+        Violation::EqualsExtension => "reason_equals_extension",
+        Violation::ReversedExtension => "reason_reversed_extension",
+        Violation::RepeatedDigits => "reason_repeated_digits",
+        Violation::Sequential => "reason_sequential",
+        Violation::Common => "reason_common",
+        Violation::SameAsCurrent => "reason_same_as_current",
+        Violation::RecentlyUsed => "reason_recently_used",
+    }
+}

@@ -1,0 +1,636 @@
+//! The call flow on a virtual clock, against a real (in-memory) credential store: every
+//! path of the voice portal, with no sockets and no sleeps.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use vportal::ivr::dialplan::{Application, RouteSettings};
+use vportal::ivr::flow::{Action, Flow, FlowConfig, Outcome};
+use vportal::media::digit::Digit;
+use vportal::media::player::Item;
+use vportal::media::prompts::PromptSet;
+use vportal::store::{
+    Actor, AuditQuery, Event, Extension, NewUser, Passcode, PasscodeSpec, Pepper, Store,
+};
+use vportal::time::Timestamp;
+
+fn prompts() -> Arc<PromptSet> {
+    static SET: OnceLock<Arc<PromptSet>> = OnceLock::new();
+    Arc::clone(SET.get_or_init(|| Arc::new(PromptSet::load(Path::new("prompts/en")).unwrap())))
+}
+
+fn ext(s: &str) -> Extension {
+    Extension::parse(s).unwrap()
+}
+
+fn pin(s: &str) -> Passcode {
+    Passcode::new(s.to_owned()).unwrap()
+}
+
+const T0: i64 = 1_900_000_000;
+
+/// A store with mailbox 1001 on temporary passcode 4826 (72 h) and 2002 on permanent 5937.
+fn store() -> Arc<Store> {
+    let s = Store::open_in_memory(Pepper::from_bytes(vec![4; 32]).unwrap(), 2).unwrap();
+    let admin = Actor::Cli { user: None };
+    let now = Timestamp::from_unix(T0);
+    s.create_user(
+        NewUser::new(ext("1001")).with_passcode(PasscodeSpec::given(pin("4826"), true)),
+        &admin,
+        now,
+    )
+    .unwrap();
+    s.create_user(
+        NewUser::new(ext("2002")).with_passcode(PasscodeSpec::given(pin("5937"), false)),
+        &admin,
+        now,
+    )
+    .unwrap();
+    Arc::new(s)
+}
+
+/// One call: the flow, the store it talks to, the virtual clock, and what it did.
+struct Call {
+    flow: Flow,
+    store: Arc<Store>,
+    start: Instant,
+    now: Instant,
+    /// Wall-clock seconds for the store (moves with `now`).
+    wall: i64,
+    /// Every playback, as prompt ids, in order.
+    played: Vec<Vec<String>>,
+    /// The token of the playback in progress.
+    playing: Option<u64>,
+    barge_ins: usize,
+    logged_in: Vec<Extension>,
+    hung_up: bool,
+}
+
+impl Call {
+    fn new(store: &Arc<Store>, config: FlowConfig) -> Self {
+        let start = Instant::now();
+        let mut c = Self {
+            flow: Flow::new(config, prompts()),
+            store: Arc::clone(store),
+            start,
+            now: start,
+            wall: T0,
+            played: Vec::new(),
+            playing: None,
+            barge_ins: 0,
+            logged_in: Vec::new(),
+            hung_up: false,
+        };
+        c.flow.start(c.now);
+        c.run();
+        c
+    }
+
+    fn portal(store: &Arc<Store>) -> Self {
+        Self::new(store, config(Application::VoicePortal, None))
+    }
+
+    /// Performs every action, as the call task does (store work synchronously).
+    fn run(&mut self) {
+        while let Some(action) = self.flow.poll_action() {
+            let wall = Timestamp::from_unix(self.wall);
+            let actor = Actor::Caller {
+                source: "127.0.0.1:5062".parse().unwrap(),
+                call_id: "flow-test".into(),
+            };
+            match action {
+                Action::Play(p) => {
+                    let ids = p.items.iter().map(|i| match i {
+                        Item::Prompt(p) => p.id().to_owned(),
+                        Item::Silence(_) => "silence".to_owned(),
+                    });
+                    self.played.push(ids.collect());
+                    self.playing = Some(p.token);
+                }
+                Action::BargeIn => {
+                    self.barge_ins += 1;
+                    // The media thread stops the prompt and reports its end.
+                    if let Some(token) = self.playing.take() {
+                        self.flow.handle_playback_done(self.now, token);
+                    }
+                }
+                Action::LookUpMailbox(m) => {
+                    let exists = self.store.user(&m, wall).unwrap().is_some();
+                    self.flow.handle_mailbox_exists(self.now, exists);
+                }
+                Action::Verify { mailbox, passcode } => {
+                    let r = self
+                        .store
+                        .verify(&mailbox, &passcode, &actor, wall)
+                        .map_err(|_| ());
+                    self.flow.handle_verified(self.now, r);
+                }
+                Action::ChangePasscode { mailbox, passcode } => {
+                    let r = self
+                        .store
+                        .change_passcode(&mailbox, &passcode, &actor, wall)
+                        .map_err(|_| ());
+                    self.flow.handle_changed(self.now, r);
+                }
+                Action::LoggedIn(m) => self.logged_in.push(m),
+                Action::Hangup => self.hung_up = true,
+            }
+        }
+    }
+
+    /// The prompt in progress plays to its end.
+    fn finish(&mut self) -> &mut Self {
+        if let Some(token) = self.playing.take() {
+            self.flow.handle_playback_done(self.now, token);
+        }
+        self.run();
+        self
+    }
+
+    /// Keys pressed one after the other (after the prompt in progress has finished).
+    fn keys(&mut self, keys: &str) -> &mut Self {
+        self.finish();
+        self.type_keys(keys)
+    }
+
+    /// Keys pressed while whatever is playing goes on (barge-in).
+    fn type_keys(&mut self, keys: &str) -> &mut Self {
+        for k in keys.chars() {
+            self.flow.handle_key(self.now, Digit::from_char(k).unwrap());
+            self.run();
+            self.advance(Duration::from_millis(200));
+        }
+        self
+    }
+
+    /// Time passes, firing timers on the way.
+    fn advance(&mut self, by: Duration) -> &mut Self {
+        let end = self.now + by;
+        while let Some(at) = self.flow.poll_timeout() {
+            if at > end {
+                break;
+            }
+            self.now = self.now.max(at);
+            self.flow.handle_timeout(self.now);
+            self.run();
+        }
+        self.wall += i64::try_from((end - self.now).as_secs()).unwrap_or(0);
+        self.now = end;
+        self
+    }
+
+    fn last(&self) -> Vec<&str> {
+        self.played
+            .last()
+            .map(|v| v.iter().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    fn all(&self) -> Vec<String> {
+        self.played.iter().map(|v| v.join("+")).collect()
+    }
+
+    /// Lets the final goodbye play out; true if the flow then hung up.
+    fn ends(&mut self) -> bool {
+        self.finish();
+        self.hung_up
+    }
+}
+
+fn config(application: Application, caller_mailbox: Option<Extension>) -> FlowConfig {
+    FlowConfig {
+        application,
+        settings: RouteSettings::default(),
+        caller_mailbox,
+    }
+}
+
+fn temporary(store: &Store, e: &str) -> bool {
+    store
+        .user(&ext(e), Timestamp::from_unix(T0))
+        .unwrap()
+        .unwrap()
+        .temporary
+}
+
+#[test]
+fn temporary_passcode_is_changed_then_menu_then_goodbye() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    assert_eq!(c.last(), ["welcome", "enter_mailbox"]);
+    c.keys("1001#");
+    assert_eq!(c.last(), ["enter_passcode"]);
+    c.keys("4826#");
+    assert_eq!(c.logged_in, [ext("1001")]);
+    assert_eq!(c.last(), ["temporary", "enter_new_passcode"]);
+    c.keys("5937#");
+    assert_eq!(c.last(), ["reenter_new_passcode"]);
+    c.keys("5937#");
+    assert_eq!(c.last(), ["passcode_changed"]);
+    assert!(
+        !temporary(&store, "1001"),
+        "stored at once, in one transaction"
+    );
+    c.finish();
+    assert_eq!(c.last(), ["menu"]);
+    c.keys("*");
+    assert_eq!(c.last(), ["goodbye"]);
+    assert!(c.ends());
+    assert_eq!(c.flow.outcome(), Outcome::Changed);
+    let events: Vec<String> = store
+        .audit(&AuditQuery {
+            extension: Some(ext("1001")),
+            ..AuditQuery::default()
+        })
+        .unwrap()
+        .into_iter()
+        .rev()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(
+        events[events.len() - 2..],
+        ["login.success".to_owned(), "passcode.changed".to_owned()]
+    );
+}
+
+#[test]
+fn permanent_passcode_goes_to_the_menu_and_can_change_there() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    c.keys("2002#").keys("5937#");
+    assert_eq!(c.last(), ["menu"]);
+    c.keys("7");
+    assert_eq!(c.last(), ["invalid_option", "menu"]);
+    c.keys("1");
+    assert_eq!(c.last(), ["enter_new_passcode"]);
+    c.keys("6048#").keys("6048#");
+    assert_eq!(c.last(), ["passcode_changed"]);
+    c.finish();
+    assert_eq!(c.last(), ["menu"]);
+    // Back to the old one: recently used.
+    c.keys("1").keys("5937#").keys("5937#");
+    assert_eq!(c.last(), ["reason_recently_used", "enter_new_passcode"]);
+}
+
+#[test]
+fn wrong_and_unknown_sound_the_same_then_goodbye_after_the_attempts() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    c.keys("1001#").keys("0000#");
+    assert_eq!(c.last(), ["incorrect", "enter_mailbox"]);
+    c.keys("9999#").keys("0000#");
+    assert_eq!(
+        c.last(),
+        ["incorrect", "enter_mailbox"],
+        "unknown mailbox: the same words"
+    );
+    c.keys("1001#").keys("1111#");
+    assert_eq!(c.last(), ["incorrect", "goodbye"]);
+    assert!(c.ends());
+    assert_eq!(c.flow.outcome(), Outcome::LoginFailed);
+    let info = store
+        .user(&ext("1001"), Timestamp::from_unix(T0))
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.failed_attempts, 2);
+    assert!(info.temporary);
+}
+
+#[test]
+fn lockout_reached_mid_call_and_no_count_while_locked() {
+    let store = store();
+    let settings = RouteSettings {
+        attempts: 10,
+        ..RouteSettings::default()
+    };
+    let mut c = Call::new(
+        &store,
+        FlowConfig {
+            application: Application::VoicePortal,
+            settings,
+            caller_mailbox: None,
+        },
+    );
+    for _ in 0..4 {
+        c.keys("1001#").keys("0000#");
+        assert_eq!(c.last(), ["incorrect", "enter_mailbox"]);
+    }
+    c.keys("1001#").keys("0000#");
+    assert_eq!(c.last(), ["locked", "goodbye"]);
+    assert!(c.ends());
+    assert_eq!(c.flow.outcome(), Outcome::Locked);
+    // Another call, even with the right passcode: locked, nothing counted.
+    let mut d = Call::portal(&store);
+    d.keys("1001#").keys("4826#");
+    assert_eq!(d.last(), ["locked", "goodbye"]);
+    let info = store
+        .user(&ext("1001"), Timestamp::from_unix(T0))
+        .unwrap()
+        .unwrap();
+    assert!(info.locked);
+    assert_eq!(info.failed_attempts, 0);
+}
+
+#[test]
+fn a_temporary_passcode_expiring_between_calls() {
+    let store = store();
+    let admin = Actor::Cli { user: None };
+    let spec = PasscodeSpec {
+        passcode: Some(pin("4826")),
+        temporary: true,
+        ttl: Some(Duration::from_secs(20 * 60)),
+    };
+    store
+        .reset_passcode(&ext("1001"), &spec, &admin, Timestamp::from_unix(T0))
+        .unwrap();
+    let mut first = Call::portal(&store);
+    first.keys("1001#").keys("4826#");
+    assert_eq!(first.last(), ["temporary", "enter_new_passcode"]);
+    first.flow.handle_hangup();
+    // Half an hour later: expired.
+    let mut later = Call::portal(&store);
+    later.wall = T0 + 1_800;
+    later.keys("1001#").keys("4826#");
+    assert_eq!(later.last(), ["expired", "goodbye"]);
+    assert!(later.ends());
+    assert_eq!(later.flow.outcome(), Outcome::Expired);
+    let expired = store
+        .audit(&AuditQuery {
+            event: Some(Event::LoginExpired),
+            ..AuditQuery::default()
+        })
+        .unwrap();
+    assert_eq!(expired[0].call_id.as_deref(), Some("flow-test"));
+}
+
+#[test]
+fn mismatches_three_times_leave_the_temporary_passcode_in_place() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    c.keys("1001#").keys("4826#");
+    for _ in 0..2 {
+        c.keys("5937#").keys("5938#");
+        assert_eq!(c.last(), ["mismatch", "enter_new_passcode"]);
+    }
+    c.keys("5937#").keys("5938#");
+    assert_eq!(c.last(), ["mismatch", "goodbye"]);
+    assert!(c.ends());
+    assert_eq!(c.flow.outcome(), Outcome::ChangeNotCompleted);
+    assert!(temporary(&store, "1001"));
+}
+
+#[test]
+fn each_policy_violation_has_its_own_reason() {
+    let cases = [
+        ("12A4", "reason_not_digits"),
+        ("482", "reason_too_short"),
+        ("48264826482", "reason_too_long"),
+        ("1002", "reason_equals_extension"),
+        ("2001", "reason_reversed_extension"),
+        ("7777", "reason_repeated_digits"),
+        ("1234", "reason_sequential"),
+        ("2580", "reason_common"),
+        ("4826", "reason_same_as_current"),
+    ];
+    let store = store();
+    let admin = Actor::Cli { user: None };
+    store
+        .create_user(
+            NewUser::new(ext("1002")).with_passcode(PasscodeSpec::given(pin("4826"), true)),
+            &admin,
+            Timestamp::from_unix(T0),
+        )
+        .unwrap();
+    for (new, reason) in cases {
+        let settings = RouteSettings {
+            attempts: 10,
+            ..RouteSettings::default()
+        };
+        let mut c = Call::new(
+            &store,
+            FlowConfig {
+                application: Application::VoicePortal,
+                settings,
+                caller_mailbox: None,
+            },
+        );
+        c.keys("1002#")
+            .keys("4826#")
+            .keys(&format!("{new}#"))
+            .keys(&format!("{new}#"));
+        assert_eq!(c.last(), [reason, "enter_new_passcode"], "{new}");
+        assert!(
+            temporary(&store, "1002"),
+            "{new}: a refused passcode changes nothing"
+        );
+    }
+    let rejected = store
+        .audit(&AuditQuery {
+            event: Some(Event::PasscodeChangeRejected),
+            limit: Some(50),
+            ..AuditQuery::default()
+        })
+        .unwrap();
+    assert_eq!(rejected.len(), cases.len());
+}
+
+#[test]
+fn silence_reprompts_then_goodbye() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    c.finish();
+    c.advance(Duration::from_millis(4_900));
+    assert_eq!(c.played.len(), 1, "nothing before the first-digit timeout");
+    c.advance(Duration::from_millis(200));
+    assert_eq!(c.last(), ["no_input", "enter_mailbox"]);
+    c.finish().advance(Duration::from_secs(6));
+    assert_eq!(c.last(), ["no_input", "enter_mailbox"]);
+    c.finish().advance(Duration::from_secs(6));
+    assert_eq!(c.last(), ["goodbye"]);
+    assert!(c.ends());
+    assert_eq!(c.flow.outcome(), Outcome::NoInput);
+}
+
+#[test]
+fn a_pause_mid_entry_discards_it_and_star_clears() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    c.keys("10");
+    c.advance(Duration::from_millis(3_100));
+    assert_eq!(c.last(), ["no_input", "enter_mailbox"]);
+    c.keys("99*1001#");
+    assert_eq!(
+        c.played
+            .iter()
+            .filter(|p| p.as_slice() == ["enter_mailbox"])
+            .count(),
+        1,
+        "* asked again"
+    );
+    assert_eq!(c.last(), ["enter_passcode"]);
+    c.keys("4826#");
+    assert_eq!(c.logged_in, [ext("1001")]);
+}
+
+#[test]
+fn keys_barge_in_and_keys_typed_ahead_are_kept() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    // Typing during the welcome interrupts it, and the keys count.
+    c.type_keys("1001#");
+    assert_eq!(c.barge_ins, 1);
+    assert_eq!(c.last(), ["enter_passcode"]);
+    // The passcode, and the new passcode typed ahead while the check runs: the keys typed
+    // after # wait in the type-ahead buffer and fill the next entry, whose prompt is skipped.
+    let mut keys = Vec::new();
+    for k in "4826#5937#".chars() {
+        keys.push(Digit::from_char(k).unwrap());
+    }
+    c.finish();
+    // Feed everything before the store answers: hold the verify.
+    for k in &keys[..5] {
+        c.flow.handle_key(c.now, *k);
+    }
+    let verify = c.flow.poll_action();
+    assert!(matches!(verify, Some(Action::Verify { .. })));
+    for k in &keys[5..] {
+        c.flow.handle_key(c.now, *k);
+    }
+    let Some(Action::Verify { mailbox, passcode }) = verify else {
+        unreachable!()
+    };
+    let actor = Actor::Cli { user: None };
+    let r = store
+        .verify(&mailbox, &passcode, &actor, Timestamp::from_unix(T0))
+        .map_err(|_| ());
+    c.flow.handle_verified(c.now, r);
+    c.run();
+    assert_eq!(
+        c.last(),
+        ["reenter_new_passcode"],
+        "enter_new_passcode skipped: already typed"
+    );
+    c.keys("5937#");
+    assert_eq!(c.last(), ["passcode_changed"]);
+}
+
+#[test]
+fn hanging_up_at_any_step_changes_nothing() {
+    // At each step a temporary-passcode call can be in, the caller hangs up.
+    let steps: [&[&str]; 6] = [
+        &[],
+        &["1001#"],
+        &["1001#", "4826#"],
+        &["1001#", "4826#", "5937#"],
+        &["1001#", "4826#", "5937#", "59"],
+        &["1001#", "4826#", "5937#", "5937"],
+    ];
+    for keys in steps {
+        let store = store();
+        let mut c = Call::portal(&store);
+        for k in keys {
+            c.keys(k);
+        }
+        c.flow.handle_hangup();
+        assert!(
+            c.flow.poll_action().is_none(),
+            "{keys:?}: nothing after the hang-up"
+        );
+        c.flow.handle_key(c.now, Digit::POUND);
+        c.flow.handle_timeout(c.now + Duration::from_secs(3_600));
+        assert!(c.flow.poll_action().is_none());
+        assert!(temporary(&store, "1001"), "{keys:?}");
+        assert_ne!(c.flow.outcome(), Outcome::Changed);
+    }
+}
+
+#[test]
+fn session_rule_replaced_and_in_use() {
+    let store = store();
+    let mut older = Call::portal(&store);
+    older.keys("2002#").keys("5937#");
+    assert_eq!(older.last(), ["menu"]);
+    older.flow.handle_replaced();
+    older.run();
+    assert_eq!(older.last(), ["replaced"]);
+    older.finish();
+    assert_eq!(older.last(), ["goodbye"]);
+    assert!(older.ends());
+    assert_eq!(older.flow.outcome(), Outcome::Replaced);
+    let mut newer = Call::portal(&store);
+    newer.keys("2002#").keys("5937#");
+    newer.flow.handle_in_use();
+    newer.run();
+    assert_eq!(newer.last(), ["in_use", "goodbye"]);
+    assert!(newer.ends());
+    assert_eq!(newer.flow.outcome(), Outcome::InUse);
+}
+
+#[test]
+fn caller_id_skips_the_mailbox_when_it_exists() {
+    let store = store();
+    let mut c = Call::new(&store, config(Application::VoicePortal, Some(ext("2002"))));
+    assert_eq!(c.last(), ["welcome", "enter_passcode"]);
+    c.keys("5937#");
+    assert_eq!(c.last(), ["menu"]);
+    // A wrong passcode asks for the passcode again, not the mailbox.
+    let mut w = Call::new(&store, config(Application::VoicePortal, Some(ext("2002"))));
+    w.keys("0000#");
+    assert_eq!(w.last(), ["incorrect", "enter_passcode"]);
+    // No such mailbox: ask.
+    let nobody = Call::new(&store, config(Application::VoicePortal, Some(ext("4040"))));
+    assert_eq!(nobody.last(), ["welcome", "enter_mailbox"]);
+}
+
+#[test]
+fn menu_silence_and_the_call_length_limit() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    c.keys("2002#").keys("5937#").finish();
+    c.advance(Duration::from_millis(5_100));
+    assert_eq!(c.last(), ["no_input", "menu"]);
+    c.finish().advance(Duration::from_millis(5_100));
+    c.finish().advance(Duration::from_millis(5_100));
+    assert_eq!(c.last(), ["goodbye"]);
+    assert!(c.ends());
+    assert_eq!(c.flow.outcome(), Outcome::LoggedIn);
+    // The route's maximum call length ends any call.
+    let settings = RouteSettings {
+        max_call_duration: Duration::from_secs(60),
+        first_digit_timeout: Duration::from_secs(60),
+        reprompts: 5,
+        ..RouteSettings::default()
+    };
+    let mut long = Call::new(
+        &store,
+        FlowConfig {
+            application: Application::VoicePortal,
+            settings,
+            caller_mailbox: None,
+        },
+    );
+    long.finish();
+    long.advance(Duration::from_secs(61));
+    assert_eq!(long.last(), ["goodbye"]);
+    assert!(long.ends());
+    assert_eq!(long.flow.outcome(), Outcome::TimedOut);
+    let _ = long.start;
+}
+
+#[test]
+fn change_passcode_application_goes_straight_to_the_change() {
+    let store = store();
+    let mut c = Call::new(&store, config(Application::ChangePasscode, None));
+    c.keys("2002#").keys("5937#");
+    assert_eq!(c.last(), ["enter_new_passcode"]);
+    c.keys("6048#").keys("6048#");
+    assert_eq!(c.last(), ["passcode_changed"]);
+    c.finish();
+    assert_eq!(c.last(), ["goodbye"]);
+    assert!(c.ends());
+    assert_eq!(c.flow.outcome(), Outcome::Changed);
+    let _ = c.all();
+}
