@@ -20,11 +20,21 @@ fn main() -> ExitCode {
     init_logging(cli.global.log_format, cli.command.default_log_level());
     match cli::run(cli) {
         Ok(code) => code,
+        // The reader of our output went away (`vportal audit | head`): nothing to say.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
             ExitCode::from(2)
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// The error and its causes on one line ("opening x: no database at …"), leaving out a

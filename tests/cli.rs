@@ -352,3 +352,29 @@ fn tokens_are_shown_once_and_revocable() {
     w.run(&["token", "revoke", "provisioning"]).ok();
     assert_eq!(w.run(&["token", "revoke", "provisioning"]).code, 2);
 }
+
+#[test]
+fn a_reader_that_stops_early_is_no_error() {
+    let w = initialised();
+    // Enough mailboxes for the JSON list to overflow a pipe buffer (64 KiB).
+    let csv: String = (3000..3400).map(|e| format!("{e},Name {e}\n")).collect();
+    w.run_with_stdin(&["user", "import", "-"], &csv).ok();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vportal"))
+        .args(["--json", "user", "list"])
+        .current_dir(w.path())
+        .env_remove("VPORTAL_PEPPER")
+        .env_remove("VPORTAL_DB")
+        .env_remove("VPORTAL_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read a little, as `| head` does, and go away.
+    let mut first = [0_u8; 16];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

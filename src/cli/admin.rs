@@ -8,7 +8,7 @@ use serde_json::json;
 use vportal::store::{Actor, AuditQuery, Event, Policy};
 use vportal::time::{Timestamp, parse_duration};
 
-use super::output::{self, Table};
+use super::output::{self, Table, out, outln};
 use super::{Context, PolicyCommand, TokenCommand, extension, read_passcode};
 
 pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
@@ -18,9 +18,9 @@ pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
         if ctx.json {
             output::json(&json!({"database": db.to_string(), "created": false}))?;
         } else {
-            println!(
+            outln!(
                 "{db} is already initialised; create more admin tokens with `vportal token create NAME`."
-            );
+            )?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -35,15 +35,15 @@ pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
             "token": token.expose(),
         }))?;
     } else {
-        println!("Created {db} and its pepper file {}.", pepper.display());
-        println!(
+        outln!("Created {db} and its pepper file {}.", pepper.display())?;
+        outln!(
             "Keep the pepper file safe and backed up with the database: without it no passcode can be checked."
-        );
-        println!();
-        println!("Admin API token {token_name:?} (shown only this once):");
-        println!("{}", token.expose());
-        println!();
-        println!("Next: add a mailbox, e.g. `vportal user add 1001 --generate`.");
+        )?;
+        outln!()?;
+        outln!("Admin API token {token_name:?} (shown only this once):")?;
+        outln!("{}", token.expose())?;
+        outln!()?;
+        outln!("Next: add a mailbox, e.g. `vportal user add 1001 --generate`.")?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -53,7 +53,7 @@ pub(crate) fn report(ctx: &Context) -> Result<ExitCode> {
     if ctx.json {
         output::json(&r)?;
     } else {
-        print!(
+        out!(
             "{}",
             output::fields(&[
                 ("mailboxes", r.users.to_string()),
@@ -66,7 +66,7 @@ pub(crate) fn report(ctx: &Context) -> Result<ExitCode> {
                     r.changed_last_90_days.to_string()
                 ),
             ])
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -115,7 +115,7 @@ pub(crate) fn audit(
             output::text(e.detail.as_deref()),
         ]);
     }
-    table.print();
+    table.print()?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -128,10 +128,10 @@ pub(crate) fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<ExitCode> {
             if ctx.json {
                 output::json(&json!({"ok": violations.is_empty(), "violations": violations}))?;
             } else if violations.is_empty() {
-                println!("ok");
+                outln!("ok")?;
             } else {
                 for v in violations.as_slice() {
-                    println!("{}\t{}", v.code(), v.describe());
+                    outln!("{}\t{}", v.code(), v.describe())?;
                 }
             }
             Ok(if violations.is_empty() {
@@ -145,7 +145,7 @@ pub(crate) fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<ExitCode> {
             if ctx.json {
                 output::json(&policy)?;
             } else {
-                print!("{}", toml::to_string(&policy)?);
+                out!("{}", toml::to_string(&policy)?)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -156,7 +156,7 @@ pub(crate) fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<ExitCode> {
             if ctx.json {
                 output::json(&updated)?;
             } else {
-                println!("{key} = {value}");
+                outln!("{key} = {value}")?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -214,8 +214,8 @@ pub(crate) fn token(ctx: &Context, cmd: TokenCommand) -> Result<ExitCode> {
             if ctx.json {
                 output::json(&json!({"name": name, "token": token.expose()}))?;
             } else {
-                println!("Admin API token {name:?} (shown only this once):");
-                println!("{}", token.expose());
+                outln!("Admin API token {name:?} (shown only this once):")?;
+                outln!("{}", token.expose())?;
             }
         }
         TokenCommand::List => {
@@ -231,7 +231,7 @@ pub(crate) fn token(ctx: &Context, cmd: TokenCommand) -> Result<ExitCode> {
                         output::time(t.last_used_at),
                     ]);
                 }
-                table.print();
+                table.print()?;
             }
         }
         TokenCommand::Revoke { name } => {
@@ -239,7 +239,7 @@ pub(crate) fn token(ctx: &Context, cmd: TokenCommand) -> Result<ExitCode> {
             if ctx.json {
                 output::json(&json!({"name": name, "revoked": true}))?;
             } else {
-                println!("Admin API token {name:?} revoked.");
+                outln!("Admin API token {name:?} revoked.")?;
             }
         }
     }

@@ -1,15 +1,44 @@
 //! Human tables and JSON for the CLI's standard output.
 
 use std::fmt::Write as _;
+use std::io::{self, Write as _};
 
 use anyhow::Result;
 use serde::Serialize;
 
 use vportal::time::Timestamp;
 
+/// Writes to standard output. A reader that went away (`vportal audit | head`) is an
+/// [`io::ErrorKind::BrokenPipe`] error, which `main` turns into a quiet exit, where
+/// `print!` would panic.
+pub(crate) fn write_out(args: std::fmt::Arguments<'_>) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_fmt(args)?;
+    out.flush()
+}
+
+/// `print!` that returns write errors (see [`write_out`]).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_out(format_args!($($arg)*))
+    };
+}
+
+/// `println!` that returns write errors (see [`write_out`]).
+macro_rules! outln {
+    () => {
+        $crate::cli::output::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+pub(crate) use {out, outln};
+
 /// Prints `value` as pretty JSON.
 pub(crate) fn json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?)?;
     Ok(())
 }
 
@@ -57,8 +86,8 @@ impl Table {
         out
     }
 
-    pub(crate) fn print(&self) {
-        print!("{}", self.render());
+    pub(crate) fn print(&self) -> io::Result<()> {
+        out!("{}", self.render())
     }
 }
 

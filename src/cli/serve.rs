@@ -17,6 +17,7 @@ use vportal::store::Actor;
 use vportal::time::Timestamp;
 
 use super::Context;
+use super::output::outln;
 
 pub(crate) fn run(
     mut ctx: Context,
@@ -38,18 +39,18 @@ pub(crate) fn run(
     if created {
         // First run in this directory: as `vportal init` would, plus how to go on.
         let token = store.create_token("admin", &Actor::cli_from_env(), Timestamp::now())?;
-        println!(
+        outln!(
             "Created {} and its pepper file {}.",
             ctx.store.database.display(),
             ctx.store.pepper_path().display()
-        );
-        println!(
+        )?;
+        outln!(
             "Admin API token \"admin\" (shown only this once): {}",
             token.expose()
-        );
-        println!(
+        )?;
+        outln!(
             "No mailboxes yet: add one with `vportal user add 1001 --generate` (in another terminal)."
-        );
+        )?;
     }
     let dialplan = load_dialplan(&ctx.config.dialplan.file)?;
     let prompts = load_prompts(&ctx.config.prompts.dir, &dialplan)?;

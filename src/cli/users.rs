@@ -12,7 +12,7 @@ use vportal::store::{
 };
 use vportal::time::Timestamp;
 
-use super::output::{self, Table};
+use super::output::{self, Table, out, outln};
 use super::{Context, UserCommand, extension, read_passcode};
 
 pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
@@ -71,7 +71,7 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
             if ctx.json {
                 output::json(&users)?;
             } else {
-                print_list(&users);
+                print_list(&users)?;
             }
         }
         UserCommand::Show { extension: ext } => {
@@ -82,7 +82,7 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
             if ctx.json {
                 output::json(&user)?;
             } else {
-                print!("{}", show(&user));
+                out!("{}", show(&user))?;
             }
         }
         UserCommand::SetTemp {
@@ -133,7 +133,7 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
             if ctx.json {
                 output::json(&json!({"extension": ext, "unlocked": true}))?;
             } else {
-                println!("Mailbox {ext} unlocked.");
+                outln!("Mailbox {ext} unlocked.")?;
             }
         }
         UserCommand::Delete { extension: ext } => {
@@ -142,7 +142,7 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
             if ctx.json {
                 output::json(&json!({"extension": ext, "deleted": true}))?;
             } else {
-                println!("Mailbox {ext} deleted.");
+                outln!("Mailbox {ext} deleted.")?;
             }
         }
         UserCommand::Import { file, partial } => {
@@ -191,14 +191,14 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
                 }
                 let created: Vec<&Issued> = report.created().collect();
                 if !created.is_empty() {
-                    println!("extension,passcode,temporary_expires_at");
+                    outln!("extension,passcode,temporary_expires_at")?;
                     for i in &created {
-                        println!(
+                        outln!(
                             "{},{},{}",
                             i.extension,
                             i.generated.as_ref().map_or("", |p| p.expose()),
                             output::time(i.expires_at)
-                        );
+                        )?;
                     }
                 }
                 if report.committed {
@@ -227,18 +227,18 @@ fn print_issued(ctx: &Context, issued: &Issued, what: &str) -> Result<()> {
     if ctx.json {
         return output::json(&issued_json(issued));
     }
-    println!("Mailbox {} {what}.", issued.extension);
+    outln!("Mailbox {} {what}.", issued.extension)?;
     if let Some(p) = &issued.generated {
         let kind = if issued.temporary {
             "Temporary passcode"
         } else {
             "Passcode"
         };
-        println!("{kind}: {}", p.expose());
-        println!("(shown only this once)");
+        outln!("{kind}: {}", p.expose())?;
+        outln!("(shown only this once)")?;
     }
     if let Some(t) = issued.expires_at {
-        println!("Expires: {t}");
+        outln!("Expires: {t}")?;
     }
     Ok(())
 }
@@ -256,7 +256,7 @@ fn print_issued_list(ctx: &Context, issued: &[Issued]) -> Result<()> {
             output::time(i.expires_at),
         ]);
     }
-    table.print();
+    table.print()?;
     eprintln!(
         "{} mailbox(es) reset; the passcodes are shown only this once",
         issued.len()
@@ -288,7 +288,7 @@ fn state(u: &UserInfo) -> &'static str {
     }
 }
 
-fn print_list(users: &[UserInfo]) {
+fn print_list(users: &[UserInfo]) -> std::io::Result<()> {
     let mut table = Table::new(&[
         "EXTENSION",
         "NAME",
@@ -309,7 +309,7 @@ fn print_list(users: &[UserInfo]) {
             output::time(u.passcode_changed_at),
         ]);
     }
-    table.print();
+    table.print()
 }
 
 fn show(u: &UserInfo) -> String {
