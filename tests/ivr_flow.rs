@@ -518,6 +518,33 @@ fn keys_barge_in_and_keys_typed_ahead_are_kept() {
 }
 
 #[test]
+fn a_whole_call_typed_ahead_in_one_burst_keeps_its_order() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    // Every key arrives before the check of the first passcode has even started: the keys
+    // after it wait, in order, for the new passcode, its confirmation and the menu.
+    for k in "1001#4826#5937#5937#*".chars() {
+        c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
+    }
+    c.run();
+    assert_eq!(c.last(), ["passcode_changed"], "{:?}", c.all());
+    c.finish();
+    assert_eq!(c.last(), ["goodbye"], "the menu took the * typed ahead");
+    assert!(c.ends());
+    assert_eq!(c.flow.outcome(), Outcome::Changed);
+    assert!(!temporary(&store, "1001"));
+    // Typed-ahead keys that do not finish an entry are kept for it, not reordered.
+    let mut d = Call::portal(&store);
+    for k in "2002#59".chars() {
+        d.flow.handle_key(d.now, Digit::from_char(k).unwrap());
+    }
+    d.run();
+    d.type_keys("37#");
+    assert_eq!(d.last(), ["menu"], "{:?}", d.all());
+    assert_eq!(d.flow.logged_in(), Some(&ext("2002")));
+}
+
+#[test]
 fn hanging_up_at_any_step_changes_nothing() {
     // At each step a temporary-passcode call can be in, the caller hangs up.
     let steps: [&[&str]; 6] = [

@@ -1,5 +1,6 @@
 //! `vportal serve` media over real loopback sockets: the prompt stream a caller receives,
-//! and keys sent as RFC 4733 events, SIP INFO and in-band tones, heard in order.
+//! and keys sent as RFC 4733 events, SIP INFO and in-band tones, heard in order (a mailbox
+//! and passcode keyed each way log the caller in).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,65 +10,20 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use common::Workdir;
+use common::phone::Phone;
 use common::rtp::{RtpOut, receive};
 use common::server::ServerProcess;
-use common::uac::{Uac, parse};
 
-/// A workdir with mailboxes provisioned through the CLI, as an admin would.
-fn provisioned(mailboxes: &[&str]) -> Workdir {
+/// A workdir with mailboxes and their (permanent) passcodes provisioned through the CLI, as
+/// an admin would.
+fn provisioned(mailboxes: &[(&str, &str)]) -> Workdir {
     let w = Workdir::new();
     w.run(&["init"]).ok();
-    for m in mailboxes {
-        w.run(&["user", "add", m, "--generate"]).ok();
+    for (m, passcode) in mailboxes {
+        w.run_with_stdin(&["user", "add", m, "--passcode-stdin"], passcode)
+            .ok();
     }
     w
-}
-
-/// A call to 8500 in progress.
-struct Call {
-    uac: Uac,
-    sip: UdpSocket,
-    rtp: UdpSocket,
-    /// Where the server receives this call's RTP (from its SDP answer).
-    server_rtp: std::net::SocketAddr,
-}
-
-/// Calls 8500 offering `offer(uac)` and ACKs the answer.
-fn call(server: &ServerProcess, offer: impl Fn(&Uac) -> String) -> Call {
-    let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut uac = Uac::new(sip.local_addr().unwrap(), server.sip, "8500");
-    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    uac.media = rtp.local_addr().unwrap();
-    let sdp = offer(&uac);
-    sip.send_to(&uac.invite(&sdp), server.sip).unwrap();
-    let mut buf = [0_u8; 65_535];
-    let ok = loop {
-        let (n, _) = sip.recv_from(&mut buf).expect("an answer");
-        let m = parse(&buf[..n]);
-        if m.status() == Some(200) {
-            break m;
-        }
-    };
-    uac.learn_tag(&ok);
-    sip.send_to(&uac.ack_2xx(""), server.sip).unwrap();
-    let body = String::from_utf8_lossy(ok.body()).into_owned();
-    let port: u16 = body
-        .lines()
-        .find_map(|l| l.strip_prefix("m=audio "))
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let server_rtp = std::net::SocketAddr::new(server.sip.ip(), port);
-    Call {
-        uac,
-        sip,
-        rtp,
-        server_rtp,
-    }
 }
 
 fn wait_for_log(server: &ServerProcess, needle: &str, within: Duration) -> bool {
@@ -85,8 +41,8 @@ fn wait_for_log(server: &ServerProcess, needle: &str, within: Duration) -> bool 
 fn the_caller_hears_fifty_pcmu_packets_a_second_continuously() {
     let w = provisioned(&[]);
     let server = ServerProcess::start(&w, "31300-31398", &[]);
-    let c = call(&server, |u| u.offer("sendrecv"));
-    let packets = receive(&c.rtp, Duration::from_millis(2_000));
+    let c = Phone::dial(&server, "8500", "1001");
+    let packets = receive(&c.rtp.socket, Duration::from_millis(2_000));
     let n = packets.len();
     assert!((95..=102).contains(&n), "{n} packets in 2 s");
     assert!(
@@ -109,60 +65,38 @@ fn the_caller_hears_fifty_pcmu_packets_a_second_continuously() {
 
 #[test]
 fn keys_by_rfc4733_info_and_tones_are_heard_in_order_and_strangers_are_not() {
-    let w = provisioned(&["1001", "2580", "1122"]);
+    let w = provisioned(&[("1001", "4826"), ("2580", "8264"), ("1122", "6048")]);
     let server = ServerProcess::start(&w, "31400-31498", &[]);
 
     // RFC 4733 events on 101, with repeated keys.
-    let c = call(&server, |u| u.offer("sendrecv"));
+    let mut c = Phone::dial(&server, "8500", "1001");
     // A stranger on another port tries to key first: ignored.
     let mut stranger = RtpOut::new(UdpSocket::bind("127.0.0.1:0").unwrap(), c.server_rtp);
     stranger.keys(101, "1122#");
-    let mut me = RtpOut::new(c.rtp, c.server_rtp);
-    me.keys(101, "1001#");
+    c.keys("1001#4826#");
+    // Mailbox and passcode came through: the caller is logged in.
     assert!(
-        wait_for_log(
-            &server,
-            "mailbox keyed mailbox=1001",
-            Duration::from_secs(5)
-        ),
+        wait_for_log(&server, "logged in mailbox=1001", Duration::from_secs(5)),
         "{}",
         server.log()
     );
-    assert!(
-        !server.log().contains("mailbox=1122"),
-        "the stranger's keys were ignored"
+    assert_eq!(
+        server.log().matches("login checked").count(),
+        1,
+        "the stranger's keys were ignored: one check, the right one"
     );
 
     // SIP INFO, both content types.
-    let mut c2 = call(&server, |u| u.offer("sendrecv"));
-    for (i, key) in "2580#".chars().enumerate() {
-        let body = if i % 2 == 0 {
-            format!("Signal={key}\r\nDuration=160\r\n")
-        } else {
-            key.to_string()
-        };
-        let ct = if i % 2 == 0 {
-            "application/dtmf-relay"
-        } else {
-            "application/dtmf"
-        };
-        c2.sip
-            .send_to(&c2.uac.request("INFO", ct, &body), server.sip)
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(30));
-    }
+    let mut c2 = Phone::dial(&server, "8500", "2580");
+    c2.info_keys("2580#8264#");
     assert!(
-        wait_for_log(
-            &server,
-            "mailbox keyed mailbox=2580",
-            Duration::from_secs(5)
-        ),
+        wait_for_log(&server, "logged in mailbox=2580", Duration::from_secs(5)),
         "{}",
         server.log()
     );
 
     // In-band tones when no telephone-event is offered.
-    let c3 = call(&server, |u| {
+    let mut c3 = Phone::dial_with(&server, "8500", "1122", |u| {
         u.offer("sendrecv")
             .replace(" 0 8 101", " 0")
             .lines()
@@ -170,22 +104,21 @@ fn keys_by_rfc4733_info_and_tones_are_heard_in_order_and_strangers_are_not() {
             .map(|l| format!("{l}\r\n"))
             .collect()
     });
-    let mut tones = RtpOut::new(c3.rtp, c3.server_rtp);
-    tones.tones("1122#");
+    c3.rtp.tones("1122#6048#");
     assert!(
-        wait_for_log(
-            &server,
-            "mailbox keyed mailbox=1122",
-            Duration::from_secs(5)
-        ),
+        wait_for_log(&server, "logged in mailbox=1122", Duration::from_secs(5)),
         "{}",
         server.log()
     );
     // No key value ever reaches the log: only masked keys and mailbox numbers.
-    for line in server.log().lines().filter(|l| l.contains("key pressed")) {
+    let log = server.log();
+    for line in log.lines().filter(|l| l.contains("key pressed")) {
         assert!(
             line.contains("digit=*") || line.contains("digit=#"),
             "{line}"
         );
+    }
+    for passcode in ["4826", "8264", "6048"] {
+        assert!(!log.contains(passcode), "a passcode in the log:\n{log}");
     }
 }

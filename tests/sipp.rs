@@ -45,8 +45,12 @@ fn sipp_calls_media_and_dtmf() {
         ("uac-udp", 100),
         ("uac-tcp", 100),
         ("options", 500),
-        ("dtmf-pcap", 1),
-        ("dtmf-play", 1),
+        ("change-pcap", 1),
+        ("change-play", 1),
+        ("refused-change", 1),
+        ("lockout", 1),
+        ("lockout-2", 1),
+        ("expired", 1),
     ] {
         assert_eq!(
             cumulative(&section(suite), "Successful call"),
@@ -55,15 +59,28 @@ fn sipp_calls_media_and_dtmf() {
         );
         assert_eq!(cumulative(&section(suite), "Failed call"), 0, "{suite}");
     }
-    // Keys sent by SIPp, with repeated digits, heard in order.
-    assert!(
-        section("dtmf-pcap").contains("heard in order: 1001 2580"),
-        "{stdout}"
-    );
-    assert!(
-        section("dtmf-play").contains("heard in order: 1122 5005"),
-        "{stdout}"
-    );
+    // The call flows, keyed by SIPp (stock pcaps and play_dtmf, with repeated digits), left
+    // the store as they should: checked with the CLI.
+    for (suite, checked) in [
+        ("change-pcap", "1001 is no longer temporary"),
+        ("change-pcap", "1001 has a passcode.changed audit event"),
+        ("change-play", "1122 is no longer temporary"),
+        ("change-play", "1122 has a passcode.changed audit event"),
+        ("refused-change", "5005 is still temporary"),
+        ("refused-change", "5005 has no passcode.changed audit event"),
+        ("lockout", "2580 is not locked after three failures"),
+        (
+            "lockout-2",
+            "2580 is locked after five failures across calls",
+        ),
+        ("expired", "3003 has a login.expired audit event"),
+        ("expired", "3003 has no login.success audit event"),
+    ] {
+        assert!(
+            section(suite).contains(&format!("checked: {checked}\n")),
+            "{suite}: {checked}\n{stdout}\n{stderr}"
+        );
+    }
     // About 50 PCMU packets a second reached SIPp.
     let rtp = section("rtp");
     let rate: f64 = rtp

@@ -111,6 +111,12 @@ impl Outcome {
     }
 }
 
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How a flow is set up for one call.
 #[derive(Debug, Clone)]
 pub struct FlowConfig {
@@ -487,13 +493,12 @@ impl Flow {
             self.play(&ids, true);
             return;
         }
-        // The caller is already typing: no prompt, take the keys.
-        while let Some(key) = self.type_ahead.pop() {
-            if !matches!(&self.step, Step::Entry(e) if e.field == field) {
-                // An earlier key completed this entry and moved on: keep the rest.
-                self.type_ahead.push(key);
-                return;
-            }
+        // The caller is already typing: no prompt, take the keys. Once a key completes this
+        // entry, the next step takes the rest (in order).
+        while matches!(&self.step, Step::Entry(e) if e.field == field) {
+            let Some(key) = self.type_ahead.pop() else {
+                break;
+            };
             self.entry_key(now, key);
         }
     }
@@ -593,8 +598,12 @@ impl Flow {
         self.ask(field, &["no_input"], now);
     }
 
-    fn menu(&mut self, _now: Instant, before: &[&str]) {
+    fn menu(&mut self, now: Instant, before: &[&str]) {
         self.step = Step::Menu { deadline: None };
+        // A choice typed ahead (during "your passcode has been changed") is taken at once.
+        if let Some(key) = self.type_ahead.pop() {
+            return self.menu_key(now, key);
+        }
         let mut ids = before.to_vec();
         ids.push("menu");
         self.play(&ids, true);

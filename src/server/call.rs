@@ -1,27 +1,29 @@
 //! One task per call: it binds the call's RTP port, answers, hands the socket to the media
-//! thread, and follows the call: keys from the media thread (RFC 4733 events, in-band tones)
-//! and from SIP INFO, prompts played through the media thread.
-//!
-//! The call flow proper comes with the IVR; for now an answered call plays the welcome and
-//! mailbox prompts, collects keys until `#` (`*` starts over), says in the log which mailbox
-//! was keyed, and asks again.
+//! thread, and drives the call's [`Flow`]: keys from the media thread (RFC 4733 events,
+//! in-band tones) and from SIP INFO go in, prompts go out to the media thread, store work
+//! (checking a passcode, storing a new one) runs off the async runtime and its result goes
+//! back in, and the flow's hang-up becomes a BYE.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::Shared;
 use super::media::{MediaCommand, MediaEvent, PortLease};
 use super::sip_task::Command;
-use crate::media::digit::Digit;
+use crate::ivr::dialplan::{MailboxSource, Route, SessionRule};
+use crate::ivr::flow::{Action, Flow, FlowConfig};
+use crate::ivr::session::Decision;
+use crate::media::digit::DigitEvent;
 use crate::media::dtmf_info;
-use crate::media::player::{Item, Playback};
-use crate::media::prompts::PromptSet;
 use crate::sip::endpoint::{CallHandle, EndReason, IncomingCall};
 use crate::sip::sdp::Negotiated;
-use crate::store::Extension;
+use crate::store::{Actor, ChangeOutcome, Extension, Store, VerifyOutcome};
+use crate::time::Timestamp;
 
 /// What the SIP task tells a call.
 #[derive(Debug)]
@@ -37,6 +39,8 @@ pub(crate) enum CallEvent {
         /// Its body.
         body: Vec<u8>,
     },
+    /// A newer call logged in to this call's mailbox and takes it over.
+    Replaced,
     /// The call is over.
     Ended(EndReason),
 }
@@ -85,41 +89,29 @@ pub(crate) fn spawn(
     (handle, tx)
 }
 
-/// The interim flow: prompts for a mailbox number until the call ends.
-struct MailboxPrompt {
-    prompts: Arc<PromptSet>,
-    entry: String,
-    next_token: u64,
+/// The result of store work, fed back into the flow.
+#[derive(Debug)]
+enum StoreReply {
+    Exists(bool),
+    Verified(Result<VerifyOutcome, ()>),
+    Changed(Result<ChangeOutcome, ()>),
+    /// The work itself failed (a panic in the blocking pool).
+    Failed,
 }
 
-impl MailboxPrompt {
-    fn playback(&mut self, ids: &[&str]) -> Playback {
-        self.next_token += 1;
-        Playback {
-            items: ids
-                .iter()
-                .filter_map(|id| self.prompts.get(id).cloned())
-                .map(Item::Prompt)
-                .collect(),
-            barge_in: true,
-            token: self.next_token,
-        }
-    }
+/// Store work in flight (the flow asks for one thing at a time).
+type StoreJob = JoinHandle<StoreReply>;
 
-    /// A key: `Some(entry)` when `#` ends one.
-    fn key(&mut self, digit: Digit) -> Option<String> {
-        match digit {
-            Digit::POUND => Some(std::mem::take(&mut self.entry)),
-            Digit::STAR => {
-                self.entry.clear();
-                None
-            }
-            d if self.entry.len() < 32 => {
-                self.entry.push(d.reveal());
-                None
-            }
-            _ => None,
-        }
+/// The flow's mailbox from the caller's identity, when the route takes it from there and
+/// trusts the source: P-Asserted-Identity, else the From user.
+fn caller_mailbox(route: &Route, incoming: &IncomingCall) -> Option<Extension> {
+    match route.settings.mailbox_for(incoming.source.ip()) {
+        MailboxSource::CallerId => incoming
+            .asserted_user
+            .as_deref()
+            .or(incoming.from_user.as_deref())
+            .and_then(|user| Extension::parse(user).ok()),
+        MailboxSource::Ask => None,
     }
 }
 
@@ -130,6 +122,16 @@ async fn run(
     mut events: mpsc::UnboundedReceiver<CallEvent>,
 ) {
     let call = incoming.call;
+    let Some(route) = shared.dialplan.routes().get(incoming.route).cloned() else {
+        tracing::error!(route = incoming.route, "no such route; refusing the call");
+        let _ = commands.send(Command::Reject(call, 500)).await;
+        return;
+    };
+    let Some(prompts) = shared.prompts.get(&route.settings.language).cloned() else {
+        tracing::error!(language = %route.settings.language, "no prompts for this route's language; refusing the call");
+        let _ = commands.send(Command::Reject(call, 503)).await;
+        return;
+    };
     let Some(rtp) = bind_rtp(&shared) else {
         tracing::warn!("no free RTP port; refusing the call");
         let _ = commands.send(Command::Reject(call, 503)).await;
@@ -140,99 +142,254 @@ async fn run(
         from = incoming.from_user.as_deref().unwrap_or("-"),
         to = %incoming.request_user,
         source = %incoming.source,
+        application = %route.application.as_str(),
         rtp = %local,
         "incoming call"
     );
-    let language = shared
-        .dialplan
-        .routes()
-        .get(incoming.route)
-        .map_or("en", |r| r.settings.language.as_str());
-    let Some(prompts) = shared.prompts.get(language).cloned() else {
-        tracing::error!(
-            language,
-            "no prompts for this route's language; refusing the call"
-        );
-        let _ = commands.send(Command::Reject(call, 503)).await;
-        return;
-    };
     if commands.send(Command::Accept(call, local)).await.is_err() {
         return;
     }
-    let (media_tx, mut media_rx) = mpsc::unbounded_channel();
-    let mut flow = MailboxPrompt {
+    let flow = Flow::new(
+        FlowConfig {
+            application: route.application,
+            settings: route.settings.clone(),
+            caller_mailbox: caller_mailbox(&route, &incoming),
+        },
         prompts,
-        entry: String::new(),
-        next_token: 0,
+    );
+    let (media_tx, mut media_rx) = mpsc::unbounded_channel();
+    let mut task = CallTask {
+        call,
+        shared,
+        commands,
+        flow,
+        session_rule: route.settings.session,
+        actor: Actor::Caller {
+            source: incoming.source,
+            call_id: incoming.call_id.clone(),
+        },
+        call_id: incoming.call_id,
+        rtp: Some(rtp),
+        media_tx,
+        hanging_up: false,
     };
-    // The socket goes to the media thread once the session is agreed.
-    let mut rtp = Some(rtp);
-    let mut keys = Vec::new();
+    let active = metrics::gauge!("vportal_calls_active");
+    active.increment(1.0);
+    let mut job: Option<StoreJob> = None;
     let end = loop {
+        let deadline = task.flow.poll_timeout().map(Instant::from_std);
         tokio::select! {
             event = events.recv() => match event {
-                Some(CallEvent::Media(media)) => {
-                    tracing::debug!(codec = ?media.codec, remote = ?media.remote_rtp, dtmf_pt = ?media.telephone_event, direction = ?media.direction, ptime = media.ptime_ms, "media agreed");
-                    match rtp.take() {
-                        Some(RtpPort { socket, lease }) => {
-                            shared.media(MediaCommand::Start {
-                                call,
-                                call_id: incoming.call_id.clone(),
-                                socket,
-                                lease,
-                                media,
-                                events: media_tx.clone(),
-                            });
-                            let welcome = flow.playback(&["welcome", "enter_mailbox"]);
-                            shared.media(MediaCommand::Play(call, welcome));
-                        }
-                        None => shared.media(MediaCommand::Update(call, media)),
-                    }
-                }
-                Some(CallEvent::Established) => tracing::debug!("call established"),
-                Some(CallEvent::Info { content_type, body }) => {
-                    keys.extend(dtmf_info::parse(&content_type, &body));
-                }
                 Some(CallEvent::Ended(reason)) => break reason,
+                Some(event) => task.on_sip(event),
                 // The SIP task is gone: the server is stopping.
                 None => break EndReason::Shutdown,
             },
-            Some(event) = media_rx.recv() => match event {
-                MediaEvent::Key(key) => keys.push(key),
-                MediaEvent::PlaybackDone(token) => tracing::trace!(token, "playback ended"),
-            },
+            Some(event) = media_rx.recv() => task.on_media(event),
+            reply = wait(&mut job) => task.on_store(reply),
+            () = sleep_until(deadline) => task.flow.handle_timeout(now()),
         }
-        for key in keys.drain(..) {
-            tracing::debug!(digit = %key.digit, method = key.method.as_str(), "key pressed");
-            shared.media(MediaCommand::BargeIn(call));
-            if let Some(entry) = flow.key(key.digit) {
-                report_mailbox(&shared, entry).await;
-                let again = flow.playback(&["enter_mailbox"]);
-                shared.media(MediaCommand::Play(call, again));
-            }
-        }
+        task.perform(&mut job).await;
     };
-    shared.media(MediaCommand::End(call));
-    tracing::info!(reason = ?end, "call ended");
+    task.flow.handle_hangup();
+    task.shared.media(MediaCommand::End(call));
+    if let Ok(mut sessions) = task.shared.sessions.lock() {
+        sessions.logout(call);
+    }
+    active.decrement(1.0);
+    let outcome = task.flow.outcome();
+    metrics::counter!("vportal_calls_total", "outcome" => outcome.as_str()).increment(1);
+    match task.flow.logged_in() {
+        Some(mailbox) => tracing::info!(reason = ?end, %outcome, %mailbox, "call ended"),
+        None => tracing::info!(reason = ?end, %outcome, "call ended"),
+    }
 }
 
-/// Logs which mailbox was keyed. Mailbox numbers are not secrets, but a caller sometimes
-/// keys a passcode at the mailbox prompt: only numbers of existing mailboxes are logged.
-async fn report_mailbox(shared: &Arc<Shared>, entry: String) {
-    let Ok(extension) = Extension::parse(&entry) else {
-        tracing::info!(keys = entry.len(), "entry is not a mailbox number");
-        return;
-    };
-    let store = Arc::clone(&shared.store);
-    let lookup = tokio::task::spawn_blocking(move || {
-        let exists = store.user(&extension, crate::time::Timestamp::now());
-        (extension, exists)
-    })
-    .await;
-    match lookup {
-        Ok((extension, Ok(Some(_)))) => tracing::info!(mailbox = %extension, "mailbox keyed"),
-        Ok((_, Ok(None))) => tracing::info!(keys = entry.len(), "unknown mailbox keyed"),
-        Ok((_, Err(e))) => tracing::warn!(error = %e, "mailbox lookup failed"),
-        Err(e) => tracing::warn!(error = %e, "mailbox lookup task failed"),
+/// One call's state in the shell.
+struct CallTask {
+    call: CallHandle,
+    call_id: String,
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
+    flow: Flow,
+    session_rule: SessionRule,
+    /// Who the store's audit rows name: the caller's source address and Call-ID.
+    actor: Actor,
+    /// The RTP socket until media is agreed; then it belongs to the media thread.
+    rtp: Option<RtpPort>,
+    media_tx: mpsc::UnboundedSender<MediaEvent>,
+    /// BYE has been asked for.
+    hanging_up: bool,
+}
+
+impl CallTask {
+    fn on_sip(&mut self, event: CallEvent) {
+        match event {
+            CallEvent::Media(media) => {
+                tracing::debug!(codec = ?media.codec, remote = ?media.remote_rtp, dtmf_pt = ?media.telephone_event, direction = ?media.direction, ptime = media.ptime_ms, "media agreed");
+                match self.rtp.take() {
+                    Some(RtpPort { socket, lease }) => {
+                        self.shared.media(MediaCommand::Start {
+                            call: self.call,
+                            call_id: self.call_id.clone(),
+                            socket,
+                            lease,
+                            media,
+                            events: self.media_tx.clone(),
+                        });
+                        self.flow.start(now());
+                    }
+                    None => self.shared.media(MediaCommand::Update(self.call, media)),
+                }
+            }
+            CallEvent::Established => tracing::debug!("call established"),
+            CallEvent::Info { content_type, body } => {
+                if let Some(key) = dtmf_info::parse(&content_type, &body) {
+                    self.key(key);
+                }
+            }
+            CallEvent::Replaced => {
+                tracing::info!("another call logged in to this mailbox; ending this one");
+                self.flow.handle_replaced();
+            }
+            // Handled by the run loop.
+            CallEvent::Ended(_) => {}
+        }
     }
+
+    fn on_media(&mut self, event: MediaEvent) {
+        match event {
+            MediaEvent::Key(key) => self.key(key),
+            MediaEvent::PlaybackDone(token) => self.flow.handle_playback_done(now(), token),
+        }
+    }
+
+    fn key(&mut self, key: DigitEvent) {
+        // The digit prints as `*`: keys may be a passcode.
+        tracing::debug!(digit = %key.digit, method = key.method.as_str(), "key pressed");
+        metrics::counter!("vportal_dtmf_digits_total", "method" => key.method.as_str())
+            .increment(1);
+        self.flow.handle_key(now(), key.digit);
+    }
+
+    fn on_store(&mut self, reply: StoreReply) {
+        let now = now();
+        match reply {
+            StoreReply::Exists(exists) => self.flow.handle_mailbox_exists(now, exists),
+            StoreReply::Verified(result) => self.flow.handle_verified(now, result),
+            StoreReply::Changed(result) => self.flow.handle_changed(now, result),
+            // Whichever step waits for it hears of the failure; the others ignore it.
+            StoreReply::Failed => {
+                self.flow.handle_mailbox_exists(now, false);
+                self.flow.handle_verified(now, Err(()));
+                self.flow.handle_changed(now, Err(()));
+            }
+        }
+    }
+
+    /// Does what the flow asks, until it asks nothing more.
+    async fn perform(&mut self, job: &mut Option<StoreJob>) {
+        while let Some(action) = self.flow.poll_action() {
+            match action {
+                Action::Play(playback) => {
+                    self.shared.media(MediaCommand::Play(self.call, playback))
+                }
+                Action::BargeIn => self.shared.media(MediaCommand::BargeIn(self.call)),
+                Action::LookUpMailbox(mailbox) => {
+                    let store = Arc::clone(&self.shared.store);
+                    *job = Some(tokio::task::spawn_blocking(move || {
+                        let found = store.user(&mailbox, Timestamp::now());
+                        StoreReply::Exists(matches!(found, Ok(Some(_))))
+                    }));
+                }
+                Action::Verify { mailbox, passcode } => {
+                    let actor = self.actor.clone();
+                    *job = Some(self.hashing(move |store| {
+                        let result = store.verify(&mailbox, &passcode, &actor, Timestamp::now());
+                        StoreReply::Verified(result.map_err(|e| {
+                            tracing::error!(error = %e, "passcode check failed");
+                        }))
+                    }));
+                }
+                Action::ChangePasscode { mailbox, passcode } => {
+                    let actor = self.actor.clone();
+                    *job = Some(self.hashing(move |store| {
+                        let result =
+                            store.change_passcode(&mailbox, &passcode, &actor, Timestamp::now());
+                        StoreReply::Changed(result.map_err(|e| {
+                            tracing::error!(error = %e, "passcode change failed");
+                        }))
+                    }));
+                }
+                Action::LoggedIn(mailbox) => self.logged_in(&mailbox).await,
+                Action::Hangup => {
+                    if !self.hanging_up {
+                        self.hanging_up = true;
+                        let _ = self.commands.send(Command::Hangup(self.call)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs store work that hashes (argon2) on the blocking pool, at most as many at once as
+    /// there are cores, so a burst of logins queues here instead of starving the runtime.
+    fn hashing(&self, work: impl FnOnce(&Store) -> StoreReply + Send + 'static) -> StoreJob {
+        let store = Arc::clone(&self.shared.store);
+        let permits = Arc::clone(&self.shared.hash_permits);
+        tokio::spawn(async move {
+            // The semaphore is never closed; without a permit the work runs anyway.
+            let _permit = permits.acquire_owned().await.ok();
+            tokio::task::spawn_blocking(move || work(&store))
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "store task failed");
+                    StoreReply::Failed
+                })
+        })
+    }
+
+    /// Applies the one-session-per-mailbox rule to a login.
+    async fn logged_in(&mut self, mailbox: &Extension) {
+        tracing::info!(%mailbox, "logged in");
+        let decision = match self.shared.sessions.lock() {
+            Ok(mut sessions) => sessions.login(mailbox, self.call, self.session_rule),
+            Err(_) => Decision::Proceed,
+        };
+        match decision {
+            Decision::Proceed => {}
+            Decision::ReplaceOlder(older) => {
+                let _ = self.commands.send(Command::Replaced(older)).await;
+            }
+            Decision::RejectNewer => {
+                tracing::info!(%mailbox, "mailbox in use by another call; login refused");
+                self.flow.handle_in_use();
+            }
+        }
+    }
+}
+
+/// The result of the store work in flight; never resolves when there is none.
+async fn wait(job: &mut Option<StoreJob>) -> StoreReply {
+    let Some(handle) = job.as_mut() else {
+        return std::future::pending().await;
+    };
+    let reply = handle.await;
+    *job = None;
+    reply.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "store task failed");
+        StoreReply::Failed
+    })
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
 }

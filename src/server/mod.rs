@@ -16,14 +16,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::config::Config;
 use crate::ivr::dialplan::Dialplan;
+use crate::ivr::session::Sessions;
 use crate::media::ports::PortAllocator;
 use crate::media::prompts::PromptSet;
-use crate::sip::endpoint::{Endpoint, EndpointConfig, dialplan_router};
-use crate::store::Store;
+use crate::sip::endpoint::{CallHandle, Endpoint, EndpointConfig, dialplan_router};
+use crate::store::{Hasher, Store};
 use media::{MediaCommand, MediaConfig, MediaHandle};
 
 pub use sip_task::Command;
@@ -73,6 +74,10 @@ pub(crate) struct Shared {
     pub(crate) dialplan: Arc<Dialplan>,
     /// Prompt sets by language (the dialplan routes' `language`).
     pub(crate) prompts: HashMap<String, Arc<PromptSet>>,
+    /// Which call holds each logged-in mailbox.
+    pub(crate) sessions: Mutex<Sessions<CallHandle>>,
+    /// Store work that hashes (argon2) waits here for one of as many permits as cores.
+    pub(crate) hash_permits: Arc<Semaphore>,
     media: MediaHandle,
 }
 
@@ -170,6 +175,8 @@ impl Server {
             store,
             dialplan,
             prompts,
+            sessions: Mutex::new(Sessions::default()),
+            hash_permits: Arc::new(Semaphore::new(Hasher::default_concurrency())),
             media,
             tcp_idle_timeout: sip.tcp_idle_timeout,
             max_tcp_connections: sip.max_tcp_connections,

@@ -39,6 +39,8 @@ pub enum Command {
     Reject(CallHandle, u16),
     /// A call's task has its RTP socket: answer the call.
     Accept(CallHandle, SocketAddr),
+    /// A newer call logged in to this call's mailbox: tell it so (it then ends).
+    Replaced(CallHandle),
 }
 
 pub(crate) struct SipTask {
@@ -154,6 +156,7 @@ impl SipTask {
             Command::Reject(call, code) => {
                 let _ = self.endpoint.reject(call, code, "Service Unavailable", now);
             }
+            Command::Replaced(call) => self.to_call(call, CallEvent::Replaced),
             Command::Accept(call, media) => {
                 if let Err(e) = self.endpoint.accept(call, media, now) {
                     tracing::debug!(?call, error = %e, "call gone before it could be answered");

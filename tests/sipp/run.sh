@@ -8,12 +8,18 @@
 #   uac-tcp    the same over TCP
 #   options    500 OPTIONS requests, each answered 200
 #   rtp        one 3 s call captured with tshark: ~50 PCMU packets a second reach SIPp
-#   dtmf-pcap  keys "1001#" and "2580#" with SIPp's stock RFC 2833 pcaps (play_pcap_audio)
-#   dtmf-play  keys "1122#" and "5005#" with SIPp's play_dtmf (telephone-event on PT 96)
+#   change-pcap    1001, on a temporary passcode, logs in with SIPp's stock RFC 2833 pcaps
+#                  (play_pcap_audio), is made to choose a PIN, keys it twice, says goodbye
+#   change-play    the same for 1122 with SIPp's play_dtmf (telephone-event on PT 96)
+#   refused-change 5005 logs in, then a mismatch, a too-simple PIN and its own extension:
+#                  after three tries the server hangs up, the temporary passcode in place
+#   lockout        five wrong passcodes for 2580 over two calls lock the mailbox
+#   expired        3003's temporary passcode has expired: refused, audited login.expired
 #
-# The DTMF suites provision the mailboxes with the CLI (on the server's database, while it
-# runs) and check the server heard them, in order. They and `rtp` need root or CAP_NET_RAW
-# (SIPp plays pcaps through a raw socket; tshark captures); `rtp` needs tshark.
+# The call-flow suites provision their mailboxes with the CLI (on the server's database,
+# while it runs), let SIPp key the digits and wait for the server's BYE, and then check the
+# outcome with the CLI, as an admin would. They and `rtp` need root or CAP_NET_RAW (SIPp
+# plays pcaps through a raw socket; tshark captures); `rtp` needs tshark.
 #
 # It starts `vportal serve` in a temporary directory on 127.0.0.1 (a port the system
 # picks), runs each suite with a bounded number of calls and a time limit, stops the
@@ -27,11 +33,11 @@ suites=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --vportal) vportal="$2"; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) suites+=("$1"); shift ;;
   esac
 done
-[ ${#suites[@]} -gt 0 ] || suites=(uac-udp uac-tcp options rtp dtmf-pcap dtmf-play)
+[ ${#suites[@]} -gt 0 ] || suites=(uac-udp uac-tcp options rtp change-pcap change-play refused-change lockout expired)
 
 if ! command -v sipp >/dev/null 2>&1; then
   echo "sipp not found: install SIPp (Debian/Ubuntu: apt-get install sip-tester)" >&2
@@ -82,27 +88,100 @@ run_suite() {
   fi
 }
 
-# The mailbox numbers the server logged as keyed, in order, since line $1 of its log.
-keyed_since() {
-  tail -n +"$1" "$work/serve.log" | sed -n 's/.*mailbox keyed mailbox=\([0-9]*\).*/\1/p' | tr '\n' ' '
+# The CLI on the server's database (it runs alongside the server).
+cli() { (cd "$work" && "$vportal" "$@"); }
+
+# Provisions MAILBOX with the temporary passcode PASSCODE (extra CLI flags after it).
+provision() {
+  local mailbox="$1" passcode="$2"; shift 2
+  printf '%s' "$passcode" | cli user add "$mailbox" --passcode-stdin --temporary "$@" >/dev/null
 }
 
-# A DTMF suite: provision mailboxes, run one call, expect them keyed in this order.
-dtmf_suite() {
-  local name="$1" scenario="$2"; shift 2
-  local want="$*"
-  for m in "$@"; do (cd "$work" && "$vportal" user add "$m" >/dev/null); done
-  local from
-  from=$(($(wc -l <"$work/serve.log") + 1))
-  run_suite "$name" -sf "$here/$scenario" -s 8500 -m 1 -mp 6100
-  local got
-  got=$(keyed_since "$from")
-  if [ "$got" = "$want " ]; then
-    echo "   heard in order: $got"
+# Key presses for portal-pcap.xml: one stock pcap per key, 300 ms apart.
+keys_pcap() {
+  local keys="$1" k file i
+  for ((i = 0; i < ${#keys}; i++)); do
+    k=${keys:i:1}
+    case "$k" in '#') file=pound ;; '*') file=star ;; *) file=$k ;; esac
+    printf '  <nop><action><exec play_pcap_audio="/usr/share/sip-tester/dtmf_2833_%s.pcap" /></action></nop>\n' "$file"
+    printf '  <pause milliseconds="300" />\n'
+  done
+}
+
+# Key presses for portal-play.xml: one play_dtmf per entry (up to and including each #),
+# given 500 ms a key to finish before the next starts.
+keys_play() {
+  local keys="$1" entry="" k i
+  for ((i = 0; i < ${#keys}; i++)); do
+    k=${keys:i:1}
+    entry+=$k
+    if [ "$k" = "#" ] || [ "$i" -eq $((${#keys} - 1)) ]; then
+      printf '  <nop><action><exec play_dtmf="%s" /></action></nop>\n' "$entry"
+      printf '  <pause milliseconds="%d" />\n' $((${#entry} * 500))
+      entry=""
+    fi
+  done
+}
+
+# One call to 8500 keying KEYS by STYLE (pcap or play), until the server hangs up.
+portal_call() {
+  local name="$1" style="$2" keys="$3" media_port="$4"
+  "keys_$style" "$keys" >"$work/$name.keys"
+  sed -e "/<!-- KEYS -->/{r $work/$name.keys" -e 'd}' "$here/portal-$style.xml" >"$work/$name.xml"
+  run_suite "$name" -sf "$work/$name.xml" -s 8500 -m 1 -mp "$media_port"
+}
+
+# Reports WHAT as checked when the command after it succeeds.
+check() {
+  local name="$1" what="$2"; shift 2
+  if "$@"; then
+    echo "   checked: $what"
   else
-    echo "   FAILED ($name): expected mailboxes \"$want\", heard \"$got\"" >&2
+    echo "   FAILED ($name): $what" >&2
     failed=1
   fi
+}
+
+# Whether MAILBOX's JSON (vportal user show) has "FIELD": VALUE.
+user_has() { cli --json user show "$1" | grep -q "\"$2\": $3"; }
+
+# Whether MAILBOX has an audit event EVENT.
+audited() { cli --json audit --extension "$1" --event "$2" | grep -q "\"event\": \"$2\""; }
+
+change_suite() {
+  local name="$1" style="$2" mailbox="$3" media_port="$4"
+  provision "$mailbox" 48826
+  # Mailbox, temporary passcode, the new PIN twice, then * (goodbye) from the menu.
+  portal_call "$name" "$style" "$mailbox#48826#59937#59937#*" "$media_port"
+  check "$name" "$mailbox is no longer temporary" user_has "$mailbox" temporary false
+  check "$name" "$mailbox has a passcode.changed audit event" audited "$mailbox" passcode.changed
+}
+
+refused_change_suite() {
+  provision 5005 48826
+  # A mismatch, a run (too simple), the extension itself: three tries, then goodbye.
+  portal_call refused-change play "5005#48826#59937#59938#1234#1234#5005#5005#" 6800
+  check refused-change "5005 is still temporary" user_has 5005 temporary true
+  check refused-change "5005 has passcode.change_rejected audit events" audited 5005 passcode.change_rejected
+  check refused-change "5005 has no passcode.changed audit event" eval '! audited 5005 passcode.changed'
+}
+
+lockout_suite() {
+  provision 2580 48826
+  # Three tries per call: the server hangs up after the third; the fifth failure locks.
+  portal_call lockout pcap "2580#11111#2580#22222#2580#33333#" 7000
+  check lockout "2580 is not locked after three failures" user_has 2580 locked false
+  portal_call lockout-2 pcap "2580#44444#2580#55555#" 7000
+  check lockout "2580 is locked after five failures across calls" user_has 2580 locked true
+  check lockout "2580 has a user.locked audit event" audited 2580 user.locked
+}
+
+expired_suite() {
+  provision 3003 48826 --ttl 1s
+  sleep 1.5
+  portal_call expired play "3003#48826#" 7200
+  check expired "3003 has a login.expired audit event" audited 3003 login.expired
+  check expired "3003 has no login.success audit event" eval '! audited 3003 login.success'
 }
 
 # RTP suite: capture what the server sends during one 3 s call and count it.
@@ -138,8 +217,11 @@ for suite in "${suites[@]}"; do
     uac-tcp) run_suite uac-tcp -sn uac -s 8500 -t t1 -m 100 -r 50 -l 100 -d 200 ;;
     options) run_suite options -sf "$here/options.xml" -s 8500 -m 500 -r 250 ;;
     rtp) rtp_suite ;;
-    dtmf-pcap) dtmf_suite dtmf-pcap dtmf-pcap.xml 1001 2580 ;;
-    dtmf-play) dtmf_suite dtmf-play dtmf-play.xml 1122 5005 ;;
+    change-pcap) change_suite change-pcap pcap 1001 6400 ;;
+    change-play) change_suite change-play play 1122 6600 ;;
+    refused-change) refused_change_suite ;;
+    lockout) lockout_suite ;;
+    expired) expired_suite ;;
     *) echo "unknown suite $suite" >&2; failed=1 ;;
   esac
 done

@@ -1,0 +1,133 @@
+//! A phone for socket-level tests: dials `vportal serve` over loopback with the test UAC,
+//! keys digits as RFC 4733 events, SIP INFO or in-band tones, and answers the server's BYE.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use vportal::sip::{HeaderName, Method};
+
+use super::rtp::RtpOut;
+use super::server::ServerProcess;
+use super::uac::{Uac, parse};
+
+/// One call in progress.
+pub struct Phone {
+    pub uac: Uac,
+    pub sip: UdpSocket,
+    /// Sends this call's RTP (and receives the server's, unread).
+    pub rtp: RtpOut,
+    /// Where the server receives this call's RTP (from its SDP answer).
+    pub server_rtp: SocketAddr,
+    server_sip: SocketAddr,
+}
+
+impl Phone {
+    /// Calls `target` as `user` with the standard offer (PCMU, PCMA, telephone-event/101).
+    pub fn dial(server: &ServerProcess, target: &str, user: &str) -> Self {
+        Self::dial_with(server, target, user, |u| u.offer("sendrecv"))
+    }
+
+    /// Calls `target` as `user`, offering `offer(uac)`, and ACKs the 200.
+    pub fn dial_with(
+        server: &ServerProcess,
+        target: &str,
+        user: &str,
+        offer: impl Fn(&Uac) -> String,
+    ) -> Self {
+        let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut uac = Uac::new(sip.local_addr().unwrap(), server.sip, target);
+        uac.user = user.to_owned();
+        let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        uac.media = rtp.local_addr().unwrap();
+        let sdp = offer(&uac);
+        sip.send_to(&uac.invite(&sdp), server.sip).unwrap();
+        let mut buf = [0_u8; 65_535];
+        let ok = loop {
+            let (n, _) = sip.recv_from(&mut buf).expect("an answer");
+            let m = parse(&buf[..n]);
+            match m.status() {
+                Some(200) => break m,
+                Some(s) if s >= 300 => panic!("call to {target} refused: {s}"),
+                _ => {}
+            }
+        };
+        uac.learn_tag(&ok);
+        sip.send_to(&uac.ack_2xx(""), server.sip).unwrap();
+        let body = String::from_utf8_lossy(ok.body()).into_owned();
+        let port: u16 = body
+            .lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .expect("an m=audio line in the answer");
+        let server_rtp = SocketAddr::new(server.sip.ip(), port);
+        Self {
+            uac,
+            sip,
+            rtp: RtpOut::new(rtp, server_rtp),
+            server_rtp,
+            server_sip: server.sip,
+        }
+    }
+
+    /// Keys as RFC 4733 events on payload type 101.
+    pub fn keys(&mut self, keys: &str) {
+        self.rtp.keys(101, keys);
+    }
+
+    /// Keys as SIP INFO, alternating `application/dtmf-relay` and `application/dtmf`.
+    pub fn info_keys(&mut self, keys: &str) {
+        for (i, key) in keys.chars().enumerate() {
+            let (content_type, body) = if i % 2 == 0 {
+                (
+                    "application/dtmf-relay",
+                    format!("Signal={key}\r\nDuration=160\r\n"),
+                )
+            } else {
+                ("application/dtmf", key.to_string())
+            };
+            let info = self.uac.request("INFO", content_type, &body);
+            self.sip.send_to(&info, self.server_sip).unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+
+    /// Waits (at most `within`) for the server's BYE and answers it; false if none came.
+    pub fn wait_for_bye(&mut self, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        let mut buf = [0_u8; 65_535];
+        while Instant::now() < end {
+            let Ok((n, from)) = self.sip.recv_from(&mut buf) else {
+                continue;
+            };
+            let m = parse(&buf[..n]);
+            if m.method() == Some(&Method::Bye) {
+                self.sip.send_to(&Uac::ok_to(&m), from).unwrap();
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Hangs up (BYE) and waits for the 200.
+    pub fn hang_up(&mut self) {
+        let bye = self.uac.request("BYE", "", "");
+        self.sip.send_to(&bye, self.server_sip).unwrap();
+        let mut buf = [0_u8; 65_535];
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            let Ok((n, _)) = self.sip.recv_from(&mut buf) else {
+                continue;
+            };
+            let m = parse(&buf[..n]);
+            let cseq = m.values(HeaderName::CSeq).next().unwrap_or("");
+            if m.status() == Some(200) && cseq.ends_with("BYE") {
+                return;
+            }
+        }
+        panic!("no 200 to BYE");
+    }
+}
