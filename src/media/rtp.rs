@@ -110,6 +110,14 @@ impl RtpSender {
         self.pt = pt;
     }
 
+    /// Takes back `samples` of time not yet played: the next packet goes out that much
+    /// before its slot, starting a talkspurt early ([`super::stream::Outbound::play_now`]),
+    /// and its timestamp says when it really starts. Less than one frame, so timestamps
+    /// still increase from packet to packet.
+    pub fn rewind(&mut self, samples: u32) {
+        self.timestamp = self.timestamp.wrapping_sub(samples);
+    }
+
     /// Lets `samples` of time pass without a packet (a frame that could not be sent on
     /// time): the timestamp moves on, the sequence number does not (RFC 3550 §5.1 counts
     /// packets sent), so the receiver sees the gap for what it is.

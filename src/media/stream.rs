@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 use super::g711::Law;
-use super::player::{Frame, Player};
+use super::player::{Frame, Playback, Player};
 use super::rtp::{Pt, RtpSender};
 
 /// Most missed packets sent back to back when the shell wakes late.
@@ -66,6 +66,23 @@ impl Outbound {
     /// The RTP sender (numbers sent so far, SSRC).
     pub fn sender(&self) -> &RtpSender {
         &self.sender
+    }
+
+    /// Starts `playback` at once: its first packet goes out `now` instead of at the next
+    /// packet slot, with the marker bit (a talkspurt starts, so the receiver re-syncs its
+    /// playout) and a timestamp true to when it starts; the stream's rhythm continues from
+    /// there. A caller who pressed `#` thus hears the next prompt up to one ptime sooner.
+    /// Returns the token of a playback it replaced.
+    pub fn play_now(&mut self, now: Instant, playback: Playback) -> Option<u64> {
+        let replaced = self.player.play(playback);
+        if !self.first && now < self.next_due {
+            let early = self.next_due.duration_since(now);
+            let samples = u32::try_from(early.as_micros() * 8 / 1_000).unwrap_or(u32::MAX);
+            // Less than a frame: timestamps keep increasing.
+            self.sender.rewind(samples.min(self.samples - 1));
+            self.next_due = now;
+        }
+        replaced
     }
 
     /// Codec change from a re-INVITE.
@@ -240,6 +257,49 @@ mod tests {
             packets[49].ts.wrapping_add(160),
             "timestamps continue"
         );
+    }
+
+    #[test]
+    fn a_playback_started_between_packets_goes_out_at_once() {
+        let t0 = Instant::now();
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut out = Outbound::new(t0, Pt::new(0).unwrap(), Law::Ulaw, 20, &mut rng);
+        let idle = drive(&mut out, t0, 100);
+        assert_eq!(idle.len(), 5);
+        // Packets went at 0-80 ms. A key at 87 ms: the prompt starts at once, 13 ms before
+        // the next slot.
+        let at = t0 + Duration::from_millis(87);
+        let replaced = out.play_now(
+            at,
+            Playback {
+                items: vec![Item::Prompt(prompt(60, 700))],
+                barge_in: true,
+                token: 4,
+            },
+        );
+        assert_eq!(replaced, None);
+        assert_eq!(out.poll_timeout(), at);
+        let next = drive(&mut out, at, 60);
+        assert_eq!(next.len(), 3);
+        assert!(next[0].marker && next[0].payload.iter().all(|b| *b == ulaw(700)));
+        assert_eq!(next[0].seq, idle[4].seq.wrapping_add(1));
+        // 7 ms after the last packet's slot: 56 samples on, not 160.
+        assert_eq!(next[0].ts, idle[4].ts.wrapping_add(56));
+        // Then the usual rhythm from there.
+        assert_eq!(next[1].at_ms, 20);
+        assert_eq!(next[1].ts, next[0].ts.wrapping_add(160));
+        assert!(!next[1].marker);
+        // At a slot (or before the stream's first packet) nothing moves.
+        let due = out.poll_timeout();
+        out.play_now(
+            due,
+            Playback {
+                items: vec![Item::Prompt(prompt(20, 700))],
+                barge_in: true,
+                token: 5,
+            },
+        );
+        assert_eq!(out.poll_timeout(), due);
     }
 
     #[test]

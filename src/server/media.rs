@@ -339,10 +339,16 @@ impl Thread {
                 }
             }
             MediaCommand::Play(call, playback) => {
-                if let Some(s) = self.stream(call) {
-                    if let Some(replaced) = s.out.player().play(playback) {
+                let Some(&token) = self.tokens.get(&call) else {
+                    return;
+                };
+                if let Some(s) = self.slot(token) {
+                    // The prompt starts now rather than at the next packet slot.
+                    if let Some(replaced) = s.out.play_now(Instant::now(), playback) {
                         let _ = s.events.send(MediaEvent::PlaybackDone(replaced));
                     }
+                    let due = s.out.poll_timeout();
+                    self.heap.push(Reverse((due, token)));
                 }
             }
             MediaCommand::BargeIn(call) => {
