@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Login-call load: the sustained rate of complete login calls vportal serves with zero
+# failures, every login checked with argon2id.
+#
+#   tests/load/login-calls.sh [RATE ...]        (default: 60 70 75 80)
+#
+# Provisions 3,000 mailboxes (20000-22999, permanent passcode 48826) with the CLI, starts the release
+# build of `vportal serve` pinned to CPU 1 and SIPp pinned to CPU 0 (the fair split on a
+# 2-core machine). At each RATE it places RATE x 30 calls (30 s) with tests/load/login-info.xml:
+# dial, mailbox and passcode by SIP INFO, `*` in the menu, the server's goodbye and BYE. It
+# prints SIPp's successful and failed calls, the logins the store audited (login.success),
+# the call length (INVITE to the server's BYE: median, p99, max), the server's CPU use and
+# resident memory. A rate is sustained when every call succeeds and logs in and the p99 call
+# length stays near the median (no backlog building up). Loopback only; bounded in count and time. Needs
+# SIPp (package sip-tester) and taskset (util-linux).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+rates=("$@")
+[ ${#rates[@]} -gt 0 ] || rates=(60 70 75 80)
+command -v sipp >/dev/null || { echo "install SIPp (apt-get install sip-tester)" >&2; exit 2; }
+(cd "$root" && cargo build --release --quiet)
+vportal="$root/target/release/vportal"
+
+work=$(mktemp -d)
+pid=""
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+cd "$work"
+"$vportal" init >/dev/null
+# Permanent passcodes (a CSV import would make them temporary), two mailboxes at a time.
+seq 20000 22999 | xargs -P 2 -I{} sh -c 'printf 48826 | "$1" user add {} --passcode-stdin >/dev/null' _ "$vportal"
+{ echo SEQUENTIAL; for e in $(seq 20000 22999); do echo "$e" | sed 's/./&;/g'; done; } >mailboxes.csv
+
+RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve --sip 127.0.0.1:0 --rtp-ports 34000-39998 \
+  --prompts "$root/prompts" >serve.out 2>serve.log &
+pid=$!
+addr=""
+for _ in $(seq 1 100); do
+  addr=$(sed -n 's/.*listening sip=\([0-9.]*:[0-9]*\).*/\1/p' serve.log | head -n 1)
+  [ -n "$addr" ] && break; sleep 0.1
+done
+[ -n "$addr" ] || { echo "vportal did not start" >&2; cat serve.log >&2; exit 1; }
+echo "vportal $addr (pid $pid, CPU 1); SIPp on CPU 0"
+
+ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+rss() { awk '/VmRSS/{print $2" kB"}' "/proc/$pid/status"; }
+logins() { "$vportal" --json audit --event login.success --limit 1000000 | grep -c '"event"' || true; }
+hz=$(getconf CLK_TCK)
+printf '%6s %7s %10s %7s %8s %20s %10s %12s\n' rate calls successful failed logins "call ms p50/p99/max" "server CPU" rss
+for rate in "${rates[@]}"; do
+  calls=$((rate * 30))
+  before=$(logins); t0=$(ticks); s0=$(date +%s.%N)
+  out="sipp-$rate.txt"
+  taskset -c 0 timeout 120 sipp "$addr" -sf "$here/login-info.xml" -inf mailboxes.csv -s 8500 \
+    -i 127.0.0.1 -mp 40000 -nostdin -r "$rate" -m "$calls" -timeout 90s -timeout_error \
+    -max_retrans 5 -trace_rtt -rtt_freq 1 >"$out" 2>&1 || true
+  t1=$(ticks); s1=$(date +%s.%N)
+  ok=$(grep -a 'Successful call' "$out" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
+  failed=$(grep -a 'Failed call' "$out" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
+  # Each call's length, INVITE to the server's BYE (SIPp's rtt file): flat while the server
+  # keeps up; once logins queue behind the hash, the late calls grow longer and longer.
+  length=$(tail -n +2 login-info_*_rtt.csv | cut -d';' -f2 | sort -n \
+    | awk '{ v[NR] = $1 } END { if (NR) { p = int(NR * 0.99) + 1; if (p > NR) p = NR; printf "%d/%d/%d", v[int(NR / 2) + 1], v[p], v[NR] } }')
+  rm -f login-info_*_rtt.csv
+  cpu=$(awk -v t="$((t1 - t0))" -v hz="$hz" -v s0="$s0" -v s1="$s1" 'BEGIN { printf "%.0f%%", t / hz / (s1 - s0) * 100 }')
+  printf '%6s %7s %10s %7s %8s %20s %10s %12s\n' "$rate" "$calls" "$ok" "$failed" "$(($(logins) - before))" "$length" "$cpu" "$(rss)"
+  sleep 3
+done

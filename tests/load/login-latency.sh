@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Login latency: from a caller's `#` to the first RTP packet of the next prompt, with N
+# callers logging in over and over at once (argon2 check included).
+#
+#   tests/load/login-latency.sh [CALLERS] [SECONDS]        (default: 50 60)
+#
+# Provisions CALLERS mailboxes (30000…, permanent passcode 48826) with the CLI, starts the
+# release build of `vportal serve` pinned to CPU 1 and the caller (examples/login_latency.rs)
+# pinned to CPU 0, and prints, per step, the median, p90, p99 and maximum in milliseconds.
+# Loopback only; bounded in time.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+callers="${1:-50}"
+seconds="${2:-60}"
+(cd "$root" && cargo build --release --quiet && cargo build --release --quiet --example login_latency)
+vportal="$root/target/release/vportal"
+
+work=$(mktemp -d)
+pid=""
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+cd "$work"
+"$vportal" init >/dev/null
+seq 30000 $((30000 + callers - 1)) | xargs -P 2 -I{} sh -c 'printf 48826 | "$1" user add {} --passcode-stdin >/dev/null' _ "$vportal"
+RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve \
+  --sip 127.0.0.1:0 --rtp-ports 34000-39998 --prompts "$root/prompts" >serve.out 2>serve.log &
+pid=$!
+addr=""
+for _ in $(seq 1 100); do
+  addr=$(sed -n 's/.*listening sip=\([0-9.]*:[0-9]*\).*/\1/p' serve.log | head -n 1)
+  [ -n "$addr" ] && break; sleep 0.1
+done
+[ -n "$addr" ] || { echo "vportal did not start" >&2; cat serve.log >&2; exit 1; }
+echo "vportal $addr (pid $pid, CPU 1); $callers callers on CPU 0 for ${seconds}s"
+t0=$(awk '{print $14 + $15}' "/proc/$pid/stat"); s0=$(date +%s.%N)
+taskset -c 0 timeout $((seconds + 60)) "$root/target/release/examples/login_latency" --server "$addr" \
+  --callers "$callers" --first-mailbox 30000 --passcode 48826 --seconds "$seconds"
+t1=$(awk '{print $14 + $15}' "/proc/$pid/stat"); s1=$(date +%s.%N)
+awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v s0="$s0" -v s1="$s1" \
+  'BEGIN { printf "server CPU: %.0f%% of one core\n", t / hz / (s1 - s0) * 100 }'
