@@ -202,8 +202,14 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
                     }
                 }
                 if report.committed {
+                    let generated = created.iter().filter(|i| i.generated.is_some()).count();
+                    let note = if generated > 0 {
+                        "; generated passcodes are shown only this once"
+                    } else {
+                        ""
+                    };
                     eprintln!(
-                        "{} mailbox(es) created, {rejected} row(s) rejected; generated passcodes are shown only this once",
+                        "{} mailbox(es) created, {rejected} row(s) rejected{note}",
                         created.len()
                     );
                 } else if rejected > 0 {
