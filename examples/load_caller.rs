@@ -82,6 +82,9 @@ fn args() -> Args {
     a
 }
 
+/// Intervals kept for the percentiles (about 100 s of 100 calls).
+const MAX_INTERVALS: usize = 500_000;
+
 /// What the receiver learnt about one stream.
 #[derive(Default)]
 struct StreamStats {
@@ -161,6 +164,8 @@ fn main() {
             let mut local: HashMap<u32, StreamStats> = HashMap::with_capacity(8_192);
             let mut last_any: Option<Instant> = None;
             let mut max_any = Duration::ZERO;
+            // Every packet's interval since its stream's previous one, in ms.
+            let mut intervals: Vec<f32> = Vec::with_capacity(1 << 20);
             while !done.load(Ordering::Relaxed) {
                 let Ok(n) = media.recv(&mut buf) else {
                     continue;
@@ -181,6 +186,9 @@ fn main() {
                 let s = local.entry(ssrc).or_default();
                 if let Some(prev) = s.last_arrival {
                     let gap = now - prev;
+                    if intervals.len() < MAX_INTERVALS {
+                        intervals.push(gap.as_secs_f32() * 1_000.0);
+                    }
                     if gap > s.max_gap {
                         s.max_gap = gap;
                         s.max_gap_at = Some(now);
@@ -198,6 +206,20 @@ fn main() {
             println!(
                 "largest gap between any two packets: {:.1} ms",
                 max_any.as_secs_f64() * 1_000.0
+            );
+            intervals.sort_by(f32::total_cmp);
+            let at = |p: f64| {
+                intervals
+                    .get(((intervals.len().saturating_sub(1)) as f64 * p).round() as usize)
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            println!(
+                "RTP packet intervals (ms, all streams): p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+                at(0.5),
+                at(0.99),
+                at(0.999),
+                intervals.last().copied().unwrap_or(0.0)
             );
             *stats.lock().unwrap() = local;
         })

@@ -26,6 +26,41 @@ pub struct Config {
     pub dialplan: DialplanConfig,
     /// Recorded prompts.
     pub prompts: PromptsConfig,
+    /// The admin HTTP side-port.
+    pub admin: AdminConfig,
+}
+
+/// The admin HTTP side-port.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Whether `serve` runs it. Default true.
+    pub enabled: bool,
+    /// Where it listens. Default `127.0.0.1:8080` (flag `--admin`).
+    pub listen: SocketAddr,
+    /// PEM certificate chain, for HTTPS; with `tls_key`. Required off loopback unless
+    /// `insecure`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Plain HTTP on a non-loopback address, knowingly (flag `--admin-insecure`); a warning
+    /// is logged at every start.
+    pub insecure: bool,
+    /// Whether `/metrics` needs a token too. Default false.
+    pub metrics_auth: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert: None,
+            tls_key: None,
+            insecure: false,
+            metrics_auth: false,
+        }
+    }
 }
 
 /// Where the prompts are.

@@ -66,6 +66,15 @@ pub(crate) enum Command {
         /// The prompts folder, holding one sub-folder per language (default ./prompts).
         #[arg(long, value_name = "DIR")]
         prompts: Option<PathBuf>,
+        /// Admin HTTP side-port address (default 127.0.0.1:8080).
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<std::net::SocketAddr>,
+        /// Allow the admin side-port on a non-loopback address without TLS.
+        #[arg(long)]
+        admin_insecure: bool,
+        /// Do not run the admin side-port.
+        #[arg(long, conflicts_with_all = ["admin", "admin_insecure"])]
+        no_admin: bool,
     },
     /// Create the database, its pepper file and a first admin token (printed once).
     Init {
@@ -294,7 +303,20 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             sip,
             rtp_ports,
             prompts,
-        } => serve::run(ctx, sip, rtp_ports, prompts),
+            admin,
+            admin_insecure,
+            no_admin,
+        } => serve::run(
+            ctx,
+            serve::Flags {
+                sip,
+                rtp_ports,
+                prompts,
+                admin,
+                admin_insecure,
+                no_admin,
+            },
+        ),
         Command::Init { token_name } => admin::init(&ctx, &token_name),
         Command::User(cmd) => users::run(&ctx, cmd),
         Command::Report => admin::report(&ctx),

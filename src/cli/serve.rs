@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 
-use vportal::config::DEFAULT_DIALPLAN_FILE;
+use vportal::admin::{AdminError, AdminServer, AdminState, Listen, MIN_CONFIGURED_TOKEN, Throttle};
+use vportal::config::{AdminConfig, DEFAULT_DIALPLAN_FILE};
 use vportal::ivr::dialplan::{DEFAULT_DIALPLAN, Dialplan};
 use vportal::media::ports::PortRange;
 use vportal::media::prompts::PromptSet;
@@ -19,21 +20,34 @@ use vportal::time::Timestamp;
 use super::Context;
 use super::output::outln;
 
-pub(crate) fn run(
-    mut ctx: Context,
-    sip: Option<SocketAddr>,
-    rtp_ports: Option<PortRange>,
-    prompts: Option<PathBuf>,
-) -> Result<ExitCode> {
-    if let Some(sip) = sip {
+/// `serve`'s flags, which override the configuration.
+pub(crate) struct Flags {
+    pub(crate) sip: Option<SocketAddr>,
+    pub(crate) rtp_ports: Option<PortRange>,
+    pub(crate) prompts: Option<PathBuf>,
+    pub(crate) admin: Option<SocketAddr>,
+    pub(crate) admin_insecure: bool,
+    pub(crate) no_admin: bool,
+}
+
+pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
+    if let Some(sip) = flags.sip {
         ctx.config.sip.listen = sip;
     }
-    if let Some(dir) = prompts {
+    if let Some(dir) = flags.prompts {
         ctx.config.prompts.dir = dir;
     }
-    if let Some(ports) = rtp_ports {
+    if let Some(ports) = flags.rtp_ports {
         ctx.config.rtp.ports = ports;
     }
+    if let Some(admin) = flags.admin {
+        ctx.config.admin.listen = admin;
+    }
+    ctx.config.admin.insecure |= flags.admin_insecure;
+    if flags.no_admin {
+        ctx.config.admin.enabled = false;
+    }
+    let configured_token = configured_token()?;
     // Opening the store creates it on a first run and checks the pepper before any call.
     let (store, created) = ctx.open_with(true)?;
     if created {
@@ -60,9 +74,40 @@ pub(crate) fn run(
         .thread_name("vportal")
         .build()
         .context("starting the runtime")?;
+    let metrics = vportal::admin::metrics::install().context("installing the metrics recorder")?;
     runtime.block_on(async move {
-        let server = Server::bind(&config, Arc::new(dialplan), Arc::new(store), prompts).await?;
-        server.run(shutdown_signal()).await;
+        let store = Arc::new(store);
+        let server = Server::bind(&config, Arc::new(dialplan), Arc::clone(&store), prompts).await?;
+        tokio::spawn(vportal::admin::metrics::upkeep(metrics.clone()));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let admin = if config.admin.enabled {
+            let listen = admin_listen(&config.admin)?;
+            let bound = AdminServer::bind(&listen).await?;
+            let state = Arc::new(AdminState {
+                store,
+                calls: server.active_calls(),
+                metrics: Some(metrics),
+                metrics_auth: config.admin.metrics_auth,
+                configured_token,
+                throttle: Throttle::default(),
+                hash_permits: server.hash_permits(),
+            });
+            let mut stop = stop_rx.clone();
+            Some(tokio::spawn(bound.run(state, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })))
+        } else {
+            None
+        };
+        server
+            .run(async move {
+                shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            })
+            .await;
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
@@ -95,6 +140,36 @@ fn load_prompts(dir: &Path, dialplan: &Dialplan) -> Result<HashMap<String, Arc<P
         sets.insert(language.clone(), Arc::new(set));
     }
     Ok(sets)
+}
+
+/// The token from `VPORTAL_ADMIN_TOKEN`, when set; too short a token is refused.
+fn configured_token() -> Result<Option<String>> {
+    match std::env::var("VPORTAL_ADMIN_TOKEN") {
+        Ok(token) if token.is_empty() => Ok(None),
+        Ok(token) if token.len() < MIN_CONFIGURED_TOKEN || token.contains(char::is_whitespace) => {
+            anyhow::bail!(
+                "VPORTAL_ADMIN_TOKEN must be at least {MIN_CONFIGURED_TOKEN} characters without spaces (e.g. `openssl rand -hex 32`)"
+            )
+        }
+        Ok(token) => Ok(Some(token)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            anyhow::bail!("VPORTAL_ADMIN_TOKEN is not valid text")
+        }
+    }
+}
+
+fn admin_listen(config: &AdminConfig) -> Result<Listen> {
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (None, None) => None,
+        _ => return Err(AdminError::HalfTls.into()),
+    };
+    Ok(Listen {
+        addr: config.listen,
+        tls,
+        insecure: config.insecure,
+    })
 }
 
 /// Completes on ctrl-c or SIGTERM.

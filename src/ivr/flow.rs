@@ -252,6 +252,28 @@ impl Flow {
         self.logged_in.as_ref()
     }
 
+    /// What the call is doing, as admins see it in the list of active calls: `starting`,
+    /// `mailbox`, `passcode`, `verifying`, `new_passcode`, `confirm_passcode`, `changing`,
+    /// `menu`, `announcing`, `leaving` or `ended`. Never what was keyed.
+    pub fn state(&self) -> &'static str {
+        match &self.step {
+            Step::NotStarted => "starting",
+            Step::LookingUp => "mailbox",
+            Step::Entry(entry) => match entry.field {
+                Field::Mailbox => "mailbox",
+                Field::Passcode => "passcode",
+                Field::NewPasscode => "new_passcode",
+                Field::ConfirmPasscode => "confirm_passcode",
+            },
+            Step::Verifying => "verifying",
+            Step::Changing => "changing",
+            Step::Menu { .. } => "menu",
+            Step::Announcing(_) => "announcing",
+            Step::Leaving => "leaving",
+            Step::Over => "ended",
+        }
+    }
+
     /// The next thing to do.
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::Shared;
+use super::calls::ActiveCall;
 use super::media::{MediaCommand, MediaEvent, PortLease};
 use super::sip_task::Command;
 use crate::ivr::dialplan::{MailboxSource, Route, SessionRule};
@@ -149,6 +150,18 @@ async fn run(
     if commands.send(Command::Accept(call, local)).await.is_err() {
         return;
     }
+    shared.calls.insert(
+        call,
+        ActiveCall {
+            call_id: incoming.call_id.clone(),
+            caller: incoming.from_user.clone(),
+            source: incoming.source,
+            dialled: incoming.request_user.clone(),
+            mailbox: None,
+            state: "starting",
+            started_at: Timestamp::now(),
+        },
+    );
     let flow = Flow::new(
         FlowConfig {
             application: route.application,
@@ -172,6 +185,7 @@ async fn run(
         rtp: Some(rtp),
         media_tx,
         hanging_up: false,
+        published: ("starting", false),
     };
     let active = metrics::gauge!("vportal_calls_active");
     active.increment(1.0);
@@ -190,8 +204,10 @@ async fn run(
             () = sleep_until(deadline) => task.flow.handle_timeout(now()),
         }
         task.perform(&mut job).await;
+        task.publish_state();
     };
     task.flow.handle_hangup();
+    task.shared.calls.remove(call);
     task.shared.media(MediaCommand::End(call));
     if let Ok(mut sessions) = task.shared.sessions.lock() {
         sessions.logout(call);
@@ -220,6 +236,8 @@ struct CallTask {
     media_tx: mpsc::UnboundedSender<MediaEvent>,
     /// BYE has been asked for.
     hanging_up: bool,
+    /// The flow state and whether a mailbox was known, as last shown in the active calls.
+    published: (&'static str, bool),
 }
 
 impl CallTask {
@@ -254,6 +272,17 @@ impl CallTask {
             }
             // Handled by the run loop.
             CallEvent::Ended(_) => {}
+        }
+    }
+
+    /// Shows the flow's state in the list of active calls, when it changed.
+    fn publish_state(&mut self) {
+        let now = (self.flow.state(), self.flow.logged_in().is_some());
+        if now != self.published {
+            self.published = now;
+            self.shared
+                .calls
+                .update(self.call, now.0, self.flow.logged_in());
         }
     }
 
@@ -308,6 +337,7 @@ impl CallTask {
                         let result = store.verify(&mailbox, &passcode, &actor, Timestamp::now());
                         StoreReply::Verified(result.map_err(|e| {
                             tracing::error!(error = %e, "passcode check failed");
+                            metrics::counter!("vportal_store_errors_total").increment(1);
                         }))
                     }));
                 }
@@ -318,6 +348,7 @@ impl CallTask {
                             store.change_passcode(&mailbox, &passcode, &actor, Timestamp::now());
                         StoreReply::Changed(result.map_err(|e| {
                             tracing::error!(error = %e, "passcode change failed");
+                            metrics::counter!("vportal_store_errors_total").increment(1);
                         }))
                     }));
                 }

@@ -6,6 +6,7 @@
 //! has a task of its own, fed by a channel, holding its RTP socket.
 
 mod call;
+mod calls;
 mod media;
 mod sip_task;
 mod tcp;
@@ -27,6 +28,7 @@ use crate::sip::endpoint::{CallHandle, Endpoint, EndpointConfig, dialplan_router
 use crate::store::{Hasher, Store};
 use media::{MediaCommand, MediaConfig, MediaHandle};
 
+pub use calls::{ActiveCall, ActiveCalls};
 pub use sip_task::Command;
 
 /// The server could not start.
@@ -78,6 +80,8 @@ pub(crate) struct Shared {
     pub(crate) sessions: Mutex<Sessions<CallHandle>>,
     /// Store work that hashes (argon2) waits here for one of as many permits as cores.
     pub(crate) hash_permits: Arc<Semaphore>,
+    /// The calls in progress, for the admin API.
+    pub(crate) calls: Arc<ActiveCalls>,
     media: MediaHandle,
 }
 
@@ -86,6 +90,11 @@ impl Shared {
     pub(crate) fn media(&self, command: MediaCommand) {
         self.media.send(command);
     }
+}
+
+/// RTP packets sent since the process started.
+pub fn rtp_packets_sent() -> u64 {
+    media::RTP_PACKETS_SENT.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A bound, not yet running server.
@@ -176,7 +185,11 @@ impl Server {
             dialplan,
             prompts,
             sessions: Mutex::new(Sessions::default()),
-            hash_permits: Arc::new(Semaphore::new(Hasher::default_concurrency())),
+            hash_permits: Arc::new(Semaphore::new(match config.store.hash_concurrency {
+                0 => Hasher::default_concurrency(),
+                n => n,
+            })),
+            calls: Arc::default(),
             media,
             tcp_idle_timeout: sip.tcp_idle_timeout,
             max_tcp_connections: sip.max_tcp_connections,
@@ -189,6 +202,17 @@ impl Server {
             shutdown_grace: sip.shutdown_grace,
             local_sip: addr,
         })
+    }
+
+    /// The calls in progress, for the admin API to list.
+    pub fn active_calls(&self) -> Arc<ActiveCalls> {
+        Arc::clone(&self.shared.calls)
+    }
+
+    /// The permits that bound how many argon2 hashes run at once, shared with the admin
+    /// API so a burst of resets queues with the logins instead of beside them.
+    pub fn hash_permits(&self) -> Arc<Semaphore> {
+        Arc::clone(&self.shared.hash_permits)
     }
 
     /// The address SIP listens on (UDP and TCP).

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::call::{self, CallEvent};
+use crate::admin::metrics::count_sip;
 use crate::sip::Message;
 use crate::sip::endpoint::{CallHandle, ConnId, Endpoint, Event, Transmit, Transport};
 
@@ -103,12 +104,16 @@ impl SipTask {
                 received = recv(self.udp.as_ref(), &mut buf) => {
                     if let Ok((n, from)) = received {
                         let now = Instant::now().into_std();
+                        count_sip("in", &buf[..n]);
                         self.endpoint.handle_datagram(now, from, buf[..n].to_vec());
                         // More may be waiting: take a batch before draining output.
                         if let Some(udp) = &self.udp {
                             for _ in 1..RECV_BATCH {
                                 match udp.try_recv_from(&mut buf) {
-                                    Ok((n, from)) => self.endpoint.handle_datagram(now, from, buf[..n].to_vec()),
+                                    Ok((n, from)) => {
+                                        count_sip("in", &buf[..n]);
+                                        self.endpoint.handle_datagram(now, from, buf[..n].to_vec());
+                                    }
                                     Err(_) => break,
                                 }
                             }
@@ -146,6 +151,7 @@ impl SipTask {
                 self.connections.insert(conn, tx);
             }
             Command::TcpMessage(conn, from, msg) => {
+                count_sip("in", msg.as_bytes());
                 self.endpoint
                     .handle_message(now, Transport::Tcp(conn), from, *msg);
             }
@@ -204,6 +210,7 @@ impl SipTask {
     }
 
     async fn transmit(&mut self, t: Transmit) {
+        count_sip("out", &t.payload);
         match t.transport {
             Transport::Udp => {
                 let Some(udp) = &self.udp else { return };

@@ -402,6 +402,8 @@ fn fail(
                 &outcome,
                 Some(&detail),
             )?;
+            // Counted as the transaction is about to commit (a rollback is a store error).
+            metrics::counter!("vportal_lockouts_total").increment(1);
             Ok(VerifyOutcome::Locked { until: lock })
         }
         None => Ok(VerifyOutcome::Wrong {

@@ -147,6 +147,8 @@ pub enum Actor {
     Admin {
         /// The admin token's name (never the token).
         token: String,
+        /// The HTTP client's address, when known.
+        source: Option<SocketAddr>,
     },
     /// A phone caller.
     Caller {
@@ -174,7 +176,7 @@ impl Actor {
         match self {
             Self::Cli { user: None } => "cli".to_owned(),
             Self::Cli { user: Some(u) } => format!("cli:{u}"),
-            Self::Admin { token } => format!("admin:{token}"),
+            Self::Admin { token, .. } => format!("admin:{token}"),
             Self::Caller { .. } => "caller".to_owned(),
             Self::System => "system".to_owned(),
         }
@@ -183,7 +185,11 @@ impl Actor {
     /// The caller's source address, for the `source` column.
     pub(crate) fn source(&self) -> Option<String> {
         match self {
-            Self::Caller { source, .. } => Some(source.to_string()),
+            Self::Caller { source, .. }
+            | Self::Admin {
+                source: Some(source),
+                ..
+            } => Some(source.to_string()),
             _ => None,
         }
     }
@@ -238,8 +244,11 @@ mod tests {
         assert_eq!(caller.call_id(), Some("abc@host"));
         let admin = Actor::Admin {
             token: "provisioning".to_owned(),
+            source: Some("127.0.0.1:40000".parse().unwrap()),
         };
         assert_eq!(admin.label(), "admin:provisioning");
+        assert_eq!(admin.source().as_deref(), Some("127.0.0.1:40000"));
+        assert_eq!(admin.call_id(), None);
         assert_eq!(Actor::Cli { user: None }.label(), "cli");
     }
 }

@@ -97,6 +97,7 @@ impl Workdir {
         self.run_with_stdin(args, "")
     }
 }
+pub mod http;
 pub mod phone;
 pub mod rtp;
 pub mod server;

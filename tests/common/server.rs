@@ -16,15 +16,19 @@ pub struct ServerProcess {
     pub child: Child,
     /// Where SIP listens (UDP and TCP).
     pub sip: SocketAddr,
+    /// Where the admin HTTP side-port listens (unless started with `--no-admin`).
+    pub admin: Option<SocketAddr>,
     /// Everything it logged so far.
     pub log: Arc<Mutex<String>>,
     pub stdout: Arc<Mutex<String>>,
 }
 
 impl ServerProcess {
-    /// `vportal serve --sip 127.0.0.1:0 --rtp-ports RANGE ARGS…` in `dir`; waits (at most
-    /// 20 s) until it listens.
+    /// `vportal serve --sip 127.0.0.1:0 --rtp-ports RANGE ARGS…` in `dir`, with the admin
+    /// side-port on a port the system picks unless ARGS say otherwise; waits (at most 20 s)
+    /// until it listens.
     pub fn start(dir: &Workdir, rtp_ports: &str, args: &[&str]) -> Self {
+        let admin_expected = !args.contains(&"--no-admin");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vportal"));
         let prompts = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts");
         cmd.args([
@@ -37,6 +41,11 @@ impl ServerProcess {
             prompts,
         ])
         .args(args)
+        .args(if admin_expected && !args.contains(&"--admin") {
+            &["--admin", "127.0.0.1:0"][..]
+        } else {
+            &[]
+        })
         .current_dir(dir.path())
         .env_remove("VPORTAL_PEPPER")
         .env_remove("VPORTAL_CONFIG")
@@ -58,7 +67,11 @@ impl ServerProcess {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(addr) = line.split("listening sip=").nth(1) {
-                    let _ = ready_tx.send(addr.trim().to_owned());
+                    let _ = ready_tx.send(("sip", addr.trim().to_owned()));
+                }
+                if let Some(addr) = line.split("listening admin=").nth(1) {
+                    let addr = addr.split_whitespace().next().unwrap_or_default();
+                    let _ = ready_tx.send(("admin", addr.to_owned()));
                 }
                 let mut l = log2.lock().unwrap();
                 l.push_str(&line);
@@ -75,13 +88,24 @@ impl ServerProcess {
                 s.push('\n');
             }
         });
-        let addr = ready_rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("vportal did not start:\n{}", log.lock().unwrap()));
-        let sip = strip_ansi(&addr).parse().expect("listen address");
+        let (mut sip, mut admin) = (None, None);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while sip.is_none() || (admin_expected && admin.is_none()) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let (what, addr) = ready_rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("vportal did not start:\n{}", log.lock().unwrap()));
+            let addr: SocketAddr = strip_ansi(&addr).parse().expect("listen address");
+            if what == "sip" {
+                sip = Some(addr);
+            } else {
+                admin = Some(addr);
+            }
+        }
         Self {
             child,
-            sip,
+            sip: sip.unwrap(),
+            admin,
             log,
             stdout,
         }

@@ -31,7 +31,7 @@ cd "$work"
 seq 20000 22999 | xargs -P 2 -I{} sh -c 'printf 48826 | "$1" user add {} --passcode-stdin >/dev/null' _ "$vportal"
 { echo SEQUENTIAL; for e in $(seq 20000 22999); do echo "$e" | sed 's/./&;/g'; done; } >mailboxes.csv
 
-RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve --sip 127.0.0.1:0 --rtp-ports 34000-39998 \
+RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve --no-admin --sip 127.0.0.1:0 --rtp-ports 34000-39998 \
   --prompts "$root/prompts" >serve.out 2>serve.log &
 pid=$!
 addr=""

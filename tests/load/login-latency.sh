@@ -22,7 +22,7 @@ trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 cd "$work"
 "$vportal" init >/dev/null
 seq 30000 $((30000 + callers - 1)) | xargs -P 2 -I{} sh -c 'printf 48826 | "$1" user add {} --passcode-stdin >/dev/null' _ "$vportal"
-RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve \
+RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve --no-admin \
   --sip 127.0.0.1:0 --rtp-ports 34000-39998 --prompts "$root/prompts" >serve.out 2>serve.log &
 pid=$!
 addr=""

@@ -18,7 +18,7 @@ counts=("$@")
 
 for calls in "${counts[@]}"; do
   work=$(mktemp -d)
-  (cd "$work" && RUST_LOG=warn,vportal::server=info exec taskset -c 1 "$root/target/release/vportal" serve \
+  (cd "$work" && RUST_LOG=warn,vportal::server=info exec taskset -c 1 "$root/target/release/vportal" serve --no-admin \
      --sip 127.0.0.1:0 --rtp-ports 10000-30000 --prompts "$root/prompts" \
      >"$work/serve.out" 2>"$work/serve.log") &
   pid=$!

@@ -20,7 +20,7 @@ command -v sipp >/dev/null || { echo "install SIPp (apt-get install sip-tester)"
 work=$(mktemp -d)
 pid=""
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
-(cd "$work" && RUST_LOG=warn,vportal::server=info exec taskset -c 1 "$root/target/release/vportal" serve --sip 127.0.0.1:0 \
+(cd "$work" && RUST_LOG=warn,vportal::server=info exec taskset -c 1 "$root/target/release/vportal" serve --no-admin --sip 127.0.0.1:0 \
    --rtp-ports 33000-33998 --prompts "$root/prompts" >"$work/serve.out" 2>"$work/serve.log") &
 pid=$!
 addr=""

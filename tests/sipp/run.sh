@@ -58,7 +58,7 @@ cleanup() {
 trap cleanup EXIT
 
 # Start the server and learn its port from the log line "vportal is listening sip=…".
-(cd "$work" && RUST_LOG=info exec "$vportal" serve --sip 127.0.0.1:0 --rtp-ports 32000-32998 \
+(cd "$work" && RUST_LOG=info exec "$vportal" serve --sip 127.0.0.1:0 --admin 127.0.0.1:0 --rtp-ports 32000-32998 \
    --prompts "$here/../../prompts") \
   >"$work/serve.out" 2>"$work/serve.log" &
 server_pid=$!

@@ -1,0 +1,619 @@
+//! The routes and their handlers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::auth::{Caller, require_token};
+use super::error::{ApiError, body_rejection};
+use super::{AdminState, MAX_CSV_BODY, MAX_JSON_BODY};
+use crate::store::{
+    AuditQuery, Event, Extension, ImportMode, ImportOutcome, Issued, MAX_EXTENSION_LEN, NewUser,
+    Passcode, PasscodeSpec, Selection, Store, StoreError, UserFilter,
+};
+use crate::time::Timestamp;
+
+/// The OpenAPI 3.1 description of this API.
+pub(crate) const OPENAPI: &str = include_str!("openapi.json");
+
+/// Longest temporary-passcode lifetime an admin may give: a year.
+const MAX_TTL_SECONDS: u64 = 365 * 24 * 3600;
+/// Shortest: a minute.
+const MIN_TTL_SECONDS: u64 = 60;
+/// Audit rows per request at most.
+const MAX_AUDIT_LIMIT: u32 = 1_000;
+
+type Shared = Arc<AdminState>;
+
+pub(super) fn routes() -> Vec<(&'static str, MethodRouter<Shared>)> {
+    vec![
+        ("/healthz", get(healthz)),
+        ("/metrics", get(metrics)),
+        ("/api/v1/openapi.json", get(openapi)),
+        ("/api/v1/users", get(list_users).post(create_user)),
+        ("/api/v1/users/reset", post(reset_many)),
+        (
+            "/api/v1/users/import",
+            post(import).layer(axum::extract::DefaultBodyLimit::max(MAX_CSV_BODY)),
+        ),
+        ("/api/v1/users/{ext}", get(show_user).delete(delete_user)),
+        ("/api/v1/users/{ext}/passcode", post(reset_passcode)),
+        ("/api/v1/users/{ext}/unlock", post(unlock)),
+        ("/api/v1/policy", get(show_policy)),
+        ("/api/v1/policy/check", post(check_policy)),
+        ("/api/v1/audit", get(audit)),
+        ("/api/v1/report", get(report)),
+        ("/api/v1/calls", get(calls)),
+    ]
+}
+
+/// Routes that need no token: `/healthz` always, `/metrics` unless configured otherwise.
+fn is_public(path: &str, state: &AdminState) -> bool {
+    path == "/healthz" || (path == "/metrics" && !state.metrics_auth)
+}
+
+pub(super) fn router(state: Shared) -> Router {
+    let mut public = Router::new();
+    let mut protected = Router::new();
+    for (path, handlers) in routes() {
+        if is_public(path, &state) {
+            public = public.route(path, handlers);
+        } else {
+            protected = protected.route(path, handlers);
+        }
+    }
+    let protected = protected.route_layer(axum::middleware::from_fn_with_state(
+        Arc::clone(&state),
+        require_token,
+    ));
+    public
+        .merge(protected)
+        .fallback(no_such_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BODY))
+        .with_state(state)
+}
+
+async fn no_such_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no_such_route", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Extractors: axum's, with errors in the API's shape.
+
+/// A JSON body (`Content-Type: application/json`, unknown fields refused by the types).
+struct Body<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let Json(value) = Json::<T>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// A query string.
+struct Params<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Query(value) = Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// The `{ext}` of the path, checked: digits only.
+struct Ext(Extension);
+
+impl<S: Send + Sync> FromRequestParts<S> for Ext {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let text = match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(text)) => text,
+            Err(PathRejection::FailedToDeserializePathParams(_)) | Err(_) => {
+                return Err(invalid_extension());
+            }
+        };
+        Extension::parse(&text)
+            .map(Self)
+            .map_err(|_| invalid_extension())
+    }
+}
+
+fn invalid_extension() -> ApiError {
+    ApiError::bad_request(
+        "invalid_extension",
+        format!("an extension is 1 to {MAX_EXTENSION_LEN} digits (0-9), nothing else"),
+    )
+}
+
+fn extension_field(text: &str) -> Result<Extension, ApiError> {
+    Extension::parse(text).map_err(|_| {
+        ApiError::invalid(format!(
+            "extension: 1 to {MAX_EXTENSION_LEN} digits (0-9), nothing else"
+        ))
+    })
+}
+
+fn passcode_field(text: String) -> Result<Passcode, ApiError> {
+    // The text is moved into the secret type (wiped on drop) and never echoed.
+    Passcode::new(text).map_err(|_| ApiError::invalid("passcode: too long"))
+}
+
+fn ttl_field(seconds: Option<u64>, temporary: bool) -> Result<Option<Duration>, ApiError> {
+    match seconds {
+        None => Ok(None),
+        Some(_) if !temporary => Err(ApiError::invalid(
+            "ttl_seconds: only a temporary passcode expires",
+        )),
+        Some(s) if (MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&s) => {
+            Ok(Some(Duration::from_secs(s)))
+        }
+        Some(_) => Err(ApiError::invalid(format!(
+            "ttl_seconds: from {MIN_TTL_SECONDS} to {MAX_TTL_SECONDS}"
+        ))),
+    }
+}
+
+/// Runs store work on the blocking pool; with `hashes`, after taking an argon2 permit.
+async fn blocking<T: Send + 'static>(
+    state: &AdminState,
+    hashes: bool,
+    work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let _permit = if hashes {
+        Some(Arc::clone(&state.hash_permits).acquire_owned().await)
+    } else {
+        None
+    };
+    let store = Arc::clone(&state.store);
+    tokio::task::spawn_blocking(move || work(&store))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(ApiError::from)
+}
+
+// ---------------------------------------------------------------------------------------
+// Health, metrics, the API description.
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn metrics(State(state): State<Shared>) -> Response {
+    match &state.metrics {
+        Some(handle) => {
+            ::metrics::counter!("vportal_rtp_packets_sent_total")
+                .absolute(crate::server::rtp_packets_sent());
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                handle.render(),
+            )
+                .into_response()
+        }
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "metrics are not recorded in this process",
+        )
+        .into_response(),
+    }
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+// ---------------------------------------------------------------------------------------
+// Users.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserFilterParams {
+    temporary: Option<bool>,
+    locked: Option<bool>,
+    expired: Option<bool>,
+}
+
+async fn list_users(
+    State(state): State<Shared>,
+    Params(p): Params<UserFilterParams>,
+) -> Result<Response, ApiError> {
+    let filter = UserFilter {
+        temporary: p.temporary,
+        locked: p.locked,
+        expired: p.expired,
+    };
+    let users = blocking(&state, false, move |s| s.users(filter, Timestamp::now())).await?;
+    Ok(Json(json!({ "users": users })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateUser {
+    extension: String,
+    name: Option<String>,
+    email: Option<String>,
+    passcode: Option<String>,
+    temporary: Option<bool>,
+    ttl_seconds: Option<u64>,
+}
+
+/// A passcode as handed out: `passcode` only when vportal generated it.
+#[derive(Serialize)]
+struct IssuedView {
+    extension: Extension,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    passcode: Option<String>,
+    temporary: bool,
+    temporary_expires_at: Option<Timestamp>,
+}
+
+impl From<Issued> for IssuedView {
+    fn from(i: Issued) -> Self {
+        Self {
+            passcode: i.generated.as_ref().map(|p| p.expose().to_owned()),
+            extension: i.extension,
+            temporary: i.temporary,
+            temporary_expires_at: i.expires_at,
+        }
+    }
+}
+
+async fn create_user(
+    State(state): State<Shared>,
+    axum::Extension(Caller(actor)): axum::Extension<Caller>,
+    Body(body): Body<CreateUser>,
+) -> Result<Response, ApiError> {
+    let extension = extension_field(&body.extension)?;
+    let spec = PasscodeSpec {
+        passcode: body.passcode.map(passcode_field).transpose()?,
+        temporary: body.temporary.unwrap_or(true),
+        ttl: ttl_field(body.ttl_seconds, body.temporary.unwrap_or(true))?,
+    };
+    let mut user = NewUser::new(extension.clone()).with_passcode(spec);
+    user.name = body.name;
+    user.email = body.email;
+    let (issued, info) = blocking(&state, true, move |s| {
+        let now = Timestamp::now();
+        let issued = s.create_user(user, &actor, now)?;
+        let info = s
+            .user(&extension, now)?
+            .ok_or(StoreError::NotFound(extension))?;
+        Ok((issued, info))
+    })
+    .await?;
+    let mut body = json!({ "user": info });
+    if let Some(passcode) = IssuedView::from(issued).passcode {
+        body["passcode"] = json!(passcode);
+    }
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn show_user(State(state): State<Shared>, Ext(ext): Ext) -> Result<Response, ApiError> {
+    let wanted = ext.clone();
+    match blocking(&state, false, move |s| s.user(&wanted, Timestamp::now())).await? {
+        Some(user) => Ok(Json(user).into_response()),
+        None => Err(StoreError::NotFound(ext).into()),
+    }
+}
+
+async fn delete_user(
+    State(state): State<Shared>,
+    axum::Extension(Caller(actor)): axum::Extension<Caller>,
+    Ext(ext): Ext,
+) -> Result<StatusCode, ApiError> {
+    blocking(&state, false, move |s| {
+        s.delete_user(&ext, &actor, Timestamp::now())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetPasscode {
+    passcode: Option<String>,
+    temporary: Option<bool>,
+    ttl_seconds: Option<u64>,
+}
+
+async fn reset_passcode(
+    State(state): State<Shared>,
+    axum::Extension(Caller(actor)): axum::Extension<Caller>,
+    Ext(ext): Ext,
+    Body(body): Body<SetPasscode>,
+) -> Result<Json<IssuedView>, ApiError> {
+    let spec = PasscodeSpec {
+        passcode: body.passcode.map(passcode_field).transpose()?,
+        temporary: body.temporary.unwrap_or(true),
+        ttl: ttl_field(body.ttl_seconds, body.temporary.unwrap_or(true))?,
+    };
+    let issued = blocking(&state, true, move |s| {
+        s.reset_passcode(&ext, &spec, &actor, Timestamp::now())
+    })
+    .await?;
+    Ok(Json(issued.into()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkReset {
+    extensions: Option<Vec<String>>,
+    all: Option<bool>,
+    confirm: Option<String>,
+    temporary: Option<bool>,
+    ttl_seconds: Option<u64>,
+}
+
+/// What `confirm` must say for `all: true`.
+const CONFIRM_ALL: &str = "reset every mailbox";
+
+async fn reset_many(
+    State(state): State<Shared>,
+    axum::Extension(Caller(actor)): axum::Extension<Caller>,
+    Body(body): Body<BulkReset>,
+) -> Result<Response, ApiError> {
+    let selection = match (body.extensions, body.all.unwrap_or(false)) {
+        (Some(_), true) => {
+            return Err(ApiError::invalid(
+                "extensions and all: give one or the other",
+            ));
+        }
+        (Some(list), false) if list.is_empty() => {
+            return Err(ApiError::invalid("extensions: empty"));
+        }
+        (Some(list), false) => Selection::Extensions(
+            list.iter()
+                .map(|e| extension_field(e))
+                .collect::<Result<_, _>>()?,
+        ),
+        (None, true) if body.confirm.as_deref() == Some(CONFIRM_ALL) => Selection::All,
+        (None, true) => {
+            return Err(ApiError::invalid(format!(
+                "confirm: resetting every mailbox needs \"confirm\": \"{CONFIRM_ALL}\""
+            )));
+        }
+        (None, false) => {
+            return Err(ApiError::invalid(
+                "extensions: give the mailboxes to reset (or all: true)",
+            ));
+        }
+    };
+    let temporary = body.temporary.unwrap_or(true);
+    let ttl = ttl_field(body.ttl_seconds, temporary)?;
+    let issued = blocking(&state, true, move |s| {
+        s.reset_many(&selection, temporary, ttl, &actor, Timestamp::now())
+    })
+    .await?;
+    let reset: Vec<IssuedView> = issued.into_iter().map(IssuedView::from).collect();
+    Ok(Json(json!({ "reset": reset })).into_response())
+}
+
+async fn unlock(
+    State(state): State<Shared>,
+    axum::Extension(Caller(actor)): axum::Extension<Caller>,
+    Ext(ext): Ext,
+) -> Result<Response, ApiError> {
+    let user = blocking(&state, false, move |s| {
+        let now = Timestamp::now();
+        s.unlock(&ext, &actor, now)?;
+        s.user(&ext, now)?.ok_or(StoreError::NotFound(ext))
+    })
+    .await?;
+    Ok(Json(user).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportParams {
+    partial: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct ImportRowView {
+    line: usize,
+    extension: Option<Extension>,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    passcode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temporary_expires_at: Option<Timestamp>,
+}
+
+async fn import(
+    State(state): State<Shared>,
+    axum::Extension(Caller(actor)): axum::Extension<Caller>,
+    Params(params): Params<ImportParams>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let csv_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if !matches!(csv_type.as_deref(), Some("text/csv" | "application/csv")) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be CSV, with Content-Type: text/csv",
+        ));
+    }
+    let body = body.map_err(|e| body_rejection(e.status(), e.body_text()))?;
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::bad_request("malformed_csv", "the CSV is not UTF-8 text"))?;
+    let mode = if params.partial.unwrap_or(false) {
+        ImportMode::Partial
+    } else {
+        ImportMode::AllOrNothing
+    };
+    let report = blocking(&state, true, move |s| {
+        s.import_csv(&text, mode, &actor, Timestamp::now())
+    })
+    .await
+    .map_err(|e| {
+        if e.code == "invalid_field" {
+            ApiError::bad_request("malformed_csv", e.message)
+        } else {
+            e
+        }
+    })?;
+    let rejected = report.rejected().count();
+    let rows: Vec<ImportRowView> = report
+        .rows
+        .into_iter()
+        .map(|row| {
+            let (status, reason, issued) = match row.outcome {
+                ImportOutcome::Created(issued) => ("created", None, Some(issued)),
+                ImportOutcome::NotImported => ("not_imported", None, None),
+                ImportOutcome::Rejected(reason) => ("rejected", Some(reason), None),
+            };
+            ImportRowView {
+                line: row.line,
+                extension: row.extension,
+                status,
+                reason,
+                passcode: issued
+                    .as_ref()
+                    .and_then(|i| i.generated.as_ref().map(|p| p.expose().to_owned())),
+                temporary_expires_at: issued.and_then(|i| i.expires_at),
+            }
+        })
+        .collect();
+    if report.committed {
+        let created = rows.iter().filter(|r| r.status == "created").count();
+        Ok(Json(json!({
+            "committed": true,
+            "created": created,
+            "rejected": rejected,
+            "rows": rows,
+        }))
+        .into_response())
+    } else if rejected == 0 {
+        Err(ApiError::invalid("the CSV has no rows to import"))
+    } else {
+        Err(ApiError {
+            extra: Some(("rows", json!(rows))),
+            ..ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "import_rejected",
+                if mode == ImportMode::Partial {
+                    format!("nothing imported: all {rejected} row(s) rejected")
+                } else {
+                    format!(
+                        "nothing imported: {rejected} row(s) rejected (add ?partial=true to import the good rows)"
+                    )
+                },
+            )
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Policy, audit, report, calls.
+
+async fn show_policy(State(state): State<Shared>) -> Result<Response, ApiError> {
+    let policy = blocking(&state, false, |s| s.policy()).await?;
+    Ok(Json(policy).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyCheck {
+    extension: String,
+    passcode: String,
+}
+
+async fn check_policy(
+    State(state): State<Shared>,
+    Body(body): Body<PolicyCheck>,
+) -> Result<Response, ApiError> {
+    let extension = extension_field(&body.extension)?;
+    let passcode = passcode_field(body.passcode)?;
+    // History rules compare hashes: argon2 work.
+    let violations = blocking(&state, true, move |s| {
+        s.check_passcode(&extension, &passcode)
+    })
+    .await?;
+    let codes: Vec<&str> = violations.as_slice().iter().map(|v| v.code()).collect();
+    Ok(Json(json!({ "ok": codes.is_empty(), "violations": codes })).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    extension: Option<String>,
+    event: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn audit(
+    State(state): State<Shared>,
+    Params(p): Params<AuditParams>,
+) -> Result<Response, ApiError> {
+    let extension = match p.extension.as_deref() {
+        Some(e) => Some(Extension::parse(e).map_err(|_| invalid_extension())?),
+        None => None,
+    };
+    let event = match p.event.as_deref() {
+        Some(name) => Some(Event::parse(name).ok_or_else(|| {
+            ApiError::bad_request("invalid_query", format!("event: no audit event {name:?}"))
+        })?),
+        None => None,
+    };
+    let limit = match p.limit {
+        Some(n) if (1..=MAX_AUDIT_LIMIT).contains(&n) => n,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("limit: from 1 to {MAX_AUDIT_LIMIT}"),
+            ));
+        }
+        None => 100,
+    };
+    let query = AuditQuery {
+        extension,
+        event,
+        limit: Some(limit),
+    };
+    let events = blocking(&state, false, move |s| s.audit(&query)).await?;
+    Ok(Json(json!({ "events": events })).into_response())
+}
+
+async fn report(State(state): State<Shared>) -> Result<Response, ApiError> {
+    let report = blocking(&state, false, |s| s.report(Timestamp::now())).await?;
+    Ok(Json(report).into_response())
+}
+
+async fn calls(State(state): State<Shared>) -> Json<serde_json::Value> {
+    Json(json!({ "calls": state.calls.list() }))
+}

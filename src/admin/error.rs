@@ -1,0 +1,237 @@
+//! The API's one error shape: `{"error": {"code": "...", "message": "..."}}`.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::store::StoreError;
+
+/// An error answer. Its message never holds a passcode, a hash, the pepper or a token.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A stable code for scripts: `not_found`, `invalid_field`, `unauthorized`, …
+    pub code: &'static str,
+    /// What went wrong, for people.
+    pub message: String,
+    /// Extra members of the error object (policy violation codes).
+    pub extra: Option<(&'static str, serde_json::Value)>,
+}
+
+impl ApiError {
+    /// An error with `status`, `code` and `message`.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            extra: None,
+        }
+    }
+
+    /// 400 `bad_request`.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 422 `invalid_field`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
+    }
+
+    /// 401 with `WWW-Authenticate: Bearer`.
+    pub fn unauthorized(presented: bool) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            if presented {
+                "the bearer token is not valid"
+            } else {
+                "an Authorization: Bearer token is required"
+            },
+        )
+    }
+
+    /// 500, for failures the client cannot fix; the cause is logged, not returned.
+    pub fn internal() -> Self {
+        metrics::counter!("vportal_store_errors_total").increment(1);
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error (see the server log)",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some((key, value)) = self.extra {
+            error[key] = value;
+        }
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            let value = if self.message.starts_with("the bearer") {
+                "Bearer realm=\"vportal\", error=\"invalid_token\""
+            } else {
+                "Bearer realm=\"vportal\""
+            };
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(ext) => Self::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no mailbox {ext}"),
+            ),
+            StoreError::Exists(ext) => Self::new(
+                StatusCode::CONFLICT,
+                "exists",
+                format!("mailbox {ext} already exists"),
+            ),
+            StoreError::Rejected(violations) => {
+                let codes: Vec<&str> = violations.as_slice().iter().map(|v| v.code()).collect();
+                Self {
+                    extra: Some(("violations", json!(codes))),
+                    ..Self::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "policy_violation",
+                        format!("the passcode breaks the policy: {}", codes.join(", ")),
+                    )
+                }
+            }
+            StoreError::Invalid(message) => Self::invalid(message),
+            StoreError::Contention(ext) => Self::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("mailbox {ext} changed during the request; try again"),
+            ),
+            other => {
+                tracing::error!(error = %other, "store error in the admin API");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r {
+            JsonRejection::MissingJsonContentType(_) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be JSON, with Content-Type: application/json",
+            ),
+            // serde's message names the field: "unknown field `pin`, expected one of …".
+            JsonRejection::JsonDataError(e) => Self::invalid(body_error(&e.body_text())),
+            JsonRejection::JsonSyntaxError(e) => {
+                Self::bad_request("malformed_json", body_error(&e.body_text()))
+            }
+            JsonRejection::BytesRejection(e) => body_rejection(e.status(), e.body_text()),
+            other => Self::bad_request("bad_request", other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::bad_request("invalid_query", r.body_text())
+    }
+}
+
+/// The body could not be read: too large, or cut off.
+pub(crate) fn body_rejection(status: StatusCode, text: String) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(status, "payload_too_large", "the request body is too large")
+    } else {
+        ApiError::bad_request("bad_request", text)
+    }
+}
+
+/// axum's JSON error text without its generic prefix. serde_json never quotes the input
+/// beyond field names and short tokens, but a passcode field's value could appear in an
+/// "invalid type" message, so values are cut out.
+fn body_error(text: &str) -> String {
+    let detail = text
+        .split_once(": ")
+        .map_or(text, |(_, rest)| rest)
+        .to_owned();
+    redact_values(&detail)
+}
+
+/// Replaces quoted values in a serde message (`invalid type: string "1234"`) by `"…"`,
+/// keeping field names, which serde writes in backticks.
+fn redact_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut in_quote = false;
+    for c in message.chars() {
+        if c == '"' {
+            if in_quote {
+                out.push_str("…\"");
+            } else {
+                out.push('"');
+            }
+            in_quote = !in_quote;
+        } else if !in_quote {
+            out.push(c);
+        }
+    }
+    // Integers serde echoes ("invalid type: integer `1234`") are in backticks: only field
+    // names are kept when they follow "field".
+    let mut cleaned = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(start) = rest.find('`') {
+        let Some(len) = rest[start + 1..].find('`') else {
+            break;
+        };
+        let inner = &rest[start + 1..start + 1 + len];
+        let before = &rest[..start];
+        cleaned.push_str(before);
+        if before.trim_end().ends_with("field") || before.trim_end().ends_with("variant") {
+            cleaned.push('`');
+            cleaned.push_str(inner);
+            cleaned.push('`');
+        } else if inner.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+            cleaned.push_str("`…`");
+        } else {
+            cleaned.push('`');
+            cleaned.push_str(inner);
+            cleaned.push('`');
+        }
+        rest = &rest[start + 2 + len..];
+    }
+    cleaned.push_str(rest);
+    cleaned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_messages_keep_field_names_and_lose_values() {
+        assert_eq!(
+            redact_values("unknown field `pin`, expected one of `passcode`, `temporary`"),
+            "unknown field `pin`, expected one of `passcode`, `temporary`"
+        );
+        assert_eq!(
+            redact_values("invalid type: integer `48826`, expected a string"),
+            "invalid type: integer `…`, expected a string"
+        );
+        assert_eq!(
+            redact_values("invalid value: string \"12a4\", expected digits"),
+            "invalid value: string \"…\", expected digits"
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! The admin HTTP side-port (axum): provisioning, resets, unlocks, audit, metrics and the
+//! calls in progress, on the same store as the calls.
+//!
+//! Every `/api/v1` route needs a bearer token (an admin token from the store, or the one
+//! configured with `VPORTAL_ADMIN_TOKEN`); `/healthz` never does and `/metrics` only when
+//! configured. Store work runs on the blocking pool, never on the runtime threads that pace
+//! SIP; hashing takes a permit from the same pool as the calls' logins. Errors have one shape
+//! ([`error::ApiError`]). The API is described in `openapi.json`, served at
+//! `/api/v1/openapi.json` and checked against the router by a test.
+
+mod api;
+mod auth;
+pub mod error;
+pub mod metrics;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::MethodRouter;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::Semaphore;
+
+use crate::server::ActiveCalls;
+use crate::store::Store;
+pub use auth::Throttle;
+
+/// The audit name of the token given by `VPORTAL_ADMIN_TOKEN` (or the config).
+pub const CONFIGURED_TOKEN_NAME: &str = "configured";
+
+/// The shortest configured token accepted: it must be as hard to guess as a generated one.
+pub const MIN_CONFIGURED_TOKEN: usize = 32;
+
+/// Largest JSON request body.
+pub const MAX_JSON_BODY: usize = 64 * 1024;
+/// Largest CSV import body.
+pub const MAX_CSV_BODY: usize = 4 * 1024 * 1024;
+
+/// What the handlers share.
+pub struct AdminState {
+    /// The credential store.
+    pub store: Arc<Store>,
+    /// The calls in progress (empty when no SIP server runs in this process).
+    pub calls: Arc<ActiveCalls>,
+    /// The Prometheus recorder's handle, when metrics are recorded.
+    pub metrics: Option<PrometheusHandle>,
+    /// Whether `/metrics` needs a token.
+    pub metrics_auth: bool,
+    /// A token accepted besides the store's (from `VPORTAL_ADMIN_TOKEN`).
+    pub configured_token: Option<String>,
+    /// Bad-token counts per client address.
+    pub throttle: Throttle,
+    /// argon2 permits, shared with the calls.
+    pub hash_permits: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState")
+            .field("metrics_auth", &self.metrics_auth)
+            .field(
+                "configured_token",
+                &self.configured_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every route: path and handlers. The router is built from this list, and the OpenAPI test
+/// walks it.
+pub fn routes() -> Vec<(&'static str, MethodRouter<Arc<AdminState>>)> {
+    api::routes()
+}
+
+/// The router, with authentication, body limits and JSON errors for unknown routes.
+pub fn router(state: Arc<AdminState>) -> Router {
+    api::router(state)
+}
+
+/// The admin side-port could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The address cannot be bound.
+    #[error("cannot listen on {addr} for the admin API: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// A non-loopback address without TLS and without `--admin-insecure`.
+    #[error(
+        "the admin API would listen on {0}, which is not a loopback address, without TLS: \
+         set admin.tls_cert and admin.tls_key, or pass --admin-insecure (passcodes and \
+         tokens would then cross the network in clear)"
+    )]
+    NeedsTls(SocketAddr),
+    /// Only one of the certificate and the key is configured.
+    #[error("admin.tls_cert and admin.tls_key must be set together")]
+    HalfTls,
+    /// The certificate or key cannot be used.
+    #[error("admin TLS certificate {} or key {}: {source}", .cert.display(), .key.display())]
+    Tls {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+}
+
+/// Where and how the side-port listens.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// The address.
+    pub addr: SocketAddr,
+    /// PEM certificate chain and private key, for HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Plain HTTP on a non-loopback address, knowingly.
+    pub insecure: bool,
+}
+
+/// A bound side-port, ready to serve.
+pub struct AdminServer {
+    listener: TcpListener,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    local: SocketAddr,
+}
+
+impl AdminServer {
+    /// Binds the side-port, refusing plain HTTP off loopback unless `insecure`.
+    ///
+    /// # Errors
+    /// [`AdminError`].
+    pub async fn bind(listen: &Listen) -> Result<Self, AdminError> {
+        let tls = match &listen.tls {
+            Some((cert, key)) => Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .map_err(|source| AdminError::Tls {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
+        if tls.is_none() && !listen.addr.ip().is_loopback() {
+            if !listen.insecure {
+                return Err(AdminError::NeedsTls(listen.addr));
+            }
+            tracing::warn!(admin = %listen.addr, "the admin API listens without TLS on a non-loopback address (--admin-insecure): passcodes and tokens cross the network in clear");
+        }
+        let bind_err = |source| AdminError::Bind {
+            addr: listen.addr,
+            source,
+        };
+        let listener = TcpListener::bind(listen.addr).map_err(bind_err)?;
+        listener.set_nonblocking(true).map_err(bind_err)?;
+        let local = listener.local_addr().map_err(bind_err)?;
+        Ok(Self {
+            listener,
+            tls,
+            local,
+        })
+    }
+
+    /// The address bound (with the system's port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Serves `state` until `shutdown` completes; requests in flight get a few seconds.
+    pub async fn run(
+        self,
+        state: Arc<AdminState>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        tracing::info!(admin = %self.local, %scheme, "admin API is listening");
+        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let handle = axum_server::Handle::new();
+        let stopper = handle.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stopper.graceful_shutdown(Some(Duration::from_secs(5)));
+        });
+        let result = match self.tls {
+            Some(tls) => match axum_server::tls_rustls::from_tcp_rustls(self.listener, tls) {
+                Ok(server) => server.handle(handle).serve(app).await,
+                Err(e) => Err(e),
+            },
+            None => match axum_server::from_tcp(self.listener) {
+                Ok(server) => server.handle(handle).serve(app).await,
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "the admin API stopped");
+        }
+    }
+}

@@ -1,0 +1,1820 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+//! The admin HTTP API end to end: an in-process server on loopback, driven by a tiny
+//! blocking HTTP/1.1 client, with the store inspected directly.
+//!
+//! Every response a test receives is logged; when the harness is dropped (and the test has
+//! not already failed) no logged response may hold a password hash, the pepper or the token.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use vportal::admin::{AdminServer, AdminState, Listen};
+use vportal::store::{
+    Actor, AuditEvent, AuditQuery, Extension, NewUser, Passcode, PasscodeSpec, Pepper, Store,
+    UserFilter, UserInfo, VerifyOutcome,
+};
+use vportal::time::Timestamp;
+
+// ---------------------------------------------------------------------------------------
+// The harness.
+
+/// One HTTP response.
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    /// Header names lower-cased.
+    headers: Vec<(String, String)>,
+    body: String,
+    /// The client's end of the connection that carried the request.
+    local: SocketAddr,
+    /// From sending the request to the end of the response.
+    elapsed: Duration,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
+    }
+
+    /// The `error.code` of an error answer, after checking the error shape.
+    fn code(&self) -> String {
+        let v = self.json();
+        let error = v["error"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no error object: {} {}", self.status, self.body));
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "error without a message: {}",
+            self.body
+        );
+        error["code"].as_str().unwrap().to_owned()
+    }
+
+    /// Asserts status and error code together, showing the body when either is wrong.
+    fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(
+            (self.status, self.code().as_str()),
+            (status, code),
+            "body: {}",
+            self.body
+        );
+        assert!(
+            self.header("content-type")
+                .is_some_and(|t| t.starts_with("application/json")),
+            "error content type: {:?}",
+            self.header("content-type")
+        );
+    }
+}
+
+/// How a request authenticates.
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    /// No Authorization header.
+    None,
+    /// The harness's good token.
+    Good,
+    /// `Authorization: Bearer <this>`.
+    Bearer(&'a str),
+    /// `Authorization: <this>`.
+    Raw(&'a str),
+}
+
+/// A server in its own runtime, the store behind it and the token it accepts.
+struct Api {
+    addr: SocketAddr,
+    store: Arc<Store>,
+    token: String,
+    log: Mutex<Vec<String>>,
+    // Dropped last: the server runs on it.
+    _rt: tokio::runtime::Runtime,
+}
+
+fn pepper_hex() -> String {
+    "01".repeat(32)
+}
+
+impl Api {
+    fn start() -> Self {
+        let store =
+            Arc::new(Store::open_in_memory(Pepper::from_bytes(vec![1; 32]).unwrap(), 1).unwrap());
+        let token = store
+            .create_token("provisioning", &Actor::Cli { user: None }, Timestamp::now())
+            .unwrap();
+        let state = AdminState {
+            store: Arc::clone(&store),
+            calls: Arc::default(),
+            metrics: None,
+            metrics_auth: false,
+            configured_token: None,
+            throttle: Default::default(),
+            hash_permits: Arc::new(tokio::sync::Semaphore::new(2)),
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = rt
+            .block_on(AdminServer::bind(&Listen {
+                addr: "127.0.0.1:0".parse().unwrap(),
+                tls: None,
+                insecure: false,
+            }))
+            .unwrap();
+        let addr = server.local_addr();
+        assert!(addr.ip().is_loopback() && addr.port() != 0);
+        rt.spawn(server.run(Arc::new(state), std::future::pending()));
+        Self {
+            addr,
+            store,
+            token: token.expose().to_owned(),
+            log: Mutex::new(Vec::new()),
+            _rt: rt,
+        }
+    }
+
+    /// Sends one request on a fresh connection and reads the whole response.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Auth<'_>,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Resp {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let local = stream.local_addr().unwrap();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.addr
+        );
+        match auth {
+            Auth::None => {}
+            Auth::Good => head.push_str(&format!("Authorization: Bearer {}\r\n", self.token)),
+            Auth::Bearer(t) => head.push_str(&format!("Authorization: Bearer {t}\r\n")),
+            Auth::Raw(v) => head.push_str(&format!("Authorization: {v}\r\n")),
+        }
+        if let Some(t) = content_type {
+            head.push_str(&format!("Content-Type: {t}\r\n"));
+        }
+        if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        let mut payload = head.into_bytes();
+        payload.extend_from_slice(body);
+        let started = Instant::now();
+        // The server may answer (413, 415, 401) without reading a large body: write from
+        // another thread so neither side waits on the other, and ignore a reset there.
+        let mut writer = stream.try_clone().unwrap();
+        let writing = std::thread::spawn(move || {
+            let _ = writer.write_all(&payload);
+            let _ = writer.flush();
+        });
+        let mut raw = Vec::new();
+        let mut buf = [0_u8; 16 * 1024];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(e) if head_end(&raw).is_some() => {
+                    eprintln!("{method} {path}: read ended with {e} after the response head");
+                    break;
+                }
+                Err(e) => panic!("{method} {path}: reading the response: {e}"),
+            }
+        }
+        let elapsed = started.elapsed();
+        writing.join().unwrap();
+        let resp = parse_response(&raw, local, elapsed)
+            .unwrap_or_else(|| panic!("{method} {path}: no HTTP response in {raw:?}"));
+        let mut text = format!("{method} {path} -> {}\n", resp.status);
+        for (n, v) in &resp.headers {
+            text.push_str(&format!("{n}: {v}\n"));
+        }
+        text.push('\n');
+        text.push_str(&resp.body);
+        self.log.lock().unwrap().push(text);
+        resp
+    }
+
+    fn get(&self, path: &str) -> Resp {
+        self.request("GET", path, Auth::Good, None, b"")
+    }
+
+    fn delete(&self, path: &str) -> Resp {
+        self.request("DELETE", path, Auth::Good, None, b"")
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Resp {
+        self.request(
+            "POST",
+            path,
+            Auth::Good,
+            Some("application/json"),
+            body.to_string().as_bytes(),
+        )
+    }
+
+    fn post_csv(&self, path: &str, csv: &str) -> Resp {
+        self.request("POST", path, Auth::Good, Some("text/csv"), csv.as_bytes())
+    }
+
+    /// Creates a mailbox through the API and returns the created response.
+    fn create(&self, body: &Value) -> Resp {
+        let r = self.post("/api/v1/users", body);
+        assert_eq!(r.status, 201, "create {body}: {}", r.body);
+        r
+    }
+
+    fn users(&self) -> Vec<UserInfo> {
+        self.store
+            .users(UserFilter::default(), Timestamp::now())
+            .unwrap()
+    }
+
+    fn user(&self, ext: &str) -> Option<UserInfo> {
+        self.store.user(&ext_(ext), Timestamp::now()).unwrap()
+    }
+
+    fn audit(&self) -> Vec<AuditEvent> {
+        self.store
+            .audit(&AuditQuery {
+                limit: Some(10_000),
+                ..AuditQuery::default()
+            })
+            .unwrap()
+    }
+
+    /// Everything the store holds that an API call could change.
+    fn snapshot(&self) -> (Vec<UserInfo>, usize) {
+        (self.users(), self.audit().len())
+    }
+
+    fn verify(&self, ext: &str, passcode: &str) -> VerifyOutcome {
+        self.store
+            .verify(ext, &pin(passcode), &caller(), Timestamp::now())
+            .unwrap()
+    }
+
+    /// Locks a mailbox with wrong passcodes, as callers would.
+    fn lock(&self, ext: &str) {
+        for i in 0..5 {
+            let outcome = self.verify(ext, "000000");
+            if i < 4 {
+                assert!(
+                    matches!(outcome, VerifyOutcome::Wrong { .. }),
+                    "{i}: {outcome:?}"
+                );
+            } else {
+                assert!(
+                    matches!(outcome, VerifyOutcome::Locked { .. }),
+                    "{outcome:?}"
+                );
+            }
+        }
+        assert!(self.user(ext).unwrap().locked);
+    }
+
+    /// Every response logged so far.
+    fn responses(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// No response holds a hash, the pepper or the token.
+    fn assert_no_secrets(&self) {
+        let pepper = pepper_hex();
+        for r in self.log.lock().unwrap().iter() {
+            assert!(!r.contains("$argon2"), "a hash in a response:\n{r}");
+            assert!(!r.contains(&pepper), "the pepper in a response:\n{r}");
+            assert!(!r.contains(&self.token), "the token in a response:\n{r}");
+            assert!(
+                !r.contains(&self.token["vpt_".len()..]),
+                "the token's secret part in a response:\n{r}"
+            );
+        }
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.assert_no_secrets();
+        }
+    }
+}
+
+fn head_end(raw: &[u8]) -> Option<usize> {
+    raw.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
+fn parse_response(raw: &[u8], local: SocketAddr, elapsed: Duration) -> Option<Resp> {
+    let end = head_end(raw)?;
+    let head = std::str::from_utf8(&raw[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next()?;
+    let status = status_line.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let rest = &raw[end + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        dechunk(rest)?
+    } else if let Some((_, len)) = headers.iter().find(|(n, _)| n == "content-length") {
+        let len: usize = len.parse().ok()?;
+        rest.get(..len)?.to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Some(Resp {
+        status,
+        headers,
+        body: String::from_utf8(body).ok()?,
+        local,
+        elapsed,
+    })
+}
+
+fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&rest[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(rest.get(..size)?);
+        rest = rest.get(size + 2..)?;
+    }
+}
+
+fn ext_(s: &str) -> Extension {
+    Extension::parse(s).unwrap()
+}
+
+fn pin(s: &str) -> Passcode {
+    Passcode::new(s.to_owned()).unwrap()
+}
+
+fn caller() -> Actor {
+    Actor::Caller {
+        source: "192.0.2.7:5060".parse().unwrap(),
+        call_id: "admin-api-test@192.0.2.7".to_owned(),
+    }
+}
+
+/// `Timestamp::now() + secs` as the API writes it.
+fn ts_in(secs: u64) -> String {
+    Timestamp::now()
+        .saturating_add(Duration::from_secs(secs))
+        .to_string()
+}
+
+/// Asserts `v` is a string between `low` and `high` (RFC 3339 UTC, fixed width: text order
+/// is time order).
+fn assert_between(v: &Value, low: &str, high: &str) {
+    let t = v.as_str().unwrap_or_else(|| panic!("not a timestamp: {v}"));
+    assert!(low <= t && t <= high, "{t} not within {low}..={high}");
+}
+
+/// Asserts `v` is a generated passcode (six digits) and returns it.
+fn generated(v: &Value) -> String {
+    let p = v
+        .as_str()
+        .unwrap_or_else(|| panic!("no generated passcode: {v}"));
+    assert!(
+        p.len() == 6 && p.bytes().all(|b| b.is_ascii_digit()),
+        "not a 6-digit passcode: {p:?}"
+    );
+    p.to_owned()
+}
+
+fn extensions(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|u| u["extension"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn keys(v: &Value) -> BTreeSet<String> {
+    v.as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .cloned()
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Public routes.
+
+#[test]
+fn healthz_and_metrics_need_no_token() {
+    let api = Api::start();
+    let r = api.request("GET", "/healthz", Auth::None, None, b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json(), json!({ "status": "ok" }));
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("application/json")
+    );
+
+    // Not recorded in this process: a JSON 404, without asking for a token.
+    let r = api.request("GET", "/metrics", Auth::None, None, b"");
+    r.assert_error(404, "not_found");
+    assert!(r.header("www-authenticate").is_none());
+}
+
+// ---------------------------------------------------------------------------------------
+// Users.
+
+#[test]
+fn create_without_passcode_generates_a_temporary_one() {
+    let api = Api::start();
+    let low = ts_in(72 * 3600);
+    let r = api.create(&json!({
+        "extension": "1001",
+        "name": "Alice Example",
+        "email": "alice@example.com",
+    }));
+    let high = ts_in(72 * 3600);
+    let body = r.json();
+    let passcode = generated(&body["passcode"]);
+    let user = &body["user"];
+    assert_eq!(user["extension"], "1001");
+    assert_eq!(user["name"], "Alice Example");
+    assert_eq!(user["email"], "alice@example.com");
+    assert_eq!(user["temporary"], true);
+    assert_eq!(user["has_passcode"], true);
+    assert_eq!(user["locked"], false);
+    assert_eq!(user["failed_attempts"], 0);
+    assert_between(&user["temporary_expires_at"], &low, &high);
+
+    let stored = api.user("1001").unwrap();
+    assert!(stored.temporary && stored.has_passcode);
+    assert_eq!(stored.name.as_deref(), Some("Alice Example"));
+    // The passcode handed out is the one that works, and must be changed at first login.
+    assert_eq!(
+        api.verify("1001", &passcode),
+        VerifyOutcome::Ok { must_change: true }
+    );
+}
+
+#[test]
+fn create_with_given_permanent_passcode_returns_no_passcode_field() {
+    let api = Api::start();
+    let r = api.create(&json!({
+        "extension": "1002",
+        "passcode": "582039",
+        "temporary": false,
+    }));
+    let body = r.json();
+    assert!(
+        !r.body.contains("582039"),
+        "given passcode echoed: {}",
+        r.body
+    );
+    assert_eq!(body["user"]["extension"], "1002");
+    assert_eq!(body["user"]["temporary"], false);
+    assert_eq!(body["user"]["temporary_expires_at"], Value::Null);
+    assert_eq!(
+        api.verify("1002", "582039"),
+        VerifyOutcome::Ok { must_change: false }
+    );
+    // A given passcode is not handed back: the `passcode` member is absent (as in the
+    // passcode-reset answers), not `null`.
+    assert!(
+        body.as_object().unwrap().get("passcode").is_none(),
+        "create with a given passcode answered a passcode member: {}",
+        r.body
+    );
+}
+
+#[test]
+fn show_user_has_exactly_the_documented_fields() {
+    let api = Api::start();
+    api.create(&json!({ "extension": "1001", "name": "Alice" }));
+    let r = api.get("/api/v1/users/1001");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let user = r.json();
+    let expected: BTreeSet<String> = [
+        "extension",
+        "name",
+        "email",
+        "has_passcode",
+        "temporary",
+        "temporary_expires_at",
+        "expired",
+        "locked",
+        "locked_until",
+        "failed_attempts",
+        "last_login_at",
+        "passcode_changed_at",
+        "created_at",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(keys(&user), expected);
+    let stored = api.user("1001").unwrap();
+    assert_eq!(user, serde_json::to_value(&stored).unwrap());
+    assert_eq!(user["extension"], "1001");
+    assert_eq!(user["name"], "Alice");
+    assert_eq!(user["email"], Value::Null);
+    assert_eq!(user["locked_until"], Value::Null);
+    assert_eq!(user["last_login_at"], Value::Null);
+    assert_eq!(user["passcode_changed_at"], Value::Null);
+    assert_eq!(user["created_at"], stored.created_at.to_string());
+
+    api.get("/api/v1/users/1999").assert_error(404, "not_found");
+}
+
+#[test]
+fn list_users_with_filters() {
+    let api = Api::start();
+    // 1001: temporary, fresh. 1002: permanent, locked. 1003: temporary, expired.
+    api.create(&json!({ "extension": "1001" }));
+    api.create(&json!({ "extension": "1002", "passcode": "582039", "temporary": false }));
+    let two_hours_ago = Timestamp::now().saturating_sub(Duration::from_secs(7200));
+    api.store
+        .create_user(
+            NewUser::new(ext_("1003")).with_passcode(PasscodeSpec {
+                passcode: None,
+                temporary: true,
+                ttl: Some(Duration::from_secs(60)),
+            }),
+            &Actor::Cli { user: None },
+            two_hours_ago,
+        )
+        .unwrap();
+    api.lock("1002");
+
+    let list = |query: &str| {
+        let r = api.get(&format!("/api/v1/users{query}"));
+        assert_eq!(r.status, 200, "{query}: {}", r.body);
+        extensions(&r.json()["users"])
+    };
+    assert_eq!(list(""), ["1001", "1002", "1003"]);
+    assert_eq!(list("?temporary=true"), ["1001", "1003"]);
+    assert_eq!(list("?temporary=false"), ["1002"]);
+    assert_eq!(list("?locked=true"), ["1002"]);
+    assert_eq!(list("?locked=false"), ["1001", "1003"]);
+    assert_eq!(list("?expired=true"), ["1003"]);
+    assert_eq!(list("?expired=false"), ["1001", "1002"]);
+    assert_eq!(list("?temporary=true&expired=false"), ["1001"]);
+    assert_eq!(list("?temporary=false&locked=false"), Vec::<String>::new());
+
+    let all = api.get("/api/v1/users").json();
+    let listed = &all["users"];
+    assert_eq!(listed[1]["locked"], true);
+    assert_eq!(listed[2]["expired"], true);
+    assert_eq!(*listed, serde_json::to_value(api.users()).unwrap());
+
+    api.get("/api/v1/users?bogus=1")
+        .assert_error(400, "invalid_query");
+    api.get("/api/v1/users?locked=maybe")
+        .assert_error(400, "invalid_query");
+}
+
+#[test]
+fn delete_user_then_it_is_gone() {
+    let api = Api::start();
+    api.create(&json!({ "extension": "1001" }));
+    api.create(&json!({ "extension": "1002" }));
+    let r = api.delete("/api/v1/users/1001");
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert!(r.body.is_empty());
+    assert!(api.user("1001").is_none());
+    assert!(api.user("1002").is_some());
+    api.get("/api/v1/users/1001").assert_error(404, "not_found");
+    let before = api.snapshot();
+    api.delete("/api/v1/users/1001")
+        .assert_error(404, "not_found");
+    assert_eq!(api.snapshot(), before);
+    let row = &api.audit()[0];
+    assert_eq!(row.event, "user.deleted");
+    assert_eq!(row.extension.as_deref(), Some("1001"));
+    assert_eq!(row.actor, "admin:provisioning");
+}
+
+#[test]
+fn reset_one_passcode() {
+    let api = Api::start();
+    let first = generated(&api.create(&json!({ "extension": "1001" })).json()["passcode"]);
+
+    // Generated: returned once, temporary, with the policy's TTL.
+    let low = ts_in(72 * 3600);
+    let r = api.post("/api/v1/users/1001/passcode", &json!({}));
+    let high = ts_in(72 * 3600);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    let second = generated(&body["passcode"]);
+    assert_eq!(body["extension"], "1001");
+    assert_eq!(body["temporary"], true);
+    assert_between(&body["temporary_expires_at"], &low, &high);
+    assert_eq!(
+        keys(&body),
+        ["extension", "passcode", "temporary", "temporary_expires_at"]
+            .into_iter()
+            .map(String::from)
+            .collect()
+    );
+
+    // ttl_seconds is honoured.
+    let low = ts_in(3600);
+    let r = api.post(
+        "/api/v1/users/1001/passcode",
+        &json!({ "ttl_seconds": 3600 }),
+    );
+    let high = ts_in(3600);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let third = generated(&r.json()["passcode"]);
+    assert_between(&r.json()["temporary_expires_at"], &low, &high);
+    assert_between(
+        &serde_json::to_value(api.user("1001").unwrap().temporary_expires_at).unwrap(),
+        &low,
+        &high,
+    );
+
+    // Given and permanent: not returned.
+    let r = api.post(
+        "/api/v1/users/1001/passcode",
+        &json!({ "passcode": "582039", "temporary": false }),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    assert!(body.get("passcode").is_none(), "{}", r.body);
+    assert!(!r.body.contains("582039"));
+    assert_eq!(body["temporary"], false);
+    assert_eq!(body["temporary_expires_at"], Value::Null);
+    let user = api.user("1001").unwrap();
+    assert!(!user.temporary && user.temporary_expires_at.is_none());
+
+    // Only the last one works.
+    for old in [&first, &second, &third] {
+        if old != "582039" {
+            assert!(matches!(
+                api.verify("1001", old),
+                VerifyOutcome::Wrong { .. }
+            ));
+        }
+    }
+    assert_eq!(
+        api.verify("1001", "582039"),
+        VerifyOutcome::Ok { must_change: false }
+    );
+
+    let events: Vec<(String, String)> = api
+        .audit()
+        .iter()
+        .filter(|e| e.actor == "admin:provisioning")
+        .map(|e| (e.event.clone(), e.outcome.clone()))
+        .take(3)
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("passcode.changed".to_owned(), "admin_set".to_owned()),
+            ("passcode.temporary_set".to_owned(), "generated".to_owned()),
+            ("passcode.temporary_set".to_owned(), "generated".to_owned()),
+        ]
+    );
+
+    // Errors write nothing.
+    let before = api.snapshot();
+    api.post("/api/v1/users/1999/passcode", &json!({}))
+        .assert_error(404, "not_found");
+    for ttl in [0, 59, 365 * 24 * 3600 + 1] {
+        api.post(
+            "/api/v1/users/1001/passcode",
+            &json!({ "ttl_seconds": ttl }),
+        )
+        .assert_error(422, "invalid_field");
+    }
+    api.post("/api/v1/users/1001/passcode", &json!({ "ttl_seconds": -5 }))
+        .assert_error(422, "invalid_field");
+    let r = api.post(
+        "/api/v1/users/1001/passcode",
+        &json!({ "passcode": "123456" }),
+    );
+    r.assert_error(422, "policy_violation");
+    assert_eq!(
+        r.json()["error"]["violations"],
+        json!(["sequential", "common"])
+    );
+    assert_eq!(api.snapshot(), before);
+}
+
+#[test]
+fn bulk_reset_by_extensions() {
+    let api = Api::start();
+    let p1 = generated(&api.create(&json!({ "extension": "1001" })).json()["passcode"]);
+    let p2 = generated(&api.create(&json!({ "extension": "1002" })).json()["passcode"]);
+    let p3 = generated(&api.create(&json!({ "extension": "1003" })).json()["passcode"]);
+
+    let r = api.post(
+        "/api/v1/users/reset",
+        &json!({ "extensions": ["1002", "1001", "1002"], "ttl_seconds": 600 }),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let reset = r.json()["reset"].clone();
+    assert_eq!(extensions(&reset), ["1001", "1002"]);
+    let new: Vec<String> = reset
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            assert_eq!(i["temporary"], true);
+            generated(&i["passcode"])
+        })
+        .collect();
+    assert!(matches!(
+        api.verify("1001", &p1),
+        VerifyOutcome::Wrong { .. }
+    ));
+    assert!(matches!(
+        api.verify("1002", &p2),
+        VerifyOutcome::Wrong { .. }
+    ));
+    assert_eq!(
+        api.verify("1001", &new[0]),
+        VerifyOutcome::Ok { must_change: true }
+    );
+    assert_eq!(
+        api.verify("1002", &new[1]),
+        VerifyOutcome::Ok { must_change: true }
+    );
+
+    // An unknown mailbox in the list: nothing is reset.
+    let before = api.snapshot();
+    let r = api.post(
+        "/api/v1/users/reset",
+        &json!({ "extensions": ["1003", "1999"] }),
+    );
+    r.assert_error(404, "not_found");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1999")
+    );
+    for bad in [
+        json!({ "extensions": [] }),
+        json!({}),
+        json!({ "extensions": ["1003"], "all": true, "confirm": "reset every mailbox" }),
+        json!({ "extensions": ["10a3"] }),
+        json!({ "extensions": ["1003"], "ttl_seconds": 1 }),
+    ] {
+        api.post("/api/v1/users/reset", &bad)
+            .assert_error(422, "invalid_field");
+    }
+    assert_eq!(api.snapshot(), before);
+    assert_eq!(
+        api.verify("1003", &p3),
+        VerifyOutcome::Ok { must_change: true }
+    );
+}
+
+#[test]
+fn bulk_reset_of_every_mailbox_needs_the_confirmation() {
+    let api = Api::start();
+    let mut old = Vec::new();
+    for e in ["1001", "1002", "1003"] {
+        old.push(generated(
+            &api.create(&json!({ "extension": e })).json()["passcode"],
+        ));
+    }
+    let before = api.snapshot();
+    for body in [
+        json!({ "all": true }),
+        json!({ "all": true, "confirm": "yes" }),
+        json!({ "all": true, "confirm": "Reset every mailbox" }),
+        json!({ "all": true, "confirm": "reset every mailbox " }),
+    ] {
+        let r = api.post("/api/v1/users/reset", &body);
+        r.assert_error(422, "invalid_field");
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("reset every mailbox"),
+            "{}",
+            r.body
+        );
+    }
+    assert_eq!(api.snapshot(), before);
+
+    let r = api.post(
+        "/api/v1/users/reset",
+        &json!({ "all": true, "confirm": "reset every mailbox" }),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let reset = r.json()["reset"].clone();
+    assert_eq!(extensions(&reset), ["1001", "1002", "1003"]);
+    for (i, e) in ["1001", "1002", "1003"].into_iter().enumerate() {
+        let new = generated(&reset[i]["passcode"]);
+        assert!(matches!(
+            api.verify(e, &old[i]),
+            VerifyOutcome::Wrong { .. }
+        ));
+        assert_eq!(api.verify(e, &new), VerifyOutcome::Ok { must_change: true });
+    }
+}
+
+#[test]
+fn unlock_lifts_a_lock() {
+    let api = Api::start();
+    api.create(&json!({ "extension": "1001", "passcode": "582039", "temporary": false }));
+    api.lock("1001");
+    let shown = api.get("/api/v1/users/1001").json();
+    assert_eq!(shown["locked"], true);
+    assert!(shown["locked_until"].is_string(), "{shown}");
+    assert_eq!(
+        shown["failed_attempts"],
+        api.user("1001").unwrap().failed_attempts
+    );
+    assert!(matches!(
+        api.verify("1001", "582039"),
+        VerifyOutcome::Locked { .. }
+    ));
+
+    let r = api.post("/api/v1/users/1001/unlock", &json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let user = r.json();
+    assert_eq!(user["extension"], "1001");
+    assert_eq!(user["locked"], false);
+    assert_eq!(user["locked_until"], Value::Null);
+    assert_eq!(user["failed_attempts"], 0);
+    assert!(!api.user("1001").unwrap().locked);
+    let row = &api.audit()[0];
+    assert_eq!(
+        (row.event.as_str(), row.outcome.as_str(), row.actor.as_str()),
+        ("user.unlocked", "was_locked", "admin:provisioning")
+    );
+    assert_eq!(
+        api.verify("1001", "582039"),
+        VerifyOutcome::Ok { must_change: false }
+    );
+
+    // Without a body at all, too; an unknown mailbox is a 404.
+    let r = api.request("POST", "/api/v1/users/1001/unlock", Auth::Good, None, b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(api.audit()[0].outcome, "not_locked");
+    api.post("/api/v1/users/1999/unlock", &json!({}))
+        .assert_error(404, "not_found");
+}
+
+#[test]
+fn import_csv() {
+    let api = Api::start();
+    api.create(&json!({ "extension": "1001" }));
+
+    // Good rows: created, a passcode only for rows that had none.
+    let r = api.post_csv(
+        "/api/v1/users/import",
+        "extension,name,email,passcode\r\n2001,Ann,ann@example.com,\r\n2002,\"Bob, Jr.\",,582039\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    assert_eq!(body["committed"], true);
+    assert_eq!(body["created"], 2);
+    assert_eq!(body["rejected"], 0);
+    let rows = body["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (&rows[0]["line"], &rows[0]["extension"], &rows[0]["status"]),
+        (&json!(2), &json!("2001"), &json!("created"))
+    );
+    let p2001 = generated(&rows[0]["passcode"]);
+    assert!(rows[0]["temporary_expires_at"].is_string());
+    assert_eq!(
+        (&rows[1]["line"], &rows[1]["extension"], &rows[1]["status"]),
+        (&json!(3), &json!("2002"), &json!("created"))
+    );
+    assert!(rows[1].get("passcode").is_none(), "{}", rows[1]);
+    assert!(!r.body.contains("582039"));
+    let ann = api.user("2001").unwrap();
+    assert_eq!(ann.name.as_deref(), Some("Ann"));
+    assert_eq!(ann.email.as_deref(), Some("ann@example.com"));
+    assert!(ann.temporary);
+    assert_eq!(api.user("2002").unwrap().name.as_deref(), Some("Bob, Jr."));
+    assert_eq!(
+        api.verify("2001", &p2001),
+        VerifyOutcome::Ok { must_change: true }
+    );
+    assert_eq!(
+        api.verify("2002", "582039"),
+        VerifyOutcome::Ok { must_change: true }
+    );
+
+    // A bad row: nothing is created; the report names the line.
+    let mixed =
+        "extension,name,passcode\n3001,Carl,\n30x2,Dora,\n3003,Eve,\n3004,Fay,123456\n1001,Gil,\n";
+    let before = api.snapshot();
+    let r = api.post_csv("/api/v1/users/import", mixed);
+    r.assert_error(422, "import_rejected");
+    let rows = r.json()["error"]["rows"].clone();
+    let summary: Vec<(u64, String)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row["line"].as_u64().unwrap(),
+                row["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (2, "not_imported".to_owned()),
+            (3, "rejected".to_owned()),
+            (4, "not_imported".to_owned()),
+            (5, "rejected".to_owned()),
+            (6, "rejected".to_owned()),
+        ]
+    );
+    assert!(rows[1]["reason"].as_str().unwrap().contains("extension"));
+    assert_eq!(rows[1]["extension"], Value::Null);
+    assert!(rows[3]["reason"].as_str().unwrap().contains("sequential"));
+    assert!(
+        rows[4]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("already exists")
+    );
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r.get("passcode").is_none())
+    );
+    assert!(!r.body.contains("123456"), "{}", r.body);
+    assert_eq!(api.snapshot(), before);
+
+    // Partial: the good rows are created, the bad ones reported.
+    let r = api.post_csv("/api/v1/users/import?partial=true", mixed);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    assert_eq!(
+        (&body["committed"], &body["created"], &body["rejected"]),
+        (&json!(true), &json!(2), &json!(3))
+    );
+    let rows = body["rows"].as_array().unwrap();
+    let statuses: Vec<&str> = rows.iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(
+        statuses,
+        ["created", "rejected", "created", "rejected", "rejected"]
+    );
+    assert_eq!(rows[1]["line"], 3);
+    generated(&rows[0]["passcode"]);
+    generated(&rows[2]["passcode"]);
+    assert!(api.user("3001").is_some() && api.user("3003").is_some());
+    assert!(api.user("3004").is_none());
+    assert_eq!(api.users().len(), before.0.len() + 2);
+
+    // Without a header line, the default column order; a charset parameter is fine.
+    let r = api.request(
+        "POST",
+        "/api/v1/users/import",
+        Auth::Good,
+        Some("text/csv; charset=utf-8"),
+        b"4001,Hal,hal@example.com\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        api.user("4001").unwrap().email.as_deref(),
+        Some("hal@example.com")
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Policy, audit, report, calls.
+
+#[test]
+fn policy_check_and_show() {
+    let api = Api::start();
+    api.create(&json!({ "extension": "1001", "passcode": "582039", "temporary": false }));
+    let before = api.snapshot();
+
+    let r = api.post(
+        "/api/v1/policy/check",
+        &json!({ "extension": "1001", "passcode": "1234" }),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json(),
+        json!({ "ok": false, "violations": ["sequential", "common"] })
+    );
+    let r = api.post(
+        "/api/v1/policy/check",
+        &json!({ "extension": "1001", "passcode": "730518" }),
+    );
+    assert_eq!(r.json(), json!({ "ok": true, "violations": [] }));
+    // History counts for an existing mailbox.
+    let r = api.post(
+        "/api/v1/policy/check",
+        &json!({ "extension": "1001", "passcode": "582039" }),
+    );
+    assert_eq!(
+        r.json(),
+        json!({ "ok": false, "violations": ["same_as_current"] })
+    );
+    let r = api.post(
+        "/api/v1/policy/check",
+        &json!({ "extension": "4321", "passcode": "58" }),
+    );
+    assert_eq!(r.json()["violations"], json!(["too_short"]));
+    let r = api.post(
+        "/api/v1/policy/check",
+        &json!({ "extension": "1001", "passcode": "12a4" }),
+    );
+    assert_eq!(r.json()["violations"], json!(["not_digits"]));
+    api.post("/api/v1/policy/check", &json!({ "extension": "1001" }))
+        .assert_error(422, "invalid_field");
+    assert_eq!(api.snapshot(), before, "a policy check writes nothing");
+
+    let r = api.get("/api/v1/policy");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let policy = r.json();
+    assert_eq!(
+        policy,
+        serde_json::to_value(api.store.policy().unwrap()).unwrap()
+    );
+    assert_eq!(policy["min_length"], 4);
+    assert_eq!(policy["max_length"], 10);
+    assert_eq!(policy["generated_length"], 6);
+    assert_eq!(policy["history_depth"], 5);
+    assert_eq!(policy["temporary_ttl_seconds"], 72 * 3600);
+    assert_eq!(policy["lockout"]["max_failures"], 5);
+}
+
+#[test]
+fn audit_filters_and_attribution() {
+    let api = Api::start();
+    let created_1001 = api.create(&json!({ "extension": "1001" }));
+    let created_1002 = api.create(&json!({
+        "extension": "1002", "passcode": "582039", "temporary": false
+    }));
+    let reset_1001 = api.post("/api/v1/users/1001/passcode", &json!({}));
+    assert_eq!(reset_1001.status, 200);
+
+    let r = api.get("/api/v1/audit");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let events = r.json()["events"].clone();
+    let rows = events.as_array().unwrap();
+    let summary: Vec<(&str, Option<&str>, &str)> = rows
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap(),
+                e["extension"].as_str(),
+                e["actor"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let admin = "admin:provisioning";
+    assert_eq!(
+        summary,
+        [
+            ("passcode.temporary_set", Some("1001"), admin),
+            ("passcode.changed", Some("1002"), admin),
+            ("user.created", Some("1002"), admin),
+            ("passcode.temporary_set", Some("1001"), admin),
+            ("user.created", Some("1001"), admin),
+            ("token.created", None, "cli"),
+        ]
+    );
+    let ids: Vec<i64> = rows.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+    // The source is the HTTP client's address: the connection that made the change.
+    let source = |i: usize| rows[i]["source"].as_str().unwrap().to_owned();
+    assert_eq!(source(0), reset_1001.local.to_string());
+    assert_eq!(source(1), created_1002.local.to_string());
+    assert_eq!(source(2), created_1002.local.to_string());
+    assert_eq!(source(3), created_1001.local.to_string());
+    assert_eq!(source(4), created_1001.local.to_string());
+    assert!(source(0).starts_with("127.0.0.1:"));
+    assert_eq!(rows[5]["source"], Value::Null);
+    assert_eq!(rows[1]["outcome"], "admin_set");
+    assert_eq!(events, serde_json::to_value(api.audit()).unwrap());
+
+    let r = api.get("/api/v1/audit?extension=1002");
+    let only: Vec<String> = r.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["extension"], "1002");
+            e["event"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(only, ["passcode.changed", "user.created"]);
+
+    let r = api.get("/api/v1/audit?event=user.created");
+    assert_eq!(
+        extensions(&r.json()["events"]),
+        ["1002", "1001"],
+        "{}",
+        r.body
+    );
+    let r = api.get("/api/v1/audit?extension=1001&event=passcode.temporary_set");
+    assert_eq!(r.json()["events"].as_array().unwrap().len(), 2);
+    let r = api.get("/api/v1/audit?limit=2");
+    assert_eq!(r.json()["events"], json!([rows[0], rows[1]]));
+    let r = api.get("/api/v1/audit?limit=1000");
+    assert_eq!(r.json()["events"].as_array().unwrap().len(), 6);
+
+    let before = api.snapshot();
+    for bad in [
+        "?limit=0",
+        "?limit=1001",
+        "?limit=-1",
+        "?limit=ten",
+        "?event=login.maybe",
+        "?extension=12a4",
+        "?extension=..%2F..%2Fetc",
+        "?unknown=1",
+    ] {
+        let r = api.get(&format!("/api/v1/audit{bad}"));
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        assert!(
+            ["invalid_query", "invalid_extension"].contains(&r.code().as_str()),
+            "{bad}: {}",
+            r.body
+        );
+    }
+    assert_eq!(api.snapshot(), before);
+}
+
+#[test]
+fn report_and_calls() {
+    let api = Api::start();
+    let r = api.get("/api/v1/report");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json(),
+        json!({
+            "users": 0, "temporary": 0, "expired": 0, "locked": 0,
+            "never_changed": 0, "changed_last_90_days": 0
+        })
+    );
+
+    api.create(&json!({ "extension": "1001" }));
+    api.create(&json!({ "extension": "1002", "passcode": "582039", "temporary": false }));
+    api.store
+        .create_user(
+            NewUser::new(ext_("1003")).with_passcode(PasscodeSpec {
+                passcode: None,
+                temporary: true,
+                ttl: Some(Duration::from_secs(60)),
+            }),
+            &Actor::Cli { user: None },
+            Timestamp::now().saturating_sub(Duration::from_secs(3600)),
+        )
+        .unwrap();
+    api.lock("1002");
+    let r = api.get("/api/v1/report");
+    let report = r.json();
+    assert_eq!(report["users"], 3);
+    assert_eq!(report["temporary"], 2);
+    assert_eq!(report["expired"], 1);
+    assert_eq!(report["locked"], 1);
+    assert_eq!(
+        report,
+        serde_json::to_value(api.store.report(Timestamp::now()).unwrap()).unwrap()
+    );
+
+    let r = api.get("/api/v1/calls");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json(), json!({ "calls": [] }));
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors.
+
+#[test]
+fn missing_or_wrong_token_is_401_with_a_bearer_challenge() {
+    let api = Api::start();
+    api.create(&json!({ "extension": "1001" }));
+    let before = api.snapshot();
+    let wrong = format!("vpt_{}", "ab".repeat(32));
+    let cases: [(&str, &str, Auth<'_>); 6] = [
+        ("GET", "/api/v1/users", Auth::None),
+        ("GET", "/api/v1/users", Auth::Bearer(&wrong)),
+        (
+            "GET",
+            "/api/v1/users/1001",
+            Auth::Raw("Basic YWRtaW46YWRtaW4="),
+        ),
+        ("GET", "/api/v1/report", Auth::Raw("Bearer")),
+        ("DELETE", "/api/v1/users/1001", Auth::Bearer("vpt_")),
+        ("GET", "/api/v1/openapi.json", Auth::None),
+    ];
+    for (method, path, auth) in cases {
+        let r = api.request(method, path, auth, None, b"");
+        r.assert_error(401, "unauthorized");
+        let challenge = r
+            .header("www-authenticate")
+            .unwrap_or_else(|| panic!("{method} {path}: no WWW-Authenticate"));
+        assert!(challenge.starts_with("Bearer"), "{challenge}");
+    }
+    // A presented but wrong token is told so.
+    let r = api.request("GET", "/api/v1/users", Auth::Bearer(&wrong), None, b"");
+    assert!(
+        r.header("www-authenticate")
+            .unwrap()
+            .contains("invalid_token"),
+        "{:?}",
+        r.headers
+    );
+    // Writes without a token change nothing.
+    let r = api.request(
+        "POST",
+        "/api/v1/users",
+        Auth::None,
+        Some("application/json"),
+        br#"{"extension":"1002"}"#,
+    );
+    r.assert_error(401, "unauthorized");
+    let r = api.request(
+        "POST",
+        "/api/v1/users/reset",
+        Auth::Bearer("not-a-token"),
+        Some("application/json"),
+        br#"{"all":true,"confirm":"reset every mailbox"}"#,
+    );
+    r.assert_error(401, "unauthorized");
+    assert_eq!(api.snapshot(), before);
+    // The scheme is case-insensitive; the good token works.
+    let r = api.request(
+        "GET",
+        "/api/v1/users",
+        Auth::Raw(&format!("bearer {}", api.token)),
+        None,
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn unknown_routes_mailboxes_and_methods() {
+    let api = Api::start();
+    api.create(&json!({ "extension": "1001" }));
+    let before = api.snapshot();
+    api.get("/api/v1/users/1999").assert_error(404, "not_found");
+    api.delete("/api/v1/users/1999")
+        .assert_error(404, "not_found");
+    for path in [
+        "/api/v1/nope",
+        "/api/v2/users",
+        "/",
+        "/api/v1/users/1001/nope",
+    ] {
+        api.get(path).assert_error(404, "no_such_route");
+    }
+    api.request("GET", "/nope", Auth::None, None, b"")
+        .assert_error(404, "no_such_route");
+
+    for (method, path) in [
+        ("PUT", "/api/v1/users"),
+        ("PATCH", "/api/v1/users/1001"),
+        ("GET", "/api/v1/users/reset"),
+        ("GET", "/api/v1/users/1001/passcode"),
+        ("DELETE", "/api/v1/policy"),
+        ("POST", "/api/v1/audit"),
+        ("POST", "/healthz"),
+    ] {
+        let r = api.request(method, path, Auth::Good, Some("application/json"), b"{}");
+        r.assert_error(405, "method_not_allowed");
+    }
+    assert_eq!(api.snapshot(), before);
+}
+
+#[test]
+fn conflicts_and_invalid_fields() {
+    let api = Api::start();
+    api.create(&json!({ "extension": "1001", "name": "Alice" }));
+    let before = api.snapshot();
+
+    let r = api.post("/api/v1/users", &json!({ "extension": "1001" }));
+    r.assert_error(409, "exists");
+    assert_eq!(api.user("1001").unwrap().name.as_deref(), Some("Alice"));
+
+    // An unknown field is named.
+    let r = api.post(
+        "/api/v1/users",
+        &json!({ "extension": "1002", "pin": "4821" }),
+    );
+    r.assert_error(422, "invalid_field");
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("`pin`"), "{message}");
+    let r = api.post(
+        "/api/v1/users/1001/passcode",
+        &json!({ "passcode": "730518", "expires": 60 }),
+    );
+    r.assert_error(422, "invalid_field");
+    assert!(r.body.contains("`expires`"), "{}", r.body);
+    assert!(!r.body.contains("730518"), "{}", r.body);
+
+    // A given passcode that breaks the policy: the codes are listed.
+    let r = api.post(
+        "/api/v1/users",
+        &json!({ "extension": "1002", "passcode": "123456" }),
+    );
+    r.assert_error(422, "policy_violation");
+    assert_eq!(
+        r.json()["error"]["violations"],
+        json!(["sequential", "common"])
+    );
+    assert!(!r.body.contains("123456"), "{}", r.body);
+    let r = api.post(
+        "/api/v1/users",
+        &json!({ "extension": "58203", "passcode": "58203" }),
+    );
+    r.assert_error(422, "policy_violation");
+    assert_eq!(r.json()["error"]["violations"], json!(["equals_extension"]));
+
+    // Other bad fields.
+    for body in [
+        json!({ "extension": "1002", "ttl_seconds": 10 }),
+        json!({ "extension": "1002", "ttl_seconds": 400 * 24 * 3600 }),
+        json!({ "extension": "1002", "email": "not an address" }),
+        json!({ "extension": "1002", "name": "x".repeat(10_000) }),
+        json!({ "extension": "1002", "passcode": "5".repeat(65) }),
+        json!({ "extension": 1002 }),
+        json!({ "extension": "1002", "temporary": "yes" }),
+        json!({ "name": "no extension" }),
+        json!(["1002"]),
+        json!("1002"),
+    ] {
+        let r = api.post("/api/v1/users", &body);
+        r.assert_error(422, "invalid_field");
+    }
+    assert_eq!(api.snapshot(), before);
+}
+
+#[test]
+fn content_types_and_malformed_bodies() {
+    let api = Api::start();
+    api.create(&json!({ "extension": "1001" }));
+    let before = api.snapshot();
+    let body = br#"{"extension":"1002"}"#;
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("text/csv"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let r = api.request("POST", "/api/v1/users", Auth::Good, content_type, body);
+        r.assert_error(415, "unsupported_media_type");
+    }
+    let r = api.request(
+        "POST",
+        "/api/v1/users/1001/passcode",
+        Auth::Good,
+        None,
+        b"{}",
+    );
+    r.assert_error(415, "unsupported_media_type");
+    // CSV sent as JSON (or as nothing) is refused.
+    for content_type in [None, Some("application/json"), Some("text/plain")] {
+        let r = api.request(
+            "POST",
+            "/api/v1/users/import",
+            Auth::Good,
+            content_type,
+            b"extension\n1002\n",
+        );
+        r.assert_error(415, "unsupported_media_type");
+    }
+    // Malformed JSON.
+    for text in [
+        &b"{"[..],
+        br#"{"extension":"1002""#,
+        br#"{"extension":"1002",}"#,
+        b"extension=1002",
+        b"\xff\xfe{}",
+    ] {
+        let r = api.request(
+            "POST",
+            "/api/v1/users",
+            Auth::Good,
+            Some("application/json"),
+            text,
+        );
+        r.assert_error(400, "malformed_json");
+    }
+    let r = api.request(
+        "POST",
+        "/api/v1/users",
+        Auth::Good,
+        Some("application/json"),
+        b"",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    // Malformed CSV.
+    for text in [
+        "extension,name\n1002,\"open\n",
+        "1002,a\"b\n",
+        "1002,\"a\"b\n",
+        "extension,pin\n1002,1\n",
+    ] {
+        let r = api.post_csv("/api/v1/users/import", text);
+        r.assert_error(400, "malformed_csv");
+    }
+    let r = api.request(
+        "POST",
+        "/api/v1/users/import",
+        Auth::Good,
+        Some("text/csv"),
+        b"1002,\xff\n",
+    );
+    r.assert_error(400, "malformed_csv");
+    // Nothing to import is refused, not an empty success.
+    for text in ["", "extension,name\n", "\n\n"] {
+        let r = api.post_csv("/api/v1/users/import", text);
+        assert!(
+            (400..500).contains(&r.status),
+            "{text:?}: {} {}",
+            r.status,
+            r.body
+        );
+        r.code();
+    }
+    assert_eq!(api.snapshot(), before);
+}
+
+#[test]
+fn oversized_bodies_are_413() {
+    let api = Api::start();
+    api.create(&json!({ "extension": "1001" }));
+    let before = api.snapshot();
+    // JSON over 64 KiB.
+    let big = json!({ "extension": "1002", "name": "x".repeat(64 * 1024) });
+    let r = api.post("/api/v1/users", &big);
+    r.assert_error(413, "payload_too_large");
+    let r = api.post(
+        "/api/v1/policy/check",
+        &json!({ "extension": "1002", "passcode": "9".repeat(70_000) }),
+    );
+    r.assert_error(413, "payload_too_large");
+    // CSV over 4 MiB.
+    let mut csv = String::from("extension,name\n1002,Big\n");
+    while csv.len() <= 4 * 1024 * 1024 {
+        csv.push_str("\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n");
+    }
+    let r = api.post_csv("/api/v1/users/import", &csv);
+    r.assert_error(413, "payload_too_large");
+    assert_eq!(api.snapshot(), before);
+
+    // The CSV limit is not the JSON one: 200 KiB of CSV (blank lines) is fine.
+    let mut csv = String::from("extension,name\n1002,Big\n");
+    csv.push_str(&"\n".repeat(200 * 1024));
+    let r = api.post_csv("/api/v1/users/import", &csv);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(api.user("1002").is_some());
+}
+
+// ---------------------------------------------------------------------------------------
+// Hostile input.
+
+#[test]
+fn hostile_extensions_in_paths_write_nothing() {
+    let api = Api::start();
+    api.create(&json!({ "extension": "1001" }));
+    let before = api.snapshot();
+    let long = "9".repeat(5000);
+    let hostile = [
+        "..%2F..%2Fetc",
+        "..%2F..%2Fetc%2Fpasswd",
+        "%2e%2e",
+        "1001%00",
+        "%001001",
+        "12a4",
+        "+1001",
+        "%2B1001",
+        "-1001",
+        "1001%20",
+        "%201001",
+        "1001%0d%0aX-Injected:%201",
+        "1234567890123456",
+        long.as_str(),
+        "%ff%fe",
+        "%D9%A1%D9%A2",
+        "1001;DROP%20TABLE%20users",
+        "1001'--",
+    ];
+    for ext in hostile {
+        for (method, suffix, body) in [
+            ("GET", "", None),
+            ("DELETE", "", None),
+            ("POST", "/passcode", Some("{}")),
+            ("POST", "/unlock", Some("{}")),
+        ] {
+            let path = format!("/api/v1/users/{ext}{suffix}");
+            let r = api.request(
+                method,
+                &path,
+                Auth::Good,
+                body.map(|_| "application/json"),
+                body.unwrap_or("").as_bytes(),
+            );
+            assert_eq!(
+                (r.status, r.code().as_str()),
+                (400, "invalid_extension"),
+                "{method} {path}: {}",
+                r.body
+            );
+            assert!(r.header("x-injected").is_none());
+            assert_eq!(api.snapshot(), before, "{method} {path} wrote something");
+        }
+    }
+    // Path segments that are not one extension never reach a handler.
+    for path in [
+        "/api/v1/users/../../etc/passwd",
+        "/api/v1/users/1001/../../../etc/passwd",
+        "/api/v1/users/..%2F..%2Fetc/passwd",
+        "/api/v1/users//1001",
+    ] {
+        let r = api.delete(path);
+        assert!(
+            (400..500).contains(&r.status),
+            "{path}: {} {}",
+            r.status,
+            r.body
+        );
+        r.code();
+        assert_eq!(api.snapshot(), before, "DELETE {path} wrote something");
+    }
+    assert!(api.user("1001").is_some());
+}
+
+#[test]
+fn hostile_bodies_write_nothing() {
+    let api = Api::start();
+    api.create(&json!({ "extension": "1001" }));
+    let before = api.snapshot();
+    let long = "9".repeat(5000);
+    for ext in [
+        "../1001",
+        "..\\1001",
+        "12a4",
+        "+1001",
+        "1001\u{0}",
+        "",
+        " 1001",
+        "1234567890123456",
+        long.as_str(),
+        "١٢٣",
+    ] {
+        let r = api.post("/api/v1/users", &json!({ "extension": ext }));
+        r.assert_error(422, "invalid_field");
+        let r = api.post("/api/v1/users/reset", &json!({ "extensions": [ext] }));
+        r.assert_error(422, "invalid_field");
+        let r = api.post(
+            "/api/v1/policy/check",
+            &json!({ "extension": ext, "passcode": "730518" }),
+        );
+        r.assert_error(422, "invalid_field");
+    }
+    for name in ["Evil\u{0}Name", "two\nlines", "bell\u{7}"] {
+        let r = api.post(
+            "/api/v1/users",
+            &json!({ "extension": "1002", "name": name }),
+        );
+        r.assert_error(422, "invalid_field");
+    }
+    // CSV with hostile extensions is rejected row by row, all or nothing.
+    let r = api.post_csv(
+        "/api/v1/users/import",
+        "extension,name\n../etc,x\n1002,ok\n1001\u{0},y\n\"1003\nX\",z\n",
+    );
+    r.assert_error(422, "import_rejected");
+    // Deep nesting and huge numbers are just bad fields.
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let r = api.request(
+        "POST",
+        "/api/v1/users",
+        Auth::Good,
+        Some("application/json"),
+        deep.as_bytes(),
+    );
+    assert!((400..500).contains(&r.status), "{} {}", r.status, r.body);
+    r.code();
+    let r = api.request(
+        "POST",
+        "/api/v1/users/1001/passcode",
+        Auth::Good,
+        Some("application/json"),
+        br#"{"ttl_seconds": 1e400}"#,
+    );
+    assert!((400..500).contains(&r.status), "{} {}", r.status, r.body);
+    r.code();
+    // A JSON body with a duplicate field.
+    let r = api.request(
+        "POST",
+        "/api/v1/users",
+        Auth::Good,
+        Some("application/json"),
+        br#"{"extension":"1002","extension":"1003"}"#,
+    );
+    r.assert_error(422, "invalid_field");
+    assert_eq!(api.snapshot(), before);
+}
+
+// ---------------------------------------------------------------------------------------
+// Secrets.
+
+#[test]
+fn secrets_appear_only_where_they_are_handed_out() {
+    let api = Api::start();
+    // Each generated passcode, with the index of the response that handed it out.
+    let mut issued: Vec<(String, usize)> = Vec::new();
+    let last = |api: &Api| api.responses().len() - 1;
+
+    let r = api.create(&json!({ "extension": "1001", "name": "Alice" }));
+    issued.push((generated(&r.json()["passcode"]), last(&api)));
+    let r = api.post(
+        "/api/v1/users/1001/passcode",
+        &json!({ "ttl_seconds": 600 }),
+    );
+    issued.push((generated(&r.json()["passcode"]), last(&api)));
+    api.create(&json!({ "extension": "1002", "passcode": "582039", "temporary": false }));
+    let r = api.post("/api/v1/users/reset", &json!({ "extensions": ["1002"] }));
+    issued.push((generated(&r.json()["reset"][0]["passcode"]), last(&api)));
+    let r = api.post_csv("/api/v1/users/import", "extension,name\n1003,Carl\n");
+    issued.push((generated(&r.json()["rows"][0]["passcode"]), last(&api)));
+    let r = api.post(
+        "/api/v1/users/reset",
+        &json!({ "all": true, "confirm": "reset every mailbox" }),
+    );
+    let idx = last(&api);
+    for i in 0..3 {
+        issued.push((generated(&r.json()["reset"][i]["passcode"]), idx));
+    }
+
+    // Given passcodes and ones refused are never echoed, whatever the error.
+    api.post(
+        "/api/v1/policy/check",
+        &json!({ "extension": "1001", "passcode": "730518" }),
+    );
+    api.post(
+        "/api/v1/users/1001/passcode",
+        &json!({ "passcode": 924617 }),
+    )
+    .assert_error(422, "invalid_field");
+    api.post(
+        "/api/v1/users/1001/passcode",
+        &json!({ "passcode": ["681395"] }),
+    )
+    .assert_error(422, "invalid_field");
+    api.post(
+        "/api/v1/users/1001/passcode",
+        &json!({ "passcode": "123456" }),
+    )
+    .assert_error(422, "policy_violation");
+    api.post(
+        "/api/v1/users/1001/passcode",
+        &json!({ "passcode": "480213x" }),
+    )
+    .assert_error(422, "policy_violation");
+    api.post("/api/v1/users/1001/passcode", &json!({ "pin": "357159" }))
+        .assert_error(422, "invalid_field");
+    api.request(
+        "POST",
+        "/api/v1/users/1001/passcode",
+        Auth::Good,
+        Some("application/json"),
+        br#"{"passcode": "864209"#,
+    )
+    .assert_error(400, "malformed_json");
+    api.post_csv("/api/v1/users/import", "extension,passcode\n1004,975310x\n")
+        .assert_error(422, "import_rejected");
+
+    // Everything an admin can read.
+    for path in [
+        "/api/v1/users",
+        "/api/v1/users/1001",
+        "/api/v1/users/1002",
+        "/api/v1/users/1003",
+        "/api/v1/audit?limit=1000",
+        "/api/v1/report",
+        "/api/v1/policy",
+        "/api/v1/calls",
+    ] {
+        assert_eq!(api.get(path).status, 200, "{path}");
+    }
+
+    let responses = api.responses();
+    for (passcode, at) in &issued {
+        let holders: Vec<usize> = responses
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.contains(passcode.as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(
+            holders,
+            [*at],
+            "passcode issued in response {at} found in {holders:?}"
+        );
+    }
+    for given in [
+        "582039", "730518", "924617", "681395", "123456", "480213", "357159", "864209", "975310",
+    ] {
+        for r in &responses {
+            assert!(!r.contains(given), "{given} echoed:\n{r}");
+        }
+    }
+    let audit = serde_json::to_string(&api.audit()).unwrap();
+    for secret in issued
+        .iter()
+        .map(|(p, _)| p.as_str())
+        .chain(["582039", "$argon2"])
+        .chain([pepper_hex().as_str(), api.token.as_str()])
+    {
+        assert!(!audit.contains(secret), "{secret} in the audit trail");
+    }
+    api.assert_no_secrets();
+}
+
+// ---------------------------------------------------------------------------------------
+// Slow-down.
+
+#[test]
+fn repeated_bad_tokens_are_slowed_down() {
+    let api = Api::start();
+    let bad = |n: usize| {
+        let token = format!("vpt_{}", format!("{n:02}").repeat(32));
+        let r = api.request("GET", "/api/v1/users", Auth::Bearer(&token), None, b"");
+        r.assert_error(401, "unauthorized");
+        r.elapsed
+    };
+    // Requests without a token are not guesses.
+    for _ in 0..5 {
+        let r = api.request("GET", "/api/v1/users", Auth::None, None, b"");
+        r.assert_error(401, "unauthorized");
+        assert!(r.elapsed < Duration::from_millis(200), "{:?}", r.elapsed);
+    }
+    for n in 1..=3 {
+        let t = bad(n);
+        assert!(t < Duration::from_millis(200), "bad token {n} took {t:?}");
+    }
+    let fourth = bad(4);
+    assert!(
+        fourth >= Duration::from_millis(200),
+        "4th bad token took {fourth:?}"
+    );
+    let fifth = bad(5);
+    assert!(
+        fifth >= Duration::from_millis(400),
+        "5th bad token took {fifth:?}"
+    );
+    assert!(
+        fifth >= fourth,
+        "the delay grows: {fourth:?} then {fifth:?}"
+    );
+
+    // The good token still works, promptly, and starts the count over.
+    let r = api.get("/api/v1/users");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.elapsed < Duration::from_millis(200),
+        "good token took {:?}",
+        r.elapsed
+    );
+    let t = bad(6);
+    assert!(
+        t < Duration::from_millis(200),
+        "after a good token, a bad one took {t:?}"
+    );
+}

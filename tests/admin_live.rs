@@ -1,0 +1,152 @@
+//! The admin side-port live, in the same process as the calls: an admin resets a temporary
+//! passcode over HTTP, a phone logs in with it and chooses its own PIN, and the API then
+//! shows the result and the audit trail.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Workdir;
+use common::http;
+use common::phone::Phone;
+use common::server::ServerProcess;
+use serde_json::{Value, json};
+
+const CALL: Duration = Duration::from_secs(20);
+
+fn token_from(stdout: &str) -> String {
+    stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("vpt_"))
+        .expect("the token printed once by init")
+        .to_owned()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let end = Instant::now() + CALL;
+    while Instant::now() < end {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn a_passcode_reset_over_http_works_on_the_next_call_and_the_api_shows_the_change() {
+    let w = Workdir::new();
+    let token = token_from(&w.run(&["init", "--token-name", "provisioning"]).ok().stdout);
+    w.run_with_stdin(&["user", "add", "1001", "--passcode-stdin"], "4826")
+        .ok();
+    let server = ServerProcess::start(&w, "32400-32498", &[]);
+    let admin = server.admin.expect("the admin side-port");
+
+    // The admin hands out a temporary passcode: generated, returned once.
+    let reset = http::json(
+        admin,
+        "POST",
+        "/api/v1/users/1001/passcode",
+        Some(&token),
+        &json!({ "ttl_seconds": 1200 }),
+    );
+    assert_eq!(reset.status, 200, "{}", reset.body);
+    let reset = reset.json();
+    assert_eq!(reset["temporary"], true);
+    let temporary = reset["passcode"].as_str().unwrap().to_owned();
+    assert_eq!(temporary.len(), 6);
+
+    // The very next call logs in with it and is made to choose a PIN.
+    let mut phone = Phone::dial(&server, "8500", "1001");
+    let caller = phone.sip.local_addr().unwrap().to_string();
+    phone.keys(&format!("1001#{temporary}#"));
+    wait_until("the login", || {
+        server.log().contains("logged in mailbox=1001")
+    });
+    // While the call is up the API lists it, with its mailbox.
+    let calls = http::request(admin, "GET", "/api/v1/calls", Some(&token), None).json();
+    let call = &calls["calls"][0];
+    assert_eq!(call["mailbox"], "1001", "{calls}");
+    assert_eq!(call["source"], caller.as_str());
+    assert_eq!(call["dialled"], "8500");
+    phone.keys("5937#5937#*");
+    assert!(phone.wait_for_bye(CALL), "{}", server.log());
+    wait_until("the call to leave the list", || {
+        http::request(admin, "GET", "/api/v1/calls", Some(&token), None).json()["calls"]
+            == json!([])
+    });
+
+    let user = http::request(admin, "GET", "/api/v1/users/1001", Some(&token), None);
+    assert_eq!(user.status, 200);
+    let user = user.json();
+    assert_eq!(user["temporary"], false, "{user}");
+    assert_eq!(user["temporary_expires_at"], Value::Null);
+    assert!(user["passcode_changed_at"].is_string());
+
+    let audit = http::request(
+        admin,
+        "GET",
+        "/api/v1/audit?extension=1001",
+        Some(&token),
+        None,
+    );
+    assert_eq!(audit.status, 200);
+    let mut events = audit.json()["events"].as_array().unwrap().clone();
+    events.reverse();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    // The last of each: creating the mailbox with a passcode is audited as a change too.
+    let at = |name: &str| {
+        names
+            .iter()
+            .rposition(|n| *n == name)
+            .unwrap_or_else(|| panic!("no {name} in {names:?}"))
+    };
+    let (set, login, changed) = (
+        at("passcode.temporary_set"),
+        at("login.success"),
+        at("passcode.changed"),
+    );
+    assert!(set < login && login < changed, "{names:?}");
+    assert_eq!(events[set]["actor"], "admin:provisioning");
+    assert!(
+        events[set]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    for i in [login, changed] {
+        assert_eq!(events[i]["actor"], "caller");
+        assert_eq!(events[i]["source"], caller.as_str());
+        assert!(events[i]["call_id"].is_string());
+    }
+    // The passcodes appear nowhere but in the reset's own answer.
+    let everything = format!("{audit:?}{user}{}", server.log());
+    assert!(!everything.contains(&temporary));
+    assert!(!everything.contains("5937"));
+
+    // The metrics saw it all.
+    let metrics = http::request(admin, "GET", "/metrics", None, None);
+    assert_eq!(metrics.status, 200);
+    for line in [
+        "vportal_logins_total{outcome=\"ok_temporary\"} 1",
+        "vportal_passcode_changes_total",
+        "vportal_calls_total{outcome=\"changed\"} 1",
+        "vportal_sip_requests_total{direction=\"in\",method=\"INVITE\"} 1",
+        "vportal_sip_responses_total{direction=\"out\",class=\"2xx\"}",
+        "vportal_dtmf_digits_total{method=\"rfc4733\"}",
+        "vportal_argon2_verify_seconds_bucket",
+        "vportal_calls_active 0",
+    ] {
+        assert!(
+            metrics.body.contains(line),
+            "no {line:?} in\n{}",
+            metrics.body
+        );
+    }
+    assert!(!metrics.body.contains("vportal_rtp_packets_sent_total 0\n"));
+}

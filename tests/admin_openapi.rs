@@ -1,0 +1,832 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+//! `src/admin/openapi.json`: a structurally valid OpenAPI 3.1 document, true to the router in
+//! both directions (every documented operation is routed, every routed method is documented),
+//! with the statuses and bodies the server really answers, and served byte for byte at
+//! `/api/v1/openapi.json`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use vportal::admin::{AdminServer, AdminState, Listen};
+use vportal::store::{Pepper, Store};
+
+const DOC: &str = include_str!("../src/admin/openapi.json");
+/// The methods probed on every route.
+const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+/// Every operation key a path item may hold.
+const OPERATION_KEYS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+/// The mailbox used for `{ext}`.
+const EXT: &str = "1001";
+
+fn doc() -> Value {
+    serde_json::from_str(DOC).expect("openapi.json is JSON")
+}
+
+fn token() -> String {
+    "t".repeat(40)
+}
+
+// ---------------------------------------------------------------------------------------
+// A server on loopback and a tiny HTTP/1.1 client.
+
+struct Server {
+    addr: SocketAddr,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn start() -> Server {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let state = Arc::new(AdminState {
+        store: Arc::new(
+            Store::open_in_memory(Pepper::from_bytes(vec![1; 32]).unwrap(), 1).unwrap(),
+        ),
+        calls: Arc::default(),
+        metrics: None,
+        metrics_auth: false,
+        configured_token: Some(token()),
+        throttle: Default::default(),
+        hash_permits: Arc::new(tokio::sync::Semaphore::new(1)),
+    });
+    let server = runtime
+        .block_on(AdminServer::bind(&Listen {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
+            insecure: false,
+        }))
+        .unwrap();
+    let addr = server.local_addr();
+    assert!(addr.ip().is_loopback());
+    runtime.spawn(server.run(state, std::future::pending::<()>()));
+    Server {
+        addr,
+        _runtime: runtime,
+    }
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// The `error.code` of an error body.
+    fn error_code(&self) -> Option<String> {
+        self.json()?
+            .pointer("/error/code")?
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    fn is_no_such_route(&self) -> bool {
+        self.status == 404 && self.error_code().as_deref() == Some("no_such_route")
+    }
+
+    fn is_method_not_allowed(&self) -> bool {
+        self.status == 405
+    }
+}
+
+impl Server {
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, &[u8])>,
+    ) -> Reply {
+        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.addr
+        );
+        if let Some(token) = token {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        let payload: &[u8] = match body {
+            Some((content_type, bytes)) => {
+                head.push_str(&format!("Content-Type: {content_type}\r\n"));
+                bytes
+            }
+            None => b"",
+        };
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", payload.len()));
+        stream.write_all(head.as_bytes()).unwrap();
+        // A server refusing an oversized body may answer and close before reading it all:
+        // the answer is what counts, so a failed write or a reset after it are not errors.
+        let wrote = stream.write_all(payload);
+        let mut raw = Vec::new();
+        let read = stream.read_to_end(&mut raw);
+        if raw.is_empty() {
+            wrote.unwrap();
+            read.unwrap();
+        }
+        parse_reply(&raw)
+    }
+}
+
+fn parse_reply(raw: &[u8]) -> Reply {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
+    let head = std::str::from_utf8(&raw[..split]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let mut parts = status_line.splitn(3, ' ');
+    assert_eq!(parts.next(), Some("HTTP/1.1"), "{status_line}");
+    let status: u16 = parts.next().unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap();
+            (n.trim().to_owned(), v.trim().to_owned())
+        })
+        .collect();
+    let mut reply = Reply {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    };
+    if reply
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        reply.body = dechunk(&reply.body);
+    } else if let Some(len) = reply.header("content-length") {
+        assert_eq!(
+            reply.body.len(),
+            len.parse::<usize>().unwrap(),
+            "body length"
+        );
+    }
+    reply
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size_text = std::str::from_utf8(&data[..eol]).unwrap();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+        data = &data[eol + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Walking the document.
+
+/// Follows a local `$ref` (`#/components/...`) to what it names.
+fn resolve<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
+    let mut value = value;
+    for _ in 0..16 {
+        match value.get("$ref").and_then(Value::as_str) {
+            Some(r) => {
+                let pointer = r
+                    .strip_prefix('#')
+                    .unwrap_or_else(|| panic!("non-local $ref {r}"));
+                value = doc
+                    .pointer(pointer)
+                    .unwrap_or_else(|| panic!("$ref {r} resolves to nothing"));
+            }
+            None => return value,
+        }
+    }
+    panic!("$ref cycle");
+}
+
+/// Every `$ref` anywhere in `value`, with the JSON path where it occurs.
+fn refs(value: &Value, at: &str, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                if key == "$ref" {
+                    if let Some(r) = v.as_str() {
+                        out.push((at.to_owned(), r.to_owned()));
+                    } else {
+                        panic!("$ref at {at} is not a string");
+                    }
+                } else {
+                    refs(v, &format!("{at}/{key}"), out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                refs(v, &format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// One documented operation.
+struct Operation<'a> {
+    path: String,
+    method: String,
+    op: &'a Value,
+    /// Path-item parameters followed by the operation's, resolved.
+    parameters: Vec<&'a Value>,
+}
+
+fn operations(doc: &Value) -> Vec<Operation<'_>> {
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths is an object") {
+        let item = resolve(doc, item);
+        let shared: Vec<&Value> = item
+            .get("parameters")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(|p| resolve(doc, p)).collect())
+            .unwrap_or_default();
+        for (key, op) in item.as_object().unwrap() {
+            if !OPERATION_KEYS.contains(&key.as_str()) {
+                continue;
+            }
+            let mut parameters = shared.clone();
+            if let Some(own) = op.get("parameters").and_then(Value::as_array) {
+                parameters.extend(own.iter().map(|p| resolve(doc, p)));
+            }
+            out.push(Operation {
+                path: path.clone(),
+                method: key.to_ascii_uppercase(),
+                op,
+                parameters,
+            });
+        }
+    }
+    out
+}
+
+/// The `{name}`s of a path template.
+fn template_params(path: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = path;
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..].find('}').expect("unbalanced braces") + open;
+        names.push(rest[open + 1..close].to_owned());
+        rest = &rest[close + 1..];
+    }
+    names
+}
+
+/// A concrete request path for a template.
+fn concrete(path: &str) -> String {
+    let mut path = path.to_owned();
+    for name in template_params(&path) {
+        assert_eq!(name, "ext", "only {{ext}} is substituted");
+        path = path.replace("{ext}", EXT);
+    }
+    path
+}
+
+/// The security requirements in force for an operation.
+fn security<'a>(doc: &'a Value, op: &'a Value) -> Option<&'a Vec<Value>> {
+    op.get("security")
+        .or_else(|| doc.get("security"))
+        .and_then(Value::as_array)
+}
+
+fn needs_bearer(doc: &Value, op: &Value) -> bool {
+    security(doc, op)
+        .is_some_and(|reqs| !reqs.is_empty() && reqs.iter().all(|r| r.get("bearer").is_some()))
+}
+
+// ---------------------------------------------------------------------------------------
+// A small JSON Schema checker for the keywords the document uses.
+
+fn check_schema(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
+    let schema = resolve(doc, schema);
+    if let Some(types) = schema.get("type") {
+        let types: Vec<&str> = match types {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => panic!("bad type keyword at {at}"),
+        };
+        let fits = types.iter().any(|t| match *t {
+            "object" => value.is_object(),
+            "array" => value.is_array(),
+            "string" => value.is_string(),
+            "boolean" => value.is_boolean(),
+            "integer" => value.is_i64() || value.is_u64(),
+            "number" => value.is_number(),
+            "null" => value.is_null(),
+            other => panic!("unknown type {other} at {at}"),
+        });
+        if !fits {
+            errors.push(format!("{at}: {value} is not of type {types:?}"));
+            return;
+        }
+    }
+    if let Some(c) = schema.get("const") {
+        if c != value {
+            errors.push(format!("{at}: {value} is not {c}"));
+        }
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
+        if !allowed.contains(value) {
+            errors.push(format!("{at}: {value} is not one of {allowed:?}"));
+        }
+    }
+    if let Some(n) = value.as_i64() {
+        if let Some(min) = schema.get("minimum").and_then(Value::as_i64) {
+            if n < min {
+                errors.push(format!("{at}: {n} < {min}"));
+            }
+        }
+        if let Some(max) = schema.get("maximum").and_then(Value::as_i64) {
+            if n > max {
+                errors.push(format!("{at}: {n} > {max}"));
+            }
+        }
+    }
+    if let Some(s) = value.as_str() {
+        if schema.get("format").and_then(Value::as_str) == Some("date-time") && !is_rfc3339(s) {
+            errors.push(format!("{at}: {s:?} is not an RFC 3339 date-time"));
+        }
+        let extension = (1..=15).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+        if schema.get("pattern").and_then(Value::as_str) == Some("^[0-9]{1,15}$") && !extension {
+            errors.push(format!("{at}: {s:?} is not an extension"));
+        }
+    }
+    if let Some(map) = value.as_object() {
+        let props = schema.get("properties").and_then(Value::as_object);
+        for required in schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = required.as_str().unwrap();
+            if !map.contains_key(name) {
+                errors.push(format!("{at}: required member {name} is missing"));
+            }
+        }
+        for (key, v) in map {
+            match props.and_then(|p| p.get(key)) {
+                Some(sub) => check_schema(doc, sub, v, &format!("{at}/{key}"), errors),
+                None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
+                    errors.push(format!("{at}: member {key} is not documented"));
+                }
+                None => {}
+            }
+        }
+    }
+    if let (Some(items), Some(list)) = (schema.get("items"), value.as_array()) {
+        for (i, v) in list.iter().enumerate() {
+            check_schema(doc, items, v, &format!("{at}/{i}"), errors);
+        }
+    }
+}
+
+/// `2026-11-27T12:17:55Z` and the like.
+fn is_rfc3339(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && (b[10] == b'T' || b[10] == b't')
+        && b[13] == b':'
+        && b[16] == b':'
+        && [0..4, 5..7, 8..10, 11..13, 14..16, 17..19]
+            .into_iter()
+            .all(|r| b[r].iter().all(u8::is_ascii_digit))
+        && (s.ends_with('Z') || s.ends_with('z') || s[19..].contains(['+', '-']))
+}
+
+#[test]
+fn the_schema_checker_catches_what_it_should() {
+    let doc = doc();
+    let user = json!({ "$ref": "#/components/schemas/User" });
+    let mut errors = Vec::new();
+    check_schema(
+        &doc,
+        &user,
+        &json!({ "extension": "1001" }),
+        "",
+        &mut errors,
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("created_at")),
+        "{errors:?}"
+    );
+    let mut errors = Vec::new();
+    check_schema(
+        &doc,
+        &json!({ "$ref": "#/components/schemas/Issued" }),
+        &json!({ "extension": "10a1", "temporary": "yes", "temporary_expires_at": "soon", "pin": 1 }),
+        "",
+        &mut errors,
+    );
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    assert!(is_rfc3339("2026-11-27T12:17:55Z"));
+    assert!(!is_rfc3339("2026-11-27 12:17"));
+}
+
+// ---------------------------------------------------------------------------------------
+// The document on its own.
+
+#[test]
+fn document_is_valid_openapi_3_1() {
+    let doc = doc();
+    let version = doc["openapi"].as_str().expect("openapi is a string");
+    assert!(version.starts_with("3.1"), "openapi {version}");
+    for key in ["title", "version"] {
+        let v = doc["info"][key].as_str().unwrap_or_default();
+        assert!(!v.trim().is_empty(), "info.{key} is missing");
+    }
+    assert!(doc["paths"].as_object().is_some_and(|p| !p.is_empty()));
+
+    // Every $ref resolves to a components entry.
+    let mut all = Vec::new();
+    refs(&doc, "#", &mut all);
+    assert!(!all.is_empty());
+    for (at, r) in &all {
+        assert!(
+            r.starts_with("#/components/"),
+            "$ref {r} at {at} is not into components"
+        );
+        assert!(
+            doc.pointer(&r[1..]).is_some(),
+            "$ref {r} at {at} resolves to nothing"
+        );
+    }
+
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in [
+        "User",
+        "Issued",
+        "Error",
+        "AuditEvent",
+        "Report",
+        "Policy",
+        "ActiveCall",
+    ] {
+        assert!(
+            schemas[name]["type"] == "object",
+            "components.schemas.{name} is missing or not an object"
+        );
+    }
+    let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+    assert_eq!(schemes["bearer"]["type"], "http");
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+
+    let ops = operations(&doc);
+    assert!(!ops.is_empty());
+    let mut ids = BTreeSet::new();
+    for o in &ops {
+        let name = format!("{} {}", o.method, o.path);
+        assert!(o.path.starts_with('/'), "{name}");
+        if let Some(id) = o.op.get("operationId") {
+            assert!(
+                ids.insert(id.as_str().unwrap().to_owned()),
+                "{name}: operationId {id} twice"
+            );
+        }
+
+        // Responses: present, status keys, each with a description.
+        let responses = o.op["responses"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{name} has no responses"));
+        assert!(!responses.is_empty(), "{name} has no responses");
+        for (status, response) in responses {
+            let valid_key = status == "default"
+                || (status.len() == 3
+                    && status.as_bytes()[0].is_ascii_digit()
+                    && (status[1..].bytes().all(|b| b.is_ascii_digit()) || &status[1..] == "XX"));
+            assert!(valid_key, "{name}: response key {status}");
+            let response = resolve(&doc, response);
+            assert!(
+                response["description"].is_string(),
+                "{name} {status} has no description"
+            );
+            if status.starts_with('4') || status.starts_with('5') {
+                assert_eq!(
+                    response["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/Error",
+                    "{name} {status} is not an Error"
+                );
+            }
+        }
+
+        // Parameters: valid locations, and path templates and path parameters agree.
+        let mut seen = BTreeSet::new();
+        for p in &o.parameters {
+            let pname = p["name"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: parameter without name"));
+            let location = p["in"].as_str().unwrap();
+            assert!(
+                ["query", "header", "path", "cookie"].contains(&location),
+                "{name}: parameter {pname} in {location}"
+            );
+            assert!(seen.insert((pname, location)), "{name}: {pname} twice");
+            assert!(
+                p.get("schema").is_some() || p.get("content").is_some(),
+                "{name}: {pname} has no schema"
+            );
+            if location == "path" {
+                assert_eq!(
+                    p["required"], true,
+                    "{name}: path parameter {pname} not required"
+                );
+            }
+        }
+        let template: BTreeSet<String> = template_params(&o.path).into_iter().collect();
+        let declared: BTreeSet<String> = o
+            .parameters
+            .iter()
+            .filter(|p| p["in"] == "path")
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(template, declared, "{name}: path parameters");
+
+        // Request bodies: JSON bodies are closed objects, as the handlers refuse unknown fields.
+        if let Some(body) = o.op.get("requestBody") {
+            let body = resolve(&doc, body);
+            let content = body["content"].as_object().expect("requestBody.content");
+            assert!(!content.is_empty(), "{name}: empty requestBody.content");
+            if let Some(media) = content.get("application/json") {
+                let schema = resolve(&doc, &media["schema"]);
+                assert_eq!(schema["type"], "object", "{name}: body");
+                assert_eq!(
+                    schema["additionalProperties"], false,
+                    "{name}: the body must refuse unknown members"
+                );
+            }
+        }
+
+        // Security: bearer on /api/v1, none on /healthz and /metrics; schemes exist.
+        for requirement in security(&doc, o.op).into_iter().flatten() {
+            for scheme in requirement.as_object().unwrap().keys() {
+                assert!(schemes.contains_key(scheme), "{name}: no scheme {scheme}");
+            }
+        }
+        if o.path.starts_with("/api/v1/") {
+            assert!(
+                needs_bearer(&doc, o.op),
+                "{name} does not require the bearer token"
+            );
+            assert!(
+                responses.contains_key("401"),
+                "{name} does not document 401"
+            );
+        } else {
+            assert!(
+                security(&doc, o.op).is_none_or(Vec::is_empty),
+                "{name} must not require a token"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The document against the running router.
+
+/// The example body of an operation, or an empty one of its media type.
+fn example_body(op: &Value) -> Option<(String, Vec<u8>)> {
+    let content = op.get("requestBody")?["content"].as_object()?;
+    let (media, spec) = content.iter().next()?;
+    let bytes = match spec.get("example") {
+        Some(Value::String(s)) if media != "application/json" => s.clone().into_bytes(),
+        Some(v) => serde_json::to_vec(v).unwrap(),
+        None if media == "application/json" => b"{}".to_vec(),
+        None => Vec::new(),
+    };
+    Some((media.clone(), bytes))
+}
+
+fn create_mailbox(server: &Server) {
+    let token = token();
+    let reply = server.request(
+        "POST",
+        "/api/v1/users",
+        Some(&token),
+        Some((
+            "application/json",
+            format!(r#"{{"extension":"{EXT}"}}"#).as_bytes(),
+        )),
+    );
+    assert_eq!(reply.status, 201, "{reply:?}");
+}
+
+#[test]
+fn every_documented_operation_is_routed_and_answers_as_documented() {
+    let doc = doc();
+    let server = start();
+    create_mailbox(&server);
+    let token = token();
+
+    // Deletions last, so the other operations find the mailbox.
+    let mut ops = operations(&doc);
+    ops.sort_by_key(|o| (o.method == "DELETE", o.path.clone(), o.method.clone()));
+    let mut answered = BTreeMap::new();
+    for o in &ops {
+        let name = format!("{} {}", o.method, o.path);
+        let path = concrete(&o.path);
+        let body = example_body(o.op);
+        let body_ref = body.as_ref().map(|(t, b)| (t.as_str(), b.as_slice()));
+
+        // Without a token: 401 exactly where the document asks for one.
+        let anonymous = server.request(&o.method, &path, None, body_ref);
+        if needs_bearer(&doc, o.op) {
+            assert_eq!(
+                anonymous.status, 401,
+                "{name} without a token: {anonymous:?}"
+            );
+            assert_eq!(anonymous.error_code().as_deref(), Some("unauthorized"));
+            assert!(anonymous.header("www-authenticate").is_some());
+        } else {
+            assert_ne!(anonymous.status, 401, "{name} wants a token: {anonymous:?}");
+        }
+
+        let reply = server.request(&o.method, &path, Some(&token), body_ref);
+        assert!(!reply.is_no_such_route(), "{name} is not routed: {reply:?}");
+        assert!(
+            !reply.is_method_not_allowed(),
+            "{name}: the route does not take the method: {reply:?}"
+        );
+
+        // The status is documented, and the body fits the documented schema.
+        let status = reply.status.to_string();
+        let documented = o.op["responses"]
+            .get(&status)
+            .unwrap_or_else(|| panic!("{name} answered undocumented {status}: {reply:?}"));
+        let documented = resolve(&doc, documented);
+        match documented.get("content").and_then(Value::as_object) {
+            None => assert!(
+                reply.body.is_empty(),
+                "{name} {status} has an undocumented body"
+            ),
+            Some(content) => {
+                let content_type = reply.header("content-type").unwrap_or_default();
+                let media = content_type.split(';').next().unwrap().trim();
+                let spec = content
+                    .get(media)
+                    .unwrap_or_else(|| panic!("{name} {status}: undocumented {content_type}"));
+                if media == "application/json" {
+                    let value = reply
+                        .json()
+                        .unwrap_or_else(|| panic!("{name} {status}: not JSON"));
+                    let mut errors = Vec::new();
+                    check_schema(&doc, &spec["schema"], &value, "", &mut errors);
+                    assert!(errors.is_empty(), "{name} {status}: {errors:#?}\n{value:#}");
+                }
+            }
+        }
+        answered.insert(name, reply.status);
+    }
+
+    // The examples are good requests: the operations did their work.
+    for (name, status) in [
+        ("POST /api/v1/users", 201),
+        ("GET /api/v1/users/{ext}", 200),
+        ("POST /api/v1/users/{ext}/passcode", 200),
+        ("POST /api/v1/users/{ext}/unlock", 200),
+        ("POST /api/v1/users/reset", 200),
+        ("POST /api/v1/users/import", 200),
+        ("POST /api/v1/policy/check", 200),
+        ("GET /api/v1/audit", 200),
+        ("DELETE /api/v1/users/{ext}", 204),
+        ("GET /healthz", 200),
+        ("GET /api/v1/openapi.json", 200),
+    ] {
+        assert_eq!(answered.get(name), Some(&status), "{name}: {answered:?}");
+    }
+}
+
+#[test]
+fn every_routed_method_is_documented() {
+    let doc = doc();
+    let server = start();
+    create_mailbox(&server);
+    let token = token();
+
+    // The probes can tell: an unknown route and an unknown method are recognised.
+    let unknown = server.request("GET", "/api/v1/nothing-here", Some(&token), None);
+    assert!(unknown.is_no_such_route(), "{unknown:?}");
+    let wrong = server.request("PUT", "/api/v1/users", Some(&token), None);
+    assert!(wrong.is_method_not_allowed(), "{wrong:?}");
+    assert_eq!(wrong.error_code().as_deref(), Some("method_not_allowed"));
+
+    let documented: BTreeSet<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    let routed: Vec<&str> = vportal::admin::routes()
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    let routed_set: BTreeSet<String> = routed.iter().map(|p| (*p).to_owned()).collect();
+    assert_eq!(routed.len(), routed_set.len(), "a path is routed twice");
+    assert_eq!(
+        documented, routed_set,
+        "documented paths versus routed paths"
+    );
+
+    for path in routed {
+        for method in METHODS {
+            let reply = server.request(method, &concrete(path), Some(&token), None);
+            assert!(!reply.is_no_such_route(), "{method} {path}: {reply:?}");
+            let has = doc["paths"][path]
+                .get(method.to_ascii_lowercase())
+                .is_some();
+            if reply.is_method_not_allowed() {
+                assert_eq!(reply.error_code().as_deref(), Some("method_not_allowed"));
+                assert!(!has, "{method} {path} is documented but not routed");
+            } else {
+                assert!(
+                    has,
+                    "{method} {path} is routed ({}) but not documented",
+                    reply.status
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_served_document_is_the_file() {
+    let server = start();
+    let token = token();
+    let reply = server.request("GET", "/api/v1/openapi.json", Some(&token), None);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(
+        reply
+            .header("content-type")
+            .map(|v| v.split(';').next().unwrap().trim()),
+        Some("application/json")
+    );
+    assert!(
+        reply.body == DOC.as_bytes(),
+        "the served document differs from the file"
+    );
+    let anonymous = server.request("GET", "/api/v1/openapi.json", None, None);
+    assert_eq!(anonymous.status, 401);
+}
+
+#[test]
+fn documented_body_limits_hold() {
+    let doc = doc();
+    let server = start();
+    let token = token();
+    // JSON bodies: 64 KiB at most.
+    let big = format!(
+        r#"{{"extension":"1001","name":"{}"}}"#,
+        "a".repeat(70 * 1024)
+    );
+    let reply = server.request(
+        "POST",
+        "/api/v1/users",
+        Some(&token),
+        Some(("application/json", big.as_bytes())),
+    );
+    assert_eq!(reply.status, 413, "{reply:?}");
+    assert_eq!(reply.error_code().as_deref(), Some("payload_too_large"));
+    assert!(doc["paths"]["/api/v1/users"]["post"]["responses"]["413"].is_object());
+    // CSV imports: more than the JSON limit is read (rows are then judged), 4 MiB is not.
+    let csv = format!("extension,name\n1001,{}\n", "a".repeat(70 * 1024));
+    let reply = server.request(
+        "POST",
+        "/api/v1/users/import",
+        Some(&token),
+        Some(("text/csv", csv.as_bytes())),
+    );
+    assert_ne!(reply.status, 413, "{reply:?}");
+    let import = &doc["paths"]["/api/v1/users/import"]["post"]["responses"];
+    assert!(import[reply.status.to_string()].is_object(), "{reply:?}");
+    let huge = format!("extension,name\n1001,{}\n", "a".repeat(4 * 1024 * 1024));
+    let reply = server.request(
+        "POST",
+        "/api/v1/users/import",
+        Some(&token),
+        Some(("text/csv", huge.as_bytes())),
+    );
+    assert_eq!(reply.status, 413, "{reply:?}");
+    assert!(import["413"].is_object());
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Concurrent logged-in calls sitting in the menu, measured at the receiving end.
+#
+#   tests/load/menu-calls.sh [CALLS] [LOGINS_PER_SECOND]      (default: 3000 50)
+#
+# Provisions CALLS mailboxes (40000…, permanent passcode 48826) with the CLI, starts the
+# release build of `vportal serve` pinned to CPU 1 with a dialplan whose menu waits a minute
+# per prompt, and runs the load caller (examples/load_caller.rs --login) pinned to CPU 0: it
+# sets up CALLS calls, logs each one in with RFC 4733 keys (argon2 check included), measures
+# 10 s of the menu prompts' RTP (per-stream largest gap, jitter, loss, server CPU and memory),
+# then presses `*` in every call and counts the server's goodbye BYEs. Prints how many
+# logins the server recorded. Loopback only; bounded in count and time.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+calls="${1:-3000}"
+rate="${2:-50}"
+(cd "$root" && cargo build --release --quiet && cargo build --release --quiet --example load_caller)
+vportal="$root/target/release/vportal"
+
+work=$(mktemp -d)
+pid=""
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+cd "$work"
+"$vportal" init >/dev/null
+echo "provisioning $calls mailboxes…"
+seq 40000 $((40000 + calls - 1)) | xargs -P 2 -I{} sh -c 'printf 48826 | "$1" user add {} --passcode-stdin >/dev/null' _ "$vportal"
+mkdir dialplans
+cat >dialplans/default.toml <<'PLAN'
+# Callers who sit in the menu: a minute per prompt, five reprompts.
+[defaults]
+first_digit_timeout = "60s"
+inter_digit_timeout = "10s"
+reprompts = 5
+max_call_duration = "1h"
+
+[[route]]
+match = "8500"
+application = "voice-portal"
+PLAN
+RUST_LOG=warn,vportal::server=info,vportal::server::call=info taskset -c 1 "$vportal" serve --no-admin \
+  --sip 127.0.0.1:0 --rtp-ports 10000-30000 --prompts "$root/prompts" >serve.out 2>serve.log &
+pid=$!
+addr=""
+for _ in $(seq 1 100); do
+  addr=$(sed -n 's/.*listening sip=\([0-9.]*:[0-9]*\).*/\1/p' serve.log | head -n 1)
+  [ -n "$addr" ] && break; sleep 0.1
+done
+[ -n "$addr" ] || { echo "vportal did not start" >&2; cat serve.log >&2; exit 1; }
+echo "vportal $addr (pid $pid, CPU 1); $calls calls logging in at $rate/s from CPU 0"
+taskset -c 0 timeout $((calls / rate + 240)) "$root/target/release/examples/load_caller" \
+  --server "$addr" --calls "$calls" --rate 300 --login 40000,48826 --login-rate "$rate" \
+  --settle 10 --measure 10 --pid "$pid"
+echo "logins recorded by the server: $(grep -c 'logged in mailbox=' serve.log || true)"
+echo "server warnings and errors: $(grep -c -E ' (WARN|ERROR) ' serve.log || true)"
