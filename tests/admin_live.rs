@@ -150,3 +150,65 @@ fn a_passcode_reset_over_http_works_on_the_next_call_and_the_api_shows_the_chang
     }
     assert!(!metrics.body.contains("vportal_rtp_packets_sent_total 0\n"));
 }
+
+#[test]
+fn the_side_port_refuses_plain_http_off_loopback_and_serves_https_with_a_certificate() {
+    let w = Workdir::new();
+    w.run(&["init"]).ok();
+    // Off loopback without TLS: refused before anything is bound (nothing is sent anywhere).
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vportal"))
+        .args(["serve", "--sip", "127.0.0.1:0", "--admin", "0.0.0.0:0"])
+        .args(["--prompts", concat!(env!("CARGO_MANIFEST_DIR"), "/prompts")])
+        .current_dir(w.path())
+        .env_remove("VPORTAL_CONFIG")
+        .env_remove("VPORTAL_DB")
+        .env_remove("VPORTAL_PEPPER")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + CALL;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("serve did not refuse a non-loopback admin address without TLS");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("not a loopback address") && stderr.contains("--admin-insecure"),
+        "{stderr}"
+    );
+
+    // With a certificate and key it speaks HTTPS only: plain HTTP gets no HTTP answer.
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let config = w.path().join("tls.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[admin]\ntls_cert = \"{fixtures}/admin-tls.crt\"\ntls_key = \"{fixtures}/admin-tls.key\"\n"
+        ),
+    )
+    .unwrap();
+    let server = ServerProcess::start(&w, "32500-32598", &["--config", config.to_str().unwrap()]);
+    assert!(server.log().contains("scheme=https"), "{}", server.log());
+    let admin = server.admin.unwrap();
+    let mut stream = std::net::TcpStream::connect(admin).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    std::io::Write::write_all(&mut stream, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
