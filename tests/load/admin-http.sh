@@ -13,6 +13,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+. "$here/lib.sh"
 calls="${1:-100}"
 seconds="${2:-10}"
 command -v wrk >/dev/null || { echo "wrk is missing (apt-get install wrk)" >&2; exit 1; }
@@ -34,13 +35,8 @@ RUST_LOG=warn,vportal::admin=info,vportal::server=info taskset -c 1 "$vportal" s
   --sip 127.0.0.1:0 --admin 127.0.0.1:0 --rtp-ports 36000-39998 --prompts "$root/prompts" \
   >serve.out 2>serve.log &
 pid=$!
-sip="" admin=""
-for _ in $(seq 1 100); do
-  sip=$(sed -n 's/.*listening sip=\([0-9.]*:[0-9]*\).*/\1/p' serve.log | head -n 1)
-  admin=$(sed -n 's/.*listening admin=\([0-9.]*:[0-9]*\).*/\1/p' serve.log | head -n 1)
-  [ -n "$sip" ] && [ -n "$admin" ] && break; sleep 0.1
-done
-[ -n "$admin" ] || { echo "vportal did not start" >&2; cat serve.log >&2; exit 1; }
+sip=$(listening sip)
+admin=$(listening admin)
 echo "vportal sip=$sip admin=$admin (pid $pid, CPU 1); $calls calls and wrk on CPU 0"
 
 round() {

@@ -16,6 +16,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+. "$here/lib.sh"
 rates=("$@")
 [ ${#rates[@]} -gt 0 ] || rates=(60 70 75 80)
 command -v sipp >/dev/null || { echo "install SIPp (apt-get install sip-tester)" >&2; exit 2; }
@@ -27,19 +28,13 @@ pid=""
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 cd "$work"
 "$vportal" init >/dev/null
-# Permanent passcodes (a CSV import would make them temporary), two mailboxes at a time.
-seq 20000 22999 | xargs -P 2 -I{} sh -c 'printf 48826 | "$1" user add {} --passcode-stdin >/dev/null' _ "$vportal"
+provision 20000 3000
 { echo SEQUENTIAL; for e in $(seq 20000 22999); do echo "$e" | sed 's/./&;/g'; done; } >mailboxes.csv
 
 RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve --no-admin --sip 127.0.0.1:0 --rtp-ports 34000-39998 \
   --prompts "$root/prompts" >serve.out 2>serve.log &
 pid=$!
-addr=""
-for _ in $(seq 1 100); do
-  addr=$(sed -n 's/.*listening sip=\([0-9.]*:[0-9]*\).*/\1/p' serve.log | head -n 1)
-  [ -n "$addr" ] && break; sleep 0.1
-done
-[ -n "$addr" ] || { echo "vportal did not start" >&2; cat serve.log >&2; exit 1; }
+addr=$(listening sip)
 echo "vportal $addr (pid $pid, CPU 1); SIPp on CPU 0"
 
 ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }

@@ -11,6 +11,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+. "$here/lib.sh"
 callers="${1:-50}"
 seconds="${2:-60}"
 (cd "$root" && cargo build --release --quiet && cargo build --release --quiet --example login_latency)
@@ -21,16 +22,11 @@ pid=""
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 cd "$work"
 "$vportal" init >/dev/null
-seq 30000 $((30000 + callers - 1)) | xargs -P 2 -I{} sh -c 'printf 48826 | "$1" user add {} --passcode-stdin >/dev/null' _ "$vportal"
+provision 30000 "$callers"
 RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve --no-admin \
   --sip 127.0.0.1:0 --rtp-ports 34000-39998 --prompts "$root/prompts" >serve.out 2>serve.log &
 pid=$!
-addr=""
-for _ in $(seq 1 100); do
-  addr=$(sed -n 's/.*listening sip=\([0-9.]*:[0-9]*\).*/\1/p' serve.log | head -n 1)
-  [ -n "$addr" ] && break; sleep 0.1
-done
-[ -n "$addr" ] || { echo "vportal did not start" >&2; cat serve.log >&2; exit 1; }
+addr=$(listening sip)
 echo "vportal $addr (pid $pid, CPU 1); $callers callers on CPU 0 for ${seconds}s"
 t0=$(awk '{print $14 + $15}' "/proc/$pid/stat"); s0=$(date +%s.%N)
 taskset -c 0 timeout $((seconds + 60)) "$root/target/release/examples/login_latency" --server "$addr" \

@@ -13,6 +13,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+. "$here/lib.sh"
 calls="${1:-3000}"
 rate="${2:-50}"
 (cd "$root" && cargo build --release --quiet && cargo build --release --quiet --example load_caller)
@@ -24,7 +25,7 @@ trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 cd "$work"
 "$vportal" init >/dev/null
 echo "provisioning $calls mailboxes…"
-seq 40000 $((40000 + calls - 1)) | xargs -P 2 -I{} sh -c 'printf 48826 | "$1" user add {} --passcode-stdin >/dev/null' _ "$vportal"
+provision 40000 "$calls"
 mkdir dialplans
 cat >dialplans/default.toml <<'PLAN'
 # Callers who sit in the menu: a minute per prompt, five reprompts.
@@ -41,12 +42,7 @@ PLAN
 RUST_LOG=warn,vportal::server=info,vportal::server::call=info taskset -c 1 "$vportal" serve --no-admin \
   --sip 127.0.0.1:0 --rtp-ports 10000-30000 --prompts "$root/prompts" >serve.out 2>serve.log &
 pid=$!
-addr=""
-for _ in $(seq 1 100); do
-  addr=$(sed -n 's/.*listening sip=\([0-9.]*:[0-9]*\).*/\1/p' serve.log | head -n 1)
-  [ -n "$addr" ] && break; sleep 0.1
-done
-[ -n "$addr" ] || { echo "vportal did not start" >&2; cat serve.log >&2; exit 1; }
+addr=$(listening sip)
 echo "vportal $addr (pid $pid, CPU 1); $calls calls logging in at $rate/s from CPU 0"
 taskset -c 0 timeout $((calls / rate + 240)) "$root/target/release/examples/load_caller" \
   --server "$addr" --calls "$calls" --rate 300 --login 40000,48826 --login-rate "$rate" \

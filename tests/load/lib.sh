@@ -1,0 +1,19 @@
+# Shared by the load scripts (sourced, not run): provisioning and waiting for the server.
+
+# provision FIRST COUNT: mailboxes FIRST… with the permanent passcode 48826, two at a time
+# (a CSV import would make the passcodes temporary). Needs $vportal; run in the work dir.
+provision() {
+  seq "$1" $(($1 + $2 - 1)) | xargs -P 2 -I{} sh -c 'printf 48826 | "$1" user add {} --passcode-stdin >/dev/null' _ "$vportal"
+}
+
+# listening WHAT: prints the address serve.log says `WHAT` (sip or admin) listens on,
+# waiting up to 10 s; fails with the log when the server did not start.
+listening() {
+  local found=""
+  for _ in $(seq 1 100); do
+    found=$(sed -n "s/.*listening $1=\([0-9.]*:[0-9]*\).*/\1/p" serve.log | head -n 1)
+    [ -n "$found" ] && { echo "$found"; return 0; }
+    sleep 0.1
+  done
+  echo "vportal did not start" >&2; cat serve.log >&2; return 1
+}
