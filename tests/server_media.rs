@@ -122,3 +122,72 @@ fn keys_by_rfc4733_info_and_tones_are_heard_in_order_and_strangers_are_not() {
         assert!(!log.contains(passcode), "a passcode in the log:\n{log}");
     }
 }
+
+#[test]
+fn symmetric_rtp_latches_once_onto_the_callers_real_source() {
+    let w = provisioned(&[("1001", "4826")]);
+    let config = w.path().join("nat.toml");
+    std::fs::write(&config, "[rtp]\nsymmetric = true\n").unwrap();
+    let server = ServerProcess::start(&w, "31500-31598", &["--config", config.to_str().unwrap()]);
+    let mut c = Phone::dial(&server, "8500", "1001");
+    let before = receive(&c.rtp.socket, Duration::from_millis(200));
+    assert!(before.len() >= 5, "media goes to the SDP's address first");
+
+    // Behind a NAT the caller's media really comes from another port.
+    let nat = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut caller = RtpOut::new(nat.try_clone().unwrap(), c.server_rtp);
+    caller.keys(101, "1001#");
+    let to_nat = receive(&nat, Duration::from_millis(400));
+    assert!(
+        to_nat.len() >= 15,
+        "media follows the latched source: {}",
+        to_nat.len()
+    );
+    let to_sdp = receive(&c.rtp.socket, Duration::from_millis(300));
+    assert!(
+        to_sdp.is_empty(),
+        "{} packets still went to the SDP's address",
+        to_sdp.len()
+    );
+
+    // Latched once: neither a stranger nor the SDP's address can key the passcode.
+    let mut stranger = RtpOut::new(UdpSocket::bind("127.0.0.1:0").unwrap(), c.server_rtp);
+    stranger.keys(101, "4826#");
+    c.keys("4826#");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        server.log().matches("login checked").count(),
+        0,
+        "{}",
+        server.log()
+    );
+    caller.keys(101, "4826#");
+    assert!(
+        wait_for_log(&server, "logged in mailbox=1001", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    assert_eq!(server.log().matches("login checked").count(), 1);
+}
+
+#[test]
+fn keys_are_heard_after_the_callers_port_was_closed_for_a_while() {
+    let w = provisioned(&[("1001", "4826")]);
+    let server = ServerProcess::start(&w, "31600-31698", &[]);
+    let mut c = Phone::dial(&server, "8500", "1001");
+    // The caller's media port closes: the server's packets draw ICMP "port unreachable",
+    // which its connected socket reports on the next send and read.
+    let port = c.rtp.socket.local_addr().unwrap();
+    c.rtp.socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // It opens again: media flows and keys are heard.
+    c.rtp.socket = UdpSocket::bind(port).unwrap();
+    let back = receive(&c.rtp.socket, Duration::from_millis(300));
+    assert!(back.len() >= 10, "media resumed: {} packets", back.len());
+    c.keys("1001#4826#");
+    assert!(
+        wait_for_log(&server, "logged in mailbox=1001", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+}

@@ -10,4 +10,5 @@ pub mod prompts;
 pub mod resample;
 pub mod rfc4733;
 pub mod rtp;
+pub mod schedule;
 pub mod stream;

@@ -218,6 +218,16 @@ impl RtpReceiver {
         self.expected
     }
 
+    /// The source that can no longer change by itself: the SDP's address, or with latching
+    /// the address latched onto. The shell may connect the socket to it, so that the kernel
+    /// drops everyone else's datagrams and sends take the cached route.
+    pub fn settled_source(&self) -> Option<SocketAddr> {
+        match self.latching {
+            Latching::Once if !self.latched => None,
+            _ => self.expected,
+        }
+    }
+
     /// A new SDP address (re-INVITE). A latched source stays latched.
     pub fn update_expected(&mut self, expected: Option<SocketAddr>) {
         if !self.latched {
@@ -358,11 +368,29 @@ mod tests {
         let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let other: SocketAddr = "127.0.0.1:40002".parse().unwrap();
         let mut r = RtpReceiver::new(None, Latching::Once);
+        assert_eq!(
+            r.settled_source(),
+            None,
+            "nothing to settle on before the latch"
+        );
         assert!(r.accept(nat, &rtp(1, 1)).is_some());
         assert_eq!(r.source(), Some(nat));
+        assert_eq!(r.settled_source(), Some(nat));
         assert!(r.accept(other, &rtp(2, 1)).is_none(), "no second latch");
         r.update_expected(Some(other));
         assert_eq!(r.source(), Some(nat), "a latched source stays");
+        assert_eq!(r.settled_source(), Some(nat));
+        // An SDP address given before the latch is where media goes, but not yet settled.
+        let sdp: SocketAddr = "127.0.0.1:6000".parse().unwrap();
+        let waiting = RtpReceiver::new(Some(sdp), Latching::Once);
+        assert_eq!(
+            (waiting.source(), waiting.settled_source()),
+            (Some(sdp), None)
+        );
+        assert_eq!(
+            RtpReceiver::new(Some(sdp), Latching::Off).settled_source(),
+            Some(sdp)
+        );
         // Without latching and without an SDP address nothing is trusted.
         let mut closed = RtpReceiver::new(None, Latching::Off);
         assert!(closed.accept(nat, &rtp(1, 1)).is_none());

@@ -102,10 +102,14 @@ impl Outbound {
         if now < self.next_due {
             return None;
         }
-        // Too far behind: skip the frames that can no longer be sent on time.
+        // Too far behind: skip the frames that can no longer be sent on time. (The division
+        // is done only then: it is the costly part of a packet's arithmetic.)
         let behind = now.duration_since(self.next_due);
-        let missed =
-            u32::try_from(behind.as_nanos() / self.ptime.as_nanos().max(1)).unwrap_or(u32::MAX);
+        let missed = if behind > self.ptime * MAX_CATCH_UP {
+            u32::try_from(behind.as_nanos() / self.ptime.as_nanos().max(1)).unwrap_or(u32::MAX)
+        } else {
+            0
+        };
         if missed > MAX_CATCH_UP {
             for _ in MAX_CATCH_UP..missed {
                 let frame = self

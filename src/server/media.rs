@@ -1,18 +1,18 @@
 //! The media thread: all RTP of all calls, sent and received on one thread.
 //!
 //! One `mio` poll holds every call's RTP socket, registered for readability only, and one
-//! timer heap orders every stream by its next packet. The thread sleeps until the earliest
-//! packet is due or a datagram or a command arrives, then sends every packet due and reads
-//! every datagram waiting: a thousand calls cost one wake-up per millisecond, not a thousand
-//! timers. Sockets are not registered for writability: nothing waits for it, and with write
+//! timing wheel ([`Schedule`]) orders every stream by its next packet. The thread sleeps
+//! until the earliest packet is due or a datagram or a command arrives, then sends every
+//! packet due and reads every datagram waiting: a thousand calls cost one wake-up per
+//! millisecond, not a thousand timers. Each socket is connected to the call's media source
+//! once that is settled (see [`Stream::follow_source`]). Sockets are not registered for writability: nothing waits for it, and with write
 //! interest every packet sent would raise a readiness event (measured: a sixth of the
 //! server's time at 3,000 streams).
 //!
 //! Incoming RTP is filtered (only the call's media source is trusted) and run through the
 //! key detectors here; call tasks hear only key presses and the ends of playbacks.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +31,7 @@ use crate::media::player::Playback;
 use crate::media::ports::PortAllocator;
 use crate::media::rfc4733::TelephoneEvents;
 use crate::media::rtp::{Latching, Pt, RtpReceiver};
+use crate::media::schedule::Schedule;
 use crate::media::stream::Outbound;
 use crate::sip::endpoint::CallHandle;
 use crate::sip::sdp::{Codec, Negotiated};
@@ -209,11 +210,35 @@ pub(crate) fn law(codec: Codec) -> Law {
 struct Stream {
     call_id: String,
     socket: UdpSocket,
+    /// The address the socket is connected to: the call's settled media source.
+    peer: Option<SocketAddr>,
+    /// Where media goes: the listener's source, kept here because every packet needs it
+    /// and the listener is only needed when something arrives.
+    remote: Option<SocketAddr>,
     _lease: PortLease,
     out: Outbound,
-    listener: Listener,
+    listener: Box<Listener>,
     sending: bool,
     events: mpsc::UnboundedSender<MediaEvent>,
+}
+
+impl Stream {
+    /// Follows the listener's media source, and connects the socket to it once that is
+    /// settled (the SDP's address, or the latched one). The kernel then drops anyone
+    /// else's datagrams before they reach us, and sends take the socket's cached route
+    /// instead of a lookup per packet (measured: 13 % less CPU per packet on loopback).
+    fn follow_source(&mut self) {
+        self.remote = self.listener.receiver.source();
+        let settled = self.listener.receiver.settled_source();
+        if let Some(peer) = settled.filter(|_| settled != self.peer) {
+            match self.socket.connect(peer) {
+                Ok(()) => self.peer = settled,
+                Err(e) => {
+                    tracing::debug!(call_id = %self.call_id, error = %e, "RTP socket not connected")
+                }
+            }
+        }
+    }
 }
 
 struct Thread {
@@ -224,7 +249,9 @@ struct Thread {
     streams: Vec<Option<Stream>>,
     free: Vec<usize>,
     tokens: HashMap<CallHandle, Token>,
-    heap: BinaryHeap<Reverse<(Instant, Token)>>,
+    schedule: Schedule<Token>,
+    /// The streams due, taken from the schedule (kept to reuse its allocation).
+    due: Vec<(Instant, Token)>,
     rng: rand::rngs::StdRng,
     keys: Vec<DigitEvent>,
     datagram: Vec<u8>,
@@ -239,7 +266,8 @@ impl Thread {
             streams: Vec::new(),
             free: Vec::new(),
             tokens: HashMap::new(),
-            heap: BinaryHeap::new(),
+            schedule: Schedule::new(Instant::now()),
+            due: Vec::new(),
             rng: rand::make_rng(),
             keys: Vec::new(),
             datagram: vec![0; 2_048],
@@ -250,9 +278,9 @@ impl Thread {
         let mut events = Events::with_capacity(1_024);
         loop {
             let timeout = self
-                .heap
-                .peek()
-                .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()));
+                .schedule
+                .next_wake()
+                .map(|at| at.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "media poll failed; media stops");
@@ -316,22 +344,27 @@ impl Thread {
                     media.ptime_ms,
                     &mut self.rng,
                 );
-                self.heap.push(Reverse((out.poll_timeout(), token)));
+                self.schedule.insert(out.poll_timeout(), token);
                 self.tokens.insert(call, token);
-                self.streams[slot] = Some(Stream {
+                let mut stream = Stream {
                     call_id,
                     socket,
+                    peer: None,
+                    remote: None,
                     _lease: lease,
                     out,
-                    listener: Listener::new(&media, self.config),
+                    listener: Box::new(Listener::new(&media, self.config)),
                     sending: media.direction.sends(),
                     events,
-                });
+                };
+                stream.follow_source();
+                self.streams[slot] = Some(stream);
             }
             MediaCommand::Update(call, media) => {
                 let config = self.config;
                 if let Some(s) = self.stream(call) {
                     s.listener.configure(&media, config);
+                    s.follow_source();
                     s.sending = media.direction.sends();
                     if let Some(pt) = Pt::new(media.payload_type) {
                         s.out.set_codec(pt, law(media.codec));
@@ -348,7 +381,7 @@ impl Thread {
                         let _ = s.events.send(MediaEvent::PlaybackDone(replaced));
                     }
                     let due = s.out.poll_timeout();
-                    self.heap.push(Reverse((due, token)));
+                    self.schedule.insert(due, token);
                 }
             }
             MediaCommand::BargeIn(call) => {
@@ -396,6 +429,10 @@ impl Thread {
         else {
             return;
         };
+        // Readiness is edge-triggered: read until the socket is empty. An error (a
+        // connected socket reports the caller's ICMP "port unreachable" once) is consumed by
+        // the read that returns it; a few in a row mean something else is wrong.
+        let mut errors = 0;
         loop {
             match s.socket.recv_from(&mut self.datagram) {
                 Ok((n, from)) => {
@@ -405,19 +442,21 @@ impl Thread {
                         let _ = s.events.send(MediaEvent::Key(key));
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) if errors < 4 => errors += 1,
+                Err(_) => break,
             }
         }
+        // Symmetric RTP may just have latched onto the caller's source.
+        s.follow_source();
     }
 
     /// Sends every packet due at `now`.
     fn send_due(&mut self, now: Instant) {
-        while let Some(Reverse((at, token))) = self.heap.peek().copied() {
-            if at > now {
-                return;
-            }
-            self.heap.pop();
+        let mut due = std::mem::take(&mut self.due);
+        self.schedule.pop_due(now, &mut due);
+        let mut sent_total = 0;
+        for (at, token) in due.drain(..) {
             let Some(s) = self
                 .streams
                 .get_mut(token.0.wrapping_sub(1))
@@ -425,23 +464,30 @@ impl Thread {
             else {
                 continue;
             };
+            // Rescheduled since (a prompt started at once), or a new stream in the slot.
             if s.out.poll_timeout() != at {
                 continue;
             }
             // Symmetric RTP may have latched onto the caller's real source: send there.
-            let remote = s.listener.receiver.source();
+            let remote = s.remote;
+            let connected = remote.is_some() && remote == s.peer;
             while let Some(packet) = s.out.poll_packet(now) {
                 if let (true, Some(remote)) = (s.sending, remote) {
                     // A full socket buffer drops this one packet; the next is on time.
-                    if s.socket.send_to(packet.bytes, remote).is_ok() {
-                        RTP_PACKETS_SENT.fetch_add(1, Ordering::Relaxed);
-                    }
+                    let sent = if connected {
+                        s.socket.send(packet.bytes)
+                    } else {
+                        s.socket.send_to(packet.bytes, remote)
+                    };
+                    sent_total += u64::from(sent.is_ok());
                 }
                 if let Some(token) = packet.frame.finished {
                     let _ = s.events.send(MediaEvent::PlaybackDone(token));
                 }
             }
-            self.heap.push(Reverse((s.out.poll_timeout(), token)));
+            self.schedule.insert(s.out.poll_timeout(), token);
         }
+        self.due = due;
+        RTP_PACKETS_SENT.fetch_add(sent_total, Ordering::Relaxed);
     }
 }
