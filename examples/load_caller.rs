@@ -33,6 +33,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{StreamStats, cpu_percent, proc_usage, report_streams, rtp_numbers};
+
 struct Args {
     server: SocketAddr,
     calls: usize,
@@ -84,47 +89,6 @@ fn args() -> Args {
 
 /// Intervals kept for the percentiles (about 100 s of 100 calls).
 const MAX_INTERVALS: usize = 500_000;
-
-/// What the receiver learnt about one stream.
-#[derive(Default)]
-struct StreamStats {
-    packets: u64,
-    first_seq: Option<u16>,
-    last_seq: u16,
-    last_arrival: Option<Instant>,
-    last_ts: u32,
-    max_gap: Duration,
-    /// When the largest gap ended.
-    max_gap_at: Option<Instant>,
-    /// RFC 3550 A.8 interarrival jitter, in timestamp units (1/8000 s).
-    jitter: f64,
-}
-
-/// CPU time (user + system, in clock ticks) and resident memory (kB) of a process.
-fn proc_usage(pid: u32) -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(") ")?.1;
-    let fields: Vec<&str> = after.split(' ').collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some((ticks, rss))
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 fn main() {
     let a = args();
@@ -184,28 +148,13 @@ fn main() {
                     max_any = max_any.max(now - prev);
                 }
                 last_any = Some(now);
-                let seq = u16::from_be_bytes([buf[2], buf[3]]);
-                let ts = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
-                let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
-                let s = local.entry(ssrc).or_default();
-                if let Some(prev) = s.last_arrival {
-                    let gap = now - prev;
-                    if intervals.len() < MAX_INTERVALS {
-                        intervals.push(gap.as_secs_f32() * 1_000.0);
-                    }
-                    if gap > s.max_gap {
-                        s.max_gap = gap;
-                        s.max_gap_at = Some(now);
-                    }
-                    // D(i-1,i) = (Rj - Ri) - (Sj - Si), in timestamp units.
-                    let d = gap.as_secs_f64() * 8_000.0 - f64::from(ts.wrapping_sub(s.last_ts));
-                    s.jitter += (d.abs() - s.jitter) / 16.0;
+                let Some((seq, ts, ssrc)) = rtp_numbers(&buf[..n]) else {
+                    continue;
+                };
+                let gap = local.entry(ssrc).or_default().record(now, seq, ts);
+                if let Some(gap) = gap.filter(|_| intervals.len() < MAX_INTERVALS) {
+                    intervals.push(gap.as_secs_f32() * 1_000.0);
                 }
-                s.first_seq.get_or_insert(seq);
-                s.last_seq = seq;
-                s.last_arrival = Some(now);
-                s.last_ts = ts;
-                s.packets += 1;
             }
             println!(
                 "largest gap between any two packets: {:.1} ms",
@@ -440,7 +389,6 @@ fn report(
     calls: usize,
 ) {
     let stats = stats.lock().unwrap();
-    let streams = stats.len();
     if std::env::var_os("LOAD_CALLER_DEBUG").is_some() {
         let mut buckets = [0_u32; 20];
         for s in stats.values() {
@@ -451,43 +399,9 @@ fn report(
         }
         println!("worst gaps by half-second of the window: {buckets:?}");
     }
-    let mut max_gaps: Vec<f64> = stats
-        .values()
-        .map(|s| s.max_gap.as_secs_f64() * 1_000.0)
-        .collect();
-    max_gaps.sort_by(f64::total_cmp);
-    let mut jitters: Vec<f64> = stats.values().map(|s| s.jitter / 8.0).collect();
-    jitters.sort_by(f64::total_cmp);
-    let packets: u64 = stats.values().map(|s| s.packets).sum();
-    let expected: u64 = stats
-        .values()
-        .map(|s| u64::from(s.last_seq.wrapping_sub(s.first_seq.unwrap_or(s.last_seq))) + 1)
-        .sum();
-    println!(
-        "streams measured: {streams} over {:.1} s",
-        elapsed.as_secs_f64()
-    );
-    println!(
-        "packets: {packets} ({:.0}/s, {:.1}/s per stream), lost: {}",
-        packets as f64 / elapsed.as_secs_f64(),
-        packets as f64 / elapsed.as_secs_f64() / streams.max(1) as f64,
-        expected.saturating_sub(packets)
-    );
-    println!(
-        "per-stream max gap (ms): p50 {:.1}  p95 {:.1}  max {:.1}",
-        percentile(&max_gaps, 0.5),
-        percentile(&max_gaps, 0.95),
-        max_gaps.last().copied().unwrap_or(0.0)
-    );
-    println!(
-        "interarrival jitter (ms): p50 {:.2}  p95 {:.2}  max {:.2}",
-        percentile(&jitters, 0.5),
-        percentile(&jitters, 0.95),
-        jitters.last().copied().unwrap_or(0.0)
-    );
+    report_streams(stats.values(), elapsed);
     if let (Some((_, rss0)), Some((ticks1, rss1)), Some((ticks2, _))) = (baseline, before, after) {
-        let hz = 100.0;
-        let cpu = (ticks2 - ticks1) as f64 / hz / elapsed.as_secs_f64() * 100.0;
+        let cpu = cpu_percent((ticks1, 0), (ticks2, 0), elapsed);
         println!("server CPU: {cpu:.0}% of one core");
         println!(
             "server RSS: {rss0} kB idle, {rss1} kB with {} calls: {:.1} KiB per call",

@@ -24,6 +24,11 @@ use std::time::{Duration, Instant};
 
 use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::percentile;
+
 struct Args {
     server: SocketAddr,
     callers: u32,
@@ -279,14 +284,6 @@ fn call(
         }
     }
     false
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn main() {

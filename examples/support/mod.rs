@@ -1,0 +1,133 @@
+//! What the load tools share: arrival statistics of RTP streams, percentiles, and a
+//! process's CPU time and memory from `/proc`.
+
+// Each tool uses its own part of this module.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::{Duration, Instant};
+
+/// How one RTP stream arrived.
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    pub packets: u64,
+    pub first_seq: Option<u16>,
+    pub last_seq: u16,
+    pub last_arrival: Option<Instant>,
+    pub last_ts: u32,
+    /// The largest interval between two of its packets.
+    pub max_gap: Duration,
+    /// When the largest gap ended.
+    pub max_gap_at: Option<Instant>,
+    /// RFC 3550 A.8 interarrival jitter, in timestamp units (1/8000 s).
+    pub jitter: f64,
+}
+
+impl StreamStats {
+    /// A packet with sequence number `seq` and timestamp `ts` arrived `now`; returns the
+    /// interval since the stream's previous packet.
+    pub fn record(&mut self, now: Instant, seq: u16, ts: u32) -> Option<Duration> {
+        let gap = self.last_arrival.map(|prev| now - prev);
+        if let Some(gap) = gap {
+            if gap > self.max_gap {
+                self.max_gap = gap;
+                self.max_gap_at = Some(now);
+            }
+            // D(i-1,i) = (Rj - Ri) - (Sj - Si), in timestamp units.
+            let d = gap.as_secs_f64() * 8_000.0 - f64::from(ts.wrapping_sub(self.last_ts));
+            self.jitter += (d.abs() - self.jitter) / 16.0;
+        }
+        self.first_seq.get_or_insert(seq);
+        self.last_seq = seq;
+        self.last_arrival = Some(now);
+        self.last_ts = ts;
+        self.packets += 1;
+        gap
+    }
+
+    /// Packets the sequence numbers say were sent (first to last).
+    pub fn expected(&self) -> u64 {
+        u64::from(
+            self.last_seq
+                .wrapping_sub(self.first_seq.unwrap_or(self.last_seq)),
+        ) + 1
+    }
+}
+
+/// The sequence number and timestamp of an RTP packet (`None` if too short).
+pub fn rtp_numbers(packet: &[u8]) -> Option<(u16, u32, u32)> {
+    let header = packet.get(..12)?;
+    Some((
+        u16::from_be_bytes([header[2], header[3]]),
+        u32::from_be_bytes([header[4], header[5], header[6], header[7]]),
+        u32::from_be_bytes([header[8], header[9], header[10], header[11]]),
+    ))
+}
+
+/// Prints what the streams' arrivals looked like over `elapsed`: packets and loss, the
+/// distribution of each stream's largest gap, and of its jitter.
+pub fn report_streams<'a>(stats: impl Iterator<Item = &'a StreamStats>, elapsed: Duration) {
+    let stats: Vec<&StreamStats> = stats.collect();
+    let streams = stats.len();
+    let mut max_gaps: Vec<f64> = stats
+        .iter()
+        .map(|s| s.max_gap.as_secs_f64() * 1_000.0)
+        .collect();
+    max_gaps.sort_by(f64::total_cmp);
+    let mut jitters: Vec<f64> = stats.iter().map(|s| s.jitter / 8.0).collect();
+    jitters.sort_by(f64::total_cmp);
+    let packets: u64 = stats.iter().map(|s| s.packets).sum();
+    let expected: u64 = stats.iter().map(|s| s.expected()).sum();
+    let seconds = elapsed.as_secs_f64();
+    println!("streams measured: {streams} over {seconds:.1} s");
+    println!(
+        "packets: {packets} ({:.0}/s, {:.1}/s per stream), lost: {}",
+        packets as f64 / seconds,
+        packets as f64 / seconds / streams.max(1) as f64,
+        expected.saturating_sub(packets)
+    );
+    println!(
+        "per-stream max gap (ms): p50 {:.1}  p95 {:.1}  max {:.1}",
+        percentile(&max_gaps, 0.5),
+        percentile(&max_gaps, 0.95),
+        max_gaps.last().copied().unwrap_or(0.0)
+    );
+    println!(
+        "interarrival jitter (ms): p50 {:.2}  p95 {:.2}  max {:.2}",
+        percentile(&jitters, 0.5),
+        percentile(&jitters, 0.95),
+        jitters.last().copied().unwrap_or(0.0)
+    );
+}
+
+/// The `p` quantile (0 to 1) of sorted values; 0 when there are none.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// CPU time (user + system, in clock ticks of 1/100 s) and resident memory (kB) of a
+/// process.
+pub fn proc_usage(pid: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(") ")?.1;
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some((ticks, rss))
+}
+
+/// The share of one core (in %) a process used between two [`proc_usage`] readings.
+pub fn cpu_percent(before: (u64, u64), after: (u64, u64), elapsed: Duration) -> f64 {
+    (after.0.saturating_sub(before.0)) as f64 / 100.0 / elapsed.as_secs_f64() * 100.0
+}

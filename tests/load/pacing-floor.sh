@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The floor under the media figures: a bare pacer (examples/pacing_floor.rs) sending N RTP
+# streams from CPU 1 to a busy-polling receiver on CPU 0, measured like
+# tests/load/rtp-streams.sh measures vportal. Whatever gaps it shows, this machine adds to
+# any program's.
+#
+#   tests/load/pacing-floor.sh [STREAMS ...]          (default: 1000 3000)
+#
+# Loopback only; each run lasts 13 s.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+counts=("$@")
+[ ${#counts[@]} -gt 0 ] || counts=(1000 3000)
+(cd "$root" && cargo build --release --quiet --example pacing_floor)
+bin="$root/target/release/examples/pacing_floor"
+port=40000
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+for streams in "${counts[@]}"; do
+  echo "== $streams streams (bare pacer on CPU 1, receiver on CPU 0)"
+  taskset -c 0 timeout 60 "$bin" receive --port "$port" --seconds 10 >"$out" &
+  receiver=$!
+  sleep 0.3
+  taskset -c 1 timeout 60 "$bin" send --port "$port" --streams "$streams" --seconds 10 | sed 's/^/   /'
+  wait "$receiver"
+  sed 's/^/   /' "$out"
+done
