@@ -375,13 +375,15 @@ impl Thread {
                 let Some(&token) = self.tokens.get(&call) else {
                     return;
                 };
+                let now = Instant::now();
                 if let Some(s) = self.slot(token) {
-                    // The prompt starts now rather than at the next packet slot.
-                    if let Some(replaced) = s.out.play_now(Instant::now(), playback) {
+                    // The prompt starts now rather than at the next packet slot: its first
+                    // packet goes out at once, not at the schedule's next millisecond.
+                    if let Some(replaced) = s.out.play_now(now, playback) {
                         let _ = s.events.send(MediaEvent::PlaybackDone(replaced));
                     }
-                    let due = s.out.poll_timeout();
-                    self.schedule.insert(due, token);
+                    let sent = self.send_stream(token, None, now);
+                    RTP_PACKETS_SENT.fetch_add(sent, Ordering::Relaxed);
                 }
             }
             MediaCommand::BargeIn(call) => {
@@ -455,39 +457,48 @@ impl Thread {
     fn send_due(&mut self, now: Instant) {
         let mut due = std::mem::take(&mut self.due);
         self.schedule.pop_due(now, &mut due);
-        let mut sent_total = 0;
+        let mut sent = 0;
         for (at, token) in due.drain(..) {
-            let Some(s) = self
-                .streams
-                .get_mut(token.0.wrapping_sub(1))
-                .and_then(Option::as_mut)
-            else {
-                continue;
-            };
-            // Rescheduled since (a prompt started at once), or a new stream in the slot.
-            if s.out.poll_timeout() != at {
-                continue;
-            }
-            // Symmetric RTP may have latched onto the caller's real source: send there.
-            let remote = s.remote;
-            let connected = remote.is_some() && remote == s.peer;
-            while let Some(packet) = s.out.poll_packet(now) {
-                if let (true, Some(remote)) = (s.sending, remote) {
-                    // A full socket buffer drops this one packet; the next is on time.
-                    let sent = if connected {
-                        s.socket.send(packet.bytes)
-                    } else {
-                        s.socket.send_to(packet.bytes, remote)
-                    };
-                    sent_total += u64::from(sent.is_ok());
-                }
-                if let Some(token) = packet.frame.finished {
-                    let _ = s.events.send(MediaEvent::PlaybackDone(token));
-                }
-            }
-            self.schedule.insert(s.out.poll_timeout(), token);
+            sent += self.send_stream(token, Some(at), now);
         }
         self.due = due;
-        RTP_PACKETS_SENT.fetch_add(sent_total, Ordering::Relaxed);
+        RTP_PACKETS_SENT.fetch_add(sent, Ordering::Relaxed);
+    }
+
+    /// Sends what the stream `token` has due at `now` and schedules its next packet;
+    /// returns the packets sent. `scheduled` is the time the schedule had for it: an entry
+    /// the stream has since moved from (a prompt started at once), or one left by a stream
+    /// that ended in the same slot, sends nothing.
+    fn send_stream(&mut self, token: Token, scheduled: Option<Instant>, now: Instant) -> u64 {
+        let Some(s) = self
+            .streams
+            .get_mut(token.0.wrapping_sub(1))
+            .and_then(Option::as_mut)
+        else {
+            return 0;
+        };
+        if scheduled.is_some_and(|at| at != s.out.poll_timeout()) {
+            return 0;
+        }
+        // Symmetric RTP may have latched onto the caller's real source: send there.
+        let remote = s.remote;
+        let connected = remote.is_some() && remote == s.peer;
+        let mut sent = 0;
+        while let Some(packet) = s.out.poll_packet(now) {
+            if let (true, Some(remote)) = (s.sending, remote) {
+                // A full socket buffer drops this one packet; the next is on time.
+                let result = if connected {
+                    s.socket.send(packet.bytes)
+                } else {
+                    s.socket.send_to(packet.bytes, remote)
+                };
+                sent += u64::from(result.is_ok());
+            }
+            if let Some(token) = packet.frame.finished {
+                let _ = s.events.send(MediaEvent::PlaybackDone(token));
+            }
+        }
+        self.schedule.insert(s.out.poll_timeout(), token);
+        sent
     }
 }
