@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Concurrent logged-in calls sitting in the menu, measured at the receiving end.
 #
-#   tests/load/menu-calls.sh [CALLS] [LOGINS_PER_SECOND]      (default: 3000 50)
+#   tests/load/menu-calls.sh [CALLS] [LOGINS_PER_SECOND]      (default: 3000 20)
 #
 # Provisions CALLS mailboxes (40000…, permanent passcode 48826) with the CLI, starts the
 # release build of `vportal serve` pinned to CPU 1 with a dialplan whose menu waits a minute
@@ -15,7 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 . "$here/lib.sh"
 calls="${1:-3000}"
-rate="${2:-50}"
+rate="${2:-20}"
 (cd "$root" && cargo build --release --quiet && cargo build --release --quiet --example load_caller)
 vportal="$root/target/release/vportal"
 
