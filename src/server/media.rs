@@ -5,9 +5,9 @@
 //! until the earliest packet is due or a datagram or a command arrives, then sends every
 //! packet due and reads every datagram waiting: a thousand calls cost one wake-up per
 //! millisecond, not a thousand timers. Each socket is connected to the call's media source
-//! once that is settled (see [`Stream::follow_source`]). Sockets are not registered for writability: nothing waits for it, and with write
-//! interest every packet sent would raise a readiness event (measured: a sixth of the
-//! server's time at 3,000 streams).
+//! once that is settled (see `Stream::follow_source`). Sockets are not registered for
+//! writability: nothing waits for it, and with write interest every packet sent would raise
+//! a readiness event (measured: a sixth of the server's time at 3,000 streams).
 //!
 //! Incoming RTP is filtered (only the call's media source is trusted) and run through the
 //! key detectors here; call tasks hear only key presses and the ends of playbacks.
