@@ -12,26 +12,28 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+. "$here/lib.sh"
 counts=("$@")
 [ ${#counts[@]} -gt 0 ] || counts=(1000 3000)
 (cd "$root" && cargo build --release --quiet --example load_caller && cargo build --release --quiet)
 
+work=""
+pid=""
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; [ -n "$work" ] && rm -rf "$work"' EXIT
 for calls in "${counts[@]}"; do
   work=$(mktemp -d)
-  (cd "$work" && RUST_LOG=warn,vportal::server=info exec taskset -c 1 "$root/target/release/vportal" serve --no-admin \
-     --sip 127.0.0.1:0 --rtp-ports 10000-30000 --prompts "$root/prompts" \
-     >"$work/serve.out" 2>"$work/serve.log") &
+  cd "$work"
+  RUST_LOG=warn,vportal::server=info taskset -c 1 "$root/target/release/vportal" serve --no-admin \
+    --sip 127.0.0.1:0 --rtp-ports 10000-30000 --prompts "$root/prompts" >serve.out 2>serve.log &
   pid=$!
-  addr=""
-  for _ in $(seq 1 100); do
-    addr=$(sed -n 's/.*listening sip=\([0-9.]*:[0-9]*\).*/\1/p' "$work/serve.log" | head -n 1)
-    [ -n "$addr" ] && break; sleep 0.1
-  done
-  [ -n "$addr" ] || { echo "vportal did not start" >&2; cat "$work/serve.log" >&2; kill "$pid"; exit 1; }
+  addr=$(listening sip)
   echo "== $calls calls (vportal $addr on CPU 1, load caller on CPU 0)"
   taskset -c 0 timeout 180 "$root/target/release/examples/load_caller" --server "$addr" \
     --calls "$calls" --rate 300 --settle 3 --measure 10 --pid "$pid" | sed 's/^/   /'
   sleep 1
   kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+  pid=""
+  cd "$root"
   rm -rf "$work"
+  work=""
 done

@@ -11,7 +11,8 @@
 # and time. Needs SIPp (package sip-tester) and taskset (util-linux).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-root="$here/../.."
+root=$(cd "$here/../.." && pwd)
+. "$here/lib.sh"
 rates=("$@")
 [ ${#rates[@]} -gt 0 ] || rates=(20000 40000 50000)
 command -v sipp >/dev/null || { echo "install SIPp (apt-get install sip-tester)" >&2; exit 2; }
@@ -20,15 +21,11 @@ command -v sipp >/dev/null || { echo "install SIPp (apt-get install sip-tester)"
 work=$(mktemp -d)
 pid=""
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
-(cd "$work" && RUST_LOG=warn,vportal::server=info exec taskset -c 1 "$root/target/release/vportal" serve --no-admin --sip 127.0.0.1:0 \
-   --rtp-ports 33000-33998 --prompts "$root/prompts" >"$work/serve.out" 2>"$work/serve.log") &
+cd "$work"
+RUST_LOG=warn,vportal::server=info taskset -c 1 "$root/target/release/vportal" serve --no-admin --sip 127.0.0.1:0 \
+  --rtp-ports 33000-33998 --prompts "$root/prompts" >serve.out 2>serve.log &
 pid=$!
-addr=""
-for _ in $(seq 1 100); do
-  addr=$(sed -n 's/.*listening sip=\([0-9.]*:[0-9]*\).*/\1/p' "$work/serve.log" | head -n 1)
-  [ -n "$addr" ] && break; sleep 0.1
-done
-[ -n "$addr" ] || { echo "vportal did not start" >&2; cat "$work/serve.log" >&2; exit 1; }
+addr=$(listening sip)
 echo "vportal $addr (pid $pid, CPU 1); SIPp on CPU 0"
 rss() { awk '/VmRSS/{print $2" kB"}' "/proc/$pid/status"; }
 echo "resident memory at start: $(rss)"
