@@ -1,16 +1,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-//! The admin HTTP API end to end: an in-process server on loopback, driven by a tiny
-//! blocking HTTP/1.1 client, with the store inspected directly.
+//! The admin HTTP API end to end: an in-process server on loopback, driven by the tests'
+//! blocking HTTP/1.1 client (`tests/common/http.rs`), with the store inspected directly.
 //!
 //! Every response a test receives is logged; when the harness is dropped (and the test has
 //! not already failed) no logged response may hold a password hash, the pepper or the token.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::http::{self, Response as Resp};
 
 use serde_json::{Value, json};
 use vportal::admin::{AdminServer, AdminState, Listen};
@@ -23,33 +26,15 @@ use vportal::time::Timestamp;
 // ---------------------------------------------------------------------------------------
 // The harness.
 
-/// One HTTP response.
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    /// Header names lower-cased.
-    headers: Vec<(String, String)>,
-    body: String,
-    /// The client's end of the connection that carried the request.
-    local: SocketAddr,
-    /// From sending the request to the end of the response.
-    elapsed: Duration,
+/// What the tests ask of an error answer.
+trait ErrorAnswer {
+    /// The `error.code` of an error answer, after checking the error shape.
+    fn code(&self) -> String;
+    /// Asserts status and error code together, showing the body when either is wrong.
+    fn assert_error(&self, status: u16, code: &str);
 }
 
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
-    }
-
-    /// The `error.code` of an error answer, after checking the error shape.
+impl ErrorAnswer for Resp {
     fn code(&self) -> String {
         let v = self.json();
         let error = v["error"]
@@ -63,7 +48,6 @@ impl Resp {
         error["code"].as_str().unwrap().to_owned()
     }
 
-    /// Asserts status and error code together, showing the body when either is wrong.
     fn assert_error(&self, status: u16, code: &str) {
         assert_eq!(
             (self.status, self.code().as_str()),
@@ -156,58 +140,24 @@ impl Api {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Resp {
-        let mut stream = TcpStream::connect(self.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        stream
-            .set_write_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        let local = stream.local_addr().unwrap();
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-            self.addr
-        );
+        let bearer;
+        let mut headers = Vec::new();
         match auth {
             Auth::None => {}
-            Auth::Good => head.push_str(&format!("Authorization: Bearer {}\r\n", self.token)),
-            Auth::Bearer(t) => head.push_str(&format!("Authorization: Bearer {t}\r\n")),
-            Auth::Raw(v) => head.push_str(&format!("Authorization: {v}\r\n")),
+            Auth::Good => {
+                bearer = format!("Bearer {}", self.token);
+                headers.push(("Authorization", bearer.as_str()));
+            }
+            Auth::Bearer(t) => {
+                bearer = format!("Bearer {t}");
+                headers.push(("Authorization", bearer.as_str()));
+            }
+            Auth::Raw(v) => headers.push(("Authorization", v)),
         }
         if let Some(t) = content_type {
-            head.push_str(&format!("Content-Type: {t}\r\n"));
+            headers.push(("Content-Type", t));
         }
-        if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        head.push_str("\r\n");
-        let mut payload = head.into_bytes();
-        payload.extend_from_slice(body);
-        let started = Instant::now();
-        // The server may answer (413, 415, 401) without reading a large body: write from
-        // another thread so neither side waits on the other, and ignore a reset there.
-        let mut writer = stream.try_clone().unwrap();
-        let writing = std::thread::spawn(move || {
-            let _ = writer.write_all(&payload);
-            let _ = writer.flush();
-        });
-        let mut raw = Vec::new();
-        let mut buf = [0_u8; 16 * 1024];
-        loop {
-            match stream.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => raw.extend_from_slice(&buf[..n]),
-                Err(e) if head_end(&raw).is_some() => {
-                    eprintln!("{method} {path}: read ended with {e} after the response head");
-                    break;
-                }
-                Err(e) => panic!("{method} {path}: reading the response: {e}"),
-            }
-        }
-        let elapsed = started.elapsed();
-        writing.join().unwrap();
-        let resp = parse_response(&raw, local, elapsed)
-            .unwrap_or_else(|| panic!("{method} {path}: no HTTP response in {raw:?}"));
+        let resp = http::send(self.addr, method, path, &headers, body);
         let mut text = format!("{method} {path} -> {}\n", resp.status);
         for (n, v) in &resp.headers {
             text.push_str(&format!("{n}: {v}\n"));
@@ -321,56 +271,6 @@ impl Drop for Api {
         if !std::thread::panicking() {
             self.assert_no_secrets();
         }
-    }
-}
-
-fn head_end(raw: &[u8]) -> Option<usize> {
-    raw.windows(4).position(|w| w == b"\r\n\r\n")
-}
-
-fn parse_response(raw: &[u8], local: SocketAddr, elapsed: Duration) -> Option<Resp> {
-    let end = head_end(raw)?;
-    let head = std::str::from_utf8(&raw[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next()?;
-    let status = status_line.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let rest = &raw[end + 4..];
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked {
-        dechunk(rest)?
-    } else if let Some((_, len)) = headers.iter().find(|(n, _)| n == "content-length") {
-        let len: usize = len.parse().ok()?;
-        rest.get(..len)?.to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Some(Resp {
-        status,
-        headers,
-        body: String::from_utf8(body).ok()?,
-        local,
-        elapsed,
-    })
-}
-
-fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&rest[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(rest.get(..size)?);
-        rest = rest.get(size + 2..)?;
     }
 }
 

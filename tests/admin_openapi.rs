@@ -4,11 +4,13 @@
 //! with the statuses and bodies the server really answers, and served byte for byte at
 //! `/api/v1/openapi.json`.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+
+use common::http::{self, Response as Reply};
 
 use serde_json::{Value, json};
 use vportal::admin::{AdminServer, AdminState, Listen};
@@ -33,7 +35,7 @@ fn token() -> String {
 }
 
 // ---------------------------------------------------------------------------------------
-// A server on loopback and a tiny HTTP/1.1 client.
+// A server on loopback, asked with the tests' HTTP/1.1 client (`tests/common/http.rs`).
 
 struct Server {
     addr: SocketAddr,
@@ -73,28 +75,23 @@ fn start() -> Server {
     }
 }
 
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+/// What the tests read from an answer.
+trait Answer {
+    /// The body as JSON, if it is.
+    fn try_json(&self) -> Option<Value>;
+    /// The `error.code` of an error body.
+    fn error_code(&self) -> Option<String>;
+    fn is_no_such_route(&self) -> bool;
+    fn is_method_not_allowed(&self) -> bool;
 }
 
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+impl Answer for Reply {
+    fn try_json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.bytes).ok()
     }
 
-    fn json(&self) -> Option<Value> {
-        serde_json::from_slice(&self.body).ok()
-    }
-
-    /// The `error.code` of an error body.
     fn error_code(&self) -> Option<String> {
-        self.json()?
+        self.try_json()?
             .pointer("/error/code")?
             .as_str()
             .map(str::to_owned)
@@ -117,88 +114,7 @@ impl Server {
         token: Option<&str>,
         body: Option<(&str, &[u8])>,
     ) -> Reply {
-        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-            self.addr
-        );
-        if let Some(token) = token {
-            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
-        }
-        let payload: &[u8] = match body {
-            Some((content_type, bytes)) => {
-                head.push_str(&format!("Content-Type: {content_type}\r\n"));
-                bytes
-            }
-            None => b"",
-        };
-        head.push_str(&format!("Content-Length: {}\r\n\r\n", payload.len()));
-        stream.write_all(head.as_bytes()).unwrap();
-        // A server refusing an oversized body may answer and close before reading it all:
-        // the answer is what counts, so a failed write or a reset after it are not errors.
-        let wrote = stream.write_all(payload);
-        let mut raw = Vec::new();
-        let read = stream.read_to_end(&mut raw);
-        if raw.is_empty() {
-            wrote.unwrap();
-            read.unwrap();
-        }
-        parse_reply(&raw)
-    }
-}
-
-fn parse_reply(raw: &[u8]) -> Reply {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete response head");
-    let head = std::str::from_utf8(&raw[..split]).unwrap();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap();
-    let mut parts = status_line.splitn(3, ' ');
-    assert_eq!(parts.next(), Some("HTTP/1.1"), "{status_line}");
-    let status: u16 = parts.next().unwrap().parse().unwrap();
-    let headers: Vec<(String, String)> = lines
-        .map(|l| {
-            let (n, v) = l.split_once(':').unwrap();
-            (n.trim().to_owned(), v.trim().to_owned())
-        })
-        .collect();
-    let mut reply = Reply {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    };
-    if reply
-        .header("transfer-encoding")
-        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-    {
-        reply.body = dechunk(&reply.body);
-    } else if let Some(len) = reply.header("content-length") {
-        assert_eq!(
-            reply.body.len(),
-            len.parse::<usize>().unwrap(),
-            "body length"
-        );
-    }
-    reply
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let eol = data.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size_text = std::str::from_utf8(&data[..eol]).unwrap();
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
-        data = &data[eol + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
+        http::request(self.addr, method, path, token, body)
     }
 }
 
@@ -694,7 +610,7 @@ fn every_documented_operation_is_routed_and_answers_as_documented() {
                     .unwrap_or_else(|| panic!("{name} {status}: undocumented {content_type}"));
                 if media == "application/json" {
                     let value = reply
-                        .json()
+                        .try_json()
                         .unwrap_or_else(|| panic!("{name} {status}: not JSON"));
                     let mut errors = Vec::new();
                     check_schema(&doc, &spec["schema"], &value, "", &mut errors);
@@ -783,7 +699,7 @@ fn the_served_document_is_the_file() {
         Some("application/json")
     );
     assert!(
-        reply.body == DOC.as_bytes(),
+        reply.bytes == DOC.as_bytes(),
         "the served document differs from the file"
     );
     let anonymous = server.request("GET", "/api/v1/openapi.json", None, None);
