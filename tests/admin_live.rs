@@ -211,4 +211,41 @@ fn the_side_port_refuses_plain_http_off_loopback_and_serves_https_with_a_certifi
         "{}",
         String::from_utf8_lossy(&answer)
     );
+
+    // A client that trusts the certificate gets its answers over TLS, the API still asking
+    // for a token.
+    assert!(https_get(admin, "/healthz").starts_with("HTTP/1.1 200"));
+    let users = https_get(admin, "/api/v1/users");
+    assert!(users.starts_with("HTTP/1.1 401"), "{users}");
+}
+
+/// `GET path` over HTTPS to `addr`, trusting only the test certificate; the whole answer.
+fn https_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    assert!(addr.ip().is_loopback());
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(format!("{fixtures}/admin-tls.crt")).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connection =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), ServerName::from(addr.ip()))
+            .unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    std::io::Write::write_all(&mut tls, request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    // The server may close without a TLS close_notify: what was read is the answer.
+    let _ = std::io::Read::read_to_end(&mut tls, &mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
 }
