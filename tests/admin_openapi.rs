@@ -666,6 +666,20 @@ fn every_routed_method_is_documented() {
     );
 
     for path in routed {
+        // HEAD is answered wherever GET is (RFC 9110 §9.3.2), like GET without the body,
+        // and refused elsewhere; the document says so once rather than per route.
+        let head = server.request("HEAD", &concrete(path), Some(&token), None);
+        if doc["paths"][path].get("get").is_some() {
+            let get = server.request("GET", &concrete(path), Some(&token), None);
+            assert_eq!(
+                (head.status, head.header("content-type")),
+                (get.status, get.header("content-type")),
+                "HEAD {path}"
+            );
+            assert!(head.bytes.is_empty(), "HEAD {path} sent a body");
+        } else {
+            assert!(head.is_method_not_allowed(), "HEAD {path}: {head:?}");
+        }
         for method in METHODS {
             let reply = server.request(method, &concrete(path), Some(&token), None);
             assert!(!reply.is_no_such_route(), "{method} {path}: {reply:?}");

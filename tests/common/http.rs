@@ -88,7 +88,7 @@ pub fn send(
     }
     let elapsed = started.elapsed();
     writing.join().unwrap();
-    parse(&raw, local, elapsed)
+    parse(&raw, method == "HEAD", local, elapsed)
         .unwrap_or_else(|| panic!("{method} {path}: no whole HTTP response in {raw:?}"))
 }
 
@@ -134,8 +134,8 @@ fn head_end(raw: &[u8]) -> Option<usize> {
 }
 
 /// A whole response: `None` when the head is incomplete or the body shorter than its
-/// `Content-Length` or chunks say.
-fn parse(raw: &[u8], local: SocketAddr, elapsed: Duration) -> Option<Response> {
+/// `Content-Length` or chunks say. The answer to a HEAD has no body, whatever its headers.
+fn parse(raw: &[u8], head_only: bool, local: SocketAddr, elapsed: Duration) -> Option<Response> {
     let end = head_end(raw)?;
     let head = std::str::from_utf8(&raw[..end]).ok()?;
     let mut lines = head.split("\r\n");
@@ -152,7 +152,9 @@ fn parse(raw: &[u8], local: SocketAddr, elapsed: Duration) -> Option<Response> {
     let chunked = headers
         .iter()
         .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let bytes = if chunked {
+    let bytes = if head_only {
+        rest.to_vec()
+    } else if chunked {
         dechunk(rest)?
     } else if let Some((_, len)) = headers.iter().find(|(n, _)| n == "content-length") {
         let len: usize = len.parse().ok()?;
