@@ -1,6 +1,7 @@
 //! `vportal serve` media over real loopback sockets: the prompt stream a caller receives,
 //! and keys sent as RFC 4733 events, SIP INFO and in-band tones, heard in order (a mailbox
-//! and passcode keyed each way log the caller in).
+//! and passcode keyed each way log the caller in); whose keys count when the caller is
+//! behind a NAT (symmetric RTP), moves its media (re-INVITE) or closes its port for a while.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -185,6 +186,60 @@ fn keys_are_heard_after_the_callers_port_was_closed_for_a_while() {
     let back = receive(&c.rtp.socket, Duration::from_millis(300));
     assert!(back.len() >= 10, "media resumed: {} packets", back.len());
     c.keys("1001#4826#");
+    assert!(
+        wait_for_log(&server, "logged in mailbox=1001", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn a_reinvite_moves_the_media_and_only_the_new_address_is_heard() {
+    let w = provisioned(&[("1001", "4826")]);
+    let server = ServerProcess::start(&w, "31700-31798", &[]);
+    let mut c = Phone::dial(&server, "8500", "1001");
+    // The phone moves its media to another port (a re-INVITE with a new SDP version).
+    let moved = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.uac.media = moved.local_addr().unwrap();
+    let offer = c.uac.offer("sendrecv").replace("o=test 1 1", "o=test 1 2");
+    let reinvite = c.uac.invite(&offer);
+    c.sip.send_to(&reinvite, server.sip).unwrap();
+    let mut buf = [0_u8; 65_535];
+    let ok = loop {
+        let (n, _) = c
+            .sip
+            .recv_from(&mut buf)
+            .expect("an answer to the re-INVITE");
+        let m = common::uac::parse(&buf[..n]);
+        match m.status() {
+            Some(200) => break m,
+            Some(s) if s >= 300 => panic!("re-INVITE refused: {s}"),
+            _ => {}
+        }
+    };
+    assert!(String::from_utf8_lossy(ok.body()).contains("m=audio"));
+    c.sip.send_to(&c.uac.ack_2xx(""), server.sip).unwrap();
+
+    let at_new = receive(&moved, Duration::from_millis(400));
+    assert!(at_new.len() >= 15, "media moved: {} packets", at_new.len());
+    let _ = receive(&c.rtp.socket, Duration::from_millis(100));
+    let at_old = receive(&c.rtp.socket, Duration::from_millis(300));
+    assert!(
+        at_old.is_empty(),
+        "{} packets still went to the old port",
+        at_old.len()
+    );
+
+    // Keys from the old port are not heard; from the new one they are.
+    c.keys("1001#4826#");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        server.log().matches("login checked").count(),
+        0,
+        "{}",
+        server.log()
+    );
+    RtpOut::new(moved, c.server_rtp).keys(101, "1001#4826#");
     assert!(
         wait_for_log(&server, "logged in mailbox=1001", Duration::from_secs(5)),
         "{}",
