@@ -16,7 +16,7 @@ use std::time::Duration;
 use common::http::{self, Response as Resp};
 
 use serde_json::{Value, json};
-use vportal::admin::{AdminServer, AdminState, Listen};
+use vportal::admin::AdminState;
 use vportal::store::{
     Actor, AuditEvent, AuditQuery, Extension, NewUser, Passcode, PasscodeSpec, Pepper, Store,
     UserFilter, UserInfo, VerifyOutcome,
@@ -107,21 +107,7 @@ impl Api {
             throttle: Default::default(),
             hash_permits: Arc::new(tokio::sync::Semaphore::new(2)),
         };
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let server = rt
-            .block_on(AdminServer::bind(&Listen {
-                addr: "127.0.0.1:0".parse().unwrap(),
-                tls: None,
-                insecure: false,
-            }))
-            .unwrap();
-        let addr = server.local_addr();
-        assert!(addr.ip().is_loopback() && addr.port() != 0);
-        rt.spawn(server.run(Arc::new(state), std::future::pending()));
+        let (addr, rt) = common::server::admin_in_process(state);
         Self {
             addr,
             store,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use common::http::{self, Response as Reply};
 
 use serde_json::{Value, json};
-use vportal::admin::{AdminServer, AdminState, Listen};
+use vportal::admin::AdminState;
 use vportal::store::{Pepper, Store};
 
 const DOC: &str = include_str!("../src/admin/openapi.json");
@@ -43,12 +43,7 @@ struct Server {
 }
 
 fn start() -> Server {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let state = Arc::new(AdminState {
+    let state = AdminState {
         store: Arc::new(
             Store::open_in_memory(Pepper::from_bytes(vec![1; 32]).unwrap(), 1).unwrap(),
         ),
@@ -58,17 +53,8 @@ fn start() -> Server {
         configured_token: Some(token()),
         throttle: Default::default(),
         hash_permits: Arc::new(tokio::sync::Semaphore::new(1)),
-    });
-    let server = runtime
-        .block_on(AdminServer::bind(&Listen {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            tls: None,
-            insecure: false,
-        }))
-        .unwrap();
-    let addr = server.local_addr();
-    assert!(addr.ip().is_loopback());
-    runtime.spawn(server.run(state, std::future::pending::<()>()));
+    };
+    let (addr, runtime) = common::server::admin_in_process(state);
     Server {
         addr,
         _runtime: runtime,

@@ -154,3 +154,26 @@ fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+/// The admin side-port in this process, on a loopback port the system picks, serving
+/// `state` from its own runtime (keep the runtime: dropping it stops the server).
+pub fn admin_in_process(
+    state: vportal::admin::AdminState,
+) -> (SocketAddr, tokio::runtime::Runtime) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = runtime
+        .block_on(vportal::admin::AdminServer::bind(&vportal::admin::Listen {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
+            insecure: false,
+        }))
+        .unwrap();
+    let addr = server.local_addr();
+    assert!(addr.ip().is_loopback() && addr.port() != 0);
+    runtime.spawn(server.run(Arc::new(state), std::future::pending::<()>()));
+    (addr, runtime)
+}
