@@ -93,6 +93,18 @@ impl Call {
         Self::new(store, config(Application::VoicePortal, None))
     }
 
+    /// The voice portal, asking for the mailbox, with these route settings.
+    fn portal_with(store: &Arc<Store>, settings: RouteSettings) -> Self {
+        Self::new(
+            store,
+            FlowConfig {
+                application: Application::VoicePortal,
+                settings,
+                caller_mailbox: None,
+            },
+        )
+    }
+
     /// Performs every action, as the call task does (store work synchronously).
     fn run(&mut self) {
         while let Some(action) = self.flow.poll_action() {
@@ -306,14 +318,7 @@ fn lockout_reached_mid_call_and_no_count_while_locked() {
         attempts: 10,
         ..RouteSettings::default()
     };
-    let mut c = Call::new(
-        &store,
-        FlowConfig {
-            application: Application::VoicePortal,
-            settings,
-            caller_mailbox: None,
-        },
-    );
+    let mut c = Call::portal_with(&store, settings);
     for _ in 0..4 {
         c.keys("1001#").keys("0000#");
         assert_eq!(c.last(), ["incorrect", "enter_mailbox"]);
@@ -409,14 +414,7 @@ fn each_policy_violation_has_its_own_reason() {
             attempts: 10,
             ..RouteSettings::default()
         };
-        let mut c = Call::new(
-            &store,
-            FlowConfig {
-                application: Application::VoicePortal,
-                settings,
-                caller_mailbox: None,
-            },
-        );
+        let mut c = Call::portal_with(&store, settings);
         c.keys("1002#")
             .keys("4826#")
             .keys(&format!("{new}#"))
@@ -631,14 +629,7 @@ fn menu_silence_and_the_call_length_limit() {
         reprompts: 5,
         ..RouteSettings::default()
     };
-    let mut long = Call::new(
-        &store,
-        FlowConfig {
-            application: Application::VoicePortal,
-            settings,
-            caller_mailbox: None,
-        },
-    );
+    let mut long = Call::portal_with(&store, settings);
     long.finish();
     long.advance(Duration::from_secs(61));
     assert_eq!(long.last(), ["goodbye"]);

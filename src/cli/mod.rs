@@ -56,26 +56,7 @@ pub(crate) enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the voice portal: SIP (UDP and TCP) and RTP. Creates the database on first run.
-    Serve {
-        /// SIP listen address for UDP and TCP (default 127.0.0.1:5060).
-        #[arg(long, value_name = "ADDR")]
-        sip: Option<std::net::SocketAddr>,
-        /// RTP port range, e.g. 10000-20000.
-        #[arg(long, value_name = "FIRST-LAST")]
-        rtp_ports: Option<vportal::media::ports::PortRange>,
-        /// The prompts folder, holding one sub-folder per language (default ./prompts).
-        #[arg(long, value_name = "DIR")]
-        prompts: Option<PathBuf>,
-        /// Admin HTTP side-port address (default 127.0.0.1:8080).
-        #[arg(long, value_name = "ADDR")]
-        admin: Option<std::net::SocketAddr>,
-        /// Allow the admin side-port on a non-loopback address without TLS.
-        #[arg(long)]
-        admin_insecure: bool,
-        /// Do not run the admin side-port.
-        #[arg(long, conflicts_with_all = ["admin", "admin_insecure"])]
-        no_admin: bool,
-    },
+    Serve(serve::Flags),
     /// Create the database, its pepper file and a first admin token (printed once).
     Init {
         /// Name of the admin token created with a new database.
@@ -112,7 +93,7 @@ impl Command {
     /// admin commands stay quiet.
     pub(crate) fn default_log_level(&self) -> &'static str {
         match self {
-            Self::Serve { .. } => "info",
+            Self::Serve(_) => "info",
             _ => "warn",
         }
     }
@@ -299,24 +280,7 @@ impl Context {
 pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let ctx = Context::new(&cli.global)?;
     match cli.command {
-        Command::Serve {
-            sip,
-            rtp_ports,
-            prompts,
-            admin,
-            admin_insecure,
-            no_admin,
-        } => serve::run(
-            ctx,
-            serve::Flags {
-                sip,
-                rtp_ports,
-                prompts,
-                admin,
-                admin_insecure,
-                no_admin,
-            },
-        ),
+        Command::Serve(flags) => serve::run(ctx, flags),
         Command::Init { token_name } => admin::init(&ctx, &token_name),
         Command::User(cmd) => users::run(&ctx, cmd),
         Command::Report => admin::report(&ctx),

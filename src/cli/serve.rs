@@ -21,13 +21,26 @@ use super::Context;
 use super::output::outln;
 
 /// `serve`'s flags, which override the configuration.
+#[derive(Debug, clap::Args)]
 pub(crate) struct Flags {
-    pub(crate) sip: Option<SocketAddr>,
-    pub(crate) rtp_ports: Option<PortRange>,
-    pub(crate) prompts: Option<PathBuf>,
-    pub(crate) admin: Option<SocketAddr>,
-    pub(crate) admin_insecure: bool,
-    pub(crate) no_admin: bool,
+    /// SIP listen address for UDP and TCP (default 127.0.0.1:5060).
+    #[arg(long, value_name = "ADDR")]
+    sip: Option<SocketAddr>,
+    /// RTP port range, e.g. 10000-20000.
+    #[arg(long, value_name = "FIRST-LAST")]
+    rtp_ports: Option<PortRange>,
+    /// The prompts folder, holding one sub-folder per language (default ./prompts).
+    #[arg(long, value_name = "DIR")]
+    prompts: Option<PathBuf>,
+    /// Admin HTTP side-port address (default 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// Allow the admin side-port on a non-loopback address without TLS.
+    #[arg(long)]
+    admin_insecure: bool,
+    /// Do not run the admin side-port.
+    #[arg(long, conflicts_with_all = ["admin", "admin_insecure"])]
+    no_admin: bool,
 }
 
 pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {

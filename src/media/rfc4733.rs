@@ -410,7 +410,7 @@ mod tests {
         let mut packets = sipp_pcap('1', 0);
         packets.extend(sipp_pcap('2', 200));
         // A late end packet of '1' arriving during '2'.
-        packets.push(P {
+        let late_end = P {
             at_ms: 260,
             ssrc: 0x0e05_384e,
             pt: 101,
@@ -420,18 +420,12 @@ mod tests {
             code: 1,
             end: true,
             duration: 2_240,
-        });
+        };
+        packets.push(late_end);
         // And again, much later.
         packets.push(P {
             at_ms: 900,
-            ssrc: 0x0e05_384e,
-            pt: 101,
-            seq: 7_992,
-            ts: 13_280,
-            marker: false,
-            code: 1,
-            end: true,
-            duration: 2_240,
+            ..late_end
         });
         assert_eq!(run(&packets), "12");
     }

@@ -20,10 +20,7 @@ command -v wrk >/dev/null || { echo "wrk is missing (apt-get install wrk)" >&2; 
 (cd "$root" && cargo build --release --quiet && cargo build --release --quiet --example load_caller)
 vportal="$root/target/release/vportal"
 
-work=$(mktemp -d)
-pid=""
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
-cd "$work"
+work_dir
 token=$("$vportal" init --token-name load | grep -o 'vpt_[0-9a-f]*')
 printf 48826 | "$vportal" user add 1001 --passcode-stdin >/dev/null
 cat >post.lua <<'LUA'

@@ -1,5 +1,14 @@
 # Shared by the load scripts (sourced, not run): provisioning and waiting for the server.
 
+# work_dir: makes a fresh directory and moves into it. When the script exits, the server
+# started there (its pid in $pid) is stopped and the directory removed.
+work_dir() {
+  work=$(mktemp -d)
+  pid=""
+  trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+  cd "$work"
+}
+
 # provision FIRST COUNT: mailboxes FIRST… with the permanent passcode 48826, two at a time
 # (a CSV import would make the passcodes temporary). Needs $vportal; run in the work dir.
 provision() {

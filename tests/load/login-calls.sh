@@ -23,10 +23,7 @@ command -v sipp >/dev/null || { echo "install SIPp (apt-get install sip-tester)"
 (cd "$root" && cargo build --release --quiet)
 vportal="$root/target/release/vportal"
 
-work=$(mktemp -d)
-pid=""
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
-cd "$work"
+work_dir
 "$vportal" init >/dev/null
 provision 20000 3000
 { echo SEQUENTIAL; for e in $(seq 20000 22999); do echo "$e" | sed 's/./&;/g'; done; } >mailboxes.csv

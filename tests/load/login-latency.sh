@@ -17,10 +17,7 @@ seconds="${2:-60}"
 (cd "$root" && cargo build --release --quiet && cargo build --release --quiet --example login_latency)
 vportal="$root/target/release/vportal"
 
-work=$(mktemp -d)
-pid=""
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
-cd "$work"
+work_dir
 "$vportal" init >/dev/null
 provision 30000 "$callers"
 RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve --no-admin \

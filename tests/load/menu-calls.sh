@@ -19,10 +19,7 @@ rate="${2:-20}"
 (cd "$root" && cargo build --release --quiet && cargo build --release --quiet --example load_caller)
 vportal="$root/target/release/vportal"
 
-work=$(mktemp -d)
-pid=""
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
-cd "$work"
+work_dir
 "$vportal" init >/dev/null
 echo "provisioning $calls mailboxes…"
 provision 40000 "$calls"

@@ -18,10 +18,7 @@ rates=("$@")
 command -v sipp >/dev/null || { echo "install SIPp (apt-get install sip-tester)" >&2; exit 2; }
 (cd "$root" && cargo build --release --quiet)
 
-work=$(mktemp -d)
-pid=""
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
-cd "$work"
+work_dir
 RUST_LOG=warn,vportal::server=info taskset -c 1 "$root/target/release/vportal" serve --no-admin --sip 127.0.0.1:0 \
   --rtp-ports 33000-33998 --prompts "$root/prompts" >serve.out 2>serve.log &
 pid=$!
