@@ -19,7 +19,11 @@ use vportal::time::Timestamp;
 
 fn prompts() -> Arc<PromptSet> {
     static SET: OnceLock<Arc<PromptSet>> = OnceLock::new();
-    Arc::clone(SET.get_or_init(|| Arc::new(PromptSet::load(Path::new("prompts/en")).unwrap())))
+    Arc::clone(
+        SET.get_or_init(|| {
+            Arc::new(vportal::server::load_prompts(Path::new("prompts/en")).unwrap())
+        }),
+    )
 }
 
 fn ext(s: &str) -> Extension {

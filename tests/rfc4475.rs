@@ -9,7 +9,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vportal::ivr::dialplan::Dialplan;
 use vportal::sip::endpoint::{ConnId, Endpoint, EndpointConfig, Event, Transmit, Transport};
 use vportal::sip::{FrameError, Message, StreamFramer};
 
@@ -21,7 +20,8 @@ fn source() -> SocketAddr {
 }
 
 fn endpoint() -> Endpoint {
-    let dialplan = Arc::new(Dialplan::load(Path::new("dialplans/default.toml")).unwrap());
+    let dialplan =
+        Arc::new(vportal::server::load_dialplan(Path::new("dialplans/default.toml")).unwrap());
     let mut cfg = EndpointConfig::new("127.0.0.1:5060".parse().unwrap());
     cfg.rng_seed = Some(4475);
     Endpoint::new(cfg, vportal::sip::endpoint::dialplan_router(dialplan))

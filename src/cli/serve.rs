@@ -145,7 +145,7 @@ fn load_dialplan(path: &Path) -> Result<Dialplan> {
             "built-in default dialplan",
         )?);
     }
-    Ok(Dialplan::load(path)?)
+    Ok(vportal::server::load_dialplan(path)?)
 }
 
 /// The prompt set of every language the dialplan's routes use (`<dir>/<language>`). A
@@ -157,7 +157,7 @@ fn load_prompts(dir: &Path, dialplan: &Dialplan) -> Result<HashMap<String, Arc<P
         if sets.contains_key(language) {
             continue;
         }
-        let set = PromptSet::load(&dir.join(language))?;
+        let set = vportal::server::load_prompts(&dir.join(language))?;
         tracing::info!(language, prompts = set.ids().count(), "prompts loaded");
         sets.insert(language.clone(), Arc::new(set));
     }

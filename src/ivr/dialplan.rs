@@ -26,14 +26,15 @@
 //! file, the line and the key, such as `dialplans/x.toml, line 7, key route[2].match: …`.
 //! Routes and list items are counted from 1, as an operator reading the file counts them.
 //!
-//! Sans-IO: [`Dialplan::parse`] takes text; only [`Dialplan::load`] touches the file system.
+//! Sans-IO: [`Dialplan::parse`] takes text (the shell's `vportal::server::load_dialplan`
+//! reads the file).
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::{Range, RangeInclusive};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -147,19 +148,6 @@ impl Dialplan {
         // Stable, so routes of equal rank keep file order.
         order.sort_by(|&a, &b| routes[a].pattern.precedence(&routes[b].pattern));
         Ok(Self { routes, order })
-    }
-
-    /// Reads and checks the dialplan file at `path`.
-    ///
-    /// # Errors
-    /// [`DialplanError::Io`] when the file cannot be read; otherwise as [`Dialplan::parse`],
-    /// with the path as the origin.
-    pub fn load(path: &Path) -> Result<Self, DialplanError> {
-        let text = std::fs::read_to_string(path).map_err(|source| DialplanError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text, &path.display().to_string())
     }
 
     /// The route for a call to `request_user`, the user part of the Request-URI (`8500` in
@@ -1360,8 +1348,8 @@ mod tests {
 
     #[test]
     fn default_file_loads_from_disk() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dialplans/default.toml");
-        let plan = Dialplan::load(&path).unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dialplans/default.toml");
+        let plan = crate::server::load_dialplan(&path).unwrap();
         assert_eq!(routed(&plan, "8500"), Some("8500"));
     }
 
@@ -1395,13 +1383,13 @@ mod tests {
     fn load_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.toml");
-        let e = Dialplan::load(&missing).unwrap_err();
+        let e = crate::server::load_dialplan(&missing).unwrap_err();
         assert!(matches!(e, DialplanError::Io { .. }));
         assert!(e.to_string().contains("missing.toml"), "{e}");
 
         let bad = dir.path().join("bad.toml");
         std::fs::write(&bad, route_with("attempts = 0")).unwrap();
-        let e = Dialplan::load(&bad).unwrap_err().to_string();
+        let e = crate::server::load_dialplan(&bad).unwrap_err().to_string();
         let expected = format!(
             "{}, line 4, key route[1].attempts: must be from 1 to 10, not 0",
             bad.display()

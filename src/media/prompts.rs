@@ -25,8 +25,9 @@
 //! - The file may be any format [`decode_to_8k`] reads. Levels are not adjusted at load time:
 //!   what is in the file is what callers hear (the generation script normalises to -3 dBFS).
 //!
-//! [`PromptSet::load`] reads the folder (startup work, the only I/O here); [`decode_to_8k`]
-//! turns a file's bytes into 8 kHz mono PCM and does no I/O. Each prompt is then padded to
+//! [`PromptSet::from_files`] builds the set from the folder's files, read by the caller
+//! (the shell's `vportal::server::load_prompts` reads them from disk); [`decode_to_8k`]
+//! turns a file's bytes into 8 kHz mono PCM. Nothing here does I/O. Each prompt is then padded to
 //! whole 20 ms frames and encoded in both laws, so playout only slices.
 
 use std::collections::BTreeMap;
@@ -49,7 +50,7 @@ use toml::Spanned;
 use super::g711::{self, Law};
 use super::resample::{mix_to_mono, resample};
 
-/// The prompt ids the call flow plays; [`PromptSet::load`] fails without any of them.
+/// The prompt ids the call flow plays; [`PromptSet::from_files`] fails without any of them.
 pub const REQUIRED: &[&str] = &[
     "welcome",
     "enter_mailbox",
@@ -132,7 +133,7 @@ pub struct Prompt {
 }
 
 impl Prompt {
-    /// A prompt from 8 kHz mono PCM, as [`PromptSet::load`] builds it (and tests may).
+    /// A prompt from 8 kHz mono PCM, as [`PromptSet::from_files`] builds it (and tests may).
     ///
     /// The audio is padded with zeros to a whole number of 20 ms frames (160 samples) and
     /// encoded in μ-law and A-law. A zero sample encodes to each law's silence code, so the
@@ -201,21 +202,28 @@ pub struct PromptSet {
 }
 
 impl PromptSet {
-    /// Reads the manifest and decodes every prompt; every id in `REQUIRED` must be there.
-    ///
-    /// `dir` holds `prompts.toml` and the files it names. Every prompt is decoded to 8 kHz
-    /// mono and encoded up front, so a broken file stops startup instead of a call.
+    /// Builds the set from the folder `dir`: its manifest and every prompt it names, each
+    /// file's bytes got from `read` (the shell passes the file system; tests may pass
+    /// anything). Every id in `REQUIRED` must be there. Every prompt is decoded to 8 kHz mono
+    /// and encoded up front, so a broken file stops startup instead of a call.
     ///
     /// # Errors
     /// [`PromptError`], naming the manifest and its line and key for manifest problems, and the
     /// audio file (and the manifest line naming it) for a file that is missing, unreadable,
     /// undecodable or empty.
-    pub fn load(dir: &Path) -> Result<Self, PromptError> {
+    pub fn from_files(
+        dir: &Path,
+        mut read: impl FnMut(&Path) -> io::Result<Vec<u8>>,
+    ) -> Result<Self, PromptError> {
         let manifest = dir.join(MANIFEST);
-        let text = std::fs::read_to_string(&manifest).map_err(|source| PromptError::Read {
-            path: manifest.clone(),
-            source,
-        })?;
+        let text = read(&manifest)
+            .and_then(|bytes| {
+                String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+            })
+            .map_err(|source| PromptError::Read {
+                path: manifest.clone(),
+                source,
+            })?;
         let entries = parse_manifest(&text).map_err(|e| PromptError::Manifest {
             path: manifest.clone(),
             line: e.line,
@@ -234,7 +242,7 @@ impl PromptSet {
         for (id, entry) in entries {
             let path = dir.join(&entry.file);
             let line = entry.line;
-            let bytes = std::fs::read(&path).map_err(|source| PromptError::ReadAudio {
+            let bytes = read(&path).map_err(|source| PromptError::ReadAudio {
                 path: path.clone(),
                 id: id.clone(),
                 line,
@@ -693,13 +701,18 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The set in `dir`, read from disk as the server does.
+    fn load_dir(dir: &Path) -> Result<PromptSet, PromptError> {
+        PromptSet::from_files(dir, |path| std::fs::read(path))
+    }
     use proptest::prelude::*;
 
     const EN: &str = "prompts/en";
     const FIXTURES: &str = "tests/fixtures/audio";
 
     fn en() -> PromptSet {
-        PromptSet::load(Path::new(EN)).unwrap()
+        load_dir(Path::new(EN)).unwrap()
     }
 
     #[test]
@@ -954,7 +967,7 @@ mod tests {
     }
 
     fn load_err(dir: &Path) -> (PromptError, String) {
-        let err = PromptSet::load(dir).unwrap_err();
+        let err = load_dir(dir).unwrap_err();
         let message = err.to_string();
         (err, message)
     }
@@ -1097,7 +1110,7 @@ mod tests {
             dir.path().join("hold.ogg"),
         )
         .unwrap();
-        let set = PromptSet::load(dir.path()).unwrap();
+        let set = load_dir(dir.path()).unwrap();
         let hold = set.get("hold").unwrap();
         assert_eq!(hold.transcript(), "A tone.");
         assert_eq!(hold.duration(), Duration::from_millis(500));

@@ -13,6 +13,7 @@ mod tcp;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,10 +21,10 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::config::Config;
-use crate::ivr::dialplan::Dialplan;
+use crate::ivr::dialplan::{Dialplan, DialplanError};
 use crate::ivr::session::Sessions;
 use crate::media::ports::PortAllocator;
-use crate::media::prompts::PromptSet;
+use crate::media::prompts::{PromptError, PromptSet};
 use crate::sip::endpoint::{CallHandle, Endpoint, EndpointConfig, dialplan_router};
 use crate::store::{Hasher, Store};
 use media::{MediaCommand, MediaConfig, MediaHandle};
@@ -90,6 +91,27 @@ impl Shared {
     pub(crate) fn media(&self, command: MediaCommand) {
         self.media.send(command);
     }
+}
+
+/// Reads and checks the dialplan file at `path`.
+///
+/// # Errors
+/// [`DialplanError::Io`] when the file cannot be read; otherwise as [`Dialplan::parse`],
+/// with the path as the origin.
+pub fn load_dialplan(path: &Path) -> Result<Dialplan, DialplanError> {
+    let text = std::fs::read_to_string(path).map_err(|source| DialplanError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    Dialplan::parse(&text, &path.display().to_string())
+}
+
+/// The prompt set in `dir` (a language folder holding `prompts.toml`), read from disk.
+///
+/// # Errors
+/// [`PromptError`] naming the manifest or the audio file at fault.
+pub fn load_prompts(dir: &Path) -> Result<PromptSet, PromptError> {
+    PromptSet::from_files(dir, |path| std::fs::read(path))
 }
 
 /// RTP packets sent since the process started.
