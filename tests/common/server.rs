@@ -66,6 +66,13 @@ impl ServerProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                // Logged before it is announced: whoever waits for the address may read
+                // the log at once and must find the line there.
+                {
+                    let mut l = log2.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
                 if let Some(addr) = line.split("listening sip=").nth(1) {
                     let _ = ready_tx.send(("sip", addr.trim().to_owned()));
                 }
@@ -73,9 +80,6 @@ impl ServerProcess {
                     let addr = addr.split_whitespace().next().unwrap_or_default();
                     let _ = ready_tx.send(("admin", addr.to_owned()));
                 }
-                let mut l = log2.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
             }
         });
         let out = child.stdout.take().unwrap();
