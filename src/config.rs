@@ -236,6 +236,14 @@ impl Default for StoreConfig {
 }
 
 impl StoreConfig {
+    /// How many argon2 hashes may run at once: as configured, or one per core.
+    pub fn hashes_at_once(&self) -> usize {
+        match self.hash_concurrency {
+            0 => crate::store::Hasher::default_concurrency(),
+            n => n,
+        }
+    }
+
     /// The pepper file: as configured, else the database path with the extension `.pepper`.
     pub fn pepper_path(&self) -> PathBuf {
         self.pepper_file

@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use vportal::config::{Config, StoreConfig};
-use vportal::store::{Extension, Hasher, Passcode, Store, pepper};
+use vportal::store::{Extension, Passcode, Store, pepper};
 use vportal::time::parse_duration;
 
 /// vportal: a voice-portal passcode server and its admin tools.
@@ -266,11 +266,7 @@ impl Context {
         if let pepper::PepperSource::Created(path) = &source {
             tracing::info!(path = %path.display(), "created pepper file");
         }
-        let concurrency = match self.store.hash_concurrency {
-            0 => Hasher::default_concurrency(),
-            n => n,
-        };
-        let store = Store::open(db, pepper, created, concurrency)
+        let store = Store::open(db, pepper, created, self.store.hashes_at_once())
             .with_context(|| format!("opening {}", db.display()))?;
         Ok((store, created))
     }

@@ -363,8 +363,8 @@ impl CallTask {
         }
     }
 
-    /// Runs store work that hashes (argon2) on the blocking pool, at most as many at once as
-    /// there are cores, so a burst of logins queues here instead of starving the runtime.
+    /// Runs store work that hashes (argon2) on the blocking pool, at most two per hashing
+    /// core at once, so a burst of logins queues here instead of starving the runtime.
     fn hashing(&self, work: impl FnOnce(&Store) -> StoreReply + Send + 'static) -> StoreJob {
         let store = Arc::clone(&self.shared.store);
         let permits = Arc::clone(&self.shared.hash_permits);

@@ -26,7 +26,7 @@ use crate::ivr::session::Sessions;
 use crate::media::ports::PortAllocator;
 use crate::media::prompts::{PromptError, PromptSet};
 use crate::sip::endpoint::{CallHandle, Endpoint, EndpointConfig, dialplan_router};
-use crate::store::{Hasher, Store};
+use crate::store::Store;
 use media::{MediaCommand, MediaConfig, MediaHandle};
 
 pub use calls::{ActiveCall, ActiveCalls};
@@ -79,7 +79,9 @@ pub(crate) struct Shared {
     pub(crate) prompts: HashMap<String, Arc<PromptSet>>,
     /// Which call holds each logged-in mailbox.
     pub(crate) sessions: Mutex<Sessions<CallHandle>>,
-    /// Store work that hashes (argon2) waits here for one of as many permits as cores.
+    /// Store work that hashes (argon2) waits here for a permit: two per hash allowed at once,
+    /// so that while one login commits its result (an fsync) the next one already hashes.
+    /// The store's hasher still runs no more hashes at once than allowed.
     pub(crate) hash_permits: Arc<Semaphore>,
     /// The calls in progress, for the admin API.
     pub(crate) calls: Arc<ActiveCalls>,
@@ -207,10 +209,7 @@ impl Server {
             dialplan,
             prompts,
             sessions: Mutex::new(Sessions::default()),
-            hash_permits: Arc::new(Semaphore::new(match config.store.hash_concurrency {
-                0 => Hasher::default_concurrency(),
-                n => n,
-            })),
+            hash_permits: Arc::new(Semaphore::new(2 * config.store.hashes_at_once())),
             calls: Arc::default(),
             media,
             tcp_idle_timeout: sip.tcp_idle_timeout,
@@ -231,8 +230,8 @@ impl Server {
         Arc::clone(&self.shared.calls)
     }
 
-    /// The permits that bound how many argon2 hashes run at once, shared with the admin
-    /// API so a burst of resets queues with the logins instead of beside them.
+    /// The permits that bound how much argon2 store work is under way, shared with the
+    /// admin API so a burst of resets queues with the logins instead of beside them.
     pub fn hash_permits(&self) -> Arc<Semaphore> {
         Arc::clone(&self.shared.hash_permits)
     }
