@@ -1,6 +1,6 @@
 //! The hash ceiling: how many login checks per second one core can do at most, measured
-//! right now. On a shared virtual machine the speed of argon2 drifts by a third from one
-//! minute to the next, so a login rate means something only next to a ceiling measured at
+//! right now. On a shared virtual machine the speed of argon2 drifts by up to a fifth from
+//! one minute to the next, so a login rate means something only next to a ceiling measured at
 //! the same time; `tests/load/login-calls.sh` runs this before and after each rate.
 //!
 //! ```text

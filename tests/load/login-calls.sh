@@ -14,7 +14,7 @@
 # length stays near the median (no backlog building up). Before and after each rate it
 # measures the hash ceiling on CPU 1 (examples/hash_ceiling.rs: vportal's own argon2 check,
 # back to back, 3 s) and prints their mean and the rate as a share of it: on a shared
-# virtual machine the ceiling drifts by a third from one minute to the next. Loopback only;
+# virtual machine the ceiling drifts by up to a fifth from one minute to the next. Loopback only;
 # bounded in count and time. Needs SIPp (package sip-tester) and taskset (util-linux).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
