@@ -17,8 +17,7 @@ root=$(cd "$here/../.." && pwd)
 calls="${1:-100}"
 seconds="${2:-10}"
 command -v wrk >/dev/null || { echo "wrk is missing (apt-get install wrk)" >&2; exit 1; }
-(cd "$root" && cargo build --release --quiet && cargo build --release --quiet --example load_caller)
-vportal="$root/target/release/vportal"
+build_release load_caller
 
 work_dir
 token=$("$vportal" init --token-name load | grep -o 'vpt_[0-9a-f]*')

@@ -26,3 +26,12 @@ listening() {
   done
   echo "vportal did not start" >&2; cat serve.log >&2; return 1
 }
+
+# build_release [EXAMPLE ...]: builds vportal and the named examples (release profile) in
+# one cargo run and sets $vportal to the binary. Needs $root.
+build_release() {
+  local args=(--bin vportal) example
+  for example in "$@"; do args+=(--example "$example"); done
+  (cd "$root" && cargo build --release --quiet "${args[@]}")
+  vportal="$root/target/release/vportal"
+}

@@ -23,8 +23,7 @@ root=$(cd "$here/../.." && pwd)
 rates=("$@")
 [ ${#rates[@]} -gt 0 ] || rates=(60 70 75 80)
 command -v sipp >/dev/null || { echo "install SIPp (apt-get install sip-tester)" >&2; exit 2; }
-(cd "$root" && cargo build --release --quiet && cargo build --release --quiet --example hash_ceiling)
-vportal="$root/target/release/vportal"
+build_release hash_ceiling
 # Checks per second one core does right now.
 ceiling() { taskset -c 1 "$root/target/release/examples/hash_ceiling" --seconds 3 | awk '{print $3}'; }
 

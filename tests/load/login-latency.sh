@@ -14,8 +14,7 @@ root=$(cd "$here/../.." && pwd)
 . "$here/lib.sh"
 callers="${1:-50}"
 seconds="${2:-60}"
-(cd "$root" && cargo build --release --quiet && cargo build --release --quiet --example login_latency)
-vportal="$root/target/release/vportal"
+build_release login_latency
 
 work_dir
 "$vportal" init >/dev/null

@@ -16,8 +16,7 @@ root=$(cd "$here/../.." && pwd)
 . "$here/lib.sh"
 calls="${1:-3000}"
 rate="${2:-20}"
-(cd "$root" && cargo build --release --quiet && cargo build --release --quiet --example load_caller)
-vportal="$root/target/release/vportal"
+build_release load_caller
 
 work_dir
 "$vportal" init >/dev/null

@@ -15,7 +15,7 @@ root=$(cd "$here/../.." && pwd)
 . "$here/lib.sh"
 counts=("$@")
 [ ${#counts[@]} -gt 0 ] || counts=(1000 3000)
-(cd "$root" && cargo build --release --quiet --example load_caller && cargo build --release --quiet)
+build_release load_caller
 
 work=""
 pid=""
@@ -23,7 +23,7 @@ trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; [ -n "$work" ] && rm -rf "$work"
 for calls in "${counts[@]}"; do
   work=$(mktemp -d)
   cd "$work"
-  RUST_LOG=warn,vportal::server=info taskset -c 1 "$root/target/release/vportal" serve --no-admin \
+  RUST_LOG=warn,vportal::server=info taskset -c 1 "$vportal" serve --no-admin \
     --sip 127.0.0.1:0 --rtp-ports 10000-30000 --prompts "$root/prompts" >serve.out 2>serve.log &
   pid=$!
   addr=$(listening sip)

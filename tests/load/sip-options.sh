@@ -16,10 +16,10 @@ root=$(cd "$here/../.." && pwd)
 rates=("$@")
 [ ${#rates[@]} -gt 0 ] || rates=(20000 40000 50000)
 command -v sipp >/dev/null || { echo "install SIPp (apt-get install sip-tester)" >&2; exit 2; }
-(cd "$root" && cargo build --release --quiet)
+build_release
 
 work_dir
-RUST_LOG=warn,vportal::server=info taskset -c 1 "$root/target/release/vportal" serve --no-admin --sip 127.0.0.1:0 \
+RUST_LOG=warn,vportal::server=info taskset -c 1 "$vportal" serve --no-admin --sip 127.0.0.1:0 \
   --rtp-ports 33000-33998 --prompts "$root/prompts" >serve.out 2>serve.log &
 pid=$!
 addr=$(listening sip)
