@@ -6,68 +6,26 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Workdir;
 use common::phone::Phone;
 use common::server::ServerProcess;
-use serde_json::Value;
+use common::{Workdir, event_names};
 
 /// How long a whole scripted call may take (prompts play in real time).
 const CALL: Duration = Duration::from_secs(20);
 
-/// A workdir with mailboxes provisioned through the CLI: `(mailbox, passcode, temporary)`.
-fn provisioned(mailboxes: &[(&str, &str, bool)]) -> Workdir {
-    let w = Workdir::new();
-    w.run(&["init"]).ok();
-    for (m, passcode, temporary) in mailboxes {
-        let mut args = vec!["user", "add", m, "--passcode-stdin"];
-        if *temporary {
-            args.push("--temporary");
-        }
-        w.run_with_stdin(&args, passcode).ok();
-    }
-    w
-}
-
-fn user(w: &Workdir, mailbox: &str) -> Value {
-    w.run(&["--json", "user", "show", mailbox]).ok().json()
-}
-
-/// Audit events for `mailbox`, oldest first.
-fn audit(w: &Workdir, mailbox: &str) -> Vec<Value> {
-    let mut events = w
-        .run(&["--json", "audit", "--extension", mailbox])
-        .ok()
-        .json()
-        .as_array()
-        .unwrap()
-        .clone();
-    events.reverse();
-    events
-}
-
-fn event_names(events: &[Value]) -> Vec<&str> {
-    events
-        .iter()
-        .map(|e| e["event"].as_str().unwrap())
-        .collect()
-}
-
 fn wait_for_log(server: &ServerProcess, needle: &str, count: usize) {
-    let end = Instant::now() + CALL;
-    while Instant::now() < end {
-        if server.log().matches(needle).count() >= count {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("no {needle:?} ×{count} in the log:\n{}", server.log());
+    assert!(
+        server.wait_for_log(needle, count, CALL),
+        "no {needle:?} ×{count} in the log:\n{}",
+        server.log()
+    );
 }
 
 #[test]
 fn a_temporary_passcode_becomes_a_pin_of_ones_own_over_rfc4733() {
-    let w = provisioned(&[("1001", "4826", true)]);
+    let w = Workdir::provisioned(&[("1001", "4826", true)]);
     let server = ServerProcess::start(&w, "32000-32098", &[]);
     let mut phone = Phone::dial(&server, "8500", "1001");
     phone.keys("1001#4826#");
@@ -77,10 +35,10 @@ fn a_temporary_passcode_becomes_a_pin_of_ones_own_over_rfc4733() {
     phone.keys("5937#5937#*");
     assert!(phone.wait_for_bye(CALL), "{}", server.log());
 
-    let u = user(&w, "1001");
+    let u = w.user("1001");
     assert_eq!(u["temporary"], false, "{u}");
     assert!(u["passcode_changed_at"].is_string(), "{u}");
-    let events = audit(&w, "1001");
+    let events = w.audit("1001");
     assert_eq!(
         &event_names(&events)[2..],
         ["login.success", "passcode.changed"]
@@ -97,20 +55,20 @@ fn a_temporary_passcode_becomes_a_pin_of_ones_own_over_rfc4733() {
     again.keys("1001#5937#");
     wait_for_log(&server, "logged in mailbox=1001", 2);
     again.hang_up();
-    let events = audit(&w, "1001");
+    let events = w.audit("1001");
     assert_eq!(
         &event_names(&events)[4..],
         ["login.failure", "login.success"]
     );
     assert!(
-        !server.log().contains("5937") && !server.log().contains("4826"),
+        !server.log_reveals("5937") && !server.log_reveals("4826"),
         "no passcode in the log"
     );
 }
 
 #[test]
 fn info_keys_mismatch_and_policy_leave_the_temporary_passcode() {
-    let w = provisioned(&[("2580", "4826", true)]);
+    let w = Workdir::provisioned(&[("2580", "4826", true)]);
     let server = ServerProcess::start(&w, "32100-32198", &[]);
     let mut phone = Phone::dial(&server, "8500", "2580");
     // Log in, then three failed changes: a mismatch, a run (too simple), the extension.
@@ -120,9 +78,9 @@ fn info_keys_mismatch_and_policy_leave_the_temporary_passcode() {
     phone.info_keys("2580#2580#");
     assert!(phone.wait_for_bye(CALL), "{}", server.log());
 
-    let u = user(&w, "2580");
+    let u = w.user("2580");
     assert_eq!(u["temporary"], true, "{u}");
-    let events = audit(&w, "2580");
+    let events = w.audit("2580");
     assert_eq!(
         &event_names(&events)[2..],
         [
@@ -156,7 +114,7 @@ fn info_keys_mismatch_and_policy_leave_the_temporary_passcode() {
 
 #[test]
 fn hanging_up_midway_changes_nothing() {
-    let w = provisioned(&[("1001", "4826", true)]);
+    let w = Workdir::provisioned(&[("1001", "4826", true)]);
     let server = ServerProcess::start(&w, "32200-32298", &[]);
     let mut phone = Phone::dial(&server, "8500", "1001");
     phone.keys("1001#4826#");
@@ -164,9 +122,9 @@ fn hanging_up_midway_changes_nothing() {
     phone.keys("5937#59");
     phone.hang_up();
     wait_for_log(&server, "outcome=change_not_completed", 1);
-    assert_eq!(user(&w, "1001")["temporary"], true);
+    assert_eq!(w.user("1001")["temporary"], true);
     assert_eq!(
-        &event_names(&audit(&w, "1001"))[2..],
+        &event_names(&w.audit("1001"))[2..],
         ["login.success"],
         "nothing but the login"
     );
@@ -174,27 +132,27 @@ fn hanging_up_midway_changes_nothing() {
 
 #[test]
 fn wrong_passcodes_across_calls_lock_the_mailbox() {
-    let w = provisioned(&[("1001", "4826", true)]);
+    let w = Workdir::provisioned(&[("1001", "4826", true)]);
     let server = ServerProcess::start(&w, "32300-32398", &[]);
     // Three tries per call: the server says goodbye after the third.
     let mut first = Phone::dial(&server, "8500", "1001");
     first.keys("1001#1111#1001#2222#1001#3333#");
     assert!(first.wait_for_bye(CALL), "{}", server.log());
-    assert_eq!(user(&w, "1001")["failed_attempts"], 3);
+    assert_eq!(w.user("1001")["failed_attempts"], 3);
     // The fifth failure locks; the locked prompt, goodbye.
     let mut second = Phone::dial(&server, "8500", "1001");
     second.keys("1001#4444#1001#5555#");
     assert!(second.wait_for_bye(CALL), "{}", server.log());
-    let locked = user(&w, "1001");
+    let locked = w.user("1001");
     assert_eq!(locked["locked"], true, "{locked}");
     // Locked: even the right passcode is refused, and nothing more is counted.
     let mut third = Phone::dial(&server, "8500", "1001");
     third.keys("1001#4826#");
     assert!(third.wait_for_bye(CALL), "{}", server.log());
-    let u = user(&w, "1001");
+    let u = w.user("1001");
     assert_eq!(u["failed_attempts"], locked["failed_attempts"], "{u}");
     assert_eq!(u["locked_until"], locked["locked_until"], "{u}");
-    let names = event_names(&audit(&w, "1001")).join(" ");
+    let names = event_names(&w.audit("1001")).join(" ");
     assert!(
         names.ends_with("login.failure user.locked login.locked"),
         "{names}"
@@ -204,7 +162,7 @@ fn wrong_passcodes_across_calls_lock_the_mailbox() {
 
 #[test]
 fn a_second_login_to_a_mailbox_replaces_the_first_call() {
-    let w = provisioned(&[("2002", "6048", false)]);
+    let w = Workdir::provisioned(&[("2002", "6048", false)]);
     let server = ServerProcess::start(&w, "32400-32498", &[]);
     let mut first = Phone::dial(&server, "8500", "2002");
     first.keys("2002#6048#");
@@ -222,7 +180,7 @@ fn a_second_login_to_a_mailbox_replaces_the_first_call() {
 
 #[test]
 fn star_86_takes_the_mailbox_from_the_caller() {
-    let w = provisioned(&[("1001", "6048", false)]);
+    let w = Workdir::provisioned(&[("1001", "6048", false)]);
     let server = ServerProcess::start(&w, "32500-32598", &[]);
     // From: 1001 — only the passcode is asked.
     let mut phone = Phone::dial(&server, "*86", "1001");
@@ -259,9 +217,6 @@ fn an_expired_temporary_passcode_is_refused() {
     let mut phone = Phone::dial(&server, "8500", "1001");
     phone.keys("1001#4826#");
     assert!(phone.wait_for_bye(CALL), "{}", server.log());
-    assert_eq!(
-        event_names(&audit(&w, "1001")).last(),
-        Some(&"login.expired")
-    );
+    assert_eq!(event_names(&w.audit("1001")).last(), Some(&"login.expired"));
     wait_for_log(&server, "outcome=expired", 1);
 }

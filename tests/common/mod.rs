@@ -96,6 +96,47 @@ impl Workdir {
     pub fn run(&self, args: &[&str]) -> Run {
         self.run_with_stdin(args, "")
     }
+
+    /// A fresh workdir with mailboxes provisioned through the CLI, as an admin would:
+    /// `(mailbox, passcode, temporary)`.
+    pub fn provisioned(mailboxes: &[(&str, &str, bool)]) -> Self {
+        let w = Self::new();
+        w.run(&["init"]).ok();
+        for (m, passcode, temporary) in mailboxes {
+            let mut args = vec!["user", "add", m, "--passcode-stdin"];
+            if *temporary {
+                args.push("--temporary");
+            }
+            w.run_with_stdin(&args, passcode).ok();
+        }
+        w
+    }
+
+    /// `vportal user show MAILBOX`, as JSON.
+    pub fn user(&self, mailbox: &str) -> serde_json::Value {
+        self.run(&["--json", "user", "show", mailbox]).ok().json()
+    }
+
+    /// The audit events for `mailbox`, oldest first.
+    pub fn audit(&self, mailbox: &str) -> Vec<serde_json::Value> {
+        let mut events = self
+            .run(&["--json", "audit", "--extension", mailbox])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .clone();
+        events.reverse();
+        events
+    }
+}
+
+/// The `event` names of audit `events`.
+pub fn event_names(events: &[serde_json::Value]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect()
 }
 pub mod http;
 pub mod phone;

@@ -133,6 +133,30 @@ impl ServerProcess {
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
+
+    /// Whether `secret` shows anywhere in the log but in the lines' leading timestamps, whose
+    /// microseconds hold any short run of digits now and then.
+    pub fn log_reveals(&self, secret: &str) -> bool {
+        self.log().lines().any(|line| {
+            line.split_once(' ')
+                .map_or(line, |(_, rest)| rest)
+                .contains(secret)
+        })
+    }
+
+    /// Waits (at most `within`) until the log holds `needle` at least `count` times.
+    pub fn wait_for_log(&self, needle: &str, count: usize, within: Duration) -> bool {
+        let end = std::time::Instant::now() + within;
+        loop {
+            if self.log().matches(needle).count() >= count {
+                return true;
+            }
+            if std::time::Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for ServerProcess {
