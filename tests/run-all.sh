@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs the external tools the tests drive when they are missing
-# (SIPp and tshark: Debian/Ubuntu packages sip-tester and tshark), then runs `cargo test`.
+# (SIPp, tshark and baresip: Debian/Ubuntu packages sip-tester, tshark and baresip-core),
+# then runs `cargo test`.
 # The SIPp DTMF and capture tests need root (or CAP_NET_RAW). Extra arguments go to
 # cargo test.
 set -euo pipefail
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
 command -v tshark >/dev/null 2>&1 || missing+=(tshark)
+command -v baresip >/dev/null 2>&1 || missing+=(baresip-core)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test tools: ${missing[*]}"
   if [ "$(id -u)" = 0 ]; then
