@@ -137,20 +137,20 @@ pub(crate) fn record(
     outcome: &str,
     detail: Option<&str>,
 ) -> Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO audit (at, event, extension, actor, source, call_id, outcome, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        (
-            at.unix(),
-            event.as_str(),
-            extension.map(Extension::as_str),
-            actor.label(),
-            actor.source(),
-            actor.call_id(),
-            outcome,
-            detail,
-        ),
-    )?;
+    )?
+    .execute((
+        at.unix(),
+        event.as_str(),
+        extension.map(Extension::as_str),
+        actor.label(),
+        actor.source(),
+        actor.call_id(),
+        outcome,
+        detail,
+    ))?;
     Ok(())
 }
 

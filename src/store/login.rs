@@ -70,7 +70,7 @@ fn snapshot(
     };
     let policy = load_policy(conn)?;
     let history = if with_history && policy.history_depth > 0 {
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT hash FROM passcode_history WHERE extension = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
         stmt.query_map((extension.as_str(), policy.history_depth), |r| r.get(0))?
@@ -327,11 +327,11 @@ fn succeed(
         )?;
         return Ok(VerifyOutcome::Expired);
     }
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE users SET failed_attempts = 0, lockouts = 0, locked_until = NULL, last_login_at = ?1
          WHERE extension = ?2",
-        (now.unix(), ext.as_str()),
-    )?;
+    )?
+    .execute((now.unix(), ext.as_str()))?;
     let outcome = if row.temporary { "ok_temporary" } else { "ok" };
     audit::record(
         conn,
@@ -364,18 +364,18 @@ fn fail(
         Some(Lock::Permanent) => (None, true),
         None => (None, false),
     };
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE users SET failed_attempts = ?1, lockouts = ?2, locked_until = ?3,
                 locked_permanently = ?4
          WHERE extension = ?5",
-        (
-            after.failed_attempts,
-            after.lockouts,
-            until,
-            permanent,
-            ext.as_str(),
-        ),
-    )?;
+    )?
+    .execute((
+        after.failed_attempts,
+        after.lockouts,
+        until,
+        permanent,
+        ext.as_str(),
+    ))?;
     let detail = format!("remaining {}", after.remaining);
     audit::record(
         conn,

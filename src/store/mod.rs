@@ -304,11 +304,8 @@ fn create_private(path: &Path) -> std::io::Result<()> {
 /// Reads the active policy inside a transaction or on a connection.
 fn load_policy(conn: &Connection) -> Result<Policy> {
     let text: Option<String> = conn
-        .query_row(
-            "SELECT value FROM settings WHERE key = ?1",
-            [POLICY_KEY],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+        .query_row([POLICY_KEY], |r| r.get(0))
         .optional()?;
     let Some(text) = text else {
         return Ok(Policy::default());

@@ -73,7 +73,8 @@ impl UserRow {
     pub(crate) fn load(conn: &Connection, extension: &Extension) -> Result<Option<Self>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE extension = ?1");
         Ok(conn
-            .query_row(&sql, [extension.as_str()], Self::from_row)
+            .prepare_cached(&sql)?
+            .query_row([extension.as_str()], Self::from_row)
             .optional()?)
     }
 
