@@ -58,7 +58,7 @@ fn describe() {
     );
     describe_counter!(
         "vportal_dtmf_digits_total",
-        "Keys received, by method (rfc4733, info, inband)."
+        "Keys received, by method (rfc4733, sip_info, inband)."
     );
     describe_counter!(
         "vportal_sip_requests_total",

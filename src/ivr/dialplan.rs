@@ -1360,6 +1360,14 @@ mod tests {
         assert_eq!(defaults.trusted_sources.len(), 3);
         assert_eq!(routed(&plan, "8500"), Some("8500"));
         assert_eq!(plan.route("8500").unwrap().settings.attempts, 3);
+        assert_eq!(
+            plan.route("8500").unwrap().settings.session,
+            SessionRule::Replace
+        );
+        assert_eq!(
+            plan.route("8501").unwrap().settings.session,
+            SessionRule::Reject
+        );
         assert_eq!(routed(&plan, "8542"), Some("_85XX"));
         let other = &plan.route("8542").unwrap().settings;
         assert_eq!(
