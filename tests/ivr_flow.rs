@@ -403,6 +403,8 @@ fn each_policy_violation_has_its_own_reason() {
         ("1234", "reason_sequential"),
         ("2580", "reason_common"),
         ("4826", "reason_same_as_current"),
+        // `#` alone: nothing keyed is too short.
+        ("", "reason_too_short"),
     ];
     let store = store();
     let admin = Actor::Cli { user: None };
@@ -457,12 +459,72 @@ fn silence_reprompts_then_goodbye() {
 }
 
 #[test]
+fn silences_count_in_a_row_not_over_the_whole_call() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    let silence = Duration::from_millis(5_100);
+    c.finish().advance(silence);
+    assert_eq!(c.last(), ["no_input", "enter_mailbox"]);
+    c.keys("2002#").finish().advance(silence);
+    assert_eq!(c.last(), ["no_input", "enter_passcode"]);
+    c.keys("5937#").finish().advance(silence);
+    // Two pauses earlier in the call do not use up the menu's reprompts.
+    assert_eq!(c.last(), ["no_input", "menu"]);
+    c.finish().advance(silence);
+    assert_eq!(c.last(), ["no_input", "menu"]);
+    c.finish().advance(silence);
+    assert_eq!(c.last(), ["goodbye"]);
+    assert!(c.ends());
+}
+
+#[test]
+fn each_change_from_the_menu_has_its_own_tries() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    c.keys("2002#").keys("5937#").keys("1");
+    for _ in 0..2 {
+        c.keys("6048#").keys("6049#");
+        assert_eq!(c.last(), ["mismatch", "enter_new_passcode"]);
+    }
+    c.keys("6048#").keys("6048#").finish();
+    assert_eq!(c.last(), ["menu"]);
+    // Two failures in the first change leave the next one its three tries.
+    c.keys("1");
+    for _ in 0..2 {
+        c.keys("7193#").keys("7194#");
+        assert_eq!(c.last(), ["mismatch", "enter_new_passcode"]);
+    }
+}
+
+#[test]
+fn the_call_length_limit_during_the_goodbye_lets_it_finish() {
+    let store = store();
+    let settings = RouteSettings {
+        max_call_duration: Duration::from_secs(60),
+        ..RouteSettings::default()
+    };
+    let mut c = Call::portal_with(&store, settings);
+    c.keys("2002#").keys("5937#").keys("*");
+    assert_eq!(c.last(), ["goodbye"]);
+    // The call's time runs out while the goodbye plays: no timer is left in the past (the
+    // call task would wake for it again and again).
+    c.now = c.start + Duration::from_secs(60);
+    c.flow.handle_timeout(c.now);
+    c.run();
+    assert!(c.flow.poll_timeout().is_none_or(|t| t > c.now));
+    assert_eq!(c.last(), ["goodbye"]);
+    assert!(c.ends());
+    assert_eq!(c.flow.outcome(), Outcome::LoggedIn);
+}
+
+#[test]
 fn a_pause_mid_entry_discards_it_and_star_clears() {
     let store = store();
     let mut c = Call::portal(&store);
     c.keys("10");
     c.advance(Duration::from_millis(3_100));
-    assert_eq!(c.last(), ["no_input", "enter_mailbox"]);
+    // Not "I did not hear anything": the caller did key something.
+    assert_eq!(c.last(), ["try_again", "enter_mailbox"]);
     c.keys("99*1001#");
     assert_eq!(
         c.played

@@ -326,6 +326,9 @@ impl Flow {
         if matches!(self.step, Step::Over | Step::Leaving | Step::NotStarted) {
             return;
         }
+        // Silences count in a row: a caller who pressed something gets the full allowance
+        // at the next prompt again.
+        self.reprompts_left = self.config.settings.reprompts;
         if let Some((_, true)) = self.playing {
             self.playing = None;
             self.actions.push_back(Action::BargeIn);
@@ -474,16 +477,18 @@ impl Flow {
 
     /// Time passed: silence, a pause mid-entry, or the end of the call's time.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.hang_up_at.is_some_and(|t| now >= t)
-            && !matches!(self.step, Step::Over | Step::Leaving)
-        {
+        if self.hang_up_at.is_some_and(|t| now >= t) {
+            // Spent either way: a call already saying goodbye finishes it.
             self.hang_up_at = None;
-            return self.leave(Outcome::TimedOut, &["goodbye"]);
+            if !matches!(self.step, Step::Over | Step::Leaving) {
+                return self.leave(Outcome::TimedOut, &["goodbye"]);
+            }
         }
         match &self.step {
             Step::Entry(entry) if entry.deadline.is_some_and(|d| now >= d) => {
                 let field = entry.field;
-                self.silence(now, field);
+                let partial = !entry.keyed.expose().is_empty();
+                self.silence(now, field, partial);
             }
             Step::Menu { deadline } if deadline.is_some_and(|d| now >= d) => {
                 if self.reprompts_left == 0 {
@@ -600,8 +605,9 @@ impl Flow {
         self.ask(Field::NewPasscode, &[reason], now);
     }
 
-    /// Silence on an entry: ask again while reprompts last, then goodbye.
-    fn silence(&mut self, now: Instant, field: Field) {
+    /// Silence on an entry (`partial`: after some keys): ask again while reprompts last,
+    /// then goodbye.
+    fn silence(&mut self, now: Instant, field: Field, partial: bool) {
         if self.reprompts_left == 0 {
             let outcome = match self.outcome {
                 Outcome::LoggedIn if self.must_change => Outcome::ChangeNotCompleted,
@@ -617,7 +623,8 @@ impl Flow {
         } else {
             field
         };
-        self.ask(field, &["no_input"], now);
+        let why = if partial { "try_again" } else { "no_input" };
+        self.ask(field, &[why], now);
     }
 
     fn menu(&mut self, now: Instant, before: &[&str]) {
@@ -633,7 +640,11 @@ impl Flow {
 
     fn menu_key(&mut self, now: Instant, key: Digit) {
         match key.reveal() {
-            '1' => self.ask(Field::NewPasscode, &[], now),
+            '1' => {
+                // Each change from the menu has its own tries.
+                self.changes_left = self.config.settings.attempts.max(1);
+                self.ask(Field::NewPasscode, &[], now);
+            }
             '*' => self.leave(Outcome::LoggedIn, &["goodbye"]),
             _ => self.menu(now, &["invalid_option"]),
         }

@@ -293,10 +293,12 @@ impl Policy {
     ) -> Violations {
         let pin = candidate.expose();
         let mut out = Violations::default();
-        let digits = !pin.is_empty() && pin.bytes().all(|b| b.is_ascii_digit());
-        if !digits {
+        // Nothing keyed is too short, not "not digits": that is what a caller who pressed
+        // `#` alone needs to hear.
+        if !pin.bytes().all(|b| b.is_ascii_digit()) {
             out.push(Violation::NotDigits);
         }
+        let digits = !pin.is_empty() && pin.bytes().all(|b| b.is_ascii_digit());
         // Characters, not bytes: a non-digit passcode's length is still reported sensibly.
         let len = pin.chars().count();
         if len < self.min_length {
@@ -561,7 +563,7 @@ mod tests {
             ("1001", "4826", &[]),
             // Characters and length.
             ("1001", "12a4", &["not_digits"]),
-            ("1001", "", &["not_digits", "too_short"]),
+            ("1001", "", &["too_short"]),
             ("1001", "48 63", &["not_digits"]),
             ("1001", "486", &["too_short"]),
             ("1001", "48630193746", &["too_long"]),
