@@ -706,4 +706,28 @@ fn requests_the_uas_refuses() {
         (r.status(), r.values(HeaderName::Unsupported).next()),
         (Some(420), Some("100rel"))
     );
+    // Well formed but too large for vportal: 513, not 400.
+    let options = String::from_utf8(w.uac.request("OPTIONS", "", "")).unwrap();
+    let big_body = options.replace("Content-Length: 0", "Content-Length: 70000");
+    let many_headers = options.replacen(
+        "Max-Forwards: 70\r\n",
+        &"Max-Forwards: 70\r\n".repeat(300),
+        1,
+    );
+    for (what, request) in [("body", big_body), ("headers", many_headers)] {
+        w.send(request.into_bytes());
+        assert_eq!(w.statuses().last(), Some(&513), "{what}");
+    }
+    // A Call-ID with control characters (it names the call in every log line): 400.
+    let offer = w.uac.offer("sendrecv");
+    let invite = String::from_utf8(w.uac.invite(&offer)).unwrap().replace(
+        &format!("Call-ID: {}", w.uac.call_id),
+        "Call-ID: esc\u{1b}[31mred\u{8}\u{7}",
+    );
+    w.send(invite.into_bytes());
+    let answer = String::from_utf8_lossy(&w.inbox.last().unwrap().1.payload).into_owned();
+    assert!(
+        answer.starts_with("SIP/2.0 400 Malformed Call-ID header\r\n"),
+        "{answer}"
+    );
 }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use crate::sip::header::{CSeq, HeaderError, HeaderName, NameAddr, Via};
-use crate::sip::message::{Message, Method};
+use crate::sip::message::{Defect, Message, Method};
 use crate::sip::syntax;
 use crate::sip::uri::Uri;
 
@@ -89,7 +89,12 @@ pub(super) fn response_destination(via: &Via<'_>, source: SocketAddr) -> SocketA
 pub(super) fn validate<'a>(msg: &'a Message, via: Via<'a>) -> Result<Core<'a>, Verdict> {
     let bad = |e: HeaderError| Verdict::Respond(400, e.to_string());
     if let Some(defect) = msg.defect() {
-        return Err(Verdict::Respond(400, defect.to_string()));
+        // Well formed but beyond what vportal takes: 513 (RFC 3261 §21.5.14), not 400.
+        let code = match defect {
+            Defect::TooManyHeaders | Defect::BodyTooLarge => 513,
+            _ => 400,
+        };
+        return Err(Verdict::Respond(code, defect.to_string()));
     }
     if !msg.is_sip_2_0() {
         return Err(Verdict::Respond(505, "Version Not Supported".into()));
@@ -105,7 +110,9 @@ pub(super) fn validate<'a>(msg: &'a Message, via: Via<'a>) -> Result<Core<'a>, V
     let to =
         NameAddr::parse(msg.required(HeaderName::To).map_err(bad)?, HeaderName::To).map_err(bad)?;
     let call_id = msg.required(HeaderName::CallId).map_err(bad)?;
-    if call_id.is_empty() || call_id.bytes().any(syntax::is_ws) {
+    // RFC 3261 §25.1: `word ["@" word]`, visible ASCII only. Control characters in
+    // particular are refused: the Call-ID names the call in every log line.
+    if call_id.is_empty() || !call_id.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(bad(HeaderError::Malformed(HeaderName::CallId)));
     }
     let cseq = CSeq::parse(msg.required(HeaderName::CSeq).map_err(bad)?).map_err(bad)?;
