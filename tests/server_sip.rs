@@ -161,3 +161,86 @@ fn tcp_frames_pipelined_messages_and_closes_on_bad_framing() {
     let n = tcp.read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0, "connection closed");
 }
+
+/// Everything the server writes on `tcp` until it closes the connection (at most `within`).
+fn read_to_close(tcp: &mut TcpStream, within: Duration) -> Vec<u8> {
+    tcp.set_read_timeout(Some(within)).unwrap();
+    let mut all = Vec::new();
+    let mut buf = [0_u8; 4_096];
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => return all,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("still open after {within:?} ({e}); got {all:?}"),
+        }
+    }
+}
+
+#[test]
+fn tcp_answers_before_closing_and_bounds_partial_messages_and_connections() {
+    let dir = Workdir::new();
+    let config = dir.path().join("vportal.toml");
+    std::fs::write(
+        &config,
+        "[sip]\ntcp_idle_timeout = \"1s\"\nmax_tcp_connections = 2\n",
+    )
+    .unwrap();
+    let server = ServerProcess::start(&dir, "31200-31298", &["--config", config.to_str().unwrap()]);
+    let options = |tcp: &TcpStream| {
+        let mut uac = Uac::new(tcp.local_addr().unwrap(), server.sip, "8500");
+        uac.transport = "TCP";
+        uac.request("OPTIONS", "", "")
+    };
+    // A good request and an unframeable one in one write: the first is still answered
+    // before the connection closes.
+    let mut tcp = TcpStream::connect(server.sip).unwrap();
+    let mut data = options(&tcp);
+    data.extend_from_slice(b"OPTIONS sip:8500@127.0.0.1 SIP/2.0\r\nl: -1\r\n\r\n");
+    tcp.write_all(&data).unwrap();
+    let answer = read_to_close(&mut tcp, Duration::from_secs(5));
+    assert!(answer.starts_with(b"SIP/2.0 200 "), "{answer:?}");
+    // A peer that sends a request and ends its side of the stream still gets the answer.
+    let mut tcp = TcpStream::connect(server.sip).unwrap();
+    tcp.write_all(&options(&tcp)).unwrap();
+    tcp.shutdown(std::net::Shutdown::Write).unwrap();
+    let answer = read_to_close(&mut tcp, Duration::from_secs(5));
+    assert!(answer.starts_with(b"SIP/2.0 200 "), "{answer:?}");
+    // Half a message trickling in a byte at a time is closed once it has waited the idle
+    // timeout (1 s), though no single pause is that long.
+    let mut slow = TcpStream::connect(server.sip).unwrap();
+    let request = options(&slow);
+    let opened = std::time::Instant::now();
+    let mut closed = false;
+    for byte in request.chunks(1).take(40) {
+        if slow.write_all(byte).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if !closed {
+        assert!(read_to_close(&mut slow, Duration::from_secs(5)).is_empty());
+    }
+    // Closed by the partial-message deadline: each pause (100 ms) is far below the 1 s
+    // idle timeout.
+    assert!(opened.elapsed() < Duration::from_secs(5));
+    // Two connections at most: a third is closed at once; once one goes, a new one is served.
+    let held: Vec<_> = (0..2)
+        .map(|_| TcpStream::connect(server.sip).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = TcpStream::connect(server.sip).unwrap();
+    assert!(read_to_close(&mut third, Duration::from_secs(5)).is_empty());
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fourth = TcpStream::connect(server.sip).unwrap();
+    fourth.write_all(&options(&fourth)).unwrap();
+    fourth.shutdown(std::net::Shutdown::Write).unwrap();
+    let answer = read_to_close(&mut fourth, Duration::from_secs(5));
+    assert!(answer.starts_with(b"SIP/2.0 200 "), "{answer:?}");
+    assert!(
+        server.wait_for_log("TCP connection idle; closing", 1, Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+}

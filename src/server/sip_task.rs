@@ -224,23 +224,31 @@ impl SipTask {
                     Err(e) => tracing::debug!(to = %t.destination, error = %e, "SIP send failed"),
                 }
             }
-            Transport::Tcp(conn) => match self.connections.get(&conn) {
-                Some(tx) => {
-                    if tx.try_send(t.payload).is_err() {
-                        tracing::warn!(?conn, "TCP connection not keeping up; message dropped");
-                    }
-                }
-                None => {
-                    // The connection is gone: open a new one to the destination, which is
-                    // the peer's own address (§18.2.2), never a name from a message.
-                    super::tcp::connect_and_send(
-                        t.destination,
-                        t.payload,
-                        self.command_tx.clone(),
-                        Arc::clone(&self.shared),
-                    );
-                }
-            },
+            Transport::Tcp(conn) => {
+                let payload = match self.connections.get(&conn) {
+                    Some(tx) => match tx.try_send(t.payload) {
+                        Ok(()) => return,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            tracing::warn!(?conn, "TCP connection not keeping up; message dropped");
+                            return;
+                        }
+                        // Closed, its `TcpClosed` not yet seen.
+                        Err(mpsc::error::TrySendError::Closed(payload)) => {
+                            self.connections.remove(&conn);
+                            payload
+                        }
+                    },
+                    None => t.payload,
+                };
+                // The connection is gone: open a new one to the destination, which is the
+                // peer's own address (§18.2.2), never a name from a message.
+                super::tcp::connect_and_send(
+                    t.destination,
+                    payload,
+                    self.command_tx.clone(),
+                    Arc::clone(&self.shared),
+                );
+            }
         }
     }
 }

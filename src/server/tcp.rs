@@ -1,17 +1,21 @@
 //! SIP over TCP: a task per connection frames the byte stream into messages for the SIP
 //! task and writes what the SIP task sends back.
 //!
-//! A connection is closed when its framing breaks (a bad Content-Length, an oversized
-//! header section), when it sits idle too long, or when half a message waits too long
-//! (RFC 4475 §3.1.2.2: a Content-Length larger than what comes).
+//! A connection stops reading when its framing breaks (a bad Content-Length, an oversized
+//! header section) or the peer ends its stream; the answers still due for what it sent go
+//! out first, then it closes. It is closed when it sits idle too long, when half a message
+//! waits too long (RFC 4475 §3.1.2.2: a Content-Length larger than what comes, or bytes
+//! trickling in), and when the peer stops reading what is written to it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::Shared;
 use super::sip_task::Command;
@@ -24,6 +28,33 @@ static OPEN: AtomicUsize = AtomicUsize::new(0);
 /// Outgoing messages queued per connection before the connection counts as stuck.
 const OUTBOX: usize = 256;
 
+/// How long one write may wait for a peer that does not read before the connection closes.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After the peer stops sending (end of stream, or framing that broke) within this long of
+/// its last message, the connection stays open for the answers still to come, and closes
+/// after this long with nothing to write. A peer quiet for longer is closed at once.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// One of the `max_tcp_connections` slots, given back when dropped.
+struct Slot;
+
+impl Slot {
+    fn take(max: usize) -> Option<Self> {
+        OPEN.fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+            (open < max).then_some(open + 1)
+        })
+        .ok()
+        .map(|_| Self)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     commands: mpsc::Sender<Command>,
@@ -32,36 +63,46 @@ pub(crate) async fn accept_loop(
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                if OPEN.load(Ordering::Relaxed) >= shared.max_tcp_connections {
+                let Some(slot) = Slot::take(shared.max_tcp_connections) else {
                     tracing::warn!(%peer, "too many TCP connections; refusing one");
                     drop(stream);
                     continue;
-                }
-                tokio::spawn(serve(stream, peer, commands.clone(), Arc::clone(&shared)));
+                };
+                tokio::spawn(serve(
+                    stream,
+                    peer,
+                    slot,
+                    commands.clone(),
+                    Arc::clone(&shared),
+                ));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "TCP accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
 }
 
 /// Opens a connection to `peer` to deliver `payload` (the peer's earlier connection closed),
-/// then serves it like any other.
+/// then serves it like any other. Counts against `max_tcp_connections` like the others.
 pub(crate) fn connect_and_send(
     peer: SocketAddr,
     payload: Vec<u8>,
     commands: mpsc::Sender<Command>,
     shared: Arc<Shared>,
 ) {
+    let Some(slot) = Slot::take(shared.max_tcp_connections) else {
+        tracing::debug!(%peer, "too many TCP connections to reconnect for a SIP message");
+        return;
+    };
     tokio::spawn(async move {
-        let connect =
-            tokio::time::timeout(std::time::Duration::from_secs(5), TcpStream::connect(peer)).await;
+        let connect = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(peer)).await;
         match connect {
             Ok(Ok(mut stream)) => {
-                if stream.write_all(&payload).await.is_ok() {
-                    serve(stream, peer, commands, shared).await;
+                let sent = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&payload)).await;
+                if matches!(sent, Ok(Ok(()))) {
+                    serve(stream, peer, slot, commands, shared).await;
                 }
             }
             _ => tracing::debug!(%peer, "could not reconnect to deliver a SIP message"),
@@ -72,61 +113,91 @@ pub(crate) fn connect_and_send(
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
+    _slot: Slot,
     commands: mpsc::Sender<Command>,
     shared: Arc<Shared>,
 ) {
     let conn = ConnId(NEXT_CONN.fetch_add(1, Ordering::Relaxed));
-    OPEN.fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
     let (tx, mut outbox) = mpsc::channel::<Vec<u8>>(OUTBOX);
     if commands.send(Command::TcpOpened(conn, tx)).await.is_err() {
-        OPEN.fetch_sub(1, Ordering::Relaxed);
         return;
     }
     let (mut reader, mut writer) = stream.into_split();
     let mut framer = StreamFramer::new();
     let mut buf = vec![0_u8; 16 * 1024];
     let idle = shared.tcp_idle_timeout;
+    // Whether the peer may still send; once not, only answers still due go out.
+    let mut reading = true;
+    let mut last_activity = Instant::now();
+    // When the message now partly received began: it must be complete within `idle` of
+    // that, however slowly its bytes trickle in (RFC 4475 §3.1.2.2).
+    let mut partial_since: Option<Instant> = None;
+    // When the last message went to the SIP task: only then can answers still be due.
+    let mut last_request: Option<Instant> = None;
     loop {
+        let deadline = if reading {
+            let idle_end = last_activity + idle;
+            partial_since.map_or(idle_end, |p| idle_end.min(p + idle))
+        } else {
+            last_activity + LINGER
+        };
         tokio::select! {
-            read = tokio::time::timeout(idle, reader.read(&mut buf)) => {
+            read = reader.read(&mut buf), if reading => {
                 let n = match read {
-                    Ok(Ok(0)) | Ok(Err(_)) => break,
-                    Ok(Ok(n)) => n,
-                    Err(_) => {
-                        tracing::debug!(%peer, partial = framer.buffered(), "TCP connection idle; closing");
-                        break;
+                    Ok(0) | Err(_) => {
+                        if last_request.is_none_or(|t| t.elapsed() >= LINGER) {
+                            break;
+                        }
+                        reading = false;
+                        last_activity = Instant::now();
+                        continue;
                     }
+                    Ok(n) => n,
                 };
+                last_activity = Instant::now();
                 framer.push(&buf[..n]);
-                let mut broken = false;
                 loop {
                     match framer.next_message() {
                         Ok(Some(msg)) => {
+                            partial_since = None;
+                            last_request = Some(Instant::now());
                             if commands.send(Command::TcpMessage(conn, peer, Box::new(msg))).await.is_err() {
-                                broken = true;
+                                reading = false;
                                 break;
                             }
                         }
                         Ok(None) => break,
                         Err(e) => {
                             tracing::debug!(%peer, error = %e, "unframeable SIP over TCP; closing");
-                            broken = true;
+                            reading = false;
                             break;
                         }
                     }
                 }
-                if broken {
-                    break;
+                if framer.buffered() == 0 {
+                    partial_since = None;
+                } else if partial_since.is_none() {
+                    partial_since = Some(last_activity);
                 }
             }
             Some(bytes) = outbox.recv() => {
-                if writer.write_all(&bytes).await.is_err() {
-                    break;
+                match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&bytes)).await {
+                    Ok(Ok(())) => last_activity = Instant::now(),
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        tracing::debug!(%peer, "TCP peer not reading; closing");
+                        break;
+                    }
                 }
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                if reading {
+                    tracing::debug!(%peer, partial = framer.buffered(), "TCP connection idle; closing");
+                }
+                break;
             }
         }
     }
     let _ = commands.send(Command::TcpClosed(conn)).await;
-    OPEN.fetch_sub(1, Ordering::Relaxed);
 }
