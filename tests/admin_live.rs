@@ -61,6 +61,13 @@ fn a_passcode_reset_over_http_works_on_the_next_call_and_the_api_shows_the_chang
     // The very next call logs in with it and is made to choose a PIN.
     let mut phone = Phone::dial(&server, "8500", "1001");
     let caller = phone.sip.local_addr().unwrap().to_string();
+    // A mailbox that does not exist first: refused, and counted like any other login.
+    phone.keys("9999#1234#");
+    wait_until("the refusal to be counted", || {
+        http::request(admin, "GET", "/metrics", None, None)
+            .body
+            .contains("vportal_logins_total{outcome=\"unknown\"} 1")
+    });
     phone.keys(&format!("1001#{temporary}#"));
     wait_until("the login", || {
         server.log().contains("logged in mailbox=1001")

@@ -116,6 +116,19 @@ impl Store {
         actor: &Actor,
         now: Timestamp,
     ) -> Result<VerifyOutcome> {
+        let outcome = self.check_login(extension, passcode, actor, now)?;
+        count_login(outcome);
+        Ok(outcome)
+    }
+
+    /// [`Store::verify`] without the counting.
+    fn check_login(
+        &self,
+        extension: &str,
+        passcode: &Passcode,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<VerifyOutcome> {
         let Ok(extension) = Extension::parse(extension) else {
             return self.unknown_mailbox(None, passcode, actor, now);
         };
@@ -146,7 +159,6 @@ impl Store {
             })?;
             if let Some(outcome) = outcome {
                 tracing::debug!(%extension, ?outcome, "login checked");
-                count_login(outcome);
                 return Ok(outcome);
             }
         }
@@ -287,7 +299,7 @@ fn count_login(outcome: VerifyOutcome) {
     metrics::counter!("vportal_logins_total", "outcome" => label).increment(1);
 }
 
-/// A login to a locked mailbox: audited, not counted.
+/// A login to a locked mailbox: audited; no failure is counted against it.
 fn refuse_locked(
     conn: &Connection,
     extension: &Extension,
