@@ -582,6 +582,35 @@ fn keys_barge_in_and_keys_typed_ahead_are_kept() {
 }
 
 #[test]
+fn keys_typed_ahead_past_a_failure_are_dropped() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    c.keys("1001#").finish();
+    // A wrong passcode, and the new PIN typed ahead before the check answers.
+    for k in "4862#5937#5937#".chars() {
+        c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
+    }
+    c.run();
+    // The caller hears why and starts again; the keys meant for the change are not taken
+    // as a mailbox number and a passcode (a failure against mailbox 5937).
+    assert_eq!(c.last(), ["incorrect", "enter_mailbox"]);
+    let failures = store
+        .audit(&AuditQuery {
+            event: Some(Event::LoginFailure),
+            ..AuditQuery::default()
+        })
+        .unwrap();
+    assert_eq!(failures.len(), 1);
+    // The same when a new PIN is refused: the next one typed ahead waits for the reason.
+    c.keys("1001#").keys("4826#").finish();
+    for k in "1234#1234#5937#".chars() {
+        c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
+    }
+    c.run();
+    assert_eq!(c.last(), ["reason_sequential", "enter_new_passcode"]);
+}
+
+#[test]
 fn a_whole_call_typed_ahead_in_one_burst_keeps_its_order() {
     let store = store();
     let mut c = Call::portal(&store);

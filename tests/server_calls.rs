@@ -52,6 +52,8 @@ fn a_temporary_passcode_becomes_a_pin_of_ones_own_over_rfc4733() {
     // The new PIN works; the temporary one does not.
     let mut again = Phone::dial(&server, "8500", "1001");
     again.keys("1001#4826#");
+    // "Incorrect" before the next try: keys typed before a refusal is known are dropped.
+    wait_for_log(&server, "login checked extension=1001 outcome=Wrong", 1);
     again.keys("1001#5937#");
     wait_for_log(&server, "logged in mailbox=1001", 2);
     again.hang_up();
@@ -73,8 +75,15 @@ fn info_keys_mismatch_and_policy_leave_the_temporary_passcode() {
     let mut phone = Phone::dial(&server, "8500", "2580");
     // Log in, then three failed changes: a mismatch, a run (too simple), the extension.
     phone.info_keys("2580#4826#");
+    // Each after the reason for the last refusal, as a caller would: keys typed before a
+    // refusal is known are dropped with it.
     phone.info_keys("5937#5938#");
     phone.info_keys("1234#1234#");
+    wait_for_log(
+        &server,
+        "passcode change extension=2580 outcome=Rejected",
+        1,
+    );
     phone.info_keys("2580#2580#");
     assert!(phone.wait_for_bye(CALL), "{}", server.log());
 
@@ -134,14 +143,25 @@ fn hanging_up_midway_changes_nothing() {
 fn wrong_passcodes_across_calls_lock_the_mailbox() {
     let w = Workdir::provisioned(&[("1001", "4826", true)]);
     let server = ServerProcess::start(&w, "32300-32398", &[]);
+    // Each try after the answer to the last one, as a caller hears "incorrect" first.
+    let mut checked = 0;
+    let mut try_passcode = |phone: &mut Phone, passcode: &str| {
+        phone.keys(&format!("1001#{passcode}#"));
+        checked += 1;
+        wait_for_log(&server, "login checked extension=1001", checked);
+    };
     // Three tries per call: the server says goodbye after the third.
     let mut first = Phone::dial(&server, "8500", "1001");
-    first.keys("1001#1111#1001#2222#1001#3333#");
+    for passcode in ["1111", "2222", "3333"] {
+        try_passcode(&mut first, passcode);
+    }
     assert!(first.wait_for_bye(CALL), "{}", server.log());
     assert_eq!(w.user("1001")["failed_attempts"], 3);
     // The fifth failure locks; the locked prompt, goodbye.
     let mut second = Phone::dial(&server, "8500", "1001");
-    second.keys("1001#4444#1001#5555#");
+    for passcode in ["4444", "5555"] {
+        try_passcode(&mut second, passcode);
+    }
     assert!(second.wait_for_bye(CALL), "{}", server.log());
     let locked = w.user("1001");
     assert_eq!(locked["locked"], true, "{locked}");

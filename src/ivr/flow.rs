@@ -400,6 +400,9 @@ impl Flow {
                 if self.logins_left == 0 {
                     return self.leave(Outcome::LoginFailed, &["incorrect", "goodbye"]);
                 }
+                // Keys typed ahead were meant for a login that failed: they must not become
+                // the next mailbox number (and count against someone else's mailbox).
+                self.type_ahead.clear();
                 // The same words and the same delay whether or not the mailbox exists.
                 if self.mailbox_known {
                     self.ask(Field::Passcode, &["incorrect"], now);
@@ -593,6 +596,9 @@ impl Flow {
     /// A new passcode was not accepted (mismatch or policy): say why, try again while tries
     /// are left; after that, goodbye with the old passcode in place.
     fn change_failed(&mut self, now: Instant, reason: &'static str) {
+        // Keys typed ahead assumed this passcode would be taken: the caller hears why not
+        // and keys again.
+        self.type_ahead.clear();
         self.changes_left = self.changes_left.saturating_sub(1);
         if self.changes_left == 0 {
             let outcome = if self.must_change {
@@ -646,7 +652,10 @@ impl Flow {
                 self.ask(Field::NewPasscode, &[], now);
             }
             '*' => self.leave(Outcome::LoggedIn, &["goodbye"]),
-            _ => self.menu(now, &["invalid_option"]),
+            _ => {
+                self.type_ahead.clear();
+                self.menu(now, &["invalid_option"]);
+            }
         }
     }
 
