@@ -14,6 +14,7 @@ use common::Workdir;
 use common::phone::Phone;
 use common::rtp::{RtpOut, receive};
 use common::server::ServerProcess;
+use common::uac::{Uac, parse};
 
 #[test]
 fn the_caller_hears_fifty_pcmu_packets_a_second_continuously() {
@@ -226,6 +227,41 @@ fn a_reinvite_moves_the_media_and_only_the_new_address_is_heard() {
     RtpOut::new(moved, c.server_rtp).keys(101, "1001#4826#");
     assert!(
         server.wait_for_log("logged in mailbox=1001", 1, Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn no_rtp_flows_before_the_caller_acks_the_answer() {
+    let w = Workdir::provisioned(&[]);
+    let server = ServerProcess::start(&w, "31800-31898", &[]);
+    let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut uac = Uac::new(sip.local_addr().unwrap(), server.sip, "8500");
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    uac.media = rtp.local_addr().unwrap();
+    let offer = uac.offer("sendrecv");
+    sip.send_to(&uac.invite(&offer), server.sip).unwrap();
+    let mut buf = [0_u8; 65_535];
+    let ok = loop {
+        let (n, _) = sip.recv_from(&mut buf).expect("an answer");
+        let m = parse(&buf[..n]);
+        if m.status() == Some(200) {
+            break m;
+        }
+    };
+    // Answered, not yet ACKed (the 200 is retransmitted meanwhile): nothing is sent to the
+    // address in the offer, which a forged INVITE could name.
+    rtp.set_read_timeout(Some(Duration::from_millis(1_500)))
+        .unwrap();
+    assert!(rtp.recv_from(&mut buf).is_err(), "RTP before the ACK");
+    uac.learn_tag(&ok);
+    sip.send_to(&uac.ack_2xx(""), server.sip).unwrap();
+    rtp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    assert!(rtp.recv_from(&mut buf).is_ok(), "no RTP after the ACK");
+    assert!(
+        server.wait_for_log("call established", 1, Duration::from_secs(1)),
         "{}",
         server.log()
     );

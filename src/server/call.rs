@@ -183,6 +183,8 @@ async fn run(
         },
         call_id: incoming.call_id,
         rtp: Some(rtp),
+        agreed: None,
+        established: false,
         media_tx,
         hanging_up: false,
         published: ("starting", false),
@@ -231,8 +233,12 @@ struct CallTask {
     session_rule: SessionRule,
     /// Who the store's audit rows name: the caller's source address and Call-ID.
     actor: Actor,
-    /// The RTP socket until media is agreed; then it belongs to the media thread.
+    /// The RTP socket until media starts; then it belongs to the media thread.
     rtp: Option<RtpPort>,
+    /// The media agreed in the answer, waiting for the caller's ACK.
+    agreed: Option<Negotiated>,
+    /// The caller's ACK arrived.
+    established: bool,
     media_tx: mpsc::UnboundedSender<MediaEvent>,
     /// BYE has been asked for.
     hanging_up: bool,
@@ -245,22 +251,18 @@ impl CallTask {
         match event {
             CallEvent::Media(media) => {
                 tracing::debug!(codec = ?media.codec, remote = ?media.remote_rtp, dtmf_pt = ?media.telephone_event, direction = ?media.direction, ptime = media.ptime_ms, "media agreed");
-                match self.rtp.take() {
-                    Some(RtpPort { socket, lease }) => {
-                        self.shared.media(MediaCommand::Start {
-                            call: self.call,
-                            call_id: self.call_id.clone(),
-                            socket,
-                            lease,
-                            media,
-                            events: self.media_tx.clone(),
-                        });
-                        self.flow.start(now());
-                    }
-                    None => self.shared.media(MediaCommand::Update(self.call, media)),
+                if self.rtp.is_some() {
+                    self.agreed = Some(media);
+                    self.start_media();
+                } else {
+                    self.shared.media(MediaCommand::Update(self.call, media));
                 }
             }
-            CallEvent::Established => tracing::debug!("call established"),
+            CallEvent::Established => {
+                tracing::debug!("call established");
+                self.established = true;
+                self.start_media();
+            }
             CallEvent::Info { content_type, body } => {
                 if let Some(key) = dtmf_info::parse(&content_type, &body) {
                     self.key(key);
@@ -273,6 +275,28 @@ impl CallTask {
             // Handled by the run loop.
             CallEvent::Ended(_) => {}
         }
+    }
+
+    /// Starts the call's media and its flow once both the media is agreed and the caller has
+    /// ACKed the answer: the welcome is not clipped while the ACK is on its way, and an
+    /// INVITE from a forged source (which never ACKs) gets no RTP sent anywhere.
+    fn start_media(&mut self) {
+        if !self.established || self.agreed.is_none() || self.rtp.is_none() {
+            return;
+        }
+        let (Some(media), Some(RtpPort { socket, lease })) = (self.agreed.take(), self.rtp.take())
+        else {
+            return;
+        };
+        self.shared.media(MediaCommand::Start {
+            call: self.call,
+            call_id: self.call_id.clone(),
+            socket,
+            lease,
+            media,
+            events: self.media_tx.clone(),
+        });
+        self.flow.start(now());
     }
 
     /// Shows the flow's state in the list of active calls, when it changed.
