@@ -687,6 +687,19 @@ fn session_rule_replaced_and_in_use() {
     assert_eq!(newer.last(), ["in_use", "goodbye"]);
     assert!(newer.ends());
     assert_eq!(newer.flow.outcome(), Outcome::InUse);
+    // A call replaced after it changed its passcode is still counted as changed.
+    let mut changed = Call::portal(&store);
+    changed
+        .keys("1001#")
+        .keys("4826#")
+        .keys("5937#")
+        .keys("5937#");
+    assert_eq!(changed.last(), ["passcode_changed"]);
+    changed.flow.handle_replaced();
+    changed.run();
+    assert_eq!(changed.last(), ["replaced"]);
+    assert!(changed.finish().ends());
+    assert_eq!(changed.flow.outcome(), Outcome::Changed);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result};
 
 use vportal::admin::{AdminError, AdminServer, AdminState, Listen, MIN_CONFIGURED_TOKEN, Throttle};
 use vportal::config::{AdminConfig, DEFAULT_DIALPLAN_FILE};
-use vportal::ivr::dialplan::{DEFAULT_DIALPLAN, Dialplan};
+use vportal::ivr::dialplan::{DEFAULT_DIALPLAN, Dialplan, MailboxSource};
 use vportal::media::ports::PortRange;
 use vportal::media::prompts::PromptSet;
 use vportal::server::Server;
@@ -80,7 +80,11 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
         )?;
     }
     let dialplan = load_dialplan(&ctx.config.dialplan.file)?;
+    warn_untrusted_caller_id(&dialplan, ctx.config.sip.listen);
     let prompts = load_prompts(&ctx.config.prompts.dir, &dialplan)?;
+    // The hash an unknown mailbox is checked against, made now: made at the first such
+    // login instead, that login would take twice as long as a known mailbox's.
+    store.hasher().prepare_dummy()?;
     let config = ctx.config;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -133,6 +137,25 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
             .unwrap_or_else(|e| Err(anyhow::anyhow!("the server task failed: {e}")))
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Warns about routes that take the mailbox from caller identity from any source while SIP
+/// listens beyond loopback: anyone who reaches the port could claim any number, and hear
+/// from the prompt whether that mailbox exists.
+fn warn_untrusted_caller_id(dialplan: &Dialplan, listen: SocketAddr) {
+    if listen.ip().is_loopback() {
+        return;
+    }
+    for route in dialplan.routes() {
+        let s = &route.settings;
+        if s.mailbox == MailboxSource::CallerId && s.trusted_sources.is_empty() {
+            tracing::warn!(
+                route = %route.pattern,
+                "this route believes caller identity from every source: list the proxies \
+                 or SBCs that set it in trusted_sources"
+            );
+        }
+    }
 }
 
 /// The configured dialplan; the compiled-in default when the default file is not there
@@ -213,5 +236,47 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// What `warn_untrusted_caller_id` logs for the built-in dialplan listening on `listen`.
+    fn warnings(listen: &str) -> String {
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let plan = Dialplan::parse(DEFAULT_DIALPLAN, "default").unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            warn_untrusted_caller_id(&plan, listen.parse().unwrap());
+        });
+        String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn caller_id_from_every_source_is_a_warning_off_loopback() {
+        assert_eq!(warnings("127.0.0.1:5060"), "");
+        let off_loopback = warnings("0.0.0.0:5060");
+        assert!(
+            off_loopback.contains("WARN") && off_loopback.contains("route=*86"),
+            "{off_loopback}"
+        );
     }
 }

@@ -451,7 +451,10 @@ impl Flow {
         if matches!(self.step, Step::Over | Step::Leaving) {
             return;
         }
-        self.outcome = Outcome::Replaced;
+        // A call that changed its passcode stays "changed" however it ends.
+        if self.outcome != Outcome::Changed {
+            self.outcome = Outcome::Replaced;
+        }
         self.step = Step::Announcing(Then::Leave(Outcome::Replaced));
         self.play(&["replaced"], false);
     }

@@ -209,20 +209,31 @@ impl Hasher {
     /// # Errors
     /// As [`Hasher::hash`], the first time only (the dummy hash is made once).
     pub fn verify_dummy(&self, passcode: &Passcode) -> Result<bool, HashError> {
-        let dummy = match self.dummy.get() {
-            Some(d) => d,
-            None => {
-                let mut random = [0_u8; 16];
-                SysRng
-                    .try_fill_bytes(&mut random)
-                    .map_err(|_| HashError::Rng)?;
-                // Not a PIN anybody can type: hex letters are not DTMF digits.
-                let secret = Passcode::new(encode_hex(&random)).map_err(|_| HashError::Rng)?;
-                let made = self.hash(&secret)?;
-                self.dummy.get_or_init(|| made)
-            }
-        };
+        let dummy = self.dummy()?;
         self.verify(passcode, dummy).map(|_| false)
+    }
+
+    /// Makes the hash [`Hasher::verify_dummy`] checks against, if not yet made: a server
+    /// does it at startup, so that the first unknown mailbox does not cost two hashes.
+    ///
+    /// # Errors
+    /// As [`Hasher::hash`].
+    pub fn prepare_dummy(&self) -> Result<(), HashError> {
+        self.dummy().map(|_| ())
+    }
+
+    fn dummy(&self) -> Result<&str, HashError> {
+        if let Some(d) = self.dummy.get() {
+            return Ok(d);
+        }
+        let mut random = [0_u8; 16];
+        SysRng
+            .try_fill_bytes(&mut random)
+            .map_err(|_| HashError::Rng)?;
+        // Not a PIN anybody can type: hex letters are not DTMF digits.
+        let secret = Passcode::new(encode_hex(&random)).map_err(|_| HashError::Rng)?;
+        let made = self.hash(&secret)?;
+        Ok(self.dummy.get_or_init(|| made))
     }
 
     /// A keyed BLAKE2b MAC of `data` under the pepper, hex-encoded: how admin tokens (high
@@ -368,6 +379,13 @@ mod tests {
             Err(HashError::Corrupt)
         ));
         assert!(!h.verify_dummy(&pin("4826")).unwrap());
+        // Made once, up front when asked: later checks reuse it.
+        let fresh = hasher(1);
+        fresh.prepare_dummy().unwrap();
+        let made = fresh.dummy.get().cloned();
+        assert!(made.is_some());
+        assert!(!fresh.verify_dummy(&pin("4826")).unwrap());
+        assert_eq!(fresh.dummy.get().cloned(), made);
     }
 
     #[test]
