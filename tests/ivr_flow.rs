@@ -582,6 +582,25 @@ fn keys_barge_in_and_keys_typed_ahead_are_kept() {
 }
 
 #[test]
+fn pound_alone_is_asked_again_not_checked() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    c.keys("#");
+    assert_eq!(c.last(), ["try_again", "enter_mailbox"]);
+    c.keys("1001#").keys("#");
+    assert_eq!(c.last(), ["try_again", "enter_passcode"]);
+    c.keys("4826#");
+    assert_eq!(c.logged_in, [ext("1001")]);
+    let failures = store
+        .audit(&AuditQuery {
+            event: Some(Event::LoginFailure),
+            ..AuditQuery::default()
+        })
+        .unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+#[test]
 fn keys_typed_ahead_past_a_failure_are_dropped() {
     let store = store();
     let mut c = Call::portal(&store);

@@ -562,6 +562,11 @@ impl Flow {
     }
 
     fn submit(&mut self, now: Instant, field: Field, keyed: Passcode) {
+        // `#` alone at the mailbox or passcode is a slip, not a login attempt: nothing is
+        // checked or counted against the mailbox.
+        if keyed.expose().is_empty() && matches!(field, Field::Mailbox | Field::Passcode) {
+            return self.ask(field, &["try_again"], now);
+        }
         match field {
             Field::Mailbox => {
                 self.mailbox = Some(keyed.expose().to_owned());
