@@ -30,6 +30,9 @@ pub struct StreamFramer {
     buf: Vec<u8>,
     /// Length of the message at the front, once its head has been read.
     pending: Option<usize>,
+    /// How far the search for the blank line ending the head has got: a head trickling in
+    /// a few bytes at a time is scanned once, not once per read.
+    scanned: usize,
 }
 
 impl StreamFramer {
@@ -61,14 +64,17 @@ impl StreamFramer {
             .unwrap_or(self.buf.len());
         if skip > 0 && self.pending.is_none() {
             self.buf.drain(..skip);
+            self.scanned = 0;
         }
         let total = match self.pending {
             Some(total) => total,
             None => {
-                let Some(head_end) = head_end(&self.buf) else {
+                let Some(head_end) = head_end(&self.buf, self.scanned) else {
                     if self.buf.len() > MAX_HEAD {
                         return Err(FrameError::HeadTooLarge);
                     }
+                    // The blank line (at most 3 octets: LF CR LF) may straddle what comes.
+                    self.scanned = self.buf.len().saturating_sub(3);
                     return Ok(None);
                 };
                 if head_end > MAX_HEAD {
@@ -92,6 +98,7 @@ impl StreamFramer {
         let rest = self.buf.split_off(total);
         let message = std::mem::replace(&mut self.buf, rest);
         self.pending = None;
+        self.scanned = 0;
         Message::parse_framed(message, Framing::Stream)
             .map(Some)
             .map_err(FrameError::NotSip)
@@ -99,9 +106,9 @@ impl StreamFramer {
 }
 
 /// The offset just after the blank line ending the header section (CRLF CRLF or LF LF, or a
-/// mix), if present.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
+/// mix), if present, looking from `from` on.
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from.min(buf.len());
     while let Some(lf) = buf[i..].iter().position(|&b| b == b'\n') {
         let next = i + lf + 1;
         match buf.get(next) {
@@ -123,18 +130,24 @@ mod tests {
 
     #[test]
     fn incomplete_is_normal_flow_byte_by_byte() {
+        // The blank line ending the head in each of its forms, arriving an octet at a time
+        // (the search resumes where it stopped), twice in a row on one stream.
+        let lf_crlf = b"OPTIONS sip:a@b SIP/2.0\nCall-ID: 1\nContent-Length: 5\n\r\nhello";
+        let lf_lf = b"OPTIONS sip:a@b SIP/2.0\nCall-ID: 1\nContent-Length: 5\n\nhello";
         let mut f = StreamFramer::new();
-        for (i, b) in OPTIONS.iter().enumerate() {
-            assert!(
-                f.next_message().unwrap().is_none(),
-                "complete too early at {i}"
-            );
-            f.push(&[*b]);
+        for message in [OPTIONS, lf_crlf, lf_lf, OPTIONS] {
+            for (i, b) in message.iter().enumerate() {
+                assert!(
+                    f.next_message().unwrap().is_none(),
+                    "complete too early at {i}"
+                );
+                f.push(&[*b]);
+            }
+            let m = f.next_message().unwrap().unwrap();
+            assert_eq!(m.body(), b"hello");
+            assert!(f.next_message().unwrap().is_none());
+            assert_eq!(f.buffered(), 0);
         }
-        let m = f.next_message().unwrap().unwrap();
-        assert_eq!(m.body(), b"hello");
-        assert!(f.next_message().unwrap().is_none());
-        assert_eq!(f.buffered(), 0);
     }
 
     #[test]
