@@ -60,12 +60,21 @@ pub(crate) async fn accept_loop(
     commands: mpsc::Sender<Command>,
     shared: Arc<Shared>,
 ) {
+    // Refusals are logged at most every 10 s, with their count: a flood of connections must
+    // not become a flood of log lines.
+    let mut refused: u64 = 0;
+    let mut warned_at: Option<Instant> = None;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let Some(slot) = Slot::take(shared.max_tcp_connections) else {
-                    tracing::warn!(%peer, "too many TCP connections; refusing one");
                     drop(stream);
+                    refused += 1;
+                    if warned_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        tracing::warn!(%peer, refused, "too many TCP connections; refusing new ones");
+                        refused = 0;
+                        warned_at = Some(Instant::now());
+                    }
                     continue;
                 };
                 tokio::spawn(serve(
