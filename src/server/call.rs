@@ -76,18 +76,22 @@ pub(crate) fn bind_rtp(shared: &Arc<Shared>) -> Option<RtpPort> {
 }
 
 /// Starts the task for a new call in `tasks`; returns the channel the SIP task feeds it
-/// through.
+/// through and the task's id.
 pub(crate) fn spawn(
     incoming: IncomingCall,
     shared: Arc<Shared>,
     commands: mpsc::Sender<Command>,
     tasks: &mut tokio::task::JoinSet<()>,
-) -> (CallHandle, mpsc::UnboundedSender<CallEvent>) {
+) -> (
+    CallHandle,
+    mpsc::UnboundedSender<CallEvent>,
+    tokio::task::Id,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = incoming.call;
     let span = tracing::info_span!("call", call_id = %incoming.call_id);
-    tasks.spawn(run(incoming, shared, commands, rx).instrument(span));
-    (handle, tx)
+    let task = tasks.spawn(run(incoming, shared, commands, rx).instrument(span));
+    (handle, tx, task.id())
 }
 
 /// The result of store work, fed back into the flow.

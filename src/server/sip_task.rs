@@ -53,6 +53,8 @@ pub(crate) struct SipTask {
     calls: HashMap<CallHandle, mpsc::UnboundedSender<CallEvent>>,
     /// The call tasks, so shutdown can wait for them to finish.
     call_tasks: tokio::task::JoinSet<()>,
+    /// Which call each task serves, to end a call whose task failed.
+    task_calls: HashMap<tokio::task::Id, CallHandle>,
     shared: Arc<Shared>,
     shutdown_grace: Duration,
 }
@@ -74,6 +76,7 @@ impl SipTask {
             connections: HashMap::new(),
             calls: HashMap::new(),
             call_tasks: tokio::task::JoinSet::new(),
+            task_calls: HashMap::new(),
             shared,
             shutdown_grace,
         }
@@ -125,9 +128,9 @@ impl SipTask {
                     self.endpoint.handle_timeout(Instant::now().into_std());
                 }
             }
+            // Reaped first: a failed task's call is ended, and its 480 or BYE drained now.
+            self.reap_call_tasks();
             self.drain().await;
-            // Finished call tasks are reaped as they end.
-            while self.call_tasks.try_join_next().is_some() {}
             if let Some(stop) = stopping {
                 if self.endpoint.is_idle() || Instant::now() >= stop {
                     tracing::info!(remaining = self.endpoint.active_calls(), "SIP stopped");
@@ -171,6 +174,25 @@ impl SipTask {
         }
     }
 
+    /// Reaps the call tasks that have finished. A task that failed (a bug: it panicked)
+    /// leaves its call behind; that call is ended, BYE or 480, so neither the caller nor a
+    /// `max_calls` slot waits for it forever.
+    fn reap_call_tasks(&mut self) {
+        while let Some(done) = self.call_tasks.try_join_next_with_id() {
+            let (id, failed) = match done {
+                Ok((id, ())) => (id, false),
+                Err(e) => (e.id(), true),
+            };
+            let Some(call) = self.task_calls.remove(&id) else {
+                continue;
+            };
+            if failed && self.calls.remove(&call).is_some() {
+                tracing::error!(?call, "a call's task failed; ending the call");
+                self.endpoint.hangup(call, Instant::now().into_std());
+            }
+        }
+    }
+
     /// Sends what the endpoint produced and hands its events to the calls.
     async fn drain(&mut self) {
         while let Some(t) = self.endpoint.poll_transmit() {
@@ -179,13 +201,14 @@ impl SipTask {
         while let Some(event) = self.endpoint.poll_event() {
             match event {
                 Event::IncomingCall(incoming) => {
-                    let (call, events) = call::spawn(
+                    let (call, events, task) = call::spawn(
                         incoming,
                         Arc::clone(&self.shared),
                         self.command_tx.clone(),
                         &mut self.call_tasks,
                     );
                     self.calls.insert(call, events);
+                    self.task_calls.insert(task, call);
                 }
                 Event::Media { call, media } => self.to_call(call, CallEvent::Media(media)),
                 Event::Established { call } => self.to_call(call, CallEvent::Established),
