@@ -99,6 +99,10 @@ pub struct SipConfig {
     pub max_call_duration: Duration,
     /// Open TCP connections at once. Default 1024.
     pub max_tcp_connections: usize,
+    /// Open TCP connections at once from one IP address; 0 (the default) for no limit
+    /// besides `max_tcp_connections`. Phones behind one NAT share an address: size it for
+    /// the largest such site.
+    pub max_tcp_connections_per_source: usize,
     /// How long a TCP connection may sit idle (or half a message may wait) before it is
     /// closed. Default 5m.
     #[serde(deserialize_with = "duration")]
@@ -118,6 +122,7 @@ impl Default for SipConfig {
             max_calls: 5_000,
             max_call_duration: Duration::from_secs(3_600),
             max_tcp_connections: 1_024,
+            max_tcp_connections_per_source: 0,
             tcp_idle_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(5),
         }

@@ -162,7 +162,8 @@ fn tcp_frames_pipelined_messages_and_closes_on_bad_framing() {
     assert_eq!(n, 0, "connection closed");
 }
 
-/// Everything the server writes on `tcp` until it closes the connection (at most `within`).
+/// Everything the server writes on `tcp` until it closes the connection, or resets it (at
+/// most `within`).
 fn read_to_close(tcp: &mut TcpStream, within: Duration) -> Vec<u8> {
     tcp.set_read_timeout(Some(within)).unwrap();
     let mut all = Vec::new();
@@ -171,6 +172,7 @@ fn read_to_close(tcp: &mut TcpStream, within: Duration) -> Vec<u8> {
         match tcp.read(&mut buf) {
             Ok(0) => return all,
             Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return all,
             Err(e) => panic!("still open after {within:?} ({e}); got {all:?}"),
         }
     }
@@ -185,7 +187,7 @@ fn tcp_answers_before_closing_and_bounds_partial_messages_and_connections() {
         "[sip]\ntcp_idle_timeout = \"1s\"\nmax_tcp_connections = 2\n",
     )
     .unwrap();
-    let server = ServerProcess::start(&dir, "31200-31298", &["--config", config.to_str().unwrap()]);
+    let server = ServerProcess::start(&dir, "31400-31498", &["--config", config.to_str().unwrap()]);
     let options = |tcp: &TcpStream| {
         let mut uac = Uac::new(tcp.local_addr().unwrap(), server.sip, "8500");
         uac.transport = "TCP";
@@ -252,4 +254,37 @@ fn tcp_answers_before_closing_and_bounds_partial_messages_and_connections() {
         "{}",
         server.log()
     );
+}
+
+#[test]
+fn tcp_connections_per_source_can_be_capped() {
+    let dir = Workdir::new();
+    let config = dir.path().join("vportal.toml");
+    std::fs::write(&config, "[sip]\nmax_tcp_connections_per_source = 1\n").unwrap();
+    let server = ServerProcess::start(&dir, "31500-31598", &["--config", config.to_str().unwrap()]);
+    let options = |tcp: &TcpStream| {
+        let mut uac = Uac::new(tcp.local_addr().unwrap(), server.sip, "8500");
+        uac.transport = "TCP";
+        uac.request("OPTIONS", "", "")
+    };
+    // One connection from 127.0.0.1 is served; a second from the same address is not.
+    let mut first = TcpStream::connect(server.sip).unwrap();
+    first.write_all(&options(&first)).unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0_u8; 4_096];
+    let n = first.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"SIP/2.0 200 "));
+    let mut second = TcpStream::connect(server.sip).unwrap();
+    assert!(read_to_close(&mut second, Duration::from_secs(5)).is_empty());
+    // Once the first has gone (the server keeps a connection closed right after a request
+    // for up to 2 s, for the answers still due), the address may connect again.
+    drop(first);
+    std::thread::sleep(Duration::from_millis(2_500));
+    let mut again = TcpStream::connect(server.sip).unwrap();
+    again.write_all(&options(&again)).unwrap();
+    again.shutdown(std::net::Shutdown::Write).unwrap();
+    let answer = read_to_close(&mut again, Duration::from_secs(5));
+    assert!(answer.starts_with(b"SIP/2.0 200 "), "{answer:?}");
 }

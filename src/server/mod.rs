@@ -73,6 +73,7 @@ pub(crate) struct Shared {
     pub(crate) rtp_ip: std::net::IpAddr,
     pub(crate) tcp_idle_timeout: Duration,
     pub(crate) max_tcp_connections: usize,
+    pub(crate) max_tcp_connections_per_source: usize,
     pub(crate) store: Arc<Store>,
     pub(crate) dialplan: Arc<Dialplan>,
     /// Prompt sets by language (the dialplan routes' `language`).
@@ -214,6 +215,7 @@ impl Server {
             media,
             tcp_idle_timeout: sip.tcp_idle_timeout,
             max_tcp_connections: sip.max_tcp_connections,
+            max_tcp_connections_per_source: sip.max_tcp_connections_per_source,
         });
         Ok(Self {
             udp,

@@ -7,9 +7,10 @@
 //! waits too long (RFC 4475 §3.1.2.2: a Content-Length larger than what comes, or bytes
 //! trickling in), and when the peer stops reading what is written to it.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,22 +37,50 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// after this long with nothing to write. A peer quiet for longer is closed at once.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// One of the `max_tcp_connections` slots, given back when dropped.
-struct Slot;
+/// Open connections by peer address, when `max_tcp_connections_per_source` is set.
+static PER_SOURCE: LazyLock<Mutex<HashMap<IpAddr, usize>>> = LazyLock::new(Mutex::default);
+
+/// One of the `max_tcp_connections` slots (and, when limited, of its source's), given back
+/// when dropped.
+struct Slot {
+    /// The source whose count this slot holds, when sources are limited.
+    source: Option<IpAddr>,
+}
 
 impl Slot {
-    fn take(max: usize) -> Option<Self> {
+    fn take(shared: &Shared, peer: IpAddr) -> Option<Self> {
+        let max = shared.max_tcp_connections;
         OPEN.fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
             (open < max).then_some(open + 1)
         })
-        .ok()
-        .map(|_| Self)
+        .ok()?;
+        let mut slot = Self { source: None };
+        let per_source = shared.max_tcp_connections_per_source;
+        if per_source > 0 {
+            let mut counts = PER_SOURCE.lock().unwrap_or_else(PoisonError::into_inner);
+            let count = counts.entry(peer).or_insert(0);
+            if *count >= per_source {
+                return None; // dropping `slot` gives the overall one back
+            }
+            *count += 1;
+            slot.source = Some(peer);
+        }
+        Some(slot)
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         OPEN.fetch_sub(1, Ordering::AcqRel);
+        if let Some(source) = self.source {
+            let mut counts = PER_SOURCE.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(count) = counts.get_mut(&source) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(&source);
+                }
+            }
+        }
     }
 }
 
@@ -67,7 +96,7 @@ pub(crate) async fn accept_loop(
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let Some(slot) = Slot::take(shared.max_tcp_connections) else {
+                let Some(slot) = Slot::take(&shared, peer.ip()) else {
                     drop(stream);
                     refused += 1;
                     if warned_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
@@ -101,7 +130,7 @@ pub(crate) fn connect_and_send(
     commands: mpsc::Sender<Command>,
     shared: Arc<Shared>,
 ) {
-    let Some(slot) = Slot::take(shared.max_tcp_connections) else {
+    let Some(slot) = Slot::take(&shared, peer.ip()) else {
         tracing::debug!(%peer, "too many TCP connections to reconnect for a SIP message");
         return;
     };
