@@ -162,6 +162,20 @@ fn tcp_frames_pipelined_messages_and_closes_on_bad_framing() {
     assert_eq!(n, 0, "connection closed");
 }
 
+/// The server started in `dir` with these `[sip]` settings.
+fn with_sip_config(dir: &Workdir, rtp_ports: &str, sip: &str) -> ServerProcess {
+    let config = dir.path().join("vportal.toml");
+    std::fs::write(&config, format!("[sip]\n{sip}")).unwrap();
+    ServerProcess::start(dir, rtp_ports, &["--config", config.to_str().unwrap()])
+}
+
+/// An OPTIONS request for the connection `tcp` to `server`.
+fn tcp_options(server: &ServerProcess, tcp: &TcpStream) -> Vec<u8> {
+    let mut uac = Uac::new(tcp.local_addr().unwrap(), server.sip, "8500");
+    uac.transport = "TCP";
+    uac.request("OPTIONS", "", "")
+}
+
 /// Everything the server writes on `tcp` until it closes the connection, or resets it (at
 /// most `within`).
 fn read_to_close(tcp: &mut TcpStream, within: Duration) -> Vec<u8> {
@@ -181,18 +195,12 @@ fn read_to_close(tcp: &mut TcpStream, within: Duration) -> Vec<u8> {
 #[test]
 fn tcp_answers_before_closing_and_bounds_partial_messages_and_connections() {
     let dir = Workdir::new();
-    let config = dir.path().join("vportal.toml");
-    std::fs::write(
-        &config,
-        "[sip]\ntcp_idle_timeout = \"1s\"\nmax_tcp_connections = 2\n",
-    )
-    .unwrap();
-    let server = ServerProcess::start(&dir, "31400-31498", &["--config", config.to_str().unwrap()]);
-    let options = |tcp: &TcpStream| {
-        let mut uac = Uac::new(tcp.local_addr().unwrap(), server.sip, "8500");
-        uac.transport = "TCP";
-        uac.request("OPTIONS", "", "")
-    };
+    let server = with_sip_config(
+        &dir,
+        "31400-31498",
+        "tcp_idle_timeout = \"1s\"\nmax_tcp_connections = 2\n",
+    );
+    let options = |tcp: &TcpStream| tcp_options(&server, tcp);
     // A good request and an unframeable one in one write: the first is still answered
     // before the connection closes.
     let mut tcp = TcpStream::connect(server.sip).unwrap();
@@ -259,14 +267,8 @@ fn tcp_answers_before_closing_and_bounds_partial_messages_and_connections() {
 #[test]
 fn tcp_connections_per_source_can_be_capped() {
     let dir = Workdir::new();
-    let config = dir.path().join("vportal.toml");
-    std::fs::write(&config, "[sip]\nmax_tcp_connections_per_source = 1\n").unwrap();
-    let server = ServerProcess::start(&dir, "31500-31598", &["--config", config.to_str().unwrap()]);
-    let options = |tcp: &TcpStream| {
-        let mut uac = Uac::new(tcp.local_addr().unwrap(), server.sip, "8500");
-        uac.transport = "TCP";
-        uac.request("OPTIONS", "", "")
-    };
+    let server = with_sip_config(&dir, "31500-31598", "max_tcp_connections_per_source = 1\n");
+    let options = |tcp: &TcpStream| tcp_options(&server, tcp);
     // One connection from 127.0.0.1 is served; a second from the same address is not.
     let mut first = TcpStream::connect(server.sip).unwrap();
     first.write_all(&options(&first)).unwrap();
