@@ -176,6 +176,17 @@ fn tcp_options(server: &ServerProcess, tcp: &TcpStream) -> Vec<u8> {
     uac.request("OPTIONS", "", "")
 }
 
+/// Connects, sends an OPTIONS, ends its side of the stream: the 200 comes back before the
+/// server closes the connection.
+#[track_caller]
+fn answered_before_close(server: &ServerProcess) {
+    let mut tcp = TcpStream::connect(server.sip).unwrap();
+    tcp.write_all(&tcp_options(server, &tcp)).unwrap();
+    tcp.shutdown(std::net::Shutdown::Write).unwrap();
+    let answer = read_to_close(&mut tcp, Duration::from_secs(5));
+    assert!(answer.starts_with(b"SIP/2.0 200 "), "{answer:?}");
+}
+
 /// Everything the server writes on `tcp` until it closes the connection, or resets it (at
 /// most `within`).
 fn read_to_close(tcp: &mut TcpStream, within: Duration) -> Vec<u8> {
@@ -210,11 +221,7 @@ fn tcp_answers_before_closing_and_bounds_partial_messages_and_connections() {
     let answer = read_to_close(&mut tcp, Duration::from_secs(5));
     assert!(answer.starts_with(b"SIP/2.0 200 "), "{answer:?}");
     // A peer that sends a request and ends its side of the stream still gets the answer.
-    let mut tcp = TcpStream::connect(server.sip).unwrap();
-    tcp.write_all(&options(&tcp)).unwrap();
-    tcp.shutdown(std::net::Shutdown::Write).unwrap();
-    let answer = read_to_close(&mut tcp, Duration::from_secs(5));
-    assert!(answer.starts_with(b"SIP/2.0 200 "), "{answer:?}");
+    answered_before_close(&server);
     // Half a message trickling in a byte at a time is closed once it has waited the idle
     // timeout (1 s), though no single pause is that long.
     let mut slow = TcpStream::connect(server.sip).unwrap();
@@ -252,11 +259,7 @@ fn tcp_answers_before_closing_and_bounds_partial_messages_and_connections() {
     );
     drop(held);
     std::thread::sleep(Duration::from_millis(200));
-    let mut fourth = TcpStream::connect(server.sip).unwrap();
-    fourth.write_all(&options(&fourth)).unwrap();
-    fourth.shutdown(std::net::Shutdown::Write).unwrap();
-    let answer = read_to_close(&mut fourth, Duration::from_secs(5));
-    assert!(answer.starts_with(b"SIP/2.0 200 "), "{answer:?}");
+    answered_before_close(&server);
     assert!(
         server.wait_for_log("TCP connection idle; closing", 1, Duration::from_secs(5)),
         "{}",
@@ -284,9 +287,5 @@ fn tcp_connections_per_source_can_be_capped() {
     // for up to 2 s, for the answers still due), the address may connect again.
     drop(first);
     std::thread::sleep(Duration::from_millis(2_500));
-    let mut again = TcpStream::connect(server.sip).unwrap();
-    again.write_all(&options(&again)).unwrap();
-    again.shutdown(std::net::Shutdown::Write).unwrap();
-    let answer = read_to_close(&mut again, Duration::from_secs(5));
-    assert!(answer.starts_with(b"SIP/2.0 200 "), "{answer:?}");
+    answered_before_close(&server);
 }
