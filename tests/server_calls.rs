@@ -240,3 +240,29 @@ fn an_expired_temporary_passcode_is_refused() {
     assert_eq!(event_names(&w.audit("1001")).last(), Some(&"login.expired"));
     wait_for_log(&server, "outcome=expired", 1);
 }
+
+#[test]
+fn with_session_reject_a_second_login_is_refused_and_audited() {
+    let w = Workdir::provisioned(&[("2002", "6048", false)]);
+    std::fs::create_dir(w.path().join("dialplans")).unwrap();
+    std::fs::write(
+        w.path().join("dialplans/default.toml"),
+        "[[route]]\nmatch = \"8500\"\napplication = \"voice-portal\"\nsession = \"reject\"\n",
+    )
+    .unwrap();
+    let server = ServerProcess::start(&w, "32700-32798", &[]);
+    let mut first = Phone::dial(&server, "8500", "2002");
+    first.keys("2002#6048#");
+    wait_for_log(&server, "logged in mailbox=2002", 1);
+    // The newer call hears "this mailbox is in use" and is hung up; the first stays.
+    let mut second = Phone::dial(&server, "8500", "2002");
+    second.keys("2002#6048#");
+    assert!(second.wait_for_bye(CALL), "{}", server.log());
+    wait_for_log(&server, "outcome=in_use", 1);
+    let events = w.audit("2002");
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "login.in_use", "{events:?}");
+    assert_eq!(last["call_id"], second.uac.call_id.as_str());
+    assert!(!server.log().contains("outcome=replaced"));
+    first.hang_up();
+}

@@ -423,6 +423,18 @@ impl CallTask {
             Decision::RejectNewer => {
                 tracing::info!(%mailbox, "mailbox in use by another call; login refused");
                 self.flow.handle_in_use();
+                let (store, mailbox, actor) = (
+                    Arc::clone(&self.shared.store),
+                    mailbox.clone(),
+                    self.actor.clone(),
+                );
+                let recorded = tokio::task::spawn_blocking(move || {
+                    store.record_in_use(&mailbox, &actor, Timestamp::now())
+                })
+                .await;
+                if !matches!(recorded, Ok(Ok(()))) {
+                    tracing::error!("could not audit a login refused as in use");
+                }
             }
         }
     }

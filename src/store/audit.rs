@@ -31,6 +31,9 @@ pub enum Event {
     LoginLocked,
     /// The right temporary passcode, but past its expiry.
     LoginExpired,
+    /// The right passcode, but the mailbox is in a call already and the route's session
+    /// rule refuses a second one (`session = "reject"`).
+    LoginInUse,
     /// Failures locked the mailbox.
     UserLocked,
     /// An admin lifted a lock.
@@ -45,7 +48,7 @@ pub enum Event {
 
 impl Event {
     /// Every event, for validating filters.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::UserCreated,
         Self::UserDeleted,
         Self::PasscodeTemporarySet,
@@ -55,6 +58,7 @@ impl Event {
         Self::LoginFailure,
         Self::LoginLocked,
         Self::LoginExpired,
+        Self::LoginInUse,
         Self::UserLocked,
         Self::UserUnlocked,
         Self::TokenCreated,
@@ -74,6 +78,7 @@ impl Event {
             Self::LoginFailure => "login.failure",
             Self::LoginLocked => "login.locked",
             Self::LoginExpired => "login.expired",
+            Self::LoginInUse => "login.in_use",
             Self::UserLocked => "user.locked",
             Self::UserUnlocked => "user.unlocked",
             Self::TokenCreated => "token.created",

@@ -187,6 +187,30 @@ impl Store {
         Ok(VerifyOutcome::Unknown)
     }
 
+    /// Audits `login.in_use`: `extension` logged in, but is in a call already and the
+    /// route's session rule refused this second call.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn record_in_use(
+        &self,
+        extension: &Extension,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.write(|tx| {
+            audit::record(
+                tx,
+                now,
+                Event::LoginInUse,
+                Some(extension),
+                actor,
+                "refused",
+                None,
+            )
+        })
+    }
+
     /// Replaces a logged-in owner's passcode with `new`, after checking it against the policy
     /// including the current passcode and the last `history_depth` ones.
     ///
