@@ -182,12 +182,7 @@ impl Baresip {
     fn keys(&mut self, server: &ServerProcess, digits: &str) {
         let heard = server.log().matches("key pressed").count();
         self.command("sndcode", digits);
-        assert!(
-            server.wait_for_log("key pressed", heard + digits.len(), STEP),
-            "the server did not hear {} keys:\n{}",
-            digits.len(),
-            server.log()
-        );
+        server.expect_log("key pressed", heard + digits.len(), STEP);
     }
 
     /// Keys `mailbox#` and `passcode#` and waits until the server logged the mailbox's
@@ -195,7 +190,7 @@ impl Baresip {
     fn log_in(&mut self, server: &ServerProcess, mailbox: &str, passcode: &str, nth: usize) {
         self.keys(server, &format!("{mailbox}#"));
         self.keys(server, &format!("{passcode}#"));
-        expect_log(server, &format!("logged in mailbox={mailbox}"), nth);
+        server.expect_log(&format!("logged in mailbox={mailbox}"), nth, STEP);
     }
 
     /// Presses `*` in the menu (goodbye), waits for the server to hang up, quits and returns
@@ -243,15 +238,6 @@ impl Drop for Baresip {
     }
 }
 
-/// Waits until the server's log holds `needle` `count` times; fails with the log if not.
-fn expect_log(server: &ServerProcess, needle: &str, count: usize) {
-    assert!(
-        server.wait_for_log(needle, count, STEP),
-        "no {needle:?} ×{count} in the log:\n{}",
-        server.log()
-    );
-}
-
 /// Whether `heard` holds the first 0.4 s of the prompt `id` as the server sends it in `law`
 /// and a G.711 decoder restores it, sample for sample: every packet of it arrived, in order,
 /// in the negotiated codec. Decoders differ only at μ-law's quietest level (baresip's gives
@@ -282,7 +268,7 @@ fn baresip_turns_a_temporary_passcode_into_a_pin_and_logs_in_with_it() {
     phone.log_in(&server, "1001", "77388", 1);
     phone.keys(&server, "73399#");
     phone.keys(&server, "73399#");
-    expect_log(&server, "passcode change extension=1001 outcome=Changed", 1);
+    server.expect_log("passcode change extension=1001 outcome=Changed", 1, STEP);
     let heard = phone.goodbye(&server);
 
     let log = server.log();

@@ -15,21 +15,13 @@ use common::{Workdir, event_names};
 /// How long a whole scripted call may take (prompts play in real time).
 const CALL: Duration = Duration::from_secs(20);
 
-fn wait_for_log(server: &ServerProcess, needle: &str, count: usize) {
-    assert!(
-        server.wait_for_log(needle, count, CALL),
-        "no {needle:?} ×{count} in the log:\n{}",
-        server.log()
-    );
-}
-
 #[test]
 fn a_temporary_passcode_becomes_a_pin_of_ones_own_over_rfc4733() {
     let w = Workdir::provisioned(&[("1001", "4826", true)]);
     let server = ServerProcess::start(&w, "32000-32098", &[]);
     let mut phone = Phone::dial(&server, "8500", "1001");
     phone.keys("1001#4826#");
-    wait_for_log(&server, "logged in mailbox=1001", 1);
+    server.expect_log("logged in mailbox=1001", 1, CALL);
     // The new PIN twice; `*` (goodbye from the menu) pressed during "your passcode has been
     // changed" is kept for the menu.
     phone.keys("5937#5937#*");
@@ -53,9 +45,9 @@ fn a_temporary_passcode_becomes_a_pin_of_ones_own_over_rfc4733() {
     let mut again = Phone::dial(&server, "8500", "1001");
     again.keys("1001#4826#");
     // "Incorrect" before the next try: keys typed before a refusal is known are dropped.
-    wait_for_log(&server, "login checked extension=1001 outcome=Wrong", 1);
+    server.expect_log("login checked extension=1001 outcome=Wrong", 1, CALL);
     again.keys("1001#5937#");
-    wait_for_log(&server, "logged in mailbox=1001", 2);
+    server.expect_log("logged in mailbox=1001", 2, CALL);
     again.hang_up();
     let events = w.audit("1001");
     assert_eq!(
@@ -79,11 +71,7 @@ fn info_keys_mismatch_and_policy_leave_the_temporary_passcode() {
     // refusal is known are dropped with it.
     phone.info_keys("5937#5938#");
     phone.info_keys("1234#1234#");
-    wait_for_log(
-        &server,
-        "passcode change extension=2580 outcome=Rejected",
-        1,
-    );
+    server.expect_log("passcode change extension=2580 outcome=Rejected", 1, CALL);
     phone.info_keys("2580#2580#");
     assert!(phone.wait_for_bye(CALL), "{}", server.log());
 
@@ -117,7 +105,7 @@ fn info_keys_mismatch_and_policy_leave_the_temporary_passcode() {
     // The temporary passcode still logs in.
     let mut again = Phone::dial(&server, "8500", "2580");
     again.info_keys("2580#4826#");
-    wait_for_log(&server, "logged in mailbox=2580", 2);
+    server.expect_log("logged in mailbox=2580", 2, CALL);
     again.hang_up();
 }
 
@@ -127,10 +115,10 @@ fn hanging_up_midway_changes_nothing() {
     let server = ServerProcess::start(&w, "32200-32298", &[]);
     let mut phone = Phone::dial(&server, "8500", "1001");
     phone.keys("1001#4826#");
-    wait_for_log(&server, "logged in mailbox=1001", 1);
+    server.expect_log("logged in mailbox=1001", 1, CALL);
     phone.keys("5937#59");
     phone.hang_up();
-    wait_for_log(&server, "outcome=change_not_completed", 1);
+    server.expect_log("outcome=change_not_completed", 1, CALL);
     assert_eq!(w.user("1001")["temporary"], true);
     assert_eq!(
         &event_names(&w.audit("1001"))[2..],
@@ -148,7 +136,7 @@ fn wrong_passcodes_across_calls_lock_the_mailbox() {
     let mut try_passcode = |phone: &mut Phone, passcode: &str| {
         phone.keys(&format!("1001#{passcode}#"));
         checked += 1;
-        wait_for_log(&server, "login checked extension=1001", checked);
+        server.expect_log("login checked extension=1001", checked, CALL);
     };
     // Three tries per call: the server says goodbye after the third.
     let mut first = Phone::dial(&server, "8500", "1001");
@@ -177,7 +165,7 @@ fn wrong_passcodes_across_calls_lock_the_mailbox() {
         names.ends_with("login.failure user.locked login.locked"),
         "{names}"
     );
-    wait_for_log(&server, "outcome=locked", 1);
+    server.expect_log("outcome=locked", 1, CALL);
 }
 
 #[test]
@@ -186,13 +174,13 @@ fn a_second_login_to_a_mailbox_replaces_the_first_call() {
     let server = ServerProcess::start(&w, "32400-32498", &[]);
     let mut first = Phone::dial(&server, "8500", "2002");
     first.keys("2002#6048#");
-    wait_for_log(&server, "logged in mailbox=2002", 1);
+    server.expect_log("logged in mailbox=2002", 1, CALL);
     let mut second = Phone::dial(&server, "8500", "2002");
     second.keys("2002#6048#");
-    wait_for_log(&server, "logged in mailbox=2002", 2);
+    server.expect_log("logged in mailbox=2002", 2, CALL);
     // The first call hears "logged in from another phone" and is hung up.
     assert!(first.wait_for_bye(CALL), "{}", server.log());
-    wait_for_log(&server, "outcome=replaced", 1);
+    server.expect_log("outcome=replaced", 1, CALL);
     // The second goes on: its menu still answers (an unknown choice is no reason to hang up).
     second.keys("5");
     second.hang_up();
@@ -205,13 +193,13 @@ fn star_86_takes_the_mailbox_from_the_caller() {
     // From: 1001 — only the passcode is asked.
     let mut phone = Phone::dial(&server, "*86", "1001");
     phone.keys("6048#");
-    wait_for_log(&server, "logged in mailbox=1001", 1);
+    server.expect_log("logged in mailbox=1001", 1, CALL);
     phone.keys("*");
     assert!(phone.wait_for_bye(CALL), "{}", server.log());
     // A caller whose identity is no mailbox is asked for one.
     let mut stranger = Phone::dial(&server, "*86", "7777");
     stranger.keys("1001#6048#");
-    wait_for_log(&server, "logged in mailbox=1001", 2);
+    server.expect_log("logged in mailbox=1001", 2, CALL);
     stranger.hang_up();
 }
 
@@ -238,7 +226,7 @@ fn an_expired_temporary_passcode_is_refused() {
     phone.keys("1001#4826#");
     assert!(phone.wait_for_bye(CALL), "{}", server.log());
     assert_eq!(event_names(&w.audit("1001")).last(), Some(&"login.expired"));
-    wait_for_log(&server, "outcome=expired", 1);
+    server.expect_log("outcome=expired", 1, CALL);
 }
 
 #[test]
@@ -253,12 +241,12 @@ fn with_session_reject_a_second_login_is_refused_and_audited() {
     let server = ServerProcess::start(&w, "32700-32798", &[]);
     let mut first = Phone::dial(&server, "8500", "2002");
     first.keys("2002#6048#");
-    wait_for_log(&server, "logged in mailbox=2002", 1);
+    server.expect_log("logged in mailbox=2002", 1, CALL);
     // The newer call hears "this mailbox is in use" and is hung up; the first stays.
     let mut second = Phone::dial(&server, "8500", "2002");
     second.keys("2002#6048#");
     assert!(second.wait_for_bye(CALL), "{}", server.log());
-    wait_for_log(&server, "outcome=in_use", 1);
+    server.expect_log("outcome=in_use", 1, CALL);
     let events = w.audit("2002");
     let last = events.last().unwrap();
     assert_eq!(last["event"], "login.in_use", "{events:?}");

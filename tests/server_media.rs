@@ -58,11 +58,7 @@ fn keys_by_rfc4733_info_and_tones_are_heard_in_order_and_strangers_are_not() {
     stranger.keys(101, "1122#");
     c.keys("1001#4826#");
     // Mailbox and passcode came through: the caller is logged in.
-    assert!(
-        server.wait_for_log("logged in mailbox=1001", 1, Duration::from_secs(5)),
-        "{}",
-        server.log()
-    );
+    server.expect_log("logged in mailbox=1001", 1, Duration::from_secs(5));
     assert_eq!(
         server.log().matches("login checked").count(),
         1,
@@ -72,11 +68,7 @@ fn keys_by_rfc4733_info_and_tones_are_heard_in_order_and_strangers_are_not() {
     // SIP INFO, both content types.
     let mut c2 = Phone::dial(&server, "8500", "2580");
     c2.info_keys("2580#8264#");
-    assert!(
-        server.wait_for_log("logged in mailbox=2580", 1, Duration::from_secs(5)),
-        "{}",
-        server.log()
-    );
+    server.expect_log("logged in mailbox=2580", 1, Duration::from_secs(5));
 
     // In-band tones when no telephone-event is offered.
     let mut c3 = Phone::dial_with(&server, "8500", "1122", |u| {
@@ -88,11 +80,7 @@ fn keys_by_rfc4733_info_and_tones_are_heard_in_order_and_strangers_are_not() {
             .collect()
     });
     c3.rtp.tones("1122#6048#");
-    assert!(
-        server.wait_for_log("logged in mailbox=1122", 1, Duration::from_secs(5)),
-        "{}",
-        server.log()
-    );
+    server.expect_log("logged in mailbox=1122", 1, Duration::from_secs(5));
     // No key value ever reaches the log: only masked keys and mailbox numbers.
     let log = server.log();
     for line in log.lines().filter(|l| l.contains("key pressed")) {
@@ -148,11 +136,7 @@ fn symmetric_rtp_latches_once_onto_the_callers_real_source() {
         server.log()
     );
     caller.keys(101, "4826#");
-    assert!(
-        server.wait_for_log("logged in mailbox=1001", 1, Duration::from_secs(5)),
-        "{}",
-        server.log()
-    );
+    server.expect_log("logged in mailbox=1001", 1, Duration::from_secs(5));
     assert_eq!(server.log().matches("login checked").count(), 1);
 }
 
@@ -171,11 +155,7 @@ fn keys_are_heard_after_the_callers_port_was_closed_for_a_while() {
     let back = receive(&c.rtp.socket, Duration::from_millis(300));
     assert!(back.len() >= 10, "media resumed: {} packets", back.len());
     c.keys("1001#4826#");
-    assert!(
-        server.wait_for_log("logged in mailbox=1001", 1, Duration::from_secs(5)),
-        "{}",
-        server.log()
-    );
+    server.expect_log("logged in mailbox=1001", 1, Duration::from_secs(5));
 }
 
 #[test]
@@ -225,11 +205,7 @@ fn a_reinvite_moves_the_media_and_only_the_new_address_is_heard() {
         server.log()
     );
     RtpOut::new(moved, c.server_rtp).keys(101, "1001#4826#");
-    assert!(
-        server.wait_for_log("logged in mailbox=1001", 1, Duration::from_secs(5)),
-        "{}",
-        server.log()
-    );
+    server.expect_log("logged in mailbox=1001", 1, Duration::from_secs(5));
 }
 
 #[test]
@@ -260,9 +236,5 @@ fn no_rtp_flows_before_the_caller_acks_the_answer() {
     sip.send_to(&uac.ack_2xx(""), server.sip).unwrap();
     rtp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     assert!(rtp.recv_from(&mut buf).is_ok(), "no RTP after the ACK");
-    assert!(
-        server.wait_for_log("call established", 1, Duration::from_secs(1)),
-        "{}",
-        server.log()
-    );
+    server.expect_log("call established", 1, Duration::from_secs(1));
 }

@@ -260,11 +260,7 @@ fn tcp_answers_before_closing_and_bounds_partial_messages_and_connections() {
     drop(held);
     std::thread::sleep(Duration::from_millis(200));
     answered_before_close(&server);
-    assert!(
-        server.wait_for_log("TCP connection idle; closing", 1, Duration::from_secs(5)),
-        "{}",
-        server.log()
-    );
+    server.expect_log("TCP connection idle; closing", 1, Duration::from_secs(5));
 }
 
 #[test]

@@ -144,6 +144,17 @@ impl ServerProcess {
         })
     }
 
+    /// Waits (at most `within`) until the log holds `needle` at least `count` times; fails
+    /// the test with the whole log if it does not.
+    #[track_caller]
+    pub fn expect_log(&self, needle: &str, count: usize, within: Duration) {
+        assert!(
+            self.wait_for_log(needle, count, within),
+            "no {needle:?} ×{count} in the log:\n{}",
+            self.log()
+        );
+    }
+
     /// Waits (at most `within`) until the log holds `needle` at least `count` times.
     pub fn wait_for_log(&self, needle: &str, count: usize, within: Duration) -> bool {
         let end = std::time::Instant::now() + within;
