@@ -160,6 +160,12 @@ pub struct RtpConfig {
     /// When to listen for DTMF tones in the audio: `auto` (when no telephone-event was
     /// negotiated, the default), `always`, or `never`.
     pub inband_dtmf: InbandDtmf,
+    /// 1–99: the media thread, which paces every call's RTP, runs SCHED_FIFO at this
+    /// priority, so that no other thread on its core delays a packet. 0 (the default):
+    /// normal priority. Needs CAP_SYS_NICE or an RLIMIT_RTPRIO at least this high; without
+    /// either the server warns and runs at normal priority.
+    #[serde(deserialize_with = "realtime_priority")]
+    pub realtime_priority: u8,
 }
 
 impl Default for RtpConfig {
@@ -171,6 +177,7 @@ impl Default for RtpConfig {
             },
             symmetric: false,
             inband_dtmf: InbandDtmf::Auto,
+            realtime_priority: 0,
         }
     }
 }
@@ -210,6 +217,15 @@ pub const DEFAULT_DIALPLAN_FILE: &str = "dialplans/default.toml";
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     crate::time::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn realtime_priority<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    match u8::deserialize(d)? {
+        priority @ 0..=99 => Ok(priority),
+        _ => Err(serde::de::Error::custom(
+            "a SCHED_FIFO priority is 1 to 99 (0: normal priority)",
+        )),
+    }
 }
 
 fn port_range<'de, D: Deserializer<'de>>(d: D) -> Result<PortRange, D::Error> {
@@ -389,11 +405,31 @@ mod tests {
         assert!(wild.sip.advertised_ip().is_err());
         let err = Config::parse("[rtp]\nports = \"1-2\"\n").unwrap_err();
         assert!(err.starts_with("line 2, key rtp.ports:"), "{err}");
+        assert_eq!(c.rtp.realtime_priority, 0, "normal priority unless asked");
+        let rt = Config::parse("[rtp]\nrealtime_priority = 99\n").unwrap();
+        assert_eq!(rt.rtp.realtime_priority, 99);
+        for bad in ["100", "-1", "\"high\""] {
+            let err = Config::parse(&format!("[rtp]\nrealtime_priority = {bad}\n")).unwrap_err();
+            assert!(
+                err.starts_with("line 2, key rtp.realtime_priority:"),
+                "{err}"
+            );
+        }
         let err = Config::parse("[sip]\nmax_call_duration = \"forever\"\n").unwrap_err();
         assert!(
             err.starts_with("line 2, key sip.max_call_duration:"),
             "{err}"
         );
+    }
+
+    /// The README's configuration block is valid and shows the defaults.
+    #[test]
+    fn the_readme_configuration_is_the_defaults() {
+        let readme = include_str!("../README.md");
+        let section = &readme[readme.find("## Configuration").unwrap()..];
+        let block = &section[section.find("```toml\n").unwrap() + 8..];
+        let block = &block[..block.find("```").unwrap()];
+        assert_eq!(Config::parse(block), Ok(Config::default()));
     }
 
     #[test]

@@ -238,3 +238,85 @@ fn no_rtp_flows_before_the_caller_acks_the_answer() {
     assert!(rtp.recv_from(&mut buf).is_ok(), "no RTP after the ACK");
     server.expect_log("call established", 1, Duration::from_secs(1));
 }
+
+/// `[rtp] realtime_priority` puts the media thread, and no other, on SCHED_FIFO at that
+/// priority. Needs the privilege to do so (root or CAP_SYS_NICE; CI runs as root).
+#[test]
+fn the_media_thread_alone_runs_at_the_configured_realtime_priority() {
+    let w = Workdir::provisioned(&[]);
+    std::fs::write(w.path().join("rt.toml"), "[rtp]\nrealtime_priority = 7\n").unwrap();
+    let server = ServerProcess::start(&w, "31900-31998", &["--config", "rt.toml"]);
+    server.expect_log("media thread runs SCHED_FIFO", 1, Duration::from_secs(5));
+    let threads = scheduling(server.child.id());
+    let media: Vec<_> = threads.iter().filter(|t| t.0 == "vportal-media").collect();
+    assert_eq!(media.len(), 1, "{threads:?}");
+    assert_eq!((media[0].1, media[0].2), (SCHED_FIFO, 7), "{threads:?}");
+    assert!(
+        threads
+            .iter()
+            .filter(|t| t.0 != "vportal-media")
+            .all(|t| t.1 == SCHED_OTHER),
+        "{threads:?}"
+    );
+    // And it still plays the prompts.
+    let c = Phone::dial(&server, "8500", "1001");
+    let packets = receive(&c.rtp.socket, Duration::from_millis(1_000));
+    assert!(packets.len() >= 45, "{} packets in 1 s", packets.len());
+}
+
+/// Without the privilege, the server says why and streams at normal priority.
+#[test]
+fn without_the_privilege_the_media_thread_warns_and_runs_at_normal_priority() {
+    let w = Workdir::provisioned(&[]);
+    std::fs::write(w.path().join("rt.toml"), "[rtp]\nrealtime_priority = 7\n").unwrap();
+    let no_sys_nice = [
+        "setpriv",
+        "--inh-caps=-sys_nice",
+        "--bounding-set=-sys_nice",
+        "--",
+    ];
+    let server =
+        ServerProcess::start_wrapped(&w, &no_sys_nice, "33100-33198", &["--config", "rt.toml"]);
+    server.expect_log(
+        "media thread stays at normal priority",
+        1,
+        Duration::from_secs(5),
+    );
+    assert!(
+        server.log().contains("Operation not permitted"),
+        "{}",
+        server.log()
+    );
+    let threads = scheduling(server.child.id());
+    assert!(
+        threads.iter().any(|t| t.0 == "vportal-media"),
+        "{threads:?}"
+    );
+    assert!(threads.iter().all(|t| t.1 == SCHED_OTHER), "{threads:?}");
+    let c = Phone::dial(&server, "8500", "1001");
+    let packets = receive(&c.rtp.socket, Duration::from_millis(1_000));
+    assert!(packets.len() >= 45, "{} packets in 1 s", packets.len());
+}
+
+const SCHED_OTHER: u32 = 0;
+const SCHED_FIFO: u32 = 1;
+
+/// Each thread of process `pid`: its name, scheduling policy and realtime priority
+/// (`/proc/PID/task/TID/stat` fields 41 and 40).
+fn scheduling(pid: u32) -> Vec<(String, u32, u32)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let path = task.unwrap().path();
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap();
+        let (head, rest) = stat.rsplit_once(')').unwrap();
+        let name = head.split_once('(').unwrap().1.to_owned();
+        // `rest` starts at field 3 (the state).
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        threads.push((
+            name,
+            fields[38].parse().unwrap(),
+            fields[37].parse().unwrap(),
+        ));
+    }
+    threads
+}

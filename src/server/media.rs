@@ -96,6 +96,8 @@ pub(crate) enum MediaCommand {
 pub(crate) struct MediaConfig {
     pub(crate) symmetric: bool,
     pub(crate) inband: InbandDtmf,
+    /// SCHED_FIFO priority for the media thread; 0 leaves it at normal priority.
+    pub(crate) realtime_priority: u8,
 }
 
 /// The way to the media thread.
@@ -122,11 +124,51 @@ pub(crate) fn start(config: MediaConfig) -> io::Result<MediaHandle> {
     let (tx, rx) = std_mpsc::channel();
     std::thread::Builder::new()
         .name("vportal-media".into())
-        .spawn(move || Thread::new(poll, rx, config).run())?;
+        .spawn(move || {
+            if config.realtime_priority > 0 {
+                run_realtime(config.realtime_priority);
+            }
+            Thread::new(poll, rx, config).run();
+        })?;
     Ok(MediaHandle {
         commands: tx,
         waker,
     })
+}
+
+/// Moves the calling thread (the media thread) to SCHED_FIFO at `priority`, so that other
+/// threads on its core cannot hold a packet back; on failure it warns and the thread stays
+/// at normal priority.
+fn run_realtime(priority: u8) {
+    use thread_priority::{
+        Error, RealtimeThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue,
+        ThreadSchedulePolicy, set_thread_priority_and_policy, thread_native_id,
+    };
+    let fifo = ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo);
+    let result = ThreadPriorityValue::try_from(priority)
+        .map_err(|_| Error::Priority("out of range"))
+        .and_then(|value| {
+            set_thread_priority_and_policy(
+                thread_native_id(),
+                ThreadPriority::Crossplatform(value),
+                fifo,
+            )
+        });
+    match result {
+        Ok(()) => tracing::info!(priority, "media thread runs SCHED_FIFO"),
+        Err(e) => {
+            let why = match e {
+                Error::OS(code) => io::Error::from_raw_os_error(code).to_string(),
+                other => other.to_string(),
+            };
+            tracing::warn!(
+                priority,
+                error = %why,
+                "media thread stays at normal priority: SCHED_FIFO needs CAP_SYS_NICE or \
+                 an RLIMIT_RTPRIO this high (systemd: LimitRTPRIO=)"
+            );
+        }
+    }
 }
 
 /// What the call hears: its RTP, filtered, and the key detectors that apply.

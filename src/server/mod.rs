@@ -201,6 +201,7 @@ impl Server {
         let media = media::start(MediaConfig {
             symmetric: config.rtp.symmetric,
             inband: config.rtp.inband_dtmf,
+            realtime_priority: config.rtp.realtime_priority,
         })
         .map_err(|e| ServerError::Config(format!("cannot start the media thread: {e}")))?;
         let shared = Arc::new(Shared {

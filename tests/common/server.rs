@@ -28,8 +28,22 @@ impl ServerProcess {
     /// side-port on a port the system picks unless ARGS say otherwise; waits (at most 20 s)
     /// until it listens.
     pub fn start(dir: &Workdir, rtp_ports: &str, args: &[&str]) -> Self {
+        Self::start_wrapped(dir, &[], rtp_ports, args)
+    }
+
+    /// [`ServerProcess::start`] with the server run by `wrapper` (a command and its
+    /// arguments, such as `setpriv …`, followed by the server's command line).
+    pub fn start_wrapped(dir: &Workdir, wrapper: &[&str], rtp_ports: &str, args: &[&str]) -> Self {
         let admin_expected = !args.contains(&"--no-admin");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vportal"));
+        let vportal = env!("CARGO_BIN_EXE_vportal");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(wrapper_args).arg(vportal);
+                cmd
+            }
+            None => Command::new(vportal),
+        };
         let prompts = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts");
         cmd.args([
             "serve",

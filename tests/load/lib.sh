@@ -35,3 +35,11 @@ build_release() {
   (cd "$root" && cargo build --release --quiet "${args[@]}")
   vportal="$root/target/release/vportal"
 }
+
+# media_config: writes vportal.toml in the current directory giving the media thread the
+# SCHED_FIFO priority in $RTPRIO (unset or 0: normal priority; 1–99 needs root or
+# CAP_SYS_NICE) and prints the flag that loads it, for `serve $(media_config) …`.
+media_config() {
+  printf '[rtp]\nrealtime_priority = %s\n' "${RTPRIO:-0}" >vportal.toml
+  echo "--config vportal.toml"
+}

@@ -16,6 +16,7 @@
 # back to back, 3 s) and prints their mean and the rate as a share of it: on a shared
 # virtual machine the ceiling drifts by up to a fifth from one minute to the next. Loopback only;
 # bounded in count and time. Needs SIPp (package sip-tester) and taskset (util-linux).
+# RTPRIO=N runs the server's media thread at SCHED_FIFO priority N (root or CAP_SYS_NICE).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -32,7 +33,7 @@ work_dir
 provision 20000 3000
 { echo SEQUENTIAL; for e in $(seq 20000 22999); do echo "$e" | sed 's/./&;/g'; done; } >mailboxes.csv
 
-RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve --no-admin --sip 127.0.0.1:0 --rtp-ports 34000-39998 \
+RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve $(media_config) --no-admin --sip 127.0.0.1:0 --rtp-ports 34000-39998 \
   --prompts "$root/prompts" >serve.out 2>serve.log &
 pid=$!
 addr=$(listening sip)

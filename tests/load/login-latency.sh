@@ -8,6 +8,7 @@
 # release build of `vportal serve` pinned to CPU 1 and the caller (examples/login_latency.rs)
 # pinned to CPU 0, and prints, per step, the median, p90, p99 and maximum in milliseconds.
 # Loopback only; bounded in time.
+# RTPRIO=N runs the server's media thread at SCHED_FIFO priority N (root or CAP_SYS_NICE).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -19,7 +20,7 @@ build_release login_latency
 work_dir
 "$vportal" init >/dev/null
 provision 30000 "$callers"
-RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve --no-admin \
+RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve $(media_config) --no-admin \
   --sip 127.0.0.1:0 --rtp-ports 34000-39998 --prompts "$root/prompts" >serve.out 2>serve.log &
 pid=$!
 addr=$(listening sip)

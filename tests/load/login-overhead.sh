@@ -14,6 +14,7 @@
 # hashing threads). RATE must be one the server sustains (login-calls.sh), or the samples
 # measure a backlog. Needs SIPp (sip-tester), perf (linux-perf) and taskset. Loopback
 # only; bounded in count and time.
+# RTPRIO=N runs the server's media thread at SCHED_FIFO priority N (root or CAP_SYS_NICE).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -35,7 +36,7 @@ sampled=$((rate * 12))
 
 for run in $(seq 1 "$runs"); do
   rm -f vportal.db* && cp template/vportal.db template/vportal.pepper .
-  RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve --no-admin --sip 127.0.0.1:0 --rtp-ports 34000-39998 \
+  RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve $(media_config) --no-admin --sip 127.0.0.1:0 --rtp-ports 34000-39998 \
     --prompts "$root/prompts" >serve.out 2>serve.log &
   pid=$!
   addr=$(listening sip)

@@ -10,6 +10,7 @@
 # 10 s of the menu prompts' RTP (per-stream largest gap, jitter, loss, server CPU and memory),
 # then presses `*` in every call and counts the server's goodbye BYEs. Prints how many
 # logins the server recorded. Loopback only; bounded in count and time.
+# RTPRIO=N runs the server's media thread at SCHED_FIFO priority N (root or CAP_SYS_NICE).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -35,7 +36,7 @@ max_call_duration = "1h"
 match = "8500"
 application = "voice-portal"
 PLAN
-RUST_LOG=warn,vportal::server=info,vportal::server::call=info taskset -c 1 "$vportal" serve --no-admin \
+RUST_LOG=warn,vportal::server=info,vportal::server::call=info taskset -c 1 "$vportal" serve $(media_config) --no-admin \
   --sip 127.0.0.1:0 --rtp-ports 10000-30000 --prompts "$root/prompts" >serve.out 2>serve.log &
 pid=$!
 addr=$(listening sip)

@@ -6,6 +6,9 @@
 #
 #   tests/load/pacing-floor.sh [STREAMS ...]          (default: 1000 3000)
 #
+# With RTPRIO=N (1–99; root or CAP_SYS_NICE) the pacer runs SCHED_FIFO at priority N, as
+# vportal's media thread does with `rtp.realtime_priority = N`.
+#
 # Loopback only; each run lasts 13 s.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,7 +25,9 @@ for streams in "${counts[@]}"; do
   taskset -c 0 timeout 60 "$bin" receive --port "$port" --seconds 10 >"$out" &
   receiver=$!
   sleep 0.3
-  taskset -c 1 timeout 60 "$bin" send --port "$port" --streams "$streams" --seconds 10 | sed 's/^/   /'
+  fifo=()
+  [ "${RTPRIO:-0}" -gt 0 ] && fifo=(chrt -f "$RTPRIO")
+  taskset -c 1 "${fifo[@]}" timeout 60 "$bin" send --port "$port" --streams "$streams" --seconds 10 | sed 's/^/   /'
   wait "$receiver"
   sed 's/^/   /' "$out"
 done

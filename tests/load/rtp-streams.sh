@@ -9,6 +9,7 @@
 # largest inter-packet gap (p50/p95/max over the streams), RFC 3550 interarrival jitter,
 # loss, the server's CPU use and its resident memory per call. Loopback only; bounded in
 # count and time.
+# RTPRIO=N runs the server's media thread at SCHED_FIFO priority N (root or CAP_SYS_NICE).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -23,7 +24,7 @@ trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; [ -n "$work" ] && rm -rf "$work"
 for calls in "${counts[@]}"; do
   work=$(mktemp -d)
   cd "$work"
-  RUST_LOG=warn,vportal::server=info taskset -c 1 "$vportal" serve --no-admin \
+  RUST_LOG=warn,vportal::server=info taskset -c 1 "$vportal" serve $(media_config) --no-admin \
     --sip 127.0.0.1:0 --rtp-ports 10000-30000 --prompts "$root/prompts" >serve.out 2>serve.log &
   pid=$!
   addr=$(listening sip)
