@@ -465,6 +465,10 @@ impl Flow {
             return;
         }
         self.logged_in = None;
+        // Refused as the login is reported: what was queued behind it (the menu or the
+        // new-passcode prompt) must not start, not even for a packet.
+        self.actions
+            .retain(|a| !matches!(a, Action::Play(_) | Action::BargeIn));
         self.leave(Outcome::InUse, &["in_use", "goodbye"]);
     }
 
