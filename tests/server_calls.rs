@@ -127,6 +127,29 @@ fn hanging_up_midway_changes_nothing() {
     );
 }
 
+/// A new PIN keyed twice is stored even when the caller hangs up at once, before hearing
+/// that it was: the call is counted as changed, like the store says.
+#[test]
+fn hanging_up_right_after_confirming_keeps_the_change_and_counts_it() {
+    let w = Workdir::provisioned(&[("1001", "4826", true)]);
+    let server = ServerProcess::start(&w, "32800-32898", &[]);
+    let mut phone = Phone::dial(&server, "8500", "1001");
+    phone.info_keys("1001#4826#");
+    server.expect_log("logged in mailbox=1001", 1, CALL);
+    // The BYE follows the last `#` at once, while the new PIN is being hashed.
+    phone.info_keys("5937#5937#");
+    phone.hang_up();
+    server.expect_log("call ended", 1, CALL);
+    assert_eq!(w.user("1001")["temporary"], false);
+    assert_eq!(
+        &event_names(&w.audit("1001"))[2..],
+        ["login.success", "passcode.changed"]
+    );
+    let log = server.log();
+    let ended = log.lines().find(|l| l.contains("call ended")).unwrap();
+    assert!(ended.contains("outcome=changed"), "{ended}");
+}
+
 #[test]
 fn wrong_passcodes_across_calls_lock_the_mailbox() {
     let w = Workdir::provisioned(&[("1001", "4826", true)]);

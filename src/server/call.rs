@@ -212,13 +212,20 @@ async fn run(
         task.perform(&mut job).await;
         task.publish_state();
     };
-    task.flow.handle_hangup();
     task.shared.calls.remove(call);
     task.shared.media(MediaCommand::End(call));
     if let Ok(mut sessions) = task.shared.sessions.lock() {
         sessions.logout(call);
     }
     active.decrement(1.0);
+    // Store work in flight completes without the caller (a new PIN keyed twice is stored):
+    // its answer tells the flow what happened, so that the outcome says so too.
+    if job.is_some() {
+        if let Ok(reply) = tokio::time::timeout(STORE_WAIT, wait(&mut job)).await {
+            task.on_store(reply);
+        }
+    }
+    task.flow.handle_hangup();
     let outcome = task.flow.outcome();
     metrics::counter!("vportal_calls_total", "outcome" => outcome.as_str()).increment(1);
     match task.flow.logged_in() {
@@ -226,6 +233,10 @@ async fn run(
         None => tracing::info!(reason = ?end, %outcome, "call ended"),
     }
 }
+
+/// How long a call that ended waits for its store work in flight before it reports its
+/// outcome without it.
+const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One call's state in the shell.
 struct CallTask {

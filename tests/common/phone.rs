@@ -78,9 +78,13 @@ impl Phone {
         self.rtp.keys(101, keys);
     }
 
-    /// Keys as SIP INFO, alternating `application/dtmf-relay` and `application/dtmf`.
+    /// Keys as SIP INFO, alternating `application/dtmf-relay` and `application/dtmf`, 30 ms
+    /// apart (nothing after the last: what follows may come at once).
     pub fn info_keys(&mut self, keys: &str) {
         for (i, key) in keys.chars().enumerate() {
+            if i > 0 {
+                std::thread::sleep(Duration::from_millis(30));
+            }
             let (content_type, body) = if i % 2 == 0 {
                 (
                     "application/dtmf-relay",
@@ -91,7 +95,6 @@ impl Phone {
             };
             let info = self.uac.request("INFO", content_type, &body);
             self.sip.send_to(&info, self.server_sip).unwrap();
-            std::thread::sleep(Duration::from_millis(30));
         }
     }
 
