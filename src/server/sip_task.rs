@@ -178,14 +178,7 @@ impl SipTask {
     /// leaves its call behind; that call is ended, BYE or 480, so neither the caller nor a
     /// `max_calls` slot waits for it forever.
     fn reap_call_tasks(&mut self) {
-        while let Some(done) = self.call_tasks.try_join_next_with_id() {
-            let (id, failed) = match done {
-                Ok((id, ())) => (id, false),
-                Err(e) => (e.id(), true),
-            };
-            let Some(call) = self.task_calls.remove(&id) else {
-                continue;
-            };
+        for (call, failed) in finished(&mut self.call_tasks, &mut self.task_calls) {
             if failed && self.calls.remove(&call).is_some() {
                 tracing::error!(?call, "a call's task failed; ending the call");
                 self.endpoint.hangup(call, Instant::now().into_std());
@@ -281,5 +274,51 @@ async fn recv(udp: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize
     match udp {
         Some(u) => u.recv_from(buf).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Takes the tasks of `tasks` that have finished: for each, what it was started for (from
+/// `started_for`, by task id) and whether it failed (panicked or was cancelled).
+fn finished<T>(
+    tasks: &mut tokio::task::JoinSet<()>,
+    started_for: &mut HashMap<tokio::task::Id, T>,
+) -> Vec<(T, bool)> {
+    let mut done = Vec::new();
+    while let Some(result) = tasks.try_join_next_with_id() {
+        let (id, failed) = match result {
+            Ok((id, ())) => (id, false),
+            Err(e) => (e.id(), true),
+        };
+        if let Some(what) = started_for.remove(&id) {
+            done.push((what, failed));
+        }
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_panicked_is_reported_as_failed_with_what_it_was_for() {
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut started_for = HashMap::new();
+        started_for.insert(tasks.spawn(async {}).id(), "ends");
+        let bug = tasks.spawn(async { panic!("a bug in a call task") });
+        started_for.insert(bug.id(), "panics");
+        started_for.insert(tasks.spawn(std::future::pending()).id(), "runs on");
+        let mut done = Vec::new();
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+            done.extend(finished(&mut tasks, &mut started_for));
+            if done.len() == 2 {
+                break;
+            }
+        }
+        done.sort_unstable();
+        assert_eq!(done, [("ends", false), ("panics", true)]);
+        assert_eq!(started_for.into_values().collect::<Vec<_>>(), ["runs on"]);
+        assert_eq!(tasks.len(), 1);
     }
 }
