@@ -15,8 +15,8 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use mio::net::UdpSocket;
@@ -100,17 +100,65 @@ pub(crate) struct MediaConfig {
     pub(crate) realtime_priority: u8,
 }
 
+/// Commands waiting for the media thread.
+///
+/// A mutex, not a lock-free channel: the media thread may run SCHED_FIFO on the core its
+/// senders run on, and the receiver of a lock-free queue (std's `mpsc`, tokio's) waits for a
+/// sender it interrupted mid-write by yielding in a loop. A realtime thread's yield gives
+/// the core to no thread of normal priority, so the two stayed stuck until the kernel's
+/// realtime throttling stepped in, up to a second later (measured: logins' p99 latency of
+/// 0.5–0.9 s). Waiting for a mutex puts the media thread to sleep instead, which lets the
+/// holder finish.
+#[derive(Default)]
+struct Inbox {
+    commands: Mutex<Vec<MediaCommand>>,
+    /// Set when the server lets go of the media thread, or the thread stops: commands
+    /// sent after that are dropped.
+    closed: AtomicBool,
+}
+
+impl Inbox {
+    fn push(&self, command: MediaCommand) {
+        let mut commands = self.commands.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.closed.load(Ordering::Acquire) {
+            commands.push(command);
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Moves every waiting command into `into` (empty); false once the server is gone.
+    fn take(&self, into: &mut Vec<MediaCommand>) -> bool {
+        // Read before taking: commands sent before the close are still applied.
+        let open = !self.closed.load(Ordering::Acquire);
+        std::mem::swap(
+            &mut *self.commands.lock().unwrap_or_else(PoisonError::into_inner),
+            into,
+        );
+        open
+    }
+}
+
 /// The way to the media thread.
 pub(crate) struct MediaHandle {
-    commands: std_mpsc::Sender<MediaCommand>,
+    inbox: Arc<Inbox>,
     waker: Arc<Waker>,
 }
 
 impl MediaHandle {
     pub(crate) fn send(&self, command: MediaCommand) {
-        if self.commands.send(command).is_ok() {
-            let _ = self.waker.wake();
-        }
+        self.inbox.push(command);
+        let _ = self.waker.wake();
+    }
+}
+
+impl Drop for MediaHandle {
+    /// The server is stopping: the media thread ends.
+    fn drop(&mut self) {
+        self.inbox.close();
+        let _ = self.waker.wake();
     }
 }
 
@@ -121,19 +169,17 @@ impl MediaHandle {
 pub(crate) fn start(config: MediaConfig) -> io::Result<MediaHandle> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-    let (tx, rx) = std_mpsc::channel();
+    let inbox = Arc::new(Inbox::default());
+    let commands = Arc::clone(&inbox);
     std::thread::Builder::new()
         .name("vportal-media".into())
         .spawn(move || {
             if config.realtime_priority > 0 {
                 run_realtime(config.realtime_priority);
             }
-            Thread::new(poll, rx, config).run();
+            Thread::new(poll, commands, config).run();
         })?;
-    Ok(MediaHandle {
-        commands: tx,
-        waker,
-    })
+    Ok(MediaHandle { inbox, waker })
 }
 
 /// Moves the calling thread (the media thread) to SCHED_FIFO at `priority`, so that other
@@ -285,7 +331,9 @@ impl Stream {
 
 struct Thread {
     poll: Poll,
-    commands: std_mpsc::Receiver<MediaCommand>,
+    commands: Arc<Inbox>,
+    /// The commands being applied (kept to reuse its allocation).
+    taken: Vec<MediaCommand>,
     config: MediaConfig,
     /// The streams, by slot; a stream's poll token is its slot + 1 (0 is the waker).
     streams: Vec<Option<Stream>>,
@@ -300,10 +348,11 @@ struct Thread {
 }
 
 impl Thread {
-    fn new(poll: Poll, commands: std_mpsc::Receiver<MediaCommand>, config: MediaConfig) -> Self {
+    fn new(poll: Poll, commands: Arc<Inbox>, config: MediaConfig) -> Self {
         Self {
             poll,
             commands,
+            taken: Vec::new(),
             config,
             streams: Vec::new(),
             free: Vec::new(),
@@ -326,6 +375,7 @@ impl Thread {
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "media poll failed; media stops");
+                    self.commands.close();
                     return;
                 }
             }
@@ -343,13 +393,13 @@ impl Thread {
 
     /// Applies every queued command; false once the server is gone.
     fn take_commands(&mut self) -> bool {
-        loop {
-            match self.commands.try_recv() {
-                Ok(command) => self.apply(command),
-                Err(std_mpsc::TryRecvError::Empty) => return true,
-                Err(std_mpsc::TryRecvError::Disconnected) => return false,
-            }
+        let mut taken = std::mem::take(&mut self.taken);
+        let open = self.commands.take(&mut taken);
+        for command in taken.drain(..) {
+            self.apply(command);
         }
+        self.taken = taken;
+        open
     }
 
     fn apply(&mut self, command: MediaCommand) {
@@ -542,5 +592,43 @@ impl Thread {
         }
         self.schedule.insert(s.out.poll_timeout(), token);
         sent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ends(commands: &[MediaCommand]) -> Vec<u64> {
+        commands
+            .iter()
+            .map(|c| match c {
+                MediaCommand::End(call) => call.0,
+                _ => u64::MAX,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_inbox_hands_over_commands_in_order_until_it_is_closed() {
+        let inbox = Inbox::default();
+        let mut taken = Vec::new();
+        assert!(inbox.take(&mut taken));
+        assert!(taken.is_empty());
+        inbox.push(MediaCommand::End(CallHandle(1)));
+        inbox.push(MediaCommand::End(CallHandle(2)));
+        assert!(inbox.take(&mut taken));
+        assert_eq!(ends(&taken), [1, 2]);
+        taken.clear();
+        // Sent before the close: still applied, and the thread learns it is over.
+        inbox.push(MediaCommand::End(CallHandle(3)));
+        inbox.close();
+        assert!(!inbox.take(&mut taken));
+        assert_eq!(ends(&taken), [3]);
+        taken.clear();
+        // After it: dropped.
+        inbox.push(MediaCommand::End(CallHandle(4)));
+        assert!(!inbox.take(&mut taken));
+        assert!(taken.is_empty());
     }
 }
