@@ -102,13 +102,12 @@ pub(crate) struct MediaConfig {
 
 /// Commands waiting for the media thread.
 ///
-/// A mutex, not a lock-free channel: the media thread may run SCHED_FIFO on the core its
-/// senders run on, and the receiver of a lock-free queue (std's `mpsc`, tokio's) waits for a
-/// sender it interrupted mid-write by yielding in a loop. A realtime thread's yield gives
-/// the core to no thread of normal priority, so the two stayed stuck until the kernel's
-/// realtime throttling stepped in, up to a second later (measured: logins' p99 latency of
-/// 0.5–0.9 s). Waiting for a mutex puts the media thread to sleep instead, which lets the
-/// holder finish.
+/// A mutex, not std's `mpsc`: the media thread may run SCHED_FIFO on the core its senders
+/// run on, and `mpsc`'s receiver waits for a sender it interrupted mid-write by yielding in
+/// a loop. A realtime thread's yield gives the core to no thread of normal priority, so the
+/// two stayed stuck until the kernel's realtime throttling stepped in, up to a second later
+/// (measured: logins' p99 latency of 0.5–0.9 s). Waiting for a mutex puts the media thread
+/// to sleep instead, which lets the holder finish.
 #[derive(Default)]
 struct Inbox {
     commands: Mutex<Vec<MediaCommand>>,
