@@ -307,7 +307,10 @@ fn scheduling(pid: u32) -> Vec<(String, u32, u32)> {
     let mut threads = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let path = task.unwrap().path();
-        let stat = std::fs::read_to_string(path.join("stat")).unwrap();
+        // A thread may end between the listing and the read (an idle blocking-pool thread).
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
         let (head, rest) = stat.rsplit_once(')').unwrap();
         let name = head.split_once('(').unwrap().1.to_owned();
         // `rest` starts at field 3 (the state).
