@@ -163,13 +163,13 @@ impl Api {
     }
 
     fn post(&self, path: &str, body: &Value) -> Resp {
-        self.request(
-            "POST",
-            path,
-            Auth::Good,
-            Some("application/json"),
-            body.to_string().as_bytes(),
-        )
+        self.post_json_text(path, body.to_string().as_bytes())
+    }
+
+    /// POSTs `body` as it is, labelled JSON: for bodies `json!` cannot write (malformed,
+    /// duplicate fields).
+    fn post_json_text(&self, path: &str, body: &[u8]) -> Resp {
+        self.request("POST", path, Auth::Good, Some("application/json"), body)
     }
 
     fn post_csv(&self, path: &str, csv: &str) -> Resp {
@@ -181,6 +181,25 @@ impl Api {
         let r = self.post("/api/v1/users", body);
         assert_eq!(r.status, 201, "create {body}: {}", r.body);
         r
+    }
+
+    /// Creates 1001 (temporary, fresh), 1002 (permanent, locked) and, straight in the store,
+    /// 1003 (temporary, created `created_ago` with 60 s to live: expired).
+    fn create_fresh_locked_and_expired(&self, created_ago: Duration) {
+        self.create(&json!({ "extension": "1001" }));
+        self.create(&json!({ "extension": "1002", "passcode": "582039", "temporary": false }));
+        self.store
+            .create_user(
+                NewUser::new(ext_("1003")).with_passcode(PasscodeSpec {
+                    passcode: None,
+                    temporary: true,
+                    ttl: Some(Duration::from_secs(60)),
+                }),
+                &Actor::Cli { user: None },
+                Timestamp::now().saturating_sub(created_ago),
+            )
+            .unwrap();
+        self.lock("1002");
     }
 
     fn users(&self) -> Vec<UserInfo> {
@@ -445,22 +464,7 @@ fn show_user_has_exactly_the_documented_fields() {
 #[test]
 fn list_users_with_filters() {
     let api = Api::start();
-    // 1001: temporary, fresh. 1002: permanent, locked. 1003: temporary, expired.
-    api.create(&json!({ "extension": "1001" }));
-    api.create(&json!({ "extension": "1002", "passcode": "582039", "temporary": false }));
-    let two_hours_ago = Timestamp::now().saturating_sub(Duration::from_secs(7200));
-    api.store
-        .create_user(
-            NewUser::new(ext_("1003")).with_passcode(PasscodeSpec {
-                passcode: None,
-                temporary: true,
-                ttl: Some(Duration::from_secs(60)),
-            }),
-            &Actor::Cli { user: None },
-            two_hours_ago,
-        )
-        .unwrap();
-    api.lock("1002");
+    api.create_fresh_locked_and_expired(Duration::from_secs(7200));
 
     let list = |query: &str| {
         let r = api.get(&format!("/api/v1/users{query}"));
@@ -1074,20 +1078,7 @@ fn report_and_calls() {
         })
     );
 
-    api.create(&json!({ "extension": "1001" }));
-    api.create(&json!({ "extension": "1002", "passcode": "582039", "temporary": false }));
-    api.store
-        .create_user(
-            NewUser::new(ext_("1003")).with_passcode(PasscodeSpec {
-                passcode: None,
-                temporary: true,
-                ttl: Some(Duration::from_secs(60)),
-            }),
-            &Actor::Cli { user: None },
-            Timestamp::now().saturating_sub(Duration::from_secs(3600)),
-        )
-        .unwrap();
-    api.lock("1002");
+    api.create_fresh_locked_and_expired(Duration::from_secs(3600));
     let r = api.get("/api/v1/report");
     let report = r.json();
     assert_eq!(report["users"], 3);
@@ -1310,22 +1301,10 @@ fn content_types_and_malformed_bodies() {
         b"extension=1002",
         b"\xff\xfe{}",
     ] {
-        let r = api.request(
-            "POST",
-            "/api/v1/users",
-            Auth::Good,
-            Some("application/json"),
-            text,
-        );
+        let r = api.post_json_text("/api/v1/users", text);
         r.assert_error(400, "malformed_json");
     }
-    let r = api.request(
-        "POST",
-        "/api/v1/users",
-        Auth::Good,
-        Some("application/json"),
-        b"",
-    );
+    let r = api.post_json_text("/api/v1/users", b"");
     assert_eq!(r.status, 400, "{}", r.body);
     // Malformed CSV.
     for text in [
@@ -1507,30 +1486,15 @@ fn hostile_bodies_write_nothing() {
     r.assert_error(422, "import_rejected");
     // Deep nesting and huge numbers are just bad fields.
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-    let r = api.request(
-        "POST",
-        "/api/v1/users",
-        Auth::Good,
-        Some("application/json"),
-        deep.as_bytes(),
-    );
+    let r = api.post_json_text("/api/v1/users", deep.as_bytes());
     assert!((400..500).contains(&r.status), "{} {}", r.status, r.body);
     r.code();
-    let r = api.request(
-        "POST",
-        "/api/v1/users/1001/passcode",
-        Auth::Good,
-        Some("application/json"),
-        br#"{"ttl_seconds": 1e400}"#,
-    );
+    let r = api.post_json_text("/api/v1/users/1001/passcode", br#"{"ttl_seconds": 1e400}"#);
     assert!((400..500).contains(&r.status), "{} {}", r.status, r.body);
     r.code();
     // A JSON body with a duplicate field.
-    let r = api.request(
-        "POST",
+    let r = api.post_json_text(
         "/api/v1/users",
-        Auth::Good,
-        Some("application/json"),
         br#"{"extension":"1002","extension":"1003"}"#,
     );
     r.assert_error(422, "invalid_field");
@@ -1595,14 +1559,8 @@ fn secrets_appear_only_where_they_are_handed_out() {
     .assert_error(422, "policy_violation");
     api.post("/api/v1/users/1001/passcode", &json!({ "pin": "357159" }))
         .assert_error(422, "invalid_field");
-    api.request(
-        "POST",
-        "/api/v1/users/1001/passcode",
-        Auth::Good,
-        Some("application/json"),
-        br#"{"passcode": "864209"#,
-    )
-    .assert_error(400, "malformed_json");
+    api.post_json_text("/api/v1/users/1001/passcode", br#"{"passcode": "864209"#)
+        .assert_error(400, "malformed_json");
     api.post_csv("/api/v1/users/import", "extension,passcode\n1004,975310x\n")
         .assert_error(422, "import_rejected");
 

@@ -14,7 +14,7 @@ use vportal::sip::endpoint::{
     CallHandle, ConnId, EndReason, Endpoint, EndpointConfig, Event, Transmit, Transport,
 };
 use vportal::sip::sdp::Direction;
-use vportal::sip::{HeaderName, Method};
+use vportal::sip::{HeaderName, Message, Method};
 
 const SERVER: &str = "127.0.0.1:5060";
 const CALLER: &str = "127.0.0.1:5062";
@@ -46,7 +46,7 @@ impl World {
         let start = Instant::now();
         Self {
             ep: Endpoint::new(cfg, Box::new(router)),
-            uac: Uac::new(CALLER.parse().unwrap(), SERVER.parse().unwrap(), "8500"),
+            uac: caller_at(CALLER, "8500"),
             start,
             now: start,
             inbox: Vec::new(),
@@ -125,16 +125,45 @@ impl World {
             .collect()
     }
 
-    /// INVITE, accept, 200, ACK: an established call.
-    fn establish(&mut self) -> CallHandle {
+    /// Sends the datagram another caller at `from` sent, and collects what comes back.
+    fn send_from(&mut self, from: SocketAddr, bytes: Vec<u8>) {
+        self.ep.handle_datagram(self.now, from, bytes);
+        self.pump();
+    }
+
+    /// Another caller sends an INVITE with a `sendrecv` offer.
+    fn invite_from(&mut self, other: &mut Uac) {
+        let offer = other.offer("sendrecv");
+        let invite = other.invite(&offer);
+        self.send_from(other.local, invite);
+    }
+
+    /// The caller sends an INVITE with a `sendrecv` offer; returns it for retransmitting.
+    fn send_invite(&mut self) -> Vec<u8> {
         let offer = self.uac.offer("sendrecv");
         let invite = self.uac.invite(&offer);
-        self.send(invite);
+        self.send(invite.clone());
+        invite
+    }
+
+    /// The application answers the incoming call on [`MEDIA`].
+    fn accept(&mut self) -> CallHandle {
         let call = self.incoming();
         self.ep
             .accept(call, MEDIA.parse().unwrap(), self.now)
             .unwrap();
         self.pump();
+        call
+    }
+
+    /// The application hangs up.
+    fn hangup(&mut self, call: CallHandle) {
+        self.ep.hangup(call, self.now);
+        self.pump();
+    }
+
+    /// The caller learns our tag from the latest 200 and ACKs it with this SDP (may be empty).
+    fn ack_the_200(&mut self, sdp: &str) {
         let ok = self
             .inbox
             .iter()
@@ -145,8 +174,25 @@ impl World {
             .payload
             .clone();
         self.uac.learn_tag(&parse(&ok));
-        let ack = self.uac.ack_2xx("");
+        let ack = self.uac.ack_2xx(sdp);
         self.send(ack);
+    }
+
+    /// The `i`-th message the server sent.
+    fn received(&self, i: usize) -> Message {
+        parse(&self.inbox[i].1.payload)
+    }
+
+    /// The last message the server sent.
+    fn last_received(&self) -> Message {
+        parse(&self.inbox.last().unwrap().1.payload)
+    }
+
+    /// INVITE, accept, 200, ACK: an established call.
+    fn establish(&mut self) -> CallHandle {
+        self.send_invite();
+        let call = self.accept();
+        self.ack_the_200("");
         assert!(
             self.events
                 .iter()
@@ -157,12 +203,20 @@ impl World {
     }
 }
 
+/// The first value of header `name`, which `m` must have.
+fn header(m: &Message, name: HeaderName) -> &str {
+    m.values(name).next().unwrap()
+}
+
+/// A caller at `local` dialling `target`.
+fn caller_at(local: &str, target: &str) -> Uac {
+    Uac::new(local.parse().unwrap(), SERVER.parse().unwrap(), target)
+}
+
 #[test]
 fn invite_gets_100_at_once_and_retransmissions_are_absorbed() {
     let mut w = World::new();
-    let offer = w.uac.offer("sendrecv");
-    let invite = w.uac.invite(&offer);
-    w.send(invite.clone());
+    let invite = w.send_invite();
     assert_eq!(w.statuses(), [100]);
     // Retransmitted before the answer: the 100 again, no second call.
     w.advance(Duration::from_millis(500));
@@ -174,16 +228,14 @@ fn invite_gets_100_at_once_and_retransmissions_are_absorbed() {
         .filter(|e| matches!(e, Event::IncomingCall(_)))
         .count();
     assert_eq!(calls, 1);
-    let call = w.incoming();
-    w.ep.accept(call, MEDIA.parse().unwrap(), w.now).unwrap();
-    w.pump();
+    w.accept();
     assert_eq!(w.statuses(), [100, 100, 200]);
     // Retransmitted after the answer: the 200 again.
     w.send(invite);
     assert_eq!(w.statuses(), [100, 100, 200, 200]);
     assert_eq!(w.ep.active_calls(), 1);
-    let ok = parse(&w.inbox[2].1.payload);
-    assert!(ok.values(HeaderName::To).next().unwrap().contains(";tag="));
+    let ok = w.received(2);
+    assert!(header(&ok, HeaderName::To).contains(";tag="));
     assert!(ok.values(HeaderName::Contact).next().is_some());
     assert_eq!(
         ok.values(HeaderName::ContentType).next(),
@@ -195,12 +247,8 @@ fn invite_gets_100_at_once_and_retransmissions_are_absorbed() {
 #[test]
 fn the_200_is_retransmitted_doubling_to_t2_until_the_ack() {
     let mut w = World::new();
-    let offer = w.uac.offer("sendrecv");
-    let invite = w.uac.invite(&offer);
-    w.send(invite);
-    let call = w.incoming();
-    w.ep.accept(call, MEDIA.parse().unwrap(), w.now).unwrap();
-    w.pump();
+    w.send_invite();
+    w.accept();
     w.advance(Duration::from_millis(11_600));
     let times: Vec<u128> = w
         .inbox
@@ -209,10 +257,7 @@ fn the_200_is_retransmitted_doubling_to_t2_until_the_ack() {
         .map(|(at, _)| at.as_millis())
         .collect();
     assert_eq!(times, [0, 500, 1_500, 3_500, 7_500, 11_500]);
-    let ok = parse(&w.inbox.last().unwrap().1.payload);
-    w.uac.learn_tag(&ok);
-    let ack = w.uac.ack_2xx("");
-    w.send(ack);
+    w.ack_the_200("");
     w.inbox.clear();
     w.advance(Duration::from_secs(60));
     assert!(w.inbox.is_empty(), "no retransmission after the ACK");
@@ -226,12 +271,8 @@ fn the_200_is_retransmitted_doubling_to_t2_until_the_ack() {
 #[test]
 fn no_ack_means_bye_after_64_t1() {
     let mut w = World::new();
-    let offer = w.uac.offer("sendrecv");
-    let invite = w.uac.invite(&offer);
-    w.send(invite);
-    let call = w.incoming();
-    w.ep.accept(call, MEDIA.parse().unwrap(), w.now).unwrap();
-    w.pump();
+    w.send_invite();
+    w.accept();
     w.advance(Duration::from_secs(33));
     let (at, bye) = w
         .inbox
@@ -249,14 +290,12 @@ fn no_ack_means_bye_after_64_t1() {
 #[test]
 fn cancel_before_the_answer_gets_200_and_487() {
     let mut w = World::new();
-    let offer = w.uac.offer("sendrecv");
-    let invite = w.uac.invite(&offer);
-    w.send(invite);
+    w.send_invite();
     let cancel = w.uac.cancel();
     w.send(cancel);
     assert_eq!(w.statuses(), [100, 200, 487]);
     assert_eq!(
-        parse(&w.inbox[1].1.payload).values(HeaderName::CSeq).next(),
+        w.received(1).values(HeaderName::CSeq).next(),
         Some("1 CANCEL")
     );
     assert_eq!(w.ended(), Some(EndReason::Cancelled));
@@ -275,31 +314,22 @@ fn cancel_before_the_answer_gets_200_and_487() {
 #[test]
 fn cancel_racing_the_200_leaves_the_call_up() {
     let mut w = World::new();
-    let offer = w.uac.offer("sendrecv");
-    let invite = w.uac.invite(&offer);
-    w.send(invite);
-    let call = w.incoming();
-    w.ep.accept(call, MEDIA.parse().unwrap(), w.now).unwrap();
-    w.pump();
+    w.send_invite();
+    w.accept();
     let cancel = w.uac.cancel();
     w.send(cancel);
     // §9.2: the CANCEL is answered 200 but has no effect on an answered INVITE.
     assert_eq!(w.statuses(), [100, 200, 200]);
     assert_eq!(
-        parse(&w.inbox[2].1.payload).values(HeaderName::CSeq).next(),
+        w.received(2).values(HeaderName::CSeq).next(),
         Some("1 CANCEL")
     );
     assert_eq!(w.ended(), None);
     assert_eq!(w.ep.active_calls(), 1);
     // A CANCEL for nothing: 481.
-    let mut stranger = Uac::new(
-        "127.0.0.1:5099".parse().unwrap(),
-        SERVER.parse().unwrap(),
-        "8500",
-    );
+    let mut stranger = caller_at("127.0.0.1:5099", "8500");
     let _ = stranger.invite("");
-    w.ep.handle_datagram(w.now, stranger.local, stranger.cancel());
-    w.pump();
+    w.send_from(stranger.local, stranger.cancel());
     assert_eq!(w.statuses().last(), Some(&481));
 }
 
@@ -308,8 +338,7 @@ fn our_bye_is_retransmitted_through_loss_and_ends_on_200() {
     let mut w = World::new();
     let call = w.establish();
     w.lossy = true;
-    w.ep.hangup(call, w.now);
-    w.pump();
+    w.hangup(call);
     w.advance(Duration::from_millis(3_600));
     w.lossy = false;
     w.advance(Duration::from_millis(4_000));
@@ -322,12 +351,7 @@ fn our_bye_is_retransmitted_through_loss_and_ends_on_200() {
         bye.request_uri(),
         Some(format!("sip:1001@{CALLER}").as_str())
     );
-    assert!(
-        bye.values(HeaderName::To)
-            .next()
-            .unwrap()
-            .contains(&w.uac.from_tag)
-    );
+    assert!(header(&bye, HeaderName::To).contains(&w.uac.from_tag));
     w.send(Uac::ok_to(&bye));
     assert_eq!(w.ended(), Some(EndReason::Hangup));
     assert!(w.ep.is_idle());
@@ -338,8 +362,7 @@ fn a_bye_nobody_answers_ends_with_timer_f() {
     let mut w = World::new();
     let call = w.establish();
     w.lossy = true;
-    w.ep.hangup(call, w.now);
-    w.pump();
+    w.hangup(call);
     w.advance(Duration::from_millis(31_900));
     assert_eq!(w.ended(), None);
     w.advance(Duration::from_millis(200));
@@ -372,22 +395,20 @@ fn reinvite_hold_and_unhold_answer_with_the_right_direction() {
     let reinvite = w.uac.invite(&hold);
     w.send(reinvite);
     assert_eq!(w.statuses(), [200]);
-    let answer = parse(&w.inbox[0].1.payload);
+    let answer = w.received(0);
     let body = String::from_utf8_lossy(answer.body()).into_owned();
     assert!(body.contains("a=recvonly"), "{body}");
     assert!(
         body.contains("o=vportal ") && body.contains(" 2 IN IP4 127.0.0.1"),
         "version bumped: {body}"
     );
-    let ack = w.uac.ack_2xx("");
-    w.send(ack);
+    w.ack_the_200("");
     let unhold = w.uac.offer("sendrecv");
     let reinvite = w.uac.invite(&unhold);
     w.send(reinvite);
-    let body = String::from_utf8_lossy(parse(&w.inbox[1].1.payload).body()).into_owned();
+    let body = String::from_utf8_lossy(w.received(1).body()).into_owned();
     assert!(body.contains("a=sendrecv"), "{body}");
-    let ack = w.uac.ack_2xx("");
-    w.send(ack);
+    w.ack_the_200("");
     assert_eq!(
         w.media(),
         [
@@ -416,8 +437,8 @@ fn update_answers_offers_and_refreshes() {
     let refresh = w.uac.request("UPDATE", "", "");
     w.send(refresh);
     assert_eq!(w.statuses(), [200, 200]);
-    assert!(String::from_utf8_lossy(parse(&w.inbox[0].1.payload).body()).contains("a=inactive"));
-    assert!(parse(&w.inbox[1].1.payload).body().is_empty());
+    assert!(String::from_utf8_lossy(w.received(0).body()).contains("a=inactive"));
+    assert!(w.received(1).body().is_empty());
     assert_eq!(w.media().last(), Some(&Direction::Inactive));
 }
 
@@ -453,14 +474,9 @@ fn info_in_the_dialog_reaches_the_application() {
     assert_eq!(w.statuses().last(), Some(&415));
     let options = w.uac.request("OPTIONS", "", "");
     w.send(options);
-    let ok = parse(&w.inbox.last().unwrap().1.payload);
+    let ok = w.last_received();
     assert_eq!(ok.status(), Some(200));
-    assert!(
-        ok.values(HeaderName::Allow)
-            .next()
-            .unwrap()
-            .contains("INFO")
-    );
+    assert!(header(&ok, HeaderName::Allow).contains("INFO"));
 }
 
 #[test]
@@ -492,68 +508,43 @@ fn late_offer_puts_our_offer_in_the_200_and_takes_the_answer_from_the_ack() {
     let mut w = World::new();
     let invite = w.uac.invite("");
     w.send(invite);
-    let call = w.incoming();
-    w.ep.accept(call, MEDIA.parse().unwrap(), w.now).unwrap();
-    w.pump();
-    let ok = parse(&w.inbox[1].1.payload);
+    w.accept();
+    let ok = w.received(1);
     let offer = String::from_utf8_lossy(ok.body()).into_owned();
     assert!(offer.contains("m=audio 10000 RTP/AVP 0 8 101"), "{offer}");
     assert!(w.media().is_empty(), "nothing agreed before the ACK");
-    w.uac.learn_tag(&ok);
     let answer = w.uac.answer();
-    let ack = w.uac.ack_2xx(&answer);
-    w.send(ack);
+    w.ack_the_200(&answer);
     assert_eq!(w.media(), [Direction::SendRecv]);
     // An ACK without the answer ends the call.
     let mut w = World::new();
     let invite = w.uac.invite("");
     w.send(invite);
-    let call = w.incoming();
-    w.ep.accept(call, MEDIA.parse().unwrap(), w.now).unwrap();
-    w.pump();
-    w.uac.learn_tag(&parse(&w.inbox[1].1.payload));
-    let ack = w.uac.ack_2xx("");
-    w.send(ack);
-    assert_eq!(
-        parse(&w.inbox.last().unwrap().1.payload).method(),
-        Some(&Method::Bye)
-    );
+    w.accept();
+    w.ack_the_200("");
+    assert_eq!(w.last_received().method(), Some(&Method::Bye));
 }
 
 #[test]
 fn call_admission() {
     let mut w = World::with_config(|c| c.max_calls = 1);
-    let offer = w.uac.offer("sendrecv");
-    let invite = w.uac.invite(&offer);
-    w.send(invite);
+    w.send_invite();
     // A second caller while the limit is reached: 503 with Retry-After.
-    let mut second = Uac::new(
-        "127.0.0.1:5064".parse().unwrap(),
-        SERVER.parse().unwrap(),
-        "8500",
-    );
-    let offer2 = second.offer("sendrecv");
-    w.ep.handle_datagram(w.now, second.local, second.invite(&offer2));
-    w.pump();
-    let busy = parse(&w.inbox.last().unwrap().1.payload);
+    let mut second = caller_at("127.0.0.1:5064", "8500");
+    w.invite_from(&mut second);
+    let busy = w.last_received();
     assert_eq!(busy.status(), Some(503));
     assert_eq!(busy.values(HeaderName::RetryAfter).next(), Some("5"));
     // Unknown number: 404 (routing comes before admission).
-    let mut lost = Uac::new(
-        "127.0.0.1:5066".parse().unwrap(),
-        SERVER.parse().unwrap(),
-        "9999",
-    );
-    let offer3 = lost.offer("sendrecv");
-    w.ep.handle_datagram(w.now, lost.local, lost.invite(&offer3));
-    w.pump();
+    let mut lost = caller_at("127.0.0.1:5066", "9999");
+    w.invite_from(&mut lost);
     assert_eq!(w.statuses().last(), Some(&404));
     // No codec in common: 488 with Accept.
     let mut w = World::new();
     let sdp = "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 18\r\n";
     let invite = w.uac.invite(sdp);
     w.send(invite);
-    let r = parse(&w.inbox.last().unwrap().1.payload);
+    let r = w.last_received();
     assert_eq!(r.status(), Some(488));
     assert_eq!(w.ep.active_calls(), 0);
 }
@@ -575,13 +566,8 @@ fn stateless_answers_leave_no_state() {
     assert!(w.statuses().iter().all(|s| *s == 200));
     assert_eq!(w.ep.poll_timeout(), None, "no timers: nothing was kept");
     assert!(w.ep.is_idle());
-    let ok = parse(&w.inbox[0].1.payload);
-    assert!(
-        ok.values(HeaderName::Accept)
-            .next()
-            .unwrap()
-            .contains("application/sdp")
-    );
+    let ok = w.received(0);
+    assert!(header(&ok, HeaderName::Accept).contains("application/sdp"));
     assert!(ok.values(HeaderName::Supported).next().is_some());
 }
 
@@ -589,12 +575,8 @@ fn stateless_answers_leave_no_state() {
 fn tcp_calls_do_not_retransmit_responses_but_do_retransmit_the_2xx() {
     let mut w = World::new();
     w.uac.transport = "TCP";
-    let offer = w.uac.offer("sendrecv");
-    let invite = w.uac.invite(&offer);
-    w.send(invite);
-    let call = w.incoming();
-    w.ep.accept(call, MEDIA.parse().unwrap(), w.now).unwrap();
-    w.pump();
+    w.send_invite();
+    w.accept();
     assert!(
         w.inbox
             .iter()
@@ -603,13 +585,8 @@ fn tcp_calls_do_not_retransmit_responses_but_do_retransmit_the_2xx() {
     // §13.3.1.4 retransmits the 2xx whatever the transport (the ACK is end to end).
     w.advance(Duration::from_millis(600));
     assert_eq!(w.statuses(), [100, 200, 200]);
-    let ok = parse(&w.inbox[1].1.payload);
-    assert!(
-        ok.values(HeaderName::Contact)
-            .next()
-            .unwrap()
-            .contains("transport=tcp")
-    );
+    let ok = w.received(1);
+    assert!(header(&ok, HeaderName::Contact).contains("transport=tcp"));
 }
 
 #[test]
@@ -617,7 +594,7 @@ fn max_duration_and_shutdown_hang_up() {
     let mut w = World::with_config(|c| c.max_call_duration = Duration::from_secs(60));
     w.establish();
     w.advance(Duration::from_secs(61));
-    let bye = parse(&w.inbox.last().unwrap().1.payload);
+    let bye = w.last_received();
     assert_eq!(bye.method(), Some(&Method::Bye));
     w.send(Uac::ok_to(&bye));
     assert_eq!(w.ended(), Some(EndReason::MaxDuration));
@@ -626,17 +603,11 @@ fn max_duration_and_shutdown_hang_up() {
     w.establish();
     w.ep.shutdown(w.now);
     w.pump();
-    let bye = parse(&w.inbox.last().unwrap().1.payload);
+    let bye = w.last_received();
     assert_eq!(bye.method(), Some(&Method::Bye));
     // New calls are refused while shutting down.
-    let mut late = Uac::new(
-        "127.0.0.1:5070".parse().unwrap(),
-        SERVER.parse().unwrap(),
-        "8500",
-    );
-    let offer = late.offer("sendrecv");
-    w.ep.handle_datagram(w.now, late.local, late.invite(&offer));
-    w.pump();
+    let mut late = caller_at("127.0.0.1:5070", "8500");
+    w.invite_from(&mut late);
     assert_eq!(w.statuses().last(), Some(&503));
     w.send(Uac::ok_to(&bye));
     assert_eq!(w.ended(), Some(EndReason::Shutdown));
@@ -646,35 +617,22 @@ fn max_duration_and_shutdown_hang_up() {
 #[test]
 fn hangup_before_the_ack_waits_for_it() {
     let mut w = World::new();
-    let offer = w.uac.offer("sendrecv");
-    let invite = w.uac.invite(&offer);
-    w.send(invite);
-    let call = w.incoming();
-    w.ep.accept(call, MEDIA.parse().unwrap(), w.now).unwrap();
-    w.pump();
-    w.ep.hangup(call, w.now);
-    w.pump();
+    w.send_invite();
+    let call = w.accept();
+    w.hangup(call);
     assert!(
         w.inbox
             .iter()
             .all(|(_, t)| parse(&t.payload).method().is_none()),
         "no BYE before the ACK (§15)"
     );
-    w.uac.learn_tag(&parse(&w.inbox[1].1.payload));
-    let ack = w.uac.ack_2xx("");
-    w.send(ack);
-    assert_eq!(
-        parse(&w.inbox.last().unwrap().1.payload).method(),
-        Some(&Method::Bye)
-    );
+    w.ack_the_200("");
+    assert_eq!(w.last_received().method(), Some(&Method::Bye));
     // And hanging up a ringing call answers 480.
     let mut w = World::new();
-    let offer = w.uac.offer("sendrecv");
-    let invite = w.uac.invite(&offer);
-    w.send(invite);
+    w.send_invite();
     let call = w.incoming();
-    w.ep.hangup(call, w.now);
-    w.pump();
+    w.hangup(call);
     assert_eq!(w.statuses(), [100, 480]);
 }
 
@@ -701,7 +659,7 @@ fn requests_the_uas_refuses() {
         "Max-Forwards: 70\r\nRequire: 100rel\r\n",
     );
     w.send(invite.into_bytes());
-    let r = parse(&w.inbox.last().unwrap().1.payload);
+    let r = w.last_received();
     assert_eq!(
         (r.status(), r.values(HeaderName::Unsupported).next()),
         (Some(420), Some("100rel"))

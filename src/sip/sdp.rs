@@ -984,6 +984,13 @@ mod tests {
         }
     }
 
+    /// The session-level lines vportal writes for [`local4`], before its media sections.
+    const LOCAL4_SESSION: &str = "v=0\r\n\
+                                  o=vportal 1000 1 IN IP4 127.0.0.1\r\n\
+                                  s=-\r\n\
+                                  c=IN IP4 127.0.0.1\r\n\
+                                  t=0 0\r\n";
+
     /// Joins lines with CRLF, as a UA would send them.
     fn sdp(lines: &[&str]) -> Vec<u8> {
         let mut body = lines.join("\r\n");
@@ -1177,26 +1184,6 @@ mod tests {
                 ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 20, SendRecv),
             ),
             (
-                "recvonly",
-                &[
-                    "v=0",
-                    "c=IN IP4 192.0.2.1",
-                    "m=audio 4000 RTP/AVP 0",
-                    "a=recvonly",
-                ],
-                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 20, SendOnly),
-            ),
-            (
-                "inactive",
-                &[
-                    "v=0",
-                    "c=IN IP4 192.0.2.1",
-                    "m=audio 4000 RTP/AVP 0",
-                    "a=inactive",
-                ],
-                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 20, Inactive),
-            ),
-            (
                 "RFC 2543 hold: c=0.0.0.0",
                 &["v=0", "c=IN IP4 0.0.0.0", "m=audio 4000 RTP/AVP 0"],
                 ok(None, Pcmu, 0, None, 20, RecvOnly),
@@ -1264,86 +1251,6 @@ mod tests {
                     "m=audio 4002 RTP/AVP 0",
                 ],
                 ok(addr("192.0.2.1:4002"), Pcmu, 0, None, 20, SendRecv),
-            ),
-            (
-                "ptime 10",
-                &[
-                    "v=0",
-                    "c=IN IP4 192.0.2.1",
-                    "m=audio 4000 RTP/AVP 0",
-                    "a=ptime:10",
-                ],
-                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 10, SendRecv),
-            ),
-            (
-                "ptime 30",
-                &[
-                    "v=0",
-                    "c=IN IP4 192.0.2.1",
-                    "m=audio 4000 RTP/AVP 0",
-                    "a=ptime:30",
-                ],
-                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 30, SendRecv),
-            ),
-            (
-                "ptime 60",
-                &[
-                    "v=0",
-                    "c=IN IP4 192.0.2.1",
-                    "m=audio 4000 RTP/AVP 0",
-                    "a=ptime:60",
-                ],
-                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 60, SendRecv),
-            ),
-            (
-                "ptime 100 clamped",
-                &[
-                    "v=0",
-                    "c=IN IP4 192.0.2.1",
-                    "m=audio 4000 RTP/AVP 0",
-                    "a=ptime:100",
-                ],
-                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 60, SendRecv),
-            ),
-            (
-                "ptime 5 clamped",
-                &[
-                    "v=0",
-                    "c=IN IP4 192.0.2.1",
-                    "m=audio 4000 RTP/AVP 0",
-                    "a=ptime:5",
-                ],
-                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 10, SendRecv),
-            ),
-            (
-                "ptime beyond u32 clamped",
-                &[
-                    "v=0",
-                    "c=IN IP4 192.0.2.1",
-                    "m=audio 4000 RTP/AVP 0",
-                    "a=ptime:99999999999999999999",
-                ],
-                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 60, SendRecv),
-            ),
-            (
-                "fractional ptime",
-                &[
-                    "v=0",
-                    "c=IN IP4 192.0.2.1",
-                    "m=audio 4000 RTP/AVP 0",
-                    "a=ptime:30.0",
-                ],
-                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 30, SendRecv),
-            ),
-            (
-                "unreadable ptime ignored",
-                &[
-                    "v=0",
-                    "c=IN IP4 192.0.2.1",
-                    "m=audio 4000 RTP/AVP 0",
-                    "a=ptime:soon",
-                ],
-                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 20, SendRecv),
             ),
             (
                 "media ptime wins over session ptime",
@@ -1446,36 +1353,64 @@ mod tests {
         for (name, lines, expected) in cases {
             assert_eq!(negotiate_offer(&sdp(lines)), expected, "{name}");
         }
+        // PCMU alone from 192.0.2.1:4000 with one media-level attribute:
+        // (name, attribute, expected ptime, expected direction).
+        let attribute_cases: [(&str, &str, u32, Direction); 10] = [
+            ("recvonly", "a=recvonly", 20, SendOnly),
+            ("inactive", "a=inactive", 20, Inactive),
+            ("ptime 10", "a=ptime:10", 10, SendRecv),
+            ("ptime 30", "a=ptime:30", 30, SendRecv),
+            ("ptime 60", "a=ptime:60", 60, SendRecv),
+            ("ptime 100 clamped", "a=ptime:100", 60, SendRecv),
+            ("ptime 5 clamped", "a=ptime:5", 10, SendRecv),
+            (
+                "ptime beyond u32 clamped",
+                "a=ptime:99999999999999999999",
+                60,
+                SendRecv,
+            ),
+            ("fractional ptime", "a=ptime:30.0", 30, SendRecv),
+            ("unreadable ptime ignored", "a=ptime:soon", 20, SendRecv),
+        ];
+        for (name, attribute, ptime_ms, direction) in attribute_cases {
+            let lines = [
+                "v=0",
+                "c=IN IP4 192.0.2.1",
+                "m=audio 4000 RTP/AVP 0",
+                attribute,
+            ];
+            assert_eq!(
+                negotiate_offer(&sdp(&lines)),
+                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, ptime_ms, direction),
+                "{name}"
+            );
+        }
     }
 
     #[test]
     fn sipp_answer_bytes() {
-        let expected = "v=0\r\n\
-                        o=vportal 1000 1 IN IP4 127.0.0.1\r\n\
-                        s=-\r\n\
-                        c=IN IP4 127.0.0.1\r\n\
-                        t=0 0\r\n\
-                        m=audio 40000 RTP/AVP 0\r\n\
-                        a=rtpmap:0 PCMU/8000\r\n\
-                        a=ptime:20\r\n\
-                        a=sendrecv\r\n";
+        let expected = format!(
+            "{LOCAL4_SESSION}\
+             m=audio 40000 RTP/AVP 0\r\n\
+             a=rtpmap:0 PCMU/8000\r\n\
+             a=ptime:20\r\n\
+             a=sendrecv\r\n"
+        );
         assert_eq!(answer_text(&sdp(SIPP_OFFER), &local4()), expected);
     }
 
     #[test]
     fn baresip_answer_bytes_reject_video() {
-        let expected = "v=0\r\n\
-                        o=vportal 1000 1 IN IP4 127.0.0.1\r\n\
-                        s=-\r\n\
-                        c=IN IP4 127.0.0.1\r\n\
-                        t=0 0\r\n\
-                        m=audio 40000 RTP/AVP 0 101\r\n\
-                        a=rtpmap:0 PCMU/8000\r\n\
-                        a=rtpmap:101 telephone-event/8000\r\n\
-                        a=fmtp:101 0-16\r\n\
-                        a=ptime:20\r\n\
-                        a=sendrecv\r\n\
-                        m=video 0 RTP/AVP 96\r\n";
+        let expected = format!(
+            "{LOCAL4_SESSION}\
+             m=audio 40000 RTP/AVP 0 101\r\n\
+             a=rtpmap:0 PCMU/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\n\
+             a=fmtp:101 0-16\r\n\
+             a=ptime:20\r\n\
+             a=sendrecv\r\n\
+             m=video 0 RTP/AVP 96\r\n"
+        );
         assert_eq!(answer_text(&sdp(BARESIP_OFFER), &local4()), expected);
     }
 
@@ -1526,18 +1461,16 @@ mod tests {
 
     #[test]
     fn offer_bytes() {
-        let expected = "v=0\r\n\
-                        o=vportal 1000 1 IN IP4 127.0.0.1\r\n\
-                        s=-\r\n\
-                        c=IN IP4 127.0.0.1\r\n\
-                        t=0 0\r\n\
-                        m=audio 40000 RTP/AVP 0 8 101\r\n\
-                        a=rtpmap:0 PCMU/8000\r\n\
-                        a=rtpmap:8 PCMA/8000\r\n\
-                        a=rtpmap:101 telephone-event/8000\r\n\
-                        a=fmtp:101 0-16\r\n\
-                        a=ptime:20\r\n\
-                        a=sendrecv\r\n";
+        let expected = format!(
+            "{LOCAL4_SESSION}\
+             m=audio 40000 RTP/AVP 0 8 101\r\n\
+             a=rtpmap:0 PCMU/8000\r\n\
+             a=rtpmap:8 PCMA/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\n\
+             a=fmtp:101 0-16\r\n\
+             a=ptime:20\r\n\
+             a=sendrecv\r\n"
+        );
         assert_eq!(String::from_utf8(offer(&local4())).unwrap(), expected);
     }
 

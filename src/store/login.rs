@@ -484,6 +484,18 @@ mod tests {
         s.verify(e, &pin(p), &caller(), now).unwrap()
     }
 
+    /// The right passcode.
+    const ACCEPTED: VerifyOutcome = VerifyOutcome::Ok { must_change: false };
+    /// The right passcode, a temporary one: the caller must choose a new one.
+    const ACCEPTED_MUST_CHANGE: VerifyOutcome = VerifyOutcome::Ok { must_change: true };
+
+    /// Types a wrong passcode for 1001 `times` times, whatever is answered.
+    fn wrong_passcodes(s: &Store, times: usize, now: Timestamp) {
+        for _ in 0..times {
+            verify(s, "1001", "0000", now);
+        }
+    }
+
     fn last_events(s: &Store, n: usize) -> Vec<String> {
         let mut v: Vec<_> = s
             .audit(&AuditQuery {
@@ -501,16 +513,10 @@ mod tests {
     #[test]
     fn temporary_passcode_works_until_it_expires_then_only_says_expired() {
         let s = with_user("4826", true);
-        assert_eq!(
-            verify(&s, "1001", "4826", T0),
-            VerifyOutcome::Ok { must_change: true }
-        );
+        assert_eq!(verify(&s, "1001", "4826", T0), ACCEPTED_MUST_CHANGE);
         // Still usable until changed, within the TTL.
         let t = T0.saturating_add(minutes(19));
-        assert_eq!(
-            verify(&s, "1001", "4826", t),
-            VerifyOutcome::Ok { must_change: true }
-        );
+        assert_eq!(verify(&s, "1001", "4826", t), ACCEPTED_MUST_CHANGE);
         let t = T0.saturating_add(minutes(20));
         assert_eq!(verify(&s, "1001", "4826", t), VerifyOutcome::Expired);
         // A wrong passcode after expiry is still a counted failure, not "expired".
@@ -558,9 +564,7 @@ mod tests {
             assert_eq!((info.locked, info.failed_attempts), (true, 0));
             now = now.saturating_add(minutes(minutes_locked));
         }
-        for _ in 0..4 {
-            verify(&s, "1001", "0000", now);
-        }
+        wrong_passcodes(&s, 4, now);
         assert_eq!(
             verify(&s, "1001", "0000", now),
             VerifyOutcome::Locked {
@@ -583,22 +587,14 @@ mod tests {
         assert_eq!(locks.len(), 4);
         assert_eq!(locks[0].outcome, "permanent");
         s.unlock(&ext("1001"), &cli(), years).unwrap();
-        assert_eq!(
-            verify(&s, "1001", "4826", years),
-            VerifyOutcome::Ok { must_change: false }
-        );
+        assert_eq!(verify(&s, "1001", "4826", years), ACCEPTED);
     }
 
     #[test]
     fn success_resets_the_count_and_the_doubling() {
         let s = with_user("4826", false);
-        for _ in 0..4 {
-            verify(&s, "1001", "0000", T0);
-        }
-        assert_eq!(
-            verify(&s, "1001", "4826", T0),
-            VerifyOutcome::Ok { must_change: false }
-        );
+        wrong_passcodes(&s, 4, T0);
+        assert_eq!(verify(&s, "1001", "4826", T0), ACCEPTED);
         assert_eq!(
             s.user(&ext("1001"), T0).unwrap().unwrap().failed_attempts,
             0
@@ -608,17 +604,10 @@ mod tests {
             VerifyOutcome::Wrong { remaining: 4 }
         );
         // A lock, its expiry, a success: the next lock is 30 minutes again, not 60.
-        for _ in 0..4 {
-            verify(&s, "1001", "0000", T0);
-        }
+        wrong_passcodes(&s, 4, T0);
         let t = T0.saturating_add(minutes(30));
-        assert_eq!(
-            verify(&s, "1001", "4826", t),
-            VerifyOutcome::Ok { must_change: false }
-        );
-        for _ in 0..4 {
-            verify(&s, "1001", "0000", t);
-        }
+        assert_eq!(verify(&s, "1001", "4826", t), ACCEPTED);
+        wrong_passcodes(&s, 4, t);
         let until = Lock::Until(t.saturating_add(minutes(30)));
         assert_eq!(
             verify(&s, "1001", "0000", t),
@@ -662,18 +651,12 @@ mod tests {
         assert_eq!(change("4826", T0), rejected(&[Violation::SameAsCurrent]));
         assert_eq!(change("482", T0), rejected(&[Violation::TooShort]));
         // Refusals leave the temporary passcode in force.
-        assert_eq!(
-            verify(&s, "1001", "4826", T0),
-            VerifyOutcome::Ok { must_change: true }
-        );
+        assert_eq!(verify(&s, "1001", "4826", T0), ACCEPTED_MUST_CHANGE);
         let pins = ["5937", "6048", "7159", "8260", "9382", "4083"];
         for p in pins {
             assert_eq!(change(p, T0), ChangeOutcome::Changed);
         }
-        assert_eq!(
-            verify(&s, "1001", "4083", T0),
-            VerifyOutcome::Ok { must_change: false }
-        );
+        assert_eq!(verify(&s, "1001", "4083", T0), ACCEPTED);
         assert_eq!(
             verify(&s, "1001", "9382", T0),
             VerifyOutcome::Wrong { remaining: 4 }
@@ -734,10 +717,7 @@ mod tests {
             s.change_passcode(&ext("1001"), &pin("5937"), &caller(), T0)
                 .is_err()
         );
-        assert_eq!(
-            verify(&s, "1001", "4826", T0),
-            VerifyOutcome::Ok { must_change: true }
-        );
+        assert_eq!(verify(&s, "1001", "4826", T0), ACCEPTED_MUST_CHANGE);
         assert_eq!(
             verify(&s, "1001", "5937", T0),
             VerifyOutcome::Wrong { remaining: 4 }
