@@ -1547,6 +1547,19 @@ fn secrets_appear_only_where_they_are_handed_out() {
         &json!({ "passcode": ["681395"] }),
     )
     .assert_error(422, "invalid_field");
+    // Numbers in the other JSON forms serde echoes: a fraction and an exponent.
+    for body in [
+        &br#"{"passcode": 571846.5}"#[..],
+        br#"{"passcode": 6.40739e5}"#,
+    ] {
+        api.post_json_text("/api/v1/users/1001/passcode", body)
+            .assert_error(422, "invalid_field");
+    }
+    api.post_json_text(
+        "/api/v1/policy/check",
+        br#"{"extension": "1001", "passcode": 395172.0}"#,
+    )
+    .assert_error(422, "invalid_field");
     api.post(
         "/api/v1/users/1001/passcode",
         &json!({ "passcode": "123456" }),
@@ -1594,6 +1607,7 @@ fn secrets_appear_only_where_they_are_handed_out() {
     }
     for given in [
         "582039", "730518", "924617", "681395", "123456", "480213", "357159", "864209", "975310",
+        "571846", "640739", "395172",
     ] {
         for r in &responses {
             assert!(!r.contains(given), "{given} echoed:\n{r}");

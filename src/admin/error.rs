@@ -187,8 +187,9 @@ fn redact_values(message: &str) -> String {
             out.push(c);
         }
     }
-    // Integers serde echoes ("invalid type: integer `1234`") are in backticks: only field
-    // names are kept when they follow "field".
+    // Numbers serde echoes ("invalid type: integer `1234`", "floating point `4826.5`",
+    // "`4.8e23`") are in backticks too, as are field and variant names: only a plain name
+    // (letters and `_`, no digit) is kept, anything else is a value and is cut.
     let mut cleaned = String::with_capacity(out.len());
     let mut rest = out.as_str();
     while let Some(start) = rest.find('`') {
@@ -196,18 +197,14 @@ fn redact_values(message: &str) -> String {
             break;
         };
         let inner = &rest[start + 1..start + 1 + len];
-        let before = &rest[..start];
-        cleaned.push_str(before);
-        if before.trim_end().ends_with("field") || before.trim_end().ends_with("variant") {
+        cleaned.push_str(&rest[..start]);
+        let name = !inner.is_empty() && inner.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_');
+        if name {
             cleaned.push('`');
             cleaned.push_str(inner);
             cleaned.push('`');
-        } else if inner.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
-            cleaned.push_str("`…`");
         } else {
-            cleaned.push('`');
-            cleaned.push_str(inner);
-            cleaned.push('`');
+            cleaned.push_str("`…`");
         }
         rest = &rest[start + 2 + len..];
     }
@@ -232,6 +229,19 @@ mod tests {
         assert_eq!(
             redact_values("invalid value: string \"12a4\", expected digits"),
             "invalid value: string \"…\", expected digits"
+        );
+        // Numbers in any JSON form, and names that carry digits.
+        for value in ["48261.5", "48261.0", "4.8262e23", "-4826", "1e+5"] {
+            assert_eq!(
+                redact_values(&format!(
+                    "invalid type: floating point `{value}`, expected a string"
+                )),
+                "invalid type: floating point `…`, expected a string"
+            );
+        }
+        assert_eq!(
+            redact_values("unknown field `pin4826`, expected `passcode`"),
+            "unknown field `…`, expected `passcode`"
         );
     }
 }
