@@ -48,6 +48,54 @@ pub struct AdminConfig {
     pub insecure: bool,
     /// Whether `/metrics` needs a token too. Default false.
     pub metrics_auth: bool,
+    /// A token the API accepts besides those in the database (audited as
+    /// `admin:configured`); `VPORTAL_ADMIN_TOKEN` takes its place when set.
+    pub token: Option<ConfiguredToken>,
+}
+
+/// An admin token written in the configuration: at least
+/// [`MIN_CONFIGURED_TOKEN`](crate::admin::MIN_CONFIGURED_TOKEN) characters, no white space.
+/// Its `Debug` and every error about it leave the value out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConfiguredToken(String);
+
+impl ConfiguredToken {
+    /// Checks `value`; the error says what is wrong without repeating it.
+    ///
+    /// # Errors
+    /// Too short, or holding white space.
+    pub fn new(value: String) -> Result<Self, String> {
+        let min = crate::admin::MIN_CONFIGURED_TOKEN;
+        if value.len() < min || value.contains(char::is_whitespace) {
+            return Err(format!(
+                "an admin token must be at least {min} characters without spaces (e.g. `openssl rand -hex 32`)"
+            ));
+        }
+        Ok(Self(value))
+    }
+
+    /// The token itself, for comparing with what a client sends.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ConfiguredToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConfiguredToken(<redacted>)")
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfiguredToken {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Not `String::deserialize`: its type error would quote a number given by mistake.
+        let value = toml::Value::deserialize(deserializer)
+            .map_err(|_| serde::de::Error::custom("must be a string"))?;
+        let toml::Value::String(value) = value else {
+            return Err(serde::de::Error::custom("must be a string"));
+        };
+        Self::new(value).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for AdminConfig {
@@ -59,6 +107,7 @@ impl Default for AdminConfig {
             tls_key: None,
             insecure: false,
             metrics_auth: false,
+            token: None,
         }
     }
 }
@@ -430,6 +479,22 @@ mod tests {
         let block = &section[section.find("```toml\n").unwrap() + 8..];
         let block = &block[..block.find("```").unwrap()];
         assert_eq!(Config::parse(block), Ok(Config::default()));
+    }
+
+    #[test]
+    fn an_admin_token_is_checked_and_never_shown() {
+        let token = "cfg-4f1d8a2c9e7b3a6d5c0f1e2d3c4b5a69";
+        let c = Config::parse(&format!("[admin]\ntoken = \"{token}\"\n")).unwrap();
+        assert_eq!(
+            c.admin.token.as_ref().map(ConfiguredToken::expose),
+            Some(token)
+        );
+        assert!(!format!("{c:?}").contains(token));
+        for value in ["\"4f1d8a2c\"", "48261937502846193750284619375028", "4.5e40"] {
+            let err = Config::parse(&format!("[admin]\ntoken = {value}\n")).unwrap_err();
+            assert!(err.starts_with("line 2, key admin.token:"), "{err}");
+            assert!(!err.contains("4f1d8a2c") && !err.contains("4826"), "{err}");
+        }
     }
 
     #[test]

@@ -227,6 +227,69 @@ fn the_side_port_refuses_plain_http_off_loopback_and_serves_https_with_a_certifi
     assert!(users.starts_with("HTTP/1.1 401"), "{users}");
 }
 
+#[test]
+fn a_token_from_the_config_or_the_environment_is_accepted_and_audited_as_configured() {
+    const TOKEN: &str = "cfg-4f1d8a2c9e7b3a6d5c0f1e2d3c4b5a69";
+    const ENV_TOKEN: &str = "env-7a3e9c1b5d2f8e4a6c0b3d9f1e7a5c28";
+    let mut w = Workdir::new();
+    w.run(&["init"]).ok();
+    w.run_with_stdin(&["user", "add", "1001", "--passcode-stdin"], "4826")
+        .ok();
+    let config = w.path().join("token.toml");
+    std::fs::write(&config, format!("[admin]\ntoken = \"{TOKEN}\"\n")).unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    {
+        let server = ServerProcess::start(&w, "32600-32698", &["--config", &config]);
+        let admin = server.admin.unwrap();
+        let unlock = http::request(
+            admin,
+            "POST",
+            "/api/v1/users/1001/unlock",
+            Some(TOKEN),
+            None,
+        );
+        assert_eq!(unlock.status, 200, "{}", unlock.body);
+        let audit = http::request(admin, "GET", "/api/v1/audit?limit=1", Some(TOKEN), None).json();
+        assert_eq!(audit["events"][0]["actor"], "admin:configured", "{audit}");
+        assert!(!server.log().contains(TOKEN), "the token in the log");
+    }
+    // The environment's token takes the config's place.
+    w.env.push(("VPORTAL_ADMIN_TOKEN".into(), ENV_TOKEN.into()));
+    let server = ServerProcess::start(&w, "32600-32698", &["--config", &config]);
+    let admin = server.admin.unwrap();
+    let get = |token| http::request(admin, "GET", "/api/v1/users", Some(token), None).status;
+    assert_eq!(get(ENV_TOKEN), 200);
+    assert_eq!(get(TOKEN), 401);
+    assert!(!server.log().contains(ENV_TOKEN) && !server.log().contains(TOKEN));
+}
+
+#[test]
+fn a_configured_token_that_is_too_short_or_not_text_is_refused_without_being_shown() {
+    let w = Workdir::new();
+    w.run(&["init"]).ok();
+    for (value, secret) in [
+        ("\"short-9e7b3a\"", "short-9e7b3a"),
+        (
+            "\"has spaces 4f1d8a2c9e7b3a6d5c0f1e2d3c4b5a\"",
+            "4f1d8a2c9e7b",
+        ),
+        ("48261937502846193750284619375028", "4826193750"),
+    ] {
+        let config = w.path().join("bad-token.toml");
+        std::fs::write(&config, format!("[admin]\ntoken = {value}\n")).unwrap();
+        let r = w.run(&[
+            "--config",
+            config.to_str().unwrap(),
+            "serve",
+            "--sip",
+            "127.0.0.1:0",
+        ]);
+        assert_eq!(r.code, 2, "{r:?}");
+        assert!(r.stderr.contains("line 2, key admin.token"), "{}", r.stderr);
+        assert!(!r.stderr.contains(secret), "the value echoed: {}", r.stderr);
+    }
+}
+
 /// `GET path` over HTTPS to `addr`, trusting only the test certificate; the whole answer.
 fn https_get(addr: std::net::SocketAddr, path: &str) -> String {
     use rustls::pki_types::pem::PemObject;

@@ -46,6 +46,32 @@ fn init_creates_private_files_and_prints_a_token_once() {
 }
 
 #[test]
+fn a_refused_first_run_creates_nothing() {
+    let w = Workdir::new();
+    // A bad token name: refused before the database and pepper exist.
+    let r = w.run(&["init", "--token-name", "x y"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("token name"), "{}", r.stderr);
+    assert!(!w.db().exists() && !w.path().join("vportal.pepper").exists());
+    // `serve` with no prompts to play: refused before the database, and its token, are made.
+    let r = w.run(&[
+        "serve",
+        "--sip",
+        "127.0.0.1:0",
+        "--no-admin",
+        "--prompts",
+        "missing",
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("missing"), "{}", r.stderr);
+    assert!(!r.stdout.contains("vpt_"), "{}", r.stdout);
+    assert!(!w.db().exists() && !w.path().join("vportal.pepper").exists());
+    // The same init with a good name then works as a first run.
+    let r = w.run(&["init", "--token-name", "provisioning"]).ok();
+    assert!(r.stdout.contains("vpt_"), "{}", r.stdout);
+}
+
+#[test]
 fn commands_other_than_init_need_a_database() {
     let w = Workdir::new();
     let r = w.run(&["user", "list"]);

@@ -5,13 +5,15 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::json;
 
-use vportal::store::{Actor, AuditQuery, Event, Policy};
+use vportal::store::{Actor, AuditQuery, Event, Policy, check_token_name};
 use vportal::time::{Timestamp, parse_duration};
 
 use super::output::{self, Table, out, outln};
 use super::{Context, PolicyCommand, TokenCommand, extension, read_passcode};
 
 pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
+    // Before anything is created: a database without its token would stay that way.
+    check_token_name(token_name)?;
     let (store, created) = ctx.open_with(true)?;
     let db = ctx.store.database.display();
     if !created {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 
-use vportal::admin::{AdminError, AdminServer, AdminState, Listen, MIN_CONFIGURED_TOKEN, Throttle};
-use vportal::config::{AdminConfig, DEFAULT_DIALPLAN_FILE};
+use vportal::admin::{AdminError, AdminServer, AdminState, Listen, Throttle};
+use vportal::config::{AdminConfig, ConfiguredToken, DEFAULT_DIALPLAN_FILE};
 use vportal::ivr::dialplan::{DEFAULT_DIALPLAN, Dialplan, MailboxSource};
 use vportal::media::ports::PortRange;
 use vportal::media::prompts::PromptSet;
@@ -60,7 +60,12 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     if flags.no_admin {
         ctx.config.admin.enabled = false;
     }
-    let configured_token = configured_token()?;
+    let configured_token = configured_token(&ctx.config.admin)?;
+    // Everything that can be wrong with the files is found before a first run creates the
+    // database and hands out its token.
+    let dialplan = load_dialplan(&ctx.config.dialplan.file)?;
+    warn_untrusted_caller_id(&dialplan, ctx.config.sip.listen);
+    let prompts = load_prompts(&ctx.config.prompts.dir, &dialplan)?;
     // Opening the store creates it on a first run and checks the pepper before any call.
     let (store, created) = ctx.open_with(true)?;
     if created {
@@ -79,9 +84,6 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
             "No mailboxes yet: add one with `vportal user add 1001 --generate` (in another terminal)."
         )?;
     }
-    let dialplan = load_dialplan(&ctx.config.dialplan.file)?;
-    warn_untrusted_caller_id(&dialplan, ctx.config.sip.listen);
-    let prompts = load_prompts(&ctx.config.prompts.dir, &dialplan)?;
     // The hash an unknown mailbox is checked against, made now: made at the first such
     // login instead, that login would take twice as long as a known mailbox's.
     store.hasher().prepare_dummy()?;
@@ -188,20 +190,21 @@ fn load_prompts(dir: &Path, dialplan: &Dialplan) -> Result<HashMap<String, Arc<P
 }
 
 /// The token from `VPORTAL_ADMIN_TOKEN`, when set; too short a token is refused.
-fn configured_token() -> Result<Option<String>> {
+/// The token besides the database's: `VPORTAL_ADMIN_TOKEN` when set, else `admin.token`.
+fn configured_token(config: &AdminConfig) -> Result<Option<String>> {
     match std::env::var("VPORTAL_ADMIN_TOKEN") {
-        Ok(token) if token.is_empty() => Ok(None),
-        Ok(token) if token.len() < MIN_CONFIGURED_TOKEN || token.contains(char::is_whitespace) => {
-            anyhow::bail!(
-                "VPORTAL_ADMIN_TOKEN must be at least {MIN_CONFIGURED_TOKEN} characters without spaces (e.g. `openssl rand -hex 32`)"
-            )
+        Ok(token) if token.is_empty() => {}
+        Ok(token) => {
+            let token = ConfiguredToken::new(token)
+                .map_err(|e| anyhow::anyhow!("VPORTAL_ADMIN_TOKEN: {e}"))?;
+            return Ok(Some(token.expose().to_owned()));
         }
-        Ok(token) => Ok(Some(token)),
-        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotPresent) => {}
         Err(std::env::VarError::NotUnicode(_)) => {
             anyhow::bail!("VPORTAL_ADMIN_TOKEN is not valid text")
         }
     }
+    Ok(config.token.as_ref().map(|t| t.expose().to_owned()))
 }
 
 fn admin_listen(config: &AdminConfig) -> Result<Listen> {

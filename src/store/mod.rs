@@ -39,7 +39,7 @@ pub use login::{ChangeOutcome, VerifyOutcome};
 pub use pepper::{Pepper, PepperError, PepperSource};
 pub use policy::{GenerateError, Lock, Policy, PolicyError, Violation, Violations};
 pub use report::Report;
-pub use tokens::{AdminToken, TokenInfo};
+pub use tokens::{AdminToken, TokenInfo, check_token_name};
 pub use types::{
     Actor, Extension, InvalidExtension, MAX_EXTENSION_LEN, MAX_PASSCODE_LEN, Passcode,
     PasscodeTooLong,

@@ -53,7 +53,11 @@ pub struct TokenInfo {
     pub last_used_at: Option<Timestamp>,
 }
 
-fn check_name(name: &str) -> Result<()> {
+/// Checks an admin token's name: 1 to 64 of `A-Z a-z 0-9 . _ -`.
+///
+/// # Errors
+/// [`StoreError::Invalid`] saying what a name may hold.
+pub fn check_token_name(name: &str) -> Result<()> {
     let ok = (1..=MAX_TOKEN_NAME).contains(&name.len())
         && name
             .bytes()
@@ -73,7 +77,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::TokenExists`]; [`StoreError::Invalid`] for a bad name.
     pub fn create_token(&self, name: &str, actor: &Actor, now: Timestamp) -> Result<AdminToken> {
-        check_name(name)?;
+        check_token_name(name)?;
         let mut bytes = [0_u8; 32];
         SysRng
             .try_fill_bytes(&mut bytes)

@@ -64,6 +64,7 @@ impl ServerProcess {
         .env_remove("VPORTAL_PEPPER")
         .env_remove("VPORTAL_CONFIG")
         .env_remove("VPORTAL_DB")
+        .env_remove("VPORTAL_ADMIN_TOKEN")
         .env("RUST_LOG", "info,vportal=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
