@@ -46,7 +46,7 @@ fn describe() {
     );
     describe_counter!(
         "vportal_logins_total",
-        "Passcode checks, by outcome (ok, ok_temporary, wrong, unknown, locked, expired)."
+        "Passcode checks, by outcome (ok, ok_temporary, wrong (also the one that locks), unknown, locked (refused while locked), expired)."
     );
     describe_counter!(
         "vportal_passcode_changes_total",

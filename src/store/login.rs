@@ -116,19 +116,19 @@ impl Store {
         actor: &Actor,
         now: Timestamp,
     ) -> Result<VerifyOutcome> {
-        let outcome = self.check_login(extension, passcode, actor, now)?;
-        count_login(outcome);
+        let (outcome, counted) = self.check_login(extension, passcode, actor, now)?;
+        metrics::counter!("vportal_logins_total", "outcome" => counted.label()).increment(1);
         Ok(outcome)
     }
 
-    /// [`Store::verify`] without the counting.
+    /// [`Store::verify`] without the counting: the outcome, and what it counts as.
     fn check_login(
         &self,
         extension: &str,
         passcode: &Passcode,
         actor: &Actor,
         now: Timestamp,
-    ) -> Result<VerifyOutcome> {
+    ) -> Result<(VerifyOutcome, Counted)> {
         let Ok(extension) = Extension::parse(extension) else {
             return self.unknown_mailbox(None, passcode, actor, now);
         };
@@ -155,11 +155,13 @@ impl Store {
                 if matched {
                     return succeed(tx, &current, actor, now).map(Some);
                 }
-                fail(tx, &current, &snap.policy, actor, now).map(Some)
+                let outcome = fail(tx, &current, &snap.policy, actor, now)?;
+                // A wrong passcode, even the one that locks the mailbox.
+                Ok(Some((outcome, Counted::Wrong)))
             })?;
-            if let Some(outcome) = outcome {
+            if let Some((outcome, counted)) = outcome {
                 tracing::debug!(%extension, ?outcome, "login checked");
-                return Ok(outcome);
+                return Ok((outcome, counted));
             }
         }
         Err(StoreError::Contention(extension))
@@ -174,7 +176,7 @@ impl Store {
         passcode: &Passcode,
         actor: &Actor,
         now: Timestamp,
-    ) -> Result<VerifyOutcome> {
+    ) -> Result<(VerifyOutcome, Counted)> {
         self.hasher.verify_dummy(passcode)?;
         let outcome = if existing.is_some() {
             "no_passcode"
@@ -184,7 +186,7 @@ impl Store {
         self.write(|tx| {
             audit::record(tx, now, Event::LoginFailure, existing, actor, outcome, None)
         })?;
-        Ok(VerifyOutcome::Unknown)
+        Ok((VerifyOutcome::Unknown, Counted::Unknown))
     }
 
     /// Audits `login.in_use`: `extension` logged in, but is in a call already and the
@@ -310,17 +312,30 @@ impl Store {
     }
 }
 
-/// Counts a login by outcome for the metrics endpoint (`vportal_logins_total`).
-fn count_login(outcome: VerifyOutcome) {
-    let label = match outcome {
-        VerifyOutcome::Ok { must_change: false } => "ok",
-        VerifyOutcome::Ok { must_change: true } => "ok_temporary",
-        VerifyOutcome::Wrong { .. } => "wrong",
-        VerifyOutcome::Unknown => "unknown",
-        VerifyOutcome::Locked { .. } => "locked",
-        VerifyOutcome::Expired => "expired",
-    };
-    metrics::counter!("vportal_logins_total", "outcome" => label).increment(1);
+/// What a login counts as in `vportal_logins_total{outcome}`. Not always the outcome's
+/// kind: the failure that locks a mailbox answers [`VerifyOutcome::Locked`] but counts as
+/// `wrong`, and `locked` counts only the logins refused because the mailbox already was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    Ok,
+    OkTemporary,
+    Wrong,
+    Unknown,
+    Locked,
+    Expired,
+}
+
+impl Counted {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::OkTemporary => "ok_temporary",
+            Self::Wrong => "wrong",
+            Self::Unknown => "unknown",
+            Self::Locked => "locked",
+            Self::Expired => "expired",
+        }
+    }
 }
 
 /// A login to a locked mailbox: audited; no failure is counted against it.
@@ -330,7 +345,7 @@ fn refuse_locked(
     until: Lock,
     actor: &Actor,
     now: Timestamp,
-) -> Result<VerifyOutcome> {
+) -> Result<(VerifyOutcome, Counted)> {
     audit::record(
         conn,
         now,
@@ -340,7 +355,7 @@ fn refuse_locked(
         "locked",
         None,
     )?;
-    Ok(VerifyOutcome::Locked { until })
+    Ok((VerifyOutcome::Locked { until }, Counted::Locked))
 }
 
 /// The right passcode: expired, or a login that resets the counts.
@@ -349,7 +364,7 @@ fn succeed(
     row: &UserRow,
     actor: &Actor,
     now: Timestamp,
-) -> Result<VerifyOutcome> {
+) -> Result<(VerifyOutcome, Counted)> {
     let ext = &row.extension;
     if row.expired_at(now) {
         audit::record(
@@ -361,26 +376,33 @@ fn succeed(
             "expired",
             None,
         )?;
-        return Ok(VerifyOutcome::Expired);
+        return Ok((VerifyOutcome::Expired, Counted::Expired));
     }
     conn.prepare_cached(
         "UPDATE users SET failed_attempts = 0, lockouts = 0, locked_until = NULL, last_login_at = ?1
          WHERE extension = ?2",
     )?
     .execute((now.unix(), ext.as_str()))?;
-    let outcome = if row.temporary { "ok_temporary" } else { "ok" };
+    let counted = if row.temporary {
+        Counted::OkTemporary
+    } else {
+        Counted::Ok
+    };
     audit::record(
         conn,
         now,
         Event::LoginSuccess,
         Some(ext),
         actor,
-        outcome,
+        counted.label(),
         None,
     )?;
-    Ok(VerifyOutcome::Ok {
-        must_change: row.temporary,
-    })
+    Ok((
+        VerifyOutcome::Ok {
+            must_change: row.temporary,
+        },
+        counted,
+    ))
 }
 
 /// A wrong passcode: count it, maybe lock.
@@ -531,6 +553,32 @@ mod tests {
         let row = s.audit(&AuditQuery::default()).unwrap().remove(1);
         assert_eq!(row.source.as_deref(), Some("127.0.0.1:5062"));
         assert_eq!(row.call_id.as_deref(), Some("call-1@127.0.0.1"));
+    }
+
+    #[test]
+    fn the_failure_that_locks_counts_as_wrong_and_only_refusals_count_as_locked() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            let s = with_user("4826", false);
+            // Five failures, the fifth locking; two refusals while locked; a wrong mailbox.
+            wrong_passcodes(&s, 5, T0);
+            verify(&s, "1001", "4826", T0);
+            verify(&s, "1001", "0000", T0);
+            verify(&s, "1002", "4826", T0);
+            let t = T0.saturating_add(minutes(30));
+            assert_eq!(verify(&s, "1001", "4826", t), ACCEPTED);
+        });
+        let text = handle.render();
+        for line in [
+            r#"vportal_logins_total{outcome="wrong"} 5"#,
+            r#"vportal_logins_total{outcome="locked"} 2"#,
+            r#"vportal_logins_total{outcome="unknown"} 1"#,
+            r#"vportal_logins_total{outcome="ok"} 1"#,
+            "vportal_lockouts_total 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
     }
 
     #[test]
