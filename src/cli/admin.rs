@@ -203,7 +203,16 @@ fn with_setting(policy: &Policy, key: &str, value: &str) -> Result<Policy> {
     };
     table.insert(name.to_owned(), new);
     let updated: Policy = toml::Value::Table(doc).try_into()?;
-    updated.validate()?;
+    if let Err(e) = updated.validate() {
+        if e.key == key {
+            return Err(e.into());
+        }
+        // The value is fine alone but not with another setting: say which, and how.
+        bail!(
+            "{key} = {value} does not fit the other settings: {e} (change {} first)",
+            e.key
+        );
+    }
     Ok(updated)
 }
 

@@ -37,7 +37,7 @@ pub use csv::CsvError;
 pub use hash::{HashError, Hasher};
 pub use login::{ChangeOutcome, VerifyOutcome};
 pub use pepper::{Pepper, PepperError, PepperSource};
-pub use policy::{GenerateError, Lock, Policy, PolicyError, Violation, Violations};
+pub use policy::{GenerateError, Lock, Lockout, Policy, PolicyError, Violation, Violations};
 pub use report::Report;
 pub use tokens::{AdminToken, TokenInfo, check_token_name};
 pub use types::{
@@ -273,12 +273,21 @@ impl Store {
             reason: e.to_string(),
         })?;
         self.write(|tx| {
+            let changes = policy.changes_from(&load_policy(tx)?);
             tx.execute(
                 "INSERT INTO settings (key, value) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (POLICY_KEY, &text),
             )?;
-            audit::record(tx, now, Event::PolicyChanged, None, actor, "updated", None)
+            audit::record(
+                tx,
+                now,
+                Event::PolicyChanged,
+                None,
+                actor,
+                "updated",
+                Some(&changes),
+            )
         })
     }
 }
@@ -310,10 +319,12 @@ fn load_policy(conn: &Connection) -> Result<Policy> {
     let Some(text) = text else {
         return Ok(Policy::default());
     };
-    let policy: Policy = toml::from_str(&text).map_err(|e| StoreError::Setting {
+    let mut policy: Policy = toml::from_str(&text).map_err(|e| StoreError::Setting {
         key: POLICY_KEY,
         reason: e.to_string(),
     })?;
+    // Stored before generated_length had to lie within the length rules: what was applied.
+    policy.generated_length = policy.generated_len();
     policy.validate()?;
     Ok(policy)
 }
@@ -407,5 +418,43 @@ mod tests {
         let events = s.audit(&AuditQuery::default()).unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event, "policy.changed");
+        assert_eq!(events[0].detail.as_deref(), Some("min_length 4 -> 6"));
+        let lockout = Lockout {
+            max_failures: 3,
+            ..Lockout::default()
+        };
+        s.set_policy(
+            &Policy {
+                lockout,
+                ..p.clone()
+            },
+            &cli(),
+            T0,
+        )
+        .unwrap();
+        let events = s.audit(&AuditQuery::default()).unwrap();
+        assert_eq!(
+            events[0].detail.as_deref(),
+            Some("lockout.max_failures 5 -> 3")
+        );
+    }
+
+    #[test]
+    fn a_stored_generated_length_outside_the_lengths_loads_as_it_was_applied() {
+        let s = store();
+        let stored = Policy {
+            generated_length: 12,
+            ..Policy::default()
+        };
+        let text = toml::to_string(&stored).unwrap();
+        s.write(|tx| {
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2)",
+                (POLICY_KEY, &text),
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(s.policy().unwrap().generated_length, 10);
     }
 }

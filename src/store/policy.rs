@@ -206,7 +206,7 @@ pub struct Policy {
     pub reject_current: bool,
     /// Refuse the last N chosen passcodes (`recently_used`); 0 turns the rule off.
     pub history_depth: u32,
-    /// Length of generated passcodes (kept within `min_length..=max_length`). Default 6.
+    /// Length of generated passcodes, `min_length` to `max_length`. Default 6.
     pub generated_length: usize,
     /// How long a temporary passcode works, in seconds, unless a reset says otherwise.
     /// Default 72 hours.
@@ -254,22 +254,66 @@ impl Policy {
         if !(1..=MAX_PIN_LEN).contains(&self.min_length) {
             return err("min_length", format!("must be 1 to {MAX_PIN_LEN}"));
         }
-        if !(self.min_length..=MAX_PIN_LEN).contains(&self.max_length) {
+        if self.max_length > MAX_PIN_LEN {
+            return err("max_length", format!("must be 1 to {MAX_PIN_LEN}"));
+        }
+        if self.min_length > self.max_length {
             return err(
-                "max_length",
-                format!("must be min_length ({}) to {MAX_PIN_LEN}", self.min_length),
+                "min_length",
+                format!("must not be more than max_length ({})", self.max_length),
             );
         }
         if self.history_depth > MAX_HISTORY_DEPTH {
             return err("history_depth", format!("must be 0 to {MAX_HISTORY_DEPTH}"));
         }
-        if self.generated_length == 0 || self.generated_length > MAX_PIN_LEN {
-            return err("generated_length", format!("must be 1 to {MAX_PIN_LEN}"));
+        if !(self.min_length..=self.max_length).contains(&self.generated_length) {
+            return err(
+                "generated_length",
+                format!(
+                    "must be min_length ({}) to max_length ({})",
+                    self.min_length, self.max_length
+                ),
+            );
         }
         if self.temporary_ttl_seconds == 0 {
             return err("temporary_ttl_seconds", "must be greater than zero".into());
         }
         self.lockout.validate()
+    }
+
+    /// What differs from `before`, for the audit trail: `min_length 4 -> 6, lockout.max_failures
+    /// 5 -> 3` (dotted names as `vportal policy set` takes them), or `no change`.
+    pub fn changes_from(&self, before: &Self) -> String {
+        let (old, new) = (before.settings(), self.settings());
+        let changed: Vec<String> = new
+            .iter()
+            .zip(&old)
+            .filter(|(n, o)| n.1 != o.1)
+            .map(|((key, to), (_, from))| format!("{key} {from} -> {to}"))
+            .collect();
+        if changed.is_empty() {
+            "no change".to_owned()
+        } else {
+            changed.join(", ")
+        }
+    }
+
+    /// Every setting as `(dotted name, value)`, in a fixed order.
+    fn settings(&self) -> Vec<(String, String)> {
+        fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {
+            for (key, value) in table {
+                let name = format!("{prefix}{key}");
+                match value {
+                    toml::Value::Table(inner) => flatten(&format!("{name}."), inner, out),
+                    other => out.push((name, other.to_string())),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        if let Ok(table) = toml::Table::try_from(self) {
+            flatten("", &table, &mut out);
+        }
+        out
     }
 
     /// The default lifetime of a temporary passcode.
@@ -754,8 +798,24 @@ mod tests {
                 max_length: 3,
                 ..Policy::default()
             }),
+            "min_length"
+        );
+        assert_eq!(
+            bad(Policy {
+                max_length: MAX_PIN_LEN + 1,
+                ..Policy::default()
+            }),
             "max_length"
         );
+        for generated_length in [0, 3, 11] {
+            assert_eq!(
+                bad(Policy {
+                    generated_length,
+                    ..Policy::default()
+                }),
+                "generated_length"
+            );
+        }
         assert_eq!(
             bad(Policy {
                 history_depth: 25,
