@@ -601,7 +601,7 @@ fn reset_one_passcode() {
     let before = api.snapshot();
     api.post("/api/v1/users/1999/passcode", &json!({}))
         .assert_error(404, "not_found");
-    for ttl in [0, 59, 365 * 24 * 3600 + 1] {
+    for ttl in [0, 365 * 24 * 3600 + 1] {
         api.post(
             "/api/v1/users/1001/passcode",
             &json!({ "ttl_seconds": ttl }),
@@ -680,7 +680,8 @@ fn bulk_reset_by_extensions() {
         json!({}),
         json!({ "extensions": ["1003"], "all": true, "confirm": "reset every mailbox" }),
         json!({ "extensions": ["10a3"] }),
-        json!({ "extensions": ["1003"], "ttl_seconds": 1 }),
+        json!({ "extensions": ["1003"], "ttl_seconds": 0 }),
+        json!({ "extensions": ["1003"], "ttl_seconds": 31_536_001 }),
     ] {
         api.post("/api/v1/users/reset", &bad)
             .assert_error(422, "invalid_field");
@@ -1242,7 +1243,7 @@ fn conflicts_and_invalid_fields() {
 
     // Other bad fields.
     for body in [
-        json!({ "extension": "1002", "ttl_seconds": 10 }),
+        json!({ "extension": "1002", "ttl_seconds": 0 }),
         json!({ "extension": "1002", "ttl_seconds": 400 * 24 * 3600 }),
         json!({ "extension": "1002", "email": "not an address" }),
         json!({ "extension": "1002", "name": "x".repeat(10_000) }),

@@ -72,6 +72,61 @@ fn a_refused_first_run_creates_nothing() {
 }
 
 #[test]
+fn lifetimes_and_limits_out_of_range_are_refused_not_bent() {
+    let w = initialised();
+    let add = |args: &[&str]| {
+        let mut all = vec!["user", "add", "1001"];
+        all.extend_from_slice(args);
+        w.run_with_stdin(&all, "4826\n")
+    };
+    for args in [
+        &["--generate", "--ttl", "0s"][..],
+        &["--generate", "--ttl", "366d"],
+        // A lifetime for a passcode that does not expire, or for no passcode at all.
+        &["--passcode-stdin", "--ttl", "20m"],
+        &["--ttl", "20m"],
+    ] {
+        let r = add(args);
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+    }
+    assert!(
+        add(&["--generate", "--ttl", "366d"])
+            .stderr
+            .contains("1 to 31536000 seconds")
+    );
+    assert!(
+        w.run(&["user", "list", "--json"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    add(&["--passcode-stdin", "--temporary", "--ttl", "365d"]).ok();
+    assert_eq!(
+        w.run(&["user", "set-temp", "1001", "--ttl", "400d"]).code,
+        2
+    );
+    let r = w.run(&["policy", "set", "temporary_ttl_seconds", "400d"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("temporary_ttl_seconds: must be 1 to 31536000"),
+        "{}",
+        r.stderr
+    );
+    for limit in ["0", "10001"] {
+        assert_eq!(
+            w.run(&["audit", "--limit", limit]).code,
+            2,
+            "--limit {limit}"
+        );
+    }
+    let one = w.run(&["audit", "--limit", "1", "--json"]).ok().json();
+    assert_eq!(one.as_array().unwrap().len(), 1);
+}
+
+#[test]
 fn commands_other_than_init_need_a_database() {
     let w = Workdir::new();
     let r = w.run(&["user", "list"]);

@@ -18,6 +18,7 @@ use serde_json::json;
 use super::auth::{Caller, require_token};
 use super::error::{ApiError, body_rejection};
 use super::{AdminState, MAX_CSV_BODY, MAX_JSON_BODY};
+use crate::store::policy::TEMPORARY_TTL_SECONDS;
 use crate::store::{
     AuditQuery, Event, Extension, ImportMode, ImportOutcome, Issued, MAX_EXTENSION_LEN, NewUser,
     Passcode, PasscodeSpec, Selection, Store, StoreError, UserFilter,
@@ -27,10 +28,6 @@ use crate::time::Timestamp;
 /// The OpenAPI 3.1 description of this API.
 pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 
-/// Longest temporary-passcode lifetime an admin may give: a year.
-const MAX_TTL_SECONDS: u64 = 365 * 24 * 3600;
-/// Shortest: a minute.
-const MIN_TTL_SECONDS: u64 = 60;
 /// Audit rows per request at most.
 const MAX_AUDIT_LIMIT: u32 = 1_000;
 
@@ -169,11 +166,11 @@ fn ttl_field(seconds: Option<u64>, temporary: bool) -> Result<Option<Duration>, 
         Some(_) if !temporary => Err(ApiError::invalid(
             "ttl_seconds: only a temporary passcode expires",
         )),
-        Some(s) if (MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&s) => {
-            Ok(Some(Duration::from_secs(s)))
-        }
+        Some(s) if TEMPORARY_TTL_SECONDS.contains(&s) => Ok(Some(Duration::from_secs(s))),
         Some(_) => Err(ApiError::invalid(format!(
-            "ttl_seconds: from {MIN_TTL_SECONDS} to {MAX_TTL_SECONDS}"
+            "ttl_seconds: from {} to {}",
+            TEMPORARY_TTL_SECONDS.start(),
+            TEMPORARY_TTL_SECONDS.end()
         ))),
     }
 }

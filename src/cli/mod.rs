@@ -14,7 +14,8 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use vportal::config::{Config, StoreConfig};
-use vportal::store::{Extension, Passcode, Store, pepper};
+use vportal::store::policy::{TEMPORARY_TTL_SECONDS, ttl_range_text};
+use vportal::store::{Extension, MAX_AUDIT_ROWS, Passcode, Store, pepper};
 use vportal::time::parse_duration;
 
 /// vportal: a voice-portal passcode server and its admin tools.
@@ -76,8 +77,8 @@ pub(crate) enum Command {
         /// Only this event (e.g. login.failure).
         #[arg(long, value_name = "NAME")]
         event: Option<String>,
-        /// At most this many events.
-        #[arg(long, default_value_t = 100)]
+        /// At most this many events, 1 to 10000.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_AUDIT_ROWS)))]
         limit: u32,
     },
     /// Inspect and change the passcode policy.
@@ -102,6 +103,7 @@ impl Command {
 #[derive(Debug, Subcommand)]
 pub(crate) enum UserCommand {
     /// Create a mailbox.
+    #[command(group(clap::ArgGroup::new("issues_temporary").args(["generate", "temporary"]).multiple(true)))]
     Add {
         /// The mailbox number.
         extension: String,
@@ -120,8 +122,9 @@ pub(crate) enum UserCommand {
         /// Make the given passcode temporary: it must be changed at the first login.
         #[arg(long, requires = "passcode_stdin")]
         temporary: bool,
-        /// Lifetime of a temporary passcode, e.g. 20m, 72h, 7d (default: the policy's).
-        #[arg(long, value_parser = parse_ttl)]
+        /// Lifetime of the temporary passcode, 1m to 365d, e.g. 20m, 72h, 7d (default: the
+        /// policy's); with --generate or --temporary.
+        #[arg(long, value_parser = parse_ttl, requires = "issues_temporary")]
         ttl: Option<Duration>,
     },
     /// List mailboxes.
@@ -218,7 +221,11 @@ pub(crate) enum TokenCommand {
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
-    parse_duration(text).map_err(|e| e.to_string())
+    let ttl = parse_duration(text).map_err(|e| e.to_string())?;
+    if !TEMPORARY_TTL_SECONDS.contains(&ttl.as_secs()) || ttl.subsec_nanos() != 0 {
+        return Err(ttl_range_text());
+    }
+    Ok(ttl)
 }
 
 /// Resolved settings and output preferences for one command.

@@ -130,7 +130,8 @@ pub struct AuditQuery {
 
 /// Default and largest number of rows one query returns.
 const DEFAULT_LIMIT: u32 = 100;
-const MAX_LIMIT: u32 = 10_000;
+/// The most rows one audit query returns (`AuditQuery::limit` is clamped to it).
+pub const MAX_AUDIT_ROWS: u32 = 10_000;
 
 /// Appends one audit row. Call inside the transaction that makes the change.
 pub(crate) fn record(
@@ -179,7 +180,10 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>> {
-        let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+        let limit = query
+            .limit
+            .unwrap_or(DEFAULT_LIMIT)
+            .clamp(1, MAX_AUDIT_ROWS);
         let mut sql = String::from(
             "SELECT id, at, event, extension, actor, source, call_id, outcome, detail
              FROM audit WHERE 1 = 1",

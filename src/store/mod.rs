@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 
-pub use audit::{AuditEvent, AuditQuery, Event};
+pub use audit::{AuditEvent, AuditQuery, Event, MAX_AUDIT_ROWS};
 pub use csv::CsvError;
 pub use hash::{HashError, Hasher};
 pub use login::{ChangeOutcome, VerifyOutcome};
@@ -323,8 +323,13 @@ fn load_policy(conn: &Connection) -> Result<Policy> {
         key: POLICY_KEY,
         reason: e.to_string(),
     })?;
-    // Stored before generated_length had to lie within the length rules: what was applied.
+    // Stored by a build that allowed more: generated_length as it was applied, the lifetime
+    // within what may be given now.
     policy.generated_length = policy.generated_len();
+    policy.temporary_ttl_seconds = policy.temporary_ttl_seconds.clamp(
+        *policy::TEMPORARY_TTL_SECONDS.start(),
+        *policy::TEMPORARY_TTL_SECONDS.end(),
+    );
     policy.validate()?;
     Ok(policy)
 }

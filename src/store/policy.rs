@@ -27,6 +27,19 @@ pub const MAX_PIN_LEN: usize = 32;
 /// `history_depth` (Windows' "enforce password history" tops out at the same number).
 pub const MAX_HISTORY_DEPTH: u32 = 24;
 
+/// How long a temporary passcode may be given to work, in seconds: up to a year (for
+/// the policy's default and for every reset, from the CLI or the API alike).
+pub const TEMPORARY_TTL_SECONDS: std::ops::RangeInclusive<u64> = 1..=365 * 24 * 3_600;
+
+/// What [`TEMPORARY_TTL_SECONDS`] allows, for error messages.
+pub fn ttl_range_text() -> String {
+    format!(
+        "must be {} to {} seconds (1s to 365d)",
+        TEMPORARY_TTL_SECONDS.start(),
+        TEMPORARY_TTL_SECONDS.end()
+    )
+}
+
 /// The blocklist of common PINs, compiled in. Its header says where each group comes from.
 const COMMON_PINS_FILE: &str = include_str!("common_pins.txt");
 
@@ -275,8 +288,8 @@ impl Policy {
                 ),
             );
         }
-        if self.temporary_ttl_seconds == 0 {
-            return err("temporary_ttl_seconds", "must be greater than zero".into());
+        if !TEMPORARY_TTL_SECONDS.contains(&self.temporary_ttl_seconds) {
+            return err("temporary_ttl_seconds", ttl_range_text());
         }
         self.lockout.validate()
     }

@@ -74,12 +74,11 @@ impl Workdir {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("run vportal");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
+        // A command refused before it reads its input has closed the pipe: that is its answer.
+        let written = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+        if let Err(e) = written {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+        }
         let Output {
             status,
             stdout,
