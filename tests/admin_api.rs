@@ -537,6 +537,16 @@ fn reset_one_passcode() {
             .collect()
     );
 
+    // No body at all, as `curl -X POST` sends: the same as `{}`.
+    let r = api.request("POST", "/api/v1/users/1001/passcode", Auth::Good, None, b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["temporary"], true);
+    let bare = generated(&r.json()["passcode"]);
+    assert_eq!(
+        api.verify("1001", &bare),
+        VerifyOutcome::Ok { must_change: true }
+    );
+
     // ttl_seconds is honoured.
     let low = ts_in(3600);
     let r = api.post(

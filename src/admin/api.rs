@@ -109,6 +109,27 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     }
 }
 
+/// A JSON body that may be left out: no body and no `Content-Type` read as `{}`.
+struct OptionalBody<T>(T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let headers = req.headers();
+        let empty = !headers.contains_key(header::CONTENT_TYPE)
+            && !headers.contains_key(header::TRANSFER_ENCODING)
+            && headers
+                .get(header::CONTENT_LENGTH)
+                .is_none_or(|len| len.as_bytes() == b"0");
+        if empty {
+            return Ok(Self(T::default()));
+        }
+        let Body(value) = Body::<T>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}
+
 /// A query string.
 struct Params<T>(T);
 
@@ -333,7 +354,7 @@ async fn delete_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SetPasscode {
     passcode: Option<String>,
@@ -345,7 +366,7 @@ async fn reset_passcode(
     State(state): State<Shared>,
     axum::Extension(Caller(actor)): axum::Extension<Caller>,
     Ext(ext): Ext,
-    Body(body): Body<SetPasscode>,
+    OptionalBody(body): OptionalBody<SetPasscode>,
 ) -> Result<Json<IssuedView>, ApiError> {
     let spec = PasscodeSpec {
         passcode: body.passcode.map(passcode_field).transpose()?,
