@@ -58,6 +58,17 @@ fn a_passcode_reset_over_http_works_on_the_next_call_and_the_api_shows_the_chang
     let temporary = reset["passcode"].as_str().unwrap().to_owned();
     assert_eq!(temporary.len(), 6);
 
+    // Before any call every counter is there, at zero, each outcome too.
+    let fresh = http::request(admin, "GET", "/metrics", None, None).body;
+    for line in [
+        "vportal_calls_total{outcome=\"abandoned\"} 0",
+        "vportal_logins_total{outcome=\"wrong\"} 0",
+        "vportal_passcode_changes_total{outcome=\"rejected\"} 0",
+        "vportal_lockouts_total 0",
+    ] {
+        assert!(fresh.lines().any(|l| l == line), "no {line:?} in\n{fresh}");
+    }
+
     // The very next call logs in with it and is made to choose a PIN.
     let mut phone = Phone::dial(&server, "8500", "1001");
     let caller = phone.sip.local_addr().unwrap().to_string();
@@ -142,7 +153,7 @@ fn a_passcode_reset_over_http_works_on_the_next_call_and_the_api_shows_the_chang
     assert_eq!(metrics.status, 200);
     for line in [
         "vportal_logins_total{outcome=\"ok_temporary\"} 1",
-        "vportal_passcode_changes_total",
+        "vportal_passcode_changes_total{outcome=\"changed\"} 1",
         "vportal_calls_total{outcome=\"changed\"} 1",
         "vportal_sip_requests_total{direction=\"in\",method=\"INVITE\"} 1",
         "vportal_sip_responses_total{direction=\"out\",class=\"2xx\"}",

@@ -78,7 +78,17 @@ fn describe() {
         Unit::Seconds,
         "Time of one argon2id passcode check."
     );
-    // Counters with no labels show from the start, at zero.
+    // Counters show from the start, at zero, each outcome too: a rate over a series that
+    // appears at its first event misses that event.
+    for outcome in crate::ivr::flow::Outcome::ENDED {
+        metrics::counter!("vportal_calls_total", "outcome" => outcome.as_str()).absolute(0);
+    }
+    for outcome in crate::store::LOGIN_OUTCOMES {
+        metrics::counter!("vportal_logins_total", "outcome" => outcome).absolute(0);
+    }
+    for outcome in crate::store::CHANGE_OUTCOMES {
+        metrics::counter!("vportal_passcode_changes_total", "outcome" => outcome).absolute(0);
+    }
     metrics::counter!("vportal_lockouts_total").absolute(0);
     metrics::counter!("vportal_rtp_packets_sent_total").absolute(0);
     metrics::counter!("vportal_store_errors_total").absolute(0);

@@ -91,6 +91,22 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every way a call can end (all but [`Outcome::InProgress`]).
+    pub const ENDED: [Self; 12] = [
+        Self::LoggedIn,
+        Self::Changed,
+        Self::ChangeNotCompleted,
+        Self::LoginFailed,
+        Self::Locked,
+        Self::Expired,
+        Self::NoInput,
+        Self::Abandoned,
+        Self::Replaced,
+        Self::InUse,
+        Self::TimedOut,
+        Self::Error,
+    ];
+
     /// A label for metrics: `changed`, `login_failed`, …
     pub fn as_str(self) -> &'static str {
         match self {

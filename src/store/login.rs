@@ -263,8 +263,8 @@ impl Store {
             if let Some(outcome) = outcome {
                 tracing::debug!(%extension, ?outcome, "passcode change");
                 let label = match outcome {
-                    ChangeOutcome::Changed => "changed",
-                    ChangeOutcome::Rejected(_) => "rejected",
+                    ChangeOutcome::Changed => CHANGE_OUTCOMES[0],
+                    ChangeOutcome::Rejected(_) => CHANGE_OUTCOMES[1],
                 };
                 metrics::counter!("vportal_passcode_changes_total", "outcome" => label)
                     .increment(1);
@@ -325,8 +325,21 @@ enum Counted {
     Expired,
 }
 
+/// Every `outcome` label of `vportal_logins_total`.
+pub const LOGIN_OUTCOMES: [&str; 6] = [
+    Counted::Ok.label(),
+    Counted::OkTemporary.label(),
+    Counted::Wrong.label(),
+    Counted::Unknown.label(),
+    Counted::Locked.label(),
+    Counted::Expired.label(),
+];
+
+/// Every `outcome` label of `vportal_passcode_changes_total`.
+pub const CHANGE_OUTCOMES: [&str; 2] = ["changed", "rejected"];
+
 impl Counted {
-    fn label(self) -> &'static str {
+    const fn label(self) -> &'static str {
         match self {
             Self::Ok => "ok",
             Self::OkTemporary => "ok_temporary",

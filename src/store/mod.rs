@@ -35,7 +35,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, Transactio
 pub use audit::{AuditEvent, AuditQuery, Event, MAX_AUDIT_ROWS};
 pub use csv::CsvError;
 pub use hash::{HashError, Hasher};
-pub use login::{ChangeOutcome, VerifyOutcome};
+pub use login::{CHANGE_OUTCOMES, ChangeOutcome, LOGIN_OUTCOMES, VerifyOutcome};
 pub use pepper::{Pepper, PepperError, PepperSource};
 pub use policy::{GenerateError, Lock, Lockout, Policy, PolicyError, Violation, Violations};
 pub use report::Report;
