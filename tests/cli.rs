@@ -127,6 +127,20 @@ fn lifetimes_and_limits_out_of_range_are_refused_not_bent() {
 }
 
 #[test]
+fn a_database_whose_pepper_is_gone_asks_for_the_pepper_not_init() {
+    let w = initialised();
+    std::fs::remove_file(w.path().join("vportal.pepper")).unwrap();
+    for args in [&["user", "list"][..], &["init"]] {
+        let r = w.run(args);
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert!(r.stderr.contains("restore the pepper file"), "{}", r.stderr);
+        assert!(!r.stderr.contains("run `vportal init`"), "{}", r.stderr);
+    }
+    // Nothing was made in its place.
+    assert!(!w.path().join("vportal.pepper").exists());
+}
+
+#[test]
 fn commands_other_than_init_need_a_database() {
     let w = Workdir::new();
     let r = w.run(&["user", "list"]);

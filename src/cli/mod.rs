@@ -269,7 +269,17 @@ impl Context {
         }
         // A new pepper only ever goes with a new database: a fresh pepper for an existing
         // database would make every stored passcode unverifiable.
-        let (pepper, source) = pepper::load(&self.store.pepper_path(), created)?;
+        let (pepper, source) = match pepper::load(&self.store.pepper_path(), created) {
+            // `vportal init` cannot help here: the database and its hashes are there already.
+            Err(pepper::PepperError::Missing(path)) if db.exists() => bail!(
+                "pepper file {} not found, but the database {} exists: restore the pepper file \
+                 saved with it, or set {} (a new pepper could not check any stored passcode)",
+                path.display(),
+                db.display(),
+                pepper::PEPPER_ENV
+            ),
+            other => other?,
+        };
         if let pepper::PepperSource::Created(path) = &source {
             tracing::info!(path = %path.display(), "created pepper file");
         }
