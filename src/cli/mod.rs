@@ -122,7 +122,7 @@ pub(crate) enum UserCommand {
         /// Make the given passcode temporary: it must be changed at the first login.
         #[arg(long, requires = "passcode_stdin")]
         temporary: bool,
-        /// Lifetime of the temporary passcode, 1m to 365d, e.g. 20m, 72h, 7d (default: the
+        /// Lifetime of the temporary passcode, 1s to 365d, e.g. 20m, 72h, 7d (default: the
         /// policy's); with --generate or --temporary.
         #[arg(long, value_parser = parse_ttl, requires = "issues_temporary")]
         ttl: Option<Duration>,

@@ -189,7 +189,6 @@ fn load_prompts(dir: &Path, dialplan: &Dialplan) -> Result<HashMap<String, Arc<P
     Ok(sets)
 }
 
-/// The token from `VPORTAL_ADMIN_TOKEN`, when set; too short a token is refused.
 /// The token besides the database's: `VPORTAL_ADMIN_TOKEN` when set, else `admin.token`.
 fn configured_token(config: &AdminConfig) -> Result<Option<String>> {
     match std::env::var("VPORTAL_ADMIN_TOKEN") {
