@@ -54,6 +54,8 @@ fn a_temporary_passcode_becomes_a_pin_of_ones_own_over_rfc4733() {
         &event_names(&events)[4..],
         ["login.failure", "login.success"]
     );
+    // The check sees what the log does show (the mailbox), and no passcode.
+    assert!(server.log_reveals("1001"));
     assert!(
         !server.log_reveals("5937") && !server.log_reveals("4826"),
         "no passcode in the log"

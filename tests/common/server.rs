@@ -149,14 +149,26 @@ impl ServerProcess {
         self.log.lock().unwrap().clone()
     }
 
-    /// Whether `secret` shows anywhere in the log but in the lines' leading timestamps, whose
-    /// microseconds hold any short run of digits now and then.
+    /// Whether `secret` shows in the log as a token of its own (not inside a longer run of
+    /// letters and digits: random tags, branches and timestamps hold any short run of digits
+    /// now and then). The lines that show it are printed, for the failure's report.
     pub fn log_reveals(&self, secret: &str) -> bool {
-        self.log().lines().any(|line| {
-            line.split_once(' ')
-                .map_or(line, |(_, rest)| rest)
-                .contains(secret)
-        })
+        let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+        let revealing: Vec<String> = self
+            .log()
+            .lines()
+            .filter(|line| {
+                line.match_indices(secret).any(|(i, _)| {
+                    !alnum(line[..i].chars().next_back())
+                        && !alnum(line[i + secret.len()..].chars().next())
+                })
+            })
+            .map(str::to_owned)
+            .collect();
+        for line in &revealing {
+            eprintln!("{secret:?} revealed: {line}");
+        }
+        !revealing.is_empty()
     }
 
     /// Waits (at most `within`) until the log holds `needle` at least `count` times; fails
