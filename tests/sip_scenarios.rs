@@ -652,6 +652,16 @@ fn requests_the_uas_refuses() {
         .replace("Max-Forwards: 70", "Max-Forwards: 0");
     w.send(invite.into_bytes());
     assert_eq!(w.statuses().last(), Some(&483));
+    // Inside a dialog it is no reason to refuse: the caller's BYE with Max-Forwards 0 ends
+    // the call (a caller treats the session as over whatever the answer, §15.1.1).
+    let mut w2 = World::new();
+    w2.establish();
+    let bye = String::from_utf8(w2.uac.request("BYE", "", ""))
+        .unwrap()
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    w2.send(bye.into_bytes());
+    assert_eq!(w2.statuses().last(), Some(&200));
+    assert_eq!(w2.ended(), Some(EndReason::RemoteBye));
     // Require: an extension vportal does not support: 420.
     let offer = w.uac.offer("sendrecv");
     let invite = String::from_utf8(w.uac.invite(&offer)).unwrap().replace(

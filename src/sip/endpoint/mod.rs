@@ -467,9 +467,14 @@ impl Endpoint {
         if !required.is_empty() {
             return Some(Verdict::BadExtension(required.join(", ")));
         }
-        // A UAS is the request's last hop: Max-Forwards 0 is answered 483 as the product asks,
-        // except OPTIONS, which RFC 3261 §11 and RFC 4475 §3.3.11 use to probe the next hop.
-        if core.max_forwards == Some(0) && msg.method() != Some(&Method::Options) {
+        // A UAS is the request's last hop: Max-Forwards 0 on a request that would start
+        // something is answered 483 as the product asks, except OPTIONS, which RFC 3261 §11
+        // and RFC 4475 §3.3.11 use to probe the next hop. Inside a dialog (a To tag) it is
+        // processed: refusing a BYE would leave the call up for a caller who has gone.
+        if core.max_forwards == Some(0)
+            && msg.method() != Some(&Method::Options)
+            && core.to.tag().is_none()
+        {
             return Some(Verdict::Respond(483, "Too Many Hops".into()));
         }
         None
