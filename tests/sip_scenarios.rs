@@ -652,6 +652,14 @@ fn requests_the_uas_refuses() {
         .replace("Max-Forwards: 70", "Max-Forwards: 0");
     w.send(invite.into_bytes());
     assert_eq!(w.statuses().last(), Some(&483));
+    // An offer whose media address is IPv6 while vportal's is IPv4: no RTP could reach it.
+    let offer = w
+        .uac
+        .offer("sendrecv")
+        .replace("IN IP4 127.0.0.1", "IN IP6 ::1");
+    let invite = w.uac.invite(&offer);
+    w.send(invite);
+    assert_eq!(w.statuses().last(), Some(&488));
     // Inside a dialog it is no reason to refuse: the caller's BYE with Max-Forwards 0 ends
     // the call (a caller treats the session as over whatever the answer, §15.1.1).
     let mut w2 = World::new();

@@ -447,6 +447,10 @@ pub enum OfferAnswerError {
     /// The answer to our offer rejected the audio stream (port 0, RFC 3264 §6).
     #[error("the peer rejected the audio stream")]
     AudioRejected,
+    /// The offer's media address is IPv6 and ours IPv4, or the other way round: one RTP
+    /// socket cannot reach it. SIP: 488 Not Acceptable Here.
+    #[error("the offer's media address is of the other IP version than vportal's")]
+    AddressFamily,
     /// The description is malformed. SIP: 400 Bad Request.
     #[error("malformed SDP: {0}")]
     Malformed(#[from] SdpError),
@@ -555,6 +559,27 @@ pub fn answer(
         }
     }
     Ok((negotiated, out.into_bytes()))
+}
+
+/// [`answer`], refusing an offer whose media address is of the other IP version than
+/// `local`'s: one RTP socket could not reach it. (An IPv4-mapped IPv6 address counts as
+/// IPv4.)
+///
+/// # Errors
+/// As [`answer`], and [`OfferAnswerError::AddressFamily`].
+pub fn answer_reachable(
+    offer: &SessionDescription,
+    local: &LocalMedia,
+) -> Result<(Negotiated, Vec<u8>), OfferAnswerError> {
+    let (negotiated, body) = answer(offer, local)?;
+    let v4 = |ip: IpAddr| ip.to_canonical().is_ipv4();
+    if negotiated
+        .remote_rtp
+        .is_some_and(|remote| v4(remote.ip()) != v4(local.addr.ip()))
+    {
+        return Err(OfferAnswerError::AddressFamily);
+    }
+    Ok((negotiated, body))
 }
 
 /// Our offer, for an INVITE that came without SDP (RFC 3261 §13.2.1 late offer): PCMU 0,
@@ -1457,6 +1482,32 @@ mod tests {
         let first = answer_text(&body, &local);
         assert_eq!(first, answer_text(&body, &local));
         assert_eq!(first, answer_text(&body, &local4()));
+    }
+
+    #[test]
+    fn an_offer_of_the_other_ip_version_is_not_answered() {
+        let v6_offer = sdp(&["v=0", "c=IN IP6 ::1", "m=audio 4000 RTP/AVP 0"]);
+        let offer = parse(&v6_offer).unwrap();
+        assert_eq!(
+            answer_reachable(&offer, &local4()).unwrap_err(),
+            OfferAnswerError::AddressFamily
+        );
+        // The plain answer does not look at the address.
+        assert!(answer(&offer, &local4()).is_ok());
+        let local6 = LocalMedia {
+            addr: "[::1]:40000".parse().unwrap(),
+            ..local4()
+        };
+        assert_eq!(
+            answer_reachable(&offer, &local6).unwrap().0.remote_rtp,
+            Some("[::1]:4000".parse().unwrap())
+        );
+        // An IPv4 offer to an IPv4-mapped local address is the same version.
+        let mapped = LocalMedia {
+            addr: "[::ffff:127.0.0.1]:40000".parse().unwrap(),
+            ..local4()
+        };
+        assert!(answer_reachable(&parse(&sdp(SIPP_OFFER)).unwrap(), &mapped).is_ok());
     }
 
     #[test]

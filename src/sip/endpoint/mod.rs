@@ -353,7 +353,7 @@ impl Endpoint {
                 b.header("Retry-After", "5");
             });
         }
-        let offer = match Self::read_offer(msg) {
+        let offer = match self.read_offer(msg) {
             Ok(offer) => offer,
             Err(verdict) => return self.respond_verdict(msg, source, flow, verdict),
         };
@@ -437,19 +437,21 @@ impl Endpoint {
     }
 
     /// The INVITE's SDP offer, if it has a body; checks it can be answered at all.
-    fn read_offer(msg: &Message) -> Result<Option<SessionDescription>, Verdict> {
+    fn read_offer(&self, msg: &Message) -> Result<Option<SessionDescription>, Verdict> {
         if msg.body().is_empty() {
             return Ok(None);
         }
         let offer = sdp::parse(msg.body())
             .map_err(|_| Verdict::Respond(400, "Malformed SDP body".into()))?;
-        // A dry run of the answer: no common codec means 488 now, not after alerting.
+        // A dry run of the answer: no common codec, or a media address of the other IP
+        // version (RTP goes from the address vportal advertises), means 488 now, not after
+        // alerting.
         let probe = LocalMedia {
-            addr: SocketAddr::from(([127, 0, 0, 1], 9)),
+            addr: SocketAddr::new(self.cfg.local_addr.ip(), 9),
             session_id: 0,
             session_version: 0,
         };
-        match sdp::answer(&offer, &probe) {
+        match sdp::answer_reachable(&offer, &probe) {
             Ok(_) => Ok(Some(offer)),
             Err(OfferAnswerError::Malformed(_)) => {
                 Err(Verdict::Respond(400, "Malformed SDP body".into()))
@@ -761,7 +763,7 @@ impl Endpoint {
             .ok_or(Verdict::Respond(488, "Not Acceptable Here".into()))?;
         let mut next = local.clone();
         next.session_version += 1;
-        match sdp::answer(&offer, &next) {
+        match sdp::answer_reachable(&offer, &next) {
             Ok((media, body)) => {
                 *local = next;
                 Ok(Some((media, body)))
@@ -862,7 +864,7 @@ impl Endpoint {
             session_version: 1,
         };
         let (body, media, offered) = match &c.offer {
-            Some(offer) => match sdp::answer(offer, &local) {
+            Some(offer) => match sdp::answer_reachable(offer, &local) {
                 Ok((media, body)) => (body, Some(media), false),
                 Err(_) => {
                     // Checked when the INVITE arrived; only a changed codec set could fail.
