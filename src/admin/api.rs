@@ -18,7 +18,7 @@ use serde_json::json;
 use super::auth::{Caller, require_token};
 use super::error::{ApiError, body_rejection};
 use super::{AdminState, MAX_CSV_BODY, MAX_JSON_BODY};
-use crate::store::policy::TEMPORARY_TTL_SECONDS;
+use crate::store::policy::{TEMPORARY_TTL_SECONDS, ttl_range_text};
 use crate::store::{
     AuditQuery, Event, Extension, ImportMode, ImportOutcome, Issued, MAX_EXTENSION_LEN, NewUser,
     Passcode, PasscodeSpec, Selection, Store, StoreError, UserFilter,
@@ -189,9 +189,8 @@ fn ttl_field(seconds: Option<u64>, temporary: bool) -> Result<Option<Duration>, 
         )),
         Some(s) if TEMPORARY_TTL_SECONDS.contains(&s) => Ok(Some(Duration::from_secs(s))),
         Some(_) => Err(ApiError::invalid(format!(
-            "ttl_seconds: from {} to {}",
-            TEMPORARY_TTL_SECONDS.start(),
-            TEMPORARY_TTL_SECONDS.end()
+            "ttl_seconds: {}",
+            ttl_range_text()
         ))),
     }
 }
