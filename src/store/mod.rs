@@ -37,7 +37,7 @@ pub use csv::CsvError;
 pub use hash::{HashError, Hasher};
 pub use login::{CHANGE_OUTCOMES, ChangeOutcome, LOGIN_OUTCOMES, VerifyOutcome};
 pub use pepper::{Pepper, PepperError, PepperSource};
-pub use policy::{GenerateError, Lock, Lockout, Policy, PolicyError, Violation, Violations};
+pub use policy::{GenerateError, Lock, Policy, PolicyError, Violation, Violations};
 pub use report::Report;
 pub use tokens::{AdminToken, TokenInfo, check_token_name};
 pub use types::{
@@ -424,9 +424,9 @@ mod tests {
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event, "policy.changed");
         assert_eq!(events[0].detail.as_deref(), Some("min_length 4 -> 6"));
-        let lockout = Lockout {
+        let lockout = policy::Lockout {
             max_failures: 3,
-            ..Lockout::default()
+            ..policy::Lockout::default()
         };
         s.set_policy(
             &Policy {
