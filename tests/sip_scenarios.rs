@@ -231,7 +231,7 @@ fn invite_gets_100_at_once_and_retransmissions_are_absorbed() {
     w.accept();
     assert_eq!(w.statuses(), [100, 100, 200]);
     // Retransmitted after the answer: the 200 again.
-    w.send(invite);
+    w.send(invite.clone());
     assert_eq!(w.statuses(), [100, 100, 200, 200]);
     assert_eq!(w.ep.active_calls(), 1);
     let ok = w.received(2);
@@ -242,6 +242,11 @@ fn invite_gets_100_at_once_and_retransmissions_are_absorbed() {
         Some("application/sdp")
     );
     assert!(matches!(w.events.last(), Some(Event::Media { .. })));
+    // Once the 200 is ACKed, a late copy is absorbed (RFC 6026 Accepted state).
+    w.ack_the_200("");
+    w.send(invite);
+    assert_eq!(w.statuses(), [100, 100, 200, 200]);
+    assert_eq!(w.ep.active_calls(), 1);
 }
 
 #[test]
@@ -393,7 +398,7 @@ fn reinvite_hold_and_unhold_answer_with_the_right_direction() {
     w.establish();
     let hold = w.uac.offer("sendonly");
     let reinvite = w.uac.invite(&hold);
-    w.send(reinvite);
+    w.send(reinvite.clone());
     assert_eq!(w.statuses(), [200]);
     let answer = w.received(0);
     let body = String::from_utf8_lossy(answer.body()).into_owned();
@@ -403,6 +408,9 @@ fn reinvite_hold_and_unhold_answer_with_the_right_direction() {
         "version bumped: {body}"
     );
     w.ack_the_200("");
+    // A late copy of the ACKed re-INVITE is absorbed.
+    w.send(reinvite);
+    assert_eq!(w.statuses(), [200]);
     let unhold = w.uac.offer("sendrecv");
     let reinvite = w.uac.invite(&unhold);
     w.send(reinvite);

@@ -329,14 +329,16 @@ impl<'a> NameAddr<'a> {
 /// A CSeq value: sequence number and method (RFC 3261 §20.16).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CSeq<'a> {
-    /// The sequence number, below 2^31.
+    /// The sequence number, a 32-bit unsigned integer.
     pub seq: u32,
     /// The method token.
     pub method: &'a str,
 }
 
 impl<'a> CSeq<'a> {
-    /// Parses `1*DIGIT LWS Method`; the number must be below 2^31 (§8.1.1.5).
+    /// Parses `1*DIGIT LWS Method`. The number must fit 32 bits unsigned (§8.1.1.5); a
+    /// sender keeps it below 2^31, but a receiver takes anything that fits (RFC 4475 §3.1.2.4
+    /// rejects only what exceeds 2^32 - 1).
     ///
     /// # Errors
     /// [`HeaderError::Malformed`].
@@ -344,7 +346,7 @@ impl<'a> CSeq<'a> {
         let bad = HeaderError::Malformed(HeaderName::CSeq);
         let value = trim(value);
         let digits = value.bytes().take_while(u8::is_ascii_digit).count();
-        let seq = parse_number(&value[..digits], 1 << 31).ok_or(bad)?;
+        let seq = parse_number(&value[..digits], 1 << 32).ok_or(bad)?;
         let method = trim(&value[digits..]);
         if !is_token(method)
             || digits == value.len()
@@ -473,9 +475,10 @@ mod tests {
                 method: "INVITE"
             }
         );
-        assert_eq!(CSeq::parse("2147483647 ACK").unwrap().seq, 2_147_483_647);
+        assert_eq!(CSeq::parse("2147483648 ACK").unwrap().seq, 2_147_483_648);
+        assert_eq!(CSeq::parse("4294967295 BYE").unwrap().seq, u32::MAX);
         for bad in [
-            "2147483648 INVITE",
+            "4294967296 INVITE",
             "36893488147419103232 REGISTER",
             "INVITE",
             "1",

@@ -54,7 +54,8 @@ pub(crate) enum TxAction {
 pub(crate) enum InviteServerState {
     /// No final response yet.
     Proceeding,
-    /// A 2xx was sent; retransmitted INVITEs are absorbed for Timer L (RFC 6026).
+    /// A 2xx was sent; retransmitted INVITEs get it again until its ACK, then are absorbed
+    /// until Timer L (RFC 6026).
     Accepted,
     /// A 300-699 was sent; waiting for the ACK (Timer G retransmits, Timer H gives up).
     Completed,
@@ -125,8 +126,13 @@ impl InviteServerTx {
         }
     }
 
-    /// An ACK for a 300-699 response: stop retransmitting, absorb further ACKs for Timer I.
+    /// An ACK. For a 300-699 response: stop retransmitting, absorb further ACKs for Timer I.
+    /// For the 2xx (its ACK is a transaction of its own, matched by the dialog): the caller
+    /// has the answer, so INVITE retransmissions are absorbed silently until Timer L.
     pub(crate) fn on_ack(&mut self, now: Instant) {
+        if self.state == InviteServerState::Accepted {
+            self.last_response = None;
+        }
         if self.state == InviteServerState::Completed {
             self.state = InviteServerState::Confirmed;
             self.timer_g = None;
@@ -397,6 +403,9 @@ mod tests {
         tx.respond(200, b"200".to_vec(), t0);
         assert_eq!(tx.state, InviteServerState::Accepted);
         assert_eq!(tx.on_retransmission(), Some(&b"200"[..]));
+        tx.on_ack(t0 + Duration::from_millis(100));
+        assert_eq!(tx.state, InviteServerState::Accepted);
+        assert_eq!(tx.on_retransmission(), None, "absorbed once the 2xx is ACKed");
         assert_eq!(tx.next_deadline(), Some(t0 + Duration::from_secs(32)));
         assert_eq!(
             tx.on_timeout(t0 + Duration::from_secs(32)),

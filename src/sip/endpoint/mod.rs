@@ -64,6 +64,8 @@ enum CallState {
 struct Pending2xx {
     bytes: Vec<u8>,
     cseq: u32,
+    /// The key of the INVITE transaction it answers, told when the ACK comes.
+    tx_key: String,
     interval: Duration,
     next: Instant,
     give_up: Instant,
@@ -560,6 +562,9 @@ impl Endpoint {
             return;
         }
         let offered = pending.offered;
+        if let Some((tx, _)) = self.invites.get_mut(&pending.tx_key) {
+            tx.on_ack(now);
+        }
         call.pending_2xx = None;
         if call.state == CallState::Answered {
             call.state = CallState::Confirmed;
@@ -818,12 +823,13 @@ impl Endpoint {
         tx.respond(code, bytes.clone(), now);
         self.send(flow, bytes.clone());
         self.invites.insert(key.clone(), (tx, None));
-        self.arm(TimerRef::Invite(key));
+        self.arm(TimerRef::Invite(key.clone()));
         if code == 200 {
             if let Some(call) = self.calls.get_mut(&handle) {
                 call.pending_2xx = Some(Pending2xx {
                     bytes,
                     cseq: core.cseq.seq,
+                    tx_key: key,
                     interval: self.cfg.timers.t1,
                     next: now + self.cfg.timers.t1,
                     give_up: now + self.cfg.timers.timeout(),
@@ -904,6 +910,7 @@ impl Endpoint {
         c.pending_2xx = Some(Pending2xx {
             bytes: bytes.clone(),
             cseq,
+            tx_key: c.invite_key.clone(),
             interval: self.cfg.timers.t1,
             next: now + self.cfg.timers.t1,
             give_up: now + self.cfg.timers.timeout(),
