@@ -480,6 +480,60 @@ fn info_in_the_dialog_reaches_the_application() {
     let odd = w.uac.request("INFO", "text/plain", "hello");
     w.send(odd);
     assert_eq!(w.statuses().last(), Some(&415));
+    let infos = |w: &World| {
+        w.events
+            .iter()
+            .filter(|e| matches!(e, Event::Info { .. }))
+            .count()
+    };
+    // A DTMF body with extra header fields, sent by this caller.
+    let info_with = |w: &mut World, extra: &str| {
+        let info = String::from_utf8(w.uac.request(
+            "INFO",
+            "application/dtmf-relay",
+            "Signal=1\r\nDuration=160\r\n",
+        ))
+        .unwrap()
+        .replacen(
+            "Max-Forwards: 70\r\n",
+            &format!("Max-Forwards: 70\r\n{extra}"),
+            1,
+        );
+        w.send(info.into_bytes());
+        w.last_received()
+    };
+    // RFC 6086: an Info Package vportal never offered: 469 naming none.
+    let r = info_with(&mut w, "Info-Package: foo\r\n");
+    assert_eq!(r.status(), Some(469));
+    let recv_info: Vec<_> = r
+        .fields()
+        .filter(|(_, name, _)| name.eq_ignore_ascii_case("Recv-Info"))
+        .map(|(_, _, value)| value)
+        .collect();
+    assert_eq!(recv_info, [Some("")]);
+    // A disposition it does not act on, required by default: 415 (RFC 5621 §9).
+    for disposition in [
+        "alert",
+        "alert;handling=required",
+        "icon; handling=\"required\"",
+    ] {
+        let extra = format!("Content-Disposition: {disposition}\r\n");
+        assert_eq!(
+            info_with(&mut w, &extra).status(),
+            Some(415),
+            "{disposition}"
+        );
+    }
+    assert_eq!(infos(&w), 1, "none of those reached the application");
+    for disposition in ["alert;handling=optional", "render", "Info-Package"] {
+        let extra = format!("Content-Disposition: {disposition}\r\n");
+        assert_eq!(
+            info_with(&mut w, &extra).status(),
+            Some(200),
+            "{disposition}"
+        );
+    }
+    assert_eq!(infos(&w), 4);
     let options = w.uac.request("OPTIONS", "", "");
     w.send(options);
     let ok = w.last_received();
@@ -531,6 +585,20 @@ fn late_offer_puts_our_offer_in_the_200_and_takes_the_answer_from_the_ack() {
     w.accept();
     w.ack_the_200("");
     assert_eq!(w.last_received().method(), Some(&Method::Bye));
+    // So does an answer no RTP could reach: IPv6 to a server on IPv4, or a host name.
+    for (from, to) in [
+        ("IN IP4 127.0.0.1", "IN IP6 ::1"),
+        ("127.0.0.1", "pbx.invalid"),
+    ] {
+        let mut w = World::new();
+        let invite = w.uac.invite("");
+        w.send(invite);
+        w.accept();
+        let answer = w.uac.answer().replace(from, to);
+        w.ack_the_200(&answer);
+        assert_eq!(w.last_received().method(), Some(&Method::Bye), "{to}");
+        assert!(w.media().is_empty(), "{to}");
+    }
 }
 
 #[test]
@@ -714,4 +782,46 @@ fn requests_the_uas_refuses() {
         answer.starts_with("SIP/2.0 400 Malformed Call-ID header\r\n"),
         "{answer}"
     );
+    // The start line: a method that is not a token, a bad escape in the Request-URI.
+    let offer = w.uac.offer("sendrecv");
+    let invite = String::from_utf8(w.uac.invite(&offer)).unwrap();
+    for (bad, reason) in [
+        (
+            invite.replacen("INVITE", "INV@TE", 1),
+            "Malformed Request-Line",
+        ),
+        (
+            invite.replacen("sip:8500@", "sip:85%zz@", 1),
+            "Malformed Request-URI",
+        ),
+    ] {
+        w.send(bad.into_bytes());
+        let answer = String::from_utf8_lossy(&w.inbox.last().unwrap().1.payload).into_owned();
+        assert!(
+            answer.starts_with(&format!("SIP/2.0 400 {reason}\r\n")),
+            "{answer}"
+        );
+    }
+    // The body: an SDP with a host name for its address (never resolved) gets 488; a
+    // disposition vportal does not act on, 415 unless the caller marks it optional.
+    let offer = w
+        .uac
+        .offer("sendrecv")
+        .replace("c=IN IP4 127.0.0.1", "c=IN IP4 pbx.invalid");
+    let invite = w.uac.invite(&offer);
+    w.send(invite);
+    assert_eq!(w.statuses().last(), Some(&488));
+    for (disposition, code) in [
+        ("early-session", 415),
+        ("early-session;handling=optional", 100),
+    ] {
+        let offer = w.uac.offer("sendrecv");
+        let invite = String::from_utf8(w.uac.invite(&offer)).unwrap().replacen(
+            "Max-Forwards: 70\r\n",
+            &format!("Max-Forwards: 70\r\nContent-Disposition: {disposition}\r\n"),
+            1,
+        );
+        w.send(invite.into_bytes());
+        assert_eq!(w.statuses().last(), Some(&code), "{disposition}");
+    }
 }

@@ -496,12 +496,25 @@ fn parse_start_line(
             None,
         ));
     }
-    let method = std::str::from_utf8(word(first))
-        .ok()
-        .filter(|m| is_token(m))
-        .ok_or(ParseError::StartLine)?;
+    let method = std::str::from_utf8(word(first)).map_err(|_| ParseError::StartLine)?;
     let looks_like_version =
         |r: &Range<usize>| word(r).len() > 4 && word(r)[..4].eq_ignore_ascii_case(b"SIP/");
+    if !is_token(method) {
+        // `INV@TE sip:… SIP/2.0` is a request with a malformed method, answered 400 (§25.1
+        // `Method = token`); a line without the version is not taken for a request at all.
+        // The name is kept escaped, as it may reach a log line.
+        return match words.as_slice() {
+            [_, uri, version] if looks_like_version(version) => Ok((
+                StartLine::Request {
+                    method: Method::Other(method.escape_default().to_string().into()),
+                    uri: uri.clone(),
+                    version: version.clone(),
+                },
+                Some(Defect::RequestLine),
+            )),
+            _ => Err(ParseError::StartLine),
+        };
+    }
     let (uri, version, defect) = match words.as_slice() {
         [_, uri, version] if looks_like_version(version) => (uri.clone(), version.clone(), None),
         // The URI and what follows it, whatever the spacing; answered with 400.
@@ -645,6 +658,23 @@ mod tests {
         assert_eq!(m.defect(), Some(Defect::RequestLine));
         let m = parse("INVITE sip:alan@jasomi.com\r\nFoobar roobar\r\n\r\n");
         assert_eq!(m.defect(), Some(Defect::RequestLine));
+        let m = parse("INV@TE sip:a@b SIP/2.0\r\n\r\n");
+        assert_eq!(
+            (m.request_uri(), m.defect()),
+            (Some("sip:a@b"), Some(Defect::RequestLine))
+        );
+        let m = parse("IN\u{1b}VITE sip:a@b SIP/2.0\r\n\r\n");
+        assert_eq!(m.method().map(Method::as_str), Some("IN\\u{1b}VITE"));
+        for bad in [
+            "INV@TE sip:a@b\r\n\r\n",
+            "IN\"VITE sip:a@b SIP/2.0 x\r\n\r\n",
+        ] {
+            assert_eq!(
+                Message::parse_datagram(bad.as_bytes().to_vec()).unwrap_err(),
+                ParseError::StartLine,
+                "{bad}"
+            );
+        }
         let m = parse("OPTIONS sip:a@b SIP/7.0\r\n\r\n");
         assert!(!m.is_sip_2_0());
         assert_eq!(m.version(), "SIP/7.0");

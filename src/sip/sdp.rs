@@ -313,7 +313,7 @@ impl fmt::Display for Direction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Negotiated {
     /// Where to send RTP. `None` when the peer gave an unspecified address (`0.0.0.0`, `::`:
-    /// RFC 2543 hold) or a host name (never resolved); port 0 streams are never chosen.
+    /// RFC 2543 hold); port 0 streams are never chosen.
     pub remote_rtp: Option<SocketAddr>,
     /// The codec.
     pub codec: Codec,
@@ -451,6 +451,10 @@ pub enum OfferAnswerError {
     /// socket cannot reach it. SIP: 488 Not Acceptable Here.
     #[error("the offer's media address is of the other IP version than vportal's")]
     AddressFamily,
+    /// The media address is a host name, which vportal never resolves. SIP: 488 Not
+    /// Acceptable Here.
+    #[error("the media address is a host name, which vportal does not resolve")]
+    HostName,
     /// The description is malformed. SIP: 400 Bad Request.
     #[error("malformed SDP: {0}")]
     Malformed(#[from] SdpError),
@@ -572,14 +576,26 @@ pub fn answer_reachable(
     local: &LocalMedia,
 ) -> Result<(Negotiated, Vec<u8>), OfferAnswerError> {
     let (negotiated, body) = answer(offer, local)?;
-    let v4 = |ip: IpAddr| ip.to_canonical().is_ipv4();
-    if negotiated
-        .remote_rtp
-        .is_some_and(|remote| v4(remote.ip()) != v4(local.addr.ip()))
-    {
-        return Err(OfferAnswerError::AddressFamily);
-    }
+    negotiated.check_reachable(local.addr.ip())?;
     Ok((negotiated, body))
+}
+
+impl Negotiated {
+    /// Whether one RTP socket bound to `local` can reach the peer: refuses a peer address of
+    /// the other IP version. (An IPv4-mapped IPv6 address counts as IPv4.)
+    ///
+    /// # Errors
+    /// [`OfferAnswerError::AddressFamily`].
+    pub fn check_reachable(&self, local: IpAddr) -> Result<(), OfferAnswerError> {
+        let v4 = |ip: IpAddr| ip.to_canonical().is_ipv4();
+        if self
+            .remote_rtp
+            .is_some_and(|remote| v4(remote.ip()) != v4(local))
+        {
+            return Err(OfferAnswerError::AddressFamily);
+        }
+        Ok(())
+    }
 }
 
 /// Our offer, for an INVITE that came without SDP (RFC 3261 §13.2.1 late offer): PCMU 0,
@@ -708,8 +724,8 @@ fn negotiate(
     let (remote_rtp, hold) = match connection {
         ConnectionAddress::Ip(ip) if ip.is_unspecified() => (None, true),
         ConnectionAddress::Ip(ip) => (Some(SocketAddr::new(*ip, media.port)), false),
-        // Never resolved: the media layer may latch onto the first RTP that arrives instead.
-        ConnectionAddress::Name(_) => (None, false),
+        // Never resolved (a name from a message is not looked up), so nothing could be sent.
+        ConnectionAddress::Name(_) => return Err(OfferAnswerError::HostName),
     };
     // RFC 3264 §5.1: a media-level direction overrides the session level; sendrecv by default.
     let theirs = media
@@ -1244,13 +1260,13 @@ mod tests {
                 ok(addr("[::1]:4000"), Pcma, 8, None, 20, SendRecv),
             ),
             (
-                "host name is not resolved",
+                "host name is not resolved: nothing could be sent",
                 &[
                     "v=0",
                     "c=IN IP4 pbx.example.invalid",
                     "m=audio 4000 RTP/AVP 0",
                 ],
-                ok(None, Pcmu, 0, None, 20, SendRecv),
+                Err(OfferAnswerError::HostName),
             ),
             (
                 "AVPF is spoken",

@@ -405,7 +405,11 @@ mod tests {
         assert_eq!(tx.on_retransmission(), Some(&b"200"[..]));
         tx.on_ack(t0 + Duration::from_millis(100));
         assert_eq!(tx.state, InviteServerState::Accepted);
-        assert_eq!(tx.on_retransmission(), None, "absorbed once the 2xx is ACKed");
+        assert_eq!(
+            tx.on_retransmission(),
+            None,
+            "absorbed once the 2xx is ACKed"
+        );
         assert_eq!(tx.next_deadline(), Some(t0 + Duration::from_secs(32)));
         assert_eq!(
             tx.on_timeout(t0 + Duration::from_secs(32)),

@@ -77,6 +77,9 @@ pub enum UriError {
     /// Characters a URI may not contain (spaces, `<`, `>`, quotes).
     #[error("invalid character in URI")]
     Character,
+    /// A `%` not followed by two hex digits (RFC 3261 §19.1.2, `escaped`).
+    #[error("malformed % escape in URI")]
+    Escape,
 }
 
 /// The scheme of `text` (`sip`, `tel`, …), checked against `ALPHA *(ALPHA / DIGIT / + - .)`.
@@ -160,6 +163,12 @@ impl<'a> SipUri<'a> {
         let (host, port) = parse_hostport(hostport)?;
         if !params.is_empty() && !uri_params_ok(params) {
             return Err(UriError::Params);
+        }
+        if [user.unwrap_or(""), params, headers]
+            .into_iter()
+            .any(|part| part.contains('%') && unescape(part).is_none())
+        {
+            return Err(UriError::Escape);
         }
         Ok(Self {
             secure,
@@ -318,6 +327,10 @@ mod tests {
             "sip:host:port",
             "sip:x@h;;",
             "tel:",
+            "sip:%zz@example.com",
+            "sip:10%1@example.com",
+            "sip:1001@example.com;a=%g0",
+            "sip:1001@example.com?Subject=%",
         ] {
             assert!(Uri::parse(bad).is_err(), "{bad}");
         }

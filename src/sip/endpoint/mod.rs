@@ -42,8 +42,8 @@ pub use types::{
     IncomingCall, Router, Stats, Transmit, Transport, dialplan_router,
 };
 use validate::{
-    Core, Verdict, check_invite_content, media_type, method_label, response_destination, user_of,
-    validate,
+    Core, INFO_DISPOSITIONS, SDP_DISPOSITIONS, Verdict, check_disposition, check_invite_content,
+    media_type, method_label, response_destination, user_of, validate,
 };
 
 /// Where a call is in its life.
@@ -573,8 +573,14 @@ impl Endpoint {
         call.established = true;
         if offered {
             // Late offer: the answer is in this ACK.
+            let local = call.local_media.as_ref().map(|m| m.addr.ip());
             let answer = sdp::parse(msg.body()).ok();
-            match answer.as_ref().map(sdp::accept_answer) {
+            let media = answer.as_ref().map(|a| {
+                let media = sdp::accept_answer(a)?;
+                local.map_or(Ok(()), |ip| media.check_reachable(ip))?;
+                Ok::<_, OfferAnswerError>(media)
+            });
+            match media {
                 Some(Ok(media)) => self.events.push_back(Event::Media {
                     call: handle,
                     media,
@@ -678,10 +684,24 @@ impl Endpoint {
                     content_type.as_str(),
                     "application/dtmf-relay" | "application/dtmf"
                 );
+                if msg.values(HeaderName::InfoPackage).next().is_some() {
+                    // RFC 6086 §4.2.2: vportal takes INFO only in its legacy use, without
+                    // Info Packages, so it names none it would receive.
+                    let mut b = self.response(msg, source, 469, "Bad Info Package", tag);
+                    b.header("Recv-Info", "");
+                    let bytes = b.finish(None);
+                    return self.complete_non_invite(key, flow, bytes, now);
+                }
                 if !msg.body().is_empty() && !known {
                     let mut b = self.response(msg, source, 415, "Unsupported Media Type", tag);
                     b.header("Accept", "application/dtmf-relay, application/dtmf");
                     let bytes = b.finish(None);
+                    return self.complete_non_invite(key, flow, bytes, now);
+                }
+                if let Err(Verdict::Respond(code, reason)) =
+                    check_disposition(msg, INFO_DISPOSITIONS)
+                {
+                    let bytes = self.response(msg, source, code, &reason, tag).finish(None);
                     return self.complete_non_invite(key, flow, bytes, now);
                 }
                 let ok = self.response(msg, source, 200, "OK", tag).finish(None);
@@ -759,6 +779,7 @@ impl Endpoint {
         if content_type.as_deref() != Some("application/sdp") {
             return Err(Verdict::Respond(415, "Unsupported Media Type".into()));
         }
+        check_disposition(msg, SDP_DISPOSITIONS)?;
         let offer = sdp::parse(msg.body())
             .map_err(|_| Verdict::Respond(400, "Malformed SDP body".into()))?;
         let call = self.calls.get_mut(&handle).ok_or(Verdict::Drop)?;

@@ -172,9 +172,52 @@ pub(super) fn check_invite_content(msg: &Message) -> Result<(), Verdict> {
         return Ok(());
     }
     match msg.single(HeaderName::ContentType) {
-        Ok(Some(t)) if media_type(t) == "application/sdp" => Ok(()),
-        Ok(Some(_)) => Err(Verdict::Respond(415, "Unsupported Media Type".into())),
-        Ok(None) => Err(Verdict::Respond(400, "Missing Content-Type header".into())),
-        Err(e) => Err(Verdict::Respond(400, e.to_string())),
+        Ok(Some(t)) if media_type(t) == "application/sdp" => {}
+        Ok(Some(_)) => return Err(Verdict::Respond(415, "Unsupported Media Type".into())),
+        Ok(None) => return Err(Verdict::Respond(400, "Missing Content-Type header".into())),
+        Err(e) => return Err(Verdict::Respond(400, e.to_string())),
+    }
+    check_disposition(msg, SDP_DISPOSITIONS)
+}
+
+/// The dispositions vportal acts on for an SDP body (RFC 3261 §20.11: `session` is also the
+/// default for `application/sdp`).
+pub(super) const SDP_DISPOSITIONS: &[&str] = &["session"];
+
+/// The dispositions vportal acts on for an INFO's DTMF body: `render` (the default for it),
+/// RFC 6086's `info-package`, and `signal`, which some phones send.
+pub(super) const INFO_DISPOSITIONS: &[&str] = &["render", "info-package", "signal"];
+
+/// A body whose Content-Disposition vportal does not act on: 415 when its handling is
+/// `required`, which is also the default (RFC 3261 §20.11, RFC 5621 §9); with
+/// `handling=optional` the request goes on.
+pub(super) fn check_disposition(msg: &Message, understood: &[&str]) -> Result<(), Verdict> {
+    if msg.body().is_empty() {
+        return Ok(());
+    }
+    let value = match msg.single(HeaderName::ContentDisposition) {
+        Ok(Some(v)) => v,
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(Verdict::Respond(400, e.to_string())),
+    };
+    let mut parts = value.split(';').map(syntax::trim);
+    let disposition = parts.next().unwrap_or("");
+    let optional = parts.any(|p| {
+        p.split_once('=').is_some_and(|(name, v)| {
+            syntax::trim(name).eq_ignore_ascii_case("handling")
+                && syntax::trim(v).eq_ignore_ascii_case("optional")
+        })
+    });
+    if optional
+        || understood
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(disposition))
+    {
+        Ok(())
+    } else {
+        Err(Verdict::Respond(
+            415,
+            "Unsupported Content-Disposition".into(),
+        ))
     }
 }
