@@ -212,14 +212,30 @@ fn tcp_answers_before_closing_and_bounds_partial_messages_and_connections() {
         "tcp_idle_timeout = \"1s\"\nmax_tcp_connections = 2\n",
     );
     let options = |tcp: &TcpStream| tcp_options(&server, tcp);
-    // A good request and an unframeable one in one write: the first is still answered
-    // before the connection closes.
-    let mut tcp = TcpStream::connect(server.sip).unwrap();
-    let mut data = options(&tcp);
-    data.extend_from_slice(b"OPTIONS sip:8500@127.0.0.1 SIP/2.0\r\nl: -1\r\n\r\n");
-    tcp.write_all(&data).unwrap();
-    let answer = read_to_close(&mut tcp, Duration::from_secs(5));
-    assert!(answer.starts_with(b"SIP/2.0 200 "), "{answer:?}");
+    // A good request and an unframeable one in one write: the first is still answered,
+    // the second gets its 400, and the connection closes. Without Content-Length, too.
+    for (content_length, reason) in [
+        ("l: -1", "Malformed Content-Length header"),
+        ("X-No-Length: 1", "Missing Content-Length header"),
+    ] {
+        let mut tcp = TcpStream::connect(server.sip).unwrap();
+        let mut data = options(&tcp);
+        let broken = String::from_utf8(options(&tcp))
+            .unwrap()
+            .replace("Content-Length: 0", content_length);
+        data.extend_from_slice(broken.as_bytes());
+        tcp.write_all(&data).unwrap();
+        let answer = read_to_close(&mut tcp, Duration::from_secs(5));
+        let answer = String::from_utf8_lossy(&answer);
+        let lines: Vec<_> = answer
+            .lines()
+            .filter(|l| l.starts_with("SIP/2.0"))
+            .collect();
+        assert_eq!(
+            lines,
+            ["SIP/2.0 200 OK".to_owned(), format!("SIP/2.0 400 {reason}")]
+        );
+    }
     // A peer that sends a request and ends its side of the stream still gets the answer.
     answered_before_close(&server);
     // Half a message trickling in a byte at a time is closed once it has waited the idle

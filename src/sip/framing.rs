@@ -2,8 +2,10 @@
 //!
 //! "Is a whole message here?" is separate from "parse it": [`StreamFramer::next_message`]
 //! answers `Ok(None)` (incomplete: read more) as normal flow. A header section is capped, and
-//! a missing, malformed or oversized Content-Length makes the stream unusable: the caller
-//! closes the connection, since there is no way to find where the next message starts.
+//! a missing, malformed or oversized Content-Length makes the stream unusable: the framer
+//! hands over that message's head (carrying the [`Defect`], so that it can be answered 400,
+//! or 513) and then fails; the caller closes the connection, since there is no way to find
+//! where the next message starts.
 
 use super::message::{Defect, Framing, Message, ParseError, parse_head};
 
@@ -33,6 +35,8 @@ pub struct StreamFramer {
     /// How far the search for the blank line ending the head has got: a head trickling in
     /// a few bytes at a time is scanned once, not once per read.
     scanned: usize,
+    /// Set once framing is lost: every later call fails with it.
+    broken: Option<FrameError>,
 }
 
 impl StreamFramer {
@@ -56,6 +60,9 @@ impl StreamFramer {
     /// # Errors
     /// [`FrameError`]: the stream cannot be framed; close the connection.
     pub fn next_message(&mut self) -> Result<Option<Message>, FrameError> {
+        if let Some(e) = self.broken {
+            return Err(e);
+        }
         // Keepalive line breaks between messages (RFC 5626 §4.4.1 CRLF pings) are skipped.
         let skip = self
             .buf
@@ -81,11 +88,22 @@ impl StreamFramer {
                     return Err(FrameError::HeadTooLarge);
                 }
                 let head = parse_head(&mut self.buf[..head_end]).map_err(FrameError::NotSip)?;
-                // A stream needs Content-Length; when absent the body is taken as empty.
                 let body = match head.content_length {
-                    None => 0,
                     Some(Ok(n)) => n,
-                    Some(Err(defect)) => return Err(FrameError::ContentLength(defect)),
+                    // A stream needs a usable Content-Length (RFC 3261 §18.3, §20.14). The
+                    // head alone goes out, to be answered; nothing after it can be framed.
+                    unusable => {
+                        let defect = match unusable {
+                            Some(Err(defect)) => defect,
+                            _ => Defect::MissingContentLength,
+                        };
+                        self.broken = Some(FrameError::ContentLength(defect));
+                        self.buf.truncate(head_end);
+                        let head = std::mem::take(&mut self.buf);
+                        return Message::parse_framed(head, Framing::Stream)
+                            .map(Some)
+                            .map_err(FrameError::NotSip);
+                    }
                 };
                 let total = head_end + body;
                 self.pending = Some(total);
@@ -179,18 +197,39 @@ mod tests {
 
     #[test]
     fn unusable_streams() {
-        let mut f = StreamFramer::new();
-        f.push(b"INVITE sip:a@b SIP/2.0\r\nContent-Length: -999\r\n\r\n");
-        assert_eq!(
-            f.next_message().unwrap_err(),
-            FrameError::ContentLength(Defect::ContentLength)
-        );
-        let mut f = StreamFramer::new();
-        f.push(b"OPTIONS sip:a@b SIP/2.0\r\nl: 13\r\nl: 5\r\n\r\n");
-        assert_eq!(
-            f.next_message().unwrap_err(),
-            FrameError::ContentLength(Defect::MultipleContentLength)
-        );
+        // Content-Length missing, malformed, contradictory or too large: the head is handed
+        // over with its defect (to be answered), then the stream fails for good.
+        for (bytes, defect) in [
+            (
+                &b"INVITE sip:a@b SIP/2.0\r\nContent-Length: -999\r\n\r\nv=0\r\n"[..],
+                Defect::ContentLength,
+            ),
+            (
+                b"OPTIONS sip:a@b SIP/2.0\r\nl: 13\r\nl: 5\r\n\r\n",
+                Defect::MultipleContentLength,
+            ),
+            (
+                b"OPTIONS sip:a@b SIP/2.0\r\nl: 99999999\r\n\r\n",
+                Defect::BodyTooLarge,
+            ),
+            (
+                b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID: 1\r\n\r\nOPTIONS sip:a@b SIP/2.0\r\n",
+                Defect::MissingContentLength,
+            ),
+        ] {
+            let mut f = StreamFramer::new();
+            f.push(bytes);
+            let head = f.next_message().unwrap().unwrap();
+            assert_eq!((head.defect(), head.body()), (Some(defect), &b""[..]));
+            for _ in 0..2 {
+                assert_eq!(
+                    f.next_message().unwrap_err(),
+                    FrameError::ContentLength(defect)
+                );
+            }
+            f.push(OPTIONS);
+            assert!(f.next_message().is_err(), "nothing more is framed");
+        }
         let mut f = StreamFramer::new();
         f.push(&vec![b'a'; MAX_HEAD + 1]);
         assert_eq!(f.next_message().unwrap_err(), FrameError::HeadTooLarge);

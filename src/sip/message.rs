@@ -119,6 +119,10 @@ pub enum Defect {
     /// Content-Length above [`MAX_BODY`].
     #[error("Message body too large")]
     BodyTooLarge,
+    /// No Content-Length on a stream, where it is the only way to find the body's end
+    /// (RFC 3261 §20.14: "MUST be used" over TCP).
+    #[error("Missing Content-Length header")]
+    MissingContentLength,
 }
 
 /// Why bytes are not a SIP message at all.
@@ -181,7 +185,8 @@ pub(crate) enum Framing {
     /// UDP: one datagram is one message; Content-Length decides the body and extra octets are
     /// discarded; without Content-Length the body is the rest (RFC 3261 §18.3).
     Datagram,
-    /// TCP: the caller has already cut exactly head + Content-Length octets.
+    /// TCP: the caller has already cut exactly head + Content-Length octets, or the head
+    /// alone when Content-Length is missing or unusable (a defect).
     Stream,
 }
 
@@ -220,7 +225,11 @@ impl Message {
                 defect = defect.or(Some(d));
                 available
             }
-            (None, _) => available,
+            (None, Framing::Datagram) => available,
+            (None, Framing::Stream) => {
+                defect = defect.or(Some(Defect::MissingContentLength));
+                available
+            }
         };
         let body = head.body_start.min(buf.len())..head.body_start.min(buf.len()) + body_len;
         Ok(Self {
