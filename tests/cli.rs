@@ -412,6 +412,15 @@ fn import_is_all_or_nothing_and_names_lines() {
             .stdout
             .starts_with("extension,passcode,temporary_expires_at\n2001,")
     );
+    // Nothing to import is an error (the API answers 400), not an empty success.
+    for text in ["", "extension,name\n", "\n\n"] {
+        let empty = w.run_with_stdin(&["user", "import", "-"], text);
+        assert_eq!(
+            (empty.code, empty.stderr.trim_end()),
+            (2, "error: the CSV has no rows to import"),
+            "{text:?}"
+        );
+    }
 }
 
 #[test]

@@ -535,8 +535,6 @@ async fn import(
             "rows": rows,
         }))
         .into_response())
-    } else if rejected == 0 {
-        Err(ApiError::invalid("the CSV has no rows to import"))
     } else {
         Err(ApiError {
             extra: Some(("rows", json!(rows))),

@@ -212,12 +212,10 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
                         "{} mailbox(es) created, {rejected} row(s) rejected{note}",
                         created.len()
                     );
-                } else if rejected > 0 {
+                } else {
                     eprintln!(
                         "nothing imported: {rejected} row(s) rejected (use --partial to import the good rows)"
                     );
-                } else {
-                    eprintln!("nothing to import");
                 }
             }
             if rejected > 0 {

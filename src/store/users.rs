@@ -717,7 +717,7 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Invalid`] when the text is not CSV at all (an unclosed quote, …): no row
-    /// can be trusted then, whatever the mode.
+    /// can be trusted then, whatever the mode; or when it has no data rows.
     pub fn import_csv(
         &self,
         text: &str,
@@ -735,6 +735,9 @@ impl Store {
             }
             _ => (DEFAULT_COLUMNS.to_vec(), records.as_slice()),
         };
+        if body.is_empty() {
+            return Err(StoreError::Invalid("the CSV has no rows to import".into()));
+        }
         let mut rows = Vec::with_capacity(body.len());
         let mut candidates = Vec::new();
         let mut first_line: HashMap<Extension, usize> = HashMap::new();
