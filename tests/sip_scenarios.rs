@@ -728,14 +728,17 @@ fn requests_the_uas_refuses() {
         .replace("Max-Forwards: 70", "Max-Forwards: 0");
     w.send(invite.into_bytes());
     assert_eq!(w.statuses().last(), Some(&483));
-    // An offer whose media address is IPv6 while vportal's is IPv4: no RTP could reach it.
-    let offer = w
-        .uac
-        .offer("sendrecv")
-        .replace("IN IP4 127.0.0.1", "IN IP6 ::1");
-    let invite = w.uac.invite(&offer);
-    w.send(invite);
-    assert_eq!(w.statuses().last(), Some(&488));
+    // An offer whose media address is IPv6 while vportal's is IPv4, or a host name (never
+    // resolved): no RTP could reach it.
+    for (from, to) in [
+        ("IN IP4 127.0.0.1", "IN IP6 ::1"),
+        ("c=IN IP4 127.0.0.1", "c=IN IP4 pbx.invalid"),
+    ] {
+        let offer = w.uac.offer("sendrecv").replace(from, to);
+        let invite = w.uac.invite(&offer);
+        w.send(invite);
+        assert_eq!(w.statuses().last(), Some(&488), "{to}");
+    }
     // Inside a dialog it is no reason to refuse: the caller's BYE with Max-Forwards 0 ends
     // the call (a caller treats the session as over whatever the answer, §15.1.1).
     let mut w2 = World::new();
@@ -802,15 +805,8 @@ fn requests_the_uas_refuses() {
             "{answer}"
         );
     }
-    // The body: an SDP with a host name for its address (never resolved) gets 488; a
-    // disposition vportal does not act on, 415 unless the caller marks it optional.
-    let offer = w
-        .uac
-        .offer("sendrecv")
-        .replace("c=IN IP4 127.0.0.1", "c=IN IP4 pbx.invalid");
-    let invite = w.uac.invite(&offer);
-    w.send(invite);
-    assert_eq!(w.statuses().last(), Some(&488));
+    // A body whose disposition vportal does not act on: 415, unless the caller marks it
+    // optional.
     for (disposition, code) in [
         ("early-session", 415),
         ("early-session;handling=optional", 100),
