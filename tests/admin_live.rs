@@ -64,6 +64,8 @@ fn a_passcode_reset_over_http_works_on_the_next_call_and_the_api_shows_the_chang
         "vportal_calls_total{outcome=\"abandoned\"} 0",
         "vportal_logins_total{outcome=\"wrong\"} 0",
         "vportal_passcode_changes_total{outcome=\"rejected\"} 0",
+        "vportal_passcode_changes_total{outcome=\"superseded\"} 0",
+        "vportal_calls_total{outcome=\"superseded\"} 0",
         "vportal_lockouts_total 0",
     ] {
         assert!(fresh.lines().any(|l| l == line), "no {line:?} in\n{fresh}");

@@ -13,7 +13,8 @@ use vportal::media::digit::Digit;
 use vportal::media::player::Item;
 use vportal::media::prompts::PromptSet;
 use vportal::store::{
-    Actor, AuditQuery, Event, Extension, NewUser, Passcode, PasscodeSpec, Pepper, Store,
+    Actor, AuditQuery, Event, Extension, Login, NewUser, Passcode, PasscodeSpec, Pepper, Store,
+    VerifyOutcome,
 };
 use vportal::time::Timestamp;
 
@@ -74,6 +75,8 @@ struct Call {
     /// another call): the call task answers `LoggedIn` with `handle_in_use` at once.
     in_use: bool,
     hung_up: bool,
+    /// The login the store handed out, which a change presents (as the call task keeps it).
+    login: Option<Login>,
 }
 
 impl Call {
@@ -91,6 +94,7 @@ impl Call {
             logged_in: Vec::new(),
             in_use: false,
             hung_up: false,
+            login: None,
         };
         c.flow.start(c.now);
         c.run();
@@ -144,14 +148,20 @@ impl Call {
                 Action::Verify { mailbox, passcode } => {
                     let r = self
                         .store
-                        .verify(&mailbox, &passcode, &actor, wall)
+                        .verify_login(&mailbox, &passcode, &actor, wall)
+                        .map(|(outcome, login)| {
+                            self.login = login;
+                            outcome
+                        })
                         .map_err(|_| ());
                     self.flow.handle_verified(self.now, r);
                 }
                 Action::ChangePasscode { mailbox, passcode } => {
+                    let login = self.login.as_mut().expect("a change only after a login");
+                    assert_eq!(*login.extension(), mailbox);
                     let r = self
                         .store
-                        .change_passcode(&mailbox, &passcode, &actor, wall)
+                        .change_passcode(login, &passcode, &actor, wall)
                         .map_err(|_| ());
                     self.flow.handle_changed(self.now, r);
                 }
@@ -298,6 +308,47 @@ fn permanent_passcode_goes_to_the_menu_and_can_change_there() {
     // Back to the old one: recently used.
     c.keys("1").keys("5937#").keys("5937#");
     assert_eq!(c.last(), ["reason_recently_used", "enter_new_passcode"]);
+}
+
+#[test]
+fn an_admin_reset_during_the_call_voids_its_login() {
+    let store = store();
+    let admin = Actor::Cli { user: None };
+    let now = Timestamp::from_unix(T0);
+    let mut c = Call::portal(&store);
+    c.keys("1001#").keys("4826#");
+    assert_eq!(c.last(), ["temporary", "enter_new_passcode"]);
+    // The admin hands out a new temporary passcode while the owner is choosing a PIN.
+    store
+        .reset_passcode(
+            &ext("1001"),
+            &PasscodeSpec::given(pin("7305"), true),
+            &admin,
+            now,
+        )
+        .unwrap();
+    c.keys("5937#").keys("5937#");
+    assert_eq!(c.last(), ["unavailable", "goodbye"]);
+    assert!(c.ends());
+    assert_eq!(c.flow.outcome(), Outcome::Superseded);
+    // The admin's passcode is in force, still temporary; the caller's PIN is not.
+    let check = |p: &str| store.verify("1001", &pin(p), &admin, now).unwrap();
+    assert_eq!(check("7305"), VerifyOutcome::Ok { must_change: true });
+    assert!(matches!(check("5937"), VerifyOutcome::Wrong { .. }));
+    // The same when the mailbox is deleted and given to someone else meanwhile.
+    let mut c = Call::portal(&store);
+    c.keys("2002#").keys("5937#").keys("1");
+    store.delete_user(&ext("2002"), &admin, now).unwrap();
+    store
+        .create_user(
+            NewUser::new(ext("2002")).with_passcode(PasscodeSpec::given(pin("8416"), true)),
+            &admin,
+            now,
+        )
+        .unwrap();
+    c.keys("6048#").keys("6048#");
+    assert_eq!(c.last(), ["unavailable", "goodbye"]);
+    assert!(temporary(&store, "2002"), "the new owner's passcode stays");
 }
 
 #[test]
@@ -576,10 +627,11 @@ fn keys_barge_in_and_keys_typed_ahead_are_kept() {
         unreachable!()
     };
     let actor = Actor::Cli { user: None };
-    let r = store
-        .verify(&mailbox, &passcode, &actor, Timestamp::from_unix(T0))
-        .map_err(|_| ());
-    c.flow.handle_verified(c.now, r);
+    let (outcome, login) = store
+        .verify_login(&mailbox, &passcode, &actor, Timestamp::from_unix(T0))
+        .unwrap();
+    c.login = login;
+    c.flow.handle_verified(c.now, Ok(outcome));
     c.run();
     assert_eq!(
         c.last(),

@@ -188,18 +188,18 @@ fn logins_and_changes_keep_passcodes_out_of_logs_errors_and_audit() {
         store.verify("4711", &pin(CHOSEN), &caller, now).unwrap(),
         VerifyOutcome::Wrong { remaining: 4 }
     );
-    assert_eq!(
-        store.verify("4711", &pin(TEMPORARY), &caller, now).unwrap(),
-        VerifyOutcome::Ok { must_change: true }
-    );
-    let ext = vportal::store::Extension::parse("4711").unwrap();
+    let (outcome, login) = store
+        .verify_login("4711", &pin(TEMPORARY), &caller, now)
+        .unwrap();
+    assert_eq!(outcome, VerifyOutcome::Ok { must_change: true });
+    let mut login = login.unwrap();
     let rejected = store
-        .change_passcode(&ext, &pin(TEMPORARY), &caller, now)
+        .change_passcode(&mut login, &pin(TEMPORARY), &caller, now)
         .unwrap();
     assert!(matches!(rejected, ChangeOutcome::Rejected(_)));
     assert_eq!(
         store
-            .change_passcode(&ext, &pin(CHOSEN), &caller, now)
+            .change_passcode(&mut login, &pin(CHOSEN), &caller, now)
             .unwrap(),
         ChangeOutcome::Changed
     );
@@ -209,6 +209,7 @@ fn logins_and_changes_keep_passcodes_out_of_logs_errors_and_audit() {
         format!("{too_long} {too_long:?}"),
         format!("{:?}", pin(CHOSEN)),
         format!("{rejected:?}"),
+        format!("{login:?}"),
         store
             .create_user(
                 NewUser::new(vportal::store::Extension::parse("4712").unwrap())
@@ -219,6 +220,7 @@ fn logins_and_changes_keep_passcodes_out_of_logs_errors_and_audit() {
             .unwrap_err()
             .to_string(),
     ];
+    assert_eq!(shown[3], "Login { extension: Extension(\"4711\"), .. }");
     drop(store);
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(

@@ -84,6 +84,9 @@ pub enum Outcome {
     Replaced,
     /// The mailbox was in use by another call.
     InUse,
+    /// The passcode logged in with was replaced during the call (an admin reset it, or
+    /// removed the mailbox), so the change the caller asked for was refused.
+    Superseded,
     /// The call reached the route's maximum duration.
     TimedOut,
     /// The store failed.
@@ -92,7 +95,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every way a call can end (all but [`Outcome::InProgress`]).
-    pub const ENDED: [Self; 12] = [
+    pub const ENDED: [Self; 13] = [
         Self::LoggedIn,
         Self::Changed,
         Self::ChangeNotCompleted,
@@ -103,6 +106,7 @@ impl Outcome {
         Self::Abandoned,
         Self::Replaced,
         Self::InUse,
+        Self::Superseded,
         Self::TimedOut,
         Self::Error,
     ];
@@ -121,6 +125,7 @@ impl Outcome {
             Self::Abandoned => "abandoned",
             Self::Replaced => "replaced",
             Self::InUse => "in_use",
+            Self::Superseded => "superseded",
             Self::TimedOut => "timed_out",
             Self::Error => "error",
         }
@@ -457,6 +462,11 @@ impl Flow {
                     .copied()
                     .map_or("try_again", reason_prompt);
                 self.change_failed(now, reason);
+            }
+            // An admin set another passcode (or removed the mailbox) since this login: the
+            // session is void. The caller calls again with whatever is in force now.
+            Ok(ChangeOutcome::Superseded) => {
+                self.leave(Outcome::Superseded, &["unavailable", "goodbye"]);
             }
             Err(()) => self.leave(Outcome::Error, &["unavailable", "goodbye"]),
         }

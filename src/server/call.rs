@@ -23,7 +23,7 @@ use crate::media::digit::DigitEvent;
 use crate::media::dtmf_info;
 use crate::sip::endpoint::{CallHandle, EndReason, IncomingCall};
 use crate::sip::sdp::Negotiated;
-use crate::store::{Actor, ChangeOutcome, Extension, Store, VerifyOutcome};
+use crate::store::{Actor, ChangeOutcome, Extension, Login, Store, VerifyOutcome};
 use crate::time::Timestamp;
 
 /// What the SIP task tells a call.
@@ -98,8 +98,9 @@ pub(crate) fn spawn(
 #[derive(Debug)]
 enum StoreReply {
     Exists(bool),
-    Verified(Result<VerifyOutcome, ()>),
-    Changed(Result<ChangeOutcome, ()>),
+    Verified(Result<(VerifyOutcome, Option<Login>), ()>),
+    /// With the login, which proves the new passcode after a change.
+    Changed(Result<(ChangeOutcome, Login), ()>),
     /// The work itself failed (a panic in the blocking pool).
     Failed,
 }
@@ -191,6 +192,7 @@ async fn run(
         established: false,
         media_tx,
         hanging_up: false,
+        login: None,
         published: ("starting", false),
     };
     let active = metrics::gauge!("vportal_calls_active");
@@ -257,6 +259,8 @@ struct CallTask {
     media_tx: mpsc::UnboundedSender<MediaEvent>,
     /// BYE has been asked for.
     hanging_up: bool,
+    /// The caller's login, which a passcode change must present.
+    login: Option<Login>,
     /// The flow state and whether a mailbox was known, as last shown in the active calls.
     published: (&'static str, bool),
 }
@@ -344,8 +348,20 @@ impl CallTask {
         let now = now();
         match reply {
             StoreReply::Exists(exists) => self.flow.handle_mailbox_exists(now, exists),
-            StoreReply::Verified(result) => self.flow.handle_verified(now, result),
-            StoreReply::Changed(result) => self.flow.handle_changed(now, result),
+            StoreReply::Verified(result) => {
+                let outcome = result.map(|(outcome, login)| {
+                    self.login = login;
+                    outcome
+                });
+                self.flow.handle_verified(now, outcome);
+            }
+            StoreReply::Changed(result) => {
+                let outcome = result.map(|(outcome, login)| {
+                    self.login = Some(login);
+                    outcome
+                });
+                self.flow.handle_changed(now, outcome);
+            }
             // Whichever step waits for it hears of the failure; the others ignore it.
             StoreReply::Failed => {
                 self.flow.handle_mailbox_exists(now, false);
@@ -373,7 +389,8 @@ impl CallTask {
                 Action::Verify { mailbox, passcode } => {
                     let actor = self.actor.clone();
                     *job = Some(self.hashing(move |store| {
-                        let result = store.verify(&mailbox, &passcode, &actor, Timestamp::now());
+                        let result =
+                            store.verify_login(&mailbox, &passcode, &actor, Timestamp::now());
                         StoreReply::Verified(result.map_err(|e| {
                             tracing::error!(error = %e, "passcode check failed");
                             metrics::counter!("vportal_store_errors_total").increment(1);
@@ -382,10 +399,16 @@ impl CallTask {
                 }
                 Action::ChangePasscode { mailbox, passcode } => {
                     let actor = self.actor.clone();
+                    // The flow asks only after a login to this very mailbox.
+                    let login = self.login.clone().filter(|l| *l.extension() == mailbox);
                     *job = Some(self.hashing(move |store| {
+                        let Some(mut login) = login else {
+                            tracing::error!("a passcode change without a login");
+                            return StoreReply::Changed(Err(()));
+                        };
                         let result =
-                            store.change_passcode(&mailbox, &passcode, &actor, Timestamp::now());
-                        StoreReply::Changed(result.map_err(|e| {
+                            store.change_passcode(&mut login, &passcode, &actor, Timestamp::now());
+                        StoreReply::Changed(result.map(|outcome| (outcome, login)).map_err(|e| {
                             tracing::error!(error = %e, "passcode change failed");
                             metrics::counter!("vportal_store_errors_total").increment(1);
                         }))

@@ -4,6 +4,10 @@
 //! database lock held, then apply the result in one `IMMEDIATE` transaction that first checks
 //! the mailbox's passcode is still the one the hash was checked against. If an admin reset or
 //! another call changed it in the meantime, the work is redone (at most three times).
+//!
+//! A change is tied to its login: [`Store::verify_login`] hands out a [`Login`] naming the
+//! passcode the caller proved, and [`Store::change_passcode`] refuses once that passcode has
+//! been replaced (an admin reset, another call's change, the mailbox deleted and re-created).
 
 use rusqlite::Connection;
 
@@ -51,6 +55,34 @@ pub enum ChangeOutcome {
     Changed,
     /// Refused; the old passcode stays in force.
     Rejected(Violations),
+    /// Refused: the passcode the caller logged in with is no longer the mailbox's (an admin
+    /// set another, another call changed it, or the mailbox was deleted). Whatever was set
+    /// since stays in force.
+    Superseded,
+}
+
+/// Proof of a successful login, from [`Store::verify_login`]: the mailbox and which passcode
+/// the caller proved (its stored hash, whose salt is new at every set). Opaque; `Debug`
+/// shows the mailbox only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Login {
+    extension: Extension,
+    hash: String,
+}
+
+impl Login {
+    /// The mailbox logged in to.
+    pub fn extension(&self) -> &Extension {
+        &self.extension
+    }
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("extension", &self.extension)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a mailbox looked like when its hash was checked.
@@ -85,6 +117,18 @@ fn snapshot(
     }))
 }
 
+/// Logs and counts a change's outcome.
+fn count_change(extension: &Extension, outcome: ChangeOutcome) -> ChangeOutcome {
+    tracing::debug!(%extension, ?outcome, "passcode change");
+    let label = match outcome {
+        ChangeOutcome::Changed => CHANGE_OUTCOMES[0],
+        ChangeOutcome::Rejected(_) => CHANGE_OUTCOMES[1],
+        ChangeOutcome::Superseded => CHANGE_OUTCOMES[2],
+    };
+    metrics::counter!("vportal_passcode_changes_total", "outcome" => label).increment(1);
+    outcome
+}
+
 /// Whether the mailbox's passcode is still the one a decision was based on.
 fn unchanged(conn: &Connection, before: &UserRow) -> Result<Option<UserRow>> {
     Ok(UserRow::load(conn, &before.extension)?
@@ -116,32 +160,55 @@ impl Store {
         actor: &Actor,
         now: Timestamp,
     ) -> Result<VerifyOutcome> {
-        let (outcome, counted) = self.check_login(extension, passcode, actor, now)?;
-        metrics::counter!("vportal_logins_total", "outcome" => counted.label()).increment(1);
-        Ok(outcome)
+        self.verify_login(extension, passcode, actor, now)
+            .map(|(outcome, _)| outcome)
     }
 
-    /// [`Store::verify`] without the counting: the outcome, and what it counts as.
+    /// [`Store::verify`], and on [`VerifyOutcome::Ok`] the [`Login`] that
+    /// [`Store::change_passcode`] asks for.
+    ///
+    /// # Errors
+    /// As [`Store::verify`].
+    pub fn verify_login(
+        &self,
+        extension: &str,
+        passcode: &Passcode,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<(VerifyOutcome, Option<Login>)> {
+        let (outcome, counted, login) = self.check_login(extension, passcode, actor, now)?;
+        metrics::counter!("vportal_logins_total", "outcome" => counted.label()).increment(1);
+        Ok((outcome, login))
+    }
+
+    /// [`Store::verify_login`] without the counting: the outcome, what it counts as, and
+    /// the login on success.
     fn check_login(
         &self,
         extension: &str,
         passcode: &Passcode,
         actor: &Actor,
         now: Timestamp,
-    ) -> Result<(VerifyOutcome, Counted)> {
+    ) -> Result<(VerifyOutcome, Counted, Option<Login>)> {
+        let unknown = |existing| {
+            self.unknown_mailbox(existing, passcode, actor, now)
+                .map(|(outcome, counted)| (outcome, counted, None))
+        };
         let Ok(extension) = Extension::parse(extension) else {
-            return self.unknown_mailbox(None, passcode, actor, now);
+            return unknown(None);
         };
         for _ in 0..ATTEMPTS {
             let Some(snap) = self.read(|c| snapshot(c, &extension, false))? else {
-                return self.unknown_mailbox(None, passcode, actor, now);
+                return unknown(None);
             };
             let row = snap.row;
             if let Some(until) = row.lock_at(now) {
-                return self.write(|tx| refuse_locked(tx, &extension, until, actor, now));
+                let (outcome, counted) =
+                    self.write(|tx| refuse_locked(tx, &extension, until, actor, now))?;
+                return Ok((outcome, counted, None));
             }
             let Some(hash) = &row.passcode_hash else {
-                return self.unknown_mailbox(Some(&extension), passcode, actor, now);
+                return unknown(Some(&extension));
             };
             let matched = self.hasher.verify(passcode, hash)?;
             let outcome = self.write(|tx| {
@@ -161,7 +228,11 @@ impl Store {
             })?;
             if let Some((outcome, counted)) = outcome {
                 tracing::debug!(%extension, ?outcome, "login checked");
-                return Ok((outcome, counted));
+                let login = matches!(outcome, VerifyOutcome::Ok { .. }).then(|| Login {
+                    extension: extension.clone(),
+                    hash: hash.clone(),
+                });
+                return Ok((outcome, counted, login));
             }
         }
         Err(StoreError::Contention(extension))
@@ -218,21 +289,39 @@ impl Store {
     ///
     /// On success the passcode becomes permanent (the temporary flag and expiry are cleared),
     /// the hash joins the history and `passcode.changed` is audited, all in one transaction.
-    /// On refusal nothing changes but a `passcode.change_rejected` audit row listing the codes.
+    /// On refusal nothing changes but a `passcode.change_rejected` audit row listing the codes,
+    /// or saying `superseded` when the passcode `login` proved has been replaced since (or
+    /// the mailbox deleted): [`ChangeOutcome::Superseded`]. After a change `login` proves the
+    /// new passcode, so the owner may change it again in the same call.
     ///
     /// # Errors
-    /// [`StoreError::NotFound`]; database and hash errors; [`StoreError::Contention`].
+    /// Database and hash errors; [`StoreError::Contention`].
     pub fn change_passcode(
         &self,
-        extension: &Extension,
+        login: &mut Login,
         new: &Passcode,
         actor: &Actor,
         now: Timestamp,
     ) -> Result<ChangeOutcome> {
+        let extension = &login.extension.clone();
         for _ in 0..ATTEMPTS {
-            let snap = self
-                .read(|c| snapshot(c, extension, true))?
-                .ok_or_else(|| StoreError::NotFound(extension.clone()))?;
+            let snap = match self.read(|c| snapshot(c, extension, true))? {
+                Some(snap) if snap.row.passcode_hash.as_ref() == Some(&login.hash) => snap,
+                _ => {
+                    self.write(|tx| {
+                        audit::record(
+                            tx,
+                            now,
+                            Event::PasscodeChangeRejected,
+                            Some(extension),
+                            actor,
+                            "superseded",
+                            None,
+                        )
+                    })?;
+                    return Ok(count_change(extension, ChangeOutcome::Superseded));
+                }
+            };
             let history = self.history_match(&snap, new)?;
             let violations = snap.policy.check(extension, new, history);
             let new_hash = if violations.is_empty() {
@@ -261,14 +350,10 @@ impl Store {
                 Ok(Some(ChangeOutcome::Changed))
             })?;
             if let Some(outcome) = outcome {
-                tracing::debug!(%extension, ?outcome, "passcode change");
-                let label = match outcome {
-                    ChangeOutcome::Changed => CHANGE_OUTCOMES[0],
-                    ChangeOutcome::Rejected(_) => CHANGE_OUTCOMES[1],
-                };
-                metrics::counter!("vportal_passcode_changes_total", "outcome" => label)
-                    .increment(1);
-                return Ok(outcome);
+                if let (ChangeOutcome::Changed, Some(hash)) = (&outcome, new_hash) {
+                    login.hash = hash;
+                }
+                return Ok(count_change(extension, outcome));
             }
         }
         Err(StoreError::Contention(extension.clone()))
@@ -336,7 +421,7 @@ pub const LOGIN_OUTCOMES: [&str; 6] = [
 ];
 
 /// Every `outcome` label of `vportal_passcode_changes_total`.
-pub const CHANGE_OUTCOMES: [&str; 2] = ["changed", "rejected"];
+pub const CHANGE_OUTCOMES: [&str; 3] = ["changed", "rejected", "superseded"];
 
 impl Counted {
     const fn label(self) -> &'static str {
@@ -702,7 +787,12 @@ mod tests {
     fn change_checks_policy_history_and_current() {
         let s = with_user("4826", true);
         let e = ext("1001");
-        let change = |p: &str, now| s.change_passcode(&e, &pin(p), &caller(), now).unwrap();
+        // One login serves every change: each change makes it prove the new passcode.
+        let mut session = login(&s, "1001", "4826");
+        let mut change = |p: &str, now| {
+            s.change_passcode(&mut session, &pin(p), &caller(), now)
+                .unwrap()
+        };
         let rejected =
             |codes: &[Violation]| ChangeOutcome::Rejected(codes.iter().copied().collect());
         assert_eq!(
@@ -774,8 +864,9 @@ mod tests {
                  BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;",
             )
             .unwrap();
+        let mut session = login(&s, "1001", "4826");
         assert!(
-            s.change_passcode(&ext("1001"), &pin("5937"), &caller(), T0)
+            s.change_passcode(&mut session, &pin("5937"), &caller(), T0)
                 .is_err()
         );
         assert_eq!(verify(&s, "1001", "4826", T0), ACCEPTED_MUST_CHANGE);
@@ -789,9 +880,58 @@ mod tests {
         assert_eq!(history, 0);
         saboteur.execute_batch("DROP TRIGGER no_changes").unwrap();
         assert_eq!(
-            s.change_passcode(&ext("1001"), &pin("5937"), &caller(), T0)
+            s.change_passcode(&mut session, &pin("5937"), &caller(), T0)
                 .unwrap(),
             ChangeOutcome::Changed
         );
+    }
+
+    #[test]
+    fn a_change_is_refused_once_the_login_passcode_is_replaced() {
+        let change = |s: &Store, session: &mut Login, p: &str| {
+            s.change_passcode(session, &pin(p), &caller(), T0).unwrap()
+        };
+        let superseded_rows = |s: &Store| {
+            s.audit(&AuditQuery::default())
+                .unwrap()
+                .iter()
+                .filter(|r| r.event == "passcode.change_rejected" && r.outcome == "superseded")
+                .count()
+        };
+        // An admin resets the mailbox while its owner is logged in: the owner's change is
+        // refused and the admin's passcode stays in force.
+        let s = with_user("4826", true);
+        let mut session = login(&s, "1001", "4826");
+        s.reset_passcode(
+            &ext("1001"),
+            &PasscodeSpec::given(pin("7305"), true),
+            &cli(),
+            T0,
+        )
+        .unwrap();
+        assert_eq!(change(&s, &mut session, "5937"), ChangeOutcome::Superseded);
+        assert_eq!(verify(&s, "1001", "7305", T0), ACCEPTED_MUST_CHANGE);
+        assert_eq!(superseded_rows(&s), 1);
+        // The mailbox is deleted and created again for someone else.
+        let s = with_user("4826", true);
+        let mut session = login(&s, "1001", "4826");
+        s.delete_user(&ext("1001"), &cli(), T0).unwrap();
+        assert_eq!(change(&s, &mut session, "5937"), ChangeOutcome::Superseded);
+        s.create_user(
+            NewUser::new(ext("1001")).with_passcode(PasscodeSpec::given(pin("4826"), true)),
+            &cli(),
+            T0,
+        )
+        .unwrap();
+        assert_eq!(change(&s, &mut session, "5937"), ChangeOutcome::Superseded);
+        assert_eq!(verify(&s, "1001", "4826", T0), ACCEPTED_MUST_CHANGE);
+        // Another call of the owner's changed it first.
+        let s = with_user("4826", true);
+        let mut first = login(&s, "1001", "4826");
+        let mut second = login(&s, "1001", "4826");
+        assert_eq!(change(&s, &mut first, "5937"), ChangeOutcome::Changed);
+        assert_eq!(change(&s, &mut second, "6048"), ChangeOutcome::Superseded);
+        assert_eq!(change(&s, &mut first, "6048"), ChangeOutcome::Changed);
+        assert_eq!(verify(&s, "1001", "6048", T0), ACCEPTED);
     }
 }

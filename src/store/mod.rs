@@ -35,7 +35,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, Transactio
 pub use audit::{AuditEvent, AuditQuery, Event, MAX_AUDIT_ROWS};
 pub use csv::CsvError;
 pub use hash::{HashError, Hasher};
-pub use login::{CHANGE_OUTCOMES, ChangeOutcome, LOGIN_OUTCOMES, VerifyOutcome};
+pub use login::{CHANGE_OUTCOMES, ChangeOutcome, LOGIN_OUTCOMES, Login, VerifyOutcome};
 pub use pepper::{Pepper, PepperError, PepperSource};
 pub use policy::{GenerateError, Lock, Policy, PolicyError, Violation, Violations};
 pub use report::Report;
@@ -372,6 +372,14 @@ pub(crate) mod testing {
     }
 
     pub(crate) const T0: Timestamp = Timestamp::from_unix(1_800_000_000);
+
+    /// A caller's login to `e` with passcode `p`, which must succeed.
+    pub(crate) fn login(s: &Store, e: &str, p: &str) -> Login {
+        s.verify_login(e, &pin(p), &caller(), T0)
+            .unwrap()
+            .1
+            .expect("the login succeeds")
+    }
 }
 
 #[cfg(test)]

@@ -65,7 +65,7 @@ mod tests {
 
     use super::*;
     use crate::store::testing::*;
-    use crate::store::{NewUser, PasscodeSpec};
+    use crate::store::{Issued, NewUser, PasscodeSpec};
 
     #[test]
     fn counts_each_state() {
@@ -84,13 +84,17 @@ mod tests {
             .unwrap()
         };
         add("1001", Some(PasscodeSpec::generated_temporary()));
-        add("1002", Some(PasscodeSpec::generated_temporary()));
+        let second = add("1002", Some(PasscodeSpec::generated_temporary()));
         add("1003", None);
-        add("1004", Some(PasscodeSpec::generated_temporary()));
-        s.change_passcode(&ext("1004"), &pin("4826"), &caller(), T0)
+        let fourth = add("1004", Some(PasscodeSpec::generated_temporary()));
+        let logged_in = |issued: &Issued| {
+            let given = issued.generated.as_ref().unwrap().expose();
+            login(&s, issued.extension.as_str(), given)
+        };
+        s.change_passcode(&mut logged_in(&fourth), &pin("4826"), &caller(), T0)
             .unwrap();
         let day = |d: u64| T0.saturating_add(Duration::from_secs(d * 86_400));
-        s.change_passcode(&ext("1002"), &pin("5937"), &caller(), day(1))
+        s.change_passcode(&mut logged_in(&second), &pin("5937"), &caller(), day(1))
             .unwrap();
         s.write(|tx| {
             tx.execute(
