@@ -286,6 +286,55 @@ fn policy_check_exit_codes_and_codes() {
         (&shown["min_length"], &shown["generated_length"]),
         (&8.into(), &8.into())
     );
+    // A number beyond what the setting holds: one line, naming it.
+    for (key, value) in [
+        ("lockout.max_failures", "99999999999"),
+        ("min_length", "-1"),
+    ] {
+        refused(
+            &["policy", "set", key, "--", value],
+            &format!("error: {key} = {value} is out of range\n"),
+        );
+    }
+    refused(
+        &["policy", "set", "lockout.duration_seconds", "400d"],
+        "lockout.duration_seconds: must be at most 31536000",
+    );
+    // Admins setting different keys at once: every change is kept.
+    let changes = [
+        ("reject_sequential", "false"),
+        ("reject_common", "false"),
+        ("history_depth", "3"),
+        ("lockout.max_failures", "7"),
+        ("lockout.permanent_at", "6"),
+        ("lockout.multiplier", "3"),
+        ("lockout.duration_seconds", "45m"),
+        ("temporary_ttl_seconds", "24h"),
+    ];
+    std::thread::scope(|scope| {
+        for (key, value) in changes {
+            let w = &w;
+            scope.spawn(move || w.run(&["policy", "set", key, value]).ok());
+        }
+    });
+    let shown = w.run(&["policy", "show", "--json"]).ok().json();
+    let got = |key: &str| match key.split_once('.') {
+        Some((outer, inner)) => shown[outer][inner].clone(),
+        None => shown[key].clone(),
+    };
+    let expected: [serde_json::Value; 8] = [
+        false.into(),
+        false.into(),
+        3.into(),
+        7.into(),
+        6.into(),
+        3.into(),
+        2_700.into(),
+        86_400.into(),
+    ];
+    for ((key, _), want) in changes.iter().zip(expected) {
+        assert_eq!(got(key), want, "{key}");
+    }
 }
 
 #[test]

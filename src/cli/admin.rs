@@ -152,9 +152,13 @@ pub(crate) fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Set { key, value } => {
-            let store = ctx.open()?;
-            let updated = with_setting(&store.policy()?, &key, &value)?;
-            store.set_policy(&updated, &Actor::cli_from_env(), Timestamp::now())?;
+            // Read, edited and written in one transaction: a concurrent `policy set` of
+            // another key is not undone.
+            let updated = ctx.open()?.update_policy(
+                |policy| with_setting(policy, &key, &value),
+                &Actor::cli_from_env(),
+                Timestamp::now(),
+            )??;
             if ctx.json {
                 output::json(&updated)?;
             } else {
@@ -202,7 +206,11 @@ fn with_setting(policy: &Policy, key: &str, value: &str) -> Result<Policy> {
         _ => bail!("{key} cannot be set from the command line"),
     };
     table.insert(name.to_owned(), new);
-    let updated: Policy = toml::Value::Table(doc).try_into()?;
+    // Every value has the right type by now, so only its range can be wrong (a negative
+    // number, or one beyond what the setting holds).
+    let updated: Policy = toml::Value::Table(doc)
+        .try_into()
+        .map_err(|_| anyhow!("{key} = {value} is out of range"))?;
     if let Err(e) = updated.validate() {
         if e.key == key {
             return Err(e.into());

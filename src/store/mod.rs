@@ -267,18 +267,44 @@ impl Store {
     /// # Errors
     /// [`StoreError::Policy`] when the settings are inconsistent; database errors.
     pub fn set_policy(&self, policy: &Policy, actor: &Actor, now: Timestamp) -> Result<()> {
-        policy.validate()?;
-        let text = toml::to_string(policy).map_err(|e| StoreError::Setting {
-            key: POLICY_KEY,
-            reason: e.to_string(),
-        })?;
+        self.update_policy(
+            |_| Ok::<_, std::convert::Infallible>(policy.clone()),
+            actor,
+            now,
+        )
+        .map(|_| ())
+    }
+
+    /// Edits the active policy in one transaction: `edit` gets the policy in force and
+    /// returns the new one, which is validated, stored and audited (`policy.changed`). Two
+    /// edits at once each see the other's result, so neither is lost. An `edit` error
+    /// changes nothing and comes back as the inner error.
+    ///
+    /// # Errors
+    /// [`StoreError::Policy`] when the new settings are inconsistent; database errors.
+    pub fn update_policy<E>(
+        &self,
+        edit: impl FnOnce(&Policy) -> std::result::Result<Policy, E>,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<std::result::Result<Policy, E>> {
         self.write(|tx| {
-            let changes = policy.changes_from(&load_policy(tx)?);
+            let current = load_policy(tx)?;
+            let policy = match edit(&current) {
+                Ok(policy) => policy,
+                Err(e) => return Ok(Err(e)),
+            };
+            policy.validate()?;
+            let text = toml::to_string(&policy).map_err(|e| StoreError::Setting {
+                key: POLICY_KEY,
+                reason: e.to_string(),
+            })?;
             tx.execute(
                 "INSERT INTO settings (key, value) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (POLICY_KEY, &text),
             )?;
+            let changes = policy.changes_from(&current);
             audit::record(
                 tx,
                 now,
@@ -287,7 +313,8 @@ impl Store {
                 actor,
                 "updated",
                 Some(&changes),
-            )
+            )?;
+            Ok(Ok(policy))
         })
     }
 }
@@ -330,6 +357,10 @@ fn load_policy(conn: &Connection) -> Result<Policy> {
         *policy::TEMPORARY_TTL_SECONDS.start(),
         *policy::TEMPORARY_TTL_SECONDS.end(),
     );
+    policy.lockout.duration_seconds = policy
+        .lockout
+        .duration_seconds
+        .min(policy::MAX_LOCK_SECONDS);
     policy.validate()?;
     Ok(policy)
 }

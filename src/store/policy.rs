@@ -461,6 +461,10 @@ fn is_sequential(pin: &str) -> bool {
     (first == 1 || first == 9) && d.windows(2).all(|w| step(w[0], w[1]) == first)
 }
 
+/// The longest a lock lasts, whatever the doubling (365 days): an end date stays a
+/// date, and a longer lock is a permanent one in all but name.
+pub const MAX_LOCK_SECONDS: u64 = 365 * 86_400;
+
 /// How consecutive failed logins lock a mailbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -531,6 +535,12 @@ impl Lockout {
         if self.max_failures > 0 && self.duration_seconds == 0 {
             return err("lockout.duration_seconds", "must be greater than zero");
         }
+        if self.duration_seconds > MAX_LOCK_SECONDS {
+            return err(
+                "lockout.duration_seconds",
+                "must be at most 31536000 (365d; longer is what permanent_at is for)",
+            );
+        }
         if self.multiplier == 0 {
             return err("lockout.multiplier", "must be at least 1");
         }
@@ -578,10 +588,14 @@ impl Lockout {
     }
 
     /// How long the `nth` lock (1-based) lasts: the base duration times multiplier^(n-1),
-    /// saturating.
+    /// at most [`MAX_LOCK_SECONDS`].
     pub fn lock_duration(&self, nth: u32) -> Duration {
         let factor = u64::from(self.multiplier).saturating_pow(nth.saturating_sub(1));
-        Duration::from_secs(self.duration_seconds.saturating_mul(factor))
+        Duration::from_secs(
+            self.duration_seconds
+                .saturating_mul(factor)
+                .min(MAX_LOCK_SECONDS),
+        )
     }
 }
 
@@ -792,8 +806,31 @@ mod tests {
         };
         let a = forever_temporary.after_failure(4, 40, Timestamp::from_unix(0));
         assert!(matches!(a.lock, Some(Lock::Until(_))));
-        // Saturates rather than overflowing.
-        assert_eq!(forever_temporary.lock_duration(200).as_secs(), u64::MAX);
+        // Doubling stops at a year rather than overflowing, so the end is still a date.
+        assert_eq!(
+            forever_temporary.lock_duration(15).as_secs(),
+            30 * 60 * 16_384
+        );
+        assert_eq!(
+            forever_temporary.lock_duration(16).as_secs(),
+            MAX_LOCK_SECONDS
+        );
+        assert_eq!(
+            forever_temporary.lock_duration(200).as_secs(),
+            MAX_LOCK_SECONDS
+        );
+        let longest = Lockout {
+            duration_seconds: MAX_LOCK_SECONDS,
+            ..Lockout::default()
+        };
+        assert!(longest.validate().is_ok());
+        let err = Lockout {
+            duration_seconds: MAX_LOCK_SECONDS + 1,
+            ..Lockout::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.key, "lockout.duration_seconds");
     }
 
     #[test]
