@@ -112,6 +112,30 @@ fn info_keys_mismatch_and_policy_leave_the_temporary_passcode() {
 }
 
 #[test]
+fn media_stops_when_the_server_hangs_up_though_the_bye_goes_unanswered() {
+    let w = Workdir::provisioned(&[("2002", "5937", false)]);
+    let server = ServerProcess::start(&w, "32100-32198", &[]);
+    let mut phone = Phone::dial(&server, "8500", "2002");
+    phone.keys("2002#5937#");
+    server.expect_log("logged in mailbox=2002", 1, CALL);
+    phone.keys("*");
+    assert!(phone.ignore_bye(CALL), "{}", server.log());
+    // The goodbye was heard; what was on its way when the BYE went out may still arrive.
+    assert!(phone.drain_rtp() > 0, "the call had media");
+    std::thread::sleep(Duration::from_millis(200));
+    phone.drain_rtp();
+    // §15.1.1: the session is over with the BYE. Before, silence went on at 50 packets a
+    // second until Timer F (32 s) gave up on the BYE.
+    let after = common::rtp::receive(&phone.rtp.socket, Duration::from_secs(1));
+    assert!(
+        after.is_empty(),
+        "{} RTP packets after the BYE",
+        after.len()
+    );
+    server.expect_log("call ended", 1, CALL);
+}
+
+#[test]
 fn hanging_up_midway_changes_nothing() {
     let w = Workdir::provisioned(&[("1001", "4826", true)]);
     let server = ServerProcess::start(&w, "32200-32298", &[]);

@@ -368,11 +368,19 @@ fn a_bye_nobody_answers_ends_with_timer_f() {
     let call = w.establish();
     w.lossy = true;
     w.hangup(call);
-    w.advance(Duration::from_millis(31_900));
-    assert_eq!(w.ended(), None);
-    w.advance(Duration::from_millis(200));
+    // The session is over once the BYE is sent (§15.1.1): the application hears so at once,
+    // and its media stops, though the BYE is retransmitted until Timer F.
     assert_eq!(w.ended(), Some(EndReason::Hangup));
+    w.advance(Duration::from_millis(31_900));
+    assert!(!w.ep.is_idle(), "the BYE is still being retransmitted");
+    w.advance(Duration::from_millis(200));
     assert!(w.ep.is_idle());
+    let ended = w
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Ended { .. }))
+        .count();
+    assert_eq!(ended, 1, "told once");
 }
 
 #[test]
@@ -575,6 +583,16 @@ fn late_offer_puts_our_offer_in_the_200_and_takes_the_answer_from_the_ack() {
     let offer = String::from_utf8_lossy(ok.body()).into_owned();
     assert!(offer.contains("m=audio 10000 RTP/AVP 0 8 101"), "{offer}");
     assert!(w.media().is_empty(), "nothing agreed before the ACK");
+    // An UPDATE with an offer of its own crosses ours (RFC 3311 §5.2): 491. Without a body
+    // it is a refresh, and fine.
+    w.uac.learn_tag(&ok);
+    let crossing = w.uac.offer("sendrecv");
+    let update = w.uac.request("UPDATE", "application/sdp", &crossing);
+    w.send(update);
+    let refresh = w.uac.request("UPDATE", "", "");
+    w.send(refresh);
+    assert_eq!(w.statuses()[2..], [491, 200]);
+    assert!(w.media().is_empty());
     let answer = w.uac.answer();
     w.ack_the_200(&answer);
     assert_eq!(w.media(), [Direction::SendRecv]);

@@ -100,6 +100,16 @@ impl Phone {
 
     /// Waits (at most `within`) for the server's BYE and answers it; false if none came.
     pub fn wait_for_bye(&mut self, within: Duration) -> bool {
+        self.bye_within(within, true)
+    }
+
+    /// Waits (at most `within`) for the server's BYE and leaves it unanswered, as a phone
+    /// that has gone would; false if none came.
+    pub fn ignore_bye(&mut self, within: Duration) -> bool {
+        self.bye_within(within, false)
+    }
+
+    fn bye_within(&mut self, within: Duration, answer: bool) -> bool {
         let end = Instant::now() + within;
         let mut buf = [0_u8; 65_535];
         while Instant::now() < end {
@@ -108,11 +118,26 @@ impl Phone {
             };
             let m = parse(&buf[..n]);
             if m.method() == Some(&Method::Bye) {
-                self.sip.send_to(&Uac::ok_to(&m), from).unwrap();
+                if answer {
+                    self.sip.send_to(&Uac::ok_to(&m), from).unwrap();
+                }
                 return true;
             }
         }
         false
+    }
+
+    /// Discards the server's RTP received so far; returns how many packets there were.
+    pub fn drain_rtp(&mut self) -> usize {
+        let socket = &self.rtp.socket;
+        socket.set_nonblocking(true).unwrap();
+        let mut buf = [0_u8; 2_048];
+        let mut count = 0;
+        while socket.recv_from(&mut buf).is_ok() {
+            count += 1;
+        }
+        socket.set_nonblocking(false).unwrap();
+        count
     }
 
     /// Hangs up (BYE) and waits for the 200.

@@ -715,6 +715,18 @@ impl Endpoint {
                 }
             }
             Method::Update => {
+                // RFC 3311 §5.2: an offer while ours (in a 2xx) awaits its answer: 491.
+                let our_offer_pending = self
+                    .calls
+                    .get(&handle)
+                    .and_then(|c| c.pending_2xx.as_ref())
+                    .is_some_and(|p| p.offered);
+                if our_offer_pending && !msg.body().is_empty() {
+                    let bytes = self
+                        .response(msg, source, 491, "Request Pending", tag)
+                        .finish(None);
+                    return self.complete_non_invite(key, flow, bytes, now);
+                }
                 // RFC 3311: an offer in UPDATE is answered in its 200; no body is a refresh.
                 let (code, reason, body, media) = match self.answer_in_dialog(handle, msg) {
                     Ok(Some((media, body))) => (200, "OK", Some(body), Some(media)),
@@ -1001,6 +1013,12 @@ impl Endpoint {
                 call.ending = Some(reason);
                 call.pending_2xx = None;
                 call.max_until = None;
+                // §15.1.1: the session is over once the BYE is sent, so media stops now, not
+                // when (or whether) the caller answers it.
+                self.events.push_back(Event::Ended {
+                    call: handle,
+                    reason,
+                });
                 let branch = format!("z9hG4bK{}", self.random_token());
                 let sent_by = self.cfg.local_addr.to_string();
                 let Some(call) = self.calls.get_mut(&handle) else {
@@ -1237,14 +1255,16 @@ impl Endpoint {
         self.end_call(handle, reason);
     }
 
-    /// Forgets a call and tells the application.
+    /// Forgets a call and tells the application, unless it was told when our BYE went out.
     fn end_call(&mut self, handle: CallHandle, reason: EndReason) {
         if let Some(call) = self.calls.remove(&handle) {
             self.dialogs.remove(&call.dialog.key());
-            self.events.push_back(Event::Ended {
-                call: handle,
-                reason,
-            });
+            if call.state != CallState::Terminating {
+                self.events.push_back(Event::Ended {
+                    call: handle,
+                    reason,
+                });
+            }
         }
     }
 

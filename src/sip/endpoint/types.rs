@@ -157,7 +157,9 @@ pub enum Event {
         /// The body.
         body: Vec<u8>,
     },
-    /// The call is over and forgotten.
+    /// The call is over: stop its media. Comes once, when our BYE is sent (RFC 3261
+    /// §15.1.1: the session ends then; the endpoint still retransmits the BYE and answers a
+    /// crossing one), or else when the call is forgotten.
     Ended {
         /// The call.
         call: CallHandle,
