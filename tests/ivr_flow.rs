@@ -101,6 +101,21 @@ impl Call {
         c
     }
 
+    /// The voice portal with `keys` pressed before its flow starts (SIP INFO that overtook
+    /// the ACK), then started.
+    fn portal_keyed_early(store: &Arc<Store>, keys: &str) -> Self {
+        let mut early = Flow::new(config(Application::VoicePortal, None), prompts());
+        for k in keys.chars() {
+            early.handle_key(Instant::now(), Digit::from_char(k).unwrap());
+        }
+        let mut c = Self::portal(store);
+        c.played.clear();
+        c.flow = early;
+        c.flow.start(c.now);
+        c.run();
+        c
+    }
+
     fn portal(store: &Arc<Store>) -> Self {
         Self::new(store, config(Application::VoicePortal, None))
     }
@@ -463,7 +478,7 @@ fn each_policy_violation_has_its_own_reason() {
         ("1234", "reason_sequential"),
         ("2580", "reason_common"),
         ("4826", "reason_same_as_current"),
-        // `#` alone: nothing keyed is too short.
+        // `#` alone: nothing keyed is too short, said at once (no confirmation asked).
         ("", "reason_too_short"),
     ];
     let store = store();
@@ -481,10 +496,11 @@ fn each_policy_violation_has_its_own_reason() {
             ..RouteSettings::default()
         };
         let mut c = Call::portal_with(&store, settings);
-        c.keys("1002#")
-            .keys("4826#")
-            .keys(&format!("{new}#"))
-            .keys(&format!("{new}#"));
+        c.keys("1002#").keys("4826#").keys(&format!("{new}#"));
+        if !new.is_empty() {
+            assert_eq!(c.last(), ["reenter_new_passcode"], "{new}");
+            c.keys(&format!("{new}#"));
+        }
         assert_eq!(c.last(), [reason, "enter_new_passcode"], "{new}");
         assert!(
             temporary(&store, "1002"),
@@ -715,6 +731,11 @@ fn a_whole_call_typed_ahead_in_one_burst_keeps_its_order() {
     d.type_keys("37#");
     assert_eq!(d.last(), ["menu"], "{:?}", d.all());
     assert_eq!(d.flow.logged_in(), Some(&ext("2002")));
+    // Keys that came before the flow started (INFO ahead of the ACK) are typed ahead too:
+    // no welcome, straight to the menu.
+    let e = Call::portal_keyed_early(&store, "2002#5937#");
+    assert_eq!(e.all(), ["menu"]);
+    assert_eq!(e.flow.logged_in(), Some(&ext("2002")));
 }
 
 #[test]

@@ -344,8 +344,13 @@ impl Flow {
 
     /// A key was pressed (any method).
     pub fn handle_key(&mut self, now: Instant, key: Digit) {
-        if matches!(self.step, Step::Over | Step::Leaving | Step::NotStarted) {
+        if matches!(self.step, Step::Over | Step::Leaving) {
             return;
+        }
+        if matches!(self.step, Step::NotStarted) {
+            // Keyed before the flow starts (SIP INFO sent once the caller had the 200, before
+            // its ACK arrived): typed ahead, like any other.
+            return self.type_ahead.push(key);
         }
         // Silences count in a row: a caller who pressed something gets the full allowance
         // at the next prompt again.
@@ -606,6 +611,18 @@ impl Flow {
                 let mailbox = self.mailbox.clone().unwrap_or_default();
                 self.step = Step::Verifying;
                 self.actions.push_back(Action::Verify {
+                    mailbox,
+                    passcode: keyed,
+                });
+            }
+            // `#` alone: no confirmation is asked (two empty entries are not "different"),
+            // the store's policy refuses it at once as too short, and audits the refusal.
+            Field::NewPasscode if keyed.expose().is_empty() => {
+                let Some(mailbox) = self.logged_in.clone() else {
+                    return self.leave(Outcome::Error, &["unavailable", "goodbye"]);
+                };
+                self.step = Step::Changing;
+                self.actions.push_back(Action::ChangePasscode {
                     mailbox,
                     passcode: keyed,
                 });
