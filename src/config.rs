@@ -277,6 +277,19 @@ fn realtime_priority<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     }
 }
 
+/// The most argon2 hashes `hash_concurrency` may allow at once: each holds 7 MiB, and more
+/// than the cores only queues them in the kernel instead of in vportal.
+pub const MAX_HASH_CONCURRENCY: usize = 1_024;
+
+fn hash_concurrency<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match usize::deserialize(d)? {
+        n @ 0..=MAX_HASH_CONCURRENCY => Ok(n),
+        _ => Err(serde::de::Error::custom(format!(
+            "0 (one per core) to {MAX_HASH_CONCURRENCY}"
+        ))),
+    }
+}
+
 fn port_range<'de, D: Deserializer<'de>>(d: D) -> Result<PortRange, D::Error> {
     let text = String::deserialize(d)?;
     text.parse().map_err(serde::de::Error::custom)
@@ -291,7 +304,9 @@ pub struct StoreConfig {
     /// The pepper key file. Default: next to the database, named after it with the extension
     /// `.pepper` (`vportal.pepper`). `VPORTAL_PEPPER` overrides it.
     pub pepper_file: Option<PathBuf>,
-    /// argon2 hashes allowed at once; 0 means one per core (the default).
+    /// argon2 hashes allowed at once; 0 means one per core (the default). At most
+    /// [`MAX_HASH_CONCURRENCY`].
+    #[serde(deserialize_with = "hash_concurrency")]
     pub hash_concurrency: usize,
 }
 
@@ -501,11 +516,15 @@ mod tests {
     fn errors_name_line_and_key() {
         let err = Config::parse("# comment\n[store]\ndatabse = \"x\"\n").unwrap_err();
         assert!(err.starts_with("line 3, key store.databse:"), "{err}");
-        let err = Config::parse("[store]\nhash_concurrency = \"many\"\n").unwrap_err();
-        assert!(
-            err.starts_with("line 2, key store.hash_concurrency:"),
-            "{err}"
-        );
+        for bad in ["\"many\"", "1025", "4000000000000000000", "-1"] {
+            let err = Config::parse(&format!("[store]\nhash_concurrency = {bad}\n")).unwrap_err();
+            assert!(
+                err.starts_with("line 2, key store.hash_concurrency:"),
+                "{err}"
+            );
+        }
+        let most = Config::parse("[store]\nhash_concurrency = 1024\n").unwrap();
+        assert_eq!(most.store.hashes_at_once(), MAX_HASH_CONCURRENCY);
         let err = Config::parse("[stor]\n").unwrap_err();
         assert!(err.starts_with("line 1, key stor:"), "{err}");
     }

@@ -248,8 +248,14 @@ fn a_token_from_the_config_or_the_environment_is_accepted_and_audited_as_configu
     w.run(&["init"]).ok();
     w.run_with_stdin(&["user", "add", "1001", "--passcode-stdin"], "4826")
         .ok();
+    // `enabled = false` too: the `--admin ADDR` the test server is started with overrides
+    // it, as flags override the file.
     let config = w.path().join("token.toml");
-    std::fs::write(&config, format!("[admin]\ntoken = \"{TOKEN}\"\n")).unwrap();
+    std::fs::write(
+        &config,
+        format!("[admin]\nenabled = false\ntoken = \"{TOKEN}\"\n"),
+    )
+    .unwrap();
     let config = config.to_str().unwrap().to_owned();
     {
         let server = ServerProcess::start(&w, "32600-32698", &["--config", &config]);

@@ -461,6 +461,16 @@ fn import_is_all_or_nothing_and_names_lines() {
             .stdout
             .starts_with("extension,passcode,temporary_expires_at\n2001,")
     );
+    // With --partial and no good row, the message does not suggest --partial.
+    let none_good = w.run_with_stdin(&["user", "import", "-", "--partial"], "4005,A,,1234\n");
+    assert_eq!(none_good.code, 1);
+    assert!(
+        none_good
+            .stderr
+            .contains("nothing imported: every row (1) was rejected"),
+        "{}",
+        none_good.stderr
+    );
     // Nothing to import is an error (the API answers 400), not an empty success.
     for text in ["", "extension,name\n", "\n\n"] {
         let empty = w.run_with_stdin(&["user", "import", "-"], text);
@@ -527,6 +537,12 @@ fn tokens_are_shown_once_and_revocable() {
     let list = w.run(&["token", "list"]).ok();
     assert!(list.stdout.contains("provisioning") && !list.stdout.contains(&secret));
     assert_eq!(w.run(&["token", "create", "provisioning"]).code, 2);
+    // The configured token's audit name cannot be taken by a stored one.
+    for reserved in ["configured", "Configured"] {
+        let r = w.run(&["token", "create", reserved]);
+        assert_eq!(r.code, 2, "{r:?}");
+        assert!(r.stderr.contains("is reserved"), "{}", r.stderr);
+    }
     w.run(&["token", "revoke", "provisioning"]).ok();
     assert_eq!(w.run(&["token", "revoke", "provisioning"]).code, 2);
 }

@@ -27,8 +27,7 @@ use crate::server::ActiveCalls;
 use crate::store::Store;
 pub use auth::Throttle;
 
-/// The audit name of the token given by `VPORTAL_ADMIN_TOKEN` (or the config).
-pub const CONFIGURED_TOKEN_NAME: &str = "configured";
+pub use crate::store::CONFIGURED_TOKEN_NAME;
 
 /// The shortest configured token accepted: it must be as hard to guess as a generated one.
 pub const MIN_CONFIGURED_TOKEN: usize = 32;

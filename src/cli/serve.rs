@@ -32,7 +32,8 @@ pub(crate) struct Flags {
     /// The prompts folder, holding one sub-folder per language (default ./prompts).
     #[arg(long, value_name = "DIR")]
     prompts: Option<PathBuf>,
-    /// Admin HTTP side-port address (default 127.0.0.1:8080).
+    /// Admin HTTP side-port address (default 127.0.0.1:8080); runs it even when the config
+    /// file says `[admin] enabled = false`.
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
     /// Allow the admin side-port on a non-loopback address without TLS.
@@ -54,7 +55,9 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
         ctx.config.rtp.ports = ports;
     }
     if let Some(admin) = flags.admin {
+        // Asking for the side-port on an address runs it, whatever the file says.
         ctx.config.admin.listen = admin;
+        ctx.config.admin.enabled = true;
     }
     ctx.config.admin.insecure |= flags.admin_insecure;
     if flags.no_admin {
@@ -120,6 +123,7 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
                 let _ = stop.wait_for(|s| *s).await;
             })))
         } else {
+            tracing::info!("admin API off ([admin] enabled = false, or --no-admin)");
             None
         };
         server

@@ -212,6 +212,8 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
                         "{} mailbox(es) created, {rejected} row(s) rejected{note}",
                         created.len()
                     );
+                } else if partial {
+                    eprintln!("nothing imported: every row ({rejected}) was rejected");
                 } else {
                     eprintln!(
                         "nothing imported: {rejected} row(s) rejected (use --partial to import the good rows)"

@@ -39,7 +39,7 @@ pub use login::{CHANGE_OUTCOMES, ChangeOutcome, LOGIN_OUTCOMES, Login, VerifyOut
 pub use pepper::{Pepper, PepperError, PepperSource};
 pub use policy::{GenerateError, Lock, Policy, PolicyError, Violation, Violations};
 pub use report::Report;
-pub use tokens::{AdminToken, TokenInfo, check_token_name};
+pub use tokens::{AdminToken, CONFIGURED_TOKEN_NAME, TokenInfo, check_token_name};
 pub use types::{
     Actor, Extension, InvalidExtension, MAX_EXTENSION_LEN, MAX_PASSCODE_LEN, Passcode,
     PasscodeTooLong,

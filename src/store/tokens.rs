@@ -62,14 +62,23 @@ pub fn check_token_name(name: &str) -> Result<()> {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid(format!(
+    if !ok {
+        return Err(StoreError::Invalid(format!(
             "token name: 1 to {MAX_TOKEN_NAME} of A-Z a-z 0-9 . _ -"
-        )))
+        )));
     }
+    if name.eq_ignore_ascii_case(CONFIGURED_TOKEN_NAME) {
+        return Err(StoreError::Invalid(format!(
+            "token name: {CONFIGURED_TOKEN_NAME:?} is reserved for the token from the config or \
+             VPORTAL_ADMIN_TOKEN, so that the audit tells them apart"
+        )));
+    }
+    Ok(())
 }
+
+/// The audit name of the token given by `VPORTAL_ADMIN_TOKEN` (or the config); no token in
+/// the database may have it.
+pub const CONFIGURED_TOKEN_NAME: &str = "configured";
 
 impl Store {
     /// Creates an admin token called `name` and returns its secret (shown once).

@@ -625,13 +625,27 @@ impl Store {
         let hashes = self
             .hasher
             .hash_all(&chosen.iter().map(|c| &c.passcode).collect::<Vec<_>>())?;
-        self.write(|tx| {
+        let installed = self.write(|tx| {
+            let mut installed = Vec::with_capacity(chosen.len());
             for (c, hash) in chosen.iter().zip(&hashes) {
-                install(tx, c, hash, actor, now)?;
+                match install(tx, c, hash, actor, now) {
+                    // Deleted while the passcodes were hashed: no longer one of "all".
+                    Err(StoreError::NotFound(_)) if *selection == Selection::All => {
+                        installed.push(false);
+                    }
+                    result => {
+                        result?;
+                        installed.push(true);
+                    }
+                }
             }
-            Ok(())
+            Ok(installed)
         })?;
-        Ok(chosen.into_iter().map(Chosen::issued).collect())
+        Ok(chosen
+            .into_iter()
+            .zip(installed)
+            .filter_map(|(c, done)| done.then(|| c.issued()))
+            .collect())
     }
 
     /// Lifts a lock and clears the failure count.
@@ -745,10 +759,10 @@ impl Store {
             let parsed = parse_row(&columns, &record.fields);
             let (user, passcode) = match parsed {
                 Ok(v) => v,
-                Err(reason) => {
+                Err((extension, reason)) => {
                     rows.push(ImportRow {
                         line: record.line,
-                        extension: None,
+                        extension,
                         outcome: ImportOutcome::Rejected(reason),
                     });
                     continue;
@@ -879,35 +893,53 @@ fn header_columns(fields: &[String]) -> Result<Vec<Column>, String> {
 }
 
 /// One data row → the mailbox and its passcode (if given). Errors never quote a passcode.
-fn parse_row(columns: &[Column], fields: &[String]) -> Result<(NewUser, Option<Passcode>), String> {
+/// A CSV row refused: why, and its extension when that field is a valid one (so that the
+/// report can name the mailbox whose name or email was wrong).
+type RowError = (Option<Extension>, String);
+
+fn parse_row(
+    columns: &[Column],
+    fields: &[String],
+) -> Result<(NewUser, Option<Passcode>), RowError> {
+    let extension = columns
+        .iter()
+        .zip(fields)
+        .find(|(column, _)| **column == Column::Extension)
+        .map(|(_, field)| Extension::parse(field.trim()));
+    let valid = extension.as_ref().and_then(|e| e.as_ref().ok()).cloned();
+    let refuse = |reason: String| (valid.clone(), reason);
     if fields.len() > columns.len() {
-        return Err(format!(
+        return Err(refuse(format!(
             "{} fields, expected at most {}",
             fields.len(),
             columns.len()
-        ));
+        )));
     }
-    let (mut extension, mut name, mut email, mut passcode) = (None, None, None, None);
+    let extension = match extension {
+        Some(Ok(extension)) => extension,
+        Some(Err(e)) => return Err(refuse(format!("extension: {e}"))),
+        None => return Err(refuse("extension: missing".to_owned())),
+    };
+    let (mut name, mut email, mut passcode) = (None, None, None);
     for (column, field) in columns.iter().zip(fields) {
         let value = field.trim();
         match column {
-            Column::Extension => {
-                extension = Some(Extension::parse(value).map_err(|e| format!("extension: {e}"))?);
-            }
+            Column::Extension => {}
             Column::Name => name = Some(value.to_owned()),
             Column::Email => email = Some(value.to_owned()),
             Column::Passcode if value.is_empty() => {}
             Column::Passcode => {
-                passcode =
-                    Some(Passcode::new(value.to_owned()).map_err(|e| format!("passcode: {e}"))?);
+                passcode = Some(
+                    Passcode::new(value.to_owned())
+                        .map_err(|e| refuse(format!("passcode: {e}")))?,
+                );
             }
         }
     }
-    let extension = extension.ok_or("extension: missing")?;
     let user = NewUser {
         extension,
-        name: clean_name(name)?,
-        email: clean_email(email)?,
+        name: clean_name(name).map_err(&refuse)?,
+        email: clean_email(email).map_err(&refuse)?,
         passcode: None,
     };
     Ok((user, passcode))
@@ -1090,6 +1122,23 @@ mod tests {
             ..UserFilter::default()
         };
         assert_eq!(s.users(temporary, T0).unwrap().len(), 3);
+        // A mailbox deleted while the passcodes are hashed is no longer one of "all": the
+        // others are reset all the same. (The trigger deletes 1003 as 1001 is reset, inside
+        // the very transaction, as late as a deletion can come.)
+        s.write(|tx| {
+            tx.execute_batch(
+                "CREATE TEMP TRIGGER meanwhile AFTER UPDATE ON users WHEN NEW.extension = '1001'
+                 BEGIN DELETE FROM users WHERE extension = '1003'; END;",
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        let all = s
+            .reset_many(&Selection::All, false, None, &cli(), T0)
+            .unwrap();
+        let exts: Vec<_> = all.iter().map(|i| i.extension.as_str()).collect();
+        assert_eq!(exts, ["1001", "1002"]);
+        assert_eq!(s.users(temporary, T0).unwrap().len(), 0);
     }
 
     #[test]
@@ -1170,6 +1219,25 @@ mod tests {
         assert!(!report.committed);
         let rejected: Vec<_> = report.rejected().map(|(l, _)| l).collect();
         assert_eq!(rejected, [4, 5, 6, 7, 8, 9]);
+        // Each rejected row names its mailbox when that field is a valid extension, whatever
+        // else is wrong (10x4 is not one).
+        let named: Vec<_> = report
+            .rows
+            .iter()
+            .filter(|r| matches!(r.outcome, ImportOutcome::Rejected(_)))
+            .map(|r| r.extension.as_ref().map(Extension::as_str))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                Some("1003"),
+                None,
+                Some("1001"),
+                Some("1005"),
+                Some("1006"),
+                Some("1007")
+            ]
+        );
         let reasons: Vec<_> = report.rejected().map(|(_, r)| r.to_owned()).collect();
         assert!(reasons[0].contains("sequential"), "{reasons:?}");
         assert!(reasons[2].contains("line 2"), "{reasons:?}");
