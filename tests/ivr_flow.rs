@@ -535,6 +535,45 @@ fn silence_reprompts_then_goodbye() {
 }
 
 #[test]
+fn holding_the_call_pauses_the_silence_count_and_asks_again_after() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    c.finish();
+    // On hold at the mailbox prompt for a minute: no reprompt, no goodbye.
+    c.flow.handle_hold(c.now, true);
+    c.advance(Duration::from_secs(60));
+    assert_eq!(c.all(), ["welcome+enter_mailbox"]);
+    // Back: the question again, with the whole allowance of silences.
+    c.flow.handle_hold(c.now, false);
+    c.run();
+    assert_eq!(c.last(), ["enter_mailbox"]);
+    c.finish().advance(Duration::from_secs(6));
+    assert_eq!(c.last(), ["no_input", "enter_mailbox"]);
+    // A part keyed before a hold is kept: the prompt is said again, then the rest is keyed.
+    c.keys("10");
+    c.flow.handle_hold(c.now, true);
+    c.advance(Duration::from_secs(30));
+    c.flow.handle_hold(c.now, false);
+    c.run();
+    assert_eq!(c.last(), ["enter_mailbox"]);
+    c.finish().keys("01#");
+    assert_eq!(c.last(), ["enter_passcode"]);
+    // In the menu, likewise; the call's length limit still runs while held.
+    let mut m = Call::portal(&store);
+    m.keys("2002#").keys("5937#").finish();
+    assert_eq!(m.last(), ["menu"]);
+    m.flow.handle_hold(m.now, true);
+    m.advance(Duration::from_secs(120));
+    m.flow.handle_hold(m.now, false);
+    m.run();
+    assert_eq!(m.last(), ["menu"]);
+    m.flow.handle_hold(m.now, true);
+    m.advance(Duration::from_secs(3_600));
+    assert_eq!(m.last(), ["goodbye"]);
+    assert_eq!(m.flow.outcome(), Outcome::TimedOut);
+}
+
+#[test]
 fn silences_count_in_a_row_not_over_the_whole_call() {
     let store = store();
     let mut c = Call::portal(&store);

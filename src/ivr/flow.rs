@@ -235,6 +235,9 @@ pub struct Flow {
     changes_left: u32,
     reprompts_left: u32,
     hang_up_at: Option<Instant>,
+    /// The caller has the call on hold (we may not send): prompts go unheard, so silence is
+    /// not counted until they come back.
+    held: bool,
 }
 
 impl Flow {
@@ -260,6 +263,7 @@ impl Flow {
             changes_left: attempts,
             reprompts_left: reprompts,
             hang_up_at: None,
+            held: false,
         }
     }
 
@@ -305,6 +309,7 @@ impl Flow {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let step = match &self.step {
+            _ if self.held => None,
             Step::Entry(e) => e.deadline,
             Step::Menu { deadline } => *deadline,
             _ => None,
@@ -342,6 +347,34 @@ impl Flow {
         }
     }
 
+    /// The caller put the call on hold (`held`: we may not send to them) or took it off.
+    /// While held, silence is not counted (the caller hears no prompt to answer); the call's
+    /// length limit still runs. Back from hold, the entry or menu in progress is asked again.
+    pub fn handle_hold(&mut self, now: Instant, held: bool) {
+        if held == self.held {
+            return;
+        }
+        self.held = held;
+        if held {
+            return;
+        }
+        match &mut self.step {
+            Step::Entry(entry) if entry.keyed.expose().is_empty() => {
+                let field = entry.field;
+                self.ask(field, &[], now);
+            }
+            // What was keyed before the hold is kept; the prompt is said again.
+            Step::Entry(entry) => {
+                entry.deadline = None;
+                let field = entry.field;
+                self.play(&[field.prompt()], true);
+            }
+            Step::Menu { .. } => self.menu(now, &[]),
+            // Checks, announcements and goodbyes carry on as they were.
+            _ => {}
+        }
+    }
+
     /// A key was pressed (any method).
     pub fn handle_key(&mut self, now: Instant, key: Digit) {
         if matches!(self.step, Step::Over | Step::Leaving) {
@@ -376,8 +409,13 @@ impl Flow {
         self.playing = None;
         let first_digit = now + self.config.settings.first_digit_timeout;
         match &mut self.step {
-            Step::Entry(entry) if entry.keyed.expose().is_empty() && entry.deadline.is_none() => {
-                entry.deadline = Some(first_digit);
+            Step::Entry(entry) if entry.deadline.is_none() => {
+                // A part keyed before a hold gets the inter-digit time after the prompt.
+                entry.deadline = Some(if entry.keyed.expose().is_empty() {
+                    first_digit
+                } else {
+                    now + self.config.settings.inter_digit_timeout
+                });
             }
             Step::Menu { deadline } if deadline.is_none() => *deadline = Some(first_digit),
             Step::Announcing(then) => {
@@ -526,6 +564,7 @@ impl Flow {
             }
         }
         match &self.step {
+            _ if self.held => {}
             Step::Entry(entry) if entry.deadline.is_some_and(|d| now >= d) => {
                 let field = entry.field;
                 let partial = !entry.keyed.expose().is_empty();

@@ -270,6 +270,8 @@ impl CallTask {
         match event {
             CallEvent::Media(media) => {
                 tracing::debug!(codec = ?media.codec, remote = ?media.remote_rtp, dtmf_pt = ?media.telephone_event, direction = ?media.direction, ptime = media.ptime_ms, "media agreed");
+                // We may not send: the caller holds the call, and hears no prompt.
+                self.flow.handle_hold(now(), !media.direction.sends());
                 if self.rtp.is_some() {
                     self.agreed = Some(media);
                     self.start_media();
