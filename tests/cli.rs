@@ -421,7 +421,7 @@ fn import_is_all_or_nothing_and_names_lines() {
     let r = w.run(&["user", "import", csv.to_str().unwrap()]);
     assert_eq!(r.code, 1);
     assert!(
-        r.stderr.contains("line 4:") && r.stderr.contains("too_short"),
+        r.stderr.contains("line 4 (1003):") && r.stderr.contains("too_short"),
         "{}",
         r.stderr
     );
@@ -460,6 +460,15 @@ fn import_is_all_or_nothing_and_names_lines() {
         stdin
             .stdout
             .starts_with("extension,passcode,temporary_expires_at\n2001,")
+    );
+    // A rejected row names its mailbox when that field is valid.
+    let bad_email = w.run_with_stdin(&["user", "import", "-"], "4006,Bo,bad@@mail\n10x7,Al\n");
+    assert_eq!(bad_email.code, 1);
+    assert!(
+        bad_email.stderr.contains("line 1 (4006): email:")
+            && bad_email.stderr.contains("line 2: extension:"),
+        "{}",
+        bad_email.stderr
     );
     // With --partial and no good row, the message does not suggest --partial.
     let none_good = w.run_with_stdin(&["user", "import", "-", "--partial"], "4005,A,,1234\n");

@@ -539,25 +539,33 @@ fn holding_the_call_pauses_the_silence_count_and_asks_again_after() {
     let store = store();
     let mut c = Call::portal(&store);
     c.finish();
+    // Two silences (of the two reprompts) before the caller holds the call.
+    c.advance(Duration::from_secs(6)).finish();
+    c.advance(Duration::from_secs(6)).finish();
+    assert_eq!(c.last(), ["no_input", "enter_mailbox"]);
     // On hold at the mailbox prompt for a minute: no reprompt, no goodbye.
     c.flow.handle_hold(c.now, true);
     c.advance(Duration::from_secs(60));
-    assert_eq!(c.all(), ["welcome+enter_mailbox"]);
+    assert_eq!(c.played.len(), 3);
     // Back: the question again, with the whole allowance of silences.
     c.flow.handle_hold(c.now, false);
     c.run();
     assert_eq!(c.last(), ["enter_mailbox"]);
     c.finish().advance(Duration::from_secs(6));
     assert_eq!(c.last(), ["no_input", "enter_mailbox"]);
-    // A part keyed before a hold is kept: the prompt is said again, then the rest is keyed.
+    c.finish().advance(Duration::from_secs(6));
+    assert_eq!(c.last(), ["no_input", "enter_mailbox"], "not goodbye yet");
+    // A part keyed before a hold is dropped: the whole question, answered whole.
     c.keys("10");
     c.flow.handle_hold(c.now, true);
     c.advance(Duration::from_secs(30));
     c.flow.handle_hold(c.now, false);
     c.run();
     assert_eq!(c.last(), ["enter_mailbox"]);
-    c.finish().keys("01#");
+    c.finish().keys("1001#");
     assert_eq!(c.last(), ["enter_passcode"]);
+    c.keys("4826#");
+    assert_eq!(c.logged_in, [ext("1001")]);
     // In the menu, likewise; the call's length limit still runs while held.
     let mut m = Call::portal(&store);
     m.keys("2002#").keys("5937#").finish();

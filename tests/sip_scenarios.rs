@@ -681,6 +681,21 @@ fn tcp_calls_do_not_retransmit_responses_but_do_retransmit_the_2xx() {
     assert_eq!(w.statuses(), [100, 200, 200]);
     let ok = w.received(1);
     assert!(header(&ok, HeaderName::Contact).contains("transport=tcp"));
+    // A re-INVITE on another connection: its 200, and the 200's retransmissions, go back
+    // over that connection.
+    w.ack_the_200("");
+    w.inbox.clear();
+    let offer = w.uac.offer("sendrecv");
+    let reinvite = vportal::sip::Message::parse_datagram(w.uac.invite(&offer)).unwrap();
+    w.ep.handle_message(w.now, Transport::Tcp(ConnId(2)), w.uac.local, reinvite);
+    w.pump();
+    w.advance(Duration::from_millis(600));
+    assert_eq!(w.statuses(), [200, 200]);
+    assert!(
+        w.inbox
+            .iter()
+            .all(|(_, t)| t.transport == Transport::Tcp(ConnId(2)))
+    );
 }
 
 #[test]

@@ -186,8 +186,13 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
                     .collect();
                 output::json(&json!({"committed": report.committed, "rows": rows}))?;
             } else {
-                for (line, reason) in report.rejected() {
-                    eprintln!("line {line}: {reason}");
+                for row in &report.rows {
+                    if let ImportOutcome::Rejected(reason) = &row.outcome {
+                        match &row.extension {
+                            Some(ext) => eprintln!("line {} ({ext}): {reason}", row.line),
+                            None => eprintln!("line {}: {reason}", row.line),
+                        }
+                    }
                 }
                 let created: Vec<&Issued> = report.created().collect();
                 if !created.is_empty() {

@@ -349,7 +349,9 @@ impl Flow {
 
     /// The caller put the call on hold (`held`: we may not send to them) or took it off.
     /// While held, silence is not counted (the caller hears no prompt to answer); the call's
-    /// length limit still runs. Back from hold, the entry or menu in progress is asked again.
+    /// length limit still runs. Back from hold, the entry or menu in progress is asked again
+    /// from the start (a part keyed before is dropped: the caller hears the whole question
+    /// and answers it whole), with the whole allowance of silences.
     pub fn handle_hold(&mut self, now: Instant, held: bool) {
         if held == self.held {
             return;
@@ -358,16 +360,11 @@ impl Flow {
         if held {
             return;
         }
-        match &mut self.step {
-            Step::Entry(entry) if entry.keyed.expose().is_empty() => {
+        self.reprompts_left = self.config.settings.reprompts;
+        match &self.step {
+            Step::Entry(entry) => {
                 let field = entry.field;
                 self.ask(field, &[], now);
-            }
-            // What was keyed before the hold is kept; the prompt is said again.
-            Step::Entry(entry) => {
-                entry.deadline = None;
-                let field = entry.field;
-                self.play(&[field.prompt()], true);
             }
             Step::Menu { .. } => self.menu(now, &[]),
             // Checks, announcements and goodbyes carry on as they were.
@@ -409,13 +406,8 @@ impl Flow {
         self.playing = None;
         let first_digit = now + self.config.settings.first_digit_timeout;
         match &mut self.step {
-            Step::Entry(entry) if entry.deadline.is_none() => {
-                // A part keyed before a hold gets the inter-digit time after the prompt.
-                entry.deadline = Some(if entry.keyed.expose().is_empty() {
-                    first_digit
-                } else {
-                    now + self.config.settings.inter_digit_timeout
-                });
+            Step::Entry(entry) if entry.keyed.expose().is_empty() && entry.deadline.is_none() => {
+                entry.deadline = Some(first_digit);
             }
             Step::Menu { deadline } if deadline.is_none() => *deadline = Some(first_digit),
             Step::Announcing(then) => {

@@ -1185,11 +1185,9 @@ impl Endpoint {
                 p.interval = (p.interval * 2).min(self.cfg.timers.t2);
                 p.next = now + p.interval;
                 let (flow, bytes) = (call.dialog.flow, p.bytes.clone());
-                // The 2xx goes where responses go: the INVITE transaction's flow.
-                let flow = self
-                    .invites
-                    .get(&call.invite_key)
-                    .map_or(flow, |(tx, _)| tx.flow);
+                // The 2xx goes where responses go: the flow of the INVITE (or re-INVITE)
+                // transaction it answers.
+                let flow = self.invites.get(&p.tx_key).map_or(flow, |(tx, _)| tx.flow);
                 self.send(flow, bytes);
             }
         }
