@@ -111,9 +111,12 @@ impl ServerProcess {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while sip.is_none() || (admin_expected && admin.is_none()) {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let (what, addr) = ready_rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("vportal did not start:\n{}", log.lock().unwrap()));
+            let Ok((what, addr)) = ready_rx.recv_timeout(left) else {
+                // Not left running after the test: nothing else would stop it.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("vportal did not start:\n{}", log.lock().unwrap());
+            };
             let addr: SocketAddr = strip_ansi(&addr).parse().expect("listen address");
             if what == "sip" {
                 sip = Some(addr);
