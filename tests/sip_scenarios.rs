@@ -629,6 +629,31 @@ fn call_admission() {
     let busy = w.last_received();
     assert_eq!(busy.status(), Some(503));
     assert_eq!(busy.values(HeaderName::RetryAfter).next(), Some("5"));
+    // The application out of capacity (no free RTP port) refuses a ringing call: 503 with
+    // Retry-After too; other refusals carry none.
+    let ringing = w.incoming();
+    w.ep.reject(ringing, 503, "Service Unavailable", w.now)
+        .unwrap();
+    w.pump();
+    let refused = w.last_received();
+    assert_eq!(refused.status(), Some(503));
+    assert_eq!(refused.values(HeaderName::RetryAfter).next(), Some("5"));
+    let mut third = caller_at("127.0.0.1:5068", "8500");
+    w.invite_from(&mut third);
+    let ringing = w
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::IncomingCall(c) => Some(c.call),
+            _ => None,
+        })
+        .unwrap();
+    w.ep.reject(ringing, 486, "Busy Here", w.now).unwrap();
+    w.pump();
+    let busy_here = w.last_received();
+    assert_eq!(busy_here.status(), Some(486));
+    assert_eq!(busy_here.values(HeaderName::RetryAfter).next(), None);
     // Unknown number: 404 (routing comes before admission).
     let mut lost = caller_at("127.0.0.1:5066", "9999");
     w.invite_from(&mut lost);

@@ -59,6 +59,9 @@ enum CallState {
     Terminating,
 }
 
+/// Seconds a 503 asks the caller (or a proxy) to wait before trying again (§21.5.4).
+const RETRY_AFTER: &str = "5";
+
 /// A 2xx the UAS core retransmits until its ACK comes (§13.3.1.4).
 #[derive(Debug)]
 struct Pending2xx {
@@ -352,7 +355,7 @@ impl Endpoint {
         };
         if self.shutting_down || self.calls.len() >= self.cfg.max_calls {
             return self.respond_stateless(msg, source, flow, 503, "Service Unavailable", |b| {
-                b.header("Retry-After", "5");
+                b.header("Retry-After", RETRY_AFTER);
             });
         }
         let offer = match self.read_offer(msg) {
@@ -1232,9 +1235,12 @@ impl Endpoint {
             call.dialog.local_tag.clone(),
             call.invite_key.clone(),
         );
-        let bytes = self
-            .response(&invite, source, code, reason, Some(&tag))
-            .finish(None);
+        let mut b = self.response(&invite, source, code, reason, Some(&tag));
+        if code == 503 {
+            // Out of capacity (RTP ports, shutting down): tell a proxy when to try again.
+            b.header("Retry-After", RETRY_AFTER);
+        }
+        let bytes = b.finish(None);
         if let Some((tx, _)) = self.invites.get_mut(&key) {
             tx.respond(code, bytes.clone(), now);
             let flow = tx.flow;
