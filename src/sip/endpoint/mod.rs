@@ -354,9 +354,7 @@ impl Endpoint {
             return self.reply(req, 404, "Not Found");
         };
         if self.shutting_down || self.calls.len() >= self.cfg.max_calls {
-            return self.respond_stateless(msg, source, flow, 503, "Service Unavailable", |b| {
-                b.header("Retry-After", RETRY_AFTER);
-            });
+            return self.respond_stateless(msg, source, flow, 503, "Service Unavailable", |_| {});
         }
         let offer = match self.read_offer(msg) {
             Ok(offer) => offer,
@@ -636,6 +634,22 @@ impl Endpoint {
         self.arm(TimerRef::NonInvite(key));
     }
 
+    /// Answers a non-INVITE request with `code` (and what `extra` adds), completing its
+    /// transaction.
+    fn answer_non_invite(
+        &mut self,
+        req: &Req<'_>,
+        key: String,
+        tag: Option<&str>,
+        (code, reason): (u16, &str),
+        extra: impl FnOnce(&mut MessageBuilder),
+    ) {
+        let mut b = self.response(req.msg, req.source, code, reason, tag);
+        extra(&mut b);
+        let bytes = b.finish(None);
+        self.complete_non_invite(key, req.flow, bytes, req.now);
+    }
+
     fn handle_non_invite(&mut self, req: &Req<'_>) {
         let (now, msg, source, flow, core) = (req.now, req.msg, req.source, req.flow, &req.core);
         let Some(method) = msg.method() else { return };
@@ -657,10 +671,7 @@ impl Endpoint {
             return self.reply(req, 481, "Call/Transaction Does Not Exist");
         };
         if !self.accept_cseq(handle, core.cseq.seq) {
-            let bytes = self
-                .response(msg, source, 500, "CSeq Out of Order", None)
-                .finish(None);
-            return self.complete_non_invite(key, flow, bytes, now);
+            return self.answer_non_invite(req, key, None, (500, "CSeq Out of Order"), |_| {});
         }
         let local_tag = self.calls.get(&handle).map(|c| c.dialog.local_tag.clone());
         let tag = local_tag.as_deref();
@@ -690,22 +701,20 @@ impl Endpoint {
                 if msg.values(HeaderName::InfoPackage).next().is_some() {
                     // RFC 6086 §4.2.2: vportal takes INFO only in its legacy use, without
                     // Info Packages, so it names none it would receive.
-                    let mut b = self.response(msg, source, 469, "Bad Info Package", tag);
-                    b.header("Recv-Info", "");
-                    let bytes = b.finish(None);
-                    return self.complete_non_invite(key, flow, bytes, now);
+                    return self.answer_non_invite(req, key, tag, (469, "Bad Info Package"), |b| {
+                        b.header("Recv-Info", "");
+                    });
                 }
                 if !msg.body().is_empty() && !known {
-                    let mut b = self.response(msg, source, 415, "Unsupported Media Type", tag);
-                    b.header("Accept", "application/dtmf-relay, application/dtmf");
-                    let bytes = b.finish(None);
-                    return self.complete_non_invite(key, flow, bytes, now);
+                    let unsupported = (415, "Unsupported Media Type");
+                    return self.answer_non_invite(req, key, tag, unsupported, |b| {
+                        b.header("Accept", "application/dtmf-relay, application/dtmf");
+                    });
                 }
                 if let Err(Verdict::Respond(code, reason)) =
                     check_disposition(msg, INFO_DISPOSITIONS)
                 {
-                    let bytes = self.response(msg, source, code, &reason, tag).finish(None);
-                    return self.complete_non_invite(key, flow, bytes, now);
+                    return self.answer_non_invite(req, key, tag, (code, &reason), |_| {});
                 }
                 let ok = self.response(msg, source, 200, "OK", tag).finish(None);
                 self.complete_non_invite(key, flow, ok, now);
@@ -725,10 +734,7 @@ impl Endpoint {
                     .and_then(|c| c.pending_2xx.as_ref())
                     .is_some_and(|p| p.offered);
                 if our_offer_pending && !msg.body().is_empty() {
-                    let bytes = self
-                        .response(msg, source, 491, "Request Pending", tag)
-                        .finish(None);
-                    return self.complete_non_invite(key, flow, bytes, now);
+                    return self.answer_non_invite(req, key, tag, (491, "Request Pending"), |_| {});
                 }
                 // RFC 3311: an offer in UPDATE is answered in its 200; no body is a refresh.
                 let (code, reason, body, media) = match self.answer_in_dialog(handle, msg) {
@@ -739,8 +745,7 @@ impl Endpoint {
                             Verdict::Respond(c, r) => (c, r),
                             _ => (488, "Not Acceptable Here".into()),
                         };
-                        let bytes = self.response(msg, source, code, &reason, tag).finish(None);
-                        return self.complete_non_invite(key, flow, bytes, now);
+                        return self.answer_non_invite(req, key, tag, (code, &reason), |_| {});
                     }
                 };
                 let mut b = self.response(msg, source, code, reason, tag);
@@ -754,13 +759,7 @@ impl Endpoint {
                     });
                 }
             }
-            _ => {
-                let bytes = self.response(msg, source, 405, "Method Not Allowed", tag);
-                let mut b = bytes;
-                b.header("Allow", ALLOW);
-                let bytes = b.finish(None);
-                self.complete_non_invite(key, flow, bytes, now);
-            }
+            _ => self.answer_non_invite(req, key, tag, (405, "Method Not Allowed"), |_| {}),
         }
     }
 
@@ -1235,12 +1234,9 @@ impl Endpoint {
             call.dialog.local_tag.clone(),
             call.invite_key.clone(),
         );
-        let mut b = self.response(&invite, source, code, reason, Some(&tag));
-        if code == 503 {
-            // Out of capacity (RTP ports, shutting down): tell a proxy when to try again.
-            b.header("Retry-After", RETRY_AFTER);
-        }
-        let bytes = b.finish(None);
+        let bytes = self
+            .response(&invite, source, code, reason, Some(&tag))
+            .finish(None);
         if let Some((tx, _)) = self.invites.get_mut(&key) {
             tx.respond(code, bytes.clone(), now);
             let flow = tx.flow;
@@ -1282,6 +1278,17 @@ impl Endpoint {
     ) -> MessageBuilder {
         let mut b = response_to(req, source, code, reason, to_tag);
         b.header("Server", &self.cfg.server_name);
+        match code {
+            // §21.4.6 (405 MUST name what is allowed; 501 helps the caller too).
+            405 | 501 => {
+                b.header("Allow", ALLOW);
+            }
+            // §21.5.4: out of capacity (calls, RTP ports, shutting down): when to try again.
+            503 => {
+                b.header("Retry-After", RETRY_AFTER);
+            }
+            _ => {}
+        }
         b
     }
 
@@ -1323,9 +1330,6 @@ impl Endpoint {
     ) {
         let tag = self.stateless_tag(msg);
         let mut b = self.response(msg, source, code, reason, Some(&tag));
-        if matches!(code, 405 | 501) {
-            b.header("Allow", ALLOW);
-        }
         extra(&mut b);
         let bytes = b.finish(None);
         self.send(flow, bytes);
