@@ -29,7 +29,10 @@ pub const MAX_HISTORY_DEPTH: u32 = 24;
 
 /// How long a temporary passcode may be given to work, in seconds: up to a year (for
 /// the policy's default and for every reset, from the CLI or the API alike).
-pub const TEMPORARY_TTL_SECONDS: std::ops::RangeInclusive<u64> = 1..=365 * 24 * 3_600;
+pub const TEMPORARY_TTL_SECONDS: std::ops::RangeInclusive<u64> = 1..=YEAR_SECONDS;
+
+/// 365 days, the longest a temporary passcode or a lock lasts.
+const YEAR_SECONDS: u64 = 365 * 24 * 3_600;
 
 /// What [`TEMPORARY_TTL_SECONDS`] allows, for error messages.
 pub fn ttl_range_text() -> String {
@@ -463,7 +466,7 @@ fn is_sequential(pin: &str) -> bool {
 
 /// The longest a lock lasts, whatever the doubling (365 days): an end date stays a
 /// date, and a longer lock is a permanent one in all but name.
-pub const MAX_LOCK_SECONDS: u64 = 365 * 86_400;
+pub const MAX_LOCK_SECONDS: u64 = YEAR_SECONDS;
 
 /// How consecutive failed logins lock a mailbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -538,7 +541,9 @@ impl Lockout {
         if self.duration_seconds > MAX_LOCK_SECONDS {
             return err(
                 "lockout.duration_seconds",
-                "must be at most 31536000 (365d; longer is what permanent_at is for)",
+                &format!(
+                    "must be at most {MAX_LOCK_SECONDS} (365d; longer is what permanent_at is for)"
+                ),
             );
         }
         if self.multiplier == 0 {
