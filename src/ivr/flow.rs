@@ -648,35 +648,27 @@ impl Flow {
             }
             // `#` alone: no confirmation is asked (two empty entries are not "different"),
             // the store's policy refuses it at once as too short, and audits the refusal.
-            Field::NewPasscode if keyed.expose().is_empty() => {
-                let Some(mailbox) = self.logged_in.clone() else {
-                    return self.leave(Outcome::Error, &["unavailable", "goodbye"]);
-                };
-                self.step = Step::Changing;
-                self.actions.push_back(Action::ChangePasscode {
-                    mailbox,
-                    passcode: keyed,
-                });
-            }
+            Field::NewPasscode if keyed.expose().is_empty() => self.change_to(keyed),
             Field::NewPasscode => {
                 self.new_passcode = Some(keyed);
                 self.ask(Field::ConfirmPasscode, &[], now);
             }
-            Field::ConfirmPasscode => {
-                let first = self.new_passcode.take();
-                match (first, self.logged_in.clone()) {
-                    (Some(first), Some(mailbox)) if first == keyed => {
-                        self.step = Step::Changing;
-                        self.actions.push_back(Action::ChangePasscode {
-                            mailbox,
-                            passcode: first,
-                        });
-                    }
-                    (Some(_), Some(_)) => self.change_failed(now, "mismatch"),
-                    _ => self.leave(Outcome::Error, &["unavailable", "goodbye"]),
-                }
-            }
+            Field::ConfirmPasscode => match self.new_passcode.take() {
+                Some(first) if first == keyed => self.change_to(first),
+                Some(_) if self.logged_in.is_some() => self.change_failed(now, "mismatch"),
+                _ => self.leave(Outcome::Error, &["unavailable", "goodbye"]),
+            },
         }
+    }
+
+    /// Asks the store to make `passcode` the logged-in mailbox's own.
+    fn change_to(&mut self, passcode: Passcode) {
+        let Some(mailbox) = self.logged_in.clone() else {
+            return self.leave(Outcome::Error, &["unavailable", "goodbye"]);
+        };
+        self.step = Step::Changing;
+        self.actions
+            .push_back(Action::ChangePasscode { mailbox, passcode });
     }
 
     /// A new passcode was not accepted (mismatch or policy): say why, try again while tries
