@@ -10,7 +10,11 @@
 //! - SIPp's `play_pcap_audio` replays byte-identical packets for a repeated key (same SSRC,
 //!   sequence number and timestamp) and jumps timestamps backwards between keys. A repeat of
 //!   an event that has ended is recognised as a new press when it looks like a fresh start
-//!   (marker bit, or a duration below the ended event's) well after that event's last packet.
+//!   (marker bit, or a duration below the ended event's) well after that event's last packet,
+//!   and its sequence number is one already seen in that event (a replay) or newer than all
+//!   of them (a sender reusing the timestamp). A packet the network delayed or reordered has
+//!   a sequence number not seen yet and older than the newest: it is a late packet of the
+//!   old press, never a new one.
 //! - SIPp's `play_dtmf` uses a new SSRC per action, overlapping timestamps between keys, and
 //!   interleaves packets of another payload type: keying on (SSRC, timestamp) and filtering on
 //!   the negotiated payload type handle both.
@@ -78,6 +82,8 @@ struct Tracked {
     /// The longest duration seen.
     duration: u16,
     last_at: Instant,
+    /// The event's sequence numbers seen so far.
+    seqs: SeqWindow,
 }
 
 impl Tracked {
@@ -86,10 +92,63 @@ impl Tracked {
     }
 
     /// Whether a packet of this event's key is a fresh start of a new press.
-    fn restarted_by(&self, marker: bool, e: EventPayload, now: Instant) -> bool {
+    fn restarted_by(&self, marker: bool, seq: u16, e: EventPayload, now: Instant) -> bool {
         self.ended
             && (marker || e.duration < self.duration)
             && now.saturating_duration_since(self.last_at) >= REPEAT_GUARD
+            && (self.seqs.contains(seq) || self.seqs.is_newer(seq))
+    }
+
+    /// Takes in one more packet of this event.
+    fn note(&mut self, seq: u16, e: EventPayload, now: Instant) {
+        self.duration = self.duration.max(e.duration);
+        self.ended |= e.end;
+        self.last_at = now;
+        self.seqs.insert(seq);
+    }
+}
+
+/// The sequence numbers seen in one event: the newest, and which of the 128 before it.
+/// Packets of one event are a few dozen at most (one per 20 to 50 ms while the key is held),
+/// and a sequence number too old for the window counts as not seen.
+#[derive(Debug, Clone, Copy)]
+struct SeqWindow {
+    newest: u16,
+    /// Bit `n` set: `newest - n` was seen.
+    seen: u128,
+}
+
+impl SeqWindow {
+    fn new(seq: u16) -> Self {
+        Self {
+            newest: seq,
+            seen: 1,
+        }
+    }
+
+    /// How far `seq` lies behind the newest (negative: ahead of it), in RFC 3550 §A.1's
+    /// 16-bit serial arithmetic.
+    fn behind(&self, seq: u16) -> i32 {
+        i32::from(self.newest.wrapping_sub(seq) as i16)
+    }
+
+    fn is_newer(&self, seq: u16) -> bool {
+        self.behind(seq) < 0
+    }
+
+    fn contains(&self, seq: u16) -> bool {
+        u32::try_from(self.behind(seq)).is_ok_and(|n| n < 128 && self.seen & (1 << n) != 0)
+    }
+
+    fn insert(&mut self, seq: u16) {
+        let behind = self.behind(seq);
+        if behind < 0 {
+            let ahead = behind.unsigned_abs();
+            self.seen = if ahead < 128 { self.seen << ahead } else { 0 } | 1;
+            self.newest = seq;
+        } else if behind < 128 {
+            self.seen |= 1 << behind;
+        }
     }
 }
 
@@ -124,15 +183,16 @@ impl TelephoneEvents {
         let e = EventPayload::parse(packet.payload)?;
         let digit = Digit::from_event(e.code)?;
         let (ssrc, ts) = (packet.ssrc, packet.timestamp);
+        // Sequence numbers are compared within one event, whose packets share an SSRC: the
+        // 16 bits on the wire, not the extension, which a replay's backward jumps can shift.
+        let seq = packet.seq.0 as u16;
         if let Some(cur) = &mut self.current {
             if cur.is(ssrc, ts) {
-                if cur.restarted_by(packet.marker, e, now) {
-                    *cur = Self::track(ssrc, ts, e, now);
+                if cur.restarted_by(packet.marker, seq, e, now) {
+                    *cur = Self::track(ssrc, ts, seq, e, now);
                     return Some(press(digit));
                 }
-                cur.duration = cur.duration.max(e.duration);
-                cur.ended |= e.end;
-                cur.last_at = now;
+                cur.note(seq, e, now);
                 return None;
             }
             // A long press continues in a new segment (RFC 4733 §2.5.1.3): same source, same
@@ -143,29 +203,24 @@ impl TelephoneEvents {
                 && cur.code == e.code
                 && ts.wrapping_sub(cur.timestamp) <= u32::from(cur.duration).saturating_add(1_600);
             if continues {
-                cur.timestamp = ts;
-                cur.duration = e.duration;
-                cur.ended = e.end;
-                cur.last_at = now;
+                *cur = Self::track(ssrc, ts, seq, e, now);
                 return None;
             }
         }
         // An older event's key: a late packet of it, or (replayed) a new press.
         if let Some(i) = self.recent.iter().position(|t| t.is(ssrc, ts)) {
-            let old = self.recent[i];
-            if !old.restarted_by(packet.marker, e, now) {
-                if let Some(t) = self.recent.get_mut(i) {
-                    t.last_at = now;
-                }
+            let old = &mut self.recent[i];
+            if !old.restarted_by(packet.marker, seq, e, now) {
+                old.note(seq, e, now);
                 return None;
             }
             self.recent.remove(i);
         }
-        self.start(Self::track(ssrc, ts, e, now));
+        self.start(Self::track(ssrc, ts, seq, e, now));
         Some(press(digit))
     }
 
-    fn track(ssrc: Ssrc, timestamp: u32, e: EventPayload, now: Instant) -> Tracked {
+    fn track(ssrc: Ssrc, timestamp: u32, seq: u16, e: EventPayload, now: Instant) -> Tracked {
         Tracked {
             ssrc,
             timestamp,
@@ -173,6 +228,7 @@ impl TelephoneEvents {
             ended: e.end,
             duration: e.duration,
             last_at: now,
+            seqs: SeqWindow::new(seq),
         }
     }
 
@@ -515,5 +571,65 @@ mod tests {
             })
             .collect();
         assert_eq!(run(&packets), keys);
+    }
+
+    #[test]
+    fn late_packets_of_an_ended_press_are_not_a_second_press() {
+        // The duration-320 packet, reordered, arriving 60 ms after the end packets: a fresh-
+        // looking packet (smaller duration) well after the end, but one never seen before and
+        // older than the ends, so it is late, not a replay.
+        let mut train = sipp_pcap('5', 0);
+        let late = train.remove(2);
+        train.push(P { at_ms: 200, ..late });
+        assert_eq!(run(&train), "5");
+        // The start itself arriving 50 ms after the end packets.
+        let mut train = sipp_pcap('5', 0);
+        let start = train.remove(0);
+        train.push(P {
+            at_ms: 190,
+            ..start
+        });
+        assert_eq!(run(&train), "5");
+        // Late packets of an older press, with another key's press in between.
+        let mut train = sipp_pcap('1', 0);
+        let late = train.remove(3);
+        train.extend(sipp_pcap('2', 200));
+        train.push(P { at_ms: 300, ..late });
+        assert_eq!(run(&train), "12");
+    }
+
+    #[test]
+    fn a_sender_reusing_the_timestamp_for_a_new_press_is_heard() {
+        // A second press of the same key with the same SSRC and timestamp but newer sequence
+        // numbers (a sender that does not advance its timestamp between events).
+        let first = sipp_pcap('8', 0);
+        let second: Vec<P> = first
+            .iter()
+            .map(|p| P {
+                at_ms: p.at_ms + 300,
+                seq: p.seq + 9,
+                ..*p
+            })
+            .collect();
+        assert_eq!(run(&[first, second].concat()), "88");
+    }
+
+    #[test]
+    fn seq_window_across_the_wrap() {
+        let mut w = SeqWindow::new(65_530);
+        for seq in [65_531, 65_535, 0, 3] {
+            w.insert(seq);
+        }
+        for seq in [65_530, 65_531, 65_535, 0, 3] {
+            assert!(w.contains(seq), "{seq}");
+        }
+        for seq in [65_529, 65_532, 1, 2, 4] {
+            assert!(!w.contains(seq), "{seq}");
+        }
+        assert!(w.is_newer(4) && !w.is_newer(3) && !w.is_newer(65_000));
+        // Too old for the window: not seen; a jump ahead of it forgets the rest.
+        w.insert(3 + 200);
+        assert!(w.contains(203) && !w.contains(3));
+        assert!(!w.contains(203 - 128));
     }
 }
