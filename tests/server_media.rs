@@ -167,23 +167,7 @@ fn a_reinvite_moves_the_media_and_only_the_new_address_is_heard() {
     let moved = UdpSocket::bind("127.0.0.1:0").unwrap();
     c.uac.media = moved.local_addr().unwrap();
     let offer = c.uac.offer("sendrecv").replace("o=test 1 1", "o=test 1 2");
-    let reinvite = c.uac.invite(&offer);
-    c.sip.send_to(&reinvite, server.sip).unwrap();
-    let mut buf = [0_u8; 65_535];
-    let ok = loop {
-        let (n, _) = c
-            .sip
-            .recv_from(&mut buf)
-            .expect("an answer to the re-INVITE");
-        let m = common::uac::parse(&buf[..n]);
-        match m.status() {
-            Some(200) => break m,
-            Some(s) if s >= 300 => panic!("re-INVITE refused: {s}"),
-            _ => {}
-        }
-    };
-    assert!(String::from_utf8_lossy(ok.body()).contains("m=audio"));
-    c.sip.send_to(&c.uac.ack_2xx(""), server.sip).unwrap();
+    reinvite(&server, &mut c, &offer);
 
     let at_new = receive(&moved, Duration::from_millis(400));
     assert!(at_new.len() >= 15, "media moved: {} packets", at_new.len());
@@ -206,6 +190,80 @@ fn a_reinvite_moves_the_media_and_only_the_new_address_is_heard() {
     );
     RtpOut::new(moved, c.server_rtp).keys(101, "1001#4826#");
     server.expect_log("logged in mailbox=1001", 1, Duration::from_secs(5));
+}
+
+/// Sends a re-INVITE with `offer`, waits for its 200 (an SDP answer) and ACKs it.
+fn reinvite(server: &ServerProcess, c: &mut Phone, offer: &str) {
+    let request = c.uac.invite(offer);
+    c.sip.send_to(&request, server.sip).unwrap();
+    let mut buf = [0_u8; 65_535];
+    let ok = loop {
+        let (n, _) = c
+            .sip
+            .recv_from(&mut buf)
+            .expect("an answer to the re-INVITE");
+        let m = parse(&buf[..n]);
+        match m.status() {
+            Some(200) => break m,
+            Some(s) if s >= 300 => panic!("re-INVITE refused: {s}"),
+            _ => {}
+        }
+    };
+    assert!(String::from_utf8_lossy(ok.body()).contains("m=audio"));
+    c.sip.send_to(&c.uac.ack_2xx(""), server.sip).unwrap();
+}
+
+#[test]
+fn hold_stops_the_prompts_and_resuming_continues_them_at_the_new_ptime() {
+    let w = Workdir::provisioned(&[]);
+    let server = ServerProcess::start(&w, "31900-31998", &[]);
+    let mut c = Phone::dial(&server, "8500", "1001");
+    let before = receive(&c.rtp.socket, Duration::from_millis(300));
+    assert!(
+        before.len() >= 10,
+        "{} packets before the hold",
+        before.len()
+    );
+
+    // The phone holds the call: vportal answers recvonly and sends nothing.
+    let hold = c.uac.offer("sendonly").replace("o=test 1 1", "o=test 1 2");
+    reinvite(&server, &mut c, &hold);
+    // What was sent before the hold took effect is read first.
+    let last = receive(&c.rtp.socket, Duration::from_millis(100))
+        .last()
+        .unwrap_or_else(|| before.last().unwrap())
+        .seq;
+    let held = receive(&c.rtp.socket, Duration::from_millis(600));
+    assert!(held.is_empty(), "{} packets while on hold", held.len());
+
+    // Back, asking for 40 ms packets: the stream resumes where it stopped.
+    let resume = c
+        .uac
+        .offer("sendrecv")
+        .replace("o=test 1 1", "o=test 1 3")
+        .replace("a=ptime:20", "a=ptime:40");
+    reinvite(&server, &mut c, &resume);
+    let after = receive(&c.rtp.socket, Duration::from_millis(600));
+    assert!(after.len() >= 10, "{} packets after the hold", after.len());
+    // RFC 3550 numbers the packets sent: no gap for the 700 ms on hold.
+    assert_eq!(
+        after[0].seq,
+        last.wrapping_add(1),
+        "sequence across the hold"
+    );
+    assert!(
+        after[0].marker,
+        "the first packet after the hold starts a talkspurt"
+    );
+    assert!(
+        after.iter().all(|p| p.len == 320),
+        "40 ms packets after the re-INVITE: {:?}",
+        after.iter().map(|p| p.len).collect::<Vec<_>>()
+    );
+    for w in after.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq.wrapping_add(1));
+        assert_eq!(w[1].ts, w[0].ts.wrapping_add(320));
+    }
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! Sans-IO: the shell asks [`Outbound::poll_timeout`] when the next packet is due and calls
 //! [`Outbound::poll_packet`] at (or after) that time. A late call gets the packets it missed,
 //! up to [`MAX_CATCH_UP`]; beyond that the stream skips frames (keeping timestamps true to
-//! the clock) rather than burst.
+//! the clock) rather than burst. While the caller holds the call the stream keeps time but
+//! builds no packet, so sequence numbers continue without a gap when it resumes.
 
 use std::time::{Duration, Instant};
 
@@ -30,13 +31,17 @@ pub struct Outbound {
     payload: Vec<u8>,
     packet: Vec<u8>,
     first: bool,
+    /// Whether packets are sent (the call's direction lets us send).
+    sending: bool,
+    /// The next packet sent starts a talkspurt: sending resumed after a hold.
+    resumed: bool,
 }
 
-/// A packet ready to send, and what its frame held.
+/// A packet slot that came due, and what its frame held.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Packet<'a> {
-    /// The RTP packet.
-    pub bytes: &'a [u8],
+    /// The RTP packet to send; `None` while sending is paused (the call is on hold).
+    pub bytes: Option<&'a [u8]>,
     /// What the frame held (talkspurt start, a finished playback).
     pub frame: Frame,
 }
@@ -55,7 +60,26 @@ impl Outbound {
             payload: Vec::with_capacity(480),
             packet: Vec::with_capacity(500),
             first: true,
+            sending: true,
+            resumed: false,
         }
+    }
+
+    /// Pauses or resumes sending (a re-INVITE put the call on hold or took it off). While
+    /// paused, frames are played and timed as usual but no packet is built: RFC 3550 §5.1
+    /// numbers the packets sent, so the sequence continues without a gap on resume, and the
+    /// timestamp moves on with the clock. The first packet after a pause carries the marker.
+    pub fn set_sending(&mut self, sending: bool) {
+        self.resumed |= sending && !self.sending;
+        self.sending = sending;
+    }
+
+    /// Changes the packetization time (a re-INVITE asked for another `a=ptime`), clamped to
+    /// [`PTIME_RANGE`]. It applies from the next packet on; the timing of that one stands.
+    pub fn set_ptime(&mut self, ptime_ms: u32) {
+        let ms = ptime_ms.clamp(*PTIME_RANGE.start(), *PTIME_RANGE.end());
+        self.ptime = Duration::from_millis(u64::from(ms));
+        self.samples = ms * 8;
     }
 
     /// The player, to start and stop playbacks.
@@ -132,8 +156,12 @@ impl Outbound {
     }
 
     fn emit(&mut self, mut frame: Frame) -> Option<Packet<'_>> {
-        // The stream's first packet starts a talkspurt too.
-        frame.talkspurt |= std::mem::take(&mut self.first);
+        if !self.sending {
+            self.sender.skip(self.samples);
+            return Some(Packet { bytes: None, frame });
+        }
+        // The stream's first packet, and the first after a hold, start a talkspurt too.
+        frame.talkspurt |= std::mem::take(&mut self.first) | std::mem::take(&mut self.resumed);
         self.sender.packet(
             &self.payload,
             self.samples,
@@ -141,7 +169,7 @@ impl Outbound {
             &mut self.packet,
         );
         Some(Packet {
-            bytes: &self.packet,
+            bytes: Some(&self.packet),
             frame,
         })
     }
@@ -188,7 +216,8 @@ mod tests {
                 return seen;
             }
             while let Some(p) = out.poll_packet(at) {
-                let r = RtpReader::new(p.bytes).unwrap();
+                let Some(bytes) = p.bytes else { continue };
+                let r = RtpReader::new(bytes).unwrap();
                 seen.push(Sent {
                     at_ms: (at - start).as_millis() as u64,
                     seq: u16::from(r.sequence_number()),
@@ -349,7 +378,7 @@ mod tests {
         let very_late = t0 + Duration::from_millis(1_080);
         let mut burst = Vec::new();
         while let Some(p) = out.poll_packet(very_late) {
-            burst.push(RtpReader::new(p.bytes).unwrap().timestamp());
+            burst.push(RtpReader::new(p.bytes.unwrap()).unwrap().timestamp());
         }
         assert!(burst.len() as u32 <= MAX_CATCH_UP + 1, "{}", burst.len());
         assert_eq!(
@@ -407,5 +436,71 @@ mod tests {
         assert_eq!(t.pop().map(Digit::reveal), Some('3'));
         t.clear();
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn hold_pauses_packets_without_a_sequence_gap() {
+        let t0 = Instant::now();
+        let mut rng = StdRng::seed_from_u64(4);
+        let mut out = Outbound::new(t0, Pt::new(0).unwrap(), Law::Ulaw, 20, &mut rng);
+        out.player().play(Playback {
+            items: vec![Item::Prompt(prompt(200, 500))],
+            barge_in: true,
+            token: 1,
+        });
+        let before = drive(&mut out, t0, 100);
+        assert_eq!(before.len(), 5);
+        // On hold for 500 ms: no packet, but the prompt plays on and its end is reported.
+        out.set_sending(false);
+        let mut slots = 0;
+        let mut finished = Vec::new();
+        let hold_end = t0 + Duration::from_millis(600);
+        while out.poll_timeout() < hold_end {
+            let at = out.poll_timeout();
+            while let Some(p) = out.poll_packet(at) {
+                assert!(p.bytes.is_none(), "nothing is sent while on hold");
+                slots += 1;
+                finished.extend(p.frame.finished);
+            }
+        }
+        assert_eq!(slots, 25);
+        assert_eq!(finished, [1]);
+        out.set_sending(true);
+        let after = drive(&mut out, hold_end, 60);
+        assert_eq!(after.len(), 3);
+        let last = before.last().unwrap();
+        assert_eq!(after[0].seq, last.seq.wrapping_add(1), "no sequence gap");
+        assert_eq!(
+            after[0].ts,
+            last.ts.wrapping_add(26 * 160),
+            "timestamps keep the clock"
+        );
+        assert!(after[0].marker && !after[1].marker, "a talkspurt starts");
+        // Resuming while already sending marks nothing.
+        out.set_sending(true);
+        let more = drive(&mut out, hold_end + Duration::from_millis(60), 40);
+        assert!(more.iter().all(|p| !p.marker));
+    }
+
+    #[test]
+    fn a_new_ptime_applies_from_the_next_packet() {
+        let t0 = Instant::now();
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut out = Outbound::new(t0, Pt::new(0).unwrap(), Law::Ulaw, 20, &mut rng);
+        let before = drive(&mut out, t0, 100);
+        assert_eq!(before.len(), 5);
+        out.set_ptime(40);
+        let after = drive(&mut out, t0 + Duration::from_millis(100), 200);
+        // The slot already scheduled (100 ms) stands; then one packet per 40 ms.
+        assert_eq!(
+            after.iter().map(|p| p.at_ms).collect::<Vec<_>>(),
+            [0, 40, 80, 120, 160]
+        );
+        assert!(after.iter().all(|p| p.payload.len() == 320));
+        assert_eq!(after[0].ts, before[4].ts.wrapping_add(160));
+        assert_eq!(after[1].ts, after[0].ts.wrapping_add(320));
+        assert_eq!(after[0].seq, before[4].seq.wrapping_add(1));
+        out.set_ptime(1_000);
+        assert_eq!(out.samples, 480, "clamped to 60 ms");
     }
 }

@@ -305,7 +305,6 @@ struct Stream {
     _lease: PortLease,
     out: Outbound,
     listener: Box<Listener>,
-    sending: bool,
     events: mpsc::UnboundedSender<MediaEvent>,
 }
 
@@ -428,13 +427,14 @@ impl Thread {
                     tracing::warn!(%call_id, error = %e, "cannot watch the RTP socket");
                     return;
                 }
-                let out = Outbound::new(
+                let mut out = Outbound::new(
                     Instant::now(),
                     pt,
                     law(media.codec),
                     media.ptime_ms,
                     &mut self.rng,
                 );
+                out.set_sending(media.direction.sends());
                 self.schedule.insert(out.poll_timeout(), token);
                 self.tokens.insert(call, token);
                 let mut stream = Stream {
@@ -445,7 +445,6 @@ impl Thread {
                     _lease: lease,
                     out,
                     listener: Box::new(Listener::new(&media, self.config)),
-                    sending: media.direction.sends(),
                     events,
                 };
                 stream.follow_source();
@@ -456,7 +455,8 @@ impl Thread {
                 if let Some(s) = self.stream(call) {
                     s.listener.configure(&media, config);
                     s.follow_source();
-                    s.sending = media.direction.sends();
+                    s.out.set_sending(media.direction.sends());
+                    s.out.set_ptime(media.ptime_ms);
                     if let Some(pt) = Pt::new(media.payload_type) {
                         s.out.set_codec(pt, law(media.codec));
                     }
@@ -576,12 +576,12 @@ impl Thread {
         let connected = remote.is_some() && remote == s.peer;
         let mut sent = 0;
         while let Some(packet) = s.out.poll_packet(now) {
-            if let (true, Some(remote)) = (s.sending, remote) {
+            if let (Some(bytes), Some(remote)) = (packet.bytes, remote) {
                 // A full socket buffer drops this one packet; the next is on time.
                 let result = if connected {
-                    s.socket.send(packet.bytes)
+                    s.socket.send(bytes)
                 } else {
-                    s.socket.send_to(packet.bytes, remote)
+                    s.socket.send_to(bytes, remote)
                 };
                 sent += u64::from(result.is_ok());
             }
