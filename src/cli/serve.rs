@@ -67,7 +67,7 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     // Everything that can be wrong with the files is found before a first run creates the
     // database and hands out its token.
     let dialplan = load_dialplan(&ctx.config.dialplan.file)?;
-    warn_untrusted_caller_id(&dialplan, ctx.config.sip.listen);
+    warn_about_dialplan(&dialplan, ctx.config.sip.listen);
     let prompts = load_prompts(&ctx.config.prompts.dir, &dialplan)?;
     // Opening the store creates it on a first run and checks the pepper before any call.
     let (store, created) = ctx.open_with(true)?;
@@ -145,10 +145,14 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Warns about routes that take the mailbox from caller identity from any source while SIP
-/// listens beyond loopback: anyone who reaches the port could claim any number, and hear
-/// from the prompt whether that mailbox exists.
-fn warn_untrusted_caller_id(dialplan: &Dialplan, listen: SocketAddr) {
+/// Warns about a dialplan that is valid but likely not what the operator meant: one with
+/// no route (every call is refused with 404), and routes that take the mailbox from caller
+/// identity from any source while SIP listens beyond loopback (anyone who reaches the port
+/// could claim any number, and hear from the prompt whether that mailbox exists).
+fn warn_about_dialplan(dialplan: &Dialplan, listen: SocketAddr) {
+    if dialplan.routes().is_empty() {
+        tracing::warn!("the dialplan has no [[route]]: every call will be refused with 404");
+    }
     if listen.ip().is_loopback() {
         return;
     }
@@ -250,8 +254,8 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    /// What `warn_untrusted_caller_id` logs for the built-in dialplan listening on `listen`.
-    fn warnings(listen: &str) -> String {
+    /// What `warn_about_dialplan` logs for `dialplan` listening on `listen`.
+    fn warnings(dialplan: &str, listen: &str) -> String {
         #[derive(Clone, Default)]
         struct Captured(Arc<Mutex<Vec<u8>>>);
         impl std::io::Write for Captured {
@@ -269,20 +273,33 @@ mod tests {
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .finish();
-        let plan = Dialplan::parse(DEFAULT_DIALPLAN, "default").unwrap();
+        let plan = Dialplan::parse(dialplan, "test").unwrap();
         tracing::subscriber::with_default(subscriber, || {
-            warn_untrusted_caller_id(&plan, listen.parse().unwrap());
+            warn_about_dialplan(&plan, listen.parse().unwrap());
         });
         String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
     }
 
     #[test]
     fn caller_id_from_every_source_is_a_warning_off_loopback() {
-        assert_eq!(warnings("127.0.0.1:5060"), "");
-        let off_loopback = warnings("0.0.0.0:5060");
+        assert_eq!(warnings(DEFAULT_DIALPLAN, "127.0.0.1:5060"), "");
+        let off_loopback = warnings(DEFAULT_DIALPLAN, "0.0.0.0:5060");
         assert!(
             off_loopback.contains("WARN") && off_loopback.contains("route=*86"),
             "{off_loopback}"
         );
+        assert!(!off_loopback.contains("no [[route]]"), "{off_loopback}");
+    }
+
+    #[test]
+    fn a_dialplan_without_routes_is_a_warning() {
+        for text in ["", "[defaults]\nattempts = 4\n"] {
+            let logged = warnings(text, "127.0.0.1:5060");
+            assert!(
+                logged.contains("WARN")
+                    && logged.contains("no [[route]]: every call will be refused"),
+                "{logged}"
+            );
+        }
     }
 }

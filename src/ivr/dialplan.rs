@@ -97,7 +97,7 @@ impl Dialplan {
             let pattern = Pattern::parse(raw_match.get_ref())
                 .map_err(|e| src.invalid(raw_match.span(), &match_key, e.to_string()))?;
             if let Some(earlier) = routes.iter().position(|r| r.pattern.same_numbers(&pattern)) {
-                let what = if pattern.is_exact() {
+                let what = if pattern.is_exact() || routes[earlier].pattern.is_exact() {
                     "the same number"
                 } else {
                     "the same numbers"
@@ -725,12 +725,20 @@ impl Pattern {
         }
     }
 
-    /// Whether both match exactly the same users (`8500` and `8500`, `_NXX` and `_[2-9]xx`).
+    /// Whether both match exactly the same users (`8500` and `8500`, `_NXX` and `_[2-9]xx`,
+    /// `8500` and `_8500`, a pattern with no wildcard that the exact route would always win).
     fn same_numbers(&self, other: &Self) -> bool {
         match (&self.kind, &other.kind) {
             (PatternKind::Exact(a), PatternKind::Exact(b)) => a.eq_ignore_ascii_case(b),
             (PatternKind::Wildcard(a), PatternKind::Wildcard(b)) => a == b,
-            _ => false,
+            (PatternKind::Exact(user), PatternKind::Wildcard(elements))
+            | (PatternKind::Wildcard(elements), PatternKind::Exact(user)) => {
+                user.len() == elements.len()
+                    && user
+                        .iter()
+                        .zip(elements)
+                        .all(|(&b, e)| *e == Element::One(CharSet::single(b)))
+            }
         }
     }
 
@@ -1512,9 +1520,10 @@ mod tests {
 
     #[test]
     fn exact_beats_pattern_whatever_the_file_order() {
-        let plan = plan_of(&["_!", "_85XX", "_8500", "8500", "_X."]);
+        let plan = plan_of(&["_!", "_85XX", "_850X", "8500", "_X."]);
         assert_eq!(routed(&plan, "8500"), Some("8500"));
-        assert_eq!(routed(&plan, "8501"), Some("_85XX"));
+        assert_eq!(routed(&plan, "8501"), Some("_850X"));
+        assert_eq!(routed(&plan, "8510"), Some("_85XX"));
     }
 
     #[test]
@@ -1875,8 +1884,27 @@ language = "pt-BR"
             "route[1].match",
             "duplicate key",
         );
-        // An exact user and a pattern for the same number are not duplicates: exact wins.
-        plan_of(&["8500", "_8500"]);
+        // A pattern with no wildcard beside the exact user it spells: the pattern route
+        // could never be chosen (exact wins), in either order.
+        let text = "[[route]]\nmatch = \"8500\"\napplication = \"voice-portal\"\n\
+                    [[route]]\nmatch = \"_85-00\"\napplication = \"change-passcode\"\n";
+        assert_error(
+            text,
+            5,
+            "route[2].match",
+            "the same number as route[1] (\"8500\"",
+        );
+        let text = "[[route]]\nmatch = \"_*86\"\napplication = \"voice-portal\"\n\
+                    [[route]]\nmatch = \"*86\"\napplication = \"voice-portal\"\n";
+        assert_error(
+            text,
+            5,
+            "route[2].match",
+            "the same number as route[1] (\"_*86\"",
+        );
+        // A pattern for more numbers than the exact one is not a duplicate: exact wins for
+        // its number, the pattern takes the rest.
+        plan_of(&["8500", "_85XX", "_8500."]);
     }
 
     #[test]
