@@ -402,7 +402,16 @@ pub enum DecodeError {
 pub fn decode_to_8k(bytes: &[u8], extension_hint: Option<&str>) -> Result<Vec<i16>, DecodeError> {
     let audio = match decode_pcm_wav(bytes)? {
         Some(audio) => audio,
-        None => decode_symphonia(bytes, extension_hint)?,
+        None => decode_symphonia(bytes, extension_hint).map_err(|e| {
+            match (e, wave_format_tag(bytes)) {
+                // A WAVE file in a codec neither decoder reads (GSM 6.10, G.721, …).
+                (DecodeError::UnknownFormat(_), Some(tag)) => DecodeError::Unsupported(format!(
+                    "WAVE codec 0x{tag:04x}; convert the file to 16-bit PCM \
+                     (sox in.wav -e signed-integer -b 16 out.wav)"
+                )),
+                (e, _) => e,
+            }
+        })?,
     };
     let mono = mix_to_mono(&audio.samples, audio.channels);
     Ok(resample(&mono, audio.rate, RATE)
@@ -431,9 +440,10 @@ fn check_format(rate: u32, channels: usize) -> Result<(), DecodeError> {
 }
 
 /// Integer and float PCM WAV through hound. `Ok(None)` means "not for hound": not RIFF/WAVE,
-/// or a WAVE codec hound does not read (μ-law, A-law, ADPCM), which symphonia then gets.
+/// or a WAVE codec hound does not read (μ-law, A-law, ADPCM, GSM), which symphonia then gets
+/// (hound calls some of those fmt chunks ill-formed rather than unsupported).
 fn decode_pcm_wav(bytes: &[u8]) -> Result<Option<Decoded>, DecodeError> {
-    if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+    if !is_wave(bytes) || wave_format_tag(bytes).is_some_and(|t| !HOUND_FORMAT_TAGS.contains(&t)) {
         return Ok(None);
     }
     let reader = match hound::WavReader::new(Cursor::new(bytes)) {
@@ -482,6 +492,33 @@ fn decode_pcm_wav(bytes: &[u8]) -> Result<Option<Decoded>, DecodeError> {
         channels,
         samples,
     }))
+}
+
+/// The WAVE format tags hound reads: PCM, IEEE float and WAVE_FORMAT_EXTENSIBLE (whose
+/// sub-format hound checks itself).
+const HOUND_FORMAT_TAGS: [u16; 3] = [0x0001, 0x0003, 0xfffe];
+
+fn is_wave(bytes: &[u8]) -> bool {
+    bytes.len() >= 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WAVE"
+}
+
+/// The format tag of a RIFF/WAVE file's `fmt ` chunk, if it is one and the chunks lead to it.
+fn wave_format_tag(bytes: &[u8]) -> Option<u16> {
+    if !is_wave(bytes) {
+        return None;
+    }
+    let mut rest = bytes.get(12..)?;
+    loop {
+        let (header, body) = rest.split_at_checked(8)?;
+        let size = usize::try_from(u32::from_le_bytes(header[4..8].try_into().ok()?)).ok()?;
+        if &header[..4] == b"fmt " {
+            return body
+                .get(..2)
+                .map(|tag| u16::from_le_bytes([tag[0], tag[1]]));
+        }
+        // Chunks are padded to an even length.
+        rest = body.get(size.checked_add(size % 2)?..)?;
+    }
 }
 
 /// Everything else through symphonia: the probe picks the container from the bytes.
@@ -820,6 +857,10 @@ mod tests {
     //   sox -R -D -n -r 22050 -c 1 tone_22k05.mp3 synth 0.5 sine 1000 gain -6
     //   sox -R -D -n -r 48000 -c 1 tone_48k.ogg synth 0.5 sine 1000 gain -6
     //   sox -R -D -n -r 32000 -c 1 -b 32 -e floating-point tone_32k_f32.wav synth 0.5 sine 1000 gain -6
+    //   sox -R -D -n -r 8000 -c 1 -e ima-adpcm tone_8k_ima_adpcm.wav synth 0.5 sine 1000 gain -6
+    //   sox -R -D -n -r 8000 -c 1 -e ms-adpcm tone_8k_ms_adpcm.wav synth 0.5 sine 1000 gain -6
+    //   sox -R -D -n -r 8000 -c 1 -e gsm-full-rate tone_8k_gsm.wav synth 0.5 sine 1000 gain -6
+    // (the last one is a codec vportal does not decode).
 
     const TONES: &[&str] = &[
         "tone_44k1_stereo_s16.wav",
@@ -829,6 +870,8 @@ mod tests {
         "tone_22k05.mp3",
         "tone_48k.ogg",
         "tone_32k_f32.wav",
+        "tone_8k_ima_adpcm.wav",
+        "tone_8k_ms_adpcm.wav",
     ];
 
     fn fixture(name: &str) -> Vec<u8> {
@@ -844,9 +887,14 @@ mod tests {
         for name in TONES {
             let pcm = decode_to_8k(&fixture(name), ext(name)).unwrap();
             // MP3 rounds up to whole 576-sample frames and this file has no gapless (LAME)
-            // tag, so it decodes to 0.575 s; the others are exact.
+            // tag, so it decodes to 0.575 s; IMA ADPCM to whole blocks of 505 samples, 0.505
+            // s; the others are exact.
             let secs = pcm.len() as f64 / 8000.0;
-            let most = if name.ends_with(".mp3") { 0.58 } else { 0.501 };
+            let most = match ext(name) {
+                Some("mp3") => 0.58,
+                _ if name.contains("adpcm") => 0.506,
+                _ => 0.501,
+            };
             assert!((0.499..=most).contains(&secs), "{name}: {secs} s");
             // Away from the ends: a 1 kHz period is 8 samples at 8 kHz.
             let mid = &pcm[1000..3000];
@@ -924,6 +972,28 @@ mod tests {
         assert!(matches!(err, DecodeError::SampleRate(1)), "{err}");
         let flac = fixture("tone_16k.flac");
         assert!(decode_to_8k(&flac[..flac.len() / 2], Some("flac")).is_err());
+        // A WAVE codec neither decoder reads (GSM 6.10) is unsupported, not malformed.
+        let err = decode_to_8k(&fixture("tone_8k_gsm.wav"), Some("wav")).unwrap_err();
+        assert!(
+            matches!(&err, DecodeError::Unsupported(what) if what.contains("0x0031")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_wave_format_tag_is_found_past_other_chunks() {
+        assert_eq!(wave_format_tag(&fixture("tone_8k_ulaw.wav")), Some(0x0007));
+        assert_eq!(wave_format_tag(&fixture("tone_8k_gsm.wav")), Some(0x0031));
+        // A LIST chunk of odd length (padded) before `fmt `.
+        let mut bytes = b"RIFF\0\0\0\0WAVELIST\x03\0\0\0abc\0fmt \x10\0\0\0".to_vec();
+        bytes.extend_from_slice(&[0x11, 0x00]);
+        assert_eq!(wave_format_tag(&bytes), Some(0x0011));
+        // Cut short, a chunk size running past the end, or not WAVE at all: none.
+        assert_eq!(wave_format_tag(&bytes[..bytes.len() - 2]), None);
+        let mut runaway = bytes.clone();
+        runaway[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(wave_format_tag(&runaway), None);
+        assert_eq!(wave_format_tag(b"RIFF\0\0\0\0AVI fmt \x10\0\0\0\x01\0"), None);
     }
 
     proptest! {
