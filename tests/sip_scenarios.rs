@@ -203,6 +203,18 @@ impl World {
     }
 }
 
+/// `request` with the header line `line` (CRLF included) added after Max-Forwards.
+fn with_header(request: Vec<u8>, line: &str) -> Vec<u8> {
+    let text = String::from_utf8(request).unwrap();
+    assert!(text.contains("Max-Forwards: 70\r\n"));
+    text.replacen(
+        "Max-Forwards: 70\r\n",
+        &format!("Max-Forwards: 70\r\n{line}"),
+        1,
+    )
+    .into_bytes()
+}
+
 /// The first value of header `name`, which `m` must have.
 fn header(m: &Message, name: HeaderName) -> &str {
     m.values(name).next().unwrap()
@@ -533,7 +545,7 @@ fn info_in_the_dialog_reaches_the_application() {
         );
     }
     assert_eq!(infos(&w), 1, "none of those reached the application");
-    for disposition in ["alert;handling=optional", "render", "Info-Package"] {
+    for disposition in ["render", "Info-Package"] {
         let extra = format!("Content-Disposition: {disposition}\r\n");
         assert_eq!(
             info_with(&mut w, &extra).status(),
@@ -541,7 +553,15 @@ fn info_in_the_dialog_reaches_the_application() {
             "{disposition}"
         );
     }
-    assert_eq!(infos(&w), 4);
+    assert_eq!(infos(&w), 3);
+    // One it does not act on, marked optional: 200, and the body is ignored, as is an
+    // unknown type in such a body.
+    let optional = "Content-Disposition: alert;handling=optional\r\n";
+    assert_eq!(info_with(&mut w, optional).status(), Some(200));
+    let odd = with_header(w.uac.request("INFO", "text/plain", "hello"), optional);
+    w.send(odd);
+    assert_eq!(w.last_received().status(), Some(200));
+    assert_eq!(infos(&w), 3, "ignored bodies do not reach the application");
     let options = w.uac.request("OPTIONS", "", "");
     w.send(options);
     let ok = w.last_received();
@@ -617,6 +637,57 @@ fn late_offer_puts_our_offer_in_the_200_and_takes_the_answer_from_the_ack() {
         assert_eq!(w.last_received().method(), Some(&Method::Bye), "{to}");
         assert!(w.media().is_empty(), "{to}");
     }
+}
+
+/// RFC 3261 §20.11, RFC 5621 §9: an SDP body whose disposition vportal does not act on,
+/// marked `handling=optional`, is ignored: the request is handled as one without a body.
+#[test]
+fn an_optional_body_it_does_not_understand_is_no_offer() {
+    const OPTIONAL: &str = "Content-Disposition: early-session;handling=optional\r\n";
+    let mut w = World::new();
+    let offer = w.uac.offer("sendrecv");
+    let invite = with_header(w.uac.invite(&offer), OPTIONAL);
+    w.send(invite);
+    w.accept();
+    // A late offer then: ours is in the 200, the answer in the ACK.
+    let ok = w.received(1);
+    assert_eq!(ok.status(), Some(200));
+    let ours = String::from_utf8_lossy(ok.body()).into_owned();
+    assert!(ours.contains("m=audio 10000 RTP/AVP 0 8 101"), "{ours}");
+    assert!(
+        w.media().is_empty(),
+        "the ignored body was not taken as the offer"
+    );
+    let answer = w.uac.answer();
+    w.ack_the_200(&answer);
+    assert_eq!(w.media(), [Direction::SendRecv]);
+
+    // A re-INVITE with one: our offer in its 200, not a recvonly answer to the hold.
+    w.inbox.clear();
+    let hold = w.uac.offer("sendonly");
+    let reinvite = with_header(w.uac.invite(&hold), OPTIONAL);
+    w.send(reinvite);
+    assert_eq!(w.statuses(), [200]);
+    let ours = String::from_utf8_lossy(w.received(0).body()).into_owned();
+    assert!(
+        ours.contains("a=sendrecv") && !ours.contains("recvonly"),
+        "{ours}"
+    );
+    w.ack_the_200(&answer);
+    assert_eq!(w.media(), [Direction::SendRecv, Direction::SendRecv]);
+
+    // An UPDATE with one is a refresh: 200 without a body, media unchanged.
+    let update = with_header(w.uac.request("UPDATE", "application/sdp", &hold), OPTIONAL);
+    w.send(update);
+    assert_eq!(w.last_received().status(), Some(200));
+    assert!(w.last_received().body().is_empty());
+    assert_eq!(w.media().len(), 2);
+
+    // Required (the default), it is still refused.
+    let required = "Content-Disposition: early-session\r\n";
+    let update = with_header(w.uac.request("UPDATE", "application/sdp", &hold), required);
+    w.send(update);
+    assert_eq!(w.last_received().status(), Some(415));
 }
 
 #[test]

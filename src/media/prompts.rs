@@ -993,7 +993,10 @@ mod tests {
         let mut runaway = bytes.clone();
         runaway[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(wave_format_tag(&runaway), None);
-        assert_eq!(wave_format_tag(b"RIFF\0\0\0\0AVI fmt \x10\0\0\0\x01\0"), None);
+        assert_eq!(
+            wave_format_tag(b"RIFF\0\0\0\0AVI fmt \x10\0\0\0\x01\0"),
+            None
+        );
     }
 
     proptest! {

@@ -42,8 +42,8 @@ pub use types::{
     IncomingCall, Router, Stats, Transmit, Transport, dialplan_router,
 };
 use validate::{
-    Core, INFO_DISPOSITIONS, SDP_DISPOSITIONS, Verdict, check_disposition, check_invite_content,
-    media_type, method_label, response_destination, user_of, validate,
+    Body, Core, INFO_DISPOSITIONS, SDP_DISPOSITIONS, Verdict, body_to_act_on, check_disposition,
+    check_invite_content, media_type, method_label, response_destination, user_of, validate,
 };
 
 /// Where a call is in its life.
@@ -441,11 +441,12 @@ impl Endpoint {
 
     /// The INVITE's SDP offer, if it has a body; checks it can be answered at all.
     fn read_offer(&self, msg: &Message) -> Result<Option<SessionDescription>, Verdict> {
-        if msg.body().is_empty() {
+        let body = body_to_act_on(msg, SDP_DISPOSITIONS);
+        if body.is_empty() {
             return Ok(None);
         }
-        let offer = sdp::parse(msg.body())
-            .map_err(|_| Verdict::Respond(400, "Malformed SDP body".into()))?;
+        let offer =
+            sdp::parse(body).map_err(|_| Verdict::Respond(400, "Malformed SDP body".into()))?;
         // A dry run of the answer: no common codec, or a media address of the other IP
         // version (RTP goes from the address vportal advertises), means 488 now, not after
         // alerting.
@@ -575,7 +576,7 @@ impl Endpoint {
         if offered {
             // Late offer: the answer is in this ACK.
             let local = call.local_media.as_ref().map(|m| m.addr.ip());
-            let answer = sdp::parse(msg.body()).ok();
+            let answer = sdp::parse(body_to_act_on(msg, SDP_DISPOSITIONS)).ok();
             let media = answer.as_ref().map(|a| {
                 let media = sdp::accept_answer(a)?;
                 local.map_or(Ok(()), |ip| media.check_reachable(ip))?;
@@ -698,6 +699,14 @@ impl Endpoint {
                     content_type.as_str(),
                     "application/dtmf-relay" | "application/dtmf"
                 );
+                let body = match check_disposition(msg, INFO_DISPOSITIONS) {
+                    Ok(Body::Act) => msg.body(),
+                    Ok(Body::Ignore) => &[],
+                    Err(verdict) => {
+                        let (code, reason) = verdict.status_or((400, "Bad Request"));
+                        return self.answer_non_invite(req, key, tag, (code, &reason), |_| {});
+                    }
+                };
                 if msg.values(HeaderName::InfoPackage).next().is_some() {
                     // RFC 6086 §4.2.2: vportal takes INFO only in its legacy use, without
                     // Info Packages, so it names none it would receive.
@@ -705,24 +714,19 @@ impl Endpoint {
                         b.header("Recv-Info", "");
                     });
                 }
-                if !msg.body().is_empty() && !known {
+                if !body.is_empty() && !known {
                     let unsupported = (415, "Unsupported Media Type");
                     return self.answer_non_invite(req, key, tag, unsupported, |b| {
                         b.header("Accept", "application/dtmf-relay, application/dtmf");
                     });
                 }
-                if let Err(Verdict::Respond(code, reason)) =
-                    check_disposition(msg, INFO_DISPOSITIONS)
-                {
-                    return self.answer_non_invite(req, key, tag, (code, &reason), |_| {});
-                }
                 let ok = self.response(msg, source, 200, "OK", tag).finish(None);
                 self.complete_non_invite(key, flow, ok, now);
-                if !msg.body().is_empty() {
+                if !body.is_empty() {
                     self.events.push_back(Event::Info {
                         call: handle,
                         content_type,
-                        body: msg.body().to_vec(),
+                        body: body.to_vec(),
                     });
                 }
             }
@@ -733,7 +737,7 @@ impl Endpoint {
                     .get(&handle)
                     .and_then(|c| c.pending_2xx.as_ref())
                     .is_some_and(|p| p.offered);
-                if our_offer_pending && !msg.body().is_empty() {
+                if our_offer_pending && !body_to_act_on(msg, SDP_DISPOSITIONS).is_empty() {
                     return self.answer_non_invite(req, key, tag, (491, "Request Pending"), |_| {});
                 }
                 // RFC 3311: an offer in UPDATE is answered in its 200; no body is a refresh.
@@ -741,10 +745,7 @@ impl Endpoint {
                     Ok(Some((media, body))) => (200, "OK", Some(body), Some(media)),
                     Ok(None) => (200, "OK", None, None),
                     Err(verdict) => {
-                        let (code, reason) = match verdict {
-                            Verdict::Respond(c, r) => (c, r),
-                            _ => (488, "Not Acceptable Here".into()),
-                        };
+                        let (code, reason) = verdict.status_or((488, "Not Acceptable Here"));
                         return self.answer_non_invite(req, key, tag, (code, &reason), |_| {});
                     }
                 };
@@ -785,6 +786,10 @@ impl Endpoint {
         if msg.body().is_empty() {
             return Ok(None);
         }
+        // An optional body vportal does not understand is no offer, whatever its type.
+        if check_disposition(msg, SDP_DISPOSITIONS)? == Body::Ignore {
+            return Ok(None);
+        }
         let content_type = msg
             .single(HeaderName::ContentType)
             .ok()
@@ -793,7 +798,6 @@ impl Endpoint {
         if content_type.as_deref() != Some("application/sdp") {
             return Err(Verdict::Respond(415, "Unsupported Media Type".into()));
         }
-        check_disposition(msg, SDP_DISPOSITIONS)?;
         let offer = sdp::parse(msg.body())
             .map_err(|_| Verdict::Respond(400, "Malformed SDP body".into()))?;
         let call = self.calls.get_mut(&handle).ok_or(Verdict::Drop)?;
@@ -828,7 +832,7 @@ impl Endpoint {
             (491, "Request Pending".to_owned(), None, None, false)
         } else if !self.accept_cseq(handle, core.cseq.seq) {
             (500, "CSeq Out of Order".to_owned(), None, None, false)
-        } else if msg.body().is_empty() {
+        } else if body_to_act_on(msg, SDP_DISPOSITIONS).is_empty() {
             // No offer: ours goes in the 200, the answer in the ACK.
             match self
                 .calls

@@ -17,6 +17,17 @@ pub(super) enum Verdict {
     BadExtension(String),
 }
 
+impl Verdict {
+    /// The status to answer in a dialog, where only a status is sent: this verdict's, or
+    /// `otherwise` for one that has none.
+    pub(super) fn status_or(self, otherwise: (u16, &str)) -> (u16, String) {
+        match self {
+            Self::Respond(code, reason) => (code, reason),
+            _ => (otherwise.0, otherwise.1.to_owned()),
+        }
+    }
+}
+
 /// The validated core headers of a request.
 pub(super) struct Core<'a> {
     pub(super) via: Via<'a>,
@@ -168,7 +179,8 @@ pub(super) fn check_invite_content(msg: &Message) -> Result<(), Verdict> {
             return Err(Verdict::Respond(415, "Unsupported Media Type".into()));
         }
     }
-    if msg.body().is_empty() {
+    // A body to ignore (an optional one vportal does not understand) has no type to check.
+    if msg.body().is_empty() || check_disposition(msg, SDP_DISPOSITIONS)? == Body::Ignore {
         return Ok(());
     }
     match msg.single(HeaderName::ContentType) {
@@ -177,7 +189,7 @@ pub(super) fn check_invite_content(msg: &Message) -> Result<(), Verdict> {
         Ok(None) => return Err(Verdict::Respond(400, "Missing Content-Type header".into())),
         Err(e) => return Err(Verdict::Respond(400, e.to_string())),
     }
-    check_disposition(msg, SDP_DISPOSITIONS)
+    Ok(())
 }
 
 /// The dispositions vportal acts on for an SDP body (RFC 3261 §20.11: `session` is also the
@@ -188,36 +200,56 @@ pub(super) const SDP_DISPOSITIONS: &[&str] = &["session"];
 /// RFC 6086's `info-package`, and `signal`, which some phones send.
 pub(super) const INFO_DISPOSITIONS: &[&str] = &["render", "info-package", "signal"];
 
-/// A body whose Content-Disposition vportal does not act on: 415 when its handling is
-/// `required`, which is also the default (RFC 3261 §20.11, RFC 5621 §9); with
-/// `handling=optional` the request goes on.
-pub(super) fn check_disposition(msg: &Message, understood: &[&str]) -> Result<(), Verdict> {
+/// What to do with a request's body, by its Content-Disposition (RFC 3261 §20.11, RFC 5621
+/// §9): act on it when its disposition is one vportal understands (or none is given); one
+/// vportal does not act on is 415 when its handling is `required`, which is also the
+/// default, and ignored, as if there were no body, with `handling=optional`.
+pub(super) fn check_disposition(msg: &Message, understood: &[&str]) -> Result<Body, Verdict> {
     if msg.body().is_empty() {
-        return Ok(());
+        return Ok(Body::Act);
     }
     let value = match msg.single(HeaderName::ContentDisposition) {
         Ok(Some(v)) => v,
-        Ok(None) => return Ok(()),
+        Ok(None) => return Ok(Body::Act),
         Err(e) => return Err(Verdict::Respond(400, e.to_string())),
     };
     let mut parts = value.split(';').map(syntax::trim);
     let disposition = parts.next().unwrap_or("");
+    if understood
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case(disposition))
+    {
+        return Ok(Body::Act);
+    }
     let optional = parts.any(|p| {
         p.split_once('=').is_some_and(|(name, v)| {
             syntax::trim(name).eq_ignore_ascii_case("handling")
                 && syntax::trim(v).eq_ignore_ascii_case("optional")
         })
     });
-    if optional
-        || understood
-            .iter()
-            .any(|d| d.eq_ignore_ascii_case(disposition))
-    {
-        Ok(())
+    if optional {
+        Ok(Body::Ignore)
     } else {
         Err(Verdict::Respond(
             415,
             "Unsupported Content-Disposition".into(),
         ))
+    }
+}
+
+/// Whether a request's body is acted on or ignored; see [`check_disposition`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Body {
+    Act,
+    Ignore,
+}
+
+/// The body vportal acts on, `&[]` for none: a body with a disposition vportal does not
+/// understand and `handling=optional` is no body (a malformed or required one was refused
+/// before, by [`check_disposition`]).
+pub(super) fn body_to_act_on<'m>(msg: &'m Message, understood: &[&str]) -> &'m [u8] {
+    match check_disposition(msg, understood) {
+        Ok(Body::Ignore) => &[],
+        _ => msg.body(),
     }
 }
