@@ -396,6 +396,56 @@ fn a_bye_nobody_answers_ends_with_timer_f() {
 }
 
 #[test]
+fn a_call_whose_bye_goes_unanswered_frees_its_place_at_once() {
+    let mut w = World::with_config(|c| c.max_calls = 1);
+    let call = w.establish();
+    w.lossy = true;
+    w.hangup(call);
+    assert_eq!(w.ep.active_calls(), 0, "over once the BYE is sent");
+    w.lossy = false;
+    // While that BYE is retransmitted, a new caller gets in.
+    let mut second = caller_at("127.0.0.1:5064", "8500");
+    w.invite_from(&mut second);
+    assert_eq!(w.statuses().last(), Some(&100));
+    let next = w
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::IncomingCall(c) => Some(c.call),
+            _ => None,
+        })
+        .unwrap();
+    assert_ne!(next, call);
+    w.ep.accept(next, MEDIA.parse().unwrap(), w.now).unwrap();
+    w.pump();
+    let ok = w.last_received();
+    assert_eq!(ok.status(), Some(200));
+    second.learn_tag(&ok);
+    let ack = second.ack_2xx("");
+    w.send_from(second.local, ack);
+    assert_eq!(w.ep.active_calls(), 1);
+    // and the limit holds for the one after it.
+    let mut third = caller_at("127.0.0.1:5066", "8500");
+    w.invite_from(&mut third);
+    assert_eq!(w.statuses().last(), Some(&503));
+    // Calls still sending their BYE are bounded too, at max_calls again: with one ending and
+    // one up, the second ending fills that, so a caller is refused until Timer F frees it.
+    w.lossy = true;
+    w.hangup(next);
+    w.lossy = false;
+    assert_eq!(w.ep.active_calls(), 0);
+    let mut fourth = caller_at("127.0.0.1:5068", "8500");
+    w.invite_from(&mut fourth);
+    assert_eq!(w.statuses().last(), Some(&503));
+    w.advance(Duration::from_secs(33));
+    assert!(w.ep.is_idle());
+    let mut fifth = caller_at("127.0.0.1:5070", "8500");
+    w.invite_from(&mut fifth);
+    assert_eq!(w.statuses().last(), Some(&100));
+}
+
+#[test]
 fn their_bye_ends_the_call_and_retransmissions_get_the_same_200() {
     let mut w = World::new();
     w.establish();

@@ -134,6 +134,8 @@ pub struct Endpoint {
     non_invites: HashMap<String, NonInviteServerTx>,
     clients: HashMap<String, (NonInviteClientTx, CallHandle)>,
     calls: HashMap<CallHandle, Call>,
+    /// How many of `calls` are ending: our BYE is out, awaiting its answer (Terminating).
+    ending: usize,
     dialogs: HashMap<String, CallHandle>,
     timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
     transmits: VecDeque<Transmit>,
@@ -172,6 +174,7 @@ impl Endpoint {
             non_invites: HashMap::new(),
             clients: HashMap::new(),
             calls: HashMap::new(),
+            ending: 0,
             dialogs: HashMap::new(),
             timers: BinaryHeap::new(),
             transmits: VecDeque::new(),
@@ -181,9 +184,11 @@ impl Endpoint {
         }
     }
 
-    /// Calls in progress (ringing, answered or up).
+    /// Calls in progress (ringing, answered or up). A call whose BYE we sent is over (its
+    /// media stopped then) and no longer counts, though its BYE may be retransmitted until
+    /// Timer F.
     pub fn active_calls(&self) -> usize {
-        self.calls.len()
+        self.calls.len() - self.ending
     }
 
     /// Nothing left to do: no call, and no request of ours still waiting for its final
@@ -353,7 +358,12 @@ impl Endpoint {
         let Some(route) = request_user.as_deref().and_then(|u| self.router.route(u)) else {
             return self.reply(req, 404, "Not Found");
         };
-        if self.shutting_down || self.calls.len() >= self.cfg.max_calls {
+        // `max_calls` counts calls in progress; calls still retransmitting their BYE are
+        // bounded too (they are SIP state only), at as many again.
+        if self.shutting_down
+            || self.active_calls() >= self.cfg.max_calls
+            || self.calls.len() >= self.cfg.max_calls.saturating_mul(2)
+        {
             return self.respond_stateless(msg, source, flow, 503, "Service Unavailable", |_| {});
         }
         let offer = match self.read_offer(msg) {
@@ -1016,6 +1026,7 @@ impl Endpoint {
             }
             CallState::Answered | CallState::Confirmed => {
                 call.state = CallState::Terminating;
+                self.ending += 1;
                 call.ending = Some(reason);
                 call.pending_2xx = None;
                 call.max_until = None;
@@ -1263,7 +1274,9 @@ impl Endpoint {
     fn end_call(&mut self, handle: CallHandle, reason: EndReason) {
         if let Some(call) = self.calls.remove(&handle) {
             self.dialogs.remove(&call.dialog.key());
-            if call.state != CallState::Terminating {
+            if call.state == CallState::Terminating {
+                self.ending -= 1;
+            } else {
                 self.events.push_back(Event::Ended {
                     call: handle,
                     reason,
