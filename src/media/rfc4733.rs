@@ -144,7 +144,8 @@ impl SeqWindow {
         let behind = self.behind(seq);
         if behind < 0 {
             let ahead = behind.unsigned_abs();
-            self.seen = if ahead < 128 { self.seen << ahead } else { 0 } | 1;
+            let kept = if ahead < 128 { self.seen << ahead } else { 0 };
+            self.seen = kept | 1;
             self.newest = seq;
         } else if behind < 128 {
             self.seen |= 1 << behind;

@@ -709,6 +709,13 @@ impl Endpoint {
                     content_type.as_str(),
                     "application/dtmf-relay" | "application/dtmf"
                 );
+                if msg.values(HeaderName::InfoPackage).next().is_some() {
+                    // RFC 6086 §4.2.2: vportal takes INFO only in its legacy use, without
+                    // Info Packages, so it names none it would receive.
+                    return self.answer_non_invite(req, key, tag, (469, "Bad Info Package"), |b| {
+                        b.header("Recv-Info", "");
+                    });
+                }
                 let body = match check_disposition(msg, INFO_DISPOSITIONS) {
                     Ok(Body::Act) => msg.body(),
                     Ok(Body::Ignore) => &[],
@@ -717,13 +724,6 @@ impl Endpoint {
                         return self.answer_non_invite(req, key, tag, (code, &reason), |_| {});
                     }
                 };
-                if msg.values(HeaderName::InfoPackage).next().is_some() {
-                    // RFC 6086 §4.2.2: vportal takes INFO only in its legacy use, without
-                    // Info Packages, so it names none it would receive.
-                    return self.answer_non_invite(req, key, tag, (469, "Bad Info Package"), |b| {
-                        b.header("Recv-Info", "");
-                    });
-                }
                 if !body.is_empty() && !known {
                     let unsupported = (415, "Unsupported Media Type");
                     return self.answer_non_invite(req, key, tag, unsupported, |b| {
