@@ -108,6 +108,18 @@ impl World {
             .expect("an incoming call")
     }
 
+    /// The call of the latest IncomingCall event.
+    fn latest_incoming(&self) -> CallHandle {
+        self.events
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Event::IncomingCall(c) => Some(c.call),
+                _ => None,
+            })
+            .expect("an incoming call")
+    }
+
     fn ended(&self) -> Option<EndReason> {
         self.events.iter().find_map(|e| match e {
             Event::Ended { reason, .. } => Some(*reason),
@@ -407,15 +419,7 @@ fn a_call_whose_bye_goes_unanswered_frees_its_place_at_once() {
     let mut second = caller_at("127.0.0.1:5064", "8500");
     w.invite_from(&mut second);
     assert_eq!(w.statuses().last(), Some(&100));
-    let next = w
-        .events
-        .iter()
-        .rev()
-        .find_map(|e| match e {
-            Event::IncomingCall(c) => Some(c.call),
-            _ => None,
-        })
-        .unwrap();
+    let next = w.latest_incoming();
     assert_ne!(next, call);
     w.ep.accept(next, MEDIA.parse().unwrap(), w.now).unwrap();
     w.pump();
@@ -761,15 +765,7 @@ fn call_admission() {
     assert_eq!(refused.values(HeaderName::RetryAfter).next(), Some("5"));
     let mut third = caller_at("127.0.0.1:5068", "8500");
     w.invite_from(&mut third);
-    let ringing = w
-        .events
-        .iter()
-        .rev()
-        .find_map(|e| match e {
-            Event::IncomingCall(c) => Some(c.call),
-            _ => None,
-        })
-        .unwrap();
+    let ringing = w.latest_incoming();
     w.ep.reject(ringing, 486, "Busy Here", w.now).unwrap();
     w.pump();
     let busy_here = w.last_received();
