@@ -14,7 +14,8 @@
 //!   and its sequence number is one already seen in that event (a replay) or newer than all
 //!   of them (a sender reusing the timestamp). A packet the network delayed or reordered has
 //!   a sequence number not seen yet and older than the newest: it is a late packet of the
-//!   old press, never a new one.
+//!   old press, not a new one. (A packet the network duplicated and delayed by 40 ms or
+//!   more is indistinguishable from a replay, and counts as one.)
 //! - SIPp's `play_dtmf` uses a new SSRC per action, overlapping timestamps between keys, and
 //!   interleaves packets of another payload type: keying on (SSRC, timestamp) and filtering on
 //!   the negotiated payload type handle both.
@@ -99,11 +100,15 @@ impl Tracked {
             && (self.seqs.contains(seq) || self.seqs.is_newer(seq))
     }
 
-    /// Takes in one more packet of this event.
+    /// Takes in one more packet of this event. A late one (a sequence number not seen, older
+    /// than the newest) does not move `last_at`: it says nothing about when the sender last
+    /// sent, and a replay arriving just after it must still be recognised.
     fn note(&mut self, seq: u16, e: EventPayload, now: Instant) {
+        if self.seqs.contains(seq) || self.seqs.is_newer(seq) {
+            self.last_at = now;
+        }
         self.duration = self.duration.max(e.duration);
         self.ended |= e.end;
-        self.last_at = now;
         self.seqs.insert(seq);
     }
 }
@@ -204,7 +209,8 @@ impl TelephoneEvents {
                 && cur.code == e.code
                 && ts.wrapping_sub(cur.timestamp) <= u32::from(cur.duration).saturating_add(1_600);
             if continues {
-                *cur = Self::track(ssrc, ts, seq, e, now);
+                // The earlier segment is remembered, so that its late packets stay its own.
+                self.start(Self::track(ssrc, ts, seq, e, now));
                 return None;
             }
         }
@@ -576,7 +582,7 @@ mod tests {
 
     #[test]
     fn late_packets_of_an_ended_press_are_not_a_second_press() {
-        // The duration-320 packet, reordered, arriving 60 ms after the end packets: a fresh-
+        // The duration-640 packet, reordered, arriving 60 ms after the end packets: a fresh-
         // looking packet (smaller duration) well after the end, but one never seen before and
         // older than the ends, so it is late, not a replay.
         let mut train = sipp_pcap('5', 0);
@@ -597,6 +603,47 @@ mod tests {
         train.extend(sipp_pcap('2', 200));
         train.push(P { at_ms: 300, ..late });
         assert_eq!(run(&train), "12");
+    }
+
+    #[test]
+    fn a_late_packet_does_not_hide_the_replay_that_follows_it() {
+        // The first press's start was lost; the replay's start (that sequence number, never
+        // seen) comes as a late packet would, and the rest of the replay is still a press.
+        let mut train = sipp_pcap_sequence("11");
+        train.remove(0);
+        assert_eq!(run(&train), "11");
+        // A late packet of the first press 20 ms before its replay.
+        let mut train = sipp_pcap_sequence("11");
+        let late = train.remove(4);
+        train.insert(
+            train.iter().position(|p| p.at_ms >= 180).unwrap(),
+            P { at_ms: 180, ..late },
+        );
+        assert_eq!(run(&train), "11");
+    }
+
+    #[test]
+    fn a_late_packet_of_an_earlier_segment_of_a_long_press_is_not_a_press() {
+        let ssrc = 7;
+        // A first segment running up to the longest duration, then the second (§2.5.1.3).
+        let seg = |first: u16, ts: u32, at: u64, base: u16, step: u16| {
+            (0..4_u16).map(move |i| P {
+                at_ms: at + u64::from(i) * 20,
+                ssrc,
+                pt: 101,
+                seq: first + i,
+                ts,
+                marker: first == 0 && i == 0,
+                code: 9,
+                end: false,
+                duration: base + i * step,
+            })
+        };
+        let mut packets: Vec<P> = seg(0, 1_000, 0, 62_000, 1_000).collect();
+        let late = packets.remove(2);
+        packets.extend(seg(4, 1_000 + 65_535, 80, 160, 160));
+        packets.push(P { at_ms: 200, ..late });
+        assert_eq!(run(&packets), "9");
     }
 
     #[test]
