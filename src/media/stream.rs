@@ -27,6 +27,9 @@ pub struct Outbound {
     player: Player,
     ptime: Duration,
     samples: u32,
+    /// The samples the last slot advanced the timestamp by (the frame in effect then, which
+    /// a new ptime may since have changed): how far a prompt starting early may rewind.
+    last_samples: u32,
     next_due: Instant,
     payload: Vec<u8>,
     packet: Vec<u8>,
@@ -56,6 +59,7 @@ impl Outbound {
             player: Player::new(law),
             ptime: Duration::from_millis(u64::from(ms)),
             samples: ms * 8,
+            last_samples: ms * 8,
             next_due: now,
             payload: Vec::with_capacity(480),
             packet: Vec::with_capacity(500),
@@ -102,8 +106,8 @@ impl Outbound {
         if !self.first && now < self.next_due {
             let early = self.next_due.duration_since(now);
             let samples = u32::try_from(early.as_micros() * 8 / 1_000).unwrap_or(u32::MAX);
-            // Less than a frame: timestamps keep increasing.
-            self.sender.rewind(samples.min(self.samples - 1));
+            // Less than the last slot's frame: timestamps keep increasing.
+            self.sender.rewind(samples.min(self.last_samples - 1));
             self.next_due = now;
         }
         replaced
@@ -156,6 +160,7 @@ impl Outbound {
     }
 
     fn emit(&mut self, mut frame: Frame) -> Option<Packet<'_>> {
+        self.last_samples = self.samples;
         if !self.sending {
             self.sender.skip(self.samples);
             return Some(Packet { bytes: None, frame });
@@ -502,5 +507,46 @@ mod tests {
         assert_eq!(after[0].seq, before[4].seq.wrapping_add(1));
         out.set_ptime(1_000);
         assert_eq!(out.samples, 480, "clamped to 60 ms");
+    }
+
+    #[test]
+    fn a_prompt_started_early_after_a_ptime_change_keeps_true_timestamps() {
+        let playback = || Playback {
+            items: vec![Item::Prompt(prompt(100, 700))],
+            barge_in: true,
+            token: 1,
+        };
+        // 60 ms down to 20 ms: a prompt 5 ms after a packet is stamped 5 ms after it, though
+        // that is more than a new frame before the slot the old ptime set.
+        let t0 = Instant::now();
+        let mut rng = StdRng::seed_from_u64(6);
+        let mut out = Outbound::new(t0, Pt::new(0).unwrap(), Law::Ulaw, 60, &mut rng);
+        let first = drive(&mut out, t0, 10);
+        out.set_ptime(20);
+        out.play_now(t0 + Duration::from_millis(5), playback());
+        let next = drive(&mut out, t0 + Duration::from_millis(5), 10);
+        assert_eq!(next[0].ts, first[0].ts.wrapping_add(40));
+        // 20 ms up to 60 ms: a prompt at once after a packet still gets a later timestamp.
+        let mut out = Outbound::new(t0, Pt::new(0).unwrap(), Law::Ulaw, 20, &mut rng);
+        let first = drive(&mut out, t0, 10);
+        out.set_ptime(60);
+        out.play_now(t0, playback());
+        let next = drive(&mut out, t0, 10);
+        assert_eq!(next[0].ts, first[0].ts.wrapping_add(1));
+    }
+
+    #[test]
+    fn a_call_held_from_the_start_begins_with_the_marker_and_its_first_numbers() {
+        let t0 = Instant::now();
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut out = Outbound::new(t0, Pt::new(0).unwrap(), Law::Ulaw, 20, &mut rng);
+        out.set_sending(false);
+        let (seq0, _) = out.sender().next_numbers();
+        assert!(drive(&mut out, t0, 100).is_empty());
+        out.set_sending(true);
+        let packets = drive(&mut out, t0 + Duration::from_millis(100), 60);
+        assert_eq!(packets.len(), 3);
+        assert_eq!(packets[0].seq, seq0);
+        assert!(packets[0].marker && !packets[1].marker);
     }
 }
