@@ -195,6 +195,13 @@ impl World {
         parse(&self.inbox[i].1.payload)
     }
 
+    /// The first line of the last message the server sent.
+    fn last_status_line(&self) -> String {
+        let payload = &self.inbox.last().unwrap().1.payload;
+        let text = String::from_utf8_lossy(payload);
+        text.lines().next().unwrap_or("").to_owned()
+    }
+
     /// The last message the server sent.
     fn last_received(&self) -> Message {
         parse(&self.inbox.last().unwrap().1.payload)
@@ -615,6 +622,11 @@ fn info_in_the_dialog_reaches_the_application() {
     let odd = with_header(w.uac.request("INFO", "text/plain", "hello"), optional);
     w.send(odd);
     assert_eq!(w.last_received().status(), Some(200));
+    // A type it does not read, in a disposition it knows, marked optional: ignored too.
+    let render = "Content-Disposition: render;handling=optional\r\n";
+    let odd = with_header(w.uac.request("INFO", "text/plain", "hello"), render);
+    w.send(odd);
+    assert_eq!(w.last_received().status(), Some(200));
     assert_eq!(infos(&w), 3, "ignored bodies do not reach the application");
     let options = w.uac.request("OPTIONS", "", "");
     w.send(options);
@@ -737,11 +749,44 @@ fn an_optional_body_it_does_not_understand_is_no_offer() {
     assert!(w.last_received().body().is_empty());
     assert_eq!(w.media().len(), 2);
 
-    // Required (the default), it is still refused.
+    // So is a body of a type it does not read, marked optional.
+    let optional_type = "Content-Disposition: session;handling=optional\r\n";
+    let update = with_header(
+        w.uac.request("UPDATE", "application/foo", "x"),
+        optional_type,
+    );
+    w.send(update);
+    assert_eq!(w.last_received().status(), Some(200));
+    assert!(w.last_received().body().is_empty());
+    assert_eq!(w.media().len(), 2);
+
+    // Required (the default), either is still refused.
     let required = "Content-Disposition: early-session\r\n";
     let update = with_header(w.uac.request("UPDATE", "application/sdp", &hold), required);
     w.send(update);
-    assert_eq!(w.last_received().status(), Some(415));
+    assert_eq!(
+        w.last_status_line(),
+        "SIP/2.0 415 Unsupported Content-Disposition"
+    );
+    let update = w.uac.request("UPDATE", "application/foo", "x");
+    w.send(update);
+    assert_eq!(w.last_status_line(), "SIP/2.0 415 Unsupported Media Type");
+
+    // A late offer's answer in an ACK that is ignored, or would be refused, is no answer:
+    // the call ends with BYE.
+    for line in [OPTIONAL, "Content-Disposition: early-session\r\n"] {
+        let mut w = World::new();
+        let invite = w.uac.invite("");
+        w.send(invite);
+        w.accept();
+        let ok = w.received(1);
+        w.uac.learn_tag(&ok);
+        let answer = w.uac.answer();
+        let ack = with_header(w.uac.ack_2xx(&answer), line);
+        w.send(ack);
+        assert_eq!(w.last_received().method(), Some(&Method::Bye), "{line}");
+        assert!(w.media().is_empty(), "{line}");
+    }
 }
 
 #[test]

@@ -42,8 +42,8 @@ pub use types::{
     IncomingCall, Router, Stats, Transmit, Transport, dialplan_router,
 };
 use validate::{
-    Body, Core, INFO_DISPOSITIONS, SDP_DISPOSITIONS, Verdict, body_to_act_on, check_disposition,
-    check_invite_content, media_type, method_label, response_destination, user_of, validate,
+    Body, Core, INFO_DISPOSITIONS, INFO_TYPES, Verdict, check_body, check_invite_content,
+    media_type, method_label, response_destination, sdp_body, user_of, validate,
 };
 
 /// Where a call is in its life.
@@ -451,7 +451,7 @@ impl Endpoint {
 
     /// The INVITE's SDP offer, if it has a body; checks it can be answered at all.
     fn read_offer(&self, msg: &Message) -> Result<Option<SessionDescription>, Verdict> {
-        let body = body_to_act_on(msg, SDP_DISPOSITIONS);
+        let body = sdp_body(msg)?;
         if body.is_empty() {
             return Ok(None);
         }
@@ -586,7 +586,8 @@ impl Endpoint {
         if offered {
             // Late offer: the answer is in this ACK.
             let local = call.local_media.as_ref().map(|m| m.addr.ip());
-            let answer = sdp::parse(body_to_act_on(msg, SDP_DISPOSITIONS)).ok();
+            // A body refused or ignored for its type or disposition is no answer.
+            let answer = sdp::parse(sdp_body(msg).unwrap_or(&[])).ok();
             let media = answer.as_ref().map(|a| {
                 let media = sdp::accept_answer(a)?;
                 local.map_or(Ok(()), |ip| media.check_reachable(ip))?;
@@ -705,10 +706,6 @@ impl Endpoint {
                     .flatten()
                     .map(media_type)
                     .unwrap_or_default();
-                let known = matches!(
-                    content_type.as_str(),
-                    "application/dtmf-relay" | "application/dtmf"
-                );
                 if msg.values(HeaderName::InfoPackage).next().is_some() {
                     // RFC 6086 §4.2.2: vportal takes INFO only in its legacy use, without
                     // Info Packages, so it names none it would receive.
@@ -716,20 +713,18 @@ impl Endpoint {
                         b.header("Recv-Info", "");
                     });
                 }
-                let body = match check_disposition(msg, INFO_DISPOSITIONS) {
-                    Ok(Body::Act) => msg.body(),
+                let body = match check_body(msg, INFO_TYPES, INFO_DISPOSITIONS) {
+                    Ok(Body::Use) => msg.body(),
                     Ok(Body::Ignore) => &[],
                     Err(verdict) => {
                         let (code, reason) = verdict.status_or((400, "Bad Request"));
-                        return self.answer_non_invite(req, key, tag, (code, &reason), |_| {});
+                        return self.answer_non_invite(req, key, tag, (code, &reason), |b| {
+                            if code == 415 {
+                                b.header("Accept", &INFO_TYPES.join(", "));
+                            }
+                        });
                     }
                 };
-                if !body.is_empty() && !known {
-                    let unsupported = (415, "Unsupported Media Type");
-                    return self.answer_non_invite(req, key, tag, unsupported, |b| {
-                        b.header("Accept", "application/dtmf-relay, application/dtmf");
-                    });
-                }
                 let ok = self.response(msg, source, 200, "OK", tag).finish(None);
                 self.complete_non_invite(key, flow, ok, now);
                 if !body.is_empty() {
@@ -747,7 +742,7 @@ impl Endpoint {
                     .get(&handle)
                     .and_then(|c| c.pending_2xx.as_ref())
                     .is_some_and(|p| p.offered);
-                if our_offer_pending && !body_to_act_on(msg, SDP_DISPOSITIONS).is_empty() {
+                if our_offer_pending && !matches!(sdp_body(msg), Ok(b) if b.is_empty()) {
                     return self.answer_non_invite(req, key, tag, (491, "Request Pending"), |_| {});
                 }
                 // RFC 3311: an offer in UPDATE is answered in its 200; no body is a refresh.
@@ -793,23 +788,12 @@ impl Endpoint {
         handle: CallHandle,
         msg: &Message,
     ) -> Result<Option<(Negotiated, Vec<u8>)>, Verdict> {
-        if msg.body().is_empty() {
+        let body = sdp_body(msg)?;
+        if body.is_empty() {
             return Ok(None);
         }
-        // An optional body vportal does not understand is no offer, whatever its type.
-        if check_disposition(msg, SDP_DISPOSITIONS)? == Body::Ignore {
-            return Ok(None);
-        }
-        let content_type = msg
-            .single(HeaderName::ContentType)
-            .ok()
-            .flatten()
-            .map(media_type);
-        if content_type.as_deref() != Some("application/sdp") {
-            return Err(Verdict::Respond(415, "Unsupported Media Type".into()));
-        }
-        let offer = sdp::parse(msg.body())
-            .map_err(|_| Verdict::Respond(400, "Malformed SDP body".into()))?;
+        let offer =
+            sdp::parse(body).map_err(|_| Verdict::Respond(400, "Malformed SDP body".into()))?;
         let call = self.calls.get_mut(&handle).ok_or(Verdict::Drop)?;
         let local = call
             .local_media
@@ -842,7 +826,7 @@ impl Endpoint {
             (491, "Request Pending".to_owned(), None, None, false)
         } else if !self.accept_cseq(handle, core.cseq.seq) {
             (500, "CSeq Out of Order".to_owned(), None, None, false)
-        } else if body_to_act_on(msg, SDP_DISPOSITIONS).is_empty() {
+        } else if matches!(sdp_body(msg), Ok(b) if b.is_empty()) {
             // No offer: ours goes in the 200, the answer in the ACK.
             match self
                 .calls

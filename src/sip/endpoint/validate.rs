@@ -179,47 +179,61 @@ pub(super) fn check_invite_content(msg: &Message) -> Result<(), Verdict> {
             return Err(Verdict::Respond(415, "Unsupported Media Type".into()));
         }
     }
-    // A body to ignore (an optional one vportal does not understand) has no type to check.
-    if msg.body().is_empty() || check_disposition(msg, SDP_DISPOSITIONS)? == Body::Ignore {
-        return Ok(());
-    }
-    match msg.single(HeaderName::ContentType) {
-        Ok(Some(t)) if media_type(t) == "application/sdp" => {}
-        Ok(Some(_)) => return Err(Verdict::Respond(415, "Unsupported Media Type".into())),
-        Ok(None) => return Err(Verdict::Respond(400, "Missing Content-Type header".into())),
-        Err(e) => return Err(Verdict::Respond(400, e.to_string())),
-    }
-    Ok(())
+    sdp_body(msg).map(drop)
 }
+
+/// The media types vportal reads in an INVITE, re-INVITE, UPDATE or ACK.
+const SDP_TYPES: &[&str] = &["application/sdp"];
 
 /// The dispositions vportal acts on for an SDP body (RFC 3261 §20.11: `session` is also the
 /// default for `application/sdp`).
-pub(super) const SDP_DISPOSITIONS: &[&str] = &["session"];
+const SDP_DISPOSITIONS: &[&str] = &["session"];
+
+/// The media types vportal reads in an INFO.
+pub(super) const INFO_TYPES: &[&str] = &["application/dtmf-relay", "application/dtmf"];
 
 /// The dispositions vportal acts on for an INFO's DTMF body: `render` (the default for it),
 /// RFC 6086's `info-package`, and `signal`, which some phones send.
 pub(super) const INFO_DISPOSITIONS: &[&str] = &["render", "info-package", "signal"];
 
-/// What to do with a request's body, by its Content-Disposition (RFC 3261 §20.11, RFC 5621
-/// §9): act on it when its disposition is one vportal understands (or none is given); one
-/// vportal does not act on is 415 when its handling is `required`, which is also the
-/// default, and ignored, as if there were no body, with `handling=optional`.
-pub(super) fn check_disposition(msg: &Message, understood: &[&str]) -> Result<Body, Verdict> {
+/// What vportal does with a request's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Body {
+    /// Read it (an empty body is no body).
+    Use,
+    /// Treat the request as one without a body.
+    Ignore,
+}
+
+/// Whether a request's body is for vportal, by its Content-Type and Content-Disposition
+/// (RFC 3261 §20.11, §20.15, RFC 5621 §9). A body of one of `types`, with one of
+/// `dispositions` or none, is used. One whose type or disposition vportal does not
+/// understand is ignored when marked `handling=optional`, and refused with 415 when its
+/// handling is `required`, which is also the default. A body without a Content-Type, or
+/// with a malformed Content-Type or Content-Disposition, gets 400.
+pub(super) fn check_body(
+    msg: &Message,
+    types: &[&str],
+    dispositions: &[&str],
+) -> Result<Body, Verdict> {
     if msg.body().is_empty() {
-        return Ok(Body::Act);
+        return Ok(Body::Use);
     }
-    let value = match msg.single(HeaderName::ContentDisposition) {
-        Ok(Some(v)) => v,
-        Ok(None) => return Ok(Body::Act),
+    let content_type = match msg.single(HeaderName::ContentType) {
+        Ok(Some(t)) => media_type(t),
+        Ok(None) => return Err(Verdict::Respond(400, "Missing Content-Type header".into())),
         Err(e) => return Err(Verdict::Respond(400, e.to_string())),
     };
-    let mut parts = value.split(';').map(syntax::trim);
-    let disposition = parts.next().unwrap_or("");
-    if understood
-        .iter()
-        .any(|d| d.eq_ignore_ascii_case(disposition))
-    {
-        return Ok(Body::Act);
+    let disposition = msg
+        .single(HeaderName::ContentDisposition)
+        .map_err(|e| Verdict::Respond(400, e.to_string()))?;
+    let mut parts = disposition.unwrap_or("").split(';').map(syntax::trim);
+    let name = parts.next().unwrap_or("");
+    let type_known = types.contains(&content_type.as_str());
+    let disposition_known =
+        name.is_empty() || dispositions.iter().any(|d| d.eq_ignore_ascii_case(name));
+    if type_known && disposition_known {
+        return Ok(Body::Use);
     }
     let optional = parts.any(|p| {
         p.split_once('=').is_some_and(|(name, v)| {
@@ -229,6 +243,8 @@ pub(super) fn check_disposition(msg: &Message, understood: &[&str]) -> Result<Bo
     });
     if optional {
         Ok(Body::Ignore)
+    } else if disposition_known {
+        Err(Verdict::Respond(415, "Unsupported Media Type".into()))
     } else {
         Err(Verdict::Respond(
             415,
@@ -237,19 +253,11 @@ pub(super) fn check_disposition(msg: &Message, understood: &[&str]) -> Result<Bo
     }
 }
 
-/// Whether a request's body is acted on or ignored; see [`check_disposition`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Body {
-    Act,
-    Ignore,
-}
-
-/// The body vportal acts on, `&[]` for none: a body with a disposition vportal does not
-/// understand and `handling=optional` is no body (a malformed or required one was refused
-/// before, by [`check_disposition`]).
-pub(super) fn body_to_act_on<'m>(msg: &'m Message, understood: &[&str]) -> &'m [u8] {
-    match check_disposition(msg, understood) {
-        Ok(Body::Ignore) => &[],
-        _ => msg.body(),
-    }
+/// The SDP in a request's body: empty for none, or for a body to ignore (see
+/// [`check_body`]).
+pub(super) fn sdp_body(msg: &Message) -> Result<&[u8], Verdict> {
+    Ok(match check_body(msg, SDP_TYPES, SDP_DISPOSITIONS)? {
+        Body::Use => msg.body(),
+        Body::Ignore => &[],
+    })
 }
