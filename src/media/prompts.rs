@@ -388,8 +388,8 @@ pub enum DecodeError {
     },
 }
 
-/// Decodes any supported file to mono 8 kHz PCM: PCM WAV (hound), μ-law/A-law WAV, FLAC, MP3,
-/// Ogg Vorbis (symphonia); any rate, any channel count.
+/// Decodes any supported file to mono 8 kHz PCM: PCM and float WAV (hound), μ-law, A-law,
+/// IMA and MS ADPCM WAV, FLAC, MP3, Ogg Vorbis (symphonia); any rate, any channel count.
 ///
 /// Channels are averaged, the rate converted with [`resample`] (band-limited to below 4 kHz)
 /// and the result rounded to 16 bits with saturation. An 8 kHz mono 16-bit WAV comes back
@@ -404,11 +404,14 @@ pub fn decode_to_8k(bytes: &[u8], extension_hint: Option<&str>) -> Result<Vec<i1
         Some(audio) => audio,
         None => decode_symphonia(bytes, extension_hint).map_err(|e| {
             match (e, wave_format_tag(bytes)) {
-                // A WAVE file in a codec neither decoder reads (GSM 6.10, G.721, …).
-                (DecodeError::UnknownFormat(_), Some(tag)) => DecodeError::Unsupported(format!(
-                    "WAVE codec 0x{tag:04x}; convert the file to 16-bit PCM \
+                // A WAVE file in a codec neither decoder reads (GSM 6.10, G.721, …); one in
+                // a codec they do read that still fails is damaged, and says so.
+                (DecodeError::UnknownFormat(_), Some(tag)) if !WAVE_FORMAT_TAGS.contains(&tag) => {
+                    DecodeError::Unsupported(format!(
+                        "WAVE codec 0x{tag:04x}; convert the file to 16-bit PCM \
                      (sox in.wav -e signed-integer -b 16 out.wav)"
-                )),
+                    ))
+                }
                 (e, _) => e,
             }
         })?,
@@ -498,6 +501,10 @@ fn decode_pcm_wav(bytes: &[u8]) -> Result<Option<Decoded>, DecodeError> {
 /// sub-format hound checks itself).
 const HOUND_FORMAT_TAGS: [u16; 3] = [0x0001, 0x0003, 0xfffe];
 
+/// The WAVE format tags vportal decodes: hound's, and symphonia's MS ADPCM, A-law, μ-law
+/// and IMA ADPCM.
+const WAVE_FORMAT_TAGS: [u16; 7] = [0x0001, 0x0002, 0x0003, 0x0006, 0x0007, 0x0011, 0xfffe];
+
 fn is_wave(bytes: &[u8]) -> bool {
     bytes.len() >= 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WAVE"
 }
@@ -513,7 +520,8 @@ fn wave_format_tag(bytes: &[u8]) -> Option<u16> {
         let size = usize::try_from(u32::from_le_bytes(header[4..8].try_into().ok()?)).ok()?;
         if &header[..4] == b"fmt " {
             return body
-                .get(..2)
+                .get(..size.min(2))
+                .filter(|tag| tag.len() == 2)
                 .map(|tag| u16::from_le_bytes([tag[0], tag[1]]));
         }
         // Chunks are padded to an even length.
@@ -978,6 +986,19 @@ mod tests {
             matches!(&err, DecodeError::Unsupported(what) if what.contains("0x0031")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_damaged_wav_in_a_codec_it_reads_is_not_called_unsupported() {
+        let mut ulaw = fixture("tone_8k_ulaw.wav");
+        let data = ulaw.windows(4).position(|w| w == b"data").unwrap();
+        ulaw[data + 1] = b'x';
+        let err = decode_to_8k(&ulaw, Some("wav")).unwrap_err();
+        assert!(!matches!(err, DecodeError::Unsupported(_)), "{err}");
+        assert!(!err.to_string().contains("WAVE codec"), "{err}");
+        // A `fmt ` chunk too short to hold a format tag has none.
+        let short = b"RIFF\0\0\0\0WAVEfmt \x01\0\0\0\x11\0";
+        assert_eq!(wave_format_tag(short), None);
     }
 
     #[test]
