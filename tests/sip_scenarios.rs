@@ -883,6 +883,16 @@ fn tcp_calls_do_not_retransmit_responses_but_do_retransmit_the_2xx() {
             .iter()
             .all(|(_, t)| t.transport == Transport::Tcp(ConnId(2)))
     );
+    // Over TCP, should the connection close, an answer opens a new one to the Via port
+    // (§18.2.2), not to the closed connection's ephemeral source port, `rport` or not.
+    w.inbox.clear();
+    let options = vportal::sip::Message::parse_datagram(w.uac.request("OPTIONS", "", "")).unwrap();
+    let ephemeral: SocketAddr = "127.0.0.1:40123".parse().unwrap();
+    w.ep.handle_message(w.now, Transport::Tcp(ConnId(3)), ephemeral, options);
+    w.pump();
+    let (_, answer) = w.inbox.last().unwrap();
+    assert_eq!(answer.transport, Transport::Tcp(ConnId(3)));
+    assert_eq!(answer.destination, CALLER.parse::<SocketAddr>().unwrap());
 }
 
 #[test]

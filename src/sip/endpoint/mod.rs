@@ -11,8 +11,9 @@
 //! retransmission gets the same answer and a flood of them leaves no state behind. Calls use
 //! full INVITE transactions, dialogs and the 2xx retransmission of §13.3.1.4.
 //!
-//! Responses go to the packet's source address (RFC 3261 §18.2.2): with `rport` to its source
-//! port (RFC 3581), otherwise to the Via's port. In-dialog requests (BYE) go back over the
+//! Responses go to the packet's source address (RFC 3261 §18.2.2): over UDP with `rport` to
+//! its source port (RFC 3581), otherwise to the Via's port; over TCP on the request's
+//! connection, or a new one to the Via's port if it closed. In-dialog requests (BYE) go back over the
 //! flow the call came in on. Host names in messages are never resolved.
 
 mod types;
@@ -274,7 +275,7 @@ impl Endpoint {
             }
             return;
         };
-        let flow = Flow::new(transport, response_destination(&via, source));
+        let flow = Flow::new(transport, response_destination(&via, source, transport));
         let core = match validate(msg, via) {
             Ok(core) => core,
             // Never respond to an ACK (§17.1.1.3).

@@ -7,6 +7,8 @@ use crate::sip::message::{Defect, Message, Method};
 use crate::sip::syntax;
 use crate::sip::uri::Uri;
 
+use super::types::Transport;
+
 /// What validation decided about a request.
 pub(super) enum Verdict {
     /// Send nothing.
@@ -83,11 +85,18 @@ pub(super) fn user_of(uri: &str) -> Option<String> {
         .and_then(|u| u.user().map(std::borrow::Cow::into_owned))
 }
 
-/// §18.2.2 and RFC 3581: the source IP always; the source port with `rport`, else the Via
-/// port (5060 by default). `maddr` is ignored: vportal never sends to multicast groups or
-/// to names taken from a message.
-pub(super) fn response_destination(via: &Via<'_>, source: SocketAddr) -> SocketAddr {
-    if via.wants_rport() {
+/// §18.2.2 and RFC 3581: the source IP always; over UDP the source port with `rport`, else
+/// the Via port (5060 by default). Over TCP responses go over the request's connection;
+/// this is where a new one is opened should it have closed, and there §18.2.2 names the
+/// Via port, `rport` being a UDP matter (a TCP source port is the peer's ephemeral one).
+/// `maddr` is ignored: vportal never sends to multicast groups or to names taken from a
+/// message.
+pub(super) fn response_destination(
+    via: &Via<'_>,
+    source: SocketAddr,
+    transport: Transport,
+) -> SocketAddr {
+    if via.wants_rport() && transport == Transport::Udp {
         source
     } else {
         SocketAddr::new(source.ip(), via.port.unwrap_or(5060))
