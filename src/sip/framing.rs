@@ -98,8 +98,7 @@ impl StreamFramer {
                             _ => Defect::MissingContentLength,
                         };
                         self.broken = Some(FrameError::ContentLength(defect));
-                        self.buf.truncate(head_end);
-                        let head = std::mem::take(&mut self.buf);
+                        let head = self.take_front(head_end);
                         return Message::parse_framed(head, Framing::Stream)
                             .map(Some)
                             .map_err(FrameError::NotSip);
@@ -113,13 +112,23 @@ impl StreamFramer {
         if self.buf.len() < total {
             return Ok(None);
         }
-        let rest = self.buf.split_off(total);
-        let message = std::mem::replace(&mut self.buf, rest);
+        let message = self.take_front(total);
         self.pending = None;
         self.scanned = 0;
         Message::parse_framed(message, Framing::Stream)
             .map(Some)
             .map_err(FrameError::NotSip)
+    }
+}
+
+impl StreamFramer {
+    /// Takes the first `n` buffered octets out, in an allocation of their own: a message
+    /// kept for later (queued for the SIP task) holds its own size, not the whole read
+    /// buffer, which a peer sending fast can make large.
+    fn take_front(&mut self, n: usize) -> Vec<u8> {
+        let front = self.buf[..n].to_vec();
+        self.buf.drain(..n);
+        front
     }
 }
 
@@ -166,6 +175,25 @@ mod tests {
             assert!(f.next_message().unwrap().is_none());
             assert_eq!(f.buffered(), 0);
         }
+    }
+
+    #[test]
+    fn a_message_framed_from_a_large_buffer_holds_only_its_own_octets() {
+        // 2,000 messages pushed at once, as from a peer sending faster than they are taken.
+        let mut f = StreamFramer::new();
+        f.push(&OPTIONS.repeat(2_000));
+        for i in 0..2_000 {
+            let m = f.next_message().unwrap().unwrap();
+            assert_eq!(m.body(), b"hello");
+            assert!(m.allocated() < 2 * OPTIONS.len(), "{i}: {}", m.allocated());
+        }
+        assert_eq!(f.buffered(), 0);
+        // So does the head handed on before a stream whose framing broke is closed.
+        let mut f = StreamFramer::new();
+        let broken = b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID: 1\r\n\r\n";
+        f.push(&[&broken[..], &[b'x'; 10_000]].concat());
+        let m = f.next_message().unwrap().unwrap();
+        assert!(m.allocated() < 2 * broken.len(), "{}", m.allocated());
     }
 
     #[test]

@@ -298,6 +298,12 @@ impl Message {
         &self.buf
     }
 
+    /// The memory the message holds (tests check a framed message holds only its own).
+    #[cfg(test)]
+    pub(crate) fn allocated(&self) -> usize {
+        self.buf.capacity()
+    }
+
     fn text(&self, span: Range<usize>) -> Option<&str> {
         std::str::from_utf8(self.buf.get(span)?).ok()
     }
