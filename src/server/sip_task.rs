@@ -50,6 +50,8 @@ pub(crate) struct SipTask {
     commands: mpsc::Receiver<Command>,
     command_tx: mpsc::Sender<Command>,
     connections: HashMap<ConnId, mpsc::Sender<Vec<u8>>>,
+    /// Messages dropped because their connection's queue was full, for the log.
+    dropped: super::tcp::LogThrottle,
     calls: HashMap<CallHandle, mpsc::UnboundedSender<CallEvent>>,
     /// The call tasks, so shutdown can wait for them to finish.
     call_tasks: tokio::task::JoinSet<()>,
@@ -74,6 +76,7 @@ impl SipTask {
             commands,
             command_tx,
             connections: HashMap::new(),
+            dropped: super::tcp::LogThrottle::default(),
             calls: HashMap::new(),
             call_tasks: tokio::task::JoinSet::new(),
             task_calls: HashMap::new(),
@@ -245,7 +248,13 @@ impl SipTask {
                     Some(tx) => match tx.try_send(t.payload) {
                         Ok(()) => return,
                         Err(mpsc::error::TrySendError::Full(_)) => {
-                            tracing::warn!(?conn, "TCP connection not keeping up; message dropped");
+                            if let Some(dropped) = self.dropped.occurred(Instant::now()) {
+                                tracing::warn!(
+                                    ?conn,
+                                    dropped,
+                                    "TCP connection not keeping up; messages dropped"
+                                );
+                            }
                             return;
                         }
                         // Closed, its `TcpClosed` not yet seen.

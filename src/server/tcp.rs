@@ -37,6 +37,32 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// after this long with nothing to write. A peer quiet for longer is closed at once.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// Counts a recurring condition and says when to log it: at its first occurrence, then at
+/// most once per [`Self::EVERY`], with how many occurred since. A flood of refused
+/// connections or dropped messages must not become a flood of log lines.
+#[derive(Debug, Default)]
+pub(crate) struct LogThrottle {
+    count: u64,
+    logged_at: Option<Instant>,
+}
+
+impl LogThrottle {
+    pub(crate) const EVERY: Duration = Duration::from_secs(10);
+
+    /// One more occurrence at `now`: the count to log (this one included) if a line is due.
+    pub(crate) fn occurred(&mut self, now: Instant) -> Option<u64> {
+        self.count += 1;
+        if self
+            .logged_at
+            .is_some_and(|t| now.saturating_duration_since(t) < Self::EVERY)
+        {
+            return None;
+        }
+        self.logged_at = Some(now);
+        Some(std::mem::take(&mut self.count))
+    }
+}
+
 /// Open connections by peer address, when `max_tcp_connections_per_source` is set.
 static PER_SOURCE: LazyLock<Mutex<HashMap<IpAddr, usize>>> = LazyLock::new(Mutex::default);
 
@@ -89,20 +115,14 @@ pub(crate) async fn accept_loop(
     commands: mpsc::Sender<Command>,
     shared: Arc<Shared>,
 ) {
-    // Refusals are logged at most every 10 s, with their count: a flood of connections must
-    // not become a flood of log lines.
-    let mut refused: u64 = 0;
-    let mut warned_at: Option<Instant> = None;
+    let mut refusals = LogThrottle::default();
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let Some(slot) = Slot::take(&shared, peer.ip()) else {
                     drop(stream);
-                    refused += 1;
-                    if warned_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    if let Some(refused) = refusals.occurred(Instant::now()) {
                         tracing::warn!(%peer, refused, "too many TCP connections; refusing new ones");
-                        refused = 0;
-                        warned_at = Some(Instant::now());
                     }
                     continue;
                 };
@@ -238,4 +258,23 @@ async fn serve(
         }
     }
     let _ = commands.send(Command::TcpClosed(conn)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_is_logged_once_per_period_with_its_count() {
+        let t0 = Instant::now();
+        let mut t = LogThrottle::default();
+        assert_eq!(t.occurred(t0), Some(1), "the first is logged at once");
+        for i in 1..1_000 {
+            assert_eq!(t.occurred(t0 + Duration::from_millis(i)), None);
+        }
+        // The next after the period carries the count since the last line, itself included.
+        assert_eq!(t.occurred(t0 + LogThrottle::EVERY), Some(1_000));
+        assert_eq!(t.occurred(t0 + LogThrottle::EVERY), None);
+        assert_eq!(t.occurred(t0 + LogThrottle::EVERY * 3), Some(2));
+    }
 }
