@@ -99,6 +99,7 @@ impl StreamFramer {
                         };
                         self.broken = Some(FrameError::ContentLength(defect));
                         let head = self.take_front(head_end);
+                        self.buf.clear();
                         return Message::parse_framed(head, Framing::Stream)
                             .map(Some)
                             .map_err(FrameError::NotSip);
@@ -119,9 +120,7 @@ impl StreamFramer {
             .map(Some)
             .map_err(FrameError::NotSip)
     }
-}
 
-impl StreamFramer {
     /// Takes the first `n` buffered octets out, in an allocation of their own: a message
     /// kept for later (queued for the SIP task) holds its own size, not the whole read
     /// buffer, which a peer sending fast can make large.

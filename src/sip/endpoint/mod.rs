@@ -13,8 +13,8 @@
 //!
 //! Responses go to the packet's source address (RFC 3261 §18.2.2): over UDP with `rport` to
 //! its source port (RFC 3581), otherwise to the Via's port; over TCP on the request's
-//! connection, or a new one to the Via's port if it closed. In-dialog requests (BYE) go back over the
-//! flow the call came in on. Host names in messages are never resolved.
+//! connection, or a new one to the Via's port if it closed. In-dialog requests (BYE) go back
+//! over the flow the call came in on. Host names in messages are never resolved.
 
 mod types;
 mod validate;
