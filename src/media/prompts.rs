@@ -406,7 +406,10 @@ pub fn decode_to_8k(bytes: &[u8], extension_hint: Option<&str>) -> Result<Vec<i1
             match (e, wave_format_tag(bytes)) {
                 // A WAVE file in a codec neither decoder reads (GSM 6.10, G.721, …); one in
                 // a codec they do read that still fails is damaged, and says so.
-                (DecodeError::UnknownFormat(_), Some(tag)) if !WAVE_FORMAT_TAGS.contains(&tag) => {
+                (DecodeError::UnknownFormat(_), Some(tag))
+                    if !HOUND_FORMAT_TAGS.contains(&tag)
+                        && !SYMPHONIA_FORMAT_TAGS.contains(&tag) =>
+                {
                     DecodeError::Unsupported(format!(
                         "WAVE codec 0x{tag:04x}; convert the file to 16-bit PCM \
                      (sox in.wav -e signed-integer -b 16 out.wav)"
@@ -501,9 +504,9 @@ fn decode_pcm_wav(bytes: &[u8]) -> Result<Option<Decoded>, DecodeError> {
 /// sub-format hound checks itself).
 const HOUND_FORMAT_TAGS: [u16; 3] = [0x0001, 0x0003, 0xfffe];
 
-/// The WAVE format tags vportal decodes: hound's, and symphonia's MS ADPCM, A-law, μ-law
-/// and IMA ADPCM.
-const WAVE_FORMAT_TAGS: [u16; 7] = [0x0001, 0x0002, 0x0003, 0x0006, 0x0007, 0x0011, 0xfffe];
+/// The other WAVE format tags vportal decodes, through symphonia: MS ADPCM, A-law, μ-law and
+/// IMA ADPCM.
+const SYMPHONIA_FORMAT_TAGS: [u16; 4] = [0x0002, 0x0006, 0x0007, 0x0011];
 
 fn is_wave(bytes: &[u8]) -> bool {
     bytes.len() >= 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WAVE"

@@ -136,6 +136,7 @@ pub struct Endpoint {
     clients: HashMap<String, (NonInviteClientTx, CallHandle)>,
     calls: HashMap<CallHandle, Call>,
     /// How many of `calls` are ending: our BYE is out, awaiting its answer (Terminating).
+    /// Kept rather than counted, as admission reads it on every INVITE, floods included.
     ending: usize,
     dialogs: HashMap<String, CallHandle>,
     timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
