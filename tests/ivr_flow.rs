@@ -911,3 +911,94 @@ fn change_passcode_application_goes_straight_to_the_change() {
     assert_eq!(c.flow.outcome(), Outcome::Changed);
     let _ = c.all();
 }
+
+#[test]
+fn rejected_call_with_keys_typed_ahead_changes_nothing() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    c.in_use = true;
+    // The whole call typed in one burst (e.g. SIP INFO), session = "reject", mailbox in use.
+    for k in "1001#4826#5937#5937#".chars() {
+        c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
+    }
+    c.run();
+    assert_eq!(c.flow.outcome(), Outcome::InUse, "{:?}", c.all());
+    assert!(
+        temporary(&store, "1001"),
+        "a login refused as in use must not change the passcode: {:?}",
+        c.all()
+    );
+}
+
+/// Drives `c` to the point where a change has been asked for (the store work in flight) and
+/// returns the action, not yet performed.
+fn change_in_flight(c: &mut Call) -> Action {
+    c.keys("1001#").keys("4826#").keys("5937#").finish();
+    for k in "5937#".chars() {
+        c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
+    }
+    let a = c.flow.poll_action().unwrap();
+    assert!(matches!(a, Action::ChangePasscode { .. }), "{a:?}");
+    a
+}
+
+fn perform_change(c: &mut Call, a: Action) {
+    let Action::ChangePasscode { passcode, .. } = a else {
+        unreachable!()
+    };
+    let actor = Actor::Cli { user: None };
+    let r = c
+        .store
+        .change_passcode(
+            c.login.as_mut().unwrap(),
+            &passcode,
+            &actor,
+            Timestamp::from_unix(T0),
+        )
+        .map_err(|_| ());
+    c.flow.handle_changed(c.now, r);
+    c.run();
+}
+
+#[test]
+fn replaced_while_a_change_is_stored_counts_as_changed() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    let a = change_in_flight(&mut c);
+    // Another phone logs in to 1001 while the change is being stored (call.rs: CallEvent::Replaced).
+    c.flow.handle_replaced();
+    c.run();
+    perform_change(&mut c, a);
+    assert!(!temporary(&store, "1001"), "the change was stored");
+    assert!(c.finish().ends());
+    assert_eq!(c.flow.outcome(), Outcome::Changed, "{:?}", c.all());
+}
+
+#[test]
+fn call_length_reached_while_a_change_is_stored_counts_as_changed() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    let a = change_in_flight(&mut c);
+    let end = c.start + RouteSettings::default().max_call_duration;
+    c.now = end;
+    c.flow.handle_timeout(c.now);
+    c.run();
+    perform_change(&mut c, a);
+    assert!(!temporary(&store, "1001"), "the change was stored");
+    assert!(c.finish().ends());
+    assert_eq!(c.flow.outcome(), Outcome::Changed, "{:?}", c.all());
+}
+
+#[test]
+fn rejected_call_whose_keys_typed_ahead_reach_goodbye_is_still_in_use() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    c.in_use = true;
+    for k in "2002#5937#*".chars() {
+        c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
+    }
+    c.run();
+    assert_eq!(c.last(), ["in_use", "goodbye"], "{:?}", c.all());
+    assert_eq!(c.flow.outcome(), Outcome::InUse);
+    assert_eq!(c.flow.logged_in(), None);
+}

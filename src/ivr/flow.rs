@@ -238,6 +238,8 @@ pub struct Flow {
     /// The caller has the call on hold (we may not send): prompts go unheard, so silence is
     /// not counted until they come back.
     held: bool,
+    /// A change was asked for and its answer has not come yet.
+    change_in_flight: bool,
 }
 
 impl Flow {
@@ -264,6 +266,7 @@ impl Flow {
             reprompts_left: reprompts,
             hang_up_at: None,
             held: false,
+            change_in_flight: false,
         }
     }
 
@@ -475,7 +478,16 @@ impl Flow {
 
     /// The answer to [`Action::ChangePasscode`].
     pub fn handle_changed(&mut self, now: Instant, result: Result<ChangeOutcome, ()>) {
+        if !std::mem::take(&mut self.change_in_flight) {
+            return;
+        }
         if !matches!(self.step, Step::Changing) {
+            // The call moved on (replaced, out of time) while the change was stored: it
+            // still counts as changed.
+            if matches!(result, Ok(ChangeOutcome::Changed)) {
+                self.outcome = Outcome::Changed;
+                self.must_change = false;
+            }
             return;
         }
         match result {
@@ -522,14 +534,15 @@ impl Flow {
 
     /// This login was refused: the mailbox is in use by another call.
     pub fn handle_in_use(&mut self) {
-        if matches!(self.step, Step::Over | Step::Leaving) {
+        if matches!(self.step, Step::Over) || self.logged_in.is_none() {
             return;
         }
         self.logged_in = None;
-        // Refused as the login is reported: what was queued behind it (the menu or the
-        // new-passcode prompt) must not start, not even for a packet.
-        self.actions
-            .retain(|a| !matches!(a, Action::Play(_) | Action::BargeIn));
+        self.must_change = false;
+        // Refused as the login is reported: everything queued behind it (the menu, the
+        // new-passcode prompt, and whatever keys typed ahead did there, a change included)
+        // must not happen.
+        self.actions.clear();
         self.leave(Outcome::InUse, &["in_use", "goodbye"]);
     }
 
@@ -667,6 +680,7 @@ impl Flow {
             return self.leave(Outcome::Error, &["unavailable", "goodbye"]);
         };
         self.step = Step::Changing;
+        self.change_in_flight = true;
         self.actions
             .push_back(Action::ChangePasscode { mailbox, passcode });
     }
