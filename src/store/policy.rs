@@ -291,6 +291,13 @@ impl Policy {
                 ),
             );
         }
+        if self.reject_repeated_digits && self.generated_length < 2 {
+            // Every one-digit passcode is "one digit repeated": none could be generated.
+            return err(
+                "generated_length",
+                "must be at least 2 while reject_repeated_digits is on".to_owned(),
+            );
+        }
         if !TEMPORARY_TTL_SECONDS.contains(&self.temporary_ttl_seconds) {
             return err("temporary_ttl_seconds", ttl_range_text());
         }
@@ -871,6 +878,20 @@ mod tests {
                 "generated_length"
             );
         }
+        // Every one-digit passcode is one digit repeated: none could ever be generated.
+        let one_digit = Policy {
+            min_length: 1,
+            generated_length: 1,
+            ..Policy::default()
+        };
+        assert_eq!(bad(one_digit.clone()), "generated_length");
+        let repeats_allowed = Policy {
+            reject_repeated_digits: false,
+            ..one_digit
+        };
+        assert!(repeats_allowed.validate().is_ok());
+        let mut rng = StdRng::seed_from_u64(1);
+        assert!(repeats_allowed.generate(&ext("1001"), &mut rng).is_ok());
         assert_eq!(
             bad(Policy {
                 history_depth: 25,
