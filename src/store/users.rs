@@ -862,11 +862,15 @@ const DEFAULT_COLUMNS: [Column; 4] = [
     Column::Passcode,
 ];
 
-/// A first row naming the `extension` column is a header: data rows hold digits there.
+/// A first row naming the `extension` column is a header, unless a field of it is all
+/// digits: that is a data row's extension (a mailbox may be named "Extension"), and a header
+/// holds none.
 fn looks_like_header(fields: &[String]) -> bool {
+    let digits = |f: &str| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit());
     fields
         .iter()
         .any(|f| f.trim().eq_ignore_ascii_case("extension"))
+        && !fields.iter().any(|f| digits(f.trim()))
 }
 
 fn header_columns(fields: &[String]) -> Result<Vec<Column>, String> {
@@ -1279,6 +1283,18 @@ mod tests {
             s.import_csv("extension,pin\n1,2\n", ImportMode::Partial, &cli(), T0)
                 .is_err()
         );
+        // A headerless first row for a mailbox named "Extension" is data, not a header.
+        let report = s
+            .import_csv(
+                "3001,Extension,,\n3002,Bob,,\n",
+                ImportMode::AllOrNothing,
+                &cli(),
+                T0,
+            )
+            .unwrap();
+        assert!(report.committed, "{report:?}");
+        let named = s.user(&ext("3001"), T0).unwrap().unwrap();
+        assert_eq!(named.name.as_deref(), Some("Extension"));
         assert!(
             s.import_csv("1009,\"open", ImportMode::Partial, &cli(), T0)
                 .is_err()
