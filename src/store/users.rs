@@ -831,7 +831,24 @@ impl Store {
                 }
             }
             Ok(conflicts)
-        })?;
+        });
+        let conflicts = match conflicts {
+            // All or nothing, and a mailbox was created meanwhile: rolled back; reported
+            // like a row refused at the check, on its line.
+            Err(StoreError::Exists(ext)) if mode == ImportMode::AllOrNothing => {
+                if let Some((index, _, _)) =
+                    candidates.iter().find(|(_, user, _)| user.extension == ext)
+                {
+                    rows[*index].outcome =
+                        ImportOutcome::Rejected(format!("mailbox {ext} already exists"));
+                }
+                return Ok(ImportReport {
+                    rows,
+                    committed: false,
+                });
+            }
+            other => other?,
+        };
         for (index, _, chosen) in candidates {
             rows[index].outcome = if conflicts.contains(&index) {
                 ImportOutcome::Rejected(format!("mailbox {} already exists", chosen.extension))
@@ -1255,6 +1272,37 @@ mod tests {
             "nothing half-imported"
         );
         assert_eq!(report.created().count(), 0);
+    }
+
+    #[test]
+    fn import_all_or_nothing_refused_at_commit_names_the_row() {
+        let s = store();
+        // Someone creates 1002 while the import hashes: a trigger does it inside the
+        // import's own transaction, after the rows were checked.
+        s.write(|tx| {
+            tx.execute_batch(
+                "CREATE TEMP TRIGGER meanwhile AFTER INSERT ON users WHEN NEW.extension = '1001'
+                 BEGIN INSERT INTO users (extension, created_at) VALUES ('1002', 0); END;",
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        let report = s
+            .import_csv(
+                "extension\n1001\n1002\n",
+                ImportMode::AllOrNothing,
+                &cli(),
+                T0,
+            )
+            .unwrap();
+        assert!(!report.committed, "{report:?}");
+        let rejected: Vec<_> = report.rejected().map(|(line, _)| line).collect();
+        assert_eq!(rejected, [3], "the row of the mailbox created meanwhile");
+        assert!(matches!(report.rows[0].outcome, ImportOutcome::NotImported));
+        assert!(
+            s.user(&ext("1001"), T0).unwrap().is_none(),
+            "nothing half-imported"
+        );
     }
 
     #[test]
