@@ -6,7 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::store::StoreError;
+use crate::store::{GenerateError, StoreError};
 
 /// An error answer. Its message never holds a passcode, a hash, the pepper or a token.
 #[derive(Debug)]
@@ -117,6 +117,16 @@ impl From<StoreError> for ApiError {
                 "conflict",
                 format!("mailbox {ext} changed during the request; try again"),
             ),
+            // Only a policy stored by an older build can get here (validation now refuses
+            // one that cannot generate); the operator, not the client, must fix it.
+            StoreError::Generate(GenerateError::Impossible) => Self::new(
+                StatusCode::CONFLICT,
+                "policy_unusable",
+                format!(
+                    "{}: raise generated_length or relax the rules (vportal policy set)",
+                    GenerateError::Impossible
+                ),
+            ),
             other => {
                 tracing::error!(error = %other, "store error in the admin API");
                 Self::internal()
@@ -215,6 +225,18 @@ fn redact_values(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policy_that_cannot_generate_is_a_conflict_not_an_internal_error() {
+        let e = ApiError::from(StoreError::Generate(GenerateError::Impossible));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::CONFLICT, "policy_unusable")
+        );
+        assert!(e.message.contains("generated_length"), "{}", e.message);
+        let e = ApiError::from(StoreError::Generate(GenerateError::Rng));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
 
     #[test]
     fn serde_messages_keep_field_names_and_lose_values() {
