@@ -960,13 +960,13 @@ fn perform_change(c: &mut Call, a: Action) {
     c.run();
 }
 
-#[test]
-fn replaced_while_a_change_is_stored_counts_as_changed() {
+/// A call ended by `interrupt` while its change is being stored: the change lands, the
+/// call ends, and its outcome is `Changed`.
+fn change_in_flight_survives(interrupt: impl FnOnce(&mut Call)) {
     let store = store();
     let mut c = Call::portal(&store);
     let a = change_in_flight(&mut c);
-    // Another phone logs in to 1001 while the change is being stored (call.rs: CallEvent::Replaced).
-    c.flow.handle_replaced();
+    interrupt(&mut c);
     c.run();
     perform_change(&mut c, a);
     assert!(!temporary(&store, "1001"), "the change was stored");
@@ -975,18 +975,17 @@ fn replaced_while_a_change_is_stored_counts_as_changed() {
 }
 
 #[test]
+fn replaced_while_a_change_is_stored_counts_as_changed() {
+    // Another phone logs in to 1001 while the change is being stored (call.rs: CallEvent::Replaced).
+    change_in_flight_survives(|c| c.flow.handle_replaced());
+}
+
+#[test]
 fn call_length_reached_while_a_change_is_stored_counts_as_changed() {
-    let store = store();
-    let mut c = Call::portal(&store);
-    let a = change_in_flight(&mut c);
-    let end = c.start + RouteSettings::default().max_call_duration;
-    c.now = end;
-    c.flow.handle_timeout(c.now);
-    c.run();
-    perform_change(&mut c, a);
-    assert!(!temporary(&store, "1001"), "the change was stored");
-    assert!(c.finish().ends());
-    assert_eq!(c.flow.outcome(), Outcome::Changed, "{:?}", c.all());
+    change_in_flight_survives(|c| {
+        c.now = c.start + RouteSettings::default().max_call_duration;
+        c.flow.handle_timeout(c.now);
+    });
 }
 
 #[test]
