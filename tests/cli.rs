@@ -66,6 +66,35 @@ fn a_refused_first_run_creates_nothing() {
     assert!(r.stderr.contains("missing"), "{}", r.stderr);
     assert!(!r.stdout.contains("vpt_"), "{}", r.stdout);
     assert!(!w.db().exists() && !w.path().join("vportal.pepper").exists());
+    // Nor is it made when an address is in use or cannot work (a wildcard SIP address
+    // without the public one; the admin side-port off loopback without TLS).
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let taken_tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (udp_in_use, tcp_in_use) = (
+        taken.local_addr().unwrap().to_string(),
+        taken_tcp.local_addr().unwrap().to_string(),
+    );
+    let prompts = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts");
+    for (args, says) in [
+        (&["--sip", udp_in_use.as_str(), "--no-admin"][..], "udp"),
+        (
+            &["--sip", "127.0.0.1:0", "--admin", tcp_in_use.as_str()],
+            "admin",
+        ),
+        (&["--sip", "0.0.0.0:0", "--no-admin"], "public_address"),
+        (&["--sip", "127.0.0.1:0", "--admin", "0.0.0.0:0"], "TLS"),
+    ] {
+        let mut all = vec!["serve", "--prompts", prompts];
+        all.extend_from_slice(args);
+        let r = w.run(&all);
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert!(r.stderr.contains(says), "{args:?}: {}", r.stderr);
+        assert!(!r.stdout.contains("vpt_"), "{}", r.stdout);
+        assert!(
+            !w.db().exists() && !w.path().join("vportal.pepper").exists(),
+            "{args:?}"
+        );
+    }
     // The same init with a good name then works as a first run.
     let r = w.run(&["init", "--token-name", "provisioning"]).ok();
     assert!(r.stdout.contains("vpt_"), "{}", r.stdout);

@@ -13,7 +13,7 @@ use vportal::config::{AdminConfig, ConfiguredToken, DEFAULT_DIALPLAN_FILE};
 use vportal::ivr::dialplan::{DEFAULT_DIALPLAN, Dialplan, MailboxSource};
 use vportal::media::ports::PortRange;
 use vportal::media::prompts::PromptSet;
-use vportal::server::Server;
+use vportal::server::{Server, SipSockets};
 use vportal::store::Actor;
 use vportal::time::Timestamp;
 
@@ -69,6 +69,23 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     let dialplan = load_dialplan(&ctx.config.dialplan.file)?;
     warn_about_dialplan(&dialplan, ctx.config.sip.listen);
     let prompts = load_prompts(&ctx.config.prompts.dir, &dialplan)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("vportal")
+        .build()
+        .context("starting the runtime")?;
+    let metrics = vportal::admin::metrics::install().context("installing the metrics recorder")?;
+    // The addresses too: one in use, or one that cannot work, is found before the database
+    // is made.
+    let (sockets, admin) = runtime.block_on(async {
+        let sockets = SipSockets::bind(&ctx.config.sip).await?;
+        let admin = if ctx.config.admin.enabled {
+            Some(AdminServer::bind(&admin_listen(&ctx.config.admin)?).await?)
+        } else {
+            None
+        };
+        anyhow::Ok((sockets, admin))
+    })?;
     // Opening the store creates it on a first run and checks the pepper before any call.
     let (store, created) = ctx.open_with(true)?;
     if created {
@@ -91,24 +108,22 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     // login instead, that login would take twice as long as a known mailbox's.
     store.hasher().prepare_dummy()?;
     let config = ctx.config;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("vportal")
-        .build()
-        .context("starting the runtime")?;
-    let metrics = vportal::admin::metrics::install().context("installing the metrics recorder")?;
     // The server runs as a task on the runtime's workers rather than on this thread: the SIP
     // task and the call tasks then share a worker (one per core) and hand each other
     // messages without waking another thread. (On one core, running the SIP task here cost
     // two thread switches per SIP message.)
     let server = async move {
         let store = Arc::new(store);
-        let server = Server::bind(&config, Arc::new(dialplan), Arc::clone(&store), prompts).await?;
+        let server = Server::new(
+            sockets,
+            &config,
+            Arc::new(dialplan),
+            Arc::clone(&store),
+            prompts,
+        )?;
         tokio::spawn(vportal::admin::metrics::upkeep(metrics.clone()));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let admin = if config.admin.enabled {
-            let listen = admin_listen(&config.admin)?;
-            let bound = AdminServer::bind(&listen).await?;
+        let admin = if let Some(bound) = admin {
             let state = Arc::new(AdminState {
                 store,
                 calls: server.active_calls(),

@@ -12,7 +12,7 @@ mod sip_task;
 mod tcp;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::config::Config;
+use crate::config::{Config, SipConfig};
 use crate::ivr::dialplan::{Dialplan, DialplanError};
 use crate::ivr::session::Sessions;
 use crate::media::ports::PortAllocator;
@@ -122,37 +122,25 @@ pub fn rtp_packets_sent() -> u64 {
     media::RTP_PACKETS_SENT.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// A bound, not yet running server.
-pub struct Server {
+/// The SIP sockets, bound: the first part of a server, made before the store is opened so
+/// that an address in use or a listen address that cannot work stops a first run before
+/// it creates the database and hands out its token.
+pub struct SipSockets {
     udp: Option<UdpSocket>,
     tcp: Option<TcpListener>,
-    endpoint: Endpoint,
-    shared: Arc<Shared>,
-    shutdown_grace: Duration,
-    local_sip: SocketAddr,
+    /// The address bound (the system's port when 0 was asked).
+    local: SocketAddr,
+    /// The address put in Via, Contact and SDP.
+    advertised: IpAddr,
 }
 
-impl Server {
-    /// Binds the SIP sockets. With port 0 in `sip.listen` the system picks a port, the same
-    /// one for UDP and TCP ([`Server::sip_addr`] tells which).
+impl SipSockets {
+    /// Binds UDP and TCP as `sip` says. With port 0 in `sip.listen` the system picks a port,
+    /// the same one for both.
     ///
     /// # Errors
     /// [`ServerError`] when a socket cannot be bound or the configuration cannot work.
-    pub async fn bind(
-        config: &Config,
-        dialplan: Arc<Dialplan>,
-        store: Arc<Store>,
-        prompts: HashMap<String, Arc<PromptSet>>,
-    ) -> Result<Self, ServerError> {
-        for route in dialplan.routes() {
-            if !prompts.contains_key(&route.settings.language) {
-                return Err(ServerError::Config(format!(
-                    "route {} uses language {:?}, but no prompts were loaded for it",
-                    route.pattern, route.settings.language
-                )));
-            }
-        }
-        let sip = &config.sip;
+    pub async fn bind(sip: &SipConfig) -> Result<Self, ServerError> {
         if !sip.udp && !sip.tcp {
             return Err(ServerError::Config(
                 "sip.udp and sip.tcp are both off".into(),
@@ -174,9 +162,9 @@ impl Server {
         } else {
             None
         };
-        let mut addr = sip.listen;
+        let mut local = sip.listen;
         if let Some(u) = &udp {
-            addr.set_port(
+            local.set_port(
                 u.local_addr()
                     .map_err(|e| bind_err("udp", sip.listen, e))?
                     .port(),
@@ -184,17 +172,73 @@ impl Server {
         }
         let tcp = if sip.tcp {
             Some(
-                TcpListener::bind(addr)
+                TcpListener::bind(local)
                     .await
-                    .map_err(|e| bind_err("tcp", addr, e))?,
+                    .map_err(|e| bind_err("tcp", local, e))?,
             )
         } else {
             None
         };
         if let Some(t) = &tcp {
-            addr.set_port(t.local_addr().map_err(|e| bind_err("tcp", addr, e))?.port());
+            local.set_port(
+                t.local_addr()
+                    .map_err(|e| bind_err("tcp", local, e))?
+                    .port(),
+            );
         }
-        let mut ep_config = EndpointConfig::new(SocketAddr::new(advertised, addr.port()));
+        Ok(Self {
+            udp,
+            tcp,
+            local,
+            advertised,
+        })
+    }
+
+    /// The address bound (UDP and TCP).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    udp: Option<UdpSocket>,
+    tcp: Option<TcpListener>,
+    endpoint: Endpoint,
+    shared: Arc<Shared>,
+    shutdown_grace: Duration,
+    local_sip: SocketAddr,
+}
+
+impl Server {
+    /// The server on `sockets`, with its media thread started.
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] when a route's language has no prompts or the media thread
+    /// cannot start.
+    pub fn new(
+        sockets: SipSockets,
+        config: &Config,
+        dialplan: Arc<Dialplan>,
+        store: Arc<Store>,
+        prompts: HashMap<String, Arc<PromptSet>>,
+    ) -> Result<Self, ServerError> {
+        for route in dialplan.routes() {
+            if !prompts.contains_key(&route.settings.language) {
+                return Err(ServerError::Config(format!(
+                    "route {} uses language {:?}, but no prompts were loaded for it",
+                    route.pattern, route.settings.language
+                )));
+            }
+        }
+        let sip = &config.sip;
+        let SipSockets {
+            udp,
+            tcp,
+            local,
+            advertised,
+        } = sockets;
+        let mut ep_config = EndpointConfig::new(SocketAddr::new(advertised, local.port()));
         ep_config.max_calls = sip.max_calls;
         ep_config.max_call_duration = sip.max_call_duration;
         let endpoint = Endpoint::new(ep_config, dialplan_router(Arc::clone(&dialplan)));
@@ -224,7 +268,7 @@ impl Server {
             endpoint,
             shared,
             shutdown_grace: sip.shutdown_grace,
-            local_sip: addr,
+            local_sip: local,
         })
     }
 
