@@ -565,6 +565,31 @@ fn the_pepper_must_match_the_database() {
 }
 
 #[test]
+fn init_names_where_the_pepper_lives() {
+    // From the environment: no file is written, and none is named.
+    let mut w = Workdir::new();
+    w.env.push(("VPORTAL_PEPPER".into(), "cd".repeat(32)));
+    let r = w.run(&["init"]).ok();
+    assert!(
+        r.stdout.contains("VPORTAL_PEPPER") && !r.stdout.contains("vportal.pepper"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains(&"cd".repeat(32)), "{}", r.stdout);
+    assert!(!w.path().join("vportal.pepper").exists());
+    let mut w = Workdir::new();
+    w.env.push(("VPORTAL_PEPPER".into(), "cd".repeat(32)));
+    let r = w.run(&["init", "--json"]).ok().json();
+    assert_eq!(r["pepper_env"], "VPORTAL_PEPPER");
+    assert!(r.get("pepper_file").is_none(), "{r}");
+    // A file made now is named, and is there.
+    let w = Workdir::new();
+    let r = w.run(&["init", "--json"]).ok().json();
+    assert_eq!(r["pepper_file"], "vportal.pepper");
+    assert!(w.path().join("vportal.pepper").exists());
+}
+
+#[test]
 fn tokens_are_shown_once_and_revocable() {
     let w = initialised();
     let created = w

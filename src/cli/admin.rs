@@ -5,18 +5,18 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::json;
 
-use vportal::store::{Actor, AuditQuery, Event, Policy, check_token_name};
+use vportal::store::{Actor, AuditQuery, Event, PepperSource, Policy, check_token_name, pepper};
 use vportal::time::{Timestamp, parse_duration};
 
 use super::output::{self, Table, out, outln};
-use super::{Context, PolicyCommand, TokenCommand, extension, read_passcode};
+use super::{Context, PolicyCommand, TokenCommand, created_lines, extension, read_passcode};
 
 pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
     // Before anything is created: a database without its token would stay that way.
     check_token_name(token_name)?;
     let (store, created) = ctx.open_with(true)?;
     let db = ctx.store.database.display();
-    if !created {
+    let Some(source) = created else {
         if ctx.json {
             output::json(&json!({"database": db.to_string(), "created": false}))?;
         } else {
@@ -25,22 +25,28 @@ pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
             )?;
         }
         return Ok(ExitCode::SUCCESS);
-    }
+    };
     let token = store.create_token(token_name, &Actor::cli_from_env(), Timestamp::now())?;
-    let pepper = ctx.store.pepper_path();
     if ctx.json {
-        output::json(&json!({
+        // Where the pepper lives: a file to back up, or the variable it was taken from.
+        let (key, value) = match &source {
+            PepperSource::Created(path) | PepperSource::File(path) => {
+                ("pepper_file", path.display().to_string())
+            }
+            PepperSource::Environment => ("pepper_env", pepper::PEPPER_ENV.to_owned()),
+        };
+        let mut answer = json!({
             "database": db.to_string(),
-            "pepper_file": pepper.display().to_string(),
             "created": true,
             "token_name": token_name,
             "token": token.expose(),
-        }))?;
+        });
+        answer[key] = json!(value);
+        output::json(&answer)?;
     } else {
-        outln!("Created {db} and its pepper file {}.", pepper.display())?;
-        outln!(
-            "Keep the pepper file safe and backed up with the database: without it no passcode can be checked."
-        )?;
+        for line in created_lines(&ctx.store.database, &source) {
+            outln!("{line}")?;
+        }
         outln!()?;
         outln!("Admin API token {token_name:?} (shown only this once):")?;
         outln!("{}", token.expose())?;

@@ -257,8 +257,9 @@ impl Context {
     }
 
     /// Opens the store, creating the database and pepper file when `create` is set and the
-    /// database does not exist yet. Returns whether it was created.
-    fn open_with(&self, create: bool) -> Result<(Store, bool)> {
+    /// database does not exist yet. Returns, when the database was created, where its pepper
+    /// came from.
+    fn open_with(&self, create: bool) -> Result<(Store, Option<pepper::PepperSource>)> {
         let db = &self.store.database;
         let created = create && !db.exists();
         if created {
@@ -285,7 +286,39 @@ impl Context {
         }
         let store = Store::open(db, pepper, created, self.store.hashes_at_once())
             .with_context(|| format!("opening {}", db.display()))?;
-        Ok((store, created))
+        Ok((store, created.then_some(source)))
+    }
+}
+
+/// What a first run tells the operator it made: the database, and where its pepper lives,
+/// which must be kept with it.
+pub(crate) fn created_lines(db: &std::path::Path, source: &pepper::PepperSource) -> [String; 2] {
+    let db = db.display();
+    match source {
+        pepper::PepperSource::Created(path) => [
+            format!("Created {db} and its pepper file {}.", path.display()),
+            "Keep the pepper file safe and backed up with the database: without it no \
+             passcode can be checked."
+                .to_owned(),
+        ],
+        pepper::PepperSource::File(path) => [
+            format!(
+                "Created {db}, peppered by the existing file {}.",
+                path.display()
+            ),
+            "Keep that file safe and backed up with the database: without it no passcode \
+             can be checked."
+                .to_owned(),
+        ],
+        pepper::PepperSource::Environment => [
+            format!(
+                "Created {db}; its pepper is the one in {}.",
+                pepper::PEPPER_ENV
+            ),
+            "Keep that value safe and set it for every command on this database: without \
+             it no passcode can be checked (no pepper file was written)."
+                .to_owned(),
+        ],
     }
 }
 

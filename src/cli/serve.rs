@@ -17,8 +17,8 @@ use vportal::server::{Server, SipSockets};
 use vportal::store::Actor;
 use vportal::time::Timestamp;
 
-use super::Context;
 use super::output::outln;
+use super::{Context, created_lines};
 
 /// `serve`'s flags, which override the configuration.
 #[derive(Debug, clap::Args)]
@@ -88,14 +88,12 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     })?;
     // Opening the store creates it on a first run and checks the pepper before any call.
     let (store, created) = ctx.open_with(true)?;
-    if created {
+    if let Some(source) = created {
         // First run in this directory: as `vportal init` would, plus how to go on.
         let token = store.create_token("admin", &Actor::cli_from_env(), Timestamp::now())?;
-        outln!(
-            "Created {} and its pepper file {}.",
-            ctx.store.database.display(),
-            ctx.store.pepper_path().display()
-        )?;
+        for line in created_lines(&ctx.store.database, &source) {
+            outln!("{line}")?;
+        }
         outln!(
             "Admin API token \"admin\" (shown only this once): {}",
             token.expose()
