@@ -89,46 +89,64 @@ fn describe() {
     for outcome in crate::store::CHANGE_OUTCOMES {
         metrics::counter!("vportal_passcode_changes_total", "outcome" => outcome).absolute(0);
     }
+    for method in crate::media::digit::DtmfMethod::ALL {
+        metrics::counter!("vportal_dtmf_digits_total", "method" => method.as_str()).absolute(0);
+    }
+    for direction in ["in", "out"] {
+        for method in SIP_METHODS {
+            metrics::counter!("vportal_sip_requests_total", "direction" => direction, "method" => method)
+                .absolute(0);
+        }
+        for class in SIP_CLASSES {
+            metrics::counter!("vportal_sip_responses_total", "direction" => direction, "class" => class)
+                .absolute(0);
+        }
+    }
     metrics::counter!("vportal_lockouts_total").absolute(0);
     metrics::counter!("vportal_rtp_packets_sent_total").absolute(0);
     metrics::counter!("vportal_store_errors_total").absolute(0);
     metrics::gauge!("vportal_calls_active").set(0.0);
 }
 
+/// The request methods counted by name; any other is `other`.
+const SIP_METHODS: [&str; 15] = [
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "INFO",
+    "UPDATE",
+    "REGISTER",
+    "PRACK",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "REFER",
+    "MESSAGE",
+    "PUBLISH",
+    "other",
+];
+
+/// Response classes by status code's first digit; anything else is `other`.
+const SIP_CLASSES: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx", "other"];
+
 /// Counts one SIP message by its first line (`direction` is `in` or `out`).
 pub fn count_sip(direction: &'static str, message: &[u8]) {
     if let Some(rest) = message.strip_prefix(b"SIP/2.0 ") {
         let class = match rest.first() {
-            Some(b'1') => "1xx",
-            Some(b'2') => "2xx",
-            Some(b'3') => "3xx",
-            Some(b'4') => "4xx",
-            Some(b'5') => "5xx",
-            Some(b'6') => "6xx",
+            Some(d @ b'1'..=b'6') => SIP_CLASSES[usize::from(d - b'1')],
             _ => "other",
         };
         metrics::counter!("vportal_sip_responses_total", "direction" => direction, "class" => class)
             .increment(1);
         return;
     }
-    let method = message.split(|b| *b == b' ').next().unwrap_or_default();
-    let method = match method {
-        b"INVITE" => "INVITE",
-        b"ACK" => "ACK",
-        b"BYE" => "BYE",
-        b"CANCEL" => "CANCEL",
-        b"OPTIONS" => "OPTIONS",
-        b"INFO" => "INFO",
-        b"UPDATE" => "UPDATE",
-        b"REGISTER" => "REGISTER",
-        b"PRACK" => "PRACK",
-        b"SUBSCRIBE" => "SUBSCRIBE",
-        b"NOTIFY" => "NOTIFY",
-        b"REFER" => "REFER",
-        b"MESSAGE" => "MESSAGE",
-        b"PUBLISH" => "PUBLISH",
-        _ => "other",
-    };
+    let token = message.split(|b| *b == b' ').next().unwrap_or_default();
+    let method = SIP_METHODS
+        .iter()
+        .find(|m| m.as_bytes() == token)
+        .copied()
+        .unwrap_or("other");
     metrics::counter!("vportal_sip_requests_total", "direction" => direction, "method" => method)
         .increment(1);
 }

@@ -84,6 +84,9 @@ pub enum DtmfMethod {
 }
 
 impl DtmfMethod {
+    /// Every method.
+    pub const ALL: [Self; 3] = [Self::Rfc4733, Self::SipInfo, Self::InBand];
+
     /// A label for logs and metrics: `rfc4733`, `sip_info`, `inband`.
     pub fn as_str(self) -> &'static str {
         match self {
