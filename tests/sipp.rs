@@ -50,6 +50,7 @@ fn sipp_calls_media_and_dtmf() {
         ("refused-change", 1),
         ("lockout", 1),
         ("lockout-2", 1),
+        ("lockout-3", 1),
         ("expired", 1),
     ] {
         assert_eq!(
@@ -73,6 +74,11 @@ fn sipp_calls_media_and_dtmf() {
             "lockout-2",
             "2580 is locked after five failures across calls",
         ),
+        (
+            "lockout-3",
+            "2580's right passcode is refused while locked (login.locked)",
+        ),
+        ("lockout-3", "2580 has no login.success audit event"),
         ("expired", "3003 has a login.expired audit event"),
         ("expired", "3003 has no login.success audit event"),
     ] {
