@@ -124,10 +124,14 @@ pub struct PromptsConfig {
 impl Default for PromptsConfig {
     fn default() -> Self {
         Self {
-            dir: PathBuf::from("prompts"),
+            dir: PathBuf::from(DEFAULT_PROMPTS_DIR),
         }
     }
 }
+
+/// The default prompts folder; where it has no `en` folder, `serve` plays the English set
+/// built into the binary.
+pub const DEFAULT_PROMPTS_DIR: &str = "prompts";
 
 /// SIP signalling: where to listen and how many calls to take.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -43,6 +43,26 @@ fn the_caller_hears_fifty_pcmu_packets_a_second_continuously() {
 }
 
 #[test]
+fn without_a_prompts_folder_the_built_in_english_set_is_played() {
+    let w = Workdir::provisioned(&[("1001", "4826", false)]);
+    // The default folder, `prompts`, is not in the server's directory.
+    assert!(!w.path().join("prompts").exists());
+    let server = ServerProcess::start(&w, "33200-33298", &["--prompts", "prompts"]);
+    assert!(
+        server
+            .log()
+            .contains("prompts/en not found; using the built-in English prompts"),
+        "{}",
+        server.log()
+    );
+    let mut c = Phone::dial(&server, "8500", "1001");
+    let packets = receive(&c.rtp.socket, Duration::from_millis(500));
+    assert!(packets.len() >= 20, "{} packets in 0.5 s", packets.len());
+    c.keys("1001#4826#");
+    server.expect_log("logged in mailbox=1001", 1, Duration::from_secs(5));
+}
+
+#[test]
 fn keys_by_rfc4733_info_and_tones_are_heard_in_order_and_strangers_are_not() {
     let w = Workdir::provisioned(&[
         ("1001", "4826", false),

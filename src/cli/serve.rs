@@ -9,10 +9,10 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 
 use vportal::admin::{AdminError, AdminServer, AdminState, Listen, Throttle};
-use vportal::config::{AdminConfig, ConfiguredToken, DEFAULT_DIALPLAN_FILE};
+use vportal::config::{AdminConfig, ConfiguredToken, DEFAULT_DIALPLAN_FILE, DEFAULT_PROMPTS_DIR};
 use vportal::ivr::dialplan::{DEFAULT_DIALPLAN, Dialplan, MailboxSource};
 use vportal::media::ports::PortRange;
-use vportal::media::prompts::PromptSet;
+use vportal::media::prompts::{BUILT_IN_LANGUAGE, PromptSet};
 use vportal::server::{Server, SipSockets};
 use vportal::store::Actor;
 use vportal::time::Timestamp;
@@ -194,8 +194,10 @@ fn load_dialplan(path: &Path) -> Result<Dialplan> {
     Ok(vportal::server::load_dialplan(path)?)
 }
 
-/// The prompt set of every language the dialplan's routes use (`<dir>/<language>`). A
-/// missing or undecodable prompt stops the start with an error naming the file.
+/// The prompt set of every language the dialplan's routes use (`<dir>/<language>`), or the
+/// built-in English set when the default folder has no `en` (running from another directory
+/// than the source tree). A missing or undecodable prompt stops the start with an error
+/// naming the file.
 fn load_prompts(dir: &Path, dialplan: &Dialplan) -> Result<HashMap<String, Arc<PromptSet>>> {
     let mut sets = HashMap::new();
     for route in dialplan.routes() {
@@ -203,7 +205,20 @@ fn load_prompts(dir: &Path, dialplan: &Dialplan) -> Result<HashMap<String, Arc<P
         if sets.contains_key(language) {
             continue;
         }
-        let set = vportal::server::load_prompts(&dir.join(language))?;
+        let folder = dir.join(language);
+        let set = if dir == Path::new(DEFAULT_PROMPTS_DIR)
+            && language == BUILT_IN_LANGUAGE
+            && !folder.exists()
+        {
+            // Run from another directory than the source tree, as for the dialplan.
+            tracing::info!(
+                "{} not found; using the built-in English prompts",
+                folder.display()
+            );
+            PromptSet::built_in()?
+        } else {
+            vportal::server::load_prompts(&folder)?
+        };
         tracing::info!(language, prompts = set.ids().count(), "prompts loaded");
         sets.insert(language.clone(), Arc::new(set));
     }

@@ -103,6 +103,12 @@ const DIGIT_IDS: [&str; 10] = [
 /// The manifest's file name inside a prompt folder.
 pub const MANIFEST: &str = "prompts.toml";
 
+/// The language of the prompt set built into the binary.
+pub const BUILT_IN_LANGUAGE: &str = "en";
+
+/// The files of `prompts/en` as they were at build time (see `build.rs`): name and bytes.
+const BUILT_IN_FILES: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/embedded_prompts.rs"));
+
 /// G.711's sample rate: 8000 samples per second.
 const RATE: u32 = 8000;
 
@@ -202,6 +208,23 @@ pub struct PromptSet {
 }
 
 impl PromptSet {
+    /// The English set built into the binary (`prompts/en` at build time), for a server run
+    /// where there is no prompts folder; named as if read from `prompts/en` in errors.
+    ///
+    /// # Errors
+    /// As [`PromptSet::from_files`]; only a broken build can fail.
+    pub fn built_in() -> Result<Self, PromptError> {
+        let dir = Path::new("prompts/en");
+        Self::from_files(dir, |path| {
+            let name = path.strip_prefix(dir).ok();
+            BUILT_IN_FILES
+                .iter()
+                .find(|(file, _)| name == Some(Path::new(file)))
+                .map(|(_, bytes)| bytes.to_vec())
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+        })
+    }
+
     /// Builds the set from the folder `dir`: its manifest and every prompt it names, each
     /// file's bytes got from `read` (the shell passes the file system; tests may pass
     /// anything). Every id in `REQUIRED` must be there. Every prompt is decoded to 8 kHz mono
@@ -749,6 +772,21 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_built_in_set_is_the_source_trees_english_one() {
+        let built_in = PromptSet::built_in().unwrap();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/en");
+        let on_disk = PromptSet::from_files(&dir, |p| std::fs::read(p)).unwrap();
+        assert!(built_in.ids().eq(on_disk.ids()));
+        for id in on_disk.ids() {
+            assert_eq!(
+                built_in.get(id).map(|p| p.duration()),
+                on_disk.get(id).map(|p| p.duration()),
+                "{id}"
+            );
+        }
+    }
 
     /// The set in `dir`, read from disk as the server does.
     fn load_dir(dir: &Path) -> Result<PromptSet, PromptError> {

@@ -44,31 +44,29 @@ impl ServerProcess {
             }
             None => Command::new(vportal),
         };
-        let prompts = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts");
-        cmd.args([
-            "serve",
-            "--sip",
-            "127.0.0.1:0",
-            "--rtp-ports",
-            rtp_ports,
-            "--prompts",
-            prompts,
-        ])
-        .args(args)
-        .args(if admin_expected && !args.contains(&"--admin") {
-            &["--admin", "127.0.0.1:0"][..]
-        } else {
-            &[]
-        })
-        .current_dir(dir.path())
-        .env_remove("VPORTAL_PEPPER")
-        .env_remove("VPORTAL_CONFIG")
-        .env_remove("VPORTAL_DB")
-        .env_remove("VPORTAL_ADMIN_TOKEN")
-        .env("RUST_LOG", "info,vportal=debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        // The source tree's prompts, unless the test names a folder.
+        const PROMPTS: [&str; 2] = ["--prompts", concat!(env!("CARGO_MANIFEST_DIR"), "/prompts")];
+        cmd.args(["serve", "--sip", "127.0.0.1:0", "--rtp-ports", rtp_ports])
+            .args(if args.contains(&"--prompts") {
+                &[][..]
+            } else {
+                &PROMPTS[..]
+            })
+            .args(args)
+            .args(if admin_expected && !args.contains(&"--admin") {
+                &["--admin", "127.0.0.1:0"][..]
+            } else {
+                &[]
+            })
+            .current_dir(dir.path())
+            .env_remove("VPORTAL_PEPPER")
+            .env_remove("VPORTAL_CONFIG")
+            .env_remove("VPORTAL_DB")
+            .env_remove("VPORTAL_ADMIN_TOKEN")
+            .env("RUST_LOG", "info,vportal=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (k, v) in &dir.env {
             cmd.env(k, v);
         }
