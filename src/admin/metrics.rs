@@ -130,23 +130,87 @@ const SIP_METHODS: [&str; 15] = [
 /// Response classes by status code's first digit; anything else is `other`.
 const SIP_CLASSES: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx", "other"];
 
-/// Counts one SIP message by its first line (`direction` is `in` or `out`).
-pub fn count_sip(direction: &'static str, message: &[u8]) {
+/// What a SIP message is counted as, by its first line.
+#[derive(Debug, PartialEq, Eq)]
+enum SipLabel {
+    /// A response of this class (`2xx`, …).
+    Response(&'static str),
+    /// A request with this method (or `other`).
+    Request(&'static str),
+}
+
+fn sip_label(message: &[u8]) -> SipLabel {
     if let Some(rest) = message.strip_prefix(b"SIP/2.0 ") {
-        let class = match rest.first() {
+        return SipLabel::Response(match rest.first() {
             Some(d @ b'1'..=b'6') => SIP_CLASSES[usize::from(d - b'1')],
             _ => "other",
-        };
-        metrics::counter!("vportal_sip_responses_total", "direction" => direction, "class" => class)
-            .increment(1);
-        return;
+        });
     }
     let token = message.split(|b| *b == b' ').next().unwrap_or_default();
-    let method = SIP_METHODS
-        .iter()
-        .find(|m| m.as_bytes() == token)
-        .copied()
-        .unwrap_or("other");
-    metrics::counter!("vportal_sip_requests_total", "direction" => direction, "method" => method)
-        .increment(1);
+    SipLabel::Request(
+        SIP_METHODS
+            .iter()
+            .find(|m| m.as_bytes() == token)
+            .copied()
+            .unwrap_or("other"),
+    )
+}
+
+/// Counts one SIP message by its first line (`direction` is `in` or `out`).
+pub fn count_sip(direction: &'static str, message: &[u8]) {
+    match sip_label(message) {
+        SipLabel::Response(class) => {
+            metrics::counter!("vportal_sip_responses_total", "direction" => direction, "class" => class)
+                .increment(1);
+        }
+        SipLabel::Request(method) => {
+            metrics::counter!("vportal_sip_requests_total", "direction" => direction, "method" => method)
+                .increment(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip_messages_are_labelled_by_class_or_method() {
+        let cases: [(&[u8], SipLabel); 9] = [
+            (b"SIP/2.0 100 Trying\r\n", SipLabel::Response("1xx")),
+            (b"SIP/2.0 200 OK\r\n", SipLabel::Response("2xx")),
+            (
+                b"SIP/2.0 487 Request Terminated\r\n",
+                SipLabel::Response("4xx"),
+            ),
+            (b"SIP/2.0 603 Decline\r\n", SipLabel::Response("6xx")),
+            (b"SIP/2.0 999 Odd\r\n", SipLabel::Response("other")),
+            (
+                b"INVITE sip:8500@127.0.0.1 SIP/2.0\r\n",
+                SipLabel::Request("INVITE"),
+            ),
+            (
+                b"PUBLISH sip:x@127.0.0.1 SIP/2.0\r\n",
+                SipLabel::Request("PUBLISH"),
+            ),
+            (
+                b"invite sip:8500@127.0.0.1 SIP/2.0\r\n",
+                SipLabel::Request("other"),
+            ),
+            (
+                b"FOO sip:8500@127.0.0.1 SIP/2.0\r\n",
+                SipLabel::Request("other"),
+            ),
+        ];
+        for (message, label) in cases {
+            assert_eq!(
+                sip_label(message),
+                label,
+                "{}",
+                String::from_utf8_lossy(message)
+            );
+        }
+        // Every label a message can get is among those set to 0 at start.
+        assert!(SIP_CLASSES.contains(&"other") && SIP_METHODS.contains(&"other"));
+    }
 }
