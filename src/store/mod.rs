@@ -361,7 +361,7 @@ fn load_policy(conn: &Connection) -> Result<Policy> {
         .lockout
         .duration_seconds
         .min(policy::MAX_LOCK_SECONDS);
-    policy.validate()?;
+    policy.validate_settings()?;
     Ok(policy)
 }
 
@@ -481,6 +481,70 @@ mod tests {
             events[0].detail.as_deref(),
             Some("lockout.max_failures 5 -> 3")
         );
+    }
+
+    #[test]
+    fn a_stored_policy_that_cannot_generate_still_loads_and_can_be_mended() {
+        let s = store();
+        let pin = |p: &str| Passcode::new(p.into()).unwrap();
+        s.create_user(
+            NewUser::new(Extension::parse("1001").unwrap()).with_passcode(PasscodeSpec {
+                passcode: Some(pin("4826")),
+                temporary: false,
+                ttl: None,
+            }),
+            &cli(),
+            T0,
+        )
+        .unwrap();
+        // What `vportal policy set min_length 1; vportal policy set generated_length 1`
+        // stored before setting it was refused.
+        let stored = Policy {
+            min_length: 1,
+            generated_length: 1,
+            ..Policy::default()
+        };
+        assert!(stored.validate().is_err());
+        let text = toml::to_string(&stored).unwrap();
+        s.write(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)",
+                (POLICY_KEY, &text),
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        // It is read as stored; logins go on; generating is refused as impossible...
+        assert_eq!(s.policy().unwrap(), stored);
+        let (outcome, _) = s.verify_login("1001", &pin("4826"), &cli(), T0).unwrap();
+        assert!(matches!(outcome, VerifyOutcome::Ok { .. }), "{outcome:?}");
+        let reset = s.reset_passcode(
+            &Extension::parse("1001").unwrap(),
+            &PasscodeSpec {
+                passcode: None,
+                temporary: true,
+                ttl: None,
+            },
+            &cli(),
+            T0,
+        );
+        assert!(
+            matches!(reset, Err(StoreError::Generate(GenerateError::Impossible))),
+            "{reset:?}"
+        );
+        // ... and the policy can be mended.
+        let mended = s.update_policy(
+            |p| {
+                Ok::<_, std::convert::Infallible>(Policy {
+                    generated_length: 2,
+                    ..p.clone()
+                })
+            },
+            &cli(),
+            T0,
+        );
+        assert_eq!(mended.unwrap().unwrap().generated_length, 2);
+        assert_eq!(s.policy().unwrap().generated_length, 2);
     }
 
     #[test]

@@ -261,11 +261,31 @@ pub struct PolicyError {
 }
 
 impl Policy {
-    /// Checks that the settings make sense together.
+    /// Checks that the settings make sense together, and that passcodes can be generated
+    /// under them: what a policy must pass to be set.
+    ///
+    /// # Errors
+    /// [`PolicyError`] naming the first setting at fault.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        self.validate_settings()?;
+        if self.reject_repeated_digits && self.generated_length < 2 {
+            // Every one-digit passcode is "one digit repeated": none could be generated.
+            return Err(PolicyError {
+                key: "generated_length",
+                reason: "must be at least 2 while reject_repeated_digits is on".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks that each setting is in range and the lengths fit together: what a stored
+    /// policy must pass to be used. One set by an older build that cannot generate a
+    /// passcode still loads (logins go on, and it can be mended); generating then fails
+    /// with [`GenerateError::Impossible`].
     ///
     /// # Errors
     /// [`PolicyError`] naming the first setting out of range.
-    pub fn validate(&self) -> Result<(), PolicyError> {
+    pub(crate) fn validate_settings(&self) -> Result<(), PolicyError> {
         let err = |key, reason: String| Err(PolicyError { key, reason });
         if !(1..=MAX_PIN_LEN).contains(&self.min_length) {
             return err("min_length", format!("must be 1 to {MAX_PIN_LEN}"));
@@ -289,13 +309,6 @@ impl Policy {
                     "must be min_length ({}) to max_length ({})",
                     self.min_length, self.max_length
                 ),
-            );
-        }
-        if self.reject_repeated_digits && self.generated_length < 2 {
-            // Every one-digit passcode is "one digit repeated": none could be generated.
-            return err(
-                "generated_length",
-                "must be at least 2 while reject_repeated_digits is on".to_owned(),
             );
         }
         if !TEMPORARY_TTL_SECONDS.contains(&self.temporary_ttl_seconds) {
