@@ -849,6 +849,8 @@ impl Store {
             }
             other => other?,
         };
+        // Partial, and every row was refused at commit: nothing was imported.
+        let committed = conflicts.len() < candidates.len();
         for (index, _, chosen) in candidates {
             rows[index].outcome = if conflicts.contains(&index) {
                 ImportOutcome::Rejected(format!("mailbox {} already exists", chosen.extension))
@@ -856,10 +858,7 @@ impl Store {
                 ImportOutcome::Created(chosen.issued())
             };
         }
-        Ok(ImportReport {
-            rows,
-            committed: true,
-        })
+        Ok(ImportReport { rows, committed })
     }
 }
 
@@ -1302,6 +1301,30 @@ mod tests {
         assert!(
             s.user(&ext("1001"), T0).unwrap().is_none(),
             "nothing half-imported"
+        );
+    }
+
+    #[test]
+    fn import_partial_whose_every_row_is_refused_at_commit_is_not_committed() {
+        let s = store();
+        // 1001 is created by someone else while the import hashes.
+        s.write(|tx| {
+            tx.execute_batch(
+                "CREATE TEMP TRIGGER meanwhile BEFORE INSERT ON users WHEN NEW.extension = '1001'
+                 AND NOT EXISTS (SELECT 1 FROM users WHERE extension = '1001')
+                 BEGIN INSERT INTO users (extension, created_at) VALUES ('1001', 0); END;",
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        let report = s
+            .import_csv("extension\n1001\n", ImportMode::Partial, &cli(), T0)
+            .unwrap();
+        assert_eq!(report.created().count(), 0, "{report:?}");
+        assert_eq!(report.rejected().collect::<Vec<_>>().len(), 1, "{report:?}");
+        assert!(
+            !report.committed,
+            "no row imported, yet committed: {report:?}"
         );
     }
 
