@@ -14,7 +14,10 @@ fn main() {
     println!("cargo:rerun-if-changed=prompts/en");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|entry| entry.expect("a directory entry").file_name())
+        .map(|entry| entry.expect("a directory entry"))
+        // Files only: a folder there (originals, say) is not part of the set.
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
+        .map(|entry| entry.file_name())
         .filter_map(|name| name.into_string().ok())
         .filter(|name| !name.starts_with('.'))
         .collect();
