@@ -1273,19 +1273,26 @@ mod tests {
         assert_eq!(report.created().count(), 0);
     }
 
-    #[test]
-    fn import_all_or_nothing_refused_at_commit_names_the_row() {
+    /// A store where someone creates a mailbox while an import hashes: `trigger`, a
+    /// temporary trigger, does it inside the import's own transaction, after the rows were
+    /// checked.
+    fn store_creating_meanwhile(trigger: &str) -> Store {
         let s = store();
-        // Someone creates 1002 while the import hashes: a trigger does it inside the
-        // import's own transaction, after the rows were checked.
         s.write(|tx| {
-            tx.execute_batch(
-                "CREATE TEMP TRIGGER meanwhile AFTER INSERT ON users WHEN NEW.extension = '1001'
-                 BEGIN INSERT INTO users (extension, created_at) VALUES ('1002', 0); END;",
-            )?;
+            tx.execute_batch(trigger)?;
             Ok(())
         })
         .unwrap();
+        s
+    }
+
+    #[test]
+    fn import_all_or_nothing_refused_at_commit_names_the_row() {
+        // 1002 is created as 1001 is inserted.
+        let s = store_creating_meanwhile(
+            "CREATE TEMP TRIGGER meanwhile AFTER INSERT ON users WHEN NEW.extension = '1001'
+             BEGIN INSERT INTO users (extension, created_at) VALUES ('1002', 0); END;",
+        );
         let report = s
             .import_csv(
                 "extension\n1001\n1002\n",
@@ -1306,17 +1313,12 @@ mod tests {
 
     #[test]
     fn import_partial_whose_every_row_is_refused_at_commit_is_not_committed() {
-        let s = store();
-        // 1001 is created by someone else while the import hashes.
-        s.write(|tx| {
-            tx.execute_batch(
-                "CREATE TEMP TRIGGER meanwhile BEFORE INSERT ON users WHEN NEW.extension = '1001'
-                 AND NOT EXISTS (SELECT 1 FROM users WHERE extension = '1001')
-                 BEGIN INSERT INTO users (extension, created_at) VALUES ('1001', 0); END;",
-            )?;
-            Ok(())
-        })
-        .unwrap();
+        // 1001 itself is created just before the import inserts it.
+        let s = store_creating_meanwhile(
+            "CREATE TEMP TRIGGER meanwhile BEFORE INSERT ON users WHEN NEW.extension = '1001'
+             AND NOT EXISTS (SELECT 1 FROM users WHERE extension = '1001')
+             BEGIN INSERT INTO users (extension, created_at) VALUES ('1001', 0); END;",
+        );
         let report = s
             .import_csv("extension\n1001\n", ImportMode::Partial, &cli(), T0)
             .unwrap();
