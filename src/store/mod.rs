@@ -483,6 +483,19 @@ mod tests {
         );
     }
 
+    /// Stores `policy` as it is, unchecked, as a build that allowed it did.
+    fn store_as_an_older_build(s: &Store, policy: &Policy) {
+        let text = toml::to_string(policy).unwrap();
+        s.write(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)",
+                (POLICY_KEY, &text),
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    }
+
     #[test]
     fn a_stored_policy_that_cannot_generate_still_loads_and_can_be_mended() {
         let s = store();
@@ -505,15 +518,7 @@ mod tests {
             ..Policy::default()
         };
         assert!(stored.validate().is_err());
-        let text = toml::to_string(&stored).unwrap();
-        s.write(|tx| {
-            tx.execute(
-                "INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)",
-                (POLICY_KEY, &text),
-            )?;
-            Ok(())
-        })
-        .unwrap();
+        store_as_an_older_build(&s, &stored);
         // It is read as stored; logins go on; generating is refused as impossible...
         assert_eq!(s.policy().unwrap(), stored);
         let (outcome, _) = s.verify_login("1001", &pin("4826"), &cli(), T0).unwrap();
@@ -554,15 +559,7 @@ mod tests {
             generated_length: 12,
             ..Policy::default()
         };
-        let text = toml::to_string(&stored).unwrap();
-        s.write(|tx| {
-            tx.execute(
-                "INSERT INTO settings (key, value) VALUES (?1, ?2)",
-                (POLICY_KEY, &text),
-            )?;
-            Ok(())
-        })
-        .unwrap();
+        store_as_an_older_build(&s, &stored);
         assert_eq!(s.policy().unwrap().generated_length, 10);
     }
 }
