@@ -1323,7 +1323,7 @@ mod tests {
             .import_csv("extension\n1001\n", ImportMode::Partial, &cli(), T0)
             .unwrap();
         assert_eq!(report.created().count(), 0, "{report:?}");
-        assert_eq!(report.rejected().collect::<Vec<_>>().len(), 1, "{report:?}");
+        assert_eq!(report.rejected().count(), 1, "{report:?}");
         assert!(
             !report.committed,
             "no row imported, yet committed: {report:?}"
