@@ -193,11 +193,6 @@ impl SipSockets {
             advertised,
         })
     }
-
-    /// The address bound (UDP and TCP).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
 }
 
 /// A bound, not yet running server.

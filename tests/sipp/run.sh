@@ -174,7 +174,7 @@ lockout_suite() {
   portal_call lockout-2 pcap "2580#44444#2580#55555#" 7000
   check lockout "2580 is locked after five failures across calls" user_has 2580 locked true
   check lockout "2580 has a user.locked audit event" audited 2580 user.locked
-  # The right passcode is refused now, and counts nothing.
+  # The right passcode is refused now.
   portal_call lockout-3 pcap "2580#48826#" 7000
   check lockout "2580's right passcode is refused while locked (login.locked)" audited 2580 login.locked
   check lockout "2580 has no login.success audit event" eval '! audited 2580 login.success'
