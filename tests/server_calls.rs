@@ -303,3 +303,41 @@ fn with_session_reject_a_second_login_is_refused_and_audited() {
     assert!(!server.log().contains("outcome=replaced"));
     first.hang_up();
 }
+
+/// Routes with different session rules reaching one mailbox: a call on an `allow` route
+/// that logs in and leaves does not make the mailbox look free while an older call is still
+/// in it.
+#[test]
+fn a_mailbox_stays_in_a_call_until_its_last_call_ends() {
+    let w = Workdir::provisioned(&[("2002", "6048", false)]);
+    std::fs::create_dir(w.path().join("dialplans")).unwrap();
+    std::fs::write(
+        w.path().join("dialplans/default.toml"),
+        "[defaults]\nsession = \"reject\"\n\n\
+         [[route]]\nmatch = \"8500\"\napplication = \"voice-portal\"\n\n\
+         [[route]]\nmatch = \"8501\"\napplication = \"voice-portal\"\nsession = \"allow\"\n",
+    )
+    .unwrap();
+    let server = ServerProcess::start(&w, "33300-33398", &[]);
+    let mut first = Phone::dial(&server, "8500", "2002");
+    first.keys("2002#6048#");
+    server.expect_log("logged in mailbox=2002", 1, CALL);
+    // A second call on the `allow` route joins, then leaves.
+    let mut second = Phone::dial(&server, "8501", "2002");
+    second.keys("2002#6048#");
+    server.expect_log("logged in mailbox=2002", 2, CALL);
+    second.hang_up();
+    server.expect_log("call ended", 1, CALL);
+    // The first call is still in the mailbox: a third on the `reject` route is refused.
+    let mut third = Phone::dial(&server, "8500", "2002");
+    third.keys("2002#6048#");
+    assert!(third.wait_for_bye(CALL), "{}", server.log());
+    server.expect_log("outcome=in_use", 1, CALL);
+    assert_eq!(
+        event_names(&w.audit("2002")).last(),
+        Some(&"login.in_use"),
+        "{}",
+        server.log()
+    );
+    first.hang_up();
+}

@@ -454,7 +454,9 @@ impl CallTask {
         match decision {
             Decision::Proceed => {}
             Decision::ReplaceOlder(older) => {
-                let _ = self.commands.send(Command::Replaced(older)).await;
+                for call in older {
+                    let _ = self.commands.send(Command::Replaced(call)).await;
+                }
             }
             Decision::RejectNewer => {
                 tracing::info!(%mailbox, "mailbox in use by another call; login refused");
