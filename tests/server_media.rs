@@ -187,7 +187,7 @@ fn a_reinvite_moves_the_media_and_only_the_new_address_is_heard() {
     let moved = UdpSocket::bind("127.0.0.1:0").unwrap();
     c.uac.media = moved.local_addr().unwrap();
     let offer = c.uac.offer("sendrecv").replace("o=test 1 1", "o=test 1 2");
-    reinvite(&server, &mut c, &offer);
+    reinvite(&server, &mut c.uac, &c.sip, &offer);
 
     let at_new = receive(&moved, Duration::from_millis(400));
     assert!(at_new.len() >= 15, "media moved: {} packets", at_new.len());
@@ -212,16 +212,31 @@ fn a_reinvite_moves_the_media_and_only_the_new_address_is_heard() {
     server.expect_log("logged in mailbox=1001", 1, Duration::from_secs(5));
 }
 
+/// A re-INVITE that changes nothing (a session refresh) while a key is held: the rest of
+/// the press is still the same key, not a second one.
+#[test]
+fn a_reinvite_while_a_key_is_held_does_not_double_it() {
+    let w = Workdir::provisioned(&[("1001", "4826", false)]);
+    let server = ServerProcess::start(&w, "33400-33498", &[]);
+    let mut c = Phone::dial(&server, "8500", "1001");
+    let offer = c.uac.offer("sendrecv");
+    let (uac, sip) = (&mut c.uac, &c.sip);
+    c.rtp
+        .key_around(101, '5', || reinvite(&server, uac, sip, &offer));
+    server.expect_log("media agreed", 2, Duration::from_secs(5));
+    c.keys("#");
+    std::thread::sleep(Duration::from_millis(300));
+    let log = server.log();
+    assert_eq!(log.matches("key pressed").count(), 2, "{log}");
+}
+
 /// Sends a re-INVITE with `offer`, waits for its 200 (an SDP answer) and ACKs it.
-fn reinvite(server: &ServerProcess, c: &mut Phone, offer: &str) {
-    let request = c.uac.invite(offer);
-    c.sip.send_to(&request, server.sip).unwrap();
+fn reinvite(server: &ServerProcess, uac: &mut Uac, sip: &UdpSocket, offer: &str) {
+    let request = uac.invite(offer);
+    sip.send_to(&request, server.sip).unwrap();
     let mut buf = [0_u8; 65_535];
     let ok = loop {
-        let (n, _) = c
-            .sip
-            .recv_from(&mut buf)
-            .expect("an answer to the re-INVITE");
+        let (n, _) = sip.recv_from(&mut buf).expect("an answer to the re-INVITE");
         let m = parse(&buf[..n]);
         match m.status() {
             Some(200) => break m,
@@ -230,7 +245,7 @@ fn reinvite(server: &ServerProcess, c: &mut Phone, offer: &str) {
         }
     };
     assert!(String::from_utf8_lossy(ok.body()).contains("m=audio"));
-    c.sip.send_to(&c.uac.ack_2xx(""), server.sip).unwrap();
+    sip.send_to(&uac.ack_2xx(""), server.sip).unwrap();
 }
 
 #[test]
@@ -247,7 +262,7 @@ fn hold_stops_the_prompts_and_resuming_continues_them_at_the_new_ptime() {
 
     // The phone holds the call: vportal answers recvonly and sends nothing.
     let hold = c.uac.offer("sendonly").replace("o=test 1 1", "o=test 1 2");
-    reinvite(&server, &mut c, &hold);
+    reinvite(&server, &mut c.uac, &c.sip, &hold);
     // What was sent before the hold took effect is read first.
     let last = receive(&c.rtp.socket, Duration::from_millis(100))
         .last()
@@ -262,7 +277,7 @@ fn hold_stops_the_prompts_and_resuming_continues_them_at_the_new_ptime() {
         .offer("sendrecv")
         .replace("o=test 1 1", "o=test 1 3")
         .replace("a=ptime:20", "a=ptime:40");
-    reinvite(&server, &mut c, &resume);
+    reinvite(&server, &mut c.uac, &c.sip, &resume);
     let after = receive(&c.rtp.socket, Duration::from_millis(600));
     assert!(after.len() >= 10, "{} packets after the hold", after.len());
     // RFC 3550 numbers the packets sent: no gap for the 700 ms on hold.

@@ -241,22 +241,28 @@ impl Listener {
         me
     }
 
-    /// Follows new media parameters.
+    /// Follows new media parameters. A detector whose parameters did not change is kept: a
+    /// re-INVITE or UPDATE (a session refresh, hold, a new address) while a key is held
+    /// must not make the rest of that press a second key.
     fn configure(&mut self, media: &Negotiated, config: MediaConfig) {
         self.receiver.update_expected(media.remote_rtp);
-        self.events = media.telephone_event.map(TelephoneEvents::new);
+        let events_pt = self.events.as_ref().map(TelephoneEvents::payload_type);
+        if events_pt != media.telephone_event {
+            self.events = media.telephone_event.map(TelephoneEvents::new);
+        }
         let inband = match config.inband {
             InbandDtmf::Always => true,
             InbandDtmf::Auto => media.telephone_event.is_none(),
             InbandDtmf::Never => false,
         };
-        self.inband = inband.then(|| {
-            (
-                InbandDetector::new(InbandConfig::default()),
-                law(media.codec),
-                media.payload_type,
-            )
-        });
+        let wanted = (law(media.codec), media.payload_type);
+        let same = matches!(&self.inband, Some((_, l, pt)) if (*l, *pt) == wanted);
+        if !inband {
+            self.inband = None;
+        } else if !same {
+            let detector = InbandDetector::new(InbandConfig::default());
+            self.inband = Some((detector, wanted.0, wanted.1));
+        }
     }
 
     /// One datagram: the keys it carries.

@@ -45,11 +45,20 @@ impl RtpOut {
     /// One key press as a well-behaved phone sends it: start, continuations every 20 ms,
     /// three end packets; then a 60 ms gap.
     pub fn key(&mut self, pt: u8, key: char) {
+        self.key_around(pt, key, || {});
+    }
+
+    /// [`RtpOut::key`], running `meanwhile` 40 ms into the press (the key still held).
+    pub fn key_around(&mut self, pt: u8, key: char, meanwhile: impl FnOnce()) {
         let code = vportal::media::digit::Digit::from_char(key)
             .unwrap()
             .event_code();
         let ts = self.ts;
+        let mut meanwhile = Some(meanwhile);
         for i in 0..5_u16 {
+            if i == 2 {
+                meanwhile.take().into_iter().for_each(|f| f());
+            }
             let d = (i * 160).to_be_bytes();
             self.send(pt, i == 0, ts, &[code, 10, d[0], d[1]]);
             std::thread::sleep(Duration::from_millis(20));
