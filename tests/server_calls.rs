@@ -341,3 +341,25 @@ fn a_mailbox_stays_in_a_call_until_its_last_call_ends() {
     );
     first.hang_up();
 }
+
+/// The server-wide limit (`sip.max_call_duration`, here shorter than the route's) ends the
+/// call with BYE, and it counts as `timed_out`, as at the route's own limit.
+#[test]
+fn the_server_wide_call_limit_counts_as_timed_out() {
+    let w = Workdir::provisioned(&[("2002", "6048", false)]);
+    std::fs::write(
+        w.path().join("vportal.toml"),
+        "[sip]\nmax_call_duration = \"4s\"\n",
+    )
+    .unwrap();
+    let server = ServerProcess::start(&w, "33600-33698", &["--config", "vportal.toml"]);
+    let mut phone = Phone::dial(&server, "8500", "2002");
+    phone.keys("2002#6048#");
+    server.expect_log("logged in mailbox=2002", 1, CALL);
+    assert!(phone.wait_for_bye(CALL), "{}", server.log());
+    server.expect_log("call ended", 1, CALL);
+    let log = server.log();
+    let ended = log.lines().find(|l| l.contains("call ended")).unwrap();
+    assert!(ended.contains("reason=MaxDuration"), "{ended}");
+    assert!(ended.contains("outcome=timed_out"), "{ended}");
+}

@@ -546,6 +546,15 @@ impl Flow {
         self.leave(Outcome::InUse, &["in_use", "goodbye"]);
     }
 
+    /// The server ended the call at its own maximum length (`sip.max_call_duration`, when
+    /// shorter than the route's): it counts as timed out, as at the route's limit, unless
+    /// the passcode was changed. [`Flow::handle_hangup`] follows.
+    pub fn handle_time_limit(&mut self) {
+        if self.outcome != Outcome::Changed {
+            self.outcome = Outcome::TimedOut;
+        }
+    }
+
     /// The caller hung up: the flow stops at once.
     pub fn handle_hangup(&mut self) {
         if self.outcome == Outcome::InProgress {

@@ -5,7 +5,7 @@
 //! back in, and the flow's hang-up becomes a BYE.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -130,17 +130,23 @@ async fn run(
     let call = incoming.call;
     let Some(route) = shared.dialplan.routes().get(incoming.route).cloned() else {
         tracing::error!(route = incoming.route, "no such route; refusing the call");
-        let _ = commands.send(Command::Reject(call, 500)).await;
+        let _ = commands
+            .send(Command::Reject(call, 500, "Server Internal Error"))
+            .await;
         return;
     };
     let Some(prompts) = shared.prompts.get(&route.settings.language).cloned() else {
         tracing::error!(language = %route.settings.language, "no prompts for this route's language; refusing the call");
-        let _ = commands.send(Command::Reject(call, 503)).await;
+        let _ = commands
+            .send(Command::Reject(call, 503, "Service Unavailable"))
+            .await;
         return;
     };
     let Some(rtp) = bind_rtp(&shared) else {
         tracing::warn!("no free RTP port; refusing the call");
-        let _ = commands.send(Command::Reject(call, 503)).await;
+        let _ = commands
+            .send(Command::Reject(call, 503, "Service Unavailable"))
+            .await;
         return;
     };
     let local = SocketAddr::new(shared.rtp_ip, rtp.lease.port);
@@ -155,6 +161,7 @@ async fn run(
     if commands.send(Command::Accept(call, local)).await.is_err() {
         return;
     }
+    let registered = Registered::new(call, &shared);
     shared.calls.insert(
         call,
         ActiveCall {
@@ -195,8 +202,6 @@ async fn run(
         login: None,
         published: ("starting", false),
     };
-    let active = metrics::gauge!("vportal_calls_active");
-    active.increment(1.0);
     let mut job: Option<StoreJob> = None;
     let end = loop {
         let deadline = task.flow.poll_timeout().map(Instant::from_std);
@@ -214,18 +219,18 @@ async fn run(
         task.perform(&mut job).await;
         task.publish_state();
     };
-    task.shared.calls.remove(call);
-    task.shared.media(MediaCommand::End(call));
-    if let Ok(mut sessions) = task.shared.sessions.lock() {
-        sessions.logout(call);
-    }
-    active.decrement(1.0);
+    // The call is over: its media, its place in the active calls and its mailbox go now.
+    drop(registered);
     // Store work in flight completes without the caller (a new PIN keyed twice is stored):
-    // its answer tells the flow what happened, so that the outcome says so too.
+    // its answer tells the flow what happened, so that the outcome says so too. It always
+    // answers: the hashing permits are handed out in turn, and a check takes milliseconds.
     if job.is_some() {
-        if let Ok(reply) = tokio::time::timeout(STORE_WAIT, wait(&mut job)).await {
-            task.on_store(reply);
-        }
+        let reply = wait(&mut job).await;
+        task.on_store(reply);
+    }
+    if end == EndReason::MaxDuration {
+        // The server-wide limit (`sip.max_call_duration`), shorter than the route's.
+        task.flow.handle_time_limit();
     }
     task.flow.handle_hangup();
     let outcome = task.flow.outcome();
@@ -236,9 +241,39 @@ async fn run(
     }
 }
 
-/// How long a call that ended waits for its store work in flight before it reports its
-/// outcome without it.
-const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// What a call holds outside its task: its entry in the active calls, its media stream
+/// (and RTP port), its mailbox's session and its count in `vportal_calls_active`. Released
+/// when dropped, so also when the task fails (a bug: it panicked) rather than ends.
+struct Registered {
+    call: CallHandle,
+    shared: Arc<Shared>,
+    active: metrics::Gauge,
+}
+
+impl Registered {
+    fn new(call: CallHandle, shared: &Arc<Shared>) -> Self {
+        let active = metrics::gauge!("vportal_calls_active");
+        active.increment(1.0);
+        Self {
+            call,
+            shared: Arc::clone(shared),
+            active,
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.shared.calls.remove(self.call);
+        self.shared.media(MediaCommand::End(self.call));
+        self.shared
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .logout(self.call);
+        self.active.decrement(1.0);
+    }
+}
 
 /// One call's state in the shell.
 struct CallTask {
@@ -447,10 +482,12 @@ impl CallTask {
     /// Applies the one-session-per-mailbox rule to a login.
     async fn logged_in(&mut self, mailbox: &Extension) {
         tracing::info!(%mailbox, "logged in");
-        let decision = match self.shared.sessions.lock() {
-            Ok(mut sessions) => sessions.login(mailbox, self.call, self.session_rule),
-            Err(_) => Decision::Proceed,
-        };
+        let decision = self
+            .shared
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .login(mailbox, self.call, self.session_rule);
         match decision {
             Decision::Proceed => {}
             Decision::ReplaceOlder(older) => {
@@ -501,4 +538,69 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 fn now() -> std::time::Instant {
     Instant::now().into_std()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::ivr::dialplan::{DEFAULT_DIALPLAN, Dialplan};
+    use crate::media::prompts::PromptSet;
+    use crate::server::{Server, SipSockets};
+    use crate::store::Pepper;
+
+    /// A server's shared state (its media thread running), on loopback ports of its own.
+    async fn shared() -> Arc<Shared> {
+        let config =
+            Config::parse("[sip]\nlisten = \"127.0.0.1:0\"\n[rtp]\nports = \"33500-33598\"\n")
+                .unwrap();
+        let sockets = SipSockets::bind(&config.sip).await.unwrap();
+        let dialplan = Dialplan::parse(DEFAULT_DIALPLAN, "built-in").unwrap();
+        let store = Store::open_in_memory(Pepper::from_bytes(vec![4; 32]).unwrap(), 1).unwrap();
+        let prompts = HashMap::from([("en".to_owned(), Arc::new(PromptSet::built_in().unwrap()))]);
+        let server = Server::new(sockets, &config, dialplan.into(), store.into(), prompts).unwrap();
+        Arc::clone(&server.shared)
+    }
+
+    #[tokio::test]
+    async fn what_a_call_holds_is_released_when_its_task_panics() {
+        let shared = shared().await;
+        let (call, mailbox) = (CallHandle(7), Extension::parse("1001").unwrap());
+        let task = {
+            let (shared, mailbox) = (Arc::clone(&shared), mailbox.clone());
+            tokio::spawn(async move {
+                let _registered = Registered::new(call, &shared);
+                shared.calls.insert(
+                    call,
+                    ActiveCall {
+                        call_id: "a@127.0.0.1".to_owned(),
+                        caller: None,
+                        source: "127.0.0.1:5062".parse().unwrap(),
+                        dialled: "8500".to_owned(),
+                        mailbox: None,
+                        state: "menu",
+                        started_at: Timestamp::now(),
+                    },
+                );
+                let logged_in =
+                    shared
+                        .sessions
+                        .lock()
+                        .unwrap()
+                        .login(&mailbox, call, SessionRule::Reject);
+                assert_eq!(logged_in, Decision::Proceed);
+                assert_eq!(shared.calls.list().len(), 1);
+                panic!("a bug in a call task");
+            })
+        };
+        assert!(task.await.unwrap_err().is_panic());
+        assert!(shared.calls.list().is_empty(), "still listed as active");
+        let sessions = shared.sessions.lock().unwrap();
+        assert!(
+            sessions.holders(&mailbox).is_empty(),
+            "the mailbox still in a call"
+        );
+    }
 }

@@ -36,8 +36,8 @@ pub enum Command {
     TcpClosed(ConnId),
     /// A call's task wants the call ended.
     Hangup(CallHandle),
-    /// A call's task could not set up media: refuse the call.
-    Reject(CallHandle, u16),
+    /// A call's task could not set up media: refuse the call with this status and reason.
+    Reject(CallHandle, u16, &'static str),
     /// A call's task has its RTP socket: answer the call.
     Accept(CallHandle, SocketAddr),
     /// A newer call logged in to this call's mailbox: tell it so (it then ends).
@@ -107,6 +107,11 @@ impl SipTask {
                     self.endpoint.shutdown(Instant::now().into_std());
                     stopping = Some(Instant::now() + self.shutdown_grace);
                 }
+                // Reaped as it ends (ahead of datagrams, so a flood cannot hold it back): a
+                // failed task's call is ended at once, its 480 or BYE drained below.
+                Some(result) = self.call_tasks.join_next_with_id(), if !self.call_tasks.is_empty() => {
+                    self.task_ended(result);
+                }
                 received = recv(self.udp.as_ref(), &mut buf) => {
                     if let Ok((n, from)) = received {
                         let now = Instant::now().into_std();
@@ -131,8 +136,6 @@ impl SipTask {
                     self.endpoint.handle_timeout(Instant::now().into_std());
                 }
             }
-            // Reaped first: a failed task's call is ended, and its 480 or BYE drained now.
-            self.reap_call_tasks();
             self.drain().await;
             if let Some(stop) = stopping {
                 if self.endpoint.is_idle() || Instant::now() >= stop {
@@ -165,8 +168,8 @@ impl SipTask {
                 self.connections.remove(&conn);
             }
             Command::Hangup(call) => self.endpoint.hangup(call, now),
-            Command::Reject(call, code) => {
-                let _ = self.endpoint.reject(call, code, "Service Unavailable", now);
+            Command::Reject(call, code, reason) => {
+                let _ = self.endpoint.reject(call, code, reason, now);
             }
             Command::Replaced(call) => self.to_call(call, CallEvent::Replaced),
             Command::Accept(call, media) => {
@@ -177,12 +180,12 @@ impl SipTask {
         }
     }
 
-    /// Reaps the call tasks that have finished. A task that failed (a bug: it panicked)
-    /// leaves its call behind; that call is ended, BYE or 480, so neither the caller nor a
-    /// `max_calls` slot waits for it forever.
-    fn reap_call_tasks(&mut self) {
-        for (call, failed) in finished(&mut self.call_tasks, &mut self.task_calls) {
-            if failed && self.calls.remove(&call).is_some() {
+    /// A call task ended. One that failed (a bug: it panicked) leaves its call behind; that
+    /// call is ended, BYE or 480, so neither the caller nor a `max_calls` slot waits for it.
+    /// (What the call held besides, the task's own guard released as it unwound.)
+    fn task_ended(&mut self, result: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        if let Some((call, true)) = started_for(result, &mut self.task_calls) {
+            if self.calls.remove(&call).is_some() {
                 tracing::error!(?call, "a call's task failed; ending the call");
                 self.endpoint.hangup(call, Instant::now().into_std());
             }
@@ -286,23 +289,17 @@ async fn recv(udp: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize
     }
 }
 
-/// Takes the tasks of `tasks` that have finished: for each, what it was started for (from
-/// `started_for`, by task id) and whether it failed (panicked or was cancelled).
-fn finished<T>(
-    tasks: &mut tokio::task::JoinSet<()>,
+/// What a finished task was started for (taken from `started_for`, by task id) and whether
+/// it failed (panicked or was cancelled).
+fn started_for<T>(
+    result: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
     started_for: &mut HashMap<tokio::task::Id, T>,
-) -> Vec<(T, bool)> {
-    let mut done = Vec::new();
-    while let Some(result) = tasks.try_join_next_with_id() {
-        let (id, failed) = match result {
-            Ok((id, ())) => (id, false),
-            Err(e) => (e.id(), true),
-        };
-        if let Some(what) = started_for.remove(&id) {
-            done.push((what, failed));
-        }
-    }
-    done
+) -> Option<(T, bool)> {
+    let (id, failed) = match result {
+        Ok((id, ())) => (id, false),
+        Err(e) => (e.id(), true),
+    };
+    started_for.remove(&id).map(|what| (what, failed))
 }
 
 #[cfg(test)]
@@ -320,7 +317,9 @@ mod tests {
         let mut done = Vec::new();
         for _ in 0..100 {
             tokio::task::yield_now().await;
-            done.extend(finished(&mut tasks, &mut started_for));
+            while let Some(result) = tasks.try_join_next_with_id() {
+                done.extend(super::started_for(result, &mut started_for));
+            }
             if done.len() == 2 {
                 break;
             }
