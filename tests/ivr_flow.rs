@@ -1001,3 +1001,29 @@ fn rejected_call_whose_keys_typed_ahead_reach_goodbye_is_still_in_use() {
     assert_eq!(c.flow.outcome(), Outcome::InUse);
     assert_eq!(c.flow.logged_in(), None);
 }
+
+/// Media that cannot start (or breaks) leaves nothing to say or hear: the call ends at once,
+/// with no goodbye (it would never finish playing), as an error; a change already stored
+/// still counts.
+#[test]
+fn media_failing_ends_the_call_at_once() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    c.keys("1001#");
+    c.flow.handle_media_failed();
+    c.run();
+    assert!(c.hung_up);
+    assert_eq!(c.flow.outcome(), Outcome::Error);
+    assert_eq!(c.last(), ["enter_passcode"], "no prompt after the failure");
+    c.flow.handle_key(c.now, Digit::POUND);
+    c.flow.handle_media_failed();
+    assert_eq!(c.flow.poll_action(), None, "one hang-up, nothing after");
+
+    let mut c = Call::portal(&store);
+    c.keys("1001#4826#5937#5937#");
+    c.flow.handle_media_failed();
+    c.run();
+    assert!(c.hung_up);
+    assert_eq!(c.flow.outcome(), Outcome::Changed);
+    assert!(!temporary(&store, "1001"));
+}

@@ -1,7 +1,7 @@
 //! The call flow under any sequence of events: keys, prompts ending, time passing, the store
-//! answering (or not yet), hold, a newer login replacing the call, the caller hanging up. A
-//! small model of the call task and the media thread drives it on a virtual clock and checks
-//! what must hold whatever the caller does:
+//! answering (or not yet), hold, a newer login replacing the call, media failing, the caller
+//! hanging up. A small model of the call task and the media thread drives it on a virtual
+//! clock and checks what must hold whatever the caller does:
 //!
 //! - at most one store job is in flight (the call task keeps one);
 //! - a passcode is checked only as keyed and ended with `#`, at most `attempts` times a call;
@@ -62,6 +62,8 @@ enum Op {
     Hold(bool),
     /// A newer call logged in to this mailbox.
     Replaced,
+    /// The call's media could not start, or broke.
+    MediaFailed,
     CallerHangsUp,
 }
 
@@ -163,6 +165,12 @@ impl Sim {
                 if self.login_reported && !self.refused_in_use {
                     self.flow.handle_replaced();
                 }
+            }
+            Op::MediaFailed => {
+                self.flow.handle_media_failed();
+                // Nothing will play out any more.
+                self.playing = None;
+                self.media_events.clear();
             }
             Op::CallerHangsUp => {
                 // The call task lets store work in flight finish and hears its answer, but
@@ -418,6 +426,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => any::<u8>().prop_map(Op::Reply),
         1 => any::<bool>().prop_map(Op::Hold),
         1 => Just(Op::Replaced),
+        1 => Just(Op::MediaFailed),
         1 => Just(Op::CallerHangsUp),
     ]
 }

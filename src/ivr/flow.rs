@@ -546,6 +546,24 @@ impl Flow {
         self.leave(Outcome::InUse, &["in_use", "goodbye"]);
     }
 
+    /// The call's media could not start (or broke): nothing can be said or heard, so the
+    /// call is ended at once, without a goodbye, as an error (unless the passcode was
+    /// changed).
+    pub fn handle_media_failed(&mut self) {
+        if matches!(self.step, Step::Over) {
+            return;
+        }
+        if self.outcome != Outcome::Changed {
+            self.outcome = Outcome::Error;
+        }
+        self.step = Step::Over;
+        self.playing = None;
+        self.type_ahead.clear();
+        self.new_passcode = None;
+        self.actions.clear();
+        self.actions.push_back(Action::Hangup);
+    }
+
     /// The server ended the call at its own maximum length (`sip.max_call_duration`, when
     /// shorter than the route's): it counts as timed out, as at the route's limit, unless
     /// the passcode was changed. [`Flow::handle_hangup`] follows.

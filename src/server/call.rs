@@ -370,6 +370,7 @@ impl CallTask {
         match event {
             MediaEvent::Key(key) => self.key(key),
             MediaEvent::PlaybackDone(token) => self.flow.handle_playback_done(now(), token),
+            MediaEvent::Failed => self.flow.handle_media_failed(),
         }
     }
 

@@ -68,6 +68,8 @@ pub(crate) enum MediaEvent {
     Key(DigitEvent),
     /// A playback ended (finished or stopped).
     PlaybackDone(u64),
+    /// The call's media could not start: no prompt will play, no key will be heard.
+    Failed,
 }
 
 /// What a call asks of the media thread.
@@ -417,6 +419,8 @@ impl Thread {
                 events,
             } => {
                 let Some(pt) = Pt::new(media.payload_type) else {
+                    tracing::error!(%call_id, pt = media.payload_type, "no RTP payload type");
+                    let _ = events.send(MediaEvent::Failed);
                     return;
                 };
                 let slot = self.free.pop().unwrap_or_else(|| {
@@ -430,7 +434,9 @@ impl Thread {
                         .registry()
                         .register(&mut socket, token, Interest::READABLE)
                 {
-                    tracing::warn!(%call_id, error = %e, "cannot watch the RTP socket");
+                    tracing::error!(%call_id, error = %e, "cannot watch the RTP socket");
+                    self.free.push(slot);
+                    let _ = events.send(MediaEvent::Failed);
                     return;
                 }
                 let mut out = Outbound::new(
