@@ -7,10 +7,8 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use common::Workdir;
+use common::log::MemoryLog;
 use vportal::store::{
     Actor, ChangeOutcome, NewUser, Passcode, PasscodeSpec, Pepper, Store, VerifyOutcome,
 };
@@ -132,23 +130,9 @@ fn the_cli_flow_keeps_passcodes_out_of_logs_and_audit() {
     assert_db_clean(&w, &[TEMPORARY, CHOSEN]);
 }
 
-/// A `tracing` writer that appends to a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn logins_and_changes_keep_passcodes_out_of_logs_errors_and_audit() {
-    let captured = Captured::default();
+    let captured = MemoryLog::default();
     let writer = captured.clone();
     // No timestamps: their microseconds would hold a short digit string such as "1111"
     // now and then.
@@ -222,7 +206,7 @@ fn logins_and_changes_keep_passcodes_out_of_logs_errors_and_audit() {
     ];
     assert_eq!(shown[3], "Login { extension: Extension(\"4711\"), .. }");
     drop(store);
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.contains("login checked"),
         "store logging was captured: {logs}"

@@ -6,11 +6,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use common::log::MemoryLog;
 use common::uac::{Uac, parse};
 use vportal::config::Config;
 use vportal::ivr::dialplan::{DEFAULT_DIALPLAN, Dialplan};
@@ -18,41 +18,6 @@ use vportal::media::prompts::PromptSet;
 use vportal::server::{Server, SipSockets};
 use vportal::store::{Actor, Extension, NewUser, Passcode, PasscodeSpec, Pepper, Store};
 use vportal::time::Timestamp;
-
-/// The server's log, kept in memory.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Log {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Log {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    /// The first line containing `needle`, waiting up to `within` for it.
-    fn line(&self, needle: &str, within: Duration) -> Option<String> {
-        let end = Instant::now() + within;
-        loop {
-            if let Some(line) = self.text().lines().find(|l| l.contains(needle)) {
-                return Some(line.to_owned());
-            }
-            if Instant::now() >= end {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 fn ext(s: &str) -> Extension {
     Extension::parse(s).unwrap()
@@ -71,7 +36,7 @@ fn info(uac: &mut Uac, sip: &UdpSocket, server: SocketAddr, keys: &str) {
 /// hashing core after the caller hung up, and the call then counts as `changed`.
 #[test]
 fn a_change_that_waits_long_after_the_hang_up_is_stored_and_counted() {
-    let log = Log::default();
+    let log = MemoryLog::default();
     let writer = log.clone();
     tracing_subscriber::fmt()
         .with_env_filter("info")

@@ -138,6 +138,7 @@ pub fn event_names(events: &[serde_json::Value]) -> Vec<&str> {
         .collect()
 }
 pub mod http;
+pub mod log;
 pub mod phone;
 pub mod rtp;
 pub mod server;
