@@ -1,0 +1,175 @@
+//! Datagrams through the call's receive path, as `server::media::Listener::hear` wires it:
+//! the RTP receiver, then the RFC 4733 receiver for the telephone-event payload type, else
+//! G.711 decoding and the in-band detector for the audio payload type. A virtual clock
+//! advances between datagrams.
+//!
+//! Input: 3 octets of set-up (flags, telephone-event PT, audio PT), then records of
+//! `source selector, milliseconds to advance, length, datagram`.
+//!
+//! Invariants beyond "no crash": the receiver's counters add up; an accepted packet is from
+//! the trusted source (with latching, the first source accepted), its fields are the header's, its payload lies in the datagram and its
+//! extended sequence number ends in the wire one; an RFC 4733 key comes only from an event
+//! packet carrying that key, and one (SSRC, timestamp) is not reported twice within
+//! `REPEAT_GUARD` (unless enough other events came between to push it out of memory); the
+//! in-band detector hears the same keys whether fed per packet or all at once.
+
+#![no_main]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use libfuzzer_sys::fuzz_target;
+use vportal::media::digit::{Digit, DigitEvent, DtmfMethod};
+use vportal::media::g711::{self, Law};
+use vportal::media::inband::{InbandConfig, InbandDetector};
+use vportal::media::rfc4733::{REPEAT_GUARD, TelephoneEvents};
+use vportal::media::rtp::{Latching, RtpReceiver};
+
+/// Other events' packets after which a (SSRC, timestamp) may have been forgotten (the
+/// receiver remembers 16 ended events; a continued long press can push two per packet).
+const FORGET_AFTER: usize = 8;
+
+fuzz_target!(|data: &[u8]| {
+    let [flags, te_pt, audio_pt, rest @ ..] = data else {
+        return;
+    };
+    let (te_pt, audio_pt) = (te_pt & 0x7f, audio_pt & 0x7f);
+    let sources: [SocketAddr; 3] = [
+        "127.0.0.1:6000".parse().unwrap(),
+        "127.0.0.1:6002".parse().unwrap(),
+        "[::1]:6000".parse().unwrap(),
+    ];
+    let latching = if flags & 1 != 0 {
+        Latching::Once
+    } else {
+        Latching::Off
+    };
+    let expected = (flags & 2 == 0).then_some(sources[0]);
+    let law = if flags & 4 != 0 { Law::Alaw } else { Law::Ulaw };
+    let use_events = flags & 8 == 0;
+    let use_inband = flags & 16 != 0;
+
+    let mut receiver = RtpReceiver::new(expected, latching);
+    let mut events = use_events.then(|| TelephoneEvents::new(te_pt));
+    let mut inband = InbandDetector::new(InbandConfig::default());
+    let mut inband_keys = Vec::new();
+    let mut all_pcm: Vec<i16> = Vec::new();
+    let mut pcm = Vec::new();
+
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut datagrams = 0_u64;
+    let mut first_source: Option<SocketAddr> = None;
+    // Per (SSRC, timestamp): when it was last reported, and the event packets of other keys
+    // seen since.
+    let mut reported: HashMap<(u32, u32), (Instant, usize)> = HashMap::new();
+
+    let mut rest = rest;
+    while let [from, advance, len, tail @ ..] = rest {
+        let len = usize::from(*len).min(tail.len());
+        let (datagram, after) = tail.split_at(len);
+        rest = after;
+        now += Duration::from_millis(u64::from(*advance));
+        let from = sources[usize::from(*from) % sources.len()];
+        datagrams += 1;
+
+        let Some(packet) = receiver.accept(from, datagram) else {
+            continue;
+        };
+        // The trusted source.
+        match (latching, expected) {
+            (Latching::Off, Some(addr)) => assert_eq!(from, addr),
+            (Latching::Off, None) => panic!("accepted with no source to trust"),
+            // "From the first source seen, once" (README, `rtp.symmetric`).
+            (Latching::Once, _) => {
+                let first = *first_source.get_or_insert(from);
+                assert_eq!(from, first, "a second source was accepted after {first}");
+                assert_eq!(receiver.settled_source(), Some(first));
+            }
+        }
+        // The header's fields.
+        assert!(datagram.len() >= 12);
+        assert_eq!(datagram[0] >> 6, 2);
+        assert_eq!(packet.pt, datagram[1] & 0x7f);
+        assert_eq!(packet.marker, datagram[1] & 0x80 != 0);
+        let wire_seq = u16::from_be_bytes([datagram[2], datagram[3]]);
+        assert_eq!(packet.seq.0 & 0xffff, u64::from(wire_seq));
+        assert_eq!(
+            packet.timestamp,
+            u32::from_be_bytes([datagram[4], datagram[5], datagram[6], datagram[7]])
+        );
+        assert_eq!(
+            packet.ssrc.0,
+            u32::from_be_bytes([datagram[8], datagram[9], datagram[10], datagram[11]])
+        );
+        let range = datagram.as_ptr_range();
+        let p = packet.payload.as_ptr_range();
+        assert!(range.start <= p.start && p.end <= range.end);
+
+        if let Some(ev) = &mut events {
+            if packet.pt == ev.payload_type() {
+                let key = (packet.ssrc.0, packet.timestamp);
+                let code = packet.payload.first().copied();
+                let is_event =
+                    packet.payload.len() >= 4 && code.and_then(Digit::from_event).is_some();
+                if is_event {
+                    for (k, (_, others)) in reported.iter_mut() {
+                        if *k != key {
+                            *others += 1;
+                        }
+                    }
+                }
+                if let Some(heard) = ev.handle(&packet, now) {
+                    assert!(is_event, "a key from a packet that is no event");
+                    assert_eq!(Some(heard.digit), code.and_then(Digit::from_event));
+                    assert_eq!(heard.method, DtmfMethod::Rfc4733);
+                    if let Some((at, others)) = reported.get(&key) {
+                        assert!(
+                            now.duration_since(*at) >= REPEAT_GUARD || *others >= FORGET_AFTER,
+                            "event {key:?} reported twice within {:?}",
+                            now.duration_since(*at)
+                        );
+                    }
+                    reported.insert(key, (now, 0));
+                }
+                continue;
+            }
+        }
+        if use_inband && packet.pt == audio_pt {
+            pcm.clear();
+            g711::decode(law, packet.payload, &mut pcm);
+            assert_eq!(pcm.len(), packet.payload.len());
+            all_pcm.extend_from_slice(&pcm);
+            inband.process(&pcm, &mut inband_keys);
+        }
+    }
+
+    let stats = receiver.stats();
+    assert_eq!(stats.accepted + stats.foreign + stats.malformed, datagrams);
+
+    for key in &inband_keys {
+        assert_eq!(key.method, DtmfMethod::InBand);
+        assert!(key.duration.is_some());
+    }
+    // Chunk boundaries do not matter.
+    let whole = detect(&all_pcm, all_pcm.len().max(1));
+    assert_eq!(summary(&whole), summary(&inband_keys));
+    let odd = detect(&all_pcm, 7);
+    assert_eq!(summary(&odd), summary(&inband_keys));
+});
+
+fn detect(pcm: &[i16], chunk: usize) -> Vec<DigitEvent> {
+    let mut d = InbandDetector::new(InbandConfig::default());
+    let mut out = Vec::new();
+    for part in pcm.chunks(chunk) {
+        d.process(part, &mut out);
+    }
+    out
+}
+
+fn summary(keys: &[DigitEvent]) -> Vec<(char, Option<Duration>)> {
+    keys.iter()
+        .map(|k| (k.digit.reveal(), k.duration))
+        .collect()
+}

@@ -1,0 +1,96 @@
+//! Any body through the SDP parser, and an offer that parses through `answer` and back
+//! through `accept_answer`, as the peer would read the answer.
+//!
+//! Invariants beyond "no crash": an error's line number is a line of the body; an answer
+//! has one `m=` line per offered stream, parses, and read back agrees with what was
+//! negotiated (codec, payload types, ptime, our address, the direction reversed); the
+//! negotiated ptime is within 10-60 ms; our offer parses and reads back as sent.
+
+#![no_main]
+
+use std::net::SocketAddr;
+
+use libfuzzer_sys::fuzz_target;
+use vportal::sip::sdp::{self, LocalMedia, SdpError};
+
+fuzz_target!(|data: &[u8]| {
+    let lines = data.split(|&b| b == b'\n').count();
+    let offer = match sdp::parse(data) {
+        Ok(offer) => offer,
+        Err(e) => {
+            let line = match e {
+                SdpError::UnsupportedVersion { line }
+                | SdpError::MalformedLine { line }
+                | SdpError::NotUtf8 { line }
+                | SdpError::MalformedMedia { line }
+                | SdpError::InvalidPort { line }
+                | SdpError::InvalidPayloadType { line }
+                | SdpError::TooManyFormats { line }
+                | SdpError::MalformedConnection { line }
+                | SdpError::UnsupportedAddressType { line }
+                | SdpError::AddressTypeMismatch { line }
+                | SdpError::MalformedRtpmap { line } => line,
+                _ => 1,
+            };
+            assert!((1..=lines).contains(&line), "{e} in {lines} lines");
+            return;
+        }
+    };
+    assert!(offer.media().len() <= sdp::MAX_MEDIA);
+    for m in offer.media() {
+        assert!(m.formats().len() <= sdp::MAX_FORMATS);
+        assert!(m.payload_types().iter().all(|&pt| pt <= 127));
+    }
+
+    let local = LocalMedia {
+        addr: "127.0.0.1:40000".parse().unwrap(),
+        session_id: 7,
+        session_version: 1,
+    };
+    if let Ok((negotiated, body)) = sdp::answer(&offer, &local) {
+        assert!((10..=60).contains(&negotiated.ptime_ms));
+        let text = String::from_utf8(body.clone()).expect("answers are UTF-8");
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("m=")).count(),
+            offer.media().len()
+        );
+        let back = sdp::parse(&body).expect("our answer parses");
+        assert_eq!(back.media().len(), offer.media().len());
+        let read = sdp::accept_answer(&back).expect("our answer is acceptable");
+        assert_eq!(read.codec, negotiated.codec);
+        assert_eq!(read.payload_type, negotiated.payload_type);
+        assert_eq!(read.telephone_event, negotiated.telephone_event);
+        assert_eq!(read.ptime_ms, negotiated.ptime_ms);
+        assert_eq!(read.remote_rtp, Some(local.addr));
+        assert_eq!(read.direction, negotiated.direction.reversed());
+        // Deterministic.
+        assert_eq!(sdp::answer(&offer, &local).unwrap().1, body);
+        let _ = sdp::answer_reachable(&offer, &local);
+    }
+    let _ = sdp::accept_answer(&offer);
+
+    // Our own offer, with the body's first octets as numbers.
+    let mut n = [0_u8; 8];
+    for (slot, b) in n.iter_mut().zip(data) {
+        *slot = *b;
+    }
+    let addr: SocketAddr = if n[0] & 1 == 0 {
+        SocketAddr::new(
+            [127, 0, 0, n[1]].into(),
+            u16::from_be_bytes([n[2], n[3]]) | 1,
+        )
+    } else {
+        SocketAddr::new(
+            std::net::Ipv6Addr::from(u128::from(n[1])).into(),
+            u16::from_be_bytes([n[2], n[3]]) | 1,
+        )
+    };
+    let ours = LocalMedia {
+        addr,
+        session_id: u64::from(n[4]),
+        session_version: u64::from(n[5]),
+    };
+    let parsed = sdp::parse(&sdp::offer(&ours)).expect("our offer parses");
+    assert_eq!(parsed.media().len(), 1);
+    assert_eq!(parsed.media()[0].port(), addr.port());
+});
