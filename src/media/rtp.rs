@@ -250,13 +250,15 @@ impl RtpReceiver {
             self.stats.malformed += 1;
             return None;
         }
+        // With latching, the first source seen is latched even when it is the SDP's address:
+        // else a stranger's packet could still latch later and take the call over.
         let trusted = match (self.expected, self.latching) {
-            (Some(addr), _) if addr == from => true,
             (_, Latching::Once) if !self.latched => {
                 self.expected = Some(from);
                 self.latched = true;
                 true
             }
+            (Some(addr), _) => addr == from,
             _ => false,
         };
         if !trusted {
@@ -394,5 +396,22 @@ mod tests {
         // Without latching and without an SDP address nothing is trusted.
         let mut closed = RtpReceiver::new(None, Latching::Off);
         assert!(closed.accept(nat, &rtp(1, 1)).is_none());
+    }
+
+    #[test]
+    fn latching_onto_the_sdp_address_when_it_is_the_first_source() {
+        // A caller not behind a NAT sends from the SDP's address: that is the first source
+        // seen, so it is latched, and a stranger's packet afterwards cannot take over.
+        let sdp: SocketAddr = "127.0.0.1:6000".parse().unwrap();
+        let stranger: SocketAddr = "127.0.0.1:6666".parse().unwrap();
+        let mut r = RtpReceiver::new(Some(sdp), Latching::Once);
+        assert!(r.accept(sdp, &rtp(1, 1)).is_some());
+        assert_eq!(r.settled_source(), Some(sdp));
+        assert!(
+            r.accept(stranger, &rtp(2, 1)).is_none(),
+            "a stranger took over"
+        );
+        assert_eq!(r.source(), Some(sdp));
+        assert!(r.accept(sdp, &rtp(3, 1)).is_some());
     }
 }
