@@ -201,6 +201,17 @@ impl TelephoneEvents {
                 cur.note(seq, e, now);
                 return None;
             }
+        }
+        // An older event's key: a late packet of it, or (replayed) a new press. Looked up
+        // before the continuation below, so that no (SSRC, timestamp) is tracked twice.
+        if let Some(i) = self.recent.iter().position(|t| t.is(ssrc, ts)) {
+            let old = &mut self.recent[i];
+            if !old.restarted_by(packet.marker, seq, e, now) {
+                old.note(seq, e, now);
+                return None;
+            }
+            self.recent.remove(i);
+        } else if let Some(cur) = &self.current {
             // A long press continues in a new segment (RFC 4733 §2.5.1.3): same source, same
             // key, the previous segment not ended, no marker, starting where it stopped.
             let continues = !cur.ended
@@ -213,15 +224,6 @@ impl TelephoneEvents {
                 self.start(Self::track(ssrc, ts, seq, e, now));
                 return None;
             }
-        }
-        // An older event's key: a late packet of it, or (replayed) a new press.
-        if let Some(i) = self.recent.iter().position(|t| t.is(ssrc, ts)) {
-            let old = &mut self.recent[i];
-            if !old.restarted_by(packet.marker, seq, e, now) {
-                old.note(seq, e, now);
-                return None;
-            }
-            self.recent.remove(i);
         }
         self.start(Self::track(ssrc, ts, seq, e, now));
         Some(press(digit))
@@ -660,6 +662,40 @@ mod tests {
             })
             .collect();
         assert_eq!(run(&[first, second].concat()), "88");
+    }
+
+    #[test]
+    fn a_segment_that_reuses_an_older_events_timestamp_is_that_event() {
+        // A packet with the timestamp of an event already in memory belongs to that event,
+        // even when it would also pass for the next segment of the current one: tracking
+        // it twice let the stale copy take a later packet for a replay, 20 ms after the
+        // replay that was really heard (found by the media_rtp fuzz target).
+        let p = |at_ms, ssrc, seq, ts, marker, code, end, duration| P {
+            at_ms,
+            ssrc,
+            pt: 101,
+            seq,
+            ts,
+            marker,
+            code,
+            end,
+            duration,
+        };
+        let packets = [
+            p(0, 7, 100, 1_000, true, 1, false, 0),
+            // Another press of 1, at a timestamp 1000 is just after.
+            p(20, 7, 101, 232, false, 1, false, 160),
+            // The first press ends.
+            p(40, 7, 102, 1_000, false, 1, true, 320),
+            p(60, 9, 1, 50_000, true, 0, false, 0),
+            p(100, 7, 103, 1_000, false, 1, true, 480),
+            // A replay of the first press, well after its end.
+            p(140, 7, 104, 1_000, true, 1, false, 0),
+            p(160, 9, 2, 60_000, true, 0, false, 0),
+            // The replay goes on: not another press.
+            p(160, 7, 105, 1_000, false, 1, false, 160),
+        ];
+        assert_eq!(run(&packets), "11010");
     }
 
     #[test]
