@@ -1,5 +1,6 @@
 //! `Server` run inside the test process, where a test can reach what the binary keeps to
-//! itself: here the hashing permits, held to stand for a long queue of logins.
+//! itself: the hashing permits, held to stand for a long queue of logins, and the list of
+//! active calls.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -7,28 +8,181 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use common::log::MemoryLog;
 use common::uac::{Uac, parse};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use vportal::config::Config;
 use vportal::ivr::dialplan::{DEFAULT_DIALPLAN, Dialplan};
 use vportal::media::prompts::PromptSet;
-use vportal::server::{Server, SipSockets};
-use vportal::store::{Actor, Extension, NewUser, Passcode, PasscodeSpec, Pepper, Store};
+use vportal::server::{ActiveCalls, Server, SipSockets};
+use vportal::store::{
+    Actor, AuditQuery, Extension, NewUser, Passcode, PasscodeSpec, Pepper, Store,
+};
 use vportal::time::Timestamp;
+
+/// The log of every server in this process (one subscriber for the whole process).
+fn log() -> &'static MemoryLog {
+    static LOG: OnceLock<MemoryLog> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = MemoryLog::default();
+        let writer = log.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter("info")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .init();
+        log
+    })
+}
 
 fn ext(s: &str) -> Extension {
     Extension::parse(s).unwrap()
 }
 
-/// Keys as SIP INFO, 30 ms apart.
-fn info(uac: &mut Uac, sip: &UdpSocket, server: SocketAddr, keys: &str) {
-    for key in keys.chars() {
-        let request = uac.request("INFO", "application/dtmf", &key.to_string());
-        sip.send_to(&request, server).unwrap();
-        std::thread::sleep(Duration::from_millis(30));
+/// A server on its own runtime, mailbox 1001 on temporary passcode 4826, one hashing core.
+struct InProcess {
+    runtime: tokio::runtime::Runtime,
+    store: Arc<Store>,
+    sip: SocketAddr,
+    permits: Arc<Semaphore>,
+    calls: Arc<ActiveCalls>,
+}
+
+impl InProcess {
+    fn start(rtp_ports: &str) -> Self {
+        log();
+        let pepper = Pepper::from_bytes(vec![4; 32]).unwrap();
+        let store = Arc::new(Store::open_in_memory(pepper, 1).unwrap());
+        let temporary = PasscodeSpec::given(Passcode::new("4826".to_owned()).unwrap(), true);
+        let admin = Actor::Cli { user: None };
+        let new_user = NewUser::new(ext("1001")).with_passcode(temporary);
+        store
+            .create_user(new_user, &admin, Timestamp::now())
+            .unwrap();
+        let config = Config::parse(&format!(
+            "[sip]\nlisten = \"127.0.0.1:0\"\n[rtp]\nports = \"{rtp_ports}\"\n\
+             [store]\nhash_concurrency = 1\n"
+        ))
+        .unwrap();
+        let dialplan = Arc::new(Dialplan::parse(DEFAULT_DIALPLAN, "built-in").unwrap());
+        let prompts = HashMap::from([("en".to_owned(), Arc::new(PromptSet::built_in().unwrap()))]);
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let server = runtime.block_on(async {
+            let sockets = SipSockets::bind(&config.sip).await.unwrap();
+            Server::new(sockets, &config, dialplan, Arc::clone(&store), prompts).unwrap()
+        });
+        let (sip, permits, calls) = (
+            server.sip_addr(),
+            server.hash_permits(),
+            server.active_calls(),
+        );
+        runtime.spawn(server.run(std::future::pending()));
+        Self {
+            runtime,
+            store,
+            sip,
+            permits,
+            calls,
+        }
+    }
+
+    /// Takes every hashing permit (a long queue of logins): store work waits until dropped.
+    fn hold_hashing(&self) -> OwnedSemaphorePermit {
+        let all = Arc::clone(&self.permits).acquire_many_owned(2);
+        self.runtime.block_on(all).unwrap()
+    }
+
+    fn temporary(&self) -> bool {
+        let user = self.store.user(&ext("1001"), Timestamp::now()).unwrap();
+        user.unwrap().temporary
+    }
+
+    /// Waits up to 10 s until no call is listed as active.
+    fn no_active_calls(&self) -> bool {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !self.calls.list().is_empty() {
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+}
+
+/// A caller on mailbox 1001 who keys by SIP INFO.
+struct Caller {
+    uac: Uac,
+    sip: UdpSocket,
+    server: SocketAddr,
+}
+
+impl Caller {
+    /// Dials 8500 and ACKs the 200.
+    fn dial(server: &InProcess) -> Self {
+        let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut uac = Uac::new(sip.local_addr().unwrap(), server.sip, "8500");
+        uac.user = "1001".to_owned();
+        uac.media = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let offer = uac.offer("sendrecv");
+        sip.send_to(&uac.invite(&offer), server.sip).unwrap();
+        let mut buf = [0_u8; 65_535];
+        let ok = loop {
+            let (n, _) = sip.recv_from(&mut buf).unwrap();
+            let m = parse(&buf[..n]);
+            if m.status() == Some(200) {
+                break m;
+            }
+        };
+        uac.learn_tag(&ok);
+        sip.send_to(&uac.ack_2xx(""), server.sip).unwrap();
+        Self {
+            uac,
+            sip,
+            server: server.sip,
+        }
+    }
+
+    /// Keys as SIP INFO, `gap` apart.
+    fn keys(&mut self, keys: &str, gap: Duration) {
+        for key in keys.chars() {
+            let request = self
+                .uac
+                .request("INFO", "application/dtmf", &key.to_string());
+            self.sip.send_to(&request, self.server).unwrap();
+            std::thread::sleep(gap);
+        }
+    }
+
+    fn hang_up(&mut self) {
+        let bye = self.uac.request("BYE", "", "");
+        self.sip.send_to(&bye, self.server).unwrap();
+    }
+
+    /// This call's log line containing `needle`, waiting up to 10 s for it.
+    fn log_line(&self, needle: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = log().text();
+            let mine = text
+                .lines()
+                .find(|l| l.contains(&self.uac.call_id) && l.contains(needle));
+            if let Some(line) = mine {
+                return line.to_owned();
+            }
+            assert!(
+                Instant::now() < end,
+                "no {needle:?} for this call in:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -36,85 +190,40 @@ fn info(uac: &mut Uac, sip: &UdpSocket, server: SocketAddr, keys: &str) {
 /// hashing core after the caller hung up, and the call then counts as `changed`.
 #[test]
 fn a_change_that_waits_long_after_the_hang_up_is_stored_and_counted() {
-    let log = MemoryLog::default();
-    let writer = log.clone();
-    tracing_subscriber::fmt()
-        .with_env_filter("info")
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
-    let store =
-        Arc::new(Store::open_in_memory(Pepper::from_bytes(vec![4; 32]).unwrap(), 1).unwrap());
-    let temporary = PasscodeSpec::given(Passcode::new("4826".to_owned()).unwrap(), true);
-    let admin = Actor::Cli { user: None };
-    let new_user = NewUser::new(ext("1001")).with_passcode(temporary);
-    store
-        .create_user(new_user, &admin, Timestamp::now())
-        .unwrap();
-    let config = Config::parse(
-        "[sip]\nlisten = \"127.0.0.1:0\"\n[rtp]\nports = \"33700-33798\"\n\
-         [store]\nhash_concurrency = 1\n",
-    )
-    .unwrap();
-    let dialplan = Arc::new(Dialplan::parse(DEFAULT_DIALPLAN, "built-in").unwrap());
-    let prompts = HashMap::from([("en".to_owned(), Arc::new(PromptSet::built_in().unwrap()))]);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (server_sip, permits) = runtime.block_on(async {
-        let sockets = SipSockets::bind(&config.sip).await.unwrap();
-        let server = Server::new(sockets, &config, dialplan, Arc::clone(&store), prompts).unwrap();
-        let found = (server.sip_addr(), server.hash_permits());
-        tokio::spawn(server.run(std::future::pending()));
-        found
-    });
-
-    let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut uac = Uac::new(sip.local_addr().unwrap(), server_sip, "8500");
-    uac.user = "1001".to_owned();
-    uac.media = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let offer = uac.offer("sendrecv");
-    sip.send_to(&uac.invite(&offer), server_sip).unwrap();
-    let mut buf = [0_u8; 65_535];
-    let ok = loop {
-        let (n, _) = sip.recv_from(&mut buf).unwrap();
-        let m = parse(&buf[..n]);
-        if m.status() == Some(200) {
-            break m;
-        }
-    };
-    uac.learn_tag(&ok);
-    sip.send_to(&uac.ack_2xx(""), server_sip).unwrap();
-    info(&mut uac, &sip, server_sip, "1001#4826#");
-    let logged_in = log.line("logged in mailbox=1001", Duration::from_secs(10));
-    assert!(logged_in.is_some(), "{}", log.text());
-
-    // Every hashing permit is taken (a long queue of logins): the change keyed now waits.
-    let held = runtime
-        .block_on(Arc::clone(&permits).acquire_many_owned(2))
-        .unwrap();
-    info(&mut uac, &sip, server_sip, "5937#5937#");
-    sip.send_to(&uac.request("BYE", "", ""), server_sip)
-        .unwrap();
+    let server = InProcess::start("33700-33798");
+    let mut caller = Caller::dial(&server);
+    caller.keys("1001#4826#", Duration::from_millis(30));
+    caller.log_line("logged in mailbox=1001");
+    let held = server.hold_hashing();
+    caller.keys("5937#5937#", Duration::from_millis(30));
+    caller.hang_up();
+    assert!(server.no_active_calls());
+    // Longer than a call once waited for its store work (5 s) before giving up on it.
     std::thread::sleep(Duration::from_secs(6));
-    assert!(
-        store
-            .user(&ext("1001"), Timestamp::now())
-            .unwrap()
-            .unwrap()
-            .temporary
-    );
+    assert!(server.temporary());
     drop(held);
-    let ended = log.line("call ended", Duration::from_secs(10));
-    let ended = ended.unwrap_or_else(|| panic!("{}", log.text()));
+    let ended = caller.log_line("call ended");
     assert!(ended.contains("outcome=changed"), "{ended}");
-    assert!(
-        !store
-            .user(&ext("1001"), Timestamp::now())
-            .unwrap()
-            .unwrap()
-            .temporary
-    );
+    assert!(!server.temporary());
+}
+
+/// A whole change keyed during the passcode check, then a hang-up before the check answers:
+/// the login still counts (and is audited), but nothing keyed ahead of its answer is acted
+/// on once the caller has gone, so the temporary passcode stays.
+#[test]
+fn hanging_up_during_the_check_drops_a_change_typed_ahead() {
+    let server = InProcess::start("33800-33898");
+    let mut caller = Caller::dial(&server);
+    let held = server.hold_hashing();
+    caller.keys("1001#4826#5937#5937#", Duration::ZERO);
+    caller.hang_up();
+    assert!(server.no_active_calls());
+    drop(held);
+    let ended = caller.log_line("call ended");
+    assert!(ended.contains("outcome=change_not_completed"), "{ended}");
+    assert!(server.temporary());
+    let audit = server.store.audit(&AuditQuery::default()).unwrap();
+    let events: Vec<_> = audit.iter().map(|e| e.event.as_str()).collect();
+    assert!(events.contains(&"login.success"), "{events:?}");
+    assert!(!events.contains(&"passcode.changed"), "{events:?}");
 }
