@@ -1,8 +1,9 @@
 //! A small RFC 4180 CSV reader for mailbox imports.
 //!
-//! Fields are separated by commas and records by CRLF or LF; a field in double quotes may hold
-//! commas, line breaks and doubled quotes (`""`). Each record carries the line it starts on so
-//! errors can name it. Blank lines are skipped.
+//! Fields are separated by commas and records by CRLF, LF or a lone CR (old Mac files); a
+//! field in double quotes may hold commas, line breaks and doubled quotes (`""`). Each record
+//! carries the line it starts on so errors can name it, counting line breaks of all three
+//! kinds inside quotes too. Blank lines are skipped.
 
 /// One record: its first line (1-based) and its fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +59,8 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Record>, CsvError> {
                             }
                             Some('"') => break,
                             Some(c) => {
-                                if c == '\n' {
+                                let crlf = c == '\r' && chars.peek() == Some(&'\n');
+                                if matches!(c, '\n' | '\r') && !crlf {
                                     line += 1;
                                 }
                                 field.push(c);
@@ -124,6 +126,18 @@ mod tests {
         );
         assert!(fields("").is_empty());
         assert_eq!(fields("\u{feff}1001"), [rec(1, &["1001"])]);
+    }
+
+    #[test]
+    fn lone_cr_line_breaks_count_as_lines_inside_quotes_too() {
+        let text = "1001,\"a\rb\"\r1002,x\"y\r";
+        assert_eq!(parse(text), Err(CsvError::StrayQuote(3)));
+        let text = "1001,\"a\r\nb\"\r\n1002,x\"y\r\n";
+        assert_eq!(
+            parse(text),
+            Err(CsvError::StrayQuote(3)),
+            "CRLF is one line"
+        );
     }
 
     #[test]
