@@ -501,11 +501,8 @@ mod tests {
         let s = store();
         let pin = |p: &str| Passcode::new(p.into()).unwrap();
         s.create_user(
-            NewUser::new(Extension::parse("1001").unwrap()).with_passcode(PasscodeSpec {
-                passcode: Some(pin("4826")),
-                temporary: false,
-                ttl: None,
-            }),
+            NewUser::new(Extension::parse("1001").unwrap())
+                .with_passcode(PasscodeSpec::given(pin("4826"), false)),
             &cli(),
             T0,
         )
@@ -525,11 +522,7 @@ mod tests {
         assert!(matches!(outcome, VerifyOutcome::Ok { .. }), "{outcome:?}");
         let reset = s.reset_passcode(
             &Extension::parse("1001").unwrap(),
-            &PasscodeSpec {
-                passcode: None,
-                temporary: true,
-                ttl: None,
-            },
+            &PasscodeSpec::generated_temporary(),
             &cli(),
             T0,
         );
