@@ -278,15 +278,19 @@ fn an_expired_temporary_passcode_is_refused() {
     server.expect_log("outcome=expired", 1, CALL);
 }
 
+/// Gives the server started in `w` this default dialplan.
+fn with_dialplan(w: &Workdir, toml: &str) {
+    std::fs::create_dir(w.path().join("dialplans")).unwrap();
+    std::fs::write(w.path().join("dialplans/default.toml"), toml).unwrap();
+}
+
 #[test]
 fn with_session_reject_a_second_login_is_refused_and_audited() {
     let w = Workdir::provisioned(&[("2002", "6048", false)]);
-    std::fs::create_dir(w.path().join("dialplans")).unwrap();
-    std::fs::write(
-        w.path().join("dialplans/default.toml"),
+    with_dialplan(
+        &w,
         "[[route]]\nmatch = \"8500\"\napplication = \"voice-portal\"\nsession = \"reject\"\n",
-    )
-    .unwrap();
+    );
     let server = ServerProcess::start(&w, "32700-32798", &[]);
     let mut first = Phone::dial(&server, "8500", "2002");
     first.keys("2002#6048#");
@@ -310,14 +314,12 @@ fn with_session_reject_a_second_login_is_refused_and_audited() {
 #[test]
 fn a_mailbox_stays_in_a_call_until_its_last_call_ends() {
     let w = Workdir::provisioned(&[("2002", "6048", false)]);
-    std::fs::create_dir(w.path().join("dialplans")).unwrap();
-    std::fs::write(
-        w.path().join("dialplans/default.toml"),
+    with_dialplan(
+        &w,
         "[defaults]\nsession = \"reject\"\n\n\
          [[route]]\nmatch = \"8500\"\napplication = \"voice-portal\"\n\n\
          [[route]]\nmatch = \"8501\"\napplication = \"voice-portal\"\nsession = \"allow\"\n",
-    )
-    .unwrap();
+    );
     let server = ServerProcess::start(&w, "33300-33398", &[]);
     let mut first = Phone::dial(&server, "8500", "2002");
     first.keys("2002#6048#");

@@ -56,8 +56,10 @@ impl RtpOut {
         let ts = self.ts;
         let mut meanwhile = Some(meanwhile);
         for i in 0..5_u16 {
-            if i == 2 {
-                meanwhile.take().into_iter().for_each(|f| f());
+            if i == 2
+                && let Some(f) = meanwhile.take()
+            {
+                f();
             }
             let d = (i * 160).to_be_bytes();
             self.send(pt, i == 0, ts, &[code, 10, d[0], d[1]]);
