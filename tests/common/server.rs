@@ -21,6 +21,8 @@ pub struct ServerProcess {
     /// Everything it logged so far.
     pub log: Arc<Mutex<String>>,
     pub stdout: Arc<Mutex<String>>,
+    /// The threads copying stderr and stdout, which end when the server has exited.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl ServerProcess {
@@ -76,7 +78,7 @@ impl ServerProcess {
         let (ready_tx, ready_rx) = mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         let log2 = Arc::clone(&log);
-        std::thread::spawn(move || {
+        let log_reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 // Logged before it is announced: whoever waits for the address may read
@@ -97,7 +99,7 @@ impl ServerProcess {
         });
         let out = child.stdout.take().unwrap();
         let stdout2 = Arc::clone(&stdout);
-        std::thread::spawn(move || {
+        let stdout_reader = std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
                 let mut s = stdout2.lock().unwrap();
@@ -128,10 +130,12 @@ impl ServerProcess {
             admin,
             log,
             stdout,
+            readers: vec![log_reader, stdout_reader],
         }
     }
 
-    /// Sends SIGTERM and waits (at most `limit`) for the exit status.
+    /// Sends SIGTERM and waits (at most `limit`) for the exit status; the log then holds
+    /// all the server wrote.
     pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -139,6 +143,11 @@ impl ServerProcess {
         let deadline = std::time::Instant::now() + limit;
         while std::time::Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
+                // Everything it wrote before it exited is in the log once the readers
+                // have seen the end of their pipes.
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
