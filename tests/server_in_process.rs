@@ -49,6 +49,9 @@ struct InProcess {
     sip: SocketAddr,
     permits: Arc<Semaphore>,
     calls: Arc<ActiveCalls>,
+    /// Starts the server's shutdown (as SIGTERM does in the binary).
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    running: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl InProcess {
@@ -79,14 +82,26 @@ impl InProcess {
             server.hash_permits(),
             server.active_calls(),
         );
-        runtime.spawn(server.run(std::future::pending()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = runtime.spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
         Self {
             runtime,
             store,
             sip,
             permits,
             calls,
+            stop: Some(stop),
+            running: Some(running),
         }
+    }
+
+    /// Shuts the server down and waits until `Server::run` returns (when the binary would
+    /// exit).
+    fn shut_down(&mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.runtime.block_on(self.running.take().unwrap()).unwrap();
     }
 
     /// Takes every hashing permit (a long queue of logins): store work waits until dropped.
@@ -226,4 +241,31 @@ fn hanging_up_during_the_check_drops_a_change_typed_ahead() {
     let events: Vec<_> = audit.iter().map(|e| e.event.as_str()).collect();
     assert!(events.contains(&"login.success"), "{events:?}");
     assert!(!events.contains(&"passcode.changed"), "{events:?}");
+}
+
+/// A change confirmed just before the server is told to stop, while the hashing core is
+/// busy for longer than calls are waited for at shutdown (2 s), is stored before the server
+/// returns (and the process exits).
+#[test]
+fn a_change_waiting_for_the_hashing_core_is_stored_before_the_server_stops() {
+    let mut server = InProcess::start("33900-33998");
+    let mut caller = Caller::dial(&server);
+    caller.keys("1001#4826#", Duration::from_millis(30));
+    caller.log_line("logged in mailbox=1001");
+    let held = server.hold_hashing();
+    caller.keys("5937#5937#", Duration::from_millis(30));
+    caller.hang_up();
+    assert!(server.no_active_calls());
+    let released = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(4));
+        drop(held);
+    });
+    server.shut_down();
+    assert!(!server.temporary(), "the confirmed change was not stored");
+    released.join().unwrap();
+    assert!(
+        log()
+            .text()
+            .contains("storing the passcode changes callers confirmed changes=1")
+    );
 }

@@ -439,7 +439,9 @@ impl CallTask {
                     let actor = self.actor.clone();
                     // The flow asks only after a login to this very mailbox.
                     let login = self.login.clone().filter(|l| *l.extension() == mailbox);
+                    let in_flight = self.shared.changes_in_flight.subscribe();
                     *job = Some(self.hashing(move |store| {
+                        let _in_flight = in_flight;
                         let Some(mut login) = login else {
                             tracing::error!("a passcode change without a login");
                             return StoreReply::Changed(Err(()));

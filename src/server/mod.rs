@@ -86,6 +86,9 @@ pub(crate) struct Shared {
     pub(crate) hash_permits: Arc<Semaphore>,
     /// The calls in progress, for the admin API.
     pub(crate) calls: Arc<ActiveCalls>,
+    /// Each passcode change under way holds a receiver until it is stored: shutdown waits
+    /// for them all, so a new PIN a caller keyed twice is never lost to a stop.
+    pub(crate) changes_in_flight: tokio::sync::watch::Sender<()>,
     media: MediaHandle,
 }
 
@@ -252,6 +255,7 @@ impl Server {
             sessions: Mutex::new(Sessions::default()),
             hash_permits: Arc::new(Semaphore::new(2 * config.store.hashes_at_once())),
             calls: Arc::default(),
+            changes_in_flight: tokio::sync::watch::Sender::new(()),
             media,
             tcp_idle_timeout: sip.tcp_idle_timeout,
             max_tcp_connections: sip.max_tcp_connections,

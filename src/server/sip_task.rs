@@ -147,6 +147,13 @@ impl SipTask {
                         while self.call_tasks.join_next().await.is_some() {}
                     });
                     let _ = wait.await;
+                    // Changes still waiting for the hashing core (a long queue of logins)
+                    // are stored before the process exits, however long that takes.
+                    let changes = self.shared.changes_in_flight.receiver_count();
+                    if changes > 0 {
+                        tracing::info!(changes, "storing the passcode changes callers confirmed");
+                        self.shared.changes_in_flight.closed().await;
+                    }
                     return;
                 }
             }
