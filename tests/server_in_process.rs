@@ -17,7 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use vportal::config::Config;
 use vportal::ivr::dialplan::{DEFAULT_DIALPLAN, Dialplan};
 use vportal::media::prompts::PromptSet;
-use vportal::server::{ActiveCalls, Server, SipSockets};
+use vportal::server::{ActiveCalls, Server, ServerError, SipSockets};
 use vportal::store::{
     Actor, AuditQuery, Extension, NewUser, Passcode, PasscodeSpec, Pepper, Store,
 };
@@ -51,7 +51,7 @@ struct InProcess {
     calls: Arc<ActiveCalls>,
     /// Starts the server's shutdown (as SIGTERM does in the binary).
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    running: Option<tokio::task::JoinHandle<()>>,
+    running: Option<tokio::task::JoinHandle<Result<(), ServerError>>>,
 }
 
 impl InProcess {
@@ -101,7 +101,8 @@ impl InProcess {
     /// exit).
     fn shut_down(&mut self) {
         let _ = self.stop.take().unwrap().send(());
-        self.runtime.block_on(self.running.take().unwrap()).unwrap();
+        let ran = self.runtime.block_on(self.running.take().unwrap());
+        ran.unwrap().unwrap();
     }
 
     /// Takes every hashing permit (a long queue of logins): store work waits until dropped.

@@ -121,6 +121,7 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
         )?;
         tokio::spawn(vportal::admin::metrics::upkeep(metrics.clone()));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stop_tx = Arc::new(stop_tx);
         let admin = if let Some(bound) = admin {
             let state = Arc::new(AdminState {
                 store,
@@ -139,15 +140,19 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
             tracing::info!("admin API off ([admin] enabled = false, or --no-admin)");
             None
         };
-        server
+        let signalled = Arc::clone(&stop_tx);
+        let ran = server
             .run(async move {
                 shutdown_signal().await;
-                let _ = stop_tx.send(true);
+                let _ = signalled.send(true);
             })
             .await;
+        // Stopped by a signal, the admin API is already stopping; stopped by a failure, not.
+        let _ = stop_tx.send(true);
         if let Some(admin) = admin {
             let _ = admin.await;
         }
+        ran?;
         anyhow::Ok(())
     };
     runtime.block_on(async move {

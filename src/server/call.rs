@@ -545,25 +545,11 @@ fn now() -> std::time::Instant {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
-    use crate::config::Config;
-    use crate::ivr::dialplan::{DEFAULT_DIALPLAN, Dialplan};
-    use crate::media::prompts::PromptSet;
-    use crate::server::{Server, SipSockets};
-    use crate::store::Pepper;
 
     /// A server's shared state (its media thread running), on loopback ports of its own.
     async fn shared() -> Arc<Shared> {
-        let config =
-            Config::parse("[sip]\nlisten = \"127.0.0.1:0\"\n[rtp]\nports = \"33500-33598\"\n")
-                .unwrap();
-        let sockets = SipSockets::bind(&config.sip).await.unwrap();
-        let dialplan = Dialplan::parse(DEFAULT_DIALPLAN, "built-in").unwrap();
-        let store = Store::open_in_memory(Pepper::from_bytes(vec![4; 32]).unwrap(), 1).unwrap();
-        let prompts = HashMap::from([("en".to_owned(), Arc::new(PromptSet::built_in().unwrap()))]);
-        let server = Server::new(sockets, &config, dialplan.into(), store.into(), prompts).unwrap();
+        let server = crate::server::tests::server("33500-33598").await;
         Arc::clone(&server.shared)
     }
 

@@ -91,6 +91,9 @@ pub(crate) enum MediaCommand {
     BargeIn(CallHandle),
     /// The call is over.
     End(CallHandle),
+    /// Stands for a bug that ends the media thread (tests of what the server does then).
+    #[cfg(test)]
+    Fail,
 }
 
 /// How incoming media is treated.
@@ -146,12 +149,21 @@ impl Inbox {
 pub(crate) struct MediaHandle {
     inbox: Arc<Inbox>,
     waker: Arc<Waker>,
+    /// Closed when the media thread ends, however it ends.
+    alive: tokio::sync::watch::Receiver<()>,
 }
 
 impl MediaHandle {
     pub(crate) fn send(&self, command: MediaCommand) {
         self.inbox.push(command);
         let _ = self.waker.wake();
+    }
+
+    /// Completes when the media thread has ended: while the server runs, only if it failed
+    /// (its poll broke, or a bug made it panic), after which no call can hear or send.
+    pub(crate) fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut alive = self.alive.clone();
+        async move { while alive.changed().await.is_ok() {} }
     }
 }
 
@@ -172,15 +184,22 @@ pub(crate) fn start(config: MediaConfig) -> io::Result<MediaHandle> {
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let inbox = Arc::new(Inbox::default());
     let commands = Arc::clone(&inbox);
+    let (alive_tx, alive) = tokio::sync::watch::channel(());
     std::thread::Builder::new()
         .name("vportal-media".into())
         .spawn(move || {
+            // Dropped as the thread ends, also when it unwinds.
+            let _alive = alive_tx;
             if config.realtime_priority > 0 {
                 run_realtime(config.realtime_priority);
             }
             Thread::new(poll, commands, config).run();
         })?;
-    Ok(MediaHandle { inbox, waker })
+    Ok(MediaHandle {
+        inbox,
+        waker,
+        alive,
+    })
 }
 
 /// Moves the calling thread (the media thread) to SCHED_FIFO at `priority`, so that other
@@ -513,6 +532,8 @@ impl Thread {
                     }
                 }
             }
+            #[cfg(test)]
+            MediaCommand::Fail => panic!("the media thread was told to fail"),
         }
     }
 

@@ -48,6 +48,10 @@ pub enum ServerError {
     /// The configuration cannot work.
     #[error("{0}")]
     Config(String),
+    /// The media thread ended while the server ran (a failed poll, or a bug); the server
+    /// stopped, since no call could hear or send anything.
+    #[error("the media thread stopped; the server stopped with it")]
+    MediaStopped,
 }
 
 /// Socket buffer asked for on the SIP UDP socket. Senders such as SIPp send in bursts per
@@ -96,6 +100,11 @@ impl Shared {
     /// Sends a command to the media thread (which runs as long as the server does).
     pub(crate) fn media(&self, command: MediaCommand) {
         self.media.send(command);
+    }
+
+    /// Completes if the media thread ends while the server runs (see [`ServerError::MediaStopped`]).
+    pub(crate) fn media_stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.media.stopped()
     }
 }
 
@@ -289,7 +298,14 @@ impl Server {
 
     /// Runs until `shutdown` completes, then stops taking calls, hangs up the active ones
     /// and returns once they are gone (or the grace period passes).
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send) {
+    ///
+    /// # Errors
+    /// [`ServerError::MediaStopped`] when the media thread ended while the server ran: it
+    /// then stopped the same way, so that a supervisor can start it afresh.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), ServerError> {
         let (commands, command_rx) = mpsc::channel(4_096);
         if let Some(listener) = self.tcp {
             tokio::spawn(tcp::accept_loop(
@@ -307,6 +323,40 @@ impl Server {
             self.shared,
             self.shutdown_grace,
         );
-        task.run(shutdown).await;
+        task.run(shutdown).await
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::ivr::dialplan::DEFAULT_DIALPLAN;
+    use crate::store::Pepper;
+
+    /// A server on loopback (its media thread running) with the built-in dialplan and
+    /// prompts and an in-memory store, RTP on `rtp_ports`.
+    pub(crate) async fn server(rtp_ports: &str) -> Server {
+        let config = Config::parse(&format!(
+            "[sip]\nlisten = \"127.0.0.1:0\"\n[rtp]\nports = \"{rtp_ports}\"\n"
+        ))
+        .unwrap();
+        let sockets = SipSockets::bind(&config.sip).await.unwrap();
+        let dialplan = Dialplan::parse(DEFAULT_DIALPLAN, "built-in").unwrap();
+        let store = Store::open_in_memory(Pepper::from_bytes(vec![4; 32]).unwrap(), 1).unwrap();
+        let prompts = HashMap::from([("en".to_owned(), Arc::new(PromptSet::built_in().unwrap()))]);
+        Server::new(sockets, &config, dialplan.into(), store.into(), prompts).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_server_stops_with_an_error_when_its_media_thread_dies() {
+        let server = server("33950-33998").await;
+        let shared = Arc::clone(&server.shared);
+        let running = tokio::spawn(server.run(std::future::pending()));
+        shared.media(MediaCommand::Fail);
+        let ran = tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .expect("the server still runs without media")
+            .unwrap();
+        assert!(matches!(ran, Err(ServerError::MediaStopped)), "{ran:?}");
     }
 }

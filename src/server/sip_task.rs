@@ -13,8 +13,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::Shared;
 use super::call::{self, CallEvent};
+use super::{ServerError, Shared};
 use crate::admin::metrics::count_sip;
 use crate::sip::Message;
 use crate::sip::endpoint::{CallHandle, ConnId, Endpoint, Event, Transmit, Transport};
@@ -85,10 +85,15 @@ impl SipTask {
         }
     }
 
-    pub(crate) async fn run(mut self, shutdown: impl std::future::Future<Output = ()> + Send) {
+    pub(crate) async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), ServerError> {
         let mut buf = vec![0_u8; MAX_DATAGRAM];
-        tokio::pin!(shutdown);
+        let media_stopped = self.shared.media_stopped();
+        tokio::pin!(shutdown, media_stopped);
         let mut stopping: Option<Instant> = None;
+        let mut result = Ok(());
         loop {
             let deadline = self
                 .endpoint
@@ -104,8 +109,12 @@ impl SipTask {
                 biased;
                 () = &mut shutdown, if stopping.is_none() => {
                     tracing::info!(calls = self.endpoint.active_calls(), "shutting down: no new calls, hanging up");
-                    self.endpoint.shutdown(Instant::now().into_std());
-                    stopping = Some(Instant::now() + self.shutdown_grace);
+                    stopping = Some(self.stop());
+                }
+                () = &mut media_stopped, if stopping.is_none() => {
+                    tracing::error!(calls = self.endpoint.active_calls(), "the media thread stopped; shutting down: no new calls, hanging up");
+                    result = Err(ServerError::MediaStopped);
+                    stopping = Some(self.stop());
                 }
                 // Reaped as it ends (ahead of datagrams, so a flood cannot hold it back): a
                 // failed task's call is ended at once, its 480 or BYE drained below.
@@ -154,10 +163,17 @@ impl SipTask {
                         tracing::info!(changes, "storing the passcode changes callers confirmed");
                         self.shared.changes_in_flight.closed().await;
                     }
-                    return;
+                    return result;
                 }
             }
         }
+    }
+
+    /// Stops taking calls and hangs up the active ones; returns when to stop waiting for
+    /// them.
+    fn stop(&mut self) -> Instant {
+        self.endpoint.shutdown(Instant::now().into_std());
+        Instant::now() + self.shutdown_grace
     }
 
     fn command(&mut self, command: Command) {
