@@ -202,18 +202,25 @@ impl Caller {
     }
 }
 
-/// A change confirmed (the new PIN keyed twice) is stored however long it waits for the
-/// hashing core after the caller hung up, and the call then counts as `changed`.
-#[test]
-fn a_change_that_waits_long_after_the_hang_up_is_stored_and_counted() {
-    let server = InProcess::start("33700-33798");
-    let mut caller = Caller::dial(&server);
+/// A caller logs in, then, with the hashing core taken (the permits returned), keys a new PIN
+/// twice and hangs up; returns once the call has gone.
+fn change_confirmed_then_hang_up(server: &InProcess) -> (Caller, OwnedSemaphorePermit) {
+    let mut caller = Caller::dial(server);
     caller.keys("1001#4826#", Duration::from_millis(30));
     caller.log_line("logged in mailbox=1001");
     let held = server.hold_hashing();
     caller.keys("5937#5937#", Duration::from_millis(30));
     caller.hang_up();
     assert!(server.no_active_calls());
+    (caller, held)
+}
+
+/// A change confirmed (the new PIN keyed twice) is stored however long it waits for the
+/// hashing core after the caller hung up, and the call then counts as `changed`.
+#[test]
+fn a_change_that_waits_long_after_the_hang_up_is_stored_and_counted() {
+    let server = InProcess::start("33700-33798");
+    let (caller, held) = change_confirmed_then_hang_up(&server);
     // Longer than a call once waited for its store work (5 s) before giving up on it.
     std::thread::sleep(Duration::from_secs(6));
     assert!(server.temporary());
@@ -250,13 +257,7 @@ fn hanging_up_during_the_check_drops_a_change_typed_ahead() {
 #[test]
 fn a_change_waiting_for_the_hashing_core_is_stored_before_the_server_stops() {
     let mut server = InProcess::start("33900-33998");
-    let mut caller = Caller::dial(&server);
-    caller.keys("1001#4826#", Duration::from_millis(30));
-    caller.log_line("logged in mailbox=1001");
-    let held = server.hold_hashing();
-    caller.keys("5937#5937#", Duration::from_millis(30));
-    caller.hang_up();
-    assert!(server.no_active_calls());
+    let (_caller, held) = change_confirmed_then_hang_up(&server);
     let released = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(4));
         drop(held);

@@ -349,7 +349,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn the_server_stops_with_an_error_when_its_media_thread_dies() {
-        let server = server("33950-33998").await;
+        let server = server("34000-34098").await;
         let shared = Arc::clone(&server.shared);
         let running = tokio::spawn(server.run(std::future::pending()));
         shared.media(MediaCommand::Fail);
