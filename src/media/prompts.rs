@@ -128,6 +128,20 @@ const MAX_CHANNELS: usize = 8;
 /// corrupt or hostile file (a FLAC of constant subframes expands a thousandfold) can take.
 const MAX_INPUT_SAMPLES: usize = 1 << 25;
 
+/// The longest prompt, in seconds. Without it a file at a low rate could fill the input limit
+/// with hours of audio, eight times as many samples once resampled to 8 kHz.
+pub const MAX_PROMPT_SECONDS: u32 = 600;
+
+/// The most samples [`decode_to_8k`] returns: [`MAX_PROMPT_SECONDS`] at 8 kHz.
+pub const MAX_PROMPT_SAMPLES: usize = MAX_PROMPT_SECONDS as usize * RATE as usize;
+
+/// The most interleaved samples decoded from a stream of `rate` and `channels`: the memory
+/// bound, or the longest prompt, whichever is less.
+fn sample_limit(rate: u32, channels: usize) -> usize {
+    let longest = u64::from(MAX_PROMPT_SECONDS) * u64::from(rate) * channels as u64;
+    usize::try_from(longest).map_or(MAX_INPUT_SAMPLES, |n| n.min(MAX_INPUT_SAMPLES))
+}
+
 /// One prompt, decoded, padded to whole 20 ms frames and encoded in both laws.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Prompt {
@@ -403,8 +417,9 @@ pub enum DecodeError {
     /// The channel count is 0 or above 8: a corrupt header.
     #[error("unsupported channel count {0}")]
     Channels(usize),
-    /// The file decodes to more than the limit of interleaved samples (a few minutes).
-    #[error("audio too long: more than {limit} samples")]
+    /// The file decodes to more than the limit of interleaved samples: 10 minutes, or fewer
+    /// at high rates and channel counts.
+    #[error("audio too long: more than {limit} samples (a prompt lasts 10 minutes at most)")]
     TooLong {
         /// The limit, in interleaved samples.
         limit: usize,
@@ -484,14 +499,13 @@ fn decode_pcm_wav(bytes: &[u8]) -> Result<Option<Decoded>, DecodeError> {
     let channels = usize::from(spec.channels);
     check_format(spec.sample_rate, channels)?;
     let bits = u32::from(spec.bits_per_sample);
+    let limit = sample_limit(spec.sample_rate, channels);
     // Samples are pushed one by one rather than collected: `collect` would reserve what the
     // header claims, and a corrupt header claims gigabytes.
     let mut samples = Vec::new();
     let mut push = |v: f32| {
-        if samples.len() >= MAX_INPUT_SAMPLES {
-            return Err(DecodeError::TooLong {
-                limit: MAX_INPUT_SAMPLES,
-            });
+        if samples.len() >= limit {
+            return Err(DecodeError::TooLong { limit });
         }
         samples.push(v);
         Ok(())
@@ -586,6 +600,7 @@ fn decode_symphonia(bytes: &[u8], extension_hint: Option<&str>) -> Result<Decode
         .map_err(|e| DecodeError::Unsupported(e.to_string()))?;
 
     let mut shape: Option<(u32, usize)> = None;
+    let mut limit = MAX_INPUT_SAMPLES;
     let mut samples: Vec<f32> = Vec::new();
     let mut chunk: Vec<f32> = Vec::new();
     loop {
@@ -603,6 +618,7 @@ fn decode_symphonia(bytes: &[u8], extension_hint: Option<&str>) -> Result<Decode
             None => {
                 check_format(this.0, this.1)?;
                 shape = Some(this);
+                limit = sample_limit(this.0, this.1);
             }
             Some(first) if first != this => {
                 return Err(DecodeError::Unsupported(
@@ -612,10 +628,8 @@ fn decode_symphonia(bytes: &[u8], extension_hint: Option<&str>) -> Result<Decode
             Some(_) => {}
         }
         audio.copy_to_vec_interleaved(&mut chunk);
-        if samples.len() + chunk.len() > MAX_INPUT_SAMPLES {
-            return Err(DecodeError::TooLong {
-                limit: MAX_INPUT_SAMPLES,
-            });
+        if samples.len() + chunk.len() > limit {
+            return Err(DecodeError::TooLong { limit });
         }
         samples.extend_from_slice(&chunk);
     }
@@ -1003,6 +1017,20 @@ mod tests {
         let mut reader = hound::WavReader::new(Cursor::new(&prompt)).unwrap();
         let direct: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
         assert_eq!(decode_to_8k(&prompt, Some("wav")).unwrap(), direct);
+    }
+
+    #[test]
+    fn a_prompt_longer_than_ten_minutes_is_refused_whatever_its_rate() {
+        // Ten minutes and a second at 1 kHz: far under the memory bound, yet 4.8 million
+        // samples once at 8 kHz.
+        let long = wav(1_000, 1, &vec![0; 601_000]);
+        let err = decode_to_8k(&long, Some("wav")).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::TooLong { limit: 600_000 }),
+            "{err}"
+        );
+        assert_eq!(sample_limit(8_000, 1), MAX_PROMPT_SAMPLES);
+        assert_eq!(sample_limit(768_000, 8), MAX_INPUT_SAMPLES);
     }
 
     #[test]
