@@ -20,6 +20,15 @@ fn main() -> ExitCode {
     init_logging(cli.global.log_format, cli.command.default_log_level());
     match cli::run(cli) {
         Ok(code) => code,
+        // The reader of our output went away before a generated passcode or token reached
+        // it: the change is made, but nobody has the secret.
+        Err(e) if is_broken_pipe(&e) && cli::secrets_due() => {
+            eprintln!(
+                "error: standard output was closed before the generated passcode(s) or token \
+                 could be shown; the change is made but they were not delivered: issue new ones"
+            );
+            ExitCode::from(2)
+        }
         // The reader of our output went away (`vportal audit | head`): nothing to say.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {

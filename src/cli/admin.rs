@@ -27,6 +27,7 @@ pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     let token = store.create_token(token_name, &Actor::cli_from_env(), Timestamp::now())?;
+    output::secrets_follow();
     if ctx.json {
         // Where the pepper lives: a file to back up, or the variable it was taken from.
         let (key, value) = match &source {
@@ -236,6 +237,7 @@ pub(crate) fn token(ctx: &Context, cmd: TokenCommand) -> Result<ExitCode> {
     match cmd {
         TokenCommand::Create { name } => {
             let token = store.create_token(&name, &actor, Timestamp::now())?;
+            output::secrets_follow();
             if ctx.json {
                 output::json(&json!({"name": name, "token": token.expose()}))?;
             } else {

@@ -340,6 +340,12 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// Whether the command had started printing a passcode or token it alone hands out: a
+/// broken pipe then means the secret was lost (see `main`).
+pub(crate) fn secrets_due() -> bool {
+    output::secrets_due()
+}
+
 /// Parses an extension argument.
 fn extension(text: &str) -> Result<Extension> {
     Extension::parse(text).with_context(|| format!("mailbox {text:?}"))

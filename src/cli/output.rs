@@ -2,11 +2,27 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Write as _};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
 use serde::Serialize;
 
 use vportal::time::Timestamp;
+
+/// Set once a command starts printing a secret it alone hands out (a generated passcode, a
+/// new token): after that, a reader that went away is a failure, not a quiet exit.
+static SECRETS_DUE: AtomicBool = AtomicBool::new(false);
+
+/// Says that what is printed from now on holds a generated passcode or a token, shown only
+/// this once: losing it to a closed pipe must not look like success.
+pub(crate) fn secrets_follow() {
+    SECRETS_DUE.store(true, Ordering::Relaxed);
+}
+
+/// Whether this command has started printing a secret (see [`secrets_follow`]).
+pub(crate) fn secrets_due() -> bool {
+    SECRETS_DUE.load(Ordering::Relaxed)
+}
 
 /// Writes to standard output. A reader that went away (`vportal audit | head`) is an
 /// [`io::ErrorKind::BrokenPipe`] error, which `main` turns into a quiet exit, where

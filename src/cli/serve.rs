@@ -91,6 +91,7 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     if let Some(source) = created {
         // First run in this directory: as `vportal init` would, plus how to go on.
         let token = store.create_token("admin", &Actor::cli_from_env(), Timestamp::now())?;
+        super::output::secrets_follow();
         for line in created_lines(&ctx.store.database, &source) {
             outln!("{line}")?;
         }

@@ -162,6 +162,9 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
             };
             let report = ctx.open()?.import_csv(&text, mode, &actor, now)?;
             let rejected = report.rejected().count();
+            if report.created().any(|i| i.generated.is_some()) {
+                output::secrets_follow();
+            }
             if ctx.json {
                 let rows: Vec<_> = report
                     .rows
@@ -235,6 +238,9 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
 
 /// Prints the result of setting a passcode; a generated passcode appears here only.
 fn print_issued(ctx: &Context, issued: &Issued, what: &str) -> Result<()> {
+    if issued.generated.is_some() {
+        output::secrets_follow();
+    }
     if ctx.json {
         return output::json(&issued_json(issued));
     }
@@ -255,6 +261,9 @@ fn print_issued(ctx: &Context, issued: &Issued, what: &str) -> Result<()> {
 }
 
 fn print_issued_list(ctx: &Context, issued: &[Issued]) -> Result<()> {
+    if issued.iter().any(|i| i.generated.is_some()) {
+        output::secrets_follow();
+    }
     if ctx.json {
         let rows: Vec<_> = issued.iter().map(issued_json).collect();
         return output::json(&rows);
