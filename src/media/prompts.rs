@@ -432,15 +432,16 @@ pub enum DecodeError {
 /// Channels are averaged, the rate converted with [`resample`] (band-limited to below 4 kHz)
 /// and the result rounded to 16 bits with saturation. An 8 kHz mono 16-bit WAV comes back
 /// sample for sample. `extension_hint` (`"wav"`, `"mp3"`, …) helps pick the container but is
-/// not trusted: the bytes decide. Pure: no I/O, and no panic on any input.
+/// not trusted: the bytes decide. Pure: no I/O, and no panic on any input (one inside a
+/// decoder, which is other crates' code, is caught: see [`guarded`]).
 ///
 /// # Errors
 /// [`DecodeError`] when the bytes are not a supported format, are malformed or truncated
 /// (a truncated file is an error, not a shorter prompt), or describe implausible audio.
 pub fn decode_to_8k(bytes: &[u8], extension_hint: Option<&str>) -> Result<Vec<i16>, DecodeError> {
-    let audio = match decode_pcm_wav(bytes)? {
+    let audio = match guarded(|| decode_pcm_wav(bytes))? {
         Some(audio) => audio,
-        None => decode_symphonia(bytes, extension_hint).map_err(|e| {
+        None => guarded(|| decode_symphonia(bytes, extension_hint)).map_err(|e| {
             match (e, wave_format_tag(bytes)) {
                 // A WAVE file in a codec neither decoder reads (GSM 6.10, G.721, …); one in
                 // a codec they do read that still fails is damaged, and says so.
@@ -463,6 +464,25 @@ pub fn decode_to_8k(bytes: &[u8], extension_hint: Option<&str>) -> Result<Vec<i1
         // `as` saturates (and maps NaN to 0); the clamp only documents the intent.
         .map(|v| (v * 32768.0).round().clamp(-32768.0, 32767.0) as i16)
         .collect())
+}
+
+/// Runs a decoder, turning a panic inside it into [`DecodeError::Malformed`]. The decoders
+/// are other crates' code reading bytes nobody vouched for, and they have bugs: a crafted MS
+/// ADPCM block makes symphonia 0.6's decoder overflow an `i32` multiplication, which panics
+/// in a build with overflow checks (found by the `audio_decode` fuzz target). Such a file is
+/// then refused like any damaged one, naming it, rather than stopping start-up with a panic.
+fn guarded<T>(decode: impl FnOnce() -> Result<T, DecodeError>) -> Result<T, DecodeError> {
+    // Nothing outlives the call but its result: no state is left half-changed.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_owned());
+        Err(DecodeError::Malformed(format!(
+            "the decoder failed: {what}"
+        )))
+    })
 }
 
 /// Interleaved samples in [-1, 1) with their rate and channel count.
@@ -1017,6 +1037,20 @@ mod tests {
         let mut reader = hound::WavReader::new(Cursor::new(&prompt)).unwrap();
         let direct: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
         assert_eq!(decode_to_8k(&prompt, Some("wav")).unwrap(), direct);
+    }
+
+    #[test]
+    fn a_decoder_that_panics_on_a_crafted_file_is_a_decode_error() {
+        // Overflows an `i32` multiplication in symphonia's MS ADPCM decoder (fuzzing found
+        // it), which panics where overflow is checked, as in this test build.
+        let crafted = fixture("crafted_ms_adpcm_overflow.wav");
+        let result = decode_to_8k(&crafted, Some("wav"));
+        if cfg!(debug_assertions) {
+            assert!(
+                matches!(&result, Err(DecodeError::Malformed(what)) if what.contains("overflow")),
+                "{result:?}"
+            );
+        }
     }
 
     #[test]
