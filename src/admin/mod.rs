@@ -36,6 +36,10 @@ pub const MIN_CONFIGURED_TOKEN: usize = 32;
 pub const MAX_JSON_BODY: usize = 64 * 1024;
 /// Largest CSV import body.
 pub const MAX_CSV_BODY: usize = 4 * 1024 * 1024;
+/// How long a client may take to send a request head, and how long a connection may sit
+/// idle between requests, before it is closed: otherwise anybody who can reach the port holds
+/// connections (a task and a file descriptor each, shared with SIP and RTP) for ever.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the handlers share.
 pub struct AdminState {
@@ -189,11 +193,11 @@ impl AdminServer {
         });
         let result = match self.tls {
             Some(tls) => match axum_server::tls_rustls::from_tcp_rustls(self.listener, tls) {
-                Ok(server) => server.handle(handle).serve(app).await,
+                Ok(server) => limited(server).handle(handle).serve(app).await,
                 Err(e) => Err(e),
             },
             None => match axum_server::from_tcp(self.listener) {
-                Ok(server) => server.handle(handle).serve(app).await,
+                Ok(server) => limited(server).handle(handle).serve(app).await,
                 Err(e) => Err(e),
             },
         };
@@ -201,4 +205,16 @@ impl AdminServer {
             tracing::error!(error = %e, "the admin API stopped");
         }
     }
+}
+
+/// `server` with [`CLIENT_TIMEOUT`] on the first request (protocol detection included) and on
+/// every HTTP/1 request head, idle keep-alive waits included.
+fn limited<A: axum_server::Address, Acc>(
+    mut server: axum_server::Server<A, Acc>,
+) -> axum_server::Server<A, Acc> {
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(Some(CLIENT_TIMEOUT));
+    server.first_request_timeout(CLIENT_TIMEOUT)
 }

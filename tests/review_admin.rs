@@ -1,0 +1,118 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+//! Review findings on the admin side-port: each test shows one defect (and guards its fix).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vportal::admin::AdminState;
+use vportal::store::{Actor, Pepper, Store};
+use vportal::time::Timestamp;
+
+/// An in-process side-port on loopback, its store and a good token.
+struct Api {
+    addr: SocketAddr,
+    #[allow(dead_code)]
+    store: Arc<Store>,
+    #[allow(dead_code)]
+    token: String,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Api {
+    fn start() -> Self {
+        let store =
+            Arc::new(Store::open_in_memory(Pepper::from_bytes(vec![7; 32]).unwrap(), 1).unwrap());
+        let token = store
+            .create_token("review", &Actor::Cli { user: None }, Timestamp::now())
+            .unwrap();
+        let state = AdminState {
+            store: Arc::clone(&store),
+            calls: Arc::default(),
+            metrics: None,
+            metrics_auth: false,
+            configured_token: None,
+            throttle: Default::default(),
+            hash_permits: Arc::new(tokio::sync::Semaphore::new(2)),
+        };
+        let (addr, rt) = common::server::admin_in_process(state);
+        Self {
+            addr,
+            store,
+            token: token.expose().to_owned(),
+            _rt: rt,
+        }
+    }
+}
+
+/// Waits (at most `limit`) for the server to close `stream`; returns how long that took, or
+/// `None` when it was still open at the end.
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0_u8; 4096];
+    while started.elapsed() < limit {
+        match stream.read(&mut buf) {
+            // An answer (408, 400) then the close, or the close alone: either ends it.
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Some(started.elapsed()),
+        }
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------
+// Slow and idle clients.
+
+/// Anybody who can reach the port, without a token, could hold connections (a file
+/// descriptor and a task each, in the process that also runs SIP and RTP) for ever: by
+/// sending a request head slowly, by sending nothing, or by going quiet after a request.
+#[test]
+fn slow_or_silent_clients_are_disconnected() {
+    let api = Api::start();
+    let limit = Duration::from_secs(40);
+
+    // A request head that never ends (slowloris).
+    let mut slow = TcpStream::connect(api.addr).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // A connection that never says anything.
+    let mut silent = TcpStream::connect(api.addr).unwrap();
+    // A keep-alive connection that goes quiet after one request.
+    let mut idle = TcpStream::connect(api.addr).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut head = [0_u8; 12];
+    idle.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+
+    // A body announced and never sent, to a route that takes no token.
+    let mut body = TcpStream::connect(api.addr).unwrap();
+    body.write_all(b"POST /api/v1/users HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n{")
+        .unwrap();
+
+    for (what, stream) in [
+        ("a body that never ends", &mut body),
+        ("a half-sent request head", &mut slow),
+        ("a silent connection", &mut silent),
+        ("an idle keep-alive connection", &mut idle),
+    ] {
+        let took = closed_within(stream, limit);
+        assert!(took.is_some(), "{what} was still open after {limit:?}");
+    }
+    // The port still answers.
+    let r = common::http::request(api.addr, "GET", "/healthz", None, None);
+    assert_eq!(r.status, 200);
+}
