@@ -116,3 +116,92 @@ fn slow_or_silent_clients_are_disconnected() {
     let r = common::http::request(api.addr, "GET", "/healthz", None, None);
     assert_eq!(r.status, 200);
 }
+
+// ---------------------------------------------------------------------------------------
+// Hashing permits.
+
+/// The argon2 permit an API request takes must stay taken for as long as its hashing runs,
+/// even when the client goes away meanwhile (the work then still completes, as the README
+/// says): otherwise clients that hang up free the permits of the calls' logins while the
+/// hashing cores are still busy with their abandoned work.
+#[test]
+fn a_client_that_hangs_up_keeps_its_hashing_permit_until_the_work_is_done() {
+    use vportal::store::{AuditQuery, Event, Extension, NewUser};
+
+    let store =
+        Arc::new(Store::open_in_memory(Pepper::from_bytes(vec![7; 32]).unwrap(), 1).unwrap());
+    let token = store
+        .create_token("review", &Actor::Cli { user: None }, Timestamp::now())
+        .unwrap();
+    let permits = Arc::new(tokio::sync::Semaphore::new(1));
+    let state = AdminState {
+        store: Arc::clone(&store),
+        calls: Arc::default(),
+        metrics: None,
+        metrics_auth: false,
+        configured_token: None,
+        throttle: Default::default(),
+        hash_permits: Arc::clone(&permits),
+    };
+    let (addr, _rt) = common::server::admin_in_process(state);
+    const MAILBOXES: usize = 150;
+    for i in 0..MAILBOXES {
+        let ext = Extension::parse(&format!("{}", 2000 + i)).unwrap();
+        store
+            .create_user(
+                NewUser::new(ext),
+                &Actor::Cli { user: None },
+                Timestamp::now(),
+            )
+            .unwrap();
+    }
+    let temporary_sets = || {
+        store
+            .audit(&AuditQuery {
+                event: Some(Event::parse("passcode.temporary_set").unwrap()),
+                limit: Some(10_000),
+                ..AuditQuery::default()
+            })
+            .unwrap()
+            .len()
+    };
+
+    // A bulk reset (≈ MAILBOXES hashes on one core), and the client hangs up once it runs.
+    let body = br#"{"all":true,"confirm":"reset every mailbox"}"#;
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST /api/v1/users/reset HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        token.expose(),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while permits.available_permits() != 0 {
+        assert!(Instant::now() < deadline, "the reset never took its permit");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(stream);
+
+    // Until the reset is committed, its permit stays taken.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let free = permits.available_permits() == 1;
+        let done = temporary_sets() == MAILBOXES;
+        if done {
+            break;
+        }
+        assert!(
+            !free,
+            "the permit was given back while the abandoned reset still hashed \
+             ({} of {MAILBOXES} committed)",
+            temporary_sets()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned reset never completed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

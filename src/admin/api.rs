@@ -195,22 +195,28 @@ fn ttl_field(seconds: Option<u64>, temporary: bool) -> Result<Option<Duration>, 
     }
 }
 
-/// Runs store work on the blocking pool; with `hashes`, after taking an argon2 permit.
+/// Runs store work on the blocking pool; with `hashes`, after taking an argon2 permit, which
+/// the work holds until it ends: a client that goes away meanwhile does not stop the work,
+/// so it must not give the permit back either.
 async fn blocking<T: Send + 'static>(
     state: &AdminState,
     hashes: bool,
     work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let _permit = if hashes {
+    let permit = if hashes {
         Some(Arc::clone(&state.hash_permits).acquire_owned().await)
     } else {
         None
     };
     let store = Arc::clone(&state.store);
-    tokio::task::spawn_blocking(move || work(&store))
-        .await
-        .map_err(|_| ApiError::internal())?
-        .map_err(ApiError::from)
+    tokio::task::spawn_blocking(move || {
+        let result = work(&store);
+        drop(permit);
+        result
+    })
+    .await
+    .map_err(|_| ApiError::internal())?
+    .map_err(ApiError::from)
 }
 
 // ---------------------------------------------------------------------------------------
