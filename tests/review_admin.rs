@@ -205,3 +205,39 @@ fn a_client_that_hangs_up_keeps_its_hashing_permit_until_the_work_is_done() {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Connections.
+
+/// However many connections a client opens, the side-port keeps at most
+/// `MAX_CONNECTIONS`: further ones are closed at once, and the port serves again as soon as
+/// some are closed.
+#[test]
+fn connections_beyond_the_limit_are_closed_at_once() {
+    let api = Api::start();
+    let max = vportal::admin::MAX_CONNECTIONS;
+    let mut held: Vec<TcpStream> = (0..max)
+        .map(|_| TcpStream::connect(api.addr).unwrap())
+        .collect();
+    // Each of them is served (one request, then kept alive).
+    for stream in &mut held {
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut head = [0_u8; 12];
+        stream.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+    }
+    let mut extra = TcpStream::connect(api.addr).unwrap();
+    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let took = closed_within(&mut extra, Duration::from_secs(3));
+    assert!(
+        took.is_some(),
+        "connection {} was kept open beyond the limit",
+        max + 1
+    );
+    held.truncate(max - 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let r = common::http::request(api.addr, "GET", "/healthz", None, None);
+    assert_eq!(r.status, 200);
+}

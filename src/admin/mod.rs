@@ -11,6 +11,7 @@
 mod api;
 mod auth;
 pub mod error;
+mod limit;
 pub mod metrics;
 
 use std::net::{SocketAddr, TcpListener};
@@ -40,6 +41,10 @@ pub const MAX_CSV_BODY: usize = 4 * 1024 * 1024;
 /// idle between requests, before it is closed: otherwise anybody who can reach the port holds
 /// connections (a task and a file descriptor each, shared with SIP and RTP) for ever.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections open at once at most (a TLS handshake in progress included); any further one
+/// is closed as soon as it is accepted, so that no client can take every file descriptor of
+/// the process that also runs SIP and RTP.
+pub const MAX_CONNECTIONS: usize = 128;
 
 /// What the handlers share.
 pub struct AdminState {
@@ -208,13 +213,17 @@ impl AdminServer {
 }
 
 /// `server` with [`CLIENT_TIMEOUT`] on the first request (protocol detection included) and on
-/// every HTTP/1 request head, idle keep-alive waits included.
+/// every HTTP/1 request head, idle keep-alive waits included, and at most
+/// [`MAX_CONNECTIONS`] connections at once.
 fn limited<A: axum_server::Address, Acc>(
     mut server: axum_server::Server<A, Acc>,
-) -> axum_server::Server<A, Acc> {
+) -> axum_server::Server<A, limit::Limited<Acc>> {
     server
         .http_builder()
         .http1()
         .header_read_timeout(Some(CLIENT_TIMEOUT));
-    server.first_request_timeout(CLIENT_TIMEOUT)
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    server
+        .first_request_timeout(CLIENT_TIMEOUT)
+        .map(|inner| limit::Limited { inner, slots })
 }
