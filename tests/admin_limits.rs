@@ -1,6 +1,7 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+//! What the admin side-port gives any client, token or not: how long a connection may take
+//! or idle, how many may be open at once, and how long a request holds a hashing permit.
 
-//! Review findings on the admin side-port: each test shows one defect (and guards its fix).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -9,27 +10,29 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
 use vportal::admin::AdminState;
 use vportal::store::{Actor, Pepper, Store};
 use vportal::time::Timestamp;
 
-/// An in-process side-port on loopback, its store and a good token.
+/// An in-process side-port on loopback with its store, a good token and `permits` hashing
+/// permits.
 struct Api {
     addr: SocketAddr,
-    #[allow(dead_code)]
     store: Arc<Store>,
-    #[allow(dead_code)]
     token: String,
+    permits: Arc<Semaphore>,
     _rt: tokio::runtime::Runtime,
 }
 
 impl Api {
-    fn start() -> Self {
+    fn start(permits: usize) -> Self {
         let store =
             Arc::new(Store::open_in_memory(Pepper::from_bytes(vec![7; 32]).unwrap(), 1).unwrap());
         let token = store
-            .create_token("review", &Actor::Cli { user: None }, Timestamp::now())
+            .create_token("limits", &Actor::Cli { user: None }, Timestamp::now())
             .unwrap();
+        let permits = Arc::new(Semaphore::new(permits));
         let state = AdminState {
             store: Arc::clone(&store),
             calls: Arc::default(),
@@ -37,13 +40,14 @@ impl Api {
             metrics_auth: false,
             configured_token: None,
             throttle: Default::default(),
-            hash_permits: Arc::new(tokio::sync::Semaphore::new(2)),
+            hash_permits: Arc::clone(&permits),
         };
         let (addr, rt) = common::server::admin_in_process(state);
         Self {
             addr,
             store,
             token: token.expose().to_owned(),
+            permits,
             _rt: rt,
         }
     }
@@ -81,7 +85,7 @@ fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
 /// sending a request head slowly, by sending nothing, or by going quiet after a request.
 #[test]
 fn slow_or_silent_clients_are_disconnected() {
-    let api = Api::start();
+    let api = Api::start(2);
     let limit = Duration::from_secs(40);
 
     // A request head that never ends (slowloris).
@@ -128,22 +132,8 @@ fn slow_or_silent_clients_are_disconnected() {
 fn a_client_that_hangs_up_keeps_its_hashing_permit_until_the_work_is_done() {
     use vportal::store::{AuditQuery, Event, Extension, NewUser};
 
-    let store =
-        Arc::new(Store::open_in_memory(Pepper::from_bytes(vec![7; 32]).unwrap(), 1).unwrap());
-    let token = store
-        .create_token("review", &Actor::Cli { user: None }, Timestamp::now())
-        .unwrap();
-    let permits = Arc::new(tokio::sync::Semaphore::new(1));
-    let state = AdminState {
-        store: Arc::clone(&store),
-        calls: Arc::default(),
-        metrics: None,
-        metrics_auth: false,
-        configured_token: None,
-        throttle: Default::default(),
-        hash_permits: Arc::clone(&permits),
-    };
-    let (addr, _rt) = common::server::admin_in_process(state);
+    let api = Api::start(1);
+    let (store, permits) = (&api.store, &api.permits);
     const MAILBOXES: usize = 150;
     for i in 0..MAILBOXES {
         let ext = Extension::parse(&format!("{}", 2000 + i)).unwrap();
@@ -168,11 +158,11 @@ fn a_client_that_hangs_up_keeps_its_hashing_permit_until_the_work_is_done() {
 
     // A bulk reset (≈ MAILBOXES hashes on one core), and the client hangs up once it runs.
     let body = br#"{"all":true,"confirm":"reset every mailbox"}"#;
-    let mut stream = TcpStream::connect(addr).unwrap();
+    let mut stream = TcpStream::connect(api.addr).unwrap();
     let head = format!(
         "POST /api/v1/users/reset HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        token.expose(),
+        api.token,
         body.len()
     );
     stream.write_all(head.as_bytes()).unwrap();
@@ -214,7 +204,7 @@ fn a_client_that_hangs_up_keeps_its_hashing_permit_until_the_work_is_done() {
 /// some are closed.
 #[test]
 fn connections_beyond_the_limit_are_closed_at_once() {
-    let api = Api::start();
+    let api = Api::start(2);
     let max = vportal::admin::MAX_CONNECTIONS;
     let mut held: Vec<TcpStream> = (0..max)
         .map(|_| TcpStream::connect(api.addr).unwrap())
