@@ -760,6 +760,7 @@ impl Endpoint {
                 self.contact(&mut b, flow);
                 let bytes = b.finish(body.as_deref().map(|s| ("application/sdp", s)));
                 self.complete_non_invite(key, flow, bytes, now);
+                self.refresh_target(handle, msg);
                 if let Some(media) = media {
                     self.events.push_back(Event::Media {
                         call: handle,
@@ -781,6 +782,23 @@ impl Endpoint {
         }
         call.dialog.remote_cseq = seq;
         true
+    }
+
+    /// §12.2.2: a target refresh request (re-INVITE, UPDATE) that was accepted replaces the
+    /// dialog's remote target with its Contact URI, if it has one. (The route set stays.)
+    fn refresh_target(&mut self, handle: CallHandle, msg: &Message) {
+        let Some(value) = msg.list(HeaderName::Contact).next() else {
+            return;
+        };
+        let Ok(contact) = NameAddr::parse(value, HeaderName::Contact) else {
+            return;
+        };
+        if super::uri::Uri::parse(contact.uri).is_err() {
+            return;
+        }
+        if let Some(call) = self.calls.get_mut(&handle) {
+            contact.uri.clone_into(&mut call.dialog.remote_target);
+        }
     }
 
     /// Answers an in-dialog offer (re-INVITE or UPDATE) with the call's media address.
@@ -860,6 +878,7 @@ impl Endpoint {
         self.invites.insert(key.clone(), (tx, None));
         self.arm(TimerRef::Invite(key.clone()));
         if code == 200 {
+            self.refresh_target(handle, msg);
             if let Some(call) = self.calls.get_mut(&handle) {
                 call.pending_2xx = Some(Pending2xx {
                     bytes,
