@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use common::uac::{Uac, parse, status};
-use vportal::sip::endpoint::{CallHandle, Endpoint, EndpointConfig, Event, Transmit};
+use vportal::sip::endpoint::{
+    CallHandle, ConnId, Endpoint, EndpointConfig, Event, Transmit, Transport,
+};
 use vportal::sip::{Message, Method};
 
 const SERVER: &str = "127.0.0.1:5060";
@@ -158,5 +160,52 @@ fn an_update_refreshes_the_remote_target() {
     assert_eq!(
         bye.request_uri(),
         Some(format!("sip:1001@{CALLER}").as_str())
+    );
+}
+
+/// Over TCP our BYE goes on the call's connection; should that have closed (the peer, or a
+/// proxy such as Kamailio, drops idle connections; vportal itself closes one after
+/// `tcp_idle_timeout` of silence), the shell opens a new one to the BYE's destination. That
+/// must be a port the peer listens on (the Via's sent-by port, as for responses, §18.2.2),
+/// not the source port of the INVITE's connection, which is the peer's ephemeral one and
+/// never accepts connections.
+#[test]
+fn our_bye_over_tcp_is_addressed_to_a_listening_port() {
+    let mut w = World::new();
+    w.uac.transport = "TCP";
+    let ephemeral: SocketAddr = "127.0.0.1:40123".parse().unwrap();
+    let conn = Transport::Tcp(ConnId(7));
+    let offer = w.uac.offer("sendrecv");
+    let invite = Message::parse_datagram(w.uac.invite(&offer)).unwrap();
+    w.ep.handle_message(w.now, conn, ephemeral, invite);
+    w.pump();
+    let call = w
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::IncomingCall(c) => Some(c.call),
+            _ => None,
+        })
+        .unwrap();
+    w.ep.accept(call, MEDIA.parse().unwrap(), w.now).unwrap();
+    w.pump();
+    let ok = w.last_received();
+    w.uac.learn_tag(&ok);
+    let ack = Message::parse_datagram(w.uac.ack_2xx("")).unwrap();
+    w.ep.handle_message(w.now, conn, ephemeral, ack);
+    w.pump();
+    w.inbox.clear();
+    w.ep.hangup(call, w.now);
+    w.pump();
+    let bye = w.inbox.last().unwrap();
+    assert_eq!(parse(&bye.payload).method(), Some(&Method::Bye));
+    assert_eq!(
+        bye.transport, conn,
+        "on the call's connection while it is open"
+    );
+    assert_eq!(
+        bye.destination,
+        CALLER.parse::<SocketAddr>().unwrap(),
+        "a new connection, if needed, goes to the Via's port, not the ephemeral source port"
     );
 }

@@ -14,7 +14,8 @@
 //! Responses go to the packet's source address (RFC 3261 §18.2.2): over UDP with `rport` to
 //! its source port (RFC 3581), otherwise to the Via's port; over TCP on the request's
 //! connection, or a new one to the Via's port if it closed. In-dialog requests (BYE) go back
-//! over the flow the call came in on. Host names in messages are never resolved.
+//! over the flow the call came in on (over TCP, should its connection have closed, a new one
+//! goes to the Via's port too). Host names in messages are never resolved.
 
 mod types;
 mod validate;
@@ -408,7 +409,16 @@ impl Endpoint {
             route_set,
             remote_cseq: core.cseq.seq,
             local_cseq: 0,
-            flow: Flow::new(flow.transport, source),
+            // Over UDP our requests go back to where the INVITE came from (symmetric, NAT
+            // friendly). Over TCP they go on the INVITE's connection; should it have closed,
+            // a new one is opened to this address, which must be a port the caller listens
+            // on: the Via's, as for responses (§18.2.2), never the closed connection's
+            // ephemeral source port.
+            flow: if flow.is_reliable() {
+                flow
+            } else {
+                Flow::new(flow.transport, source)
+            },
         };
         let handle = CallHandle(self.next_call);
         self.next_call += 1;
