@@ -209,3 +209,20 @@ fn our_bye_over_tcp_is_addressed_to_a_listening_port() {
         "a new connection, if needed, goes to the Via's port, not the ephemeral source port"
     );
 }
+
+/// RFC 3261 §8.2.6.1 (and §17.2.1): a Timestamp in the request MUST be copied into the
+/// 100 (Trying), which callers use to measure the round trip.
+#[test]
+fn the_100_trying_copies_the_timestamp() {
+    let mut w = World::new();
+    let offer = w.uac.offer("sendrecv");
+    let invite = String::from_utf8(w.uac.invite(&offer)).unwrap().replacen(
+        "Max-Forwards: 70\r\n",
+        "Max-Forwards: 70\r\nTimestamp: 54.3 0.2\r\n",
+        1,
+    );
+    w.send(invite.into_bytes());
+    let trying = String::from_utf8(w.inbox[0].payload.clone()).unwrap();
+    assert!(trying.starts_with("SIP/2.0 100 Trying\r\n"), "{trying}");
+    assert!(trying.contains("\r\nTimestamp: 54.3 0.2\r\n"), "{trying}");
+}

@@ -1311,6 +1311,15 @@ impl Endpoint {
         let mut b = response_to(req, source, code, reason, to_tag);
         b.header("Server", &self.cfg.server_name);
         match code {
+            // §8.2.6.1: a request's Timestamp MUST be copied into the 100 (Trying), which is
+            // sent at once, so with no delay to add.
+            100 => {
+                for (_, name, value) in req.fields() {
+                    if let (true, Some(value)) = (name.eq_ignore_ascii_case("Timestamp"), value) {
+                        b.header("Timestamp", value);
+                    }
+                }
+            }
             // §21.4.6 (405 MUST name what is allowed; 501 helps the caller too).
             405 | 501 => {
                 b.header("Allow", ALLOW);
