@@ -21,7 +21,7 @@ mod types;
 mod validate;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -103,7 +103,7 @@ impl Call {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum TimerRef {
     Invite(String),
     NonInvite(String),
@@ -141,6 +141,9 @@ pub struct Endpoint {
     ending: usize,
     dialogs: HashMap<String, CallHandle>,
     timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
+    /// What `timers` holds, so a deadline armed again (a call's maximum duration, re-armed
+    /// on every ACK) is queued once rather than once per arming.
+    queued: HashSet<(Instant, TimerRef)>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     shutting_down: bool,
@@ -180,6 +183,7 @@ impl Endpoint {
             ending: 0,
             dialogs: HashMap::new(),
             timers: BinaryHeap::new(),
+            queued: HashSet::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             shutting_down: false,
@@ -1124,6 +1128,7 @@ impl Endpoint {
             let Some(Reverse((at, target))) = self.timers.pop() else {
                 break;
             };
+            self.queued.remove(&(at, target.clone()));
             match target {
                 TimerRef::Invite(key) => self.invite_timer(key, at, now),
                 TimerRef::NonInvite(key) => {
@@ -1245,7 +1250,9 @@ impl Endpoint {
             TimerRef::Call(h) => self.calls.get(h).and_then(Call::next_deadline),
         };
         if let Some(at) = at {
-            self.timers.push(Reverse((at, target)));
+            if self.queued.insert((at, target.clone())) {
+                self.timers.push(Reverse((at, target)));
+            }
         }
     }
 
@@ -1417,4 +1424,83 @@ fn capabilities(b: &mut MessageBuilder) {
     b.header("Accept", ACCEPT);
     b.header("Accept-Encoding", "identity");
     b.header("Supported", "");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CALLER: &str = "127.0.0.1:5062";
+
+    fn request(method: &str, branch: &str, cseq: u32, to_tag: Option<&str>, sdp: &str) -> Vec<u8> {
+        let to = match to_tag {
+            Some(t) => format!("<sip:8500@127.0.0.1>;tag={t}"),
+            None => "<sip:8500@127.0.0.1>".to_owned(),
+        };
+        let body_headers = if sdp.is_empty() {
+            String::new()
+        } else {
+            "Content-Type: application/sdp\r\n".to_owned()
+        };
+        format!(
+            "{method} sip:8500@127.0.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {CALLER};branch=z9hG4bK{branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:1001@127.0.0.1>;tag=ft\r\n\
+             To: {to}\r\n\
+             Call-ID: heap-test\r\n\
+             CSeq: {cseq} {method}\r\n\
+             Contact: <sip:1001@{CALLER}>\r\n\
+             {body_headers}Content-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        )
+        .into_bytes()
+    }
+
+    /// Queued timer entries stay bounded by the state they serve: a caller cycling
+    /// re-INVITE and ACK in one call must not leave an entry behind per cycle.
+    #[test]
+    fn timer_entries_do_not_pile_up_per_reinvite() {
+        let mut cfg = EndpointConfig::new("127.0.0.1:5060".parse().unwrap());
+        cfg.rng_seed = Some(1);
+        let mut ep = Endpoint::new(cfg, Box::new(|_: &str| Some(0)));
+        let caller: SocketAddr = CALLER.parse().unwrap();
+        let sdp = "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                   m=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+        let mut now = Instant::now();
+        ep.handle_datagram(now, caller, request("INVITE", "i1", 1, None, sdp));
+        let Some(Event::IncomingCall(incoming)) = ep.poll_event() else {
+            panic!("a call")
+        };
+        ep.accept(incoming.call, "127.0.0.1:10000".parse().unwrap(), now)
+            .unwrap();
+        let tag = ep.calls[&incoming.call].dialog.local_tag.clone();
+        ep.handle_datagram(now, caller, request("ACK", "a1", 1, Some(&tag), ""));
+        for n in 2..2_000 {
+            ep.handle_datagram(
+                now,
+                caller,
+                request("INVITE", &format!("i{n}"), n, Some(&tag), sdp),
+            );
+            ep.handle_datagram(
+                now,
+                caller,
+                request("ACK", &format!("a{n}"), n, Some(&tag), ""),
+            );
+            now += Duration::from_millis(1);
+            ep.handle_timeout(now);
+            while ep.poll_transmit().is_some() {}
+            while ep.poll_event().is_some() {}
+        }
+        // Let every transaction end (Timer L); the call stays up.
+        now += Duration::from_secs(40);
+        ep.handle_timeout(now);
+        assert_eq!(ep.active_calls(), 1);
+        assert!(ep.invites.is_empty());
+        assert!(
+            ep.timers.len() < 10,
+            "{} timer entries queued for one call",
+            ep.timers.len()
+        );
+    }
 }
