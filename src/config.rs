@@ -414,13 +414,9 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
         .rev()
         .map(str::trim)
         .find(|l| l.starts_with('['))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+        .map(table_name);
     if line.starts_with('[') {
-        return Some(
-            line.trim_matches(|c| c == '[' || c == ']')
-                .trim()
-                .to_owned(),
-        );
+        return Some(table_name(line));
     }
     let key = line.split('=').next()?.trim();
     if key.is_empty() || key.starts_with('#') {
@@ -430,6 +426,17 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
         Some(t) => format!("{t}.{key}"),
         None => key.to_owned(),
     })
+}
+
+/// The name in a `[table]` header line, leaving out a comment after it (`[sip]  # SIP`).
+fn table_name(header: &str) -> String {
+    let inside = header.trim_start_matches('[');
+    inside
+        .split(']')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }
 
 #[cfg(test)]
@@ -530,6 +537,15 @@ mod tests {
         let most = Config::parse("[store]\nhash_concurrency = 1024\n").unwrap();
         assert_eq!(most.store.hashes_at_once(), MAX_HASH_CONCURRENCY);
         let err = Config::parse("[stor]\n").unwrap_err();
+        assert!(err.starts_with("line 1, key stor:"), "{err}");
+    }
+
+    /// A comment after a table header (`[sip]  # signalling`) is not part of the key.
+    #[test]
+    fn a_commented_table_header_still_names_the_key() {
+        let err = Config::parse("[sip]   # signalling\nlistn = 1\n").unwrap_err();
+        assert!(err.starts_with("line 2, key sip.listn:"), "{err}");
+        let err = Config::parse("[ stor ] # typo\n").unwrap_err();
         assert!(err.starts_with("line 1, key stor:"), "{err}");
     }
 }
