@@ -49,8 +49,12 @@ impl fmt::Display for PortRange {
 
 impl PortRange {
     fn even_ports(self) -> impl Iterator<Item = u16> {
-        let start = self.first + self.first % 2;
-        (start..=self.last).step_by(2)
+        // 65535 rounds up past the port space: no even port then (`1..=0` is empty).
+        let (start, last) = match self.first.checked_add(self.first % 2) {
+            Some(start) => (start, self.last),
+            None => (1, 0),
+        };
+        (start..=last).step_by(2)
     }
 }
 
@@ -140,6 +144,16 @@ mod tests {
             PortAllocator::new("10001-10006".parse().unwrap()).capacity(),
             3
         );
+    }
+
+    /// The top of the port space: 65535 has no even port at or above it, and 65534 is the
+    /// last one. (Rounding 65535 up overflowed: a panic, or in release every even port from 0.)
+    #[test]
+    fn a_range_at_the_top_of_the_port_space() {
+        assert!("65535-65535".parse::<PortRange>().is_err());
+        let top: PortRange = "65533-65535".parse().unwrap();
+        assert_eq!(PortAllocator::new(top).capacity(), 1);
+        assert_eq!(PortAllocator::new(top).allocate(), Some(65_534));
     }
 
     #[test]
