@@ -267,9 +267,20 @@ impl Default for DialplanConfig {
 /// The dialplan used unless configured otherwise.
 pub const DEFAULT_DIALPLAN_FILE: &str = "dialplans/default.toml";
 
+/// The longest duration a setting may have: far beyond any sensible one, and far from the
+/// end of what a clock can add (a larger one panicked when added to the time of day).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    crate::time::parse_duration(&text).map_err(serde::de::Error::custom)
+    let value = crate::time::parse_duration(&text).map_err(serde::de::Error::custom)?;
+    if value > MAX_DURATION {
+        return Err(serde::de::Error::custom(format!(
+            "{text:?} is too long: at most {}",
+            crate::time::format_duration(MAX_DURATION)
+        )));
+    }
+    Ok(value)
 }
 
 fn realtime_priority<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
@@ -538,6 +549,21 @@ mod tests {
         assert_eq!(most.store.hashes_at_once(), MAX_HASH_CONCURRENCY);
         let err = Config::parse("[stor]\n").unwrap_err();
         assert!(err.starts_with("line 1, key stor:"), "{err}");
+    }
+
+    /// A duration past any clock's range was accepted, and panicked when added to the time
+    /// of a call's answer, a TCP connection's last activity or a shutdown.
+    #[test]
+    fn durations_beyond_a_year_are_refused() {
+        for key in ["max_call_duration", "tcp_idle_timeout", "shutdown_grace"] {
+            for value in ["18446744073709551615", "16000000000000w", "366d"] {
+                let err = Config::parse(&format!("[sip]\n{key} = \"{value}\"\n")).unwrap_err();
+                assert!(err.starts_with(&format!("line 2, key sip.{key}:")), "{err}");
+                assert!(err.contains("at most 365d"), "{err}");
+            }
+            let c = Config::parse(&format!("[sip]\n{key} = \"365d\"\n")).unwrap();
+            assert!(format!("{c:?}").contains("31536000s"));
+        }
     }
 
     /// A comment after a table header (`[sip]  # signalling`) is not part of the key.
