@@ -145,12 +145,14 @@ pub struct SipConfig {
     pub tcp: bool,
     /// The address put in Via, Contact and SDP when `listen` is a wildcard (0.0.0.0 or ::).
     pub public_address: Option<IpAddr>,
-    /// Calls at once; more get 503 with Retry-After. Default 5000.
+    /// Calls at once; more get 503 with Retry-After. Default 5000; at least 1.
+    #[serde(deserialize_with = "max_calls")]
     pub max_calls: usize,
     /// The longest any call may last, whatever the dialplan says. Default 1h.
     #[serde(deserialize_with = "duration")]
     pub max_call_duration: Duration,
-    /// Open TCP connections at once. Default 1024.
+    /// Open TCP connections at once. Default 1024; at least 1 (`tcp = false` takes none).
+    #[serde(deserialize_with = "max_tcp_connections")]
     pub max_tcp_connections: usize,
     /// Open TCP connections at once from one IP address; 0 (the default) for no limit
     /// besides `max_tcp_connections`. Phones behind one NAT share an address: size it for
@@ -281,6 +283,24 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         )));
     }
     Ok(value)
+}
+
+fn max_calls<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match usize::deserialize(d)? {
+        0 => Err(serde::de::Error::custom(
+            "at least 1: with 0 every call would get 503",
+        )),
+        n => Ok(n),
+    }
+}
+
+fn max_tcp_connections<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match usize::deserialize(d)? {
+        0 => Err(serde::de::Error::custom(
+            "at least 1: with 0 every connection would be refused (to take no TCP, set tcp = false)",
+        )),
+        n => Ok(n),
+    }
 }
 
 fn realtime_priority<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
@@ -564,6 +584,21 @@ mod tests {
             let c = Config::parse(&format!("[sip]\n{key} = \"365d\"\n")).unwrap();
             assert!(format!("{c:?}").contains("31536000s"));
         }
+    }
+
+    /// No call or no TCP connection at all would be taken: not a limit, a server that
+    /// refuses everything (while `max_tcp_connections_per_source = 0` means no limit).
+    #[test]
+    fn limits_of_zero_are_refused() {
+        for key in ["max_calls", "max_tcp_connections"] {
+            let err = Config::parse(&format!("[sip]\n{key} = 0\n")).unwrap_err();
+            assert!(err.starts_with(&format!("line 2, key sip.{key}:")), "{err}");
+            let one = Config::parse(&format!("[sip]\n{key} = 1\n")).unwrap();
+            assert_ne!(one, Config::default());
+        }
+        let err = Config::parse("[sip]\nmax_tcp_connections = 0\n").unwrap_err();
+        assert!(err.contains("tcp = false"), "{err}");
+        assert!(Config::parse("[sip]\nmax_tcp_connections_per_source = 0\n").is_ok());
     }
 
     /// A comment after a table header (`[sip]  # signalling`) is not part of the key.
