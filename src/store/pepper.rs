@@ -131,6 +131,14 @@ pub enum PepperError {
     /// The pepper text is not what a pepper looks like.
     #[error("malformed pepper: {0}")]
     Malformed(&'static str),
+    /// The pepper read from the key file or the environment is malformed: names which.
+    #[error("{origin} holds a malformed pepper: {reason}")]
+    MalformedIn {
+        /// `pepper file PATH` or the environment variable's name.
+        origin: String,
+        /// What is wrong (never the text itself).
+        reason: &'static str,
+    },
     /// The system RNG failed.
     #[error("the system random number generator failed")]
     Rng,
@@ -155,8 +163,15 @@ fn load_from(
     path: &Path,
     create: bool,
 ) -> Result<(Pepper, PepperSource), PepperError> {
+    let malformed_in = |origin: String| {
+        move |e| match e {
+            PepperError::Malformed(reason) => PepperError::MalformedIn { origin, reason },
+            other => other,
+        }
+    };
     if let Some(text) = env_value {
-        return Ok((Pepper::from_hex(&text)?, PepperSource::Environment));
+        let pepper = Pepper::from_hex(&text).map_err(malformed_in(PEPPER_ENV.to_owned()))?;
+        return Ok((pepper, PepperSource::Environment));
     }
     let io_err = |source| PepperError::Io {
         path: path.to_owned(),
@@ -165,10 +180,9 @@ fn load_from(
     match fs::read_to_string(path) {
         Ok(text) => {
             check_private(path)?;
-            Ok((
-                Pepper::from_hex(&text)?,
-                PepperSource::File(path.to_owned()),
-            ))
+            let pepper = Pepper::from_hex(&text)
+                .map_err(malformed_in(format!("pepper file {}", path.display())))?;
+            Ok((pepper, PepperSource::File(path.to_owned())))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
             let pepper = Pepper::generate()?;
@@ -271,6 +285,26 @@ mod tests {
             format!("{:?}", Pepper::generate().unwrap()),
             "Pepper(<redacted>)"
         );
+    }
+
+    /// A malformed pepper says where it was read: the file, or the environment variable
+    /// (with both about, "malformed pepper" alone did not say which to fix).
+    #[cfg(unix)]
+    #[test]
+    fn a_malformed_pepper_names_its_source() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vportal.pepper");
+        fs::write(&path, "zz-secret-zz\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        let err = load_from(None, &path, false).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(!err.contains("secret"), "{err}");
+        let err = load_from(Some("ab-secret".into()), &path, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(PEPPER_ENV), "{err}");
+        assert!(!err.contains("secret"), "{err}");
     }
 
     #[cfg(unix)]
