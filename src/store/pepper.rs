@@ -154,7 +154,19 @@ pub enum PepperError {
 /// [`PepperError`] when the environment value is malformed, or the file is missing (without
 /// `create`), unreadable, readable by others or malformed.
 pub fn load(path: &Path, create: bool) -> Result<(Pepper, PepperSource), PepperError> {
-    load_from(std::env::var(PEPPER_ENV).ok(), path, create)
+    let env_value = match std::env::var(PEPPER_ENV) {
+        Ok(text) => Some(text),
+        Err(std::env::VarError::NotPresent) => None,
+        // Set, but not text: certainly not hex, and not the same as unset (a first run
+        // would otherwise make a pepper file in its place).
+        Err(std::env::VarError::NotUnicode(_)) => {
+            return Err(PepperError::MalformedIn {
+                origin: PEPPER_ENV.to_owned(),
+                reason: "a pepper must be written in hex digits",
+            });
+        }
+    };
+    load_from(env_value, path, create)
 }
 
 /// [`load`] with the environment value passed in.
