@@ -188,10 +188,13 @@ impl SipConfig {
     /// The IP address to advertise: `public_address`, else the listen address.
     ///
     /// # Errors
-    /// A message when the listen address is a wildcard and no public address is set: a
-    /// peer cannot send to 0.0.0.0.
+    /// A message when the listen address is a wildcard and no public address is set, or
+    /// the public address is a wildcard: a peer cannot send to 0.0.0.0.
     pub fn advertised_ip(&self) -> Result<IpAddr, String> {
         match (self.public_address, self.listen.ip()) {
+            (Some(ip), _) if ip.is_unspecified() => Err(format!(
+                "sip.public_address is {ip}: set it to the address peers reach vportal at"
+            )),
             (Some(ip), _) => Ok(ip),
             (None, ip) if ip.is_unspecified() => Err(format!(
                 "sip.listen is {}: set sip.public_address to the address peers reach vportal at",
@@ -599,6 +602,24 @@ mod tests {
         let err = Config::parse("[sip]\nmax_tcp_connections = 0\n").unwrap_err();
         assert!(err.contains("tcp = false"), "{err}");
         assert!(Config::parse("[sip]\nmax_tcp_connections_per_source = 0\n").is_ok());
+    }
+
+    /// A wildcard public address cannot be reached any more than a wildcard listen
+    /// address: advertised in SDP, `c=IN IP4 0.0.0.0` even puts the call on hold.
+    #[test]
+    fn a_wildcard_public_address_is_refused() {
+        for (listen, public) in [
+            ("0.0.0.0:5060", "0.0.0.0"),
+            ("127.0.0.1:5060", "0.0.0.0"),
+            ("[::]:5060", "::"),
+        ] {
+            let c = Config::parse(&format!(
+                "[sip]\nlisten = \"{listen}\"\npublic_address = \"{public}\"\n"
+            ))
+            .unwrap();
+            let err = c.sip.advertised_ip().unwrap_err();
+            assert!(err.contains("sip.public_address"), "{err}");
+        }
     }
 
     /// A comment after a table header (`[sip]  # signalling`) is not part of the key.
