@@ -181,15 +181,10 @@ fn the_side_port_refuses_plain_http_off_loopback_and_serves_https_with_a_certifi
     let w = Workdir::new();
     w.run(&["init"]).ok();
     // Off loopback without TLS: refused before anything is bound (nothing is sent anywhere).
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vportal"))
-        .args(["serve", "--sip", "127.0.0.1:0", "--admin", "0.0.0.0:0"])
+    let mut child = w
+        .command(&["serve", "--sip", "127.0.0.1:0", "--admin", "0.0.0.0:0"])
         .args(["--prompts", concat!(env!("CARGO_MANIFEST_DIR"), "/prompts")])
-        .current_dir(w.path())
-        .env_remove("VPORTAL_CONFIG")
-        .env_remove("VPORTAL_DB")
-        .env_remove("VPORTAL_PEPPER")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let end = Instant::now() + CALL;

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::Workdir;
@@ -553,7 +552,8 @@ fn config_file_and_flags_choose_the_database() {
 #[test]
 fn the_pepper_must_match_the_database() {
     let mut w = initialised();
-    w.env.push(("VPORTAL_PEPPER".into(), "ab".repeat(32)));
+    w.env
+        .push(("VPORTAL_PEPPER".into(), "ab".repeat(32).into()));
     let r = w.run(&["user", "list"]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("pepper does not match"), "{}", r.stderr);
@@ -571,7 +571,8 @@ fn the_pepper_must_match_the_database() {
 fn init_names_where_the_pepper_lives() {
     // From the environment: no file is written, and none is named.
     let mut w = Workdir::new();
-    w.env.push(("VPORTAL_PEPPER".into(), "cd".repeat(32)));
+    w.env
+        .push(("VPORTAL_PEPPER".into(), "cd".repeat(32).into()));
     let r = w.run(&["init"]).ok();
     assert!(
         r.stdout.contains("VPORTAL_PEPPER") && !r.stdout.contains("vportal.pepper"),
@@ -581,7 +582,8 @@ fn init_names_where_the_pepper_lives() {
     assert!(!r.stdout.contains(&"cd".repeat(32)), "{}", r.stdout);
     assert!(!w.path().join("vportal.pepper").exists());
     let mut w = Workdir::new();
-    w.env.push(("VPORTAL_PEPPER".into(), "cd".repeat(32)));
+    w.env
+        .push(("VPORTAL_PEPPER".into(), "cd".repeat(32).into()));
     let r = w.run(&["init", "--json"]).ok().json();
     assert_eq!(r["pepper_env"], "VPORTAL_PEPPER");
     assert!(r.get("pepper_file").is_none(), "{r}");
@@ -619,16 +621,7 @@ fn a_reader_that_stops_early_is_no_error() {
     // Enough mailboxes for the JSON list to overflow a pipe buffer (64 KiB).
     let csv: String = (3000..3400).map(|e| format!("{e},Name {e}\n")).collect();
     w.run_with_stdin(&["user", "import", "-"], &csv).ok();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vportal"))
-        .args(["--json", "user", "list"])
-        .current_dir(w.path())
-        .env_remove("VPORTAL_PEPPER")
-        .env_remove("VPORTAL_DB")
-        .env_remove("VPORTAL_CONFIG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = w.command(&["--json", "user", "list"]).spawn().unwrap();
     // Read a little, as `| head` does, and go away.
     let mut first = [0_u8; 16];
     std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
@@ -645,18 +638,7 @@ fn a_reader_that_stops_early_is_no_error() {
 fn run_with_reader_gone(w: &Workdir, args: &[&str]) -> (i32, String) {
     let lock = rusqlite::Connection::open(w.db()).unwrap();
     lock.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vportal"))
-        .args(args)
-        .current_dir(w.path())
-        .env_remove("VPORTAL_PEPPER")
-        .env_remove("VPORTAL_DB")
-        .env_remove("VPORTAL_CONFIG")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = w.command(args).spawn().unwrap();
     drop(child.stdout.take());
     std::thread::sleep(Duration::from_millis(300));
     lock.execute_batch("COMMIT").unwrap();
@@ -691,4 +673,21 @@ fn a_generated_passcode_that_could_not_be_printed_is_an_error_not_success() {
     // A reader that leaves early on output holding no secret is still no error.
     let (code, stderr) = run_with_reader_gone(&w, &["audit"]);
     assert_eq!(code, 0, "{stderr}");
+}
+
+/// A VPORTAL_PEPPER that is not text is an error, not the same as no VPORTAL_PEPPER: it
+/// was taken as unset, so a first run quietly made a pepper file instead.
+#[cfg(unix)]
+#[test]
+fn a_pepper_variable_that_is_not_text_is_refused_not_ignored() {
+    use std::os::unix::ffi::OsStrExt;
+    let mut w = Workdir::new();
+    let garbled = std::ffi::OsStr::from_bytes(b"\xffabcdef0123456789abcdef0123456789");
+    w.env.push(("VPORTAL_PEPPER".into(), garbled.to_owned()));
+    let r = w.run(&["init"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("VPORTAL_PEPPER"), "{}", r.stderr);
+    assert!(!r.stdout.contains("vpt_"), "{}", r.stdout);
+    assert!(!w.db().exists());
+    assert!(!w.path().join("vportal.pepper").exists());
 }

@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 pub struct Workdir {
     dir: tempfile::TempDir,
     /// Extra environment for every command (e.g. `RUST_LOG`).
-    pub env: Vec<(String, String)>,
+    pub env: Vec<(String, std::ffi::OsString)>,
 }
 
 /// What a command printed and how it exited.
@@ -57,8 +57,9 @@ impl Workdir {
         self.path().join("vportal.db")
     }
 
-    /// Runs `vportal ARGS` here, feeding `stdin`.
-    pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Run {
+    /// `vportal ARGS` to run here, with none of the tester's own `VPORTAL_*` settings or
+    /// `RUST_LOG`, but with [`Workdir::env`]; its output piped.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vportal"));
         cmd.args(args)
             .current_dir(self.path())
@@ -67,13 +68,22 @@ impl Workdir {
             .env_remove("VPORTAL_DB")
             .env_remove("VPORTAL_ADMIN_TOKEN")
             .env_remove("RUST_LOG")
-            .stdin(Stdio::piped())
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("run vportal");
+        cmd
+    }
+
+    /// Runs `vportal ARGS` here, feeding `stdin`.
+    pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Run {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("run vportal");
         // A command refused before it reads its input has closed the pipe: that is its answer.
         let written = child.stdin.take().unwrap().write_all(stdin.as_bytes());
         if let Err(e) = written {
