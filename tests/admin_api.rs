@@ -16,7 +16,6 @@ use std::time::Duration;
 use common::http::{self, Response as Resp};
 
 use serde_json::{Value, json};
-use vportal::admin::AdminState;
 use vportal::store::{
     Actor, AuditEvent, AuditQuery, Extension, NewUser, Passcode, PasscodeSpec, Pepper, Store,
     UserFilter, UserInfo, VerifyOutcome,
@@ -98,15 +97,10 @@ impl Api {
         let token = store
             .create_token("provisioning", &Actor::Cli { user: None }, Timestamp::now())
             .unwrap();
-        let state = AdminState {
-            store: Arc::clone(&store),
-            calls: Arc::default(),
-            metrics: None,
-            metrics_auth: false,
-            configured_token: None,
-            throttle: Default::default(),
-            hash_permits: Arc::new(tokio::sync::Semaphore::new(2)),
-        };
+        let state = common::server::admin_state(
+            Arc::clone(&store),
+            Arc::new(tokio::sync::Semaphore::new(2)),
+        );
         let (addr, rt) = common::server::admin_in_process(state);
         Self {
             addr,

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
-use vportal::admin::AdminState;
 use vportal::store::{Actor, Pepper, Store};
 use vportal::time::Timestamp;
 
@@ -33,15 +32,7 @@ impl Api {
             .create_token("limits", &Actor::Cli { user: None }, Timestamp::now())
             .unwrap();
         let permits = Arc::new(Semaphore::new(permits));
-        let state = AdminState {
-            store: Arc::clone(&store),
-            calls: Arc::default(),
-            metrics: None,
-            metrics_auth: false,
-            configured_token: None,
-            throttle: Default::default(),
-            hash_permits: Arc::clone(&permits),
-        };
+        let state = common::server::admin_state(Arc::clone(&store), Arc::clone(&permits));
         let (addr, rt) = common::server::admin_in_process(state);
         Self {
             addr,

@@ -231,6 +231,23 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// What the side-port serves for tests in this process: `store`, no calls, no metrics, no
+/// configured token, and `hash_permits` shared with nothing else.
+pub fn admin_state(
+    store: Arc<vportal::store::Store>,
+    hash_permits: Arc<tokio::sync::Semaphore>,
+) -> vportal::admin::AdminState {
+    vportal::admin::AdminState {
+        store,
+        calls: Arc::default(),
+        metrics: None,
+        metrics_auth: false,
+        configured_token: None,
+        throttle: vportal::admin::Throttle::default(),
+        hash_permits,
+    }
+}
+
 /// The admin side-port in this process, on a loopback port the system picks, serving
 /// `state` from its own runtime (keep the runtime: dropping it stops the server).
 pub fn admin_in_process(
