@@ -112,6 +112,29 @@ fn slow_or_silent_clients_are_disconnected() {
     assert_eq!(r.status, 200);
 }
 
+/// HTTP/2 is not spoken (hyper has no timeout for an HTTP/2 connection idle after its first
+/// request): a client opening with the HTTP/2 preface gets no SETTINGS frame, and the
+/// connection closes at once rather than after [`vportal::admin::CLIENT_TIMEOUT`].
+#[test]
+fn http2_is_not_spoken() {
+    let api = Api::start(2);
+    let mut h2 = TcpStream::connect(api.addr).unwrap();
+    // The preface and an empty SETTINGS frame.
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .unwrap();
+    h2.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = Vec::new();
+    let opened = Instant::now();
+    let _ = h2.read_to_end(&mut answer);
+    assert!(
+        opened.elapsed() < vportal::admin::CLIENT_TIMEOUT / 2,
+        "still open after {:?}",
+        opened.elapsed()
+    );
+    let settings_frame = answer.len() >= 9 && answer[3] == 0x04;
+    assert!(!settings_frame, "answered as HTTP/2: {answer:?}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Hashing permits.
 

@@ -325,6 +325,9 @@ fn https_get(addr: std::net::SocketAddr, path: &str) -> String {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
+    // Offered as a browser or curl would: the side-port picks HTTP/1.1.
+    let mut config = config;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let connection =
         rustls::ClientConnection::new(std::sync::Arc::new(config), ServerName::from(addr.ip()))
             .unwrap();
@@ -333,6 +336,7 @@ fn https_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut tls = rustls::StreamOwned::new(connection, tcp);
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     std::io::Write::write_all(&mut tls, request.as_bytes()).unwrap();
+    assert_eq!(tls.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
     let mut answer = Vec::new();
     // The server may close without a TLS close_notify: what was read is the answer.
     let _ = std::io::Read::read_to_end(&mut tls, &mut answer);

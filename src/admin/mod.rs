@@ -145,15 +145,20 @@ impl AdminServer {
     /// [`AdminError`].
     pub async fn bind(listen: &Listen) -> Result<Self, AdminError> {
         let tls = match &listen.tls {
-            Some((cert, key)) => Some(
-                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+            Some((cert, key)) => {
+                let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                     .await
                     .map_err(|source| AdminError::Tls {
                         cert: cert.clone(),
                         key: key.clone(),
                         source,
-                    })?,
-            ),
+                    })?;
+                // HTTP/1.1 only (see `limited`): h2 is not offered.
+                let mut config = (*tls.get_inner()).clone();
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                tls.reload_from_config(Arc::new(config));
+                Some(tls)
+            }
             None => None,
         };
         if tls.is_none() && !listen.addr.ip().is_loopback() {
@@ -212,12 +217,15 @@ impl AdminServer {
     }
 }
 
-/// `server` with [`CLIENT_TIMEOUT`] on the first request (protocol detection included) and on
-/// every HTTP/1 request head, idle keep-alive waits included, and at most
-/// [`MAX_CONNECTIONS`] connections at once.
+/// `server` speaking HTTP/1.1 only, with [`CLIENT_TIMEOUT`] on the first request and on
+/// every request head, idle keep-alive waits included, and at most [`MAX_CONNECTIONS`]
+/// connections at once. HTTP/2 is left out: hyper has no timeout for an HTTP/2 connection
+/// idle after its first request, so a client could keep every slot for ever, and a small
+/// admin API gains nothing from it.
 fn limited<A: axum_server::Address, Acc>(
-    mut server: axum_server::Server<A, Acc>,
+    server: axum_server::Server<A, Acc>,
 ) -> axum_server::Server<A, limit::Limited<Acc>> {
+    let mut server = server.http1_only();
     server
         .http_builder()
         .http1()
