@@ -659,6 +659,37 @@ fn wrong_tags_and_stale_cseqs() {
     assert_eq!(w.statuses().last(), Some(&200));
 }
 
+/// A re-INVITE out of order is 500 even while another waits for its ACK (the CSeq rule,
+/// §12.2.2, comes before 491); one after our BYE is 481 (§15: the dialog is over for us).
+#[test]
+fn reinvites_out_of_order_or_after_our_bye() {
+    let mut w = World::new();
+    let call = w.establish();
+    let offer = w.uac.offer("sendrecv");
+    let reinvite = w.uac.invite(&offer);
+    w.send(reinvite);
+    assert_eq!(w.statuses(), [200]);
+    // Not ACKed yet: a second one, in order, is 491; one with a lower CSeq is 500.
+    let in_order = w.uac.invite(&offer);
+    w.send(in_order);
+    w.uac.cseq = 1;
+    let stale = w.uac.invite(&offer);
+    w.send(stale);
+    assert_eq!(w.statuses(), [200, 491, 500]);
+    // (The stale one reused the first's CSeq number, which the ACK carries.)
+    w.ack_the_200("");
+    w.inbox.clear();
+    w.hangup(call);
+    assert_eq!(w.last_received().method(), Some(&Method::Bye));
+    w.uac.cseq = 10;
+    let late = w.uac.invite(&offer);
+    w.send(late);
+    assert_eq!(
+        w.last_status_line(),
+        "SIP/2.0 481 Call/Transaction Does Not Exist"
+    );
+}
+
 #[test]
 fn late_offer_puts_our_offer_in_the_200_and_takes_the_answer_from_the_ack() {
     let mut w = World::new();

@@ -851,15 +851,28 @@ impl Endpoint {
         };
         let tag = self.calls.get(&handle).map(|c| c.dialog.local_tag.clone());
         let mut tx = InviteServerTx::new(flow, self.cfg.timers);
-        let busy = self
-            .calls
-            .get(&handle)
-            .is_some_and(|c| c.pending_2xx.is_some() || c.state != CallState::Confirmed);
-        let (code, reason, body, media, offered) = if busy {
-            // §14.2: an INVITE while ours is unanswered (or un-ACKed) is refused.
-            (491, "Request Pending".to_owned(), None, None, false)
+        let (ended, busy) = self.calls.get(&handle).map_or((true, false), |c| {
+            (
+                c.ending.is_some(),
+                c.pending_2xx.is_some() || c.state != CallState::Confirmed,
+            )
+        });
+        // §12.2.2 first: an out-of-order request is refused whatever the dialog is doing, and
+        // an in-order one is recorded even when refused for another reason.
+        let (code, reason, body, media, offered) = if ended {
+            // §15: once our BYE is out, the session and the dialog are over for us.
+            (
+                481,
+                "Call/Transaction Does Not Exist".to_owned(),
+                None,
+                None,
+                false,
+            )
         } else if !self.accept_cseq(handle, core.cseq.seq) {
             (500, "CSeq Out of Order".to_owned(), None, None, false)
+        } else if busy {
+            // §14.2: an INVITE while ours is unanswered (or un-ACKed) is refused.
+            (491, "Request Pending".to_owned(), None, None, false)
         } else if matches!(sdp_body(msg), Ok(b) if b.is_empty()) {
             // No offer: ours goes in the 200, the answer in the ACK.
             match self
