@@ -691,3 +691,14 @@ fn a_pepper_variable_that_is_not_text_is_refused_not_ignored() {
     assert!(!w.db().exists());
     assert!(!w.path().join("vportal.pepper").exists());
 }
+
+/// A database named `*.pepper` would share its file with its default pepper file: refused
+/// before anything is made.
+#[test]
+fn a_database_that_is_its_own_pepper_file_is_refused() {
+    let w = Workdir::new();
+    let r = w.run(&["--db", "keys.pepper", "init"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("same file"), "{}", r.stderr);
+    assert!(!w.path().join("keys.pepper").exists());
+}

@@ -261,6 +261,15 @@ impl Context {
     /// came from.
     fn open_with(&self, create: bool) -> Result<(Store, Option<pepper::PepperSource>)> {
         let db = &self.store.database;
+        // A database named `*.pepper` has its default pepper file in its own place: one
+        // would be written over the other.
+        if std::env::var_os(pepper::PEPPER_ENV).is_none() && self.store.pepper_path() == *db {
+            bail!(
+                "the database {} and its pepper file are the same file: set store.pepper_file, \
+                 or give the database another extension",
+                db.display()
+            );
+        }
         let created = create && !db.exists();
         if created {
             if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
