@@ -702,3 +702,50 @@ fn a_database_that_is_its_own_pepper_file_is_refused() {
     assert!(r.stderr.contains("same file"), "{}", r.stderr);
     assert!(!w.path().join("keys.pepper").exists());
 }
+
+/// Ctrl-C at a passcode prompt, where echo is off, turns it back on: the terminal is left as
+/// it was found, and the command exits with 130. Run on a pseudo-terminal by `script`
+/// (util-linux), the shell there outliving the interrupt to report the terminal's state.
+#[test]
+fn ctrl_c_at_the_passcode_prompt_turns_echo_back_on() {
+    use std::io::{Read, Write};
+    let w = initialised();
+    let vportal = env!("CARGO_BIN_EXE_vportal");
+    let shell = format!("trap true INT; {vportal} policy check 1001; echo status=$?; stty -a");
+    let mut script = std::process::Command::new("script")
+        .args(["-qec", &format!("sh -c '{shell}'"), "/dev/null"])
+        .current_dir(w.path())
+        .env_remove("VPORTAL_PEPPER")
+        .env_remove("VPORTAL_DB")
+        .env_remove("VPORTAL_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut out = script.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0_u8; 1024];
+        while let Ok(n @ 1..) = out.read(&mut buf) {
+            let _ = tx.send(buf[..n].to_vec());
+        }
+    });
+    let mut seen = Vec::new();
+    let mut pressed = false;
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(20)) {
+        seen.extend_from_slice(&chunk);
+        if !pressed && String::from_utf8_lossy(&seen).contains("Passcode to check:") {
+            // The prompt is out, echo is off: ctrl-c, as the terminal sends it.
+            std::thread::sleep(Duration::from_millis(200));
+            script.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
+            pressed = true;
+        }
+    }
+    let _ = script.wait();
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(pressed, "no prompt: {seen}");
+    assert!(seen.contains("status=130"), "{seen}");
+    let modes: Vec<&str> = seen.split_whitespace().collect();
+    assert!(modes.contains(&"echo"), "echo left off: {seen}");
+    assert!(!modes.contains(&"-echo"), "echo left off: {seen}");
+}

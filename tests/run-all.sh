@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs the external tools the tests drive when they are missing
-# (SIPp, tshark and baresip: Debian/Ubuntu packages sip-tester, tshark and baresip-core),
+# (SIPp, tshark, baresip and script: Debian/Ubuntu packages sip-tester, tshark, baresip-core
+# and bsdutils),
 # then runs `cargo test`.
 # The SIPp DTMF and capture tests need root (or CAP_NET_RAW). Extra arguments go to
 # cargo test.
@@ -11,6 +12,8 @@ missing=()
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
 command -v tshark >/dev/null 2>&1 || missing+=(tshark)
 command -v baresip >/dev/null 2>&1 || missing+=(baresip-core)
+# `script` (util-linux, essential on Debian) gives the CLI's passcode prompt a terminal.
+command -v script >/dev/null 2>&1 || missing+=(bsdutils)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test tools: ${missing[*]}"
   if [ "$(id -u)" = 0 ]; then

@@ -368,6 +368,7 @@ fn read_passcode(prompt: &str) -> Result<Passcode> {
     if interactive {
         eprint!("{prompt}: ");
         std::io::stderr().flush().ok();
+        restore_echo_on_interrupt();
         set_echo(false);
     }
     let mut line = String::new();
@@ -383,6 +384,46 @@ fn read_passcode(prompt: &str) -> Result<Passcode> {
         bail!("no passcode on standard input");
     }
     Passcode::new(text).map_err(Into::into)
+}
+
+/// From now on ctrl-c (or SIGTERM) turns terminal echo back on before the process ends
+/// (with status 130): killed at the passcode prompt, it would leave the terminal blind.
+/// Returns once the handler is in place.
+fn restore_echo_on_interrupt() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("vportal-interrupt".into())
+        .spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+            else {
+                return;
+            };
+            let _in_runtime = runtime.enter();
+            let (Ok(mut interrupt), Ok(mut terminate)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            let _ = ready_tx.send(());
+            runtime.block_on(async {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+            });
+            set_echo(true);
+            eprintln!();
+            std::process::exit(130);
+        });
+    if spawned.is_ok() {
+        // An error means the handler could not be set up: echo is then not turned off any
+        // less, only not turned back on after a ctrl-c.
+        let _ = ready.recv();
+    }
 }
 
 /// Turns terminal echo off or on with `stty` (best effort: without it, typing shows).
