@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs the external tools the tests drive when they are missing
 # (SIPp, tshark, baresip and script: Debian/Ubuntu packages sip-tester, tshark, baresip-core
-# and bsdutils),
-# then runs `cargo test`.
+# and bsdutils), then runs `cargo test`.
 # The SIPp DTMF and capture tests need root (or CAP_NET_RAW). Extra arguments go to
 # cargo test.
 set -euo pipefail
