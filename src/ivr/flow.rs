@@ -556,11 +556,7 @@ impl Flow {
         if self.outcome != Outcome::Changed {
             self.outcome = Outcome::Error;
         }
-        self.step = Step::Over;
-        self.playing = None;
-        self.type_ahead.clear();
-        self.new_passcode = None;
-        self.actions.clear();
+        self.stop();
         self.actions.push_back(Action::Hangup);
     }
 
@@ -581,6 +577,11 @@ impl Flow {
         if self.outcome == Outcome::LoggedIn && self.must_change {
             self.outcome = Outcome::ChangeNotCompleted;
         }
+        self.stop();
+    }
+
+    /// Ends the flow where it stands: nothing more is asked, said or stored.
+    fn stop(&mut self) {
         self.step = Step::Over;
         self.actions.clear();
         self.new_passcode = None;
