@@ -161,9 +161,9 @@ async fn run(
     if commands.send(Command::Accept(call, local)).await.is_err() {
         return;
     }
-    let registered = Registered::new(call, &shared);
-    shared.calls.insert(
+    let registered = Registered::new(
         call,
+        &shared,
         ActiveCall {
             call_id: incoming.call_id.clone(),
             caller: incoming.from_user.clone(),
@@ -251,7 +251,9 @@ struct Registered {
 }
 
 impl Registered {
-    fn new(call: CallHandle, shared: &Arc<Shared>) -> Self {
+    /// Lists the call as `entry` in the active calls and counts it.
+    fn new(call: CallHandle, shared: &Arc<Shared>, entry: ActiveCall) -> Self {
+        shared.calls.insert(call, entry);
         let active = metrics::gauge!("vportal_calls_active");
         active.increment(1.0);
         Self {
@@ -560,9 +562,9 @@ mod tests {
         let task = {
             let (shared, mailbox) = (Arc::clone(&shared), mailbox.clone());
             tokio::spawn(async move {
-                let _registered = Registered::new(call, &shared);
-                shared.calls.insert(
+                let _registered = Registered::new(
                     call,
+                    &shared,
                     ActiveCall {
                         call_id: "a@127.0.0.1".to_owned(),
                         caller: None,
