@@ -550,6 +550,23 @@ fn config_file_and_flags_choose_the_database() {
 }
 
 #[test]
+fn an_empty_path_variable_is_named_in_the_error() {
+    for var in ["VPORTAL_DB", "VPORTAL_CONFIG"] {
+        let mut w = Workdir::new();
+        w.env.push((var.to_owned(), "".into()));
+        let run = w.run(&["init"]);
+        assert_eq!(run.code, 2, "{var}: {}", run.stderr);
+        assert!(
+            run.stderr
+                .contains(&format!("the path is empty (from the option or {var})")),
+            "{var}: {}",
+            run.stderr
+        );
+        assert_eq!(std::fs::read_dir(w.path()).unwrap().count(), 0, "{var}");
+    }
+}
+
+#[test]
 fn the_pepper_must_match_the_database() {
     let mut w = initialised();
     w.env

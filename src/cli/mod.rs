@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use clap::builder::{OsStringValueParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use vportal::config::{Config, StoreConfig};
@@ -32,10 +33,12 @@ pub(crate) struct Cli {
 #[derive(Debug, Args)]
 pub(crate) struct Global {
     /// Configuration file (TOML). Without one, the embedded defaults apply.
-    #[arg(long, global = true, env = "VPORTAL_CONFIG", value_name = "FILE")]
+    #[arg(long, global = true, env = "VPORTAL_CONFIG", value_name = "FILE",
+          value_parser = non_empty_path("VPORTAL_CONFIG"))]
     config: Option<PathBuf>,
     /// The database file (overrides the config file; default ./vportal.db).
-    #[arg(long, global = true, env = "VPORTAL_DB", value_name = "PATH")]
+    #[arg(long, global = true, env = "VPORTAL_DB", value_name = "PATH",
+          value_parser = non_empty_path("VPORTAL_DB"))]
     db: Option<PathBuf>,
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
@@ -43,6 +46,19 @@ pub(crate) struct Global {
     /// Log line format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
+}
+
+/// A path option that may also come from `env`: an empty value (`VPORTAL_DB=` in a unit
+/// file or a shell) is refused with a message naming the variable as well as the option,
+/// where clap's own would name only the option.
+fn non_empty_path(env: &'static str) -> impl TypedValueParser<Value = PathBuf> {
+    OsStringValueParser::new().try_map(move |value| {
+        if value.is_empty() {
+            Err(format!("the path is empty (from the option or {env})"))
+        } else {
+            Ok(PathBuf::from(value))
+        }
+    })
 }
 
 /// Log line formats.
