@@ -103,6 +103,35 @@ fn a_refused_first_run_creates_nothing() {
 }
 
 #[test]
+fn a_first_run_that_fails_midway_removes_what_it_made() {
+    // The pepper fails after the database's directories were made.
+    let mut w = Workdir::new();
+    w.env.push(("VPORTAL_PEPPER".to_owned(), "not hex".into()));
+    let r = w.run(&["--db", "new/sub/portal.db", "init"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("VPORTAL_PEPPER"), "{}", r.stderr);
+    assert!(!w.path().join("new").exists());
+    // A directory that was there already stays.
+    std::fs::create_dir(w.path().join("kept")).unwrap();
+    let r = w.run(&["--db", "kept/new/portal.db", "init"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(w.path().join("kept").is_dir() && !w.path().join("kept/new").exists());
+
+    // The database fails to open after its pepper file was made: a link to a file in a
+    // directory that does not exist (SQLite follows it; root could write anywhere else).
+    let w = Workdir::new();
+    std::os::unix::fs::symlink("missing/dir/portal.db", w.path().join("portal.db")).unwrap();
+    let r = w.run(&["--db", "portal.db", "init"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("opening portal.db"), "{}", r.stderr);
+    assert!(!r.stdout.contains("vpt_"), "{}", r.stdout);
+    assert!(
+        !w.path().join("portal.pepper").exists(),
+        "the next first run would adopt this pepper file as the operator's"
+    );
+}
+
+#[test]
 fn lifetimes_and_limits_out_of_range_are_refused_not_bent() {
     let w = initialised();
     let add = |args: &[&str]| {

@@ -287,10 +287,10 @@ impl Context {
             );
         }
         let created = create && !db.exists();
+        let mut made = FirstRunFiles::default();
         if created {
             if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating directory {}", dir.display()))?;
+                made.create_dir_all(dir)?;
             }
         }
         // A new pepper only ever goes with a new database: a fresh pepper for an existing
@@ -307,11 +307,63 @@ impl Context {
             other => other?,
         };
         if let pepper::PepperSource::Created(path) = &source {
-            tracing::info!(path = %path.display(), "created pepper file");
+            made.files.push(path.clone());
         }
         let store = Store::open(db, pepper, created, self.store.hashes_at_once())
             .with_context(|| format!("opening {}", db.display()))?;
+        made.keep();
+        if let pepper::PepperSource::Created(path) = &source {
+            tracing::info!(path = %path.display(), "created pepper file");
+        }
         Ok((store, created.then_some(source)))
+    }
+}
+
+/// The directories and pepper file a first run made, removed again unless the database
+/// opens: a failed first run leaves nothing behind, neither an empty directory nor a pepper
+/// file that the next first run would take for one an operator provided.
+#[derive(Default)]
+struct FirstRunFiles {
+    /// Outermost first.
+    dirs: Vec<PathBuf>,
+    files: Vec<PathBuf>,
+}
+
+impl FirstRunFiles {
+    /// `create_dir_all`, noting the directories that were not there.
+    fn create_dir_all(&mut self, dir: &std::path::Path) -> Result<()> {
+        let mut missing: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+            .map(PathBuf::from)
+            .collect();
+        missing.reverse();
+        let result = std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating directory {}", dir.display()));
+        // Some may exist even when a deeper one failed.
+        self.dirs = missing.into_iter().filter(|d| d.exists()).collect();
+        result
+    }
+
+    /// The run got as far as an open database: everything stays.
+    fn keep(&mut self) {
+        self.dirs.clear();
+        self.files.clear();
+    }
+}
+
+impl Drop for FirstRunFiles {
+    fn drop(&mut self) {
+        for file in &self.files {
+            if let Err(e) = std::fs::remove_file(file) {
+                tracing::warn!(path = %file.display(), error = %e, "could not remove");
+            }
+        }
+        // Innermost first; one that is no longer empty (something else put a file there
+        // meanwhile) stays.
+        for dir in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
