@@ -159,7 +159,7 @@ pub struct SipConfig {
     /// the largest such site.
     pub max_tcp_connections_per_source: usize,
     /// How long a TCP connection may sit idle (or half a message may wait) before it is
-    /// closed. Default 5m.
+    /// closed; one that a call's dialog runs on is not closed for being idle. Default 5m.
     #[serde(deserialize_with = "duration")]
     pub tcp_idle_timeout: Duration,
     /// How long a shutdown waits for BYEs to be answered. Default 5s.

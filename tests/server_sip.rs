@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::Workdir;
 use common::server::ServerProcess;
 use common::uac::{Uac, parse};
-use vportal::sip::{HeaderName, Method};
+use vportal::sip::{HeaderName, Method, StreamFramer};
 
 fn udp_caller() -> UdpSocket {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -302,4 +302,55 @@ fn tcp_connections_per_source_can_be_capped() {
     drop(first);
     std::thread::sleep(Duration::from_millis(2_500));
     answered_before_close(&server);
+}
+
+#[test]
+fn a_tcp_connection_a_call_runs_on_is_not_closed_for_being_idle() {
+    let dir = Workdir::new();
+    let server = with_sip_config(&dir, "45000-45098", "tcp_idle_timeout = \"1s\"\n");
+    // Where the prompts go; nothing reads them.
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut tcp = TcpStream::connect(server.sip).unwrap();
+    let mut uac = Uac::new(tcp.local_addr().unwrap(), server.sip, "8500");
+    uac.transport = "TCP";
+    uac.media = media.local_addr().unwrap();
+    let offer = uac.offer("sendrecv");
+    tcp.write_all(&uac.invite(&offer)).unwrap();
+    let mut framer = StreamFramer::new();
+    let ok = tcp_recv_until(&mut tcp, &mut framer, |m| m.status() == Some(200));
+    uac.learn_tag(&ok);
+    tcp.write_all(&uac.ack_2xx("")).unwrap();
+    // Three idle timeouts without a SIP message either way (the caller is being asked for
+    // its mailbox): the connection stays, and the caller's BYE is answered on it.
+    std::thread::sleep(Duration::from_secs(3));
+    tcp.write_all(&uac.request("BYE", "", "")).unwrap();
+    let answer = tcp_recv_until(&mut tcp, &mut framer, |m| m.status().is_some());
+    assert_eq!(answer.status(), Some(200));
+    // With the call over, the idle timeout closes it again.
+    let rest = read_to_close(&mut tcp, Duration::from_secs(5));
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}
+
+/// Reads messages from `tcp` until one satisfies `want` (at most 10, 5 s each).
+fn tcp_recv_until(
+    tcp: &mut TcpStream,
+    framer: &mut StreamFramer,
+    want: impl Fn(&vportal::sip::Message) -> bool,
+) -> vportal::sip::Message {
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0_u8; 4_096];
+    for _ in 0..10 {
+        let m = loop {
+            if let Some(m) = framer.next_message().unwrap() {
+                break m;
+            }
+            let n = tcp.read(&mut buf).expect("a message within 5 s");
+            assert_ne!(n, 0, "the server closed the connection");
+            framer.push(&buf[..n]);
+        };
+        if want(&m) {
+            return m;
+        }
+    }
+    panic!("the expected message never came");
 }

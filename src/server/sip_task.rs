@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
@@ -14,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::call::{self, CallEvent};
+use super::tcp::Connection;
 use super::{ServerError, Shared};
 use crate::admin::metrics::count_sip;
 use crate::sip::Message;
@@ -29,7 +31,7 @@ const RECV_BATCH: usize = 64;
 #[derive(Debug)]
 pub enum Command {
     /// A TCP connection opened; its outgoing bytes go to this channel.
-    TcpOpened(ConnId, mpsc::Sender<Vec<u8>>),
+    TcpOpened(ConnId, Connection),
     /// A framed message arrived on a TCP connection.
     TcpMessage(ConnId, SocketAddr, Box<Message>),
     /// A TCP connection closed.
@@ -49,7 +51,9 @@ pub(crate) struct SipTask {
     udp: Option<UdpSocket>,
     commands: mpsc::Receiver<Command>,
     command_tx: mpsc::Sender<Command>,
-    connections: HashMap<ConnId, mpsc::Sender<Vec<u8>>>,
+    connections: HashMap<ConnId, Connection>,
+    /// The connection each call's dialog runs on, for calls that came over TCP.
+    call_connections: HashMap<CallHandle, ConnId>,
     /// Messages dropped because their connection's queue was full, for the log.
     dropped: super::tcp::LogThrottle,
     calls: HashMap<CallHandle, mpsc::UnboundedSender<CallEvent>>,
@@ -76,6 +80,7 @@ impl SipTask {
             commands,
             command_tx,
             connections: HashMap::new(),
+            call_connections: HashMap::new(),
             dropped: super::tcp::LogThrottle::default(),
             calls: HashMap::new(),
             call_tasks: tokio::task::JoinSet::new(),
@@ -179,8 +184,8 @@ impl SipTask {
     fn command(&mut self, command: Command) {
         let now = Instant::now().into_std();
         match command {
-            Command::TcpOpened(conn, tx) => {
-                self.connections.insert(conn, tx);
+            Command::TcpOpened(conn, connection) => {
+                self.connections.insert(conn, connection);
             }
             Command::TcpMessage(conn, from, msg) => {
                 count_sip("in", msg.as_bytes());
@@ -223,6 +228,12 @@ impl SipTask {
         while let Some(event) = self.endpoint.poll_event() {
             match event {
                 Event::IncomingCall(incoming) => {
+                    if let Transport::Tcp(conn) = incoming.transport
+                        && let Some(connection) = self.connections.get(&conn)
+                    {
+                        connection.calls.fetch_add(1, Ordering::Relaxed);
+                        self.call_connections.insert(incoming.call, conn);
+                    }
                     let (call, events, task) = call::spawn(
                         incoming,
                         Arc::clone(&self.shared),
@@ -240,6 +251,11 @@ impl SipTask {
                     body,
                 } => self.to_call(call, CallEvent::Info { content_type, body }),
                 Event::Ended { call, reason } => {
+                    if let Some(conn) = self.call_connections.remove(&call)
+                        && let Some(connection) = self.connections.get(&conn)
+                    {
+                        connection.calls.fetch_sub(1, Ordering::Relaxed);
+                    }
                     if let Some(tx) = self.calls.remove(&call) {
                         let _ = tx.send(CallEvent::Ended(reason));
                     }
@@ -271,7 +287,7 @@ impl SipTask {
             }
             Transport::Tcp(conn) => {
                 let payload = match self.connections.get(&conn) {
-                    Some(tx) => match tx.try_send(t.payload) {
+                    Some(connection) => match connection.outbox.try_send(t.payload) {
                         Ok(()) => return,
                         Err(mpsc::error::TrySendError::Full(_)) => {
                             if let Some(dropped) = self.dropped.occurred(Instant::now()) {

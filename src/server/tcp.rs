@@ -3,9 +3,10 @@
 //!
 //! A connection stops reading when its framing breaks (a bad Content-Length, an oversized
 //! header section) or the peer ends its stream; the answers still due for what it sent go
-//! out first, then it closes. It is closed when it sits idle too long, when half a message
-//! waits too long (RFC 4475 §3.1.2.2: a Content-Length larger than what comes, or bytes
-//! trickling in), and when the peer stops reading what is written to it.
+//! out first, then it closes. It is closed when it sits idle too long (unless a call's
+//! dialog runs on it), when half a message waits too long (RFC 4475 §3.1.2.2: a
+//! Content-Length larger than what comes, or bytes trickling in), and when the peer stops
+//! reading what is written to it.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -61,6 +62,16 @@ impl LogThrottle {
         self.logged_at = Some(now);
         Some(std::mem::take(&mut self.count))
     }
+}
+
+/// What the SIP task holds of an open connection.
+#[derive(Debug)]
+pub struct Connection {
+    /// Messages to write on it.
+    pub(crate) outbox: mpsc::Sender<Vec<u8>>,
+    /// How many calls' dialogs run on it (kept by the SIP task): while any do, it is not
+    /// closed for being idle.
+    pub(crate) calls: Arc<AtomicUsize>,
 }
 
 /// Open connections by peer address, when `max_tcp_connections_per_source` is set.
@@ -178,7 +189,16 @@ async fn serve(
     let conn = ConnId(NEXT_CONN.fetch_add(1, Ordering::Relaxed));
     let _ = stream.set_nodelay(true);
     let (tx, mut outbox) = mpsc::channel::<Vec<u8>>(OUTBOX);
-    if commands.send(Command::TcpOpened(conn, tx)).await.is_err() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let opened = Connection {
+        outbox: tx,
+        calls: Arc::clone(&calls),
+    };
+    if commands
+        .send(Command::TcpOpened(conn, opened))
+        .await
+        .is_err()
+    {
         return;
     }
     let (mut reader, mut writer) = stream.into_split();
@@ -250,6 +270,13 @@ async fn serve(
                 }
             }
             () = tokio::time::sleep_until(deadline) => {
+                // Quiet, but a call's dialog runs on it: the caller's BYE or ours will come
+                // on it, and a caller behind NAT could not take a new connection from us.
+                // Half a message is still timed out.
+                if reading && partial_since.is_none() && calls.load(Ordering::Relaxed) > 0 {
+                    last_activity = Instant::now();
+                    continue;
+                }
                 if reading {
                     tracing::debug!(%peer, partial = framer.buffered(), "TCP connection idle; closing");
                 }

@@ -461,6 +461,7 @@ impl Endpoint {
             asserted_user,
             call_id: core.call_id.to_owned(),
             source,
+            transport: flow.transport,
             has_offer,
         }));
     }

@@ -105,6 +105,8 @@ pub struct IncomingCall {
     pub call_id: String,
     /// Where the INVITE came from.
     pub source: SocketAddr,
+    /// What the INVITE came on: over TCP, the connection the dialog uses.
+    pub transport: Transport,
     /// Whether the INVITE carried an SDP offer (else vportal offers in the 200).
     pub has_offer: bool,
 }
