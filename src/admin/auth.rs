@@ -16,55 +16,94 @@ use super::error::ApiError;
 use crate::store::Actor;
 use crate::time::Timestamp;
 
-/// Bad tokens an address may present before its answers are delayed.
+/// Bad tokens an address may present before it is turned away for a while.
 const FREE_FAILURES: u32 = 3;
-/// The first delay; it doubles with each further bad token.
+/// The first time an address is turned away for; it doubles with each further bad token.
 const FIRST_DELAY: Duration = Duration::from_millis(250);
-/// The longest delay.
+/// The longest.
 const MAX_DELAY: Duration = Duration::from_secs(10);
 /// An address's failures are forgotten after this long without one.
 const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
 /// Addresses remembered at most (the oldest are dropped first).
 const MAX_TRACKED: usize = 10_000;
 
-/// Counts bad tokens per client address and says how long to delay the next answer.
+/// Counts bad tokens per client address. Past a few, the address is turned away (429 with
+/// `Retry-After`) for a time that doubles with each further one, without its token being
+/// looked at: a guesser gets one guess per period however many connections it opens, and
+/// holds no connection while it waits.
 #[derive(Debug, Default)]
 pub struct Throttle {
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// Per address: consecutive bad tokens, the last one's time, and until when the
+    /// address is turned away.
+    failures: Mutex<HashMap<IpAddr, Failures>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+    refused_until: Instant,
 }
 
 impl Throttle {
-    /// Records a bad token from `ip` at `now`; returns how long to wait before answering.
+    /// How long `ip` is still turned away for at `now`, if it is.
+    pub fn refused_for(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let map = self.failures.lock().ok()?;
+        let until = map.get(&client(ip))?.refused_until;
+        (until > now).then(|| until - now)
+    }
+
+    /// Records a bad token from `ip` at `now`; returns how long the address is now turned
+    /// away for (zero for the first few).
     pub fn failed(&self, ip: IpAddr, now: Instant) -> Duration {
         let Ok(mut map) = self.failures.lock() else {
             return MAX_DELAY;
         };
         if map.len() >= MAX_TRACKED {
-            map.retain(|_, (_, last)| now.duration_since(*last) < FORGET_AFTER);
+            map.retain(|_, f| now.duration_since(f.last) < FORGET_AFTER);
             if map.len() >= MAX_TRACKED {
-                if let Some(oldest) = map.iter().min_by_key(|(_, (_, t))| *t).map(|(ip, _)| *ip) {
+                if let Some(oldest) = map.iter().min_by_key(|(_, f)| f.last).map(|(ip, _)| *ip) {
                     map.remove(&oldest);
                 }
             }
         }
-        let entry = map.entry(ip).or_insert((0, now));
-        if now.duration_since(entry.1) >= FORGET_AFTER {
-            entry.0 = 0;
+        let entry = map.entry(client(ip)).or_insert(Failures {
+            count: 0,
+            last: now,
+            refused_until: now,
+        });
+        if now.duration_since(entry.last) >= FORGET_AFTER {
+            entry.count = 0;
         }
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = now;
-        delay_after(entry.0)
+        entry.count = entry.count.saturating_add(1);
+        entry.last = now;
+        let delay = delay_after(entry.count);
+        entry.refused_until = now + delay;
+        delay
     }
 
     /// A good token from `ip`: its count starts over.
     pub fn succeeded(&self, ip: IpAddr) {
         if let Ok(mut map) = self.failures.lock() {
-            map.remove(&ip);
+            map.remove(&client(ip));
         }
     }
 }
 
-/// The delay after the `n`th consecutive bad token.
+/// The unit failures are counted by: an IPv4 address (also when it comes mapped into IPv6
+/// on a dual-stack socket), or an IPv6 /64, which one host or site gets whole and can draw
+/// new addresses from at will.
+fn client(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
+/// How long an address is turned away for after its `n`th consecutive bad token.
 fn delay_after(n: u32) -> Duration {
     if n <= FREE_FAILURES {
         return Duration::ZERO;
@@ -99,6 +138,10 @@ pub(super) async fn require_token(
     let Some(presented) = presented else {
         return ApiError::unauthorized(false).into_response();
     };
+    // Turned away before the token is looked at, so a guess made meanwhile tells nothing.
+    if let Some(wait) = state.throttle.refused_for(peer.ip(), Instant::now()) {
+        return ApiError::too_many_requests(wait).into_response();
+    }
     match identify(&state, presented).await {
         Ok(Some(name)) => {
             state.throttle.succeeded(peer.ip());
@@ -109,10 +152,9 @@ pub(super) async fn require_token(
             next.run(request).await
         }
         Ok(None) => {
-            let delay = state.throttle.failed(peer.ip(), Instant::now());
-            if !delay.is_zero() {
-                tracing::warn!(client = %peer.ip(), delay_ms = delay.as_millis() as u64, "repeated bad admin tokens; slowing this client down");
-                tokio::time::sleep(delay).await;
+            let refused = state.throttle.failed(peer.ip(), Instant::now());
+            if !refused.is_zero() {
+                tracing::warn!(client = %peer.ip(), refused_ms = refused.as_millis() as u64, "repeated bad admin tokens; turning this client away for a while");
             }
             ApiError::unauthorized(true).into_response()
         }
@@ -139,9 +181,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_few_bad_tokens_are_free_then_the_delay_doubles_to_a_cap() {
+    fn a_few_bad_tokens_are_free_then_the_refusal_doubles_to_a_cap() {
         let t = Throttle::default();
-        let ip: IpAddr = "127.0.0.1".parse().unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let ip = IpAddr::from([127, 0, 0, 1]);
         let now = Instant::now();
         let delays: Vec<Duration> = (0..12).map(|_| t.failed(ip, now)).collect();
         assert_eq!(delays[..3], [Duration::ZERO; 3]);
@@ -156,5 +198,52 @@ mod tests {
             t.failed(ip, now);
         }
         assert_eq!(t.failed(ip, now + FORGET_AFTER), Duration::ZERO);
+    }
+
+    #[test]
+    fn an_address_is_turned_away_until_its_time_is_up() {
+        let t = Throttle::default();
+        let ip = IpAddr::from([192, 0, 2, 7]);
+        let now = Instant::now();
+        for _ in 0..3 {
+            t.failed(ip, now);
+            assert_eq!(
+                t.refused_for(ip, now),
+                None,
+                "the first bad tokens are free"
+            );
+        }
+        t.failed(ip, now);
+        let ms = Duration::from_millis;
+        assert_eq!(t.refused_for(ip, now), Some(ms(250)));
+        assert_eq!(t.refused_for(ip, now + ms(100)), Some(ms(150)));
+        assert_eq!(t.refused_for(ip, now + ms(250)), None);
+        // The next bad token (once let through again) doubles it.
+        t.failed(ip, now + ms(250));
+        assert_eq!(t.refused_for(ip, now + ms(250)), Some(ms(500)));
+        assert_eq!(t.refused_for(IpAddr::from([192, 0, 2, 8]), now), None);
+    }
+
+    #[test]
+    fn an_ipv6_64_counts_as_one_client_and_mapped_ipv4_as_its_address() {
+        let t = Throttle::default();
+        let now = Instant::now();
+        let in_64 = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
+        // Four bad tokens, each from another address of one /64.
+        for last in 1..=4 {
+            t.failed(in_64(last), now);
+        }
+        assert!(t.refused_for(in_64(99), now).is_some());
+        let next_64 = IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]);
+        assert_eq!(t.refused_for(next_64, now), None);
+        // 192.0.2.7 over a dual-stack socket is 192.0.2.7.
+        let v4 = IpAddr::from([192, 0, 2, 7]);
+        let mapped = IpAddr::V6(std::net::Ipv4Addr::new(192, 0, 2, 7).to_ipv6_mapped());
+        for _ in 0..4 {
+            t.failed(mapped, now);
+        }
+        assert!(t.refused_for(v4, now).is_some());
+        t.succeeded(v4);
+        assert_eq!(t.refused_for(mapped, now), None);
     }
 }

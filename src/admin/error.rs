@@ -1,5 +1,7 @@
 //! The API's one error shape: `{"error": {"code": "...", "message": "..."}}`.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -19,6 +21,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra members of the error object (policy violation codes).
     pub extra: Option<(&'static str, serde_json::Value)>,
+    /// `Retry-After`, in seconds (429).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -29,6 +33,7 @@ impl ApiError {
             code,
             message: message.into(),
             extra: None,
+            retry_after: None,
         }
     }
 
@@ -53,6 +58,19 @@ impl ApiError {
                 "an Authorization: Bearer token is required"
             },
         )
+    }
+
+    /// 429: the client sent too many bad tokens and is turned away for `wait` (sent as
+    /// `Retry-After`, in whole seconds, rounded up).
+    pub fn too_many_requests(wait: Duration) -> Self {
+        Self {
+            retry_after: Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "too many bad tokens from this address; try again later",
+            )
+        }
     }
 
     /// 500, for failures the client cannot fix; the cause is logged, not returned.
@@ -82,6 +100,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
