@@ -36,11 +36,12 @@ impl Phone {
         user: &str,
         offer: impl Fn(&Uac) -> String,
     ) -> Self {
-        let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // The caller on the server's loopback address, so over IPv6 when it listens on ::1.
+        let sip = UdpSocket::bind(SocketAddr::new(server.sip.ip(), 0)).unwrap();
         sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut uac = Uac::new(sip.local_addr().unwrap(), server.sip, target);
         uac.user = user.to_owned();
-        let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rtp = UdpSocket::bind(SocketAddr::new(server.sip.ip(), 0)).unwrap();
         uac.media = rtp.local_addr().unwrap();
         let sdp = offer(&uac);
         sip.send_to(&uac.invite(&sdp), server.sip).unwrap();

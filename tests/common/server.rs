@@ -26,9 +26,9 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// `vportal serve --sip 127.0.0.1:0 --rtp-ports RANGE ARGS…` in `dir`, with the admin
-    /// side-port on a port the system picks unless ARGS say otherwise; waits (at most 20 s)
-    /// until it listens.
+    /// `vportal serve --sip 127.0.0.1:0 --rtp-ports RANGE ARGS…` in `dir` (SIP elsewhere
+    /// when ARGS name `--sip`, e.g. `[::1]:0`), with the admin side-port on a port the
+    /// system picks unless ARGS say otherwise; waits (at most 20 s) until it listens.
     pub fn start(dir: &Workdir, rtp_ports: &str, args: &[&str]) -> Self {
         Self::start_wrapped(dir, &[], rtp_ports, args)
     }
@@ -48,7 +48,13 @@ impl ServerProcess {
         };
         // The source tree's prompts, unless the test names a folder.
         const PROMPTS: [&str; 2] = ["--prompts", concat!(env!("CARGO_MANIFEST_DIR"), "/prompts")];
-        cmd.args(["serve", "--sip", "127.0.0.1:0", "--rtp-ports", rtp_ports])
+        cmd.arg("serve")
+            .args(if args.contains(&"--sip") {
+                &[][..]
+            } else {
+                &["--sip", "127.0.0.1:0"][..]
+            })
+            .args(["--rtp-ports", rtp_ports])
             .args(if args.contains(&"--prompts") {
                 &[][..]
             } else {

@@ -86,7 +86,8 @@ impl Uac {
             remote = self.remote,
             transport = self.transport,
             local = self.local,
-            local_ip = self.local.ip(),
+            // An IPv6 host in a URI is bracketed (RFC 3261 §19.1.1, RFC 5118 §4.2).
+            local_ip = vportal::sip::Host::Ip(self.local.ip()),
             user = self.user,
             from_tag = self.from_tag,
             to = self.to_header(),
@@ -106,11 +107,17 @@ impl Uac {
         }
     }
 
+    /// `IP4` or `IP6`: the SDP address type of the media address.
+    fn addrtype(&self) -> &'static str {
+        if self.media.is_ipv4() { "IP4" } else { "IP6" }
+    }
+
     /// An SDP offer with PCMU, PCMA and telephone-event/8000 on 101.
     pub fn offer(&self, direction: &str) -> String {
         let ip = self.media.ip();
+        let at = self.addrtype();
         format!(
-            "v=0\r\no=test 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+            "v=0\r\no=test 1 1 IN {at} {ip}\r\ns=-\r\nc=IN {at} {ip}\r\nt=0 0\r\n\
              m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
              a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na={direction}\r\n",
             port = self.media.port()
@@ -120,8 +127,9 @@ impl Uac {
     /// An SDP answer choosing PCMU and telephone-event/101.
     pub fn answer(&self) -> String {
         let ip = self.media.ip();
+        let at = self.addrtype();
         format!(
-            "v=0\r\no=test 2 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+            "v=0\r\no=test 2 1 IN {at} {ip}\r\ns=-\r\nc=IN {at} {ip}\r\nt=0 0\r\n\
              m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n",
             port = self.media.port()
         )
