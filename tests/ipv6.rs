@@ -552,6 +552,42 @@ a=rtpmap:107 H263-1998/90000
     assert!(body.contains("m=video 0 RTP/AVP 107\r\n"), "{body}");
 }
 
+// ----- IPv4-mapped addresses -----
+
+/// RFC 5118 §4.9: an offer naming its media by an IPv4-mapped IPv6 address
+/// (`c=IN IP6 ::ffff:127.0.0.1`) to a server on IPv4. The address is IPv4 (the README's
+/// rule counts it so, and answers it), so RTP must go to, and be expected from, the IPv4
+/// address: an IPv4 socket can neither send to nor receive from an IPv6 socket address.
+#[test]
+fn an_ipv4_mapped_media_address_is_taken_as_the_ipv4_address_it_stands_for() {
+    let now = Instant::now();
+    let mut ep = endpoint("127.0.0.1:5060");
+    let (_, text) = invite("127.0.0.1:5072", "127.0.0.1:5060", "127.0.0.1:34580", |u| {
+        u.offer("sendrecv")
+            .replace("IN IP4 127.0.0.1", "IN IP6 ::ffff:127.0.0.1")
+    });
+    assert!(text.contains("c=IN IP6 ::ffff:127.0.0.1\r\n"));
+    let (_, events) = exchange(&mut ep, now, "127.0.0.1:5072", &text);
+    let call = events
+        .iter()
+        .find_map(|e| match e {
+            Event::IncomingCall(c) => Some(c.call),
+            _ => None,
+        })
+        .expect("an incoming call");
+    ep.accept(call, addr("127.0.0.1:34400"), now).unwrap();
+    let (sent, events) = drain(&mut ep);
+    assert_eq!(parse(&sent.last().unwrap().payload).status(), Some(200));
+    let media = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Media { media, .. } => Some(media.clone()),
+            _ => None,
+        })
+        .expect("media agreed");
+    assert_eq!(media.remote_rtp, Some(addr("127.0.0.1:34580")));
+}
+
 // ----- vportal serve on [::1] -----
 
 /// `vportal serve --sip [::1]:0 --admin [::1]:0`, RTP within this file's ports.
@@ -642,6 +678,24 @@ fn a_caller_on_ipv6_logs_in_and_changes_the_passcode_over_ipv6() {
         events[0]
     );
     assert!(!server.log_reveals("5937") && !server.log_reveals("4826"));
+}
+
+/// An offer naming its media by an IPv4-mapped address (RFC 5118 §4.9) to the server on
+/// IPv4: prompts reach the caller and its keys are heard, as with a plain IPv4 offer.
+#[test]
+fn a_caller_offering_an_ipv4_mapped_media_address_hears_prompts_and_is_heard() {
+    let w = Workdir::provisioned(&[("2002", "5937", false)]);
+    let server = ServerProcess::start(&w, "34450-34498", &[]);
+    let mut phone = Phone::dial_with(&server, "8500", "2002", |u| {
+        u.offer("sendrecv")
+            .replace("IN IP4 127.0.0.1", "IN IP6 ::ffff:127.0.0.1")
+    });
+    let seen = common::rtp::receive(&phone.rtp.socket, Duration::from_millis(600));
+    assert!(!seen.is_empty(), "no prompt RTP:\n{}", server.log());
+    phone.keys("2002#5937#");
+    server.expect_log("logged in mailbox=2002", 1, CALL);
+    phone.keys("*");
+    assert!(phone.wait_for_bye(CALL), "{}", server.log());
 }
 
 /// Runs SIPp from `dir` against `server` over IPv6 (`-i ::1`, `[::1]:port`) with `args`;

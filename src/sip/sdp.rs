@@ -722,8 +722,11 @@ fn negotiate(
         .or(sdp.connection.as_ref())
         .ok_or(SdpError::MissingConnection)?;
     let (remote_rtp, hold) = match connection {
-        ConnectionAddress::Ip(ip) if ip.is_unspecified() => (None, true),
-        ConnectionAddress::Ip(ip) => (Some(SocketAddr::new(*ip, media.port)), false),
+        // RFC 5118 §4.9: an IPv4-mapped address (`c=IN IP6 ::ffff:192.0.2.2`) is the IPv4
+        // address it stands for. Taken as such: an IPv4 RTP socket can neither send to an
+        // IPv6 socket address nor match one against the IPv4 source its packets come from.
+        ConnectionAddress::Ip(ip) if ip.to_canonical().is_unspecified() => (None, true),
+        ConnectionAddress::Ip(ip) => (Some(SocketAddr::new(ip.to_canonical(), media.port)), false),
         // Never resolved (a name from a message is not looked up), so nothing could be sent.
         ConnectionAddress::Name(_) => return Err(OfferAnswerError::HostName),
     };
@@ -1498,6 +1501,39 @@ mod tests {
         let first = answer_text(&body, &local);
         assert_eq!(first, answer_text(&body, &local));
         assert_eq!(first, answer_text(&body, &local4()));
+    }
+
+    /// RFC 5118 §4.9: media at an IPv4-mapped address is media at that IPv4 address, so an
+    /// IPv4 socket can send to it and recognise what comes from it.
+    #[test]
+    fn an_ipv4_mapped_media_address_is_the_ipv4_address() {
+        let mapped = parse(&sdp(&[
+            "v=0",
+            "c=IN IP6 ::ffff:127.0.0.1",
+            "m=audio 4000 RTP/AVP 0",
+        ]))
+        .unwrap();
+        let (n, _) = answer_reachable(&mapped, &local4()).unwrap();
+        assert_eq!(n.remote_rtp, addr("127.0.0.1:4000"));
+        assert!(n.remote_rtp.unwrap().is_ipv4());
+        let local6 = LocalMedia {
+            addr: "[::1]:40000".parse().unwrap(),
+            ..local4()
+        };
+        assert_eq!(
+            answer_reachable(&mapped, &local6).unwrap_err(),
+            OfferAnswerError::AddressFamily
+        );
+        // The mapped unspecified address is hold, as 0.0.0.0 is.
+        let hold = parse(&sdp(&[
+            "v=0",
+            "c=IN IP6 ::ffff:0.0.0.0",
+            "m=audio 4000 RTP/AVP 0",
+        ]))
+        .unwrap();
+        let (n, _) = answer_reachable(&hold, &local4()).unwrap();
+        assert_eq!(n.remote_rtp, None);
+        assert_eq!(n.direction, Direction::RecvOnly);
     }
 
     #[test]
