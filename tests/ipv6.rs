@@ -588,6 +588,68 @@ fn an_ipv4_mapped_media_address_is_taken_as_the_ipv4_address_it_stands_for() {
     assert_eq!(media.remote_rtp, Some(addr("127.0.0.1:34580")));
 }
 
+/// A server listening on `[::]` (dual-stack) sees IPv4 callers as `::ffff:a.b.c.d`. Its
+/// answers still go to that socket address (the socket is IPv6), but what it writes and
+/// reports is the IPv4 address the caller has: no `received` when the Via already names
+/// it (RFC 3261 §18.2.1), `received=127.0.0.1` (never `::ffff:127.0.0.1`) when it does
+/// not, and the call's source (audit rows, the calls list, `trusted_sources`) as IPv4.
+#[test]
+fn a_dual_stack_sockets_view_of_an_ipv4_caller_is_written_as_ipv4() {
+    let now = Instant::now();
+    let mapped = "[::ffff:127.0.0.1]:5072";
+    let mut ep = endpoint("[::1]:5060");
+    let options = |via_host: &str| {
+        message(
+            &format!(
+                "
+OPTIONS sip:8500@127.0.0.1 SIP/2.0
+Via: SIP/2.0/UDP {via_host}:5072;branch=z9hG4bK-{via_host}
+From: <sip:1001@127.0.0.1>;tag=1
+To: <sip:8500@127.0.0.1>
+Call-ID: dual-{via_host}
+CSeq: 1 OPTIONS
+Max-Forwards: 70
+"
+            ),
+            "",
+        )
+    };
+    let (sent, _) = exchange(&mut ep, now, mapped, &options("127.0.0.1"));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].destination, addr(mapped));
+    assert_eq!(
+        top_via(&sent[0]),
+        "SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bK-127.0.0.1"
+    );
+    for via_host in ["host.example.com", "[::ffff:127.0.0.1]"] {
+        let (sent, _) = exchange(&mut ep, now, mapped, &options(via_host));
+        let via = top_via(&sent[0]);
+        let expected = if via_host.starts_with('[') {
+            // The Via names the same address, mapped: nothing to add either.
+            format!("SIP/2.0/UDP {via_host}:5072;branch=z9hG4bK-{via_host}")
+        } else {
+            format!("SIP/2.0/UDP {via_host}:5072;branch=z9hG4bK-{via_host};received=127.0.0.1")
+        };
+        assert_eq!(via, expected);
+    }
+    // With rport: the IPv4 address and the source port.
+    let (_, text) = invite("127.0.0.1:5072", "127.0.0.1:5060", "127.0.0.1:34580", |u| {
+        u.offer("sendrecv")
+    });
+    let mut ep = endpoint("127.0.0.1:5060");
+    let (sent, events) = exchange(&mut ep, now, mapped, &text);
+    let via = top_via(&sent[0]);
+    assert!(via.ends_with(";received=127.0.0.1;rport=5072"), "{via}");
+    let incoming = events
+        .iter()
+        .find_map(|e| match e {
+            Event::IncomingCall(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("an incoming call");
+    assert_eq!(incoming.source, addr("127.0.0.1:5072"));
+}
+
 // ----- vportal serve on [::1] -----
 
 /// `vportal serve --sip [::1]:0 --admin [::1]:0`, RTP within this file's ports.

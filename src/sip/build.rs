@@ -138,13 +138,17 @@ pub fn response_to(
 }
 
 /// The top Via with `received` and `rport` filled in from the packet's source.
+///
+/// A dual-stack socket reports an IPv4 peer as `::ffff:a.b.c.d`: that is the IPv4 address
+/// the peer sent from, so it is compared and written as such (RFC 5118 §4.9). `received`
+/// takes a bare address, IPv6 without brackets (RFC 3261 §20.42's `via-received`).
 fn top_via(value: &str, source: SocketAddr) -> String {
     let Ok(via) = Via::parse(value) else {
         return value.to_owned();
     };
     let rport = via.wants_rport();
-    let source_ip = source.ip();
-    let same_ip = matches!(via.host, Host::Ip(ip) if ip == source_ip);
+    let source_ip = source.ip().to_canonical();
+    let same_ip = matches!(via.host, Host::Ip(ip) if ip.to_canonical() == source_ip);
     if !rport && same_ip {
         return via.raw.to_owned();
     }
@@ -228,6 +232,43 @@ mod tests {
                 "127.0.0.1:5070".parse().unwrap()
             ),
             "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-d"
+        );
+    }
+
+    #[test]
+    fn ipv6_sources_are_written_bare_and_mapped_ones_as_ipv4() {
+        let via = |value, source: &str| top_via(value, source.parse().unwrap());
+        // RFC 5118 §4.5: a bracketed received from upstream is replaced by ours, bare.
+        assert_eq!(
+            via(
+                "SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];branch=z9hG4bK-a;rport",
+                "[::1]:5072"
+            ),
+            "SIP/2.0/UDP [2001:db8::9:1];branch=z9hG4bK-a;received=::1;rport=5072"
+        );
+        assert_eq!(
+            via("SIP/2.0/UDP [::1]:5072;branch=z9hG4bK-b", "[::1]:5072"),
+            "SIP/2.0/UDP [::1]:5072;branch=z9hG4bK-b"
+        );
+        // An IPv4 peer on a dual-stack socket: its address is IPv4.
+        let mapped = "[::ffff:127.0.0.1]:5072";
+        assert_eq!(
+            via("SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bK-c", mapped),
+            "SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bK-c"
+        );
+        assert_eq!(
+            via(
+                "SIP/2.0/UDP [::ffff:127.0.0.1]:5072;branch=z9hG4bK-d",
+                "127.0.0.1:5072"
+            ),
+            "SIP/2.0/UDP [::ffff:127.0.0.1]:5072;branch=z9hG4bK-d"
+        );
+        assert_eq!(
+            via(
+                "SIP/2.0/UDP pc33.example.com;branch=z9hG4bK-e;rport",
+                mapped
+            ),
+            "SIP/2.0/UDP pc33.example.com;branch=z9hG4bK-e;received=127.0.0.1;rport=5072"
         );
     }
 }

@@ -460,7 +460,9 @@ impl Endpoint {
             from_user: user_of(core.from.uri),
             asserted_user,
             call_id: core.call_id.to_owned(),
-            source,
+            // What the application shows and checks (audit rows, trusted sources): an IPv4
+            // caller on a dual-stack socket, `[::ffff:a.b.c.d]:p`, is `a.b.c.d:p`.
+            source: SocketAddr::new(source.ip().to_canonical(), source.port()),
             transport: flow.transport,
             has_offer,
         }));

@@ -103,7 +103,8 @@ pub struct IncomingCall {
     pub asserted_user: Option<String>,
     /// The Call-ID.
     pub call_id: String,
-    /// Where the INVITE came from.
+    /// Where the INVITE came from, IPv4-mapped addresses written as IPv4 (responses and
+    /// requests still go to the socket address the packet came from).
     pub source: SocketAddr,
     /// What the INVITE came on: over TCP, the connection the dialog uses.
     pub transport: Transport,
