@@ -185,23 +185,49 @@ impl Default for SipConfig {
 }
 
 impl SipConfig {
-    /// The IP address to advertise: `public_address`, else the listen address.
+    /// The IP address to advertise: `public_address`, else the listen address. An
+    /// IPv4-mapped IPv6 address (`::ffff:192.0.2.10`) is the IPv4 address it stands for,
+    /// and is advertised (and RTP bound) as such.
     ///
     /// # Errors
     /// A message when the listen address is a wildcard and no public address is set, or
-    /// the public address is a wildcard: a peer cannot send to 0.0.0.0.
+    /// the public address is a wildcard: a peer cannot send to 0.0.0.0; or when the public
+    /// address is of an IP version the listen socket does not take (an IPv4 socket is not
+    /// reached at an IPv6 address, nor an IPv6 one other than `::` at an IPv4 address):
+    /// callers could not send their in-dialog requests to the Contact it names.
     pub fn advertised_ip(&self) -> Result<IpAddr, String> {
-        match (self.public_address, self.listen.ip()) {
-            (Some(ip), _) if ip.is_unspecified() => Err(format!(
-                "sip.public_address is {ip}: set it to the address peers reach vportal at"
-            )),
-            (Some(ip), _) => Ok(ip),
-            (None, ip) if ip.is_unspecified() => Err(format!(
-                "sip.listen is {}: set sip.public_address to the address peers reach vportal at",
-                self.listen
-            )),
-            (None, ip) => Ok(ip),
+        let ip = match (self.public_address, self.listen.ip()) {
+            (Some(ip), _) if ip.is_unspecified() => {
+                return Err(format!(
+                    "sip.public_address is {ip}: set it to the address peers reach vportal at"
+                ));
+            }
+            (Some(ip), _) => ip.to_canonical(),
+            (None, ip) if ip.is_unspecified() => {
+                return Err(format!(
+                    "sip.listen is {}: set sip.public_address to the address peers reach vportal at",
+                    self.listen
+                ));
+            }
+            (None, ip) => ip.to_canonical(),
+        };
+        // Which versions the listen socket takes: [::] is dual-stack (IPv4 peers arrive as
+        // ::ffff:a.b.c.d), ::ffff:a.b.c.d only IPv4, any other address its own version.
+        let listen = self.listen.ip();
+        let takes = |v4: bool| match listen {
+            IpAddr::V6(a) if a.is_unspecified() => true,
+            _ => listen.to_canonical().is_ipv4() == v4,
+        };
+        if !takes(ip.is_ipv4()) {
+            return Err(format!(
+                "sip.public_address {ip} is {}, but sip.listen {} takes only {}: callers \
+                 could not reach the address vportal advertises",
+                if ip.is_ipv4() { "IPv4" } else { "IPv6" },
+                self.listen,
+                if ip.is_ipv4() { "IPv6" } else { "IPv4" },
+            ));
         }
+        Ok(ip)
     }
 }
 
@@ -620,6 +646,56 @@ mod tests {
             let err = c.sip.advertised_ip().unwrap_err();
             assert!(err.contains("sip.public_address"), "{err}");
         }
+    }
+
+    /// IPv6 listen and public addresses: the advertised address must be one the listen
+    /// socket can be reached at, and an IPv4-mapped one is advertised as IPv4.
+    #[test]
+    fn the_public_address_must_be_of_a_version_the_listen_socket_takes() {
+        let advertised = |listen: &str, public: Option<&str>| {
+            let public = public.map_or(String::new(), |p| format!("public_address = \"{p}\"\n"));
+            Config::parse(&format!("[sip]\nlisten = \"{listen}\"\n{public}"))
+                .unwrap()
+                .sip
+                .advertised_ip()
+        };
+        let ip = |s: &str| Ok(s.parse::<IpAddr>().unwrap());
+        assert_eq!(advertised("[::1]:5060", None), ip("::1"));
+        assert_eq!(
+            advertised("[::]:5060", Some("2001:db8::10")),
+            ip("2001:db8::10")
+        );
+        // [::] is dual-stack: an IPv4 public address is reachable through it.
+        assert_eq!(
+            advertised("[::]:5060", Some("192.0.2.10")),
+            ip("192.0.2.10")
+        );
+        assert_eq!(
+            advertised("[2001:db8::1]:5060", Some("2001:db8::10")),
+            ip("2001:db8::10")
+        );
+        // IPv4-mapped addresses are the IPv4 address they stand for.
+        assert_eq!(advertised("[::ffff:127.0.0.1]:5060", None), ip("127.0.0.1"));
+        assert_eq!(
+            advertised("0.0.0.0:5060", Some("::ffff:192.0.2.10")),
+            ip("192.0.2.10")
+        );
+        for (listen, public) in [
+            ("127.0.0.1:5060", "::1"),
+            ("0.0.0.0:5060", "2001:db8::10"),
+            ("[::1]:5060", "127.0.0.1"),
+            ("[2001:db8::1]:5060", "192.0.2.10"),
+            ("[::ffff:127.0.0.1]:5060", "::1"),
+        ] {
+            let err = advertised(listen, Some(public)).unwrap_err();
+            assert!(
+                err.contains("sip.public_address") && err.contains(listen),
+                "{err}"
+            );
+        }
+        // Brackets belong to URIs, not to the address itself.
+        let err = Config::parse("[sip]\npublic_address = \"[::1]\"\n").unwrap_err();
+        assert!(err.starts_with("line 2, key sip.public_address:"), "{err}");
     }
 
     /// A comment after a table header (`[sip]  # signalling`) is not part of the key.

@@ -760,6 +760,41 @@ fn a_caller_offering_an_ipv4_mapped_media_address_hears_prompts_and_is_heard() {
     assert!(phone.wait_for_bye(CALL), "{}", server.log());
 }
 
+/// SIP on an IPv6 socket that takes IPv4 peers (`--sip [::ffff:127.0.0.1]:0`, the
+/// loopback-only form of a dual-stack `[::]`): the caller, an IPv6 socket of the same kind,
+/// is seen as `::ffff:127.0.0.1` and offers `c=IN IP6 ::ffff:127.0.0.1`. The server
+/// advertises and binds RTP on plain IPv4 127.0.0.1, hears the keys, and writes the caller
+/// as the IPv4 address it is in the audit rows.
+#[test]
+fn a_caller_on_an_ipv4_mapped_sip_socket_logs_in() {
+    let w = Workdir::provisioned(&[("2002", "5937", false)]);
+    let server = ServerProcess::start(
+        &w,
+        "34400-34448",
+        &["--sip", "[::ffff:127.0.0.1]:0", "--no-admin"],
+    );
+    assert_eq!(server.sip.ip(), addr("[::ffff:127.0.0.1]:0").ip());
+    let mut phone = Phone::dial(&server, "8500", "2002");
+    let seen = common::rtp::receive(&phone.rtp.socket, Duration::from_millis(600));
+    assert!(!seen.is_empty(), "no prompt RTP:\n{}", server.log());
+    phone.keys("2002#5937#");
+    server.expect_log("logged in mailbox=2002", 1, CALL);
+    // RTP at the IPv4 address, advertised as such.
+    server.expect_log("rtp=127.0.0.1:", 1, CALL);
+    phone.keys("*");
+    assert!(phone.wait_for_bye(CALL), "{}", server.log());
+    let events = w.audit("2002");
+    let login = events
+        .iter()
+        .find(|e| e["event"] == "login.success")
+        .unwrap();
+    assert_eq!(
+        login["source"],
+        format!("127.0.0.1:{}", phone.uac.local.port()),
+        "{login}"
+    );
+}
+
 /// Runs SIPp from `dir` against `server` over IPv6 (`-i ::1`, `[::1]:port`) with `args`;
 /// returns its exit status and screen.
 fn sipp_v6(dir: &Workdir, server: SocketAddr, args: &[&str]) -> (bool, String) {
