@@ -15,6 +15,7 @@ pub mod admin;
 pub mod config;
 pub mod ivr;
 pub mod media;
+pub mod net;
 pub mod server;
 pub mod sip;
 pub mod store;

@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 
 use super::AdminState;
 use super::error::ApiError;
+use crate::net::client_key;
 use crate::store::Actor;
 use crate::time::Timestamp;
 
@@ -27,10 +28,11 @@ const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
 /// Addresses remembered at most (the oldest are dropped first).
 const MAX_TRACKED: usize = 10_000;
 
-/// Counts bad tokens per client address. Past a few, the address is turned away (429 with
-/// `Retry-After`) for a time that doubles with each further one, without its token being
-/// looked at: a guesser gets one guess per period however many connections it opens, and
-/// holds no connection while it waits.
+/// Counts bad tokens per client: an IPv4 address or an IPv6 /64 ([`client_key`]; one IPv6
+/// host can take a fresh address from its /64 for every guess). Past a few, the client is
+/// turned away (429 with `Retry-After`) for a time that doubles with each further one,
+/// without its token being looked at: a guesser gets one guess per period however many
+/// connections it opens, and holds no connection while it waits.
 #[derive(Debug, Default)]
 pub struct Throttle {
     /// Per address: consecutive bad tokens, the last one's time, and until when the
@@ -49,7 +51,7 @@ impl Throttle {
     /// How long `ip` is still turned away for at `now`, if it is.
     pub fn refused_for(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
         let map = self.failures.lock().ok()?;
-        let until = map.get(&client(ip))?.refused_until;
+        let until = map.get(&client_key(ip))?.refused_until;
         (until > now).then(|| until - now)
     }
 
@@ -67,7 +69,7 @@ impl Throttle {
                 }
             }
         }
-        let entry = map.entry(client(ip)).or_insert(Failures {
+        let entry = map.entry(client_key(ip)).or_insert(Failures {
             count: 0,
             last: now,
             refused_until: now,
@@ -85,21 +87,8 @@ impl Throttle {
     /// A good token from `ip`: its count starts over.
     pub fn succeeded(&self, ip: IpAddr) {
         if let Ok(mut map) = self.failures.lock() {
-            map.remove(&client(ip));
+            map.remove(&client_key(ip));
         }
-    }
-}
-
-/// The unit failures are counted by: an IPv4 address (also when it comes mapped into IPv6
-/// on a dual-stack socket), or an IPv6 /64, which one host or site gets whole and can draw
-/// new addresses from at will.
-fn client(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
-        },
     }
 }
 

@@ -74,7 +74,8 @@ pub struct Connection {
     pub(crate) calls: Arc<AtomicUsize>,
 }
 
-/// Open connections by peer address, when `max_tcp_connections_per_source` is set.
+/// Open connections by client (an IPv4 address or an IPv6 /64, [`crate::net::client_key`]),
+/// when `max_tcp_connections_per_source` is set.
 static PER_SOURCE: LazyLock<Mutex<HashMap<IpAddr, usize>>> = LazyLock::new(Mutex::default);
 
 /// One of the `max_tcp_connections` slots (and, when limited, of its source's), given back
@@ -86,6 +87,7 @@ struct Slot {
 
 impl Slot {
     fn take(shared: &Shared, peer: IpAddr) -> Option<Self> {
+        let peer = crate::net::client_key(peer);
         let max = shared.max_tcp_connections;
         OPEN.fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
             (open < max).then_some(open + 1)
