@@ -795,6 +795,35 @@ fn a_caller_on_an_ipv4_mapped_sip_socket_logs_in() {
     );
 }
 
+/// The admin side-port on an IPv6 socket that takes IPv4 loopback
+/// (`--admin [::ffff:127.0.0.1]:0`) is on loopback: it starts without TLS. An admin's
+/// audit row names it by the IPv4 address it is, as on an IPv4 side-port.
+#[test]
+fn an_admin_on_an_ipv4_mapped_side_port_is_audited_as_ipv4() {
+    let w = Workdir::new();
+    let token = token_from(&w.run(&["init", "--token-name", "mapped"]).ok().stdout);
+    let server = ServerProcess::start(&w, "34400-34448", &["--admin", "[::ffff:127.0.0.1]:0"]);
+    let admin = server.admin.unwrap();
+    assert_eq!(admin.ip(), addr("[::ffff:127.0.0.1]:0").ip());
+    let created = http::json(
+        admin,
+        "POST",
+        "/api/v1/users",
+        Some(&token),
+        &serde_json::json!({ "extension": "1001" }),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert!(created.local.is_ipv6(), "{}", created.local);
+    let events = w.audit("1001");
+    assert_eq!(events[0]["actor"], "admin:mapped");
+    assert_eq!(
+        events[0]["source"],
+        format!("127.0.0.1:{}", created.local.port()),
+        "{}",
+        events[0]
+    );
+}
+
 /// Runs SIPp from `dir` against `server` over IPv6 (`-i ::1`, `[::1]:port`) with `args`;
 /// returns its exit status and screen.
 fn sipp_v6(dir: &Workdir, server: SocketAddr, args: &[&str]) -> (bool, String) {

@@ -136,7 +136,8 @@ pub(super) async fn require_token(
             state.throttle.succeeded(peer.ip());
             request.extensions_mut().insert(Caller(Actor::Admin {
                 token: name,
-                source: Some(peer),
+                // An IPv4 client of a dual-stack side-port as IPv4, as on an IPv4 one.
+                source: Some(crate::net::canonical(peer)),
             }));
             next.run(request).await
         }

@@ -161,7 +161,8 @@ impl AdminServer {
             }
             None => None,
         };
-        if tls.is_none() && !listen.addr.ip().is_loopback() {
+        // `[::ffff:127.0.0.1]` is loopback too: an IPv6 socket that takes only IPv4 loopback.
+        if tls.is_none() && !listen.addr.ip().to_canonical().is_loopback() {
             if !listen.insecure {
                 return Err(AdminError::NeedsTls(listen.addr));
             }

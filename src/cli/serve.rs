@@ -172,7 +172,7 @@ fn warn_about_dialplan(dialplan: &Dialplan, listen: SocketAddr) {
     if dialplan.routes().is_empty() {
         tracing::warn!("the dialplan has no [[route]]: every call will be refused with 404");
     }
-    if listen.ip().is_loopback() {
+    if listen.ip().to_canonical().is_loopback() {
         return;
     }
     for route in dialplan.routes() {
@@ -317,6 +317,9 @@ mod tests {
     #[test]
     fn caller_id_from_every_source_is_a_warning_off_loopback() {
         assert_eq!(warnings(DEFAULT_DIALPLAN, "127.0.0.1:5060"), "");
+        assert_eq!(warnings(DEFAULT_DIALPLAN, "[::1]:5060"), "");
+        assert_eq!(warnings(DEFAULT_DIALPLAN, "[::ffff:127.0.0.1]:5060"), "");
+        assert!(warnings(DEFAULT_DIALPLAN, "[::]:5060").contains("route=*86"));
         let off_loopback = warnings(DEFAULT_DIALPLAN, "0.0.0.0:5060");
         assert!(
             off_loopback.contains("WARN") && off_loopback.contains("route=*86"),
