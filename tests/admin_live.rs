@@ -16,14 +16,6 @@ use serde_json::{Value, json};
 
 const CALL: Duration = Duration::from_secs(20);
 
-fn token_from(stdout: &str) -> String {
-    stdout
-        .split_whitespace()
-        .find(|w| w.starts_with("vpt_"))
-        .expect("the token printed once by init")
-        .to_owned()
-}
-
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let end = Instant::now() + CALL;
     while Instant::now() < end {
@@ -38,7 +30,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn a_passcode_reset_over_http_works_on_the_next_call_and_the_api_shows_the_change() {
     let w = Workdir::new();
-    let token = token_from(&w.run(&["init", "--token-name", "provisioning"]).ok().stdout);
+    let token = common::token_from(&w.run(&["init", "--token-name", "provisioning"]).ok().stdout);
     w.run_with_stdin(&["user", "add", "1001", "--passcode-stdin"], "4826")
         .ok();
     let server = ServerProcess::start(&w, "32400-32498", &[]);

@@ -660,14 +660,6 @@ fn server_on_v6(w: &Workdir, rtp_ports: &str) -> ServerProcess {
     server
 }
 
-fn token_from(stdout: &str) -> String {
-    stdout
-        .split_whitespace()
-        .find(|w| w.starts_with("vpt_"))
-        .expect("the token printed once by init")
-        .to_owned()
-}
-
 /// A whole login over IPv6: the test phone on `[::1]` dials the server on `[::1]`, hears
 /// the prompts over IPv6 RTP, keys RFC 4733 events over IPv6, changes its temporary
 /// passcode and is hung up on (the server's BYE reaches it over IPv6). The audit rows name
@@ -675,7 +667,7 @@ fn token_from(stdout: &str) -> String {
 #[test]
 fn a_caller_on_ipv6_logs_in_and_changes_the_passcode_over_ipv6() {
     let w = Workdir::new();
-    let token = token_from(&w.run(&["init", "--token-name", "v6admin"]).ok().stdout);
+    let token = common::token_from(&w.run(&["init", "--token-name", "v6admin"]).ok().stdout);
     let server = server_on_v6(&w, "34400-34448");
     let admin = server.admin.unwrap();
     let created = http::json(
@@ -801,7 +793,7 @@ fn a_caller_on_an_ipv4_mapped_sip_socket_logs_in() {
 #[test]
 fn an_admin_on_an_ipv4_mapped_side_port_is_audited_as_ipv4() {
     let w = Workdir::new();
-    let token = token_from(&w.run(&["init", "--token-name", "mapped"]).ok().stdout);
+    let token = common::token_from(&w.run(&["init", "--token-name", "mapped"]).ok().stdout);
     let server = ServerProcess::start(&w, "34400-34448", &["--admin", "[::ffff:127.0.0.1]:0"]);
     let admin = server.admin.unwrap();
     assert_eq!(admin.ip(), addr("[::ffff:127.0.0.1]:0").ip());

@@ -140,6 +140,15 @@ impl Workdir {
     }
 }
 
+/// The admin token `vportal init` printed once.
+pub fn token_from(stdout: &str) -> String {
+    stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("vpt_"))
+        .expect("the token printed once by init")
+        .to_owned()
+}
+
 /// The `event` names of audit `events`.
 pub fn event_names(events: &[serde_json::Value]) -> Vec<&str> {
     events
