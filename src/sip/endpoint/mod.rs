@@ -462,7 +462,7 @@ impl Endpoint {
             call_id: core.call_id.to_owned(),
             // What the application shows and checks (audit rows, trusted sources): an IPv4
             // caller on a dual-stack socket, `[::ffff:a.b.c.d]:p`, is `a.b.c.d:p`.
-            source: SocketAddr::new(source.ip().to_canonical(), source.port()),
+            source: crate::net::canonical(source),
             transport: flow.transport,
             has_offer,
         }));
