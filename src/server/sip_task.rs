@@ -30,7 +30,7 @@ const RECV_BATCH: usize = 64;
 /// What other tasks ask of the SIP task.
 #[derive(Debug)]
 pub enum Command {
-    /// A TCP connection opened; its outgoing bytes go to this channel.
+    /// A TCP connection opened: where its outgoing bytes go, and its count of calls.
     TcpOpened(ConnId, Connection),
     /// A framed message arrived on a TCP connection.
     TcpMessage(ConnId, SocketAddr, Box<Message>),
