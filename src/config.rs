@@ -196,20 +196,22 @@ impl SipConfig {
     /// reached at an IPv6 address, nor an IPv6 one other than `::` at an IPv4 address):
     /// callers could not send their in-dialog requests to the Contact it names.
     pub fn advertised_ip(&self) -> Result<IpAddr, String> {
-        let ip = match (self.public_address, self.listen.ip()) {
+        // Canonical first: `::ffff:0.0.0.0` is the wildcard 0.0.0.0 as much as `0.0.0.0` is.
+        let public = self.public_address.map(|ip| ip.to_canonical());
+        let ip = match (public, self.listen.ip().to_canonical()) {
             (Some(ip), _) if ip.is_unspecified() => {
                 return Err(format!(
                     "sip.public_address is {ip}: set it to the address peers reach vportal at"
                 ));
             }
-            (Some(ip), _) => ip.to_canonical(),
+            (Some(ip), _) => ip,
             (None, ip) if ip.is_unspecified() => {
                 return Err(format!(
                     "sip.listen is {}: set sip.public_address to the address peers reach vportal at",
                     self.listen
                 ));
             }
-            (None, ip) => ip.to_canonical(),
+            (None, ip) => ip,
         };
         // Which versions the listen socket takes: [::] is dual-stack (IPv4 peers arrive as
         // ::ffff:a.b.c.d), ::ffff:a.b.c.d only IPv4, any other address its own version.
@@ -638,6 +640,9 @@ mod tests {
             ("0.0.0.0:5060", "0.0.0.0"),
             ("127.0.0.1:5060", "0.0.0.0"),
             ("[::]:5060", "::"),
+            // IPv4-mapped, it is 0.0.0.0 all the same (and would be advertised as such).
+            ("0.0.0.0:5060", "::ffff:0.0.0.0"),
+            ("[::]:5060", "::ffff:0.0.0.0"),
         ] {
             let c = Config::parse(&format!(
                 "[sip]\nlisten = \"{listen}\"\npublic_address = \"{public}\"\n"
@@ -646,6 +651,10 @@ mod tests {
             let err = c.sip.advertised_ip().unwrap_err();
             assert!(err.contains("sip.public_address"), "{err}");
         }
+        // A mapped wildcard listen address with no public address, likewise.
+        let c = Config::parse("[sip]\nlisten = \"[::ffff:0.0.0.0]:5060\"\n").unwrap();
+        let err = c.sip.advertised_ip().unwrap_err();
+        assert!(err.contains("sip.public_address"), "{err}");
     }
 
     /// IPv6 listen and public addresses: the advertised address must be one the listen
