@@ -31,8 +31,9 @@ const MAX_TRACKED: usize = 10_000;
 /// Counts bad tokens per client: an IPv4 address or an IPv6 /64 ([`client_key`]; one IPv6
 /// host can take a fresh address from its /64 for every guess). Past a few, the client is
 /// turned away (429 with `Retry-After`) for a time that doubles with each further one,
-/// without its token being looked at: a guesser gets one guess per period however many
-/// connections it opens, and holds no connection while it waits.
+/// and while one of its tokens is being checked ([`Throttle::admit`]); a request turned
+/// away does not have its token looked at. A guesser gets one guess per period however
+/// many connections it opens, and holds no connection while it waits.
 #[derive(Debug, Default)]
 pub struct Throttle {
     /// Per address: consecutive bad tokens, the last one's time, and until when the
@@ -48,11 +49,32 @@ struct Failures {
 }
 
 impl Throttle {
-    /// How long `ip` is still turned away for at `now`, if it is.
-    pub fn refused_for(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
-        let map = self.failures.lock().ok()?;
-        let until = map.get(&client_key(ip))?.refused_until;
-        (until > now).then(|| until - now)
+    /// Whether `ip`'s token may be looked at, at `now`: `Err` with how long the client is
+    /// still turned away for, if it is.
+    ///
+    /// Past the free bad tokens, a client is let through one check at a time: letting one
+    /// through turns it away as that check's failing would, until [`Self::failed`] or
+    /// [`Self::succeeded`] says how it went. Requests sent at once on many connections
+    /// when a refusal ends get one guess, not one each (the check awaits the store, so
+    /// looking and recording are not one step); a check that never reports (its client
+    /// went away) turns the client away no longer than a failure would have.
+    ///
+    /// # Errors
+    /// How long the client is turned away for.
+    pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let Ok(mut map) = self.failures.lock() else {
+            return Ok(());
+        };
+        let Some(f) = map.get_mut(&client_key(ip)) else {
+            return Ok(());
+        };
+        if f.refused_until > now {
+            return Err(f.refused_until - now);
+        }
+        if f.count >= FREE_FAILURES && now.duration_since(f.last) < FORGET_AFTER {
+            f.refused_until = now + delay_after(f.count.saturating_add(1));
+        }
+        Ok(())
     }
 
     /// Records a bad token from `ip` at `now`; returns how long the address is now turned
@@ -128,7 +150,7 @@ pub(super) async fn require_token(
         return ApiError::unauthorized(false).into_response();
     };
     // Turned away before the token is looked at, so a guess made meanwhile tells nothing.
-    if let Some(wait) = state.throttle.refused_for(peer.ip(), Instant::now()) {
+    if let Err(wait) = state.throttle.admit(peer.ip(), Instant::now()) {
         return ApiError::too_many_requests(wait).into_response();
     }
     match identify(&state, presented).await {
@@ -196,22 +218,56 @@ mod tests {
         let ip = IpAddr::from([192, 0, 2, 7]);
         let now = Instant::now();
         for _ in 0..3 {
+            assert_eq!(t.admit(ip, now), Ok(()), "the first bad tokens are free");
             t.failed(ip, now);
-            assert_eq!(
-                t.refused_for(ip, now),
-                None,
-                "the first bad tokens are free"
-            );
         }
+        assert_eq!(t.admit(ip, now), Ok(()));
         t.failed(ip, now);
         let ms = Duration::from_millis;
-        assert_eq!(t.refused_for(ip, now), Some(ms(250)));
-        assert_eq!(t.refused_for(ip, now + ms(100)), Some(ms(150)));
-        assert_eq!(t.refused_for(ip, now + ms(250)), None);
+        assert_eq!(t.admit(ip, now), Err(ms(250)));
+        assert_eq!(t.admit(ip, now + ms(100)), Err(ms(150)));
+        assert_eq!(t.admit(ip, now + ms(250)), Ok(()));
         // The next bad token (once let through again) doubles it.
         t.failed(ip, now + ms(250));
-        assert_eq!(t.refused_for(ip, now + ms(250)), Some(ms(500)));
-        assert_eq!(t.refused_for(IpAddr::from([192, 0, 2, 8]), now), None);
+        assert_eq!(t.admit(ip, now + ms(250)), Err(ms(500)));
+        assert_eq!(t.admit(IpAddr::from([192, 0, 2, 8]), now), Ok(()));
+    }
+
+    /// Past the free ones, one check at a time: requests sent at once (on as many
+    /// connections) when the refusal ends do not each get their token looked at.
+    #[test]
+    fn past_the_free_bad_tokens_one_check_at_a_time() {
+        let t = Throttle::default();
+        let ip = IpAddr::from([192, 0, 2, 9]);
+        let now = Instant::now();
+        // The free ones may be checked at once (a good client's parallel requests).
+        for _ in 0..FREE_FAILURES {
+            assert_eq!(t.admit(ip, now), Ok(()));
+            assert_eq!(t.admit(ip, now), Ok(()));
+            t.failed(ip, now);
+        }
+        // The next is let through; while it is being checked, the others are turned away.
+        assert_eq!(t.admit(ip, now), Ok(()));
+        assert!(t.admit(ip, now).is_err(), "a second check while one runs");
+        assert!(t.admit(IpAddr::from([192, 0, 2, 10]), now).is_ok());
+        // It fails: turned away for 250 ms from then, then one more check is let through.
+        t.failed(ip, now);
+        let later = now + Duration::from_millis(250);
+        assert_eq!(t.admit(ip, later), Ok(()));
+        assert!(t.admit(ip, later).is_err());
+        // A good token ends it.
+        t.succeeded(ip);
+        assert_eq!(t.admit(ip, later), Ok(()));
+        assert_eq!(t.admit(ip, later), Ok(()));
+        // A check that never ends (the client went away) turns it away no longer than a
+        // failure would have.
+        for _ in 0..=FREE_FAILURES {
+            t.failed(ip, later);
+        }
+        let after = later + Duration::from_millis(250);
+        assert_eq!(t.admit(ip, after), Ok(()));
+        assert!(t.admit(ip, after).is_err());
+        assert_eq!(t.admit(ip, after + Duration::from_millis(500)), Ok(()));
     }
 
     #[test]
@@ -223,17 +279,17 @@ mod tests {
         for last in 1..=4 {
             t.failed(in_64(last), now);
         }
-        assert!(t.refused_for(in_64(99), now).is_some());
+        assert!(t.admit(in_64(99), now).is_err());
         let next_64 = IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]);
-        assert_eq!(t.refused_for(next_64, now), None);
+        assert_eq!(t.admit(next_64, now), Ok(()));
         // 192.0.2.7 over a dual-stack socket is 192.0.2.7.
         let v4 = IpAddr::from([192, 0, 2, 7]);
         let mapped = IpAddr::V6(std::net::Ipv4Addr::new(192, 0, 2, 7).to_ipv6_mapped());
         for _ in 0..4 {
             t.failed(mapped, now);
         }
-        assert!(t.refused_for(v4, now).is_some());
+        assert!(t.admit(v4, now).is_err());
         t.succeeded(v4);
-        assert_eq!(t.refused_for(mapped, now), None);
+        assert_eq!(t.admit(mapped, now), Ok(()));
     }
 }
