@@ -287,7 +287,7 @@ impl Context {
             );
         }
         let created = create && !db.exists();
-        let mut made = FirstRunFiles::default();
+        let mut made = FirstRunFiles::for_database(db);
         if created {
             if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
                 made.create_dir_all(dir)?;
@@ -322,14 +322,25 @@ impl Context {
 /// The directories and pepper file a first run made, removed again unless the database
 /// opens: a failed first run leaves nothing behind, neither an empty directory nor a pepper
 /// file that the next first run would take for one an operator provided.
-#[derive(Default)]
 struct FirstRunFiles {
     /// Outermost first.
     dirs: Vec<PathBuf>,
     files: Vec<PathBuf>,
+    /// The database: once one is there (a concurrent first run's, which may have read the
+    /// pepper file this one made, or this run's own, part-made), the pepper file stays.
+    database: PathBuf,
 }
 
 impl FirstRunFiles {
+    /// Nothing made yet, for the database at `database`.
+    fn for_database(database: &std::path::Path) -> Self {
+        Self {
+            dirs: Vec::new(),
+            files: Vec::new(),
+            database: database.to_owned(),
+        }
+    }
+
     /// `create_dir_all`, noting the directories that were not there.
     fn create_dir_all(&mut self, dir: &std::path::Path) -> Result<()> {
         let mut missing: Vec<PathBuf> = dir
@@ -354,6 +365,10 @@ impl FirstRunFiles {
 
 impl Drop for FirstRunFiles {
     fn drop(&mut self) {
+        if self.database.exists() {
+            // Without it, that database could never be opened again.
+            self.files.clear();
+        }
         for file in &self.files {
             if let Err(e) = std::fs::remove_file(file) {
                 tracing::warn!(path = %file.display(), error = %e, "could not remove");
@@ -501,4 +516,33 @@ fn set_echo(on: bool) {
         .arg(arg)
         .stdin(std::process::Stdio::inherit())
         .status();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A concurrent first run read the pepper file this one made and created the database
+    /// first (this one's `Store::open` then failing): the pepper file is that database's.
+    #[test]
+    fn a_failed_first_run_leaves_the_pepper_a_database_now_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, pepper) = (dir.path().join("x.db"), dir.path().join("x.pepper"));
+        std::fs::write(&pepper, "made by this run\n").unwrap();
+        let mut made = FirstRunFiles::for_database(&db);
+        made.files.push(pepper.clone());
+        std::fs::write(&db, "").unwrap();
+        drop(made);
+        assert!(
+            pepper.exists(),
+            "the database beside it could not be opened again"
+        );
+
+        // With no database there, it goes.
+        std::fs::remove_file(&db).unwrap();
+        let mut made = FirstRunFiles::for_database(&db);
+        made.files.push(pepper.clone());
+        drop(made);
+        assert!(!pepper.exists());
+    }
 }
