@@ -508,6 +508,7 @@ for name in login login-tcp change hangup wrong midprompt; do
   sipp_ok=$((sipp_ok + ok[$name])); sipp_failed=$((sipp_failed + failed[$name]))
 done
 summary+="cancel ${ok[cancel]}/${failed[cancel]} ($cancelled got 487)"
+sipp_ok=$((sipp_ok + ok[cancel])); sipp_failed=$((sipp_failed + failed[cancel]))
 declare -A planned=([login]=$((duration * 5)) [login-tcp]=$duration [change]=$((duration * 2)) [hangup]=$duration
   [wrong]=$((duration * 2)) [midprompt]=$duration [cancel]=$duration)
 short=""
@@ -515,7 +516,6 @@ for name in "${!planned[@]}"; do
   [ $((ok[$name] + failed[$name])) = "${planned[$name]}" ] || short+="$name $((ok[$name] + failed[$name]))/${planned[$name]} "
 done
 check "every call planned was placed" "$([ -z "$short" ] && echo yes || echo no)" "${short:-$((sipp_ok + sipp_failed)) calls}"
-sipp_ok=$((sipp_ok + ok[cancel])); sipp_failed=$((sipp_failed + failed[cancel]))
 check "calls failed (none)" "$([ "$sipp_failed" = 0 ] && echo yes || echo no)" "ok/failed: $summary"
 
 # Store against drivers.
