@@ -725,8 +725,10 @@ fn negotiate(
         // RFC 5118 §4.9: an IPv4-mapped address (`c=IN IP6 ::ffff:192.0.2.2`) is the IPv4
         // address it stands for. Taken as such: an IPv4 RTP socket can neither send to an
         // IPv6 socket address nor match one against the IPv4 source its packets come from.
-        ConnectionAddress::Ip(ip) if ip.to_canonical().is_unspecified() => (None, true),
-        ConnectionAddress::Ip(ip) => (Some(SocketAddr::new(ip.to_canonical(), media.port)), false),
+        ConnectionAddress::Ip(ip) => match ip.to_canonical() {
+            ip if ip.is_unspecified() => (None, true),
+            ip => (Some(SocketAddr::new(ip, media.port)), false),
+        },
         // Never resolved (a name from a message is not looked up), so nothing could be sent.
         ConnectionAddress::Name(_) => return Err(OfferAnswerError::HostName),
     };
