@@ -1,4 +1,4 @@
-//! Bearer-token authentication and the slow-down for addresses that keep guessing.
+//! Bearer-token authentication, and turning away clients that keep guessing.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
