@@ -9,11 +9,11 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
-/// Who a client is, for limits and slow-downs kept per client: an IPv4 address, or the /64
-/// an IPv6 address is in. One IPv6 host has a whole /64 to draw addresses from (RFC 4291
-/// §2.5.1, RFC 8981 temporary addresses), so counting single IPv6 addresses would give it
-/// as many fresh allowances as it likes; a /64 is what one host or one site is given, as
-/// one IPv4 address is for the phones behind a NAT.
+/// Who a client is, for limits kept per client (TCP slots, the admin throttle): an IPv4
+/// address, or the /64 an IPv6 address is in. One IPv6 host has a whole /64 to draw
+/// addresses from (RFC 4291 §2.5.1, RFC 8981 temporary addresses), so counting single IPv6
+/// addresses would give it as many fresh allowances as it likes; a /64 is what one host or
+/// one site is given, as one IPv4 address is for the phones behind a NAT.
 pub fn client_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
