@@ -13,19 +13,19 @@ use subtle::ConstantTimeEq;
 
 use super::AdminState;
 use super::error::ApiError;
-use crate::net::client_key;
+use crate::net::{Client, client_key};
 use crate::store::Actor;
 use crate::time::Timestamp;
 
-/// Bad tokens an address may present before it is turned away for a while.
+/// Bad tokens a client may present before it is turned away for a while.
 const FREE_FAILURES: u32 = 3;
-/// The first time an address is turned away for; it doubles with each further bad token.
+/// The first time a client is turned away for; it doubles with each further bad token.
 const FIRST_DELAY: Duration = Duration::from_millis(250);
 /// The longest.
 const MAX_DELAY: Duration = Duration::from_secs(10);
-/// An address's failures are forgotten after this long without one.
+/// A client's failures are forgotten after this long without one.
 const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
-/// Addresses remembered at most (the oldest are dropped first).
+/// Clients remembered at most (the oldest are dropped first).
 const MAX_TRACKED: usize = 10_000;
 
 /// Counts bad tokens per client: an IPv4 address or an IPv6 /64 ([`client_key`]; one IPv6
@@ -36,9 +36,9 @@ const MAX_TRACKED: usize = 10_000;
 /// many connections it opens, and holds no connection while it waits.
 #[derive(Debug, Default)]
 pub struct Throttle {
-    /// Per address: consecutive bad tokens, the last one's time, and until when the
-    /// address is turned away.
-    failures: Mutex<HashMap<IpAddr, Failures>>,
+    /// Per client: consecutive bad tokens, the last one's time, and until when it is
+    /// turned away.
+    failures: Mutex<HashMap<Client, Failures>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -77,7 +77,7 @@ impl Throttle {
         Ok(())
     }
 
-    /// Records a bad token from `ip` at `now`; returns how long the address is now turned
+    /// Records a bad token from `ip` at `now`; returns how long the client is now turned
     /// away for (zero for the first few).
     pub fn failed(&self, ip: IpAddr, now: Instant) -> Duration {
         let Ok(mut map) = self.failures.lock() else {
@@ -86,7 +86,11 @@ impl Throttle {
         if map.len() >= MAX_TRACKED {
             map.retain(|_, f| now.duration_since(f.last) < FORGET_AFTER);
             if map.len() >= MAX_TRACKED {
-                if let Some(oldest) = map.iter().min_by_key(|(_, f)| f.last).map(|(ip, _)| *ip) {
+                if let Some(oldest) = map
+                    .iter()
+                    .min_by_key(|(_, f)| f.last)
+                    .map(|(client, _)| *client)
+                {
                     map.remove(&oldest);
                 }
             }
@@ -114,7 +118,7 @@ impl Throttle {
     }
 }
 
-/// How long an address is turned away for after its `n`th consecutive bad token.
+/// How long a client is turned away for after its `n`th consecutive bad token.
 fn delay_after(n: u32) -> Duration {
     if n <= FREE_FAILURES {
         return Duration::ZERO;
@@ -166,7 +170,7 @@ pub(super) async fn require_token(
         Ok(None) => {
             let refused = state.throttle.failed(peer.ip(), Instant::now());
             if !refused.is_zero() {
-                tracing::warn!(client = %peer.ip(), refused_ms = refused.as_millis() as u64, "repeated bad admin tokens; turning this client away for a while");
+                tracing::warn!(client = %client_key(peer.ip()), refused_ms = refused.as_millis() as u64, "repeated bad admin tokens; turning this client away for a while");
             }
             ApiError::unauthorized(true).into_response()
         }

@@ -76,13 +76,14 @@ pub struct Connection {
 
 /// Open connections by client (an IPv4 address or an IPv6 /64, [`crate::net::client_key`]),
 /// when `max_tcp_connections_per_source` is set.
-static PER_SOURCE: LazyLock<Mutex<HashMap<IpAddr, usize>>> = LazyLock::new(Mutex::default);
+static PER_SOURCE: LazyLock<Mutex<HashMap<crate::net::Client, usize>>> =
+    LazyLock::new(Mutex::default);
 
 /// One of the `max_tcp_connections` slots (and, when limited, of its source's), given back
 /// when dropped.
 struct Slot {
     /// The source whose count this slot holds, when sources are limited.
-    source: Option<IpAddr>,
+    source: Option<crate::net::Client>,
 }
 
 impl Slot {
