@@ -17,12 +17,22 @@
 # virtual machine the ceiling drifts by up to a fifth from one minute to the next. Loopback only;
 # bounded in count and time. Needs SIPp (package sip-tester), sqlite3 and taskset (util-linux).
 # RTPRIO=N runs the server's media thread at SCHED_FIFO priority N (root or CAP_SYS_NICE).
+# LOGIN=caller-id places the same calls with tests/load/login-cid.xml instead: the mailbox is
+# the From user (the default dialplan's *86 route) and only the passcode and `*` are keyed,
+# 7 INFO transactions a call instead of 13.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 . "$here/lib.sh"
 rates=("$@")
 [ ${#rates[@]} -gt 0 ] || rates=(60 70 75 80)
+case "${LOGIN:-ask}" in
+  # The mailbox's digits as fields 0-4, keyed one by one.
+  ask) scenario=login-info; service=8500; fields='s/./&;/g' ;;
+  # The whole mailbox as field 0, the From user.
+  caller-id) scenario=login-cid; service='*86'; fields='s/$/;/' ;;
+  *) echo "LOGIN is ask or caller-id" >&2; exit 2 ;;
+esac
 command -v sipp >/dev/null || { echo "install SIPp (apt-get install sip-tester)" >&2; exit 2; }
 command -v sqlite3 >/dev/null || { echo "install sqlite3 (apt-get install sqlite3)" >&2; exit 2; }
 build_release hash_ceiling
@@ -32,7 +42,7 @@ ceiling() { taskset -c 1 "$root/target/release/examples/hash_ceiling" --seconds 
 work_dir
 "$vportal" init >/dev/null
 provision 20000 3000
-{ echo SEQUENTIAL; for e in $(seq 20000 22999); do echo "$e" | sed 's/./&;/g'; done; } >mailboxes.csv
+{ echo SEQUENTIAL; seq 20000 22999 | sed "$fields"; } >mailboxes.csv
 
 RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve $(media_config) --no-admin --sip 127.0.0.1:0 --rtp-ports 34000-39998 \
   --prompts "$root/prompts" >serve.out 2>serve.log &
@@ -51,7 +61,7 @@ for rate in "${rates[@]}"; do
   c0=$(ceiling)
   before=$(logins); t0=$(ticks); s0=$(date +%s.%N)
   out="sipp-$rate.txt"
-  taskset -c 0 timeout 120 sipp "$addr" -sf "$here/login-info.xml" -inf mailboxes.csv -s 8500 \
+  taskset -c 0 timeout 120 sipp "$addr" -sf "$here/$scenario.xml" -inf mailboxes.csv -s "$service" \
     -i 127.0.0.1 -mp 40000 -nostdin -r "$rate" -m "$calls" -timeout 90s -timeout_error \
     -max_retrans 5 -trace_rtt -rtt_freq 1 >"$out" 2>&1 || true
   t1=$(ticks); s1=$(date +%s.%N)
@@ -59,9 +69,9 @@ for rate in "${rates[@]}"; do
   failed=$(grep -a 'Failed call' "$out" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
   # Each call's length, INVITE to the server's BYE (SIPp's rtt file): flat while the server
   # keeps up; once logins queue behind the hash, the late calls grow longer and longer.
-  length=$(tail -n +2 login-info_*_rtt.csv | cut -d';' -f2 | sort -n \
+  length=$(tail -n +2 "$scenario"_*_rtt.csv | cut -d';' -f2 | sort -n \
     | awk '{ v[NR] = $1 } END { if (NR) { p = int(NR * 0.99) + 1; if (p > NR) p = NR; printf "%d/%d/%d", v[int(NR / 2) + 1], v[p], v[NR] } }')
-  rm -f login-info_*_rtt.csv
+  rm -f "$scenario"_*_rtt.csv
   cpu=$(awk -v t="$((t1 - t0))" -v hz="$hz" -v s0="$s0" -v s1="$s1" 'BEGIN { printf "%.0f%%", t / hz / (s1 - s0) * 100 }')
   done_logins=$(($(logins) - before)); memory=$(rss)
   sleep 3
