@@ -1,42 +1,30 @@
-//! When each stream's next packet is due, for thousands of streams: a timing wheel of 5 ms
+//! When each stream's next packet is due, for thousands of streams: a timing wheel of 1 ms
 //! slots.
 //!
 //! Every stream is due again within one ptime (at most 60 ms), so a wheel a little longer
 //! than that holds them all, and scheduling a packet or finding the packets due costs the
 //! same whatever the number of streams (a binary heap of 3,000 streams cost two sifts of a
 //! dozen levels per packet, 5 % of the media thread's time at 150,000 packets/s). An entry
-//! runs in the first pass at or after its slot's end, so at most a slot after it is due,
-//! and by the same amount every time for a stream whose ptime is a whole number of slots
-//! (10, 20, 30, 40, 60 ms): its rhythm, which is what the caller's jitter buffer sees,
-//! stays exact.
-//!
-//! Why 5 ms and not 1: the media thread wakes at most once a slot, 200 times a second
-//! instead of 1,000. Each wake-up on a busy core interrupts whatever runs there (on a
-//! login-heavy server, an argon2 check) and costs a switch each way; measured, 5 ms slots
-//! took 4–6 % of a core off the server at 70 login calls/s, and at 3,000 streams the
-//! largest gap per stream fell (p95 23–25 ms against 27–30 ms): fewer, fuller wake-ups
-//! are also fewer chances to be held up. The price is that a stream's packets go out up
-//! to 5 ms after their time, always by the same amount; a prompt's first packet does not
-//! wait for the wheel at all (`Stream::play_now`).
+//! runs in the first pass at or after its slot's end, so at most a millisecond after it is
+//! due, and by the same amount every time for a stream whose ptime is whole milliseconds:
+//! its rhythm, which is what the caller's jitter buffer sees, stays exact.
 //!
 //! Sans-IO: the shell passes `now` and sleeps until [`Schedule::next_wake`].
 
 use std::time::{Duration, Instant};
 
-/// Slots in the wheel: 130 ms, beyond the longest ptime. Entries further ahead wait in the
+/// Slots in the wheel: 128 ms, beyond the longest ptime. Entries further ahead wait in the
 /// last slot and are put back when it runs.
-const SLOTS: u64 = 26;
+const SLOTS: u64 = 128;
 
-/// How long a slot is, in milliseconds: the most an entry runs after its time.
-const SLOT_MS: u64 = 5;
-const SLOT: Duration = Duration::from_millis(SLOT_MS);
+const MS: Duration = Duration::from_millis(1);
 
 /// Items (stream tokens) by the time they are due.
 #[derive(Debug)]
 pub struct Schedule<T> {
     origin: Instant,
     slots: Vec<Vec<(Instant, T)>>,
-    /// The slot that runs next, counted in slots from `origin`; every earlier one has run.
+    /// The slot that runs next, as milliseconds since `origin`; every earlier one has run.
     next: u64,
     /// Entries scheduled for a slot that has already run: due at once.
     overdue: Vec<(Instant, T)>,
@@ -70,7 +58,7 @@ impl<T: Copy> Schedule<T> {
         self.len += 1;
         // The slot whose end is the first at or after `at`.
         let since = at.saturating_duration_since(self.origin);
-        let slot = u64::try_from(since.as_nanos().div_ceil(SLOT.as_nanos())).unwrap_or(u64::MAX);
+        let slot = u64::try_from(since.as_nanos().div_ceil(MS.as_nanos())).unwrap_or(u64::MAX);
         if slot < self.next {
             self.overdue.push((at, item));
         } else {
@@ -97,7 +85,7 @@ impl<T: Copy> Schedule<T> {
         let before = due.len();
         due.append(&mut self.overdue);
         let last =
-            u64::try_from(now.saturating_duration_since(self.origin).as_nanos() / SLOT.as_nanos())
+            u64::try_from(now.saturating_duration_since(self.origin).as_nanos() / MS.as_nanos())
                 .unwrap_or(u64::MAX);
         if self.len == 0 || last.saturating_sub(self.next) >= SLOTS {
             // Idle, or asleep for longer than the wheel: every slot has had its time.
@@ -126,7 +114,7 @@ impl<T: Copy> Schedule<T> {
 
     /// When slot `slot` has had its time.
     fn at(&self, slot: u64) -> Instant {
-        self.origin + Duration::from_millis(slot.saturating_mul(SLOT_MS))
+        self.origin + Duration::from_millis(slot)
     }
 }
 
@@ -147,7 +135,7 @@ mod tests {
     }
 
     #[test]
-    fn entries_run_at_or_within_a_slot_after_their_time() {
+    fn entries_run_at_or_within_a_millisecond_after_their_time() {
         let t0 = Instant::now();
         let mut s = Schedule::new(t0);
         s.insert(t0 + ms(20), 1);
@@ -159,26 +147,25 @@ mod tests {
         assert_eq!(due(&mut s, t0 + ms(5)), vec![3]);
         assert_eq!(s.next_wake(), Some(t0 + ms(20)));
         assert_eq!(due(&mut s, t0 + ms(20)), vec![1]);
-        // Due at 20.3 ms: runs with the slot ending at 25 ms, never before its time.
-        assert_eq!(s.next_wake(), Some(t0 + ms(25)));
+        // Due at 20.3 ms: runs with the slot ending at 21 ms, never before its time.
+        assert_eq!(s.next_wake(), Some(t0 + ms(21)));
         assert_eq!(
-            due(&mut s, t0 + ms(24) + Duration::from_micros(900)),
+            due(&mut s, t0 + ms(20) + Duration::from_micros(900)),
             Vec::<u32>::new()
         );
-        assert_eq!(due(&mut s, t0 + ms(25)), vec![2]);
+        assert_eq!(due(&mut s, t0 + ms(21)), vec![2]);
         assert!(s.is_empty());
         assert_eq!(s.next_wake(), None);
     }
 
     #[test]
     fn a_stream_keeps_its_rhythm_across_many_turns_of_the_wheel() {
-        // Three streams of 20, 30 and 40 ms ptime with different phases, driven for 12 s by
-        // waking exactly when asked: every packet runs within a slot of its time and one
-        // ptime after the stream's previous one.
+        // Three streams 20 ms apart with different phases, driven for 10 s by waking
+        // exactly when asked: every packet runs within 1 ms of its time and 20 ms after
+        // the stream's previous one.
         let t0 = Instant::now();
         let mut s = Schedule::new(t0);
         let phases = [Duration::ZERO, Duration::from_micros(7_250), ms(19)];
-        let ptimes = [ms(20), ms(30), ms(40)];
         let mut due_at: Vec<Instant> = phases.iter().map(|p| t0 + *p).collect();
         let mut sent: Vec<Vec<Instant>> = vec![Vec::new(); 3];
         for (i, at) in due_at.iter().enumerate() {
@@ -186,25 +173,25 @@ mod tests {
         }
         let mut out = Vec::new();
         while let Some(now) = s.next_wake() {
-            if now >= t0 + ms(12_000) {
+            if now >= t0 + ms(10_000) {
                 break;
             }
             s.pop_due(now, &mut out);
             for (at, i) in out.drain(..) {
                 assert_eq!(at, due_at[i]);
                 assert!(
-                    now >= at && now - at < SLOT,
+                    now >= at && now - at < ms(1),
                     "stream {i} late by {:?}",
                     now - at
                 );
                 sent[i].push(now);
-                due_at[i] = at + ptimes[i];
+                due_at[i] = at + ms(20);
                 s.insert(due_at[i], i);
             }
         }
-        for (times, ptime) in sent.iter().zip(ptimes) {
-            assert_eq!(times.len(), 12_000 / ptime.as_millis() as usize);
-            assert!(times.windows(2).all(|w| w[1] - w[0] == ptime));
+        for times in &sent {
+            assert_eq!(times.len(), 500);
+            assert!(times.windows(2).all(|w| w[1] - w[0] == ms(20)));
         }
     }
 
@@ -225,11 +212,11 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert_eq!(due(&mut s, t0 + ms(999)), Vec::<u32>::new());
         assert_eq!(due(&mut s, t0 + ms(1_000)), vec![3]);
-        // Asleep for 300 days (more slots than a u32 counts) with entries waiting: they all
-        // run, the wheel catches up in one turn, and new entries are timed from the present.
+        // Asleep for an hour with entries waiting: they all run, the wheel catches up in
+        // one turn, and new entries are timed from the present.
         s.insert(t0 + ms(1_010), 5);
         s.insert(t0 + ms(1_100), 6);
-        let later = t0 + Duration::from_secs(300 * 86_400);
+        let later = t0 + Duration::from_secs(3_600);
         assert_eq!(due(&mut s, later), vec![5, 6]);
         s.insert(later + ms(20), 7);
         assert_eq!(s.next_wake(), Some(later + ms(20)));

@@ -3,8 +3,8 @@
 //! One `mio` poll holds every call's RTP socket, registered for readability only, and one
 //! timing wheel ([`Schedule`]) orders every stream by its next packet. The thread sleeps
 //! until the earliest packet is due or a datagram or a command arrives, then sends every
-//! packet due and reads every datagram waiting: a thousand calls cost at most one wake-up
-//! per 5 ms slot, not a thousand timers. Each socket is connected to the call's media source
+//! packet due and reads every datagram waiting: a thousand calls cost one wake-up per
+//! millisecond, not a thousand timers. Each socket is connected to the call's media source
 //! once that is settled (see `Stream::follow_source`). Sockets are not registered for
 //! writability: nothing waits for it, and with write interest every packet sent would raise
 //! a readiness event (measured: a sixth of the server's time at 3,000 streams).
@@ -500,7 +500,7 @@ impl Thread {
                 let now = Instant::now();
                 if let Some(s) = self.slot(token) {
                     // The prompt starts now rather than at the next packet slot: its first
-                    // packet goes out at once, not at the schedule's next slot.
+                    // packet goes out at once, not at the schedule's next millisecond.
                     if let Some(replaced) = s.out.play_now(now, playback) {
                         let _ = s.events.send(MediaEvent::PlaybackDone(replaced));
                     }
