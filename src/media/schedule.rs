@@ -160,12 +160,13 @@ mod tests {
 
     #[test]
     fn a_stream_keeps_its_rhythm_across_many_turns_of_the_wheel() {
-        // Three streams 20 ms apart with different phases, driven for 10 s by waking
-        // exactly when asked: every packet runs within 1 ms of its time and 20 ms after
-        // the stream's previous one.
+        // Three streams of 20, 30 and 40 ms ptime with different phases, driven for 12 s by
+        // waking exactly when asked: every packet runs within 1 ms of its time and one
+        // ptime after the stream's previous one.
         let t0 = Instant::now();
         let mut s = Schedule::new(t0);
         let phases = [Duration::ZERO, Duration::from_micros(7_250), ms(19)];
+        let ptimes = [ms(20), ms(30), ms(40)];
         let mut due_at: Vec<Instant> = phases.iter().map(|p| t0 + *p).collect();
         let mut sent: Vec<Vec<Instant>> = vec![Vec::new(); 3];
         for (i, at) in due_at.iter().enumerate() {
@@ -173,7 +174,7 @@ mod tests {
         }
         let mut out = Vec::new();
         while let Some(now) = s.next_wake() {
-            if now >= t0 + ms(10_000) {
+            if now >= t0 + ms(12_000) {
                 break;
             }
             s.pop_due(now, &mut out);
@@ -185,13 +186,13 @@ mod tests {
                     now - at
                 );
                 sent[i].push(now);
-                due_at[i] = at + ms(20);
+                due_at[i] = at + ptimes[i];
                 s.insert(due_at[i], i);
             }
         }
-        for times in &sent {
-            assert_eq!(times.len(), 500);
-            assert!(times.windows(2).all(|w| w[1] - w[0] == ms(20)));
+        for (times, ptime) in sent.iter().zip(ptimes) {
+            assert_eq!(times.len(), 12_000 / ptime.as_millis() as usize);
+            assert!(times.windows(2).all(|w| w[1] - w[0] == ptime));
         }
     }
 
@@ -212,11 +213,11 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert_eq!(due(&mut s, t0 + ms(999)), Vec::<u32>::new());
         assert_eq!(due(&mut s, t0 + ms(1_000)), vec![3]);
-        // Asleep for an hour with entries waiting: they all run, the wheel catches up in
+        // Asleep for 300 days with entries waiting: they all run, the wheel catches up in
         // one turn, and new entries are timed from the present.
         s.insert(t0 + ms(1_010), 5);
         s.insert(t0 + ms(1_100), 6);
-        let later = t0 + Duration::from_secs(3_600);
+        let later = t0 + Duration::from_secs(300 * 86_400);
         assert_eq!(due(&mut s, later), vec![5, 6]);
         s.insert(later + ms(20), 7);
         assert_eq!(s.next_wake(), Some(later + ms(20)));
