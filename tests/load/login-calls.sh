@@ -15,7 +15,10 @@
 # measures the hash ceiling on CPU 1 (examples/hash_ceiling.rs: vportal's own argon2 check,
 # back to back, 3 s) and prints their mean and the rate as a share of it: on a shared
 # virtual machine the ceiling drifts by up to a fifth from one minute to the next. Loopback only;
-# bounded in count and time. Needs SIPp (package sip-tester), sqlite3 and taskset (util-linux).
+# bounded in count and time. Needs SIPp (package sip-tester), sqlite3, curl and taskset
+# (util-linux). "verify ms" is the mean of the server's own timer round each check
+# (vportal_argon2_verify_seconds, from /metrics) over the rate: wall time, so on a full core
+# it includes the other calls' work the check was interrupted by.
 # RTPRIO=N runs the server's media thread at SCHED_FIFO priority N (root or CAP_SYS_NICE).
 # LOGIN=caller-id places the same calls with tests/load/login-cid.xml instead: the mailbox is
 # the From user (the default dialplan's *86 route) and only the passcode and `*` are keyed,
@@ -35,36 +38,43 @@ case "${LOGIN:-ask}" in
 esac
 command -v sipp >/dev/null || { echo "install SIPp (apt-get install sip-tester)" >&2; exit 2; }
 command -v sqlite3 >/dev/null || { echo "install sqlite3 (apt-get install sqlite3)" >&2; exit 2; }
+command -v curl >/dev/null || { echo "install curl" >&2; exit 2; }
 build_release hash_ceiling
 # Checks per second one core does right now.
 ceiling() { taskset -c 1 "$root/target/release/examples/hash_ceiling" --seconds 3 | awk '{print $3}'; }
 
 work_dir
-"$vportal" init >/dev/null
+token=$("$vportal" init --token-name load | grep -o 'vpt_[0-9a-f]*')
 provision 20000 3000
 { echo SEQUENTIAL; seq 20000 22999 | sed "$fields"; } >mailboxes.csv
 
-RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve $(media_config) --no-admin --sip 127.0.0.1:0 --rtp-ports 34000-39998 \
+RUST_LOG=warn,vportal::admin=info,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve $(media_config) --admin 127.0.0.1:0 --sip 127.0.0.1:0 --rtp-ports 34000-39998 \
   --prompts "$root/prompts" >serve.out 2>serve.log &
 pid=$!
 addr=$(listening sip)
+admin=$(listening admin)
 echo "vportal $addr (pid $pid, CPU 1); SIPp on CPU 0"
 
 ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 rss() { awk '/VmRSS/{print $2" kB"}' "/proc/$pid/status"; }
 # The audit CLI lists at most 10,000 rows; a run audits more, so count in the database.
 logins() { sqlite3 -readonly vportal.db "SELECT count(*) FROM audit WHERE event = 'login.success'"; }
+# The check timer's sum (s) and count so far: "0 0" before the first check.
+verifies() {
+  curl -sf -H "Authorization: Bearer $token" "http://$admin/metrics" \
+    | awk '/^vportal_argon2_verify_seconds_sum/ { s = $2 } /^vportal_argon2_verify_seconds_count/ { n = $2 } END { print s + 0, n + 0 }'
+}
 hz=$(getconf CLK_TCK)
-printf '%6s %7s %10s %7s %8s %20s %10s %12s %9s %11s\n' rate calls successful failed logins "call ms p50/p99/max" "server CPU" rss ceiling "of ceiling"
+printf '%6s %7s %10s %7s %8s %20s %10s %10s %12s %9s %11s\n' rate calls successful failed logins "call ms p50/p99/max" "server CPU" "verify ms" rss ceiling "of ceiling"
 for rate in "${rates[@]}"; do
   calls=$((rate * 30))
   c0=$(ceiling)
-  before=$(logins); t0=$(ticks); s0=$(date +%s.%N)
+  before=$(logins); v0=$(verifies); t0=$(ticks); s0=$(date +%s.%N)
   out="sipp-$rate.txt"
   taskset -c 0 timeout 120 sipp "$addr" -sf "$here/$scenario.xml" -inf mailboxes.csv -s "$service" \
     -i 127.0.0.1 -mp 40000 -nostdin -r "$rate" -m "$calls" -timeout 90s -timeout_error \
     -max_retrans 5 -trace_rtt -rtt_freq 1 >"$out" 2>&1 || true
-  t1=$(ticks); s1=$(date +%s.%N)
+  t1=$(ticks); s1=$(date +%s.%N); v1=$(verifies)
   ok=$(grep -a 'Successful call' "$out" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
   failed=$(grep -a 'Failed call' "$out" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
   # Each call's length, INVITE to the server's BYE (SIPp's rtt file): flat while the server
@@ -74,8 +84,9 @@ for rate in "${rates[@]}"; do
   rm -f "$scenario"_*_rtt.csv
   cpu=$(awk -v t="$((t1 - t0))" -v hz="$hz" -v s0="$s0" -v s1="$s1" 'BEGIN { printf "%.0f%%", t / hz / (s1 - s0) * 100 }')
   done_logins=$(($(logins) - before)); memory=$(rss)
+  verify=$(echo "$v0 $v1" | awk '{ n = $4 - $2; if (n > 0) printf "%.2f", ($3 - $1) / n * 1000; else print "-" }')
   sleep 3
   c1=$(ceiling)
   share=$(awk -v r="$rate" -v a="$c0" -v b="$c1" 'BEGIN { c = (a + b) / 2; printf "%.1f/s %.0f%%", c, r / c * 100 }')
-  printf '%6s %7s %10s %7s %8s %20s %10s %12s %9s %11s\n' "$rate" "$calls" "$ok" "$failed" "$done_logins" "$length" "$cpu" "$memory" ${share}
+  printf '%6s %7s %10s %7s %8s %20s %10s %10s %12s %9s %11s\n' "$rate" "$calls" "$ok" "$failed" "$done_logins" "$length" "$cpu" "$verify" "$memory" ${share}
 done
