@@ -16,7 +16,7 @@
 # back to back, 3 s) and prints their mean and the rate as a share of it: on a shared
 # virtual machine the ceiling drifts by up to a fifth from one minute to the next. Loopback only;
 # bounded in count and time. Needs SIPp (package sip-tester), sqlite3, curl and taskset
-# (util-linux). "verify ms" is the mean of the server's own timer round each check
+# (util-linux). "verify ms" is the mean of the server's own timer around each check
 # (vportal_argon2_verify_seconds, from /metrics) over the rate: wall time, so on a full core
 # it includes the other calls' work the check was interrupted by.
 # RTPRIO=N runs the server's media thread at SCHED_FIFO priority N (root or CAP_SYS_NICE).
