@@ -214,7 +214,8 @@ impl SipConfig {
             (None, ip) => ip,
         };
         // Which versions the listen socket takes: [::] is dual-stack (IPv4 peers arrive as
-        // ::ffff:a.b.c.d), ::ffff:a.b.c.d only IPv4, any other address its own version.
+        // ::ffff:a.b.c.d; `net::bind_udp` and `bind_tcp` clear IPV6_V6ONLY on it),
+        // ::ffff:a.b.c.d only IPv4, any other address its own version.
         let listen = self.listen.ip();
         let takes = |v4: bool| match listen {
             IpAddr::V6(a) if a.is_unspecified() => true,

@@ -1,8 +1,12 @@
 //! Peer addresses as vportal writes and counts them: IPv4-mapped IPv6 addresses as the IPv4
-//! address they stand for, and an IPv6 client as its /64.
+//! address they stand for, and an IPv6 client as its /64. And the listening sockets, whose
+//! IPv6 wildcard takes IPv4 peers too.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
+
+use socket2::{Domain, Protocol, Socket, Type};
 
 /// `addr` with an IPv4-mapped IPv6 address (`[::ffff:192.0.2.1]:5060`, how a dual-stack
 /// socket reports an IPv4 peer) written as the IPv4 address it is (`192.0.2.1:5060`).
@@ -34,6 +38,46 @@ impl fmt::Display for Client {
             IpAddr::V6(v6) => write!(f, "{v6}/64"),
         }
     }
+}
+
+/// A UDP socket bound to `addr`, non-blocking; on `[::]` one that takes IPv4 peers too
+/// (see [`listen_socket`]).
+///
+/// # Errors
+/// What the operating system said.
+pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = listen_socket(addr, Type::DGRAM, Protocol::UDP)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// A TCP socket listening on `addr`, non-blocking, with `SO_REUSEADDR` as the standard
+/// library sets it; on `[::]` one that takes IPv4 peers too (see [`listen_socket`]).
+///
+/// # Errors
+/// What the operating system said.
+pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = listen_socket(addr, Type::STREAM, Protocol::TCP)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// A non-blocking socket for `addr`, not yet bound. vportal takes `[::]` for dual-stack
+/// (IPv4 peers arriving as `::ffff:a.b.c.d`), so on the IPv6 wildcard `IPV6_V6ONLY` is
+/// cleared: whether it is set by default is the system's choice (Linux's
+/// `net.ipv6.bindv6only`; set on the BSDs), and with it set `[::]` would silently refuse
+/// every IPv4 caller.
+fn listen_socket(addr: SocketAddr, ty: Type, protocol: Protocol) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), ty, Some(protocol))?;
+    if let IpAddr::V6(ip) = addr.ip() {
+        if ip.is_unspecified() {
+            socket.set_only_v6(false)?;
+        }
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket)
 }
 
 #[cfg(test)]
@@ -75,5 +119,39 @@ mod tests {
         assert_eq!(client("::ffff:192.0.2.1"), client("192.0.2.1"));
         assert_eq!(client("::ffff:192.0.2.1").to_string(), "192.0.2.1");
         assert_ne!(client("::ffff:192.0.2.1"), client("::ffff:192.0.2.2"));
+    }
+
+    /// `[::]` takes IPv4 peers, over UDP and TCP, whatever the system's default for
+    /// IPV6_V6ONLY; another IPv6 address stays IPv6-only as the system makes it.
+    #[test]
+    fn the_ipv6_wildcard_takes_ipv4_peers_too() {
+        let udp = bind_udp("[::]:0".parse().unwrap()).unwrap();
+        assert!(!socket2::SockRef::from(&udp).only_v6().unwrap());
+        let port = udp.local_addr().unwrap().port();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.send_to(b"ping", ("127.0.0.1", port)).unwrap();
+        udp.set_nonblocking(false).unwrap();
+        udp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0; 8];
+        let (n, from) = udp.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"ping");
+        assert_eq!(canonical(from), sender.local_addr().unwrap());
+
+        let tcp = bind_tcp("[::]:0".parse().unwrap()).unwrap();
+        assert!(!socket2::SockRef::from(&tcp).only_v6().unwrap());
+        let port = tcp.local_addr().unwrap().port();
+        let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_nonblocking(false).unwrap();
+        let (_, from) = tcp.accept().unwrap();
+        assert_eq!(canonical(from), client.local_addr().unwrap());
+
+        // Any other address is left as it is; the socket is non-blocking either way.
+        let v4 = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut buf = [0; 8];
+        assert_eq!(
+            v4.recv_from(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
     }
 }

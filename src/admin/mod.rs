@@ -172,8 +172,7 @@ impl AdminServer {
             addr: listen.addr,
             source,
         };
-        let listener = TcpListener::bind(listen.addr).map_err(bind_err)?;
-        listener.set_nonblocking(true).map_err(bind_err)?;
+        let listener = crate::net::bind_tcp(listen.addr).map_err(bind_err)?;
         let local = listener.local_addr().map_err(bind_err)?;
         Ok(Self {
             listener,
