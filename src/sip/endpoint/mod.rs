@@ -1164,6 +1164,8 @@ impl Endpoint {
                 TimerRef::Call(handle) => self.call_timer(handle, at, now),
             }
         }
+        // Transactions may have ended just now, arming nothing.
+        self.prune_timers();
     }
 
     fn invite_timer(&mut self, key: String, at: Instant, now: Instant) {
@@ -1254,9 +1256,9 @@ impl Endpoint {
         self.arm(TimerRef::Call(handle));
     }
 
-    /// Queues `target`'s next deadline.
-    fn arm(&mut self, target: TimerRef) {
-        let at = match &target {
+    /// `target`'s next deadline: `None` once it is gone or waits for nothing.
+    fn deadline(&self, target: &TimerRef) -> Option<Instant> {
+        match target {
             TimerRef::Invite(k) => self.invites.get(k).and_then(|(tx, _)| tx.next_deadline()),
             TimerRef::NonInvite(k) => self
                 .non_invites
@@ -1264,12 +1266,37 @@ impl Endpoint {
                 .and_then(NonInviteServerTx::next_deadline),
             TimerRef::Client(b) => self.clients.get(b).and_then(|(tx, _)| tx.next_deadline()),
             TimerRef::Call(h) => self.calls.get(h).and_then(Call::next_deadline),
-        };
-        if let Some(at) = at {
+        }
+    }
+
+    /// Queues `target`'s next deadline.
+    fn arm(&mut self, target: TimerRef) {
+        if let Some(at) = self.deadline(&target) {
             if self.queued.insert((at, target.clone())) {
                 self.timers.push(Reverse((at, target)));
             }
         }
+        self.prune_timers();
+    }
+
+    /// Drops queued deadlines that no longer match their target's (it is gone, or its
+    /// deadline moved), once they outnumber the live ones. A deadline is only ever popped
+    /// when due, and an answered call's is its maximum duration (an hour by default): without
+    /// this, every call ended by a BYE would leave an entry behind for that long. Their
+    /// handlers ignore such entries, so dropping them changes nothing else; rebuilding only
+    /// past twice the live state keeps the cost per arming constant.
+    fn prune_timers(&mut self) {
+        let live =
+            self.invites.len() + self.non_invites.len() + self.clients.len() + self.calls.len();
+        if self.timers.len() <= 2 * live + 64 {
+            return;
+        }
+        let mut timers = std::mem::take(&mut self.timers);
+        timers.retain(|Reverse((at, target))| self.deadline(target) == Some(*at));
+        self.timers = timers;
+        let mut queued = std::mem::take(&mut self.queued);
+        queued.retain(|(at, target)| self.deadline(target) == Some(*at));
+        self.queued = queued;
     }
 
     // ----- helpers -----
@@ -1449,6 +1476,17 @@ mod tests {
     const CALLER: &str = "127.0.0.1:5062";
 
     fn request(method: &str, branch: &str, cseq: u32, to_tag: Option<&str>, sdp: &str) -> Vec<u8> {
+        request_in("heap-test", method, branch, cseq, to_tag, sdp)
+    }
+
+    fn request_in(
+        call_id: &str,
+        method: &str,
+        branch: &str,
+        cseq: u32,
+        to_tag: Option<&str>,
+        sdp: &str,
+    ) -> Vec<u8> {
         let to = match to_tag {
             Some(t) => format!("<sip:8500@127.0.0.1>;tag={t}"),
             None => "<sip:8500@127.0.0.1>".to_owned(),
@@ -1464,7 +1502,7 @@ mod tests {
              Max-Forwards: 70\r\n\
              From: <sip:1001@127.0.0.1>;tag=ft\r\n\
              To: {to}\r\n\
-             Call-ID: heap-test\r\n\
+             Call-ID: {call_id}\r\n\
              CSeq: {cseq} {method}\r\n\
              Contact: <sip:1001@{CALLER}>\r\n\
              {body_headers}Content-Length: {}\r\n\r\n{sdp}",
@@ -1518,5 +1556,57 @@ mod tests {
             "{} timer entries queued for one call",
             ep.timers.len()
         );
+    }
+
+    /// A call the caller hangs up leaves no deadline queued behind it: its maximum duration
+    /// (half an hour here) is not kept waiting in the timer heap once the call is gone.
+    #[test]
+    fn ended_calls_leave_no_timer_entries() {
+        let mut cfg = EndpointConfig::new("127.0.0.1:5060".parse().unwrap());
+        cfg.rng_seed = Some(1);
+        let mut ep = Endpoint::new(cfg, Box::new(|_: &str| Some(0)));
+        let caller: SocketAddr = CALLER.parse().unwrap();
+        let sdp = "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                   m=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+        let mut now = Instant::now();
+        for n in 0..2_000 {
+            let id = format!("call-{n}");
+            ep.handle_datagram(
+                now,
+                caller,
+                request_in(&id, "INVITE", &format!("i{n}"), 1, None, sdp),
+            );
+            let Some(Event::IncomingCall(incoming)) = ep.poll_event() else {
+                panic!("a call")
+            };
+            ep.accept(incoming.call, "127.0.0.1:10000".parse().unwrap(), now)
+                .unwrap();
+            let tag = ep.calls[&incoming.call].dialog.local_tag.clone();
+            ep.handle_datagram(
+                now,
+                caller,
+                request_in(&id, "ACK", &format!("a{n}"), 1, Some(&tag), ""),
+            );
+            ep.handle_datagram(
+                now,
+                caller,
+                request_in(&id, "BYE", &format!("b{n}"), 2, Some(&tag), ""),
+            );
+            now += Duration::from_millis(10);
+            ep.handle_timeout(now);
+            while ep.poll_transmit().is_some() {}
+            while ep.poll_event().is_some() {}
+        }
+        // Every transaction over (Timers J and L), well before the calls' maximum duration.
+        now += Duration::from_secs(40);
+        ep.handle_timeout(now);
+        assert_eq!(ep.active_calls(), 0);
+        assert!(ep.calls.is_empty() && ep.invites.is_empty() && ep.non_invites.is_empty());
+        let ep_timers = ep.timers.len();
+        assert!(
+            ep_timers <= 64,
+            "{ep_timers} timer entries queued for no call"
+        );
+        assert_eq!(ep.queued.len(), ep_timers);
     }
 }
