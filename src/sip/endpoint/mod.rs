@@ -1511,25 +1511,41 @@ mod tests {
         .into_bytes()
     }
 
-    /// Queued timer entries stay bounded by the state they serve: a caller cycling
-    /// re-INVITE and ACK in one call must not leave an entry behind per cycle.
-    #[test]
-    fn timer_entries_do_not_pile_up_per_reinvite() {
+    const OFFER: &str = "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n\
+                         t=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+
+    fn endpoint() -> Endpoint {
         let mut cfg = EndpointConfig::new("127.0.0.1:5060".parse().unwrap());
         cfg.rng_seed = Some(1);
-        let mut ep = Endpoint::new(cfg, Box::new(|_: &str| Some(0)));
+        Endpoint::new(cfg, Box::new(|_: &str| Some(0)))
+    }
+
+    /// Call `call_id` from [`CALLER`], answered and ACKed at `now` (branches `i{n}` and
+    /// `a{n}`); returns our To tag.
+    fn answered_call(ep: &mut Endpoint, now: Instant, call_id: &str, n: usize) -> String {
         let caller: SocketAddr = CALLER.parse().unwrap();
-        let sdp = "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-                   m=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
-        let mut now = Instant::now();
-        ep.handle_datagram(now, caller, request("INVITE", "i1", 1, None, sdp));
+        let invite = request_in(call_id, "INVITE", &format!("i{n}"), 1, None, OFFER);
+        ep.handle_datagram(now, caller, invite);
         let Some(Event::IncomingCall(incoming)) = ep.poll_event() else {
             panic!("a call")
         };
         ep.accept(incoming.call, "127.0.0.1:10000".parse().unwrap(), now)
             .unwrap();
         let tag = ep.calls[&incoming.call].dialog.local_tag.clone();
-        ep.handle_datagram(now, caller, request("ACK", "a1", 1, Some(&tag), ""));
+        let ack = request_in(call_id, "ACK", &format!("a{n}"), 1, Some(&tag), "");
+        ep.handle_datagram(now, caller, ack);
+        tag
+    }
+
+    /// Queued timer entries stay bounded by the state they serve: a caller cycling
+    /// re-INVITE and ACK in one call must not leave an entry behind per cycle.
+    #[test]
+    fn timer_entries_do_not_pile_up_per_reinvite() {
+        let mut ep = endpoint();
+        let caller: SocketAddr = CALLER.parse().unwrap();
+        let sdp = OFFER;
+        let mut now = Instant::now();
+        let tag = answered_call(&mut ep, now, "heap-test", 1);
         for n in 2..2_000 {
             ep.handle_datagram(
                 now,
@@ -1562,31 +1578,12 @@ mod tests {
     /// (half an hour here) is not kept waiting in the timer heap once the call is gone.
     #[test]
     fn ended_calls_leave_no_timer_entries() {
-        let mut cfg = EndpointConfig::new("127.0.0.1:5060".parse().unwrap());
-        cfg.rng_seed = Some(1);
-        let mut ep = Endpoint::new(cfg, Box::new(|_: &str| Some(0)));
+        let mut ep = endpoint();
         let caller: SocketAddr = CALLER.parse().unwrap();
-        let sdp = "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-                   m=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
         let mut now = Instant::now();
         for n in 0..2_000 {
             let id = format!("call-{n}");
-            ep.handle_datagram(
-                now,
-                caller,
-                request_in(&id, "INVITE", &format!("i{n}"), 1, None, sdp),
-            );
-            let Some(Event::IncomingCall(incoming)) = ep.poll_event() else {
-                panic!("a call")
-            };
-            ep.accept(incoming.call, "127.0.0.1:10000".parse().unwrap(), now)
-                .unwrap();
-            let tag = ep.calls[&incoming.call].dialog.local_tag.clone();
-            ep.handle_datagram(
-                now,
-                caller,
-                request_in(&id, "ACK", &format!("a{n}"), 1, Some(&tag), ""),
-            );
+            let tag = answered_call(&mut ep, now, &id, n);
             ep.handle_datagram(
                 now,
                 caller,
