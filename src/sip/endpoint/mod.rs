@@ -1543,14 +1543,13 @@ mod tests {
     fn timer_entries_do_not_pile_up_per_reinvite() {
         let mut ep = endpoint();
         let caller: SocketAddr = CALLER.parse().unwrap();
-        let sdp = OFFER;
         let mut now = Instant::now();
         let tag = answered_call(&mut ep, now, "heap-test", 1);
         for n in 2..2_000 {
             ep.handle_datagram(
                 now,
                 caller,
-                request("INVITE", &format!("i{n}"), n, Some(&tag), sdp),
+                request("INVITE", &format!("i{n}"), n, Some(&tag), OFFER),
             );
             ep.handle_datagram(
                 now,
