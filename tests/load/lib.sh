@@ -5,7 +5,9 @@
 work_dir() {
   work=$(mktemp -d)
   pid=""
-  trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+  # `|| true`: under `set -e` a failing kill (the server already gone) would end the trap
+  # before the directory is removed.
+  trap 'if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
   cd "$work"
 }
 

@@ -26,6 +26,10 @@
 # created less deleted, the metrics' counters against the audit), no ERROR or panic line in
 # the log and no secret (token, pepper, the passcodes keyed) in it.
 # SOAK_KEEP=1 keeps the work directory (the log, samples, SIPp statistics) and prints it.
+# SOAK_HEAPTRACK=FILE runs the server under heaptrack (package heaptrack), which writes its
+# profile to FILE.zst once the server has stopped (read it with `heaptrack_print -f
+# FILE.zst --print-peaks 1 --print-leaks 1`); the server is slower then. The server inherits
+# the environment, so `MALLOC_ARENA_MAX=2 tests/load/soak.sh 300` runs it with two arenas.
 # Loopback only; bounded in time (SIPp places a fixed number of calls; every loop stops at
 # the deadline). Needs SIPp (sip-tester), sqlite3, curl, python3 and taskset (util-linux).
 set -euo pipefail
@@ -45,11 +49,15 @@ build_release
 taskset -cp 0 $$ >/dev/null
 
 work_dir
-if [ -n "${SOAK_KEEP:-}" ]; then
-  trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; jobs -p | xargs -r kill 2>/dev/null; echo "kept $work"' EXIT
-else
-  trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; jobs -p | xargs -r kill 2>/dev/null; rm -rf "$work"' EXIT
-fi
+# On exit: stop the server and the drivers still running, then keep or remove the work
+# directory. Under `set -e` a failing command in the trap would end it early (a job that
+# ended meanwhile makes `kill` fail), leaving the directory behind and the status not 0.
+cleanup() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
+  jobs -p | xargs -r kill 2>/dev/null || true
+  if [ -n "${SOAK_KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
 
 # Passcodes of seven digits: no process id, port or Call-ID number of this run can spell
 # them, so finding one in the log is a leak, not a coincidence.
@@ -217,9 +225,21 @@ scenario midprompt midprompt_flow
 cp login.xml login-tcp.xml
 
 # ---- the server
-RUST_LOG=info taskset -c 1 "$vportal" serve --sip 127.0.0.1:0 --admin 127.0.0.1:0 \
+wrap=()
+if [ -n "${SOAK_HEAPTRACK:-}" ]; then
+  command -v heaptrack >/dev/null || { echo "install heaptrack" >&2; exit 2; }
+  wrap=(heaptrack -o "$SOAK_HEAPTRACK")
+fi
+RUST_LOG=info taskset -c 1 "${wrap[@]}" "$vportal" serve --sip 127.0.0.1:0 --admin 127.0.0.1:0 \
   --rtp-ports 40000-41999 --prompts "$root/prompts" >serve.out 2>serve.log &
-pid=$!
+# What the script started (heaptrack, when wrapped) and the server itself.
+launcher=$!
+pid=$launcher
+if [ ${#wrap[@]} -gt 0 ]; then
+  pid=""
+  for _ in $(seq 1 100); do pid=$(pgrep -P "$launcher" -x vportal || true); [ -n "$pid" ] && break; sleep 0.1; done
+  [ -n "$pid" ] || { echo "vportal did not start under heaptrack" >&2; exit 1; }
+fi
 sip=$(listening sip)
 admin=$(listening admin)
 sip_port=${sip##*:}
@@ -453,7 +473,8 @@ integrity_live=$(sqlite3 -readonly vportal.db 'PRAGMA integrity_check')
 kill -TERM "$pid"
 for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$pid" 2>/dev/null; then stopped=no; else stopped=yes; fi
-wait "$pid" 2>/dev/null && server_exit=0 || server_exit=$?
+# (heaptrack waits for the server, then writes its profile, and exits with its status.)
+wait "$launcher" 2>/dev/null && server_exit=0 || server_exit=$?
 pid=""
 integrity=$(sqlite3 vportal.db 'PRAGMA integrity_check')
 
