@@ -721,6 +721,53 @@ fn a_generated_passcode_that_could_not_be_printed_is_an_error_not_success() {
     assert_eq!(code, 0, "{stderr}");
 }
 
+/// A generated passcode or token printed to /dev/null reaches nobody: the command says so on
+/// stderr. A closed standard output (`>&-`) is the same to the command (Rust opens
+/// /dev/null in its place), and was silent before. Output without a secret is not warned
+/// about, and `>/dev/null` stays a choice a script may make: the command succeeds.
+#[test]
+fn a_secret_sent_to_dev_null_or_a_closed_stdout_is_warned_about() {
+    const WARNING: &str = "reach nobody";
+    let w = Workdir::provisioned(&[("1001", "4826", false)]);
+    let null = |args: &[&str]| {
+        let out = w
+            .command(args)
+            .stdout(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for args in [
+        &["user", "set-temp", "1001"][..],
+        &["token", "create", "ops"],
+    ] {
+        let (code, stderr) = null(args);
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+        assert!(stderr.contains(WARNING), "{args:?}: {stderr}");
+    }
+    // Nothing secret printed: nothing to warn about.
+    let (code, stderr) = null(&["user", "show", "1001"]);
+    assert_eq!((code, stderr.as_str()), (Some(0), ""));
+    // `>&-` through a shell, which closes the descriptor itself.
+    let vportal = env!("CARGO_BIN_EXE_vportal");
+    let mut shell = std::process::Command::new("sh");
+    shell
+        .args(["-c", r#""$VPORTAL" user add 1002 --generate >&-"#])
+        .env("VPORTAL", vportal)
+        .current_dir(w.path());
+    for var in ["VPORTAL_PEPPER", "VPORTAL_CONFIG", "VPORTAL_DB", "RUST_LOG"] {
+        shell.env_remove(var);
+    }
+    let out = shell.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(WARNING), "{stderr}");
+    assert_eq!(w.user("1002")["temporary"], true);
+}
+
 /// A VPORTAL_PEPPER that is not text is an error, not the same as no VPORTAL_PEPPER: it
 /// was taken as unset, so a first run quietly made a pepper file instead.
 #[cfg(unix)]

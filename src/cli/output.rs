@@ -15,8 +15,41 @@ static SECRETS_DUE: AtomicBool = AtomicBool::new(false);
 
 /// Says that what is printed from now on holds a generated passcode or a token, shown only
 /// this once: losing it to a closed pipe must not look like success.
+///
+/// Standard output that is `/dev/null` gets a warning on stderr. That is what `>/dev/null`
+/// gives, which a script may mean, and also what a closed standard output (`>&-`) becomes:
+/// Rust's runtime opens `/dev/null` in its place before `main`, so writes there would
+/// otherwise vanish without a word.
 pub(crate) fn secrets_follow() {
-    SECRETS_DUE.store(true, Ordering::Relaxed);
+    if !SECRETS_DUE.swap(true, Ordering::Relaxed) && stdout_is_null() {
+        eprintln!(
+            "warning: standard output is /dev/null (or was closed): the generated passcode(s) \
+             or token printed there reach nobody"
+        );
+    }
+}
+
+/// Whether standard output is the null device.
+#[cfg(unix)]
+fn stdout_is_null() -> bool {
+    use std::os::fd::AsFd as _;
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    let Ok(fd) = io::stdout().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let (Ok(out), Ok(null)) = (
+        std::fs::File::from(fd).metadata(),
+        std::fs::metadata("/dev/null"),
+    ) else {
+        return false;
+    };
+    // The device itself, wherever its node is (a container's or chroot's own /dev).
+    out.file_type().is_char_device() && out.rdev() == null.rdev()
+}
+
+#[cfg(not(unix))]
+fn stdout_is_null() -> bool {
+    false
 }
 
 /// Whether this command has started printing a secret (see [`secrets_follow`]).
