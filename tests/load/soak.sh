@@ -2,7 +2,7 @@
 # Soak: a bounded run of a realistic mixed workload, looking for leaks and for a store whose
 # state does not match what was done to it.
 #
-#   tests/load/soak.sh [SECONDS]        (default: 600; at least 60)
+#   tests/load/soak.sh [SECONDS]        (default: 600; 60 to 7200)
 #
 # Starts the release build of `vportal serve` pinned to CPU 1 (SIP and admin on loopback
 # port 0, RTP ports 40000-41999) and, on CPU 0, for SECONDS:
@@ -39,7 +39,8 @@ root=$(cd "$here/../.." && pwd)
 # shellcheck source=tests/load/lib.sh
 . "$here/lib.sh"
 duration="${1:-600}"
-[ "$duration" -ge 60 ] || { echo "usage: $0 [SECONDS >= 60]" >&2; exit 2; }
+# The mailbox blocks below (five digits, as the SIPp scenarios key them) hold two hours.
+[ "$duration" -ge 60 ] && [ "$duration" -le 7200 ] || { echo "usage: $0 [SECONDS, 60 to 7200]" >&2; exit 2; }
 for tool in sipp sqlite3 curl python3 taskset; do
   command -v "$tool" >/dev/null || { echo "$tool is missing" >&2; exit 2; }
 done
@@ -68,10 +69,14 @@ wrong=9753186    # what the lockout group keys
 # ---- provisioning
 token=$("$vportal" init --token-name soak | grep -o 'vpt_[0-9a-f]*')
 pepper=$(cat vportal.pepper)
-login_first=20000; login_count=200
-wrong_first=23000; wrong_count=50
-change_first=21000; change_count=$((duration * 2 + 20))
-hangup_first=26000; hangup_count=$((duration + 20))
+# Mailbox blocks, apart for any duration up to 7200 s: the change and hang-up groups use
+# one mailbox a call, the admin API (at most 2/s) and the CLI (1/s) one an iteration.
+login_first=10000; login_count=200
+wrong_first=10500; wrong_count=50
+change_first=11000; change_count=$((duration * 2 + 20))   # to 25419
+hangup_first=30000; hangup_count=$((duration + 20))       # to 37219
+admin_first=50000; admin_block=25000
+cli_first=75000; cli_block=25000
 permanent() {
   # shellcheck disable=SC2016 # the inner shell expands them
   seq "$1" $(($1 + $2 - 1)) | xargs -P 2 -I{} sh -c 'printf %s "$2" | "$1" user add {} --passcode-stdin >/dev/null' _ "$vportal" "$pin"
@@ -346,7 +351,7 @@ sipp_run wrong 2 $((duration * 2)) -inf wrong.csv -p 36154 -mp 42040 & sipp_pids
 sipp_run midprompt 1 "$duration" -p 36155 -mp 42050 & sipp_pids+=($!)
 canceller & sipp_pids+=($!)
 
-# ---- admin API: mailboxes 24000…, and unlocks of the lockout group
+# ---- admin API: mailboxes from $admin_first, and unlocks of the lockout group
 admin_driver() {
   local i=0 code
   : >admin-created; : >admin-deleted; : >admin-errors
@@ -354,7 +359,7 @@ admin_driver() {
     [ "$2" = "$1" ] || echo "$3: $2 (expected $1)" >>admin-errors
   }
   while [ "$(date +%s)" -lt "$deadline" ]; do
-    local ext=$((24000 + i))
+    local ext=$((admin_first + i))
     code=$(api -H 'Content-Type: application/json' -d "{\"extension\":\"$ext\"}" "http://$admin/api/v1/users")
     expect 201 "$code" "create $ext"; [ "$code" = 201 ] && echo "$ext" >>admin-created
     expect 200 "$(api "http://$admin/api/v1/users/$ext")" "show $ext"
@@ -379,7 +384,7 @@ admin_driver() {
 }
 admin_driver & driver_pids=($!)
 
-# ---- CLI: mailboxes 25000…, unlocks of the lockout group
+# ---- CLI: mailboxes from $cli_first, unlocks of the lockout group
 cli_driver() {
   local j=0
   : >cli-created; : >cli-deleted; : >cli-errors
@@ -388,7 +393,7 @@ cli_driver() {
     "$@" >/dev/null 2>>cli-stderr </dev/null || echo "$what: exit $?" >>cli-errors
   }
   while [ "$(date +%s)" -lt "$deadline" ]; do
-    local ext=$((25000 + j))
+    local ext=$((cli_first + j))
     if "$vportal" user add "$ext" --generate >/dev/null 2>>cli-stderr; then echo "$ext" >>cli-created; else echo "add $ext: exit $?" >>cli-errors; fi
     run "show $ext" "$vportal" user show "$ext"
     run "set-temp $ext" "$vportal" user set-temp "$ext" --ttl 1h
@@ -570,11 +575,11 @@ table=$(q "SELECT 'replay', extension, failed_attempts, (locked_until IS NOT NUL
 mismatch=$(comm -3 <(grep '^replay' <<<"$replay" | sort) <(sort <<<"$table") | wc -l)
 bad_seq=$(awk '$1 == "bad" { print $2 }' <<<"$replay")
 check "failures and locks = audit trail replayed" "$([ "$mismatch" = 0 ] && [ "$bad_seq" = 0 ] && echo yes || echo no)" "$mismatch mailboxes differ, $bad_seq events out of order"
-admin_left=$(q "SELECT count(*) FROM users WHERE $(range 24000 1000)")
+admin_left=$(q "SELECT count(*) FROM users WHERE $(range "$admin_first" "$admin_block")")
 admin_expect=$(($(wc -l <admin-created) - $(wc -l <admin-deleted)))
 check "admin API: answers as expected" "$([ ! -s admin-errors ] && echo yes || echo no)" "$(wc -l <admin-created) created, $(wc -l <admin-deleted) deleted; $(wc -l <admin-errors) unexpected $(head -n 3 admin-errors | tr '\n' ';')"
 check "admin API mailboxes = created - deleted" "$([ "$admin_left" = "$admin_expect" ] && echo yes || echo no)" "$admin_left (expected $admin_expect)"
-cli_left=$(q "SELECT count(*) FROM users WHERE $(range 25000 1000)")
+cli_left=$(q "SELECT count(*) FROM users WHERE $(range "$cli_first" "$cli_block")")
 cli_expect=$(($(wc -l <cli-created) - $(wc -l <cli-deleted)))
 check "CLI: every command succeeded" "$([ ! -s cli-errors ] && echo yes || echo no)" "$(wc -l <cli-created) created, $(wc -l <cli-deleted) deleted; $(wc -l <cli-errors) failed $(head -n 3 cli-errors | tr '\n' ';')"
 check "CLI mailboxes = created - deleted" "$([ "$cli_left" = "$cli_expect" ] && echo yes || echo no)" "$cli_left (expected $cli_expect)"
