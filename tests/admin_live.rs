@@ -60,6 +60,7 @@ fn a_passcode_reset_over_http_works_on_the_next_call_and_the_api_shows_the_chang
         "vportal_calls_total{outcome=\"superseded\"} 0",
         "vportal_lockouts_total 0",
         "vportal_dtmf_digits_total{method=\"inband\"} 0",
+        "vportal_dtmf_copies_total{method=\"sip_info\"} 0",
         "vportal_sip_requests_total{direction=\"in\",method=\"INVITE\"} 0",
         "vportal_sip_requests_total{direction=\"out\",method=\"BYE\"} 0",
         "vportal_sip_responses_total{direction=\"out\",class=\"2xx\"} 0",

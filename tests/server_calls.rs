@@ -111,6 +111,24 @@ fn info_keys_mismatch_and_policy_leave_the_temporary_passcode() {
     again.hang_up();
 }
 
+/// A phone that sends every press both as RFC 4733 and as SIP INFO gets each key counted
+/// once: before, "1001#" arrived as "11000011##" and no login could succeed.
+#[test]
+fn keys_sent_two_ways_at_once_count_once() {
+    let w = Workdir::provisioned(&[("1001", "4826", true)]);
+    let server = ServerProcess::start(&w, "46000-46098", &[]);
+    let mut phone = Phone::dial(&server, "8500", "1001");
+    phone.keys_both_ways("1001#4826#");
+    server.expect_log("logged in mailbox=1001", 1, CALL);
+    phone.keys_both_ways("5937#5937#*");
+    assert!(phone.wait_for_bye(CALL), "{}", server.log());
+    assert_eq!(w.user("1001")["temporary"], false);
+    assert_eq!(
+        &event_names(&w.audit("1001"))[2..],
+        ["login.success", "passcode.changed"]
+    );
+}
+
 #[test]
 fn media_stops_when_the_server_hangs_up_though_the_bye_goes_unanswered() {
     let w = Workdir::provisioned(&[("2002", "5937", false)]);

@@ -61,6 +61,10 @@ fn describe() {
         "Keys received, by method (rfc4733, sip_info, inband)."
     );
     describe_counter!(
+        "vportal_dtmf_copies_total",
+        "Keys heard again by a second method and counted once, by the second method."
+    );
+    describe_counter!(
         "vportal_sip_requests_total",
         "SIP requests, by direction (in, out) and method."
     );
@@ -91,6 +95,7 @@ fn describe() {
     }
     for method in crate::media::digit::DtmfMethod::ALL {
         metrics::counter!("vportal_dtmf_digits_total", "method" => method.as_str()).absolute(0);
+        metrics::counter!("vportal_dtmf_copies_total", "method" => method.as_str()).absolute(0);
     }
     for direction in ["in", "out"] {
         for method in SIP_METHODS {

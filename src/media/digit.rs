@@ -6,7 +6,7 @@
 //! value calls [`Digit::reveal`].
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One DTMF key: 0-9, `*`, `#`, A-D.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,9 +108,136 @@ pub struct DigitEvent {
     pub duration: Option<Duration>,
 }
 
+/// One call's keys from all its methods, each press counted once.
+///
+/// A phone may send every press two ways: RFC 4733 and SIP INFO both (an option on many desk
+/// phones), or INFO with the tones left in the audio for the in-band detector. The two copies
+/// arrive up to the signalling path's delay apart, the slower one possibly after the next
+/// key's faster copy, so copies cannot be paired by value. The merge follows one method: a
+/// key by another method is a copy while the followed one has given a key within
+/// [`KeyMerge::COPY_WINDOW`]. A key by another method after a longer pause is counted, and
+/// its method followed from then on: the phone changed how it sends keys, or the followed
+/// method's copy of this press is the one that is late.
+#[derive(Debug, Default)]
+pub struct KeyMerge {
+    /// The method followed and when it last gave a key.
+    followed: Option<(DtmfMethod, Instant)>,
+}
+
+impl KeyMerge {
+    /// How long after the followed method's last key another method's keys are copies: two
+    /// SIP retransmissions (500 ms, then 1 s) of an INFO whose first send was lost, and more.
+    pub const COPY_WINDOW: Duration = Duration::from_secs(2);
+
+    /// Whether a key that arrived `now` by `method` is a press of its own (`true`), rather
+    /// than another method's copy of one already counted.
+    pub fn accept(&mut self, now: Instant, method: DtmfMethod) -> bool {
+        match self.followed {
+            Some((followed, last))
+                if followed != method
+                    && now.saturating_duration_since(last) < Self::COPY_WINDOW =>
+            {
+                false
+            }
+            _ => {
+                self.followed = Some((method, now));
+                true
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::DtmfMethod::{InBand, Rfc4733, SipInfo};
     use super::*;
+
+    /// Feeds `(milliseconds, key, method)` to a merge; the keys it counts.
+    fn merged(keys: &[(u64, char, DtmfMethod)]) -> String {
+        let start = Instant::now();
+        let mut merge = KeyMerge::default();
+        keys.iter()
+            .filter(|(at, _, method)| merge.accept(start + Duration::from_millis(*at), *method))
+            .map(|(_, key, _)| key)
+            .collect()
+    }
+
+    #[test]
+    fn each_press_sent_two_ways_counts_once() {
+        // RFC 4733 first, INFO 30 ms behind; "1001#" with its repeated digits.
+        let mut keys = Vec::new();
+        for (i, key) in "1001#".chars().enumerate() {
+            let at = 250 * i as u64;
+            keys.push((at, key, Rfc4733));
+            keys.push((at + 30, key, SipInfo));
+        }
+        assert_eq!(merged(&keys), "1001#");
+        // INFO late by more than a key: each copy arrives after the next press's RFC 4733.
+        let late: Vec<_> = "2580#"
+            .chars()
+            .enumerate()
+            .flat_map(|(i, key)| {
+                let at = 150 * i as u64;
+                [(at, key, Rfc4733), (at + 400, key, SipInfo)]
+            })
+            .collect();
+        let mut late = late;
+        late.sort_by_key(|k| k.0);
+        assert_eq!(merged(&late), "2580#");
+        // INFO and tones left in the audio.
+        assert_eq!(
+            merged(&[
+                (0, '4', SipInfo),
+                (45, '4', InBand),
+                (300, '4', SipInfo),
+                (345, '4', InBand)
+            ]),
+            "44"
+        );
+    }
+
+    #[test]
+    fn one_method_keeps_every_press_however_fast() {
+        for method in DtmfMethod::ALL {
+            let keys: Vec<_> = "11##00"
+                .chars()
+                .zip(0..)
+                .map(|(k, i)| (i * 60, k, method))
+                .collect();
+            assert_eq!(merged(&keys), "11##00", "{method:?}");
+        }
+    }
+
+    #[test]
+    fn which_copy_comes_first_may_change_between_presses() {
+        // After a pause the INFO copy wins the race, and is followed from then on.
+        assert_eq!(
+            merged(&[
+                (0, '1', Rfc4733),
+                (20, '1', SipInfo),
+                (3_000, '2', SipInfo),
+                (3_010, '2', Rfc4733),
+                (3_200, '3', SipInfo),
+                (3_230, '3', Rfc4733),
+            ]),
+            "123"
+        );
+    }
+
+    #[test]
+    fn a_method_alone_after_a_pause_is_followed() {
+        // The phone switched to INFO (a transfer, a re-INVITE without telephone-event).
+        assert_eq!(
+            merged(&[
+                (0, '1', Rfc4733),
+                (2_000, '2', SipInfo),
+                (2_100, '3', SipInfo)
+            ]),
+            "123"
+        );
+        // Within the window a lone key by another method is taken for a copy.
+        assert_eq!(merged(&[(0, '1', Rfc4733), (1_999, '2', SipInfo)]), "1");
+    }
 
     #[test]
     fn event_codes_round_trip() {

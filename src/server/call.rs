@@ -19,7 +19,7 @@ use super::sip_task::Command;
 use crate::ivr::dialplan::{MailboxSource, Route, SessionRule};
 use crate::ivr::flow::{Action, Flow, FlowConfig};
 use crate::ivr::session::Decision;
-use crate::media::digit::DigitEvent;
+use crate::media::digit::{DigitEvent, KeyMerge};
 use crate::media::dtmf_info;
 use crate::sip::endpoint::{CallHandle, EndReason, IncomingCall};
 use crate::sip::sdp::Negotiated;
@@ -188,6 +188,7 @@ async fn run(
         shared,
         commands,
         flow,
+        keys: KeyMerge::default(),
         session_rule: route.settings.session,
         actor: Actor::Caller {
             source: incoming.source,
@@ -284,6 +285,8 @@ struct CallTask {
     shared: Arc<Shared>,
     commands: mpsc::Sender<Command>,
     flow: Flow,
+    /// The caller's keys by every method, each press counted once.
+    keys: KeyMerge,
     session_rule: SessionRule,
     /// Who the store's audit rows name: the caller's source address and Call-ID.
     actor: Actor,
@@ -377,11 +380,17 @@ impl CallTask {
     }
 
     fn key(&mut self, key: DigitEvent) {
+        let now = now();
+        let method = key.method.as_str();
         // The digit prints as `*`: keys may be a passcode.
-        tracing::debug!(digit = %key.digit, method = key.method.as_str(), "key pressed");
-        metrics::counter!("vportal_dtmf_digits_total", "method" => key.method.as_str())
-            .increment(1);
-        self.flow.handle_key(now(), key.digit);
+        if !self.keys.accept(now, key.method) {
+            tracing::debug!(digit = %key.digit, method, "key heard again by another method");
+            metrics::counter!("vportal_dtmf_copies_total", "method" => method).increment(1);
+            return;
+        }
+        tracing::debug!(digit = %key.digit, method, "key pressed");
+        metrics::counter!("vportal_dtmf_digits_total", "method" => method).increment(1);
+        self.flow.handle_key(now, key.digit);
     }
 
     fn on_store(&mut self, reply: StoreReply) {

@@ -86,17 +86,32 @@ impl Phone {
             if i > 0 {
                 std::thread::sleep(Duration::from_millis(30));
             }
-            let (content_type, body) = if i % 2 == 0 {
-                (
-                    "application/dtmf-relay",
-                    format!("Signal={key}\r\nDuration=160\r\n"),
-                )
-            } else {
-                ("application/dtmf", key.to_string())
-            };
-            let info = self.uac.request("INFO", content_type, &body);
-            self.sip.send_to(&info, self.server_sip).unwrap();
+            Self::info_key(&mut self.uac, &self.sip, self.server_sip, i % 2 == 0, key);
         }
+    }
+
+    /// Keys sent two ways at once, as a phone set to "RFC 2833 + SIP INFO" does: each press
+    /// as RFC 4733 events, with its INFO (`application/dtmf-relay`) sent 40 ms into it.
+    pub fn keys_both_ways(&mut self, keys: &str) {
+        for key in keys.chars() {
+            let (uac, sip, server) = (&mut self.uac, &self.sip, self.server_sip);
+            self.rtp
+                .key_around(101, key, || Self::info_key(uac, sip, server, true, key));
+        }
+    }
+
+    /// One key by SIP INFO: `application/dtmf-relay` when `relay`, else `application/dtmf`.
+    fn info_key(uac: &mut Uac, sip: &UdpSocket, server: SocketAddr, relay: bool, key: char) {
+        let (content_type, body) = if relay {
+            (
+                "application/dtmf-relay",
+                format!("Signal={key}\r\nDuration=160\r\n"),
+            )
+        } else {
+            ("application/dtmf", key.to_string())
+        };
+        let info = uac.request("INFO", content_type, &body);
+        sip.send_to(&info, server).unwrap();
     }
 
     /// Waits (at most `within`) for the server's BYE and answers it; false if none came.
