@@ -207,6 +207,10 @@ async fn run(
     let end = loop {
         let deadline = task.flow.poll_timeout().map(Instant::from_std);
         tokio::select! {
+            // The SIP events first: a hang-up that came with the check's answer ends the
+            // call before the answer is acted on (a login taking the mailbox from another
+            // call for a caller already gone).
+            biased;
             event = events.recv() => match event {
                 Some(CallEvent::Ended(reason)) => break reason,
                 Some(event) => task.on_sip(event),
