@@ -241,8 +241,9 @@ pub struct RtpConfig {
     /// Even ports from this range carry RTP. Default `10000-20000`.
     #[serde(deserialize_with = "port_range")]
     pub ports: PortRange,
-    /// Symmetric RTP for callers behind NAT: follow the first media source seen (once)
-    /// instead of trusting only the SDP's address. Default false.
+    /// Symmetric RTP for callers behind NAT: follow the first media source seen (once, and
+    /// again after a re-INVITE or UPDATE moves the media) instead of trusting only the
+    /// SDP's address. Default false.
     pub symmetric: bool,
     /// When to listen for DTMF tones in the audio: `auto` (when no telephone-event was
     /// negotiated, the default), `always`, or `never`.

@@ -169,6 +169,38 @@ fn symmetric_rtp_latches_once_onto_the_callers_real_source() {
     caller.keys(101, "4826#");
     server.expect_log("logged in mailbox=1001", 1, Duration::from_secs(5));
     assert_eq!(server.log().matches("login checked").count(), 1);
+
+    // A re-INVITE moves the media (a B2BUA leaving the path, an SBC failing over): the
+    // latch is learnt afresh. Media goes to the new SDP address, then follows the first
+    // source seen, again behind a NAT; the old source is no longer heard.
+    let sdp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.uac.media = sdp.local_addr().unwrap();
+    let offer = c.uac.offer("sendrecv").replace("o=test 1 1", "o=test 1 2");
+    reinvite(&server, &mut c.uac, &c.sip, &offer);
+    let at_sdp = receive(&sdp, Duration::from_millis(300));
+    assert!(
+        at_sdp.len() >= 10,
+        "media went to the new SDP address: {}",
+        at_sdp.len()
+    );
+    let nat2 = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut moved = RtpOut::new(nat2.try_clone().unwrap(), c.server_rtp);
+    moved.keys(101, "*");
+    let _ = receive(&nat, Duration::from_millis(100));
+    let to_nat2 = receive(&nat2, Duration::from_millis(400));
+    assert!(
+        to_nat2.len() >= 15,
+        "media follows the new source: {}",
+        to_nat2.len()
+    );
+    let to_old = receive(&nat, Duration::from_millis(300));
+    assert!(
+        to_old.is_empty(),
+        "{} packets went to the old source",
+        to_old.len()
+    );
+    // The menu heard `*` from the new source: goodbye.
+    assert!(c.wait_for_bye(Duration::from_secs(10)), "{}", server.log());
 }
 
 #[test]

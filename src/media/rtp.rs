@@ -155,7 +155,8 @@ pub enum Latching {
     #[default]
     Off,
     /// Symmetric RTP for callers behind NAT: accept the first source seen (once), then only
-    /// it, and send to it.
+    /// it, and send to it; learn afresh when a re-INVITE or UPDATE moves the media to
+    /// another address.
     Once,
 }
 
@@ -191,6 +192,8 @@ pub struct ReceiveStats {
 #[derive(Debug, Clone)]
 pub struct RtpReceiver {
     expected: Option<SocketAddr>,
+    /// The address the SDP last named (hold's none aside).
+    signalled: Option<SocketAddr>,
     latching: Latching,
     latched: bool,
     sequences: HashMap<Ssrc, SeqExtender>,
@@ -206,6 +209,7 @@ impl RtpReceiver {
     pub fn new(expected: Option<SocketAddr>, latching: Latching) -> Self {
         Self {
             expected,
+            signalled: expected,
             latching,
             latched: false,
             sequences: HashMap::new(),
@@ -218,20 +222,34 @@ impl RtpReceiver {
         self.expected
     }
 
-    /// The source that can no longer change by itself: the SDP's address, or with latching
-    /// the address latched onto. The shell may connect the socket to it, so that the kernel
-    /// drops everyone else's datagrams and sends take the cached route.
+    /// The source that only the SDP changes: its address, without latching. The shell may
+    /// connect the socket to it, so that the kernel drops everyone else's datagrams and
+    /// sends take the cached route. With latching there is none: a socket connected to the
+    /// latched source would never see the new source of media that a re-INVITE moved (a
+    /// UDP socket cannot be disconnected without unsafe code).
     pub fn settled_source(&self) -> Option<SocketAddr> {
         match self.latching {
-            Latching::Once if !self.latched => None,
-            _ => self.expected,
+            Latching::Once => None,
+            Latching::Off => self.expected,
         }
     }
 
-    /// A new SDP address (re-INVITE). A latched source stays latched.
+    /// A new SDP (re-INVITE or UPDATE) naming `expected`. With latching, a session refresh
+    /// naming the same address, or hold naming none, keeps the latched source; another
+    /// address is where the media moved (a B2BUA taking itself out of the media path, an
+    /// SBC failing over), so its source is learnt afresh, as at the start of the call
+    /// (RFC 3264 §8.3.1: media goes to the new address).
     pub fn update_expected(&mut self, expected: Option<SocketAddr>) {
-        if !self.latched {
-            self.expected = expected;
+        match self.latching {
+            Latching::Off => self.expected = expected,
+            Latching::Once => {
+                let Some(addr) = expected.filter(|a| Some(*a) != self.signalled) else {
+                    return;
+                };
+                self.signalled = Some(addr);
+                self.expected = Some(addr);
+                self.latched = false;
+            }
         }
     }
 
@@ -370,19 +388,12 @@ mod tests {
         let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let other: SocketAddr = "127.0.0.1:40002".parse().unwrap();
         let mut r = RtpReceiver::new(None, Latching::Once);
-        assert_eq!(
-            r.settled_source(),
-            None,
-            "nothing to settle on before the latch"
-        );
         assert!(r.accept(nat, &rtp(1, 1)).is_some());
         assert_eq!(r.source(), Some(nat));
-        assert_eq!(r.settled_source(), Some(nat));
         assert!(r.accept(other, &rtp(2, 1)).is_none(), "no second latch");
-        r.update_expected(Some(other));
-        assert_eq!(r.source(), Some(nat), "a latched source stays");
-        assert_eq!(r.settled_source(), Some(nat));
-        // An SDP address given before the latch is where media goes, but not yet settled.
+        // Latched sources are never settled: the socket stays unconnected.
+        assert_eq!(r.settled_source(), None);
+        // An SDP address given before the latch is where media goes until then.
         let sdp: SocketAddr = "127.0.0.1:6000".parse().unwrap();
         let waiting = RtpReceiver::new(Some(sdp), Latching::Once);
         assert_eq!(
@@ -399,6 +410,36 @@ mod tests {
     }
 
     #[test]
+    fn a_latched_source_is_learnt_afresh_when_the_sdp_moves_the_media() {
+        let private: SocketAddr = "192.168.1.20:30000".parse().unwrap();
+        let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let moved: SocketAddr = "127.0.0.1:41000".parse().unwrap();
+        let mut r = RtpReceiver::new(Some(private), Latching::Once);
+        assert!(r.accept(nat, &rtp(1, 1)).is_some());
+        // A session refresh naming the same address, and hold naming none, keep the latch.
+        r.update_expected(Some(private));
+        r.update_expected(None);
+        r.update_expected(Some(private));
+        assert_eq!(r.source(), Some(nat));
+        assert!(r.accept(moved, &rtp(2, 1)).is_none(), "no second latch");
+        // A re-INVITE moves the media (a B2BUA leaving the path): sent there at once, and
+        // the first source seen from then on is latched.
+        r.update_expected(Some(moved));
+        assert_eq!(r.source(), Some(moved));
+        assert!(r.accept(moved, &rtp(3, 1)).is_some());
+        assert!(
+            r.accept(nat, &rtp(4, 1)).is_none(),
+            "the old source is gone"
+        );
+        assert_eq!(r.source(), Some(moved));
+        // Without latching the SDP's address is simply followed.
+        let mut plain = RtpReceiver::new(Some(private), Latching::Off);
+        plain.update_expected(Some(moved));
+        assert_eq!(plain.settled_source(), Some(moved));
+        assert!(plain.accept(moved, &rtp(1, 1)).is_some());
+    }
+
+    #[test]
     fn latching_onto_the_sdp_address_when_it_is_the_first_source() {
         // A caller not behind a NAT sends from the SDP's address: that is the first source
         // seen, so it is latched, and a stranger's packet afterwards cannot take over.
@@ -406,7 +447,6 @@ mod tests {
         let stranger: SocketAddr = "127.0.0.1:6666".parse().unwrap();
         let mut r = RtpReceiver::new(Some(sdp), Latching::Once);
         assert!(r.accept(sdp, &rtp(1, 1)).is_some());
-        assert_eq!(r.settled_source(), Some(sdp));
         assert!(
             r.accept(stranger, &rtp(2, 1)).is_none(),
             "a stranger took over"
