@@ -736,6 +736,58 @@ fn late_offer_puts_our_offer_in_the_200_and_takes_the_answer_from_the_ack() {
     }
 }
 
+/// A re-INVITE without SDP gets our offer in the 200 (the answer comes in the ACK). RFC 3264
+/// §8: that offer lists every stream of our last description in its place (here the
+/// caller's video, rejected, first), and telephone-event keeps the number agreed (100).
+/// Before, it held only the audio stream, on 101: peers refuse that (488), or take our
+/// audio for their video.
+#[test]
+fn a_reinvite_without_sdp_is_offered_every_stream_in_its_place() {
+    let mut w = World::new();
+    let sdp = w.uac.offer("sendrecv");
+    let (session, audio) = sdp.split_at(sdp.find("m=audio").unwrap());
+    let audio = audio.replace("101", "100");
+    let offer = format!("{session}m=video 10002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n{audio}");
+    assert!(offer.contains("telephone-event"), "{offer}");
+    let invite = w.uac.invite(&offer);
+    w.send(invite);
+    w.accept();
+    let ok = w.received(1);
+    w.uac.learn_tag(&ok);
+    w.ack_the_200("");
+    let answer = String::from_utf8_lossy(ok.body()).into_owned();
+    let lines = |sdp: &str| -> Vec<String> {
+        sdp.lines()
+            .filter(|l| l.starts_with("m="))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        lines(&answer),
+        ["m=video 0 RTP/AVP 96", "m=audio 10000 RTP/AVP 0 100"]
+    );
+
+    let reinvite = w.uac.invite("");
+    w.send(reinvite);
+    let ok = w.last_received();
+    assert_eq!(ok.status(), Some(200));
+    let ours = String::from_utf8_lossy(ok.body()).into_owned();
+    assert_eq!(
+        lines(&ours),
+        ["m=video 0 RTP/AVP 96", "m=audio 10000 RTP/AVP 0 8 100"],
+        "{ours}"
+    );
+    assert!(ours.contains("a=rtpmap:100 telephone-event/8000"), "{ours}");
+    assert!(
+        ours.contains(" 2 IN IP4 127.0.0.1"),
+        "version bumped: {ours}"
+    );
+    // Their answer, in the ACK, keeps the places too: the audio is taken from it.
+    let theirs = format!("{session}m=video 0 RTP/AVP 96\r\n{audio}");
+    w.ack_the_200(&theirs);
+    assert_eq!(w.media(), [Direction::SendRecv, Direction::SendRecv]);
+}
+
 /// RFC 3261 §20.11, RFC 5621 §9: an SDP body whose disposition vportal does not act on,
 /// marked `handling=optional`, is ignored: the request is handled as one without a body.
 #[test]

@@ -552,17 +552,72 @@ pub fn answer(
         if index == chosen_index {
             write_audio(&mut out, local.addr.port(), profile, &negotiated);
         } else {
-            // RFC 3264 §6: a rejected stream keeps its place, with port 0 and (as the grammar
-            // needs at least one) the offer's first format.
-            let mut m = format!("m={} 0 {}", media.kind, media.proto);
-            if let Some(format) = media.formats.first() {
-                m.push(' ');
-                m.push_str(format);
-            }
-            push_line(&mut out, format_args!("{m}"));
+            push_line(&mut out, format_args!("{}", rejected_line(media)));
         }
     }
     Ok((negotiated, out.into_bytes()))
+}
+
+/// RFC 3264 §6: a rejected stream keeps its place, with port 0 and (as the grammar needs at
+/// least one) the offer's first format.
+fn rejected_line(media: &MediaDescription) -> String {
+    let mut m = format!("m={} 0 {}", media.kind, media.proto);
+    if let Some(format) = media.formats.first() {
+        m.push(' ');
+        m.push_str(format);
+    }
+    m
+}
+
+/// The streams of the last description we sent, for a later offer of ours (a re-INVITE
+/// without SDP): RFC 3264 §8 has it list every stream of the last one, each in its place,
+/// and keep each payload type's meaning (§8.3.2), so the telephone-event number in use
+/// stays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The m= lines in order: `None` is our audio stream, the others rejected ones, as
+    /// written (port 0).
+    lines: Vec<Option<String>>,
+    /// The payload type to offer telephone-event with.
+    telephone_event: u8,
+}
+
+impl Default for Layout {
+    /// That of our first offer: one audio stream, telephone-event as 101.
+    fn default() -> Self {
+        Self {
+            lines: vec![None],
+            telephone_event: OFFER_TELEPHONE_EVENT_PT,
+        }
+    }
+}
+
+impl Layout {
+    /// The layout of [`answer`]'s answer to `offer`. Without telephone-event in the offer,
+    /// a later offer of ours adds it on the first dynamic number (from 101) the offer's
+    /// audio stream leaves free.
+    pub fn of_answer(offer: &SessionDescription) -> Self {
+        let Ok((chosen_index, chosen, _)) = choose_audio(offer) else {
+            return Self::default();
+        };
+        let telephone_event = negotiate(offer, chosen, false)
+            .ok()
+            .and_then(|n| n.telephone_event)
+            .or_else(|| {
+                (OFFER_TELEPHONE_EVENT_PT..=127).find(|pt| !chosen.payload_types.contains(pt))
+            })
+            .unwrap_or(OFFER_TELEPHONE_EVENT_PT);
+        let lines = offer
+            .media
+            .iter()
+            .enumerate()
+            .map(|(index, media)| (index != chosen_index).then(|| rejected_line(media)))
+            .collect();
+        Self {
+            lines,
+            telephone_event,
+        }
+    }
 }
 
 /// [`answer`], refusing an offer whose media address is of the other IP version than
@@ -602,20 +657,33 @@ impl Negotiated {
 /// PCMA 8, `telephone-event/8000` as 101 (events 0-16), ptime 20, sendrecv. Its answer comes
 /// in the ACK; read it with [`accept_answer`].
 pub fn offer(local: &LocalMedia) -> Vec<u8> {
+    reoffer(local, &Layout::default())
+}
+
+/// Our offer in a dialog (a re-INVITE without SDP): [`offer`]'s audio stream, with the
+/// telephone-event number in use, in the place the last description gave it, and every
+/// other stream of that description again, rejected (RFC 3264 §8).
+pub fn reoffer(local: &LocalMedia, layout: &Layout) -> Vec<u8> {
     let mut out = String::new();
     write_session(&mut out, local);
-    let te = OFFER_TELEPHONE_EVENT_PT;
-    push_line(
-        &mut out,
-        format_args!("m=audio {} RTP/AVP 0 8 {te}", local.addr.port()),
-    );
-    for codec in [Codec::Pcmu, Codec::Pcma] {
-        push_rtpmap(&mut out, codec.static_payload_type(), codec.encoding_name());
+    let te = layout.telephone_event;
+    for line in &layout.lines {
+        let Some(rejected) = line else {
+            push_line(
+                &mut out,
+                format_args!("m=audio {} RTP/AVP 0 8 {te}", local.addr.port()),
+            );
+            for codec in [Codec::Pcmu, Codec::Pcma] {
+                push_rtpmap(&mut out, codec.static_payload_type(), codec.encoding_name());
+            }
+            push_rtpmap(&mut out, te, "telephone-event");
+            push_line(&mut out, format_args!("a=fmtp:{te} {TELEPHONE_EVENTS}"));
+            push_line(&mut out, format_args!("a=ptime:{DEFAULT_PTIME_MS}"));
+            push_line(&mut out, format_args!("a={}", Direction::SendRecv));
+            continue;
+        };
+        push_line(&mut out, format_args!("{rejected}"));
     }
-    push_rtpmap(&mut out, te, "telephone-event");
-    push_line(&mut out, format_args!("a=fmtp:{te} {TELEPHONE_EVENTS}"));
-    push_line(&mut out, format_args!("a=ptime:{DEFAULT_PTIME_MS}"));
-    push_line(&mut out, format_args!("a={}", Direction::SendRecv));
     out.into_bytes()
 }
 
@@ -1577,6 +1645,37 @@ mod tests {
              a=sendrecv\r\n"
         );
         assert_eq!(String::from_utf8(offer(&local4())).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_reoffer_keeps_the_last_descriptions_streams_and_numbers() {
+        const SESSION: [&str; 5] = [
+            "v=0",
+            "o=x 1 1 IN IP4 127.0.0.1",
+            "s=-",
+            "c=IN IP4 127.0.0.1",
+            "t=0 0",
+        ];
+        // Audio second, after a video stream; 101 taken by another codec, no telephone-event.
+        let mut lines = SESSION.to_vec();
+        lines.extend([
+            "m=video 5002 RTP/AVP 96",
+            "m=audio 5000 RTP/AVP 101 0",
+            "a=rtpmap:101 opus/48000/2",
+        ]);
+        let layout = Layout::of_answer(&parse(&sdp(&lines)).unwrap());
+        let ours = String::from_utf8(reoffer(&local4(), &layout)).unwrap();
+        let m: Vec<&str> = ours.lines().filter(|l| l.starts_with("m=")).collect();
+        assert_eq!(m, ["m=video 0 RTP/AVP 96", "m=audio 40000 RTP/AVP 0 8 102"]);
+        assert!(ours.contains("a=rtpmap:102 telephone-event/8000"), "{ours}");
+        // With no stream we could speak, the first offer's layout.
+        let mut video = SESSION.to_vec();
+        video.push("m=video 5002 RTP/AVP 96");
+        assert_eq!(
+            Layout::of_answer(&parse(&sdp(&video)).unwrap()),
+            Layout::default()
+        );
+        assert_eq!(reoffer(&local4(), &Layout::default()), offer(&local4()));
     }
 
     #[test]

@@ -87,6 +87,8 @@ struct Call {
     source: SocketAddr,
     offer: Option<SessionDescription>,
     local_media: Option<LocalMedia>,
+    /// The streams of the last description we sent, for an offer of ours in a re-INVITE.
+    layout: sdp::Layout,
     pending_2xx: Option<Pending2xx>,
     /// Hang up as soon as the pending 2xx is acknowledged (or times out).
     hangup_after_ack: Option<EndReason>,
@@ -446,6 +448,7 @@ impl Endpoint {
                 source,
                 offer,
                 local_media: None,
+                layout: sdp::Layout::default(),
                 pending_2xx: None,
                 hangup_after_ack: None,
                 ending: None,
@@ -841,6 +844,7 @@ impl Endpoint {
         match sdp::answer_reachable(&offer, &next) {
             Ok((media, body)) => {
                 *local = next;
+                call.layout = sdp::Layout::of_answer(&offer);
                 Ok(Some((media, body)))
             }
             Err(_) => Err(Verdict::Respond(488, "Not Acceptable Here".into())),
@@ -881,11 +885,12 @@ impl Endpoint {
             match self
                 .calls
                 .get_mut(&handle)
-                .and_then(|c| c.local_media.as_mut())
+                .and_then(|c| Some((c.local_media.as_mut()?, &c.layout)))
             {
-                Some(local) => {
+                Some((local, layout)) => {
                     local.session_version += 1;
-                    (200, "OK".to_owned(), Some(sdp::offer(local)), None, true)
+                    let offer = sdp::reoffer(local, layout);
+                    (200, "OK".to_owned(), Some(offer), None, true)
                 }
                 None => (488, "Not Acceptable Here".to_owned(), None, None, false),
             }
@@ -955,7 +960,10 @@ impl Endpoint {
         };
         let (body, media, offered) = match &c.offer {
             Some(offer) => match sdp::answer_reachable(offer, &local) {
-                Ok((media, body)) => (body, Some(media), false),
+                Ok((media, body)) => {
+                    c.layout = sdp::Layout::of_answer(offer);
+                    (body, Some(media), false)
+                }
                 Err(_) => {
                     // Checked when the INVITE arrived; only a changed codec set could fail.
                     self.final_to_invite(call, 488, "Not Acceptable Here", now);
