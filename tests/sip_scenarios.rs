@@ -788,6 +788,69 @@ fn a_reinvite_without_sdp_is_offered_every_stream_in_its_place() {
     assert_eq!(w.media(), [Direction::SendRecv, Direction::SendRecv]);
 }
 
+/// SIP-I and SIP-T trunks (RFC 3204) send the offer in a `multipart/mixed` body next to an
+/// ISUP message marked `handling=optional`: the SDP part is the offer (RFC 5621). An ISUP
+/// part whose handling is required (the default) gets 415 naming what is accepted; a
+/// multipart body without its delimiters gets 400. Before, every multipart INVITE got 415.
+#[test]
+fn a_sip_i_invite_offers_its_sdp_part() {
+    let multipart = |request: Vec<u8>| {
+        String::from_utf8(request)
+            .unwrap()
+            .replacen(
+                "Content-Type: application/sdp",
+                "Content-Type: multipart/mixed;boundary=\"unique-boundary-1\"",
+                1,
+            )
+            .into_bytes()
+    };
+    let body = |sdp: &str, isup: &str| {
+        format!(
+            "--unique-boundary-1\r\nContent-Type: application/sdp\r\n\r\n{sdp}\r\n\
+             --unique-boundary-1\r\nContent-Type: application/ISUP;version=itu-t92+\r\n{isup}\
+             \r\n\x01\x00\x49\x00\x00\x03\x02\x00\x07\r\n--unique-boundary-1--\r\n"
+        )
+    };
+    let mut w = World::new();
+    let sdp = w.uac.offer("sendrecv");
+    let optional = body(&sdp, "Content-Disposition: signal;handling=optional\r\n");
+    let invite = multipart(w.uac.invite(&optional));
+    w.send(invite);
+    w.accept();
+    let ok = w.received(1);
+    assert_eq!(ok.status(), Some(200));
+    assert!(String::from_utf8_lossy(ok.body()).contains("m=audio 10000 RTP/AVP 0 101"));
+    assert_eq!(
+        w.media(),
+        [Direction::SendRecv],
+        "the SDP part was the offer"
+    );
+
+    for (body, status) in [
+        (body(&sdp, ""), "SIP/2.0 415 Unsupported Media Type"),
+        (
+            body(&sdp, "Content-Disposition: signal\r\n"),
+            "SIP/2.0 415 Unsupported Content-Disposition",
+        ),
+        (
+            sdp.clone(),
+            "SIP/2.0 400 Malformed body: multipart body without its delimiters",
+        ),
+    ] {
+        let mut w = World::new();
+        let invite = multipart(w.uac.invite(&body));
+        w.send(invite);
+        assert_eq!(w.last_status_line(), status);
+        if status.contains("415") {
+            assert_eq!(
+                header(&w.last_received(), HeaderName::Accept),
+                "application/sdp, multipart/mixed"
+            );
+        }
+        assert_eq!(w.ep.active_calls(), 0);
+    }
+}
+
 /// RFC 3261 §20.11, RFC 5621 §9: an SDP body whose disposition vportal does not act on,
 /// marked `handling=optional`, is ignored: the request is handled as one without a body.
 #[test]

@@ -9,6 +9,7 @@ pub mod endpoint;
 pub mod framing;
 pub mod header;
 pub mod message;
+pub mod multipart;
 pub mod sdp;
 pub(crate) mod syntax;
 pub mod transaction;

@@ -528,7 +528,7 @@ impl Endpoint {
             }
             Verdict::Respond(code @ (415 | 488), reason) => {
                 self.respond_stateless(msg, source, flow, code, &reason, |b| {
-                    b.header("Accept", "application/sdp");
+                    b.header("Accept", "application/sdp, multipart/mixed");
                     b.header("Accept-Encoding", "identity");
                 });
             }

@@ -13,7 +13,8 @@ use crate::sip::transaction::TimerConfig;
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
 
 /// The bodies vportal accepts, for Accept headers.
-pub const ACCEPT: &str = "application/sdp, application/dtmf-relay, application/dtmf";
+pub const ACCEPT: &str =
+    "application/sdp, multipart/mixed, application/dtmf-relay, application/dtmf";
 
 /// Where a TCP message came from: the shell's connection number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use crate::sip::header::{CSeq, HeaderError, HeaderName, NameAddr, Via};
 use crate::sip::message::{Defect, Message, Method};
+use crate::sip::multipart::{self, MultipartError};
 use crate::sip::syntax;
 use crate::sip::uri::Uri;
 
@@ -236,9 +237,20 @@ pub(super) fn check_body(
     let disposition = msg
         .single(HeaderName::ContentDisposition)
         .map_err(|e| Verdict::Respond(400, e.to_string()))?;
+    judge(&content_type, disposition, types, dispositions)
+}
+
+/// [`check_body`]'s rule for one body or body part of `content_type` (a media type, lower
+/// case) with `disposition`.
+fn judge(
+    content_type: &str,
+    disposition: Option<&str>,
+    types: &[&str],
+    dispositions: &[&str],
+) -> Result<Body, Verdict> {
     let mut parts = disposition.unwrap_or("").split(';').map(syntax::trim);
     let name = parts.next().unwrap_or("");
-    let type_known = types.contains(&content_type.as_str());
+    let type_known = types.contains(&content_type);
     let disposition_known =
         name.is_empty() || dispositions.iter().any(|d| d.eq_ignore_ascii_case(name));
     if type_known && disposition_known {
@@ -265,8 +277,46 @@ pub(super) fn check_body(
 /// The SDP in a request's body: empty for none, or for a body to ignore (see
 /// [`check_body`]).
 pub(super) fn sdp_body(msg: &Message) -> Result<&[u8], Verdict> {
-    Ok(match check_body(msg, SDP_TYPES, SDP_DISPOSITIONS)? {
-        Body::Use => msg.body(),
+    let types = [SDP_TYPES, &[MULTIPART_MIXED]].concat();
+    Ok(match check_body(msg, &types, SDP_DISPOSITIONS)? {
         Body::Ignore => &[],
+        Body::Use => match msg.single(HeaderName::ContentType) {
+            Ok(Some(t)) if media_type(t) == MULTIPART_MIXED => sdp_part(msg.body(), t)?,
+            _ => msg.body(),
+        },
     })
+}
+
+/// The multipart type whose parts vportal reads: SIP-I and SIP-T trunks send the SDP in one
+/// (RFC 3204, RFC 5621).
+pub(super) const MULTIPART_MIXED: &str = "multipart/mixed";
+
+/// The SDP part of a `multipart/mixed` body of `content_type` (RFC 5621 §9): its first
+/// `application/sdp` part with disposition `session` (or none). Every part is judged as a
+/// whole body would be, so one vportal does not understand must be marked
+/// `handling=optional` (an ISUP part usually is), or the request gets 415. A body without
+/// an SDP part is none; a malformed one gets 400. An SDP part in a transfer encoding other
+/// than 7bit, 8bit or binary counts as not understood.
+fn sdp_part<'a>(body: &'a [u8], content_type: &str) -> Result<&'a [u8], Verdict> {
+    let malformed = |e: MultipartError| Verdict::Respond(400, format!("Malformed body: {e}"));
+    let boundary = multipart::boundary(content_type).map_err(malformed)?;
+    let mut sdp = None;
+    for part in multipart::parts(body, boundary).map_err(malformed)? {
+        let plain = part.transfer_encoding.is_none_or(|e| {
+            ["7bit", "8bit", "binary"]
+                .iter()
+                .any(|p| syntax::trim(e).eq_ignore_ascii_case(p))
+        });
+        let types = if plain { SDP_TYPES } else { &[] };
+        let verdict = judge(
+            &media_type(part.content_type),
+            part.disposition,
+            types,
+            SDP_DISPOSITIONS,
+        )?;
+        if verdict == Body::Use && sdp.is_none() {
+            sdp = Some(part.body);
+        }
+    }
+    Ok(sdp.unwrap_or(&[]))
 }
