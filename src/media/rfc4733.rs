@@ -162,6 +162,8 @@ impl SeqWindow {
 #[derive(Debug, Clone)]
 pub struct TelephoneEvents {
     pt: u8,
+    /// A second payload type events may come on.
+    also: Option<u8>,
     current: Option<Tracked>,
     recent: VecDeque<Tracked>,
 }
@@ -171,6 +173,7 @@ impl TelephoneEvents {
     pub fn new(pt: u8) -> Self {
         Self {
             pt,
+            also: None,
             current: None,
             recent: VecDeque::with_capacity(RECENT),
         }
@@ -181,9 +184,20 @@ impl TelephoneEvents {
         self.pt
     }
 
+    /// Listens on `pt` as well (or no second one): after our offer numbered events 101 and
+    /// the answer otherwise, a peer may send with either number (RFC 3264 §5.1 says ours).
+    pub fn also_on(&mut self, pt: Option<u8>) {
+        self.also = pt;
+    }
+
+    /// Whether packets of payload type `pt` are events here.
+    pub fn accepts(&self, pt: u8) -> bool {
+        pt == self.pt || Some(pt) == self.also
+    }
+
     /// Handles one accepted RTP packet; returns the key press it starts, if it does.
     pub fn handle(&mut self, packet: &Accepted<'_>, now: Instant) -> Option<DigitEvent> {
-        if packet.pt != self.pt {
+        if !self.accepts(packet.pt) {
             return None;
         }
         let e = EventPayload::parse(packet.payload)?;

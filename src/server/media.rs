@@ -271,6 +271,9 @@ impl Listener {
         if events_pt != media.telephone_event {
             self.events = media.telephone_event.map(TelephoneEvents::new);
         }
+        if let Some(events) = &mut self.events {
+            events.also_on(media.telephone_event_ours);
+        }
         let inband = match config.inband {
             InbandDtmf::Always => true,
             InbandDtmf::Auto => media.telephone_event.is_none(),
@@ -298,7 +301,7 @@ impl Listener {
             return;
         };
         if let Some(events) = &mut self.events {
-            if packet.pt == events.payload_type() {
+            if events.accepts(packet.pt) {
                 keys.extend(events.handle(&packet, now));
                 return;
             }
@@ -639,6 +642,53 @@ mod tests {
                 _ => u64::MAX,
             })
             .collect()
+    }
+
+    /// An answer to our offer that numbered telephone-event 96: keys are heard on 96 and on
+    /// our 101 (RFC 3264 §5.1 has the peer send with ours).
+    #[test]
+    fn events_are_taken_on_both_numbers_after_an_answer_that_renumbered_them() {
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let media = Negotiated {
+            remote_rtp: Some(peer),
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            telephone_event: Some(96),
+            telephone_event_ours: Some(101),
+            ptime_ms: 20,
+            direction: crate::sip::sdp::Direction::SendRecv,
+        };
+        let config = MediaConfig {
+            symmetric: false,
+            inband: InbandDtmf::Never,
+            realtime_priority: 0,
+        };
+        let mut listener = Listener::new(&media, config);
+        let now = Instant::now();
+        let mut keys = Vec::new();
+        // Key 1 on 101, then key 2 on 96: a start packet each, its own timestamp.
+        for (pt, event, ts) in [(101_u8, 1_u8, 1000_u32), (96, 2, 9000)] {
+            let mut packet = vec![0x80, 0x80 | pt, 0, u8::try_from(ts / 1000).unwrap()];
+            packet.extend(ts.to_be_bytes());
+            packet.extend([0, 0, 0, 7, event, 10, 0, 160]);
+            listener.hear(peer, &packet, now, &mut keys);
+        }
+        let heard: Vec<char> = keys.iter().map(|k| k.digit.reveal()).collect();
+        assert_eq!(heard, ['1', '2']);
+        // Without a second number, 101 is just another payload type.
+        let mut plain = Listener::new(
+            &Negotiated {
+                telephone_event_ours: None,
+                ..media
+            },
+            config,
+        );
+        let mut keys = Vec::new();
+        let mut packet = vec![0x80, 0x80 | 101, 0, 1];
+        packet.extend(1000_u32.to_be_bytes());
+        packet.extend([0, 0, 0, 7, 1, 10, 0, 160]);
+        plain.hear(peer, &packet, now, &mut keys);
+        assert!(keys.is_empty());
     }
 
     #[test]

@@ -323,6 +323,10 @@ pub struct Negotiated {
     pub payload_type: u8,
     /// The peer's payload type for `telephone-event/8000` (RFC 4733), if it has one.
     pub telephone_event: Option<u8>,
+    /// Ours, when we offered (101) and the answer numbered telephone-event otherwise: RFC
+    /// 3264 §5.1 has the peer send events with our number, and many send with their own,
+    /// so events are taken on both.
+    pub telephone_event_ours: Option<u8>,
     /// Packetisation interval from the peer's `a=ptime` (media level wins over session level),
     /// clamped to 10..=60 ms; 20 when absent.
     pub ptime_ms: u32,
@@ -708,7 +712,12 @@ pub fn accept_answer(answer: &SessionDescription) -> Result<Negotiated, OfferAns
     if chosen.avp_profile().is_none() {
         return Err(OfferAnswerError::NoCommonCodec);
     }
-    negotiate(answer, chosen, true)
+    let mut negotiated = negotiate(answer, chosen, true)?;
+    negotiated.telephone_event_ours = negotiated
+        .telephone_event
+        .filter(|&pt| pt != OFFER_TELEPHONE_EVENT_PT)
+        .map(|_| OFFER_TELEPHONE_EVENT_PT);
+    Ok(negotiated)
 }
 
 /// Our direction, given the peer's (`theirs`) and whether it gave an unspecified address
@@ -815,6 +824,7 @@ fn negotiate(
         codec,
         payload_type,
         telephone_event,
+        telephone_event_ours: None,
         ptime_ms,
         direction: our_direction(theirs, hold),
     })
@@ -1182,6 +1192,7 @@ mod tests {
             codec,
             payload_type,
             telephone_event,
+            telephone_event_ours: None,
             ptime_ms,
             direction,
         })
@@ -1648,6 +1659,32 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_that_renumbers_telephone_event_keeps_ours_too() {
+        let answer = |te: &str| {
+            parse(&sdp(&[
+                "v=0",
+                "o=x 1 1 IN IP4 127.0.0.1",
+                "s=-",
+                "c=IN IP4 127.0.0.1",
+                "t=0 0",
+                &format!("m=audio 5000 RTP/AVP 0 {te}"),
+                &format!("a=rtpmap:{te} telephone-event/8000"),
+            ]))
+            .unwrap()
+        };
+        let renumbered = accept_answer(&answer("96")).unwrap();
+        assert_eq!(
+            (renumbered.telephone_event, renumbered.telephone_event_ours),
+            (Some(96), Some(101))
+        );
+        let same = accept_answer(&answer("101")).unwrap();
+        assert_eq!(
+            (same.telephone_event, same.telephone_event_ours),
+            (Some(101), None)
+        );
+    }
+
+    #[test]
     fn a_reoffer_keeps_the_last_descriptions_streams_and_numbers() {
         const SESSION: [&str; 5] = [
             "v=0",
@@ -1691,6 +1728,7 @@ mod tests {
                 codec: Codec::Pcmu,
                 payload_type: 0,
                 telephone_event: Some(101),
+                telephone_event_ours: None,
                 ptime_ms: 20,
                 direction: Direction::SendRecv,
             }
@@ -2295,6 +2333,10 @@ mod tests {
                         Ok(Negotiated {
                             remote_rtp: Some(local.addr),
                             direction: n.direction.reversed(),
+                            telephone_event_ours: n
+                                .telephone_event
+                                .filter(|&pt| pt != 101)
+                                .map(|_| 101),
                             ..n
                         })
                     );
@@ -2323,6 +2365,11 @@ mod tests {
             prop_assert_eq!(back, Negotiated {
                 remote_rtp: Some(local.addr),
                 direction: n.direction.reversed(),
+                // Read as an answer to our offer, whose number for events was 101.
+                telephone_event_ours: n
+                    .telephone_event
+                    .filter(|&pt| pt != 101)
+                    .map(|_| 101),
                 ..n
             });
         }
