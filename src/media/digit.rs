@@ -173,7 +173,7 @@ mod tests {
         }
         assert_eq!(merged(&keys), "1001#");
         // INFO late by more than a key: each copy arrives after the next press's RFC 4733.
-        let late: Vec<_> = "2580#"
+        let mut late: Vec<_> = "2580#"
             .chars()
             .enumerate()
             .flat_map(|(i, key)| {
@@ -181,7 +181,6 @@ mod tests {
                 [(at, key, Rfc4733), (at + 400, key, SipInfo)]
             })
             .collect();
-        let mut late = late;
         late.sort_by_key(|k| k.0);
         assert_eq!(merged(&late), "2580#");
         // INFO and tones left in the audio.

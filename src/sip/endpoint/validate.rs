@@ -277,8 +277,7 @@ fn judge(
 /// The SDP in a request's body: empty for none, or for a body to ignore (see
 /// [`check_body`]).
 pub(super) fn sdp_body(msg: &Message) -> Result<&[u8], Verdict> {
-    let types = [SDP_TYPES, &[MULTIPART_MIXED]].concat();
-    Ok(match check_body(msg, &types, SDP_DISPOSITIONS)? {
+    Ok(match check_body(msg, SDP_BODY_TYPES, SDP_DISPOSITIONS)? {
         Body::Ignore => &[],
         Body::Use => match msg.single(HeaderName::ContentType) {
             Ok(Some(t)) if media_type(t) == MULTIPART_MIXED => sdp_part(msg.body(), t)?,
@@ -289,7 +288,10 @@ pub(super) fn sdp_body(msg: &Message) -> Result<&[u8], Verdict> {
 
 /// The multipart type whose parts vportal reads: SIP-I and SIP-T trunks send the SDP in one
 /// (RFC 3204, RFC 5621).
-pub(super) const MULTIPART_MIXED: &str = "multipart/mixed";
+const MULTIPART_MIXED: &str = "multipart/mixed";
+
+/// The body types that may hold SDP: itself, or a multipart body with an SDP part.
+const SDP_BODY_TYPES: &[&str] = &["application/sdp", MULTIPART_MIXED];
 
 /// The SDP part of a `multipart/mixed` body of `content_type` (RFC 5621 §9): its first
 /// `application/sdp` part with disposition `session` (or none). Every part is judged as a
