@@ -786,6 +786,14 @@ fn a_reinvite_without_sdp_is_offered_every_stream_in_its_place() {
     let theirs = format!("{session}m=video 0 RTP/AVP 96\r\n{audio}");
     w.ack_the_200(&theirs);
     assert_eq!(w.media(), [Direction::SendRecv, Direction::SendRecv]);
+    // Read as the answer to that offer: 100 is ours as well as theirs, and 101 nothing.
+    let Some(Event::Media { media, .. }) = w.events.last() else {
+        panic!("no media event: {:?}", w.events)
+    };
+    assert_eq!(
+        (media.telephone_event, media.telephone_event_ours),
+        (Some(100), None)
+    );
 }
 
 /// SIP-I and SIP-T trunks (RFC 3204) send the offer in a `multipart/mixed` body next to an

@@ -548,7 +548,7 @@ pub fn answer(
     local: &LocalMedia,
 ) -> Result<(Negotiated, Vec<u8>), OfferAnswerError> {
     let (chosen_index, chosen, profile) = choose_audio(offer)?;
-    let negotiated = negotiate(offer, chosen, false)?;
+    let negotiated = negotiate(offer, chosen, None)?;
 
     let mut out = String::new();
     write_session(&mut out, local);
@@ -604,7 +604,7 @@ impl Layout {
         let Ok((chosen_index, chosen, _)) = choose_audio(offer) else {
             return Self::default();
         };
-        let telephone_event = negotiate(offer, chosen, false)
+        let telephone_event = negotiate(offer, chosen, None)
             .ok()
             .and_then(|n| n.telephone_event)
             .or_else(|| {
@@ -702,6 +702,19 @@ pub fn reoffer(local: &LocalMedia, layout: &Layout) -> Vec<u8> {
 /// when its port is 0, [`OfferAnswerError::NoCommonCodec`] when it is not plain RTP or carries
 /// no G.711, [`OfferAnswerError::Malformed`] when it has no connection address.
 pub fn accept_answer(answer: &SessionDescription) -> Result<Negotiated, OfferAnswerError> {
+    accept_answer_to(answer, &Layout::default())
+}
+
+/// [`accept_answer`] for the answer to our [`reoffer`] made from `layout`: its
+/// telephone-event number is the one that offer gave.
+///
+/// # Errors
+/// As [`accept_answer`].
+pub fn accept_answer_to(
+    answer: &SessionDescription,
+    layout: &Layout,
+) -> Result<Negotiated, OfferAnswerError> {
+    let ours = layout.telephone_event;
     let audio = answer.media.iter().filter(|m| m.is_audio());
     let Some(chosen) = audio.clone().find(|m| m.port != 0) else {
         return Err(match audio.count() {
@@ -712,11 +725,11 @@ pub fn accept_answer(answer: &SessionDescription) -> Result<Negotiated, OfferAns
     if chosen.avp_profile().is_none() {
         return Err(OfferAnswerError::NoCommonCodec);
     }
-    let mut negotiated = negotiate(answer, chosen, true)?;
+    let mut negotiated = negotiate(answer, chosen, Some(ours))?;
     negotiated.telephone_event_ours = negotiated
         .telephone_event
-        .filter(|&pt| pt != OFFER_TELEPHONE_EVENT_PT)
-        .map(|_| OFFER_TELEPHONE_EVENT_PT);
+        .filter(|&pt| pt != ours)
+        .map(|_| ours);
     Ok(negotiated)
 }
 
@@ -758,9 +771,9 @@ enum Format {
 }
 
 /// Classifies `pt` on `media`. An `a=rtpmap` wins; without one, the static types 0 and 8 are
-/// G.711 (RFC 3551 §6), and when `ours_by_default` (an answer to our offer) 101 is the
-/// telephone-event our offer declared: an answer may omit rtpmaps for our payload types.
-fn classify(media: &MediaDescription, pt: u8, ours_by_default: bool) -> Format {
+/// G.711 (RFC 3551 §6), and in an answer to our offer, `offered_te` is the telephone-event
+/// our offer declared: an answer may omit rtpmaps for our payload types.
+fn classify(media: &MediaDescription, pt: u8, offered_te: Option<u8>) -> Format {
     match media.rtpmap(pt) {
         Some(map) if map.is(Codec::Pcmu.encoding_name()) => Format::G711(Codec::Pcmu),
         Some(map) if map.is(Codec::Pcma.encoding_name()) => Format::G711(Codec::Pcma),
@@ -769,7 +782,7 @@ fn classify(media: &MediaDescription, pt: u8, ours_by_default: bool) -> Format {
         None => match pt {
             0 => Format::G711(Codec::Pcmu),
             8 => Format::G711(Codec::Pcma),
-            OFFER_TELEPHONE_EVENT_PT if ours_by_default => Format::TelephoneEvent,
+            pt if Some(pt) == offered_te => Format::TelephoneEvent,
             _ => Format::Other,
         },
     }
@@ -779,12 +792,12 @@ fn classify(media: &MediaDescription, pt: u8, ours_by_default: bool) -> Format {
 fn negotiate(
     sdp: &SessionDescription,
     media: &MediaDescription,
-    ours_by_default: bool,
+    offered_te: Option<u8>,
 ) -> Result<Negotiated, OfferAnswerError> {
     let mut codec = None;
     let mut telephone_event = None;
     for &pt in &media.payload_types {
-        match classify(media, pt, ours_by_default) {
+        match classify(media, pt, offered_te) {
             Format::G711(c) if codec.is_none() => codec = Some((c, pt)),
             Format::TelephoneEvent if telephone_event.is_none() => telephone_event = Some(pt),
             _ => {}
@@ -1676,6 +1689,23 @@ mod tests {
         assert_eq!(
             (renumbered.telephone_event, renumbered.telephone_event_ours),
             (Some(96), Some(101))
+        );
+        // After a reoffer that numbered events 102 (101 taken by another codec).
+        let opus = parse(&sdp(&[
+            "v=0",
+            "o=x 1 1 IN IP4 127.0.0.1",
+            "s=-",
+            "c=IN IP4 127.0.0.1",
+            "t=0 0",
+            "m=audio 5000 RTP/AVP 101 0",
+            "a=rtpmap:101 opus/48000/2",
+        ]))
+        .unwrap();
+        let layout = Layout::of_answer(&opus);
+        let to_reoffer = accept_answer_to(&answer("102"), &layout).unwrap();
+        assert_eq!(
+            (to_reoffer.telephone_event, to_reoffer.telephone_event_ours),
+            (Some(102), None)
         );
         let same = accept_answer(&answer("101")).unwrap();
         assert_eq!(

@@ -611,7 +611,7 @@ impl Endpoint {
             // A body refused or ignored for its type or disposition is no answer.
             let answer = sdp::parse(sdp_body(msg).unwrap_or(&[])).ok();
             let media = answer.as_ref().map(|a| {
-                let media = sdp::accept_answer(a)?;
+                let media = sdp::accept_answer_to(a, &call.layout)?;
                 local.map_or(Ok(()), |ip| media.check_reachable(ip))?;
                 Ok::<_, OfferAnswerError>(media)
             });
