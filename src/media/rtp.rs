@@ -196,12 +196,22 @@ pub struct RtpReceiver {
     signalled: Option<SocketAddr>,
     latching: Latching,
     latched: bool,
+    /// The source latched before the SDP moved the media, and how many packets it has
+    /// sent since: still heard, but latched again only once it alone has sent
+    /// [`RELATCH_AFTER`] of them. A B2BUA that takes itself out of the media path relays
+    /// until it has re-INVITEd the phone, so the first packets after the move are its own.
+    previous: Option<(SocketAddr, u32)>,
     sequences: HashMap<Ssrc, SeqExtender>,
     stats: ReceiveStats,
 }
 
 /// Most SSRCs tracked per call (each `play_dtmf` action of SIPp is a new one).
 const MAX_SSRCS: usize = 64;
+
+/// Packets from the source latched before a move after which, none having come from
+/// anywhere else, it is latched again (a second of 20 ms packets): the SDP moved, the
+/// media did not.
+const RELATCH_AFTER: u32 = 50;
 
 impl RtpReceiver {
     /// A receiver expecting media from `expected` (the SDP's address; `None` when the SDP
@@ -212,6 +222,7 @@ impl RtpReceiver {
             signalled: expected,
             latching,
             latched: false,
+            previous: None,
             sequences: HashMap::new(),
             stats: ReceiveStats::default(),
         }
@@ -247,10 +258,20 @@ impl RtpReceiver {
                     return;
                 };
                 self.signalled = Some(addr);
+                if self.latched {
+                    self.previous = self.expected.map(|old| (old, 0));
+                }
                 self.expected = Some(addr);
                 self.latched = false;
             }
         }
+    }
+
+    /// Takes `from` as the call's source from now on.
+    fn latch(&mut self, from: SocketAddr) {
+        self.expected = Some(from);
+        self.latched = true;
+        self.previous = None;
     }
 
     /// The counters.
@@ -272,8 +293,15 @@ impl RtpReceiver {
         // else a stranger's packet could still latch later and take the call over.
         let trusted = match (self.expected, self.latching) {
             (_, Latching::Once) if !self.latched => {
-                self.expected = Some(from);
-                self.latched = true;
+                match &mut self.previous {
+                    Some((previous, heard)) if *previous == from => {
+                        *heard += 1;
+                        if *heard >= RELATCH_AFTER {
+                            self.latch(from);
+                        }
+                    }
+                    _ => self.latch(from),
+                }
                 true
             }
             (Some(addr), _) => addr == from,
@@ -422,9 +450,17 @@ mod tests {
         r.update_expected(Some(private));
         assert_eq!(r.source(), Some(nat));
         assert!(r.accept(moved, &rtp(2, 1)).is_none(), "no second latch");
-        // A re-INVITE moves the media (a B2BUA leaving the path): sent there at once, and
-        // the first source seen from then on is latched.
+        // A re-INVITE moves the media (a B2BUA leaving the path): sent there at once. The
+        // old source, still relaying for a moment, is heard but not latched again; the
+        // first other source seen is.
         r.update_expected(Some(moved));
+        assert_eq!(r.source(), Some(moved));
+        for seq in 10..20 {
+            assert!(
+                r.accept(nat, &rtp(seq, 1)).is_some(),
+                "the relay until the switch"
+            );
+        }
         assert_eq!(r.source(), Some(moved));
         assert!(r.accept(moved, &rtp(3, 1)).is_some());
         assert!(
@@ -437,6 +473,27 @@ mod tests {
         plain.update_expected(Some(moved));
         assert_eq!(plain.settled_source(), Some(moved));
         assert!(plain.accept(moved, &rtp(1, 1)).is_some());
+    }
+
+    #[test]
+    fn a_source_that_alone_goes_on_after_the_sdp_moved_is_latched_again() {
+        // The SDP moved, the media did not (a NAT's mapping that survived the change).
+        let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let moved: SocketAddr = "192.168.1.21:30000".parse().unwrap();
+        let mut r = RtpReceiver::new(None, Latching::Once);
+        assert!(r.accept(nat, &rtp(1, 1)).is_some());
+        r.update_expected(Some(moved));
+        for seq in 2..=RELATCH_AFTER {
+            assert!(
+                r.accept(nat, &rtp(u16::try_from(seq).unwrap(), 1))
+                    .is_some()
+            );
+            assert_eq!(r.source(), Some(moved), "packet {seq}");
+        }
+        assert!(r.accept(nat, &rtp(99, 1)).is_some());
+        assert_eq!(r.source(), Some(nat));
+        let stranger: SocketAddr = "127.0.0.1:6666".parse().unwrap();
+        assert!(r.accept(stranger, &rtp(100, 1)).is_none());
     }
 
     #[test]
