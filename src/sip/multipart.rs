@@ -116,13 +116,35 @@ fn part(bytes: &[u8]) -> Result<Part<'_>, MultipartError> {
         transfer_encoding: None,
         body,
     };
-    for line in head.split("\r\n").filter(|l| !l.is_empty()) {
-        let (name, value) = line
+    // (name, where its value starts and ends in `head`): a line that starts with white
+    // space continues the one before (RFC 5322 §2.2.3 folding); the value then spans the
+    // fold, whose CRLF the readers of these values take for white space.
+    let mut fields: Vec<(&str, usize, usize)> = Vec::new();
+    let mut offset = 0;
+    for line in head.split("\r\n") {
+        let start = offset;
+        offset += line.len() + 2;
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with([' ', '\t']) {
+            let last = fields.last_mut().ok_or(MultipartError::BadPartHeaders)?;
+            last.2 = start + line.len();
+            continue;
+        }
+        let (name, _) = line
             .split_once(':')
             .filter(|(n, _)| syntax::is_token(syntax::trim(n)))
             .ok_or(MultipartError::BadPartHeaders)?;
-        let value = syntax::trim(value);
-        match syntax::trim(name).to_ascii_lowercase().as_str() {
+        fields.push((
+            syntax::trim(name),
+            start + name.len() + 1,
+            start + line.len(),
+        ));
+    }
+    for (name, from, to) in fields {
+        let value = syntax::trim(&head[from..to]);
+        match name.to_ascii_lowercase().as_str() {
             "content-type" | "c" => found.content_type = value,
             "content-disposition" => found.disposition = Some(value),
             "content-transfer-encoding" => found.transfer_encoding = Some(value),
@@ -176,6 +198,19 @@ Content-Disposition: signal; handling=optional\r\n\
             ("text/plain", &b"no headers"[..])
         );
         assert_eq!((parts[1].content_type, parts[1].body), ("text/x", &b""[..]));
+    }
+
+    #[test]
+    fn folded_part_headers_are_read() {
+        let body = b"--b\r\nContent-Type: application/ISUP;\r\n version=itu-t92+\r\nContent-Disposition: signal;\r\n\thandling=optional\r\n\r\nx\r\n--b--";
+        let parts = parts(body, "b").unwrap();
+        assert_eq!(
+            parts[0].content_type,
+            "application/ISUP;\r\n version=itu-t92+"
+        );
+        assert_eq!(parts[0].disposition, Some("signal;\r\n\thandling=optional"));
+        // A continuation with nothing to continue is malformed.
+        assert!(super::parts(b"--b\r\n folded\r\n\r\nx\r\n--b--", "b").is_err());
     }
 
     #[test]
