@@ -833,6 +833,16 @@ fn a_sip_i_invite_offers_its_sdp_part() {
         [Direction::SendRecv],
         "the SDP part was the offer"
     );
+    // So with the ISUP part's disposition folded over two lines.
+    let mut w = World::new();
+    let folded = body(
+        &sdp,
+        "Content-Disposition: signal;\r\n handling=optional\r\n",
+    );
+    let invite = multipart(w.uac.invite(&folded));
+    w.send(invite);
+    w.accept();
+    assert_eq!(w.media(), [Direction::SendRecv]);
 
     for (body, status) in [
         (body(&sdp, ""), "SIP/2.0 415 Unsupported Media Type"),
