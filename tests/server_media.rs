@@ -263,6 +263,28 @@ fn a_reinvite_moves_the_media_and_only_the_new_address_is_heard() {
     server.expect_log("logged in mailbox=1001", 1, Duration::from_secs(5));
 }
 
+/// A call that keyed by tones (no telephone-event offered) and then, after a re-INVITE that
+/// adds telephone-event, by RFC 4733 at once: the first event key is a press of its own,
+/// not taken for a copy of the last tone.
+#[test]
+fn keys_by_a_new_method_right_after_a_reinvite_are_not_copies() {
+    let w = Workdir::provisioned(&[("1001", "4826", false)]);
+    let server = ServerProcess::start(&w, "46100-46198", &[]);
+    let mut c = Phone::dial_with(&server, "8500", "1001", |u| {
+        u.offer("sendrecv")
+            .replace(" 0 8 101", " 0")
+            .lines()
+            .filter(|l| !l.contains("101"))
+            .map(|l| format!("{l}\r\n"))
+            .collect()
+    });
+    c.rtp.tones("1001#");
+    let offer = c.uac.offer("sendrecv").replace("o=test 1 1", "o=test 1 2");
+    reinvite(&server, &mut c.uac, &c.sip, &offer);
+    c.keys("4826#");
+    server.expect_log("logged in mailbox=1001", 1, Duration::from_secs(5));
+}
+
 /// A re-INVITE that changes nothing (a session refresh) while a key is held: the rest of
 /// the press is still the same key, not a second one.
 #[test]

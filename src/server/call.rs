@@ -189,6 +189,7 @@ async fn run(
         commands,
         flow,
         keys: KeyMerge::default(),
+        events_agreed: None,
         session_rule: route.settings.session,
         actor: Actor::Caller {
             source: incoming.source,
@@ -291,6 +292,8 @@ struct CallTask {
     flow: Flow,
     /// The caller's keys by every method, each press counted once.
     keys: KeyMerge,
+    /// Whether the media agreed last carries RFC 4733 events (once media is agreed).
+    events_agreed: Option<bool>,
     session_rule: SessionRule,
     /// Who the store's audit rows name: the caller's source address and Call-ID.
     actor: Actor,
@@ -314,6 +317,14 @@ impl CallTask {
         match event {
             CallEvent::Media(media) => {
                 tracing::debug!(codec = ?media.codec, remote = ?media.remote_rtp, dtmf_pt = ?media.telephone_event, direction = ?media.direction, ptime = media.ptime_ms, "media agreed");
+                // A re-INVITE or UPDATE that adds or drops telephone-event changes how keys
+                // come (with `inband_dtmf = "auto"`, tones are listened for only without
+                // it): the next key by the new method is no copy of the last by the old.
+                let events = Some(media.telephone_event.is_some());
+                if self.events_agreed.is_some() && self.events_agreed != events {
+                    self.keys = KeyMerge::default();
+                }
+                self.events_agreed = events;
                 // We may not send: the caller holds the call, and hears no prompt.
                 self.flow.handle_hold(now(), !media.direction.sends());
                 if self.rtp.is_some() {
