@@ -102,14 +102,7 @@ fn keys_by_rfc4733_info_and_tones_are_heard_in_order_and_strangers_are_not() {
     server.expect_log("logged in mailbox=2580", 1, Duration::from_secs(5));
 
     // In-band tones when no telephone-event is offered.
-    let mut c3 = Phone::dial_with(&server, "8500", "1122", |u| {
-        u.offer("sendrecv")
-            .replace(" 0 8 101", " 0")
-            .lines()
-            .filter(|l| !l.contains("101"))
-            .map(|l| format!("{l}\r\n"))
-            .collect()
-    });
+    let mut c3 = Phone::dial_with(&server, "8500", "1122", offer_without_events);
     c3.rtp.tones("1122#6048#");
     server.expect_log("logged in mailbox=1122", 1, Duration::from_secs(5));
     // No key value ever reaches the log: only masked keys and mailbox numbers.
@@ -263,6 +256,16 @@ fn a_reinvite_moves_the_media_and_only_the_new_address_is_heard() {
     server.expect_log("logged in mailbox=1001", 1, Duration::from_secs(5));
 }
 
+/// The standard offer with PCMU alone and no telephone-event: keys come as tones.
+fn offer_without_events(u: &Uac) -> String {
+    u.offer("sendrecv")
+        .replace(" 0 8 101", " 0")
+        .lines()
+        .filter(|l| !l.contains("101"))
+        .map(|l| format!("{l}\r\n"))
+        .collect()
+}
+
 /// A call that keyed by tones (no telephone-event offered) and then, after a re-INVITE that
 /// adds telephone-event, by RFC 4733 at once: the first event key is a press of its own,
 /// not taken for a copy of the last tone.
@@ -270,14 +273,7 @@ fn a_reinvite_moves_the_media_and_only_the_new_address_is_heard() {
 fn keys_by_a_new_method_right_after_a_reinvite_are_not_copies() {
     let w = Workdir::provisioned(&[("1001", "4826", false)]);
     let server = ServerProcess::start(&w, "46100-46198", &[]);
-    let mut c = Phone::dial_with(&server, "8500", "1001", |u| {
-        u.offer("sendrecv")
-            .replace(" 0 8 101", " 0")
-            .lines()
-            .filter(|l| !l.contains("101"))
-            .map(|l| format!("{l}\r\n"))
-            .collect()
-    });
+    let mut c = Phone::dial_with(&server, "8500", "1001", offer_without_events);
     c.rtp.tones("1001#");
     let offer = c.uac.offer("sendrecv").replace("o=test 1 1", "o=test 1 2");
     reinvite(&server, &mut c.uac, &c.sip, &offer);
