@@ -4,7 +4,8 @@
 //! Invariants beyond "no crash": an error's line number is a line of the body; an answer
 //! has one `m=` line per offered stream, parses, and read back agrees with what was
 //! negotiated (codec, payload types, ptime, our address, the direction reversed); the
-//! negotiated ptime is within 10-60 ms; our offer parses and reads back as sent.
+//! negotiated ptime is within 10-60 ms; our offer parses and reads back as sent; a later
+//! offer of ours keeps the answer's streams and telephone-event number.
 
 #![no_main]
 
@@ -66,6 +67,15 @@ fuzz_target!(|data: &[u8]| {
         // Deterministic.
         assert_eq!(sdp::answer(&offer, &local).unwrap().1, body);
         let _ = sdp::answer_reachable(&offer, &local);
+        // A later offer of ours (a re-INVITE without SDP) keeps every stream in its place,
+        // parses, and our answer to it, read as the answer to that offer, agrees.
+        let layout = sdp::Layout::of_answer(&offer);
+        let reoffer = sdp::parse(&sdp::reoffer(&local, &layout)).expect("our reoffer parses");
+        assert_eq!(reoffer.media().len(), offer.media().len());
+        let (agreed, answer) = sdp::answer(&reoffer, &local).expect("our reoffer is answerable");
+        let read = sdp::accept_answer_to(&sdp::parse(&answer).unwrap(), &layout).unwrap();
+        assert_eq!(read.telephone_event, agreed.telephone_event);
+        assert_eq!(read.telephone_event_ours, None);
     }
     let _ = sdp::accept_answer(&offer);
 

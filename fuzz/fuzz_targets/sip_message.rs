@@ -27,7 +27,8 @@ fuzz_target!(|data: &[u8]| {
     ep.handle_datagram(now, source, data.to_vec());
     while let Some(event) = ep.poll_event() {
         if let Event::IncomingCall(call) = event {
-            ep.accept(call.call, "127.0.0.1:10000".parse().unwrap(), now).unwrap();
+            ep.accept(call.call, "127.0.0.1:10000".parse().unwrap(), now)
+                .unwrap();
         }
     }
     // The same bytes again (a retransmission), then the timers run out.

@@ -597,9 +597,9 @@ impl Default for Layout {
 }
 
 impl Layout {
-    /// The layout of [`answer`]'s answer to `offer`. Without telephone-event in the offer,
-    /// a later offer of ours adds it on the first dynamic number (from 101) the offer's
-    /// audio stream leaves free.
+    /// The layout of [`answer`]'s answer to `offer`. Without telephone-event in the offer
+    /// (or with it on a static number), a later offer of ours puts it on the first dynamic
+    /// number (from 101) the offer's audio stream leaves free.
     pub fn of_answer(offer: &SessionDescription) -> Self {
         let Ok((chosen_index, chosen, _)) = choose_audio(offer) else {
             return Self::default();
@@ -607,6 +607,9 @@ impl Layout {
         let telephone_event = negotiate(offer, chosen, None)
             .ok()
             .and_then(|n| n.telephone_event)
+            // A static number (an offer mapping 0 or 8 to events) could not go next to the
+            // codecs our offer lists.
+            .filter(|pt| (96..=127).contains(pt))
             .or_else(|| {
                 (OFFER_TELEPHONE_EVENT_PT..=127).find(|pt| !chosen.payload_types.contains(pt))
             })
@@ -1743,6 +1746,18 @@ mod tests {
             Layout::default()
         );
         assert_eq!(reoffer(&local4(), &Layout::default()), offer(&local4()));
+        // Events on a static number are not offered on it again.
+        let mut odd = SESSION.to_vec();
+        odd.extend([
+            "m=audio 5000 RTP/AVP 0 8",
+            "a=rtpmap:8 telephone-event/8000",
+        ]);
+        let ours = String::from_utf8(reoffer(
+            &local4(),
+            &Layout::of_answer(&parse(&sdp(&odd)).unwrap()),
+        ))
+        .unwrap();
+        assert!(ours.contains("m=audio 40000 RTP/AVP 0 8 101\r\n"), "{ours}");
     }
 
     #[test]
