@@ -1545,6 +1545,13 @@ mod tests {
         tag
     }
 
+    /// Time passes to `now`: the timers due fire, and what they send or report is dropped.
+    fn run_until(ep: &mut Endpoint, now: Instant) {
+        ep.handle_timeout(now);
+        while ep.poll_transmit().is_some() {}
+        while ep.poll_event().is_some() {}
+    }
+
     /// Queued timer entries stay bounded by the state they serve: a caller cycling
     /// re-INVITE and ACK in one call must not leave an entry behind per cycle.
     #[test]
@@ -1565,9 +1572,7 @@ mod tests {
                 request("ACK", &format!("a{n}"), n, Some(&tag), ""),
             );
             now += Duration::from_millis(1);
-            ep.handle_timeout(now);
-            while ep.poll_transmit().is_some() {}
-            while ep.poll_event().is_some() {}
+            run_until(&mut ep, now);
         }
         // Let every transaction end (Timer L); the call stays up.
         now += Duration::from_secs(40);
@@ -1597,9 +1602,7 @@ mod tests {
                 request_in(&id, "BYE", &format!("b{n}"), 2, Some(&tag), ""),
             );
             now += Duration::from_millis(10);
-            ep.handle_timeout(now);
-            while ep.poll_transmit().is_some() {}
-            while ep.poll_event().is_some() {}
+            run_until(&mut ep, now);
         }
         // Every transaction over (Timers J and L), well before the calls' maximum duration.
         now += Duration::from_secs(40);
