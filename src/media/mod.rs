@@ -9,6 +9,7 @@ pub mod ports;
 pub mod prompts;
 pub mod resample;
 pub mod rfc4733;
+pub mod rtcp;
 pub mod rtp;
 pub mod schedule;
 pub mod stream;

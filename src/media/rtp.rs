@@ -75,6 +75,7 @@ pub struct RtpSender {
     seq: u16,
     timestamp: u32,
     sent: u64,
+    octets: u64,
 }
 
 impl RtpSender {
@@ -87,6 +88,7 @@ impl RtpSender {
             seq: rng.random(),
             timestamp: rng.random(),
             sent: 0,
+            octets: 0,
         }
     }
 
@@ -98,6 +100,11 @@ impl RtpSender {
     /// Packets built so far.
     pub fn sent(&self) -> u64 {
         self.sent
+    }
+
+    /// Payload octets in them (RTCP's sender octet count).
+    pub fn octets(&self) -> u64 {
+        self.octets
     }
 
     /// The sequence number and timestamp the next packet will carry.
@@ -145,6 +152,7 @@ impl RtpSender {
         self.seq = self.seq.wrapping_add(1);
         self.timestamp = self.timestamp.wrapping_add(samples);
         self.sent += 1;
+        self.octets += payload.len() as u64;
     }
 }
 
@@ -377,7 +385,7 @@ mod tests {
         assert_eq!(r.timestamp(), ts0.wrapping_add(160));
         assert!(!r.mark());
         assert_eq!(s.next_numbers().1, ts0.wrapping_add(240));
-        assert_eq!(s.sent(), 2);
+        assert_eq!((s.sent(), s.octets()), (2, 240));
     }
 
     fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {

@@ -124,6 +124,18 @@ impl Outbound {
         self.next_due
     }
 
+    /// The RTP timestamp on this stream's clock at `now` (an RTCP sender report's): the
+    /// next packet's, less the time until it is due.
+    pub fn timestamp_at(&self, now: Instant) -> u32 {
+        let samples = |d: Duration| (d.as_micros() * 8 / 1_000) as u32;
+        let (_, next) = self.sender.next_numbers();
+        if now <= self.next_due {
+            next.wrapping_sub(samples(self.next_due - now))
+        } else {
+            next.wrapping_add(samples(now - self.next_due))
+        }
+    }
+
     /// The packet due at `now`, if one is. Call again until `None` to catch up after a late
     /// wake-up.
     pub fn poll_packet(&mut self, now: Instant) -> Option<Packet<'_>> {
@@ -295,6 +307,22 @@ mod tests {
             packets[49].ts.wrapping_add(160),
             "timestamps continue"
         );
+    }
+
+    #[test]
+    fn the_clock_of_a_sender_report_matches_the_packets() {
+        let t0 = Instant::now();
+        let mut rng = StdRng::seed_from_u64(4);
+        let mut out = Outbound::new(t0, Pt::new(0).unwrap(), Law::Ulaw, 20, &mut rng);
+        let sent = drive(&mut out, t0, 100);
+        let last = sent.last().unwrap();
+        assert_eq!(last.at_ms, 80);
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert_eq!(out.timestamp_at(at(80)), last.ts);
+        assert_eq!(out.timestamp_at(at(87)), last.ts.wrapping_add(56));
+        assert_eq!(out.timestamp_at(at(100)), last.ts.wrapping_add(160));
+        // Late: past the next packet's slot, the clock runs on.
+        assert_eq!(out.timestamp_at(at(105)), last.ts.wrapping_add(200));
     }
 
     #[test]
