@@ -102,7 +102,8 @@ fn main() {
     let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
     sip.set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
-    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Every call's SDP names this socket; its RTCP comes to the one above.
+    let (media, _rtcp) = support::bind_pair([127, 0, 0, 1].into());
     // The receiver spins rather than sleeps: see the module notes.
     media.set_nonblocking(true).unwrap();
     // 150,000 packets a second: a default buffer overflows at the first scheduling hiccup.

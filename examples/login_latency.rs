@@ -81,6 +81,8 @@ struct Results {
 struct Phone {
     sip: UdpSocket,
     rtp: UdpSocket,
+    /// Where the server's RTCP comes (unread).
+    _rtcp: UdpSocket,
     server: SocketAddr,
     server_rtp: SocketAddr,
     seq: u16,
@@ -300,12 +302,13 @@ fn main() {
                 let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
                 sip.set_read_timeout(Some(Duration::from_millis(50)))
                     .unwrap();
-                let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+                let (rtp, rtcp) = support::bind_pair([127, 0, 0, 1].into());
                 rtp.set_read_timeout(Some(Duration::from_millis(50)))
                     .unwrap();
                 let mut phone = Phone {
                     sip,
                     rtp,
+                    _rtcp: rtcp,
                     server,
                     server_rtp: server,
                     seq: 1_000,

@@ -134,6 +134,8 @@ struct Caller {
     uac: Uac,
     sip: UdpSocket,
     server: SocketAddr,
+    /// Where the server's RTP and RTCP go (unread).
+    _media: (UdpSocket, UdpSocket),
 }
 
 impl Caller {
@@ -143,10 +145,8 @@ impl Caller {
         sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut uac = Uac::new(sip.local_addr().unwrap(), server.sip, "8500");
         uac.user = "1001".to_owned();
-        uac.media = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let media = common::rtp::bind_pair([127, 0, 0, 1].into());
+        uac.media = media.0.local_addr().unwrap();
         let offer = uac.offer("sendrecv");
         sip.send_to(&uac.invite(&offer), server.sip).unwrap();
         let mut buf = [0_u8; 65_535];
@@ -163,6 +163,7 @@ impl Caller {
             uac,
             sip,
             server: server.sip,
+            _media: media,
         }
     }
 

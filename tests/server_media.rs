@@ -7,12 +7,12 @@
 
 mod common;
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use common::Workdir;
 use common::phone::Phone;
-use common::rtp::{RtpOut, receive};
+use common::rtp::{RtpOut, bind_pair, receive};
 use common::server::ServerProcess;
 use common::uac::{Uac, parse};
 
@@ -166,7 +166,7 @@ fn symmetric_rtp_latches_once_onto_the_callers_real_source() {
     // A re-INVITE moves the media (a B2BUA leaving the path, an SBC failing over): the
     // latch is learnt afresh. Media goes to the new SDP address, then follows the first
     // source seen, again behind a NAT; the old source is no longer heard.
-    let sdp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (sdp, _sdp_rtcp) = bind_pair([127, 0, 0, 1].into());
     c.uac.media = sdp.local_addr().unwrap();
     let offer = c.uac.offer("sendrecv").replace("o=test 1 1", "o=test 1 2");
     reinvite(&server, &mut c.uac, &c.sip, &offer);
@@ -228,7 +228,7 @@ fn a_reinvite_moves_the_media_and_only_the_new_address_is_heard() {
     let server = ServerProcess::start(&w, "31700-31798", &[]);
     let mut c = Phone::dial(&server, "8500", "1001");
     // The phone moves its media to another port (a re-INVITE with a new SDP version).
-    let moved = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (moved, _moved_rtcp) = bind_pair([127, 0, 0, 1].into());
     c.uac.media = moved.local_addr().unwrap();
     let offer = c.uac.offer("sendrecv").replace("o=test 1 1", "o=test 1 2");
     reinvite(&server, &mut c.uac, &c.sip, &offer);
@@ -377,7 +377,7 @@ fn no_rtp_flows_before_the_caller_acks_the_answer() {
     let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
     sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut uac = Uac::new(sip.local_addr().unwrap(), server.sip, "8500");
-    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (rtp, _rtcp) = bind_pair([127, 0, 0, 1].into());
     uac.media = rtp.local_addr().unwrap();
     let offer = uac.offer("sendrecv");
     sip.send_to(&uac.invite(&offer), server.sip).unwrap();
@@ -484,4 +484,206 @@ fn scheduling(pid: u32) -> Vec<(String, u32, u32)> {
         ));
     }
     threads
+}
+
+/// The RTCP packets of one compound datagram: (packet type, packet).
+fn rtcp_packets(datagram: &[u8]) -> Vec<(u8, &[u8])> {
+    let mut packets = Vec::new();
+    let mut rest = datagram;
+    while rest.len() >= 4 {
+        assert_eq!(rest[0] >> 6, 2, "RTCP version 2");
+        let len = (usize::from(u16::from_be_bytes([rest[2], rest[3]])) + 1) * 4;
+        assert!(len <= rest.len(), "packet lengths add up to the datagram");
+        packets.push((rest[1], &rest[..len]));
+        rest = &rest[len..];
+    }
+    assert!(rest.is_empty(), "no bytes after the last packet");
+    packets
+}
+
+/// Waits (at most `within`) for a datagram on `socket` that `wanted` picks out.
+fn wait_for(
+    socket: &UdpSocket,
+    within: Duration,
+    wanted: impl Fn(&[u8]) -> bool,
+) -> Option<Vec<u8>> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let end = std::time::Instant::now() + within;
+    let mut buf = [0_u8; 2_048];
+    while std::time::Instant::now() < end {
+        if let Ok(n) = socket.recv(&mut buf) {
+            if wanted(&buf[..n]) {
+                return Some(buf[..n].to_vec());
+            }
+        }
+    }
+    None
+}
+
+/// The server's "media ended" line (waiting at most 2 s for it), and the value of `field`
+/// in it.
+fn media_ended(server: &ServerProcess) -> String {
+    server.expect_log("media ended", 1, Duration::from_secs(2));
+    let log = server.log();
+    log.lines()
+        .find(|l| l.contains("media ended"))
+        .unwrap()
+        .to_owned()
+}
+
+fn field<T: std::str::FromStr>(line: &str, name: &str) -> Option<T> {
+    let value = line.split(&format!(" {name}=")).nth(1)?;
+    value.split_whitespace().next()?.parse().ok()
+}
+
+/// A receiver report from `ours` with one block on `theirs`, answering the sender report
+/// whose NTP time's middle 32 bits are `lsr`, at once (DLSR 0).
+fn receiver_report(ours: u32, theirs: u32, lsr: u32) -> Vec<u8> {
+    let mut rr = vec![0x81, 201, 0, 7];
+    rr.extend(ours.to_be_bytes());
+    rr.extend(theirs.to_be_bytes());
+    rr.extend([0, 0, 0, 2]); // none lost of the interval; two lost in all
+    rr.extend(1_000_u32.to_be_bytes());
+    rr.extend(40_u32.to_be_bytes()); // jitter: 5 ms
+    rr.extend(lsr.to_be_bytes());
+    rr.extend(0_u32.to_be_bytes());
+    rr
+}
+
+/// RFC 3550 §6: the server reports on the port above its RTP port, to the port above the
+/// phone's, as a sender while it plays prompts, with a block on the phone's stream and a
+/// CNAME; it reads the phone's report on its own stream (the round trip from LSR), and ends
+/// with a BYE when the call does.
+#[test]
+fn rtcp_reports_go_both_ways_and_a_bye_ends_them() {
+    let w = Workdir::provisioned(&[]);
+    let server = ServerProcess::start(&w, "46200-46298", &[]);
+    let mut c = Phone::dial(&server, "8500", "1001");
+    let rtp = receive(&c.rtp.socket, Duration::from_millis(200));
+    let ssrc = rtp.first().expect("prompts play").ssrc;
+    // Something for the server to report on.
+    c.keys("1");
+
+    // The first report comes within 2.5 s × 1.5 / 1.21828 of the call's start.
+    let sr = wait_for(&c.rtcp, Duration::from_secs(4), |_| true).expect("a report");
+    let packets = rtcp_packets(&sr);
+    let types: Vec<u8> = packets.iter().map(|p| p.0).collect();
+    assert_eq!(types, [200, 202], "a sender report and an SDES");
+    let report = packets[0].1;
+    assert_eq!(report[4..8], ssrc.to_be_bytes(), "the RTP stream's SSRC");
+    assert_eq!(report[0] & 0x1f, 1, "one block");
+    assert_eq!(
+        report[28..32],
+        c.rtp.ssrc.to_be_bytes(),
+        "on the phone's stream"
+    );
+    let packets_sent = u32::from_be_bytes(report[20..24].try_into().unwrap());
+    assert!(
+        packets_sent >= 50,
+        "{packets_sent} packets in a second or more of prompts"
+    );
+    let sdes = packets[1].1;
+    assert_eq!(
+        (sdes[4..8].to_vec(), sdes[8]),
+        (ssrc.to_be_bytes().to_vec(), 1),
+        "CNAME"
+    );
+
+    // The phone answers; a datagram that is not RTCP is refused.
+    let lsr = u32::from_be_bytes(report[10..14].try_into().unwrap());
+    c.rtcp
+        .send_to(
+            &receiver_report(c.rtp.ssrc, ssrc, lsr),
+            SocketAddr::new(c.server_rtp.ip(), c.server_rtp.port() + 1),
+        )
+        .unwrap();
+    c.rtcp
+        .send_to(
+            b"not rtcp",
+            SocketAddr::new(c.server_rtp.ip(), c.server_rtp.port() + 1),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    c.hang_up();
+    let bye = wait_for(&c.rtcp, Duration::from_secs(2), |d| {
+        rtcp_packets(d).last().is_some_and(|p| p.0 == 203)
+    })
+    .expect("an RTCP BYE");
+    let bye = rtcp_packets(&bye);
+    assert_eq!(
+        bye[2].1,
+        [&[0x81, 203, 0, 1][..], &ssrc.to_be_bytes()].concat()
+    );
+    let ended = media_ended(&server);
+    assert_eq!(field(&ended, "rtcp_received"), Some(1), "{ended}");
+    assert_eq!(field(&ended, "rtcp_malformed"), Some(1), "{ended}");
+    assert_eq!(field(&ended, "peer_lost"), Some(2), "{ended}");
+    assert_eq!(field(&ended, "peer_jitter_ms"), Some(5.0), "{ended}");
+    let rtt: f64 = field(&ended, "round_trip_ms").expect("a round trip");
+    assert!(
+        (0.0..100.0).contains(&rtt),
+        "round trip {rtt} ms on loopback"
+    );
+}
+
+/// RFC 5761: offered `a=rtcp-mux`, the answer agrees, and RTCP shares the RTP port both
+/// ways; nothing goes to the port above.
+#[test]
+fn rtcp_mux_is_agreed_when_offered_and_rtcp_shares_the_rtp_port() {
+    let w = Workdir::provisioned(&[]);
+    let server = ServerProcess::start(&w, "46300-46398", &[]);
+    let mut c = Phone::dial_with(&server, "8500", "1001", |u| {
+        format!("{}a=rtcp-mux\r\n", u.offer("sendrecv"))
+    });
+    assert!(c.answer.contains("\r\na=rtcp-mux\r\n"), "{}", c.answer);
+    let is_rtcp = |d: &[u8]| d.len() >= 8 && matches!(d[1], 200 | 201);
+    let sr =
+        wait_for(&c.rtp.socket, Duration::from_secs(4), is_rtcp).expect("RTCP on the RTP port");
+    let ssrc = u32::from_be_bytes(sr[4..8].try_into().unwrap());
+    let lsr = u32::from_be_bytes(sr[10..14].try_into().unwrap());
+    c.rtp
+        .socket
+        .send_to(&receiver_report(c.rtp.ssrc, ssrc, lsr), c.server_rtp)
+        .unwrap();
+    c.keys("1001#");
+    std::thread::sleep(Duration::from_millis(100));
+    c.hang_up();
+    assert!(
+        wait_for(&c.rtcp, Duration::from_millis(300), |_| true).is_none(),
+        "nothing on the port above"
+    );
+    let ended = media_ended(&server);
+    assert_eq!(field(&ended, "rtcp_received"), Some(1), "{ended}");
+    assert!(field::<f64>(&ended, "round_trip_ms").is_some(), "{ended}");
+    // The report was not taken for RTP: only the keys' packets were.
+    let sent = u64::from(c.rtp.seq.wrapping_sub(100));
+    assert_eq!(field(&ended, "rtp_received"), Some(sent), "{ended}");
+}
+
+/// With `rtp.symmetric`, RTCP follows the caller's real RTCP source (behind a NAT, not the
+/// port above the SDP's) once a report has come from there.
+#[test]
+fn symmetric_rtcp_goes_where_the_callers_reports_come_from() {
+    let w = Workdir::provisioned(&[]);
+    let config = w.path().join("nat.toml");
+    std::fs::write(&config, "[rtp]\nsymmetric = true\n").unwrap();
+    let server = ServerProcess::start(&w, "46400-46498", &["--config", config.to_str().unwrap()]);
+    let c = Phone::dial(&server, "8500", "1001");
+    let ssrc = receive(&c.rtp.socket, Duration::from_millis(100))
+        .first()
+        .expect("prompts play")
+        .ssrc;
+    let nat = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let server_rtcp = SocketAddr::new(c.server_rtp.ip(), c.server_rtp.port() + 1);
+    nat.send_to(&receiver_report(c.rtp.ssrc, ssrc, 0), server_rtcp)
+        .unwrap();
+    let report =
+        wait_for(&nat, Duration::from_secs(4), |_| true).expect("a report at the NAT's port");
+    assert_eq!(rtcp_packets(&report)[0].1[4..8], ssrc.to_be_bytes());
+    assert!(
+        wait_for(&c.rtcp, Duration::from_millis(100), |_| true).is_none(),
+        "nothing went to the port above the SDP's"
+    );
 }

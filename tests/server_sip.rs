@@ -309,7 +309,7 @@ fn a_tcp_connection_a_call_runs_on_is_not_closed_for_being_idle() {
     let dir = Workdir::new();
     let server = with_sip_config(&dir, "45000-45098", "tcp_idle_timeout = \"1s\"\n");
     // Where the prompts go; nothing reads them.
-    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (media, _rtcp) = common::rtp::bind_pair([127, 0, 0, 1].into());
     let mut tcp = TcpStream::connect(server.sip).unwrap();
     let mut uac = Uac::new(tcp.local_addr().unwrap(), server.sip, "8500");
     uac.transport = "TCP";

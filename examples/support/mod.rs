@@ -1,9 +1,11 @@
-//! What the load tools share: arrival statistics of RTP streams, percentiles, and a
-//! process's CPU time and memory from `/proc`.
+//! What the load tools (and the integration tests) share: arrival statistics of RTP
+//! streams, percentiles, a process's CPU time and memory from `/proc`, and RTP sockets
+//! bound in pairs.
 
 // Each tool uses its own part of this module.
 #![allow(dead_code, unreachable_pub)]
 
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 /// How one RTP stream arrived.
@@ -130,4 +132,21 @@ pub fn proc_usage(pid: u32) -> Option<(u64, u64)> {
 /// The share of one core (in %) a process used between two [`proc_usage`] readings.
 pub fn cpu_percent(before: (u64, u64), after: (u64, u64), elapsed: Duration) -> f64 {
     (after.0.saturating_sub(before.0)) as f64 / 100.0 / elapsed.as_secs_f64() * 100.0
+}
+
+/// An RTP socket on an even port of `ip` and an RTCP socket on the port above (RFC 3550
+/// §11), as a phone binds them. vportal sends RTCP to the port above the SDP's RTP port:
+/// bound here, it reaches the call's own socket, not whichever socket of another call or
+/// test holds that port.
+pub fn bind_pair(ip: IpAddr) -> (UdpSocket, UdpSocket) {
+    for _ in 0..1_000 {
+        let rtp = UdpSocket::bind(SocketAddr::new(ip, 0)).expect("a UDP socket");
+        let port = rtp.local_addr().expect("a bound socket's address").port();
+        if port % 2 == 0 {
+            if let Ok(rtcp) = UdpSocket::bind(SocketAddr::new(ip, port + 1)) {
+                return (rtp, rtcp);
+            }
+        }
+    }
+    panic!("no free even port with a free port above it on {ip}");
 }

@@ -229,8 +229,12 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn metrics(State(state): State<Shared>) -> Response {
     match &state.metrics {
         Some(handle) => {
-            ::metrics::counter!("vportal_rtp_packets_sent_total")
-                .absolute(crate::server::rtp_packets_sent());
+            let media = crate::server::media_counts();
+            ::metrics::counter!("vportal_rtp_packets_sent_total").absolute(media.rtp_sent);
+            ::metrics::counter!("vportal_rtcp_packets_total", "direction" => "out")
+                .absolute(media.rtcp_sent);
+            ::metrics::counter!("vportal_rtcp_packets_total", "direction" => "in")
+                .absolute(media.rtcp_received);
             (
                 [(
                     header::CONTENT_TYPE,

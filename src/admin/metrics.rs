@@ -74,6 +74,10 @@ fn describe() {
     );
     describe_counter!("vportal_rtp_packets_sent_total", "RTP packets sent.");
     describe_counter!(
+        "vportal_rtcp_packets_total",
+        "RTCP compound packets, by direction: sent (out), and received from the call's peer and valid (in)."
+    );
+    describe_counter!(
         "vportal_store_errors_total",
         "Credential-store operations that failed (database errors, not refusals)."
     );
@@ -109,6 +113,9 @@ fn describe() {
     }
     metrics::counter!("vportal_lockouts_total").absolute(0);
     metrics::counter!("vportal_rtp_packets_sent_total").absolute(0);
+    for direction in ["in", "out"] {
+        metrics::counter!("vportal_rtcp_packets_total", "direction" => direction).absolute(0);
+    }
     metrics::counter!("vportal_store_errors_total").absolute(0);
     metrics::gauge!("vportal_calls_active").set(0.0);
 }

@@ -46,13 +46,16 @@ pub(crate) enum CallEvent {
     Ended(EndReason),
 }
 
-/// A call's RTP socket, bound (non-blocking) on a leased even port.
+/// A call's RTP socket, bound (non-blocking) on a leased even port, and its RTCP socket on
+/// the odd port above.
 pub(crate) struct RtpPort {
     pub(crate) socket: StdUdpSocket,
+    pub(crate) rtcp: StdUdpSocket,
     pub(crate) lease: PortLease,
 }
 
-/// Binds an even port from the range, skipping ports another program holds.
+/// Binds an even port from the range and the odd port above it (RFC 3550 §11), skipping
+/// pairs another program holds either port of.
 pub(crate) fn bind_rtp(shared: &Arc<Shared>) -> Option<RtpPort> {
     // The advertised address itself when it is loopback (tests, local use), else all
     // interfaces of its family.
@@ -64,10 +67,24 @@ pub(crate) fn bind_rtp(shared: &Arc<Shared>) -> Option<RtpPort> {
     for _ in 0..64 {
         let port = shared.ports.lock().ok()?.allocate()?;
         let lease = PortLease::new(port, Arc::clone(&shared.ports));
-        let socket = StdUdpSocket::bind(SocketAddr::new(bind_ip, port))
-            .and_then(|s| s.set_nonblocking(true).map(|()| s));
-        match socket {
-            Ok(socket) => return Some(RtpPort { socket, lease }),
+        let bind = |port| {
+            StdUdpSocket::bind(SocketAddr::new(bind_ip, port))
+                .and_then(|s| s.set_nonblocking(true).map(|()| s))
+        };
+        // Even ports only: the one above is at most 65535.
+        match bind(port).and_then(|socket| Ok((socket, bind(port + 1)?))) {
+            Ok((socket, rtcp)) => {
+                return Some(RtpPort {
+                    socket,
+                    rtcp,
+                    lease,
+                });
+            }
+            // Out of file descriptors (EMFILE, ENFILE): no other port would do better.
+            Err(e) if matches!(e.raw_os_error(), Some(23 | 24)) => {
+                tracing::warn!(error = %e, "cannot open an RTP socket: raise the open files limit (LimitNOFILE=); refusing the call");
+                return None;
+            }
             // Another program holds it: the lease gives it back, round-robin moves on.
             Err(e) => tracing::debug!(port, error = %e, "RTP port busy; trying the next"),
         }
@@ -143,7 +160,7 @@ async fn run(
         return;
     };
     let Some(rtp) = bind_rtp(&shared) else {
-        tracing::warn!("no free RTP port; refusing the call");
+        tracing::warn!("no RTP port could be opened; refusing the call");
         let _ = commands
             .send(Command::Reject(call, 503, "Service Unavailable"))
             .await;
@@ -360,7 +377,14 @@ impl CallTask {
         if !self.established || self.agreed.is_none() || self.rtp.is_none() {
             return;
         }
-        let (Some(media), Some(RtpPort { socket, lease })) = (self.agreed.take(), self.rtp.take())
+        let (
+            Some(media),
+            Some(RtpPort {
+                socket,
+                rtcp,
+                lease,
+            }),
+        ) = (self.agreed.take(), self.rtp.take())
         else {
             return;
         };
@@ -368,6 +392,7 @@ impl CallTask {
             call: self.call,
             call_id: self.call_id.clone(),
             socket,
+            rtcp,
             lease,
             media,
             events: self.media_tx.clone(),

@@ -11,13 +11,17 @@
 //!
 //! Incoming RTP is filtered (only the call's media source is trusted) and run through the
 //! key detectors here; call tasks hear only key presses and the ends of playbacks.
+//!
+//! Each call's RTCP (`media::rtcp`) is here too: its socket on the odd port above RTP's is
+//! in the same poll (or RTCP shares the RTP socket, `a=rtcp-mux`), and its reports go out
+//! with the packet whose slot finds one due.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -30,6 +34,7 @@ use crate::media::inband::{InbandConfig, InbandDetector};
 use crate::media::player::Playback;
 use crate::media::ports::PortAllocator;
 use crate::media::rfc4733::TelephoneEvents;
+use crate::media::rtcp::{self, Rtcp, SenderInfo};
 use crate::media::rtp::{Latching, Pt, RtpReceiver};
 use crate::media::schedule::Schedule;
 use crate::media::stream::Outbound;
@@ -38,8 +43,22 @@ use crate::sip::sdp::{Codec, Negotiated};
 
 /// RTP packets sent by all calls (for the metrics endpoint).
 pub(crate) static RTP_PACKETS_SENT: AtomicU64 = AtomicU64::new(0);
+/// RTCP compound packets sent and received by all calls.
+pub(crate) static RTCP_PACKETS_SENT: AtomicU64 = AtomicU64::new(0);
+pub(crate) static RTCP_PACKETS_RECEIVED: AtomicU64 = AtomicU64::new(0);
 
 const WAKER: Token = Token(0);
+
+/// A stream's poll tokens: its RTP socket's even, its RTCP socket's the odd one above
+/// (token 0, the waker, belongs to no stream).
+fn rtp_token(slot: usize) -> Token {
+    Token((slot + 1) * 2)
+}
+
+/// The stream slot a token is of, and whether it is the RTCP socket's.
+fn slot_of(token: Token) -> Option<(usize, bool)> {
+    Some(((token.0 / 2).checked_sub(1)?, token.0 % 2 == 1))
+}
 
 /// An even RTP port from the range, given back when dropped.
 pub(crate) struct PortLease {
@@ -79,6 +98,7 @@ pub(crate) enum MediaCommand {
         call: CallHandle,
         call_id: String,
         socket: StdUdpSocket,
+        rtcp: StdUdpSocket,
         lease: PortLease,
         media: Negotiated,
         events: mpsc::UnboundedSender<MediaEvent>,
@@ -240,6 +260,8 @@ fn run_realtime(priority: u8) {
 /// What the call hears: its RTP, filtered, and the key detectors that apply.
 struct Listener {
     receiver: RtpReceiver,
+    /// The codec's payload type.
+    audio_pt: u8,
     events: Option<TelephoneEvents>,
     inband: Option<(InbandDetector, Law, u8)>,
     pcm: Vec<i16>,
@@ -254,6 +276,7 @@ impl Listener {
         };
         let mut me = Self {
             receiver: RtpReceiver::new(media.remote_rtp, latching),
+            audio_pt: media.payload_type,
             events: None,
             inband: None,
             pcm: Vec::with_capacity(480),
@@ -267,6 +290,7 @@ impl Listener {
     /// must not make the rest of that press a second key.
     fn configure(&mut self, media: &Negotiated, config: MediaConfig) {
         self.receiver.update_expected(media.remote_rtp);
+        self.audio_pt = media.payload_type;
         let events_pt = self.events.as_ref().map(TelephoneEvents::payload_type);
         if events_pt != media.telephone_event {
             self.events = media.telephone_event.map(TelephoneEvents::new);
@@ -289,17 +313,19 @@ impl Listener {
         }
     }
 
-    /// One datagram: the keys it carries.
+    /// One datagram: the keys it carries. What is accepted counts in `rtcp`'s reports.
     fn hear(
         &mut self,
         from: SocketAddr,
         datagram: &[u8],
         now: Instant,
         keys: &mut Vec<DigitEvent>,
+        rtcp: &mut Rtcp,
     ) {
         let Some(packet) = self.receiver.accept(from, datagram) else {
             return;
         };
+        rtcp.on_rtp(&packet, packet.pt == self.audio_pt, now);
         if let Some(events) = &mut self.events {
             if events.accepts(packet.pt) {
                 keys.extend(events.handle(&packet, now));
@@ -336,9 +362,78 @@ struct Stream {
     out: Outbound,
     listener: Box<Listener>,
     events: mpsc::UnboundedSender<MediaEvent>,
+    rtcp: Box<CallRtcp>,
+}
+
+/// A call's RTCP: the reports, and where they go.
+struct CallRtcp {
+    session: Rtcp,
+    /// The socket on the port above RTP's (unconnected: sends are rare, and its peer may
+    /// move).
+    socket: UdpSocket,
+    /// RTCP shares the RTP socket (`a=rtcp-mux`).
+    mux: bool,
+    /// Where the SDP says RTCP goes.
+    signalled: Option<SocketAddr>,
+    /// With `rtp.symmetric`: where the caller's RTCP really comes from, once it has come.
+    latched: Option<SocketAddr>,
+}
+
+impl CallRtcp {
+    fn configure(&mut self, media: &Negotiated) {
+        if media.remote_rtcp != self.signalled {
+            self.latched = None;
+        }
+        self.signalled = media.remote_rtcp;
+        self.mux = media.rtcp_mux;
+    }
+
+    /// Whether RTCP from `from` may be the caller's: from the address its RTP comes from
+    /// (any port: NATs and `a=rtcp` move it) or the one its SDP gave RTCP.
+    fn trusts(&self, from: SocketAddr, rtp_source: Option<SocketAddr>) -> bool {
+        rtp_source.is_some_and(|rtp| rtp.ip() == from.ip())
+            || self.signalled.is_some_and(|rtcp| rtcp.ip() == from.ip())
+    }
 }
 
 impl Stream {
+    /// Reads one RTCP datagram from `from` (on either socket).
+    fn hear_rtcp(&mut self, from: SocketAddr, datagram: &[u8], now: Instant, symmetric: bool) {
+        if !self.rtcp.trusts(from, self.remote) {
+            return;
+        }
+        if self.rtcp.session.receive(datagram, now).is_ok() {
+            RTCP_PACKETS_RECEIVED.fetch_add(1, Ordering::Relaxed);
+            if symmetric && !self.rtcp.mux {
+                self.rtcp.latched = Some(from);
+            }
+        }
+    }
+
+    /// Sends an RTCP compound packet where the caller takes RTCP.
+    fn send_rtcp(&self, bytes: &[u8]) {
+        let sent = if self.rtcp.mux {
+            send_media(&self.socket, self.remote, self.peer, bytes)
+        } else {
+            match self.rtcp.latched.or(self.rtcp.signalled) {
+                Some(to) => self.rtcp.socket.send_to(bytes, to).is_ok(),
+                None => false,
+            }
+        };
+        if sent {
+            RTCP_PACKETS_SENT.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// What a sender report says of our stream at `now`.
+    fn sender_info(&self, now: Instant) -> SenderInfo {
+        SenderInfo {
+            packets: self.out.sender().sent(),
+            octets: self.out.sender().octets(),
+            timestamp: self.out.timestamp_at(now),
+        }
+    }
+
     /// Follows the listener's media source, and connects the socket to it once that is
     /// settled (the SDP's address; a latched source never is). The kernel then drops anyone
     /// else's datagrams before they reach us, and sends take the socket's cached route
@@ -373,6 +468,8 @@ struct Thread {
     rng: rand::rngs::StdRng,
     keys: Vec<DigitEvent>,
     datagram: Vec<u8>,
+    /// The RTCP report being sent (kept to reuse its allocation).
+    report: Vec<u8>,
 }
 
 impl Thread {
@@ -390,6 +487,7 @@ impl Thread {
             rng: rand::make_rng(),
             keys: Vec::new(),
             datagram: vec![0; 2_048],
+            report: Vec::with_capacity(256),
         }
     }
 
@@ -436,6 +534,7 @@ impl Thread {
                 call,
                 call_id,
                 socket,
+                rtcp,
                 lease,
                 media,
                 events,
@@ -449,13 +548,20 @@ impl Thread {
                     self.streams.push(None);
                     self.streams.len() - 1
                 });
-                let token = Token(slot + 1);
+                let token = rtp_token(slot);
                 let mut socket = UdpSocket::from_std(socket);
-                if let Err(e) =
-                    self.poll
-                        .registry()
-                        .register(&mut socket, token, Interest::READABLE)
-                {
+                let mut rtcp_socket = UdpSocket::from_std(rtcp);
+                let registry = self.poll.registry();
+                let registered = registry
+                    .register(&mut socket, token, Interest::READABLE)
+                    .and_then(|()| {
+                        registry
+                            .register(&mut rtcp_socket, Token(token.0 + 1), Interest::READABLE)
+                            .inspect_err(|_| {
+                                let _ = registry.deregister(&mut socket);
+                            })
+                    });
+                if let Err(e) = registered {
                     tracing::error!(%call_id, error = %e, "cannot watch the RTP socket");
                     self.free.push(slot);
                     let _ = events.send(MediaEvent::Failed);
@@ -471,6 +577,14 @@ impl Thread {
                 out.set_sending(media.direction.sends());
                 self.schedule.insert(out.poll_timeout(), token);
                 self.tokens.insert(call, token);
+                let mut rtcp = Box::new(CallRtcp {
+                    session: Rtcp::new(Instant::now(), out.sender().ssrc(), &mut self.rng),
+                    socket: rtcp_socket,
+                    mux: false,
+                    signalled: None,
+                    latched: None,
+                });
+                rtcp.configure(&media);
                 let mut stream = Stream {
                     call_id,
                     socket,
@@ -480,6 +594,7 @@ impl Thread {
                     out,
                     listener: Box::new(Listener::new(&media, self.config)),
                     events,
+                    rtcp,
                 };
                 stream.follow_source();
                 self.streams[slot] = Some(stream);
@@ -488,6 +603,7 @@ impl Thread {
                 let config = self.config;
                 if let Some(s) = self.stream(call) {
                     s.listener.configure(&media, config);
+                    s.rtcp.configure(&media);
                     s.follow_source();
                     s.out.set_sending(media.direction.sends());
                     s.out.set_ptime(media.ptime_ms);
@@ -519,20 +635,21 @@ impl Thread {
                 }
             }
             MediaCommand::End(call) => {
-                if let Some(token) = self.tokens.remove(&call) {
-                    let slot = token.0 - 1;
-                    if let Some(mut s) = self.streams.get_mut(slot).and_then(Option::take) {
-                        self.free.push(slot);
-                        let _ = self.poll.registry().deregister(&mut s.socket);
-                        let stats = s.listener.receiver.stats();
-                        tracing::debug!(
-                            call_id = %s.call_id,
-                            rtp_sent = s.out.sender().sent(),
-                            rtp_received = stats.accepted,
-                            rtp_foreign = stats.foreign,
-                            "media ended"
-                        );
-                    }
+                let Some((slot, _)) = self.tokens.remove(&call).and_then(slot_of) else {
+                    return;
+                };
+                if let Some(mut s) = self.streams.get_mut(slot).and_then(Option::take) {
+                    self.free.push(slot);
+                    // RFC 3550 §6.6: the last report, with a BYE.
+                    let now = Instant::now();
+                    let sender = s.sender_info(now);
+                    s.rtcp
+                        .session
+                        .write_bye(now, SystemTime::now(), sender, &mut self.report);
+                    s.send_rtcp(&self.report);
+                    let _ = self.poll.registry().deregister(&mut s.socket);
+                    let _ = self.poll.registry().deregister(&mut s.rtcp.socket);
+                    log_end(&s);
                 }
             }
             #[cfg(test)]
@@ -546,27 +663,49 @@ impl Thread {
     }
 
     fn slot(&mut self, token: Token) -> Option<&mut Stream> {
-        self.streams.get_mut(token.0.checked_sub(1)?)?.as_mut()
+        let (slot, _) = slot_of(token)?;
+        self.streams.get_mut(slot)?.as_mut()
     }
 
-    /// Reads every datagram waiting on a stream's socket.
+    /// Reads every datagram waiting on a stream's RTP or RTCP socket.
     fn receive(&mut self, token: Token) {
-        let Some(s) = self
-            .streams
-            .get_mut(token.0.wrapping_sub(1))
-            .and_then(Option::as_mut)
-        else {
+        let Some((slot, is_rtcp)) = slot_of(token) else {
             return;
         };
+        let symmetric = self.config.symmetric;
+        let Some(s) = self.streams.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if is_rtcp {
+            // Edge-triggered like RTP: read until empty; errors (ICMP reports) are skipped.
+            for _ in 0..64 {
+                match s.rtcp.socket.recv_from(&mut self.datagram) {
+                    Ok((n, from)) => {
+                        s.hear_rtcp(from, &self.datagram[..n], Instant::now(), symmetric)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(_) => {}
+                }
+            }
+            return;
+        }
         // Readiness is edge-triggered: read until the socket is empty. An error (a
         // connected socket reports the caller's ICMP "port unreachable" once) is consumed by
         // the read that returns it; a few in a row mean something else is wrong.
         let mut errors = 0;
         loop {
             match s.socket.recv_from(&mut self.datagram) {
+                Ok((n, from)) if s.rtcp.mux && rtcp::is_rtcp(&self.datagram[..n]) => {
+                    s.hear_rtcp(from, &self.datagram[..n], Instant::now(), symmetric);
+                }
                 Ok((n, from)) => {
-                    s.listener
-                        .hear(from, &self.datagram[..n], Instant::now(), &mut self.keys);
+                    s.listener.hear(
+                        from,
+                        &self.datagram[..n],
+                        Instant::now(),
+                        &mut self.keys,
+                        &mut s.rtcp.session,
+                    );
                     for key in self.keys.drain(..) {
                         let _ = s.events.send(MediaEvent::Key(key));
                     }
@@ -597,9 +736,8 @@ impl Thread {
     /// the stream has since moved from (a prompt started at once), or one left by a stream
     /// that ended in the same slot, sends nothing.
     fn send_stream(&mut self, token: Token, scheduled: Option<Instant>, now: Instant) -> u64 {
-        let Some(s) = self
-            .streams
-            .get_mut(token.0.wrapping_sub(1))
+        let Some(s) = slot_of(token)
+            .and_then(|(slot, _)| self.streams.get_mut(slot))
             .and_then(Option::as_mut)
         else {
             return 0;
@@ -607,27 +745,72 @@ impl Thread {
         if scheduled.is_some_and(|at| at != s.out.poll_timeout()) {
             return 0;
         }
-        // Symmetric RTP may have latched onto the caller's real source: send there.
-        let remote = s.remote;
-        let connected = remote.is_some() && remote == s.peer;
         let mut sent = 0;
         while let Some(packet) = s.out.poll_packet(now) {
-            if let (Some(bytes), Some(remote)) = (packet.bytes, remote) {
+            if let Some(bytes) = packet.bytes {
                 // A full socket buffer drops this one packet; the next is on time.
-                let result = if connected {
-                    s.socket.send(bytes)
-                } else {
-                    s.socket.send_to(bytes, remote)
-                };
-                sent += u64::from(result.is_ok());
+                sent += u64::from(send_media(&s.socket, s.remote, s.peer, bytes));
             }
             if let Some(token) = packet.frame.finished {
                 let _ = s.events.send(MediaEvent::PlaybackDone(token));
             }
         }
+        // The stream's slots come every ptime, held or not: a report due goes with one.
+        if now >= s.rtcp.session.poll_timeout() {
+            let sender = s.sender_info(now);
+            s.rtcp.session.write_report(
+                now,
+                SystemTime::now(),
+                sender,
+                &mut self.rng,
+                &mut self.report,
+            );
+            s.send_rtcp(&self.report);
+        }
         self.schedule.insert(s.out.poll_timeout(), token);
         sent
     }
+}
+
+/// Sends `bytes` on a call's RTP socket to `remote`, where its media goes (symmetric RTP
+/// may have latched onto the caller's real source): through the connection when the
+/// socket is connected there (`peer`). False when it could not be sent.
+fn send_media(
+    socket: &UdpSocket,
+    remote: Option<SocketAddr>,
+    peer: Option<SocketAddr>,
+    bytes: &[u8],
+) -> bool {
+    match remote {
+        Some(remote) if Some(remote) == peer => socket.send(bytes).is_ok(),
+        Some(remote) => socket.send_to(bytes, remote).is_ok(),
+        None => false,
+    }
+}
+
+/// The debug line that sums up a call's media: what was sent and received, and the quality
+/// both ends measured.
+fn log_end(s: &Stream) {
+    let stats = s.listener.receiver.stats();
+    let rtcp = s.rtcp.session.stats();
+    let ms = |units: u32| f64::from(units) / 8.0;
+    let ours = s.rtcp.session.reception();
+    let theirs = s.rtcp.session.peer();
+    tracing::debug!(
+        call_id = %s.call_id,
+        rtp_sent = s.out.sender().sent(),
+        rtp_received = stats.accepted,
+        rtp_foreign = stats.foreign,
+        rtcp_sent = rtcp.sent,
+        rtcp_received = rtcp.received,
+        rtcp_malformed = rtcp.malformed,
+        lost = ours.map(|r| r.lost),
+        jitter_ms = ours.map(|r| ms(r.jitter)),
+        peer_lost = theirs.map(|p| p.cumulative_lost),
+        peer_jitter_ms = theirs.map(|p| ms(p.jitter)),
+        round_trip_ms = theirs.and_then(|p| p.round_trip).map(|d| d.as_secs_f64() * 1e3),
+        "media ended"
+    );
 }
 
 #[cfg(test)]
@@ -657,6 +840,8 @@ mod tests {
             telephone_event_ours: Some(101),
             ptime_ms: 20,
             direction: crate::sip::sdp::Direction::SendRecv,
+            remote_rtcp: Some("127.0.0.1:5001".parse().unwrap()),
+            rtcp_mux: false,
         };
         let config = MediaConfig {
             symmetric: false,
@@ -665,13 +850,15 @@ mod tests {
         };
         let mut listener = Listener::new(&media, config);
         let now = Instant::now();
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
+        let mut rtcp = Rtcp::new(now, crate::media::rtp::Ssrc(1), &mut rng);
         let mut keys = Vec::new();
         // Key 1 on 101, then key 2 on 96: a start packet each, its own timestamp.
         for (pt, event, ts) in [(101_u8, 1_u8, 1000_u32), (96, 2, 9000)] {
             let mut packet = vec![0x80, 0x80 | pt, 0, u8::try_from(ts / 1000).unwrap()];
             packet.extend(ts.to_be_bytes());
             packet.extend([0, 0, 0, 7, event, 10, 0, 160]);
-            listener.hear(peer, &packet, now, &mut keys);
+            listener.hear(peer, &packet, now, &mut keys, &mut rtcp);
         }
         let heard: Vec<char> = keys.iter().map(|k| k.digit.reveal()).collect();
         assert_eq!(heard, ['1', '2']);
@@ -687,7 +874,7 @@ mod tests {
         let mut packet = vec![0x80, 0x80 | 101, 0, 1];
         packet.extend(1000_u32.to_be_bytes());
         packet.extend([0, 0, 0, 7, 1, 10, 0, 160]);
-        plain.hear(peer, &packet, now, &mut keys);
+        plain.hear(peer, &packet, now, &mut keys, &mut rtcp);
         assert!(keys.is_empty());
     }
 

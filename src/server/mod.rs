@@ -170,9 +170,25 @@ pub fn load_prompts(dir: &Path) -> Result<PromptSet, PromptError> {
     PromptSet::from_files(dir, |path| std::fs::read(path))
 }
 
-/// RTP packets sent since the process started.
-pub fn rtp_packets_sent() -> u64 {
-    media::RTP_PACKETS_SENT.load(std::sync::atomic::Ordering::Relaxed)
+/// What the media thread has sent and received since the process started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaCounts {
+    /// RTP packets sent.
+    pub rtp_sent: u64,
+    /// RTCP compound packets sent.
+    pub rtcp_sent: u64,
+    /// Valid RTCP compound packets received from calls' peers.
+    pub rtcp_received: u64,
+}
+
+/// The media counters now.
+pub fn media_counts() -> MediaCounts {
+    use std::sync::atomic::Ordering::Relaxed;
+    MediaCounts {
+        rtp_sent: media::RTP_PACKETS_SENT.load(Relaxed),
+        rtcp_sent: media::RTCP_PACKETS_SENT.load(Relaxed),
+        rtcp_received: media::RTCP_PACKETS_RECEIVED.load(Relaxed),
+    }
 }
 
 /// The SIP sockets, bound: the first part of a server, made before the store is opened so

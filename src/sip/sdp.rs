@@ -126,6 +126,10 @@ pub struct MediaDescription {
     direction: Option<Direction>,
     ptime: Option<u32>,
     rtpmaps: Vec<(u8, RtpMap)>,
+    /// `a=rtcp` (RFC 3605): the RTCP port, and its address when one is given.
+    rtcp: Option<(u16, Option<IpAddr>)>,
+    /// `a=rtcp-mux` (RFC 5761): RTCP on the RTP port.
+    rtcp_mux: bool,
 }
 
 impl MediaDescription {
@@ -332,6 +336,12 @@ pub struct Negotiated {
     pub ptime_ms: u32,
     /// OUR direction: as written in our answer, or the reverse of the peer's answer.
     pub direction: Direction,
+    /// Where to send RTCP: the RTP address with `a=rtcp-mux`, else the `a=rtcp` port (and
+    /// address) or the port above RTP's (RFC 3550 §11). `None` when RTP has none.
+    pub remote_rtcp: Option<SocketAddr>,
+    /// RTCP shares the RTP port both ways (RFC 5761): the offer asked for it and our answer
+    /// agreed. vportal never offers it, so an answer to our offer never has it.
+    pub rtcp_mux: bool,
 }
 
 /// Our side of the session: where we receive RTP, and the `o=` line's numbers.
@@ -729,6 +739,9 @@ pub fn accept_answer_to(
         return Err(OfferAnswerError::NoCommonCodec);
     }
     let mut negotiated = negotiate(answer, chosen, Some(ours))?;
+    // We offered no `a=rtcp-mux`, so the answer cannot agree to it (RFC 5761 §5.1.1).
+    negotiated.rtcp_mux = false;
+    negotiated.remote_rtcp = rtcp_address(negotiated.remote_rtp, chosen, false);
     negotiated.telephone_event_ours = negotiated
         .telephone_event
         .filter(|&pt| pt != ours)
@@ -843,7 +856,35 @@ fn negotiate(
         telephone_event_ours: None,
         ptime_ms,
         direction: our_direction(theirs, hold),
+        remote_rtcp: rtcp_address(remote_rtp, media, media.rtcp_mux),
+        rtcp_mux: media.rtcp_mux,
     })
+}
+
+/// Where the peer takes RTCP for the stream `media` whose RTP goes to `rtp`: there with
+/// `mux`, else at `a=rtcp` (its address only when of RTP's IP version: one socket sends
+/// both), else the port above RTP's.
+fn rtcp_address(
+    rtp: Option<SocketAddr>,
+    media: &MediaDescription,
+    mux: bool,
+) -> Option<SocketAddr> {
+    let rtp = rtp?;
+    if mux {
+        return Some(rtp);
+    }
+    match media.rtcp {
+        Some((port, address)) => {
+            let ip = address
+                .filter(|ip| ip.is_ipv4() == rtp.is_ipv4() && !ip.is_unspecified())
+                .unwrap_or(rtp.ip());
+            Some(SocketAddr::new(ip, port))
+        }
+        None => rtp
+            .port()
+            .checked_add(1)
+            .map(|port| SocketAddr::new(rtp.ip(), port)),
+    }
 }
 
 /// Appends `args` and CRLF (RFC 4566 §5: lines end in CRLF).
@@ -894,6 +935,9 @@ fn write_audio(out: &mut String, port: u16, profile: &str, n: &Negotiated) {
     }
     push_line(out, format_args!("a=ptime:{}", n.ptime_ms));
     push_line(out, format_args!("a={}", n.direction));
+    if n.rtcp_mux {
+        push_line(out, format_args!("a=rtcp-mux"));
+    }
 }
 
 /// `value` as text, or the error for a line we must read.
@@ -1019,6 +1063,8 @@ fn parse_media(text: &str, line: usize) -> Result<MediaDescription, SdpError> {
         direction: None,
         ptime: None,
         rtpmaps: Vec::new(),
+        rtcp: None,
+        rtcp_mux: false,
     })
 }
 
@@ -1047,6 +1093,15 @@ fn parse_attribute(
             };
             slot.get_or_insert(ptime);
         }
+    } else if name.eq_ignore_ascii_case(b"rtcp") {
+        // Advisory like ptime: an unreadable value leaves RTCP on the port above RTP.
+        if let Some(media) = sdp.media.last_mut() {
+            media.rtcp = media.rtcp.or_else(|| parse_rtcp(attr_value));
+        }
+    } else if name.eq_ignore_ascii_case(b"rtcp-mux") {
+        if let Some(media) = sdp.media.last_mut() {
+            media.rtcp_mux = true;
+        }
     } else if name.eq_ignore_ascii_case(b"rtpmap") {
         // An rtpmap only means something inside a media section.
         if let Some(media) = sdp.media.last_mut() {
@@ -1057,6 +1112,21 @@ fn parse_attribute(
         }
     }
     Ok(())
+}
+
+/// `a=rtcp:<port> [IN IP4|IP6 <address>]` (RFC 3605 §2.1). An address that is not an IP
+/// address (a host name is never resolved) is left out: the stream's `c=` address is used.
+fn parse_rtcp(value: &[u8]) -> Option<(u16, Option<IpAddr>)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut fields = text.split_ascii_whitespace();
+    let port = parse_number::<u16>(fields.next()?).filter(|&p| p != 0)?;
+    let address = match (fields.next(), fields.next(), fields.next()) {
+        (Some(net), Some(_), Some(address)) if net.eq_ignore_ascii_case("IN") => {
+            address.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+        }
+        _ => None,
+    };
+    Some((port, address))
 }
 
 /// `a=ptime:<ms>`. Some UAs write a fraction (`20.0`); its integer part is taken. A number too
@@ -1195,6 +1265,11 @@ mod tests {
         Result<Negotiated, OfferAnswerError>,
     );
 
+    /// The RTCP address by default: the port above RTP's.
+    fn above(rtp: SocketAddr) -> SocketAddr {
+        SocketAddr::new(rtp.ip(), rtp.port() + 1)
+    }
+
     fn ok(
         remote: Option<SocketAddr>,
         codec: Codec,
@@ -1211,6 +1286,8 @@ mod tests {
             telephone_event_ours: None,
             ptime_ms,
             direction,
+            remote_rtcp: remote.map(above),
+            rtcp_mux: false,
         })
     }
 
@@ -1761,6 +1838,73 @@ mod tests {
     }
 
     #[test]
+    fn rtcp_goes_above_rtp_to_a_rtcp_or_on_the_rtp_port_with_rtcp_mux() {
+        let offer = |extra: &[&str]| {
+            let mut lines = vec![
+                "v=0",
+                "o=- 1 1 IN IP4 192.0.2.1",
+                "s=-",
+                "c=IN IP4 192.0.2.1",
+                "t=0 0",
+                "m=audio 4000 RTP/AVP 0",
+            ];
+            lines.extend_from_slice(extra);
+            parse(&sdp(&lines)).unwrap()
+        };
+        let rtcp = |extra: &[&str]| {
+            let (n, body) = answer(&offer(extra), &local4()).unwrap();
+            let muxed = String::from_utf8(body)
+                .unwrap()
+                .contains("\r\na=rtcp-mux\r\n");
+            assert_eq!(muxed, n.rtcp_mux, "the answer says what was agreed");
+            (n.remote_rtcp, n.rtcp_mux)
+        };
+        assert_eq!(rtcp(&[]), (addr("192.0.2.1:4001"), false));
+        assert_eq!(rtcp(&["a=rtcp:5003"]), (addr("192.0.2.1:5003"), false));
+        assert_eq!(
+            rtcp(&["a=rtcp:5003 IN IP4 198.51.100.7"]),
+            (addr("198.51.100.7:5003"), false)
+        );
+        // RFC 3605's address, when it is of the other IP version, a name or malformed, is
+        // not taken; a port that cannot be read leaves the default.
+        for other in [
+            "a=rtcp:5003 IN IP6 2001:db8::1",
+            "a=rtcp:5003 IN IP4 rtcp.example.com",
+            "a=rtcp:5003 IN IP4 0.0.0.0",
+        ] {
+            assert_eq!(rtcp(&[other]), (addr("192.0.2.1:5003"), false), "{other}");
+        }
+        for unreadable in ["a=rtcp:", "a=rtcp:x", "a=rtcp:0", "a=rtcp:70000"] {
+            assert_eq!(
+                rtcp(&[unreadable]),
+                (addr("192.0.2.1:4001"), false),
+                "{unreadable}"
+            );
+        }
+        assert_eq!(rtcp(&["a=rtcp-mux"]), (addr("192.0.2.1:4000"), true));
+        assert_eq!(
+            rtcp(&["a=rtcp:4000", "a=rtcp-mux"]),
+            (addr("192.0.2.1:4000"), true)
+        );
+        // Hold by c=0.0.0.0: nowhere to send RTP, nor RTCP.
+        let held = parse(&sdp(&[
+            "v=0",
+            "o=- 1 1 IN IP4 0.0.0.0",
+            "s=-",
+            "c=IN IP4 0.0.0.0",
+            "t=0 0",
+            "m=audio 4000 RTP/AVP 0",
+        ]))
+        .unwrap();
+        assert_eq!(answer(&held, &local4()).unwrap().0.remote_rtcp, None);
+        // An answer to our offer (which had no a=rtcp-mux) cannot agree to it.
+        let mut answered = offer(&["a=rtcp-mux"]);
+        answered.media[0].rtcp_mux = true;
+        let n = accept_answer(&answered).unwrap();
+        assert_eq!((n.remote_rtcp, n.rtcp_mux), (addr("192.0.2.1:4001"), false));
+    }
+
+    #[test]
     fn our_offer_answered_by_ourselves() {
         let ours = parse(&offer(&local4())).unwrap();
         let (theirs, body) = answer(&ours, &local6()).unwrap();
@@ -1776,6 +1920,8 @@ mod tests {
                 telephone_event_ours: None,
                 ptime_ms: 20,
                 direction: Direction::SendRecv,
+                remote_rtcp: addr("[::1]:40003"),
+                rtcp_mux: false,
             }
         );
     }
@@ -2377,6 +2523,7 @@ mod tests {
                         accept_answer(&reparsed),
                         Ok(Negotiated {
                             remote_rtp: Some(local.addr),
+                            remote_rtcp: Some(above(local.addr)),
                             direction: n.direction.reversed(),
                             telephone_event_ours: n
                                 .telephone_event
@@ -2407,8 +2554,10 @@ mod tests {
             let reply = parse(&body).unwrap();
             prop_assert_eq!(reply.media().len(), offer.media_count);
             let back = accept_answer(&reply).unwrap();
+            prop_assert_eq!(n.remote_rtcp, Some(above(offer.remote)));
             prop_assert_eq!(back, Negotiated {
                 remote_rtp: Some(local.addr),
+                remote_rtcp: Some(above(local.addr)),
                 direction: n.direction.reversed(),
                 // Read as an answer to our offer, whose number for events was 101.
                 telephone_event_ours: n

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use vportal::sip::{HeaderName, Method};
 
-use super::rtp::RtpOut;
+use super::rtp::{RtpOut, bind_pair};
 use super::server::ServerProcess;
 use super::uac::{Uac, parse};
 
@@ -20,6 +20,10 @@ pub struct Phone {
     pub rtp: RtpOut,
     /// Where the server receives this call's RTP (from its SDP answer).
     pub server_rtp: SocketAddr,
+    /// Receives the server's RTCP (on the port above the RTP socket's).
+    pub rtcp: UdpSocket,
+    /// The server's answer.
+    pub answer: String,
     server_sip: SocketAddr,
 }
 
@@ -41,7 +45,7 @@ impl Phone {
         sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut uac = Uac::new(sip.local_addr().unwrap(), server.sip, target);
         uac.user = user.to_owned();
-        let rtp = UdpSocket::bind(SocketAddr::new(server.sip.ip(), 0)).unwrap();
+        let (rtp, rtcp) = bind_pair(server.sip.ip());
         uac.media = rtp.local_addr().unwrap();
         let sdp = offer(&uac);
         sip.send_to(&uac.invite(&sdp), server.sip).unwrap();
@@ -70,6 +74,8 @@ impl Phone {
             sip,
             rtp: RtpOut::new(rtp, server_rtp),
             server_rtp,
+            rtcp,
+            answer: body,
             server_sip: server.sip,
         }
     }

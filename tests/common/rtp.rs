@@ -8,6 +8,11 @@ use std::time::Duration;
 use rtp_rs::{RtpPacketBuilder, Seq};
 use vportal::media::g711::{self, Law};
 
+// The load tools bind their media the same way.
+#[path = "../../examples/support/mod.rs"]
+mod support;
+pub use support::bind_pair;
+
 /// A caller's outgoing RTP stream.
 pub struct RtpOut {
     pub socket: UdpSocket,
