@@ -64,6 +64,19 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(read.ptime_ms, negotiated.ptime_ms);
         assert_eq!(read.remote_rtp, Some(local.addr));
         assert_eq!(read.direction, negotiated.direction.reversed());
+        // RTCP: where RTP goes with a=rtcp-mux, which the answer then carries; else an
+        // address of RTP's IP version. An answer to our offer never has mux.
+        assert_eq!(
+            text.contains("\r\na=rtcp-mux\r\n"),
+            negotiated.rtcp_mux
+        );
+        assert_eq!(negotiated.remote_rtcp.is_some(), negotiated.remote_rtp.is_some());
+        if let (Some(rtp), Some(rtcp)) = (negotiated.remote_rtp, negotiated.remote_rtcp) {
+            assert_eq!(rtp.is_ipv4(), rtcp.is_ipv4());
+            assert!(!negotiated.rtcp_mux || rtp == rtcp);
+        }
+        assert!(!read.rtcp_mux);
+        assert_eq!(read.remote_rtcp, Some("127.0.0.1:40001".parse().unwrap()));
         // Deterministic.
         assert_eq!(sdp::answer(&offer, &local).unwrap().1, body);
         let _ = sdp::answer_reachable(&offer, &local);
