@@ -354,3 +354,50 @@ fn tcp_recv_until(
     }
     panic!("the expected message never came");
 }
+
+/// The server's open files limits (soft, hard), from `/proc`.
+fn open_files_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+/// Two sockets a call: the server raises its soft open files limit to what `sip.max_calls`
+/// and `sip.max_tcp_connections` need (here 2 × 100 + 1,024 + 256), and says so when the
+/// hard limit does not allow it.
+#[test]
+fn the_open_files_limit_is_raised_for_the_calls_configured() {
+    let config = "[sip]\nmax_calls = 100\n";
+    let dir = Workdir::new();
+    std::fs::write(dir.path().join("vportal.toml"), config).unwrap();
+    let args = ["--config", "vportal.toml"];
+    let roomy = ["prlimit", "--nofile=512:4096", "--"];
+    let server = ServerProcess::start_wrapped(&dir, &roomy, "46500-46598", &args);
+    assert_eq!(open_files_limits(server.child.id()), (1_480, 4_096));
+    assert!(
+        server
+            .log()
+            .contains("open files limit raised from=512 to=1480"),
+        "{}",
+        server.log()
+    );
+    assert!(!server.log().contains("below what"), "{}", server.log());
+    drop(server);
+
+    let tight = ["prlimit", "--nofile=512:1024", "--"];
+    let server = ServerProcess::start_wrapped(&dir, &tight, "46500-46598", &args);
+    assert_eq!(open_files_limits(server.child.id()), (1_024, 1_024));
+    server.expect_log(
+        "the open files limit is below what",
+        1,
+        Duration::from_secs(2),
+    );
+    assert!(server.log().contains("needed=1480"), "{}", server.log());
+}

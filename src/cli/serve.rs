@@ -9,7 +9,9 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 
 use vportal::admin::{AdminError, AdminServer, AdminState, Listen, Throttle};
-use vportal::config::{AdminConfig, ConfiguredToken, DEFAULT_DIALPLAN_FILE, DEFAULT_PROMPTS_DIR};
+use vportal::config::{
+    AdminConfig, ConfiguredToken, DEFAULT_DIALPLAN_FILE, DEFAULT_PROMPTS_DIR, SipConfig,
+};
 use vportal::ivr::dialplan::{DEFAULT_DIALPLAN, Dialplan, MailboxSource};
 use vportal::media::ports::PortRange;
 use vportal::media::prompts::{BUILT_IN_LANGUAGE, PromptSet};
@@ -64,6 +66,7 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
         ctx.config.admin.enabled = false;
     }
     let configured_token = configured_token(&ctx.config.admin)?;
+    raise_open_files_limit(&ctx.config.sip);
     // Everything that can be wrong with the files is found before a first run creates the
     // database and hands out its token.
     let dialplan = load_dialplan(&ctx.config.dialplan.file)?;
@@ -168,6 +171,57 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
 /// no route (every call is refused with 404), and routes that take the mailbox from caller
 /// identity from any source while SIP listens beyond loopback (anyone who reaches the port
 /// could claim any number, and hear from the prompt whether that mailbox exists).
+/// File descriptors the configuration may hold at once: two UDP sockets a call (RTP and
+/// RTCP), every TCP connection, and a margin for the rest (the SIP sockets, the database
+/// and its WAL, the admin side-port's connections, the runtime, the log).
+fn open_files_needed(sip: &SipConfig) -> u64 {
+    let calls = u64::try_from(sip.max_calls).unwrap_or(u64::MAX);
+    let tcp = u64::try_from(sip.max_tcp_connections).unwrap_or(u64::MAX);
+    calls
+        .saturating_mul(2)
+        .saturating_add(tcp)
+        .saturating_add(256)
+}
+
+/// The soft limit to ask for, given the current `soft` and `hard` limits and what is
+/// `needed`: never lower than it is, never above the hard limit.
+fn open_files_target(soft: u64, hard: u64, needed: u64) -> u64 {
+    soft.max(needed.min(hard))
+}
+
+/// Raises the soft RLIMIT_NOFILE toward what the configuration needs (systemd starts
+/// services at 1,024, enough for about 380 calls), as far as the hard limit allows; warns
+/// when that is not enough. Without it, calls past the limit would be refused with 503.
+fn raise_open_files_limit(sip: &SipConfig) {
+    use rlimit::Resource;
+    let needed = open_files_needed(sip);
+    let (soft, hard) = match Resource::NOFILE.get() {
+        Ok(limits) => limits,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open files limit");
+            return;
+        }
+    };
+    let target = open_files_target(soft, hard, needed);
+    if target > soft {
+        match Resource::NOFILE.set(target, hard) {
+            Ok(()) => tracing::info!(from = soft, to = target, "open files limit raised"),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+        }
+    }
+    if target < needed {
+        tracing::warn!(
+            limit = target,
+            needed,
+            max_calls = sip.max_calls,
+            max_tcp_connections = sip.max_tcp_connections,
+            "the open files limit is below what sip.max_calls and sip.max_tcp_connections \
+             need (two sockets a call); calls past it get 503: raise the hard limit \
+             (systemd: LimitNOFILE=) or lower sip.max_calls"
+        );
+    }
+}
+
 fn warn_about_dialplan(dialplan: &Dialplan, listen: SocketAddr) {
     if dialplan.routes().is_empty() {
         tracing::warn!("the dialplan has no [[route]]: every call will be refused with 404");
@@ -287,6 +341,26 @@ async fn shutdown_signal() {
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_what_the_calls_need_within_the_hard_limit() {
+        let defaults = SipConfig::default();
+        // 5,000 calls of two sockets, 1,024 TCP connections and the margin.
+        assert_eq!(open_files_needed(&defaults), 11_280);
+        let small = SipConfig {
+            max_calls: 10,
+            max_tcp_connections: 0,
+            ..SipConfig::default()
+        };
+        assert_eq!(open_files_needed(&small), 276);
+        // systemd's 1,024 soft limit under its 524,288 hard one: raised to what is needed.
+        assert_eq!(open_files_target(1_024, 524_288, 11_280), 11_280);
+        // A hard limit below it: as far as it goes.
+        assert_eq!(open_files_target(1_024, 4_096, 11_280), 4_096);
+        // Never lowered.
+        assert_eq!(open_files_target(1_048_576, 1_048_576, 11_280), 1_048_576);
+        assert_eq!(open_files_target(300, 200, 11_280), 300);
+    }
 
     /// What `warn_about_dialplan` logs for `dialplan` listening on `listen`.
     fn warnings(dialplan: &str, listen: &str) -> String {
