@@ -580,8 +580,9 @@ fn rtcp_reports_go_both_ways_and_a_bye_ends_them() {
         "on the phone's stream"
     );
     let packets_sent = u32::from_be_bytes(report[20..24].try_into().unwrap());
+    // At least a second of prompts; frames a late wake-up skipped are not counted.
     assert!(
-        packets_sent >= 50,
+        packets_sent >= 25,
         "{packets_sent} packets in a second or more of prompts"
     );
     let sdes = packets[1].1;
@@ -591,20 +592,18 @@ fn rtcp_reports_go_both_ways_and_a_bye_ends_them() {
         "CNAME"
     );
 
-    // The phone answers; a datagram that is not RTCP is refused.
+    // The phone answers; a datagram that is not RTCP is refused. A report from another
+    // address is not heard at all, nor one sent to the RTP port without a=rtcp-mux (nor is
+    // it taken for RTP).
     let lsr = u32::from_be_bytes(report[10..14].try_into().unwrap());
-    c.rtcp
-        .send_to(
-            &receiver_report(c.rtp.ssrc, ssrc, lsr),
-            SocketAddr::new(c.server_rtp.ip(), c.server_rtp.port() + 1),
-        )
-        .unwrap();
-    c.rtcp
-        .send_to(
-            b"not rtcp",
-            SocketAddr::new(c.server_rtp.ip(), c.server_rtp.port() + 1),
-        )
-        .unwrap();
+    let server_rtcp = SocketAddr::new(c.server_rtp.ip(), c.server_rtp.port() + 1);
+    let answer = receiver_report(c.rtp.ssrc, ssrc, lsr);
+    c.rtcp.send_to(&answer, server_rtcp).unwrap();
+    c.rtcp.send_to(b"not rtcp", server_rtcp).unwrap();
+    let stranger = UdpSocket::bind("127.0.0.2:0").unwrap();
+    stranger.send_to(&answer, server_rtcp).unwrap();
+    stranger.send_to(b"not rtcp", server_rtcp).unwrap();
+    c.rtp.socket.send_to(&answer, c.server_rtp).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     c.hang_up();
     let bye = wait_for(&c.rtcp, Duration::from_secs(2), |d| {
@@ -621,11 +620,11 @@ fn rtcp_reports_go_both_ways_and_a_bye_ends_them() {
     assert_eq!(field(&ended, "rtcp_malformed"), Some(1), "{ended}");
     assert_eq!(field(&ended, "peer_lost"), Some(2), "{ended}");
     assert_eq!(field(&ended, "peer_jitter_ms"), Some(5.0), "{ended}");
+    let sent = u64::from(c.rtp.seq.wrapping_sub(100));
+    assert_eq!(field(&ended, "rtp_received"), Some(sent), "{ended}");
+    // Loopback, answered at once: well under a second even on a loaded machine.
     let rtt: f64 = field(&ended, "round_trip_ms").expect("a round trip");
-    assert!(
-        (0.0..100.0).contains(&rtt),
-        "round trip {rtt} ms on loopback"
-    );
+    assert!((0.0..1_000.0).contains(&rtt), "round trip {rtt} ms");
 }
 
 /// RFC 5761: offered `a=rtcp-mux`, the answer agrees, and RTCP shares the RTP port both

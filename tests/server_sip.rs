@@ -378,9 +378,9 @@ fn the_open_files_limit_is_raised_for_the_calls_configured() {
     let dir = Workdir::new();
     std::fs::write(dir.path().join("vportal.toml"), config).unwrap();
     let args = ["--config", "vportal.toml"];
-    let roomy = ["prlimit", "--nofile=512:4096", "--"];
+    let roomy = ["prlimit", "--nofile=512:2048", "--"];
     let server = ServerProcess::start_wrapped(&dir, &roomy, "46500-46598", &args);
-    assert_eq!(open_files_limits(server.child.id()), (1_480, 4_096));
+    assert_eq!(open_files_limits(server.child.id()), (1_480, 2_048));
     assert!(
         server
             .log()

@@ -9,7 +9,8 @@
 //! Invariants beyond "no crash": every datagram read counts as received or malformed; every
 //! report written is a valid compound packet that another call's RTCP reads without error,
 //! that RFC 5761 demultiplexing takes for RTCP, whose lengths are whole 32-bit words, and
-//! whose first packet is a sender report exactly when packets were sent since the last.
+//! whose first packet is a sender report exactly when packets were sent since the report
+//! before last (RFC 3550 §6.3.8).
 
 #![no_main]
 
@@ -30,6 +31,8 @@ fuzz_target!(|data: &[u8]| {
     let mut ours = Rtcp::new(t0, Ssrc(0x1111), &mut rng);
     let mut theirs = Rtcp::new(t0, Ssrc(0x2222), &mut rng);
     let mut packets = 0_u64;
+    // Packets sent at the report before last and at the last.
+    let mut at_reports = [0_u64; 2];
     let mut report = Vec::new();
     let mut rest = data;
     while let [kind, advance, len, tail @ ..] = rest {
@@ -54,7 +57,6 @@ fuzz_target!(|data: &[u8]| {
             }
             _ => {
                 let sent_now = u64::from(bytes.first().copied().unwrap_or(0));
-                let sender_before = packets;
                 packets += sent_now;
                 let sender = SenderInfo {
                     packets,
@@ -71,7 +73,8 @@ fuzz_target!(|data: &[u8]| {
                 assert!(rtcp::is_rtcp(&report));
                 assert_eq!(report.len() % 4, 0);
                 let first = report[1];
-                assert_eq!(first == 200, packets > sender_before, "SR exactly when sending");
+                assert_eq!(first == 200, packets > at_reports[0], "SR exactly when sending");
+                at_reports = [at_reports[1], packets];
                 assert!(theirs.receive(&report, now).is_ok(), "{report:?}");
             }
         }

@@ -167,10 +167,6 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Warns about a dialplan that is valid but likely not what the operator meant: one with
-/// no route (every call is refused with 404), and routes that take the mailbox from caller
-/// identity from any source while SIP listens beyond loopback (anyone who reaches the port
-/// could claim any number, and hear from the prompt whether that mailbox exists).
 /// File descriptors the configuration may hold at once: two UDP sockets a call (RTP and
 /// RTCP), every TCP connection, and a margin for the rest (the SIP sockets, the database
 /// and its WAL, the admin side-port's connections, the runtime, the log).
@@ -222,6 +218,10 @@ fn raise_open_files_limit(sip: &SipConfig) {
     }
 }
 
+/// Warns about a dialplan that is valid but likely not what the operator meant: one with
+/// no route (every call is refused with 404), and routes that take the mailbox from caller
+/// identity from any source while SIP listens beyond loopback (anyone who reaches the port
+/// could claim any number, and hear from the prompt whether that mailbox exists).
 fn warn_about_dialplan(dialplan: &Dialplan, listen: SocketAddr) {
     if dialplan.routes().is_empty() {
         tracing::warn!("the dialplan has no [[route]]: every call will be refused with 404");

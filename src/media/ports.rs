@@ -1,7 +1,8 @@
 //! The RTP port range: which even ports calls may use.
 //!
 //! RTP goes on even ports and RTCP on the odd port above (RFC 3550 §11), so only even ports
-//! are handed out. Ports are handed out round-robin rather than lowest-first, so a port a call
+//! whose odd port is in the range too are handed out: a firewall opened for the range
+//! passes both. Ports are handed out round-robin rather than lowest-first, so a port a call
 //! just released is not reused at once, and late packets of the old call do not reach the
 //! new one. Sans-IO: binding the socket is the shell's job, which reports a port it could not
 //! bind with [`PortAllocator::release`] and asks again.
@@ -21,7 +22,7 @@ pub struct PortRange {
 /// A port range that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid RTP port range {0:?}: expected FIRST-LAST, e.g. 10000-20000, with at least one even port above 1023"
+    "invalid RTP port range {0:?}: expected FIRST-LAST, e.g. 10000-20000, holding at least one even port above 1023 and the odd port above it"
 )]
 pub struct PortRangeError(String);
 
@@ -48,10 +49,11 @@ impl fmt::Display for PortRange {
 }
 
 impl PortRange {
+    /// The even ports whose odd port above is in the range too.
     fn even_ports(self) -> impl Iterator<Item = u16> {
         // 65535 rounds up past the port space: no even port then (`1..=0` is empty).
         let (start, last) = match self.first.checked_add(self.first % 2) {
-            Some(start) => (start, self.last),
+            Some(start) => (start, self.last.saturating_sub(1)),
             None => (1, 0),
         };
         (start..=last).step_by(2)
@@ -135,13 +137,19 @@ mod tests {
             "20000-10000",
             "80-90",
             "10001-10001",
+            "10000-10000",
             "a-b",
             "10000-70000",
         ] {
             assert!(bad.parse::<PortRange>().is_err(), "{bad}");
         }
+        // 10002 and 10004; 10006's RTCP port would be outside.
         assert_eq!(
             PortAllocator::new("10001-10006".parse().unwrap()).capacity(),
+            2
+        );
+        assert_eq!(
+            PortAllocator::new("10001-10007".parse().unwrap()).capacity(),
             3
         );
     }
@@ -151,6 +159,7 @@ mod tests {
     #[test]
     fn a_range_at_the_top_of_the_port_space() {
         assert!("65535-65535".parse::<PortRange>().is_err());
+        assert!("65534-65534".parse::<PortRange>().is_err());
         let top: PortRange = "65533-65535".parse().unwrap();
         assert_eq!(PortAllocator::new(top).capacity(), 1);
         assert_eq!(PortAllocator::new(top).allocate(), Some(65_534));
@@ -158,7 +167,7 @@ mod tests {
 
     #[test]
     fn even_ports_round_robin_until_exhausted() {
-        let mut a = PortAllocator::new("10000-10006".parse().unwrap());
+        let mut a = PortAllocator::new("10000-10007".parse().unwrap());
         let got: Vec<u16> = std::iter::from_fn(|| a.allocate()).collect();
         assert_eq!(got, [10_000, 10_002, 10_004, 10_006]);
         assert_eq!(a.allocate(), None);

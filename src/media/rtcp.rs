@@ -117,8 +117,9 @@ struct Source {
     received_prior: u64,
     /// The last audio packet's transit time, in timestamp units.
     transit: Option<u32>,
-    /// Interarrival jitter, in timestamp units scaled by 16 (A.8's integer form).
-    jitter: u32,
+    /// Interarrival jitter, in timestamp units scaled by 16 (A.8's integer form); 64 bits,
+    /// as a peer's timestamps may jump by up to 2³¹ and its estimate with them.
+    jitter: u64,
     /// The middle 32 bits of the NTP time of its last sender report, and when it came.
     last_sr: Option<(u32, Instant)>,
     heard: Instant,
@@ -148,6 +149,11 @@ impl Source {
         self.expected() as i64 - self.received as i64
     }
 
+    /// The jitter in timestamp units, as a report carries it.
+    fn jitter(&self) -> u32 {
+        u32::try_from(self.jitter >> 4).unwrap_or(u32::MAX)
+    }
+
     /// The report block on this source (RFC 3550 §6.4.1), starting a new interval.
     fn write_block(&mut self, now: Instant, out: &mut Vec<u8>) {
         let expected = self.expected();
@@ -172,7 +178,7 @@ impl Source {
         // The extended sequence numbers start in the second cycle (`SeqExtender`): RFC 3550
         // counts cycles from the first packet's.
         out.extend_from_slice(&(self.max.wrapping_sub(1 << 16) as u32).to_be_bytes());
-        out.extend_from_slice(&(self.jitter >> 4).to_be_bytes());
+        out.extend_from_slice(&self.jitter().to_be_bytes());
         out.extend_from_slice(&lsr.to_be_bytes());
         out.extend_from_slice(&dlsr.to_be_bytes());
     }
@@ -202,8 +208,9 @@ pub struct Rtcp {
     origin: Instant,
     next_due: Instant,
     last_report: Instant,
-    /// RTP packets we had sent at the last report: whether we are a sender.
-    packets_at_last_report: u64,
+    /// RTP packets we had sent at the report before last and at the last: we are a sender
+    /// while we sent any since the report before last (RFC 3550 §6.3.8).
+    packets_at_reports: [u64; 2],
     sources: Vec<Source>,
     /// Our last reports: the middle of their NTP time, and when they were sent.
     sent_reports: Vec<(u32, Instant)>,
@@ -223,7 +230,7 @@ impl Rtcp {
             origin: now,
             next_due: now + randomized(MIN_INTERVAL / 2, rng),
             last_report: now,
-            packets_at_last_report: 0,
+            packets_at_reports: [0; 2],
             sources: Vec::new(),
             sent_reports: Vec::with_capacity(SENT_REPORTS),
             peer: None,
@@ -251,7 +258,7 @@ impl Rtcp {
         let source = self.sources.iter().max_by_key(|s| s.heard)?;
         Some(Reception {
             lost: source.lost(),
-            jitter: source.jitter >> 4,
+            jitter: source.jitter(),
         })
     }
 
@@ -286,18 +293,17 @@ impl Rtcp {
                 / 1_000_000_000) as u32;
             let transit = arrival.wrapping_sub(packet.timestamp);
             if let Some(previous) = source.transit {
-                let d = (transit.wrapping_sub(previous) as i32).unsigned_abs();
-                source.jitter = source
-                    .jitter
-                    .wrapping_add(d)
-                    .wrapping_sub((source.jitter + 8) >> 4);
+                let d = u64::from((transit.wrapping_sub(previous) as i32).unsigned_abs());
+                // Never below zero: (J + 8) / 16 ≤ J for J ≥ 1, and 0 for J = 0.
+                source.jitter = source.jitter + d - ((source.jitter + 8) >> 4);
             }
             source.transit = Some(transit);
         }
     }
 
     /// Builds the report due (replacing `out`'s contents): a sender report when we sent RTP
-    /// since the last one (a receiver report while the call is held), with a block on each
+    /// since the report before last (a receiver report once the call has been held that
+    /// long: RFC 3550 §6.3.8 keeps a sender for two intervals), with a block on each
     /// source heard since then, and our CNAME. Schedules the next.
     pub fn write_report(
         &mut self,
@@ -333,8 +339,8 @@ impl Rtcp {
         out: &mut Vec<u8>,
     ) {
         out.clear();
-        let is_sender = sender.packets > self.packets_at_last_report;
-        self.packets_at_last_report = sender.packets;
+        let is_sender = sender.packets > self.packets_at_reports[0];
+        self.packets_at_reports = [self.packets_at_reports[1], sender.packets];
         let since = self.last_report;
         self.last_report = now;
         let heard = self.sources.iter().filter(|s| s.heard >= since).count();
@@ -386,8 +392,8 @@ impl Rtcp {
     ///
     /// # Errors
     /// [`Malformed`] when the datagram is not a valid compound packet (RFC 3550 A.2: version
-    /// 2, lengths that add up to the datagram, padding only on the last packet); what came
-    /// before the fault has been read.
+    /// 2, a sender or receiver report first, lengths that add up to the datagram, padding
+    /// only on the last packet); what came before the fault has been read.
     pub fn receive(&mut self, datagram: &[u8], now: Instant) -> Result<(), Malformed> {
         let result = self.read(datagram, now);
         match result {
@@ -398,7 +404,9 @@ impl Rtcp {
     }
 
     fn read(&mut self, datagram: &[u8], now: Instant) -> Result<(), Malformed> {
-        if datagram.is_empty() {
+        // RFC 3550 A.2: a compound packet starts with a report (no reduced-size RTCP, RFC
+        // 5506, is agreed).
+        if !matches!(datagram.get(1), Some(&(SR | RR))) {
             return Err(Malformed);
         }
         let mut rest = datagram;
@@ -551,8 +559,7 @@ mod tests {
     fn a_sender_report_with_a_block_per_source_and_the_cname() {
         let start = Instant::now();
         let mut rtcp = Rtcp::new(start, Ssrc(0xdead_beef), &mut rng());
-        // 100 packets, numbers 0..110 with ten lost; the eleventh source's numbering
-        // starts elsewhere.
+        // 100 packets of numbers 0..110: ten lost.
         for seq in (0..110).filter(|n| n % 11 != 5) {
             let at = start + 20 * MS * seq as u32;
             rtcp.on_rtp(&packet(7, seq, 160 * seq as u32), true, at);
@@ -609,13 +616,25 @@ mod tests {
         }
         rtcp.write_report(now + MS, wall(start, now), sender(90), &mut rng(), &mut out);
         let parts = packets(&out);
-        let (first, pt, rr) = parts[0];
+        let (first, pt, sr) = parts[0];
         assert_eq!(
             (first, pt),
-            (0x81, RR),
-            "nothing sent since: a receiver report"
+            (0x81, SR),
+            "nothing sent in this interval, but in the one before: still a sender"
         );
-        assert_eq!((rr[12], &rr[13..16]), (0, &[0, 0, 10][..]));
+        assert_eq!((sr[32], &sr[33..36]), (0, &[0, 0, 10][..]));
+        rtcp.write_report(
+            now + 2 * MS,
+            wall(start, now),
+            sender(90),
+            &mut rng(),
+            &mut out,
+        );
+        assert_eq!(
+            packets(&out)[0].1,
+            RR,
+            "nothing sent for two intervals: a receiver"
+        );
     }
 
     #[test]
@@ -651,6 +670,16 @@ mod tests {
             events.on_rtp(&packet(9, seq, 0), false, at);
         }
         assert_eq!(events.reception().map(|r| r.jitter), Some(15));
+
+        // A peer's timestamps jumping by 2³¹ back and forth: the estimate grows toward
+        // 2³¹ (and is reported within 32 bits), without overflowing.
+        let mut hostile = Rtcp::new(start, Ssrc(1), &mut rng());
+        for seq in 0..10_000_u64 {
+            let ts = if seq % 2 == 0 { 0 } else { 1 << 31 };
+            hostile.on_rtp(&packet(9, seq, ts), true, start);
+        }
+        let jitter = hostile.reception().unwrap().jitter;
+        assert!(jitter > 1 << 30, "{jitter}");
     }
 
     #[test]
@@ -742,17 +771,20 @@ mod tests {
             &[0xa0, RR, 0, 1, 0, 0, 0, 0], // padding of 0
             &[0xa0, RR, 0, 1, 0, 0, 0, 9], // more padding than the packet
             &[0xa0, RR, 0, 1, 0, 0, 0, 4, 0x80, RR, 0, 1, 0, 0, 0, 2], // padding not last
+            &[0x80, SDES, 0, 0],           // no report first (RFC 3550 A.2)
+            &[0x81, BYE, 0, 1, 0, 0, 0, 2],
         ] {
             assert_eq!(rtcp.receive(bad, start), Err(Malformed), "{bad:?}");
         }
-        assert_eq!(rtcp.stats().malformed, 9);
+        assert_eq!(rtcp.stats().malformed, 11);
         assert_eq!(rtcp.stats().received, 1);
-        // Padding on the last packet, and types not read, are fine.
-        let padded = [0x80, SDES, 0, 0, 0x80, RR, 0, 2, 0, 0, 0, 2, 0, 0, 0, 4];
-        assert_eq!(rtcp.receive(&padded[..4], start), Ok(()));
+        // Padding on the last packet, and types not read after the report, are fine.
+        let padded = [0x80, RR, 0, 1, 0, 0, 0, 2, 0x80, SDES, 0, 1, 0, 0, 0, 4];
+        assert_eq!(rtcp.receive(&padded, start), Ok(()));
         let mut last_padded = padded;
-        last_padded[4] = 0xa0;
+        last_padded[8] = 0xa0;
         assert_eq!(rtcp.receive(&last_padded, start), Ok(()));
+        assert_eq!(rtcp.stats().received, 3);
     }
 
     #[test]

@@ -358,11 +358,15 @@ struct Stream {
     /// Where media goes: the listener's source, kept here because every packet needs it
     /// and the listener is only needed when something arrives.
     remote: Option<SocketAddr>,
-    _lease: PortLease,
     out: Outbound,
     listener: Box<Listener>,
     events: mpsc::UnboundedSender<MediaEvent>,
     rtcp: Box<CallRtcp>,
+    /// When the next RTCP report is due: kept here, as every packet slot looks at it.
+    rtcp_due: Instant,
+    /// Last: fields drop in order, so the port pair goes back to the range only once both
+    /// sockets are closed.
+    _lease: PortLease,
 }
 
 /// A call's RTCP: the reports, and where they go.
@@ -375,7 +379,8 @@ struct CallRtcp {
     mux: bool,
     /// Where the SDP says RTCP goes.
     signalled: Option<SocketAddr>,
-    /// With `rtp.symmetric`: where the caller's RTCP really comes from, once it has come.
+    /// With `rtp.symmetric`: where the caller's RTCP really comes from, learnt from its
+    /// first report (once, as RTP's source), and afresh when the SDP moves it.
     latched: Option<SocketAddr>,
 }
 
@@ -404,7 +409,7 @@ impl Stream {
         }
         if self.rtcp.session.receive(datagram, now).is_ok() {
             RTCP_PACKETS_RECEIVED.fetch_add(1, Ordering::Relaxed);
-            if symmetric && !self.rtcp.mux {
+            if symmetric && !self.rtcp.mux && self.rtcp.latched.is_none() {
                 self.rtcp.latched = Some(from);
             }
         }
@@ -458,7 +463,7 @@ struct Thread {
     /// The commands being applied (kept to reuse its allocation).
     taken: Vec<MediaCommand>,
     config: MediaConfig,
-    /// The streams, by slot; a stream's poll token is its slot + 1 (0 is the waker).
+    /// The streams, by slot; see [`rtp_token`] for their poll tokens.
     streams: Vec<Option<Stream>>,
     free: Vec<usize>,
     tokens: HashMap<CallHandle, Token>,
@@ -590,11 +595,12 @@ impl Thread {
                     socket,
                     peer: None,
                     remote: None,
-                    _lease: lease,
                     out,
                     listener: Box::new(Listener::new(&media, self.config)),
                     events,
+                    rtcp_due: rtcp.session.poll_timeout(),
                     rtcp,
+                    _lease: lease,
                 };
                 stream.follow_source();
                 self.streams[slot] = Some(stream);
@@ -695,8 +701,12 @@ impl Thread {
         let mut errors = 0;
         loop {
             match s.socket.recv_from(&mut self.datagram) {
-                Ok((n, from)) if s.rtcp.mux && rtcp::is_rtcp(&self.datagram[..n]) => {
-                    s.hear_rtcp(from, &self.datagram[..n], Instant::now(), symmetric);
+                // RTCP on the RTP port: the caller's with `a=rtcp-mux`, else stray (never RTP:
+                // no payload type in use looks like it).
+                Ok((n, from)) if rtcp::is_rtcp(&self.datagram[..n]) => {
+                    if s.rtcp.mux {
+                        s.hear_rtcp(from, &self.datagram[..n], Instant::now(), symmetric);
+                    }
                 }
                 Ok((n, from)) => {
                     s.listener.hear(
@@ -756,7 +766,7 @@ impl Thread {
             }
         }
         // The stream's slots come every ptime, held or not: a report due goes with one.
-        if now >= s.rtcp.session.poll_timeout() {
+        if now >= s.rtcp_due {
             let sender = s.sender_info(now);
             s.rtcp.session.write_report(
                 now,
@@ -765,6 +775,7 @@ impl Thread {
                 &mut self.rng,
                 &mut self.report,
             );
+            s.rtcp_due = s.rtcp.session.poll_timeout();
             s.send_rtcp(&self.report);
         }
         self.schedule.insert(s.out.poll_timeout(), token);

@@ -337,7 +337,8 @@ pub struct Negotiated {
     /// OUR direction: as written in our answer, or the reverse of the peer's answer.
     pub direction: Direction,
     /// Where to send RTCP: the RTP address with `a=rtcp-mux`, else the `a=rtcp` port (and
-    /// address) or the port above RTP's (RFC 3550 §11). `None` when RTP has none.
+    /// address) or the port above RTP's (RFC 3550 §11). `None` when RTP has none, or is on
+    /// port 65535 without `a=rtcp`.
     pub remote_rtcp: Option<SocketAddr>,
     /// RTCP shares the RTP port both ways (RFC 5761): the offer asked for it and our answer
     /// agreed. vportal never offers it, so an answer to our offer never has it.
@@ -1897,6 +1898,21 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(answer(&held, &local4()).unwrap().0.remote_rtcp, None);
+        // RTP on the last port: no port above it.
+        let top = parse(&sdp(&[
+            "v=0",
+            "o=- 1 1 IN IP4 192.0.2.1",
+            "s=-",
+            "c=IN IP4 192.0.2.1",
+            "t=0 0",
+            "m=audio 65535 RTP/AVP 0",
+        ]))
+        .unwrap();
+        let n = answer(&top, &local4()).unwrap().0;
+        assert_eq!(
+            (n.remote_rtp, n.remote_rtcp),
+            (addr("192.0.2.1:65535"), None)
+        );
         // An answer to our offer (which had no a=rtcp-mux) cannot agree to it.
         let mut answered = offer(&["a=rtcp-mux"]);
         answered.media[0].rtcp_mux = true;
