@@ -199,15 +199,19 @@ fn raise_open_files_limit(sip: &SipConfig) {
         }
     };
     let target = open_files_target(soft, hard, needed);
+    let mut limit = soft;
     if target > soft {
         match Resource::NOFILE.set(target, hard) {
-            Ok(()) => tracing::info!(from = soft, to = target, "open files limit raised"),
+            Ok(()) => {
+                tracing::info!(from = soft, to = target, "open files limit raised");
+                limit = target;
+            }
             Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
         }
     }
-    if target < needed {
+    if limit < needed {
         tracing::warn!(
-            limit = target,
+            limit,
             needed,
             max_calls = sip.max_calls,
             max_tcp_connections = sip.max_tcp_connections,

@@ -44,6 +44,8 @@ const CLOCK_RATE: u128 = 8_000;
 /// Sources reported on. SIPp's `play_dtmf` starts a new SSRC per action; the sources heard
 /// longest ago make room.
 const MAX_SOURCES: usize = 4;
+// A report holds at most 31 blocks (five bits of count).
+const _: () = assert!(MAX_SOURCES <= 31);
 
 /// Our reports remembered to measure the round trip from the peer's LSR.
 const SENT_REPORTS: usize = 4;
@@ -343,9 +345,7 @@ impl Rtcp {
         self.packets_at_reports = [self.packets_at_reports[1], sender.packets];
         let since = self.last_report;
         self.last_report = now;
-        let heard = self.sources.iter().filter(|s| s.heard >= since).count();
-        // Five bits of report count; MAX_SOURCES keeps well within them.
-        let count = heard.min(31) as u8;
+        let count = self.sources.iter().filter(|s| s.heard >= since).count() as u8;
         let words = if is_sender { 6 } else { 1 } + 6 * u16::from(count);
         out.push(0x80 | count);
         out.push(if is_sender { SR } else { RR });
@@ -363,12 +363,7 @@ impl Rtcp {
             out.extend_from_slice(&(sender.packets as u32).to_be_bytes());
             out.extend_from_slice(&(sender.octets as u32).to_be_bytes());
         }
-        for source in self
-            .sources
-            .iter_mut()
-            .filter(|s| s.heard >= since)
-            .take(31)
-        {
+        for source in self.sources.iter_mut().filter(|s| s.heard >= since) {
             source.write_block(now, out);
         }
         // SDES: one chunk, our SSRC and CNAME, then at least one zero byte ending the item

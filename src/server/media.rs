@@ -55,12 +55,16 @@ fn rtp_token(slot: usize) -> Token {
     Token((slot + 1) * 2)
 }
 
+fn rtcp_token(slot: usize) -> Token {
+    Token(rtp_token(slot).0 + 1)
+}
+
 /// The stream slot a token is of, and whether it is the RTCP socket's.
 fn slot_of(token: Token) -> Option<(usize, bool)> {
     Some(((token.0 / 2).checked_sub(1)?, token.0 % 2 == 1))
 }
 
-/// An even RTP port from the range, given back when dropped.
+/// An even RTP port from the range (with the RTCP port above it), given back when dropped.
 pub(crate) struct PortLease {
     pub(crate) port: u16,
     ports: Arc<Mutex<PortAllocator>>,
@@ -362,8 +366,6 @@ struct Stream {
     listener: Box<Listener>,
     events: mpsc::UnboundedSender<MediaEvent>,
     rtcp: Box<CallRtcp>,
-    /// When the next RTCP report is due: kept here, as every packet slot looks at it.
-    rtcp_due: Instant,
     /// Last: fields drop in order, so the port pair goes back to the range only once both
     /// sockets are closed.
     _lease: PortLease,
@@ -561,7 +563,7 @@ impl Thread {
                     .register(&mut socket, token, Interest::READABLE)
                     .and_then(|()| {
                         registry
-                            .register(&mut rtcp_socket, Token(token.0 + 1), Interest::READABLE)
+                            .register(&mut rtcp_socket, rtcp_token(slot), Interest::READABLE)
                             .inspect_err(|_| {
                                 let _ = registry.deregister(&mut socket);
                             })
@@ -598,7 +600,6 @@ impl Thread {
                     out,
                     listener: Box::new(Listener::new(&media, self.config)),
                     events,
-                    rtcp_due: rtcp.session.poll_timeout(),
                     rtcp,
                     _lease: lease,
                 };
@@ -766,7 +767,7 @@ impl Thread {
             }
         }
         // The stream's slots come every ptime, held or not: a report due goes with one.
-        if now >= s.rtcp_due {
+        if now >= s.rtcp.session.poll_timeout() {
             let sender = s.sender_info(now);
             s.rtcp.session.write_report(
                 now,
@@ -775,7 +776,6 @@ impl Thread {
                 &mut self.rng,
                 &mut self.report,
             );
-            s.rtcp_due = s.rtcp.session.poll_timeout();
             s.send_rtcp(&self.report);
         }
         self.schedule.insert(s.out.poll_timeout(), token);
