@@ -167,6 +167,22 @@ fn a_passcode_reset_over_http_works_on_the_next_call_and_the_api_shows_the_chang
         );
     }
     assert!(!metrics.body.contains("vportal_rtp_packets_sent_total 0\n"));
+    // The call's RTCP: at least the BYE that ended it went out; the phone sent none.
+    assert!(
+        metrics
+            .body
+            .contains("vportal_rtcp_packets_total{direction=\"out\"} ")
+    );
+    assert!(
+        !metrics
+            .body
+            .contains("vportal_rtcp_packets_total{direction=\"out\"} 0\n")
+    );
+    assert!(
+        metrics
+            .body
+            .contains("vportal_rtcp_packets_total{direction=\"in\"} 0\n")
+    );
 }
 
 #[test]
