@@ -683,47 +683,32 @@ impl Thread {
         let Some(s) = self.streams.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
+        let mut errors = 0;
         if is_rtcp {
-            // Edge-triggered like RTP: read until empty; errors (ICMP reports) are skipped.
-            for _ in 0..64 {
-                match s.rtcp.socket.recv_from(&mut self.datagram) {
-                    Ok((n, from)) => {
-                        s.hear_rtcp(from, &self.datagram[..n], Instant::now(), symmetric)
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                    Err(_) => {}
-                }
+            while let Some((n, from)) = read_one(&s.rtcp.socket, &mut self.datagram, &mut errors) {
+                s.hear_rtcp(from, &self.datagram[..n], Instant::now(), symmetric);
             }
             return;
         }
-        // Readiness is edge-triggered: read until the socket is empty. An error (a
-        // connected socket reports the caller's ICMP "port unreachable" once) is consumed by
-        // the read that returns it; a few in a row mean something else is wrong.
-        let mut errors = 0;
-        loop {
-            match s.socket.recv_from(&mut self.datagram) {
-                // RTCP on the RTP port: the caller's with `a=rtcp-mux`, else stray (never RTP:
-                // no payload type in use looks like it).
-                Ok((n, from)) if rtcp::is_rtcp(&self.datagram[..n]) => {
-                    if s.rtcp.mux {
-                        s.hear_rtcp(from, &self.datagram[..n], Instant::now(), symmetric);
-                    }
+        while let Some((n, from)) = read_one(&s.socket, &mut self.datagram, &mut errors) {
+            let datagram = &self.datagram[..n];
+            // RTCP on the RTP port: the caller's with `a=rtcp-mux`, else stray (never RTP: no
+            // payload type in use looks like it).
+            if rtcp::is_rtcp(datagram) {
+                if s.rtcp.mux {
+                    s.hear_rtcp(from, datagram, Instant::now(), symmetric);
                 }
-                Ok((n, from)) => {
-                    s.listener.hear(
-                        from,
-                        &self.datagram[..n],
-                        Instant::now(),
-                        &mut self.keys,
-                        &mut s.rtcp.session,
-                    );
-                    for key in self.keys.drain(..) {
-                        let _ = s.events.send(MediaEvent::Key(key));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) if errors < 4 => errors += 1,
-                Err(_) => break,
+                continue;
+            }
+            s.listener.hear(
+                from,
+                datagram,
+                Instant::now(),
+                &mut self.keys,
+                &mut s.rtcp.session,
+            );
+            for key in self.keys.drain(..) {
+                let _ = s.events.send(MediaEvent::Key(key));
             }
         }
         // Symmetric RTP may just have latched onto the caller's source.
@@ -796,6 +781,25 @@ fn send_media(
         Some(remote) if Some(remote) == peer => socket.send(bytes).is_ok(),
         Some(remote) => socket.send_to(bytes, remote).is_ok(),
         None => false,
+    }
+}
+
+/// The next datagram waiting on `socket`, or `None` once it is empty. Readiness is
+/// edge-triggered, so a stream reads until then. An error (a connected socket reports the
+/// caller's ICMP "port unreachable" once) is consumed by the read that returns it; a few in a
+/// row mean something else is wrong, and reading stops.
+fn read_one(
+    socket: &UdpSocket,
+    buffer: &mut [u8],
+    errors: &mut u32,
+) -> Option<(usize, SocketAddr)> {
+    loop {
+        match socket.recv_from(buffer) {
+            Ok(read) => return Some(read),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(_) if *errors < 4 => *errors += 1,
+            Err(_) => return None,
+        }
     }
 }
 
