@@ -92,19 +92,23 @@ impl Tracked {
         self.ssrc == ssrc && self.timestamp == timestamp
     }
 
-    /// Whether a packet of this event's key is a fresh start of a new press.
+    /// Whether a packet of this event's key is a fresh start of a new press: it looks like
+    /// one, comes well after the event's last new packet, and either repeats a sequence
+    /// number of the event (a replay, even of a press whose end packets never came: SIPp
+    /// cuts a replay short when the next one starts) or, the event having ended, is newer
+    /// than all of them (a sender reusing the timestamp).
     fn restarted_by(&self, marker: bool, seq: u16, e: EventPayload, now: Instant) -> bool {
-        self.ended
-            && (marker || e.duration < self.duration)
+        (marker || e.duration < self.duration)
             && now.saturating_duration_since(self.last_at) >= REPEAT_GUARD
-            && (self.seqs.contains(seq) || self.seqs.is_newer(seq))
+            && (self.seqs.contains(seq) || (self.ended && self.seqs.is_newer(seq)))
     }
 
-    /// Takes in one more packet of this event. A late one (a sequence number not seen, older
-    /// than the newest) does not move `last_at`: it says nothing about when the sender last
-    /// sent, and a replay arriving just after it must still be recognised.
+    /// Takes in one more packet of this event. Only a new one (a sequence number newer than
+    /// all seen) moves `last_at`: a late packet says nothing about when the sender last sent,
+    /// and a replay's packets, each one already seen, must not keep pushing the replay's own
+    /// recognition away.
     fn note(&mut self, seq: u16, e: EventPayload, now: Instant) {
-        if self.seqs.contains(seq) || self.seqs.is_newer(seq) {
+        if self.seqs.is_newer(seq) {
             self.last_at = now;
         }
         self.duration = self.duration.max(e.duration);
@@ -370,9 +374,14 @@ mod tests {
 
     fn sipp_pcap_sequence(keys: &str) -> Vec<P> {
         // SIPp must pause at least the length of a file between play_pcap_audio actions.
+        sipp_pcap_spaced(keys, 200)
+    }
+
+    /// The replays of `keys`, each starting `gap_ms` after the one before.
+    fn sipp_pcap_spaced(keys: &str, gap_ms: u64) -> Vec<P> {
         keys.chars()
             .enumerate()
-            .flat_map(|(i, k)| sipp_pcap(k, i as u64 * 200))
+            .flat_map(|(i, k)| sipp_pcap(k, i as u64 * gap_ms))
             .collect()
     }
 
@@ -447,6 +456,37 @@ mod tests {
         assert_eq!(run(&sipp_pcap_sequence("5555")), "5555");
         // The two '#' of "mailbox#" then "passcode#" are byte-identical too.
         assert_eq!(run(&sipp_pcap_sequence("1001#2580#")), "1001#2580#");
+    }
+
+    /// A replay starting right after the previous press's end packets (SIPp's shortest
+    /// allowed pause is the file's 140 ms) is a new press once its packets are 40 ms past
+    /// them, not swallowed by its own already-seen packets.
+    #[test]
+    fn replays_that_start_just_after_the_previous_press() {
+        for gap in [140, 141, 150, 160, 170, 179, 180, 200] {
+            assert_eq!(run(&sipp_pcap_spaced("1001#", gap)), "1001#", "{gap} ms apart");
+            assert_eq!(run(&sipp_pcap_spaced("5555", gap)), "5555", "{gap} ms apart");
+        }
+    }
+
+    /// SIPp stops a replay still playing when the next one starts: at 140 ms apart the end
+    /// packets may never go out. A replay of that unended press is still a new one.
+    #[test]
+    fn replays_of_a_press_whose_end_packets_never_came() {
+        for gap in [120, 140, 160] {
+            let cut: Vec<P> = sipp_pcap_spaced("1001#", gap)
+                .into_iter()
+                .filter(|p| !p.end)
+                .collect();
+            assert_eq!(run(&cut), "1001#", "{gap} ms apart");
+        }
+        // A duplicate of the start the network delayed, while the press goes on: not a new
+        // one (the press's own packets keep coming every 20 ms).
+        let mut held = sipp_pcap('5', 0);
+        let mut dup = held[0];
+        dup.at_ms = 30;
+        held.insert(2, dup);
+        assert_eq!(run(&held), "5");
     }
 
     #[test]
