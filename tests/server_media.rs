@@ -669,7 +669,7 @@ fn symmetric_rtcp_goes_where_the_callers_reports_come_from() {
     let config = w.path().join("nat.toml");
     std::fs::write(&config, "[rtp]\nsymmetric = true\n").unwrap();
     let server = ServerProcess::start(&w, "46400-46498", &["--config", config.to_str().unwrap()]);
-    let c = Phone::dial(&server, "8500", "1001");
+    let mut c = Phone::dial(&server, "8500", "1001");
     let ssrc = receive(&c.rtp.socket, Duration::from_millis(100))
         .first()
         .expect("prompts play")
@@ -681,6 +681,29 @@ fn symmetric_rtcp_goes_where_the_callers_reports_come_from() {
     let report =
         wait_for(&nat, Duration::from_secs(4), |_| true).expect("a report at the NAT's port");
     assert_eq!(rtcp_packets(&report)[0].1[4..8], ssrc.to_be_bytes());
+    assert!(
+        wait_for(&c.rtcp, Duration::from_millis(100), |_| true).is_none(),
+        "nothing went to the port above the SDP's"
+    );
+
+    // A hold naming no address, and the resume to the same one, keep what was learnt (as for
+    // RTP's source): the last report and its BYE still go to the NAT's port.
+    let offer = c.uac.offer("sendrecv");
+    let hold = offer
+        .replace("c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0")
+        .replace("o=test 1 1", "o=test 1 2");
+    reinvite(&server, &mut c.uac, &c.sip, &hold);
+    reinvite(
+        &server,
+        &mut c.uac,
+        &c.sip,
+        &offer.replace("o=test 1 1", "o=test 1 3"),
+    );
+    c.hang_up();
+    let bye = wait_for(&nat, Duration::from_secs(2), |d| {
+        rtcp_packets(d).last().is_some_and(|p| p.0 == 203)
+    });
+    assert!(bye.is_some(), "the BYE at the NAT's port");
     assert!(
         wait_for(&c.rtcp, Duration::from_millis(100), |_| true).is_none(),
         "nothing went to the port above the SDP's"

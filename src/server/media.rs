@@ -384,11 +384,17 @@ struct CallRtcp {
     /// With `rtp.symmetric`: where the caller's RTCP really comes from, learnt from its
     /// first report (once, as RTP's source), and afresh when the SDP moves it.
     latched: Option<SocketAddr>,
+    /// The address the SDP last named for RTCP (a hold's none aside): what a move is told
+    /// from.
+    named: Option<SocketAddr>,
 }
 
 impl CallRtcp {
     fn configure(&mut self, media: &Negotiated) {
-        if media.remote_rtcp != self.signalled {
+        // As for RTP's source: a hold naming no address and a refresh naming the same one
+        // keep what was learnt; another address is a move.
+        if let Some(addr) = media.remote_rtcp.filter(|a| Some(*a) != self.named) {
+            self.named = Some(addr);
             self.latched = None;
         }
         self.signalled = media.remote_rtcp;
@@ -590,6 +596,7 @@ impl Thread {
                     mux: false,
                     signalled: None,
                     latched: None,
+                    named: None,
                 });
                 rtcp.configure(&media);
                 let mut stream = Stream {
