@@ -13,3 +13,4 @@ pub mod rtcp;
 pub mod rtp;
 pub mod schedule;
 pub mod stream;
+pub mod timeline;

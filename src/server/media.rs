@@ -38,6 +38,7 @@ use crate::media::rtcp::{self, Rtcp, SenderInfo};
 use crate::media::rtp::{Latching, Pt, RtpReceiver};
 use crate::media::schedule::Schedule;
 use crate::media::stream::Outbound;
+use crate::media::timeline::{self, Timeline};
 use crate::sip::endpoint::CallHandle;
 use crate::sip::sdp::{Codec, Negotiated};
 
@@ -267,9 +268,22 @@ struct Listener {
     /// The codec's payload type.
     audio_pt: u8,
     events: Option<TelephoneEvents>,
-    inband: Option<(InbandDetector, Law, u8)>,
+    inband: Option<Inband>,
     pcm: Vec<i16>,
 }
+
+/// The in-band detector, for the codec and payload type it hears.
+struct Inband {
+    detector: InbandDetector,
+    law: Law,
+    pt: u8,
+    /// Puts each packet's samples in their place: holes heard as silence, late packets
+    /// and duplicates dropped.
+    timeline: Timeline,
+}
+
+/// Silence to fill holes in the caller's audio with.
+static SILENCE: [i16; timeline::MAX_FILL] = [0; timeline::MAX_FILL];
 
 impl Listener {
     fn new(media: &Negotiated, config: MediaConfig) -> Self {
@@ -308,12 +322,16 @@ impl Listener {
             InbandDtmf::Never => false,
         };
         let wanted = (law(media.codec), media.payload_type);
-        let same = matches!(&self.inband, Some((_, l, pt)) if (*l, *pt) == wanted);
+        let same = matches!(&self.inband, Some(i) if (i.law, i.pt) == wanted);
         if !inband {
             self.inband = None;
         } else if !same {
-            let detector = InbandDetector::new(InbandConfig::default());
-            self.inband = Some((detector, wanted.0, wanted.1));
+            self.inband = Some(Inband {
+                detector: InbandDetector::new(InbandConfig::default()),
+                law: wanted.0,
+                pt: wanted.1,
+                timeline: Timeline::new(),
+            });
         }
     }
 
@@ -336,11 +354,18 @@ impl Listener {
                 return;
             }
         }
-        if let Some((detector, law, pt)) = &mut self.inband {
-            if packet.pt == *pt {
-                self.pcm.clear();
-                g711::decode(*law, packet.payload, &mut self.pcm);
-                detector.process(&self.pcm, keys);
+        if let Some(inband) = &mut self.inband {
+            if packet.pt == inband.pt {
+                let samples = packet.payload.len();
+                let placed = inband
+                    .timeline
+                    .place(packet.ssrc.0, packet.timestamp, samples, now);
+                if let Some(fill) = placed {
+                    inband.detector.process(&SILENCE[..fill], keys);
+                    self.pcm.clear();
+                    g711::decode(inband.law, packet.payload, &mut self.pcm);
+                    inband.detector.process(&self.pcm, keys);
+                }
             }
         }
     }
@@ -898,6 +923,80 @@ mod tests {
         packet.extend([0, 0, 0, 7, 1, 10, 0, 160]);
         plain.hear(peer, &packet, now, &mut keys, &mut rtcp);
         assert!(keys.is_empty());
+    }
+
+    /// μ-law packets of key `1` (60 ms), 40 ms of silence and `1` again (60 ms): 8 packets
+    /// of 20 ms, each with its sequence number and timestamp.
+    fn one_one_in_band() -> Vec<Vec<u8>> {
+        let (low, high) = (697.0, 1209.0);
+        (0..8_u16)
+            .map(|frame| {
+                let tone = !(3..5).contains(&frame);
+                let pcm: Vec<i16> = (0..160)
+                    .map(|n| {
+                        let t = f64::from(frame * 160 + n) / 8_000.0;
+                        let wave = |f: f64| (2.0 * std::f64::consts::PI * f * t).sin();
+                        let v = if tone {
+                            0.25 * (wave(low) + wave(high))
+                        } else {
+                            0.0
+                        };
+                        (v * 16_000.0) as i16
+                    })
+                    .collect();
+                let ts = u32::from(frame) * 160;
+                let mut packet = vec![0x80, 0, 0, u8::try_from(frame).unwrap()];
+                packet.extend(ts.to_be_bytes());
+                packet.extend([0, 0, 0, 7]);
+                g711::encode(Law::Ulaw, &pcm, &mut packet);
+                packet
+            })
+            .collect()
+    }
+
+    /// In-band keys are heard on the audio's own timeline: a lost packet in the pause
+    /// between two presses of one key, a tone packet overtaken by the next, or a duplicate,
+    /// does not join the presses into one.
+    #[test]
+    fn in_band_keys_survive_loss_reordering_and_duplicates() {
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let media = Negotiated {
+            remote_rtp: Some(peer),
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            telephone_event: None,
+            telephone_event_ours: None,
+            ptime_ms: 20,
+            direction: crate::sip::sdp::Direction::SendRecv,
+            remote_rtcp: None,
+            rtcp_mux: false,
+        };
+        let config = MediaConfig {
+            symmetric: false,
+            inband: InbandDtmf::Auto,
+            realtime_priority: 0,
+        };
+        let packets = one_one_in_band();
+        let t0 = Instant::now();
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
+        let mut rtcp = Rtcp::new(t0, crate::media::rtp::Ssrc(1), &mut rng);
+        // Each case: the packets in the order they arrive, 20 ms apart.
+        let cases: [(&str, Vec<usize>); 4] = [
+            ("all", (0..8).collect()),
+            ("a pause packet lost", vec![0, 1, 2, 3, 5, 6, 7]),
+            ("a tone packet overtaken", vec![0, 1, 3, 2, 4, 5, 6, 7]),
+            ("a duplicate", vec![0, 1, 2, 3, 3, 4, 5, 6, 7]),
+        ];
+        for (case, order) in cases {
+            let mut listener = Listener::new(&media, config);
+            let mut keys = Vec::new();
+            for (i, &n) in order.iter().enumerate() {
+                let now = t0 + std::time::Duration::from_millis(20 * i as u64);
+                listener.hear(peer, &packets[n], now, &mut keys, &mut rtcp);
+            }
+            let heard: String = keys.iter().map(|k| k.digit.reveal()).collect();
+            assert_eq!(heard, "11", "{case}");
+        }
     }
 
     #[test]
