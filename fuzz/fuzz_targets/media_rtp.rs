@@ -1,14 +1,18 @@
 //! Datagrams through the call's receive path, as `server::media::Listener::hear` wires it:
 //! the RTP receiver, then the RFC 4733 receiver for the telephone-event payload type, else
-//! G.711 decoding and the in-band detector for the audio payload type. A virtual clock
-//! advances between datagrams.
+//! the audio's timeline, G.711 decoding and the in-band detector for the audio payload
+//! type. A virtual clock advances between datagrams.
 //!
 //! Input: 3 octets of set-up (flags, telephone-event PT, audio PT), then records of
-//! `source selector, milliseconds to advance, length, datagram`.
+//! `source selector, milliseconds to advance, length, datagram`. A selector with its top bit
+//! set is a new SDP instead (a re-INVITE naming one of the sources, or none), and its
+//! datagram is skipped.
 //!
 //! Invariants beyond "no crash": the receiver's counters add up; an accepted packet is from
-//! the trusted source (with latching, the first source accepted), its fields are the header's, its payload lies in the datagram and its
-//! extended sequence number ends in the wire one; an RFC 4733 key comes only from an event
+//! the trusted source (without latching, the one the SDP named last; with latching, the first
+//! source accepted since the SDP last moved the media, or the one latched before that move),
+//! its fields are the header's, its payload lies in the datagram and its extended sequence
+//! number ends in the wire one; an RFC 4733 key comes only from an event
 //! packet carrying that key, and one (SSRC, timestamp) is not reported twice within
 //! `REPEAT_GUARD` (unless enough other events came between to push it out of memory); the
 //! in-band detector hears the same keys whether fed per packet or all at once.
@@ -25,6 +29,7 @@ use vportal::media::g711::{self, Law};
 use vportal::media::inband::{InbandConfig, InbandDetector};
 use vportal::media::rfc4733::{REPEAT_GUARD, TelephoneEvents};
 use vportal::media::rtp::{Latching, RtpReceiver};
+use vportal::media::timeline::{MAX_FILL, Timeline};
 
 /// Other events' packets after which a (SSRC, timestamp) may have been forgotten (the
 /// receiver remembers 16 ended events; a continued long press can push two per packet).
@@ -45,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Latching::Off
     };
-    let expected = (flags & 2 == 0).then_some(sources[0]);
+    let mut expected = (flags & 2 == 0).then_some(sources[0]);
     let law = if flags & 4 != 0 { Law::Alaw } else { Law::Ulaw };
     let use_events = flags & 8 == 0;
     let use_inband = flags & 16 != 0;
@@ -53,6 +58,7 @@ fuzz_target!(|data: &[u8]| {
     let mut receiver = RtpReceiver::new(expected, latching);
     let mut events = use_events.then(|| TelephoneEvents::new(te_pt));
     let mut inband = InbandDetector::new(InbandConfig::default());
+    let mut timeline = Timeline::new();
     let mut inband_keys = Vec::new();
     let mut all_pcm: Vec<i16> = Vec::new();
     let mut pcm = Vec::new();
@@ -60,6 +66,10 @@ fuzz_target!(|data: &[u8]| {
     let t0 = Instant::now();
     let mut now = t0;
     let mut datagrams = 0_u64;
+    // With latching: the address the SDP named last, the source latched before the media
+    // last moved, and the other source accepted since then.
+    let mut signalled = expected;
+    let mut before_move: Option<SocketAddr> = None;
     let mut first_source: Option<SocketAddr> = None;
     // Per (SSRC, timestamp): when it was last reported, and the event packets of other keys
     // seen since.
@@ -71,6 +81,24 @@ fuzz_target!(|data: &[u8]| {
         let (datagram, after) = tail.split_at(len);
         rest = after;
         now += Duration::from_millis(u64::from(*advance));
+        if from & 0x80 != 0 {
+            let named = sources.get(usize::from(from & 0x7f) % (sources.len() + 1));
+            receiver.update_expected(named.copied());
+            match latching {
+                Latching::Off => expected = named.copied(),
+                // Hold (none) and a refresh naming the same address keep the latched source.
+                Latching::Once => {
+                    if let Some(&addr) = named.filter(|a| Some(**a) != signalled) {
+                        signalled = Some(addr);
+                        // The source latched: the one accepted since the last move, else
+                        // the one from before it (relatched, or none came).
+                        before_move = first_source.or(before_move);
+                        first_source = None;
+                    }
+                }
+            }
+            continue;
+        }
         let from = sources[usize::from(*from) % sources.len()];
         datagrams += 1;
 
@@ -81,11 +109,14 @@ fuzz_target!(|data: &[u8]| {
         match (latching, expected) {
             (Latching::Off, Some(addr)) => assert_eq!(from, addr),
             (Latching::Off, None) => panic!("accepted with no source to trust"),
-            // "From the first source seen, once" (README, `rtp.symmetric`).
+            // "From the first source seen, once" (README, `rtp.symmetric`); after a move, the
+            // source before it is still heard until another one is.
+            (Latching::Once, _) if Some(from) == before_move && first_source.is_none() => {}
             (Latching::Once, _) => {
                 let first = *first_source.get_or_insert(from);
                 assert_eq!(from, first, "a second source was accepted after {first}");
                 assert_eq!(receiver.source(), Some(first));
+                before_move = None;
                 // Never settled: the socket stays unconnected (the SDP may move it).
                 assert_eq!(receiver.settled_source(), None);
             }
@@ -139,9 +170,15 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         if use_inband && packet.pt == audio_pt {
+            let samples = packet.payload.len();
+            let Some(fill) = timeline.place(packet.ssrc.0, packet.timestamp, samples, now) else {
+                continue;
+            };
+            assert!(fill <= MAX_FILL);
             pcm.clear();
+            pcm.resize(fill, 0);
             g711::decode(law, packet.payload, &mut pcm);
-            assert_eq!(pcm.len(), packet.payload.len());
+            assert_eq!(pcm.len(), fill + samples);
             all_pcm.extend_from_slice(&pcm);
             inband.process(&pcm, &mut inband_keys);
         }
