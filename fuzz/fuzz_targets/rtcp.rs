@@ -73,7 +73,11 @@ fuzz_target!(|data: &[u8]| {
                 assert!(rtcp::is_rtcp(&report));
                 assert_eq!(report.len() % 4, 0);
                 let first = report[1];
-                assert_eq!(first == 200, packets > at_reports[0], "SR exactly when sending");
+                assert_eq!(
+                    first == 200,
+                    packets > at_reports[0],
+                    "SR exactly when sending"
+                );
                 at_reports = [at_reports[1], packets];
                 assert!(theirs.receive(&report, now).is_ok(), "{report:?}");
             }

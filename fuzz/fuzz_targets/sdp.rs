@@ -66,10 +66,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(read.direction, negotiated.direction.reversed());
         // RTCP: where RTP goes with a=rtcp-mux, which the answer then carries; else an
         // address of RTP's IP version. An answer to our offer never has mux.
-        assert_eq!(
-            text.contains("\r\na=rtcp-mux\r\n"),
-            negotiated.rtcp_mux
-        );
+        assert_eq!(text.contains("\r\na=rtcp-mux\r\n"), negotiated.rtcp_mux);
         // None without RTP, or for RTP on port 65535 without a=rtcp (no port above).
         assert!(negotiated.remote_rtcp.is_none() || negotiated.remote_rtp.is_some());
         if let (Some(rtp), Some(rtcp)) = (negotiated.remote_rtp, negotiated.remote_rtcp) {

@@ -464,8 +464,16 @@ mod tests {
     #[test]
     fn replays_that_start_just_after_the_previous_press() {
         for gap in [140, 141, 150, 160, 170, 179, 180, 200] {
-            assert_eq!(run(&sipp_pcap_spaced("1001#", gap)), "1001#", "{gap} ms apart");
-            assert_eq!(run(&sipp_pcap_spaced("5555", gap)), "5555", "{gap} ms apart");
+            assert_eq!(
+                run(&sipp_pcap_spaced("1001#", gap)),
+                "1001#",
+                "{gap} ms apart"
+            );
+            assert_eq!(
+                run(&sipp_pcap_spaced("5555", gap)),
+                "5555",
+                "{gap} ms apart"
+            );
         }
     }
 
