@@ -332,6 +332,49 @@ fn a_tcp_connection_a_call_runs_on_is_not_closed_for_being_idle() {
 }
 
 /// Reads messages from `tcp` until one satisfies `want` (at most 10, 5 s each).
+/// A flood of UDP requests, always ready first, does not hold back SIP over TCP (nor the
+/// timers and call tasks the same loop serves).
+#[test]
+fn a_udp_flood_does_not_starve_sip_over_tcp() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let w = Workdir::provisioned(&[]);
+    let server = ServerProcess::start(&w, "46600-46698", &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sip = server.sip;
+    // Bounded: each flooder stops when told, or after 10 s whatever happens.
+    let floods: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+                let mut uac = Uac::new(s.local_addr().unwrap(), sip, "8500");
+                let requests: Vec<Vec<u8>> =
+                    (0..64).map(|_| uac.request("OPTIONS", "", "")).collect();
+                let until = std::time::Instant::now() + Duration::from_secs(10);
+                while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+                    for r in &requests {
+                        let _ = s.send_to(r, sip);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut tcp = TcpStream::connect(server.sip).unwrap();
+    tcp.write_all(&tcp_options(&server, &tcp)).unwrap();
+    let started = std::time::Instant::now();
+    let answer = tcp_recv_until(&mut tcp, &mut StreamFramer::new(), |_| true);
+    let waited = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for f in floods {
+        f.join().unwrap();
+    }
+    assert_eq!(answer.status(), Some(200));
+    // Served between batches of datagrams: far within the 5 s the read allows.
+    assert!(waited < Duration::from_secs(2), "answered after {waited:?}");
+}
+
 fn tcp_recv_until(
     tcp: &mut TcpStream,
     framer: &mut StreamFramer,

@@ -24,7 +24,7 @@ use crate::sip::endpoint::{CallHandle, ConnId, Endpoint, Event, Transmit, Transp
 /// Largest datagram read (the largest UDP payload).
 const MAX_DATAGRAM: usize = 65_535;
 
-/// Datagrams read in one go before the endpoint's output is drained.
+/// Datagrams read, or commands taken, in one go before the endpoint's output is drained.
 const RECV_BATCH: usize = 64;
 
 /// What other tasks ask of the SIP task.
@@ -146,8 +146,18 @@ impl SipTask {
                     }
                 }
                 Some(command) = self.commands.recv() => self.command(command),
-                () = tokio::time::sleep_until(deadline) => {
-                    self.endpoint.handle_timeout(Instant::now().into_std());
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+            // Whichever branch woke the loop, timers that are due fire and a batch of the
+            // commands waiting is taken: a flood of datagrams, always ready first, must not
+            // hold back SIP over TCP, the call tasks' answers or the retransmission timers.
+            if Instant::now() >= deadline {
+                self.endpoint.handle_timeout(Instant::now().into_std());
+            }
+            for _ in 0..RECV_BATCH {
+                match self.commands.try_recv() {
+                    Ok(command) => self.command(command),
+                    Err(_) => break,
                 }
             }
             self.drain().await;
