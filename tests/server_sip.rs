@@ -332,6 +332,49 @@ fn a_tcp_connection_a_call_runs_on_is_not_closed_for_being_idle() {
 }
 
 /// Reads messages from `tcp` until one satisfies `want` (at most 10, 5 s each).
+/// A caller's TCP connection closes before its ACK: the 200's retransmissions, and the
+/// rest of the call, go on one new connection to the Via address (RFC 3261 §18.2.2), not on
+/// a new one each.
+#[test]
+fn messages_for_a_closed_tcp_connection_share_one_new_one() {
+    let w = Workdir::provisioned(&[]);
+    let server = ServerProcess::start(&w, "46700-46798", &[]);
+    // The caller's listening address, in its Via and Contact.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (media, _rtcp) = common::rtp::bind_pair([127, 0, 0, 1].into());
+    let mut uac = Uac::new(listener.local_addr().unwrap(), server.sip, "8500");
+    uac.transport = "TCP";
+    uac.media = media.local_addr().unwrap();
+    let mut first = TcpStream::connect(server.sip).unwrap();
+    let offer = uac.offer("sendrecv");
+    first.write_all(&uac.invite(&offer)).unwrap();
+    let ok = tcp_recv_until(&mut first, &mut StreamFramer::new(), |m| {
+        m.status() == Some(200)
+    });
+    uac.learn_tag(&ok);
+    drop(first);
+    // The 200 is retransmitted at 0.5, 1.5, 3.5 and 7.5 s: once the old connection is
+    // found closed, on a new one; the next one on the same.
+    let (mut back, _) = listener.accept().unwrap();
+    let mut framer = StreamFramer::new();
+    for _ in 0..2 {
+        let again = tcp_recv_until(&mut back, &mut framer, |m| m.status().is_some());
+        assert_eq!(again.status(), Some(200));
+    }
+    listener.set_nonblocking(true).unwrap();
+    let another = listener.accept();
+    assert!(another.is_err(), "a second connection: {another:?}");
+    // The call goes on over it.
+    back.write_all(&uac.ack_2xx("")).unwrap();
+    back.write_all(&uac.request("BYE", "", "")).unwrap();
+    let answer = tcp_recv_until(&mut back, &mut framer, |m| {
+        m.values(HeaderName::CSeq)
+            .next()
+            .is_some_and(|c| c.ends_with("BYE"))
+    });
+    assert_eq!(answer.status(), Some(200));
+}
+
 /// A flood of UDP requests, always ready first, does not hold back SIP over TCP (nor the
 /// timers and call tasks the same loop serves).
 #[test]

@@ -54,6 +54,10 @@ pub(crate) struct SipTask {
     connections: HashMap<ConnId, Connection>,
     /// The connection each call's dialog runs on, for calls that came over TCP.
     call_connections: HashMap<CallHandle, ConnId>,
+    /// Connections that closed with messages still to go, and the one opened to the same
+    /// peer for them (RFC 3261 §18.2.2): later messages for the closed one go there too,
+    /// rather than each opening another. Forgotten when that one closes.
+    reopened: HashMap<ConnId, ConnId>,
     /// Messages dropped because their connection's queue was full, for the log.
     dropped: super::tcp::LogThrottle,
     calls: HashMap<CallHandle, mpsc::UnboundedSender<CallEvent>>,
@@ -81,6 +85,7 @@ impl SipTask {
             command_tx,
             connections: HashMap::new(),
             call_connections: HashMap::new(),
+            reopened: HashMap::new(),
             dropped: super::tcp::LogThrottle::default(),
             calls: HashMap::new(),
             call_tasks: tokio::task::JoinSet::new(),
@@ -204,6 +209,7 @@ impl SipTask {
             }
             Command::TcpClosed(conn) => {
                 self.connections.remove(&conn);
+                self.reopened.retain(|_, to| *to != conn);
             }
             Command::Hangup(call) => self.endpoint.hangup(call, now),
             Command::Reject(call, code, reason) => {
@@ -296,6 +302,7 @@ impl SipTask {
                 }
             }
             Transport::Tcp(conn) => {
+                let conn = self.reopened.get(&conn).copied().unwrap_or(conn);
                 let payload = match self.connections.get(&conn) {
                     Some(connection) => match connection.outbox.try_send(t.payload) {
                         Ok(()) => return,
@@ -319,12 +326,29 @@ impl SipTask {
                 };
                 // The connection is gone: open a new one to the destination, which is the
                 // peer's own address (§18.2.2), never a name from a message.
-                super::tcp::connect_and_send(
+                let Some((new, connection)) = super::tcp::connect_and_send(
                     t.destination,
                     payload,
                     self.command_tx.clone(),
                     Arc::clone(&self.shared),
-                );
+                ) else {
+                    return;
+                };
+                // The calls that ran on the closed one run on the new one now: it stays
+                // open while they last, as theirs did.
+                for (_, on) in self
+                    .call_connections
+                    .iter_mut()
+                    .filter(|(_, on)| **on == conn)
+                {
+                    *on = new;
+                    connection.calls.fetch_add(1, Ordering::Relaxed);
+                }
+                self.connections.insert(new, connection);
+                for to in self.reopened.values_mut().filter(|to| **to == conn) {
+                    *to = new;
+                }
+                self.reopened.insert(conn, new);
             }
         }
     }

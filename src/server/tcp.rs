@@ -140,13 +140,19 @@ pub(crate) async fn accept_loop(
                     }
                     continue;
                 };
-                tokio::spawn(serve(
-                    stream,
-                    peer,
-                    slot,
-                    commands.clone(),
-                    Arc::clone(&shared),
-                ));
+                let (flow, connection) = Flow::open();
+                let commands = commands.clone();
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let conn = flow.conn;
+                    if commands
+                        .send(Command::TcpOpened(conn, connection))
+                        .await
+                        .is_ok()
+                    {
+                        serve(stream, peer, slot, flow, commands, shared).await;
+                    }
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "TCP accept failed");
@@ -156,54 +162,82 @@ pub(crate) async fn accept_loop(
     }
 }
 
+/// One connection's end, as its task holds it.
+struct Flow {
+    conn: ConnId,
+    /// What the SIP task sends on it.
+    outbox: mpsc::Receiver<Vec<u8>>,
+    /// How many calls' dialogs run on it.
+    calls: Arc<AtomicUsize>,
+}
+
+impl Flow {
+    /// A new connection's end, and the SIP task's handle for it.
+    fn open() -> (Self, Connection) {
+        let conn = ConnId(NEXT_CONN.fetch_add(1, Ordering::Relaxed));
+        let (tx, outbox) = mpsc::channel::<Vec<u8>>(OUTBOX);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let connection = Connection {
+            outbox: tx,
+            calls: Arc::clone(&calls),
+        };
+        (
+            Self {
+                conn,
+                outbox,
+                calls,
+            },
+            connection,
+        )
+    }
+}
+
 /// Opens a connection to `peer` to deliver `payload` (the peer's earlier connection closed),
-/// then serves it like any other. Counts against `max_tcp_connections` like the others.
+/// then serves it like any other; returns its handle at once, so that what the SIP task
+/// sends to the peer next queues on it while it connects, rather than opening another.
+/// Counts against `max_tcp_connections` like the others; `None` when no slot is free. If
+/// the connection cannot be made, `TcpClosed` says so.
 pub(crate) fn connect_and_send(
     peer: SocketAddr,
     payload: Vec<u8>,
     commands: mpsc::Sender<Command>,
     shared: Arc<Shared>,
-) {
+) -> Option<(ConnId, Connection)> {
     let Some(slot) = Slot::take(&shared, peer.ip()) else {
         tracing::debug!(%peer, "too many TCP connections to reconnect for a SIP message");
-        return;
+        return None;
     };
+    let (flow, connection) = Flow::open();
+    let conn = flow.conn;
+    // The outbox is new and holds more than one: this cannot fail.
+    let _ = connection.outbox.try_send(payload);
     tokio::spawn(async move {
         let connect = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(peer)).await;
         match connect {
-            Ok(Ok(mut stream)) => {
-                let sent = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&payload)).await;
-                if matches!(sent, Ok(Ok(()))) {
-                    serve(stream, peer, slot, commands, shared).await;
-                }
+            Ok(Ok(stream)) => serve(stream, peer, slot, flow, commands, shared).await,
+            _ => {
+                tracing::debug!(%peer, "could not reconnect to deliver a SIP message");
+                let _ = commands.send(Command::TcpClosed(conn)).await;
             }
-            _ => tracing::debug!(%peer, "could not reconnect to deliver a SIP message"),
         }
     });
+    Some((conn, connection))
 }
 
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     _slot: Slot,
+    flow: Flow,
     commands: mpsc::Sender<Command>,
     shared: Arc<Shared>,
 ) {
-    let conn = ConnId(NEXT_CONN.fetch_add(1, Ordering::Relaxed));
+    let Flow {
+        conn,
+        mut outbox,
+        calls,
+    } = flow;
     let _ = stream.set_nodelay(true);
-    let (tx, mut outbox) = mpsc::channel::<Vec<u8>>(OUTBOX);
-    let calls = Arc::new(AtomicUsize::new(0));
-    let opened = Connection {
-        outbox: tx,
-        calls: Arc::clone(&calls),
-    };
-    if commands
-        .send(Command::TcpOpened(conn, opened))
-        .await
-        .is_err()
-    {
-        return;
-    }
     let (mut reader, mut writer) = stream.into_split();
     let mut framer = StreamFramer::new();
     let mut buf = vec![0_u8; 16 * 1024];
