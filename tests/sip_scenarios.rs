@@ -516,6 +516,44 @@ fn reinvite_hold_and_unhold_answer_with_the_right_direction() {
     assert_eq!(w.statuses()[2..], [200, 491]);
 }
 
+/// A re-INVITE is held to what the first INVITE is: its Accept and Content-Encoding are
+/// read, and a 415 says what is understood (RFC 3261 §8.2.3). The call stays up.
+#[test]
+fn a_reinvite_gets_the_content_checks_of_the_first_invite() {
+    let mut w = World::new();
+    w.establish();
+    let offer = w.uac.offer("sendrecv");
+    let gzipped = with_header(w.uac.invite(&offer), "Content-Encoding: gzip\r\n");
+    w.send(gzipped);
+    assert_eq!(w.last_status_line(), "SIP/2.0 415 Unsupported Media Type");
+    let refusal = w.last_received();
+    assert_eq!(header(&refusal, HeaderName::AcceptEncoding), "identity");
+    assert_eq!(
+        header(&refusal, HeaderName::Accept),
+        "application/sdp, multipart/mixed"
+    );
+    let text_only = with_header(w.uac.invite(&offer), "Accept: text/plain\r\n");
+    w.send(text_only);
+    assert_eq!(w.last_status_line(), "SIP/2.0 406 Not Acceptable");
+    let early = with_header(
+        w.uac.invite(&offer),
+        "Content-Disposition: early-session\r\n",
+    );
+    w.send(early);
+    assert_eq!(
+        w.last_status_line(),
+        "SIP/2.0 415 Unsupported Content-Disposition"
+    );
+    assert_eq!(
+        header(&w.last_received(), HeaderName::Accept),
+        "application/sdp, multipart/mixed"
+    );
+    let plain = w.uac.invite(&offer);
+    w.send(plain);
+    assert_eq!(w.last_received().status(), Some(200));
+    assert_eq!(w.ep.active_calls(), 1);
+}
+
 #[test]
 fn update_answers_offers_and_refreshes() {
     let mut w = World::new();
@@ -935,6 +973,11 @@ fn an_optional_body_it_does_not_understand_is_no_offer() {
     let update = w.uac.request("UPDATE", "application/foo", "x");
     w.send(update);
     assert_eq!(w.last_status_line(), "SIP/2.0 415 Unsupported Media Type");
+    // RFC 3261 §8.2.3: a 415 lists what is understood.
+    assert_eq!(
+        header(&w.last_received(), HeaderName::Accept),
+        "application/sdp, multipart/mixed"
+    );
 
     // A late offer's answer in an ACK that is ignored, or would be refused, is no answer:
     // the call ends with BYE.

@@ -528,8 +528,7 @@ impl Endpoint {
             }
             Verdict::Respond(code @ (415 | 488), reason) => {
                 self.respond_stateless(msg, source, flow, code, &reason, |b| {
-                    b.header("Accept", "application/sdp, multipart/mixed");
-                    b.header("Accept-Encoding", "identity");
+                    what_is_understood(b, code);
                 });
             }
             Verdict::Respond(code, reason) => {
@@ -773,7 +772,9 @@ impl Endpoint {
                     Ok(None) => (200, "OK", None, None),
                     Err(verdict) => {
                         let (code, reason) = verdict.status_or((488, "Not Acceptable Here"));
-                        return self.answer_non_invite(req, key, tag, (code, &reason), |_| {});
+                        return self.answer_non_invite(req, key, tag, (code, &reason), |b| {
+                            what_is_understood(b, code);
+                        });
                     }
                 };
                 let mut b = self.response(msg, source, code, reason, tag);
@@ -880,6 +881,10 @@ impl Endpoint {
         } else if busy {
             // §14.2: an INVITE while ours is unanswered (or un-ACKed) is refused.
             (491, "Request Pending".to_owned(), None, None, false)
+        } else if let Err(verdict) = check_invite_content(msg) {
+            // What it accepts back and how its body is encoded, as for the first INVITE.
+            let (code, reason) = verdict.status_or((400, "Bad Request"));
+            (code, reason, None, None, false)
         } else if matches!(sdp_body(msg), Ok(b) if b.is_empty()) {
             // No offer: ours goes in the 200, the answer in the ACK.
             match self
@@ -907,6 +912,7 @@ impl Endpoint {
             self.contact(&mut b, flow);
             b.header("Allow", ALLOW);
         }
+        what_is_understood(&mut b, code);
         let bytes = b.finish(body.as_deref().map(|s| ("application/sdp", s)));
         tx.respond(code, bytes.clone(), now);
         self.send(flow, bytes.clone());
@@ -1475,6 +1481,15 @@ fn capabilities(b: &mut MessageBuilder) {
     b.header("Accept", ACCEPT);
     b.header("Accept-Encoding", "identity");
     b.header("Supported", "");
+}
+
+/// The bodies and encodings understood, in a 415 or 488 to a request that may carry SDP
+/// (RFC 3261 §8.2.3, §21.4.13: a 415 must list them).
+fn what_is_understood(b: &mut MessageBuilder, code: u16) {
+    if matches!(code, 415 | 488) {
+        b.header("Accept", "application/sdp, multipart/mixed");
+        b.header("Accept-Encoding", "identity");
+    }
 }
 
 #[cfg(test)]
