@@ -332,6 +332,24 @@ fn a_tcp_connection_a_call_runs_on_is_not_closed_for_being_idle() {
 }
 
 /// Reads messages from `tcp` until one satisfies `want` (at most 10, 5 s each).
+/// RFC 5626 §4.4.1: a double-CRLF keepalive ping over TCP is answered with one CRLF, so a
+/// client that times out flows without a pong keeps the connection its call runs on.
+#[test]
+fn a_tcp_keepalive_ping_gets_a_pong() {
+    let w = Workdir::provisioned(&[]);
+    let server = ServerProcess::start(&w, "46800-46898", &[]);
+    let mut tcp = TcpStream::connect(server.sip).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp.write_all(b"\r\n\r\n").unwrap();
+    let mut pong = [0_u8; 2];
+    tcp.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"\r\n");
+    // The connection still carries SIP.
+    tcp.write_all(&tcp_options(&server, &tcp)).unwrap();
+    let answer = tcp_recv_until(&mut tcp, &mut StreamFramer::new(), |_| true);
+    assert_eq!(answer.status(), Some(200));
+}
+
 /// A caller's TCP connection closes before its ACK: the 200's retransmissions, and the
 /// rest of the call, go on one new connection to the Via address (RFC 3261 §18.2.2), not on
 /// a new one each.

@@ -290,6 +290,13 @@ async fn serve(
                         }
                     }
                 }
+                // RFC 5626 §4.4.1: a double-CRLF ping is answered with one CRLF, the pong.
+                if framer.take_pings() > 0 {
+                    match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(b"\r\n")).await {
+                        Ok(Ok(())) => {}
+                        _ => break,
+                    }
+                }
                 if framer.buffered() == 0 {
                     partial_since = None;
                 } else if partial_since.is_none() {

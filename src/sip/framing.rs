@@ -37,6 +37,10 @@ pub struct StreamFramer {
     scanned: usize,
     /// Set once framing is lost: every later call fails with it.
     broken: Option<FrameError>,
+    /// Line feeds skipped between messages since the last ping was counted.
+    line_feeds: usize,
+    /// Keepalive pings (a double CRLF between messages, RFC 5626 §3.5.1) not yet taken.
+    pings: usize,
 }
 
 impl StreamFramer {
@@ -48,6 +52,12 @@ impl StreamFramer {
     /// Appends bytes read from the stream.
     pub fn push(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
+    }
+
+    /// The keepalive pings (a double CRLF between messages, RFC 5626 §3.5.1) seen since the
+    /// last call: each is to be answered with a single CRLF, the pong (§4.4.1).
+    pub fn take_pings(&mut self) -> usize {
+        std::mem::take(&mut self.pings)
     }
 
     /// Octets held that are not yet part of a returned message.
@@ -69,9 +79,19 @@ impl StreamFramer {
             .iter()
             .position(|&b| b != b'\r' && b != b'\n')
             .unwrap_or(self.buf.len());
-        if skip > 0 && self.pending.is_none() {
-            self.buf.drain(..skip);
-            self.scanned = 0;
+        if self.pending.is_none() {
+            if skip > 0 {
+                self.line_feeds += self.buf[..skip].iter().filter(|&&b| b == b'\n').count();
+                self.buf.drain(..skip);
+                self.scanned = 0;
+            }
+            // A double CRLF is a ping (two line feeds); one alone before a message is not.
+            self.pings += self.line_feeds / 2;
+            self.line_feeds = if self.buf.is_empty() {
+                self.line_feeds % 2
+            } else {
+                0
+            };
         }
         let total = match self.pending {
             Some(total) => total,
@@ -220,6 +240,32 @@ mod tests {
             .collect();
         assert_eq!(ids, ["1", "2", ""]);
         assert_eq!(f.buffered(), b"INVITE".len());
+        // The double CRLF first was a ping; the single one between messages was not.
+        assert_eq!(f.take_pings(), 1);
+        assert_eq!(f.take_pings(), 0);
+    }
+
+    /// RFC 5626 §4.4.1 pings: a double CRLF between messages, however it is split across
+    /// reads; a single CRLF is none.
+    #[test]
+    fn keepalive_pings_are_counted() {
+        let mut f = StreamFramer::new();
+        let mut pings = 0;
+        for part in [&b"\r\n"[..], b"\r", b"\n", b"\r\n\r\n\r\n", b"\r\n"] {
+            f.push(part);
+            assert!(f.next_message().unwrap().is_none());
+            pings += f.take_pings();
+        }
+        assert_eq!(pings, 3, "six CRLFs: three pings");
+        f.push(b"\r\n");
+        f.push(OPTIONS);
+        assert!(f.next_message().unwrap().is_some());
+        assert_eq!(f.take_pings(), 0, "a lone CRLF before a message is no ping");
+        f.push(b"\r\n");
+        assert!(f.next_message().unwrap().is_none());
+        f.push(OPTIONS);
+        assert!(f.next_message().unwrap().is_some());
+        assert_eq!(f.take_pings(), 0, "nor one split from it");
     }
 
     #[test]
