@@ -326,6 +326,24 @@ fn with_session_reject_a_second_login_is_refused_and_audited() {
     first.hang_up();
 }
 
+/// A dialled string a `.` route takes is logged escaped: its line breaks cannot forge a
+/// log line.
+#[test]
+fn a_dialled_string_cannot_forge_log_lines() {
+    let w = Workdir::provisioned(&[]);
+    with_dialplan(
+        &w,
+        "[[route]]\nmatch = \"_1.\"\napplication = \"voice-portal\"\n",
+    );
+    let server = ServerProcess::start(&w, "46900-46998", &[]);
+    let mut c = Phone::dial(&server, "1%0D%0AERROR%20forged", "1001");
+    server.expect_log("incoming call", 1, CALL);
+    c.hang_up();
+    let log = server.log();
+    assert!(log.contains(r#"to="1\r\nERROR forged""#), "{log}");
+    assert!(!log.lines().any(|l| l.starts_with("ERROR forged")), "{log}");
+}
+
 /// Routes with different session rules reaching one mailbox: a call on an `allow` route
 /// that logs in and leaves does not make the mailbox look free while an older call is still
 /// in it.

@@ -169,7 +169,9 @@ async fn run(
     let local = SocketAddr::new(shared.rtp_ip, rtp.lease.port);
     tracing::info!(
         from = incoming.from_user.as_deref().unwrap_or("-"),
-        to = %incoming.request_user,
+        // As text, quoted and escaped: a `.` route can take any dialled string, and its
+        // line breaks must not forge log lines.
+        to = incoming.request_user.as_str(),
         source = %incoming.source,
         application = %route.application.as_str(),
         rtp = %local,
