@@ -390,6 +390,37 @@ fn wrong_and_unknown_sound_the_same_then_goodbye_after_the_attempts() {
     assert!(info.temporary);
 }
 
+/// With the policy at its longest passcodes (32 digits), an entry longer than that is not
+/// cut down to fit: at login it is wrong, and as a new passcode it is too long.
+#[test]
+fn an_entry_longer_than_the_longest_passcode_is_not_cut_to_fit() {
+    let store = store();
+    let admin = Actor::Cli { user: None };
+    let now = Timestamp::from_unix(T0);
+    let mut policy = store.policy().unwrap();
+    policy.max_length = 32;
+    store.set_policy(&policy, &admin, now).unwrap();
+    let long = "48261937504826193750482619375048";
+    assert_eq!(long.len(), 32);
+    store
+        .create_user(
+            NewUser::new(ext("3003")).with_passcode(PasscodeSpec::given(pin(long), false)),
+            &admin,
+            now,
+        )
+        .unwrap();
+    let mut c = Call::portal(&store);
+    c.keys("3003#").keys(&format!("{long}9#"));
+    assert_eq!(c.last(), ["incorrect", "enter_mailbox"]);
+    c.keys("3003#").keys(&format!("{long}#"));
+    assert_eq!(c.last(), ["menu"]);
+    let longer = format!("{long}{long}");
+    c.keys("1").keys(&format!("{longer}#"));
+    assert_eq!(c.last(), ["reenter_new_passcode"]);
+    c.keys(&format!("{longer}#"));
+    assert_eq!(c.last(), ["reason_too_long", "enter_new_passcode"]);
+}
+
 #[test]
 fn lockout_reached_mid_call_and_no_count_while_locked() {
     let store = store();

@@ -23,12 +23,18 @@ use std::time::Instant;
 
 use super::dialplan::{Application, RouteSettings};
 use crate::media::digit::Digit;
-use crate::media::player::{Item, Playback, TypeAhead};
+use crate::media::player::{Item, Playback, TYPE_AHEAD, TypeAhead};
 use crate::media::prompts::PromptSet;
+use crate::store::policy::MAX_PIN_LEN;
 use crate::store::{ChangeOutcome, Extension, Passcode, VerifyOutcome, Violation};
 
-/// Longest entry kept: beyond any mailbox number or passcode (the policy reports too_long).
-const MAX_ENTRY: usize = 32;
+/// Longest entry kept: one key beyond the longest passcode a policy allows, so that a longer
+/// entry is still too long (a wrong passcode at login, `too_long` for a new one) rather than
+/// cut down to one that fits. Further keys are dropped.
+const MAX_ENTRY: usize = MAX_PIN_LEN + 1;
+
+// Keys typed ahead are kept for two whole entries of that length and a menu key.
+const _: () = assert!(TYPE_AHEAD > 2 * (MAX_ENTRY + 1));
 
 /// What the call task should do.
 #[derive(Debug, PartialEq, Eq)]

@@ -156,8 +156,9 @@ pub struct TypeAhead {
     keys: VecDeque<Digit>,
 }
 
-/// Keys kept at most: more than any entry needs (a 10-digit passcode and `#`, twice).
-pub const TYPE_AHEAD: usize = 32;
+/// Keys kept at most: two entries of the longest passcode a policy allows (32 keys, one
+/// more to be refused, and `#`) and a menu key, and some to spare.
+pub const TYPE_AHEAD: usize = 72;
 
 impl TypeAhead {
     /// Keeps a key (the oldest is dropped when full).
