@@ -816,6 +816,49 @@ fn a_whole_call_typed_ahead_in_one_burst_keeps_its_order() {
     assert_eq!(e.flow.logged_in(), Some(&ext("2002")));
 }
 
+/// Keys typed during the check that do not complete the new passcode still let the caller
+/// hear why they are asked for one ("your passcode is temporary") and the question, which
+/// the next key barges into; no dead air, no silence counted. A second `#` typed ahead is
+/// not taken for an empty new passcode (a try lost, a refusal audited).
+#[test]
+fn keys_typed_ahead_that_do_not_finish_an_entry_still_get_the_question() {
+    let settings = RouteSettings {
+        reprompts: 0,
+        ..RouteSettings::default()
+    };
+    for typed in ["4826#5", "4826##", "4826##5"] {
+        let store = store();
+        let mut c = Call::portal_with(&store, settings.clone());
+        c.keys("1001#").finish();
+        for k in typed.chars() {
+            c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
+        }
+        c.run();
+        assert_eq!(c.last(), ["temporary", "enter_new_passcode"], "{typed}");
+        // The prompt plays to its end, and more than the pause allowed mid-entry passes
+        // before the caller goes on: counted from the end of the prompt.
+        c.finish();
+        c.advance(Duration::from_millis(2_000));
+        let rest = if typed.ends_with('5') {
+            "937#"
+        } else {
+            "5937#"
+        };
+        c.type_keys(rest);
+        assert_eq!(c.last(), ["reenter_new_passcode"], "{typed}: {:?}", c.all());
+        c.keys("5937#");
+        assert_eq!(c.last(), ["passcode_changed"], "{typed}: {:?}", c.all());
+        let rejected = store
+            .audit(&AuditQuery {
+                event: Some(Event::PasscodeChangeRejected),
+                limit: Some(50),
+                ..AuditQuery::default()
+            })
+            .unwrap();
+        assert!(rejected.is_empty(), "{typed}: {rejected:?}");
+    }
+}
+
 #[test]
 fn hanging_up_at_any_step_changes_nothing() {
     // At each step a temporary-passcode call can be in, the caller hangs up.

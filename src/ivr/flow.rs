@@ -225,6 +225,8 @@ pub struct Flow {
     outcome: Outcome,
     actions: VecDeque<Action>,
     type_ahead: TypeAhead,
+    /// Entries asked for so far: tells the entry a key is for from a later one.
+    asked: u64,
     /// The playback in progress: its token and whether keys interrupt it.
     playing: Option<(u64, bool)>,
     next_token: u64,
@@ -260,6 +262,7 @@ impl Flow {
             outcome: Outcome::InProgress,
             actions: VecDeque::new(),
             type_ahead: TypeAhead::default(),
+            asked: 0,
             playing: None,
             next_token: 0,
             mailbox: None,
@@ -415,8 +418,14 @@ impl Flow {
         self.playing = None;
         let first_digit = now + self.config.settings.first_digit_timeout;
         match &mut self.step {
-            Step::Entry(entry) if entry.keyed.expose().is_empty() && entry.deadline.is_none() => {
-                entry.deadline = Some(first_digit);
+            // Asked after keys typed ahead began it: the pause allowed mid-entry.
+            Step::Entry(entry) if entry.deadline.is_none() => {
+                let pause = if entry.keyed.expose().is_empty() {
+                    self.config.settings.first_digit_timeout
+                } else {
+                    self.config.settings.inter_digit_timeout
+                };
+                entry.deadline = Some(now + pause);
             }
             Step::Menu { deadline } if deadline.is_none() => *deadline = Some(first_digit),
             Step::Announcing(then) => {
@@ -633,19 +642,31 @@ impl Flow {
             keyed: Passcode::empty(),
             deadline: None,
         });
-        if self.type_ahead.is_empty() {
-            let mut ids = before.to_vec();
-            ids.push(field.prompt());
-            self.play(&ids, true);
-            return;
-        }
-        // The caller is already typing: no prompt, take the keys. Once a key completes this
-        // entry, the next step takes the rest (in order).
-        while matches!(&self.step, Step::Entry(e) if e.field == field) {
+        self.asked += 1;
+        let this = self.asked;
+        // The caller is already typing: take the keys. Once a key completes this entry, the
+        // next step takes the rest (in order). A `#` with nothing keyed before it was
+        // pressed before this question could be heard (a double `#`): it is dropped, not
+        // taken for an empty answer.
+        while self.asked == this && matches!(self.step, Step::Entry(_)) {
             let Some(key) = self.type_ahead.pop() else {
                 break;
             };
-            self.entry_key(now, key);
+            let empty = matches!(&self.step, Step::Entry(e) if e.keyed.expose().is_empty());
+            if !(key == Digit::POUND && empty) {
+                self.entry_key(now, key);
+            }
+        }
+        // Not completed by keys typed ahead (or none were): the question is asked, and what
+        // comes before it ("your passcode is temporary"). The caller's next key barges in;
+        // the pause allowed mid-entry counts from the end of the prompt.
+        if self.asked == this
+            && let Step::Entry(entry) = &mut self.step
+        {
+            entry.deadline = None;
+            let mut ids = before.to_vec();
+            ids.push(field.prompt());
+            self.play(&ids, true);
         }
     }
 
