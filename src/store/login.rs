@@ -359,23 +359,21 @@ impl Store {
         Err(StoreError::Contention(extension.clone()))
     }
 
-    /// Which policy rules `candidate` would break as `extension`'s new passcode, history
-    /// included when the mailbox exists. Changes nothing and audits nothing.
+    /// Which policy rules `candidate` would break as `extension`'s passcode: the rules on
+    /// the passcode itself (digits, length, the extension, runs, common PINs), those an
+    /// admin-given passcode must pass. Not the history rules: they compare it with the
+    /// mailbox's own passcodes, so a check that answered them would tell whoever asks,
+    /// unaudited and uncounted, whether a guess is the owner's passcode. They apply when
+    /// the owner changes it. Changes nothing and audits nothing.
     ///
     /// # Errors
-    /// Database and hash errors.
+    /// Database errors.
     pub fn check_passcode(
         &self,
         extension: &Extension,
         candidate: &Passcode,
     ) -> Result<Violations> {
-        match self.read(|c| snapshot(c, extension, true))? {
-            Some(snap) => {
-                let history = self.history_match(&snap, candidate)?;
-                Ok(snap.policy.check(extension, candidate, history))
-            }
-            None => Ok(self.policy()?.check_rules(extension, candidate)),
-        }
+        Ok(self.policy()?.check_rules(extension, candidate))
     }
 
     /// Compares `candidate` with the current passcode and the history (argon2 each).
@@ -818,15 +816,18 @@ mod tests {
         for p in ["9382", "8260", "7159", "6048"] {
             assert_eq!(change(p, T0), rejected(&[Violation::RecentlyUsed]), "{p}");
         }
+        // A check does not answer the history rules: it would tell a guess that is the
+        // owner's passcode, current or past, from one that is not.
+        for p in ["4083", "6048", "7130"] {
+            assert_eq!(
+                s.check_passcode(&e, &pin(p)).unwrap().to_string(),
+                "",
+                "{p}"
+            );
+        }
         assert_eq!(
-            s.check_passcode(&e, &pin("6048")).unwrap().to_string(),
-            "recently_used"
-        );
-        assert_eq!(
-            s.check_passcode(&ext("4040"), &pin("6048"))
-                .unwrap()
-                .to_string(),
-            ""
+            s.check_passcode(&e, &pin("1001")).unwrap().to_string(),
+            "equals_extension,common"
         );
         assert_eq!(change("5937", T0), ChangeOutcome::Changed);
         let info = s.user(&e, T0).unwrap().unwrap();
