@@ -530,6 +530,20 @@ mod tests {
             matches!(reset, Err(StoreError::Generate(GenerateError::Impossible))),
             "{reset:?}"
         );
+        // So is an import that needs one generated: as a whole, not as a bad row (no row
+        // can fix it), whatever the mode; a row's own passcode is imported.
+        for mode in [ImportMode::AllOrNothing, ImportMode::Partial] {
+            let import = s.import_csv("extension,passcode\n2002,5937\n2003,\n", mode, &cli(), T0);
+            assert!(
+                matches!(import, Err(StoreError::Generate(GenerateError::Impossible))),
+                "{import:?}"
+            );
+        }
+        assert!(
+            s.user(&Extension::parse("2002").unwrap(), T0)
+                .unwrap()
+                .is_none()
+        );
         // ... and the policy can be mended.
         let mended = s.update_policy(
             |p| {

@@ -732,6 +732,8 @@ impl Store {
     /// # Errors
     /// [`StoreError::Invalid`] when the text is not CSV at all (an unclosed quote, …): no row
     /// can be trusted then, whatever the mode; or when it has no data rows.
+    /// [`StoreError::Generate`] when a row needs a passcode generated and none can be (the
+    /// policy refuses nearly every one, or the RNG fails): no row could fix that.
     pub fn import_csv(
         &self,
         text: &str,
@@ -784,7 +786,12 @@ impl Store {
                         candidates.push((rows.len(), user, chosen));
                         None
                     }
-                    Err(e) => Some(e.to_string()),
+                    // The row's passcode breaks the policy: the row's fault.
+                    Err(e @ StoreError::Rejected(_)) => Some(e.to_string()),
+                    // No passcode can be generated (a policy that refuses nearly all, the
+                    // RNG failing): no row can fix that, so the import fails as a whole,
+                    // as a create or reset would.
+                    Err(e) => return Err(e),
                 }
             };
             first_line.entry(ext.clone()).or_insert(record.line);
