@@ -1326,9 +1326,16 @@ fn content_types_and_malformed_bodies() {
         "/api/v1/users/import",
         Auth::Good,
         Some("text/csv"),
-        b"1002,\xff\n",
+        b"1002,Ann\n1003,M\xfcller\n",
     );
     r.assert_error(400, "malformed_csv");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("line 2: not UTF-8")),
+        "{}",
+        r.body
+    );
     // Nothing to import is refused, not an empty success.
     for text in ["", "extension,name\n", "\n\n"] {
         api.post_csv("/api/v1/users/import", text)

@@ -540,6 +540,17 @@ fn import_is_all_or_nothing_and_names_lines() {
         "{}",
         none_good.stderr
     );
+    // A file that is not UTF-8 (a Latin-1 export) is refused naming the line.
+    let latin1 = w.path().join("latin1.csv");
+    std::fs::write(&latin1, b"3001,Ann\n3002,M\xfcller\n").unwrap();
+    let r = w.run(&["user", "import", latin1.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "bad input");
+    assert!(
+        r.stderr
+            .contains("line 2: not UTF-8 text (save the file as UTF-8)"),
+        "{}",
+        r.stderr
+    );
     // Nothing to import is an error (the API answers 400), not an empty success.
     for text in ["", "extension,name\n", "\n\n"] {
         let empty = w.run_with_stdin(&["user", "import", "-"], text);

@@ -496,8 +496,8 @@ async fn import(
         ));
     }
     let body = body.map_err(|e| body_rejection(e.status(), e.body_text()))?;
-    let text = String::from_utf8(body.to_vec())
-        .map_err(|_| ApiError::bad_request("malformed_csv", "the CSV is not UTF-8 text"))?;
+    let text = crate::store::csv_text(body.to_vec())
+        .map_err(|e| ApiError::bad_request("malformed_csv", e.to_string()))?;
     let mode = if params.partial.unwrap_or(false) {
         ImportMode::Partial
     } else {

@@ -146,15 +146,19 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
             }
         }
         UserCommand::Import { file, partial } => {
-            let mut text = String::new();
-            if file.as_os_str() == "-" {
+            let (bytes, name) = if file.as_os_str() == "-" {
+                let mut bytes = Vec::new();
                 std::io::stdin()
-                    .read_to_string(&mut text)
+                    .read_to_end(&mut bytes)
                     .context("reading CSV from standard input")?;
+                (bytes, "standard input".to_owned())
             } else {
-                text = std::fs::read_to_string(&file)
-                    .with_context(|| format!("reading {}", file.display()))?;
-            }
+                let bytes =
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                (bytes, file.display().to_string())
+            };
+            let text =
+                vportal::store::csv_text(bytes).with_context(|| format!("reading {name}"))?;
             let mode = if partial {
                 ImportMode::Partial
             } else {

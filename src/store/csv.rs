@@ -24,6 +24,27 @@ pub enum CsvError {
     /// A double quote inside an unquoted field.
     #[error("line {0}: a double quote inside an unquoted field (quote the whole field)")]
     StrayQuote(usize),
+    /// Bytes that are not UTF-8 (a file saved as Latin-1 or Windows-1252).
+    #[error("line {0}: not UTF-8 text (save the file as UTF-8)")]
+    NotUtf8(usize),
+}
+
+/// The CSV's bytes as text.
+///
+/// # Errors
+/// [`CsvError::NotUtf8`] naming the line of the first byte that is not UTF-8, line breaks
+/// counted as [`parse`] counts them.
+pub fn text(bytes: Vec<u8>) -> Result<String, CsvError> {
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        // CR LF is one line break, a lone CR or LF one each.
+        let breaks = valid
+            .iter()
+            .enumerate()
+            .filter(|&(i, &b)| b == b'\r' || (b == b'\n' && (i == 0 || valid[i - 1] != b'\r')))
+            .count();
+        CsvError::NotUtf8(breaks + 1)
+    })
 }
 
 /// Splits `text` into records.
@@ -102,6 +123,25 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Record>, CsvError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_that_are_not_utf8_name_their_line() {
+        assert_eq!(text(b"1001,Ann\n".to_vec()).unwrap(), "1001,Ann\n");
+        // A Latin-1 export: ü is 0xFC.
+        for (bytes, line) in [
+            (&b"1001,Ann\n1002,M\xfcller\n"[..], 2),
+            (b"1001,Ann\r\n1002,Bo\r\n1003,M\xfcller\r\n", 3),
+            (b"1001,Ann\r1002,M\xfcller\r", 2),
+            (b"\xfc", 1),
+            (b"\"a\nb\",1\n\xfc", 3),
+        ] {
+            assert_eq!(
+                text(bytes.to_vec()),
+                Err(CsvError::NotUtf8(line)),
+                "{bytes:?}"
+            );
+        }
+    }
 
     fn fields(text: &str) -> Vec<(usize, Vec<String>)> {
         parse(text)

@@ -33,7 +33,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 
 pub use audit::{AuditEvent, AuditQuery, Event, MAX_AUDIT_ROWS};
-pub use csv::CsvError;
+pub use csv::{CsvError, text as csv_text};
 pub use hash::{HashError, Hasher};
 pub use login::{CHANGE_OUTCOMES, ChangeOutcome, LOGIN_OUTCOMES, Login, VerifyOutcome};
 pub use pepper::{Pepper, PepperError, PepperSource};
