@@ -178,10 +178,20 @@ pub(super) async fn require_token(
     }
 }
 
+/// Whether `presented` is the configured token, in constant time: their digests are
+/// compared, which have one length whatever the tokens' (comparing the tokens themselves
+/// ends at once when their lengths differ, which tells the configured one's length).
+fn token_matches(configured: &str, presented: &str) -> bool {
+    use blake2::{Blake2b512, Digest};
+    let configured = Blake2b512::digest(configured.as_bytes());
+    let presented = Blake2b512::digest(presented.as_bytes());
+    bool::from(configured.as_slice().ct_eq(presented.as_slice()))
+}
+
 /// The name of the token `presented` is: the configured one, or one in the store.
 async fn identify(state: &Arc<AdminState>, presented: String) -> Result<Option<String>, ApiError> {
     if let Some(configured) = &state.configured_token {
-        if bool::from(configured.as_bytes().ct_eq(presented.as_bytes())) {
+        if token_matches(configured, &presented) {
             return Ok(Some(super::CONFIGURED_TOKEN_NAME.to_owned()));
         }
     }
@@ -195,6 +205,21 @@ async fn identify(state: &Arc<AdminState>, presented: String) -> Result<Option<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_configured_token_matches_only_itself() {
+        let token = "k3Jv9Qx7Lm2Pz8Wd4Rt6Yb1Nc5Hs0Fga";
+        assert!(token_matches(token, token));
+        for other in [
+            "",
+            "k3Jv9Qx7",
+            &token[..31],
+            &format!("{token}x"),
+            &token.to_uppercase(),
+        ] {
+            assert!(!token_matches(token, other), "{other}");
+        }
+    }
 
     #[test]
     fn a_few_bad_tokens_are_free_then_the_refusal_doubles_to_a_cap() {
