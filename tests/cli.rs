@@ -579,6 +579,34 @@ fn config_file_and_flags_choose_the_database() {
         .ok()
         .json();
     assert!(other.as_array().unwrap().is_empty());
+    // A file holding the admin token that others can read is warned about (not refused:
+    // the rest of it is not secret); once private, it is not.
+    let token = "k3Jv9Qx7Lm2Pz8Wd4Rt6Yb1Nc5Hs0Fga";
+    std::fs::write(
+        &config,
+        format!("[store]\ndatabase = \"data/portal.db\"\n[admin]\ntoken = \"{token}\"\n"),
+    )
+    .unwrap();
+    let set_mode = |mode| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    set_mode(0o644);
+    let open = w.run(&["--config", "vportal.toml", "user", "list"]).ok();
+    assert!(
+        open.stderr
+            .contains("holds admin.token and others can read it"),
+        "{}",
+        open.stderr
+    );
+    assert!(!open.stderr.contains(token));
+    set_mode(0o600);
+    let private = w.run(&["--config", "vportal.toml", "user", "list"]).ok();
+    assert!(
+        !private.stderr.contains("admin.token"),
+        "{}",
+        private.stderr
+    );
     std::fs::write(&config, "[store]\ndatabse = \"x.db\"\n").unwrap();
     let bad = w.run(&["--config", "vportal.toml", "user", "list"]);
     assert_eq!(bad.code, 2);

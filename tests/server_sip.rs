@@ -46,6 +46,7 @@ fn first_run_creates_the_store_and_answers_a_call_over_udp() {
         "and printed an admin token once"
     );
     assert!(server.stdout.lock().unwrap().contains("vportal user add"));
+    assert!(!server.log().contains("admin API has no token"));
 
     let sock = udp_caller();
     let mut uac = Uac::new(sock.local_addr().unwrap(), server.sip, "8500");
@@ -332,6 +333,16 @@ fn a_tcp_connection_a_call_runs_on_is_not_closed_for_being_idle() {
 }
 
 /// Reads messages from `tcp` until one satisfies `want` (at most 10, 5 s each).
+/// With every admin token revoked and none configured, `serve` says so: the side-port would
+/// refuse every request.
+#[test]
+fn serve_warns_when_the_admin_api_has_no_token() {
+    let w = Workdir::provisioned(&[]);
+    w.run(&["token", "revoke", "admin"]).ok();
+    let server = ServerProcess::start(&w, "47000-47098", &[]);
+    server.expect_log("the admin API has no token", 1, Duration::from_secs(5));
+}
+
 /// RFC 5626 §4.4.1: a double-CRLF keepalive ping over TCP is answered with one CRLF, so a
 /// client that times out flows without a pong keeps the connection its call runs on.
 #[test]

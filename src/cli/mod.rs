@@ -244,6 +244,28 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
     Ok(ttl)
 }
 
+/// A config file holding the admin token should be the owner's alone, as the pepper file
+/// must be (that one is refused otherwise; the config also holds what is not secret, so it
+/// is only warned about).
+fn warn_if_others_can_read(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{mode:o}"),
+                    "the config file holds admin.token and others can read it: chmod 600 it"
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 /// Resolved settings and output preferences for one command.
 pub(crate) struct Context {
     config: Config,
@@ -254,7 +276,13 @@ pub(crate) struct Context {
 impl Context {
     fn new(global: &Global) -> Result<Self> {
         let mut config = match &global.config {
-            Some(path) => Config::load(path)?,
+            Some(path) => {
+                let config = Config::load(path)?;
+                if config.admin.token.is_some() {
+                    warn_if_others_can_read(path);
+                }
+                config
+            }
             None => Config::default(),
         };
         if let Some(db) = &global.db {

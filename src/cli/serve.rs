@@ -106,6 +106,12 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
             "No mailboxes yet: add one with `vportal user add 1001 --generate` (in another terminal)."
         )?;
     }
+    if ctx.config.admin.enabled && configured_token.is_none() && !store.has_tokens()? {
+        tracing::warn!(
+            "the admin API has no token: every request to /api/v1 is refused (401); create \
+             one with `vportal token create NAME`, or set VPORTAL_ADMIN_TOKEN"
+        );
+    }
     // The hash an unknown mailbox is checked against, made now: made at the first such
     // login instead, that login would take twice as long as a known mailbox's.
     store.hasher().prepare_dummy()?;

@@ -177,7 +177,8 @@ impl Store {
         Ok(found)
     }
 
-    /// Whether any admin token exists (the API refuses to start without one or an env token).
+    /// Whether any admin token exists (`serve` warns when neither one nor a configured token
+    /// does: the API would refuse every request).
     ///
     /// # Errors
     /// Database errors.
