@@ -261,7 +261,9 @@ pub(crate) fn mac_hex(pepper: &Pepper, data: &[u8]) -> String {
 }
 
 /// A counting semaphore for threads (hashing happens on blocking threads, not in async
-/// code), lending each holder a reusable argon2 block buffer.
+/// code), lending each holder a reusable argon2 block buffer. Permits go in the order they
+/// were asked for: a bulk reset or import, whose threads ask again as soon as each hash is
+/// done, must not keep a caller's login waiting behind all of its hashes.
 struct Permits {
     capacity: usize,
     pool: Mutex<Pool>,
@@ -271,6 +273,9 @@ struct Permits {
 struct Pool {
     free: usize,
     buffers: Vec<Vec<Block>>,
+    /// The ticket the next to ask gets, and the one served next.
+    next_ticket: u64,
+    serving: u64,
 }
 
 struct Permit<'a> {
@@ -285,6 +290,8 @@ impl Permits {
             pool: Mutex::new(Pool {
                 free: capacity,
                 buffers: Vec::new(),
+                next_ticket: 0,
+                serving: 0,
             }),
             released: Condvar::new(),
         }
@@ -294,13 +301,18 @@ impl Permits {
         // A panic while holding this lock cannot leave the pool inconsistent (the count
         // moves by one, a buffer is pushed or popped), so poisoning is ignored.
         let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
-        while pool.free == 0 {
+        let ticket = pool.next_ticket;
+        pool.next_ticket += 1;
+        while pool.serving != ticket || pool.free == 0 {
             pool = self
                 .released
                 .wait(pool)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+        pool.serving += 1;
         pool.free -= 1;
+        // The next ticket may be served at once if a permit is still free.
+        self.released.notify_all();
         let memory = pool.buffers.pop().unwrap_or_default();
         Permit {
             permits: self,
@@ -331,7 +343,8 @@ impl Drop for Permit<'_> {
             pool.buffers.push(memory);
         }
         pool.free += 1;
-        self.permits.released.notify_one();
+        // Every waiter looks: only the one whose ticket is next goes.
+        self.permits.released.notify_all();
     }
 }
 
@@ -339,6 +352,39 @@ impl Drop for Permit<'_> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Waits until `n` tickets have been handed out.
+    fn tickets_out(permits: &Permits, n: u64) {
+        while permits.pool.lock().unwrap().next_ticket < n {
+            std::thread::yield_now();
+        }
+    }
+
+    /// A thread that asks again as soon as it is done (a bulk import's) does not get ahead of
+    /// one that asked while it waited (a caller's login).
+    #[test]
+    fn permits_go_in_the_order_asked() {
+        let permits = Permits::new(1);
+        let order = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            let first = permits.acquire();
+            s.spawn(|| {
+                let p = permits.acquire();
+                order.lock().unwrap().push("bulk");
+                drop(p);
+                let _p = permits.acquire();
+                order.lock().unwrap().push("bulk again");
+            });
+            tickets_out(&permits, 2);
+            s.spawn(|| {
+                let _p = permits.acquire();
+                order.lock().unwrap().push("login");
+            });
+            tickets_out(&permits, 3);
+            drop(first);
+        });
+        assert_eq!(*order.lock().unwrap(), ["bulk", "login", "bulk again"]);
+    }
 
     fn hasher(concurrency: usize) -> Hasher {
         Hasher::new(Pepper::from_bytes(vec![7; 32]).unwrap(), concurrency)
