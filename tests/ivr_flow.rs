@@ -612,6 +612,40 @@ fn holding_the_call_pauses_the_silence_count_and_asks_again_after() {
     assert_eq!(m.flow.outcome(), Outcome::TimedOut);
 }
 
+/// What came before a question ("that is not correct", a refusal's reason) and was said
+/// while the caller held the call is said again with the question after the hold; once
+/// heard, only the question is asked again.
+#[test]
+fn what_was_said_during_a_hold_is_said_again_after_it() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    c.keys("1001#").keys("4826#").keys("1234#");
+    assert_eq!(c.last(), ["reenter_new_passcode"]);
+    c.keys("1234#");
+    assert_eq!(c.last(), ["reason_sequential", "enter_new_passcode"]);
+    // On hold before it was heard; it plays out meanwhile.
+    c.flow.handle_hold(c.now, true);
+    c.finish().advance(Duration::from_secs(30));
+    c.flow.handle_hold(c.now, false);
+    c.run();
+    assert_eq!(c.last(), ["reason_sequential", "enter_new_passcode"]);
+    // Heard this time: after the next hold, the question alone.
+    c.finish();
+    c.flow.handle_hold(c.now, true);
+    c.advance(Duration::from_secs(30));
+    c.flow.handle_hold(c.now, false);
+    c.run();
+    assert_eq!(c.last(), ["enter_new_passcode"]);
+    // In the menu too.
+    let mut m = Call::portal(&store);
+    m.keys("2002#").keys("5937#").keys("7");
+    assert_eq!(m.last(), ["invalid_option", "menu"]);
+    m.flow.handle_hold(m.now, true);
+    m.flow.handle_hold(m.now, false);
+    m.run();
+    assert_eq!(m.last(), ["invalid_option", "menu"]);
+}
+
 #[test]
 fn silences_count_in_a_row_not_over_the_whole_call() {
     let store = store();

@@ -227,6 +227,10 @@ pub struct Flow {
     type_ahead: TypeAhead,
     /// Entries asked for so far: tells the entry a key is for from a later one.
     asked: u64,
+    /// What the question now asked was preceded by ("that is not correct", a refusal's
+    /// reason), until the caller has heard it: a hold that began before it was heard has
+    /// it said again with the question after the hold.
+    unheard: Vec<&'static str>,
     /// The playback in progress: its token and whether keys interrupt it.
     playing: Option<(u64, bool)>,
     next_token: u64,
@@ -263,6 +267,7 @@ impl Flow {
             actions: VecDeque::new(),
             type_ahead: TypeAhead::default(),
             asked: 0,
+            unheard: Vec::new(),
             playing: None,
             next_token: 0,
             mailbox: None,
@@ -373,12 +378,13 @@ impl Flow {
             return;
         }
         self.reprompts_left = self.config.settings.reprompts;
+        let unheard = std::mem::take(&mut self.unheard);
         match &self.step {
             Step::Entry(entry) => {
                 let field = entry.field;
-                self.ask(field, &[], now);
+                self.ask(field, &unheard, now);
             }
-            Step::Menu { .. } => self.menu(now, &[]),
+            Step::Menu { .. } => self.menu(now, &unheard),
             // Checks, announcements and goodbyes carry on as they were.
             _ => {}
         }
@@ -416,6 +422,10 @@ impl Flow {
             return;
         }
         self.playing = None;
+        // Heard (to its end, or until a key stopped it), unless the call was on hold.
+        if !self.held {
+            self.unheard.clear();
+        }
         let first_digit = now + self.config.settings.first_digit_timeout;
         match &mut self.step {
             // Asked after keys typed ahead began it: the pause allowed mid-entry.
@@ -633,7 +643,8 @@ impl Flow {
 
     /// Starts collecting `field`, after `before` (prompts said first). Keys typed ahead are
     /// used at once.
-    fn ask(&mut self, field: Field, before: &[&str], now: Instant) {
+    fn ask(&mut self, field: Field, before: &[&'static str], now: Instant) {
+        self.unheard.clear();
         if field == Field::NewPasscode {
             self.new_passcode = None;
         }
@@ -667,6 +678,7 @@ impl Flow {
             let mut ids = before.to_vec();
             ids.push(field.prompt());
             self.play(&ids, true);
+            self.unheard = before.to_vec();
         }
     }
 
@@ -780,8 +792,9 @@ impl Flow {
         self.ask(field, &[why], now);
     }
 
-    fn menu(&mut self, now: Instant, before: &[&str]) {
+    fn menu(&mut self, now: Instant, before: &[&'static str]) {
         self.step = Step::Menu { deadline: None };
+        self.unheard.clear();
         // A choice typed ahead (during "your passcode has been changed") is taken at once.
         if let Some(key) = self.type_ahead.pop() {
             return self.menu_key(now, key);
@@ -789,6 +802,7 @@ impl Flow {
         let mut ids = before.to_vec();
         ids.push("menu");
         self.play(&ids, true);
+        self.unheard = before.to_vec();
     }
 
     fn menu_key(&mut self, now: Instant, key: Digit) {
