@@ -68,6 +68,36 @@ fn a_refused_first_run_creates_nothing() {
     assert!(r.stderr.contains("missing"), "{}", r.stderr);
     assert!(!r.stdout.contains("vpt_"), "{}", r.stdout);
     assert!(!w.db().exists() && !w.path().join("vportal.pepper").exists());
+    // A route's language without prompts: the error says where the dialplan sets it.
+    std::fs::write(
+        w.path().join("plan.toml"),
+        "[[route]]\nmatch = \"8500\"\napplication = \"voice-portal\"\n\n\
+         [[route]]\nmatch = \"8501\"\napplication = \"voice-portal\"\nlanguage = \"xx\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        w.path().join("plan-config.toml"),
+        "[dialplan]\nfile = \"plan.toml\"\n",
+    )
+    .unwrap();
+    let r = w.run(&[
+        "--config",
+        "plan-config.toml",
+        "serve",
+        "--sip",
+        "127.0.0.1:0",
+        "--no-admin",
+        "--prompts",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/prompts"),
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("plan.toml, line 8, key route[2].language"),
+        "{}",
+        r.stderr
+    );
+    assert!(!w.db().exists());
     // Nor is it made when an address is in use or cannot work (a wildcard SIP address
     // without the public one; the admin side-port off loopback without TLS).
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -287,7 +287,13 @@ fn load_prompts(dir: &Path, dialplan: &Dialplan) -> Result<HashMap<String, Arc<P
             );
             PromptSet::built_in()?
         } else {
-            vportal::server::load_prompts(&folder)?
+            vportal::server::load_prompts(&folder).with_context(|| {
+                let set_at = route.settings.language_set_at.as_deref();
+                format!(
+                    "the prompts for language {language:?} ({})",
+                    set_at.unwrap_or("the default language")
+                )
+            })?
         };
         tracing::info!(language, prompts = set.ids().count(), "prompts loaded");
         sets.insert(language.clone(), Arc::new(set));

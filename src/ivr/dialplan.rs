@@ -313,6 +313,9 @@ pub struct RouteSettings {
     pub max_call_duration: Duration,
     /// The prompt folder under `prompts/`: ASCII letters, digits, `-` and `_`. Default `en`.
     pub language: String,
+    /// Where `language` was set (`file, line N, key route[2].language`), for an error about
+    /// its prompt folder; `None` for the default.
+    pub language_set_at: Option<String>,
     /// One session per mailbox: what a second login to a mailbox already in a call does.
     /// Default [`SessionRule::Replace`].
     pub session: SessionRule,
@@ -329,6 +332,7 @@ impl Default for RouteSettings {
             reprompts: 2,
             max_call_duration: Duration::from_secs(600),
             language: "en".to_owned(),
+            language_set_at: None,
             session: SessionRule::Replace,
         }
     }
@@ -444,6 +448,12 @@ impl RouteSettings {
                 ));
             }
             self.language = name.clone();
+            self.language_set_at = Some(format!(
+                "{}, line {}, key {}",
+                src.origin,
+                src.line(v.span().start),
+                key("language")
+            ));
         }
         Ok(self)
     }
@@ -1321,7 +1331,19 @@ mod tests {
             let route = plan.route(user).unwrap();
             assert_eq!(route.application, Application::VoicePortal, "{user}");
             assert_eq!(route.settings.mailbox, MailboxSource::Ask, "{user}");
-            assert_eq!(route.settings, RouteSettings::default(), "{user}");
+            // The built-in settings; the file says `en` in its defaults.
+            let set_at = route.settings.language_set_at.clone();
+            assert!(
+                set_at
+                    .as_deref()
+                    .is_some_and(|at| at.ends_with(", key defaults.language")),
+                "{set_at:?}"
+            );
+            let expected = RouteSettings {
+                language_set_at: set_at,
+                ..RouteSettings::default()
+            };
+            assert_eq!(route.settings, expected, "{user}");
         }
         for user in ["*86", "%2A86", "%2a86"] {
             let route = plan.route(user).unwrap();
@@ -1649,6 +1671,7 @@ language = "pt-BR"
                 reprompts: 0,
                 max_call_duration: Duration::from_secs(5_400),
                 language: "fr".into(),
+                language_set_at: Some("test.toml, line 10, key defaults.language".into()),
                 session: SessionRule::Replace,
             }
         );
@@ -1665,6 +1688,7 @@ language = "pt-BR"
                 reprompts: 5,
                 max_call_duration: Duration::from_secs(30),
                 language: "pt-BR".into(),
+                language_set_at: Some("test.toml, line 26, key route[2].language".into()),
                 session: SessionRule::Replace,
             }
         );
