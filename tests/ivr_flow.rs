@@ -13,8 +13,8 @@ use vportal::media::digit::Digit;
 use vportal::media::player::Item;
 use vportal::media::prompts::PromptSet;
 use vportal::store::{
-    Actor, AuditQuery, Event, Extension, Login, NewUser, Passcode, PasscodeSpec, Pepper, Store,
-    VerifyOutcome,
+    Actor, AuditEvent, AuditQuery, Event, Extension, Login, NewUser, Passcode, PasscodeSpec,
+    Pepper, Store, VerifyOutcome,
 };
 use vportal::time::Timestamp;
 
@@ -538,14 +538,18 @@ fn each_policy_violation_has_its_own_reason() {
             "{new}: a refused passcode changes nothing"
         );
     }
-    let rejected = store
+    assert_eq!(rejected_changes(&store).len(), cases.len());
+}
+
+/// The `passcode.change_rejected` events (the newest 50).
+fn rejected_changes(store: &Store) -> Vec<AuditEvent> {
+    store
         .audit(&AuditQuery {
             event: Some(Event::PasscodeChangeRejected),
             limit: Some(50),
             ..AuditQuery::default()
         })
-        .unwrap();
-    assert_eq!(rejected.len(), cases.len());
+        .unwrap()
 }
 
 #[test]
@@ -882,13 +886,7 @@ fn keys_typed_ahead_that_do_not_finish_an_entry_still_get_the_question() {
         assert_eq!(c.last(), ["reenter_new_passcode"], "{typed}: {:?}", c.all());
         c.keys("5937#");
         assert_eq!(c.last(), ["passcode_changed"], "{typed}: {:?}", c.all());
-        let rejected = store
-            .audit(&AuditQuery {
-                event: Some(Event::PasscodeChangeRejected),
-                limit: Some(50),
-                ..AuditQuery::default()
-            })
-            .unwrap();
+        let rejected = rejected_changes(&store);
         assert!(rejected.is_empty(), "{typed}: {rejected:?}");
     }
 }
