@@ -508,7 +508,13 @@ struct Thread {
     datagram: Vec<u8>,
     /// The RTCP report being sent (kept to reuse its allocation).
     report: Vec<u8>,
+    /// Sockets left readable after a batch of [`READ_BATCH`]: read again next turn, after
+    /// the packets due have gone, so that a flood on one port cannot hold up every call.
+    unread: Vec<Token>,
 }
+
+/// Datagrams read from one socket per turn of the media thread.
+const READ_BATCH: usize = 64;
 
 impl Thread {
     fn new(poll: Poll, commands: Arc<Inbox>, config: MediaConfig) -> Self {
@@ -526,16 +532,22 @@ impl Thread {
             keys: Vec::new(),
             datagram: vec![0; 2_048],
             report: Vec::with_capacity(256),
+            unread: Vec::new(),
         }
     }
 
     fn run(mut self) {
         let mut events = Events::with_capacity(1_024);
         loop {
-            let timeout = self
-                .schedule
-                .next_wake()
-                .map(|at| at.saturating_duration_since(Instant::now()));
+            // Sockets with datagrams still waiting are not signalled again (readiness is
+            // edge-triggered): no sleeping while there are any.
+            let timeout = if self.unread.is_empty() {
+                self.schedule
+                    .next_wake()
+                    .map(|at| at.saturating_duration_since(Instant::now()))
+            } else {
+                Some(std::time::Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "media poll failed; media stops");
@@ -543,10 +555,16 @@ impl Thread {
                     return;
                 }
             }
+            // What the last turn left (usually nothing), and what became readable.
+            let again = std::mem::take(&mut self.unread);
             for event in &events {
-                if event.token() != WAKER {
-                    self.receive(event.token());
+                let token = event.token();
+                if token != WAKER && !again.contains(&token) {
+                    self.receive(token);
                 }
+            }
+            for token in again {
+                self.receive(token);
             }
             if !self.take_commands() {
                 return;
@@ -715,14 +733,25 @@ impl Thread {
         let Some(s) = self.streams.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
+        // At most a batch; a socket not emptied by it is read again next turn.
         let mut errors = 0;
         if is_rtcp {
-            while let Some((n, from)) = read_one(&s.rtcp.socket, &mut self.datagram, &mut errors) {
+            for _ in 0..READ_BATCH {
+                let Some((n, from)) = read_one(&s.rtcp.socket, &mut self.datagram, &mut errors)
+                else {
+                    return;
+                };
                 s.hear_rtcp(from, &self.datagram[..n], Instant::now(), symmetric);
             }
+            self.unread.push(token);
             return;
         }
-        while let Some((n, from)) = read_one(&s.socket, &mut self.datagram, &mut errors) {
+        let mut emptied = false;
+        for _ in 0..READ_BATCH {
+            let Some((n, from)) = read_one(&s.socket, &mut self.datagram, &mut errors) else {
+                emptied = true;
+                break;
+            };
             let datagram = &self.datagram[..n];
             // RTCP on the RTP port: the caller's with `a=rtcp-mux`, else stray (never RTP: no
             // payload type in use looks like it).
@@ -742,6 +771,9 @@ impl Thread {
             for key in self.keys.drain(..) {
                 let _ = s.events.send(MediaEvent::Key(key));
             }
+        }
+        if !emptied {
+            self.unread.push(token);
         }
         // Symmetric RTP may just have latched onto the caller's source.
         s.follow_source();
@@ -817,7 +849,7 @@ fn send_media(
 }
 
 /// The next datagram waiting on `socket`, or `None` once it is empty. Readiness is
-/// edge-triggered, so a stream reads until then. An error (a connected socket reports the
+/// edge-triggered, so a stream reads until then (over several turns, a batch each). An error (a connected socket reports the
 /// caller's ICMP "port unreachable" once) is consumed by the read that returns it; a few in a
 /// row mean something else is wrong, and reading stops.
 fn read_one(
