@@ -9,16 +9,20 @@
 //! press: "11" is heard as "1".
 //!
 //! So each packet is placed after the one before it on the stream's timeline:
-//! - a packet that continues it is heard at once;
-//! - a hole ahead of it is heard as silence first, up to [`MAX_FILL`] (enough to end any
-//!   press; a longer hole is a pause whose length no longer matters);
-//! - a packet behind the timeline that arrives among the stream's packets is late or a
-//!   duplicate: its time was already heard (as silence, if it was missing), so it is dropped.
-//!   A lost or late packet inside a tone is then a 20 ms dropout, which never splits a press;
-//! - a packet behind the timeline that comes after a pause in arrivals ([`PAUSE`]), or from
-//!   another SSRC, starts a new timeline after [`MAX_FILL`] of silence: a sender that
-//!   restarted its timestamps, or one that replays recorded audio (SIPp's
-//!   `play_pcap_audio` resends the same timestamps each time).
+//! - a packet that continues it is heard at once (one that overlaps the last by less than
+//!   half its length too: a sender whose timestamps wobble by a sample);
+//! - a hole ahead of it is heard as that much silence first, up to [`MAX_FILL`] (enough to
+//!   end any press). A jump further ahead is silence suppression or a sender that moved its
+//!   timestamps: how long it was is told by the arrival times, up to [`MAX_FILL`];
+//! - a packet a little behind the timeline (at most [`MAX_FILL`]) is late or a duplicate:
+//!   its time was already heard (as silence, if it was missing), so it is dropped. A lost or
+//!   late packet inside a tone is then a dropout of a packet's length, which never splits a
+//!   press;
+//! - a packet far behind, [`RUN`] in a row a little behind, one a little behind after
+//!   [`REPLAY_PAUSE`] without packets, or one of another SSRC starts a new timeline: a sender
+//!   that moved its timestamps back (an SBC re-anchoring media), or one that replays
+//!   recorded audio (SIPp's `play_pcap_audio` resends the same timestamps each time). The
+//!   silence before it is told by the arrival times, up to [`MAX_FILL`].
 //!
 //! Sans-IO: arrival times are arguments.
 
@@ -27,16 +31,31 @@ use std::time::{Duration, Instant};
 /// The most silence put in for missing audio: 200 ms of 8 kHz samples.
 pub const MAX_FILL: usize = 1_600;
 
-/// A gap in arrivals after which a packet behind the timeline starts a new one instead of
-/// being late: three 20 ms packet times.
-pub const PAUSE: Duration = Duration::from_millis(60);
+/// Packets in a row a little behind the timeline after which it is taken to have moved.
+pub const RUN: u32 = 3;
+
+/// A time without packets after which one a little behind the timeline starts a new one
+/// (a replay, SIPp's `play_pcap_audio` after a pause) rather than being late: longer than a
+/// network stall that holds packets back and then delivers them out of order.
+pub const REPLAY_PAUSE: Duration = Duration::from_millis(300);
+
+/// The last packet placed.
+#[derive(Debug, Clone, Copy)]
+struct Placed {
+    ssrc: u32,
+    /// The timestamp the next samples start at.
+    next: u32,
+    /// When it arrived, and how long it was.
+    at: Instant,
+    samples: usize,
+}
 
 /// One call's audio timeline.
 #[derive(Debug, Clone, Default)]
 pub struct Timeline {
-    /// The stream's SSRC, the timestamp its next samples start at, and when its last packet
-    /// arrived.
-    next: Option<(u32, u32, Instant)>,
+    last: Option<Placed>,
+    /// Packets dropped in a row since `last`.
+    dropped: u32,
 }
 
 impl Timeline {
@@ -55,27 +74,52 @@ impl Timeline {
         samples: usize,
         now: Instant,
     ) -> Option<usize> {
-        let fill = match self.next {
+        let fill = match self.last {
             None => 0,
-            Some((last_ssrc, next, last_at)) if last_ssrc == ssrc => {
+            Some(last) if last.ssrc == ssrc => {
                 // RFC 3550 §A.1-style serial arithmetic on 32-bit timestamps.
-                let ahead = timestamp.wrapping_sub(next) as i32;
+                let ahead = i64::from(timestamp.wrapping_sub(last.next) as i32);
+                let behind = usize::try_from(-ahead).unwrap_or(0);
                 if ahead >= 0 {
-                    usize::try_from(ahead).map_or(MAX_FILL, |n| n.min(MAX_FILL))
-                } else if now.saturating_duration_since(last_at) < PAUSE {
-                    // Late or a duplicate: the newest packet keeps the timeline.
-                    self.next = Some((last_ssrc, next, now));
+                    let ahead = usize::try_from(ahead).unwrap_or(usize::MAX);
+                    if ahead <= MAX_FILL {
+                        ahead
+                    } else {
+                        ahead.min(silence_since(&last, now))
+                    }
+                } else if behind < samples.div_ceil(2) {
+                    0
+                } else if behind <= MAX_FILL
+                    && self.dropped + 1 < RUN
+                    && now.saturating_duration_since(last.at) < REPLAY_PAUSE
+                {
+                    self.dropped += 1;
                     return None;
                 } else {
-                    MAX_FILL
+                    silence_since(&last, now)
                 }
             }
-            Some(_) => MAX_FILL,
+            Some(last) => silence_since(&last, now),
         };
-        let length = u32::try_from(samples).unwrap_or(u32::MAX);
-        self.next = Some((ssrc, timestamp.wrapping_add(length), now));
+        self.last = Some(Placed {
+            ssrc,
+            next: timestamp.wrapping_add(u32::try_from(samples).unwrap_or(u32::MAX)),
+            at: now,
+            samples,
+        });
+        self.dropped = 0;
         Some(fill)
     }
+}
+
+/// The silence between the end of `last` and a packet arriving at `now`, by the arrival
+/// times (8 samples a millisecond), at most [`MAX_FILL`].
+fn silence_since(last: &Placed, now: Instant) -> usize {
+    let gap = now
+        .saturating_duration_since(last.at)
+        .min(Duration::from_secs(1));
+    let gap = usize::try_from(gap.as_millis()).unwrap_or(0) * 8;
+    gap.saturating_sub(last.samples).min(MAX_FILL)
 }
 
 #[cfg(test)]
@@ -93,12 +137,21 @@ mod tests {
             .collect()
     }
 
+    /// `n` packets of 20 ms from `(ms, ts)` on, 20 ms apart.
+    fn stream(ssrc: u32, ms: u64, ts: u32, n: u32) -> Vec<(u64, u32, u32)> {
+        (0..n)
+            .map(|i| (ms + u64::from(i) * 20, ssrc, ts.wrapping_add(i * 160)))
+            .collect()
+    }
+
     #[test]
     fn a_continuous_stream_is_heard_as_it_comes() {
-        let stream: Vec<_> = (0..5)
-            .map(|i| (i * 20, 7, 1_000 + i as u32 * 160))
-            .collect();
-        assert_eq!(place(&stream), [Some(0); 5]);
+        assert_eq!(place(&stream(7, 0, 1_000, 5)), [Some(0); 5]);
+        // Timestamps that wobble by a sample.
+        assert_eq!(
+            place(&[(0, 7, 0), (20, 7, 159), (40, 7, 320)]),
+            [Some(0), Some(0), Some(1)]
+        );
     }
 
     #[test]
@@ -106,6 +159,11 @@ mod tests {
         assert_eq!(
             place(&[(0, 7, 0), (20, 7, 160), (60, 7, 480), (80, 7, 640)]),
             [Some(0), Some(0), Some(160), Some(0)]
+        );
+        // Even when the next one comes early.
+        assert_eq!(
+            place(&[(0, 7, 0), (20, 7, 160), (45, 7, 480)]),
+            [Some(0), Some(0), Some(160)]
         );
     }
 
@@ -122,14 +180,31 @@ mod tests {
             ]),
             [Some(0), Some(160), None, None, Some(0)]
         );
+        // After a stall the held-back packets come in a burst, one of them overtaken: it is
+        // dropped, and no silence is put in the middle of what was sent.
+        assert_eq!(
+            place(&[
+                (0, 7, 0),
+                (20, 7, 160),
+                (40, 7, 480),
+                (110, 7, 320),
+                (111, 7, 640)
+            ]),
+            [Some(0), Some(0), Some(160), None, Some(0)]
+        );
     }
 
     #[test]
-    fn silence_suppression_and_long_jumps_are_capped() {
+    fn silence_suppression_and_long_jumps() {
         // 100 ms without packets (DTX), then 10 s.
         assert_eq!(
             place(&[(0, 7, 0), (120, 7, 960), (10_140, 7, 81_120)]),
             [Some(0), Some(800), Some(MAX_FILL)]
+        );
+        // A sender that jumps its timestamps far ahead without a pause: no silence.
+        assert_eq!(
+            place(&[(0, 7, 0), (20, 7, 1 << 30), (40, 7, (1 << 30) + 160)]),
+            [Some(0), Some(0), Some(0)]
         );
         // Across the 32-bit wrap.
         assert_eq!(
@@ -139,17 +214,37 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_that_moves_its_timestamps_back_is_followed() {
+        // Far back (an SBC re-anchoring the stream): at once, and no silence.
+        let mut far = stream(7, 0, 1 << 30, 3);
+        far.extend(stream(7, 60, 5, 3));
+        assert_eq!(place(&far), [Some(0); 6]);
+        // A little back: after a run of them, with the silence the dropped ones leave.
+        let mut near = stream(7, 0, 8_000, 3);
+        near.extend(stream(7, 60, 7_000, 4));
+        assert_eq!(
+            place(&near),
+            [Some(0), Some(0), Some(0), None, None, Some(320), Some(0)]
+        );
+    }
+
+    #[test]
     fn a_replay_or_a_new_stream_starts_a_new_timeline() {
-        // The same timestamps again after a pause (SIPp replaying a pcap), then a new SSRC.
+        // The same timestamps again after a pause (SIPp replaying a pcap), then a new SSRC
+        // right after: the pause is heard, capped.
         assert_eq!(
             place(&[
                 (0, 7, 0),
                 (20, 7, 160),
-                (200, 7, 0),
-                (220, 7, 160),
-                (240, 9, 5)
+                (500, 7, 0),
+                (520, 7, 160),
+                (540, 9, 5)
             ]),
-            [Some(0), Some(0), Some(MAX_FILL), Some(0), Some(MAX_FILL)]
+            [Some(0), Some(0), Some(MAX_FILL), Some(0), Some(0)]
         );
+        // Replays of a file longer than MAX_FILL back to back: each heard whole.
+        let mut replays = stream(7, 0, 0, 15);
+        replays.extend(stream(7, 300, 0, 15));
+        assert_eq!(place(&replays), [Some(0); 30]);
     }
 }
