@@ -9,19 +9,23 @@
 //! Real senders bend the rules, and vportal must still hear "1001" and "1122":
 //! - SIPp's `play_pcap_audio` replays byte-identical packets for a repeated key (same SSRC,
 //!   sequence number and timestamp) and jumps timestamps backwards between keys. A repeat of
-//!   an event that has ended is recognised as a new press when it looks like a fresh start
-//!   (marker bit, or a duration below the ended event's) well after that event's last packet,
-//!   and its sequence number is one already seen in that event (a replay) or newer than all
-//!   of them (a sender reusing the timestamp). A packet the network delayed or reordered has
-//!   a sequence number not seen yet and older than the newest: it is a late packet of the
-//!   old press, not a new one. (A packet the network duplicated and delayed by 40 ms or
-//!   more is indistinguishable from a replay, and counts as one.)
+//!   an event is recognised as a new press when it looks like a fresh start (marker bit, or
+//!   a duration below the event's) well after the event's last new packet (40 ms), and its
+//!   sequence number is one already seen in that event (a replay) or, the event having
+//!   ended, newer than all of them (a sender reusing the timestamp). A replay may start
+//!   right after the previous one's end packets, or cut it short before them (SIPp stops a
+//!   replay still playing when the next starts): an event whose end packets never came is
+//!   restarted only 80 ms after its last new packet, since its key may still be held,
+//!   updated every 50 ms (§2.5.1.2). A packet the network delayed or reordered has a
+//!   sequence number not seen yet and older than the newest: it is a late packet of the old
+//!   press, not a new one. (A packet the network duplicated and delayed by that long is
+//!   indistinguishable from a replay, and counts as one.)
 //! - SIPp's `play_dtmf` uses a new SSRC per action, overlapping timestamps between keys, and
 //!   interleaves packets of another payload type: keying on (SSRC, timestamp) and filtering on
 //!   the negotiated payload type handle both.
 //! - Long presses beyond 65535 timestamp units continue in a new segment with a new timestamp
 //!   (RFC 4733 §2.5.1.3); a segment that continues the current, unended event is not a new
-//!   press.
+//!   press, and the segment it continues is never restarted.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -85,6 +89,8 @@ struct Tracked {
     last_at: Instant,
     /// The event's sequence numbers seen so far.
     seqs: SeqWindow,
+    /// A long press went on in a later segment (§2.5.1.3): this one is over, never a press.
+    continued: bool,
 }
 
 impl Tracked {
@@ -98,9 +104,17 @@ impl Tracked {
     /// cuts a replay short when the next one starts) or, the event having ended, is newer
     /// than all of them (a sender reusing the timestamp).
     fn restarted_by(&self, marker: bool, seq: u16, e: EventPayload, now: Instant) -> bool {
-        (marker || e.duration < self.duration)
-            && now.saturating_duration_since(self.last_at) >= REPEAT_GUARD
-            && (self.seqs.contains(seq) || (self.ended && self.seqs.is_newer(seq)))
+        let quiet = now.saturating_duration_since(self.last_at);
+        let fresh = marker || e.duration < self.duration;
+        if self.continued || !fresh {
+            false
+        } else if self.ended {
+            quiet >= REPEAT_GUARD && (self.seqs.contains(seq) || self.seqs.is_newer(seq))
+        } else {
+            // Not ended: the key may still be held, with updates up to 50 ms apart
+            // (§2.5.1.2), and the network may duplicate one: twice the guard.
+            quiet >= 2 * REPEAT_GUARD && self.seqs.contains(seq)
+        }
     }
 
     /// Takes in one more packet of this event. Only a new one (a sequence number newer than
@@ -239,6 +253,9 @@ impl TelephoneEvents {
                 && ts.wrapping_sub(cur.timestamp) <= u32::from(cur.duration).saturating_add(1_600);
             if continues {
                 // The earlier segment is remembered, so that its late packets stay its own.
+                if let Some(cur) = &mut self.current {
+                    cur.continued = true;
+                }
                 self.start(Self::track(ssrc, ts, seq, e, now));
                 return None;
             }
@@ -256,6 +273,7 @@ impl TelephoneEvents {
             duration: e.duration,
             last_at: now,
             seqs: SeqWindow::new(seq),
+            continued: false,
         }
     }
 
@@ -495,6 +513,52 @@ mod tests {
         dup.at_ms = 30;
         held.insert(2, dup);
         assert_eq!(run(&held), "5");
+        // Nor with updates 50 ms apart (RFC 4733 §2.5.1.2), the duplicate 45 ms after one.
+        let slow: Vec<P> = (0..6_u16)
+            .map(|i| P {
+                at_ms: u64::from(i) * 50,
+                ssrc: 9,
+                pt: 101,
+                seq: 300 + i,
+                ts: 8_000,
+                marker: i == 0,
+                code: 5,
+                end: false,
+                duration: i * 400,
+            })
+            .collect();
+        let mut duplicated = slow.clone();
+        let mut start = slow[0];
+        start.at_ms = 95;
+        duplicated.insert(2, start);
+        assert_eq!(run(&duplicated), "5");
+    }
+
+    /// A long press continued in a new segment (§2.5.1.3): a late duplicate of the earlier
+    /// segment's start is not a new press.
+    #[test]
+    fn a_late_duplicate_of_a_continued_segment_is_not_a_press() {
+        let segment = |ts: u32, seq: u16, at: u64, marker: bool, duration: u16| P {
+            at_ms: at,
+            ssrc: 4,
+            pt: 101,
+            seq,
+            ts,
+            marker,
+            code: 7,
+            end: false,
+            duration,
+        };
+        let packets = [
+            segment(0, 10, 0, true, 0),
+            segment(0, 11, 20, false, 65_535),
+            // The next segment starts where the first stopped, without a marker.
+            segment(65_535, 12, 40, false, 160),
+            segment(65_535, 13, 60, false, 320),
+            // The first segment's start, duplicated and 200 ms late.
+            segment(0, 10, 260, true, 0),
+        ];
+        assert_eq!(run(&packets), "7");
     }
 
     #[test]
