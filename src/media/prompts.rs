@@ -433,7 +433,7 @@ pub enum DecodeError {
 /// and the result rounded to 16 bits with saturation. An 8 kHz mono 16-bit WAV comes back
 /// sample for sample. `extension_hint` (`"wav"`, `"mp3"`, …) helps pick the container but is
 /// not trusted: the bytes decide. Pure: no I/O, and no panic on any input (one inside a
-/// decoder, which is other crates' code, is caught: see [`guarded`]).
+/// decoder, which is other crates' code, is caught: see `guarded`).
 ///
 /// # Errors
 /// [`DecodeError`] when the bytes are not a supported format, are malformed or truncated
