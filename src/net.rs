@@ -41,7 +41,7 @@ impl fmt::Display for Client {
 }
 
 /// A UDP socket bound to `addr`, non-blocking; on `[::]` one that takes IPv4 peers too
-/// (see [`listen_socket`]).
+/// (see `listen_socket`).
 ///
 /// # Errors
 /// What the operating system said.
@@ -52,7 +52,7 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
 }
 
 /// A TCP socket listening on `addr`, non-blocking, with `SO_REUSEADDR` as the standard
-/// library sets it; on `[::]` one that takes IPv4 peers too (see [`listen_socket`]).
+/// library sets it; on `[::]` one that takes IPv4 peers too (see `listen_socket`).
 ///
 /// # Errors
 /// What the operating system said.

@@ -33,7 +33,7 @@ pub enum CsvError {
 ///
 /// # Errors
 /// [`CsvError::NotUtf8`] naming the line of the first byte that is not UTF-8, line breaks
-/// counted as [`parse`] counts them.
+/// counted as `parse` counts them.
 pub fn text(bytes: Vec<u8>) -> Result<String, CsvError> {
     String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
