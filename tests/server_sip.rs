@@ -363,13 +363,14 @@ fn a_tcp_keepalive_ping_gets_a_pong() {
 
 /// A caller's TCP connection closes before its ACK: the 200's retransmissions, and the
 /// rest of the call, go on one new connection to the Via address (RFC 3261 §18.2.2), not on
-/// a new one each.
+/// a new one each; and that one carries the call, so it is not closed for being idle.
 #[test]
 fn messages_for_a_closed_tcp_connection_share_one_new_one() {
-    let w = Workdir::provisioned(&[]);
-    let server = ServerProcess::start(&w, "46700-46798", &[]);
+    let w = Workdir::new();
+    let server = with_sip_config(&w, "46700-46798", "tcp_idle_timeout = \"1s\"\n");
     // The caller's listening address, in its Via and Contact.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
     let (media, _rtcp) = common::rtp::bind_pair([127, 0, 0, 1].into());
     let mut uac = Uac::new(listener.local_addr().unwrap(), server.sip, "8500");
     uac.transport = "TCP";
@@ -383,18 +384,33 @@ fn messages_for_a_closed_tcp_connection_share_one_new_one() {
     uac.learn_tag(&ok);
     drop(first);
     // The 200 is retransmitted at 0.5, 1.5, 3.5 and 7.5 s: once the old connection is
-    // found closed, on a new one; the next one on the same.
-    let (mut back, _) = listener.accept().unwrap();
+    // found closed, on a new one; the next one on the same, though it was quiet for longer
+    // than the idle timeout.
+    let accept = |within: Duration| {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => break Some(stream),
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(_) => break None,
+            }
+        }
+    };
+    let mut back = accept(Duration::from_secs(15)).expect("a new connection for the 200");
+    back.set_nonblocking(false).unwrap();
     let mut framer = StreamFramer::new();
     for _ in 0..2 {
-        let again = tcp_recv_until(&mut back, &mut framer, |m| m.status().is_some());
+        let again = tcp_recv_within(&mut back, &mut framer, Duration::from_secs(10), |m| {
+            m.status().is_some()
+        });
         assert_eq!(again.status(), Some(200));
     }
-    listener.set_nonblocking(true).unwrap();
-    let another = listener.accept();
-    assert!(another.is_err(), "a second connection: {another:?}");
-    // The call goes on over it.
+    assert!(accept(Duration::ZERO).is_none(), "a second connection");
+    // The call goes on over it, idle for longer than the timeout.
     back.write_all(&uac.ack_2xx("")).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
     back.write_all(&uac.request("BYE", "", "")).unwrap();
     let answer = tcp_recv_until(&mut back, &mut framer, |m| {
         m.values(HeaderName::CSeq)
@@ -412,9 +428,17 @@ fn a_udp_flood_does_not_starve_sip_over_tcp() {
     use std::sync::atomic::{AtomicBool, Ordering};
     let w = Workdir::provisioned(&[]);
     let server = ServerProcess::start(&w, "46600-46698", &[]);
+    /// Tells the flooders to stop when dropped: as the test ends, or fails.
+    struct Stop(Arc<AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
+    let stopper = Stop(Arc::clone(&stop));
     let sip = server.sip;
-    // Bounded: each flooder stops when told, or after 10 s whatever happens.
+    // Bounded: each flooder stops when told, or after 6 s whatever happens.
     let floods: Vec<_> = (0..3)
         .map(|_| {
             let stop = Arc::clone(&stop);
@@ -423,7 +447,7 @@ fn a_udp_flood_does_not_starve_sip_over_tcp() {
                 let mut uac = Uac::new(s.local_addr().unwrap(), sip, "8500");
                 let requests: Vec<Vec<u8>> =
                     (0..64).map(|_| uac.request("OPTIONS", "", "")).collect();
-                let until = std::time::Instant::now() + Duration::from_secs(10);
+                let until = std::time::Instant::now() + Duration::from_secs(6);
                 while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
                     for r in &requests {
                         let _ = s.send_to(r, sip);
@@ -432,13 +456,13 @@ fn a_udp_flood_does_not_starve_sip_over_tcp() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(300));
     let mut tcp = TcpStream::connect(server.sip).unwrap();
     tcp.write_all(&tcp_options(&server, &tcp)).unwrap();
     let started = std::time::Instant::now();
     let answer = tcp_recv_until(&mut tcp, &mut StreamFramer::new(), |_| true);
     let waited = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
+    drop(stopper);
     for f in floods {
         f.join().unwrap();
     }
@@ -452,14 +476,24 @@ fn tcp_recv_until(
     framer: &mut StreamFramer,
     want: impl Fn(&vportal::sip::Message) -> bool,
 ) -> vportal::sip::Message {
-    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp_recv_within(tcp, framer, Duration::from_secs(5), want)
+}
+
+/// Reads messages from `tcp` until one satisfies `want` (at most 10, `within` each).
+fn tcp_recv_within(
+    tcp: &mut TcpStream,
+    framer: &mut StreamFramer,
+    within: Duration,
+    want: impl Fn(&vportal::sip::Message) -> bool,
+) -> vportal::sip::Message {
+    tcp.set_read_timeout(Some(within)).unwrap();
     let mut buf = [0_u8; 4_096];
     for _ in 0..10 {
         let m = loop {
             if let Some(m) = framer.next_message().unwrap() {
                 break m;
             }
-            let n = tcp.read(&mut buf).expect("a message within 5 s");
+            let n = tcp.read(&mut buf).expect("a message in time");
             assert_ne!(n, 0, "the server closed the connection");
             framer.push(&buf[..n]);
         };

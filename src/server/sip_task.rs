@@ -52,7 +52,8 @@ pub(crate) struct SipTask {
     commands: mpsc::Receiver<Command>,
     command_tx: mpsc::Sender<Command>,
     connections: HashMap<ConnId, Connection>,
-    /// The connection each call's dialog runs on, for calls that came over TCP.
+    /// The connection each call's dialog came in on, for calls that came over TCP (the one
+    /// it runs on is that, or the one opened in its place: see `reopened`).
     call_connections: HashMap<CallHandle, ConnId>,
     /// Connections that closed with messages still to go, and the one opened to the same
     /// peer for them (RFC 3261 §18.2.2): later messages for the closed one go there too,
@@ -268,7 +269,7 @@ impl SipTask {
                 } => self.to_call(call, CallEvent::Info { content_type, body }),
                 Event::Ended { call, reason } => {
                     if let Some(conn) = self.call_connections.remove(&call)
-                        && let Some(connection) = self.connections.get(&conn)
+                        && let Some(connection) = self.connections.get(&self.live(conn))
                     {
                         connection.calls.fetch_sub(1, Ordering::Relaxed);
                     }
@@ -301,8 +302,8 @@ impl SipTask {
                     Err(e) => tracing::debug!(to = %t.destination, error = %e, "SIP send failed"),
                 }
             }
-            Transport::Tcp(conn) => {
-                let conn = self.reopened.get(&conn).copied().unwrap_or(conn);
+            Transport::Tcp(flow) => {
+                let conn = self.live(flow);
                 let payload = match self.connections.get(&conn) {
                     Some(connection) => match connection.outbox.try_send(t.payload) {
                         Ok(()) => return,
@@ -334,23 +335,28 @@ impl SipTask {
                 ) else {
                     return;
                 };
-                // The calls that ran on the closed one run on the new one now: it stays
-                // open while they last, as theirs did.
-                for (_, on) in self
-                    .call_connections
-                    .iter_mut()
-                    .filter(|(_, on)| **on == conn)
-                {
-                    *on = new;
-                    connection.calls.fetch_add(1, Ordering::Relaxed);
-                }
-                self.connections.insert(new, connection);
+                // What went to the closed one goes to the new one now.
                 for to in self.reopened.values_mut().filter(|to| **to == conn) {
                     *to = new;
                 }
-                self.reopened.insert(conn, new);
+                self.reopened.insert(flow, new);
+                // The calls that ran on the closed one run on the new one: it stays open
+                // while they last, as theirs did.
+                let calls = self
+                    .call_connections
+                    .values()
+                    .filter(|&&came_on| self.live(came_on) == new)
+                    .count();
+                connection.calls.fetch_add(calls, Ordering::Relaxed);
+                self.connections.insert(new, connection);
             }
         }
+    }
+
+    /// The connection messages for the flow `conn` go on: itself, or the one opened in its
+    /// place after it closed.
+    fn live(&self, conn: ConnId) -> ConnId {
+        self.reopened.get(&conn).copied().unwrap_or(conn)
     }
 }
 
