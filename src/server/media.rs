@@ -849,9 +849,10 @@ fn send_media(
 }
 
 /// The next datagram waiting on `socket`, or `None` once it is empty. Readiness is
-/// edge-triggered, so a stream reads until then (over several turns, a batch each). An error (a connected socket reports the
-/// caller's ICMP "port unreachable" once) is consumed by the read that returns it; a few in a
-/// row mean something else is wrong, and reading stops.
+/// edge-triggered, so a stream reads until then (over several turns, a batch each). An
+/// error (a connected socket reports the caller's ICMP "port unreachable" once) is consumed
+/// by the read that returns it; a few in a row mean something else is wrong, and reading
+/// stops.
 fn read_one(
     socket: &UdpSocket,
     buffer: &mut [u8],
