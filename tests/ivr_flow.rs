@@ -873,22 +873,30 @@ fn keys_typed_ahead_that_do_not_finish_an_entry_still_get_the_question() {
         }
         c.run();
         assert_eq!(c.last(), ["temporary", "enter_new_passcode"], "{typed}");
-        // The prompt plays to its end, and more than the pause allowed mid-entry passes
-        // before the caller goes on: counted from the end of the prompt.
+        // The caller listens to it all, and answers it whole after a pause: what was typed
+        // ahead is dropped, and the pause is the first digit's (counted from its end).
         c.finish();
-        c.advance(Duration::from_millis(2_000));
-        let rest = if typed.ends_with('5') {
-            "937#"
-        } else {
-            "5937#"
-        };
-        c.type_keys(rest);
+        c.advance(Duration::from_millis(4_000));
+        c.type_keys("5937#");
         assert_eq!(c.last(), ["reenter_new_passcode"], "{typed}: {:?}", c.all());
         c.keys("5937#");
         assert_eq!(c.last(), ["passcode_changed"], "{typed}: {:?}", c.all());
         let rejected = rejected_changes(&store);
         assert!(rejected.is_empty(), "{typed}: {rejected:?}");
     }
+    // One who goes on typing barges into the question and keeps what was typed ahead.
+    let store = store();
+    let mut c = Call::portal(&store);
+    c.keys("1001#").finish();
+    for k in "4826#59".chars() {
+        c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
+    }
+    c.run();
+    assert_eq!(c.last(), ["temporary", "enter_new_passcode"]);
+    c.type_keys("37#");
+    assert_eq!(c.last(), ["reenter_new_passcode"]);
+    c.keys("5937#");
+    assert_eq!(c.last(), ["passcode_changed"], "{:?}", c.all());
 }
 
 #[test]

@@ -428,14 +428,12 @@ impl Flow {
         }
         let first_digit = now + self.config.settings.first_digit_timeout;
         match &mut self.step {
-            // Asked after keys typed ahead began it: the pause allowed mid-entry.
+            // The question played to its end with no key pressed. Keys typed ahead that
+            // began the entry are dropped: the caller heard the question and will answer it
+            // whole (one who went on typing barged in, and kept them).
             Step::Entry(entry) if entry.deadline.is_none() => {
-                let pause = if entry.keyed.expose().is_empty() {
-                    self.config.settings.first_digit_timeout
-                } else {
-                    self.config.settings.inter_digit_timeout
-                };
-                entry.deadline = Some(now + pause);
+                entry.keyed = Passcode::empty();
+                entry.deadline = Some(first_digit);
             }
             Step::Menu { deadline } if deadline.is_none() => *deadline = Some(first_digit),
             Step::Announcing(then) => {
@@ -669,8 +667,9 @@ impl Flow {
             }
         }
         // Not completed by keys typed ahead (or none were): the question is asked, and what
-        // comes before it ("your passcode is temporary"). The caller's next key barges in;
-        // the pause allowed mid-entry counts from the end of the prompt.
+        // comes before it ("your passcode is temporary"). The caller's next key barges in
+        // and goes on from the keys typed ahead; if none comes before the question ends,
+        // they are dropped (see `handle_playback_done`).
         if self.asked == this
             && let Step::Entry(entry) = &mut self.step
         {
