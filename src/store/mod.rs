@@ -45,8 +45,8 @@ pub use types::{
     PasscodeTooLong,
 };
 pub use users::{
-    ImportMode, ImportOutcome, ImportReport, ImportRow, Issued, NewUser, PasscodeSpec, Selection,
-    UserFilter, UserInfo,
+    ImportMode, ImportOutcome, ImportReport, ImportRow, Issued, MAX_IMPORT_ROWS, NewUser,
+    PasscodeSpec, Selection, UserFilter, UserInfo,
 };
 
 use crate::time::Timestamp;
