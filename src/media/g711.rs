@@ -15,6 +15,12 @@
 //!
 //! Decoding is a lookup in a table built at compile time from the same G.711 definitions.
 
+/// Whole samples (G.711: octets) in `d` at G.711's 8 kHz, saturating.
+pub fn samples_in(d: std::time::Duration) -> usize {
+    let samples = d.as_nanos().saturating_mul(8_000) / 1_000_000_000;
+    usize::try_from(samples).unwrap_or(usize::MAX)
+}
+
 /// A G.711 companding law.
 ///
 /// μ-law is the RTP payload type PCMU (static payload type 0), A-law is PCMA (static payload

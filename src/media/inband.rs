@@ -83,6 +83,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use super::digit::{Digit, DigitEvent, DtmfMethod};
+use super::g711;
 
 /// The only input rate: G.711's.
 const SAMPLE_RATE: f64 = 8000.0;
@@ -218,12 +219,6 @@ fn db_to_amplitude(db: f64) -> f64 {
     10f64.powf(db / 20.0)
 }
 
-/// Whole samples in `d` at 8 kHz, saturating.
-fn samples_in(d: Duration) -> usize {
-    let samples = d.as_nanos().saturating_mul(8000) / 1_000_000_000;
-    usize::try_from(samples).unwrap_or(usize::MAX)
-}
-
 /// Windows counted in `n` hops, saturating into `u32`.
 fn to_count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
@@ -234,8 +229,8 @@ impl Thresholds {
         let min_amplitude = DBM0_PEAK * db_to_amplitude(c.min_level_dbm0);
         // A span of n samples holds at least floor((n + 1) / HOP) - 1 whole hops, whatever
         // its alignment; these are that number plus one.
-        let tone_hops = samples_in(c.min_tone).saturating_add(1) / HOP;
-        let gap_hops = samples_in(c.min_gap).saturating_add(1) / HOP;
+        let tone_hops = g711::samples_in(c.min_tone).saturating_add(1) / HOP;
+        let gap_hops = g711::samples_in(c.min_gap).saturating_add(1) / HOP;
         Self {
             // Two tones of peak amplitude A hold WINDOW × A² / 2 each.
             min_window_energy: WINDOW as f64 * min_amplitude * min_amplitude,

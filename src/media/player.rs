@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::digit::Digit;
-use super::g711::Law;
+use super::g711::{self, Law};
 use super::prompts::Prompt;
 
 /// Something to play.
@@ -117,7 +117,7 @@ impl Player {
                 let want = len - out.len();
                 let total = match item {
                     Item::Prompt(p) => p.encoded(self.law).len(),
-                    Item::Silence(d) => duration_octets(*d),
+                    Item::Silence(d) => g711::samples_in(*d),
                 };
                 let start = active.offset.min(total);
                 let n = want.min(total - start);
@@ -143,11 +143,6 @@ impl Player {
         out.resize(len, silence);
         frame
     }
-}
-
-/// Octets of G.711 (8 kHz, one octet a sample) in `d`.
-fn duration_octets(d: Duration) -> usize {
-    usize::try_from(d.as_millis() * 8).unwrap_or(usize::MAX)
 }
 
 /// Keys pressed before the call flow asked for them, kept for the next entry.

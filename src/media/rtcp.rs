@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::{Rng, RngExt};
 
+use super::g711;
 use super::rtp::{Accepted, Ssrc};
 
 /// The interval between reports. RFC 3550 §6.2 computes it from the session's members and
@@ -37,9 +38,6 @@ const SDES_CNAME: u8 = 1;
 
 /// Seconds from NTP's epoch (1900) to the Unix epoch.
 const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
-
-/// The RTP clock of every payload vportal speaks (G.711, telephone-event/8000).
-const CLOCK_RATE: u128 = 8_000;
 
 /// Sources reported on. SIPp's `play_dtmf` starts a new SSRC per action; the sources heard
 /// longest ago make room.
@@ -289,10 +287,10 @@ impl Rtcp {
         source.received += 1;
         source.heard = now;
         if audio {
-            // The arrival time in timestamp units (RFC 3550 A.8); only differences count,
-            // so it may wrap.
-            let arrival = (now.saturating_duration_since(self.origin).as_nanos() * CLOCK_RATE
-                / 1_000_000_000) as u32;
+            // The arrival time in timestamp units (RFC 3550 A.8; every payload vportal
+            // speaks, G.711 and telephone-event/8000, runs at 8 kHz); only differences
+            // count, so it may wrap.
+            let arrival = g711::samples_in(now.saturating_duration_since(self.origin)) as u32;
             let transit = arrival.wrapping_sub(packet.timestamp);
             if let Some(previous) = source.transit {
                 let d = u64::from((transit.wrapping_sub(previous) as i32).unsigned_abs());

@@ -28,6 +28,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::g711;
+
 /// The most silence put in for missing audio: 200 ms of 8 kHz samples.
 pub const MAX_FILL: usize = 1_600;
 
@@ -113,12 +115,9 @@ impl Timeline {
 }
 
 /// The silence between the end of `last` and a packet arriving at `now`, by the arrival
-/// times (8 samples a millisecond), at most [`MAX_FILL`].
+/// times, at most [`MAX_FILL`].
 fn silence_since(last: &Placed, now: Instant) -> usize {
-    let gap = now
-        .saturating_duration_since(last.at)
-        .min(Duration::from_secs(1));
-    let gap = usize::try_from(gap.as_millis()).unwrap_or(0) * 8;
+    let gap = g711::samples_in(now.saturating_duration_since(last.at));
     gap.saturating_sub(last.samples).min(MAX_FILL)
 }
 
