@@ -876,9 +876,9 @@ impl Store {
 }
 
 /// Rows one import takes at most. All of them are written in one transaction, which holds
-/// the database's write lock: 100,000 rows' statements took 3.4 s on the build machine
-/// through the `sqlite3` shell (each parsed anew: an upper bound), inside the 10 s other
-/// writers (a caller's login) wait for it; five times as many would not be.
+/// the database's write lock: 100,000 rows' statements take 3.4-3.8 s on the build
+/// machine (`tests/load/import-write.sh`, an upper bound), inside the 10 s other writers (a
+/// caller's login) wait for it; five times as many take 18.5 s.
 pub const MAX_IMPORT_ROWS: usize = 100_000;
 
 /// A CSV column vportal reads.
