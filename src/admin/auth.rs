@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 use super::AdminState;
 use super::error::ApiError;
 use crate::net::{Client, client_key};
-use crate::store::Actor;
+use crate::store::{Actor, Hasher};
 use crate::time::Timestamp;
 
 /// Bad tokens a client may present before it is turned away for a while.
@@ -178,20 +178,20 @@ pub(super) async fn require_token(
     }
 }
 
-/// Whether `presented` is the configured token, in constant time: their digests are
-/// compared, which have one length whatever the tokens' (comparing the tokens themselves
-/// ends at once when their lengths differ, which tells the configured one's length).
-fn token_matches(configured: &str, presented: &str) -> bool {
-    use blake2::{Blake2b512, Digest};
-    let configured = Blake2b512::digest(configured.as_bytes());
-    let presented = Blake2b512::digest(presented.as_bytes());
-    bool::from(configured.as_slice().ct_eq(presented.as_slice()))
+/// Whether `presented` is the configured token, in constant time: their MACs are compared,
+/// as for the tokens in the store, which have one length whatever the tokens' (comparing
+/// the tokens themselves ends at once when their lengths differ, which tells the
+/// configured one's length).
+fn token_matches(hasher: &Hasher, configured: &str, presented: &str) -> bool {
+    let configured = hasher.mac(configured.as_bytes());
+    let presented = hasher.mac(presented.as_bytes());
+    bool::from(configured.as_bytes().ct_eq(presented.as_bytes()))
 }
 
 /// The name of the token `presented` is: the configured one, or one in the store.
 async fn identify(state: &Arc<AdminState>, presented: String) -> Result<Option<String>, ApiError> {
     if let Some(configured) = &state.configured_token {
-        if token_matches(configured, &presented) {
+        if token_matches(state.store.hasher(), configured, &presented) {
             return Ok(Some(super::CONFIGURED_TOKEN_NAME.to_owned()));
         }
     }
@@ -205,11 +205,13 @@ async fn identify(state: &Arc<AdminState>, presented: String) -> Result<Option<S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Pepper;
 
     #[test]
     fn the_configured_token_matches_only_itself() {
+        let hasher = Hasher::new(Pepper::from_bytes(vec![9; 32]).unwrap(), 1);
         let token = "k3Jv9Qx7Lm2Pz8Wd4Rt6Yb1Nc5Hs0Fga";
-        assert!(token_matches(token, token));
+        assert!(token_matches(&hasher, token, token));
         for other in [
             "",
             "k3Jv9Qx7",
@@ -217,7 +219,7 @@ mod tests {
             &format!("{token}x"),
             &token.to_uppercase(),
         ] {
-            assert!(!token_matches(token, other), "{other}");
+            assert!(!token_matches(&hasher, token, other), "{other}");
         }
     }
 
