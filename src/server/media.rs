@@ -907,26 +907,40 @@ mod tests {
             .collect()
     }
 
+    /// PCMU to and from `peer`, no telephone-event, no RTCP.
+    fn pcmu_from(peer: SocketAddr) -> Negotiated {
+        Negotiated {
+            remote_rtp: Some(peer),
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            telephone_event: None,
+            telephone_event_ours: None,
+            ptime_ms: 20,
+            direction: crate::sip::sdp::Direction::SendRecv,
+            remote_rtcp: None,
+            rtcp_mux: false,
+        }
+    }
+
+    /// Media settings with in-band detection as `inband`, otherwise the defaults.
+    fn listening(inband: InbandDtmf) -> MediaConfig {
+        MediaConfig {
+            symmetric: false,
+            inband,
+            realtime_priority: 0,
+        }
+    }
+
     /// An answer to our offer that numbered telephone-event 96: keys are heard on 96 and on
     /// our 101 (RFC 3264 §5.1 has the peer send with ours).
     #[test]
     fn events_are_taken_on_both_numbers_after_an_answer_that_renumbered_them() {
         let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let config = listening(InbandDtmf::Never);
         let media = Negotiated {
-            remote_rtp: Some(peer),
-            codec: Codec::Pcmu,
-            payload_type: 0,
             telephone_event: Some(96),
             telephone_event_ours: Some(101),
-            ptime_ms: 20,
-            direction: crate::sip::sdp::Direction::SendRecv,
-            remote_rtcp: Some("127.0.0.1:5001".parse().unwrap()),
-            rtcp_mux: false,
-        };
-        let config = MediaConfig {
-            symmetric: false,
-            inband: InbandDtmf::Never,
-            realtime_priority: 0,
+            ..pcmu_from(peer)
         };
         let mut listener = Listener::new(&media, config);
         let now = Instant::now();
@@ -993,22 +1007,8 @@ mod tests {
     #[test]
     fn in_band_keys_survive_loss_reordering_and_duplicates() {
         let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let media = Negotiated {
-            remote_rtp: Some(peer),
-            codec: Codec::Pcmu,
-            payload_type: 0,
-            telephone_event: None,
-            telephone_event_ours: None,
-            ptime_ms: 20,
-            direction: crate::sip::sdp::Direction::SendRecv,
-            remote_rtcp: None,
-            rtcp_mux: false,
-        };
-        let config = MediaConfig {
-            symmetric: false,
-            inband: InbandDtmf::Auto,
-            realtime_priority: 0,
-        };
+        let config = listening(InbandDtmf::Auto);
+        let media = pcmu_from(peer);
         let packets = one_one_in_band();
         let t0 = Instant::now();
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
