@@ -482,14 +482,33 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     if line.starts_with('[') {
         return Some(table_name(line));
     }
-    let key = line.split('=').next()?.trim();
-    if key.is_empty() || key.starts_with('#') {
-        return table;
-    }
+    // Only a line `key = …` names a key. Anything else (`token: S`, `token "S"`, a value on
+    // a line of its own) could be a secret, so the line number has to do.
+    let key = match line.split_once('=') {
+        Some((key, _)) if is_toml_key(key.trim()) => key.trim(),
+        _ if line.is_empty() || line.starts_with('#') => return table,
+        _ => return None,
+    };
     Some(match table {
         Some(t) => format!("{t}.{key}"),
         None => key.to_owned(),
     })
+}
+
+/// Whether `text` has a TOML key's shape: bare (`a-z A-Z 0-9 _ -`) or quoted parts joined by
+/// dots.
+fn is_toml_key(text: &str) -> bool {
+    !text.is_empty()
+        && text.split('.').map(str::trim).all(|part| {
+            let quoted = part.len() >= 2
+                && ((part.starts_with('"') && part.ends_with('"'))
+                    || (part.starts_with('\'') && part.ends_with('\'')));
+            quoted
+                || (!part.is_empty()
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+        })
 }
 
 /// The name in a `[table]` header line, leaving out a comment after it (`[sip]  # SIP`).
@@ -584,6 +603,18 @@ mod tests {
             let err = Config::parse(&format!("[admin]\ntoken = {value}\n")).unwrap_err();
             assert!(err.starts_with("line 2, key admin.token:"), "{err}");
             assert!(!err.contains("4f1d8a2c") && !err.contains("4826"), "{err}");
+        }
+        // A token line without its `=`: the error names the line, never the token.
+        for line in [
+            "token: 4f1d8a2c9e",
+            "token \"4f1d8a2c9e\"",
+            "4f1d8a2c9e",
+            "token \"4f1d8a2c9e==\"",
+            "\"4f1d8a2c9e\"",
+        ] {
+            let err = Config::parse(&format!("[admin]\n{line}\n")).unwrap_err();
+            assert!(err.starts_with("line 2: "), "{err}");
+            assert!(!err.contains("4f1d8a2c"), "{err}");
         }
     }
 
