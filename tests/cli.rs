@@ -132,6 +132,62 @@ fn a_refused_first_run_creates_nothing() {
     assert!(r.stdout.contains("vpt_"), "{}", r.stdout);
 }
 
+/// `serve`'s first run shows the admin token it makes on a terminal (`server_sip`'s first
+/// run checks that a pipe, a service's log, gets none). Run on a pseudo-terminal by `script`.
+#[test]
+fn a_first_run_on_a_terminal_shows_its_admin_token_once() {
+    use std::io::{Read, Write};
+    let w = Workdir::new();
+    let vportal = env!("CARGO_BIN_EXE_vportal");
+    let prompts = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts");
+    let serve = format!(
+        "{vportal} serve --sip 127.0.0.1:0 --no-admin --rtp-ports 47100-47198 --prompts {prompts}"
+    );
+    let mut script = std::process::Command::new("script")
+        .args(["-qec", &serve, "/dev/null"])
+        .current_dir(w.path())
+        .env_remove("VPORTAL_PEPPER")
+        .env_remove("VPORTAL_DB")
+        .env_remove("VPORTAL_CONFIG")
+        .env_remove("VPORTAL_ADMIN_TOKEN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut out = script.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0_u8; 1024];
+        while let Ok(n @ 1..) = out.read(&mut buf) {
+            let _ = tx.send(buf[..n].to_vec());
+        }
+    });
+    let mut seen = Vec::new();
+    let mut stopped = false;
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(20)) {
+        seen.extend_from_slice(&chunk);
+        // (The log is coloured on a terminal: `sip=` is split by escapes.)
+        if !stopped && String::from_utf8_lossy(&seen).contains("vportal is listening") {
+            // Ctrl-C, as the terminal sends it, stops the server.
+            script.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
+            stopped = true;
+        }
+    }
+    // In case it outlived the ctrl-c by 20 s.
+    let _ = script.kill();
+    let _ = script.wait();
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(stopped, "never listened: {seen}");
+    assert_eq!(seen.matches("vpt_").count(), 1, "{seen}");
+    assert!(
+        seen.contains("Admin API token \"admin\" (shown only this once): vpt_"),
+        "{seen}"
+    );
+    assert!(w.db().exists());
+    let tokens = w.run(&["token", "list"]).ok();
+    assert!(tokens.stdout.contains("admin"), "{}", tokens.stdout);
+}
+
 #[test]
 fn a_first_run_that_fails_midway_removes_what_it_made() {
     // The pepper fails after the database's directories were made.

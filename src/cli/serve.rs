@@ -1,6 +1,7 @@
 //! `vportal serve`: the voice portal itself.
 
 use std::collections::HashMap;
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -92,16 +93,24 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     // Opening the store creates it on a first run and checks the pepper before any call.
     let (store, created) = ctx.open_with(true)?;
     if let Some(source) = created {
-        // First run in this directory: as `vportal init` would, plus how to go on.
-        let token = store.create_token("admin", &Actor::cli_from_env(), Timestamp::now())?;
-        super::output::secrets_follow();
+        // First run in this directory: as `vportal init` would, plus how to go on. The token
+        // is shown only to a terminal: a service's standard output is a log (the journal, a
+        // container's log), and a token must never reach one.
         for line in created_lines(&ctx.store.database, &source) {
             outln!("{line}")?;
         }
-        outln!(
-            "Admin API token \"admin\" (shown only this once): {}",
-            token.expose()
-        )?;
+        if std::io::stdout().is_terminal() {
+            let token = store.create_token("admin", &Actor::cli_from_env(), Timestamp::now())?;
+            outln!(
+                "Admin API token \"admin\" (shown only this once): {}",
+                token.expose()
+            )?;
+        } else {
+            outln!(
+                "No admin API token made: standard output is not a terminal, and a token \
+                 must not land in a log. Make one with `vportal token create admin`."
+            )?;
+        }
         outln!(
             "No mailboxes yet: add one with `vportal user add 1001 --generate` (in another terminal)."
         )?;
