@@ -159,11 +159,12 @@ impl Phone {
             let Ok(n) = self.rtp.recv(&mut buf) else {
                 continue;
             };
-            if let Ok(p) = RtpReader::new(&buf[..n]) {
-                if p.mark() && p.payload_type() != 101 {
-                    seen = Some(start.elapsed());
-                    break;
-                }
+            if let Ok(p) = RtpReader::new(&buf[..n])
+                && p.mark()
+                && p.payload_type() != 101
+            {
+                seen = Some(start.elapsed());
+                break;
             }
         }
         self.key_up(key);

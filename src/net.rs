@@ -71,10 +71,10 @@ pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
 /// every IPv4 caller.
 fn listen_socket(addr: SocketAddr, ty: Type, protocol: Protocol) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), ty, Some(protocol))?;
-    if let IpAddr::V6(ip) = addr.ip() {
-        if ip.is_unspecified() {
-            socket.set_only_v6(false)?;
-        }
+    if let IpAddr::V6(ip) = addr.ip()
+        && ip.is_unspecified()
+    {
+        socket.set_only_v6(false)?;
     }
     socket.set_nonblocking(true)?;
     Ok(socket)

@@ -164,7 +164,7 @@ pub fn format_duration(d: Duration) -> String {
     let mut out = String::new();
     for (unit, scale) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
         // Days only when the value is a whole number of them: 26h reads better than 1d2h.
-        if unit == "d" && secs % 86_400 != 0 {
+        if unit == "d" && !secs.is_multiple_of(86_400) {
             continue;
         }
         if secs >= scale {

@@ -248,26 +248,26 @@ fn check_schema(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &m
             return;
         }
     }
-    if let Some(c) = schema.get("const") {
-        if c != value {
-            errors.push(format!("{at}: {value} is not {c}"));
-        }
+    if let Some(c) = schema.get("const")
+        && c != value
+    {
+        errors.push(format!("{at}: {value} is not {c}"));
     }
-    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
-        if !allowed.contains(value) {
-            errors.push(format!("{at}: {value} is not one of {allowed:?}"));
-        }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value)
+    {
+        errors.push(format!("{at}: {value} is not one of {allowed:?}"));
     }
     if let Some(n) = value.as_i64() {
-        if let Some(min) = schema.get("minimum").and_then(Value::as_i64) {
-            if n < min {
-                errors.push(format!("{at}: {n} < {min}"));
-            }
+        if let Some(min) = schema.get("minimum").and_then(Value::as_i64)
+            && n < min
+        {
+            errors.push(format!("{at}: {n} < {min}"));
         }
-        if let Some(max) = schema.get("maximum").and_then(Value::as_i64) {
-            if n > max {
-                errors.push(format!("{at}: {n} > {max}"));
-            }
+        if let Some(max) = schema.get("maximum").and_then(Value::as_i64)
+            && n > max
+        {
+            errors.push(format!("{at}: {n} > {max}"));
         }
     }
     if let Some(s) = value.as_str() {

@@ -217,12 +217,14 @@ impl Sim {
             return;
         };
         match job {
-            Job::LookUp => self.flow.handle_mailbox_exists(self.now, pick % 2 == 0),
+            Job::LookUp => self
+                .flow
+                .handle_mailbox_exists(self.now, pick.is_multiple_of(2)),
             Job::Verify { mailbox } => {
                 let known = Extension::parse(&mailbox).ok();
                 let outcome = match pick % 8 {
                     0 | 1 if known.is_some() => Ok(VerifyOutcome::Ok {
-                        must_change: pick % 2 == 0,
+                        must_change: pick.is_multiple_of(2),
                     }),
                     2 => Ok(VerifyOutcome::Wrong { remaining: 3 }),
                     4 => Ok(VerifyOutcome::Locked {

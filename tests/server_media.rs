@@ -513,10 +513,10 @@ fn wait_for(
     let end = std::time::Instant::now() + within;
     let mut buf = [0_u8; 2_048];
     while std::time::Instant::now() < end {
-        if let Ok(n) = socket.recv(&mut buf) {
-            if wanted(&buf[..n]) {
-                return Some(buf[..n].to_vec());
-            }
+        if let Ok(n) = socket.recv(&mut buf)
+            && wanted(&buf[..n])
+        {
+            return Some(buf[..n].to_vec());
         }
     }
     None

@@ -67,7 +67,7 @@ fn first_run_creates_the_store_and_answers_a_call_over_udp() {
         .parse()
         .unwrap();
     assert!(
-        (31_000..=31_098).contains(&port) && port % 2 == 0,
+        (31_000..=31_098).contains(&port) && port.is_multiple_of(2),
         "RTP port {port} from the range"
     );
     uac.learn_tag(&ok);

@@ -142,10 +142,10 @@ pub fn bind_pair(ip: IpAddr) -> (UdpSocket, UdpSocket) {
     for _ in 0..1_000 {
         let rtp = UdpSocket::bind(SocketAddr::new(ip, 0)).expect("a UDP socket");
         let port = rtp.local_addr().expect("a bound socket's address").port();
-        if port % 2 == 0 {
-            if let Ok(rtcp) = UdpSocket::bind(SocketAddr::new(ip, port + 1)) {
-                return (rtp, rtcp);
-            }
+        if port.is_multiple_of(2)
+            && let Ok(rtcp) = UdpSocket::bind(SocketAddr::new(ip, port + 1))
+        {
+            return (rtp, rtcp);
         }
     }
     panic!("no free even port with a free port above it on {ip}");

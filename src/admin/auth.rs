@@ -85,14 +85,13 @@ impl Throttle {
         };
         if map.len() >= MAX_TRACKED {
             map.retain(|_, f| now.duration_since(f.last) < FORGET_AFTER);
-            if map.len() >= MAX_TRACKED {
-                if let Some(oldest) = map
+            if map.len() >= MAX_TRACKED
+                && let Some(oldest) = map
                     .iter()
                     .min_by_key(|(_, f)| f.last)
                     .map(|(client, _)| *client)
-                {
-                    map.remove(&oldest);
-                }
+            {
+                map.remove(&oldest);
             }
         }
         let entry = map.entry(client_key(ip)).or_insert(Failures {
@@ -190,10 +189,10 @@ fn token_matches(hasher: &Hasher, configured: &str, presented: &str) -> bool {
 
 /// The name of the token `presented` is: the configured one, or one in the store.
 async fn identify(state: &Arc<AdminState>, presented: String) -> Result<Option<String>, ApiError> {
-    if let Some(configured) = &state.configured_token {
-        if token_matches(state.store.hasher(), configured, &presented) {
-            return Ok(Some(super::CONFIGURED_TOKEN_NAME.to_owned()));
-        }
+    if let Some(configured) = &state.configured_token
+        && token_matches(state.store.hasher(), configured, &presented)
+    {
+        return Ok(Some(super::CONFIGURED_TOKEN_NAME.to_owned()));
     }
     let store = Arc::clone(&state.store);
     tokio::task::spawn_blocking(move || store.authenticate_token(&presented, Timestamp::now()))

@@ -316,10 +316,8 @@ impl Context {
         }
         let created = create && !db.exists();
         let mut made = FirstRunFiles::for_database(db);
-        if created {
-            if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
-                made.create_dir_all(dir)?;
-            }
+        if created && let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+            made.create_dir_all(dir)?;
         }
         // A new pepper only ever goes with a new database: a fresh pepper for an existing
         // database would make every stored passcode unverifiable.

@@ -1206,13 +1206,13 @@ fn percent_decode(s: &str) -> Cow<'_, [u8]> {
     let mut rest = bytes;
     while let Some((&b, after)) = rest.split_first() {
         // No let chains: they need Rust 1.88 and the crate supports 1.85.
-        if let (b'%', [h, l, tail @ ..]) = (b, after) {
-            if let (Some(h), Some(l)) = (hex(h), hex(l)) {
-                // Two hex digits are at most 0xff.
-                out.push(u8::try_from(h << 4 | l).unwrap_or(u8::MAX));
-                rest = tail;
-                continue;
-            }
+        if let (b'%', [h, l, tail @ ..]) = (b, after)
+            && let (Some(h), Some(l)) = (hex(h), hex(l))
+        {
+            // Two hex digits are at most 0xff.
+            out.push(u8::try_from(h << 4 | l).unwrap_or(u8::MAX));
+            rest = tail;
+            continue;
         }
         out.push(b);
         rest = after;

@@ -224,15 +224,15 @@ impl TelephoneEvents {
         // Sequence numbers are compared within one event, whose packets share an SSRC: the
         // 16 bits on the wire, not the extension, which a replay's backward jumps can shift.
         let seq = packet.seq.0 as u16;
-        if let Some(cur) = &mut self.current {
-            if cur.is(ssrc, ts) {
-                if cur.restarted_by(packet.marker, seq, e, now) {
-                    *cur = Self::track(ssrc, ts, seq, e, now);
-                    return Some(press(digit));
-                }
-                cur.note(seq, e, now);
-                return None;
+        if let Some(cur) = &mut self.current
+            && cur.is(ssrc, ts)
+        {
+            if cur.restarted_by(packet.marker, seq, e, now) {
+                *cur = Self::track(ssrc, ts, seq, e, now);
+                return Some(press(digit));
             }
+            cur.note(seq, e, now);
+            return None;
         }
         // An older event's key: a late packet of it, or (replayed) a new press. Looked up
         // before the continuation below, so that no (SSRC, timestamp) is tracked twice.

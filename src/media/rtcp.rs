@@ -270,12 +270,11 @@ impl Rtcp {
         let index = match self.sources.iter().position(|s| s.ssrc == packet.ssrc) {
             Some(index) => index,
             None => {
-                if self.sources.len() >= MAX_SOURCES {
-                    if let Some(oldest) =
+                if self.sources.len() >= MAX_SOURCES
+                    && let Some(oldest) =
                         (0..self.sources.len()).min_by_key(|&i| self.sources[i].heard)
-                    {
-                        self.sources.swap_remove(oldest);
-                    }
+                {
+                    self.sources.swap_remove(oldest);
                 }
                 self.sources.push(Source::new(packet.ssrc, seq, now));
                 self.sources.len() - 1

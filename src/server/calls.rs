@@ -52,12 +52,12 @@ impl ActiveCalls {
         state: &'static str,
         mailbox: Option<&Extension>,
     ) {
-        if let Ok(mut calls) = self.calls.lock() {
-            if let Some(entry) = calls.get_mut(&call) {
-                entry.state = state;
-                if entry.mailbox.as_ref() != mailbox {
-                    entry.mailbox = mailbox.cloned();
-                }
+        if let Ok(mut calls) = self.calls.lock()
+            && let Some(entry) = calls.get_mut(&call)
+        {
+            entry.state = state;
+            if entry.mailbox.as_ref() != mailbox {
+                entry.mailbox = mailbox.cloned();
             }
         }
     }

@@ -348,24 +348,24 @@ impl Listener {
             return;
         };
         rtcp.on_rtp(&packet, packet.pt == self.audio_pt, now);
-        if let Some(events) = &mut self.events {
-            if events.accepts(packet.pt) {
-                keys.extend(events.handle(&packet, now));
-                return;
-            }
+        if let Some(events) = &mut self.events
+            && events.accepts(packet.pt)
+        {
+            keys.extend(events.handle(&packet, now));
+            return;
         }
-        if let Some(inband) = &mut self.inband {
-            if packet.pt == inband.pt {
-                let samples = packet.payload.len();
-                let placed = inband
-                    .timeline
-                    .place(packet.ssrc.0, packet.timestamp, samples, now);
-                if let Some(fill) = placed {
-                    inband.detector.process(&SILENCE[..fill], keys);
-                    self.pcm.clear();
-                    g711::decode(inband.law, packet.payload, &mut self.pcm);
-                    inband.detector.process(&self.pcm, keys);
-                }
+        if let Some(inband) = &mut self.inband
+            && packet.pt == inband.pt
+        {
+            let samples = packet.payload.len();
+            let placed = inband
+                .timeline
+                .place(packet.ssrc.0, packet.timestamp, samples, now);
+            if let Some(fill) = placed {
+                inband.detector.process(&SILENCE[..fill], keys);
+                self.pcm.clear();
+                g711::decode(inband.law, packet.payload, &mut self.pcm);
+                inband.detector.process(&self.pcm, keys);
             }
         }
     }
@@ -548,12 +548,12 @@ impl Thread {
             } else {
                 Some(std::time::Duration::ZERO)
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!(error = %e, "media poll failed; media stops");
-                    self.commands.close();
-                    return;
-                }
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                tracing::error!(error = %e, "media poll failed; media stops");
+                self.commands.close();
+                return;
             }
             // What the last turn left (usually nothing), and what became readable.
             let again = std::mem::take(&mut self.unread);
@@ -685,10 +685,10 @@ impl Thread {
                 }
             }
             MediaCommand::BargeIn(call) => {
-                if let Some(s) = self.stream(call) {
-                    if let Some(stopped) = s.out.player().barge_in() {
-                        let _ = s.events.send(MediaEvent::PlaybackDone(stopped));
-                    }
+                if let Some(s) = self.stream(call)
+                    && let Some(stopped) = s.out.player().barge_in()
+                {
+                    let _ = s.events.send(MediaEvent::PlaybackDone(stopped));
                 }
             }
             MediaCommand::End(call) => {

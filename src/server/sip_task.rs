@@ -167,25 +167,25 @@ impl SipTask {
                 }
             }
             self.drain().await;
-            if let Some(stop) = stopping {
-                if self.endpoint.is_idle() || Instant::now() >= stop {
-                    tracing::info!(remaining = self.endpoint.active_calls(), "SIP stopped");
-                    // Closing the call channels ends the calls still up; give their tasks a
-                    // moment to finish (and log) before the process exits.
-                    self.calls.clear();
-                    let wait = tokio::time::timeout(Duration::from_secs(2), async {
-                        while self.call_tasks.join_next().await.is_some() {}
-                    });
-                    let _ = wait.await;
-                    // Changes still waiting for the hashing core (a long queue of logins)
-                    // are stored before the process exits, however long that takes.
-                    let changes = self.shared.changes_in_flight.receiver_count();
-                    if changes > 0 {
-                        tracing::info!(changes, "storing the passcode changes callers confirmed");
-                        self.shared.changes_in_flight.closed().await;
-                    }
-                    return result;
+            if let Some(stop) = stopping
+                && (self.endpoint.is_idle() || Instant::now() >= stop)
+            {
+                tracing::info!(remaining = self.endpoint.active_calls(), "SIP stopped");
+                // Closing the call channels ends the calls still up; give their tasks a
+                // moment to finish (and log) before the process exits.
+                self.calls.clear();
+                let wait = tokio::time::timeout(Duration::from_secs(2), async {
+                    while self.call_tasks.join_next().await.is_some() {}
+                });
+                let _ = wait.await;
+                // Changes still waiting for the hashing core (a long queue of logins)
+                // are stored before the process exits, however long that takes.
+                let changes = self.shared.changes_in_flight.receiver_count();
+                if changes > 0 {
+                    tracing::info!(changes, "storing the passcode changes callers confirmed");
+                    self.shared.changes_in_flight.closed().await;
                 }
+                return result;
             }
         }
     }
@@ -229,11 +229,11 @@ impl SipTask {
     /// call is ended, BYE or 480, so neither the caller nor a `max_calls` slot waits for it.
     /// (What the call held besides, the task's own guard released as it unwound.)
     fn task_ended(&mut self, result: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
-        if let Some((call, true)) = started_for(result, &mut self.task_calls) {
-            if self.calls.remove(&call).is_some() {
-                tracing::error!(?call, "a call's task failed; ending the call");
-                self.endpoint.hangup(call, Instant::now().into_std());
-            }
+        if let Some((call, true)) = started_for(result, &mut self.task_calls)
+            && self.calls.remove(&call).is_some()
+        {
+            tracing::error!(?call, "a call's task failed; ending the call");
+            self.endpoint.hangup(call, Instant::now().into_std());
         }
     }
 

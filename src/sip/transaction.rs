@@ -166,14 +166,14 @@ impl InviteServerTx {
         if self.timer_i.is_some_and(|t| now >= t) || self.timer_l.is_some_and(|t| now >= t) {
             return TxAction::Terminated;
         }
-        if let Some((due, interval)) = self.timer_g {
-            if now >= due {
-                // Timer G doubles up to T2 (§17.2.1).
-                let next = (interval * 2).min(self.timers.t2);
-                self.timer_g = Some((now + next, next));
-                if let Some(bytes) = &self.last_response {
-                    return TxAction::Retransmit(bytes.clone());
-                }
+        if let Some((due, interval)) = self.timer_g
+            && now >= due
+        {
+            // Timer G doubles up to T2 (§17.2.1).
+            let next = (interval * 2).min(self.timers.t2);
+            self.timer_g = Some((now + next, next));
+            if let Some(bytes) = &self.last_response {
+                return TxAction::Retransmit(bytes.clone());
             }
         }
         TxAction::None
@@ -298,16 +298,16 @@ impl NonInviteClientTx {
             // Timer F: no final response.
             return TxAction::TimedOut;
         }
-        if let Some((due, interval)) = self.timer_e {
-            if now >= due {
-                // Timer E doubles up to T2; in Proceeding it stays at T2 (§17.1.2.2).
-                let next = match self.state {
-                    ClientState::Proceeding => self.timers.t2,
-                    _ => (interval * 2).min(self.timers.t2),
-                };
-                self.timer_e = Some((now + next, next));
-                return TxAction::Retransmit(self.request.clone());
-            }
+        if let Some((due, interval)) = self.timer_e
+            && now >= due
+        {
+            // Timer E doubles up to T2; in Proceeding it stays at T2 (§17.1.2.2).
+            let next = match self.state {
+                ClientState::Proceeding => self.timers.t2,
+                _ => (interval * 2).min(self.timers.t2),
+            };
+            self.timer_e = Some((now + next, next));
+            return TxAction::Retransmit(self.request.clone());
         }
         TxAction::None
     }

@@ -194,12 +194,11 @@ impl Uac {
 
     /// Remembers the To tag of a response to our INVITE.
     pub fn learn_tag(&mut self, response: &Message) {
-        if let Some(to) = response.values(HeaderName::To).next() {
-            if let Ok(n) = NameAddr::parse(to, HeaderName::To) {
-                if let Some(tag) = n.tag() {
-                    self.to_tag = Some(tag.to_owned());
-                }
-            }
+        if let Some(to) = response.values(HeaderName::To).next()
+            && let Ok(n) = NameAddr::parse(to, HeaderName::To)
+            && let Some(tag) = n.tag()
+        {
+            self.to_tag = Some(tag.to_owned());
         }
     }
 

@@ -556,17 +556,15 @@ impl Endpoint {
             .response(msg, source, 200, "OK", to_tag.as_deref())
             .finish(None);
         self.complete_non_invite(cancel_key, flow, ok, now);
-        if proceeding {
-            if let Some(handle) = call {
-                if self
-                    .calls
-                    .get(&handle)
-                    .is_some_and(|c| c.state == CallState::Ringing)
-                {
-                    self.final_to_invite(handle, 487, "Request Terminated", now);
-                    self.end_call(handle, EndReason::Cancelled);
-                }
-            }
+        if proceeding
+            && let Some(handle) = call
+            && self
+                .calls
+                .get(&handle)
+                .is_some_and(|c| c.state == CallState::Ringing)
+        {
+            self.final_to_invite(handle, 487, "Request Terminated", now);
+            self.end_call(handle, EndReason::Cancelled);
         }
     }
 
@@ -574,12 +572,12 @@ impl Endpoint {
         let (now, msg, core) = (req.now, req.msg, &req.core);
         // An ACK for a non-2xx final response belongs to the INVITE transaction.
         let invite_key = Self::tx_key(msg, core, "INVITE");
-        if let Some((tx, _)) = self.invites.get_mut(&invite_key) {
-            if tx.state == InviteServerState::Completed {
-                tx.on_ack(now);
-                self.arm(TimerRef::Invite(invite_key));
-                return;
-            }
+        if let Some((tx, _)) = self.invites.get_mut(&invite_key)
+            && tx.state == InviteServerState::Completed
+        {
+            tx.on_ack(now);
+            self.arm(TimerRef::Invite(invite_key));
+            return;
         }
         // An ACK for a 2xx is a request of its own within the dialog (§13.3.1.4, §17.1.1.3).
         let Some(handle) = self.find_dialog(core) else {
@@ -1166,12 +1164,11 @@ impl Endpoint {
                         .non_invites
                         .get(&key)
                         .and_then(NonInviteServerTx::next_deadline);
-                    if due == Some(at) {
-                        if let Some(tx) = self.non_invites.get_mut(&key) {
-                            if tx.on_timeout(now) == TxAction::Terminated {
-                                self.non_invites.remove(&key);
-                            }
-                        }
+                    if due == Some(at)
+                        && let Some(tx) = self.non_invites.get_mut(&key)
+                        && tx.on_timeout(now) == TxAction::Terminated
+                    {
+                        self.non_invites.remove(&key);
                     }
                 }
                 TimerRef::Client(branch) => self.client_timer(branch, at, now),
@@ -1285,10 +1282,10 @@ impl Endpoint {
 
     /// Queues `target`'s next deadline.
     fn arm(&mut self, target: TimerRef) {
-        if let Some(at) = self.deadline(&target) {
-            if self.queued.insert((at, target.clone())) {
-                self.timers.push(Reverse((at, target)));
-            }
+        if let Some(at) = self.deadline(&target)
+            && self.queued.insert((at, target.clone()))
+        {
+            self.timers.push(Reverse((at, target)));
         }
         self.prune_timers();
     }
@@ -1458,10 +1455,9 @@ impl Endpoint {
             .strip_prefix(b"SIP/2.0 ")
             .and_then(|rest| rest.first())
             .map(|d| usize::from(d.saturating_sub(b'0')))
+            && let Some(count) = self.stats.responses_sent.get_mut(class)
         {
-            if let Some(count) = self.stats.responses_sent.get_mut(class) {
-                *count += 1;
-            }
+            *count += 1;
         }
         self.transmits.push_back(Transmit {
             transport: flow.transport,

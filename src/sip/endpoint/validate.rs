@@ -184,10 +184,10 @@ pub(super) fn check_invite_content(msg: &Message) -> Result<(), Verdict> {
     {
         return Err(Verdict::Respond(406, "Not Acceptable".into()));
     }
-    if let Some(encoding) = msg.single(HeaderName::ContentEncoding).ok().flatten() {
-        if !encoding.eq_ignore_ascii_case("identity") {
-            return Err(Verdict::Respond(415, "Unsupported Media Type".into()));
-        }
+    if let Some(encoding) = msg.single(HeaderName::ContentEncoding).ok().flatten()
+        && !encoding.eq_ignore_ascii_case("identity")
+    {
+        return Err(Verdict::Respond(415, "Unsupported Media Type".into()));
     }
     sdp_body(msg).map(drop)
 }
