@@ -1222,6 +1222,34 @@ fn requests_the_uas_refuses() {
         answer.starts_with("SIP/2.0 400 Malformed Call-ID header\r\n"),
         "{answer}"
     );
+    // A Call-ID or branch of 257 bytes (it would go into every log line and audit row,
+    // and into the key of every transaction kept): 400. 256 is taken.
+    for (len, reason) in [(256, None), (257, Some("Call-ID Too Long"))] {
+        let offer = w.uac.offer("sendrecv");
+        let invite = String::from_utf8(w.uac.invite(&offer)).unwrap().replace(
+            &format!("Call-ID: {}", w.uac.call_id),
+            &format!("Call-ID: {}", "c".repeat(len)),
+        );
+        w.send(invite.into_bytes());
+        let answer = String::from_utf8_lossy(&w.inbox.last().unwrap().1.payload).into_owned();
+        match reason {
+            Some(reason) => assert!(answer.starts_with(&format!("SIP/2.0 400 {reason}\r\n"))),
+            None => assert!(!answer.starts_with("SIP/2.0 400"), "{answer}"),
+        }
+    }
+    let options = String::from_utf8(w.uac.request("OPTIONS", "", "")).unwrap();
+    let long_branch = options.replacen(
+        ";branch=z9hG4bK",
+        &format!(";branch=z9hG4bK{}", "b".repeat(250)),
+        1,
+    );
+    assert_ne!(long_branch, options);
+    w.send(long_branch.into_bytes());
+    let answer = String::from_utf8_lossy(&w.inbox.last().unwrap().1.payload).into_owned();
+    assert!(
+        answer.starts_with("SIP/2.0 400 Via Branch Too Long\r\n"),
+        "{answer}"
+    );
     // The start line: a method that is not a token, a bad escape in the Request-URI.
     let offer = w.uac.offer("sendrecv");
     let invite = String::from_utf8(w.uac.invite(&offer)).unwrap();

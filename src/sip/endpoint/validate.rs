@@ -41,6 +41,10 @@ pub(super) struct Core<'a> {
     pub(super) max_forwards: Option<u32>,
 }
 
+/// The longest Call-ID and Via branch taken, in bytes: twice what real stacks send (the
+/// longest in RFC 4475's torture tests is 163).
+pub(super) const MAX_ID_LEN: usize = 256;
+
 /// Methods vportal knows but does not serve (405); anything else unknown gets 501.
 fn known_unsupported(method: &Method) -> bool {
     matches!(
@@ -135,6 +139,15 @@ pub(super) fn validate<'a>(msg: &'a Message, via: Via<'a>) -> Result<Core<'a>, V
     // particular are refused: the Call-ID names the call in every log line.
     if call_id.is_empty() || !call_id.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(bad(HeaderError::Malformed(HeaderName::CallId)));
+    }
+    // RFC 3261 sets no length, but the Call-ID goes into every log line and audit row of
+    // the call, and the branch into the key of every transaction kept: a 60 KB one would
+    // make each of those 60 KB.
+    if call_id.len() > MAX_ID_LEN {
+        return Err(Verdict::Respond(400, "Call-ID Too Long".into()));
+    }
+    if via.branch().is_some_and(|b| b.len() > MAX_ID_LEN) {
+        return Err(Verdict::Respond(400, "Via Branch Too Long".into()));
     }
     let cseq = CSeq::parse(msg.required(HeaderName::CSeq).map_err(bad)?).map_err(bad)?;
     let max_forwards = match msg.single(HeaderName::MaxForwards).map_err(bad)? {
