@@ -61,6 +61,20 @@ enum CallState {
     Terminating,
 }
 
+/// The most one dialog's server transactions may keep at a time, in bytes: their keys and
+/// the responses kept to answer retransmissions, for up to 32 s each (Timers J, H). Whoever
+/// holds a call can send in-dialog requests at any rate, each with a new branch: without a
+/// bound, memory grows with what they send, and every re-INVITE refused over UDP is sent
+/// again up to 10 times (Timer G), to whatever source the request claimed. Past it a
+/// request is answered once and not kept. A normal INFO and its 200 keep about 600 bytes,
+/// so the most keys a caller types within 32 s stay far below it.
+const MAX_KEPT_PER_DIALOG: usize = 256 * 1024;
+
+/// What an INVITE transaction counts for at the least, in bytes, against
+/// [`MAX_KEPT_PER_DIALOG`]: an eighth of it, so that at most 7 refused re-INVITEs of one
+/// dialog are being sent again at a time.
+const MIN_KEPT_PER_INVITE: usize = MAX_KEPT_PER_DIALOG / 8;
+
 /// Seconds a 503 asks the caller (or a proxy) to wait before trying again (§21.5.4).
 const RETRY_AFTER: &str = "5";
 
@@ -96,6 +110,8 @@ struct Call {
     ending: Option<EndReason>,
     max_until: Option<Instant>,
     established: bool,
+    /// Bytes its in-dialog server transactions keep (see [`MAX_KEPT_PER_DIALOG`]).
+    kept: usize,
 }
 
 impl Call {
@@ -136,6 +152,8 @@ pub struct Endpoint {
     invite_ids: HashMap<String, String>,
     invite_id_of: HashMap<String, String>,
     non_invites: HashMap<String, NonInviteServerTx>,
+    /// In-dialog server transactions by key: their dialog and the bytes counted against it.
+    kept_for: HashMap<String, (CallHandle, usize)>,
     clients: HashMap<String, (NonInviteClientTx, CallHandle)>,
     calls: HashMap<CallHandle, Call>,
     /// How many of `calls` are ending: our BYE is out, awaiting its answer (Terminating).
@@ -180,6 +198,7 @@ impl Endpoint {
             invite_ids: HashMap::new(),
             invite_id_of: HashMap::new(),
             non_invites: HashMap::new(),
+            kept_for: HashMap::new(),
             clients: HashMap::new(),
             calls: HashMap::new(),
             ending: 0,
@@ -454,6 +473,7 @@ impl Endpoint {
                 ending: None,
                 max_until: None,
                 established: false,
+                kept: 0,
             },
         );
         self.events.push_back(Event::IncomingCall(IncomingCall {
@@ -665,12 +685,53 @@ impl Endpoint {
         self.arm(TimerRef::NonInvite(key));
     }
 
-    /// Answers a non-INVITE request with `code` (and what `extra` adds), completing its
-    /// transaction.
+    /// [`Self::complete_non_invite`] for a request in `dialog`, within what the dialog may
+    /// keep; past that, the response is sent once and not kept.
+    fn complete_in_dialog(
+        &mut self,
+        dialog: CallHandle,
+        key: String,
+        flow: Flow,
+        response: Vec<u8>,
+        now: Instant,
+    ) {
+        if self.keep(dialog, &key, response.len()) {
+            self.complete_non_invite(key, flow, response, now);
+        } else {
+            self.send(flow, response);
+        }
+    }
+
+    /// Counts `bytes` kept by transaction `key` against `dialog`'s budget, if they fit.
+    fn keep(&mut self, dialog: CallHandle, key: &str, bytes: usize) -> bool {
+        let size = key.len() + bytes;
+        let Some(call) = self.calls.get_mut(&dialog) else {
+            return false;
+        };
+        if call.kept + size > MAX_KEPT_PER_DIALOG {
+            self.stats.unkept += 1;
+            return false;
+        }
+        call.kept += size;
+        self.kept_for.insert(key.to_owned(), (dialog, size));
+        true
+    }
+
+    /// Transaction `key` has ended: what it kept no longer counts against its dialog.
+    fn release(&mut self, key: &str) {
+        if let Some((dialog, size)) = self.kept_for.remove(key)
+            && let Some(call) = self.calls.get_mut(&dialog)
+        {
+            call.kept = call.kept.saturating_sub(size);
+        }
+    }
+
+    /// Answers a non-INVITE request in `dialog` with `code` (and what `extra` adds),
+    /// completing its transaction.
     fn answer_non_invite(
         &mut self,
         req: &Req<'_>,
-        key: String,
+        (dialog, key): (CallHandle, String),
         tag: Option<&str>,
         (code, reason): (u16, &str),
         extra: impl FnOnce(&mut MessageBuilder),
@@ -678,7 +739,7 @@ impl Endpoint {
         let mut b = self.response(req.msg, req.source, code, reason, tag);
         extra(&mut b);
         let bytes = b.finish(None);
-        self.complete_non_invite(key, req.flow, bytes, req.now);
+        self.complete_in_dialog(dialog, key, req.flow, bytes, req.now);
     }
 
     fn handle_non_invite(&mut self, req: &Req<'_>) {
@@ -702,21 +763,27 @@ impl Endpoint {
             return self.reply(req, 481, "Call/Transaction Does Not Exist");
         };
         if !self.accept_cseq(handle, core.cseq.seq) {
-            return self.answer_non_invite(req, key, None, (500, "CSeq Out of Order"), |_| {});
+            return self.answer_non_invite(
+                req,
+                (handle, key),
+                None,
+                (500, "CSeq Out of Order"),
+                |_| {},
+            );
         }
         let local_tag = self.calls.get(&handle).map(|c| c.dialog.local_tag.clone());
         let tag = local_tag.as_deref();
         match method {
             Method::Bye => {
                 let ok = self.response(msg, source, 200, "OK", tag).finish(None);
-                self.complete_non_invite(key, flow, ok, now);
+                self.complete_in_dialog(handle, key, flow, ok, now);
                 self.end_call_as_recorded(handle, EndReason::RemoteBye);
             }
             Method::Options => {
                 let mut b = self.response(msg, source, 200, "OK", tag);
                 capabilities(&mut b);
                 let bytes = b.finish(None);
-                self.complete_non_invite(key, flow, bytes, now);
+                self.complete_in_dialog(handle, key, flow, bytes, now);
             }
             Method::Info => {
                 let content_type = msg
@@ -728,24 +795,36 @@ impl Endpoint {
                 if msg.values(HeaderName::InfoPackage).next().is_some() {
                     // RFC 6086 §4.2.2: vportal takes INFO only in its legacy use, without
                     // Info Packages, so it names none it would receive.
-                    return self.answer_non_invite(req, key, tag, (469, "Bad Info Package"), |b| {
-                        b.header("Recv-Info", "");
-                    });
+                    return self.answer_non_invite(
+                        req,
+                        (handle, key),
+                        tag,
+                        (469, "Bad Info Package"),
+                        |b| {
+                            b.header("Recv-Info", "");
+                        },
+                    );
                 }
                 let body = match check_body(msg, INFO_TYPES, INFO_DISPOSITIONS) {
                     Ok(Body::Use) => msg.body(),
                     Ok(Body::Ignore) => &[],
                     Err(verdict) => {
                         let (code, reason) = verdict.status_or((400, "Bad Request"));
-                        return self.answer_non_invite(req, key, tag, (code, &reason), |b| {
-                            if code == 415 {
-                                b.header("Accept", &INFO_TYPES.join(", "));
-                            }
-                        });
+                        return self.answer_non_invite(
+                            req,
+                            (handle, key),
+                            tag,
+                            (code, &reason),
+                            |b| {
+                                if code == 415 {
+                                    b.header("Accept", &INFO_TYPES.join(", "));
+                                }
+                            },
+                        );
                     }
                 };
                 let ok = self.response(msg, source, 200, "OK", tag).finish(None);
-                self.complete_non_invite(key, flow, ok, now);
+                self.complete_in_dialog(handle, key, flow, ok, now);
                 if !body.is_empty() {
                     self.events.push_back(Event::Info {
                         call: handle,
@@ -762,7 +841,13 @@ impl Endpoint {
                     .and_then(|c| c.pending_2xx.as_ref())
                     .is_some_and(|p| p.offered);
                 if our_offer_pending && !matches!(sdp_body(msg), Ok(b) if b.is_empty()) {
-                    return self.answer_non_invite(req, key, tag, (491, "Request Pending"), |_| {});
+                    return self.answer_non_invite(
+                        req,
+                        (handle, key),
+                        tag,
+                        (491, "Request Pending"),
+                        |_| {},
+                    );
                 }
                 // RFC 3311: an offer in UPDATE is answered in its 200; no body is a refresh.
                 let (code, reason, body, media) = match self.answer_in_dialog(handle, msg) {
@@ -770,15 +855,21 @@ impl Endpoint {
                     Ok(None) => (200, "OK", None, None),
                     Err(verdict) => {
                         let (code, reason) = verdict.status_or((488, "Not Acceptable Here"));
-                        return self.answer_non_invite(req, key, tag, (code, &reason), |b| {
-                            what_is_understood(b, code);
-                        });
+                        return self.answer_non_invite(
+                            req,
+                            (handle, key),
+                            tag,
+                            (code, &reason),
+                            |b| {
+                                what_is_understood(b, code);
+                            },
+                        );
                     }
                 };
                 let mut b = self.response(msg, source, code, reason, tag);
                 self.contact(&mut b, flow);
                 let bytes = b.finish(body.as_deref().map(|s| ("application/sdp", s)));
-                self.complete_non_invite(key, flow, bytes, now);
+                self.complete_in_dialog(handle, key, flow, bytes, now);
                 self.refresh_target(handle, msg);
                 if let Some(media) = media {
                     self.events.push_back(Event::Media {
@@ -787,7 +878,9 @@ impl Endpoint {
                     });
                 }
             }
-            _ => self.answer_non_invite(req, key, tag, (405, "Method Not Allowed"), |_| {}),
+            _ => {
+                self.answer_non_invite(req, (handle, key), tag, (405, "Method Not Allowed"), |_| {})
+            }
         }
     }
 
@@ -912,10 +1005,14 @@ impl Endpoint {
         }
         what_is_understood(&mut b, code);
         let bytes = b.finish(body.as_deref().map(|s| ("application/sdp", s)));
-        tx.respond(code, bytes.clone(), now);
         self.send(flow, bytes.clone());
-        self.invites.insert(key.clone(), (tx, None));
-        self.arm(TimerRef::Invite(key.clone()));
+        // A 200 is kept whatever the budget: only one can be pending (491 above).
+        let weight = bytes.len().max(MIN_KEPT_PER_INVITE);
+        if self.keep(handle, &key, weight) || code == 200 {
+            tx.respond(code, bytes.clone(), now);
+            self.invites.insert(key.clone(), (tx, None));
+            self.arm(TimerRef::Invite(key.clone()));
+        }
         if code == 200 {
             self.refresh_target(handle, msg);
             if let Some(call) = self.calls.get_mut(&handle) {
@@ -1169,6 +1266,7 @@ impl Endpoint {
                         && tx.on_timeout(now) == TxAction::Terminated
                     {
                         self.non_invites.remove(&key);
+                        self.release(&key);
                     }
                 }
                 TimerRef::Client(branch) => self.client_timer(branch, at, now),
@@ -1194,6 +1292,7 @@ impl Endpoint {
             }
             TxAction::Terminated | TxAction::TimedOut => {
                 self.invites.remove(&key);
+                self.release(&key);
                 if let Some(id) = self.invite_id_of.remove(&key) {
                     self.invite_ids.remove(&id);
                 }
@@ -1595,6 +1694,66 @@ mod tests {
             "{} timer entries queued for one call",
             ep.timers.len()
         );
+    }
+
+    /// In-dialog requests at any rate, each with a branch of its own, keep no more than the
+    /// dialog's budget: every one is answered, and what is kept is freed as transactions end.
+    #[test]
+    fn a_dialog_keeps_a_bounded_amount_of_transaction_state() {
+        let mut ep = endpoint();
+        let caller: SocketAddr = CALLER.parse().unwrap();
+        let mut now = Instant::now();
+        let tag = answered_call(&mut ep, now, "budget", 1);
+        let handle = *ep.dialogs.values().next().unwrap();
+        while ep.poll_transmit().is_some() {}
+        // INFO padded to 8 KB (a long Via is copied into the kept 200).
+        let pad = format!(
+            "Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKpad{}\r\n",
+            "p".repeat(8_000)
+        );
+        let (mut sent, mut answered) = (0, 0);
+        for n in 2..500 {
+            let info = request_in("budget", "INFO", &format!("n{n}"), n, Some(&tag), "");
+            let info = String::from_utf8(info).unwrap().replacen(
+                "Max-Forwards",
+                &format!("{pad}Max-Forwards"),
+                1,
+            );
+            ep.handle_datagram(now, caller, info.into_bytes());
+            sent += 1;
+            while let Some(t) = ep.poll_transmit() {
+                answered += usize::from(t.payload.starts_with(b"SIP/2.0 200 "));
+            }
+            assert!(ep.calls[&handle].kept <= MAX_KEPT_PER_DIALOG);
+        }
+        assert_eq!(answered, sent, "every INFO answered");
+        assert!(
+            ep.non_invites.len() <= MAX_KEPT_PER_DIALOG / 8_000,
+            "{}",
+            ep.non_invites.len()
+        );
+        assert!(ep.stats.unkept > 400, "{}", ep.stats.unkept);
+        // Re-INVITEs with a stale CSeq (500), never ACKed: at most 7 retransmitting.
+        for n in 0..100 {
+            ep.handle_datagram(
+                now,
+                caller,
+                request_in("budget", "INVITE", &format!("r{n}"), 1, Some(&tag), OFFER),
+            );
+        }
+        let refused = std::iter::from_fn(|| ep.poll_transmit())
+            .filter(|t| t.payload.starts_with(b"SIP/2.0 500 "))
+            .count();
+        assert_eq!(refused, 100, "each answered once");
+        assert!(ep.invites.len() <= 1 + 7, "{}", ep.invites.len());
+        // 32 s on, every transaction has ended and the budget is whole again.
+        now += Duration::from_secs(40);
+        run_until(&mut ep, now);
+        assert_eq!(ep.calls[&handle].kept, 0);
+        assert!(ep.kept_for.is_empty() && ep.non_invites.is_empty());
+        let info = request_in("budget", "INFO", "after", 600, Some(&tag), "");
+        ep.handle_datagram(now, caller, info);
+        assert_eq!(ep.non_invites.len(), 1, "kept again");
     }
 
     /// A call the caller hangs up leaves no deadline queued behind it: its maximum duration

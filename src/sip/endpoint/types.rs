@@ -192,6 +192,9 @@ pub struct Stats {
     pub responses_sent: [u64; 7],
     /// Datagrams or messages dropped as unparseable or unanswerable.
     pub dropped: u64,
+    /// In-dialog requests answered once, their transaction not kept: their dialog kept as
+    /// much as it may.
+    pub unkept: u64,
 }
 
 /// Endpoint settings.
