@@ -466,6 +466,12 @@ pub enum OfferAnswerError {
     /// socket cannot reach it. SIP: 488 Not Acceptable Here.
     #[error("the offer's media address is of the other IP version than vportal's")]
     AddressFamily,
+    /// The media address is one vportal does not stream to: multicast, broadcast,
+    /// link-local, or loopback when vportal's own address is not. A caller could otherwise
+    /// point a call's 50 packets a second at the server's own services, a LAN's multicast
+    /// group or a host behind it. SIP: 488 Not Acceptable Here.
+    #[error("the media address is multicast, broadcast, link-local or another host's loopback")]
+    Destination,
     /// The media address is a host name, which vportal never resolves. SIP: 488 Not
     /// Acceptable Here.
     #[error("the media address is a host name, which vportal does not resolve")]
@@ -639,11 +645,12 @@ impl Layout {
 }
 
 /// [`answer`], refusing an offer whose media address is of the other IP version than
-/// `local`'s: one RTP socket could not reach it. (An IPv4-mapped IPv6 address counts as
-/// IPv4.)
+/// `local`'s (one RTP socket could not reach it; an IPv4-mapped IPv6 address counts as
+/// IPv4), or one vportal does not stream to ([`OfferAnswerError::Destination`]).
 ///
 /// # Errors
-/// As [`answer`], and [`OfferAnswerError::AddressFamily`].
+/// As [`answer`], and [`OfferAnswerError::AddressFamily`] or
+/// [`OfferAnswerError::Destination`].
 pub fn answer_reachable(
     offer: &SessionDescription,
     local: &LocalMedia,
@@ -654,18 +661,31 @@ pub fn answer_reachable(
 }
 
 impl Negotiated {
-    /// Whether one RTP socket bound to `local` can reach the peer: refuses a peer address of
-    /// the other IP version. (An IPv4-mapped IPv6 address counts as IPv4.)
+    /// Whether one RTP socket bound to `local` can reach the peer, and should: refuses a
+    /// peer address of the other IP version (an IPv4-mapped IPv6 address counts as IPv4),
+    /// and one vportal does not stream to.
     ///
     /// # Errors
-    /// [`OfferAnswerError::AddressFamily`].
+    /// [`OfferAnswerError::AddressFamily`], [`OfferAnswerError::Destination`].
     pub fn check_reachable(&self, local: IpAddr) -> Result<(), OfferAnswerError> {
-        let v4 = |ip: IpAddr| ip.to_canonical().is_ipv4();
-        if self
-            .remote_rtp
-            .is_some_and(|remote| v4(remote.ip()) != v4(local))
-        {
+        let Some(remote) = self.remote_rtp.map(|r| r.ip().to_canonical()) else {
+            return Ok(());
+        };
+        let local = local.to_canonical();
+        if remote.is_ipv4() != local.is_ipv4() {
             return Err(OfferAnswerError::AddressFamily);
+        }
+        let link_local = |ip: IpAddr| match ip {
+            IpAddr::V4(v4) => v4.is_link_local(),
+            IpAddr::V6(v6) => v6.is_unicast_link_local(),
+        };
+        let broadcast = matches!(remote, IpAddr::V4(v4) if v4.is_broadcast());
+        if remote.is_multicast()
+            || broadcast
+            || (link_local(remote) && !link_local(local))
+            || (remote.is_loopback() && !local.is_loopback())
+        {
+            return Err(OfferAnswerError::Destination);
         }
         Ok(())
     }
@@ -863,8 +883,10 @@ fn negotiate(
 }
 
 /// Where the peer takes RTCP for the stream `media` whose RTP goes to `rtp`: there with
-/// `mux`, else at `a=rtcp` (its address only when of RTP's IP version: one socket sends
-/// both), else the port above RTP's.
+/// `mux`, else at `a=rtcp`'s port, else the port above RTP's; always at RTP's address.
+/// (RFC 3605 lets `a=rtcp` name another address, but that would let a caller aim the
+/// reports at a third host, one [`Negotiated::check_reachable`] never saw; symmetric RTCP
+/// still follows where the peer's reports really come from.)
 fn rtcp_address(
     rtp: Option<SocketAddr>,
     media: &MediaDescription,
@@ -875,12 +897,7 @@ fn rtcp_address(
         return Some(rtp);
     }
     match media.rtcp {
-        Some((port, address)) => {
-            let ip = address
-                .filter(|ip| ip.is_ipv4() == rtp.is_ipv4() && !ip.is_unspecified())
-                .unwrap_or(rtp.ip());
-            Some(SocketAddr::new(ip, port))
-        }
+        Some((port, _)) => Some(SocketAddr::new(rtp.ip(), port)),
         None => rtp
             .port()
             .checked_add(1)
@@ -1711,6 +1728,49 @@ mod tests {
         assert_eq!(n.direction, Direction::RecvOnly);
     }
 
+    /// Media only goes where a phone can be: not to multicast, broadcast or link-local
+    /// addresses, nor to loopback unless vportal is on loopback itself.
+    #[test]
+    fn media_is_not_aimed_at_multicast_broadcast_link_local_or_anothers_loopback() {
+        let on = |ip: &str| LocalMedia {
+            addr: SocketAddr::new(ip.parse().unwrap(), 40000),
+            ..local4()
+        };
+        let offer = |c: &str| parse(&sdp(&["v=0", c, "m=audio 4000 RTP/AVP 0"])).unwrap();
+        for (c, local) in [
+            ("c=IN IP4 239.255.255.250", "127.0.0.1"),
+            ("c=IN IP4 224.0.0.1", "192.0.2.10"),
+            ("c=IN IP4 255.255.255.255", "192.0.2.10"),
+            ("c=IN IP4 169.254.1.1", "192.0.2.10"),
+            ("c=IN IP4 127.0.0.1", "192.0.2.10"),
+            ("c=IN IP4 127.0.0.53", "192.0.2.10"),
+            ("c=IN IP6 ::ffff:127.0.0.1", "192.0.2.10"),
+            ("c=IN IP6 ff02::1", "2001:db8::10"),
+            ("c=IN IP6 fe80::1", "2001:db8::10"),
+            ("c=IN IP6 ::1", "2001:db8::10"),
+        ] {
+            assert_eq!(
+                answer_reachable(&offer(c), &on(local)).unwrap_err(),
+                OfferAnswerError::Destination,
+                "{c} from {local}"
+            );
+        }
+        for (c, local) in [
+            ("c=IN IP4 127.0.0.1", "127.0.0.1"),
+            ("c=IN IP4 10.0.0.5", "192.0.2.10"),
+            ("c=IN IP4 192.0.2.7", "192.0.2.10"),
+            ("c=IN IP4 169.254.1.1", "169.254.9.9"),
+            ("c=IN IP6 ::1", "::1"),
+            ("c=IN IP6 fd00::5", "2001:db8::10"),
+            ("c=IN IP4 0.0.0.0", "192.0.2.10"),
+        ] {
+            assert!(
+                answer_reachable(&offer(c), &on(local)).is_ok(),
+                "{c} from {local}"
+            );
+        }
+    }
+
     #[test]
     fn an_offer_of_the_other_ip_version_is_not_answered() {
         let v6_offer = sdp(&["v=0", "c=IN IP6 ::1", "m=audio 4000 RTP/AVP 0"]);
@@ -1862,13 +1922,10 @@ mod tests {
         };
         assert_eq!(rtcp(&[]), (addr("192.0.2.1:4001"), false));
         assert_eq!(rtcp(&["a=rtcp:5003"]), (addr("192.0.2.1:5003"), false));
-        assert_eq!(
-            rtcp(&["a=rtcp:5003 IN IP4 198.51.100.7"]),
-            (addr("198.51.100.7:5003"), false)
-        );
-        // RFC 3605's address, when it is of the other IP version, a name or malformed, is
-        // not taken; a port that cannot be read leaves the default.
+        // RFC 3605's address is not taken, whatever it is (another host, of the other IP
+        // version, a name, malformed); a port that cannot be read leaves the default.
         for other in [
+            "a=rtcp:5003 IN IP4 198.51.100.7",
             "a=rtcp:5003 IN IP6 2001:db8::1",
             "a=rtcp:5003 IN IP4 rtcp.example.com",
             "a=rtcp:5003 IN IP4 0.0.0.0",
