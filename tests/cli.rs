@@ -346,6 +346,15 @@ fn add_show_list_and_the_generated_passcode_appears_once() {
     let r = w.run(&["user", "add", "1001"]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("already exists"));
+    // Neither --generate nor --passcode-stdin: a mailbox without a passcode, and a note
+    // saying so (the API generates one by default).
+    let r = w.run(&["user", "add", "1002"]).ok();
+    assert!(r.stdout.contains("Mailbox 1002 created."), "{}", r.stdout);
+    assert!(
+        r.stderr.contains("has no passcode") && r.stderr.contains("vportal user set-temp 1002"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

@@ -492,7 +492,7 @@ async fn import(
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            "the body must be CSV, with Content-Type: text/csv",
+            "the body must be CSV, with Content-Type: text/csv (or application/csv)",
         ));
     }
     let body = body.map_err(|e| body_rejection(e.status(), e.body_text()))?;

@@ -45,6 +45,7 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
                 None
             };
             let store = ctx.open()?;
+            let without_passcode = passcode.is_none();
             let issued = store.create_user(
                 NewUser {
                     extension: ext,
@@ -56,6 +57,15 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
                 now,
             )?;
             print_issued(ctx, &issued, "created")?;
+            if without_passcode {
+                // The API's default is the other way round: say so, or the mailbox is
+                // found unusable at its owner's first call.
+                eprintln!(
+                    "note: mailbox {} has no passcode: every login is refused until \
+                     `vportal user set-temp {}` gives it one",
+                    issued.extension, issued.extension
+                );
+            }
         }
         UserCommand::List {
             temporary,

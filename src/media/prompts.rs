@@ -419,7 +419,11 @@ pub enum DecodeError {
     Channels(usize),
     /// The file decodes to more than the limit of interleaved samples: 10 minutes, or fewer
     /// at high rates and channel counts.
-    #[error("audio too long: more than {limit} samples (a prompt lasts 10 minutes at most)")]
+    #[error(
+        "audio too long: more than {limit} samples, all channels counted (a prompt lasts 10 \
+         minutes at most, and fewer at high rates and channel counts: about 5.8 minutes of \
+         48 kHz stereo)"
+    )]
     TooLong {
         /// The limit, in interleaved samples.
         limit: usize,
