@@ -364,6 +364,8 @@ fn create_without_passcode_generates_a_temporary_one() {
         "email": "alice@example.com",
     }));
     let high = ts_in(72 * 3600);
+    // It hands out a passcode: no cache may keep it.
+    assert_eq!(r.header("cache-control"), Some("no-store"));
     let body = r.json();
     let passcode = generated(&body["passcode"]);
     let user = &body["user"];

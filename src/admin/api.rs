@@ -70,16 +70,28 @@ pub(super) fn router(state: Shared) -> Router {
             protected = protected.route(path, handlers);
         }
     }
-    let protected = protected.route_layer(axum::middleware::from_fn_with_state(
-        Arc::clone(&state),
-        require_token,
-    ));
+    let protected = protected
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            require_token,
+        ))
+        .layer(axum::middleware::map_response(no_store));
     public
         .merge(protected)
         .fallback(no_such_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(state)
+}
+
+/// `/api/v1` answers hand out passcodes and show mailboxes and audit rows: no cache (a
+/// proxy's, a client's) may keep them.
+async fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 async fn no_such_route() -> ApiError {

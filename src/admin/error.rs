@@ -208,8 +208,12 @@ fn body_error(text: &str) -> String {
 fn redact_values(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut in_quote = false;
+    let mut escaped = false;
     for c in message.chars() {
-        if c == '"' {
+        if in_quote && (escaped || c == '\\') {
+            // serde writes a string with Debug escapes: `\"` does not end it.
+            escaped = !escaped;
+        } else if c == '"' {
             if in_quote {
                 out.push_str("…\"");
             } else {
@@ -274,6 +278,16 @@ mod tests {
         assert_eq!(
             redact_values("invalid value: string \"12a4\", expected digits"),
             "invalid value: string \"…\", expected digits"
+        );
+        // An escaped quote inside a value does not end it, nor does an escaped backslash
+        // before the real end.
+        assert_eq!(
+            redact_values(r#"invalid type: string "ab\"4826", expected a boolean"#),
+            "invalid type: string \"…\", expected a boolean"
+        );
+        assert_eq!(
+            redact_values(r#"invalid type: string "4826\\", expected `x` "9""#),
+            "invalid type: string \"…\", expected `x` \"…\""
         );
         // Numbers in any JSON form, and names that carry digits.
         for value in ["48261.5", "48261.0", "4.8262e23", "-4826", "1e+5"] {
