@@ -743,13 +743,13 @@ impl Store {
     ) -> Result<ImportReport> {
         let records = csv::parse(text).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let policy = self.policy()?;
-        let (columns, body) = match records.split_first() {
+        let (columns, body, headed) = match records.split_first() {
             Some((first, rest)) if looks_like_header(&first.fields) => {
                 let columns = header_columns(&first.fields)
                     .map_err(|e| StoreError::Invalid(format!("line {}: {e}", first.line)))?;
-                (columns, rest)
+                (columns, rest, true)
             }
-            _ => (DEFAULT_COLUMNS.to_vec(), records.as_slice()),
+            _ => (DEFAULT_COLUMNS.to_vec(), records.as_slice(), false),
         };
         if body.is_empty() {
             return Err(StoreError::Invalid("the CSV has no rows to import".into()));
@@ -764,7 +764,7 @@ impl Store {
         let mut candidates = Vec::new();
         let mut first_line: HashMap<Extension, usize> = HashMap::new();
         for record in body {
-            let parsed = parse_row(&columns, &record.fields);
+            let parsed = parse_row(&columns, &record.fields, headed);
             let (user, passcode) = match parsed {
                 Ok(v) => v,
                 Err((extension, reason)) => {
@@ -936,9 +936,13 @@ fn header_columns(fields: &[String]) -> Result<Vec<Column>, String> {
 /// report can name the mailbox whose name or email was wrong).
 type RowError = (Option<Extension>, String);
 
+/// `headed`: the file named its columns. Without a header, a name of digits only is
+/// refused: `1001,4826` is a mailbox and its PIN, and the PIN would be stored in clear as
+/// the name, shown by every listing.
 fn parse_row(
     columns: &[Column],
     fields: &[String],
+    headed: bool,
 ) -> Result<(NewUser, Option<Passcode>), RowError> {
     let extension = columns
         .iter()
@@ -964,6 +968,15 @@ fn parse_row(
         let value = field.trim();
         match column {
             Column::Extension => {}
+            Column::Name
+                if !headed && !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                return Err(refuse(
+                    "name: digits only (a passcode? a file without a header row has the \
+                     columns extension,name,email,passcode)"
+                        .to_owned(),
+                ));
+            }
             Column::Name => name = Some(value.to_owned()),
             Column::Email => email = Some(value.to_owned()),
             Column::Passcode if value.is_empty() => {}
@@ -1394,6 +1407,29 @@ mod tests {
             s.import_csv("extension,pin\n1,2\n", ImportMode::Partial, &cli(), T0)
                 .is_err()
         );
+        // Without a header, `EXT,PIN` would store the PIN in clear as the name: refused,
+        // and the reason does not quote it. With a header naming the column, digits are a
+        // name like any other.
+        let report = s
+            .import_csv("4001,4826\n", ImportMode::Partial, &cli(), T0)
+            .unwrap();
+        let reasons: Vec<_> = report
+            .rejected()
+            .map(|(_, reason)| reason.to_owned())
+            .collect();
+        assert_eq!(reasons.len(), 1, "{report:?}");
+        assert!(reasons[0].starts_with("name: digits only"), "{reasons:?}");
+        assert!(!reasons[0].contains("4826"), "{reasons:?}");
+        assert!(s.user(&ext("4001"), T0).unwrap().is_none());
+        let report = s
+            .import_csv(
+                "extension,name\n4002,4826\n",
+                ImportMode::AllOrNothing,
+                &cli(),
+                T0,
+            )
+            .unwrap();
+        assert!(report.committed, "{report:?}");
         // A headerless first row for a mailbox named "Extension" is data, not a header.
         let report = s
             .import_csv(
