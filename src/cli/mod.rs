@@ -475,24 +475,28 @@ fn read_passcode(prompt: &str) -> Result<Passcode> {
     let stdin = std::io::stdin();
     let interactive = stdin.is_terminal();
     if interactive {
-        eprint!("{prompt}: ");
-        std::io::stderr().flush().ok();
+        // Echo off before the prompt shows: keys typed as soon as it does are not echoed.
         restore_echo_on_interrupt();
         set_echo(false);
+        eprint!("{prompt}: ");
+        std::io::stderr().flush().ok();
     }
-    let mut line = String::new();
+    // Room enough that reading a passcode never reallocates, leaving a copy behind; the
+    // line becomes the passcode itself, which is wiped when dropped, refused or not.
+    let mut line = String::with_capacity(256);
     let read = stdin.lock().read_line(&mut line);
     if interactive {
         set_echo(true);
         eprintln!();
     }
+    line.truncate(line.trim_end_matches(['\r', '\n']).len());
+    let passcode = Passcode::new(line);
     read.context("reading the passcode from standard input")?;
-    let text = line.trim_end_matches(['\r', '\n']).to_owned();
-    line.clear();
-    if text.is_empty() {
+    let passcode = passcode?;
+    if passcode.expose().is_empty() {
         bail!("no passcode on standard input");
     }
-    Passcode::new(text).map_err(Into::into)
+    Ok(passcode)
 }
 
 /// From now on ctrl-c (or SIGTERM) turns terminal echo back on before the process ends
@@ -535,11 +539,20 @@ fn restore_echo_on_interrupt() {
     }
 }
 
-/// Turns terminal echo off or on with `stty` (best effort: without it, typing shows).
+/// Turns terminal echo off or on with `stty` (best effort: without it, typing shows). The
+/// system's own, not one found through `PATH`, and without the environment, which may hold
+/// `VPORTAL_PEPPER` or `VPORTAL_ADMIN_TOKEN`.
 fn set_echo(on: bool) {
     let arg = if on { "echo" } else { "-echo" };
-    let _ = std::process::Command::new("stty")
+    let Some(stty) = ["/bin/stty", "/usr/bin/stty"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).is_file())
+    else {
+        return;
+    };
+    let _ = std::process::Command::new(stty)
         .arg(arg)
+        .env_clear()
         .stdin(std::process::Stdio::inherit())
         .status();
 }
