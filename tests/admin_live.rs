@@ -150,13 +150,44 @@ fn a_passcode_reset_over_http_works_on_the_next_call_and_the_api_shows_the_chang
     // The metrics saw it all.
     let metrics = http::request(admin, "GET", "/metrics", None, None);
     assert_eq!(metrics.status, 200);
+    // Every key the phone pressed, each once, all as RFC 4733 events: `9999#1234#`, then
+    // the mailbox and the six-digit temporary passcode, then `5937#5937#*`.
+    let keyed = "9999#1234#".len() + format!("1001#{temporary}#").len() + "5937#5937#*".len();
+    assert_eq!(keyed, 33);
+    let digits = |method: &str| {
+        sample(
+            &fresh,
+            &metrics.body,
+            &format!("vportal_dtmf_digits_total{{method=\"{method}\"}}"),
+        )
+    };
+    assert_eq!(digits("rfc4733"), (0, 33), "{}", metrics.body);
+    assert_eq!(digits("sip_info"), (0, 0), "{}", metrics.body);
+    assert_eq!(digits("inband"), (0, 0), "{}", metrics.body);
+    // The server answered the INVITE with a 200 (retransmitted, it may be counted more than
+    // once), and sent no other final answer; the phone's 200 to the server's BYE came in.
+    let responses = |direction: &str, class: &str| {
+        sample(
+            &fresh,
+            &metrics.body,
+            &format!("vportal_sip_responses_total{{direction=\"{direction}\",class=\"{class}\"}}"),
+        )
+    };
+    let (before, after) = responses("out", "2xx");
+    assert!(
+        before == 0 && (1..=3).contains(&after),
+        "{before} then {after} 2xx sent:\n{}",
+        metrics.body
+    );
+    for class in ["3xx", "4xx", "5xx", "6xx"] {
+        assert_eq!(responses("out", class), (0, 0), "{class}\n{}", metrics.body);
+    }
+    assert_eq!(responses("in", "2xx"), (0, 1), "{}", metrics.body);
     for line in [
         "vportal_logins_total{outcome=\"ok_temporary\"} 1",
         "vportal_passcode_changes_total{outcome=\"changed\"} 1",
         "vportal_calls_total{outcome=\"changed\"} 1",
         "vportal_sip_requests_total{direction=\"in\",method=\"INVITE\"} 1",
-        "vportal_sip_responses_total{direction=\"out\",class=\"2xx\"}",
-        "vportal_dtmf_digits_total{method=\"rfc4733\"}",
         "vportal_argon2_verify_seconds_bucket",
         "vportal_calls_active 0",
     ] {
@@ -315,6 +346,20 @@ fn a_configured_token_that_is_too_short_or_not_text_is_refused_without_being_sho
         assert!(r.stderr.contains("line 2, key admin.token"), "{}", r.stderr);
         assert!(!r.stderr.contains(secret), "the value echoed: {}", r.stderr);
     }
+}
+
+/// The value of the counter `series` (its name and labels, exactly as exposed) in the
+/// metrics page `before` and in `after`; fails the test if either page lacks it.
+fn sample(before: &str, after: &str, series: &str) -> (u64, u64) {
+    let value = |page: &str| {
+        let line = page
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in\n{page}"));
+        line.parse::<u64>()
+            .unwrap_or_else(|e| panic!("{series} {line:?}: {e}"))
+    };
+    (value(before), value(after))
 }
 
 /// `GET path` over HTTPS to `addr`, trusting only the test certificate; the whole answer.
