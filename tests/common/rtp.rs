@@ -147,17 +147,30 @@ pub fn receive(socket: &UdpSocket, window: Duration) -> Vec<Seen> {
     let mut seen = Vec::new();
     while std::time::Instant::now() < end {
         if let Ok((n, _)) = socket.recv_from(&mut buf) {
-            let r = rtp_rs::RtpReader::new(&buf[..n]).unwrap();
-            seen.push(Seen {
-                pt: r.payload_type(),
-                seq: u16::from(r.sequence_number()),
-                ts: r.timestamp(),
-                ssrc: r.ssrc(),
-                marker: r.mark(),
-                len: r.payload().len(),
-                at: std::time::Instant::now(),
-            });
+            seen.push(seen_now(&buf[..n]));
         }
     }
     seen
+}
+
+/// The first RTP packet `socket` receives, waiting at most `within`.
+pub fn receive_one(socket: &UdpSocket, within: Duration) -> Option<Seen> {
+    socket.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0_u8; 2_048];
+    let (n, _) = socket.recv_from(&mut buf).ok()?;
+    Some(seen_now(&buf[..n]))
+}
+
+/// The header fields of `packet`, received now.
+fn seen_now(packet: &[u8]) -> Seen {
+    let r = rtp_rs::RtpReader::new(packet).unwrap();
+    Seen {
+        pt: r.payload_type(),
+        seq: u16::from(r.sequence_number()),
+        ts: r.timestamp(),
+        ssrc: r.ssrc(),
+        marker: r.mark(),
+        len: r.payload().len(),
+        at: std::time::Instant::now(),
+    }
 }
