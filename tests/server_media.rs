@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::Workdir;
 use common::phone::Phone;
-use common::rtp::{RtpOut, bind_pair, receive, receive_one};
+use common::rtp::{RtpOut, bind_pair, receive, receive_one, seq_before};
 use common::server::ServerProcess;
 use common::uac::{Uac, parse};
 
@@ -150,17 +150,17 @@ fn symmetric_rtp_latches_once_onto_the_callers_real_source() {
         "media follows the latched source: {}",
         to_nat.len()
     );
+    // What was sent to the SDP's address before the latch may still wait there unread:
+    // only a packet after the first one sent to the NAT's port is wrong.
     let to_sdp = receive(&c.rtp.socket, Duration::from_millis(300));
-    assert!(
-        to_sdp.is_empty(),
-        "{} packets still went to the SDP's address",
-        to_sdp.len()
-    );
+    assert_sent_before(&to_sdp, &to_nat[0], "the SDP's address after the latch");
 
-    // Latched once: neither a stranger nor the SDP's address can key the passcode.
+    // Latched once: neither a stranger nor the SDP's address can key the passcode. Each
+    // keys a wrong one, which would be checked, and audited as a failure, if heard.
     let mut stranger = RtpOut::new(UdpSocket::bind("127.0.0.1:0").unwrap(), c.server_rtp);
-    stranger.keys(101, "4826#");
-    c.keys("4826#");
+    stranger.keys(101, "0000#");
+    c.keys("1111#");
+    // A quick failure only: a check still hashing would not show yet.
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         server.log().matches("login checked").count(),
@@ -170,7 +170,15 @@ fn symmetric_rtp_latches_once_onto_the_callers_real_source() {
     );
     caller.keys(101, "4826#");
     server.expect_log("logged in mailbox=1001", 1, Duration::from_secs(5));
-    assert_eq!(server.log().matches("login checked").count(), 1);
+    // The proof: the flow checks one entry at a time, so a wrong passcode heard before the
+    // right one was checked, and audited, before this login.
+    assert_eq!(
+        server.log().matches("login checked").count(),
+        1,
+        "{}",
+        server.log()
+    );
+    assert_no_login_failure(&w, "1001");
 
     // A re-INVITE moves the media (a B2BUA leaving the path, an SBC failing over): the
     // latch is learnt afresh. Media goes to the new SDP address, then follows the first
@@ -196,19 +204,15 @@ fn symmetric_rtp_latches_once_onto_the_callers_real_source() {
     let nat2 = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut moved = RtpOut::new(nat2.try_clone().unwrap(), c.server_rtp);
     moved.keys(101, "*");
-    let _ = receive(&nat, Duration::from_millis(100));
     let to_nat2 = receive(&nat2, Duration::from_millis(400));
     assert!(
         to_nat2.len() >= 15,
         "media follows the new source: {}",
         to_nat2.len()
     );
+    // All that went to the old source before is still queued there: it is read now.
     let to_old = receive(&nat, Duration::from_millis(300));
-    assert!(
-        to_old.is_empty(),
-        "{} packets went to the old source",
-        to_old.len()
-    );
+    assert_sent_before(&to_old, &to_nat2[0], "the old source after the new latch");
     // The menu heard `*` from the new source: goodbye.
     assert!(c.wait_for_bye(Duration::from_secs(10)), "{}", server.log());
 }
@@ -244,16 +248,14 @@ fn a_reinvite_moves_the_media_and_only_the_new_address_is_heard() {
 
     let at_new = receive(&moved, Duration::from_millis(400));
     assert!(at_new.len() >= 15, "media moved: {} packets", at_new.len());
-    let _ = receive(&c.rtp.socket, Duration::from_millis(100));
+    // What went to the old port before the move is still queued there: it is read now.
     let at_old = receive(&c.rtp.socket, Duration::from_millis(300));
-    assert!(
-        at_old.is_empty(),
-        "{} packets still went to the old port",
-        at_old.len()
-    );
+    assert_sent_before(&at_old, &at_new[0], "the old port after the move");
 
-    // Keys from the old port are not heard; from the new one they are.
-    c.keys("1001#4826#");
+    // Keys from the old port are not heard; from the new one they are. The old port keys a
+    // wrong passcode, which would be checked, and audited as a failure, if heard.
+    c.keys("1001#0000#");
+    // A quick failure only: a check still hashing would not show yet.
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         server.log().matches("login checked").count(),
@@ -263,6 +265,47 @@ fn a_reinvite_moves_the_media_and_only_the_new_address_is_heard() {
     );
     RtpOut::new(moved, c.server_rtp).keys(101, "1001#4826#");
     server.expect_log("logged in mailbox=1001", 1, Duration::from_secs(5));
+    // The proof: the flow checks one entry at a time, so a wrong passcode heard before the
+    // right one was checked, and audited, before this login.
+    assert_eq!(
+        server.log().matches("login checked").count(),
+        1,
+        "{}",
+        server.log()
+    );
+    assert_no_login_failure(&w, "1001");
+}
+
+/// Fails the test if a packet in `seen` (what reached `place`) belongs to the stream of
+/// `moved` (the first packet sent where the media went instead) and was sent after it.
+#[track_caller]
+fn assert_sent_before(seen: &[common::rtp::Seen], moved: &common::rtp::Seen, place: &str) {
+    let late: Vec<u16> = seen
+        .iter()
+        .filter(|p| p.ssrc == moved.ssrc && !seq_before(p.seq, moved.seq))
+        .map(|p| p.seq)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "packets {late:?} went to {place}, the first elsewhere being {}",
+        moved.seq
+    );
+}
+
+/// Fails the test if `mailbox` has a `login.failure` in its audit trail.
+#[track_caller]
+fn assert_no_login_failure(w: &Workdir, mailbox: &str) {
+    let events = w.audit(mailbox);
+    let names = common::event_names(&events);
+    assert!(
+        !names.contains(&"login.failure"),
+        "a wrong passcode was heard: {names:?}"
+    );
+    assert_eq!(
+        names.iter().filter(|n| **n == "login.success").count(),
+        1,
+        "{names:?}"
+    );
 }
 
 /// The standard offer with PCMU alone and no telephone-event: keys come as tones.
@@ -291,7 +334,8 @@ fn keys_by_a_new_method_right_after_a_reinvite_are_not_copies() {
 }
 
 /// A re-INVITE that changes nothing (a session refresh) while a key is held: the rest of
-/// the press is still the same key, not a second one.
+/// the press is still the same key, not a second one. The held key is the mailbox's first
+/// digit: doubled, it would name mailbox 11001, which does not exist, and no login follows.
 #[test]
 fn a_reinvite_while_a_key_is_held_does_not_double_it() {
     let w = Workdir::provisioned(&[("1001", "4826", false)]);
@@ -300,12 +344,13 @@ fn a_reinvite_while_a_key_is_held_does_not_double_it() {
     let offer = c.uac.offer("sendrecv");
     let (uac, sip) = (&mut c.uac, &c.sip);
     c.rtp
-        .key_around(101, '5', || reinvite(&server, uac, sip, &offer));
+        .key_around(101, '1', || reinvite(&server, uac, sip, &offer));
     server.expect_log("media agreed", 2, Duration::from_secs(5));
-    c.keys("#");
-    std::thread::sleep(Duration::from_millis(300));
+    c.keys("001#4826#");
+    server.expect_log("logged in mailbox=1001", 1, Duration::from_secs(5));
+    // Every key was heard before the login it led to: ten presses, ten keys.
     let log = server.log();
-    assert_eq!(log.matches("key pressed").count(), 2, "{log}");
+    assert_eq!(log.matches("key pressed").count(), 10, "{log}");
 }
 
 /// Sends a re-INVITE with `offer`, waits for its 200 (an SDP answer) and ACKs it.

@@ -174,3 +174,8 @@ fn seen_now(packet: &[u8]) -> Seen {
         at: std::time::Instant::now(),
     }
 }
+
+/// Whether RTP sequence number `a` comes before `b` (RFC 3550 arithmetic, modulo 2^16).
+pub fn seq_before(a: u16, b: u16) -> bool {
+    a != b && b.wrapping_sub(a) < 0x8000
+}
