@@ -836,20 +836,74 @@ fn run_with_reader_gone(w: &Workdir, args: &[&str]) -> (i32, String) {
 fn a_generated_passcode_that_could_not_be_printed_is_an_error_not_success() {
     let w = Workdir::provisioned(&[("1001", "4826", false), ("1002", "5937", false)]);
     std::fs::write(w.path().join("new.csv"), "2001,Ann\n").unwrap();
-    for args in [
-        &["user", "set-temp", "1001"][..],
-        &["user", "reset-all", "--yes"],
-        &["--json", "user", "add", "1003", "--generate"],
-        &["token", "create", "provisioning"],
-        &["user", "import", "new.csv"],
-    ] {
+    // How many times `mailbox` was given a temporary passcode (each time, the old passcode
+    // stopped working).
+    let temporary_sets = |mailbox: &str| {
+        common::event_names(&w.audit(mailbox))
+            .iter()
+            .filter(|e| **e == "passcode.temporary_set")
+            .count()
+    };
+    let not_delivered = |args: &[&str]| {
         let (code, stderr) = run_with_reader_gone(&w, args);
         assert_eq!(code, 2, "{args:?}: {stderr}");
         assert!(stderr.contains("not delivered"), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    };
+    // Each change was made all the same, as each command's own effect shows at once.
+    for mailbox in ["1001", "1002"] {
+        assert_eq!(w.user(mailbox)["temporary"], false, "{mailbox}");
+        assert_eq!(temporary_sets(mailbox), 0, "{mailbox}");
     }
-    // The change was made all the same: 1001's old passcode no longer works.
+    not_delivered(&["user", "set-temp", "1001"]);
+    // 1001's old passcode was replaced by the one nobody saw; 1002 was left alone.
     assert_eq!(w.user("1001")["temporary"], true);
+    assert_eq!(temporary_sets("1001"), 1);
+    assert_eq!(w.user("1002")["temporary"], false);
+    assert_eq!(temporary_sets("1002"), 0);
+
+    not_delivered(&["user", "reset-all", "--yes"]);
+    // Both mailboxes' passcodes were replaced again.
+    assert_eq!(w.user("1002")["temporary"], true);
+    assert_eq!(temporary_sets("1002"), 1);
+    assert_eq!(temporary_sets("1001"), 2);
+
+    assert_eq!(w.run(&["user", "show", "1003"]).code, 2, "1003 before");
+    not_delivered(&["--json", "user", "add", "1003", "--generate"]);
+    let added = w.user("1003");
+    assert_eq!(
+        (&added["has_passcode"], &added["temporary"]),
+        (&serde_json::json!(true), &serde_json::json!(true)),
+        "{added}"
+    );
+
+    let tokens = || -> Vec<String> {
+        w.run(&["--json", "token", "list"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(!tokens().contains(&"provisioning".to_owned()));
+    not_delivered(&["token", "create", "provisioning"]);
+    assert!(
+        tokens().contains(&"provisioning".to_owned()),
+        "{:?}",
+        tokens()
+    );
+
+    assert_eq!(w.run(&["user", "show", "2001"]).code, 2, "2001 before");
+    not_delivered(&["user", "import", "new.csv"]);
+    let imported = w.user("2001");
+    assert_eq!(
+        (&imported["name"], &imported["temporary"]),
+        (&serde_json::json!("Ann"), &serde_json::json!(true)),
+        "{imported}"
+    );
+
     // A reader that leaves early on output holding no secret is still no error.
     let (code, stderr) = run_with_reader_gone(&w, &["audit"]);
     assert_eq!(code, 0, "{stderr}");
