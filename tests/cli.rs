@@ -992,7 +992,8 @@ fn ctrl_c_at_the_passcode_prompt_turns_echo_back_on() {
     use std::io::{Read, Write};
     let w = initialised();
     let vportal = env!("CARGO_BIN_EXE_vportal");
-    let shell = format!("trap true INT; {vportal} policy check 1001; echo status=$?; stty -a");
+    // `tty` first: the test reads the terminal's modes from outside while the prompt waits.
+    let shell = format!("trap true INT; tty; {vportal} policy check 1001; echo status=$?; stty -a");
     let mut script = std::process::Command::new("script")
         .args(["-qec", &format!("sh -c '{shell}'"), "/dev/null"])
         .current_dir(w.path())
@@ -1015,9 +1016,21 @@ fn ctrl_c_at_the_passcode_prompt_turns_echo_back_on() {
     let mut pressed = false;
     while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(20)) {
         seen.extend_from_slice(&chunk);
-        if !pressed && String::from_utf8_lossy(&seen).contains("Passcode to check:") {
-            // The prompt is out, echo is off: ctrl-c, as the terminal sends it.
-            std::thread::sleep(Duration::from_millis(200));
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        if !pressed && text.contains("Passcode to check:") {
+            // Echo is off before ctrl-c is pressed: the command turns it off only once its
+            // handler is in place, so echo on afterwards can only be the handler's doing.
+            let tty = text
+                .split_whitespace()
+                .find(|w| w.starts_with("/dev/"))
+                .unwrap_or_else(|| panic!("no terminal named: {text}"))
+                .to_owned();
+            let modes = echo_turned_off(&tty, Duration::from_secs(20));
+            assert!(
+                !modes.contains(&"echo".to_owned()),
+                "echo never off: {modes:?}"
+            );
+            // Ctrl-c, as the terminal sends it.
             script.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
             pressed = true;
         }
@@ -1029,4 +1042,29 @@ fn ctrl_c_at_the_passcode_prompt_turns_echo_back_on() {
     let modes: Vec<&str> = seen.split_whitespace().collect();
     assert!(modes.contains(&"echo"), "echo left off: {seen}");
     assert!(!modes.contains(&"-echo"), "echo left off: {seen}");
+}
+
+/// The modes of terminal `tty` (`stty -a`, word by word) once they show `-echo`, asking
+/// until `within` has passed; the last ones read if they never did.
+fn echo_turned_off(tty: &str, within: Duration) -> Vec<String> {
+    let end = std::time::Instant::now() + within;
+    loop {
+        let out = std::process::Command::new("stty")
+            .args(["-F", tty, "-a"])
+            .output()
+            .expect("stty runs");
+        assert!(
+            out.status.success(),
+            "stty -F {tty}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let modes: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if modes.iter().any(|m| m == "-echo") || std::time::Instant::now() >= end {
+            return modes;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
