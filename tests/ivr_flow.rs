@@ -65,6 +65,8 @@ struct Call {
     now: Instant,
     /// Wall-clock seconds for the store (moves with `now`).
     wall: i64,
+    /// The part of a second `now` has moved on that `wall` has not counted yet.
+    wall_part: Duration,
     /// Every playback, as prompt ids, in order.
     played: Vec<Vec<String>>,
     /// The token of the playback in progress.
@@ -88,6 +90,7 @@ impl Call {
             start,
             now: start,
             wall: T0,
+            wall_part: Duration::ZERO,
             played: Vec::new(),
             playing: None,
             barge_ins: 0,
@@ -223,13 +226,25 @@ impl Call {
             if at > end {
                 break;
             }
-            self.now = self.now.max(at);
+            self.pass_to(at);
             self.flow.handle_timeout(self.now);
             self.run();
         }
-        self.wall += i64::try_from((end - self.now).as_secs()).unwrap_or(0);
-        self.now = end;
+        self.pass_to(end);
         self
+    }
+
+    /// Moves the virtual clock on to `to` (never back), the store's wall clock with it, to
+    /// the second (what is left of a second is carried, not lost).
+    fn pass_to(&mut self, to: Instant) {
+        if to <= self.now {
+            return;
+        }
+        self.wall_part += to - self.now;
+        self.now = to;
+        let whole = self.wall_part.as_secs();
+        self.wall += i64::try_from(whole).unwrap();
+        self.wall_part -= Duration::from_secs(whole);
     }
 
     fn last(&self) -> Vec<&str> {
@@ -264,6 +279,27 @@ fn temporary(store: &Store, e: &str) -> bool {
         .unwrap()
         .unwrap()
         .temporary
+}
+
+/// The harness itself: the store's wall clock keeps to the flow's virtual one, through
+/// steps of less than a second and through timers firing on the way.
+#[test]
+fn the_harness_moves_the_stores_clock_with_the_flows() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    c.finish();
+    // Four keys, 200 ms each; then 700 ms more: 1.5 s in all, the store at T0 + 1.
+    c.type_keys("1001").advance(Duration::from_millis(700));
+    assert_eq!(c.wall, T0 + 1);
+    // A minute of silence: the timers (the digit timeouts, the reprompts) fire on the way.
+    let played = c.played.len();
+    c.advance(Duration::from_secs(60));
+    assert!(c.played.len() > played, "no timer fired: {:?}", c.all());
+    assert_eq!(c.wall, T0 + 61);
+    assert_eq!(
+        c.wall - T0,
+        i64::try_from((c.now - c.start).as_secs()).unwrap()
+    );
 }
 
 #[test]
