@@ -223,7 +223,36 @@ fn needs_bearer(doc: &Value, op: &Value) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------
-// A small JSON Schema checker for the keywords the document uses.
+// A small JSON Schema checker for the keywords the document uses. A keyword it does not
+// know fails `every_schema_keyword_is_one_the_checker_knows` rather than being skipped.
+
+/// The keywords `check_schema` checks.
+const CHECKED_KEYWORDS: [&str; 16] = [
+    "$ref",
+    "type",
+    "const",
+    "enum",
+    "minimum",
+    "maximum",
+    "format",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "required",
+    "properties",
+    "additionalProperties",
+    "items",
+    "minItems",
+    "maxItems",
+];
+/// Keywords that only annotate: nothing to check in a value.
+const ANNOTATIONS: [&str; 4] = ["description", "title", "default", "examples"];
+/// The `format`s `check_schema` checks.
+const FORMATS: [&str; 1] = ["date-time"];
+/// The `type`s `check_schema` knows.
+const TYPES: [&str; 7] = [
+    "object", "array", "string", "boolean", "integer", "number", "null",
+];
 
 fn check_schema(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
     let schema = resolve(doc, schema);
@@ -258,13 +287,14 @@ fn check_schema(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &m
     {
         errors.push(format!("{at}: {value} is not one of {allowed:?}"));
     }
-    if let Some(n) = value.as_i64() {
-        if let Some(min) = schema.get("minimum").and_then(Value::as_i64)
+    // Any number: a fraction or a value past i64 is held to the bounds too.
+    if let Some(n) = value.as_f64() {
+        if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
             && n < min
         {
             errors.push(format!("{at}: {n} < {min}"));
         }
-        if let Some(max) = schema.get("maximum").and_then(Value::as_i64)
+        if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
             && n > max
         {
             errors.push(format!("{at}: {n} > {max}"));
@@ -274,9 +304,23 @@ fn check_schema(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &m
         if schema.get("format").and_then(Value::as_str) == Some("date-time") && !is_rfc3339(s) {
             errors.push(format!("{at}: {s:?} is not an RFC 3339 date-time"));
         }
-        let extension = (1..=15).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
-        if schema.get("pattern").and_then(Value::as_str) == Some("^[0-9]{1,15}$") && !extension {
-            errors.push(format!("{at}: {s:?} is not an extension"));
+        if let Some(p) = schema.get("pattern").and_then(Value::as_str) {
+            let pattern = Pattern::compile(p).unwrap_or_else(|e| panic!("{at}: pattern {p}: {e}"));
+            if !pattern.is_match(s) {
+                errors.push(format!("{at}: {s:?} does not match {p}"));
+            }
+        }
+        // JSON Schema counts characters (code points), not bytes.
+        let len = s.chars().count();
+        if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
+            && (len as u64) < min
+        {
+            errors.push(format!("{at}: {s:?} is shorter than {min}"));
+        }
+        if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
+            && len as u64 > max
+        {
+            errors.push(format!("{at}: {s:?} is longer than {max}"));
         }
     }
     if let Some(map) = value.as_object() {
@@ -302,10 +346,275 @@ fn check_schema(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &m
             }
         }
     }
-    if let (Some(items), Some(list)) = (schema.get("items"), value.as_array()) {
-        for (i, v) in list.iter().enumerate() {
-            check_schema(doc, items, v, &format!("{at}/{i}"), errors);
+    if let Some(list) = value.as_array() {
+        if let Some(items) = schema.get("items") {
+            for (i, v) in list.iter().enumerate() {
+                check_schema(doc, items, v, &format!("{at}/{i}"), errors);
+            }
         }
+        if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
+            && (list.len() as u64) < min
+        {
+            errors.push(format!("{at}: {} items, fewer than {min}", list.len()));
+        }
+        if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
+            && list.len() as u64 > max
+        {
+            errors.push(format!("{at}: {} items, more than {max}", list.len()));
+        }
+    }
+}
+
+/// What `check_schema` cannot check in `schema` (at `at`) and its subschemas: keywords it
+/// does not know, and values of known ones it does not handle.
+fn unsupported(schema: &Value, at: &str, out: &mut Vec<String>) {
+    let Some(map) = schema.as_object() else {
+        out.push(format!("{at}: a schema that is not an object: {schema}"));
+        return;
+    };
+    for (key, v) in map {
+        let at = format!("{at}/{key}");
+        let problem = match key.as_str() {
+            // `resolve` follows a $ref and reads nothing beside it.
+            "$ref" => map
+                .keys()
+                .find(|k| *k != "$ref" && !ANNOTATIONS.contains(&k.as_str()))
+                .map(|k| format!("{k} beside $ref is not read")),
+            "type" => {
+                let names: Vec<Option<&str>> = match v {
+                    Value::String(t) => vec![Some(t.as_str())],
+                    Value::Array(ts) => ts.iter().map(Value::as_str).collect(),
+                    _ => vec![None],
+                };
+                names
+                    .iter()
+                    .any(|t| !t.is_some_and(|t| TYPES.contains(&t)))
+                    .then(|| format!("type {v}"))
+            }
+            "format" => (!v.as_str().is_some_and(|f| FORMATS.contains(&f)))
+                .then(|| format!("format {v} is not checked")),
+            "pattern" => match v.as_str().map(Pattern::compile) {
+                Some(Ok(_)) => None,
+                Some(Err(e)) => Some(format!("pattern {v}: {e}")),
+                None => Some(format!("pattern {v} is not a string")),
+            },
+            "minimum" | "maximum" => (!v.is_number()).then(|| format!("{key} {v} is not a number")),
+            "minLength" | "maxLength" | "minItems" | "maxItems" => {
+                (!v.is_u64()).then(|| format!("{key} {v} is not a count"))
+            }
+            "enum" => (!v.is_array()).then(|| format!("enum {v}")),
+            "required" => (!v.as_array().is_some_and(|r| r.iter().all(Value::is_string)))
+                .then(|| format!("required {v}")),
+            "additionalProperties" => {
+                (!v.is_boolean()).then(|| format!("additionalProperties {v} is not a boolean"))
+            }
+            "properties" => match v.as_object() {
+                Some(props) => {
+                    for (name, sub) in props {
+                        unsupported(sub, &format!("{at}/{name}"), out);
+                    }
+                    None
+                }
+                None => Some(format!("properties {v}")),
+            },
+            "items" => {
+                unsupported(v, &at, out);
+                None
+            }
+            k if CHECKED_KEYWORDS.contains(&k) || ANNOTATIONS.contains(&k) => None,
+            k => Some(format!("keyword {k} is not known to the checker")),
+        };
+        if let Some(problem) = problem {
+            out.push(format!("{at}: {problem}"));
+        }
+    }
+}
+
+/// Every schema in the document, with where it is: the components' schemas and each
+/// `schema` of a parameter, header or media type (their subschemas are `unsupported`'s).
+fn schemas<'a>(value: &'a Value, at: &str, out: &mut Vec<(String, &'a Value)>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                let here = format!("{at}/{key}");
+                if key == "schema" {
+                    out.push((here, v));
+                } else if at == "#/components" && key == "schemas" {
+                    for (name, schema) in v.as_object().expect("components.schemas") {
+                        out.push((format!("{here}/{name}"), schema));
+                    }
+                } else {
+                    schemas(v, &here, out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                schemas(v, &format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A regular expression of the few forms a `pattern` here takes: `^` and `$` anchors,
+/// literals, `.`, `\d`, bracket classes with ranges, each with an optional `?`, `*`, `+`
+/// or `{n}`, `{n,}`, `{n,m}`. Anything else (groups, alternation, other escapes) is refused
+/// when compiled, not matched wrongly. Unanchored, it matches anywhere in the string, as
+/// JSON Schema's ECMA-262 patterns do.
+#[derive(Debug)]
+struct Pattern {
+    anchored_start: bool,
+    anchored_end: bool,
+    pieces: Vec<(Atom, usize, Option<usize>)>,
+}
+
+#[derive(Debug)]
+enum Atom {
+    Any,
+    /// Inclusive character ranges, or their complement.
+    Class(bool, Vec<(char, char)>),
+}
+
+impl Atom {
+    fn matches(&self, c: char) -> bool {
+        match self {
+            Self::Any => !matches!(c, '\n' | '\r' | '\u{2028}' | '\u{2029}'),
+            Self::Class(negated, ranges) => {
+                ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&c)) != *negated
+            }
+        }
+    }
+}
+
+impl Pattern {
+    fn compile(pattern: &str) -> Result<Self, String> {
+        let mut chars = pattern.chars().peekable();
+        let anchored_start = chars.next_if_eq(&'^').is_some();
+        let mut anchored_end = false;
+        let mut pieces = Vec::new();
+        while let Some(c) = chars.next() {
+            if anchored_end {
+                return Err("something after $".into());
+            }
+            let atom = match c {
+                '$' => {
+                    anchored_end = true;
+                    continue;
+                }
+                '.' => Atom::Any,
+                '\\' => match chars.next() {
+                    Some('d') => Atom::Class(false, vec![('0', '9')]),
+                    Some(e) if e.is_ascii_punctuation() => Atom::Class(false, vec![(e, e)]),
+                    e => return Err(format!("escape \\{e:?} is not supported")),
+                },
+                '[' => {
+                    let negated = chars.next_if_eq(&'^').is_some();
+                    let mut ranges = Vec::new();
+                    loop {
+                        let lo = match chars.next() {
+                            None => return Err("unclosed [".into()),
+                            Some(']') if !ranges.is_empty() => break,
+                            Some('\\') => match chars.next() {
+                                Some('d') => {
+                                    ranges.push(('0', '9'));
+                                    continue;
+                                }
+                                Some(e) if e.is_ascii_punctuation() => e,
+                                e => return Err(format!("escape \\{e:?} is not supported")),
+                            },
+                            Some('[') => return Err("[ in a class is not supported".into()),
+                            Some(c) => c,
+                        };
+                        if chars.peek() == Some(&'-') {
+                            chars.next();
+                            match chars.next() {
+                                Some(']') => {
+                                    ranges.extend([(lo, lo), ('-', '-')]);
+                                    break;
+                                }
+                                Some(hi) if hi != '\\' && hi != '[' && lo <= hi => {
+                                    ranges.push((lo, hi));
+                                }
+                                hi => return Err(format!("range {lo}-{hi:?}")),
+                            }
+                        } else {
+                            ranges.push((lo, lo));
+                        }
+                    }
+                    Atom::Class(negated, ranges)
+                }
+                '(' | ')' | '|' | '?' | '*' | '+' | '{' | '}' | ']' => {
+                    return Err(format!("{c:?} is not supported here"));
+                }
+                c => Atom::Class(false, vec![(c, c)]),
+            };
+            let (min, max) = match chars.peek() {
+                Some('?') => (0, Some(1)),
+                Some('*') => (0, None),
+                Some('+') => (1, None),
+                Some('{') => {
+                    chars.next();
+                    let mut spec = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some(c) => spec.push(c),
+                            None => return Err("unclosed {".into()),
+                        }
+                    }
+                    let count =
+                        |t: &str| t.parse::<usize>().map_err(|e| format!("{{{spec}}}: {e}"));
+                    let bounds = match spec.split_once(',') {
+                        None => (count(&spec)?, Some(count(&spec)?)),
+                        Some((lo, "")) => (count(lo)?, None),
+                        Some((lo, hi)) => (count(lo)?, Some(count(hi)?)),
+                    };
+                    if bounds.1.is_some_and(|hi| hi < bounds.0) {
+                        return Err(format!("{{{spec}}}"));
+                    }
+                    pieces.push((atom, bounds.0, bounds.1));
+                    if matches!(chars.peek(), Some('?' | '*' | '+' | '{')) {
+                        return Err("a quantifier after a quantifier".into());
+                    }
+                    continue;
+                }
+                _ => (1, Some(1)),
+            };
+            if (min, max) != (1, Some(1)) {
+                chars.next();
+                if matches!(chars.peek(), Some('?' | '*' | '+' | '{')) {
+                    return Err("a quantifier after a quantifier".into());
+                }
+            }
+            pieces.push((atom, min, max));
+        }
+        Ok(Self {
+            anchored_start,
+            anchored_end,
+            pieces,
+        })
+    }
+
+    fn is_match(&self, s: &str) -> bool {
+        let chars: Vec<char> = s.chars().collect();
+        let last_start = if self.anchored_start { 0 } else { chars.len() };
+        (0..=last_start).any(|i| self.match_from(0, &chars, i))
+    }
+
+    /// Whether pieces `k..` match `chars` from `i` (greedy, backtracking).
+    fn match_from(&self, k: usize, chars: &[char], i: usize) -> bool {
+        let Some((atom, min, max)) = self.pieces.get(k) else {
+            return !self.anchored_end || i == chars.len();
+        };
+        let mut n = 0;
+        while max.is_none_or(|max| n < max) && chars.get(i + n).is_some_and(|&c| atom.matches(c)) {
+            n += 1;
+        }
+        n >= *min
+            && (*min..=n)
+                .rev()
+                .any(|taken| self.match_from(k + 1, chars, i + taken))
     }
 }
 
@@ -349,8 +658,108 @@ fn the_schema_checker_catches_what_it_should() {
         &mut errors,
     );
     assert_eq!(errors.len(), 4, "{errors:?}");
+    // Too long: the pattern and maxLength both say so. Empty: pattern and minLength.
+    for (extension, keyword) in [
+        ("1234567890123456", "longer than 15"),
+        ("", "shorter than 1"),
+    ] {
+        let mut errors = Vec::new();
+        check_schema(
+            &doc,
+            &json!({ "$ref": "#/components/schemas/Issued" }),
+            &json!({ "extension": extension, "temporary": true, "temporary_expires_at": null }),
+            "",
+            &mut errors,
+        );
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains(keyword)), "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.contains("does not match")),
+            "{errors:?}"
+        );
+    }
+    // minItems (and maxItems, which the document does not use).
+    let list = json!({ "type": ["array", "null"], "items": { "type": "string" }, "minItems": 1, "maxItems": 2 });
+    for (value, problems) in [
+        (json!([]), 1),
+        (json!(["a"]), 0),
+        (json!(null), 0),
+        (json!(["a", "b", "c"]), 1),
+        (json!([1]), 1),
+    ] {
+        let mut errors = Vec::new();
+        check_schema(&doc, &list, &value, "", &mut errors);
+        assert_eq!(errors.len(), problems, "{value}: {errors:?}");
+    }
+    // Lengths in characters, as JSON Schema counts them.
+    let mut errors = Vec::new();
+    check_schema(
+        &doc,
+        &json!({ "type": "string", "maxLength": 2 }),
+        &json!("éé"),
+        "",
+        &mut errors,
+    );
+    assert_eq!(errors, Vec::<String>::new());
     assert!(is_rfc3339("2026-11-27T12:17:55Z"));
     assert!(!is_rfc3339("2026-11-27 12:17"));
+}
+
+#[test]
+fn the_pattern_matcher_matches_as_a_regular_expression_would() {
+    let matches = |p: &str, s: &str| Pattern::compile(p).unwrap().is_match(s);
+    let extension = "^[0-9]{1,15}$";
+    assert!(matches(extension, "1001"));
+    assert!(matches(extension, "123456789012345"));
+    for s in ["", "1234567890123456", "10a1", " 1001", "1001\n", "١٠٠١"] {
+        assert!(!matches(extension, s), "{s:?}");
+    }
+    // Unanchored: anywhere in the string.
+    assert!(matches("[0-9]{2}", "ab12cd"));
+    assert!(!matches("[0-9]{2}", "a1b2"));
+    assert!(matches("^ab?c*d+$", "adddd") && matches("^ab?c*d+$", "abccd"));
+    assert!(!matches("^ab?c*d+$", "abbd") && !matches("^ab?c*d+$", "abc"));
+    assert!(matches("^[^a-c]{2,}$", "xyz") && !matches("^[^a-c]{2,}$", "xaz"));
+    assert!(matches(r"^\d+\.\d$", "12.5") && !matches(r"^\d+\.\d$", "12x5"));
+    assert!(matches("^[a-]$", "-") && matches("^.x$", "ax") && !matches("^.x$", "x"));
+    // Backtracking: the greedy run gives back what the rest needs.
+    assert!(matches("^[0-9]*1$", "1101"));
+    // What it does not understand is refused, not matched wrongly.
+    for p in [
+        "^(a|b)$", "a|b", r"\w+", "a{2", "[a", "a**", "a{3,1}", "^a$b",
+    ] {
+        assert!(Pattern::compile(p).is_err(), "{p}");
+    }
+}
+
+/// The checker skips nothing silently: every keyword of every schema in the document is one
+/// it checks or a mere annotation, with values it handles.
+#[test]
+fn every_schema_keyword_is_one_the_checker_knows() {
+    let doc = doc();
+    let mut all = Vec::new();
+    schemas(&doc, "#", &mut all);
+    assert!(all.len() > 20, "{} schemas", all.len());
+    let mut problems = Vec::new();
+    for (at, schema) in &all {
+        unsupported(schema, at, &mut problems);
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    // And it would say so.
+    let mut problems = Vec::new();
+    unsupported(
+        &json!({ "type": "object", "properties": { "a": { "type": "string", "oneOf": [], "format": "uuid" } }, "additionalProperties": { "type": "string" } }),
+        "#/x",
+        &mut problems,
+    );
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    let mut problems = Vec::new();
+    unsupported(
+        &json!({ "type": "array", "items": { "pattern": "(a|b)", "minLength": -1 }, "uniqueItems": true }),
+        "#/y",
+        &mut problems,
+    );
+    assert_eq!(problems.len(), 3, "{problems:#?}");
 }
 
 // ---------------------------------------------------------------------------------------
