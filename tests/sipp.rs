@@ -69,6 +69,7 @@ fn sipp_calls_media_and_dtmf() {
         ("change-play", "1122 has a passcode.changed audit event"),
         ("refused-change", "5005 is still temporary"),
         ("refused-change", "5005 has no passcode.changed audit event"),
+        ("lockout", "2580 has three failed attempts"),
         ("lockout", "2580 is not locked after three failures"),
         (
             "lockout-2",

@@ -51,8 +51,10 @@ vportal=$(realpath "$vportal")
 
 work=$(mktemp -d)
 server_pid=""
+capture=""
 cleanup() {
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then kill -KILL "$server_pid" 2>/dev/null || true; fi
+  if [ -n "$capture" ] && kill -0 "$capture" 2>/dev/null; then kill -INT "$capture" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -142,11 +144,26 @@ check() {
   fi
 }
 
-# Whether MAILBOX's JSON (vportal user show) has "FIELD": VALUE.
-user_has() { cli --json user show "$1" | grep -q "\"$2\": $3"; }
+# Whether MAILBOX's JSON (vportal user show) has "FIELD": VALUE (the whole value).
+user_has() {
+  local out
+  out=$(cli --json user show "$1") || return 1
+  grep -qE "^ *\"$2\": $3,?\$" <<<"$out"
+}
 
 # Whether MAILBOX has an audit event EVENT.
-audited() { cli --json audit --extension "$1" --event "$2" | grep -q "\"event\": \"$2\""; }
+audited() {
+  local out
+  out=$(cli --json audit --extension "$1" --event "$2") || return 1
+  grep -q "\"event\": \"$2\"" <<<"$out"
+}
+
+# Whether MAILBOX has no audit event EVENT: false, too, when the audit cannot be read.
+not_audited() {
+  local out
+  out=$(cli --json audit --extension "$1" --event "$2") || return 1
+  ! grep -q "\"event\": \"$2\"" <<<"$out"
+}
 
 change_suite() {
   local name="$1" style="$2" mailbox="$3" media_port="$4"
@@ -163,13 +180,14 @@ refused_change_suite() {
   portal_call refused-change play "5005#48826#59937#59938#1234#1234#5005#5005#" 6800
   check refused-change "5005 is still temporary" user_has 5005 temporary true
   check refused-change "5005 has passcode.change_rejected audit events" audited 5005 passcode.change_rejected
-  check refused-change "5005 has no passcode.changed audit event" eval '! audited 5005 passcode.changed'
+  check refused-change "5005 has no passcode.changed audit event" not_audited 5005 passcode.changed
 }
 
 lockout_suite() {
   provision 2580 48826
   # Three tries per call: the server hangs up after the third; the fifth failure locks.
   portal_call lockout pcap "2580#11111#2580#22222#2580#33333#" 7000
+  check lockout "2580 has three failed attempts" user_has 2580 failed_attempts 3
   check lockout "2580 is not locked after three failures" user_has 2580 locked false
   portal_call lockout-2 pcap "2580#44444#2580#55555#" 7000
   check lockout "2580 is locked after five failures across calls" user_has 2580 locked true
@@ -177,7 +195,7 @@ lockout_suite() {
   # The right passcode is refused now.
   portal_call lockout-3 pcap "2580#48826#" 7000
   check lockout "2580's right passcode is refused while locked (login.locked)" audited 2580 login.locked
-  check lockout "2580 has no login.success audit event" eval '! audited 2580 login.success'
+  check lockout "2580 has no login.success audit event" not_audited 2580 login.success
 }
 
 expired_suite() {
@@ -185,7 +203,22 @@ expired_suite() {
   sleep 1.5
   portal_call expired play "3003#48826#" 7200
   check expired "3003 has a login.expired audit event" audited 3003 login.expired
-  check expired "3003 has no login.success audit event" eval '! audited 3003 login.success'
+  check expired "3003 has no login.success audit event" not_audited 3003 login.success
+}
+
+# Sends datagrams to 127.0.0.1:PORT until the capture running as $capture (writing
+# $work/rtp.pcap) holds one (at most 30 s): everything sent on loopback before it has been
+# captured and written, and the capture is running. False if it never shows.
+mark_capture() {
+  local port="$1" deadline=$((SECONDS + 30))
+  while [ "$SECONDS" -lt "$deadline" ] && kill -0 "$capture" 2>/dev/null; do
+    echo "vportal run.sh marker" 2>/dev/null >"/dev/udp/127.0.0.1/$port" || true
+    if tshark -r "$work/rtp.pcap" -Y "udp.dstport == $port" 2>/dev/null | grep -q .; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  return 1
 }
 
 # RTP suite: capture what the server sends during one 3 s call and count it.
@@ -194,17 +227,27 @@ rtp_suite() {
   if ! command -v tshark >/dev/null 2>&1; then
     echo "   FAILED (rtp): tshark not found (apt-get install tshark)" >&2; failed=1; return
   fi
-  tshark -q -i lo -f "udp and src portrange 32000-32998 and dst port 6200" -a duration:6 \
-    -w "$work/rtp.pcap" >/dev/null 2>&1 &
-  local capture=$!
-  sleep 1.5
+  # The server's RTP to SIPp, and the markers that open and close the capture (on ports
+  # nothing listens on). Stopped once the call is over; two minutes at most regardless.
+  capture=""
+  tshark -q -i lo -a duration:120 -w "$work/rtp.pcap" \
+    -f "(udp and src portrange 32000-32998 and dst port 6200) or (udp and dst port 6297) or (udp and dst port 6299)" \
+    >/dev/null 2>"$work/tshark.log" &
+  capture=$!
+  if ! mark_capture 6297; then
+    echo "   FAILED (rtp): the capture did not start" >&2; cat "$work/tshark.log" >&2
+    kill -INT "$capture" 2>/dev/null || true; wait "$capture" || true
+    failed=1; return
+  fi
   (cd "$work" && timeout 60 sipp "$addr" "${sipp_common[@]}" -sn uac -s 8500 -m 1 -d 3000 -mp 6200 \
      >/dev/null 2>&1) || { echo "   FAILED (rtp): the call failed" >&2; failed=1; }
+  mark_capture 6299 || { echo "   FAILED (rtp): the capture lost its end marker" >&2; failed=1; }
+  kill -INT "$capture" 2>/dev/null || true
   wait "$capture" || true
   # Packets of payload type 0 (PCMU) and the seconds they span.
   local stats
-  stats=$(tshark -r "$work/rtp.pcap" -d udp.port==6200,rtp -T fields -e rtp.p_type -e frame.time_relative 2>/dev/null \
-    | awk '$1 == 0 { n++; if (first == "") first = $2; last = $2 } END { if (n > 1) printf "%d %.3f %.1f", n, last - first, (n - 1) / (last - first); else print "0 0 0" }')
+  stats=$(tshark -r "$work/rtp.pcap" -d udp.port==6200,rtp -Y "udp.dstport == 6200" -T fields -e rtp.p_type -e frame.time_relative 2>/dev/null \
+    | awk -F '\t' '$1 == "0" { n++; if (first == "") first = $2; last = $2 } END { if (n > 1) printf "%d %.3f %.1f", n, last - first, (n - 1) / (last - first); else print "0 0 0" }')
   read -r packets seconds rate <<<"$stats"
   echo "   $packets PCMU packets in ${seconds}s: $rate packets/s"
   if awk -v r="$rate" -v n="$packets" 'BEGIN { exit !(n >= 100 && r >= 48 && r <= 52) }'; then
