@@ -426,12 +426,23 @@ impl CallRtcp {
         self.mux = media.rtcp_mux;
     }
 
-    /// Whether RTCP from `from` may be the caller's: from the address its RTP comes from
-    /// (any port: NATs and `a=rtcp` move it) or the one its SDP gave RTCP.
+    /// Whether RTCP from `from` may be the caller's: see [`trusted_rtcp`].
     fn trusts(&self, from: SocketAddr, rtp_source: Option<SocketAddr>) -> bool {
-        rtp_source.is_some_and(|rtp| rtp.ip() == from.ip())
-            || self.signalled.is_some_and(|rtcp| rtcp.ip() == from.ip())
+        trusted_rtcp(from, rtp_source, self.signalled)
     }
+}
+
+/// Whether RTCP from `from` may be the caller's: from the IP address its RTP comes from or
+/// its SDP gave RTCP, at any port (NATs and `a=rtcp` move it); nothing from another host.
+fn trusted_rtcp(
+    from: SocketAddr,
+    rtp_source: Option<SocketAddr>,
+    signalled: Option<SocketAddr>,
+) -> bool {
+    [rtp_source, signalled]
+        .into_iter()
+        .flatten()
+        .any(|known| known.ip() == from.ip())
 }
 
 impl Stream {
@@ -896,6 +907,20 @@ fn log_end(s: &Stream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RTCP is heard from the caller's host at any port, and from no other host.
+    #[test]
+    fn rtcp_is_trusted_from_the_callers_address_only() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let rtp = Some(at("192.0.2.1:4000"));
+        let signalled = Some(at("192.0.2.1:4001"));
+        assert!(trusted_rtcp(at("192.0.2.1:4001"), rtp, signalled));
+        assert!(trusted_rtcp(at("192.0.2.1:61000"), rtp, None));
+        assert!(trusted_rtcp(at("192.0.2.1:4001"), None, signalled));
+        assert!(!trusted_rtcp(at("192.0.2.9:4001"), rtp, signalled));
+        assert!(!trusted_rtcp(at("[2001:db8::1]:4001"), rtp, signalled));
+        assert!(!trusted_rtcp(at("192.0.2.1:4001"), None, None));
+    }
 
     fn ends(commands: &[MediaCommand]) -> Vec<u64> {
         commands
