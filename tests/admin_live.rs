@@ -246,6 +246,28 @@ fn the_side_port_refuses_plain_http_off_loopback_and_serves_https_with_a_certifi
         "{stderr}"
     );
 
+    // Off loopback, insecure by choice: /metrics without a token is warned about (its
+    // login counters tell an unknown mailbox from a wrong passcode), not with
+    // `metrics_auth`. (Bound on every address for a moment; nothing is sent anywhere.)
+    let warning = "/metrics answers without a token off loopback";
+    let open = w.path().join("open.toml");
+    std::fs::write(&open, "[admin]\nlisten = \"0.0.0.0:0\"\ninsecure = true\n").unwrap();
+    let closed = w.path().join("closed.toml");
+    std::fs::write(
+        &closed,
+        "[admin]\nlisten = \"0.0.0.0:0\"\ninsecure = true\nmetrics_auth = true\n",
+    )
+    .unwrap();
+    for (config, warned) in [(&open, true), (&closed, false)] {
+        let config = config.to_str().unwrap();
+        let server = ServerProcess::start(
+            &w,
+            "32500-32598",
+            &["--config", config, "--admin", "0.0.0.0:0"],
+        );
+        assert_eq!(server.log().contains(warning), warned, "{}", server.log());
+    }
+
     // With a certificate and key it speaks HTTPS only: plain HTTP gets no HTTP answer.
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
     let config = w.path().join("tls.toml");

@@ -115,6 +115,17 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
             "No mailboxes yet: add one with `vportal user add 1001 --generate` (in another terminal)."
         )?;
     }
+    let side_port = &ctx.config.admin;
+    if side_port.enabled
+        && !side_port.metrics_auth
+        && !side_port.listen.ip().to_canonical().is_loopback()
+    {
+        tracing::warn!(
+            "/metrics answers without a token off loopback: anyone who reaches it and can \
+             place calls can tell an unknown mailbox from a wrong passcode by its login \
+             counters; set admin.metrics_auth = true"
+        );
+    }
     if ctx.config.admin.enabled && configured_token.is_none() && !store.has_tokens()? {
         tracing::warn!(
             "the admin API has no token: every request to /api/v1 is refused (401); create \
