@@ -158,10 +158,16 @@ pub struct SipConfig {
     /// besides `max_tcp_connections`. Phones behind one NAT share an address: size it for
     /// the largest such site.
     pub max_tcp_connections_per_source: usize,
-    /// How long a TCP connection may sit idle (or half a message may wait) before it is
-    /// closed; one that a call's dialog runs on is not closed for being idle. Default 5m.
+    /// How long a TCP connection may sit idle before it is closed; one that a call's
+    /// dialog runs on is not closed for being idle. Default 5m.
     #[serde(deserialize_with = "duration")]
     pub tcp_idle_timeout: Duration,
+    /// How long a TCP peer may take over a whole message: its first one after connecting,
+    /// and any one from its first byte (at most `tcp_idle_timeout`). Without it, a host
+    /// could hold connection slots for the idle timeout each by sending nothing, or half a
+    /// message. Default 30s.
+    #[serde(deserialize_with = "duration")]
+    pub tcp_message_timeout: Duration,
     /// How long a shutdown waits for BYEs to be answered. Default 5s.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
@@ -179,6 +185,7 @@ impl Default for SipConfig {
             max_tcp_connections: 1_024,
             max_tcp_connections_per_source: 0,
             tcp_idle_timeout: Duration::from_secs(300),
+            tcp_message_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -639,7 +646,12 @@ mod tests {
     /// of a call's answer, a TCP connection's last activity or a shutdown.
     #[test]
     fn durations_beyond_a_year_are_refused() {
-        for key in ["max_call_duration", "tcp_idle_timeout", "shutdown_grace"] {
+        for key in [
+            "max_call_duration",
+            "tcp_idle_timeout",
+            "tcp_message_timeout",
+            "shutdown_grace",
+        ] {
             for value in ["18446744073709551615", "16000000000000w", "366d"] {
                 let err = Config::parse(&format!("[sip]\n{key} = \"{value}\"\n")).unwrap_err();
                 assert!(err.starts_with(&format!("line 2, key sip.{key}:")), "{err}");

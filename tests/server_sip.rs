@@ -203,6 +203,49 @@ fn read_to_close(tcp: &mut TcpStream, within: Duration) -> Vec<u8> {
     }
 }
 
+/// A connection that brings no whole message within `tcp_message_timeout` of connecting,
+/// or of a message's first byte, is closed long before the idle timeout; one that has
+/// spoken is kept for the idle timeout.
+#[test]
+fn tcp_connections_must_bring_whole_messages_in_time() {
+    let dir = Workdir::new();
+    let server = with_sip_config(
+        &dir,
+        "47200-47298",
+        "tcp_idle_timeout = \"60s\"\ntcp_message_timeout = \"1s\"\n",
+    );
+    // Nothing at all, then half a request: both closed within a few seconds.
+    let silent = TcpStream::connect(server.sip).unwrap();
+    let mut half = TcpStream::connect(server.sip).unwrap();
+    let options = tcp_options(&server, &half);
+    half.write_all(&options[..options.len() / 2]).unwrap();
+    for mut tcp in [silent, half] {
+        let answer = read_to_close(&mut tcp, Duration::from_secs(10));
+        assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    }
+    // A whole request first: answered, and the connection then stays (for the idle time).
+    let mut spoken = TcpStream::connect(server.sip).unwrap();
+    spoken.write_all(&tcp_options(&server, &spoken)).unwrap();
+    spoken
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut buf = [0_u8; 4096];
+    let n = spoken.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"SIP/2.0 200 "),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let err = spoken.read(&mut buf).expect_err("still open 3 s on");
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{err}"
+    );
+}
+
 #[test]
 fn tcp_answers_before_closing_and_bounds_partial_messages_and_connections() {
     let dir = Workdir::new();

@@ -117,6 +117,7 @@ pub(crate) struct Shared {
     pub(crate) ports: Arc<Mutex<PortAllocator>>,
     pub(crate) rtp_ip: std::net::IpAddr,
     pub(crate) tcp_idle_timeout: Duration,
+    pub(crate) tcp_message_timeout: Duration,
     pub(crate) max_tcp_connections: usize,
     pub(crate) max_tcp_connections_per_source: usize,
     pub(crate) store: Arc<Store>,
@@ -318,6 +319,7 @@ impl Server {
             changes_in_flight: tokio::sync::watch::Sender::new(()),
             media,
             tcp_idle_timeout: sip.tcp_idle_timeout,
+            tcp_message_timeout: sip.tcp_message_timeout.min(sip.tcp_idle_timeout),
             max_tcp_connections: sip.max_tcp_connections,
             max_tcp_connections_per_source: sip.max_tcp_connections_per_source,
         });

@@ -242,10 +242,13 @@ async fn serve(
     let mut framer = StreamFramer::new();
     let mut buf = vec![0_u8; 16 * 1024];
     let idle = shared.tcp_idle_timeout;
+    let whole = shared.tcp_message_timeout;
     // Whether the peer may still send; once not, only answers still due go out.
     let mut reading = true;
     let mut last_activity = Instant::now();
-    // When the message now partly received began: it must be complete within `idle` of
+    // Until the peer's first whole message, the connection has `whole` to bring it.
+    let mut first_by = Some(last_activity + whole);
+    // When the message now partly received began: it must be complete within `whole` of
     // that, however slowly its bytes trickle in (RFC 4475 §3.1.2.2).
     let mut partial_since: Option<Instant> = None;
     // When the last message went to the SIP task: only then can answers still be due.
@@ -253,7 +256,8 @@ async fn serve(
     loop {
         let deadline = if reading {
             let idle_end = last_activity + idle;
-            partial_since.map_or(idle_end, |p| idle_end.min(p + idle))
+            let idle_end = first_by.map_or(idle_end, |first| idle_end.min(first));
+            partial_since.map_or(idle_end, |p| idle_end.min(p + whole))
         } else {
             last_activity + LINGER
         };
@@ -276,6 +280,7 @@ async fn serve(
                     match framer.next_message() {
                         Ok(Some(msg)) => {
                             partial_since = None;
+                            first_by = None;
                             last_request = Some(Instant::now());
                             if commands.send(Command::TcpMessage(conn, peer, Box::new(msg))).await.is_err() {
                                 reading = false;
@@ -319,6 +324,7 @@ async fn serve(
                 // Half a message is still timed out.
                 if reading && partial_since.is_none() && calls.load(Ordering::Relaxed) > 0 {
                     last_activity = Instant::now();
+                    first_by = None;
                     continue;
                 }
                 if reading {
