@@ -158,6 +158,10 @@ pub struct SipConfig {
     /// besides `max_tcp_connections`. Phones behind one NAT share an address: size it for
     /// the largest such site.
     pub max_tcp_connections_per_source: usize,
+    /// Calls from one IPv4 address or IPv6 /64 not yet confirmed by their ACK allowed at
+    /// once (an INVITE with a forged source makes vportal send its 200, then its BYE, ten
+    /// times each to that source); further INVITEs from it get 503. 0: no limit. Default 64.
+    pub max_pending_calls_per_source: usize,
     /// How long a TCP connection may sit idle before it is closed; one that a call's
     /// dialog runs on is not closed for being idle. Default 5m.
     #[serde(deserialize_with = "duration")]
@@ -184,6 +188,7 @@ impl Default for SipConfig {
             max_call_duration: Duration::from_secs(3_600),
             max_tcp_connections: 1_024,
             max_tcp_connections_per_source: 0,
+            max_pending_calls_per_source: 64,
             tcp_idle_timeout: Duration::from_secs(300),
             tcp_message_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),

@@ -299,6 +299,7 @@ impl Server {
         } = sockets;
         let mut ep_config = EndpointConfig::new(SocketAddr::new(advertised, local.port()));
         ep_config.max_calls = sip.max_calls;
+        ep_config.max_pending_per_source = sip.max_pending_calls_per_source;
         ep_config.max_call_duration = sip.max_call_duration;
         let endpoint = Endpoint::new(ep_config, dialplan_router(Arc::clone(&dialplan)));
         let media = media::start(MediaConfig {

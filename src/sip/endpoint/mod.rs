@@ -26,6 +26,8 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::net::{Client, client_key};
+
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -154,6 +156,12 @@ pub struct Endpoint {
     non_invites: HashMap<String, NonInviteServerTx>,
     /// In-dialog server transactions by key: their dialog and the bytes counted against it.
     kept_for: HashMap<String, (CallHandle, usize)>,
+    /// Calls not yet confirmed by their ACK, by source (see
+    /// [`EndpointConfig::max_pending_per_source`]). An INVITE with a forged source address
+    /// gets a 200 sent ten times and then a BYE sent ten times, to that address, over a
+    /// minute: without a bound per source, one host could aim that at another, and take
+    /// every call slot.
+    pending_from: HashMap<Client, usize>,
     clients: HashMap<String, (NonInviteClientTx, CallHandle)>,
     calls: HashMap<CallHandle, Call>,
     /// How many of `calls` are ending: our BYE is out, awaiting its answer (Terminating).
@@ -199,6 +207,7 @@ impl Endpoint {
             invite_id_of: HashMap::new(),
             non_invites: HashMap::new(),
             kept_for: HashMap::new(),
+            pending_from: HashMap::new(),
             clients: HashMap::new(),
             calls: HashMap::new(),
             ending: 0,
@@ -388,9 +397,15 @@ impl Endpoint {
         };
         // `max_calls` counts calls in progress; calls still retransmitting their BYE are
         // bounded too (they are SIP state only), at as many again.
+        let limit = self.cfg.max_pending_per_source;
         if self.shutting_down
             || self.active_calls() >= self.cfg.max_calls
             || self.calls.len() >= self.cfg.max_calls.saturating_mul(2)
+            || (limit > 0
+                && self
+                    .pending_from
+                    .get(&client_key(source.ip()))
+                    .is_some_and(|&n| n >= limit))
         {
             return self.respond_stateless(msg, source, flow, 503, "Service Unavailable", |_| {});
         }
@@ -457,6 +472,10 @@ impl Endpoint {
         self.invite_id_of.insert(key.clone(), id);
         self.arm(TimerRef::Invite(key.clone()));
         let has_offer = offer.is_some();
+        *self
+            .pending_from
+            .entry(client_key(source.ip()))
+            .or_default() += 1;
         self.calls.insert(
             handle,
             Call {
@@ -622,6 +641,7 @@ impl Endpoint {
         }
         let first = !call.established;
         call.established = true;
+        let source_of = call.source;
         if offered {
             // Late offer: the answer is in this ACK.
             let local = call.local_media.as_ref().map(|m| m.addr.ip());
@@ -644,6 +664,7 @@ impl Endpoint {
             }
         }
         if first {
+            self.confirmed(source_of);
             self.events.push_back(Event::Established { call: handle });
         }
         self.arm(TimerRef::Call(handle));
@@ -1446,8 +1467,22 @@ impl Endpoint {
     }
 
     /// Forgets a call and tells the application, unless it was told when our BYE went out.
+    /// A call from `source` is no longer pending: confirmed by its ACK, or over.
+    fn confirmed(&mut self, source: SocketAddr) {
+        let key = client_key(source.ip());
+        if let Some(n) = self.pending_from.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.pending_from.remove(&key);
+            }
+        }
+    }
+
     fn end_call(&mut self, handle: CallHandle, reason: EndReason) {
         if let Some(call) = self.calls.remove(&handle) {
+            if !call.established {
+                self.confirmed(call.source);
+            }
             self.dialogs.remove(&call.dialog.key());
             if call.state == CallState::Terminating {
                 self.ending -= 1;
@@ -1754,6 +1789,70 @@ mod tests {
         let info = request_in("budget", "INFO", "after", 600, Some(&tag), "");
         ep.handle_datagram(now, caller, info);
         assert_eq!(ep.non_invites.len(), 1, "kept again");
+    }
+
+    /// INVITEs from one source whose 200s are never ACKed (a forged source address, say)
+    /// hold at most `max_pending_per_source` calls; then 503, while another source is
+    /// served, and an ACK frees a place.
+    #[test]
+    fn unconfirmed_calls_from_one_source_are_bounded() {
+        let mut ep = endpoint();
+        ep.cfg.max_pending_per_source = 3;
+        let now = Instant::now();
+        let caller: SocketAddr = CALLER.parse().unwrap();
+        let status = |ep: &mut Endpoint| {
+            let mut last = None;
+            while let Some(t) = ep.poll_transmit() {
+                last = Some(String::from_utf8_lossy(&t.payload[..12]).into_owned());
+            }
+            last
+        };
+        let mut tags = Vec::new();
+        for n in 0..4 {
+            let id = format!("pending-{n}");
+            ep.handle_datagram(
+                now,
+                caller,
+                request_in(&id, "INVITE", &format!("p{n}"), 1, None, OFFER),
+            );
+            let incoming = std::iter::from_fn(|| ep.poll_event())
+                .find(|e| matches!(e, Event::IncomingCall(_)));
+            match incoming {
+                Some(Event::IncomingCall(incoming)) => {
+                    assert!(n < 3, "a fourth pending call from one source was taken");
+                    ep.accept(incoming.call, "127.0.0.1:10000".parse().unwrap(), now)
+                        .unwrap();
+                    tags.push((id, ep.calls[&incoming.call].dialog.local_tag.clone()));
+                    assert_eq!(status(&mut ep).as_deref(), Some("SIP/2.0 200 "));
+                }
+                _ => {
+                    assert_eq!(n, 3, "the first three are taken: {:?}", status(&mut ep));
+                    assert_eq!(status(&mut ep).as_deref(), Some("SIP/2.0 503 "));
+                }
+            }
+        }
+        // Another host is served meanwhile.
+        let other: SocketAddr = "192.0.2.77:5060".parse().unwrap();
+        ep.handle_datagram(
+            now,
+            other,
+            request_in("other", "INVITE", "o1", 1, None, OFFER),
+        );
+        assert!(
+            std::iter::from_fn(|| ep.poll_event()).any(|e| matches!(e, Event::IncomingCall(_)))
+        );
+        // One ACK: a place again for the first host.
+        let (id, tag) = &tags[0];
+        ep.handle_datagram(now, caller, request_in(id, "ACK", "pa0", 1, Some(tag), ""));
+        while ep.poll_event().is_some() {}
+        ep.handle_datagram(
+            now,
+            caller,
+            request_in("pending-4", "INVITE", "p4", 1, None, OFFER),
+        );
+        assert!(
+            std::iter::from_fn(|| ep.poll_event()).any(|e| matches!(e, Event::IncomingCall(_)))
+        );
     }
 
     /// A call the caller hangs up leaves no deadline queued behind it: its maximum duration

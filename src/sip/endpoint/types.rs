@@ -206,6 +206,9 @@ pub struct EndpointConfig {
     pub server_name: String,
     /// Calls allowed at once; further INVITEs get 503 with Retry-After.
     pub max_calls: usize,
+    /// Calls from one source (an IPv4 address, an IPv6 /64) not yet confirmed by their ACK
+    /// allowed at once; further INVITEs from it get 503. 0: no limit.
+    pub max_pending_per_source: usize,
     /// The longest a call may last; BYE after that.
     pub max_call_duration: Duration,
     /// SIP timer base values.
@@ -221,6 +224,7 @@ impl EndpointConfig {
             local_addr,
             server_name: format!("vportal/{}", env!("CARGO_PKG_VERSION")),
             max_calls: 5_000,
+            max_pending_per_source: 64,
             max_call_duration: Duration::from_secs(30 * 60),
             timers: TimerConfig::default(),
             rng_seed: None,
