@@ -55,9 +55,10 @@ pub struct AdminConfig {
 
 /// An admin token written in the configuration: at least
 /// [`MIN_CONFIGURED_TOKEN`](crate::admin::MIN_CONFIGURED_TOKEN) characters, no white space.
-/// Its `Debug` and every error about it leave the value out.
+/// Its `Debug` and every error about it leave the value out, and its memory is wiped when
+/// dropped.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ConfiguredToken(String);
+pub struct ConfiguredToken(crate::store::SecretText);
 
 impl ConfiguredToken {
     /// Checks `value`; the error says what is wrong without repeating it.
@@ -66,7 +67,8 @@ impl ConfiguredToken {
     /// Too short, or holding white space.
     pub fn new(value: String) -> Result<Self, String> {
         let min = crate::admin::MIN_CONFIGURED_TOKEN;
-        if value.len() < min || value.contains(char::is_whitespace) {
+        let value = crate::store::SecretText::new(value);
+        if value.expose().len() < min || value.expose().contains(char::is_whitespace) {
             return Err(format!(
                 "an admin token must be at least {min} characters without spaces (e.g. `openssl rand -hex 32`)"
             ));
@@ -76,7 +78,7 @@ impl ConfiguredToken {
 
     /// The token itself, for comparing with what a client sends.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose()
     }
 }
 

@@ -50,7 +50,7 @@ fn start() -> Server {
         calls: Arc::default(),
         metrics: None,
         metrics_auth: false,
-        configured_token: Some(token()),
+        configured_token: Some(vportal::config::ConfiguredToken::new(token()).unwrap()),
         throttle: Default::default(),
         hash_permits: Arc::new(tokio::sync::Semaphore::new(1)),
     };

@@ -190,7 +190,7 @@ fn token_matches(hasher: &Hasher, configured: &str, presented: &str) -> bool {
 /// The name of the token `presented` is: the configured one, or one in the store.
 async fn identify(state: &Arc<AdminState>, presented: String) -> Result<Option<String>, ApiError> {
     if let Some(configured) = &state.configured_token
-        && token_matches(state.store.hasher(), configured, &presented)
+        && token_matches(state.store.hasher(), configured.expose(), &presented)
     {
         return Ok(Some(super::CONFIGURED_TOKEN_NAME.to_owned()));
     }

@@ -57,7 +57,7 @@ pub struct AdminState {
     /// Whether `/metrics` needs a token.
     pub metrics_auth: bool,
     /// A token accepted besides the store's (from `VPORTAL_ADMIN_TOKEN`).
-    pub configured_token: Option<String>,
+    pub configured_token: Option<crate::config::ConfiguredToken>,
     /// Bad-token counts per client address.
     pub throttle: Throttle,
     /// argon2 permits, shared with the calls.

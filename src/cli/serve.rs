@@ -322,20 +322,20 @@ fn load_prompts(dir: &Path, dialplan: &Dialplan) -> Result<HashMap<String, Arc<P
 }
 
 /// The token besides the database's: `VPORTAL_ADMIN_TOKEN` when set, else `admin.token`.
-fn configured_token(config: &AdminConfig) -> Result<Option<String>> {
+fn configured_token(config: &AdminConfig) -> Result<Option<ConfiguredToken>> {
     match std::env::var("VPORTAL_ADMIN_TOKEN") {
         Ok(token) if token.is_empty() => {}
         Ok(token) => {
             let token = ConfiguredToken::new(token)
                 .map_err(|e| anyhow::anyhow!("VPORTAL_ADMIN_TOKEN: {e}"))?;
-            return Ok(Some(token.expose().to_owned()));
+            return Ok(Some(token));
         }
         Err(std::env::VarError::NotPresent) => {}
         Err(std::env::VarError::NotUnicode(_)) => {
             anyhow::bail!("VPORTAL_ADMIN_TOKEN is not valid text")
         }
     }
-    Ok(config.token.as_ref().map(|t| t.expose().to_owned()))
+    Ok(config.token.clone())
 }
 
 fn admin_listen(config: &AdminConfig) -> Result<Listen> {

@@ -697,7 +697,10 @@ impl Flow {
             }
             key => {
                 if entry.keyed.expose().len() < MAX_ENTRY {
-                    let mut text = entry.keyed.expose().to_owned();
+                    // Made once at full size: `push` reallocating would free a copy of the
+                    // keys so far unwiped (the old entry is wiped when replaced).
+                    let mut text = String::with_capacity(MAX_ENTRY);
+                    text.push_str(entry.keyed.expose());
                     text.push(key.reveal());
                     entry.keyed = Passcode::new(text).unwrap_or_else(|_| Passcode::empty());
                 }

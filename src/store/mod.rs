@@ -44,6 +44,7 @@ pub use types::{
     Actor, Extension, InvalidExtension, MAX_EXTENSION_LEN, MAX_PASSCODE_LEN, Passcode,
     PasscodeTooLong,
 };
+pub(crate) use types::SecretText;
 pub use users::{
     ImportMode, ImportOutcome, ImportReport, ImportRow, Issued, MAX_IMPORT_ROWS, NewUser,
     PasscodeSpec, Selection, UserFilter, UserInfo,

@@ -181,18 +181,20 @@ fn load_from(
             other => other,
         }
     };
-    if let Some(text) = env_value {
-        let pepper = Pepper::from_hex(&text).map_err(malformed_in(PEPPER_ENV.to_owned()))?;
+    // The text is the pepper too: wiped when dropped, as the pepper is.
+    if let Some(text) = env_value.map(SecretText::new) {
+        let pepper =
+            Pepper::from_hex(text.expose()).map_err(malformed_in(PEPPER_ENV.to_owned()))?;
         return Ok((pepper, PepperSource::Environment));
     }
     let io_err = |source| PepperError::Io {
         path: path.to_owned(),
         source,
     };
-    match fs::read_to_string(path) {
+    match fs::read_to_string(path).map(SecretText::new) {
         Ok(text) => {
             check_private(path)?;
-            let pepper = Pepper::from_hex(&text)
+            let pepper = Pepper::from_hex(text.expose())
                 .map_err(malformed_in(format!("pepper file {}", path.display())))?;
             Ok((pepper, PepperSource::File(path.to_owned())))
         }
@@ -267,10 +269,18 @@ pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
     if !bytes.len().is_multiple_of(2) {
         return None;
     }
-    bytes
-        .chunks_exact(2)
-        .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
-        .collect()
+    // At full size at once, and wiped if a digit is bad: what it holds may be a pepper.
+    let mut out = Vec::with_capacity(bytes.len() / 2);
+    for pair in bytes.chunks_exact(2) {
+        match (nibble(pair[0]), nibble(pair[1])) {
+            (Some(high), Some(low)) => out.push(high << 4 | low),
+            _ => {
+                wipe(&mut out);
+                return None;
+            }
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]

@@ -91,10 +91,9 @@ impl Store {
         SysRng
             .try_fill_bytes(&mut bytes)
             .map_err(|_| StoreError::Invalid("the system random number generator failed".into()))?;
-        let token = AdminToken(SecretText::new(format!(
-            "{TOKEN_PREFIX}{}",
-            encode_hex(&bytes)
-        )));
+        let hex = SecretText::new(encode_hex(&bytes));
+        let token = AdminToken(SecretText::new(format!("{TOKEN_PREFIX}{}", hex.expose())));
+        drop(hex);
         wipe(&mut bytes);
         let hash = self.hasher.mac(token.expose().as_bytes());
         self.write(|tx| {
