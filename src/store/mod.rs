@@ -40,11 +40,11 @@ pub use pepper::{Pepper, PepperError, PepperSource};
 pub use policy::{GenerateError, Lock, Policy, PolicyError, Violation, Violations};
 pub use report::Report;
 pub use tokens::{AdminToken, CONFIGURED_TOKEN_NAME, TokenInfo, check_token_name};
+pub(crate) use types::SecretText;
 pub use types::{
     Actor, Extension, InvalidExtension, MAX_EXTENSION_LEN, MAX_PASSCODE_LEN, Passcode,
     PasscodeTooLong,
 };
-pub(crate) use types::SecretText;
 pub use users::{
     ImportMode, ImportOutcome, ImportReport, ImportRow, Issued, MAX_IMPORT_ROWS, NewUser,
     PasscodeSpec, Selection, UserFilter, UserInfo,

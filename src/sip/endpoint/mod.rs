@@ -63,6 +63,10 @@ enum CallState {
     Terminating,
 }
 
+/// What a kept in-dialog server transaction counts against its dialog: which, and how many
+/// bytes.
+type Kept = (CallHandle, usize);
+
 /// The most one dialog's server transactions may keep at a time, in bytes: their keys and
 /// the responses kept to answer retransmissions, for up to 32 s each (Timers J, H). Whoever
 /// holds a call can send in-dialog requests at any rate, each with a new branch: without a
@@ -153,9 +157,12 @@ pub struct Endpoint {
     /// (§8.2.2.2): id → transaction key, and the reverse.
     invite_ids: HashMap<String, String>,
     invite_id_of: HashMap<String, String>,
-    non_invites: HashMap<String, NonInviteServerTx>,
-    /// In-dialog server transactions by key: their dialog and the bytes counted against it.
-    kept_for: HashMap<String, (CallHandle, usize)>,
+    /// With the dialog and bytes the transaction counts against (see
+    /// [`MAX_KEPT_PER_DIALOG`]), when it is in one.
+    non_invites: HashMap<String, (NonInviteServerTx, Option<Kept>)>,
+    /// re-INVITE server transactions by key: their dialog and the bytes counted against it.
+    /// (Rare, so kept apart; non-INVITE ones, a dozen a call, carry theirs.)
+    kept_for: HashMap<String, Kept>,
     /// Calls not yet confirmed by their ACK, by source (see
     /// [`EndpointConfig::max_pending_per_source`]). An INVITE with a forged source address
     /// gets a 200 sent ten times and then a BYE sent ten times, to that address, over a
@@ -688,7 +695,7 @@ impl Endpoint {
     /// A retransmitted non-INVITE request: repeat its response. Returns whether it was one.
     fn absorb_non_invite(&mut self, key: &str) -> bool {
         match self.non_invites.get(key) {
-            Some(tx) => {
+            Some((tx, _)) => {
                 let (flow, bytes) = (tx.flow, tx.response.clone());
                 self.send(flow, bytes);
                 true
@@ -698,11 +705,20 @@ impl Endpoint {
     }
 
     fn complete_non_invite(&mut self, key: String, flow: Flow, response: Vec<u8>, now: Instant) {
+        self.complete_kept(key, flow, response, now, None);
+    }
+
+    fn complete_kept(
+        &mut self,
+        key: String,
+        flow: Flow,
+        response: Vec<u8>,
+        now: Instant,
+        kept: Option<Kept>,
+    ) {
         self.send(flow, response.clone());
-        self.non_invites.insert(
-            key.clone(),
-            NonInviteServerTx::completed(flow, response, now, self.cfg.timers),
-        );
+        let tx = NonInviteServerTx::completed(flow, response, now, self.cfg.timers);
+        self.non_invites.insert(key.clone(), (tx, kept));
         self.arm(TimerRef::NonInvite(key));
     }
 
@@ -716,31 +732,26 @@ impl Endpoint {
         response: Vec<u8>,
         now: Instant,
     ) {
-        if self.keep(dialog, &key, response.len()) {
-            self.complete_non_invite(key, flow, response, now);
-        } else {
-            self.send(flow, response);
+        match self.keep(dialog, key.len() + response.len()) {
+            Some(kept) => self.complete_kept(key, flow, response, now, Some(kept)),
+            None => self.send(flow, response),
         }
     }
 
-    /// Counts `bytes` kept by transaction `key` against `dialog`'s budget, if they fit.
-    fn keep(&mut self, dialog: CallHandle, key: &str, bytes: usize) -> bool {
-        let size = key.len() + bytes;
-        let Some(call) = self.calls.get_mut(&dialog) else {
-            return false;
-        };
+    /// Counts `size` bytes against `dialog`'s budget, if they fit.
+    fn keep(&mut self, dialog: CallHandle, size: usize) -> Option<Kept> {
+        let call = self.calls.get_mut(&dialog)?;
         if call.kept + size > MAX_KEPT_PER_DIALOG {
             self.stats.unkept += 1;
-            return false;
+            return None;
         }
         call.kept += size;
-        self.kept_for.insert(key.to_owned(), (dialog, size));
-        true
+        Some((dialog, size))
     }
 
-    /// Transaction `key` has ended: what it kept no longer counts against its dialog.
-    fn release(&mut self, key: &str) {
-        if let Some((dialog, size)) = self.kept_for.remove(key)
+    /// A kept transaction has ended: what it kept no longer counts against its dialog.
+    fn release(&mut self, kept: Option<Kept>) {
+        if let Some((dialog, size)) = kept
             && let Some(call) = self.calls.get_mut(&dialog)
         {
             call.kept = call.kept.saturating_sub(size);
@@ -1028,8 +1039,11 @@ impl Endpoint {
         let bytes = b.finish(body.as_deref().map(|s| ("application/sdp", s)));
         self.send(flow, bytes.clone());
         // A 200 is kept whatever the budget: only one can be pending (491 above).
-        let weight = bytes.len().max(MIN_KEPT_PER_INVITE);
-        if self.keep(handle, &key, weight) || code == 200 {
+        let kept = self.keep(handle, key.len() + bytes.len().max(MIN_KEPT_PER_INVITE));
+        if let Some(kept) = kept {
+            self.kept_for.insert(key.clone(), kept);
+        }
+        if kept.is_some() || code == 200 {
             tx.respond(code, bytes.clone(), now);
             self.invites.insert(key.clone(), (tx, None));
             self.arm(TimerRef::Invite(key.clone()));
@@ -1281,13 +1295,13 @@ impl Endpoint {
                     let due = self
                         .non_invites
                         .get(&key)
-                        .and_then(NonInviteServerTx::next_deadline);
+                        .and_then(|(tx, _)| tx.next_deadline());
                     if due == Some(at)
-                        && let Some(tx) = self.non_invites.get_mut(&key)
+                        && let Some((tx, _)) = self.non_invites.get_mut(&key)
                         && tx.on_timeout(now) == TxAction::Terminated
+                        && let Some((_, kept)) = self.non_invites.remove(&key)
                     {
-                        self.non_invites.remove(&key);
-                        self.release(&key);
+                        self.release(kept);
                     }
                 }
                 TimerRef::Client(branch) => self.client_timer(branch, at, now),
@@ -1313,7 +1327,8 @@ impl Endpoint {
             }
             TxAction::Terminated | TxAction::TimedOut => {
                 self.invites.remove(&key);
-                self.release(&key);
+                let kept = self.kept_for.remove(&key);
+                self.release(kept);
                 if let Some(id) = self.invite_id_of.remove(&key) {
                     self.invite_ids.remove(&id);
                 }
@@ -1394,7 +1409,7 @@ impl Endpoint {
             TimerRef::NonInvite(k) => self
                 .non_invites
                 .get(k)
-                .and_then(NonInviteServerTx::next_deadline),
+                .and_then(|(tx, _)| tx.next_deadline()),
             TimerRef::Client(b) => self.clients.get(b).and_then(|(tx, _)| tx.next_deadline()),
             TimerRef::Call(h) => self.calls.get(h).and_then(Call::next_deadline),
         }
