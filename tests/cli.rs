@@ -132,19 +132,16 @@ fn a_refused_first_run_creates_nothing() {
     assert!(r.stdout.contains("vpt_"), "{}", r.stdout);
 }
 
-/// `serve`'s first run shows the admin token it makes on a terminal (`server_sip`'s first
-/// run checks that a pipe, a service's log, gets none). Run on a pseudo-terminal by `script`.
-#[test]
-fn a_first_run_on_a_terminal_shows_its_admin_token_once() {
-    use std::io::{Read, Write};
-    let w = Workdir::new();
-    let vportal = env!("CARGO_BIN_EXE_vportal");
-    let prompts = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts");
-    let serve = format!(
-        "{vportal} serve --sip 127.0.0.1:0 --no-admin --rtp-ports 47100-47198 --prompts {prompts}"
-    );
+/// `command` run by a shell in `w` on a pseudo-terminal (`script`, util-linux), without the
+/// vportal variables of the test's environment: the child, its stdin the terminal's keys,
+/// and what the terminal shows, chunk by chunk.
+fn on_a_terminal(
+    w: &Workdir,
+    command: &str,
+) -> (std::process::Child, std::sync::mpsc::Receiver<Vec<u8>>) {
+    use std::io::Read;
     let mut script = std::process::Command::new("script")
-        .args(["-qec", &serve, "/dev/null"])
+        .args(["-qec", command, "/dev/null"])
         .current_dir(w.path())
         .env_remove("VPORTAL_PEPPER")
         .env_remove("VPORTAL_DB")
@@ -162,6 +159,21 @@ fn a_first_run_on_a_terminal_shows_its_admin_token_once() {
             let _ = tx.send(buf[..n].to_vec());
         }
     });
+    (script, rx)
+}
+
+/// `serve`'s first run shows the admin token it makes on a terminal (`server_sip`'s first
+/// run checks that a pipe, a service's log, gets none). Run on a pseudo-terminal by `script`.
+#[test]
+fn a_first_run_on_a_terminal_shows_its_admin_token_once() {
+    use std::io::Write;
+    let w = Workdir::new();
+    let vportal = env!("CARGO_BIN_EXE_vportal");
+    let prompts = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts");
+    let serve = format!(
+        "{vportal} serve --sip 127.0.0.1:0 --no-admin --rtp-ports 47100-47198 --prompts {prompts}"
+    );
+    let (mut script, rx) = on_a_terminal(&w, &serve);
     let mut seen = Vec::new();
     let mut stopped = false;
     while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(20)) {
@@ -989,29 +1001,12 @@ fn a_database_that_is_its_own_pepper_file_is_refused() {
 /// (util-linux), the shell there outliving the interrupt to report the terminal's state.
 #[test]
 fn ctrl_c_at_the_passcode_prompt_turns_echo_back_on() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let w = initialised();
     let vportal = env!("CARGO_BIN_EXE_vportal");
     // `tty` first: the test reads the terminal's modes from outside while the prompt waits.
     let shell = format!("trap true INT; tty; {vportal} policy check 1001; echo status=$?; stty -a");
-    let mut script = std::process::Command::new("script")
-        .args(["-qec", &format!("sh -c '{shell}'"), "/dev/null"])
-        .current_dir(w.path())
-        .env_remove("VPORTAL_PEPPER")
-        .env_remove("VPORTAL_DB")
-        .env_remove("VPORTAL_CONFIG")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("script (util-linux) runs");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let mut out = script.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0_u8; 1024];
-        while let Ok(n @ 1..) = out.read(&mut buf) {
-            let _ = tx.send(buf[..n].to_vec());
-        }
-    });
+    let (mut script, rx) = on_a_terminal(&w, &format!("sh -c '{shell}'"));
     let mut seen = Vec::new();
     let mut pressed = false;
     while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(20)) {

@@ -1846,28 +1846,17 @@ mod tests {
                 }
             }
         }
-        // Another host is served meanwhile.
-        let other: SocketAddr = "192.0.2.77:5060".parse().unwrap();
-        ep.handle_datagram(
-            now,
-            other,
-            request_in("other", "INVITE", "o1", 1, None, OFFER),
-        );
-        assert!(
+        let rings = |ep: &mut Endpoint, from: SocketAddr, id: &str| {
+            ep.handle_datagram(now, from, request_in(id, "INVITE", id, 1, None, OFFER));
             std::iter::from_fn(|| ep.poll_event()).any(|e| matches!(e, Event::IncomingCall(_)))
-        );
+        };
+        // Another host is served meanwhile.
+        assert!(rings(&mut ep, "192.0.2.77:5060".parse().unwrap(), "other"));
         // One ACK: a place again for the first host.
         let (id, tag) = &tags[0];
         ep.handle_datagram(now, caller, request_in(id, "ACK", "pa0", 1, Some(tag), ""));
         while ep.poll_event().is_some() {}
-        ep.handle_datagram(
-            now,
-            caller,
-            request_in("pending-4", "INVITE", "p4", 1, None, OFFER),
-        );
-        assert!(
-            std::iter::from_fn(|| ep.poll_event()).any(|e| matches!(e, Event::IncomingCall(_)))
-        );
+        assert!(rings(&mut ep, caller, "pending-4"));
     }
 
     /// A call the caller hangs up leaves no deadline queued behind it: its maximum duration
