@@ -77,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(read.remote_rtcp, Some("127.0.0.1:40001".parse().unwrap()));
         // Deterministic.
         assert_eq!(sdp::answer(&offer, &local).unwrap().1, body);
-        let _ = sdp::answer_reachable(&offer, &local);
+        let _ = sdp::answer_reachable(&offer, &local, "192.0.2.1".parse().unwrap());
         // A later offer of ours (a re-INVITE without SDP) keeps every stream in its place,
         // parses, and our answer to it, read as the answer to that offer, agrees.
         let layout = sdp::Layout::of_answer(&offer);

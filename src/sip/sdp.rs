@@ -467,9 +467,9 @@ pub enum OfferAnswerError {
     #[error("the offer's media address is of the other IP version than vportal's")]
     AddressFamily,
     /// The media address is one vportal does not stream to: multicast, broadcast,
-    /// link-local, or loopback when vportal's own address is not. A caller could otherwise
-    /// point a call's 50 packets a second at the server's own services, a LAN's multicast
-    /// group or a host behind it. SIP: 488 Not Acceptable Here.
+    /// link-local, or loopback when neither vportal's own address nor the caller's is. A
+    /// caller could otherwise point a call's 50 packets a second at the server's own
+    /// services or a LAN's multicast group. SIP: 488 Not Acceptable Here.
     #[error("the media address is multicast, broadcast, link-local or another host's loopback")]
     Destination,
     /// The media address is a host name, which vportal never resolves. SIP: 488 Not
@@ -646,7 +646,8 @@ impl Layout {
 
 /// [`answer`], refusing an offer whose media address is of the other IP version than
 /// `local`'s (one RTP socket could not reach it; an IPv4-mapped IPv6 address counts as
-/// IPv4), or one vportal does not stream to ([`OfferAnswerError::Destination`]).
+/// IPv4), or one vportal does not stream to for a peer signalling from `peer`
+/// ([`OfferAnswerError::Destination`]).
 ///
 /// # Errors
 /// As [`answer`], and [`OfferAnswerError::AddressFamily`] or
@@ -654,20 +655,23 @@ impl Layout {
 pub fn answer_reachable(
     offer: &SessionDescription,
     local: &LocalMedia,
+    peer: IpAddr,
 ) -> Result<(Negotiated, Vec<u8>), OfferAnswerError> {
     let (negotiated, body) = answer(offer, local)?;
-    negotiated.check_reachable(local.addr.ip())?;
+    negotiated.check_reachable(local.addr.ip(), peer)?;
     Ok((negotiated, body))
 }
 
 impl Negotiated {
     /// Whether one RTP socket bound to `local` can reach the peer, and should: refuses a
-    /// peer address of the other IP version (an IPv4-mapped IPv6 address counts as IPv4),
-    /// and one vportal does not stream to.
+    /// media address of the other IP version (an IPv4-mapped IPv6 address counts as IPv4),
+    /// and one vportal does not stream to for a peer whose SIP comes from `peer`: loopback
+    /// only when vportal's address or the peer's is loopback (a phone or PBX on the same
+    /// host), link-local only when vportal's is.
     ///
     /// # Errors
     /// [`OfferAnswerError::AddressFamily`], [`OfferAnswerError::Destination`].
-    pub fn check_reachable(&self, local: IpAddr) -> Result<(), OfferAnswerError> {
+    pub fn check_reachable(&self, local: IpAddr, peer: IpAddr) -> Result<(), OfferAnswerError> {
         let Some(remote) = self.remote_rtp.map(|r| r.ip().to_canonical()) else {
             return Ok(());
         };
@@ -683,7 +687,7 @@ impl Negotiated {
         if remote.is_multicast()
             || broadcast
             || (link_local(remote) && !link_local(local))
-            || (remote.is_loopback() && !local.is_loopback())
+            || (remote.is_loopback() && !local.is_loopback() && !peer.to_canonical().is_loopback())
         {
             return Err(OfferAnswerError::Destination);
         }
@@ -1196,6 +1200,11 @@ mod tests {
     use proptest::prelude::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
+    /// A caller's address off this host.
+    fn away() -> IpAddr {
+        "192.0.2.200".parse().unwrap()
+    }
+
     fn local4() -> LocalMedia {
         LocalMedia {
             addr: "127.0.0.1:40000".parse().unwrap(),
@@ -1705,7 +1714,7 @@ mod tests {
             "m=audio 4000 RTP/AVP 0",
         ]))
         .unwrap();
-        let (n, _) = answer_reachable(&mapped, &local4()).unwrap();
+        let (n, _) = answer_reachable(&mapped, &local4(), away()).unwrap();
         assert_eq!(n.remote_rtp, addr("127.0.0.1:4000"));
         assert!(n.remote_rtp.unwrap().is_ipv4());
         let local6 = LocalMedia {
@@ -1713,7 +1722,7 @@ mod tests {
             ..local4()
         };
         assert_eq!(
-            answer_reachable(&mapped, &local6).unwrap_err(),
+            answer_reachable(&mapped, &local6, away()).unwrap_err(),
             OfferAnswerError::AddressFamily
         );
         // The mapped unspecified address is hold, as 0.0.0.0 is.
@@ -1723,7 +1732,7 @@ mod tests {
             "m=audio 4000 RTP/AVP 0",
         ]))
         .unwrap();
-        let (n, _) = answer_reachable(&hold, &local4()).unwrap();
+        let (n, _) = answer_reachable(&hold, &local4(), away()).unwrap();
         assert_eq!(n.remote_rtp, None);
         assert_eq!(n.direction, Direction::RecvOnly);
     }
@@ -1750,7 +1759,7 @@ mod tests {
             ("c=IN IP6 ::1", "2001:db8::10"),
         ] {
             assert_eq!(
-                answer_reachable(&offer(c), &on(local)).unwrap_err(),
+                answer_reachable(&offer(c), &on(local), away()).unwrap_err(),
                 OfferAnswerError::Destination,
                 "{c} from {local}"
             );
@@ -1765,10 +1774,14 @@ mod tests {
             ("c=IN IP4 0.0.0.0", "192.0.2.10"),
         ] {
             assert!(
-                answer_reachable(&offer(c), &on(local)).is_ok(),
+                answer_reachable(&offer(c), &on(local), away()).is_ok(),
                 "{c} from {local}"
             );
         }
+        // Loopback media from a caller on this host (a PBX, a softphone), whatever address
+        // vportal advertises.
+        let here: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(answer_reachable(&offer("c=IN IP4 127.0.0.1"), &on("192.0.2.10"), here).is_ok());
     }
 
     #[test]
@@ -1776,7 +1789,7 @@ mod tests {
         let v6_offer = sdp(&["v=0", "c=IN IP6 ::1", "m=audio 4000 RTP/AVP 0"]);
         let offer = parse(&v6_offer).unwrap();
         assert_eq!(
-            answer_reachable(&offer, &local4()).unwrap_err(),
+            answer_reachable(&offer, &local4(), away()).unwrap_err(),
             OfferAnswerError::AddressFamily
         );
         // The plain answer does not look at the address.
@@ -1786,7 +1799,10 @@ mod tests {
             ..local4()
         };
         assert_eq!(
-            answer_reachable(&offer, &local6).unwrap().0.remote_rtp,
+            answer_reachable(&offer, &local6, away())
+                .unwrap()
+                .0
+                .remote_rtp,
             Some("[::1]:4000".parse().unwrap())
         );
         // An IPv4 offer to an IPv4-mapped local address is the same version.
@@ -1794,7 +1810,7 @@ mod tests {
             addr: "[::ffff:127.0.0.1]:40000".parse().unwrap(),
             ..local4()
         };
-        assert!(answer_reachable(&parse(&sdp(SIPP_OFFER)).unwrap(), &mapped).is_ok());
+        assert!(answer_reachable(&parse(&sdp(SIPP_OFFER)).unwrap(), &mapped, away()).is_ok());
     }
 
     #[test]

@@ -76,10 +76,10 @@ type Kept = (CallHandle, usize);
 /// so the most keys a caller types within 32 s stay far below it.
 const MAX_KEPT_PER_DIALOG: usize = 256 * 1024;
 
-/// What an INVITE transaction counts for at the least, in bytes, against
-/// [`MAX_KEPT_PER_DIALOG`]: an eighth of it, so that at most 7 refused re-INVITEs of one
-/// dialog are being sent again at a time.
-const MIN_KEPT_PER_INVITE: usize = MAX_KEPT_PER_DIALOG / 8;
+/// What an INVITE transaction counts for, in bytes, against [`MAX_KEPT_PER_DIALOG`]: an
+/// eighth of it, so that at most 7 re-INVITE transactions of one dialog live at a time (a
+/// refused one is sent again until its ACK, to whatever source it claimed).
+const KEPT_PER_INVITE: usize = MAX_KEPT_PER_DIALOG / 8;
 
 /// Seconds a 503 asks the caller (or a proxy) to wait before trying again (§21.5.4).
 const RETRY_AFTER: &str = "5";
@@ -166,8 +166,8 @@ pub struct Endpoint {
     /// Calls not yet confirmed by their ACK, by source (see
     /// [`EndpointConfig::max_pending_per_source`]). An INVITE with a forged source address
     /// gets a 200 sent ten times and then a BYE sent ten times, to that address, over a
-    /// minute: without a bound per source, one host could aim that at another, and take
-    /// every call slot.
+    /// minute: without a bound per source, one host could aim all that at another, or take
+    /// every call slot from one address.
     pending_from: HashMap<Client, usize>,
     clients: HashMap<String, (NonInviteClientTx, CallHandle)>,
     calls: HashMap<CallHandle, Call>,
@@ -416,7 +416,7 @@ impl Endpoint {
         {
             return self.respond_stateless(msg, source, flow, 503, "Service Unavailable", |_| {});
         }
-        let offer = match self.read_offer(msg) {
+        let offer = match self.read_offer(msg, source) {
             Ok(offer) => offer,
             Err(verdict) => return self.respond_verdict(msg, source, flow, verdict),
         };
@@ -518,7 +518,11 @@ impl Endpoint {
     }
 
     /// The INVITE's SDP offer, if it has a body; checks it can be answered at all.
-    fn read_offer(&self, msg: &Message) -> Result<Option<SessionDescription>, Verdict> {
+    fn read_offer(
+        &self,
+        msg: &Message,
+        source: SocketAddr,
+    ) -> Result<Option<SessionDescription>, Verdict> {
         let body = sdp_body(msg)?;
         if body.is_empty() {
             return Ok(None);
@@ -533,7 +537,7 @@ impl Endpoint {
             session_id: 0,
             session_version: 0,
         };
-        match sdp::answer_reachable(&offer, &probe) {
+        match sdp::answer_reachable(&offer, &probe, source.ip()) {
             Ok(_) => Ok(Some(offer)),
             Err(OfferAnswerError::Malformed(_)) => {
                 Err(Verdict::Respond(400, "Malformed SDP body".into()))
@@ -656,7 +660,7 @@ impl Endpoint {
             let answer = sdp::parse(sdp_body(msg).unwrap_or(&[])).ok();
             let media = answer.as_ref().map(|a| {
                 let media = sdp::accept_answer_to(a, &call.layout)?;
-                local.map_or(Ok(()), |ip| media.check_reachable(ip))?;
+                local.map_or(Ok(()), |ip| media.check_reachable(ip, source_of.ip()))?;
                 Ok::<_, OfferAnswerError>(media)
             });
             match media {
@@ -665,6 +669,10 @@ impl Endpoint {
                     media,
                 }),
                 _ => {
+                    // No longer pending: the call is confirmed, if only to be ended.
+                    if first {
+                        self.confirmed(source_of);
+                    }
                     self.arm(TimerRef::Call(handle));
                     return self.hangup_with(handle, EndReason::MediaFailed, now);
                 }
@@ -965,7 +973,7 @@ impl Endpoint {
             .ok_or(Verdict::Respond(488, "Not Acceptable Here".into()))?;
         let mut next = local.clone();
         next.session_version += 1;
-        match sdp::answer_reachable(&offer, &next) {
+        match sdp::answer_reachable(&offer, &next, call.source.ip()) {
             Ok((media, body)) => {
                 *local = next;
                 call.layout = sdp::Layout::of_answer(&offer);
@@ -981,6 +989,22 @@ impl Endpoint {
             return self.reply(req, 481, "Call/Transaction Does Not Exist");
         };
         let tag = self.calls.get(&handle).map(|c| c.dialog.local_tag.clone());
+        // An INVITE transaction outlives its answer (until the ACK, then Timers I and L):
+        // past the dialog's budget a re-INVITE is refused, once and not kept, whatever it
+        // asks, so that a loop of them cannot grow state (RFC 3261 §14.2's 500 with
+        // Retry-After, as for an INVITE that overlaps another).
+        let Some(kept) = self.keep(handle, key.len() + KEPT_PER_INVITE) else {
+            let mut b = self.response(
+                msg,
+                source,
+                500,
+                "Too Many Requests In Dialog",
+                tag.as_deref(),
+            );
+            b.header("Retry-After", RETRY_AFTER);
+            let bytes = b.finish(None);
+            return self.send(flow, bytes);
+        };
         let mut tx = InviteServerTx::new(flow, self.cfg.timers);
         let (ended, busy) = self.calls.get(&handle).map_or((true, false), |c| {
             (
@@ -1038,16 +1062,10 @@ impl Endpoint {
         what_is_understood(&mut b, code);
         let bytes = b.finish(body.as_deref().map(|s| ("application/sdp", s)));
         self.send(flow, bytes.clone());
-        // A 200 is kept whatever the budget: only one can be pending (491 above).
-        let kept = self.keep(handle, key.len() + bytes.len().max(MIN_KEPT_PER_INVITE));
-        if let Some(kept) = kept {
-            self.kept_for.insert(key.clone(), kept);
-        }
-        if kept.is_some() || code == 200 {
-            tx.respond(code, bytes.clone(), now);
-            self.invites.insert(key.clone(), (tx, None));
-            self.arm(TimerRef::Invite(key.clone()));
-        }
+        tx.respond(code, bytes.clone(), now);
+        self.kept_for.insert(key.clone(), kept);
+        self.invites.insert(key.clone(), (tx, None));
+        self.arm(TimerRef::Invite(key.clone()));
         if code == 200 {
             self.refresh_target(handle, msg);
             if let Some(call) = self.calls.get_mut(&handle) {
@@ -1095,7 +1113,7 @@ impl Endpoint {
             session_version: 1,
         };
         let (body, media, offered) = match &c.offer {
-            Some(offer) => match sdp::answer_reachable(offer, &local) {
+            Some(offer) => match sdp::answer_reachable(offer, &local, c.source.ip()) {
                 Ok((media, body)) => {
                     c.layout = sdp::Layout::of_answer(offer);
                     (body, Some(media), false)
@@ -1481,7 +1499,6 @@ impl Endpoint {
         self.end_call(handle, reason);
     }
 
-    /// Forgets a call and tells the application, unless it was told when our BYE went out.
     /// A call from `source` is no longer pending: confirmed by its ACK, or over.
     fn confirmed(&mut self, source: SocketAddr) {
         let key = client_key(source.ip());
@@ -1493,6 +1510,7 @@ impl Endpoint {
         }
     }
 
+    /// Forgets a call and tells the application, unless it was told when our BYE went out.
     fn end_call(&mut self, handle: CallHandle, reason: EndReason) {
         if let Some(call) = self.calls.remove(&handle) {
             if !call.established {
@@ -1857,6 +1875,59 @@ mod tests {
         ep.handle_datagram(now, caller, request_in(id, "ACK", "pa0", 1, Some(tag), ""));
         while ep.poll_event().is_some() {}
         assert!(rings(&mut ep, caller, "pending-4"));
+    }
+
+    /// re-INVITEs answered 200 and ACKed, in a loop, keep no more than refused ones: their
+    /// transactions outlive the ACK, and past the budget a re-INVITE gets 500, not kept.
+    #[test]
+    fn a_loop_of_accepted_reinvites_is_bounded_too() {
+        let mut ep = endpoint();
+        let caller: SocketAddr = CALLER.parse().unwrap();
+        let now = Instant::now();
+        let tag = answered_call(&mut ep, now, "loop", 1);
+        while ep.poll_transmit().is_some() {}
+        let (mut ok, mut refused) = (0, 0);
+        for n in 2..100 {
+            let invite = request_in("loop", "INVITE", &format!("r{n}"), n, Some(&tag), OFFER);
+            ep.handle_datagram(now, caller, invite);
+            let ack = request_in("loop", "ACK", &format!("ra{n}"), n, Some(&tag), "");
+            ep.handle_datagram(now, caller, ack);
+            while let Some(t) = ep.poll_transmit() {
+                ok += usize::from(t.payload.starts_with(b"SIP/2.0 200 "));
+                refused += usize::from(t.payload.starts_with(b"SIP/2.0 500 Too Many"));
+            }
+            assert!(ep.invites.len() <= 1 + 7, "{}", ep.invites.len());
+        }
+        assert_eq!(
+            (ok, ok + refused),
+            (7, 98),
+            "seven kept and answered, the rest refused"
+        );
+    }
+
+    /// A late offer whose answer, in the ACK, cannot be used ends the call; the call is no
+    /// longer pending for its source.
+    #[test]
+    fn a_late_offer_refused_in_the_ack_frees_its_pending_place() {
+        let mut ep = endpoint();
+        let caller: SocketAddr = CALLER.parse().unwrap();
+        let now = Instant::now();
+        for n in 0..3 {
+            let id = format!("late-{n}");
+            ep.handle_datagram(now, caller, request_in(&id, "INVITE", &id, 1, None, ""));
+            let Some(Event::IncomingCall(incoming)) = std::iter::from_fn(|| ep.poll_event())
+                .find(|e| matches!(e, Event::IncomingCall(_)))
+            else {
+                panic!("a call");
+            };
+            ep.accept(incoming.call, "127.0.0.1:10000".parse().unwrap(), now)
+                .unwrap();
+            let tag = ep.calls[&incoming.call].dialog.local_tag.clone();
+            let multicast = OFFER.replace("c=IN IP4 127.0.0.1", "c=IN IP4 224.0.0.1");
+            let ack = request_in(&id, "ACK", &format!("a{id}"), 1, Some(&tag), &multicast);
+            ep.handle_datagram(now, caller, ack);
+            assert!(ep.pending_from.is_empty(), "call {n} still pending");
+        }
     }
 
     /// A call the caller hangs up leaves no deadline queued behind it: its maximum duration
