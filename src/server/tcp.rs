@@ -150,7 +150,7 @@ pub(crate) async fn accept_loop(
                         .await
                         .is_ok()
                     {
-                        serve(stream, peer, slot, flow, commands, shared).await;
+                        serve(stream, peer, slot, flow, commands, shared, Opened::ByPeer).await;
                     }
                 });
             }
@@ -214,7 +214,7 @@ pub(crate) fn connect_and_send(
     tokio::spawn(async move {
         let connect = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(peer)).await;
         match connect {
-            Ok(Ok(stream)) => serve(stream, peer, slot, flow, commands, shared).await,
+            Ok(Ok(stream)) => serve(stream, peer, slot, flow, commands, shared, Opened::ByUs).await,
             _ => {
                 tracing::debug!(%peer, "could not reconnect to deliver a SIP message");
                 let _ = commands.send(Command::TcpClosed(conn)).await;
@@ -224,6 +224,15 @@ pub(crate) fn connect_and_send(
     Some((conn, connection))
 }
 
+/// Who opened a connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Opened {
+    /// The peer: it has something to send, and `tcp_message_timeout` to send it whole.
+    ByPeer,
+    /// vportal, to send something: the peer owes it nothing.
+    ByUs,
+}
+
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -231,6 +240,7 @@ async fn serve(
     flow: Flow,
     commands: mpsc::Sender<Command>,
     shared: Arc<Shared>,
+    opened: Opened,
 ) {
     let Flow {
         conn,
@@ -246,8 +256,9 @@ async fn serve(
     // Whether the peer may still send; once not, only answers still due go out.
     let mut reading = true;
     let mut last_activity = Instant::now();
-    // Until the peer's first whole message, the connection has `whole` to bring it.
-    let mut first_by = Some(last_activity + whole);
+    // Until the peer's first whole message, a connection it opened has `whole` to bring it
+    // (a keepalive ping is no message: it would let a host hold the slot with nothing).
+    let mut first_by = (opened == Opened::ByPeer).then(|| last_activity + whole);
     // When the message now partly received began: it must be complete within `whole` of
     // that, however slowly its bytes trickle in (RFC 4475 §3.1.2.2).
     let mut partial_since: Option<Instant> = None;
