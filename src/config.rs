@@ -496,10 +496,15 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     if line.starts_with('[') {
         return Some(table_name(line));
     }
-    // Only a line `key = …` names a key. Anything else (`token: S`, `token "S"`, a value on
-    // a line of its own) could be a secret, so the line number has to do.
+    // Only a line `key = …` names a key, and a key is shorter than any admin token. Anything
+    // else (`token: S`, `token "S"`, a value on a line of its own, `S==`) could be a secret,
+    // so the line number has to do.
     let key = match line.split_once('=') {
-        Some((key, _)) if is_toml_key(key.trim()) => key.trim(),
+        Some((key, _))
+            if is_toml_key(key.trim()) && key.trim().len() < crate::admin::MIN_CONFIGURED_TOKEN =>
+        {
+            key.trim()
+        }
         _ if line.is_empty() || line.starts_with('#') => return table,
         _ => return None,
     };
@@ -625,6 +630,7 @@ mod tests {
             "4f1d8a2c9e",
             "token \"4f1d8a2c9e==\"",
             "\"4f1d8a2c9e\"",
+            "4f1d8a2c9e_Zm9vYmFyYmF6cXV4cXV1eA-w==",
         ] {
             let err = Config::parse(&format!("[admin]\n{line}\n")).unwrap_err();
             assert!(err.starts_with("line 2: "), "{err}");
