@@ -60,6 +60,14 @@ fn the_caller_hears_fifty_pcmu_packets_a_second_continuously() {
         (1_400..=2_200).contains(&media_ms),
         "{media_ms} ms of media in a 2 s window"
     );
+    // Continuously: no stall of half a second, which the counts above would let through
+    // when the late frames then came in a burst.
+    let stall = packets
+        .windows(2)
+        .map(|w| w[1].at.duration_since(w[0].at))
+        .max()
+        .unwrap_or_default();
+    assert!(stall < Duration::from_millis(500), "a {stall:?} stall");
 }
 
 #[test]

@@ -548,6 +548,9 @@ fn set_echo(on: bool) {
         .into_iter()
         .find(|p| std::path::Path::new(p).is_file())
     else {
+        if !on {
+            eprint!("(no /bin/stty: the passcode will show as it is typed) ");
+        }
         return;
     };
     let _ = std::process::Command::new(stty)

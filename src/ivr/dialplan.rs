@@ -1205,7 +1205,6 @@ fn percent_decode(s: &str) -> Cow<'_, [u8]> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut rest = bytes;
     while let Some((&b, after)) = rest.split_first() {
-        // No let chains: they need Rust 1.88 and the crate supports 1.85.
         if let (b'%', [h, l, tail @ ..]) = (b, after)
             && let (Some(h), Some(l)) = (hex(h), hex(l))
         {
