@@ -67,6 +67,15 @@ enum CallState {
 /// bytes.
 type Kept = (CallHandle, usize);
 
+/// What an INVITE server transaction is for.
+#[derive(Debug, Clone, Copy)]
+enum InviteOf {
+    /// A call's first INVITE.
+    Call(CallHandle),
+    /// A re-INVITE, and what it counts against its dialog.
+    ReInvite(Kept),
+}
+
 /// The most one dialog's server transactions may keep at a time, in bytes: their keys and
 /// the responses kept to answer retransmissions, for up to 32 s each (Timers J, H). Whoever
 /// holds a call can send in-dialog requests at any rate, each with a new branch: without a
@@ -152,7 +161,7 @@ pub struct Endpoint {
     rng: StdRng,
     tag_hasher: std::hash::RandomState,
     next_call: u64,
-    invites: HashMap<String, (InviteServerTx, Option<CallHandle>)>,
+    invites: HashMap<String, (InviteServerTx, InviteOf)>,
     /// Initial INVITE transactions by Call-ID, From tag and CSeq, to spot merged requests
     /// (§8.2.2.2): id → transaction key, and the reverse.
     invite_ids: HashMap<String, String>,
@@ -160,9 +169,6 @@ pub struct Endpoint {
     /// With the dialog and bytes the transaction counts against (see
     /// [`MAX_KEPT_PER_DIALOG`]), when it is in one.
     non_invites: HashMap<String, (NonInviteServerTx, Option<Kept>)>,
-    /// re-INVITE server transactions by key: their dialog and the bytes counted against it.
-    /// (Rare, so kept apart; non-INVITE ones, a dozen a call, carry theirs.)
-    kept_for: HashMap<String, Kept>,
     /// Calls not yet confirmed by their ACK, by source (see
     /// [`EndpointConfig::max_pending_per_source`]). An INVITE with a forged source address
     /// gets a 200 sent ten times and then a BYE sent ten times, to that address, over a
@@ -213,7 +219,6 @@ impl Endpoint {
             invite_ids: HashMap::new(),
             invite_id_of: HashMap::new(),
             non_invites: HashMap::new(),
-            kept_for: HashMap::new(),
             pending_from: HashMap::new(),
             clients: HashMap::new(),
             calls: HashMap::new(),
@@ -474,7 +479,8 @@ impl Endpoint {
         let trying = self.response(msg, source, 100, "Trying", None).finish(None);
         tx.respond(100, trying.clone(), now);
         self.send(flow, trying);
-        self.invites.insert(key.clone(), (tx, Some(handle)));
+        self.invites
+            .insert(key.clone(), (tx, InviteOf::Call(handle)));
         self.invite_ids.insert(id.clone(), key.clone());
         self.invite_id_of.insert(key.clone(), id);
         self.arm(TimerRef::Invite(key.clone()));
@@ -597,7 +603,11 @@ impl Endpoint {
         let Some((tx, call)) = self.invites.get(&invite_key) else {
             return self.reply(req, 481, "Call/Transaction Does Not Exist");
         };
-        let (call, proceeding) = (*call, tx.state == InviteServerState::Proceeding);
+        let call = match *call {
+            InviteOf::Call(handle) => Some(handle),
+            InviteOf::ReInvite(_) => None,
+        };
+        let proceeding = tx.state == InviteServerState::Proceeding;
         // §9.2: 200 to the CANCEL whether or not it still has an effect.
         let to_tag = call
             .and_then(|c| self.calls.get(&c))
@@ -771,12 +781,13 @@ impl Endpoint {
     fn answer_non_invite(
         &mut self,
         req: &Req<'_>,
-        (dialog, key): (CallHandle, String),
-        tag: Option<&str>,
+        dialog: CallHandle,
+        key: String,
         (code, reason): (u16, &str),
         extra: impl FnOnce(&mut MessageBuilder),
     ) {
-        let mut b = self.response(req.msg, req.source, code, reason, tag);
+        // The request is in the dialog: its To has our tag already.
+        let mut b = self.response(req.msg, req.source, code, reason, None);
         extra(&mut b);
         let bytes = b.finish(None);
         self.complete_in_dialog(dialog, key, req.flow, bytes, req.now);
@@ -803,24 +814,17 @@ impl Endpoint {
             return self.reply(req, 481, "Call/Transaction Does Not Exist");
         };
         if !self.accept_cseq(handle, core.cseq.seq) {
-            return self.answer_non_invite(
-                req,
-                (handle, key),
-                None,
-                (500, "CSeq Out of Order"),
-                |_| {},
-            );
+            return self.answer_non_invite(req, handle, key, (500, "CSeq Out of Order"), |_| {});
         }
-        let local_tag = self.calls.get(&handle).map(|c| c.dialog.local_tag.clone());
-        let tag = local_tag.as_deref();
+        // In the dialog, the To carries our tag already: the answers add none.
         match method {
             Method::Bye => {
-                let ok = self.response(msg, source, 200, "OK", tag).finish(None);
+                let ok = self.response(msg, source, 200, "OK", None).finish(None);
                 self.complete_in_dialog(handle, key, flow, ok, now);
                 self.end_call_as_recorded(handle, EndReason::RemoteBye);
             }
             Method::Options => {
-                let mut b = self.response(msg, source, 200, "OK", tag);
+                let mut b = self.response(msg, source, 200, "OK", None);
                 capabilities(&mut b);
                 let bytes = b.finish(None);
                 self.complete_in_dialog(handle, key, flow, bytes, now);
@@ -837,8 +841,8 @@ impl Endpoint {
                     // Info Packages, so it names none it would receive.
                     return self.answer_non_invite(
                         req,
-                        (handle, key),
-                        tag,
+                        handle,
+                        key,
                         (469, "Bad Info Package"),
                         |b| {
                             b.header("Recv-Info", "");
@@ -850,20 +854,14 @@ impl Endpoint {
                     Ok(Body::Ignore) => &[],
                     Err(verdict) => {
                         let (code, reason) = verdict.status_or((400, "Bad Request"));
-                        return self.answer_non_invite(
-                            req,
-                            (handle, key),
-                            tag,
-                            (code, &reason),
-                            |b| {
-                                if code == 415 {
-                                    b.header("Accept", &INFO_TYPES.join(", "));
-                                }
-                            },
-                        );
+                        return self.answer_non_invite(req, handle, key, (code, &reason), |b| {
+                            if code == 415 {
+                                b.header("Accept", &INFO_TYPES.join(", "));
+                            }
+                        });
                     }
                 };
-                let ok = self.response(msg, source, 200, "OK", tag).finish(None);
+                let ok = self.response(msg, source, 200, "OK", None).finish(None);
                 self.complete_in_dialog(handle, key, flow, ok, now);
                 if !body.is_empty() {
                     self.events.push_back(Event::Info {
@@ -883,8 +881,8 @@ impl Endpoint {
                 if our_offer_pending && !matches!(sdp_body(msg), Ok(b) if b.is_empty()) {
                     return self.answer_non_invite(
                         req,
-                        (handle, key),
-                        tag,
+                        handle,
+                        key,
                         (491, "Request Pending"),
                         |_| {},
                     );
@@ -895,18 +893,12 @@ impl Endpoint {
                     Ok(None) => (200, "OK", None, None),
                     Err(verdict) => {
                         let (code, reason) = verdict.status_or((488, "Not Acceptable Here"));
-                        return self.answer_non_invite(
-                            req,
-                            (handle, key),
-                            tag,
-                            (code, &reason),
-                            |b| {
-                                what_is_understood(b, code);
-                            },
-                        );
+                        return self.answer_non_invite(req, handle, key, (code, &reason), |b| {
+                            what_is_understood(b, code);
+                        });
                     }
                 };
-                let mut b = self.response(msg, source, code, reason, tag);
+                let mut b = self.response(msg, source, code, reason, None);
                 self.contact(&mut b, flow);
                 let bytes = b.finish(body.as_deref().map(|s| ("application/sdp", s)));
                 self.complete_in_dialog(handle, key, flow, bytes, now);
@@ -918,9 +910,7 @@ impl Endpoint {
                     });
                 }
             }
-            _ => {
-                self.answer_non_invite(req, (handle, key), tag, (405, "Method Not Allowed"), |_| {})
-            }
+            _ => self.answer_non_invite(req, handle, key, (405, "Method Not Allowed"), |_| {}),
         }
     }
 
@@ -1063,8 +1053,8 @@ impl Endpoint {
         let bytes = b.finish(body.as_deref().map(|s| ("application/sdp", s)));
         self.send(flow, bytes.clone());
         tx.respond(code, bytes.clone(), now);
-        self.kept_for.insert(key.clone(), kept);
-        self.invites.insert(key.clone(), (tx, None));
+        self.invites
+            .insert(key.clone(), (tx, InviteOf::ReInvite(kept)));
         self.arm(TimerRef::Invite(key.clone()));
         if code == 200 {
             self.refresh_target(handle, msg);
@@ -1344,9 +1334,9 @@ impl Endpoint {
                 self.arm(TimerRef::Invite(key));
             }
             TxAction::Terminated | TxAction::TimedOut => {
-                self.invites.remove(&key);
-                let kept = self.kept_for.remove(&key);
-                self.release(kept);
+                if let Some((_, InviteOf::ReInvite(kept))) = self.invites.remove(&key) {
+                    self.release(Some(kept));
+                }
                 if let Some(id) = self.invite_id_of.remove(&key) {
                     self.invite_ids.remove(&id);
                 }
@@ -1818,7 +1808,7 @@ mod tests {
         now += Duration::from_secs(40);
         run_until(&mut ep, now);
         assert_eq!(ep.calls[&handle].kept, 0);
-        assert!(ep.kept_for.is_empty() && ep.non_invites.is_empty());
+        assert!(ep.invites.is_empty() && ep.non_invites.is_empty());
         let info = request_in("budget", "INFO", "after", 600, Some(&tag), "");
         ep.handle_datagram(now, caller, info);
         assert_eq!(ep.non_invites.len(), 1, "kept again");
