@@ -615,7 +615,7 @@ impl Endpoint {
         let ok = self
             .response(msg, source, 200, "OK", to_tag.as_deref())
             .finish(None);
-        self.complete_non_invite(cancel_key, flow, ok, now);
+        self.complete_non_invite(cancel_key, flow, ok, now, None);
         if proceeding
             && let Some(handle) = call
             && self
@@ -722,11 +722,9 @@ impl Endpoint {
         }
     }
 
-    fn complete_non_invite(&mut self, key: String, flow: Flow, response: Vec<u8>, now: Instant) {
-        self.complete_kept(key, flow, response, now, None);
-    }
-
-    fn complete_kept(
+    /// Sends a non-INVITE request's final response and keeps its transaction, to answer
+    /// retransmissions; `kept` is what it counts against its dialog, if it is in one.
+    fn complete_non_invite(
         &mut self,
         key: String,
         flow: Flow,
@@ -751,7 +749,7 @@ impl Endpoint {
         now: Instant,
     ) {
         match self.keep(dialog, key.len() + response.len()) {
-            Some(kept) => self.complete_kept(key, flow, response, now, Some(kept)),
+            Some(kept) => self.complete_non_invite(key, flow, response, now, Some(kept)),
             None => self.send(flow, response),
         }
     }
