@@ -482,7 +482,8 @@ fn read_passcode(prompt: &str) -> Result<Passcode> {
         std::io::stderr().flush().ok();
     }
     // Room enough that reading a passcode never reallocates, leaving a copy behind; the
-    // line becomes the passcode itself, which is wiped when dropped, refused or not.
+    // line becomes the passcode itself, which is wiped when dropped, refused or not. (The
+    // standard library's stdin buffer still holds the raw line: beyond reach here.)
     let mut line = String::with_capacity(256);
     let read = stdin.lock().read_line(&mut line);
     if interactive {
