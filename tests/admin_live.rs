@@ -64,6 +64,10 @@ fn a_passcode_reset_over_http_works_on_the_next_call_and_the_api_shows_the_chang
         "vportal_sip_requests_total{direction=\"in\",method=\"INVITE\"} 0",
         "vportal_sip_requests_total{direction=\"out\",method=\"BYE\"} 0",
         "vportal_sip_responses_total{direction=\"out\",class=\"2xx\"} 0",
+        "vportal_sip_dropped_total{reason=\"unanswerable\"} 0",
+        "vportal_sip_dropped_total{reason=\"tcp_connection\"} 0",
+        "vportal_sip_dropped_total{reason=\"tcp_backlog\"} 0",
+        "vportal_sip_unkept_total 0",
     ] {
         assert!(fresh.lines().any(|l| l == line), "no {line:?} in\n{fresh}");
     }
@@ -214,6 +218,30 @@ fn a_passcode_reset_over_http_works_on_the_next_call_and_the_api_shows_the_chang
             .body
             .contains("vportal_rtcp_packets_total{direction=\"in\"} 0\n")
     );
+    // A whole call drops nothing and keeps every transaction.
+    let dropped = "vportal_sip_dropped_total{reason=\"unanswerable\"}";
+    assert_eq!(sample(&fresh, &metrics.body, dropped), (0, 0));
+    assert_eq!(
+        sample(&fresh, &metrics.body, "vportal_sip_unkept_total"),
+        (0, 0)
+    );
+    // What cannot be answered is dropped, and counted: a datagram that is no SIP, and a
+    // response to a request the server never sent.
+    let stray = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    stray
+        .send_to(b"\x16\x03\x01 not SIP\r\n\r\n", server.sip)
+        .unwrap();
+    let response = format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {}:5060;branch=z9hG4bKnothingofours\r\n\
+         From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:b@127.0.0.1>;tag=2\r\n\
+         Call-ID: stray@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        server.sip.ip()
+    );
+    stray.send_to(response.as_bytes(), server.sip).unwrap();
+    wait_until("both to be counted as dropped", || {
+        let page = http::request(admin, "GET", "/metrics", None, None).body;
+        sample(&fresh, &page, dropped).1 == 2
+    });
 }
 
 #[test]

@@ -318,6 +318,22 @@ fn tcp_answers_before_closing_and_bounds_partial_messages_and_connections() {
         "{}",
         server.log()
     );
+    // The metrics count each one.
+    let admin = server.admin.expect("the admin side-port");
+    let refused = "vportal_sip_dropped_total{reason=\"tcp_connection\"} ";
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    let counted = loop {
+        let page = common::http::request(admin, "GET", "/metrics", None, None).body;
+        let counted = page
+            .lines()
+            .find_map(|l| l.strip_prefix(refused))
+            .map(str::to_owned);
+        if counted.as_deref() == Some("5") || std::time::Instant::now() > end {
+            break counted;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(counted.as_deref(), Some("5"));
     drop(held);
     std::thread::sleep(Duration::from_millis(200));
     answered_before_close(&server);

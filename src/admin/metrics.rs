@@ -72,6 +72,14 @@ fn describe() {
         "vportal_sip_responses_total",
         "SIP responses, by direction (in, out) and class (1xx … 6xx)."
     );
+    describe_counter!(
+        "vportal_sip_dropped_total",
+        "SIP input dropped without an answer, by reason: unanswerable (a datagram that is not SIP, a request without a Via, a malformed ACK, a response to no request of ours), tcp_connection (a connection refused over the connection limits), tcp_backlog (an answer dropped for a peer not reading its connection)."
+    );
+    describe_counter!(
+        "vportal_sip_unkept_total",
+        "In-dialog requests answered without keeping their transaction: their dialog had kept all it may (256 KiB)."
+    );
     describe_counter!("vportal_rtp_packets_sent_total", "RTP packets sent.");
     describe_counter!(
         "vportal_rtcp_packets_total",
@@ -112,6 +120,10 @@ fn describe() {
         }
     }
     metrics::counter!("vportal_lockouts_total").absolute(0);
+    for reason in SIP_DROP_REASONS {
+        metrics::counter!("vportal_sip_dropped_total", "reason" => reason).absolute(0);
+    }
+    metrics::counter!("vportal_sip_unkept_total").absolute(0);
     metrics::counter!("vportal_rtp_packets_sent_total").absolute(0);
     for direction in ["in", "out"] {
         metrics::counter!("vportal_rtcp_packets_total", "direction" => direction).absolute(0);
@@ -119,6 +131,9 @@ fn describe() {
     metrics::counter!("vportal_store_errors_total").absolute(0);
     metrics::gauge!("vportal_calls_active").set(0.0);
 }
+
+/// Why SIP input was dropped unanswered (`vportal_sip_dropped_total`).
+const SIP_DROP_REASONS: [&str; 3] = ["unanswerable", "tcp_connection", "tcp_backlog"];
 
 /// The request methods counted by name; any other is `other`.
 const SIP_METHODS: [&str; 15] = [

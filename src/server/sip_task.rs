@@ -61,6 +61,8 @@ pub(crate) struct SipTask {
     reopened: HashMap<ConnId, ConnId>,
     /// Messages dropped because their connection's queue was full, for the log.
     dropped: super::tcp::LogThrottle,
+    /// The endpoint's counters as last exported to the metrics.
+    exported: Exported,
     calls: HashMap<CallHandle, mpsc::UnboundedSender<CallEvent>>,
     /// The call tasks, so shutdown can wait for them to finish.
     call_tasks: tokio::task::JoinSet<()>,
@@ -88,6 +90,7 @@ impl SipTask {
             call_connections: HashMap::new(),
             reopened: HashMap::new(),
             dropped: super::tcp::LogThrottle::default(),
+            exported: Exported::default(),
             calls: HashMap::new(),
             call_tasks: tokio::task::JoinSet::new(),
             task_calls: HashMap::new(),
@@ -167,6 +170,7 @@ impl SipTask {
                 }
             }
             self.drain().await;
+            self.exported.update(self.endpoint.stats());
             if let Some(stop) = stopping
                 && (self.endpoint.is_idle() || Instant::now() >= stop)
             {
@@ -308,6 +312,8 @@ impl SipTask {
                     Some(connection) => match connection.outbox.try_send(t.payload) {
                         Ok(()) => return,
                         Err(mpsc::error::TrySendError::Full(_)) => {
+                            metrics::counter!("vportal_sip_dropped_total", "reason" => "tcp_backlog")
+                                .increment(1);
                             if let Some(dropped) = self.dropped.occurred(Instant::now()) {
                                 tracing::warn!(
                                     ?conn,
@@ -407,5 +413,26 @@ mod tests {
         assert_eq!(done, [("ends", false), ("panics", true)]);
         assert_eq!(started_for.into_values().collect::<Vec<_>>(), ["runs on"]);
         assert_eq!(tasks.len(), 1);
+    }
+}
+
+/// The endpoint's own counters, mirrored into the metrics when they change.
+#[derive(Debug, Default)]
+struct Exported {
+    dropped: u64,
+    unkept: u64,
+}
+
+impl Exported {
+    fn update(&mut self, stats: &crate::sip::endpoint::Stats) {
+        if stats.dropped != self.dropped {
+            self.dropped = stats.dropped;
+            metrics::counter!("vportal_sip_dropped_total", "reason" => "unanswerable")
+                .absolute(stats.dropped);
+        }
+        if stats.unkept != self.unkept {
+            self.unkept = stats.unkept;
+            metrics::counter!("vportal_sip_unkept_total").absolute(stats.unkept);
+        }
     }
 }

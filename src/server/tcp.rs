@@ -135,6 +135,8 @@ pub(crate) async fn accept_loop(
             Ok((stream, peer)) => {
                 let Some(slot) = Slot::take(&shared, peer.ip()) else {
                     drop(stream);
+                    metrics::counter!("vportal_sip_dropped_total", "reason" => "tcp_connection")
+                        .increment(1);
                     if let Some(refused) = refusals.occurred(Instant::now()) {
                         tracing::warn!(%peer, refused, "too many TCP connections; refusing new ones");
                     }
