@@ -203,6 +203,31 @@ impl Hasher {
         Ok(bool::from(out.ct_eq(expected.as_bytes())))
     }
 
+    /// Whether `hash` is what [`Hasher::hash`] makes now: argon2id, version 0x13, this
+    /// hasher's memory, passes and lanes, a 16-byte salt and a 32-byte output, nothing else.
+    /// A passcode whose hash is not (made by an earlier build, with other parameters) is
+    /// hashed again when its owner next logs in with it.
+    pub fn is_current(&self, hash: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(hash) else {
+            return false;
+        };
+        let Ok(params) = Params::try_from(&parsed) else {
+            return false;
+        };
+        parsed.algorithm == ARGON2ID_IDENT
+            && parsed.version == Some(Version::V0x13.into())
+            && parsed.salt.is_some_and(|s| s.len() == SALT_LEN)
+            && (params.m_cost(), params.t_cost(), params.p_cost())
+                == (
+                    self.params.m_cost(),
+                    self.params.t_cost(),
+                    self.params.p_cost(),
+                )
+            && params.output_len() == Some(Params::DEFAULT_OUTPUT_LEN)
+            && params.keyid().is_empty()
+            && params.data().is_empty()
+    }
+
     /// Does the work of one [`Hasher::verify`] against a hash nobody's passcode matches, so
     /// that an unknown mailbox costs the same time as a known one. Always `false`.
     ///
@@ -459,6 +484,31 @@ mod tests {
                 .to_string();
             assert!(h.verify(&pin("5937"), &phc).unwrap(), "{phc}");
             assert!(!h.verify(&pin("5938"), &phc).unwrap(), "{phc}");
+            // Not what this build makes: hashed again at the next login.
+            assert!(!h.is_current(&phc), "{phc}");
+        }
+    }
+
+    #[test]
+    fn only_hashes_made_as_now_are_current() {
+        let h = hasher(1);
+        let now = h.hash(&pin("5937")).unwrap();
+        assert!(h.is_current(&now), "{now}");
+        let (head, output) = now.rsplit_once('$').unwrap();
+        let (params, salt) = head.rsplit_once('$').unwrap();
+        for other in [
+            now.replace("$argon2id$", "$argon2i$"),
+            now.replace("$v=19$", "$v=16$"),
+            now.replace("m=7168", "m=7169"),
+            now.replace("t=5", "t=6"),
+            now.replace("p=1", "p=2"),
+            format!("{params}$AAAAAAAAAAAAAAAA${output}"),
+            format!("{params}${salt}${}", &output[..output.len() - 4]),
+            now.replace("p=1", "p=1,keyid=AAAA"),
+            "$argon2id$v=19$m=7168,t=5,p=1".to_owned(),
+            "not a hash".to_owned(),
+        ] {
+            assert!(!h.is_current(&other), "{other}");
         }
     }
 

@@ -211,6 +211,17 @@ impl Store {
                 return unknown(Some(&extension));
             };
             let matched = self.hasher.verify(passcode, hash)?;
+            // The right passcode, hashed as an earlier build did: hashed again now, stored
+            // with the login, so that every hash comes to today's parameters in time.
+            // (Should that fail, the login goes on with the hash as it was.)
+            let upgraded = (matched && !row.expired_at(now) && !self.hasher.is_current(hash))
+                .then(|| self.hasher.hash(passcode))
+                .and_then(|made| {
+                    made.inspect_err(|e| {
+                        tracing::warn!(%extension, error = %e, "could not hash a passcode again");
+                    })
+                    .ok()
+                });
             let outcome = self.write(|tx| {
                 let Some(current) = unchanged(tx, &row)? else {
                     return Ok(None);
@@ -220,7 +231,7 @@ impl Store {
                     return refuse_locked(tx, &extension, until, actor, now).map(Some);
                 }
                 if matched {
-                    return succeed(tx, &current, actor, now).map(Some);
+                    return succeed(tx, &current, upgraded.as_deref(), actor, now).map(Some);
                 }
                 let outcome = fail(tx, &current, &snap.policy, actor, now)?;
                 // A wrong passcode, even the one that locks the mailbox.
@@ -228,9 +239,14 @@ impl Store {
             })?;
             if let Some((outcome, counted)) = outcome {
                 tracing::debug!(%extension, ?outcome, "login checked");
-                let login = matches!(outcome, VerifyOutcome::Ok { .. }).then(|| Login {
-                    extension: extension.clone(),
-                    hash: hash.clone(),
+                let login = matches!(outcome, VerifyOutcome::Ok { .. }).then(|| {
+                    if upgraded.is_some() {
+                        tracing::info!(%extension, "passcode hashed again with the current parameters");
+                    }
+                    Login {
+                        extension: extension.clone(),
+                        hash: upgraded.unwrap_or_else(|| hash.clone()),
+                    }
                 });
                 return Ok((outcome, counted, login));
             }
@@ -454,10 +470,12 @@ fn refuse_locked(
     Ok((VerifyOutcome::Locked { until }, Counted::Locked))
 }
 
-/// The right passcode: expired, or a login that resets the counts.
+/// The right passcode: expired, or a login that resets the counts and is audited;
+/// `upgraded`, when given, replaces the stored hash (the same passcode, hashed as now).
 fn succeed(
     conn: &Connection,
     row: &UserRow,
+    upgraded: Option<&str>,
     actor: &Actor,
     now: Timestamp,
 ) -> Result<(VerifyOutcome, Counted)> {
@@ -475,10 +493,11 @@ fn succeed(
         return Ok((VerifyOutcome::Expired, Counted::Expired));
     }
     conn.prepare_cached(
-        "UPDATE users SET failed_attempts = 0, lockouts = 0, locked_until = NULL, last_login_at = ?1
+        "UPDATE users SET failed_attempts = 0, lockouts = 0, locked_until = NULL, last_login_at = ?1,
+             passcode_hash = coalesce(?3, passcode_hash)
          WHERE extension = ?2",
     )?
-    .execute((now.unix(), ext.as_str()))?;
+    .execute((now.unix(), ext.as_str(), upgraded))?;
     let counted = if row.temporary {
         Counted::OkTemporary
     } else {
@@ -885,6 +904,62 @@ mod tests {
                 .unwrap(),
             ChangeOutcome::Changed
         );
+    }
+
+    #[test]
+    fn a_login_stores_an_earlier_builds_hash_again_as_now() {
+        use argon2::PasswordHasher;
+        let s = with_user("4826", false);
+        let stored = |s: &Store| {
+            s.read(|c| {
+                Ok(c.query_row(
+                    "SELECT passcode_hash FROM users WHERE extension = '1001'",
+                    [],
+                    |r| r.get::<_, String>(0),
+                )?)
+            })
+            .unwrap()
+        };
+        // As this server's earlier builds hashed (9 MiB × 4), with the same pepper.
+        let earlier = argon2::Argon2::new_with_secret(
+            &[0x5a; 32],
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            argon2::Params::new(9_216, 4, 1, None).unwrap(),
+        )
+        .unwrap()
+        .hash_password_with_salt(b"4826", b"0123456789abcdef")
+        .unwrap()
+        .to_string();
+        s.write(|tx| {
+            tx.execute(
+                "UPDATE users SET passcode_hash = ?1 WHERE extension = '1001'",
+                [&earlier],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        // A wrong passcode changes nothing but the count.
+        assert_eq!(
+            verify(&s, "1001", "4828", T0),
+            VerifyOutcome::Wrong { remaining: 4 }
+        );
+        assert_eq!(stored(&s), earlier);
+        // The right one logs in, and is stored again with today's parameters.
+        let mut session = login(&s, "1001", "4826");
+        let now = stored(&s);
+        assert_ne!(now, earlier);
+        assert!(now.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{now}");
+        assert!(s.hasher.is_current(&now));
+        assert_eq!(verify(&s, "1001", "4826", T0), ACCEPTED);
+        assert_eq!(stored(&s), now, "hashed again once, not at every login");
+        // The login proves the new hash: its owner can still change the passcode.
+        assert_eq!(
+            s.change_passcode(&mut session, &pin("5937"), &caller(), T0)
+                .unwrap(),
+            ChangeOutcome::Changed
+        );
+        assert_eq!(verify(&s, "1001", "5937", T0), ACCEPTED);
     }
 
     #[test]
