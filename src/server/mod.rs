@@ -118,8 +118,9 @@ pub(crate) struct Shared {
     pub(crate) rtp_ip: std::net::IpAddr,
     pub(crate) tcp_idle_timeout: Duration,
     pub(crate) tcp_message_timeout: Duration,
-    pub(crate) max_tcp_connections: usize,
-    pub(crate) max_tcp_connections_per_source: usize,
+    /// The TCP connections open, against `max_tcp_connections` and, when set,
+    /// `max_tcp_connections_per_source`.
+    pub(crate) tcp_slots: Arc<tcp::TcpSlots>,
     pub(crate) store: Arc<Store>,
     pub(crate) dialplan: Arc<Dialplan>,
     /// Prompt sets by language (the dialplan routes' `language`).
@@ -321,8 +322,10 @@ impl Server {
             media,
             tcp_idle_timeout: sip.tcp_idle_timeout,
             tcp_message_timeout: sip.tcp_message_timeout.min(sip.tcp_idle_timeout),
-            max_tcp_connections: sip.max_tcp_connections,
-            max_tcp_connections_per_source: sip.max_tcp_connections_per_source,
+            tcp_slots: Arc::new(tcp::TcpSlots::new(
+                sip.max_tcp_connections,
+                sip.max_tcp_connections_per_source,
+            )),
         });
         Ok(Self {
             udp,

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,7 +25,6 @@ use crate::sip::StreamFramer;
 use crate::sip::endpoint::ConnId;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
-static OPEN: AtomicUsize = AtomicUsize::new(0);
 
 /// Outgoing messages queued per connection before the connection counts as stuck.
 const OUTBOX: usize = 256;
@@ -74,32 +73,58 @@ pub struct Connection {
     pub(crate) calls: Arc<AtomicUsize>,
 }
 
-/// Open connections by client (an IPv4 address or an IPv6 /64, [`crate::net::client_key`]),
-/// when `max_tcp_connections_per_source` is set.
-static PER_SOURCE: LazyLock<Mutex<HashMap<crate::net::Client, usize>>> =
-    LazyLock::new(Mutex::default);
+/// One server's TCP connections, accepted and opened, counted against its limits.
+#[derive(Debug)]
+pub(crate) struct TcpSlots {
+    /// `max_tcp_connections`.
+    max: usize,
+    /// `max_tcp_connections_per_source`; 0: no limit.
+    per_source: usize,
+    open: AtomicUsize,
+    /// Open connections by client (an IPv4 address or an IPv6 /64,
+    /// [`crate::net::client_key`]), when sources are limited.
+    by_source: Mutex<HashMap<crate::net::Client, usize>>,
+}
+
+impl TcpSlots {
+    pub(crate) fn new(max: usize, per_source: usize) -> Self {
+        Self {
+            max,
+            per_source,
+            open: AtomicUsize::new(0),
+            by_source: Mutex::default(),
+        }
+    }
+}
 
 /// One of the `max_tcp_connections` slots (and, when limited, of its source's), given back
 /// when dropped.
 struct Slot {
+    slots: Arc<TcpSlots>,
     /// The source whose count this slot holds, when sources are limited.
     source: Option<crate::net::Client>,
 }
 
 impl Slot {
-    fn take(shared: &Shared, peer: IpAddr) -> Option<Self> {
+    fn take(slots: &Arc<TcpSlots>, peer: IpAddr) -> Option<Self> {
         let peer = crate::net::client_key(peer);
-        let max = shared.max_tcp_connections;
-        OPEN.fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
-            (open < max).then_some(open + 1)
-        })
-        .ok()?;
-        let mut slot = Self { source: None };
-        let per_source = shared.max_tcp_connections_per_source;
-        if per_source > 0 {
-            let mut counts = PER_SOURCE.lock().unwrap_or_else(PoisonError::into_inner);
+        slots
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < slots.max).then_some(open + 1)
+            })
+            .ok()?;
+        let mut slot = Self {
+            slots: Arc::clone(slots),
+            source: None,
+        };
+        if slots.per_source > 0 {
+            let mut counts = slots
+                .by_source
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let count = counts.entry(peer).or_insert(0);
-            if *count >= per_source {
+            if *count >= slots.per_source {
                 return None; // dropping `slot` gives the overall one back
             }
             *count += 1;
@@ -111,9 +136,13 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        OPEN.fetch_sub(1, Ordering::AcqRel);
+        self.slots.open.fetch_sub(1, Ordering::AcqRel);
         if let Some(source) = self.source {
-            let mut counts = PER_SOURCE.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut counts = self
+                .slots
+                .by_source
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if let Some(count) = counts.get_mut(&source) {
                 *count -= 1;
                 if *count == 0 {
@@ -133,7 +162,7 @@ pub(crate) async fn accept_loop(
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let Some(slot) = Slot::take(&shared, peer.ip()) else {
+                let Some(slot) = Slot::take(&shared.tcp_slots, peer.ip()) else {
                     drop(stream);
                     metrics::counter!("vportal_sip_dropped_total", "reason" => "tcp_connection")
                         .increment(1);
@@ -205,7 +234,7 @@ pub(crate) fn connect_and_send(
     commands: mpsc::Sender<Command>,
     shared: Arc<Shared>,
 ) -> Option<(ConnId, Connection)> {
-    let Some(slot) = Slot::take(&shared, peer.ip()) else {
+    let Some(slot) = Slot::take(&shared.tcp_slots, peer.ip()) else {
         tracing::debug!(%peer, "too many TCP connections to reconnect for a SIP message");
         return None;
     };
@@ -366,5 +395,28 @@ mod tests {
         assert_eq!(t.occurred(t0 + LogThrottle::EVERY), Some(1_000));
         assert_eq!(t.occurred(t0 + LogThrottle::EVERY), None);
         assert_eq!(t.occurred(t0 + LogThrottle::EVERY * 3), Some(2));
+    }
+
+    #[test]
+    fn each_server_counts_only_its_own_connections() {
+        let one: IpAddr = "127.0.0.1".parse().unwrap();
+        let two: IpAddr = "127.0.0.2".parse().unwrap();
+        // Two servers in one process, one connection each at most.
+        let (a, b) = (Arc::new(TcpSlots::new(1, 0)), Arc::new(TcpSlots::new(1, 0)));
+        let held = Slot::take(&a, one).unwrap();
+        assert!(Slot::take(&a, two).is_none());
+        assert!(Slot::take(&b, one).is_some(), "a's connection is not b's");
+        drop(held);
+        assert!(Slot::take(&a, one).is_some());
+        // One per source: a second from the same source is refused and gives back the
+        // overall slot it took on the way.
+        let c = Arc::new(TcpSlots::new(3, 1));
+        let first = Slot::take(&c, one).unwrap();
+        assert!(Slot::take(&c, one).is_none());
+        assert_eq!(c.open.load(Ordering::Acquire), 1);
+        let other = Slot::take(&c, two).unwrap();
+        drop((first, other));
+        assert_eq!(c.open.load(Ordering::Acquire), 0);
+        assert!(c.by_source.lock().unwrap().is_empty());
     }
 }
