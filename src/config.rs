@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::media::ports::PortRange;
+use crate::sip::endpoint::EndpointConfig;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -186,11 +187,11 @@ impl Default for SipConfig {
             udp: true,
             tcp: true,
             public_address: None,
-            max_calls: 5_000,
-            max_call_duration: Duration::from_secs(3_600),
+            max_calls: EndpointConfig::DEFAULT_MAX_CALLS,
+            max_call_duration: EndpointConfig::DEFAULT_MAX_CALL_DURATION,
             max_tcp_connections: 1_024,
             max_tcp_connections_per_source: 0,
-            max_pending_calls_per_source: 64,
+            max_pending_calls_per_source: EndpointConfig::DEFAULT_MAX_PENDING_PER_SOURCE,
             tcp_idle_timeout: Duration::from_secs(300),
             tcp_message_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),

@@ -218,14 +218,22 @@ pub struct EndpointConfig {
 }
 
 impl EndpointConfig {
+    /// Default [`EndpointConfig::max_calls`] (and `sip.max_calls`).
+    pub const DEFAULT_MAX_CALLS: usize = 5_000;
+    /// Default [`EndpointConfig::max_pending_per_source`] (and
+    /// `sip.max_pending_calls_per_source`).
+    pub const DEFAULT_MAX_PENDING_PER_SOURCE: usize = 64;
+    /// Default [`EndpointConfig::max_call_duration`] (and `sip.max_call_duration`): an hour.
+    pub const DEFAULT_MAX_CALL_DURATION: Duration = Duration::from_secs(3_600);
+
     /// Defaults for a server advertising `local_addr`.
     pub fn new(local_addr: SocketAddr) -> Self {
         Self {
             local_addr,
             server_name: format!("vportal/{}", env!("CARGO_PKG_VERSION")),
-            max_calls: 5_000,
-            max_pending_per_source: 64,
-            max_call_duration: Duration::from_secs(30 * 60),
+            max_calls: Self::DEFAULT_MAX_CALLS,
+            max_pending_per_source: Self::DEFAULT_MAX_PENDING_PER_SOURCE,
+            max_call_duration: Self::DEFAULT_MAX_CALL_DURATION,
             timers: TimerConfig::default(),
             rng_seed: None,
         }
