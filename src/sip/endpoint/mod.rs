@@ -22,7 +22,7 @@ mod validate;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -159,7 +159,9 @@ pub struct Endpoint {
     cfg: EndpointConfig,
     router: Box<dyn Router>,
     rng: StdRng,
-    tag_hasher: std::hash::RandomState,
+    /// Drawn from `rng` at start: mixed into every tag derived from a request, so that they
+    /// differ from one run to the next (and repeat under a seed).
+    tag_key: u128,
     next_call: u64,
     invites: HashMap<String, (InviteServerTx, InviteOf)>,
     /// Initial INVITE transactions by Call-ID, From tag and CSeq, to spot merged requests
@@ -205,15 +207,16 @@ impl std::fmt::Debug for Endpoint {
 impl Endpoint {
     /// A UAS with `config` that routes INVITEs with `router`.
     pub fn new(config: EndpointConfig, router: Box<dyn Router>) -> Self {
-        let rng = match config.rng_seed {
+        let mut rng = match config.rng_seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => rand::make_rng(),
         };
+        let tag_key = rng.random();
         Self {
             cfg: config,
             router,
             rng,
-            tag_hasher: std::hash::RandomState::new(),
+            tag_key,
             next_call: 1,
             invites: HashMap::new(),
             invite_ids: HashMap::new(),
@@ -1593,7 +1596,8 @@ impl Endpoint {
     }
 
     fn stateless_tag(&self, msg: &Message) -> String {
-        let mut h = self.tag_hasher.build_hasher();
+        let mut h = std::hash::DefaultHasher::new();
+        self.tag_key.hash(&mut h);
         for name in [
             HeaderName::CallId,
             HeaderName::From,
@@ -1716,6 +1720,32 @@ mod tests {
         ep.handle_timeout(now);
         while ep.poll_transmit().is_some() {}
         while ep.poll_event().is_some() {}
+    }
+
+    /// Tags derived from a request (stateless answers) repeat for the same request and, as
+    /// every other tag, under the same seed; another seed gives others.
+    #[test]
+    fn stateless_tags_follow_the_seed() {
+        let to_tag = |seed: u64| {
+            let mut cfg = EndpointConfig::new("127.0.0.1:5060".parse().unwrap());
+            cfg.rng_seed = Some(seed);
+            let mut ep = Endpoint::new(cfg, Box::new(|_: &str| None));
+            let tags: Vec<String> = (0..2)
+                .map(|_| {
+                    let invite = request_in("seeded", "INVITE", "i1", 1, None, OFFER);
+                    ep.handle_datagram(Instant::now(), CALLER.parse().unwrap(), invite);
+                    let answer = ep.poll_transmit().expect("a 404");
+                    let answer = Message::parse_datagram(answer.payload).unwrap();
+                    assert_eq!(answer.status(), Some(404));
+                    let to = answer.values(HeaderName::To).next().unwrap().to_owned();
+                    to.split_once(";tag=").expect("a To tag").1.to_owned()
+                })
+                .collect();
+            assert_eq!(tags[0], tags[1], "a retransmission gets the same tag");
+            tags[0].clone()
+        };
+        assert_eq!(to_tag(1), to_tag(1));
+        assert_ne!(to_tag(1), to_tag(2));
     }
 
     /// Queued timer entries stay bounded by the state they serve: a caller cycling
