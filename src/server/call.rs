@@ -462,7 +462,8 @@ impl CallTask {
         }
     }
 
-    /// Does what the flow asks, until it asks nothing more.
+    /// Does what the flow asks, until it asks nothing more. The flow asks the store for one
+    /// thing at a time, and nothing more until it has the answer.
     async fn perform(&mut self, job: &mut Option<StoreJob>) {
         while let Some(action) = self.flow.poll_action() {
             match action {
@@ -472,40 +473,60 @@ impl CallTask {
                 Action::BargeIn => self.shared.media(MediaCommand::BargeIn(self.call)),
                 Action::LookUpMailbox(mailbox) => {
                     let store = Arc::clone(&self.shared.store);
-                    *job = Some(tokio::task::spawn_blocking(move || {
-                        let found = store.user(&mailbox, Timestamp::now());
-                        StoreReply::Exists(matches!(found, Ok(Some(_))))
-                    }));
+                    start(
+                        job,
+                        tokio::task::spawn_blocking(move || {
+                            // A database error asks the caller for the mailbox, as an
+                            // unknown one does; it is logged and counted as any other.
+                            let found = store.user(&mailbox, Timestamp::now()).map_err(|e| {
+                                tracing::error!(error = %e, "mailbox lookup failed");
+                                metrics::counter!("vportal_store_errors_total").increment(1);
+                            });
+                            StoreReply::Exists(matches!(found, Ok(Some(_))))
+                        }),
+                    );
                 }
                 Action::Verify { mailbox, passcode } => {
                     let actor = self.actor.clone();
-                    *job = Some(self.hashing(move |store| {
-                        let result =
-                            store.verify_login(&mailbox, &passcode, &actor, Timestamp::now());
-                        StoreReply::Verified(result.map_err(|e| {
-                            tracing::error!(error = %e, "passcode check failed");
-                            metrics::counter!("vportal_store_errors_total").increment(1);
-                        }))
-                    }));
+                    start(
+                        job,
+                        self.hashing(move |store| {
+                            let result =
+                                store.verify_login(&mailbox, &passcode, &actor, Timestamp::now());
+                            StoreReply::Verified(result.map_err(|e| {
+                                tracing::error!(error = %e, "passcode check failed");
+                                metrics::counter!("vportal_store_errors_total").increment(1);
+                            }))
+                        }),
+                    );
                 }
                 Action::ChangePasscode { mailbox, passcode } => {
                     let actor = self.actor.clone();
                     // The flow asks only after a login to this very mailbox.
                     let login = self.login.clone().filter(|l| *l.extension() == mailbox);
                     let in_flight = self.shared.changes_in_flight.subscribe();
-                    *job = Some(self.hashing(move |store| {
-                        let _in_flight = in_flight;
-                        let Some(mut login) = login else {
-                            tracing::error!("a passcode change without a login");
-                            return StoreReply::Changed(Err(()));
-                        };
-                        let result =
-                            store.change_passcode(&mut login, &passcode, &actor, Timestamp::now());
-                        StoreReply::Changed(result.map(|outcome| (outcome, login)).map_err(|e| {
-                            tracing::error!(error = %e, "passcode change failed");
-                            metrics::counter!("vportal_store_errors_total").increment(1);
-                        }))
-                    }));
+                    start(
+                        job,
+                        self.hashing(move |store| {
+                            let _in_flight = in_flight;
+                            let Some(mut login) = login else {
+                                tracing::error!("a passcode change without a login");
+                                return StoreReply::Changed(Err(()));
+                            };
+                            let result = store.change_passcode(
+                                &mut login,
+                                &passcode,
+                                &actor,
+                                Timestamp::now(),
+                            );
+                            StoreReply::Changed(result.map(|outcome| (outcome, login)).map_err(
+                                |e| {
+                                    tracing::error!(error = %e, "passcode change failed");
+                                    metrics::counter!("vportal_store_errors_total").increment(1);
+                                },
+                            ))
+                        }),
+                    );
                 }
                 Action::LoggedIn(mailbox) => self.logged_in(&mailbox).await,
                 Action::Hangup => {
@@ -569,6 +590,13 @@ impl CallTask {
             }
         }
     }
+}
+
+/// Holds `work` as the call's store job: the only one, since the flow waits for each answer
+/// before it asks for more (were one replaced, its answer would never reach the flow).
+fn start(job: &mut Option<StoreJob>, work: StoreJob) {
+    debug_assert!(job.is_none(), "the flow asked the store twice at once");
+    *job = Some(work);
 }
 
 /// The result of the store work in flight; never resolves when there is none.
