@@ -19,7 +19,7 @@ use super::tcp::Connection;
 use super::{ServerError, Shared};
 use crate::admin::metrics::count_sip;
 use crate::sip::Message;
-use crate::sip::endpoint::{CallHandle, ConnId, Endpoint, Event, Transmit, Transport};
+use crate::sip::endpoint::{CallError, CallHandle, ConnId, Endpoint, Event, Transmit, Transport};
 
 /// Largest datagram read (the largest UDP payload).
 const MAX_DATAGRAM: usize = 65_535;
@@ -221,11 +221,15 @@ impl SipTask {
                 let _ = self.endpoint.reject(call, code, reason, now);
             }
             Command::Replaced(call) => self.to_call(call, CallEvent::Replaced),
-            Command::Accept(call, media) => {
-                if let Err(e) = self.endpoint.accept(call, media, now) {
+            Command::Accept(call, media) => match self.endpoint.accept(call, media, now) {
+                Ok(()) => {}
+                Err(e @ CallError::NotAcceptable) => {
+                    tracing::info!(?call, error = %e, "call not answered");
+                }
+                Err(e) => {
                     tracing::debug!(?call, error = %e, "call gone before it could be answered");
                 }
-            }
+            },
         }
     }
 

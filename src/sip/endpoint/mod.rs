@@ -1086,7 +1086,8 @@ impl Endpoint {
     /// to the caller's offer, or an offer of ours when the INVITE had none.
     ///
     /// # Errors
-    /// [`CallError`] when the call is gone or already answered.
+    /// [`CallError`] when the call is gone or already answered, or when the offer cannot be
+    /// answered from `local_media` (the call is then refused with 488 and ends).
     pub fn accept(
         &mut self,
         call: CallHandle,
@@ -1113,20 +1114,21 @@ impl Endpoint {
                     // Checked when the INVITE arrived; only a changed codec set could fail.
                     self.final_to_invite(call, 488, "Not Acceptable Here", now);
                     self.end_call(call, EndReason::Rejected(488));
-                    return Ok(());
+                    return Err(CallError::NotAcceptable);
                 }
             },
             None => (sdp::offer(&local), None, true),
+        };
+        // The flow first: the INVITE is taken only once the answer can go out.
+        let flow = self.invites.get(&c.invite_key).map(|(tx, _)| tx.flow);
+        let Some(flow) = flow else {
+            return Err(CallError::NoSuchCall);
         };
         let Some(invite) = c.invite.take() else {
             return Err(CallError::NotRinging);
         };
         let source = c.source;
         let tag = c.dialog.local_tag.clone();
-        let flow = self.invites.get(&c.invite_key).map(|(tx, _)| tx.flow);
-        let Some(flow) = flow else {
-            return Err(CallError::NoSuchCall);
-        };
         let mut b = self.response(&invite, source, 200, "OK", Some(&tag));
         for rr in invite.values(HeaderName::RecordRoute) {
             // §12.1.1: the UAS copies Record-Route into its 2xx.
@@ -1746,6 +1748,39 @@ mod tests {
         };
         assert_eq!(to_tag(1), to_tag(1));
         assert_ne!(to_tag(1), to_tag(2));
+    }
+
+    /// An offer that cannot be answered from the media address the application gives (here
+    /// of the other IP version) is refused with 488, and `accept` says so: the call is over.
+    #[test]
+    fn an_accept_that_cannot_answer_the_offer_refuses_the_call() {
+        let mut ep = endpoint();
+        let now = Instant::now();
+        let invite = request_in("unanswerable", "INVITE", "i1", 1, None, OFFER);
+        ep.handle_datagram(now, CALLER.parse().unwrap(), invite);
+        let Some(Event::IncomingCall(incoming)) = ep.poll_event() else {
+            panic!("a call")
+        };
+        while ep.poll_transmit().is_some() {}
+        assert_eq!(
+            ep.accept(incoming.call, "[::1]:10000".parse().unwrap(), now),
+            Err(CallError::NotAcceptable)
+        );
+        let answer = ep.poll_transmit().expect("a final answer");
+        let answer = Message::parse_datagram(answer.payload).unwrap();
+        assert_eq!(answer.status(), Some(488));
+        assert!(matches!(
+            ep.poll_event(),
+            Some(Event::Ended {
+                reason: EndReason::Rejected(488),
+                ..
+            })
+        ));
+        assert_eq!(ep.active_calls(), 0);
+        assert_eq!(
+            ep.accept(incoming.call, "127.0.0.1:10000".parse().unwrap(), now),
+            Err(CallError::NoSuchCall)
+        );
     }
 
     /// Queued timer entries stay bounded by the state they serve: a caller cycling

@@ -181,6 +181,10 @@ pub enum CallError {
     /// The call is not waiting for an answer.
     #[error("the call was already answered or rejected")]
     NotRinging,
+    /// The caller's offer cannot be answered from the media address given: the call was
+    /// refused with 488 and has ended.
+    #[error("the offer cannot be answered from that media address; refused with 488")]
+    NotAcceptable,
 }
 
 /// Counters for the metrics endpoint.
