@@ -1673,3 +1673,49 @@ fn repeated_bad_tokens_turn_the_address_away_for_a_doubling_time() {
         bad(n).assert_error(401, "unauthorized");
     }
 }
+
+/// Another process holds the database's write lock (a long import from the CLI, a backup
+/// tool): reads are answered from the WAL, and a write, after its wait, is 503 `busy` with
+/// Retry-After, not a 500.
+#[test]
+fn a_database_locked_elsewhere_answers_reads_and_says_busy_to_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.db");
+    let pepper = || Pepper::from_bytes(vec![1; 32]).unwrap();
+    let cli = Actor::Cli { user: None };
+    let setup = Store::open(&path, pepper(), true, 1).unwrap();
+    let token = setup.create_token("ops", &cli, Timestamp::now()).unwrap();
+    setup
+        .create_user(
+            NewUser {
+                extension: Extension::parse("1001").unwrap(),
+                name: None,
+                email: None,
+                passcode: None,
+            },
+            &cli,
+            Timestamp::now(),
+        )
+        .unwrap();
+    drop(setup);
+    let store = Store::open(&path, pepper(), false, 1)
+        .unwrap()
+        .with_busy_timeout(Duration::from_millis(100));
+    let state =
+        common::server::admin_state(Arc::new(store), Arc::new(tokio::sync::Semaphore::new(2)));
+    let (addr, _rt) = common::server::admin_in_process(state);
+    let bearer = format!("Bearer {}", token.expose());
+    let auth = [("Authorization", bearer.as_str())];
+
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let read = http::send(addr, "GET", "/api/v1/users/1001", &auth, b"");
+    assert_eq!(read.status, 200, "{}", read.body);
+    let write = http::send(addr, "POST", "/api/v1/users/1001/unlock", &auth, b"");
+    assert_eq!(write.status, 503, "{}", write.body);
+    assert_eq!(write.json()["error"]["code"], "busy", "{}", write.body);
+    assert_eq!(write.header("retry-after"), Some("5"));
+    other.execute_batch("ROLLBACK").unwrap();
+    let write = http::send(addr, "POST", "/api/v1/users/1001/unlock", &auth, b"");
+    assert_eq!(write.status, 200, "{}", write.body);
+}

@@ -298,6 +298,61 @@ fn a_database_whose_pepper_is_gone_asks_for_the_pepper_not_init() {
     assert!(!w.path().join("vportal.pepper").exists());
 }
 
+/// A database file this process may only read (restored from a backup as 0400, another
+/// owner): it can be read, a write says why it fails, and `serve` refuses to start rather
+/// than fail every login. (The tests run as root: without CAP_DAC_OVERRIDE the mode
+/// applies.)
+#[test]
+fn a_read_only_database_is_read_and_said_to_be_read_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = Workdir::provisioned(&[("1001", "4826", false)]);
+    std::fs::set_permissions(w.db(), std::fs::Permissions::from_mode(0o400)).unwrap();
+    let as_owner = |args: &[&str]| {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args([
+            "--inh-caps=-dac_override,-dac_read_search",
+            "--bounding-set=-dac_override,-dac_read_search",
+            "--",
+            env!("CARGO_BIN_EXE_vportal"),
+        ]);
+        let vportal = w.command(args);
+        cmd.args(vportal.get_args())
+            .current_dir(w.path())
+            .env_remove("VPORTAL_PEPPER")
+            .env_remove("VPORTAL_CONFIG")
+            .env_remove("VPORTAL_DB")
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null());
+        let out = cmd.output().expect("setpriv");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = as_owner(&["user", "list"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("1001"), "{stdout}");
+    let (code, _, stderr) = as_owner(&["user", "unlock", "1001"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("the database is read-only"), "{stderr}");
+    let (code, _, stderr) = as_owner(&[
+        "serve",
+        "--sip",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--rtp-ports",
+        "47300-47310",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("vportal.db is read-only to this process"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening"), "{stderr}");
+}
+
 #[test]
 fn commands_other_than_init_need_a_database() {
     let w = Workdir::new();

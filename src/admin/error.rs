@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::store::{GenerateError, StoreError};
+use crate::store::{GenerateError, StoreError, Unavailable};
 
 /// An error answer. Its message never holds a passcode, a hash, the pepper or a token.
 #[derive(Debug)]
@@ -21,7 +21,7 @@ pub struct ApiError {
     pub message: String,
     /// Extra members of the error object (policy violation codes).
     pub extra: Option<(&'static str, serde_json::Value)>,
-    /// `Retry-After`, in seconds (429).
+    /// `Retry-After`, in seconds (429, and 503 `busy`).
     pub retry_after: Option<u64>,
 }
 
@@ -150,6 +150,24 @@ impl From<StoreError> for ApiError {
                     GenerateError::Impossible
                 ),
             ),
+            StoreError::Unavailable(why) => {
+                let busy = why == Unavailable::Busy;
+                if busy {
+                    tracing::warn!(error = %why, "store busy in the admin API");
+                } else {
+                    tracing::error!(error = %why, "store unavailable in the admin API");
+                }
+                metrics::counter!("vportal_store_errors_total").increment(1);
+                Self {
+                    // A script may try a busy database again; the others need an operator.
+                    retry_after: busy.then_some(5),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        if busy { "busy" } else { "unavailable" },
+                        why.to_string(),
+                    )
+                }
+            }
             other => {
                 tracing::error!(error = %other, "store error in the admin API");
                 Self::internal()

@@ -92,6 +92,14 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     })?;
     // Opening the store creates it on a first run and checks the pepper before any call.
     let (store, created) = ctx.open_with(true)?;
+    if store.is_read_only() {
+        anyhow::bail!(
+            "the database {} is read-only to this process: every login and passcode change \
+             would fail (check the mode and owner of the file and its directory, and that the \
+             file system is mounted read-write)",
+            ctx.store.database.display()
+        );
+    }
     if let Some(source) = created {
         // First run in this directory: as `vportal init` would, plus how to go on. The token
         // is shown only to a terminal: a service's standard output is a log (the journal, a

@@ -62,12 +62,62 @@ const POLICY_KEY: &str = "policy";
 /// database's.
 const PEPPER_CHECK_KEY: &str = "pepper_check";
 
+/// Why the database cannot take an operation: SQLite's codes, said as what to do about them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    /// Another process held the database's write lock all through the busy timeout.
+    #[error("the database is busy: another process held its write lock for 10 s; try again")]
+    Busy,
+    /// The database file, or the file system holding it, is read-only.
+    #[error(
+        "the database is read-only: check the mode and owner of the database file and its \
+         directory, and that the file system is mounted read-write"
+    )]
+    ReadOnly,
+    /// SQLite cannot create its `-wal` and `-shm` files beside the database.
+    #[error(
+        "the database's directory is not writable: SQLite keeps its -wal and -shm files \
+         beside the database"
+    )]
+    ReadOnlyDirectory,
+    /// The disk holding the database is full.
+    #[error("the disk holding the database is full")]
+    DiskFull,
+    /// The operating system failed a read or write of the database's files.
+    #[error("disk I/O error on the database's files (a full disk is the usual cause)")]
+    DiskIo,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        let rusqlite::Error::SqliteFailure(failure, _) = &e else {
+            return Self::Database(e);
+        };
+        let unavailable = match failure.code {
+            _ if failure.extended_code == rusqlite::ffi::SQLITE_READONLY_DIRECTORY => {
+                Unavailable::ReadOnlyDirectory
+            }
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => Unavailable::Busy,
+            ErrorCode::ReadOnly => Unavailable::ReadOnly,
+            ErrorCode::DiskFull => Unavailable::DiskFull,
+            ErrorCode::SystemIoFailure => Unavailable::DiskIo,
+            _ => return Self::Database(e),
+        };
+        Self::Unavailable(unavailable)
+    }
+}
+
 /// What a store operation can fail with. No variant ever carries a passcode.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// SQLite failed.
     #[error("database error: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(rusqlite::Error),
+    /// The database cannot take the operation now (busy) or at all until an operator acts
+    /// (read-only, disk full).
+    #[error("{0}")]
+    Unavailable(Unavailable),
     /// The database file could not be created.
     #[error("creating {}: {source}", .path.display())]
     Io {
@@ -138,11 +188,20 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The credential store. Cheap to share (`Arc<Store>`); all methods take `&self`.
 ///
-/// One SQLite connection per store, used for short transactions only. Other processes (the
-/// CLI next to a running server) open their own store on the same file.
+/// Two SQLite connections per store, used for short transactions only: one writes, the
+/// other reads, so that reads (the API's lists, a login's first look at its mailbox) go on
+/// from the WAL while a write waits for another process's lock. Other processes (the CLI
+/// next to a running server) open their own store on the same file.
 #[derive(Debug)]
 pub struct Store {
     conn: Mutex<Connection>,
+    /// The reading connection (`query_only`); none for a store in memory, which has only
+    /// the one.
+    reader: Option<Mutex<Connection>>,
+    /// The database file is read-only to this process.
+    read_only: bool,
+    /// How long a write waits for another process's lock ([`BUSY_TIMEOUT`]).
+    busy_timeout: Duration,
     hasher: Hasher,
 }
 
@@ -175,15 +234,27 @@ impl Store {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
         let conn = Connection::open_with_flags(path, flags)?;
-        // WAL: readers never block the writer and the writer never blocks readers.
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // WAL: readers never block the writer and the writer never blocks readers. (Only
+        // turning it on writes; a database that has it needs no lock to say so.)
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        let mode = if mode.eq_ignore_ascii_case("wal") {
+            mode
+        } else {
+            conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?
+        };
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(
                 mode,
                 "database is not in WAL mode; concurrent use may wait longer"
             );
         }
-        Self::setup(conn, pepper, hash_concurrency)
+        let reader = Connection::open_with_flags(path, flags - OpenFlags::SQLITE_OPEN_CREATE)?;
+        reader.busy_timeout(BUSY_TIMEOUT)?;
+        reader.pragma_update(None, "query_only", true)?;
+        let mut store = Self::setup(conn, pepper, hash_concurrency)?;
+        store.reader = Some(Mutex::new(reader));
+        Ok(store)
     }
 
     /// A store in memory, for tests and benchmarks.
@@ -200,36 +271,62 @@ impl Store {
         // Durability over speed: an acknowledged passcode change must survive a power cut.
         conn.pragma_update(None, "synchronous", "FULL")?;
         schema::migrate(&mut conn)?;
+        let read_only = conn.is_readonly(rusqlite::MAIN_DB)?;
         let store = Self {
             conn: Mutex::new(conn),
+            reader: None,
+            read_only,
+            busy_timeout: BUSY_TIMEOUT,
             hasher: Hasher::new(pepper, hash_concurrency),
         };
         store.check_pepper()?;
         Ok(store)
     }
 
+    /// This store with writes waiting at most `wait` for another process's write lock
+    /// (10 s unless set), then failing with [`Unavailable::Busy`].
+    #[must_use]
+    pub fn with_busy_timeout(mut self, wait: Duration) -> Self {
+        self.busy_timeout = wait;
+        self
+    }
+
+    /// Whether this process can only read the database (its file or file system is
+    /// read-only to it): every login and every change would fail. `serve` refuses to start
+    /// on such a database.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
     /// Records the pepper's fingerprint on first open; refuses a different pepper later.
+    /// Only the first open writes: the check itself is a read.
     fn check_pepper(&self) -> Result<()> {
         let expected = self.hasher.mac(b"vportal pepper check v1");
-        self.write(|tx| {
-            let stored: Option<String> = tx
+        let stored = |conn: &Connection| -> Result<Option<String>> {
+            Ok(conn
                 .query_row(
                     "SELECT value FROM settings WHERE key = ?1",
                     [PEPPER_CHECK_KEY],
                     |r| r.get(0),
                 )
-                .optional()?;
-            match stored {
-                None => {
-                    tx.execute(
-                        "INSERT INTO settings (key, value) VALUES (?1, ?2)",
-                        (PEPPER_CHECK_KEY, &expected),
-                    )?;
-                    Ok(())
-                }
-                Some(s) if s == expected => Ok(()),
-                Some(_) => Err(StoreError::PepperMismatch),
+                .optional()?)
+        };
+        let matches = |stored: Option<String>| match stored {
+            Some(s) if s == expected => Ok(true),
+            Some(_) => Err(StoreError::PepperMismatch),
+            None => Ok(false),
+        };
+        if matches(self.read(stored)?)? {
+            return Ok(());
+        }
+        self.write(|tx| {
+            if !matches(stored(tx)?)? {
+                tx.execute(
+                    "INSERT INTO settings (key, value) VALUES (?1, ?2)",
+                    (PEPPER_CHECK_KEY, &expected),
+                )?;
             }
+            Ok(())
         })
     }
 
@@ -242,13 +339,34 @@ impl Store {
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         // A panic mid-transaction rolls the transaction back when it unwinds, so the
         // connection is consistent even if the lock was poisoned.
-        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = self
+            .reader
+            .as_ref()
+            .unwrap_or(&self.conn)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         f(&conn)
     }
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed if `f` returns `Ok`.
+    ///
+    /// Waiting for this process's other writes counts against the busy timeout too: while
+    /// another process holds the lock, each write queued here gives up 10 s after it was
+    /// asked for, not 10 s after the one before it gave up.
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.write_within(self.busy_timeout, f)
+    }
+
+    /// [`Store::write`], waiting at most `wait` for the lock (bookkeeping that may be
+    /// skipped).
+    fn write_within<T>(
+        &self,
+        wait: Duration,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let asked = std::time::Instant::now();
         let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        conn.busy_timeout(wait.saturating_sub(asked.elapsed()))?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let value = f(&tx)?;
         tx.commit()?;
@@ -418,6 +536,49 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::*;
     use super::*;
+
+    /// Another process holds the write lock: reads go on from the WAL, a store still opens,
+    /// an admin token still authenticates, and a write gives up saying the database is busy.
+    #[test]
+    fn a_lock_held_elsewhere_stops_writes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.db");
+        let s = Store::open(&path, pepper(), true, 1).unwrap();
+        let token = s.create_token("ops", &cli(), T0).unwrap();
+        s.create_user(
+            NewUser {
+                extension: ext("1001"),
+                name: None,
+                email: None,
+                passcode: None,
+            },
+            &cli(),
+            T0,
+        )
+        .unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let s = Store::open(&path, pepper(), false, 1)
+            .expect("opening only reads")
+            .with_busy_timeout(Duration::from_millis(50));
+        assert!(s.user(&ext("1001"), T0).unwrap().is_some());
+        // Its use was never recorded: the record is skipped, the token still good.
+        let later = T0.saturating_add(Duration::from_secs(3_600));
+        assert_eq!(
+            s.authenticate_token(token.expose(), later)
+                .unwrap()
+                .as_deref(),
+            Some("ops")
+        );
+        let busy = s.unlock(&ext("1001"), &cli(), later).unwrap_err();
+        assert!(
+            matches!(busy, StoreError::Unavailable(Unavailable::Busy)),
+            "{busy:?}"
+        );
+        assert!(busy.to_string().contains("busy"), "{busy}");
+        other.execute_batch("ROLLBACK").unwrap();
+        s.unlock(&ext("1001"), &cli(), later).unwrap();
+    }
 
     #[test]
     fn pepper_is_pinned_to_the_database() {

@@ -81,6 +81,11 @@ pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// [`StoreError::SchemaTooNew`] when a newer vportal has migrated this database, or a
 /// database error.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    // Up to date (every open but the first after an upgrade): a read, no write lock.
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
     loop {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;

@@ -6,6 +6,7 @@
 //! are compared with every stored MAC in constant time.
 
 use std::fmt;
+use std::time::Duration;
 
 use rand::TryRng;
 use rand::rngs::SysRng;
@@ -151,29 +152,38 @@ impl Store {
     /// Database errors.
     pub fn authenticate_token(&self, presented: &str, now: Timestamp) -> Result<Option<String>> {
         let mac = self.hasher.mac(presented.as_bytes());
-        let rows: Vec<(String, String)> = self.read(|conn| {
-            let mut stmt = conn.prepare("SELECT name, hash FROM admin_tokens")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows: Vec<(String, String, Option<i64>)> = self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT name, hash, last_used_at FROM admin_tokens")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })?;
         let mut found = None;
-        for (name, hash) in rows {
+        for (name, hash, last_used) in rows {
             if bool::from(hash.as_bytes().ct_eq(mac.as_bytes())) {
-                found = Some(name);
+                found = Some((name, last_used));
             }
         }
-        if let Some(name) = &found {
-            // Record use at most once a minute per token: not a write per request.
-            self.write(|tx| {
+        let Some((name, last_used)) = found else {
+            return Ok(None);
+        };
+        // Use is recorded at most once a minute per token: not a write per request. Nor
+        // does a failure to record it (another process holding the write lock) fail the
+        // request: reads go on from the WAL meanwhile.
+        if last_used.is_none_or(|at| at <= now.unix() - 60) {
+            let recorded = self.write_within(Duration::from_millis(100), |tx| {
                 tx.execute(
                     "UPDATE admin_tokens SET last_used_at = ?1
                      WHERE name = ?2 AND coalesce(last_used_at, 0) <= ?1 - 60",
-                    (now.unix(), name),
+                    (now.unix(), &name),
                 )?;
                 Ok(())
-            })?;
+            });
+            if let Err(e) = recorded {
+                tracing::warn!(token = %name, error = %e, "could not record the token's use");
+            }
         }
-        Ok(found)
+        Ok(Some(name))
     }
 
     /// Whether any admin token exists (`serve` warns when neither one nor a configured token
