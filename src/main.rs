@@ -20,22 +20,37 @@ fn main() -> ExitCode {
     init_logging(cli.global.log_format, cli.command.default_log_level());
     match cli::run(cli) {
         Ok(code) => code,
-        // The reader of our output went away before a generated passcode or token reached
-        // it: the change is made, but nobody has the secret.
-        Err(e) if is_broken_pipe(&e) && cli::secrets_due() => {
-            eprintln!(
-                "error: standard output was closed before the generated passcode(s) or token \
-                 could be shown; the change is made but they were not delivered: issue new ones"
-            );
-            ExitCode::from(2)
-        }
-        // The reader of our output went away (`vportal audit | head`): nothing to say.
-        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        // The reader of our output went away (`vportal audit | head`): nothing to say,
+        // unless it was owed a secret (below).
+        Err(e) if is_broken_pipe(&e) && !cli::secrets_due() => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            // Standard output failed (its reader went away, its disk is full) before a
+            // generated passcode or token reached it: the change is made, but nobody has the
+            // secret. (Once a command starts printing its secrets it does nothing else that
+            // could fail.)
+            match output_error(&e).filter(|_| cli::secrets_due()) {
+                Some(io) => {
+                    let why = if io.kind() == std::io::ErrorKind::BrokenPipe {
+                        "standard output was closed".to_owned()
+                    } else {
+                        format!("writing to standard output failed ({io})")
+                    };
+                    eprintln!(
+                        "error: {why} before every generated passcode or token was shown; the \
+                         change is made but they were not delivered: issue new ones"
+                    );
+                }
+                None => eprintln!("error: {}", one_line(&e)),
+            }
             ExitCode::from(2)
         }
     }
+}
+
+/// The I/O error at the root of `e`, if there is one.
+fn output_error(e: &anyhow::Error) -> Option<&std::io::Error> {
+    e.chain()
+        .find_map(|cause| cause.downcast_ref::<std::io::Error>())
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

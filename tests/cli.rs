@@ -896,6 +896,32 @@ fn run_with_reader_gone(w: &Workdir, args: &[&str]) -> (i32, String) {
     )
 }
 
+/// Standard output on a full disk (`/dev/full`) while a generated passcode is due: the
+/// admin is told the change is made and the passcode was not delivered, not only the OS's
+/// words.
+#[test]
+fn a_generated_passcode_written_to_a_full_disk_is_said_undelivered() {
+    let w = Workdir::provisioned(&[("1001", "4826", false)]);
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = w
+        .command(&["user", "set-temp", "1001"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("writing to standard output failed")
+            && stderr.contains("No space left on device")
+            && stderr.contains("not delivered: issue new ones"),
+        "{stderr}"
+    );
+    assert_eq!(w.user("1001")["temporary"], true, "the change is made");
+}
+
 /// A command that hands out a generated passcode or a token exactly once must not report
 /// success when that passcode never reached anyone: the change is made (the old passcode is
 /// gone), so the admin has to know to issue another.
