@@ -244,6 +244,42 @@ fn a_passcode_reset_over_http_works_on_the_next_call_and_the_api_shows_the_chang
     });
 }
 
+/// A bulk reset whose client hangs up before the answer: the work is not stopped, the
+/// passcodes are replaced and were never seen, and the log says so.
+#[test]
+fn a_reset_whose_client_went_away_is_logged_as_undelivered() {
+    use std::io::Write;
+    let w = Workdir::new();
+    let token = common::token_from(&w.run(&["init"]).ok().stdout);
+    let mailboxes: Vec<String> = (2000..2040).map(|m| m.to_string()).collect();
+    let csv: String = mailboxes
+        .iter()
+        .map(|m| format!("{m},User {m}\n"))
+        .collect();
+    std::fs::write(w.path().join("users.csv"), csv).unwrap();
+    w.run(&["user", "import", "users.csv"]).ok();
+    let server = ServerProcess::start(&w, "47300-47310", &[]);
+    let admin = server.admin.expect("the admin side-port");
+    let body = json!({ "extensions": mailboxes }).to_string();
+    let mut client = std::net::TcpStream::connect(admin).unwrap();
+    write!(
+        client,
+        "POST /api/v1/users/reset HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    drop(client);
+    server.expect_log("was never delivered", 1, CALL);
+    let resets = common::event_names(&w.audit("2039"))
+        .iter()
+        .filter(|e| **e == "passcode.temporary_set")
+        .count();
+    assert_eq!(resets, 2, "the import's, then the reset's");
+}
+
 #[test]
 fn the_side_port_refuses_plain_http_off_loopback_and_serves_https_with_a_certificate() {
     let w = Workdir::new();

@@ -1,6 +1,7 @@
 //! The routes and their handlers.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -221,14 +222,77 @@ async fn blocking<T: Send + 'static>(
         None
     };
     let store = Arc::clone(&state.store);
-    tokio::task::spawn_blocking(move || {
+    let delivery = Delivery::default();
+    let watch = delivery.watch();
+    let result = tokio::task::spawn_blocking(move || {
         let result = work(&store);
         drop(permit);
+        // Work that hashes sets passcodes; those generated are in its answer only.
+        if hashes && result.is_ok() {
+            delivery.finished();
+        }
         result
     })
-    .await
-    .map_err(|_| ApiError::internal())?
-    .map_err(ApiError::from)
+    .await;
+    watch.delivered();
+    result
+        .map_err(|e| {
+            tracing::error!(error = %e, "store work in the admin API failed");
+            ApiError::internal()
+        })?
+        .map_err(ApiError::from)
+}
+
+/// Whether the answer of store work that set passcodes reached its request, which may be
+/// dropped (its client gone, or the server stopping and closing connections) while the work
+/// runs on: the work is not stopped, and its change is made, so whichever of the two ends
+/// second says so in the log, for an operator to issue those passcodes again.
+#[derive(Debug, Default, Clone)]
+struct Delivery(Arc<AtomicU8>);
+
+/// [`Delivery`]'s states after the first (0, running).
+const FINISHED: u8 = 1;
+const DROPPED: u8 = 2;
+
+impl Delivery {
+    fn watch(&self) -> DeliveryWatch {
+        DeliveryWatch(Some(self.clone()))
+    }
+
+    /// The work committed.
+    fn finished(&self) {
+        if self.0.swap(FINISHED, Ordering::AcqRel) == DROPPED {
+            undelivered();
+        }
+    }
+}
+
+/// Held by the request while its work runs; dropped with the request.
+struct DeliveryWatch(Option<Delivery>);
+
+impl DeliveryWatch {
+    /// The request has the work's answer.
+    fn delivered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for DeliveryWatch {
+    fn drop(&mut self) {
+        if let Some(delivery) = self.0.take()
+            && delivery.0.swap(DROPPED, Ordering::AcqRel) == FINISHED
+        {
+            undelivered();
+        }
+    }
+}
+
+fn undelivered() {
+    tracing::warn!(
+        "an admin request that set passcodes was dropped (its client went away, or the server \
+         is stopping) but its change is made: any passcode it generated was never delivered; \
+         see the audit trail and issue those again"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
