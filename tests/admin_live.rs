@@ -280,6 +280,41 @@ fn a_reset_whose_client_went_away_is_logged_as_undelivered() {
     assert_eq!(resets, 2, "the import's, then the reset's");
 }
 
+/// A file-size limit the database reaches (`ulimit -f`, systemd's `LimitFSIZE=`) fails the
+/// write that reaches it, said as such; it does not kill the server.
+#[test]
+fn a_file_size_limit_fails_writes_and_leaves_the_server_running() {
+    let w = Workdir::new();
+    let token = common::token_from(&w.run(&["init"]).ok().stdout);
+    w.run(&["user", "add", "1001", "--generate"]).ok();
+    let size = std::fs::metadata(w.db()).unwrap().len();
+    let limit = format!("--fsize={}", size + 8_192);
+    let mut server =
+        ServerProcess::start_wrapped(&w, &["prlimit", &limit, "--"], "47311-47320", &[]);
+    let admin = server.admin.expect("the admin side-port");
+    let refused = (0..200)
+        .map(|_| {
+            http::json(
+                admin,
+                "POST",
+                "/api/v1/users/1001/passcode",
+                Some(&token),
+                &json!({}),
+            )
+        })
+        .find(|r| r.status != 200)
+        .expect("the database outgrows the limit");
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.json()["error"]["code"], "unavailable");
+    assert!(refused.body.contains("file-size limit"), "{}", refused.body);
+    assert_eq!(server.child.try_wait().unwrap(), None, "{}", server.log());
+    let health = http::request(admin, "GET", "/healthz", None, None);
+    assert_eq!(health.status, 200);
+    let user = http::request(admin, "GET", "/api/v1/users/1001", Some(&token), None);
+    assert_eq!(user.status, 200, "reads go on: {}", user.body);
+    server.terminate(CALL);
+}
+
 #[test]
 fn the_side_port_refuses_plain_http_off_loopback_and_serves_https_with_a_certificate() {
     let w = Workdir::new();

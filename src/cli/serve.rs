@@ -149,6 +149,7 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     // messages without waking another thread. (On one core, running the SIP task here cost
     // two thread switches per SIP message.)
     let server = async move {
+        catch_file_size_signal();
         let store = Arc::new(store);
         let server = Server::new(
             sockets,
@@ -360,6 +361,19 @@ fn admin_listen(config: &AdminConfig) -> Result<Listen> {
 }
 
 /// Completes on ctrl-c or SIGTERM.
+/// A file-size limit (`ulimit -f`, systemd's `LimitFSIZE=`) that the database or its WAL
+/// reaches would kill the process with SIGXFSZ, and every call with it, without a word.
+/// Caught, the write fails instead (EFBIG) and is reported as the database's disk failing.
+/// (tokio's handler stays for the life of the process.)
+fn catch_file_size_signal() {
+    /// SIGXFSZ on Linux and the BSDs.
+    const SIGXFSZ: i32 = 25;
+    if let Err(e) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(SIGXFSZ))
+    {
+        tracing::warn!(error = %e, "cannot catch SIGXFSZ: a file-size limit reached would kill the server");
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -84,7 +84,10 @@ pub enum Unavailable {
     #[error("the disk holding the database is full")]
     DiskFull,
     /// The operating system failed a read or write of the database's files.
-    #[error("disk I/O error on the database's files (a full disk is the usual cause)")]
+    #[error(
+        "disk I/O error on the database's files (a full disk or a file-size limit is the usual \
+         cause)"
+    )]
     DiskIo,
 }
 
