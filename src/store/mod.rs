@@ -132,6 +132,14 @@ pub enum StoreError {
     /// There is no database file and the caller did not ask to create one.
     #[error("no database at {} (run `vportal init` first)", .0.display())]
     NoDatabase(PathBuf),
+    /// The database file is there but empty (a copy or restore cut short): taken for a new
+    /// database, every mailbox would silently be gone.
+    #[error(
+        "the database {} is empty (0 bytes): restore it from a backup, or remove it and run \
+         `vportal init`",
+        .0.display()
+    )]
+    EmptyDatabase(PathBuf),
     /// No mailbox with this extension.
     #[error("no mailbox {0}")]
     NotFound(Extension),
@@ -215,7 +223,8 @@ impl Store {
     /// `hash_concurrency` bounds concurrent argon2 work (see [`Hasher::default_concurrency`]).
     ///
     /// # Errors
-    /// [`StoreError::NoDatabase`] when the file is missing and `create` is false;
+    /// [`StoreError::NoDatabase`] when the file is missing and `create` is false,
+    /// [`StoreError::EmptyDatabase`] when it is empty and `create` is false;
     /// [`StoreError::PepperMismatch`]; [`StoreError::SchemaTooNew`]; database errors.
     pub fn open(
         path: &Path,
@@ -231,6 +240,8 @@ impl Store {
                 path: path.to_owned(),
                 source,
             })?;
+        } else if !create && std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+            return Err(StoreError::EmptyDatabase(path.to_owned()));
         }
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if create {
@@ -599,6 +610,14 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         drop(Store::open(&path, pepper(), false, 1).unwrap());
+        // An empty file where the database was is not a new database.
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(matches!(
+            Store::open(&empty, pepper(), false, 1),
+            Err(StoreError::EmptyDatabase(_))
+        ));
+        assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
         let other = Pepper::from_bytes(vec![1; 32]).unwrap();
         assert!(matches!(
             Store::open(&path, other, false, 1),
