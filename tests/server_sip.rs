@@ -104,7 +104,7 @@ fn first_run_creates_the_store_and_answers_a_call_over_udp() {
 }
 
 #[test]
-fn sigterm_hangs_up_active_calls_then_exits() {
+fn sighup_is_ignored_and_sigterm_hangs_up_active_calls_then_exits() {
     let dir = Workdir::new();
     let mut server = ServerProcess::start(&dir, "31100-31198", &[]);
     let sock = udp_caller();
@@ -115,6 +115,22 @@ fn sigterm_hangs_up_active_calls_then_exits() {
     uac.learn_tag(&ok);
     sock.send_to(&uac.ack_2xx(""), server.sip).unwrap();
     std::thread::sleep(Duration::from_millis(200));
+    // A hangup signal (a closed terminal, a reload asked out of habit) is said and ignored:
+    // the server and its call go on.
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status();
+    server.expect_log("SIGHUP ignored", 1, Duration::from_secs(5));
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "{}",
+        server.log()
+    );
+    assert!(
+        !server.log().contains("reason=Shutdown"),
+        "{}",
+        server.log()
+    );
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status();

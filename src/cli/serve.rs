@@ -150,6 +150,7 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     // two thread switches per SIP message.)
     let server = async move {
         catch_file_size_signal();
+        ignore_hangup_signal();
         let store = Arc::new(store);
         let server = Server::new(
             sockets,
@@ -371,6 +372,25 @@ fn catch_file_size_signal() {
     if let Err(e) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(SIGXFSZ))
     {
         tracing::warn!(error = %e, "cannot catch SIGXFSZ: a file-size limit reached would kill the server");
+    }
+}
+
+/// SIGHUP would end the process at once, every call with it, without a BYE or a word: it is
+/// what a terminal's closing sends, and what operators send out of habit to make a daemon
+/// read its configuration again. vportal does not reload; it says so and goes on.
+fn ignore_hangup_signal() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hangups) => {
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    tracing::warn!(
+                        "SIGHUP ignored: vportal does not reload its configuration; restart it \
+                         (SIGTERM stops it gracefully) to apply changes"
+                    );
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot catch SIGHUP: it would kill the server"),
     }
 }
 
