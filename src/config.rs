@@ -116,20 +116,13 @@ impl Default for AdminConfig {
 }
 
 /// Where the prompts are.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PromptsConfig {
     /// The folder holding one sub-folder per language (`prompts/en`), each with its
-    /// `prompts.toml` manifest. Default `prompts`.
-    pub dir: PathBuf,
-}
-
-impl Default for PromptsConfig {
-    fn default() -> Self {
-        Self {
-            dir: PathBuf::from(DEFAULT_PROMPTS_DIR),
-        }
-    }
+    /// `prompts.toml` manifest. Unset: [`DEFAULT_PROMPTS_DIR`], or the English prompts built
+    /// into vportal when that has no `en`; a folder given must be there.
+    pub dir: Option<PathBuf>,
 }
 
 /// The default prompts folder; where it has no `en` folder, `serve` plays the English set
@@ -298,20 +291,12 @@ pub enum InbandDtmf {
 }
 
 /// Which dialplan file routes calls.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DialplanConfig {
-    /// The dialplan. Default `dialplans/default.toml`; when that default file is absent the
-    /// copy compiled into vportal is used.
-    pub file: PathBuf,
-}
-
-impl Default for DialplanConfig {
-    fn default() -> Self {
-        Self {
-            file: PathBuf::from(DEFAULT_DIALPLAN_FILE),
-        }
-    }
+    /// The dialplan. Unset: [`DEFAULT_DIALPLAN_FILE`], or the copy compiled into vportal when
+    /// that file is absent; a file given must be there.
+    pub file: Option<PathBuf>,
 }
 
 /// The dialplan used unless configured otherwise.

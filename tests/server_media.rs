@@ -73,9 +73,29 @@ fn the_caller_hears_fifty_pcmu_packets_a_second_continuously() {
 #[test]
 fn without_a_prompts_folder_the_built_in_english_set_is_played() {
     let w = Workdir::provisioned(&[("1001", "4826", false)]);
-    // The default folder, `prompts`, is not in the server's directory.
+    // The default folder, `prompts`, is not in the server's directory. Named, it must be
+    // there: another is never played in its place (nor another dialplan for one named).
     assert!(!w.path().join("prompts").exists());
-    let server = ServerProcess::start(&w, "33200-33298", &["--prompts", "prompts"]);
+    std::fs::write(
+        w.path().join("dialplan.toml"),
+        "[dialplan]\nfile = \"dialplans/default.toml\"\n",
+    )
+    .unwrap();
+    for (given, missing) in [
+        (&["--prompts", "prompts"][..], "prompts/en"),
+        (&["--config", "dialplan.toml"], "dialplans/default.toml"),
+    ] {
+        let mut args = vec!["serve", "--sip", "127.0.0.1:0", "--no-admin"];
+        args.extend(given);
+        let refused = w.run(&args);
+        assert_eq!(refused.code, 2, "{refused:?}");
+        assert!(
+            refused.stderr.contains(missing) && refused.stderr.contains("No such file"),
+            "{}",
+            refused.stderr
+        );
+    }
+    let server = ServerProcess::start(&w, "33200-33298", &[common::server::UNSET_PROMPTS]);
     assert!(
         server
             .log()

@@ -52,7 +52,7 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
         ctx.config.sip.listen = sip;
     }
     if let Some(dir) = flags.prompts {
-        ctx.config.prompts.dir = dir;
+        ctx.config.prompts.dir = Some(dir);
     }
     if let Some(ports) = flags.rtp_ports {
         ctx.config.rtp.ports = ports;
@@ -70,9 +70,9 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     raise_open_files_limit(&ctx.config.sip);
     // Everything that can be wrong with the files is found before a first run creates the
     // database and hands out its token.
-    let dialplan = load_dialplan(&ctx.config.dialplan.file)?;
+    let dialplan = load_dialplan(ctx.config.dialplan.file.as_deref())?;
     warn_about_dialplan(&dialplan, ctx.config.sip.listen);
-    let prompts = load_prompts(&ctx.config.prompts.dir, &dialplan)?;
+    let prompts = load_prompts(ctx.config.prompts.dir.as_deref(), &dialplan)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("vportal")
@@ -281,24 +281,35 @@ fn warn_about_dialplan(dialplan: &Dialplan, listen: SocketAddr) {
     }
 }
 
-/// The configured dialplan; the compiled-in default when the default file is not there
-/// (running from another directory than the source tree).
-fn load_dialplan(path: &Path) -> Result<Dialplan> {
-    if path == Path::new(DEFAULT_DIALPLAN_FILE) && !path.exists() {
-        tracing::info!("{DEFAULT_DIALPLAN_FILE} not found; using the built-in default dialplan");
-        return Ok(Dialplan::parse(
-            DEFAULT_DIALPLAN,
-            "built-in default dialplan",
-        )?);
+/// The configured dialplan; when none is configured and the default file is not there
+/// (running from another directory than the source tree), the compiled-in default. A file
+/// configured is never replaced by another: one missing is an error.
+fn load_dialplan(path: Option<&Path>) -> Result<Dialplan> {
+    let default = Path::new(DEFAULT_DIALPLAN_FILE);
+    match path {
+        None if !default.exists() => {
+            tracing::info!(
+                "{DEFAULT_DIALPLAN_FILE} not found; using the built-in default dialplan"
+            );
+            Ok(Dialplan::parse(
+                DEFAULT_DIALPLAN,
+                "built-in default dialplan",
+            )?)
+        }
+        path => Ok(vportal::server::load_dialplan(path.unwrap_or(default))?),
     }
-    Ok(vportal::server::load_dialplan(path)?)
 }
 
 /// The prompt set of every language the dialplan's routes use (`<dir>/<language>`), or the
-/// built-in English set when the default folder has no `en` (running from another directory
-/// than the source tree). A missing or undecodable prompt stops the start with an error
-/// naming the file.
-fn load_prompts(dir: &Path, dialplan: &Dialplan) -> Result<HashMap<String, Arc<PromptSet>>> {
+/// built-in English set when no folder is configured and the default one has no `en`
+/// (running from another directory than the source tree). A missing or undecodable prompt
+/// stops the start with an error naming the file.
+fn load_prompts(
+    dir: Option<&Path>,
+    dialplan: &Dialplan,
+) -> Result<HashMap<String, Arc<PromptSet>>> {
+    let given = dir.is_some();
+    let dir = dir.unwrap_or_else(|| Path::new(DEFAULT_PROMPTS_DIR));
     let mut sets = HashMap::new();
     for route in dialplan.routes() {
         let language = &route.settings.language;
@@ -306,10 +317,7 @@ fn load_prompts(dir: &Path, dialplan: &Dialplan) -> Result<HashMap<String, Arc<P
             continue;
         }
         let folder = dir.join(language);
-        let set = if dir == Path::new(DEFAULT_PROMPTS_DIR)
-            && language == BUILT_IN_LANGUAGE
-            && !folder.exists()
-        {
+        let set = if !given && language == BUILT_IN_LANGUAGE && !folder.exists() {
             // Run from another directory than the source tree, as for the dialplan.
             tracing::info!(
                 "{} not found; using the built-in English prompts",

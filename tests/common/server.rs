@@ -12,6 +12,10 @@ use std::time::Duration;
 use super::Workdir;
 
 /// A running server.
+/// Among [`ServerProcess::start`]'s arguments: give the server no prompts folder at all
+/// (by default it is given the source tree's).
+pub const UNSET_PROMPTS: &str = "(no --prompts)";
+
 pub struct ServerProcess {
     pub child: Child,
     /// Where SIP listens (UDP and TCP).
@@ -48,6 +52,14 @@ impl ServerProcess {
         };
         // The source tree's prompts, unless the test names a folder.
         const PROMPTS: [&str; 2] = ["--prompts", concat!(env!("CARGO_MANIFEST_DIR"), "/prompts")];
+        // [`UNSET_PROMPTS`] is for this function, not the server.
+        let unset_prompts = args.contains(&UNSET_PROMPTS);
+        let args: Vec<&str> = args
+            .iter()
+            .copied()
+            .filter(|a| *a != UNSET_PROMPTS)
+            .collect();
+        let args = &args[..];
         cmd.arg("serve")
             .args(if args.contains(&"--sip") {
                 &[][..]
@@ -55,7 +67,7 @@ impl ServerProcess {
                 &["--sip", "127.0.0.1:0"][..]
             })
             .args(["--rtp-ports", rtp_ports])
-            .args(if args.contains(&"--prompts") {
+            .args(if unset_prompts || args.contains(&"--prompts") {
                 &[][..]
             } else {
                 &PROMPTS[..]
