@@ -965,6 +965,28 @@ fn hanging_up_at_any_step_changes_nothing() {
     }
 }
 
+/// A call the server ends as it stops counts as `shutdown` until its caller has logged in,
+/// and keeps its own outcome after.
+#[test]
+fn a_call_ended_by_the_server_stopping_is_not_abandoned() {
+    let steps: [(&[&str], Outcome); 3] = [
+        (&[], Outcome::Shutdown),
+        (&["1001#"], Outcome::Shutdown),
+        (&["1001#", "4826#"], Outcome::ChangeNotCompleted),
+    ];
+    for (keys, outcome) in steps {
+        let store = store();
+        let mut c = Call::portal(&store);
+        for k in keys {
+            c.keys(k);
+        }
+        c.flow.handle_shutdown();
+        c.flow.handle_hangup();
+        assert_eq!(c.flow.outcome(), outcome, "{keys:?}");
+        assert!(temporary(&store, "1001"), "{keys:?}");
+    }
+}
+
 #[test]
 fn session_rule_replaced_and_in_use() {
     let store = store();

@@ -139,6 +139,12 @@ fn sighup_is_ignored_and_sigterm_hangs_up_active_calls_then_exits() {
     let status = server.terminate(Duration::from_secs(10)).expect("exited");
     assert!(status.success(), "{status:?}\n{}", server.log());
     assert!(server.log().contains("reason=Shutdown"), "{}", server.log());
+    // Not a caller who gave up: the server ended it.
+    assert!(
+        server.log().contains("outcome=shutdown"),
+        "{}",
+        server.log()
+    );
 }
 
 #[test]

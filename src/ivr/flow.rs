@@ -95,13 +95,15 @@ pub enum Outcome {
     Superseded,
     /// The call reached the route's maximum duration.
     TimedOut,
+    /// The server stopped (SIGTERM, ctrl-c) before the caller had logged in.
+    Shutdown,
     /// The store failed.
     Error,
 }
 
 impl Outcome {
     /// Every way a call can end (all but [`Outcome::InProgress`]).
-    pub const ENDED: [Self; 13] = [
+    pub const ENDED: [Self; 14] = [
         Self::LoggedIn,
         Self::Changed,
         Self::ChangeNotCompleted,
@@ -114,6 +116,7 @@ impl Outcome {
         Self::InUse,
         Self::Superseded,
         Self::TimedOut,
+        Self::Shutdown,
         Self::Error,
     ];
 
@@ -133,6 +136,7 @@ impl Outcome {
             Self::InUse => "in_use",
             Self::Superseded => "superseded",
             Self::TimedOut => "timed_out",
+            Self::Shutdown => "shutdown",
             Self::Error => "error",
         }
     }
@@ -589,6 +593,14 @@ impl Flow {
     pub fn handle_time_limit(&mut self) {
         if self.outcome != Outcome::Changed {
             self.outcome = Outcome::TimedOut;
+        }
+    }
+
+    /// The server is stopping and ended the call: a caller not yet logged in did not give
+    /// up, the server did. [`Flow::handle_hangup`] follows.
+    pub fn handle_shutdown(&mut self) {
+        if self.outcome == Outcome::InProgress {
+            self.outcome = Outcome::Shutdown;
         }
     }
 

@@ -253,9 +253,11 @@ async fn run(
         let reply = wait(&mut job).await;
         task.on_store(reply);
     }
-    if end == EndReason::MaxDuration {
+    match end {
         // The server-wide limit (`sip.max_call_duration`), shorter than the route's.
-        task.flow.handle_time_limit();
+        EndReason::MaxDuration => task.flow.handle_time_limit(),
+        EndReason::Shutdown => task.flow.handle_shutdown(),
+        _ => {}
     }
     task.flow.handle_hangup();
     let outcome = task.flow.outcome();
