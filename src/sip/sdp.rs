@@ -61,6 +61,7 @@ pub struct SessionDescription {
     connection: Option<ConnectionAddress>,
     direction: Option<Direction>,
     ptime: Option<u32>,
+    maxptime: Option<u32>,
     media: Vec<MediaDescription>,
 }
 
@@ -125,6 +126,8 @@ pub struct MediaDescription {
     connection: Option<ConnectionAddress>,
     direction: Option<Direction>,
     ptime: Option<u32>,
+    /// `a=maxptime` (RFC 4566 §6): the most media per packet the peer takes.
+    maxptime: Option<u32>,
     rtpmaps: Vec<(u8, RtpMap)>,
     /// `a=rtcp` (RFC 3605): the RTCP port, and its address when one is given.
     rtcp: Option<(u16, Option<IpAddr>)>,
@@ -868,10 +871,13 @@ fn negotiate(
         .direction
         .or(sdp.direction)
         .unwrap_or(Direction::SendRecv);
+    // The peer's packet time, never beyond the most it takes (`a=maxptime`).
     let ptime_ms = media
         .ptime
         .or(sdp.ptime)
-        .map_or(DEFAULT_PTIME_MS, |p| p.clamp(MIN_PTIME_MS, MAX_PTIME_MS));
+        .unwrap_or(DEFAULT_PTIME_MS)
+        .min(media.maxptime.or(sdp.maxptime).unwrap_or(u32::MAX))
+        .clamp(MIN_PTIME_MS, MAX_PTIME_MS);
 
     Ok(Negotiated {
         remote_rtp,
@@ -1084,13 +1090,15 @@ fn parse_media(text: &str, line: usize) -> Result<MediaDescription, SdpError> {
         connection: None,
         direction: None,
         ptime: None,
+        maxptime: None,
         rtpmaps: Vec::new(),
         rtcp: None,
         rtcp_mux: false,
     })
 }
 
-/// `a=<name>[:<value>]` (RFC 4566 §5.13): the direction attributes, `ptime` and `rtpmap`.
+/// `a=<name>[:<value>]` (RFC 4566 §5.13): the direction attributes, `ptime`, `maxptime`,
+/// `rtcp`, `rtcp-mux` and `rtpmap`.
 fn parse_attribute(
     sdp: &mut SessionDescription,
     value: &[u8],
@@ -1106,14 +1114,17 @@ fn parse_attribute(
             None => &mut sdp.direction,
         };
         slot.get_or_insert(direction);
-    } else if name.eq_ignore_ascii_case(b"ptime") {
+    } else if name.eq_ignore_ascii_case(b"ptime") || name.eq_ignore_ascii_case(b"maxptime") {
         // Advisory (RFC 4566 §6): an unreadable value is ignored, not fatal.
-        if let Some(ptime) = parse_ptime(attr_value) {
-            let slot = match sdp.media.last_mut() {
-                Some(media) => &mut media.ptime,
-                None => &mut sdp.ptime,
+        if let Some(ms) = parse_ptime(attr_value) {
+            let max = name.eq_ignore_ascii_case(b"maxptime");
+            let slot = match (sdp.media.last_mut(), max) {
+                (Some(media), false) => &mut media.ptime,
+                (Some(media), true) => &mut media.maxptime,
+                (None, false) => &mut sdp.ptime,
+                (None, true) => &mut sdp.maxptime,
             };
-            slot.get_or_insert(ptime);
+            slot.get_or_insert(ms);
         }
     } else if name.eq_ignore_ascii_case(b"rtcp") {
         // Advisory like ptime: an unreadable value leaves RTCP on the port above RTP.
@@ -1600,7 +1611,7 @@ mod tests {
         }
         // PCMU alone from 192.0.2.1:4000 with one media-level attribute:
         // (name, attribute, expected ptime, expected direction).
-        let attribute_cases: [(&str, &str, u32, Direction); 10] = [
+        let attribute_cases: [(&str, &str, u32, Direction); 12] = [
             ("recvonly", "a=recvonly", 20, SendOnly),
             ("inactive", "a=inactive", 20, Inactive),
             ("ptime 10", "a=ptime:10", 10, SendRecv),
@@ -1616,6 +1627,8 @@ mod tests {
             ),
             ("fractional ptime", "a=ptime:30.0", 30, SendRecv),
             ("unreadable ptime ignored", "a=ptime:soon", 20, SendRecv),
+            ("maxptime below the default", "a=maxptime:10", 10, SendRecv),
+            ("maxptime above the default", "a=maxptime:40", 20, SendRecv),
         ];
         for (name, attribute, ptime_ms, direction) in attribute_cases {
             let lines = [
@@ -1630,6 +1643,18 @@ mod tests {
                 "{name}"
             );
         }
+        // A packet time beyond the most the peer takes is cut to that.
+        let lines = [
+            "v=0",
+            "c=IN IP4 192.0.2.1",
+            "m=audio 4000 RTP/AVP 0",
+            "a=ptime:40",
+            "a=maxptime:30",
+        ];
+        assert_eq!(
+            negotiate_offer(&sdp(&lines)),
+            ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 30, SendRecv)
+        );
     }
 
     #[test]
