@@ -23,6 +23,26 @@ pub struct ApiError {
     pub extra: Option<(&'static str, serde_json::Value)>,
     /// `Retry-After`, in seconds (429, and 503 `busy`).
     pub retry_after: Option<u64>,
+    /// `WWW-Authenticate` (401).
+    pub challenge: Option<Challenge>,
+}
+
+/// A 401's `WWW-Authenticate` (RFC 6750 §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// No token was presented.
+    TokenRequired,
+    /// A token was presented and refused (`error="invalid_token"`, §3.1).
+    InvalidToken,
+}
+
+impl Challenge {
+    fn header(self) -> &'static str {
+        match self {
+            Self::TokenRequired => "Bearer realm=\"vportal\"",
+            Self::InvalidToken => "Bearer realm=\"vportal\", error=\"invalid_token\"",
+        }
+    }
 }
 
 impl ApiError {
@@ -34,6 +54,7 @@ impl ApiError {
             message: message.into(),
             extra: None,
             retry_after: None,
+            challenge: None,
         }
     }
 
@@ -49,15 +70,18 @@ impl ApiError {
 
     /// 401 with `WWW-Authenticate: Bearer`.
     pub fn unauthorized(presented: bool) -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            if presented {
-                "the bearer token is not valid"
-            } else {
-                "an Authorization: Bearer token is required"
-            },
-        )
+        let (message, challenge) = if presented {
+            ("the bearer token is not valid", Challenge::InvalidToken)
+        } else {
+            (
+                "an Authorization: Bearer token is required",
+                Challenge::TokenRequired,
+            )
+        };
+        Self {
+            challenge: Some(challenge),
+            ..Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        }
     }
 
     /// 429: the client sent too many bad tokens and is turned away for `wait` (sent as
@@ -91,15 +115,11 @@ impl IntoResponse for ApiError {
             error[key] = value;
         }
         let mut response = (self.status, Json(json!({ "error": error }))).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            let value = if self.message.starts_with("the bearer") {
-                "Bearer realm=\"vportal\", error=\"invalid_token\""
-            } else {
-                "Bearer realm=\"vportal\""
-            };
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
+        if let Some(challenge) = self.challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge.header()),
+            );
         }
         if let Some(seconds) = self.retry_after {
             response
