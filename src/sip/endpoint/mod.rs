@@ -47,7 +47,7 @@ pub use types::{
 };
 use validate::{
     Body, Core, INFO_DISPOSITIONS, INFO_TYPES, Verdict, check_body, check_invite_content,
-    media_type, method_label, response_destination, sdp_body, user_of, validate,
+    media_type, response_destination, sdp_body, user_of, validate,
 };
 
 /// Where a call is in its life.
@@ -295,10 +295,7 @@ impl Endpoint {
     ) {
         match msg.method() {
             None => self.handle_response(now, &msg),
-            Some(method) => {
-                *self.stats.requests.entry(method_label(method)).or_insert(0) += 1;
-                self.handle_request(now, transport, source, &msg);
-            }
+            Some(_) => self.handle_request(now, transport, source, &msg),
         }
     }
 
@@ -1612,14 +1609,6 @@ impl Endpoint {
     }
 
     fn send(&mut self, flow: Flow, payload: Vec<u8>) {
-        if let Some(class) = payload
-            .strip_prefix(b"SIP/2.0 ")
-            .and_then(|rest| rest.first())
-            .map(|d| usize::from(d.saturating_sub(b'0')))
-            && let Some(count) = self.stats.responses_sent.get_mut(class)
-        {
-            *count += 1;
-        }
         self.transmits.push_back(Transmit {
             transport: flow.transport,
             destination: flow.remote,

@@ -1,7 +1,6 @@
 //! The endpoint's vocabulary: transports and flows, what it sends, the calls and events the
 //! application sees, and its settings.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -187,13 +186,10 @@ pub enum CallError {
     NotAcceptable,
 }
 
-/// Counters for the metrics endpoint.
+/// What the endpoint alone knows, for the metrics endpoint. (Messages in and out are
+/// counted by the shell, from their bytes: those that do not parse too.)
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Requests received, by method name (extension methods counted as `other`).
-    pub requests: HashMap<&'static str, u64>,
-    /// Responses sent, by class (index 1 = 1xx … 6 = 6xx).
-    pub responses_sent: [u64; 7],
     /// Datagrams or messages dropped as unparseable or unanswerable.
     pub dropped: u64,
     /// In-dialog requests answered once, their transaction not kept: their dialog kept as

@@ -59,26 +59,6 @@ fn known_unsupported(method: &Method) -> bool {
     )
 }
 
-pub(super) fn method_label(method: &Method) -> &'static str {
-    match method {
-        Method::Invite => "INVITE",
-        Method::Ack => "ACK",
-        Method::Bye => "BYE",
-        Method::Cancel => "CANCEL",
-        Method::Options => "OPTIONS",
-        Method::Register => "REGISTER",
-        Method::Info => "INFO",
-        Method::Update => "UPDATE",
-        Method::Prack => "PRACK",
-        Method::Subscribe => "SUBSCRIBE",
-        Method::Notify => "NOTIFY",
-        Method::Refer => "REFER",
-        Method::Message => "MESSAGE",
-        Method::Publish => "PUBLISH",
-        Method::Other(_) => "other",
-    }
-}
-
 /// A content type's `type/subtype`, lower-case, parameters removed.
 pub(super) fn media_type(value: &str) -> String {
     syntax::trim(value.split(';').next().unwrap_or("")).to_ascii_lowercase()
