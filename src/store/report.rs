@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::users::UserRow;
 use super::{Result, Store};
 use crate::time::Timestamp;
 
@@ -34,13 +35,17 @@ impl Store {
         let since = now.unix().saturating_sub(RECENT_DAYS * 86_400);
         self.read(|conn| {
             Ok(conn.query_row(
-                "SELECT count(*),
-                        coalesce(sum(temporary = 1), 0),
-                        coalesce(sum(temporary = 1 AND coalesce(temporary_expires_at <= ?1, 0)), 0),
-                        coalesce(sum(locked_permanently = 1 OR coalesce(locked_until > ?1, 0)), 0),
-                        coalesce(sum(passcode_changed_at IS NULL), 0),
-                        coalesce(sum(coalesce(passcode_changed_at > ?2, 0)), 0)
-                 FROM users",
+                &format!(
+                    "SELECT count(*),
+                            coalesce(sum(temporary = 1), 0),
+                            coalesce(sum({}), 0),
+                            coalesce(sum({}), 0),
+                            coalesce(sum(passcode_changed_at IS NULL), 0),
+                            coalesce(sum(coalesce(passcode_changed_at > ?2, 0)), 0)
+                     FROM users",
+                    UserRow::EXPIRED_AT_SQL,
+                    UserRow::LOCKED_AT_SQL
+                ),
                 (now.unix(), since),
                 |r| {
                     // Counts are never negative; SQLite hands them over as i64.

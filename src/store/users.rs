@@ -78,6 +78,15 @@ impl UserRow {
             .optional()?)
     }
 
+    /// [`UserRow::lock_at`] in SQL, with `now` as `?1`: the lists and the report count as
+    /// locked what a login finds locked.
+    pub(crate) const LOCKED_AT_SQL: &str =
+        "(locked_permanently = 1 OR coalesce(locked_until > ?1, 0))";
+
+    /// [`UserRow::expired_at`] in SQL, with `now` as `?1`.
+    pub(crate) const EXPIRED_AT_SQL: &str =
+        "(temporary = 1 AND coalesce(temporary_expires_at <= ?1, 0))";
+
     /// The lock on record, whether or not it still holds.
     pub(crate) fn lock(&self) -> Option<Lock> {
         if self.locked_permanently {
@@ -699,14 +708,8 @@ impl Store {
             None => String::new(),
         };
         sql.push_str(&cond(filter.temporary, "temporary = 1"));
-        sql.push_str(&cond(
-            filter.locked,
-            "locked_permanently = 1 OR coalesce(locked_until > ?1, 0)",
-        ));
-        sql.push_str(&cond(
-            filter.expired,
-            "temporary = 1 AND coalesce(temporary_expires_at <= ?1, 0)",
-        ));
+        sql.push_str(&cond(filter.locked, UserRow::LOCKED_AT_SQL));
+        sql.push_str(&cond(filter.expired, UserRow::EXPIRED_AT_SQL));
         sql.push_str(" ORDER BY length(extension), extension");
         self.read(|conn| {
             let mut stmt = conn.prepare(&sql)?;
@@ -1034,6 +1037,69 @@ mod tests {
             .collect();
         v.reverse();
         v
+    }
+
+    /// The lists' filters and the report count as locked and expired exactly what a login
+    /// finds so, at the boundaries too.
+    #[test]
+    fn listed_as_locked_and_expired_as_a_login_finds_them() {
+        let s = store();
+        let at = T0.unix();
+        // (extension, locked_until, locked_permanently, temporary, expires_at)
+        type Row<'a> = (&'a str, Option<i64>, bool, bool, Option<i64>);
+        let rows: [Row<'_>; 8] = [
+            ("1001", None, false, false, None),
+            ("1002", Some(at - 1), false, false, None),
+            ("1003", Some(at), false, false, None),
+            ("1004", Some(at + 1), false, false, None),
+            ("1005", None, true, false, None),
+            ("1006", None, false, true, Some(at - 1)),
+            ("1007", None, false, true, Some(at)),
+            ("1008", None, false, true, Some(at + 1)),
+        ];
+        for (e, until, permanent, temporary, expires) in rows {
+            add(&s, e, given("4826", temporary));
+            s.write(|tx| {
+                tx.execute(
+                    "UPDATE users SET locked_until = ?2, locked_permanently = ?3,
+                         temporary_expires_at = ?4 WHERE extension = ?1",
+                    (e, until, permanent, expires),
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        }
+        let listed = |filter: UserFilter| -> Vec<String> {
+            s.users(filter, T0)
+                .unwrap()
+                .into_iter()
+                .map(|u| u.extension.to_string())
+                .collect()
+        };
+        let login_finds = |f: &dyn Fn(&UserRow) -> bool| -> Vec<String> {
+            rows.iter()
+                .map(|r| {
+                    UserRow::load(&s.conn.lock().unwrap(), &ext(r.0))
+                        .unwrap()
+                        .unwrap()
+                })
+                .filter(|row| f(row))
+                .map(|row| row.extension.to_string())
+                .collect()
+        };
+        let locked = login_finds(&|row| row.lock_at(T0).is_some());
+        let expired = login_finds(&|row| row.expired_at(T0));
+        assert_eq!(locked, ["1004", "1005"]);
+        assert_eq!(expired, ["1006", "1007"]);
+        let filter = |locked, expired| UserFilter {
+            temporary: None,
+            locked,
+            expired,
+        };
+        assert_eq!(listed(filter(Some(true), None)), locked);
+        assert_eq!(listed(filter(None, Some(true))), expired);
+        let report = s.report(T0).unwrap();
+        assert_eq!((report.locked, report.expired), (2, 2));
     }
 
     #[test]
