@@ -83,9 +83,13 @@ fn one_line(e: &anyhow::Error) -> String {
 fn init_logging(format: LogFormat, default_level: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    // A log line that cannot be written (its reader gone, its disk full) is lost, not
+    // reported: the report would go to the same broken stderr, through `eprintln!`, which
+    // panics, and would take the server and every call down with it.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),

@@ -147,6 +147,58 @@ fn sighup_is_ignored_and_sigterm_hangs_up_active_calls_then_exits() {
     );
 }
 
+/// The reader of the server's log goes away (a log shipper restarting, `| logger` killed):
+/// log lines are lost, the server is not. Before, the first line after made it panic.
+#[test]
+fn a_log_reader_gone_loses_log_lines_not_the_server() {
+    use std::io::BufRead;
+    let dir = Workdir::new();
+    let mut child = dir
+        .command(&[
+            "serve",
+            "--sip",
+            "127.0.0.1:0",
+            "--no-admin",
+            "--rtp-ports",
+            "47321-47329",
+            "--prompts",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/prompts"),
+        ])
+        .env("RUST_LOG", "debug")
+        .spawn()
+        .unwrap();
+    let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+    let sip = loop {
+        let mut line = String::new();
+        assert!(log.read_line(&mut line).unwrap() > 0, "no listening line");
+        if let Some(addr) = line.split("listening sip=").nth(1) {
+            let addr: String = addr.chars().filter(|c| !c.is_control()).collect();
+            let addr = addr.trim().trim_end_matches("[0m");
+            break addr.parse::<std::net::SocketAddr>().unwrap();
+        }
+    };
+    drop(log);
+    // A call is logged (`incoming call`, …): it is still answered, and so is what follows.
+    let sock = udp_caller();
+    let mut uac = Uac::new(sock.local_addr().unwrap(), sip, "8500");
+    let offer = uac.offer("sendrecv");
+    sock.send_to(&uac.invite(&offer), sip).unwrap();
+    let ok = recv_until(&sock, |m| m.status() == Some(200));
+    uac.learn_tag(&ok);
+    sock.send_to(&uac.ack_2xx(""), sip).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    sock.send_to(&uac.request("BYE", "", ""), sip).unwrap();
+    let bye = recv_until(&sock, |m| {
+        m.values(HeaderName::CSeq)
+            .next()
+            .is_some_and(|c| c.ends_with("BYE"))
+    });
+    assert_eq!(bye.status(), Some(200));
+    assert!(child.try_wait().unwrap().is_none(), "the server exited");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 #[test]
 fn tcp_frames_pipelined_messages_and_closes_on_bad_framing() {
     let dir = Workdir::new();
