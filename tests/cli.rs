@@ -353,6 +353,55 @@ fn a_read_only_database_is_read_and_said_to_be_read_only() {
     assert!(!stderr.contains("listening"), "{stderr}");
 }
 
+/// A stored policy this build cannot read (a newer vportal's setting after a rollback, a
+/// hand edit): said on one line, `serve` refuses to start rather than fail every login, and
+/// `policy reset` mends it.
+#[test]
+fn an_unreadable_stored_policy_is_refused_at_start_and_reset() {
+    let w = initialised();
+    let db = rusqlite::Connection::open(w.db()).unwrap();
+    db.execute(
+        "INSERT OR REPLACE INTO settings (key, value) VALUES ('policy', ?1)",
+        ["min_length = 4\nmax_length = 10\nreject_keyboard_patterns = true\n"],
+    )
+    .unwrap();
+    drop(db);
+    let shown = w.run(&["policy", "show"]);
+    assert_eq!(shown.code, 2, "{shown:?}");
+    assert_eq!(shown.stderr.trim().lines().count(), 1, "{}", shown.stderr);
+    assert!(
+        shown.stderr.contains("line 3") && shown.stderr.contains("reject_keyboard_patterns"),
+        "{}",
+        shown.stderr
+    );
+    assert_eq!(w.run(&["policy", "set", "min_length", "6"]).code, 2);
+    let serve = w.run(&["serve", "--sip", "127.0.0.1:0", "--no-admin"]);
+    assert_eq!(serve.code, 2, "{serve:?}");
+    assert!(
+        serve.stderr.contains("vportal policy reset"),
+        "{}",
+        serve.stderr
+    );
+    w.run(&["policy", "reset"]).ok();
+    w.run(&["policy", "set", "min_length", "6"]).ok();
+    let policy = w.run(&["--json", "policy", "show"]).ok().json();
+    assert_eq!(policy["min_length"], 6);
+    let audit = w
+        .run(&["--json", "audit", "--event", "policy.changed"])
+        .ok()
+        .json();
+    let details: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["detail"].as_str())
+        .collect();
+    assert!(
+        details.iter().any(|d| d.contains("could not be read")),
+        "{audit}"
+    );
+}
+
 #[test]
 fn commands_other_than_init_need_a_database() {
     let w = Workdir::new();

@@ -158,6 +158,17 @@ pub(crate) fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        PolicyCommand::Reset => {
+            let policy = Policy::default();
+            ctx.open()?
+                .set_policy(&policy, &Actor::cli_from_env(), Timestamp::now())?;
+            if ctx.json {
+                output::json(&policy)?;
+            } else {
+                outln!("The default policy is in force (see `vportal policy show`).")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         PolicyCommand::Set { key, value } => {
             // Read, edited and written in one transaction: a concurrent `policy set` of
             // another key is not undone.

@@ -218,6 +218,9 @@ pub(crate) enum PolicyCommand {
         /// The new value: a number, true/false, or for *_seconds a duration such as 30m.
         value: String,
     },
+    /// Put back the default policy, also in place of one this build cannot read (written by
+    /// a newer vportal, or edited by hand).
+    Reset,
 }
 
 #[derive(Debug, Subcommand)]

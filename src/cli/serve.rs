@@ -92,6 +92,13 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     })?;
     // Opening the store creates it on a first run and checks the pepper before any call.
     let (store, created) = ctx.open_with(true)?;
+    // Read at every login: one this build cannot read would fail them all.
+    if let Err(e) = store.policy() {
+        anyhow::bail!(
+            "{e}: every login would fail; run `vportal policy reset` (then `vportal policy \
+             set` what should differ from the defaults), or the vportal that wrote it"
+        );
+    }
     if store.is_read_only() {
         anyhow::bail!(
             "the database {} is read-only to this process: every login and passcode change \

@@ -395,17 +395,17 @@ impl Store {
         self.read(load_policy)
     }
 
-    /// Replaces the active policy (validated first) and audits `policy.changed`.
+    /// Replaces the active policy (validated first) and audits `policy.changed`. The policy
+    /// stored is not read first: one this build cannot read (written by a newer vportal, or
+    /// edited by hand) is replaced all the same, which is how it is mended.
     ///
     /// # Errors
     /// [`StoreError::Policy`] when the settings are inconsistent; database errors.
     pub fn set_policy(&self, policy: &Policy, actor: &Actor, now: Timestamp) -> Result<()> {
-        self.update_policy(
-            |_| Ok::<_, std::convert::Infallible>(policy.clone()),
-            actor,
-            now,
-        )
-        .map(|_| ())
+        self.write(|tx| {
+            let current = load_policy(tx).ok();
+            store_policy(tx, current.as_ref(), policy, actor, now)
+        })
     }
 
     /// Edits the active policy in one transaction: `edit` gets the policy in force and
@@ -414,7 +414,9 @@ impl Store {
     /// changes nothing and comes back as the inner error.
     ///
     /// # Errors
-    /// [`StoreError::Policy`] when the new settings are inconsistent; database errors.
+    /// [`StoreError::Policy`] when the new settings are inconsistent,
+    /// [`StoreError::Setting`] when the stored policy cannot be read (see
+    /// [`Store::set_policy`]); database errors.
     pub fn update_policy<E>(
         &self,
         edit: impl FnOnce(&Policy) -> std::result::Result<Policy, E>,
@@ -427,29 +429,45 @@ impl Store {
                 Ok(policy) => policy,
                 Err(e) => return Ok(Err(e)),
             };
-            policy.validate()?;
-            let text = toml::to_string(&policy).map_err(|e| StoreError::Setting {
-                key: POLICY_KEY,
-                reason: e.to_string(),
-            })?;
-            tx.execute(
-                "INSERT INTO settings (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (POLICY_KEY, &text),
-            )?;
-            let changes = policy.changes_from(&current);
-            audit::record(
-                tx,
-                now,
-                Event::PolicyChanged,
-                None,
-                actor,
-                "updated",
-                Some(&changes),
-            )?;
+            store_policy(tx, Some(&current), &policy, actor, now)?;
             Ok(Ok(policy))
         })
     }
+}
+
+/// Validates and stores `policy` in place of `current` (`None`: one that could not be read),
+/// auditing the change.
+fn store_policy(
+    tx: &Connection,
+    current: Option<&Policy>,
+    policy: &Policy,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<()> {
+    policy.validate()?;
+    let text = toml::to_string(policy).map_err(|e| StoreError::Setting {
+        key: POLICY_KEY,
+        reason: e.to_string(),
+    })?;
+    tx.execute(
+        "INSERT INTO settings (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (POLICY_KEY, &text),
+    )?;
+    let changes = match current {
+        Some(current) => policy.changes_from(current),
+        None => "replaced a stored policy that could not be read".to_owned(),
+    };
+    audit::record(
+        tx,
+        now,
+        Event::PolicyChanged,
+        None,
+        actor,
+        "updated",
+        Some(&changes),
+    )?;
+    Ok(())
 }
 
 /// Creates an empty database file readable by its owner only (SQLite gives its `-wal` and
@@ -479,9 +497,19 @@ fn load_policy(conn: &Connection) -> Result<Policy> {
     let Some(text) = text else {
         return Ok(Policy::default());
     };
-    let mut policy: Policy = toml::from_str(&text).map_err(|e| StoreError::Setting {
-        key: POLICY_KEY,
-        reason: e.to_string(),
+    let mut policy: Policy = toml::from_str(&text).map_err(|e| {
+        // On one line: what is wrong and where, without toml's drawing of the line.
+        let line = e
+            .span()
+            .and_then(|span| text.get(..span.start))
+            .map(|before| before.matches('\n').count() + 1);
+        StoreError::Setting {
+            key: POLICY_KEY,
+            reason: match line {
+                Some(line) => format!("line {line}: {}", e.message().trim()),
+                None => e.message().trim().to_owned(),
+            },
+        }
     })?;
     // Stored by a build that allowed more: generated_length as it was applied, the lifetime
     // within what may be given now.
