@@ -402,6 +402,28 @@ fn an_unreadable_stored_policy_is_refused_at_start_and_reset() {
     );
 }
 
+/// `vportal backup` writes a copy that opens with the pepper, and never over a file.
+#[test]
+fn a_backup_opens_with_the_pepper_and_writes_over_nothing() {
+    let w = Workdir::provisioned(&[("1001", "4826", false)]);
+    let made = w.run(&["backup", "copy.db"]).ok();
+    assert!(made.stdout.contains("vportal.pepper"), "{}", made.stdout);
+    // Restored beside its pepper (`copy.db`'s default pepper file is `copy.pepper`).
+    std::fs::copy(
+        w.path().join("vportal.pepper"),
+        w.path().join("copy.pepper"),
+    )
+    .unwrap();
+    let shown = w
+        .run(&["--db", "copy.db", "--json", "user", "show", "1001"])
+        .ok()
+        .json();
+    assert_eq!(shown["extension"], "1001");
+    let again = w.run(&["backup", "copy.db"]);
+    assert_eq!(again.code, 2, "{again:?}");
+    assert!(again.stderr.contains("copy.db"), "{}", again.stderr);
+}
+
 #[test]
 fn commands_other_than_init_need_a_database() {
     let w = Workdir::new();

@@ -57,6 +57,22 @@ pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub(crate) fn backup(ctx: &Context, file: &std::path::Path) -> Result<ExitCode> {
+    ctx.open()?.backup(file)?;
+    let pepper = ctx.store.pepper_path();
+    if ctx.json {
+        output::json(&json!({ "backup": file, "pepper_file": pepper }))?;
+    } else {
+        outln!(
+            "Wrote {}. Keep the pepper file {} with it (or VPORTAL_PEPPER's value): without \
+             it no passcode in the copy can be checked.",
+            file.display(),
+            pepper.display()
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) fn report(ctx: &Context) -> Result<ExitCode> {
     let r = ctx.open()?.report(Timestamp::now())?;
     if ctx.json {

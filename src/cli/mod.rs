@@ -85,6 +85,12 @@ pub(crate) enum Command {
     User(UserCommand),
     /// Count mailboxes by state: temporary, expired, locked, never changed, changed lately.
     Report,
+    /// Write a consistent copy of the database to FILE (a new file), while it is in use.
+    /// Keep the pepper file with it: the copy holds no pepper.
+    Backup {
+        /// Where to write the copy; must not exist.
+        file: std::path::PathBuf,
+    },
     /// Show audit events, newest first.
     Audit {
         /// Only this mailbox.
@@ -451,6 +457,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Init { token_name } => admin::init(&ctx, &token_name),
         Command::User(cmd) => users::run(&ctx, cmd),
         Command::Report => admin::report(&ctx),
+        Command::Backup { file } => admin::backup(&ctx, &file),
         Command::Audit {
             extension,
             event,

@@ -305,6 +305,45 @@ impl Store {
         self
     }
 
+    /// Writes a consistent copy of the database, as of now, to `dest`, a file that must not
+    /// exist yet (made readable by its owner only). It holds everything committed,
+    /// whatever the WAL has not yet checkpointed into the database file (a plain copy of
+    /// that file can lack days of changes), and takes no write lock: logins, changes and
+    /// the server go on meanwhile. The pepper is not in it.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when `dest` exists or cannot be created; database errors.
+    pub fn backup(&self, dest: &Path) -> Result<()> {
+        let io = |source| StoreError::Io {
+            path: dest.to_owned(),
+            source,
+        };
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        options.open(dest).map_err(io)?;
+        let dest_text = dest.to_str().ok_or_else(|| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the path is not valid text",
+            ))
+        });
+        let copied = dest_text.and_then(|text| {
+            let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+            conn.execute("VACUUM INTO ?1", [text])?;
+            Ok(())
+        });
+        if copied.is_err() {
+            // Not left behind half made, to be taken for a backup.
+            let _ = std::fs::remove_file(dest);
+        }
+        copied
+    }
+
     /// Whether this process can only read the database (its file or file system is
     /// read-only to it): every login and every change would fail. `serve` refuses to start
     /// on such a database.
@@ -620,6 +659,38 @@ mod tests {
         assert!(busy.to_string().contains("busy"), "{busy}");
         other.execute_batch("ROLLBACK").unwrap();
         s.unlock(&ext("1001"), &cli(), later).unwrap();
+    }
+
+    /// A backup holds what only the WAL held yet, opens with the same pepper, is private,
+    /// and is never written over an existing file.
+    #[test]
+    fn a_backup_holds_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.db");
+        let s = Store::open(&path, pepper(), true, 1).unwrap();
+        s.create_user(
+            NewUser {
+                extension: ext("1001"),
+                name: None,
+                email: None,
+                passcode: None,
+            },
+            &cli(),
+            T0,
+        )
+        .unwrap();
+        let copy = dir.path().join("copy.db");
+        s.backup(&copy).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&copy).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(matches!(s.backup(&copy), Err(StoreError::Io { .. })));
+        drop(s);
+        let restored = Store::open(&copy, pepper(), false, 1).unwrap();
+        assert!(restored.user(&ext("1001"), T0).unwrap().is_some());
     }
 
     #[test]
