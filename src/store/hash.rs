@@ -144,12 +144,21 @@ impl Hasher {
         let workers = self.permits.capacity.min(passcodes.len()).max(1);
         let chunk = passcodes.len().div_ceil(workers).max(1);
         std::thread::scope(|scope| {
-            let handles: Vec<_> = passcodes
+            // A thread that cannot be started (a task or memory limit) is an error, not a
+            // panic; those started are joined as the scope ends.
+            let handles = passcodes
                 .chunks(chunk)
                 .map(|part| {
-                    scope.spawn(move || part.iter().map(|p| self.hash(p)).collect::<Vec<_>>())
+                    std::thread::Builder::new()
+                        .name("vportal-hash".into())
+                        .spawn_scoped(scope, move || {
+                            part.iter().map(|p| self.hash(p)).collect::<Vec<_>>()
+                        })
+                        .map_err(|e| {
+                            HashError::Argon2(format!("cannot start a hashing thread: {e}"))
+                        })
                 })
-                .collect();
+                .collect::<Result<Vec<_>, _>>()?;
             let mut out = Vec::with_capacity(passcodes.len());
             for handle in handles {
                 let part = handle
