@@ -1215,3 +1215,87 @@ fn echo_turned_off(tty: &str, within: Duration) -> Vec<String> {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Runs `shell` (an `sh -c` script) on a pseudo-terminal, typing each `(prompt, line)` once
+/// `prompt` has shown; everything the terminal showed.
+fn typed_at_a_terminal(w: &Workdir, shell: &str, answers: &[(&str, &str)]) -> String {
+    use std::io::Write;
+    let (mut script, rx) = on_a_terminal(w, &format!("sh -c '{shell}'"));
+    let mut seen = Vec::new();
+    let mut answered = 0;
+    // Where the terminal's output after the last answer starts.
+    let mut from = 0;
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(20)) {
+        seen.extend_from_slice(&chunk);
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        if let Some((prompt, line)) = answers.get(answered)
+            && let Some(at) = text.get(from..).and_then(|t| t.find(prompt))
+        {
+            let stdin = script.stdin.as_mut().unwrap();
+            stdin.write_all(format!("{line}\r").as_bytes()).unwrap();
+            stdin.flush().unwrap();
+            answered += 1;
+            from += at + prompt.len();
+        }
+        if text.contains("status=") {
+            break;
+        }
+    }
+    let _ = script.kill();
+    let _ = script.wait();
+    let seen = String::from_utf8_lossy(&seen).into_owned();
+    assert_eq!(answered, answers.len(), "prompts not all shown: {seen}");
+    seen
+}
+
+/// A passcode typed at a terminal (echo off) to be stored is asked for twice; two that
+/// differ are refused and nothing changes. Piped input stays one line.
+#[test]
+fn a_passcode_typed_at_a_terminal_is_confirmed() {
+    let w = initialised();
+    let vportal = env!("CARGO_BIN_EXE_vportal");
+    // Mistyped the second time: refused, no mailbox.
+    let seen = typed_at_a_terminal(
+        &w,
+        &format!("{vportal} user add 6001 --passcode-stdin; echo status=$?"),
+        &[("Passcode:", "482913"), ("Passcode again:", "482914")],
+    );
+    assert!(seen.contains("status=2"), "{seen}");
+    assert!(seen.contains("differ"), "{seen}");
+    assert!(!seen.contains("482913"), "echoed: {seen}");
+    assert_eq!(w.run(&["user", "show", "6001"]).code, 2);
+    // Typed the same twice: created.
+    let seen = typed_at_a_terminal(
+        &w,
+        &format!("{vportal} user add 6001 --passcode-stdin; echo status=$?"),
+        &[("Passcode:", "482913"), ("Passcode again:", "482913")],
+    );
+    assert!(seen.contains("status=0"), "{seen}");
+    assert!(seen.contains("Mailbox 6001 created"), "{seen}");
+    // A temporary one likewise: a mismatch leaves the mailbox as it was.
+    let seen = typed_at_a_terminal(
+        &w,
+        &format!("{vportal} user set-temp 6001 --passcode-stdin; echo status=$?"),
+        &[
+            ("Temporary passcode:", "571936"),
+            ("Temporary passcode again:", "571939"),
+        ],
+    );
+    assert!(seen.contains("status=2"), "{seen}");
+    assert_eq!(w.user("6001")["temporary"], false);
+    // `policy check` stores nothing: asked once.
+    let seen = typed_at_a_terminal(
+        &w,
+        &format!("{vportal} policy check 6001; echo status=$?"),
+        &[("Passcode to check:", "571936")],
+    );
+    assert!(seen.contains("status=0"), "{seen}");
+    assert!(!seen.contains("again"), "{seen}");
+    // Piped: one line, as scripts give it.
+    w.run_with_stdin(
+        &["user", "set-temp", "6001", "--passcode-stdin"],
+        "571936\n",
+    )
+    .ok();
+    assert_eq!(w.user("6001")["temporary"], true);
+}

@@ -148,7 +148,7 @@ pub(crate) fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<ExitCode> {
     match cmd {
         PolicyCommand::Check { extension: ext } => {
             let ext = extension(&ext)?;
-            let candidate = read_passcode("Passcode to check")?;
+            let candidate = read_passcode("Passcode to check", false)?;
             let violations = ctx.open()?.check_passcode(&ext, &candidate)?;
             if ctx.json {
                 output::json(&json!({"ok": violations.is_empty(), "violations": violations}))?;

@@ -480,14 +480,42 @@ fn extension(text: &str) -> Result<Extension> {
 }
 
 /// Reads a passcode from standard input: one line, without its line ending. On a terminal
-/// the typing is not echoed.
-fn read_passcode(prompt: &str) -> Result<Passcode> {
+/// the typing is not echoed, and with `confirm` (a passcode about to be stored) it is asked
+/// for a second time: two that differ are refused, changing nothing. Piped input is one line
+/// either way.
+fn read_passcode(prompt: &str, confirm: bool) -> Result<Passcode> {
     let stdin = std::io::stdin();
     let interactive = stdin.is_terminal();
     if interactive {
         // Echo off before the prompt shows: keys typed as soon as it does are not echoed.
         restore_echo_on_interrupt();
         set_echo(false);
+    }
+    let first = read_passcode_line(&stdin, interactive.then_some(prompt));
+    let passcode = match first {
+        Ok(passcode) if interactive && confirm => {
+            let again = read_passcode_line(&stdin, Some(&format!("{prompt} again")));
+            again.and_then(|again| {
+                if again == passcode {
+                    Ok(passcode)
+                } else {
+                    Err(anyhow::anyhow!(
+                        "the two passcodes typed differ: nothing was changed"
+                    ))
+                }
+            })
+        }
+        other => other,
+    };
+    if interactive {
+        set_echo(true);
+    }
+    passcode
+}
+
+/// One passcode line from standard input, after `prompt` (on a terminal, echo already off).
+fn read_passcode_line(stdin: &std::io::Stdin, prompt: Option<&str>) -> Result<Passcode> {
+    if let Some(prompt) = prompt {
         eprint!("{prompt}: ");
         std::io::stderr().flush().ok();
     }
@@ -496,8 +524,7 @@ fn read_passcode(prompt: &str) -> Result<Passcode> {
     // standard library's stdin buffer still holds the raw line: beyond reach here.)
     let mut line = String::with_capacity(256);
     let read = stdin.lock().read_line(&mut line);
-    if interactive {
-        set_echo(true);
+    if prompt.is_some() {
         eprintln!();
     }
     line.truncate(line.trim_end_matches(['\r', '\n']).len());

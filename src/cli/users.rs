@@ -31,7 +31,7 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
             let ext = extension(&ext)?;
             let passcode = if passcode_stdin {
                 Some(PasscodeSpec {
-                    passcode: Some(read_passcode("Passcode")?),
+                    passcode: Some(read_passcode("Passcode", true)?),
                     temporary,
                     ttl,
                 })
@@ -102,7 +102,7 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
         } => {
             let ext = extension(&ext)?;
             let passcode = if passcode_stdin {
-                Some(read_passcode("Temporary passcode")?)
+                Some(read_passcode("Temporary passcode", true)?)
             } else {
                 None
             };
