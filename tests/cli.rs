@@ -1148,6 +1148,46 @@ fn a_database_that_is_its_own_pepper_file_is_refused() {
     assert!(!w.path().join("keys.pepper").exists());
 }
 
+/// A pepper file that is the database by another spelling, or one of the files SQLite keeps
+/// beside it (and deletes), is refused before anything is made, naming both paths.
+#[test]
+fn a_pepper_file_that_is_the_database_or_its_side_file_is_refused() {
+    let w = Workdir::new();
+    let absolute = w.path().join("v.db");
+    let absolute = absolute.to_str().unwrap();
+    for (database, pepper_file, says) in [
+        ("v.db", "./v.db", "same file"),
+        ("./v.db", "v.db", "same file"),
+        ("v.db", "sub/../v.db", "same file"),
+        (absolute, "v.db", "same file"),
+        ("v.db", absolute, "same file"),
+        ("v.db", "v.db-wal", "-wal"),
+        ("v.db", "./v.db-shm", "-shm"),
+        (absolute, "v.db-journal", "-journal"),
+    ] {
+        std::fs::write(
+            w.path().join("c.toml"),
+            format!("[store]\ndatabase = {database:?}\npepper_file = {pepper_file:?}\n"),
+        )
+        .unwrap();
+        let r = w.run(&["--config", "c.toml", "init"]);
+        assert_eq!(r.code, 2, "{database} / {pepper_file}: {r:?}");
+        assert!(r.stderr.contains(says), "{}", r.stderr);
+        assert!(
+            r.stderr.contains(database) && r.stderr.contains(pepper_file),
+            "{}",
+            r.stderr
+        );
+        assert!(!r.stdout.contains("vpt_"), "{}", r.stdout);
+        let left: Vec<_> = std::fs::read_dir(w.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != "c.toml")
+            .collect();
+        assert!(left.is_empty(), "{database} / {pepper_file}: left {left:?}");
+    }
+}
+
 /// Ctrl-C at a passcode prompt, where echo is off, turns it back on: the terminal is left as
 /// it was found, and the command exits with 130. Run on a pseudo-terminal by `script`
 /// (util-linux), the shell there outliving the interrupt to report the terminal's state.

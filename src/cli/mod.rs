@@ -314,14 +314,8 @@ impl Context {
     /// came from.
     fn open_with(&self, create: bool) -> Result<(Store, Option<pepper::PepperSource>)> {
         let db = &self.store.database;
-        // A database named `*.pepper` has its default pepper file in its own place: one
-        // would be written over the other.
-        if std::env::var_os(pepper::PEPPER_ENV).is_none() && self.store.pepper_path() == *db {
-            bail!(
-                "the database {} and its pepper file are the same file: set store.pepper_file, \
-                 or give the database another extension",
-                db.display()
-            );
+        if std::env::var_os(pepper::PEPPER_ENV).is_none() {
+            check_pepper_path(db, &self.store.pepper_path())?;
         }
         let created = create && !db.exists();
         let mut made = FirstRunFiles::for_database(db);
@@ -352,6 +346,54 @@ impl Context {
         }
         Ok((store, created.then_some(source)))
     }
+}
+
+/// Refuses a pepper file that is the database itself, by any spelling (a database named
+/// `*.pepper` has its default pepper file in its own place), or one of the files SQLite keeps
+/// beside it and deletes or rewrites: one would be written over the other. The paths are
+/// compared made absolute and lexically normalised; neither needs to exist.
+fn check_pepper_path(db: &std::path::Path, pepper: &std::path::Path) -> Result<()> {
+    let (db_abs, pepper_abs) = (lexically_absolute(db)?, lexically_absolute(pepper)?);
+    if db_abs == pepper_abs {
+        bail!(
+            "the database {} and its pepper file {} are the same file: set store.pepper_file \
+             to another path, or give the database another extension",
+            db.display(),
+            pepper.display()
+        );
+    }
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut side = db_abs.clone().into_os_string();
+        side.push(suffix);
+        if pepper_abs == std::path::Path::new(&side) {
+            bail!(
+                "the pepper file {} is SQLite's {suffix} file of the database {}, which SQLite \
+                 deletes or overwrites: set store.pepper_file to another path",
+                pepper.display(),
+                db.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `path` made absolute (from the working directory) with `.` and `..` resolved by their
+/// names alone: no file needs to exist, and symbolic links are not followed.
+fn lexically_absolute(path: &std::path::Path) -> Result<PathBuf> {
+    use std::path::Component;
+    let absolute =
+        std::path::absolute(path).with_context(|| format!("making {} absolute", path.display()))?;
+    let mut normal = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                normal.pop();
+            }
+            other => normal.push(other),
+        }
+    }
+    Ok(normal)
 }
 
 /// The directories and pepper file a first run made, removed again unless the database
