@@ -227,6 +227,31 @@ fn a_first_run_that_fails_midway_removes_what_it_made() {
         !w.path().join("portal.pepper").exists(),
         "the next first run would adopt this pepper file as the operator's"
     );
+    // Nor the pepper file's own directories.
+    std::fs::write(
+        w.path().join("c.toml"),
+        "[store]\ndatabase = \"portal.db\"\npepper_file = \"secrets/new/portal.pepper\"\n",
+    )
+    .unwrap();
+    let r = w.run(&["--config", "c.toml", "init"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("opening portal.db"), "{}", r.stderr);
+    assert!(!w.path().join("secrets").exists());
+}
+
+/// A first run makes the pepper file's directory as it makes the database's.
+#[test]
+fn a_first_run_makes_the_pepper_files_directory() {
+    let w = Workdir::new();
+    std::fs::write(
+        w.path().join("c.toml"),
+        "[store]\ndatabase = \"data/v.db\"\npepper_file = \"secrets/keys/v.pepper\"\n",
+    )
+    .unwrap();
+    w.run(&["--config", "c.toml", "init"]).ok();
+    assert!(w.path().join("data/v.db").is_file());
+    assert!(w.path().join("secrets/keys/v.pepper").is_file());
+    w.run(&["--config", "c.toml", "user", "list"]).ok();
 }
 
 #[test]

@@ -322,6 +322,17 @@ impl Context {
         if created && let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
             made.create_dir_all(dir)?;
         }
+        // So is the pepper file's, where one is to be written.
+        if created
+            && std::env::var_os(pepper::PEPPER_ENV).is_none()
+            && let Some(dir) = self
+                .store
+                .pepper_path()
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+        {
+            made.create_dir_all(dir)?;
+        }
         // A new pepper only ever goes with a new database: a fresh pepper for an existing
         // database would make every stored passcode unverifiable.
         let (pepper, source) = match pepper::load(&self.store.pepper_path(), created) {
@@ -418,7 +429,8 @@ impl FirstRunFiles {
         }
     }
 
-    /// `create_dir_all`, noting the directories that were not there.
+    /// `create_dir_all`, noting (after those noted before) the directories that were not
+    /// there.
     fn create_dir_all(&mut self, dir: &std::path::Path) -> Result<()> {
         let mut missing: Vec<PathBuf> = dir
             .ancestors()
@@ -429,7 +441,7 @@ impl FirstRunFiles {
         let result = std::fs::create_dir_all(dir)
             .with_context(|| format!("creating directory {}", dir.display()));
         // Some may exist even when a deeper one failed.
-        self.dirs = missing.into_iter().filter(|d| d.exists()).collect();
+        self.dirs.extend(missing.into_iter().filter(|d| d.exists()));
         result
     }
 
