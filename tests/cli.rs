@@ -1364,3 +1364,83 @@ fn a_passcode_typed_at_a_terminal_is_confirmed() {
     .ok();
     assert_eq!(w.user("6001")["temporary"], true);
 }
+
+/// The commands in backquotes of `text` that start with `vportal `, split into words.
+fn hinted_commands(text: &str) -> Vec<Vec<String>> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter_map(|c| c.strip_prefix("vportal "))
+        .map(|c| c.split_whitespace().map(str::to_owned).collect())
+        .collect()
+}
+
+/// `serve`'s first-run hints repeat the options that chose its store, so that following
+/// them from another directory reaches that store and not a new one.
+#[test]
+fn first_run_hints_name_the_store_the_server_uses() {
+    use common::server::ServerProcess;
+    let w = Workdir::new();
+    let elsewhere = Workdir::new();
+    for (options, db) in [
+        (
+            vec!["--db", "data/portal.db"],
+            w.path().join("data/portal.db"),
+        ),
+        (vec!["--config", "c.toml"], w.path().join("cfg/portal.db")),
+    ] {
+        std::fs::write(
+            w.path().join("c.toml"),
+            format!("[store]\ndatabase = {:?}\n", db.to_str().unwrap()),
+        )
+        .unwrap();
+        let mut args = vec!["--no-admin"];
+        args.extend_from_slice(&options);
+        let server = ServerProcess::start(&w, "47400-47498", &args);
+        let stdout = server.stdout.lock().unwrap().clone();
+        drop(server);
+        assert!(db.exists(), "{stdout}");
+        let hints = hinted_commands(&stdout);
+        assert_eq!(hints.len(), 2, "{stdout}");
+        for hint in &hints {
+            let absolute = w.path().join(options[1]);
+            assert_eq!(
+                hint[..2],
+                [options[0], absolute.to_str().unwrap()],
+                "{stdout}"
+            );
+        }
+        // Followed from another directory, as a second terminal would be.
+        let words: Vec<&str> = hints[1].iter().map(String::as_str).collect();
+        let added = elsewhere.run(&words).ok();
+        assert!(added.stdout.contains("1001"), "{added:?}");
+        let shown = w.run(&[options[0], options[1], "user", "show", "1001"]);
+        shown.ok();
+        let words: Vec<&str> = hints[0].iter().map(String::as_str).collect();
+        assert!(elsewhere.run(&words).ok().stdout.contains("vpt_"));
+        assert!(
+            std::fs::read_dir(elsewhere.path())
+                .unwrap()
+                .next()
+                .is_none(),
+            "made files elsewhere"
+        );
+    }
+}
+
+/// A command on a path with neither database nor pepper file says there is no database
+/// there, not that the pepper is missing (which steers to `init`, a second store).
+#[test]
+fn a_missing_store_is_reported_as_a_missing_database() {
+    let w = Workdir::new();
+    let r = w.run(&["--db", "typo.db", "user", "list"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("no database at typo.db"), "{}", r.stderr);
+    assert!(r.stderr.contains("--db"), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("pepper file typo.pepper not found"),
+        "{}",
+        r.stderr
+    );
+    assert!(std::fs::read_dir(w.path()).unwrap().next().is_none());
+}

@@ -280,6 +280,9 @@ pub(crate) struct Context {
     config: Config,
     store: StoreConfig,
     json: bool,
+    /// `--config FILE` and `--db PATH` as given (on the command line or in the environment).
+    config_file: Option<PathBuf>,
+    db_option: Option<PathBuf>,
 }
 
 impl Context {
@@ -301,7 +304,27 @@ impl Context {
             store: config.store.clone(),
             config,
             json: global.json,
+            config_file: global.config.clone(),
+            db_option: global.db.clone(),
         })
+    }
+
+    /// The global options that select this store, each with a leading space and its path
+    /// made absolute, for a command line to run elsewhere (another terminal, another working
+    /// directory): `--config FILE` if one was given, `--db PATH` if given; none for the
+    /// default.
+    pub(crate) fn store_options(&self) -> String {
+        let mut options = String::new();
+        for (option, path) in [("--config", &self.config_file), ("--db", &self.db_option)] {
+            if let Some(path) = path {
+                let path = lexically_absolute(path).unwrap_or_else(|_| path.clone());
+                options.push_str(&format!(
+                    " {option} {}",
+                    shell_word(&path.to_string_lossy())
+                ));
+            }
+        }
+        options
     }
 
     /// Opens the existing store (never creates one).
@@ -337,6 +360,13 @@ impl Context {
         // database would make every stored passcode unverifiable.
         let (pepper, source) = match pepper::load(&self.store.pepper_path(), created) {
             // `vportal init` cannot help here: the database and its hashes are there already.
+            // Nor can it when neither is there: this may well be the wrong path (another
+            // working directory, a forgotten --db), and init would make a second store.
+            Err(pepper::PepperError::Missing(_)) if !db.exists() => bail!(
+                "no database at {} (nor its pepper file): give the --db or --config that \
+                 names the store in use, or run `vportal init` to create one there",
+                db.display()
+            ),
             Err(pepper::PepperError::Missing(path)) if db.exists() => bail!(
                 "pepper file {} not found, but the database {} exists: restore the pepper file \
                  saved with it, or set {} (a new pepper could not check any stored passcode)",
@@ -386,6 +416,20 @@ fn check_pepper_path(db: &std::path::Path, pepper: &std::path::Path) -> Result<(
         }
     }
     Ok(())
+}
+
+/// `text` as one word for a POSIX shell: as it is when it holds nothing a shell would
+/// read otherwise, else in single quotes.
+fn shell_word(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:,=@%".contains(c))
+    {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
 }
 
 /// `path` made absolute (from the working directory) with `.` and `..` resolved by their

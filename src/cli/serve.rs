@@ -114,6 +114,8 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
         for line in created_lines(&ctx.store.database, &source) {
             outln!("{line}")?;
         }
+        // Run elsewhere, they must reach this store: with the options that chose it.
+        let options = ctx.store_options();
         if std::io::stdout().is_terminal() {
             let token = store.create_token("admin", &Actor::cli_from_env(), Timestamp::now())?;
             outln!(
@@ -123,11 +125,12 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
         } else {
             outln!(
                 "No admin API token made: standard output is not a terminal, and a token \
-                 must not land in a log. Make one with `vportal token create admin`."
+                 must not land in a log. Make one with `vportal{options} token create admin`."
             )?;
         }
         outln!(
-            "No mailboxes yet: add one with `vportal user add 1001 --generate` (in another terminal)."
+            "No mailboxes yet: add one with `vportal{options} user add 1001 --generate` (in \
+             another terminal)."
         )?;
     }
     let side_port = &ctx.config.admin;
@@ -144,7 +147,8 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     if ctx.config.admin.enabled && configured_token.is_none() && !store.has_tokens()? {
         tracing::warn!(
             "the admin API has no token: every request to /api/v1 is refused (401); create \
-             one with `vportal token create NAME`, or set VPORTAL_ADMIN_TOKEN"
+             one with `vportal{} token create NAME`, or set VPORTAL_ADMIN_TOKEN",
+            ctx.store_options()
         );
     }
     // The hash an unknown mailbox is checked against, made now: made at the first such
