@@ -666,7 +666,27 @@ fn set_temp_unlock_delete_report_audit() {
         .json();
     let generated = reset["passcode"].as_str().unwrap().to_owned();
     assert_eq!(generated.len(), 6);
-    w.run(&["user", "unlock", "1001"]).ok();
+    // Not locked: said so, not "unlocked".
+    let unlocked = w.run(&["user", "unlock", "1001"]).ok();
+    assert_eq!(unlocked.stdout, "Mailbox 1001 was not locked.\n");
+    let unlocked = w.run(&["--json", "user", "unlock", "1001"]).ok().json();
+    assert_eq!(unlocked["was_locked"], false, "{unlocked}");
+    assert_eq!(unlocked["unlocked"], true, "{unlocked}");
+    let lock = || {
+        rusqlite::Connection::open(w.db())
+            .unwrap()
+            .execute(
+                "UPDATE users SET locked_permanently = 1 WHERE extension = '1001'",
+                [],
+            )
+            .unwrap();
+    };
+    lock();
+    let unlocked = w.run(&["user", "unlock", "1001"]).ok();
+    assert_eq!(unlocked.stdout, "Mailbox 1001 unlocked.\n");
+    lock();
+    let unlocked = w.run(&["--json", "user", "unlock", "1001"]).ok().json();
+    assert_eq!(unlocked["was_locked"], true, "{unlocked}");
     let report = w.run(&["report", "--json"]).ok().json();
     assert_eq!(report["users"], 1);
     assert_eq!(report["temporary"], 1);
@@ -684,6 +704,9 @@ fn set_temp_unlock_delete_report_audit() {
     assert_eq!(
         names,
         [
+            "user.unlocked",
+            "user.unlocked",
+            "user.unlocked",
             "user.unlocked",
             "passcode.temporary_set",
             "passcode.changed",

@@ -139,11 +139,15 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
         }
         UserCommand::Unlock { extension: ext } => {
             let ext = extension(&ext)?;
-            ctx.open()?.unlock(&ext, &actor, now)?;
+            let was_locked = ctx.open()?.unlock(&ext, &actor, now)?;
             if ctx.json {
-                output::json(&json!({"extension": ext, "unlocked": true}))?;
-            } else {
+                output::json(
+                    &json!({"extension": ext, "unlocked": true, "was_locked": was_locked}),
+                )?;
+            } else if was_locked {
                 outln!("Mailbox {ext} unlocked.")?;
+            } else {
+                outln!("Mailbox {ext} was not locked.")?;
             }
         }
         UserCommand::Delete { extension: ext } => {

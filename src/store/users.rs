@@ -657,11 +657,12 @@ impl Store {
             .collect())
     }
 
-    /// Lifts a lock and clears the failure count.
+    /// Lifts a lock and clears the failure count. Returns whether the mailbox was locked
+    /// (for a while or for good; a lock that has run out is none).
     ///
     /// # Errors
     /// [`StoreError::NotFound`].
-    pub fn unlock(&self, extension: &Extension, actor: &Actor, now: Timestamp) -> Result<()> {
+    pub fn unlock(&self, extension: &Extension, actor: &Actor, now: Timestamp) -> Result<bool> {
         self.write(|tx| {
             let row = UserRow::load(tx, extension)?
                 .ok_or_else(|| StoreError::NotFound(extension.clone()))?;
@@ -671,7 +672,8 @@ impl Store {
                  WHERE extension = ?1",
                 [extension.as_str()],
             )?;
-            let outcome = match row.lock_at(now) {
+            let lock = row.lock_at(now);
+            let outcome = match lock {
                 Some(Lock::Permanent) => "was_locked_permanently",
                 Some(Lock::Until(_)) => "was_locked",
                 None => "not_locked",
@@ -684,7 +686,8 @@ impl Store {
                 actor,
                 outcome,
                 None,
-            )
+            )?;
+            Ok(lock.is_some())
         })
     }
 
@@ -1297,7 +1300,10 @@ mod tests {
     fn delete_and_unlock() {
         let s = store();
         add(&s, "1001", given("4826", false));
-        s.unlock(&ext("1001"), &cli(), T0).unwrap();
+        assert!(
+            !s.unlock(&ext("1001"), &cli(), T0).unwrap(),
+            "was not locked"
+        );
         s.delete_user(&ext("1001"), &cli(), T0).unwrap();
         assert!(matches!(
             s.delete_user(&ext("1001"), &cli(), T0),
