@@ -1467,3 +1467,38 @@ fn a_missing_store_is_reported_as_a_missing_database() {
     );
     assert!(std::fs::read_dir(w.path()).unwrap().next().is_none());
 }
+
+/// The audit actor takes the login name under `sudo` from `SUDO_USER`, and records none that
+/// does not look like one: a newline would split the audit table's row, `admin:x` would read
+/// as an API token.
+#[test]
+fn the_cli_audit_actor_is_a_plausible_login_name() {
+    let w = initialised();
+    w.run_with_stdin(&["user", "add", "1001", "--passcode-stdin"], "4826\n")
+        .ok();
+    let unlock_as = |vars: &[(&str, &str)]| {
+        let mut cmd = w.command(&["user", "unlock", "1001"]);
+        cmd.env_remove("SUDO_USER")
+            .env_remove("USER")
+            .env_remove("LOGNAME");
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        w.audit("1001").last().unwrap()["actor"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(unlock_as(&[("USER", "alice")]), "cli:alice");
+    assert_eq!(
+        unlock_as(&[("SUDO_USER", "bob"), ("USER", "root")]),
+        "cli:bob"
+    );
+    assert_eq!(unlock_as(&[("USER", "x\nfake")]), "cli");
+    assert_eq!(unlock_as(&[("USER", "admin:admin")]), "cli");
+    assert_eq!(unlock_as(&[]), "cli");
+    let table = w.run(&["audit", "--extension", "1001"]).ok().stdout;
+    assert!(!table.contains("fake"), "{table}");
+}

@@ -140,7 +140,7 @@ fn wipe_string(text: &mut String) {
 pub enum Actor {
     /// An admin at the command line; `user` is the operating-system login when known.
     Cli {
-        /// The login name from `$USER`/`$LOGNAME`, if any.
+        /// The login name from `$SUDO_USER`/`$USER`/`$LOGNAME`, if any (and plausible).
         user: Option<String>,
     },
     /// A client of the admin HTTP API, named by the token it presented.
@@ -162,13 +162,29 @@ pub enum Actor {
 }
 
 impl Actor {
-    /// The CLI actor for the current operating-system user.
+    /// The CLI actor for the current operating-system user: `$SUDO_USER` (the admin behind
+    /// `sudo`), else `$USER`, else `$LOGNAME`; none unless it looks like a login name.
     pub fn cli_from_env() -> Self {
-        let user = std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .ok()
-            .filter(|u| !u.is_empty());
-        Self::Cli { user }
+        Self::Cli {
+            user: Self::cli_login(|name| std::env::var_os(name)),
+        }
+    }
+
+    /// The first of `SUDO_USER`, `USER` and `LOGNAME` that `var` has (and is not empty),
+    /// kept only when it is a plausible login name: 1 to 32 of `A-Z a-z 0-9 . _ -`, not
+    /// starting with `-`. Anything else (a control character, which would split an audit
+    /// table's row; `admin:x`, which would read as an API token) is not recorded.
+    fn cli_login(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<String> {
+        let value = ["SUDO_USER", "USER", "LOGNAME"]
+            .into_iter()
+            .find_map(|name| var(name).filter(|v| !v.is_empty()))?;
+        let value = value.into_string().ok()?;
+        let plausible = value.len() <= 32
+            && !value.starts_with('-')
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        plausible.then_some(value)
     }
 
     /// The `actor` column: `cli`, `cli:alice`, `admin:provisioning`, `caller` or `system`.
@@ -250,5 +266,39 @@ mod tests {
         assert_eq!(admin.source().as_deref(), Some("127.0.0.1:40000"));
         assert_eq!(admin.call_id(), None);
         assert_eq!(Actor::Cli { user: None }.label(), "cli");
+    }
+
+    #[test]
+    fn the_cli_login_is_a_plausible_login_name_or_none() {
+        let login = |vars: &[(&str, &str)]| {
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            Actor::cli_login(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.into()))
+        };
+        assert_eq!(login(&[("USER", "alice")]).as_deref(), Some("alice"));
+        assert_eq!(login(&[("LOGNAME", "bob.s")]).as_deref(), Some("bob.s"));
+        // Under sudo, the admin who ran it, not root.
+        assert_eq!(
+            login(&[("SUDO_USER", "carol_1"), ("USER", "root")]).as_deref(),
+            Some("carol_1")
+        );
+        assert_eq!(
+            login(&[("USER", ""), ("LOGNAME", "dave")]).as_deref(),
+            Some("dave")
+        );
+        assert_eq!(login(&[]), None);
+        for bad in [
+            "x\nfake",
+            "admin:admin",
+            "a b",
+            "-rf",
+            "tab\there",
+            "ü",
+            &"a".repeat(33),
+        ] {
+            assert_eq!(login(&[("USER", bad), ("LOGNAME", "ok")]), None, "{bad:?}");
+        }
     }
 }
