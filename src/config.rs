@@ -41,8 +41,10 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// PEM certificate chain, for HTTPS; with `tls_key`. Required off loopback unless
     /// `insecure`.
+    #[serde(deserialize_with = "optional_path")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_cert`.
+    #[serde(deserialize_with = "optional_path")]
     pub tls_key: Option<PathBuf>,
     /// Plain HTTP on a non-loopback address, knowingly (flag `--admin-insecure`); a warning
     /// is logged at every start.
@@ -122,6 +124,7 @@ pub struct PromptsConfig {
     /// The folder holding one sub-folder per language (`prompts/en`), each with its
     /// `prompts.toml` manifest. Unset: [`DEFAULT_PROMPTS_DIR`], or the English prompts built
     /// into vportal when that has no `en`; a folder given must be there.
+    #[serde(deserialize_with = "optional_path")]
     pub dir: Option<PathBuf>,
 }
 
@@ -296,6 +299,7 @@ pub enum InbandDtmf {
 pub struct DialplanConfig {
     /// The dialplan. Unset: [`DEFAULT_DIALPLAN_FILE`], or the copy compiled into vportal when
     /// that file is absent; a file given must be there.
+    #[serde(deserialize_with = "optional_path")]
     pub file: Option<PathBuf>,
 }
 
@@ -316,6 +320,26 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         )));
     }
     Ok(value)
+}
+
+/// A path. One starting with `~` is refused: no shell expands it here, and taken as it is,
+/// it would make a directory named `~` in the working directory.
+fn path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    let path = PathBuf::deserialize(d)?;
+    if path
+        .components()
+        .next()
+        .is_some_and(|c| c.as_os_str().as_encoded_bytes().starts_with(b"~"))
+    {
+        return Err(serde::de::Error::custom(
+            "~ is not expanded: give the full path",
+        ));
+    }
+    Ok(path)
+}
+
+fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    path(d).map(Some)
 }
 
 fn max_calls<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
@@ -368,9 +392,11 @@ fn port_range<'de, D: Deserializer<'de>>(d: D) -> Result<PortRange, D::Error> {
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// The SQLite database file. Default `vportal.db` in the working directory.
+    #[serde(deserialize_with = "path")]
     pub database: PathBuf,
     /// The pepper key file. Default: next to the database, named after it with the extension
     /// `.pepper` (`vportal.pepper`). `VPORTAL_PEPPER` overrides it.
+    #[serde(deserialize_with = "optional_path")]
     pub pepper_file: Option<PathBuf>,
     /// argon2 hashes allowed at once; 0 means one per core (the default). At most
     /// [`MAX_HASH_CONCURRENCY`].
@@ -749,6 +775,35 @@ mod tests {
         // Brackets belong to URIs, not to the address itself.
         let err = Config::parse("[sip]\npublic_address = \"[::1]\"\n").unwrap_err();
         assert!(err.starts_with("line 2, key sip.public_address:"), "{err}");
+    }
+
+    /// `~` is not expanded: refused, naming the line and key, rather than taken as a
+    /// directory named `~`.
+    #[test]
+    fn a_path_starting_with_a_tilde_is_refused() {
+        for (table, key) in [
+            ("store", "database"),
+            ("store", "pepper_file"),
+            ("dialplan", "file"),
+            ("prompts", "dir"),
+            ("admin", "tls_cert"),
+            ("admin", "tls_key"),
+        ] {
+            for value in ["~/vp/x", "~", "~alice/x"] {
+                let err = Config::parse(&format!("# paths\n[{table}]\n{key} = \"{value}\"\n"))
+                    .unwrap_err();
+                assert!(
+                    err.starts_with(&format!("line 3, key {table}.{key}:")),
+                    "{err}"
+                );
+                assert!(
+                    err.contains("~ is not expanded: give the full path"),
+                    "{err}"
+                );
+            }
+            let ok = Config::parse(&format!("[{table}]\n{key} = \"vp/~x\"\n"));
+            assert!(ok.is_ok(), "{ok:?}");
+        }
     }
 
     /// A comment after a table header (`[sip]  # signalling`) is not part of the key.

@@ -1502,3 +1502,24 @@ fn the_cli_audit_actor_is_a_plausible_login_name() {
     let table = w.run(&["audit", "--extension", "1001"]).ok().stdout;
     assert!(!table.contains("fake"), "{table}");
 }
+
+/// `~` in a config path is not expanded: refused at load, naming the file, line and key,
+/// instead of making a directory named `~` here.
+#[test]
+fn a_config_path_starting_with_a_tilde_is_refused() {
+    let w = Workdir::new();
+    std::fs::write(
+        w.path().join("c.toml"),
+        "[store]\ndatabase = \"~/vp/x.db\"\n",
+    )
+    .unwrap();
+    let r = w.run(&["--config", "c.toml", "init"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("config file c.toml, line 2, key store.database: ~ is not expanded"),
+        "{}",
+        r.stderr
+    );
+    assert!(!w.path().join("~").exists());
+}
