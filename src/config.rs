@@ -38,6 +38,7 @@ pub struct AdminConfig {
     /// Whether `serve` runs it. Default true.
     pub enabled: bool,
     /// Where it listens. Default `127.0.0.1:8080` (flag `--admin`).
+    #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
     /// PEM certificate chain, for HTTPS; with `tls_key`. Required off loopback unless
     /// `insecure`.
@@ -137,12 +138,14 @@ pub const DEFAULT_PROMPTS_DIR: &str = "prompts";
 #[serde(default, deny_unknown_fields)]
 pub struct SipConfig {
     /// Address for both UDP and TCP. Default `127.0.0.1:5060`.
+    #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
     /// Listen on UDP. Default true.
     pub udp: bool,
     /// Listen on TCP. Default true.
     pub tcp: bool,
     /// The address put in Via, Contact and SDP when `listen` is a wildcard (0.0.0.0 or ::).
+    #[serde(deserialize_with = "public_address")]
     pub public_address: Option<IpAddr>,
     /// Calls at once; more get 503 with Retry-After. Default 5000; at least 1.
     #[serde(deserialize_with = "max_calls")]
@@ -320,6 +323,35 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         )));
     }
     Ok(value)
+}
+
+/// Reads a listen address: an IP address and a port. The error says so, where the
+/// standard library's says only "invalid socket address syntax" (for `localhost:5060`, the
+/// first thing many type).
+///
+/// # Errors
+/// Anything else, a host name included (none is resolved).
+pub fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        "not an IP address and port: give e.g. 127.0.0.1:5060 or [::1]:5060 (host names \
+         are not resolved)"
+            .to_owned()
+    })
+}
+
+fn listen_address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_listen_address(&text).map_err(serde::de::Error::custom)
+}
+
+fn public_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(
+            "not an IP address: give e.g. 192.0.2.10 or 2001:db8::10, without brackets or \
+             port (host names are not accepted)",
+        )
+    })
 }
 
 /// A path. One starting with `~` is refused: no shell expands it here, and taken as it is,
@@ -804,6 +836,36 @@ mod tests {
             let ok = Config::parse(&format!("[{table}]\n{key} = \"vp/~x\"\n"));
             assert!(ok.is_ok(), "{ok:?}");
         }
+    }
+
+    /// A host name, or an address without its port, is refused with what is needed, not
+    /// "invalid socket address syntax".
+    #[test]
+    fn listen_and_public_addresses_must_be_ip_addresses() {
+        for key in ["sip.listen", "admin.listen"] {
+            let (table, key_name) = key.split_once('.').unwrap();
+            for bad in [
+                "localhost:5060",
+                ":8080",
+                "127.0.0.1",
+                "pbx.example.com:5060",
+            ] {
+                let err =
+                    Config::parse(&format!("[{table}]\n{key_name} = \"{bad}\"\n")).unwrap_err();
+                assert!(err.starts_with(&format!("line 2, key {key}:")), "{err}");
+                assert!(
+                    err.contains("not an IP address and port")
+                        && err.contains("127.0.0.1:5060 or [::1]:5060"),
+                    "{err}"
+                );
+            }
+        }
+        let err = Config::parse("[sip]\npublic_address = \"pbx.example.com\"\n").unwrap_err();
+        assert!(err.starts_with("line 2, key sip.public_address:"), "{err}");
+        assert!(err.contains("host names are not accepted"), "{err}");
+        let c =
+            Config::parse("[sip]\nlisten = \"[::1]:5070\"\npublic_address = \"::1\"\n").unwrap();
+        assert_eq!(c.sip.listen, "[::1]:5070".parse().unwrap());
     }
 
     /// A comment after a table header (`[sip]  # signalling`) is not part of the key.

@@ -1523,3 +1523,35 @@ fn a_config_path_starting_with_a_tilde_is_refused() {
     );
     assert!(!w.path().join("~").exists());
 }
+
+/// A host name where an IP address and port are needed: the error says what is needed.
+#[test]
+fn a_host_name_for_a_listen_address_is_refused_saying_what_is_needed() {
+    let w = Workdir::new();
+    for option in ["--sip", "--admin"] {
+        let r = w.run(&["serve", option, "localhost:5060"]);
+        assert_eq!(r.code, 2, "{r:?}");
+        assert!(
+            r.stderr.contains("not an IP address and port")
+                && r.stderr.contains("127.0.0.1:5060 or [::1]:5060")
+                && r.stderr.contains("host names are not resolved"),
+            "{}",
+            r.stderr
+        );
+    }
+    std::fs::write(
+        w.path().join("c.toml"),
+        "[sip]\nlisten = \"127.0.0.1:0\"\npublic_address = \"pbx.example.com\"\n",
+    )
+    .unwrap();
+    let r = w.run(&["--config", "c.toml", "serve"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("config file c.toml, line 3, key sip.public_address: not an IP address")
+            && r.stderr.contains("host names are not accepted"),
+        "{}",
+        r.stderr
+    );
+    assert!(!w.db().exists());
+}

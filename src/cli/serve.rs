@@ -12,6 +12,7 @@ use anyhow::{Context as _, Result};
 use vportal::admin::{AdminError, AdminServer, AdminState, Listen, Throttle};
 use vportal::config::{
     AdminConfig, ConfiguredToken, DEFAULT_DIALPLAN_FILE, DEFAULT_PROMPTS_DIR, SipConfig,
+    parse_listen_address,
 };
 use vportal::ivr::dialplan::{DEFAULT_DIALPLAN, Dialplan, MailboxSource};
 use vportal::media::ports::PortRange;
@@ -27,7 +28,7 @@ use super::{Context, created_lines};
 #[derive(Debug, clap::Args)]
 pub(crate) struct Flags {
     /// SIP listen address for UDP and TCP (default 127.0.0.1:5060).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_address)]
     sip: Option<SocketAddr>,
     /// RTP port range, e.g. 10000-20000.
     #[arg(long, value_name = "FIRST-LAST")]
@@ -37,7 +38,7 @@ pub(crate) struct Flags {
     prompts: Option<PathBuf>,
     /// Admin HTTP side-port address (default 127.0.0.1:8080); runs it even when the config
     /// file says `[admin] enabled = false`.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_address)]
     admin: Option<SocketAddr>,
     /// Allow the admin side-port on a non-loopback address without TLS.
     #[arg(long)]
