@@ -1555,3 +1555,26 @@ fn a_host_name_for_a_listen_address_is_refused_saying_what_is_needed() {
     );
     assert!(!w.db().exists());
 }
+
+/// `init`'s hints, like `serve`'s, repeat the options that chose the store.
+#[test]
+fn init_hints_name_the_store_it_made() {
+    let w = Workdir::new();
+    let db = w.path().join("data/x.db");
+    let db = db.to_str().unwrap();
+    let first = w.run(&["--db", "data/x.db", "init"]).ok();
+    let hints = hinted_commands(&first.stdout);
+    assert_eq!(hints.len(), 1, "{}", first.stdout);
+    assert_eq!(hints[0][..2], ["--db", db], "{}", first.stdout);
+    let again = w.run(&["--db", "data/x.db", "init"]).ok();
+    let hints = hinted_commands(&again.stdout);
+    assert_eq!(hints.len(), 1, "{}", again.stdout);
+    assert_eq!(hints[0][..2], ["--db", db], "{}", again.stdout);
+    // The default store: nothing to repeat.
+    let plain = initialised().run(&["init"]).ok();
+    assert!(
+        plain.stdout.contains("`vportal token create NAME`"),
+        "{}",
+        plain.stdout
+    );
+}

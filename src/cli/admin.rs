@@ -21,7 +21,9 @@ pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
             output::json(&json!({"database": db.to_string(), "created": false}))?;
         } else {
             outln!(
-                "{db} is already initialised; create more admin tokens with `vportal token create NAME`."
+                "{db} is already initialised; create more admin tokens with `vportal{} token \
+                 create NAME`.",
+                ctx.store_options()
             )?;
         }
         return Ok(ExitCode::SUCCESS);
@@ -52,7 +54,10 @@ pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
         outln!("Admin API token {token_name:?} (shown only this once):")?;
         outln!("{}", token.expose())?;
         outln!()?;
-        outln!("Next: add a mailbox, e.g. `vportal user add 1001 --generate`.")?;
+        outln!(
+            "Next: add a mailbox, e.g. `vportal{} user add 1001 --generate`.",
+            ctx.store_options()
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
