@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+use cli::output::errln;
 use cli::{Cli, LogFormat};
 
 fn main() -> ExitCode {
@@ -35,12 +36,12 @@ fn main() -> ExitCode {
                     } else {
                         format!("writing to standard output failed ({io})")
                     };
-                    eprintln!(
+                    errln!(
                         "error: {why} before every generated passcode or token was shown; the \
                          change is made but they were not delivered: issue new ones"
                     );
                 }
-                None => eprintln!("error: {}", one_line(&e)),
+                None => errln!("error: {}", one_line(&e)),
             }
             ExitCode::from(2)
         }

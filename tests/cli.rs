@@ -1041,6 +1041,34 @@ fn a_generated_passcode_written_to_a_full_disk_is_said_undelivered() {
     assert_eq!(w.user("1001")["temporary"], true, "the change is made");
 }
 
+/// Standard error on a full disk: what would have been said there is lost, the generated
+/// passcodes on standard output are not (a partial import reports its rejected rows on
+/// standard error before it prints them).
+#[test]
+fn a_full_standard_error_loses_no_generated_passcode() {
+    let w = Workdir::provisioned(&[]);
+    std::fs::write(
+        w.path().join("p.csv"),
+        "extension,name\n9501,A\n95x2,B\n9503,C\n",
+    )
+    .unwrap();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = w
+        .command(&["user", "import", "p.csv", "--partial"])
+        .stderr(full)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for mailbox in ["9501", "9503"] {
+        assert!(stdout.contains(mailbox), "{stdout}");
+        assert_eq!(w.user(mailbox)["temporary"], true);
+    }
+}
+
 /// A command that hands out a generated passcode or a token exactly once must not report
 /// success when that passcode never reached anyone: the change is made (the old passcode is
 /// gone), so the admin has to know to issue another.

@@ -1,7 +1,7 @@
 //! Command-line parsing and dispatch.
 
 mod admin;
-mod output;
+pub(crate) mod output;
 mod serve;
 mod users;
 
@@ -18,6 +18,8 @@ use vportal::config::{Config, StoreConfig};
 use vportal::store::policy::{TEMPORARY_TTL_SECONDS, ttl_range_text};
 use vportal::store::{Extension, MAX_AUDIT_ROWS, Passcode, Store, pepper};
 use vportal::time::parse_duration;
+
+use output::{err, errln};
 
 /// vportal: a voice-portal passcode server and its admin tools.
 #[derive(Debug, Parser)]
@@ -614,7 +616,7 @@ fn read_passcode(prompt: &str, confirm: bool) -> Result<Passcode> {
 /// One passcode line from standard input, after `prompt` (on a terminal, echo already off).
 fn read_passcode_line(stdin: &std::io::Stdin, prompt: Option<&str>) -> Result<Passcode> {
     if let Some(prompt) = prompt {
-        eprint!("{prompt}: ");
+        err!("{prompt}: ");
         std::io::stderr().flush().ok();
     }
     // Room enough that reading a passcode never reallocates, leaving a copy behind; the
@@ -623,7 +625,7 @@ fn read_passcode_line(stdin: &std::io::Stdin, prompt: Option<&str>) -> Result<Pa
     let mut line = String::with_capacity(256);
     let read = stdin.lock().read_line(&mut line);
     if prompt.is_some() {
-        eprintln!();
+        errln!();
     }
     line.truncate(line.trim_end_matches(['\r', '\n']).len());
     let passcode = Passcode::new(line);
@@ -665,7 +667,7 @@ fn restore_echo_on_interrupt() {
                 }
             });
             set_echo(true);
-            eprintln!();
+            errln!();
             std::process::exit(130);
         });
     if spawned.is_ok() {
@@ -685,7 +687,7 @@ fn set_echo(on: bool) {
         .find(|p| std::path::Path::new(p).is_file())
     else {
         if !on {
-            eprint!("(no /bin/stty: the passcode will show as it is typed) ");
+            err!("(no /bin/stty: the passcode will show as it is typed) ");
         }
         return;
     };

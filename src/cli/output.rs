@@ -22,7 +22,7 @@ static SECRETS_DUE: AtomicBool = AtomicBool::new(false);
 /// otherwise vanish without a word.
 pub(crate) fn secrets_follow() {
     if !SECRETS_DUE.swap(true, Ordering::Relaxed) && stdout_is_null() {
-        eprintln!(
+        errln!(
             "warning: standard output is /dev/null (or was closed): the generated passcode(s) \
              or token printed there reach nobody"
         );
@@ -83,7 +83,33 @@ macro_rules! outln {
     };
 }
 
-pub(crate) use {out, outln};
+/// Writes to standard error, and goes on whatever happens: a message that cannot be shown
+/// (standard error closed, its disk full) must not stop the command, as `eprint!` would by
+/// panicking, least of all before the passcodes it is about to print.
+pub(crate) fn write_err(args: std::fmt::Arguments<'_>) {
+    let mut err = io::stderr().lock();
+    let _ = err.write_fmt(args);
+    let _ = err.flush();
+}
+
+/// `eprint!` that never panics (see [`write_err`]).
+macro_rules! err {
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_err(format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` that never panics (see [`write_err`]).
+macro_rules! errln {
+    () => {
+        $crate::cli::output::write_err(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_err(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+pub(crate) use {err, errln, out, outln};
 
 /// Prints `value` as pretty JSON.
 pub(crate) fn json<T: Serialize + ?Sized>(value: &T) -> Result<()> {

@@ -12,7 +12,7 @@ use vportal::store::{
 };
 use vportal::time::Timestamp;
 
-use super::output::{self, Table, out, outln};
+use super::output::{self, Table, errln, out, outln};
 use super::{Context, UserCommand, extension, read_passcode};
 
 pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
@@ -60,10 +60,11 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
             if without_passcode {
                 // The API's default is the other way round: say so, or the mailbox is
                 // found unusable at its owner's first call.
-                eprintln!(
+                errln!(
                     "note: mailbox {} has no passcode: every login is refused until \
                      `vportal user set-temp {}` gives it one",
-                    issued.extension, issued.extension
+                    issued.extension,
+                    issued.extension
                 );
             }
         }
@@ -210,8 +211,8 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
                 for row in &report.rows {
                     if let ImportOutcome::Rejected(reason) = &row.outcome {
                         match &row.extension {
-                            Some(ext) => eprintln!("line {} ({ext}): {reason}", row.line),
-                            None => eprintln!("line {}: {reason}", row.line),
+                            Some(ext) => errln!("line {} ({ext}): {reason}", row.line),
+                            None => errln!("line {}: {reason}", row.line),
                         }
                     }
                 }
@@ -234,14 +235,14 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
                     } else {
                         ""
                     };
-                    eprintln!(
+                    errln!(
                         "{} mailbox(es) created, {rejected} row(s) rejected{note}",
                         created.len()
                     );
                 } else if partial {
-                    eprintln!("nothing imported: every row ({rejected}) was rejected");
+                    errln!("nothing imported: every row ({rejected}) was rejected");
                 } else {
-                    eprintln!(
+                    errln!(
                         "nothing imported: {rejected} row(s) rejected (use --partial to import the good rows)"
                     );
                 }
@@ -295,7 +296,7 @@ fn print_issued_list(ctx: &Context, issued: &[Issued]) -> Result<()> {
         ]);
     }
     table.print()?;
-    eprintln!(
+    errln!(
         "{} mailbox(es) reset; the passcodes are shown only this once",
         issued.len()
     );
