@@ -449,6 +449,30 @@ fn a_backup_opens_with_the_pepper_and_writes_over_nothing() {
     assert!(again.stderr.contains("copy.db"), "{}", again.stderr);
 }
 
+/// `serve` makes a database on its first run only in a directory that is there: one that is
+/// not (a volume not mounted yet, a typo) is said, and nothing is made; `init` makes both.
+#[test]
+fn serve_makes_no_directory_for_a_first_run() {
+    let w = Workdir::new();
+    let serve = w.run(&[
+        "--db",
+        "data/vportal.db",
+        "serve",
+        "--sip",
+        "127.0.0.1:0",
+        "--no-admin",
+    ]);
+    assert_eq!(serve.code, 2, "{serve:?}");
+    assert!(
+        serve.stderr.contains("no directory data") && serve.stderr.contains("mounted"),
+        "{}",
+        serve.stderr
+    );
+    assert!(!w.path().join("data").exists());
+    w.run(&["--db", "data/vportal.db", "init"]).ok();
+    assert!(w.path().join("data/vportal.db").exists());
+}
+
 #[test]
 fn commands_other_than_init_need_a_database() {
     let w = Workdir::new();
@@ -1445,6 +1469,8 @@ fn first_run_hints_name_the_store_the_server_uses() {
             format!("[store]\ndatabase = {:?}\n", db.to_str().unwrap()),
         )
         .unwrap();
+        // `serve` makes a database, not the directory it goes in.
+        std::fs::create_dir_all(db.parent().unwrap()).unwrap();
         let mut args = vec!["--no-admin"];
         args.extend_from_slice(&options);
         let server = ServerProcess::start(&w, "47400-47498", &args);

@@ -14,7 +14,7 @@ use super::{Context, PolicyCommand, TokenCommand, created_lines, extension, read
 pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
     // Before anything is created: a database without its token would stay that way.
     check_token_name(token_name)?;
-    let (store, created) = ctx.open_with(true)?;
+    let (store, created) = ctx.open_with(super::Create::WithDirectories)?;
     let db = ctx.store.database.display();
     let Some(source) = created else {
         if ctx.json {

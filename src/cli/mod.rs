@@ -331,18 +331,32 @@ impl Context {
 
     /// Opens the existing store (never creates one).
     fn open(&self) -> Result<Store> {
-        self.open_with(false).map(|(store, _)| store)
+        self.open_with(Create::No).map(|(store, _)| store)
     }
 
-    /// Opens the store, creating the database and pepper file when `create` is set and the
+    /// Opens the store, creating the database and pepper file as `create` allows when the
     /// database does not exist yet. Returns, when the database was created, where its pepper
     /// came from.
-    fn open_with(&self, create: bool) -> Result<(Store, Option<pepper::PepperSource>)> {
+    fn open_with(&self, create: Create) -> Result<(Store, Option<pepper::PepperSource>)> {
         let db = &self.store.database;
         if std::env::var_os(pepper::PEPPER_ENV).is_none() {
             check_pepper_path(db, &self.store.pepper_path())?;
         }
-        let created = create && !db.exists();
+        let created = create != Create::No && !db.exists();
+        // A directory that is not there (a volume not mounted yet, a typo) is no first run:
+        // only `init` makes one, not a server starting on whatever it finds.
+        if created
+            && create == Create::InExistingDirectory
+            && let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            bail!(
+                "no database at {}, and no directory {}: is its volume mounted, is the path \
+                 right? (`vportal init` creates both)",
+                db.display(),
+                dir.display()
+            );
+        }
         let mut made = FirstRunFiles::for_database(db);
         if created && let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
             made.create_dir_all(dir)?;
@@ -451,6 +465,17 @@ fn lexically_absolute(path: &std::path::Path) -> Result<PathBuf> {
         }
     }
     Ok(normal)
+}
+
+/// Whether opening the store may create it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Create {
+    /// Never: the database must be there.
+    No,
+    /// When its directory exists (`serve`'s first run).
+    InExistingDirectory,
+    /// With its directories (`init`).
+    WithDirectories,
 }
 
 /// The directories and pepper file a first run made, removed again unless the database

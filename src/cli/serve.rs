@@ -92,7 +92,7 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
         anyhow::Ok((sockets, admin))
     })?;
     // Opening the store creates it on a first run and checks the pepper before any call.
-    let (store, created) = ctx.open_with(true)?;
+    let (store, created) = ctx.open_with(super::Create::InExistingDirectory)?;
     // Read at every login: one this build cannot read would fail them all.
     if let Err(e) = store.policy() {
         anyhow::bail!(
