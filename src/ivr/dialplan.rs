@@ -455,6 +455,20 @@ impl RouteSettings {
                 key("language")
             ));
         }
+        // A route that lists trusted sources but asks every caller for the mailbox trusts
+        // nobody's identity anyway: its author believes they restricted something.
+        if table != "defaults"
+            && self.mailbox == MailboxSource::Ask
+            && let Some(first) = raw.trusted_sources.as_ref().and_then(|l| l.first())
+        {
+            return Err(src.invalid(
+                first.span(),
+                &key("trusted_sources"),
+                "trusted_sources applies only to mailbox = \"caller-id\" (this route asks every \
+                 caller for the mailbox)"
+                    .to_owned(),
+            ));
+        }
         Ok(self)
     }
 }
@@ -1409,6 +1423,7 @@ mod tests {
         assert_eq!(change.settings.inter_digit_timeout, Duration::from_secs(5));
         let paris = plan.route("8612").unwrap();
         assert_eq!(paris.settings.language, "fr");
+        assert_eq!(paris.settings.mailbox, MailboxSource::CallerId);
         assert!(paris.settings.trusts(V4(10, 33, 1, 2)));
         assert!(!paris.settings.trusts(V4(192, 0, 2, 10)));
         assert_eq!(routed(&plan, "+12125550100"), Some("_+1-212-555-0100"));
@@ -1982,6 +1997,19 @@ language = "pt-BR"
     }
 
     // --- trusted sources --------------------------------------------------------------------
+
+    #[test]
+    fn trusted_sources_on_a_route_that_asks_are_refused() {
+        let text = route_with("mailbox = \"ask\"\ntrusted_sources = [\"10.0.0.0/8\"]");
+        assert_error(
+            &text,
+            5,
+            "route[1].trusted_sources",
+            "applies only to mailbox = \"caller-id\"",
+        );
+        // Inherited from the defaults (for routes that take caller ID) or emptied: fine.
+        parsed(&route_with("mailbox = \"ask\"\ntrusted_sources = []"));
+    }
 
     #[test]
     fn trusted_sources_parse_and_reject() {
