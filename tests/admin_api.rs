@@ -1355,6 +1355,7 @@ fn oversized_bodies_are_413() {
     let big = json!({ "extension": "1002", "name": "x".repeat(64 * 1024) });
     let r = api.post("/api/v1/users", &big);
     r.assert_error(413, "payload_too_large");
+    assert!(r.body.contains("at most 64 KiB"), "{}", r.body);
     let r = api.post(
         "/api/v1/policy/check",
         &json!({ "extension": "1002", "passcode": "9".repeat(70_000) }),
@@ -1367,6 +1368,7 @@ fn oversized_bodies_are_413() {
     }
     let r = api.post_csv("/api/v1/users/import", &csv);
     r.assert_error(413, "payload_too_large");
+    assert!(r.body.contains("at most 4 MiB"), "{}", r.body);
     assert_eq!(api.snapshot(), before);
 
     // The CSV limit is not the JSON one: 200 KiB of CSV (blank lines) is fine.

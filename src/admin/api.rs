@@ -571,7 +571,13 @@ async fn import(
             "the body must be CSV, with Content-Type: text/csv (or application/csv)",
         ));
     }
-    let body = body.map_err(|e| body_rejection(e.status(), e.body_text()))?;
+    let body = body.map_err(|e| {
+        body_rejection(
+            e.status(),
+            e.body_text(),
+            "a CSV import is at most 4 MiB (and 100,000 rows): split the file",
+        )
+    })?;
     let text = crate::store::csv_text(body.to_vec())
         .map_err(|e| ApiError::bad_request("malformed_csv", e.to_string()))?;
     let mode = if params.partial.unwrap_or(false) {

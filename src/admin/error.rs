@@ -209,7 +209,9 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::JsonSyntaxError(e) => {
                 Self::bad_request("malformed_json", body_error(&e.body_text()))
             }
-            JsonRejection::BytesRejection(e) => body_rejection(e.status(), e.body_text()),
+            JsonRejection::BytesRejection(e) => {
+                body_rejection(e.status(), e.body_text(), "a JSON body is at most 64 KiB")
+            }
             other => Self::bad_request("bad_request", other.body_text()),
         }
     }
@@ -221,10 +223,14 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-/// The body could not be read: too large, or cut off.
-pub(crate) fn body_rejection(status: StatusCode, text: String) -> ApiError {
+/// The body could not be read: too large (`limit` says how large it may be), or cut off.
+pub(crate) fn body_rejection(status: StatusCode, text: String, limit: &str) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(status, "payload_too_large", "the request body is too large")
+        ApiError::new(
+            status,
+            "payload_too_large",
+            format!("the request body is too large: {limit}"),
+        )
     } else {
         ApiError::bad_request("bad_request", text)
     }
