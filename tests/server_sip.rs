@@ -199,6 +199,37 @@ fn a_log_reader_gone_loses_log_lines_not_the_server() {
     let _ = child.wait();
 }
 
+/// An RTP range smaller than `max_calls` is warned about at start, and a call beyond it is
+/// refused saying the range is full.
+#[test]
+fn a_full_rtp_range_is_said_to_be_full() {
+    let dir = Workdir::new();
+    // Two calls: 47330 and 47332 (each with the port above for RTCP).
+    let server = ServerProcess::start(&dir, "47330-47333", &[]);
+    assert!(
+        server
+            .log()
+            .contains("rtp.ports holds fewer calls than sip.max_calls"),
+        "{}",
+        server.log()
+    );
+    let _calls = [
+        common::phone::Phone::dial(&server, "8500", "1001"),
+        common::phone::Phone::dial(&server, "8500", "1002"),
+    ];
+    let sock = udp_caller();
+    let mut uac = Uac::new(sock.local_addr().unwrap(), server.sip, "8500");
+    let offer = uac.offer("sendrecv");
+    sock.send_to(&uac.invite(&offer), server.sip).unwrap();
+    let refused = recv_until(&sock, |m| m.status().is_some_and(|s| s >= 200));
+    assert_eq!(refused.status(), Some(503));
+    server.expect_log(
+        "every port of rtp.ports is in use",
+        1,
+        Duration::from_secs(5),
+    );
+}
+
 #[test]
 fn tcp_frames_pipelined_messages_and_closes_on_bad_framing() {
     let dir = Workdir::new();

@@ -160,7 +160,19 @@ async fn run(
         return;
     };
     let Some(rtp) = bind_rtp(&shared) else {
-        tracing::warn!("no RTP port could be opened; refusing the call");
+        let (in_use, capacity) = shared
+            .ports
+            .lock()
+            .map(|p| (p.in_use(), p.capacity()))
+            .unwrap_or_default();
+        if in_use >= capacity {
+            tracing::warn!(
+                calls = in_use,
+                "every port of rtp.ports is in use; refusing the call (widen the range)"
+            );
+        } else {
+            tracing::warn!("no RTP port could be opened; refusing the call");
+        }
         let _ = commands
             .send(Command::Reject(call, 503, "Service Unavailable"))
             .await;

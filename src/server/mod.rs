@@ -309,8 +309,18 @@ impl Server {
             realtime_priority: config.rtp.realtime_priority,
         })
         .map_err(|e| ServerError::Config(format!("cannot start the media thread: {e}")))?;
+        let ports = PortAllocator::new(config.rtp.ports);
+        // Each call takes an even port for RTP and the one above for RTCP.
+        if ports.capacity() < sip.max_calls {
+            tracing::warn!(
+                calls = ports.capacity(),
+                max_calls = sip.max_calls,
+                "rtp.ports holds fewer calls than sip.max_calls: calls beyond it get 503; widen \
+                 the range (two ports a call) or lower max_calls"
+            );
+        }
         let shared = Arc::new(Shared {
-            ports: Arc::new(Mutex::new(PortAllocator::new(config.rtp.ports))),
+            ports: Arc::new(Mutex::new(ports)),
             rtp_ip: advertised,
             store,
             dialplan,
