@@ -473,6 +473,26 @@ fn serve_makes_no_directory_for_a_first_run() {
     assert!(w.path().join("data/vportal.db").exists());
 }
 
+/// `prune-audit` keeps at least a day, and leaves a row saying what it did.
+#[test]
+fn pruning_the_audit_keeps_a_day_and_is_audited() {
+    let w = Workdir::provisioned(&[("1001", "4826", false)]);
+    let short = w.run(&["prune-audit", "--older-than", "1h"]);
+    assert_eq!(short.code, 2, "{short:?}");
+    assert!(short.stderr.contains("at least 1d"), "{}", short.stderr);
+    let pruned = w.run(&["prune-audit", "--older-than", "400d"]).ok();
+    assert!(
+        pruned.stdout.starts_with("Removed 0 audit event(s)"),
+        "{}",
+        pruned.stdout
+    );
+    // Today's rows stay; the pruning is the newest.
+    let events = w.run(&["--json", "audit"]).ok().json();
+    assert_eq!(events[0]["event"], "audit.pruned", "{events}");
+    assert_eq!(events[0]["outcome"], "0 rows");
+    assert!(events.as_array().unwrap().len() > 1);
+}
+
 #[test]
 fn commands_other_than_init_need_a_database() {
     let w = Workdir::new();

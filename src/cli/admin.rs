@@ -101,6 +101,25 @@ pub(crate) fn report(ctx: &Context) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub(crate) fn prune_audit(ctx: &Context, older_than: &str) -> Result<ExitCode> {
+    const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+    let age = parse_duration(older_than).map_err(|e| anyhow!("--older-than: {e}"))?;
+    if age < DAY {
+        bail!("--older-than must be at least 1d (a day), not {older_than}");
+    }
+    let now = Timestamp::now();
+    let before = now.saturating_sub(age);
+    let removed = ctx
+        .open()?
+        .prune_audit(before, &Actor::cli_from_env(), now)?;
+    if ctx.json {
+        output::json(&json!({ "removed": removed, "before": before }))?;
+    } else {
+        outln!("Removed {removed} audit event(s) from before {before}.")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) fn audit(
     ctx: &Context,
     ext: Option<&str>,

@@ -105,6 +105,13 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_AUDIT_ROWS)))]
         limit: u32,
     },
+    /// Remove audit events older than a duration (at least a day), e.g. `400d`; itself
+    /// audited. The audit trail otherwise only grows (about 400 bytes per login attempt).
+    PruneAudit {
+        /// Remove the events older than this: `400d`, `52w`… (at least `1d`).
+        #[arg(long, value_name = "DURATION")]
+        older_than: String,
+    },
     /// Inspect and change the passcode policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -588,6 +595,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             event,
             limit,
         } => admin::audit(&ctx, extension.as_deref(), event.as_deref(), limit),
+        Command::PruneAudit { older_than } => admin::prune_audit(&ctx, &older_than),
         Command::Policy(cmd) => admin::policy(&ctx, cmd),
         Command::Token(cmd) => admin::token(&ctx, cmd),
     }

@@ -44,11 +44,13 @@ pub enum Event {
     TokenRevoked,
     /// The passcode policy was changed.
     PolicyChanged,
+    /// Audit rows older than a date were removed (the only rows ever removed).
+    AuditPruned,
 }
 
 impl Event {
     /// Every event, for validating filters.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::UserCreated,
         Self::UserDeleted,
         Self::PasscodeTemporarySet,
@@ -64,6 +66,7 @@ impl Event {
         Self::TokenCreated,
         Self::TokenRevoked,
         Self::PolicyChanged,
+        Self::AuditPruned,
     ];
 
     /// The stored name, e.g. `login.success`.
@@ -84,6 +87,7 @@ impl Event {
             Self::TokenCreated => "token.created",
             Self::TokenRevoked => "token.revoked",
             Self::PolicyChanged => "policy.changed",
+            Self::AuditPruned => "audit.pruned",
         }
     }
 
@@ -174,7 +178,57 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<AuditEvent> {
     })
 }
 
+/// Rows removed per transaction by [`Store::prune_audit`]: logins and changes wait for no
+/// more than one batch.
+const PRUNE_BATCH: u32 = 10_000;
+
 impl Store {
+    /// Removes the audit rows from before `before`, in batches of their own transactions,
+    /// and audits that (`audit.pruned`, with the count). Rows are taken in the order they
+    /// were written, up to the first one from `before` or later. Returns how many went.
+    ///
+    /// # Errors
+    /// Database errors (the batches already removed stay removed).
+    pub fn prune_audit(&self, before: Timestamp, actor: &Actor, now: Timestamp) -> Result<u64> {
+        use rusqlite::OptionalExtension as _;
+        let cut: Option<i64> = self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT id FROM audit WHERE at >= ?1 ORDER BY id LIMIT 1",
+                    [before.unix()],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })?;
+        let cut = cut.unwrap_or(i64::MAX);
+        let mut removed = 0_u64;
+        loop {
+            let batch = self.write(|tx| {
+                Ok(tx.execute(
+                    "DELETE FROM audit WHERE id IN
+                         (SELECT id FROM audit WHERE id < ?1 ORDER BY id LIMIT ?2)",
+                    (cut, PRUNE_BATCH),
+                )?)
+            })?;
+            removed += u64::try_from(batch).unwrap_or(u64::MAX);
+            if batch < PRUNE_BATCH as usize {
+                break;
+            }
+        }
+        self.write(|tx| {
+            record(
+                tx,
+                now,
+                Event::AuditPruned,
+                None,
+                actor,
+                &format!("{removed} rows"),
+                Some(&format!("before {before}")),
+            )
+        })?;
+        Ok(removed)
+    }
+
     /// Audit rows matching `query`, newest first.
     ///
     /// # Errors
@@ -213,6 +267,45 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::testing::*;
+
+    /// Rows from before the date go, across several batches; later ones stay; the pruning
+    /// is itself audited.
+    #[test]
+    fn pruning_removes_what_is_older_and_says_so() {
+        let s = store();
+        let old = T0.saturating_sub(std::time::Duration::from_secs(400 * 86_400));
+        let rows = usize::try_from(PRUNE_BATCH).unwrap() * 2 + 5;
+        s.write(|tx| {
+            for _ in 0..rows {
+                record(
+                    tx,
+                    old,
+                    Event::LoginFailure,
+                    None,
+                    &caller(),
+                    "unknown_mailbox",
+                    None,
+                )?;
+            }
+            record(tx, T0, Event::LoginFailure, None, &caller(), "recent", None)?;
+            Ok(())
+        })
+        .unwrap();
+        let before = T0.saturating_sub(std::time::Duration::from_secs(365 * 86_400));
+        let removed = s.prune_audit(before, &cli(), T0).unwrap();
+        assert_eq!(removed, u64::try_from(rows).unwrap());
+        let left = s
+            .audit(&AuditQuery {
+                limit: Some(MAX_AUDIT_ROWS),
+                ..AuditQuery::default()
+            })
+            .unwrap();
+        let outcomes: Vec<&str> = left.iter().map(|e| e.outcome.as_str()).collect();
+        assert_eq!(outcomes, [format!("{rows} rows").as_str(), "recent"]);
+        assert_eq!(left[0].event, "audit.pruned");
+        // Nothing older left: a second pruning removes nothing.
+        assert_eq!(s.prune_audit(before, &cli(), T0).unwrap(), 0);
+    }
 
     #[test]
     fn names_round_trip() {
