@@ -191,21 +191,59 @@ fn load_from(
         path: path.to_owned(),
         source,
     };
-    match fs::read_to_string(path).map(SecretText::new) {
-        Ok(text) => {
-            check_private(path)?;
+    match read_key_file(path)? {
+        Some(text) => {
             let pepper = Pepper::from_hex(text.expose())
                 .map_err(malformed_in(format!("pepper file {}", path.display())))?;
             Ok((pepper, PepperSource::File(path.to_owned())))
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+        None if create => {
             let pepper = Pepper::generate()?;
             write_private(path, &pepper).map_err(io_err)?;
             Ok((pepper, PepperSource::Created(path.to_owned())))
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(PepperError::Missing(path.to_owned())),
-        Err(e) => Err(io_err(e)),
+        None => Err(PepperError::Missing(path.to_owned())),
     }
+}
+
+/// The text of the key file at `path`, `None` when there is none: a regular file (not a
+/// FIFO that would block, nor a device that never ends), private (see [`check_private`],
+/// before anything is read), of at most a few hundred bytes.
+fn read_key_file(path: &Path) -> Result<Option<SecretText>, PepperError> {
+    use std::io::Read as _;
+    /// 64 bytes as hex, with room for line ends and spaces around them.
+    const MAX_TEXT: usize = 4 * MAX_PEPPER_LEN;
+    let io_err = |source| PepperError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    // Looked at before it is opened: opening a FIFO to read waits for a writer.
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => {
+            return Err(io_err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(e)),
+    }
+    check_private(path)?;
+    let file = fs::File::open(path).map_err(io_err)?;
+    // Read into room made beforehand, so that no reallocation leaves a copy behind.
+    let mut text = SecretText::new(String::with_capacity(MAX_TEXT + 1));
+    let limit = u64::try_from(MAX_TEXT + 1).unwrap_or(u64::MAX);
+    file.take(limit)
+        .read_to_string(text.as_mut_string())
+        .map_err(io_err)?;
+    if text.expose().len() > MAX_TEXT {
+        return Err(io_err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("longer than any pepper ({MAX_TEXT} bytes at most)"),
+        )));
+    }
+    Ok(Some(text))
 }
 
 /// Refuses a key file that users other than its owner may read or write.
@@ -286,6 +324,36 @@ pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pepper path naming something other than a small regular file is refused before it
+    /// is read: a FIFO would block every command, `/dev/zero` would fill memory.
+    #[test]
+    fn only_a_small_regular_file_is_read_as_a_pepper() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.pepper");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let long = dir.path().join("long.pepper");
+        std::fs::write(&long, "ab".repeat(1_000)).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for p in [&fifo, &long] {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+        }
+        for (path, says) in [
+            (fifo.as_path(), "not a regular file"),
+            (Path::new("/dev/zero"), "not a regular file"),
+            (long.as_path(), "longer than any pepper"),
+        ] {
+            let err = load_from(None, path, false).unwrap_err();
+            assert!(err.to_string().contains(says), "{}: {err}", path.display());
+        }
+    }
 
     #[test]
     fn hex_round_trip() {

@@ -114,6 +114,12 @@ impl SecretText {
     pub(crate) fn expose(&self) -> &str {
         &self.0
     }
+
+    /// The text, to fill in place: give it the room it needs first, as a reallocation
+    /// would leave a copy unwiped.
+    pub(crate) fn as_mut_string(&mut self) -> &mut String {
+        &mut self.0
+    }
 }
 
 impl Drop for SecretText {
