@@ -184,11 +184,15 @@ const PRUNE_BATCH: u32 = 10_000;
 
 impl Store {
     /// Removes the audit rows from before `before`, in batches of their own transactions,
-    /// and audits that (`audit.pruned`, with the count). Rows are taken in the order they
-    /// were written, up to the first one from `before` or later. Returns how many went.
+    /// and audits that: an `audit.pruned` row, written with the first batch and counting
+    /// every batch in the same transaction, so that it tells what was removed even if a
+    /// later batch fails. Rows are taken in the order they were written, up to the first one
+    /// from `before` or later. Between batches it pauses as long as the batch took (50 ms at
+    /// least), so that the server's own writes, which retry a busy lock every few
+    /// milliseconds, get their turn. Returns how many went.
     ///
     /// # Errors
-    /// Database errors (the batches already removed stay removed).
+    /// Database errors (the batches already removed stay removed, and counted).
     pub fn prune_audit(&self, before: Timestamp, actor: &Actor, now: Timestamp) -> Result<u64> {
         use rusqlite::OptionalExtension as _;
         let cut: Option<i64> = self.read(|conn| {
@@ -202,31 +206,43 @@ impl Store {
         })?;
         let cut = cut.unwrap_or(i64::MAX);
         let mut removed = 0_u64;
+        let mut row = None;
         loop {
+            let started = std::time::Instant::now();
             let batch = self.write(|tx| {
-                Ok(tx.execute(
+                let batch = tx.execute(
                     "DELETE FROM audit WHERE id IN
                          (SELECT id FROM audit WHERE id < ?1 ORDER BY id LIMIT ?2)",
                     (cut, PRUNE_BATCH),
-                )?)
+                )?;
+                let total = removed + u64::try_from(batch).unwrap_or(u64::MAX);
+                let outcome = format!("{total} rows");
+                match row {
+                    None => {
+                        let detail = format!("before {before}");
+                        record(
+                            tx,
+                            now,
+                            Event::AuditPruned,
+                            None,
+                            actor,
+                            &outcome,
+                            Some(&detail),
+                        )?;
+                        row = Some(tx.last_insert_rowid());
+                    }
+                    Some(id) => {
+                        tx.execute("UPDATE audit SET outcome = ?2 WHERE id = ?1", (id, outcome))?;
+                    }
+                }
+                Ok(batch)
             })?;
             removed += u64::try_from(batch).unwrap_or(u64::MAX);
             if batch < PRUNE_BATCH as usize {
-                break;
+                return Ok(removed);
             }
+            std::thread::sleep(started.elapsed().max(std::time::Duration::from_millis(50)));
         }
-        self.write(|tx| {
-            record(
-                tx,
-                now,
-                Event::AuditPruned,
-                None,
-                actor,
-                &format!("{removed} rows"),
-                Some(&format!("before {before}")),
-            )
-        })?;
-        Ok(removed)
     }
 
     /// Audit rows matching `query`, newest first.
