@@ -469,6 +469,27 @@ fn serve_makes_no_directory_for_a_first_run() {
         serve.stderr
     );
     assert!(!w.path().join("data").exists());
+    // Nor the pepper file's.
+    std::fs::write(
+        w.path().join("c.toml"),
+        "[store]\ndatabase = \"v.db\"\npepper_file = \"secrets/v.pepper\"\n",
+    )
+    .unwrap();
+    let serve = w.run(&[
+        "--config",
+        "c.toml",
+        "serve",
+        "--sip",
+        "127.0.0.1:0",
+        "--no-admin",
+    ]);
+    assert_eq!(serve.code, 2, "{serve:?}");
+    assert!(
+        serve.stderr.contains("no pepper file directory secrets"),
+        "{}",
+        serve.stderr
+    );
+    assert!(!w.path().join("secrets").exists() && !w.path().join("v.db").exists());
     w.run(&["--db", "data/vportal.db", "init"]).ok();
     assert!(w.path().join("data/vportal.db").exists());
 }

@@ -368,7 +368,9 @@ impl Context {
         if created && let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
             made.create_dir_all(dir)?;
         }
-        // So is the pepper file's, where one is to be written.
+        // So is the pepper file's, where one is to be written (by `init`; `serve` needs it
+        // there, as the database's: a secrets volume not mounted yet must not get a pepper
+        // of its own on whatever is beneath it).
         if created
             && std::env::var_os(pepper::PEPPER_ENV).is_none()
             && let Some(dir) = self
@@ -377,6 +379,13 @@ impl Context {
                 .parent()
                 .filter(|d| !d.as_os_str().is_empty())
         {
+            if create == Create::InExistingDirectory && !dir.is_dir() {
+                bail!(
+                    "no pepper file directory {}: is its volume mounted, is the path right? \
+                     (`vportal init` creates it)",
+                    dir.display()
+                );
+            }
             made.create_dir_all(dir)?;
         }
         // A new pepper only ever goes with a new database: a fresh pepper for an existing
