@@ -66,7 +66,10 @@ const PEPPER_CHECK_KEY: &str = "pepper_check";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Unavailable {
     /// Another process held the database's write lock all through the busy timeout.
-    #[error("the database is busy: another process held its write lock for 10 s; try again")]
+    #[error(
+        "the database is busy: another process held its write lock for longer than vportal \
+         waits (10 s for a change); try again"
+    )]
     Busy,
     /// The database file, or the file system holding it, is read-only.
     #[error(
