@@ -340,6 +340,12 @@ impl Store {
             conn.execute("VACUUM INTO ?1", [text])?;
             Ok(())
         });
+        // On the disk before it is called a backup (VACUUM INTO does not sync).
+        let copied = copied.and_then(|()| {
+            std::fs::File::open(dest)
+                .and_then(|f| f.sync_all())
+                .map_err(io)
+        });
         if copied.is_err() {
             // Not left behind half made, to be taken for a backup.
             let _ = std::fs::remove_file(dest);
