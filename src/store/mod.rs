@@ -416,19 +416,35 @@ impl Store {
     /// another process holds the lock, each write queued here gives up 10 s after it was
     /// asked for, not 10 s after the one before it gave up.
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        self.write_within(self.busy_timeout, f)
+        let asked = std::time::Instant::now();
+        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let wait = self.busy_timeout.saturating_sub(asked.elapsed());
+        Self::transaction(&mut conn, wait, f)
     }
 
-    /// [`Store::write`], waiting at most `wait` for the lock (bookkeeping that may be
-    /// skipped).
-    fn write_within<T>(
+    /// Bookkeeping that may be skipped: [`Store::write`] if this process is writing nothing
+    /// else, and another holds the lock for no more than `wait`; else `None`, at once.
+    fn write_if_free<T>(
         &self,
         wait: Duration,
         f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+    ) -> Option<Result<T>> {
+        let mut conn = match self.conn.try_lock() {
+            Ok(conn) => conn,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(Self::transaction(&mut conn, wait, f))
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on `conn`, waiting at most `wait` for
+    /// another process's lock; committed if `f` returns `Ok`.
+    fn transaction<T>(
+        conn: &mut Connection,
+        wait: Duration,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
-        let asked = std::time::Instant::now();
-        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        conn.busy_timeout(wait.saturating_sub(asked.elapsed()))?;
+        conn.busy_timeout(wait)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let value = f(&tx)?;
         tx.commit()?;

@@ -168,10 +168,10 @@ impl Store {
             return Ok(None);
         };
         // Use is recorded at most once a minute per token: not a write per request. Nor
-        // does a failure to record it (another process holding the write lock) fail the
-        // request: reads go on from the WAL meanwhile.
+        // does it hold up the request, or fail it, while this process writes something else
+        // (a long import) or another holds the write lock: it is left for a later request.
         if last_used.is_none_or(|at| at <= now.unix() - 60) {
-            let recorded = self.write_within(Duration::from_millis(100), |tx| {
+            let recorded = self.write_if_free(Duration::from_millis(100), |tx| {
                 tx.execute(
                     "UPDATE admin_tokens SET last_used_at = ?1
                      WHERE name = ?2 AND coalesce(last_used_at, 0) <= ?1 - 60",
@@ -179,7 +179,7 @@ impl Store {
                 )?;
                 Ok(())
             });
-            if let Err(e) = recorded {
+            if let Some(Err(e)) = recorded {
                 tracing::warn!(token = %name, error = %e, "could not record the token's use");
             }
         }
