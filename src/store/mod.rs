@@ -643,14 +643,10 @@ mod tests {
     use super::testing::*;
     use super::*;
 
-    /// Another process holds the write lock: reads go on from the WAL, a store still opens,
-    /// an admin token still authenticates, and a write gives up saying the database is busy.
-    #[test]
-    fn a_lock_held_elsewhere_stops_writes_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v.db");
+    /// A store in a file in `dir`, with mailbox 1001 (a generated temporary passcode).
+    fn on_disk(dir: &Path) -> (PathBuf, Store) {
+        let path = dir.join("v.db");
         let s = Store::open(&path, pepper(), true, 1).unwrap();
-        let token = s.create_token("ops", &cli(), T0).unwrap();
         s.create_user(
             NewUser {
                 extension: ext("1001"),
@@ -662,6 +658,16 @@ mod tests {
             T0,
         )
         .unwrap();
+        (path, s)
+    }
+
+    /// Another process holds the write lock: reads go on from the WAL, a store still opens,
+    /// an admin token still authenticates, and a write gives up saying the database is busy.
+    #[test]
+    fn a_lock_held_elsewhere_stops_writes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, s) = on_disk(dir.path());
+        let token = s.create_token("ops", &cli(), T0).unwrap();
         let other = Connection::open(&path).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
         let s = Store::open(&path, pepper(), false, 1)
@@ -691,19 +697,7 @@ mod tests {
     #[test]
     fn a_backup_holds_every_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v.db");
-        let s = Store::open(&path, pepper(), true, 1).unwrap();
-        s.create_user(
-            NewUser {
-                extension: ext("1001"),
-                name: None,
-                email: None,
-                passcode: None,
-            },
-            &cli(),
-            T0,
-        )
-        .unwrap();
+        let (_, s) = on_disk(dir.path());
         let copy = dir.path().join("copy.db");
         s.backup(&copy).unwrap();
         #[cfg(unix)]
