@@ -56,9 +56,14 @@ struct InProcess {
 
 impl InProcess {
     fn start(rtp_ports: &str) -> Self {
-        log();
         let pepper = Pepper::from_bytes(vec![4; 32]).unwrap();
-        let store = Arc::new(Store::open_in_memory(pepper, 1).unwrap());
+        Self::start_on(rtp_ports, Store::open_in_memory(pepper, 1).unwrap())
+    }
+
+    /// [`InProcess::start`] on `store`.
+    fn start_on(rtp_ports: &str, store: Store) -> Self {
+        log();
+        let store = Arc::new(store);
         let temporary = PasscodeSpec::given(Passcode::new("4826".to_owned()).unwrap(), true);
         let admin = Actor::Cli { user: None };
         let new_user = NewUser::new(ext("1001")).with_passcode(temporary);
@@ -250,6 +255,32 @@ fn hanging_up_during_the_check_drops_a_change_typed_ahead() {
     let events: Vec<_> = audit.iter().map(|e| e.event.as_str()).collect();
     assert!(events.contains(&"login.success"), "{events:?}");
     assert!(!events.contains(&"passcode.changed"), "{events:?}");
+}
+
+/// A change confirmed while another process holds the database's write lock longer than a
+/// write waits is tried again, and stored once the lock goes.
+#[test]
+fn a_change_confirmed_while_the_database_is_busy_is_stored_when_it_frees() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.db");
+    let pepper = Pepper::from_bytes(vec![4; 32]).unwrap();
+    let store = Store::open(&path, pepper, true, 1)
+        .unwrap()
+        .with_busy_timeout(Duration::from_millis(300));
+    let server = InProcess::start_on("47350-47360", store);
+    let mut caller = Caller::dial(&server);
+    caller.keys("1001#4826#", Duration::from_millis(30));
+    caller.log_line("logged in mailbox=1001");
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    caller.keys("5937#5937#", Duration::from_millis(30));
+    caller.hang_up();
+    caller.log_line("trying the passcode change again");
+    assert!(server.temporary());
+    other.execute_batch("ROLLBACK").unwrap();
+    let ended = caller.log_line("call ended");
+    assert!(ended.contains("outcome=changed"), "{ended}");
+    assert!(!server.temporary());
 }
 
 /// A change confirmed just before the server is told to stop, while the hashing core is

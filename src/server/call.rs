@@ -23,8 +23,13 @@ use crate::media::digit::{DigitEvent, KeyMerge};
 use crate::media::dtmf_info;
 use crate::sip::endpoint::{CallHandle, EndReason, IncomingCall};
 use crate::sip::sdp::Negotiated;
-use crate::store::{Actor, ChangeOutcome, Extension, Login, Store, VerifyOutcome};
+use crate::store::{
+    Actor, ChangeOutcome, Extension, Login, Store, StoreError, Unavailable, VerifyOutcome,
+};
 use crate::time::Timestamp;
+
+/// Tries of a passcode change while the database stays busy (each waits up to 10 s).
+const CHANGE_TRIES: u32 = 6;
 
 /// What the SIP task tells a call.
 #[derive(Debug)]
@@ -487,9 +492,11 @@ impl CallTask {
                 Action::BargeIn => self.shared.media(MediaCommand::BargeIn(self.call)),
                 Action::LookUpMailbox(mailbox) => {
                     let store = Arc::clone(&self.shared.store);
+                    let span = tracing::Span::current();
                     start(
                         job,
                         tokio::task::spawn_blocking(move || {
+                            let _call = span.enter();
                             // A database error asks the caller for the mailbox, as an
                             // unknown one does; it is logged and counted as any other.
                             let found = store.user(&mailbox, Timestamp::now()).map_err(|e| {
@@ -527,12 +534,29 @@ impl CallTask {
                                 tracing::error!("a passcode change without a login");
                                 return StoreReply::Changed(Err(()));
                             };
-                            let result = store.change_passcode(
-                                &mut login,
-                                &passcode,
-                                &actor,
-                                Timestamp::now(),
-                            );
+                            // A new PIN keyed twice is stored however long another
+                            // process holds the database (each try waits 10 s), up to
+                            // a minute: its owner may have hung up believing it done.
+                            let mut tries = 0;
+                            let result = loop {
+                                tries += 1;
+                                match store.change_passcode(
+                                    &mut login,
+                                    &passcode,
+                                    &actor,
+                                    Timestamp::now(),
+                                ) {
+                                    Err(StoreError::Unavailable(Unavailable::Busy))
+                                        if tries < CHANGE_TRIES =>
+                                    {
+                                        tracing::warn!(
+                                            tries,
+                                            "database busy; trying the passcode change again"
+                                        );
+                                    }
+                                    result => break result,
+                                }
+                            };
                             StoreReply::Changed(result.map(|outcome| (outcome, login)).map_err(
                                 |e| {
                                     tracing::error!(error = %e, "passcode change failed");
@@ -558,16 +582,22 @@ impl CallTask {
     fn hashing(&self, work: impl FnOnce(&Store) -> StoreReply + Send + 'static) -> StoreJob {
         let store = Arc::clone(&self.shared.store);
         let permits = Arc::clone(&self.shared.hash_permits);
-        tokio::spawn(async move {
-            // The semaphore is never closed; without a permit the work runs anyway.
-            let _permit = permits.acquire_owned().await.ok();
-            tokio::task::spawn_blocking(move || work(&store))
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "store task failed");
-                    StoreReply::Failed
-                })
-        })
+        // The work logs as part of its call (with its Call-ID), as the task does.
+        let span = tracing::Span::current();
+        tokio::spawn(
+            async move {
+                // The semaphore is never closed; without a permit the work runs anyway.
+                let _permit = permits.acquire_owned().await.ok();
+                let span = tracing::Span::current();
+                tokio::task::spawn_blocking(move || span.in_scope(|| work(&store)))
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "store task failed");
+                        StoreReply::Failed
+                    })
+            }
+            .instrument(span),
+        )
     }
 
     /// Applies the one-session-per-mailbox rule to a login.
