@@ -70,6 +70,32 @@ fn the_caller_hears_fifty_pcmu_packets_a_second_continuously() {
     assert!(stall < Duration::from_millis(500), "a {stall:?} stall");
 }
 
+/// A prompt id vportal never plays (a misspelt one, next to the prompt it meant to
+/// replace) is warned about at start.
+#[test]
+fn a_prompt_id_never_played_is_warned_about() {
+    let w = Workdir::provisioned(&[]);
+    let en = w.path().join("p/en");
+    std::fs::create_dir_all(&en).unwrap();
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts/en");
+    for entry in std::fs::read_dir(shipped).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), en.join(entry.file_name())).unwrap();
+    }
+    let manifest = en.join("prompts.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str("\n[welcom]\nfile = \"welcome.wav\"\ntext = \"Welcome.\"\n");
+    std::fs::write(&manifest, text).unwrap();
+    let server = ServerProcess::start(&w, "47361-47369", &["--prompts", "p"]);
+    let log = server.log();
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("not one vportal plays"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{log}");
+    assert!(warned[0].contains("welcom"), "{log}");
+}
+
 #[test]
 fn without_a_prompts_folder_the_built_in_english_set_is_played() {
     let w = Workdir::provisioned(&[("1001", "4826", false)]);

@@ -345,6 +345,18 @@ fn load_prompts(
                 )
             })?
         };
+        // Ids vportal never plays are kept (a site may stage recordings), but a misspelt id
+        // would leave the prompt it meant to replace as it was, without a word.
+        for id in set
+            .ids()
+            .filter(|id| !vportal::media::prompts::REQUIRED.contains(id))
+        {
+            tracing::warn!(
+                language,
+                id,
+                "prompt id in prompts.toml is not one vportal plays: loaded, never heard (misspelt?)"
+            );
+        }
         tracing::info!(language, prompts = set.ids().count(), "prompts loaded");
         sets.insert(language.clone(), Arc::new(set));
     }
