@@ -313,8 +313,21 @@ pub const DEFAULT_DIALPLAN_FILE: &str = "dialplans/default.toml";
 /// end of what a clock can add (a larger one panicked when added to the time of day).
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
 
+/// A duration as text (`"90s"`, `"5m"`, `"1h30m"`), or a bare number of seconds (`45`), as
+/// the dialplan takes them.
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Text(String),
+        Seconds(i64),
+    }
+    let text = match Written::deserialize(d).map_err(|_| {
+        serde::de::Error::custom("expected a duration such as \"90s\", \"5m\" or \"1h30m\"")
+    })? {
+        Written::Text(text) => text,
+        Written::Seconds(seconds) => format!("{seconds}s"),
+    };
     let value = crate::time::parse_duration(&text).map_err(serde::de::Error::custom)?;
     if value > MAX_DURATION {
         return Err(serde::de::Error::custom(format!(
@@ -679,6 +692,21 @@ mod tests {
             let err = Config::parse(&format!("[admin]\n{line}\n")).unwrap_err();
             assert!(err.starts_with("line 2: "), "{err}");
             assert!(!err.contains("4f1d8a2c"), "{err}");
+        }
+    }
+
+    /// Durations read as in the dialplan: quoted text, or a bare number of seconds.
+    #[test]
+    fn durations_are_text_or_seconds() {
+        let c = Config::parse("[sip]\nshutdown_grace = 7\ntcp_idle_timeout = \"2m\"\n").unwrap();
+        assert_eq!(c.sip.shutdown_grace, Duration::from_secs(7));
+        assert_eq!(c.sip.tcp_idle_timeout, Duration::from_secs(120));
+        for bad in ["0", "-5", "1.5", "true"] {
+            let err = Config::parse(&format!("[sip]\nshutdown_grace = {bad}\n")).unwrap_err();
+            assert!(
+                err.starts_with("line 2, key sip.shutdown_grace:"),
+                "{bad}: {err}"
+            );
         }
     }
 
