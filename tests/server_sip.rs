@@ -136,12 +136,44 @@ fn sighup_is_ignored_and_sigterm_hangs_up_active_calls_then_exits() {
         .status();
     let bye = recv_until(&sock, |m| m.method() == Some(&Method::Bye));
     sock.send_to(&Uac::ok_to(&bye), server.sip).unwrap();
-    let status = server.terminate(Duration::from_secs(10)).expect("exited");
+    let status = server.wait_exit(Duration::from_secs(10)).expect("exited");
     assert!(status.success(), "{status:?}\n{}", server.log());
     assert!(server.log().contains("reason=Shutdown"), "{}", server.log());
     // Not a caller who gave up: the server ended it.
     assert!(
         server.log().contains("outcome=shutdown"),
+        "{}",
+        server.log()
+    );
+}
+
+/// A second SIGTERM while the server waits for its calls to end (their BYEs unanswered)
+/// ends it at once, saying so.
+#[test]
+fn a_second_sigterm_exits_at_once() {
+    let dir = Workdir::new();
+    let mut server = with_sip_config(&dir, "47370-47379", "shutdown_grace = \"60s\"\n");
+    let sock = udp_caller();
+    let mut uac = Uac::new(sock.local_addr().unwrap(), server.sip, "8500");
+    let offer = uac.offer("sendrecv");
+    sock.send_to(&uac.invite(&offer), server.sip).unwrap();
+    let ok = recv_until(&sock, |m| m.status() == Some(200));
+    uac.learn_tag(&ok);
+    sock.send_to(&uac.ack_2xx(""), server.sip).unwrap();
+    let term = || {
+        std::process::Command::new("kill")
+            .args(["-TERM", &server.child.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    term();
+    // The server's BYE, never answered: it would wait out the 60 s grace.
+    recv_until(&sock, |m| m.method() == Some(&Method::Bye));
+    term();
+    let status = server.wait_exit(Duration::from_secs(10)).expect("exited");
+    assert_eq!(status.code(), Some(2), "{}", server.log());
+    assert!(
+        server.log().contains("second stop signal"),
         "{}",
         server.log()
     );

@@ -197,6 +197,17 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
             .run(async move {
                 shutdown_signal().await;
                 let _ = signalled.send(true);
+                // A second stop signal (ctrl-c pressed again) ends the process at once, as
+                // operators expect: calls still up get no BYE, and a change not yet stored
+                // is lost, which the log says.
+                tokio::spawn(async {
+                    shutdown_signal().await;
+                    tracing::warn!(
+                        "second stop signal: exiting now, without waiting for calls or \
+                         passcode changes in flight"
+                    );
+                    std::process::exit(2);
+                });
             })
             .await;
         // Stopped by a signal, the admin API is already stopping; stopped by a failure, not.

@@ -158,6 +158,12 @@ impl ServerProcess {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
+        self.wait_exit(limit)
+    }
+
+    /// Waits (at most `limit`) for the server to exit by itself, after a signal already
+    /// sent (a second SIGTERM would end it at once); the log then holds all it wrote.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = std::time::Instant::now() + limit;
         while std::time::Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
