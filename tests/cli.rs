@@ -514,6 +514,30 @@ fn pruning_the_audit_keeps_a_day_and_is_audited() {
     assert!(events.as_array().unwrap().len() > 1);
 }
 
+/// Several first runs at once (replicas starting together, a retried provisioning step):
+/// every one succeeds, and exactly one makes the database and its token.
+#[test]
+fn first_runs_at_once_make_one_database_and_one_token() {
+    let w = Workdir::new();
+    let runs: Vec<_> = (0..4)
+        .map(|_| w.command(&["--json", "init"]).spawn().unwrap())
+        .collect();
+    let answers: Vec<serde_json::Value> = runs
+        .into_iter()
+        .map(|run| {
+            let out = run.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{stderr}");
+            serde_json::from_slice(&out.stdout).unwrap()
+        })
+        .collect();
+    let made: Vec<_> = answers.iter().filter(|a| a["created"] == true).collect();
+    assert_eq!(made.len(), 1, "{answers:?}");
+    assert!(made[0]["token"].is_string());
+    let tokens = w.run(&["--json", "token", "list"]).ok().json();
+    assert_eq!(tokens.as_array().map(Vec::len), Some(1), "{tokens}");
+}
+
 #[test]
 fn commands_other_than_init_need_a_database() {
     let w = Workdir::new();

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::json;
 
-use vportal::store::{Actor, AuditQuery, Event, PepperSource, Policy, check_token_name, pepper};
+use vportal::store::{
+    Actor, AuditQuery, Event, PepperSource, Policy, StoreError, check_token_name, pepper,
+};
 use vportal::time::{Timestamp, parse_duration};
 
 use super::output::{self, Table, out, outln};
@@ -16,7 +18,19 @@ pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
     check_token_name(token_name)?;
     let (store, created) = ctx.open_with(super::Create::WithDirectories)?;
     let db = ctx.store.database.display();
-    let Some(source) = created else {
+    // Two first runs at once (two replicas, a retried provisioning step) both find no
+    // database; the one whose token is made second finds it taken: the other initialised it.
+    let made = match created {
+        Some(source) => {
+            match store.create_token(token_name, &Actor::cli_from_env(), Timestamp::now()) {
+                Ok(token) => Some((source, token)),
+                Err(StoreError::TokenExists(_)) => None,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        None => None,
+    };
+    let Some((source, token)) = made else {
         if ctx.json {
             output::json(&json!({"database": db.to_string(), "created": false}))?;
         } else {
@@ -28,7 +42,6 @@ pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     };
-    let token = store.create_token(token_name, &Actor::cli_from_env(), Timestamp::now())?;
     output::secrets_follow();
     if ctx.json {
         // Where the pepper lives: a file to back up, or the variable it was taken from.

@@ -118,11 +118,15 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
         // Run elsewhere, they must reach this store: with the options that chose it.
         let options = ctx.store_options();
         if std::io::stdout().is_terminal() {
-            let token = store.create_token("admin", &Actor::cli_from_env(), Timestamp::now())?;
-            outln!(
-                "Admin API token \"admin\" (shown only this once): {}",
-                token.expose()
-            )?;
+            match store.create_token("admin", &Actor::cli_from_env(), Timestamp::now()) {
+                Ok(token) => outln!(
+                    "Admin API token \"admin\" (shown only this once): {}",
+                    token.expose()
+                )?,
+                // Another first run at the same moment made it.
+                Err(vportal::store::StoreError::TokenExists(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
         } else {
             outln!(
                 "No admin API token made: standard output is not a terminal, and a token \

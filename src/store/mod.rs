@@ -243,13 +243,46 @@ impl Store {
                 path: path.to_owned(),
                 source,
             })?;
-        } else if !create && std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
-            return Err(StoreError::EmptyDatabase(path.to_owned()));
+        } else if !create {
+            // Empty: a first run elsewhere may have just made it (SQLite writes its header
+            // at once), or one failed, or a copy was cut short. A second is time enough for
+            // the first.
+            let empty = || std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0);
+            let deadline = std::time::Instant::now() + Duration::from_secs(1);
+            while empty() {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::EmptyDatabase(path.to_owned()));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
+        // Two processes making the same new database at once: where waiting could
+        // deadlock (turning WAL on, making the schema) SQLite answers busy at once rather
+        // than through the busy timeout. A moment later the other has done it.
+        let started = std::time::Instant::now();
+        loop {
+            match Self::open_file(path, flags, pepper.clone(), hash_concurrency) {
+                Err(StoreError::Unavailable(Unavailable::Busy))
+                    if started.elapsed() < Duration::from_secs(2) =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                opened => return opened,
+            }
+        }
+    }
+
+    /// [`Store::open`] of a database file that is there, once.
+    fn open_file(
+        path: &Path,
+        flags: OpenFlags,
+        pepper: Pepper,
+        hash_concurrency: usize,
+    ) -> Result<Self> {
         let conn = Connection::open_with_flags(path, flags)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // WAL: readers never block the writer and the writer never blocks readers. (Only

@@ -199,8 +199,19 @@ fn load_from(
         }
         None if create => {
             let pepper = Pepper::generate()?;
-            write_private(path, &pepper).map_err(io_err)?;
-            Ok((pepper, PepperSource::Created(path.to_owned())))
+            match write_private(path, &pepper) {
+                Ok(()) => Ok((pepper, PepperSource::Created(path.to_owned()))),
+                // Another first run made one just now: that one is the database's.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match read_key_file(path)? {
+                    Some(text) => Ok((
+                        Pepper::from_hex(text.expose())
+                            .map_err(malformed_in(format!("pepper file {}", path.display())))?,
+                        PepperSource::File(path.to_owned()),
+                    )),
+                    None => Err(PepperError::Missing(path.to_owned())),
+                },
+                Err(e) => Err(io_err(e)),
+            }
         }
         None => Err(PepperError::Missing(path.to_owned())),
     }
@@ -271,7 +282,14 @@ fn check_private(_path: &Path) -> Result<(), PepperError> {
     Ok(())
 }
 
+/// Writes the pepper to `path`, which must not exist, whole or not at all: it is written
+/// under a name of its own beside it, then linked into place, which fails if another
+/// process (a first run at the same moment) put one there first. Nobody ever reads a
+/// pepper file half written.
 fn write_private(path: &Path, pepper: &Pepper) -> io::Result<()> {
+    let mut draft = path.as_os_str().to_owned();
+    draft.push(format!(".{}.new", std::process::id()));
+    let draft = std::path::PathBuf::from(draft);
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -279,10 +297,14 @@ fn write_private(path: &Path, pepper: &Pepper) -> io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path)?;
-    let text = SecretText::new(format!("{}\n", pepper.to_hex().expose()));
-    file.write_all(text.expose().as_bytes())?;
-    file.sync_all()
+    let written = options.open(&draft).and_then(|mut file| {
+        let text = SecretText::new(format!("{}\n", pepper.to_hex().expose()));
+        file.write_all(text.expose().as_bytes())?;
+        file.sync_all()
+    });
+    let placed = written.and_then(|()| fs::hard_link(&draft, path));
+    let _ = fs::remove_file(&draft);
+    placed
 }
 
 /// Lower-case hex.
