@@ -83,6 +83,9 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     // The addresses too: one in use, or one that cannot work, is found before the database
     // is made.
     let (sockets, admin) = runtime.block_on(async {
+        // Before the database is opened (and on a first run made).
+        catch_file_size_signal();
+        ignore_hangup_signal();
         let sockets = SipSockets::bind(&ctx.config.sip).await?;
         let admin = if ctx.config.admin.enabled {
             Some(AdminServer::bind(&admin_listen(&ctx.config.admin)?).await?)
@@ -165,8 +168,6 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     // messages without waking another thread. (On one core, running the SIP task here cost
     // two thread switches per SIP message.)
     let server = async move {
-        catch_file_size_signal();
-        ignore_hangup_signal();
         let store = Arc::new(store);
         let server = Server::new(
             sockets,
