@@ -20,6 +20,18 @@ fn udp_caller() -> UdpSocket {
     s
 }
 
+/// A call from a new UDP caller to `sip`, answered and ACKed: the caller's socket and UAC.
+fn call_up(sip: std::net::SocketAddr) -> (UdpSocket, Uac) {
+    let sock = udp_caller();
+    let mut uac = Uac::new(sock.local_addr().unwrap(), sip, "8500");
+    let offer = uac.offer("sendrecv");
+    sock.send_to(&uac.invite(&offer), sip).unwrap();
+    let ok = recv_until(&sock, |m| m.status() == Some(200));
+    uac.learn_tag(&ok);
+    sock.send_to(&uac.ack_2xx(""), sip).unwrap();
+    (sock, uac)
+}
+
 /// Receives until a message satisfying `want` arrives (at most 10 messages).
 fn recv_until(
     sock: &UdpSocket,
@@ -107,19 +119,11 @@ fn first_run_creates_the_store_and_answers_a_call_over_udp() {
 fn sighup_is_ignored_and_sigterm_hangs_up_active_calls_then_exits() {
     let dir = Workdir::new();
     let mut server = ServerProcess::start(&dir, "31100-31198", &[]);
-    let sock = udp_caller();
-    let mut uac = Uac::new(sock.local_addr().unwrap(), server.sip, "8500");
-    let offer = uac.offer("sendrecv");
-    sock.send_to(&uac.invite(&offer), server.sip).unwrap();
-    let ok = recv_until(&sock, |m| m.status() == Some(200));
-    uac.learn_tag(&ok);
-    sock.send_to(&uac.ack_2xx(""), server.sip).unwrap();
+    let (sock, _uac) = call_up(server.sip);
     std::thread::sleep(Duration::from_millis(200));
     // A hangup signal (a closed terminal, a reload asked out of habit) is said and ignored:
     // the server and its call go on.
-    let _ = std::process::Command::new("kill")
-        .args(["-HUP", &server.child.id().to_string()])
-        .status();
+    server.signal("HUP");
     server.expect_log("SIGHUP ignored", 1, Duration::from_secs(5));
     assert!(
         server.child.try_wait().unwrap().is_none(),
@@ -131,9 +135,7 @@ fn sighup_is_ignored_and_sigterm_hangs_up_active_calls_then_exits() {
         "{}",
         server.log()
     );
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status();
+    server.signal("TERM");
     let bye = recv_until(&sock, |m| m.method() == Some(&Method::Bye));
     sock.send_to(&Uac::ok_to(&bye), server.sip).unwrap();
     let status = server.wait_exit(Duration::from_secs(10)).expect("exited");
@@ -153,23 +155,11 @@ fn sighup_is_ignored_and_sigterm_hangs_up_active_calls_then_exits() {
 fn a_second_sigterm_exits_at_once() {
     let dir = Workdir::new();
     let mut server = with_sip_config(&dir, "47370-47379", "shutdown_grace = \"60s\"\n");
-    let sock = udp_caller();
-    let mut uac = Uac::new(sock.local_addr().unwrap(), server.sip, "8500");
-    let offer = uac.offer("sendrecv");
-    sock.send_to(&uac.invite(&offer), server.sip).unwrap();
-    let ok = recv_until(&sock, |m| m.status() == Some(200));
-    uac.learn_tag(&ok);
-    sock.send_to(&uac.ack_2xx(""), server.sip).unwrap();
-    let term = || {
-        std::process::Command::new("kill")
-            .args(["-TERM", &server.child.id().to_string()])
-            .status()
-            .unwrap()
-    };
-    term();
+    let (sock, _uac) = call_up(server.sip);
+    server.signal("TERM");
     // The server's BYE, never answered: it would wait out the 60 s grace.
     recv_until(&sock, |m| m.method() == Some(&Method::Bye));
-    term();
+    server.signal("TERM");
     let status = server.wait_exit(Duration::from_secs(10)).expect("exited");
     assert_eq!(status.code(), Some(2), "{}", server.log());
     assert!(
@@ -211,13 +201,7 @@ fn a_log_reader_gone_loses_log_lines_not_the_server() {
     };
     drop(log);
     // A call is logged (`incoming call`, …): it is still answered, and so is what follows.
-    let sock = udp_caller();
-    let mut uac = Uac::new(sock.local_addr().unwrap(), sip, "8500");
-    let offer = uac.offer("sendrecv");
-    sock.send_to(&uac.invite(&offer), sip).unwrap();
-    let ok = recv_until(&sock, |m| m.status() == Some(200));
-    uac.learn_tag(&ok);
-    sock.send_to(&uac.ack_2xx(""), sip).unwrap();
+    let (sock, mut uac) = call_up(sip);
     std::thread::sleep(Duration::from_millis(300));
     sock.send_to(&uac.request("BYE", "", ""), sip).unwrap();
     let bye = recv_until(&sock, |m| {

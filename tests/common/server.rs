@@ -155,10 +155,17 @@ impl ServerProcess {
     /// Sends SIGTERM and waits (at most `limit`) for the exit status; the log then holds
     /// all the server wrote.
     pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        self.signal("TERM");
         self.wait_exit(limit)
+    }
+
+    /// Sends the signal `name` (`TERM`, `HUP`, …) to the server.
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{name}");
     }
 
     /// Waits (at most `limit`) for the server to exit by itself, after a signal already
