@@ -52,8 +52,7 @@ fn a_refused_first_run_creates_nothing() {
     let w = Workdir::new();
     // A bad token name: refused before the database and pepper exist.
     let r = w.run(&["init", "--token-name", "x y"]);
-    assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("token name"), "{}", r.stderr);
+    r.refused("token name");
     assert!(!w.db().exists() && !w.path().join("vportal.pepper").exists());
     // `serve` with no prompts to play: refused before the database, and its token, are made.
     let r = w.run(&[
@@ -64,8 +63,7 @@ fn a_refused_first_run_creates_nothing() {
         "--prompts",
         "missing",
     ]);
-    assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("missing"), "{}", r.stderr);
+    r.refused("missing");
     assert!(!r.stdout.contains("vpt_"), "{}", r.stdout);
     assert!(!w.db().exists() && !w.path().join("vportal.pepper").exists());
     // A route's language without prompts: the error says where the dialplan sets it.
@@ -206,8 +204,7 @@ fn a_first_run_that_fails_midway_removes_what_it_made() {
     let mut w = Workdir::new();
     w.env.push(("VPORTAL_PEPPER".to_owned(), "not hex".into()));
     let r = w.run(&["--db", "new/sub/portal.db", "init"]);
-    assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("VPORTAL_PEPPER"), "{}", r.stderr);
+    r.refused("VPORTAL_PEPPER");
     assert!(!w.path().join("new").exists());
     // A directory that was there already stays.
     std::fs::create_dir(w.path().join("kept")).unwrap();
@@ -220,8 +217,7 @@ fn a_first_run_that_fails_midway_removes_what_it_made() {
     let w = Workdir::new();
     std::os::unix::fs::symlink("missing/dir/portal.db", w.path().join("portal.db")).unwrap();
     let r = w.run(&["--db", "portal.db", "init"]);
-    assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("opening portal.db"), "{}", r.stderr);
+    r.refused("opening portal.db");
     assert!(!r.stdout.contains("vpt_"), "{}", r.stdout);
     assert!(
         !w.path().join("portal.pepper").exists(),
@@ -234,8 +230,7 @@ fn a_first_run_that_fails_midway_removes_what_it_made() {
     )
     .unwrap();
     let r = w.run(&["--config", "c.toml", "init"]);
-    assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("opening portal.db"), "{}", r.stderr);
+    r.refused("opening portal.db");
     assert!(!w.path().join("secrets").exists());
 }
 
@@ -445,8 +440,7 @@ fn a_backup_opens_with_the_pepper_and_writes_over_nothing() {
         .json();
     assert_eq!(shown["extension"], "1001");
     let again = w.run(&["backup", "copy.db"]);
-    assert_eq!(again.code, 2, "{again:?}");
-    assert!(again.stderr.contains("copy.db"), "{}", again.stderr);
+    again.refused("copy.db");
 }
 
 /// `serve` makes a database on its first run only in a directory that is there: one that is
@@ -499,8 +493,7 @@ fn serve_makes_no_directory_for_a_first_run() {
 fn pruning_the_audit_keeps_a_day_and_is_audited() {
     let w = Workdir::provisioned(&[("1001", "4826", false)]);
     let short = w.run(&["prune-audit", "--older-than", "1h"]);
-    assert_eq!(short.code, 2, "{short:?}");
-    assert!(short.stderr.contains("at least 1d"), "{}", short.stderr);
+    short.refused("at least 1d");
     let pruned = w.run(&["prune-audit", "--older-than", "400d"]).ok();
     assert!(
         pruned.stdout.starts_with("Removed 0 audit event(s)"),
@@ -1063,8 +1056,7 @@ fn tokens_are_shown_once_and_revocable() {
     // The configured token's audit name cannot be taken by a stored one.
     for reserved in ["configured", "Configured"] {
         let r = w.run(&["token", "create", reserved]);
-        assert_eq!(r.code, 2, "{r:?}");
-        assert!(r.stderr.contains("is reserved"), "{}", r.stderr);
+        r.refused("is reserved");
     }
     w.run(&["token", "revoke", "provisioning"]).ok();
     assert_eq!(w.run(&["token", "revoke", "provisioning"]).code, 2);
@@ -1295,8 +1287,7 @@ fn a_pepper_variable_that_is_not_text_is_refused_not_ignored() {
     let garbled = std::ffi::OsStr::from_bytes(b"\xffabcdef0123456789abcdef0123456789");
     w.env.push(("VPORTAL_PEPPER".into(), garbled.to_owned()));
     let r = w.run(&["init"]);
-    assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("VPORTAL_PEPPER"), "{}", r.stderr);
+    r.refused("VPORTAL_PEPPER");
     assert!(!r.stdout.contains("vpt_"), "{}", r.stdout);
     assert!(!w.db().exists());
     assert!(!w.path().join("vportal.pepper").exists());
@@ -1308,8 +1299,7 @@ fn a_pepper_variable_that_is_not_text_is_refused_not_ignored() {
 fn a_database_that_is_its_own_pepper_file_is_refused() {
     let w = Workdir::new();
     let r = w.run(&["--db", "keys.pepper", "init"]);
-    assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("same file"), "{}", r.stderr);
+    r.refused("same file");
     assert!(!w.path().join("keys.pepper").exists());
 }
 
@@ -1576,8 +1566,7 @@ fn first_run_hints_name_the_store_the_server_uses() {
 fn a_missing_store_is_reported_as_a_missing_database() {
     let w = Workdir::new();
     let r = w.run(&["--db", "typo.db", "user", "list"]);
-    assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("no database at typo.db"), "{}", r.stderr);
+    r.refused("no database at typo.db");
     assert!(r.stderr.contains("--db"), "{}", r.stderr);
     assert!(
         !r.stderr.contains("pepper file typo.pepper not found"),

@@ -29,6 +29,13 @@ impl Run {
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
     }
 
+    /// Panics unless the command was refused (exit status 2) saying `says` on stderr.
+    #[track_caller]
+    pub fn refused(&self, says: &str) {
+        assert_eq!(self.code, 2, "{self:?}");
+        assert!(self.stderr.contains(says), "{}", self.stderr);
+    }
+
     /// Panics with both streams unless the command exited 0.
     #[track_caller]
     pub fn ok(self) -> Self {
