@@ -5,7 +5,7 @@ pub(crate) mod output;
 mod serve;
 mod users;
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -659,7 +659,6 @@ fn read_passcode(prompt: &str, confirm: bool) -> Result<Passcode> {
 fn read_passcode_line(stdin: &std::io::Stdin, prompt: Option<&str>) -> Result<Passcode> {
     if let Some(prompt) = prompt {
         err!("{prompt}: ");
-        std::io::stderr().flush().ok();
     }
     // Room enough that reading a passcode never reallocates, leaving a copy behind; the
     // line becomes the passcode itself, which is wiped when dropped, refused or not. (The
