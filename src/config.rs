@@ -316,18 +316,7 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
 /// A duration as text (`"90s"`, `"5m"`, `"1h30m"`), or a bare number of seconds (`45`), as
 /// the dialplan takes them.
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Written {
-        Text(String),
-        Seconds(i64),
-    }
-    let text = match Written::deserialize(d).map_err(|_| {
-        serde::de::Error::custom("expected a duration such as \"90s\", \"5m\" or \"1h30m\"")
-    })? {
-        Written::Text(text) => text,
-        Written::Seconds(seconds) => format!("{seconds}s"),
-    };
+    let crate::time::DurationText(text) = crate::time::DurationText::deserialize(d)?;
     let value = crate::time::parse_duration(&text).map_err(serde::de::Error::custom)?;
     if value > MAX_DURATION {
         return Err(serde::de::Error::custom(format!(

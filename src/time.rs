@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 /// A point in time: whole seconds since 1970-01-01T00:00:00Z.
 ///
@@ -173,6 +173,33 @@ pub fn format_duration(d: Duration) -> String {
         }
     }
     out
+}
+
+/// A duration setting: a string for [`parse_duration`], or a bare integer meaning seconds
+/// (`first_digit_timeout = 5`, `shutdown_grace = 5`), which is what an operator who leaves
+/// off the quotes means. The dialplan and the config file read durations so.
+pub(crate) struct DurationText(pub(crate) String);
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = DurationText;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"5s\", \"10m\" or \"1h30m\"")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<DurationText, E> {
+                Ok(DurationText(v.to_owned()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<DurationText, E> {
+                Ok(DurationText(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<DurationText, E> {
+                Ok(DurationText(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[cfg(test)]

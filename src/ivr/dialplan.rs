@@ -41,7 +41,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::time::{format_duration, parse_duration};
+use crate::time::{DurationText, format_duration, parse_duration};
 
 /// The text of `dialplans/default.toml`, built into the binary so that a server started
 /// without its `dialplans/` folder still routes the standard numbers.
@@ -990,32 +990,6 @@ impl<'de> Deserialize<'de> for WholeNumber {
             }
         }
         d.deserialize_i64(Visitor)
-    }
-}
-
-/// A duration setting: a string for [`parse_duration`], or a bare integer meaning seconds
-/// (`first_digit_timeout = 5`), which is what an operator who leaves off the quotes means.
-struct DurationText(String);
-
-impl<'de> Deserialize<'de> for DurationText {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = DurationText;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration such as \"5s\", \"10m\" or \"1h30m\"")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<DurationText, E> {
-                Ok(DurationText(v.to_owned()))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<DurationText, E> {
-                Ok(DurationText(v.to_string()))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<DurationText, E> {
-                Ok(DurationText(v.to_string()))
-            }
-        }
-        d.deserialize_any(Visitor)
     }
 }
 
