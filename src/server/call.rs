@@ -492,11 +492,9 @@ impl CallTask {
                 Action::BargeIn => self.shared.media(MediaCommand::BargeIn(self.call)),
                 Action::LookUpMailbox(mailbox) => {
                     let store = Arc::clone(&self.shared.store);
-                    let span = tracing::Span::current();
                     start(
                         job,
-                        tokio::task::spawn_blocking(move || {
-                            let _call = span.enter();
+                        blocking_in_call(move || {
                             // A database error asks the caller for the mailbox, as an
                             // unknown one does; it is logged and counted as any other.
                             let found = store.user(&mailbox, Timestamp::now()).map_err(|e| {
@@ -582,14 +580,13 @@ impl CallTask {
     fn hashing(&self, work: impl FnOnce(&Store) -> StoreReply + Send + 'static) -> StoreJob {
         let store = Arc::clone(&self.shared.store);
         let permits = Arc::clone(&self.shared.hash_permits);
-        // The work logs as part of its call (with its Call-ID), as the task does.
+        // Carried across the spawn: `blocking_in_call` takes the span current there.
         let span = tracing::Span::current();
         tokio::spawn(
             async move {
                 // The semaphore is never closed; without a permit the work runs anyway.
                 let _permit = permits.acquire_owned().await.ok();
-                let span = tracing::Span::current();
-                tokio::task::spawn_blocking(move || span.in_scope(|| work(&store)))
+                blocking_in_call(move || work(&store))
                     .await
                     .unwrap_or_else(|e| {
                         tracing::error!(error = %e, "store task failed");
@@ -634,6 +631,13 @@ impl CallTask {
             }
         }
     }
+}
+
+/// Runs `work` on the blocking pool in the current call's span: its log lines carry the
+/// call's Call-ID, as the task's do.
+fn blocking_in_call(work: impl FnOnce() -> StoreReply + Send + 'static) -> JoinHandle<StoreReply> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
 }
 
 /// Holds `work` as the call's store job: the only one, since the flow waits for each answer
