@@ -214,14 +214,15 @@ impl Store {
             // The right passcode, hashed as an earlier build did: hashed again now, stored
             // with the login, so that every hash comes to today's parameters in time.
             // (Should that fail, the login goes on with the hash as it was.)
-            let upgraded = (matched && !row.expired_at(now) && !self.hasher.is_current(hash))
-                .then(|| self.hasher.hash(passcode))
-                .and_then(|made| {
-                    made.inspect_err(|e| {
-                        tracing::warn!(%extension, error = %e, "could not hash a passcode again");
-                    })
-                    .ok()
-                });
+            let upgraded = if matched && !row.expired_at(now) && !self.hasher.is_current(hash) {
+                let made = self.hasher.hash(passcode);
+                if let Err(e) = &made {
+                    tracing::warn!(%extension, error = %e, "could not hash a passcode again");
+                }
+                made.ok()
+            } else {
+                None
+            };
             let outcome = self.write(|tx| {
                 let Some(current) = unchanged(tx, &row)? else {
                     return Ok(None);
