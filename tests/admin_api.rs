@@ -436,6 +436,7 @@ fn show_user_has_exactly_the_documented_fields() {
         "locked",
         "locked_until",
         "failed_attempts",
+        "lockouts",
         "last_login_at",
         "passcode_changed_at",
         "created_at",

@@ -576,6 +576,7 @@ fn add_show_list_and_the_generated_passcode_appears_once() {
         "temporary_expires_at",
         "created_at",
         "failed_attempts",
+        "lockouts",
         "last_login_at",
         "passcode_changed_at",
         "locked_until",
@@ -758,14 +759,25 @@ fn set_temp_unlock_delete_report_audit() {
         rusqlite::Connection::open(w.db())
             .unwrap()
             .execute(
-                "UPDATE users SET locked_permanently = 1 WHERE extension = '1001'",
+                "UPDATE users SET locked_permanently = 1, lockouts = 4 WHERE extension = '1001'",
                 [],
             )
             .unwrap();
     };
+    let locks_so_far = || {
+        let shown = w.run(&["user", "show", "1001"]).ok().stdout;
+        let line = shown.lines().find(|l| l.starts_with("locks so far"));
+        line.unwrap_or_else(|| panic!("{shown}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
     lock();
+    assert_eq!(locks_so_far(), "4");
     let unlocked = w.run(&["user", "unlock", "1001"]).ok();
     assert_eq!(unlocked.stdout, "Mailbox 1001 unlocked.\n");
+    assert_eq!(locks_so_far(), "0");
     lock();
     let unlocked = w.run(&["--json", "user", "unlock", "1001"]).ok().json();
     assert_eq!(unlocked["was_locked"], true, "{unlocked}");

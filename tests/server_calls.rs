@@ -220,6 +220,7 @@ fn wrong_passcodes_across_calls_lock_the_mailbox() {
     assert!(second.wait_for_bye(CALL), "{}", server.log());
     let locked = w.user("1001");
     assert_eq!(locked["locked"], true, "{locked}");
+    assert_eq!(locked["lockouts"], 1, "{locked}");
     // Locked: even the right passcode is refused, and nothing more is counted.
     let mut third = Phone::dial(&server, "8500", "1001");
     third.keys("1001#4826#");

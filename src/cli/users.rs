@@ -369,6 +369,7 @@ fn show(u: &UserInfo) -> String {
         ("temporary expires", output::time(u.temporary_expires_at)),
         ("locked", locked),
         ("failed attempts", u.failed_attempts.to_string()),
+        ("locks so far", u.lockouts.to_string()),
         ("last login", output::time(u.last_login_at)),
         ("passcode changed", output::time(u.passcode_changed_at)),
         ("created", u.created_at.to_string()),

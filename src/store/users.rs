@@ -122,6 +122,7 @@ impl UserRow {
                 _ => None,
             },
             failed_attempts: self.failed_attempts,
+            lockouts: self.lockouts,
             last_login_at: self.last_login_at,
             passcode_changed_at: self.passcode_changed_at,
             created_at: self.created_at,
@@ -152,6 +153,9 @@ pub struct UserInfo {
     pub locked_until: Option<Timestamp>,
     /// Consecutive failed logins counted towards the next lock.
     pub failed_attempts: u32,
+    /// Locks since the last successful login, admin reset or unlock: each lasts longer, and
+    /// the policy's `lockout.permanent_at`-th is permanent.
+    pub lockouts: u32,
     /// Last successful login.
     pub last_login_at: Option<Timestamp>,
     /// When the owner last chose their own passcode.
