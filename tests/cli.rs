@@ -1289,6 +1289,39 @@ fn a_secret_sent_to_dev_null_or_a_closed_stdout_is_warned_about() {
     assert_eq!(w.user("1002")["temporary"], true);
 }
 
+/// A secret written into a file others can read (`vportal init > token.txt` under the
+/// usual umask) is warned about; one only its owner reads is not. The command succeeds
+/// either way, and the file is left as it was: its mode is the operator's to set.
+#[cfg(unix)]
+#[test]
+fn a_secret_written_to_a_file_others_can_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    const WARNING: &str = "others can read (mode 644)";
+    let w = Workdir::new();
+    let into = |name: &str, mode: u32, args: &[&str]| {
+        let path = w.path().join(name);
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .unwrap();
+        let out = w.command(args).stdout(file).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        let written = std::fs::read_to_string(&path).unwrap();
+        let left = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        (stderr, written, left)
+    };
+    let (stderr, written, left) = into("token.txt", 0o644, &["init"]);
+    assert!(stderr.contains(WARNING), "{stderr}");
+    assert!(written.contains("shown only this once"), "{written}");
+    assert_eq!(left, 0o644);
+    let (stderr, written, _) = into("ops.txt", 0o600, &["token", "create", "ops"]);
+    assert!(!stderr.contains("warning"), "{stderr}");
+    assert!(written.contains("shown only this once"), "{written}");
+    // Output holding no secret is not warned about, whatever the file's mode.
+    let (stderr, _, _) = into("list.txt", 0o644, &["token", "list"]);
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
 /// A VPORTAL_PEPPER that is not text is an error, not the same as no VPORTAL_PEPPER: it
 /// was taken as unset, so a first run quietly made a pepper file instead.
 #[cfg(unix)]

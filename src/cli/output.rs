@@ -20,36 +20,64 @@ static SECRETS_DUE: AtomicBool = AtomicBool::new(false);
 /// gives, which a script may mean, and also what a closed standard output (`>&-`) becomes:
 /// Rust's runtime opens `/dev/null` in its place before `main`, so writes there would
 /// otherwise vanish without a word.
+///
+/// So does standard output that is a file others may read: `vportal init > token.txt`
+/// makes it with the shell's umask, typically 644, and the secret then sits in a file any
+/// local user can read. The file is the operator's to chmod; it is not changed here.
 pub(crate) fn secrets_follow() {
-    if !SECRETS_DUE.swap(true, Ordering::Relaxed) && stdout_is_null() {
-        errln!(
+    if SECRETS_DUE.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    match stdout_kind() {
+        StdoutKind::Null => errln!(
             "warning: standard output is /dev/null (or was closed): the generated passcode(s) \
              or token printed there reach nobody"
-        );
+        ),
+        StdoutKind::SharedFile(mode) => errln!(
+            "warning: standard output is a file others can read (mode {mode:o}): the generated \
+             passcode(s) or token written there are readable by them; chmod 600 it"
+        ),
+        StdoutKind::Other => {}
     }
 }
 
-/// Whether standard output is the null device.
+/// What standard output is, as far as a secret written there is concerned.
+enum StdoutKind {
+    /// The null device.
+    Null,
+    /// A regular file whose group or others may read it (its permission bits).
+    SharedFile(u32),
+    /// Anything else: a terminal, a pipe, a file only its owner reads.
+    Other,
+}
+
 #[cfg(unix)]
-fn stdout_is_null() -> bool {
+fn stdout_kind() -> StdoutKind {
     use std::os::fd::AsFd as _;
     use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
     let Ok(fd) = io::stdout().as_fd().try_clone_to_owned() else {
-        return false;
+        return StdoutKind::Other;
     };
-    let (Ok(out), Ok(null)) = (
-        std::fs::File::from(fd).metadata(),
-        std::fs::metadata("/dev/null"),
-    ) else {
-        return false;
+    let Ok(out) = std::fs::File::from(fd).metadata() else {
+        return StdoutKind::Other;
     };
+    let mode = out.mode() & 0o777;
+    if out.file_type().is_file() && mode & 0o044 != 0 {
+        return StdoutKind::SharedFile(mode);
+    }
     // The device itself, wherever its node is (a container's or chroot's own /dev).
-    out.file_type().is_char_device() && out.rdev() == null.rdev()
+    let null = std::fs::metadata("/dev/null");
+    match null {
+        Ok(null) if out.file_type().is_char_device() && out.rdev() == null.rdev() => {
+            StdoutKind::Null
+        }
+        _ => StdoutKind::Other,
+    }
 }
 
 #[cfg(not(unix))]
-fn stdout_is_null() -> bool {
-    false
+fn stdout_kind() -> StdoutKind {
+    StdoutKind::Other
 }
 
 /// Whether this command has started printing a secret (see [`secrets_follow`]).
