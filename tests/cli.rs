@@ -1605,6 +1605,27 @@ fn first_run_hints_name_the_store_the_server_uses() {
     }
 }
 
+/// With `--json` a first run's lines are one JSON object, as `init --json` prints, so that
+/// a log collector reading standard output as JSON (with `--log-format json` on stderr)
+/// gets no plain text. Standard output is not a terminal here: no token is made.
+#[test]
+fn a_first_run_with_json_says_what_it_made_as_json() {
+    use common::server::ServerProcess;
+    let w = Workdir::new();
+    let server = ServerProcess::start(&w, "47700-47719", &["--no-admin", "--json"]);
+    let stdout = server.stdout.lock().unwrap().clone();
+    drop(server);
+    // Nothing but that object (printed as `init --json` prints it, over several lines).
+    let made: serde_json::Value = serde_json::from_str(&stdout).expect(&stdout);
+    assert_eq!(made["created"], true, "{made}");
+    assert_eq!(made["database"], "vportal.db", "{made}");
+    assert_eq!(made["pepper_file"], "vportal.pepper", "{made}");
+    assert_eq!(made["token"], serde_json::Value::Null, "{made}");
+    assert!(w.db().exists());
+    let tokens = w.run(&["token", "list", "--json"]).ok().json();
+    assert_eq!(tokens, serde_json::json!([]));
+}
+
 /// A command on a path with neither database nor pepper file says there is no database
 /// there, not that the pepper is missing (which steers to `init`, a second store).
 #[test]

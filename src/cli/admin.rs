@@ -5,9 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::json;
 
-use vportal::store::{
-    Actor, AuditQuery, Event, PepperSource, Policy, StoreError, check_token_name, pepper,
-};
+use vportal::store::{Actor, AuditQuery, Event, Policy, StoreError, check_token_name};
 use vportal::time::{Timestamp, parse_duration};
 
 use super::output::{self, Table, out, outln};
@@ -44,20 +42,9 @@ pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
     };
     output::secrets_follow();
     if ctx.json {
-        // Where the pepper lives: a file to back up, or the variable it was taken from.
-        let (key, value) = match &source {
-            PepperSource::Created(path) | PepperSource::File(path) => {
-                ("pepper_file", path.display().to_string())
-            }
-            PepperSource::Environment => ("pepper_env", pepper::PEPPER_ENV.to_owned()),
-        };
-        let mut answer = json!({
-            "database": db.to_string(),
-            "created": true,
-            "token_name": token_name,
-            "token": token.expose(),
-        });
-        answer[key] = json!(value);
+        let mut answer = super::created_json(&ctx.store.database, &source);
+        answer["token_name"] = json!(token_name);
+        answer["token"] = json!(token.expose());
         output::json(&answer)?;
     } else {
         for line in created_lines(&ctx.store.database, &source) {

@@ -590,6 +590,23 @@ pub(crate) fn created_lines(db: &std::path::Path, source: &pepper::PepperSource)
     }
 }
 
+/// What [`created_lines`] says, for `--json`: the database, and where its pepper lives (a
+/// file to back up, or the variable it was taken from).
+pub(crate) fn created_json(
+    db: &std::path::Path,
+    source: &pepper::PepperSource,
+) -> serde_json::Value {
+    let (key, value) = match source {
+        pepper::PepperSource::Created(path) | pepper::PepperSource::File(path) => {
+            ("pepper_file", path.display().to_string())
+        }
+        pepper::PepperSource::Environment => ("pepper_env", pepper::PEPPER_ENV.to_owned()),
+    };
+    let mut answer = serde_json::json!({"database": db.display().to_string(), "created": true});
+    answer[key] = serde_json::json!(value);
+    answer
+}
+
 /// Runs a parsed command line.
 pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let ctx = Context::new(&cli.global)?;

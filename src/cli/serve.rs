@@ -18,11 +18,11 @@ use vportal::ivr::dialplan::{DEFAULT_DIALPLAN, Dialplan, MailboxSource};
 use vportal::media::ports::PortRange;
 use vportal::media::prompts::{BUILT_IN_LANGUAGE, PromptSet};
 use vportal::server::{Server, SipSockets};
-use vportal::store::Actor;
+use vportal::store::{Actor, PepperSource, Store};
 use vportal::time::Timestamp;
 
-use super::output::outln;
-use super::{Context, created_lines};
+use super::output::{self, outln};
+use super::{Context, created_json, created_lines};
 
 /// `serve`'s flags, which override the configuration.
 #[derive(Debug, clap::Args)]
@@ -112,34 +112,7 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
         );
     }
     if let Some(source) = created {
-        // First run in this directory: as `vportal init` would, plus how to go on. The token
-        // is shown only to a terminal: a service's standard output is a log (the journal, a
-        // container's log), and a token must never reach one.
-        for line in created_lines(&ctx.store.database, &source) {
-            outln!("{line}")?;
-        }
-        // Run elsewhere, they must reach this store: with the options that chose it.
-        let options = ctx.store_options();
-        if std::io::stdout().is_terminal() {
-            match store.create_token("admin", &Actor::cli_from_env(), Timestamp::now()) {
-                Ok(token) => outln!(
-                    "Admin API token \"admin\" (shown only this once): {}",
-                    token.expose()
-                )?,
-                // Another first run at the same moment made it.
-                Err(vportal::store::StoreError::TokenExists(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        } else {
-            outln!(
-                "No admin API token made: standard output is not a terminal, and a token \
-                 must not land in a log. Make one with `vportal{options} token create admin`."
-            )?;
-        }
-        outln!(
-            "No mailboxes yet: add one with `vportal{options} user add 1001 --generate` (in \
-             another terminal)."
-        )?;
+        first_run_lines(&ctx, &store, &source)?;
     }
     let side_port = &ctx.config.admin;
     if side_port.enabled
@@ -461,6 +434,50 @@ async fn shutdown_signal() {
         () = ctrl_c => {}
         () = term => {}
     }
+}
+
+/// What a first run says on standard output: as `vportal init` would, plus how to go on
+/// (with `--json`, the same as one object). The token is made and shown only to a
+/// terminal: a service's standard output is a log (the journal, a container's log), and a
+/// token must never reach one.
+fn first_run_lines(ctx: &Context, store: &Store, source: &PepperSource) -> Result<()> {
+    let token = if std::io::stdout().is_terminal() {
+        match store.create_token("admin", &Actor::cli_from_env(), Timestamp::now()) {
+            Ok(token) => Some(token),
+            // Another first run at the same moment made it.
+            Err(vportal::store::StoreError::TokenExists(_)) => None,
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
+    if ctx.json {
+        let mut answer = created_json(&ctx.store.database, source);
+        answer["token_name"] = serde_json::json!(token.as_ref().map(|_| "admin"));
+        answer["token"] = serde_json::json!(token.as_ref().map(|t| t.expose()));
+        return output::json(&answer);
+    }
+    for line in created_lines(&ctx.store.database, source) {
+        outln!("{line}")?;
+    }
+    // Run elsewhere, they must reach this store: with the options that chose it.
+    let options = ctx.store_options();
+    if let Some(token) = token {
+        outln!(
+            "Admin API token \"admin\" (shown only this once): {}",
+            token.expose()
+        )?;
+    } else if !std::io::stdout().is_terminal() {
+        outln!(
+            "No admin API token made: standard output is not a terminal, and a token must \
+             not land in a log. Make one with `vportal{options} token create admin`."
+        )?;
+    }
+    outln!(
+        "No mailboxes yet: add one with `vportal{options} user add 1001 --generate` (in \
+         another terminal)."
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
