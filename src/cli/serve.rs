@@ -388,10 +388,8 @@ fn admin_listen(config: &AdminConfig) -> Result<Listen> {
 /// Caught, the write fails instead (EFBIG) and is reported as the database's disk failing.
 /// (tokio's handler stays for the life of the process.)
 fn catch_file_size_signal() {
-    /// SIGXFSZ on Linux and the BSDs.
-    const SIGXFSZ: i32 = 25;
-    if let Err(e) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(SIGXFSZ))
-    {
+    let file_size = tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ);
+    if let Err(e) = tokio::signal::unix::signal(file_size) {
         tracing::warn!(error = %e, "cannot catch SIGXFSZ: a file-size limit reached would kill the server");
     }
 }
