@@ -187,7 +187,7 @@ impl Api {
                 NewUser::new(ext_("1003")).with_passcode(PasscodeSpec {
                     passcode: None,
                     temporary: true,
-                    ttl: Some(Duration::from_secs(60)),
+                    ttl: Some(vportal::store::Ttl::from_secs(60).unwrap()),
                 }),
                 &Actor::Cli { user: None },
                 Timestamp::now().saturating_sub(created_ago),

@@ -492,7 +492,7 @@ fn a_temporary_passcode_expiring_between_calls() {
     let spec = PasscodeSpec {
         passcode: Some(pin("4826")),
         temporary: true,
-        ttl: Some(Duration::from_secs(20 * 60)),
+        ttl: Some(vportal::store::Ttl::from_secs(20 * 60).unwrap()),
     };
     store
         .reset_passcode(&ext("1001"), &spec, &admin, Timestamp::from_unix(T0))

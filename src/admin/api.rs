@@ -1,8 +1,8 @@
 //! The routes and their handlers.
 
+use crate::store::Ttl;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
@@ -19,7 +19,6 @@ use serde_json::json;
 use super::auth::{Caller, require_token};
 use super::error::{ApiError, body_rejection};
 use super::{AdminState, MAX_CSV_BODY, MAX_JSON_BODY};
-use crate::store::policy::{TEMPORARY_TTL_SECONDS, ttl_range_text};
 use crate::store::{
     AuditQuery, Event, Extension, ImportMode, ImportOutcome, Issued, MAX_EXTENSION_LEN, NewUser,
     Passcode, PasscodeSpec, Selection, Store, StoreError, UserFilter,
@@ -194,17 +193,15 @@ fn passcode_field(text: String) -> Result<Passcode, ApiError> {
     Passcode::new(text).map_err(|_| ApiError::invalid("passcode: too long"))
 }
 
-fn ttl_field(seconds: Option<u64>, temporary: bool) -> Result<Option<Duration>, ApiError> {
+fn ttl_field(seconds: Option<u64>, temporary: bool) -> Result<Option<Ttl>, ApiError> {
     match seconds {
         None => Ok(None),
         Some(_) if !temporary => Err(ApiError::invalid(
             "ttl_seconds: only a temporary passcode expires",
         )),
-        Some(s) if TEMPORARY_TTL_SECONDS.contains(&s) => Ok(Some(Duration::from_secs(s))),
-        Some(_) => Err(ApiError::invalid(format!(
-            "ttl_seconds: {}",
-            ttl_range_text()
-        ))),
+        Some(s) => Ttl::from_secs(s)
+            .map(Some)
+            .map_err(|e| ApiError::invalid(format!("ttl_seconds: {e}"))),
     }
 }
 

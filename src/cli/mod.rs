@@ -8,15 +8,13 @@ mod users;
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::builder::{OsStringValueParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use vportal::config::{Config, StoreConfig};
-use vportal::store::policy::{TEMPORARY_TTL_SECONDS, ttl_range_text};
-use vportal::store::{Extension, MAX_AUDIT_ROWS, Passcode, Store, pepper};
+use vportal::store::{Extension, MAX_AUDIT_ROWS, Passcode, Store, Ttl, pepper};
 use vportal::time::parse_duration;
 
 use output::{err, errln};
@@ -156,7 +154,7 @@ pub(crate) enum UserCommand {
         /// Lifetime of the temporary passcode, 1s to 365d, e.g. 20m, 72h, 7d (default: the
         /// policy's); with --generate or --temporary.
         #[arg(long, value_parser = parse_ttl, requires = "issues_temporary")]
-        ttl: Option<Duration>,
+        ttl: Option<Ttl>,
     },
     /// List mailboxes.
     List {
@@ -184,7 +182,7 @@ pub(crate) enum UserCommand {
         passcode_stdin: bool,
         /// Lifetime, e.g. 20m, 72h (default: the policy's, 72h out of the box).
         #[arg(long, value_parser = parse_ttl)]
-        ttl: Option<Duration>,
+        ttl: Option<Ttl>,
     },
     /// Give every mailbox (or the listed ones) a new generated temporary passcode.
     ResetAll {
@@ -192,7 +190,7 @@ pub(crate) enum UserCommand {
         extensions: Vec<String>,
         /// Lifetime, e.g. 20m, 72h.
         #[arg(long, value_parser = parse_ttl)]
-        ttl: Option<Duration>,
+        ttl: Option<Ttl>,
         /// Required when no extension is listed: this resets every mailbox.
         #[arg(long)]
         yes: bool,
@@ -254,12 +252,9 @@ pub(crate) enum TokenCommand {
     },
 }
 
-fn parse_ttl(text: &str) -> Result<Duration, String> {
+fn parse_ttl(text: &str) -> Result<Ttl, String> {
     let ttl = parse_duration(text).map_err(|e| e.to_string())?;
-    if !TEMPORARY_TTL_SECONDS.contains(&ttl.as_secs()) || ttl.subsec_nanos() != 0 {
-        return Err(ttl_range_text());
-    }
-    Ok(ttl)
+    Ttl::new(ttl).map_err(|e| e.to_string())
 }
 
 /// A config file holding the admin token should be the owner's alone, as the pepper file

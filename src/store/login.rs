@@ -608,7 +608,7 @@ mod tests {
                 passcode: Some(PasscodeSpec {
                     passcode: Some(pin(passcode)),
                     temporary,
-                    ttl: Some(minutes(20)),
+                    ttl: Some(crate::store::Ttl::new(minutes(20)).unwrap()),
                 }),
             },
             &cli(),

@@ -37,7 +37,9 @@ pub use csv::{CsvError, text as csv_text};
 pub use hash::{HashError, Hasher};
 pub use login::{CHANGE_OUTCOMES, ChangeOutcome, LOGIN_OUTCOMES, Login, VerifyOutcome};
 pub use pepper::{Pepper, PepperError, PepperSource};
-pub use policy::{GenerateError, Lock, Policy, PolicyError, Violation, Violations};
+pub use policy::{
+    GenerateError, Lock, Policy, PolicyError, Ttl, TtlOutOfRange, Violation, Violations,
+};
 pub use report::Report;
 pub use tokens::{AdminToken, CONFIGURED_TOKEN_NAME, TokenInfo, check_token_name};
 pub(crate) use types::SecretText;
@@ -611,10 +613,7 @@ fn load_policy(conn: &Connection) -> Result<Policy> {
     // Stored by a build that allowed more: generated_length as it was applied, the lifetime
     // within what may be given now.
     policy.generated_length = policy.generated_len();
-    policy.temporary_ttl_seconds = policy.temporary_ttl_seconds.clamp(
-        *policy::TEMPORARY_TTL_SECONDS.start(),
-        *policy::TEMPORARY_TTL_SECONDS.end(),
-    );
+    policy.temporary_ttl_seconds = policy.temporary_ttl().get().as_secs();
     policy.lockout.duration_seconds = policy
         .lockout
         .duration_seconds

@@ -27,20 +27,58 @@ pub const MAX_PIN_LEN: usize = 32;
 /// `history_depth` (Windows' "enforce password history" tops out at the same number).
 pub const MAX_HISTORY_DEPTH: u32 = 24;
 
-/// How long a temporary passcode may be given to work, in seconds: up to a year (for
-/// the policy's default and for every reset, from the CLI or the API alike).
-pub const TEMPORARY_TTL_SECONDS: std::ops::RangeInclusive<u64> = 1..=YEAR_SECONDS;
-
 /// 365 days, the longest a temporary passcode or a lock lasts.
 const YEAR_SECONDS: u64 = 365 * 24 * 3_600;
 
-/// What [`TEMPORARY_TTL_SECONDS`] allows, for error messages.
-pub fn ttl_range_text() -> String {
-    format!(
-        "must be {} to {} seconds (1s to 365d)",
-        TEMPORARY_TTL_SECONDS.start(),
-        TEMPORARY_TTL_SECONDS.end()
-    )
+/// How long a temporary passcode works: whole seconds, 1 s to 365 days, for the policy's
+/// default and for every reset, from the CLI or the API alike. Made only through
+/// [`Ttl::from_secs`] or [`Ttl::new`], so a lifetime the store is given is always one of
+/// those.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ttl(Duration);
+
+/// A lifetime [`Ttl`] does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("must be 1 to {YEAR_SECONDS} seconds (1s to 365d)")]
+pub struct TtlOutOfRange;
+
+impl Ttl {
+    /// The shortest, one second.
+    pub const MIN: Self = Self(Duration::from_secs(1));
+    /// The longest, 365 days.
+    pub const MAX: Self = Self(Duration::from_secs(YEAR_SECONDS));
+
+    /// A lifetime of `seconds`.
+    ///
+    /// # Errors
+    /// [`TtlOutOfRange`] outside 1 s to 365 days.
+    pub fn from_secs(seconds: u64) -> Result<Self, TtlOutOfRange> {
+        Self::new(Duration::from_secs(seconds))
+    }
+
+    /// A lifetime of `duration`.
+    ///
+    /// # Errors
+    /// [`TtlOutOfRange`] outside 1 s to 365 days, or with a fraction of a second (the store
+    /// keeps whole seconds).
+    pub fn new(duration: Duration) -> Result<Self, TtlOutOfRange> {
+        if duration.subsec_nanos() != 0 || !(Self::MIN.0..=Self::MAX.0).contains(&duration) {
+            return Err(TtlOutOfRange);
+        }
+        Ok(Self(duration))
+    }
+
+    /// The lifetime.
+    pub fn get(self) -> Duration {
+        self.0
+    }
+
+    /// `seconds` brought within the range (a policy stored by a build that allowed more).
+    fn clamped(seconds: u64) -> Self {
+        Self(Duration::from_secs(
+            seconds.clamp(Self::MIN.0.as_secs(), Self::MAX.0.as_secs()),
+        ))
+    }
 }
 
 /// The blocklist of common PINs, compiled in. Its header says where each group comes from.
@@ -311,8 +349,8 @@ impl Policy {
                 ),
             );
         }
-        if !TEMPORARY_TTL_SECONDS.contains(&self.temporary_ttl_seconds) {
-            return err("temporary_ttl_seconds", ttl_range_text());
+        if let Err(e) = Ttl::from_secs(self.temporary_ttl_seconds) {
+            return err("temporary_ttl_seconds", e.to_string());
         }
         self.lockout.validate()
     }
@@ -352,9 +390,10 @@ impl Policy {
         out
     }
 
-    /// The default lifetime of a temporary passcode.
-    pub fn temporary_ttl(&self) -> Duration {
-        Duration::from_secs(self.temporary_ttl_seconds)
+    /// The default lifetime of a temporary passcode (brought within [`Ttl`]'s range, which
+    /// [`Policy::validate`] holds it to).
+    pub fn temporary_ttl(&self) -> Ttl {
+        Ttl::clamped(self.temporary_ttl_seconds)
     }
 
     /// The rules that need only the candidate and the extension, in report order.
@@ -637,6 +676,28 @@ mod tests {
 
     fn pin(s: &str) -> Passcode {
         Passcode::new(s.to_owned()).unwrap()
+    }
+
+    /// A lifetime is whole seconds from 1 s to 365 days, however it is given; a stored
+    /// policy's default beyond that is brought within it.
+    #[test]
+    fn ttl_bounds() {
+        let year = 365 * 24 * 3_600;
+        assert_eq!(Ttl::from_secs(0), Err(TtlOutOfRange));
+        assert_eq!(Ttl::from_secs(1), Ok(Ttl::MIN));
+        assert_eq!(Ttl::from_secs(year), Ok(Ttl::MAX));
+        assert_eq!(Ttl::from_secs(year + 1), Err(TtlOutOfRange));
+        assert_eq!(Ttl::new(Duration::from_millis(1_500)), Err(TtlOutOfRange));
+        assert_eq!(
+            TtlOutOfRange.to_string(),
+            "must be 1 to 31536000 seconds (1s to 365d)"
+        );
+        let policy = Policy {
+            temporary_ttl_seconds: year * 2,
+            ..Policy::default()
+        };
+        assert_eq!(policy.temporary_ttl(), Ttl::MAX);
+        assert!(policy.validate().is_err());
     }
 
     fn codes(policy: &Policy, extension: &str, candidate: &str) -> Vec<&'static str> {

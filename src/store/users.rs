@@ -2,7 +2,6 @@
 //! list and show.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use rand::rngs::SysRng;
 use rusqlite::{Connection, OptionalExtension, Row};
@@ -10,7 +9,7 @@ use serde::Serialize;
 
 use super::audit::{self, Event};
 use super::csv;
-use super::policy::{Lock, MAX_HISTORY_DEPTH, Policy};
+use super::policy::{Lock, MAX_HISTORY_DEPTH, Policy, Ttl};
 use super::types::{Actor, Extension, Passcode};
 use super::{Result, Store, StoreError};
 use crate::time::Timestamp;
@@ -183,7 +182,7 @@ pub struct PasscodeSpec {
     /// Temporary: the owner must change it at the next login, and it expires.
     pub temporary: bool,
     /// How long a temporary passcode works; `None` takes the policy's default (72 h).
-    pub ttl: Option<Duration>,
+    pub ttl: Option<Ttl>,
 }
 
 impl PasscodeSpec {
@@ -361,7 +360,7 @@ fn choose(
     };
     let expires_at = spec
         .temporary
-        .then(|| now.saturating_add(spec.ttl.unwrap_or_else(|| policy.temporary_ttl())));
+        .then(|| now.saturating_add(spec.ttl.unwrap_or_else(|| policy.temporary_ttl()).get()));
     Ok(Chosen {
         extension: extension.clone(),
         passcode,
@@ -603,7 +602,7 @@ impl Store {
         &self,
         selection: &Selection,
         temporary: bool,
-        ttl: Option<Duration>,
+        ttl: Option<Ttl>,
         actor: &Actor,
         now: Timestamp,
     ) -> Result<Vec<Issued>> {
@@ -1012,6 +1011,7 @@ mod tests {
     use super::*;
     use crate::store::AuditQuery;
     use crate::store::testing::*;
+    use std::time::Duration;
 
     fn add(s: &Store, e: &str, spec: Option<PasscodeSpec>) -> Issued {
         s.create_user(
@@ -1196,7 +1196,7 @@ mod tests {
         let spec = PasscodeSpec {
             passcode: None,
             temporary: true,
-            ttl: Some(Duration::from_secs(20 * 60)),
+            ttl: Some(Ttl::from_secs(20 * 60).unwrap()),
         };
         let issued = s.reset_passcode(&ext("1001"), &spec, &cli(), T0).unwrap();
         assert!(issued.generated.is_some());
