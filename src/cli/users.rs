@@ -7,8 +7,8 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::json;
 
 use vportal::store::{
-    Actor, ImportMode, ImportOutcome, Issued, NewUser, PasscodeSpec, Selection, UserFilter,
-    UserInfo,
+    Actor, ImportMode, ImportOutcome, ImportReport, Issued, NewUser, PasscodeSpec, Selection, Ttl,
+    UserFilter, UserInfo,
 };
 use vportal::time::Timestamp;
 
@@ -29,21 +29,7 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
             ttl,
         } => {
             let ext = extension(&ext)?;
-            let passcode = if passcode_stdin {
-                Some(PasscodeSpec {
-                    passcode: Some(read_passcode("Passcode", true)?),
-                    temporary,
-                    ttl,
-                })
-            } else if generate {
-                Some(PasscodeSpec {
-                    passcode: None,
-                    temporary: true,
-                    ttl,
-                })
-            } else {
-                None
-            };
+            let passcode = new_passcode(passcode_stdin, generate, temporary, ttl)?;
             let store = ctx.open()?;
             let without_passcode = passcode.is_none();
             let issued = store.create_user(
@@ -120,21 +106,7 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
             ttl,
             yes,
         } => {
-            let selection = if extensions.is_empty() {
-                if !yes {
-                    bail!(
-                        "this gives every mailbox a new temporary passcode; add --yes to confirm"
-                    );
-                }
-                Selection::All
-            } else {
-                Selection::Extensions(
-                    extensions
-                        .iter()
-                        .map(|e| extension(e))
-                        .collect::<Result<_>>()?,
-                )
-            };
+            let selection = selection(&extensions, yes)?;
             let issued = ctx.open()?.reset_many(&selection, true, ttl, &actor, now)?;
             print_issued_list(ctx, &issued)?;
         }
@@ -160,99 +132,161 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
                 outln!("Mailbox {ext} deleted.")?;
             }
         }
-        UserCommand::Import { file, partial } => {
-            let (bytes, name) = if file.as_os_str() == "-" {
-                let mut bytes = Vec::new();
-                std::io::stdin()
-                    .read_to_end(&mut bytes)
-                    .context("reading CSV from standard input")?;
-                (bytes, "standard input".to_owned())
-            } else {
-                let bytes =
-                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-                (bytes, file.display().to_string())
-            };
-            let text =
-                vportal::store::csv_text(bytes).with_context(|| format!("reading {name}"))?;
-            let mode = if partial {
-                ImportMode::Partial
-            } else {
-                ImportMode::AllOrNothing
-            };
-            let report = ctx.open()?.import_csv(&text, mode, &actor, now)?;
-            let rejected = report.rejected().count();
-            if report.created().any(|i| i.generated.is_some()) {
-                output::secrets_follow();
+        UserCommand::Import { file, partial } => return import(ctx, &file, partial, &actor, now),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `user add`'s passcode: read from stdin (temporary or not), generated (always
+/// temporary), or none.
+fn new_passcode(
+    passcode_stdin: bool,
+    generate: bool,
+    temporary: bool,
+    ttl: Option<Ttl>,
+) -> Result<Option<PasscodeSpec>> {
+    Ok(if passcode_stdin {
+        Some(PasscodeSpec {
+            passcode: Some(read_passcode("Passcode", true)?),
+            temporary,
+            ttl,
+        })
+    } else if generate {
+        Some(PasscodeSpec {
+            passcode: None,
+            temporary: true,
+            ttl,
+        })
+    } else {
+        None
+    })
+}
+
+/// `user reset-all`'s mailboxes: those listed, or every one when `--yes` confirms it.
+fn selection(extensions: &[String], yes: bool) -> Result<Selection> {
+    if !extensions.is_empty() {
+        return Ok(Selection::Extensions(
+            extensions
+                .iter()
+                .map(|e| extension(e))
+                .collect::<Result<_>>()?,
+        ));
+    }
+    if !yes {
+        bail!("this gives every mailbox a new temporary passcode; add --yes to confirm");
+    }
+    Ok(Selection::All)
+}
+
+/// `user import`: exit status 1 when any row was rejected, whether or not the rest went in.
+fn import(
+    ctx: &Context,
+    file: &std::path::Path,
+    partial: bool,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<ExitCode> {
+    let (bytes, name) = if file.as_os_str() == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading CSV from standard input")?;
+        (bytes, "standard input".to_owned())
+    } else {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        (bytes, file.display().to_string())
+    };
+    let text = vportal::store::csv_text(bytes).with_context(|| format!("reading {name}"))?;
+    let mode = if partial {
+        ImportMode::Partial
+    } else {
+        ImportMode::AllOrNothing
+    };
+    let report = ctx.open()?.import_csv(&text, mode, actor, now)?;
+    let rejected = report.rejected().count();
+    if report.created().any(|i| i.generated.is_some()) {
+        output::secrets_follow();
+    }
+    if ctx.json {
+        print_import_json(&report)?;
+    } else {
+        print_import_text(&report, partial, rejected)?;
+    }
+    Ok(if rejected > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `user import --json`: the outcome of every row, with the generated passcodes.
+fn print_import_json(report: &ImportReport) -> Result<()> {
+    let rows: Vec<_> = report
+        .rows
+        .iter()
+        .map(|r| {
+            let ext = r.extension.as_ref().map(ToString::to_string);
+            match &r.outcome {
+                ImportOutcome::Created(i) => json!({
+                    "line": r.line, "extension": ext, "status": "created",
+                    "passcode": i.generated.as_ref().map(|p| p.expose()),
+                    "temporary_expires_at": i.expires_at,
+                }),
+                ImportOutcome::NotImported => json!({
+                    "line": r.line, "extension": ext, "status": "not_imported",
+                }),
+                ImportOutcome::Rejected(reason) => json!({
+                    "line": r.line, "extension": ext, "status": "rejected",
+                    "reason": reason,
+                }),
             }
-            if ctx.json {
-                let rows: Vec<_> = report
-                    .rows
-                    .iter()
-                    .map(|r| {
-                        let ext = r.extension.as_ref().map(ToString::to_string);
-                        match &r.outcome {
-                            ImportOutcome::Created(i) => json!({
-                                "line": r.line, "extension": ext, "status": "created",
-                                "passcode": i.generated.as_ref().map(|p| p.expose()),
-                                "temporary_expires_at": i.expires_at,
-                            }),
-                            ImportOutcome::NotImported => json!({
-                                "line": r.line, "extension": ext, "status": "not_imported",
-                            }),
-                            ImportOutcome::Rejected(reason) => json!({
-                                "line": r.line, "extension": ext, "status": "rejected",
-                                "reason": reason,
-                            }),
-                        }
-                    })
-                    .collect();
-                output::json(&json!({"committed": report.committed, "rows": rows}))?;
-            } else {
-                for row in &report.rows {
-                    if let ImportOutcome::Rejected(reason) = &row.outcome {
-                        match &row.extension {
-                            Some(ext) => errln!("line {} ({ext}): {reason}", row.line),
-                            None => errln!("line {}: {reason}", row.line),
-                        }
-                    }
-                }
-                let created: Vec<&Issued> = report.created().collect();
-                if !created.is_empty() {
-                    outln!("extension,passcode,temporary_expires_at")?;
-                    for i in &created {
-                        outln!(
-                            "{},{},{}",
-                            i.extension,
-                            i.generated.as_ref().map_or("", |p| p.expose()),
-                            output::time(i.expires_at)
-                        )?;
-                    }
-                }
-                if report.committed {
-                    let generated = created.iter().filter(|i| i.generated.is_some()).count();
-                    let note = if generated > 0 {
-                        "; generated passcodes are shown only this once"
-                    } else {
-                        ""
-                    };
-                    errln!(
-                        "{} mailbox(es) created, {rejected} row(s) rejected{note}",
-                        created.len()
-                    );
-                } else if partial {
-                    errln!("nothing imported: every row ({rejected}) was rejected");
-                } else {
-                    errln!(
-                        "nothing imported: {rejected} row(s) rejected (use --partial to import the good rows)"
-                    );
-                }
-            }
-            if rejected > 0 {
-                return Ok(ExitCode::from(1));
+        })
+        .collect();
+    output::json(&json!({"committed": report.committed, "rows": rows}))
+}
+
+/// `user import`: rejected rows and the summary on stderr, created mailboxes as CSV on
+/// stdout.
+fn print_import_text(report: &ImportReport, partial: bool, rejected: usize) -> Result<()> {
+    for row in &report.rows {
+        if let ImportOutcome::Rejected(reason) = &row.outcome {
+            match &row.extension {
+                Some(ext) => errln!("line {} ({ext}): {reason}", row.line),
+                None => errln!("line {}: {reason}", row.line),
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    let created: Vec<&Issued> = report.created().collect();
+    if !created.is_empty() {
+        outln!("extension,passcode,temporary_expires_at")?;
+        for i in &created {
+            outln!(
+                "{},{},{}",
+                i.extension,
+                i.generated.as_ref().map_or("", |p| p.expose()),
+                output::time(i.expires_at)
+            )?;
+        }
+    }
+    if report.committed {
+        let generated = created.iter().filter(|i| i.generated.is_some()).count();
+        let note = if generated > 0 {
+            "; generated passcodes are shown only this once"
+        } else {
+            ""
+        };
+        errln!(
+            "{} mailbox(es) created, {rejected} row(s) rejected{note}",
+            created.len()
+        );
+    } else if partial {
+        errln!("nothing imported: every row ({rejected}) was rejected");
+    } else {
+        errln!(
+            "nothing imported: {rejected} row(s) rejected (use --partial to import the good rows)"
+        );
+    }
+    Ok(())
 }
 
 /// Prints the result of setting a passcode; a generated passcode appears here only.
