@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result};
 
 use vportal::admin::{AdminError, AdminServer, AdminState, Listen, Throttle};
 use vportal::config::{
-    AdminConfig, ConfiguredToken, DEFAULT_DIALPLAN_FILE, DEFAULT_PROMPTS_DIR, SipConfig,
+    AdminConfig, Config, ConfiguredToken, DEFAULT_DIALPLAN_FILE, DEFAULT_PROMPTS_DIR, SipConfig,
     parse_listen_address,
 };
 use vportal::ivr::dialplan::{DEFAULT_DIALPLAN, Dialplan, MailboxSource};
@@ -49,24 +49,7 @@ pub(crate) struct Flags {
 }
 
 pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
-    if let Some(sip) = flags.sip {
-        ctx.config.sip.listen = sip;
-    }
-    if let Some(dir) = flags.prompts {
-        ctx.config.prompts.dir = Some(dir);
-    }
-    if let Some(ports) = flags.rtp_ports {
-        ctx.config.rtp.ports = ports;
-    }
-    if let Some(admin) = flags.admin {
-        // Asking for the side-port on an address runs it, whatever the file says.
-        ctx.config.admin.listen = admin;
-        ctx.config.admin.enabled = true;
-    }
-    ctx.config.admin.insecure |= flags.admin_insecure;
-    if flags.no_admin {
-        ctx.config.admin.enabled = false;
-    }
+    apply_flags(&mut ctx.config, flags);
     let configured_token = configured_token(&ctx.config.admin)?;
     raise_open_files_limit(&ctx.config.sip);
     // Everything that can be wrong with the files is found before a first run creates the
@@ -96,42 +79,11 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     })?;
     // Opening the store creates it on a first run and checks the pepper before any call.
     let (store, created) = ctx.open_with(super::Create::InExistingDirectory)?;
-    // Read at every login: one this build cannot read would fail them all.
-    if let Err(e) = store.policy() {
-        anyhow::bail!(
-            "{e}: every login would fail; run `vportal policy reset` (then `vportal policy \
-             set` what should differ from the defaults), or the vportal that wrote it"
-        );
-    }
-    if store.is_read_only() {
-        anyhow::bail!(
-            "the database {} is read-only to this process: every login and passcode change \
-             would fail (check the mode and owner of the file and its directory, and that the \
-             file system is mounted read-write)",
-            ctx.store.database.display()
-        );
-    }
+    refuse_unusable_store(&ctx, &store)?;
     if let Some(source) = created {
         first_run_lines(&ctx, &store, &source)?;
     }
-    let side_port = &ctx.config.admin;
-    if side_port.enabled
-        && !side_port.metrics_auth
-        && !side_port.listen.ip().to_canonical().is_loopback()
-    {
-        tracing::warn!(
-            "/metrics answers without a token off loopback: anyone who reaches it and can \
-             place calls can tell an unknown mailbox from a wrong passcode by its login \
-             counters; set admin.metrics_auth = true"
-        );
-    }
-    if ctx.config.admin.enabled && configured_token.is_none() && !store.has_tokens()? {
-        tracing::warn!(
-            "the admin API has no token: every request to /api/v1 is refused (401); create \
-             one with `vportal{} token create NAME`, or set VPORTAL_ADMIN_TOKEN",
-            ctx.store_options()
-        );
-    }
+    warn_about_side_port(&ctx, &store, configured_token.is_some())?;
     // The hash an unknown mailbox is checked against, made now: made at the first such
     // login instead, that login would take twice as long as a known mailbox's.
     store.hasher().prepare_dummy()?;
@@ -170,24 +122,7 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
             tracing::info!("admin API off ([admin] enabled = false, or --no-admin)");
             None
         };
-        let signalled = Arc::clone(&stop_tx);
-        let ran = server
-            .run(async move {
-                shutdown_signal().await;
-                let _ = signalled.send(true);
-                // A second stop signal (ctrl-c pressed again) ends the process at once, as
-                // operators expect: calls still up get no BYE, and a change not yet stored
-                // is lost, which the log says.
-                tokio::spawn(async {
-                    shutdown_signal().await;
-                    tracing::warn!(
-                        "second stop signal: exiting now, without waiting for calls or \
-                         passcode changes in flight"
-                    );
-                    std::process::exit(2);
-                });
-            })
-            .await;
+        let ran = server.run(stop_signal(Arc::clone(&stop_tx))).await;
         // Stopped by a signal, the admin API is already stopping; stopped by a failure, not.
         let _ = stop_tx.send(true);
         if let Some(admin) = admin {
@@ -202,6 +137,87 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
             .unwrap_or_else(|e| Err(anyhow::anyhow!("the server task failed: {e}")))
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The command line's settings over the config file's.
+fn apply_flags(config: &mut Config, flags: Flags) {
+    if let Some(sip) = flags.sip {
+        config.sip.listen = sip;
+    }
+    if let Some(dir) = flags.prompts {
+        config.prompts.dir = Some(dir);
+    }
+    if let Some(ports) = flags.rtp_ports {
+        config.rtp.ports = ports;
+    }
+    if let Some(admin) = flags.admin {
+        // Asking for the side-port on an address runs it, whatever the file says.
+        config.admin.listen = admin;
+        config.admin.enabled = true;
+    }
+    config.admin.insecure |= flags.admin_insecure;
+    if flags.no_admin {
+        config.admin.enabled = false;
+    }
+}
+
+/// Refuses a store on which every login would fail: a stored policy this build cannot
+/// read (it is read at every login), or a database this process cannot write.
+fn refuse_unusable_store(ctx: &Context, store: &Store) -> Result<()> {
+    if let Err(e) = store.policy() {
+        anyhow::bail!(
+            "{e}: every login would fail; run `vportal policy reset` (then `vportal policy \
+             set` what should differ from the defaults), or the vportal that wrote it"
+        );
+    }
+    if store.is_read_only() {
+        anyhow::bail!(
+            "the database {} is read-only to this process: every login and passcode change \
+             would fail (check the mode and owner of the file and its directory, and that the \
+             file system is mounted read-write)",
+            ctx.store.database.display()
+        );
+    }
+    Ok(())
+}
+
+/// Warns about a side-port that gives away more than it should, or that nobody can use.
+fn warn_about_side_port(ctx: &Context, store: &Store, configured_token: bool) -> Result<()> {
+    let side_port = &ctx.config.admin;
+    if !side_port.enabled {
+        return Ok(());
+    }
+    if !side_port.metrics_auth && !side_port.listen.ip().to_canonical().is_loopback() {
+        tracing::warn!(
+            "/metrics answers without a token off loopback: anyone who reaches it and can \
+             place calls can tell an unknown mailbox from a wrong passcode by its login \
+             counters; set admin.metrics_auth = true"
+        );
+    }
+    if !configured_token && !store.has_tokens()? {
+        tracing::warn!(
+            "the admin API has no token: every request to /api/v1 is refused (401); create \
+             one with `vportal{} token create NAME`, or set VPORTAL_ADMIN_TOKEN",
+            ctx.store_options()
+        );
+    }
+    Ok(())
+}
+
+/// Completes on the first stop signal (ctrl-c or SIGTERM), having told the admin API to
+/// stop through `stop`. A second one then ends the process at once, as operators expect:
+/// calls still up get no BYE, and a change not yet stored is lost, which the log says.
+async fn stop_signal(stop: Arc<tokio::sync::watch::Sender<bool>>) {
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    tokio::spawn(async {
+        shutdown_signal().await;
+        tracing::warn!(
+            "second stop signal: exiting now, without waiting for calls or passcode changes \
+             in flight"
+        );
+        std::process::exit(2);
+    });
 }
 
 /// File descriptors the configuration may hold at once: two UDP sockets a call (RTP and
