@@ -321,6 +321,14 @@ impl ImportReport {
     }
 }
 
+/// An import row that passed the checks: where it is in the report, the mailbox and its
+/// passcode.
+struct Candidate {
+    index: usize,
+    user: NewUser,
+    chosen: Chosen,
+}
+
 /// A passcode decided on (given and checked, or generated) but not yet hashed.
 struct Chosen {
     extension: Extension,
@@ -751,7 +759,6 @@ impl Store {
         now: Timestamp,
     ) -> Result<ImportReport> {
         let records = csv::parse(text).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let policy = self.policy()?;
         let (columns, body, headed) = match records.split_first() {
             Some((first, rest)) if looks_like_header(&first.fields) => {
                 let columns = header_columns(&first.fields)
@@ -769,11 +776,61 @@ impl Store {
                 body.len()
             )));
         }
+        let (mut rows, candidates) = self.check_import_rows(body, &columns, headed, now)?;
+        let any_rejected = rows
+            .iter()
+            .any(|r| matches!(r.outcome, ImportOutcome::Rejected(_)));
+        if candidates.is_empty() || (any_rejected && mode == ImportMode::AllOrNothing) {
+            return Ok(ImportReport {
+                rows,
+                committed: false,
+            });
+        }
+        let conflicts = match self.commit_import(&candidates, mode, actor, now) {
+            // All or nothing, and a mailbox was created meanwhile: rolled back; reported
+            // like a row refused at the check, on its line.
+            Err(StoreError::Exists(ext)) if mode == ImportMode::AllOrNothing => {
+                if let Some(c) = candidates.iter().find(|c| c.user.extension == ext) {
+                    rows[c.index].outcome =
+                        ImportOutcome::Rejected(format!("mailbox {ext} already exists"));
+                }
+                return Ok(ImportReport {
+                    rows,
+                    committed: false,
+                });
+            }
+            other => other?,
+        };
+        // Partial, and every row was refused at commit: nothing was imported.
+        let committed = conflicts.len() < candidates.len();
+        for Candidate { index, chosen, .. } in candidates {
+            rows[index].outcome = if conflicts.contains(&index) {
+                ImportOutcome::Rejected(format!("mailbox {} already exists", chosen.extension))
+            } else {
+                ImportOutcome::Created(chosen.issued())
+            };
+        }
+        Ok(ImportReport { rows, committed })
+    }
+
+    /// An import's first phase, before any hashing or writing: every row's fate as far as
+    /// the checks go (rejected, or not imported yet), and the rows that passed them.
+    ///
+    /// # Errors
+    /// As [`Store::import_csv`], for a passcode that cannot be generated; or the store failing.
+    fn check_import_rows(
+        &self,
+        body: &[csv::Record],
+        columns: &[Column],
+        headed: bool,
+        now: Timestamp,
+    ) -> Result<(Vec<ImportRow>, Vec<Candidate>)> {
+        let policy = self.policy()?;
         let mut rows = Vec::with_capacity(body.len());
         let mut candidates = Vec::new();
         let mut first_line: HashMap<Extension, usize> = HashMap::new();
         for record in body {
-            let parsed = parse_row(&columns, &record.fields, headed);
+            let parsed = parse_row(columns, &record.fields, headed);
             let (user, passcode) = match parsed {
                 Ok(v) => v,
                 Err((extension, reason)) => {
@@ -798,7 +855,11 @@ impl Store {
                 };
                 match choose(&policy, &ext, &spec, now) {
                     Ok(chosen) => {
-                        candidates.push((rows.len(), user, chosen));
+                        candidates.push(Candidate {
+                            index: rows.len(),
+                            user,
+                            chosen,
+                        });
                         None
                     }
                     // The row's passcode breaks the policy: the row's fault.
@@ -819,68 +880,49 @@ impl Store {
                 },
             });
         }
-        let any_rejected = rows
-            .iter()
-            .any(|r| matches!(r.outcome, ImportOutcome::Rejected(_)));
-        if candidates.is_empty() || (any_rejected && mode == ImportMode::AllOrNothing) {
-            return Ok(ImportReport {
-                rows,
-                committed: false,
-            });
-        }
+        Ok((rows, candidates))
+    }
+
+    /// An import's second phase: hashes the candidates' passcodes and writes them in one
+    /// transaction. Returns the candidates (by row index) found created meanwhile by someone
+    /// else, which [`ImportMode::Partial`] leaves out.
+    ///
+    /// # Errors
+    /// [`StoreError::Exists`] with [`ImportMode::AllOrNothing`] when one was (nothing is
+    /// written); or hashing or the store failing.
+    fn commit_import(
+        &self,
+        candidates: &[Candidate],
+        mode: ImportMode,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<Vec<usize>> {
         let hashes = self.hasher.hash_all(
             &candidates
                 .iter()
-                .map(|(_, _, c)| &c.passcode)
+                .map(|c| &c.chosen.passcode)
                 .collect::<Vec<_>>(),
         )?;
         // Re-checked inside the transaction: a mailbox created meanwhile by someone else
         // rejects its row (partial) or the whole import (all or nothing).
-        let conflicts = self.write(|tx| {
+        self.write(|tx| {
             let mut conflicts = Vec::new();
-            for ((index, user, chosen), hash) in candidates.iter().zip(&hashes) {
-                match insert_user(tx, user, actor, now) {
+            for (c, hash) in candidates.iter().zip(&hashes) {
+                match insert_user(tx, &c.user, actor, now) {
                     Err(StoreError::Exists(_)) => {
                         if mode == ImportMode::AllOrNothing {
-                            return Err(StoreError::Exists(user.extension.clone()));
+                            return Err(StoreError::Exists(c.user.extension.clone()));
                         }
-                        conflicts.push(*index);
+                        conflicts.push(c.index);
                     }
                     other => {
                         other?;
-                        install(tx, chosen, hash, actor, now)?;
+                        install(tx, &c.chosen, hash, actor, now)?;
                     }
                 }
             }
             Ok(conflicts)
-        });
-        let conflicts = match conflicts {
-            // All or nothing, and a mailbox was created meanwhile: rolled back; reported
-            // like a row refused at the check, on its line.
-            Err(StoreError::Exists(ext)) if mode == ImportMode::AllOrNothing => {
-                if let Some((index, _, _)) =
-                    candidates.iter().find(|(_, user, _)| user.extension == ext)
-                {
-                    rows[*index].outcome =
-                        ImportOutcome::Rejected(format!("mailbox {ext} already exists"));
-                }
-                return Ok(ImportReport {
-                    rows,
-                    committed: false,
-                });
-            }
-            other => other?,
-        };
-        // Partial, and every row was refused at commit: nothing was imported.
-        let committed = conflicts.len() < candidates.len();
-        for (index, _, chosen) in candidates {
-            rows[index].outcome = if conflicts.contains(&index) {
-                ImportOutcome::Rejected(format!("mailbox {} already exists", chosen.extension))
-            } else {
-                ImportOutcome::Created(chosen.issued())
-            };
-        }
-        Ok(ImportReport { rows, committed })
+        })
     }
 }
 
