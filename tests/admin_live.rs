@@ -323,6 +323,42 @@ fn a_file_size_limit_fails_writes_and_leaves_the_server_running() {
     server.terminate(CALL);
 }
 
+/// A backup restored over the database under the running server (a `mv`, which the
+/// README says not to do): the server's connections would go on with the old file, gone
+/// from the path, losing every change made after. Each request fails instead, said as
+/// such, with one error in the log; the server stays up for a restart.
+#[test]
+fn a_database_replaced_under_the_server_is_refused_not_written() {
+    let w = Workdir::new();
+    let token = common::token_from(&w.run(&["init"]).ok().stdout);
+    w.run(&["user", "add", "1001", "--generate"]).ok();
+    let mut server = ServerProcess::start(&w, "47720-47729", &[]);
+    let admin = server.admin.expect("the admin side-port");
+    let user = || http::request(admin, "GET", "/api/v1/users/1001", Some(&token), None);
+    assert_eq!(user().status, 200);
+    w.run(&["backup", "copy.db"]).ok();
+    std::fs::rename(w.path().join("copy.db"), w.db()).unwrap();
+    let read = user();
+    assert_eq!(read.status, 503, "{}", read.body);
+    assert_eq!(read.json()["error"]["code"], "unavailable");
+    assert!(read.body.contains("replaced or removed"), "{}", read.body);
+    let reset = http::json(
+        admin,
+        "POST",
+        "/api/v1/users/1001/passcode",
+        Some(&token),
+        &json!({}),
+    );
+    assert_eq!(reset.status, 503, "{}", reset.body);
+    assert_eq!(server.child.try_wait().unwrap(), None, "{}", server.log());
+    server.expect_log(
+        "the database file was replaced or removed while in use",
+        1,
+        CALL,
+    );
+    server.terminate(CALL);
+}
+
 #[test]
 fn the_side_port_refuses_plain_http_off_loopback_and_serves_https_with_a_certificate() {
     let w = Workdir::new();

@@ -94,6 +94,14 @@ pub enum Unavailable {
          cause)"
     )]
     DiskIo,
+    /// The database file was replaced (a backup restored over it, a `mv`) or removed while
+    /// this process had it open: its connections still reach the old file, gone from the
+    /// path, so what it wrote there would be lost.
+    #[error(
+        "the database file was replaced or removed while vportal had it open; restart vportal \
+         to use the file there now"
+    )]
+    Replaced,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -218,7 +226,68 @@ pub struct Store {
     read_only: bool,
     /// How long a write waits for another process's lock ([`BUSY_TIMEOUT`]).
     busy_timeout: Duration,
+    /// The file opened; none for a store in memory.
+    file: Option<OpenedFile>,
     hasher: Hasher,
+}
+
+/// The database file a store opened, to tell when another file has taken its place.
+#[derive(Debug)]
+struct OpenedFile {
+    path: PathBuf,
+    /// Its device and inode when opened (none where the platform has no such thing).
+    id: Option<(u64, u64)>,
+    /// The replacement has been logged (once is enough: every use fails after it).
+    reported: std::sync::atomic::AtomicBool,
+}
+
+impl OpenedFile {
+    fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            id: file_id(path),
+            reported: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Refuses work once the file at the path is not the one opened. SQLite's connections
+    /// stay on the file they opened, so a backup restored over the database (`mv`, `cp` to
+    /// a new file) would otherwise go unnoticed: reads would see the old data, and every
+    /// change made after it, passcodes included, would go to a file no longer there. One
+    /// `stat` a use, next to a transaction's `fsync` and a login's argon2.
+    fn check(&self) -> Result<()> {
+        let Some(id) = self.id else {
+            return Ok(());
+        };
+        if file_id(&self.path) == Some(id) {
+            return Ok(());
+        }
+        if !self
+            .reported
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::error!(
+                path = %self.path.display(),
+                "the database file was replaced or removed while in use: every login and \
+                 change now fails; restart vportal to use the file there now"
+            );
+        }
+        Err(StoreError::Unavailable(Unavailable::Replaced))
+    }
+}
+
+/// A file's device and inode.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 impl Store {
@@ -286,6 +355,7 @@ impl Store {
         hash_concurrency: usize,
     ) -> Result<Self> {
         let conn = Connection::open_with_flags(path, flags)?;
+        let file = OpenedFile::new(path);
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // WAL: readers never block the writer and the writer never blocks readers. (Only
         // turning it on writes; a database that has it needs no lock to say so.)
@@ -306,6 +376,7 @@ impl Store {
         reader.pragma_update(None, "query_only", true)?;
         let mut store = Self::setup(conn, pepper, hash_concurrency)?;
         store.reader = Some(Mutex::new(reader));
+        store.file = Some(file);
         Ok(store)
     }
 
@@ -329,6 +400,7 @@ impl Store {
             reader: None,
             read_only,
             busy_timeout: BUSY_TIMEOUT,
+            file: None,
             hasher: Hasher::new(pepper, hash_concurrency),
         };
         store.check_pepper()?;
@@ -371,6 +443,7 @@ impl Store {
             ))
         });
         let copied = dest_text.and_then(|text| {
+            self.check_file()?;
             let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
             conn.execute("VACUUM INTO ?1", [text])?;
             Ok(())
@@ -432,8 +505,14 @@ impl Store {
         &self.hasher
     }
 
+    /// See [`OpenedFile::check`].
+    fn check_file(&self) -> Result<()> {
+        self.file.as_ref().map_or(Ok(()), OpenedFile::check)
+    }
+
     /// Runs `f` on the connection (reads; WAL gives it a consistent snapshot per statement).
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.check_file()?;
         // A panic mid-transaction rolls the transaction back when it unwinds, so the
         // connection is consistent even if the lock was poisoned.
         let conn = self
@@ -451,6 +530,7 @@ impl Store {
     /// another process holds the lock, each write queued here gives up 10 s after it was
     /// asked for, not 10 s after the one before it gave up.
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.check_file()?;
         let asked = std::time::Instant::now();
         let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         let wait = self.busy_timeout.saturating_sub(asked.elapsed());
@@ -464,6 +544,9 @@ impl Store {
         wait: Duration,
         f: impl FnOnce(&Transaction<'_>) -> Result<T>,
     ) -> Option<Result<T>> {
+        if let Err(e) = self.check_file() {
+            return Some(Err(e));
+        }
         let mut conn = match self.conn.try_lock() {
             Ok(conn) => conn,
             Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
@@ -742,6 +825,38 @@ mod tests {
         drop(s);
         let restored = Store::open(&copy, pepper(), false, 1).unwrap();
         assert!(restored.user(&ext("1001"), T0).unwrap().is_some());
+    }
+
+    /// A backup restored over the database while a store has it open (a `mv`, as the
+    /// README says not to), or the file removed: the store's connections would go on with
+    /// the old file, gone from the path, and lose every change. Each use fails instead,
+    /// reads included; a store opened afresh uses the file there now.
+    #[test]
+    fn a_database_file_replaced_in_use_is_refused() {
+        let replaced = || StoreError::Unavailable(Unavailable::Replaced);
+        let dir = tempfile::tempdir().unwrap();
+        let (path, s) = on_disk(dir.path());
+        let copy = dir.path().join("copy.db");
+        s.backup(&copy).unwrap();
+        s.unlock(&ext("1001"), &cli(), T0).unwrap();
+        std::fs::rename(&copy, &path).unwrap();
+        let read = s.user(&ext("1001"), T0).unwrap_err();
+        assert_eq!(read.to_string(), replaced().to_string());
+        let written = s.delete_user(&ext("1001"), &cli(), T0).unwrap_err();
+        assert_eq!(written.to_string(), replaced().to_string());
+        assert!(matches!(
+            s.backup(&dir.path().join("again.db")),
+            Err(StoreError::Unavailable(Unavailable::Replaced))
+        ));
+        drop(s);
+        let reopened = Store::open(&path, pepper(), false, 1).unwrap();
+        assert!(reopened.user(&ext("1001"), T0).unwrap().is_some());
+        // Removed: the same.
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            reopened.user(&ext("1001"), T0),
+            Err(StoreError::Unavailable(Unavailable::Replaced))
+        ));
     }
 
     #[test]
