@@ -582,15 +582,44 @@ pub fn answer(
     Ok((negotiated, out.into_bytes()))
 }
 
-/// RFC 3264 §6: a rejected stream keeps its place, with port 0 and (as the grammar needs at
-/// least one) the offer's first format.
-fn rejected_line(media: &MediaDescription) -> String {
-    let mut m = format!("m={} 0 {}", media.kind, media.proto);
-    if let Some(format) = media.formats.first() {
-        m.push(' ');
-        m.push_str(format);
+/// Answers an offer in a dialog that disables the audio: it has audio streams, and every one
+/// has port 0 (RFC 3264 §8.2). That is no offer to refuse: "a stream that is offered with a
+/// port of zero MUST be marked with port zero in the answer", so every stream is answered
+/// rejected, in its place, and the session goes on without media until an offer enables
+/// audio again. (In a call's first INVITE there is no session to keep: [`answer`]'s
+/// [`OfferAnswerError::NoAudio`] stands.) Same session lines, line ends and determinism as
+/// [`answer`].
+///
+/// # Errors
+/// [`OfferAnswerError::NoAudio`] when the offer has no audio stream, or an active one
+/// (which [`answer`] answers).
+pub fn answer_disabled(
+    offer: &SessionDescription,
+    local: &LocalMedia,
+) -> Result<Vec<u8>, OfferAnswerError> {
+    if !disables_audio(offer) {
+        return Err(OfferAnswerError::NoAudio);
     }
-    m
+    let mut out = String::new();
+    write_session(&mut out, local);
+    for media in &offer.media {
+        push_line(&mut out, format_args!("{}", rejected_line(media)));
+    }
+    Ok(out.into_bytes())
+}
+
+/// Whether `offer` has audio streams and all of them are disabled (port 0).
+fn disables_audio(offer: &SessionDescription) -> bool {
+    let mut audio = offer.media.iter().filter(|m| m.is_audio()).peekable();
+    audio.peek().is_some() && audio.all(|m| m.port == 0)
+}
+
+/// RFC 3264 §6: a rejected stream keeps its place, with port 0 and (as the grammar needs at
+/// least one) the offer's first format; `0` for a disabled stream offered without any,
+/// which [`parse`] tolerates (any token will do: no format of a port-0 stream is read).
+fn rejected_line(media: &MediaDescription) -> String {
+    let format = media.formats.first().map_or("0", String::as_str);
+    format!("m={} 0 {} {format}", media.kind, media.proto)
 }
 
 /// The streams of the last description we sent, for a later offer of ours (a re-INVITE
@@ -643,6 +672,31 @@ impl Layout {
         Self {
             lines,
             telephone_event,
+        }
+    }
+
+    /// The layout once [`answer_disabled`] answered `offer`, `self` being the one before:
+    /// the offer's streams, rejected, in their places, except that a later offer of ours
+    /// enables our audio stream again in the place it had (or, should the offer have put
+    /// another kind of stream there, in the first audio place; RFC 3264 §8.1 lets an offer
+    /// reuse a disabled stream's place), with the telephone-event number in use (§8.3.2).
+    pub fn of_disabled(&self, offer: &SessionDescription) -> Self {
+        let audio_at = |index: usize| offer.media.get(index).is_some_and(|m| m.is_audio());
+        let ours = self
+            .lines
+            .iter()
+            .position(Option::is_none)
+            .filter(|&index| audio_at(index))
+            .or_else(|| offer.media.iter().position(MediaDescription::is_audio));
+        let lines = offer
+            .media
+            .iter()
+            .enumerate()
+            .map(|(index, media)| (Some(index) != ours).then(|| rejected_line(media)))
+            .collect();
+        Self {
+            lines,
+            telephone_event: self.telephone_event,
         }
     }
 }
@@ -1712,6 +1766,135 @@ mod tests {
                         m=image 0 udptl t38\r\n\
                         m=application 0 UDP/BFCP *\r\n";
         assert_eq!(answer_text(&offer, &local6()), expected);
+    }
+
+    /// RFC 3264 §8.2: a re-offer that disables the only audio stream gets it back with port
+    /// 0, every stream in its place with a format (the grammar wants one), rather than an
+    /// error; [`answer`] still finds no audio in it (a first INVITE's 488).
+    #[test]
+    fn a_reoffer_disabling_the_audio_is_answered_with_port_zero_in_place() {
+        let disabled = parse(&sdp(&[
+            "v=0",
+            "o=x 1 2 IN IP4 192.0.2.1",
+            "s=-",
+            "c=IN IP4 192.0.2.1",
+            "t=0 0",
+            "m=audio 0 RTP/AVP 0",
+            "a=rtpmap:0 PCMU/8000",
+            "a=sendrecv",
+            "m=video 0 RTP/AVP 96",
+            "a=rtpmap:96 H264/90000",
+        ]))
+        .unwrap();
+        assert_eq!(
+            answer(&disabled, &local4()).unwrap_err(),
+            OfferAnswerError::NoAudio
+        );
+        let expected = format!(
+            "{LOCAL4_SESSION}\
+             m=audio 0 RTP/AVP 0\r\n\
+             m=video 0 RTP/AVP 96\r\n"
+        );
+        let ours = answer_disabled(&disabled, &local4()).unwrap();
+        assert_eq!(String::from_utf8(ours.clone()).unwrap(), expected);
+        assert_eq!(ours, answer_disabled(&disabled, &local4()).unwrap());
+        // Read back, it is a description with the same streams, all disabled.
+        let read = parse(&ours).unwrap();
+        let streams = |d: &SessionDescription| -> Vec<(String, u16, Vec<String>)> {
+            d.media()
+                .iter()
+                .map(|m| (m.kind().to_owned(), m.port(), m.formats().to_vec()))
+                .collect()
+        };
+        assert_eq!(
+            streams(&read),
+            [
+                ("audio".to_owned(), 0, vec!["0".to_owned()]),
+                ("video".to_owned(), 0, vec!["96".to_owned()])
+            ]
+        );
+
+        // A disabled stream offered without a format still gets one in the answer.
+        let bare = parse(&sdp(&["v=0", "c=IN IP4 192.0.2.1", "m=audio 0 RTP/AVP"])).unwrap();
+        let ours = String::from_utf8(answer_disabled(&bare, &local4()).unwrap()).unwrap();
+        assert!(ours.ends_with("t=0 0\r\nm=audio 0 RTP/AVP 0\r\n"), "{ours}");
+
+        // Not for an offer with audio to answer, nor one without audio.
+        for lines in [
+            &["v=0", "c=IN IP4 192.0.2.1", "m=audio 4000 RTP/AVP 0"][..],
+            &["v=0", "c=IN IP4 192.0.2.1", "m=video 0 RTP/AVP 31"],
+            &["v=0", "c=IN IP4 192.0.2.1"],
+        ] {
+            let offer = parse(&sdp(lines)).unwrap();
+            assert_eq!(
+                answer_disabled(&offer, &local4()),
+                Err(OfferAnswerError::NoAudio),
+                "{lines:?}"
+            );
+        }
+    }
+
+    /// A disabled audio stream next to an enabled one: the enabled one is answered, the
+    /// disabled one keeps port 0 in its place.
+    #[test]
+    fn a_disabled_audio_stream_next_to_an_enabled_one() {
+        let offer = sdp(&[
+            "v=0",
+            "c=IN IP4 192.0.2.1",
+            "m=audio 0 RTP/AVP 8",
+            "m=audio 4002 RTP/AVP 0",
+        ]);
+        let expected = format!(
+            "{LOCAL4_SESSION}\
+             m=audio 0 RTP/AVP 8\r\n\
+             m=audio 40000 RTP/AVP 0\r\n\
+             a=rtpmap:0 PCMU/8000\r\n\
+             a=ptime:20\r\n\
+             a=sendrecv\r\n"
+        );
+        assert_eq!(answer_text(&offer, &local4()), expected);
+        assert_eq!(
+            answer_disabled(&parse(&offer).unwrap(), &local4()),
+            Err(OfferAnswerError::NoAudio)
+        );
+    }
+
+    /// After the audio was disabled, an offer of ours (a re-INVITE without SDP) lists the
+    /// same streams and enables the audio again in its place, on the telephone-event number
+    /// in use.
+    #[test]
+    fn a_reoffer_after_the_audio_was_disabled_enables_it_in_its_place() {
+        let first = parse(&sdp(&[
+            "v=0",
+            "c=IN IP4 192.0.2.1",
+            "m=video 5002 RTP/AVP 96",
+            "m=audio 5000 RTP/AVP 0 100",
+            "a=rtpmap:100 telephone-event/8000",
+        ]))
+        .unwrap();
+        let disabled = parse(&sdp(&[
+            "v=0",
+            "c=IN IP4 192.0.2.1",
+            "m=video 0 RTP/AVP 96",
+            "m=audio 0 RTP/AVP 0",
+        ]))
+        .unwrap();
+        let layout = Layout::of_answer(&first).of_disabled(&disabled);
+        let ours = String::from_utf8(reoffer(&local4(), &layout)).unwrap();
+        let m: Vec<&str> = ours.lines().filter(|l| l.starts_with("m=")).collect();
+        assert_eq!(m, ["m=video 0 RTP/AVP 96", "m=audio 40000 RTP/AVP 0 8 100"]);
+        // The audio's place taken by another kind of stream: the first audio place.
+        let moved = parse(&sdp(&[
+            "v=0",
+            "c=IN IP4 192.0.2.1",
+            "m=audio 0 RTP/AVP 8",
+            "m=image 0 udptl t38",
+        ]))
+        .unwrap();
+        let layout = Layout::of_answer(&first).of_disabled(&moved);
+        let ours = String::from_utf8(reoffer(&local4(), &layout)).unwrap();
+        let m: Vec<&str> = ours.lines().filter(|l| l.starts_with("m=")).collect();
+        assert_eq!(m, ["m=audio 40000 RTP/AVP 0 8 100", "m=image 0 udptl t38"]);
     }
 
     #[test]
