@@ -35,7 +35,12 @@ const CHANGE_TRIES: u32 = 6;
 #[derive(Debug)]
 pub(crate) enum CallEvent {
     /// Media parameters agreed or changed.
-    Media(Negotiated),
+    Media {
+        /// What was agreed.
+        media: Negotiated,
+        /// The offer disabled the audio stream (port 0): no RTP, but no hold either.
+        disabled: bool,
+    },
     /// The ACK arrived.
     Established,
     /// An INFO body.
@@ -353,8 +358,8 @@ struct CallTask {
 impl CallTask {
     fn on_sip(&mut self, event: CallEvent) {
         match event {
-            CallEvent::Media(media) => {
-                tracing::debug!(codec = ?media.codec, remote = ?media.remote_rtp, dtmf_pt = ?media.telephone_event, direction = ?media.direction, ptime = media.ptime_ms, "media agreed");
+            CallEvent::Media { media, disabled } => {
+                tracing::debug!(codec = ?media.codec, remote = ?media.remote_rtp, dtmf_pt = ?media.telephone_event, direction = ?media.direction, ptime = media.ptime_ms, disabled, "media agreed");
                 // A re-INVITE or UPDATE that adds or drops telephone-event changes how keys
                 // come (with `inband_dtmf = "auto"`, tones are listened for only without
                 // it): the next key by the new method is no copy of the last by the old.
@@ -363,8 +368,11 @@ impl CallTask {
                     self.keys = KeyMerge::default();
                 }
                 self.events_agreed = events;
-                // We may not send: the caller holds the call, and hears no prompt.
-                self.flow.handle_hold(now(), !media.direction.sends());
+                // We may not send: the caller holds the call, and hears no prompt. A disabled
+                // audio stream is no hold: the flow goes on, its silences counted, and ends
+                // the call as a silent caller's if no audio (or key by INFO) comes back.
+                self.flow
+                    .handle_hold(now(), !disabled && !media.direction.sends());
                 if self.rtp.is_some() {
                     self.agreed = Some(media);
                     self.start_media();

@@ -35,7 +35,7 @@ use super::build::{MessageBuilder, response_to};
 use super::dialog::{self, Dialog, dialog_key};
 use super::header::{HeaderName, NameAddr, Via};
 use super::message::{Message, Method};
-use super::sdp::{self, LocalMedia, Negotiated, OfferAnswerError, SessionDescription};
+use super::sdp::{self, Direction, LocalMedia, Negotiated, OfferAnswerError, SessionDescription};
 use super::transaction::{
     InviteServerState, InviteServerTx, NonInviteClientTx, NonInviteServerTx, TxAction,
 };
@@ -66,6 +66,9 @@ enum CallState {
 /// What a kept in-dialog server transaction counts against its dialog: which, and how many
 /// bytes.
 type Kept = (CallHandle, usize);
+
+/// The media an offer in a dialog agreed, and whether it disabled the audio stream.
+type Agreed = (Negotiated, bool);
 
 /// What an INVITE server transaction is for.
 #[derive(Debug, Clone, Copy)]
@@ -118,6 +121,8 @@ struct Call {
     local_media: Option<LocalMedia>,
     /// The streams of the last description we sent, for an offer of ours in a re-INVITE.
     layout: sdp::Layout,
+    /// The media last agreed with an audio stream: what an offer disabling it leaves in place.
+    media: Option<Negotiated>,
     pending_2xx: Option<Pending2xx>,
     /// Hang up as soon as the pending 2xx is acknowledged (or times out).
     hangup_after_ack: Option<EndReason>,
@@ -500,6 +505,7 @@ impl Endpoint {
                 offer,
                 local_media: None,
                 layout: sdp::Layout::default(),
+                media: None,
                 pending_2xx: None,
                 hangup_after_ack: None,
                 ending: None,
@@ -674,10 +680,7 @@ impl Endpoint {
                 Ok::<_, OfferAnswerError>(media)
             });
             match media {
-                Some(Ok(media)) => self.events.push_back(Event::Media {
-                    call: handle,
-                    media,
-                }),
+                Some(Ok(media)) => self.media_agreed(handle, media, false),
                 _ => {
                     // No longer pending: the call is confirmed, if only to be ended.
                     if first {
@@ -901,11 +904,8 @@ impl Endpoint {
                 let bytes = b.finish(body.as_deref().map(|s| ("application/sdp", s)));
                 self.complete_in_dialog(handle, key, flow, bytes, now);
                 self.refresh_target(handle, msg);
-                if let Some(media) = media {
-                    self.events.push_back(Event::Media {
-                        call: handle,
-                        media,
-                    });
+                if let Some((media, disabled)) = media {
+                    self.media_agreed(handle, media, disabled);
                 }
             }
             _ => self.answer_non_invite(req, handle, key, (405, "Method Not Allowed"), |_| {}),
@@ -941,13 +941,19 @@ impl Endpoint {
         }
     }
 
-    /// Answers an in-dialog offer (re-INVITE or UPDATE) with the call's media address.
-    /// `Ok(None)` when the request has no body.
+    /// Answers an in-dialog offer (re-INVITE or UPDATE) with the call's media address: the
+    /// media agreed, whether the offer disabled the audio stream, and the answer. `Ok(None)`
+    /// when the request has no body.
+    ///
+    /// An offer whose audio streams all have port 0 takes the audio away from a session
+    /// that goes on (RFC 3264 §8.2): it is answered with port 0 for each, and the media is
+    /// what it was, with no address to send to and direction inactive, until an offer
+    /// enables audio again.
     fn answer_in_dialog(
         &mut self,
         handle: CallHandle,
         msg: &Message,
-    ) -> Result<Option<(Negotiated, Vec<u8>)>, Verdict> {
+    ) -> Result<Option<(Agreed, Vec<u8>)>, Verdict> {
         let body = sdp_body(msg)?;
         if body.is_empty() {
             return Ok(None);
@@ -965,10 +971,38 @@ impl Endpoint {
             Ok((media, body)) => {
                 *local = next;
                 call.layout = sdp::Layout::of_answer(&offer);
-                Ok(Some((media, body)))
+                Ok(Some(((media, false), body)))
+            }
+            Err(OfferAnswerError::NoAudio) => {
+                let (Some(last), Ok(body)) = (&call.media, sdp::answer_disabled(&offer, &next))
+                else {
+                    return Err(Verdict::Respond(488, "Not Acceptable Here".into()));
+                };
+                let media = Negotiated {
+                    remote_rtp: None,
+                    remote_rtcp: None,
+                    direction: Direction::Inactive,
+                    ..last.clone()
+                };
+                *local = next;
+                call.layout = call.layout.of_disabled(&offer);
+                Ok(Some(((media, true), body)))
             }
             Err(_) => Err(Verdict::Respond(488, "Not Acceptable Here".into())),
         }
+    }
+
+    /// Tells the application the media agreed for `handle`, and keeps it unless `disabled`
+    /// (then it is the kept one, without its addresses).
+    fn media_agreed(&mut self, handle: CallHandle, media: Negotiated, disabled: bool) {
+        if !disabled && let Some(call) = self.calls.get_mut(&handle) {
+            call.media = Some(media.clone());
+        }
+        self.events.push_back(Event::Media {
+            call: handle,
+            media,
+            disabled,
+        });
     }
 
     fn handle_reinvite(&mut self, req: &Req<'_>, key: String) {
@@ -1068,11 +1102,8 @@ impl Endpoint {
                 });
             }
             self.arm(TimerRef::Call(handle));
-            if let Some(media) = media {
-                self.events.push_back(Event::Media {
-                    call: handle,
-                    media,
-                });
+            if let Some((media, disabled)) = media {
+                self.media_agreed(handle, media, disabled);
             }
         }
     }
@@ -1162,7 +1193,7 @@ impl Endpoint {
         self.arm(TimerRef::Invite(key));
         self.arm(TimerRef::Call(call));
         if let Some(media) = media {
-            self.events.push_back(Event::Media { call, media });
+            self.media_agreed(call, media, false);
         }
         Ok(())
     }
@@ -1945,6 +1976,125 @@ mod tests {
             (7, 98),
             "seven kept and answered, the rest refused"
         );
+    }
+
+    /// RFC 3264 §8.2: a re-INVITE or UPDATE whose offer disables the audio stream (port 0)
+    /// is answered 200 with port 0 in its place, and the media goes on without an address
+    /// (inactive, the codec kept) rather than the offer being refused with 488; a later
+    /// offer with a port, or an offer of ours, enables the audio again at our port. A first
+    /// INVITE disabling its only stream still gets 488: there is no session to keep.
+    #[test]
+    fn an_offer_disabling_the_audio_in_a_call_is_answered_with_port_zero() {
+        let mut ep = endpoint();
+        let caller: SocketAddr = CALLER.parse().unwrap();
+        let now = Instant::now();
+        let disabled = OFFER.replace("m=audio 4000", "m=audio 0");
+        let answer_to = |ep: &mut Endpoint, request: Vec<u8>| {
+            ep.handle_datagram(now, caller, request);
+            let sent: Vec<Message> = std::iter::from_fn(|| ep.poll_transmit())
+                .map(|t| Message::parse_datagram(t.payload).unwrap())
+                .collect();
+            let answer = sent.last().expect("an answer").clone();
+            let body = String::from_utf8(answer.body().to_vec()).unwrap();
+            let media: Vec<(Negotiated, bool)> = std::iter::from_fn(|| ep.poll_event())
+                .filter_map(|e| match e {
+                    Event::Media {
+                        media, disabled, ..
+                    } => Some((media, disabled)),
+                    _ => None,
+                })
+                .collect();
+            (answer.status(), body, media)
+        };
+        let m_lines = |body: &str| -> Vec<String> {
+            body.lines()
+                .filter(|l| l.starts_with("m="))
+                .map(str::to_owned)
+                .collect()
+        };
+        let version = |body: &str| {
+            body.lines()
+                .find_map(|l| l.strip_prefix("o=vportal "))
+                .and_then(|o| o.split(' ').nth(1))
+                .map(str::to_owned)
+        };
+
+        let first = request_in("port0-first", "INVITE", "f1", 1, None, &disabled);
+        let (status, _, _) = answer_to(&mut ep, first);
+        assert_eq!(status, Some(488), "a first INVITE without usable audio");
+
+        let tag = answered_call(&mut ep, now, "port0", 1);
+        while ep.poll_transmit().is_some() {}
+        let agreed = std::iter::from_fn(|| ep.poll_event())
+            .find_map(|e| match e {
+                Event::Media { media, .. } => Some(media),
+                _ => None,
+            })
+            .expect("media agreed");
+
+        let reinvite = request_in("port0", "INVITE", "r2", 2, Some(&tag), &disabled);
+        let (status, body, media) = answer_to(&mut ep, reinvite);
+        assert_eq!(status, Some(200), "not 488: {body}");
+        assert_eq!(m_lines(&body), ["m=audio 0 RTP/AVP 0"], "{body}");
+        assert_eq!(
+            version(&body).as_deref(),
+            Some("2"),
+            "a changed SDP: {body}"
+        );
+        let off = Negotiated {
+            remote_rtp: None,
+            remote_rtcp: None,
+            direction: Direction::Inactive,
+            ..agreed.clone()
+        };
+        assert_eq!(media, [(off.clone(), true)]);
+        ep.handle_datagram(
+            now,
+            caller,
+            request_in("port0", "ACK", "a2", 2, Some(&tag), ""),
+        );
+
+        // An UPDATE disabling it again: the same answer, one version on.
+        let update = request_in("port0", "UPDATE", "u3", 3, Some(&tag), &disabled);
+        let (status, body, media) = answer_to(&mut ep, update);
+        assert_eq!(status, Some(200), "{body}");
+        assert_eq!(m_lines(&body), ["m=audio 0 RTP/AVP 0"], "{body}");
+        assert_eq!(version(&body).as_deref(), Some("3"), "{body}");
+        assert_eq!(media, [(off, true)]);
+
+        // Enabled again, at another port: our port again, media to the new address.
+        let moved = OFFER.replace("m=audio 4000", "m=audio 4002");
+        let reinvite = request_in("port0", "INVITE", "r4", 4, Some(&tag), &moved);
+        let (status, body, media) = answer_to(&mut ep, reinvite);
+        assert_eq!(status, Some(200), "{body}");
+        assert_eq!(m_lines(&body), ["m=audio 10000 RTP/AVP 0"], "{body}");
+        assert_eq!(version(&body).as_deref(), Some("4"), "{body}");
+        let back = Negotiated {
+            remote_rtp: Some("127.0.0.1:4002".parse().unwrap()),
+            remote_rtcp: Some("127.0.0.1:4003".parse().unwrap()),
+            ..agreed
+        };
+        assert_eq!(media, [(back, false)]);
+        ep.handle_datagram(
+            now,
+            caller,
+            request_in("port0", "ACK", "a4", 4, Some(&tag), ""),
+        );
+
+        // Disabled, then a re-INVITE without SDP: our offer enables the audio again.
+        let reinvite = request_in("port0", "INVITE", "r5", 5, Some(&tag), &disabled);
+        let (status, _, _) = answer_to(&mut ep, reinvite);
+        assert_eq!(status, Some(200));
+        ep.handle_datagram(
+            now,
+            caller,
+            request_in("port0", "ACK", "a5", 5, Some(&tag), ""),
+        );
+        let reinvite = request_in("port0", "INVITE", "r6", 6, Some(&tag), "");
+        let (status, body, _) = answer_to(&mut ep, reinvite);
+        assert_eq!(status, Some(200));
+        assert_eq!(m_lines(&body), ["m=audio 10000 RTP/AVP 0 8 101"], "{body}");
+        assert_eq!(ep.active_calls(), 1);
     }
 
     /// A late offer whose answer, in the ACK, cannot be used ends the call; the call is no
