@@ -70,6 +70,18 @@ type Kept = (CallHandle, usize);
 /// The media an offer in a dialog agreed, and whether it disabled the audio stream.
 type Agreed = (Negotiated, bool);
 
+/// The media `last` agreed, once the audio stream is disabled (port 0): no address to send
+/// RTP or RTCP to, and inactive. Codec, payload types and ptime stay as they were, so that
+/// what listens for keys is kept, as through a hold.
+fn without_audio(last: &Negotiated) -> Negotiated {
+    Negotiated {
+        remote_rtp: None,
+        remote_rtcp: None,
+        direction: Direction::Inactive,
+        ..last.clone()
+    }
+}
+
 /// What an INVITE server transaction is for.
 #[derive(Debug, Clone, Copy)]
 enum InviteOf {
@@ -679,8 +691,17 @@ impl Endpoint {
                 local.map_or(Ok(()), |ip| media.check_reachable(ip, source_of.ip()))?;
                 Ok::<_, OfferAnswerError>(media)
             });
+            // An answer with port 0 refuses the audio our offer enabled (RFC 3264 §6). In a
+            // call (media was agreed before) that leaves the audio disabled, as an offer
+            // disabling it does; a call's first answer must give it audio.
+            let media = match (media, &call.media) {
+                (Some(Err(OfferAnswerError::AudioRejected)), Some(last)) => {
+                    Some(Ok((without_audio(last), true)))
+                }
+                (media, _) => media.map(|m| m.map(|m| (m, false))),
+            };
             match media {
-                Some(Ok(media)) => self.media_agreed(handle, media, false),
+                Some(Ok((media, disabled))) => self.media_agreed(handle, media, disabled),
                 _ => {
                     // No longer pending: the call is confirmed, if only to be ended.
                     if first {
@@ -978,12 +999,7 @@ impl Endpoint {
                 else {
                     return Err(Verdict::Respond(488, "Not Acceptable Here".into()));
                 };
-                let media = Negotiated {
-                    remote_rtp: None,
-                    remote_rtcp: None,
-                    direction: Direction::Inactive,
-                    ..last.clone()
-                };
+                let media = without_audio(last);
                 *local = next;
                 call.layout = call.layout.of_disabled(&offer);
                 Ok(Some(((media, true), body)))
@@ -2094,6 +2110,69 @@ mod tests {
         let (status, body, _) = answer_to(&mut ep, reinvite);
         assert_eq!(status, Some(200));
         assert_eq!(m_lines(&body), ["m=audio 10000 RTP/AVP 0 8 101"], "{body}");
+        assert_eq!(ep.active_calls(), 1);
+    }
+
+    /// An answer in the ACK that refuses, with port 0, the audio our offer in a re-INVITE
+    /// enabled leaves the call up without audio, as an offer disabling it does; the answer
+    /// to the offer in a call's first 200 must give it audio, or the call ends.
+    #[test]
+    fn an_answer_refusing_the_audio_of_our_reoffer_leaves_the_call_up_without_it() {
+        let mut ep = endpoint();
+        let caller: SocketAddr = CALLER.parse().unwrap();
+        let now = Instant::now();
+        let refused = OFFER.replace("m=audio 4000", "m=audio 0");
+        let tag = answered_call(&mut ep, now, "refuse", 1);
+        ep.handle_datagram(
+            now,
+            caller,
+            request_in("refuse", "INVITE", "r2", 2, Some(&tag), ""),
+        );
+        ep.handle_datagram(
+            now,
+            caller,
+            request_in("refuse", "ACK", "a2", 2, Some(&tag), &refused),
+        );
+        let sent: Vec<Vec<u8>> = std::iter::from_fn(|| ep.poll_transmit())
+            .map(|t| t.payload)
+            .collect();
+        assert!(
+            !sent.iter().any(|m| m.starts_with(b"BYE ")),
+            "the call was ended"
+        );
+        assert_eq!(ep.active_calls(), 1);
+        let last = std::iter::from_fn(|| ep.poll_event())
+            .filter_map(|e| match e {
+                Event::Media {
+                    media, disabled, ..
+                } => Some((media, disabled)),
+                _ => None,
+            })
+            .last();
+        assert!(
+            matches!(&last, Some((m, true)) if m.remote_rtp.is_none() && m.direction == Direction::Inactive),
+            "{last:?}"
+        );
+
+        // A first INVITE without SDP, answered in its ACK with the audio refused: BYE.
+        ep.handle_datagram(now, caller, request_in("late", "INVITE", "l1", 1, None, ""));
+        let Some(Event::IncomingCall(incoming)) =
+            std::iter::from_fn(|| ep.poll_event()).find(|e| matches!(e, Event::IncomingCall(_)))
+        else {
+            panic!("a call");
+        };
+        ep.accept(incoming.call, "127.0.0.1:10002".parse().unwrap(), now)
+            .unwrap();
+        let tag = ep.calls[&incoming.call].dialog.local_tag.clone();
+        ep.handle_datagram(
+            now,
+            caller,
+            request_in("late", "ACK", "la1", 1, Some(&tag), &refused),
+        );
+        assert!(
+            std::iter::from_fn(|| ep.poll_transmit()).any(|t| t.payload.starts_with(b"BYE ")),
+            "a first answer without audio ends the call"
+        );
         assert_eq!(ep.active_calls(), 1);
     }
 
