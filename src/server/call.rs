@@ -21,6 +21,7 @@ use crate::ivr::flow::{Action, Flow, FlowConfig};
 use crate::ivr::session::Decision;
 use crate::media::digit::{DigitEvent, KeyMerge};
 use crate::media::dtmf_info;
+use crate::media::prompts::PromptSet;
 use crate::sip::endpoint::{CallHandle, EndReason, IncomingCall};
 use crate::sip::sdp::Negotiated;
 use crate::store::{
@@ -148,6 +149,8 @@ fn caller_mailbox(route: &Route, incoming: &IncomingCall) -> Option<Extension> {
     }
 }
 
+/// A call's task: admitted (or refused), answered, driven until it ends, then accounted
+/// for.
 async fn run(
     incoming: IncomingCall,
     shared: Arc<Shared>,
@@ -155,38 +158,12 @@ async fn run(
     mut events: mpsc::UnboundedReceiver<CallEvent>,
 ) {
     let call = incoming.call;
-    let Some(route) = shared.dialplan.routes().get(incoming.route).cloned() else {
-        tracing::error!(route = incoming.route, "no such route; refusing the call");
-        let _ = commands
-            .send(Command::Reject(call, 500, "Server Internal Error"))
-            .await;
-        return;
-    };
-    let Some(prompts) = shared.prompts.get(&route.settings.language).cloned() else {
-        tracing::error!(language = %route.settings.language, "no prompts for this route's language; refusing the call");
-        let _ = commands
-            .send(Command::Reject(call, 503, "Service Unavailable"))
-            .await;
-        return;
-    };
-    let Some(rtp) = bind_rtp(&shared) else {
-        let (in_use, capacity) = shared
-            .ports
-            .lock()
-            .map(|p| (p.in_use(), p.capacity()))
-            .unwrap_or_default();
-        if in_use >= capacity {
-            tracing::warn!(
-                calls = in_use,
-                "every port of rtp.ports is in use; refusing the call (widen the range)"
-            );
-        } else {
-            tracing::warn!("no RTP port could be opened; refusing the call");
+    let (route, prompts, rtp) = match admit(&incoming, &shared) {
+        Ok(admitted) => admitted,
+        Err((code, reason)) => {
+            let _ = commands.send(Command::Reject(call, code, reason)).await;
+            return;
         }
-        let _ = commands
-            .send(Command::Reject(call, 503, "Service Unavailable"))
-            .await;
-        return;
     };
     let local = SocketAddr::new(shared.rtp_ip, rtp.lease.port);
     tracing::info!(
@@ -215,20 +192,19 @@ async fn run(
             started_at: Timestamp::now(),
         },
     );
-    let flow = Flow::new(
-        FlowConfig {
-            application: route.application,
-            settings: route.settings.clone(),
-            caller_mailbox: caller_mailbox(&route, &incoming),
-        },
-        prompts,
-    );
     let (media_tx, mut media_rx) = mpsc::unbounded_channel();
     let mut task = CallTask {
         call,
         shared,
         commands,
-        flow,
+        flow: Flow::new(
+            FlowConfig {
+                application: route.application,
+                settings: route.settings.clone(),
+                caller_mailbox: caller_mailbox(&route, &incoming),
+            },
+            prompts,
+        ),
         keys: KeyMerge::default(),
         events_agreed: None,
         session_rule: route.settings.session,
@@ -246,48 +222,43 @@ async fn run(
         published: ("starting", false),
     };
     let mut job: Option<StoreJob> = None;
-    let end = loop {
-        let deadline = task.flow.poll_timeout().map(Instant::from_std);
-        tokio::select! {
-            // The SIP events first: a hang-up that came with the check's answer ends the
-            // call before the answer is acted on (a login taking the mailbox from another
-            // call for a caller already gone).
-            biased;
-            event = events.recv() => match event {
-                Some(CallEvent::Ended(reason)) => break reason,
-                Some(event) => task.on_sip(event),
-                // The SIP task is gone: the server is stopping.
-                None => break EndReason::Shutdown,
-            },
-            Some(event) = media_rx.recv() => task.on_media(event),
-            reply = wait(&mut job) => task.on_store(reply),
-            () = sleep_until(deadline) => task.flow.handle_timeout(now()),
-        }
-        task.perform(&mut job).await;
-        task.publish_state();
-    };
+    let end = task.drive(&mut events, &mut media_rx, &mut job).await;
     // The call is over: its media, its place in the active calls and its mailbox go now.
     drop(registered);
-    // Store work in flight completes without the caller (a new PIN keyed twice is stored):
-    // its answer tells the flow what happened, so that the outcome says so too. It always
-    // answers: the hashing permits are handed out in turn, and a check takes milliseconds.
-    if job.is_some() {
-        let reply = wait(&mut job).await;
-        task.on_store(reply);
-    }
-    match end {
-        // The server-wide limit (`sip.max_call_duration`), shorter than the route's.
-        EndReason::MaxDuration => task.flow.handle_time_limit(),
-        EndReason::Shutdown => task.flow.handle_shutdown(),
-        _ => {}
-    }
-    task.flow.handle_hangup();
-    let outcome = task.flow.outcome();
-    metrics::counter!("vportal_calls_total", "outcome" => outcome.as_str()).increment(1);
-    match task.flow.logged_in() {
-        Some(mailbox) => tracing::info!(reason = ?end, %outcome, %mailbox, "call ended"),
-        None => tracing::info!(reason = ?end, %outcome, "call ended"),
-    }
+    task.finish(end, &mut job).await;
+}
+
+/// What a new call needs before it is answered: its route, the prompts in the route's
+/// language and an RTP port; else the response that refuses it.
+fn admit(
+    incoming: &IncomingCall,
+    shared: &Arc<Shared>,
+) -> Result<(Route, Arc<PromptSet>, RtpPort), (u16, &'static str)> {
+    let Some(route) = shared.dialplan.routes().get(incoming.route).cloned() else {
+        tracing::error!(route = incoming.route, "no such route; refusing the call");
+        return Err((500, "Server Internal Error"));
+    };
+    let Some(prompts) = shared.prompts.get(&route.settings.language).cloned() else {
+        tracing::error!(language = %route.settings.language, "no prompts for this route's language; refusing the call");
+        return Err((503, "Service Unavailable"));
+    };
+    let Some(rtp) = bind_rtp(shared) else {
+        let (in_use, capacity) = shared
+            .ports
+            .lock()
+            .map(|p| (p.in_use(), p.capacity()))
+            .unwrap_or_default();
+        if in_use >= capacity {
+            tracing::warn!(
+                calls = in_use,
+                "every port of rtp.ports is in use; refusing the call (widen the range)"
+            );
+        } else {
+            tracing::warn!("no RTP port could be opened; refusing the call");
+        }
+        return Err((503, "Service Unavailable"));
+    };
+    Ok((route, prompts, rtp))
 }
 
 /// What a call holds outside its task: its entry in the active calls, its media stream
@@ -356,6 +327,61 @@ struct CallTask {
 }
 
 impl CallTask {
+    /// Runs the call until it ends: SIP events, media events, store replies and the flow's
+    /// timers, each acted on as it comes.
+    async fn drive(
+        &mut self,
+        events: &mut mpsc::UnboundedReceiver<CallEvent>,
+        media: &mut mpsc::UnboundedReceiver<MediaEvent>,
+        job: &mut Option<StoreJob>,
+    ) -> EndReason {
+        loop {
+            let deadline = self.flow.poll_timeout().map(Instant::from_std);
+            tokio::select! {
+                // The SIP events first: a hang-up that came with the check's answer ends the
+                // call before the answer is acted on (a login taking the mailbox from another
+                // call for a caller already gone).
+                biased;
+                event = events.recv() => match event {
+                    Some(CallEvent::Ended(reason)) => return reason,
+                    Some(event) => self.on_sip(event),
+                    // The SIP task is gone: the server is stopping.
+                    None => return EndReason::Shutdown,
+                },
+                Some(event) = media.recv() => self.on_media(event),
+                reply = wait(job) => self.on_store(reply),
+                () = sleep_until(deadline) => self.flow.handle_timeout(now()),
+            }
+            self.perform(job).await;
+            self.publish_state();
+        }
+    }
+
+    /// Accounts for a call that ended for `end`: its outcome counted and logged.
+    async fn finish(&mut self, end: EndReason, job: &mut Option<StoreJob>) {
+        // Store work in flight completes without the caller (a new PIN keyed twice is
+        // stored): its answer tells the flow what happened, so that the outcome says so
+        // too. It always answers: the hashing permits are handed out in turn, and a check
+        // takes milliseconds.
+        if job.is_some() {
+            let reply = wait(job).await;
+            self.on_store(reply);
+        }
+        match end {
+            // The server-wide limit (`sip.max_call_duration`), shorter than the route's.
+            EndReason::MaxDuration => self.flow.handle_time_limit(),
+            EndReason::Shutdown => self.flow.handle_shutdown(),
+            _ => {}
+        }
+        self.flow.handle_hangup();
+        let outcome = self.flow.outcome();
+        metrics::counter!("vportal_calls_total", "outcome" => outcome.as_str()).increment(1);
+        match self.flow.logged_in() {
+            Some(mailbox) => tracing::info!(reason = ?end, %outcome, %mailbox, "call ended"),
+            None => tracing::info!(reason = ?end, %outcome, "call ended"),
+        }
+    }
+
     fn on_sip(&mut self, event: CallEvent) {
         match event {
             CallEvent::Media { media, disabled } => {
