@@ -424,71 +424,21 @@ impl Endpoint {
         let Some(route) = request_user.as_deref().and_then(|u| self.router.route(u)) else {
             return self.reply(req, 404, "Not Found");
         };
-        // `max_calls` counts calls in progress; calls still retransmitting their BYE are
-        // bounded too (they are SIP state only), at as many again.
-        let limit = self.cfg.max_pending_per_source;
-        if self.shutting_down
-            || self.active_calls() >= self.cfg.max_calls
-            || self.calls.len() >= self.cfg.max_calls.saturating_mul(2)
-            || (limit > 0
-                && self
-                    .pending_from
-                    .get(&client_key(source.ip()))
-                    .is_some_and(|&n| n >= limit))
-        {
+        if self.over_capacity(source) {
             return self.respond_stateless(msg, source, flow, 503, "Service Unavailable", |_| {});
         }
         let offer = match self.read_offer(msg, source) {
             Ok(offer) => offer,
             Err(verdict) => return self.respond_verdict(msg, source, flow, verdict),
         };
-        // The dialog's remote target: Contact, or From for an RFC 2543 caller without one.
-        let contact = match msg.list(HeaderName::Contact).next() {
-            Some(c) => match NameAddr::parse(c, HeaderName::Contact) {
-                Ok(n) => n.uri.to_owned(),
-                Err(e) => {
-                    return self.reply(req, 400, &e.to_string());
-                }
-            },
-            None => core.from.uri.to_owned(),
+        let dialog = match self.new_dialog(req) {
+            Ok(dialog) => dialog,
+            Err(reason) => return self.reply(req, 400, &reason),
         };
-        let mut route_set = Vec::new();
-        for value in msg.list(HeaderName::RecordRoute) {
-            match NameAddr::parse(value, HeaderName::RecordRoute) {
-                Ok(n) => route_set.push(n),
-                Err(e) => {
-                    return self.reply(req, 400, &e.to_string());
-                }
-            }
-        }
-        let route_set = dialog::uris(route_set.into_iter());
         let asserted_user = msg
             .list(HeaderName::PAssertedIdentity)
             .filter_map(|v| NameAddr::parse(v, HeaderName::PAssertedIdentity).ok())
             .find_map(|n| user_of(n.uri));
-        let local_tag = self.random_token();
-        let to_value = msg.values(HeaderName::To).next().unwrap_or("");
-        let dialog = Dialog {
-            call_id: core.call_id.to_owned(),
-            local_tag: local_tag.clone(),
-            remote_tag: core.from.tag().unwrap_or("").to_owned(),
-            local_party: format!("{to_value};tag={local_tag}"),
-            remote_party: msg.values(HeaderName::From).next().unwrap_or("").to_owned(),
-            remote_target: contact,
-            route_set,
-            remote_cseq: core.cseq.seq,
-            local_cseq: 0,
-            // Over UDP our requests go back to where the INVITE came from (symmetric, NAT
-            // friendly). Over TCP they go on the INVITE's connection; should it have closed,
-            // a new one is opened to this address, which must be a port the caller listens
-            // on: the Via's, as for responses (§18.2.2), never the closed connection's
-            // ephemeral source port.
-            flow: if flow.is_reliable() {
-                flow
-            } else {
-                Flow::new(flow.transport, source)
-            },
-        };
         let handle = CallHandle(self.next_call);
         self.next_call += 1;
         // 100 Trying at once (§17.2.1), then the application decides.
@@ -539,6 +489,64 @@ impl Endpoint {
             transport: flow.transport,
             has_offer,
         }));
+    }
+
+    /// Whether a new call from `source` is to be refused: the server is stopping, or holds
+    /// as many calls as it may, or `source` has as many calls not yet answered as it may.
+    /// `max_calls` counts calls in progress; calls still retransmitting their BYE are
+    /// bounded too (they are SIP state only), at as many again.
+    fn over_capacity(&self, source: SocketAddr) -> bool {
+        let limit = self.cfg.max_pending_per_source;
+        self.shutting_down
+            || self.active_calls() >= self.cfg.max_calls
+            || self.calls.len() >= self.cfg.max_calls.saturating_mul(2)
+            || (limit > 0
+                && self
+                    .pending_from
+                    .get(&client_key(source.ip()))
+                    .is_some_and(|&n| n >= limit))
+    }
+
+    /// The dialog a new INVITE makes (§12.1.1), with a fresh local tag; or why its Contact
+    /// or Record-Route cannot be read.
+    fn new_dialog(&mut self, req: &Req<'_>) -> Result<Dialog, String> {
+        let (msg, source, flow, core) = (req.msg, req.source, req.flow, &req.core);
+        // The remote target: Contact, or From for an RFC 2543 caller without one.
+        let remote_target = match msg.list(HeaderName::Contact).next() {
+            Some(c) => NameAddr::parse(c, HeaderName::Contact)
+                .map_err(|e| e.to_string())?
+                .uri
+                .to_owned(),
+            None => core.from.uri.to_owned(),
+        };
+        let route_set = msg
+            .list(HeaderName::RecordRoute)
+            .map(|value| NameAddr::parse(value, HeaderName::RecordRoute))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let local_tag = self.random_token();
+        let to_value = msg.values(HeaderName::To).next().unwrap_or("");
+        Ok(Dialog {
+            call_id: core.call_id.to_owned(),
+            local_party: format!("{to_value};tag={local_tag}"),
+            local_tag,
+            remote_tag: core.from.tag().unwrap_or("").to_owned(),
+            remote_party: msg.values(HeaderName::From).next().unwrap_or("").to_owned(),
+            remote_target,
+            route_set: dialog::uris(route_set.into_iter()),
+            remote_cseq: core.cseq.seq,
+            local_cseq: 0,
+            // Over UDP our requests go back to where the INVITE came from (symmetric, NAT
+            // friendly). Over TCP they go on the INVITE's connection; should it have closed,
+            // a new one is opened to this address, which must be a port the caller listens
+            // on: the Via's, as for responses (§18.2.2), never the closed connection's
+            // ephemeral source port.
+            flow: if flow.is_reliable() {
+                flow
+            } else {
+                Flow::new(flow.transport, source)
+            },
+        })
     }
 
     /// The INVITE's SDP offer, if it has a body; checks it can be answered at all.
