@@ -36,6 +36,46 @@ impl TimerConfig {
     }
 }
 
+/// A retransmission timer: Timer G and Timer E here, the 2xx's of §13.3.1.4 in the
+/// endpoint. Due T1 after it starts, then after an interval that doubles up to T2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RetransmitTimer {
+    due: Instant,
+    interval: Duration,
+}
+
+impl RetransmitTimer {
+    /// Started at `now`: first due at `now + T1`.
+    pub(crate) fn start(now: Instant, timers: &TimerConfig) -> Self {
+        Self {
+            due: now + timers.t1,
+            interval: timers.t1,
+        }
+    }
+
+    /// When it is next due.
+    pub(crate) fn due(&self) -> Instant {
+        self.due
+    }
+
+    /// Whether it is due at `now`, to send again; if so, it is due again after twice the
+    /// last interval, at most T2.
+    pub(crate) fn fire(&mut self, now: Instant, timers: &TimerConfig) -> bool {
+        self.fire_then(now, (self.interval * 2).min(timers.t2))
+    }
+
+    /// [`RetransmitTimer::fire`], due again `interval` later instead (Timer E once a
+    /// provisional response came: every T2).
+    pub(crate) fn fire_then(&mut self, now: Instant, interval: Duration) -> bool {
+        if now < self.due {
+            return false;
+        }
+        self.interval = interval;
+        self.due = now + interval;
+        true
+    }
+}
+
 /// What a transaction asks of the endpoint after a timer fired.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TxAction {
@@ -71,7 +111,7 @@ pub(crate) struct InviteServerTx {
     /// The last response sent, for answering retransmitted INVITEs.
     pub(crate) last_response: Option<Vec<u8>>,
     timers: TimerConfig,
-    timer_g: Option<(Instant, Duration)>,
+    timer_g: Option<RetransmitTimer>,
     timer_h: Option<Instant>,
     timer_i: Option<Instant>,
     timer_l: Option<Instant>,
@@ -109,7 +149,7 @@ impl InviteServerTx {
             _ => {
                 self.state = InviteServerState::Completed;
                 if !self.flow.is_reliable() {
-                    self.timer_g = Some((now + self.timers.t1, self.timers.t1));
+                    self.timer_g = Some(RetransmitTimer::start(now, &self.timers));
                 }
                 self.timer_h = Some(now + self.timers.timeout());
             }
@@ -148,7 +188,7 @@ impl InviteServerTx {
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         [
-            self.timer_g.map(|(t, _)| t),
+            self.timer_g.as_ref().map(RetransmitTimer::due),
             self.timer_h,
             self.timer_i,
             self.timer_l,
@@ -166,15 +206,12 @@ impl InviteServerTx {
         if self.timer_i.is_some_and(|t| now >= t) || self.timer_l.is_some_and(|t| now >= t) {
             return TxAction::Terminated;
         }
-        if let Some((due, interval)) = self.timer_g
-            && now >= due
+        // Timer G doubles up to T2 (§17.2.1).
+        if let Some(g) = &mut self.timer_g
+            && g.fire(now, &self.timers)
+            && let Some(bytes) = &self.last_response
         {
-            // Timer G doubles up to T2 (§17.2.1).
-            let next = (interval * 2).min(self.timers.t2);
-            self.timer_g = Some((now + next, next));
-            if let Some(bytes) = &self.last_response {
-                return TxAction::Retransmit(bytes.clone());
-            }
+            return TxAction::Retransmit(bytes.clone());
         }
         TxAction::None
     }
@@ -240,7 +277,7 @@ pub(crate) struct NonInviteClientTx {
     pub(crate) flow: Flow,
     request: Vec<u8>,
     timers: TimerConfig,
-    timer_e: Option<(Instant, Duration)>,
+    timer_e: Option<RetransmitTimer>,
     timer_f: Option<Instant>,
     timer_k: Option<Instant>,
 }
@@ -248,7 +285,7 @@ pub(crate) struct NonInviteClientTx {
 impl NonInviteClientTx {
     /// Starts the transaction; the caller sends `request` once now.
     pub(crate) fn start(flow: Flow, request: Vec<u8>, now: Instant, timers: TimerConfig) -> Self {
-        let timer_e = (!flow.is_reliable()).then_some((now + timers.t1, timers.t1));
+        let timer_e = (!flow.is_reliable()).then(|| RetransmitTimer::start(now, &timers));
         Self {
             state: ClientState::Trying,
             flow,
@@ -284,10 +321,14 @@ impl NonInviteClientTx {
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        [self.timer_e.map(|(t, _)| t), self.timer_f, self.timer_k]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.timer_e.as_ref().map(RetransmitTimer::due),
+            self.timer_f,
+            self.timer_k,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub(crate) fn on_timeout(&mut self, now: Instant) -> TxAction {
@@ -298,16 +339,15 @@ impl NonInviteClientTx {
             // Timer F: no final response.
             return TxAction::TimedOut;
         }
-        if let Some((due, interval)) = self.timer_e
-            && now >= due
-        {
-            // Timer E doubles up to T2; in Proceeding it stays at T2 (§17.1.2.2).
-            let next = match self.state {
-                ClientState::Proceeding => self.timers.t2,
-                _ => (interval * 2).min(self.timers.t2),
+        // Timer E doubles up to T2; in Proceeding it stays at T2 (§17.1.2.2).
+        if let Some(e) = &mut self.timer_e {
+            let fired = match self.state {
+                ClientState::Proceeding => e.fire_then(now, self.timers.t2),
+                _ => e.fire(now, &self.timers),
             };
-            self.timer_e = Some((now + next, next));
-            return TxAction::Retransmit(self.request.clone());
+            if fired {
+                return TxAction::Retransmit(self.request.clone());
+            }
         }
         TxAction::None
     }
@@ -365,6 +405,31 @@ mod tests {
             }
         }
         (times, TxAction::None)
+    }
+
+    /// T1, then doubling to T2 and staying there; early is not due; `fire_then` sets the
+    /// next interval itself.
+    #[test]
+    fn a_retransmit_timer_doubles_up_to_t2() {
+        let timers = TimerConfig::default();
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut r = RetransmitTimer::start(t0, &timers);
+        assert_eq!(r.due(), ms(500));
+        assert!(!r.fire(ms(499), &timers));
+        assert_eq!(r.due(), ms(500));
+        let mut dues = Vec::new();
+        for _ in 0..5 {
+            assert!(r.fire(r.due(), &timers));
+            dues.push(r.due());
+        }
+        assert_eq!(
+            dues,
+            [ms(1_500), ms(3_500), ms(7_500), ms(11_500), ms(15_500)]
+        );
+        let mut e = RetransmitTimer::start(t0, &timers);
+        assert!(e.fire_then(ms(500), timers.t2));
+        assert_eq!(e.due(), ms(4_500));
     }
 
     #[test]

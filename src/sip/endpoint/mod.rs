@@ -24,7 +24,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::net::{Client, client_key};
 
@@ -37,7 +37,8 @@ use super::header::{HeaderName, NameAddr, Via};
 use super::message::{Message, Method};
 use super::sdp::{self, Direction, LocalMedia, Negotiated, OfferAnswerError, SessionDescription};
 use super::transaction::{
-    InviteServerState, InviteServerTx, NonInviteClientTx, NonInviteServerTx, TxAction,
+    InviteServerState, InviteServerTx, NonInviteClientTx, NonInviteServerTx, RetransmitTimer,
+    TxAction,
 };
 use super::uri::Host;
 
@@ -115,8 +116,8 @@ struct Pending2xx {
     cseq: u32,
     /// The key of the INVITE transaction it answers, told when the ACK comes.
     tx_key: String,
-    interval: Duration,
-    next: Instant,
+    /// Sent again until the ACK comes (§13.3.1.4).
+    retransmit: RetransmitTimer,
     give_up: Instant,
     /// Our offer is in this 2xx; the answer comes in the ACK.
     offered: bool,
@@ -148,7 +149,10 @@ struct Call {
 
 impl Call {
     fn next_deadline(&self) -> Option<Instant> {
-        let pending = self.pending_2xx.as_ref().map(|p| p.next.min(p.give_up));
+        let pending = self
+            .pending_2xx
+            .as_ref()
+            .map(|p| p.retransmit.due().min(p.give_up));
         [pending, self.max_until].into_iter().flatten().min()
     }
 }
@@ -1119,8 +1123,7 @@ impl Endpoint {
                     bytes,
                     cseq: core.cseq.seq,
                     tx_key: key,
-                    interval: self.cfg.timers.t1,
-                    next: now + self.cfg.timers.t1,
+                    retransmit: RetransmitTimer::start(now, &self.cfg.timers),
                     give_up: now + self.cfg.timers.timeout(),
                     offered,
                 });
@@ -1202,8 +1205,7 @@ impl Endpoint {
             bytes: bytes.clone(),
             cseq,
             tx_key: c.invite_key.clone(),
-            interval: self.cfg.timers.t1,
-            next: now + self.cfg.timers.t1,
+            retransmit: RetransmitTimer::start(now, &self.cfg.timers),
             give_up: now + self.cfg.timers.timeout(),
             offered,
         });
@@ -1445,9 +1447,7 @@ impl Endpoint {
                 self.arm(TimerRef::Call(handle));
                 return;
             }
-            if now >= p.next {
-                p.interval = (p.interval * 2).min(self.cfg.timers.t2);
-                p.next = now + p.interval;
+            if p.retransmit.fire(now, &self.cfg.timers) {
                 let (flow, bytes) = (call.dialog.flow, p.bytes.clone());
                 // The 2xx goes where responses go: the flow of the INVITE (or re-INVITE)
                 // transaction it answers.
@@ -1696,6 +1696,7 @@ fn what_is_understood(b: &mut MessageBuilder, code: u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const CALLER: &str = "127.0.0.1:5062";
 
