@@ -582,8 +582,8 @@ pub fn answer(
     Ok((negotiated, out.into_bytes()))
 }
 
-/// Answers an offer in a dialog that disables the audio: it has audio streams, and every one
-/// has port 0 (RFC 3264 §8.2). That is no offer to refuse: "a stream that is offered with a
+/// Answers an offer in a dialog that disables the audio: it has audio streams, and every
+/// stream has port 0 (RFC 3264 §8.2). That is no offer to refuse: "a stream that is offered with a
 /// port of zero MUST be marked with port zero in the answer", so every stream is answered
 /// rejected, in its place, and the session goes on without media until an offer enables
 /// audio again. (In a call's first INVITE there is no session to keep: [`answer`]'s
@@ -592,7 +592,7 @@ pub fn answer(
 ///
 /// # Errors
 /// [`OfferAnswerError::NoAudio`] when the offer has no audio stream, or an active one
-/// (which [`answer`] answers).
+/// (which [`answer`] answers), or another active stream (a switch to T.38 fax: refused).
 pub fn answer_disabled(
     offer: &SessionDescription,
     local: &LocalMedia,
@@ -608,10 +608,12 @@ pub fn answer_disabled(
     Ok(out.into_bytes())
 }
 
-/// Whether `offer` has audio streams and all of them are disabled (port 0).
+/// Whether `offer` has audio streams and every stream, audio or not, is disabled (port 0).
+/// An offer that disables the audio for another stream (T.38 fax's `m=image`, video) is no
+/// offer to go on without media: it is refused as before (488), which keeps the session as
+/// it was (RFC 3261 §14.2), audio included, rather than leaving the call with none.
 fn disables_audio(offer: &SessionDescription) -> bool {
-    let mut audio = offer.media.iter().filter(|m| m.is_audio()).peekable();
-    audio.peek().is_some() && audio.all(|m| m.port == 0)
+    offer.media.iter().any(MediaDescription::is_audio) && offer.media.iter().all(|m| m.port == 0)
 }
 
 /// RFC 3264 §6: a rejected stream keeps its place, with port 0 and (as the grammar needs at
@@ -1819,11 +1821,18 @@ mod tests {
         let ours = String::from_utf8(answer_disabled(&bare, &local4()).unwrap()).unwrap();
         assert!(ours.ends_with("t=0 0\r\nm=audio 0 RTP/AVP 0\r\n"), "{ours}");
 
-        // Not for an offer with audio to answer, nor one without audio.
+        // Not for an offer with audio to answer, nor one without audio, nor one that
+        // switches the audio for another stream (T.38 fax: refused, the audio kept).
         for lines in [
             &["v=0", "c=IN IP4 192.0.2.1", "m=audio 4000 RTP/AVP 0"][..],
             &["v=0", "c=IN IP4 192.0.2.1", "m=video 0 RTP/AVP 31"],
             &["v=0", "c=IN IP4 192.0.2.1"],
+            &[
+                "v=0",
+                "c=IN IP4 192.0.2.1",
+                "m=audio 0 RTP/AVP 0",
+                "m=image 4010 udptl t38",
+            ],
         ] {
             let offer = parse(&sdp(lines)).unwrap();
             assert_eq!(
