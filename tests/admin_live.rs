@@ -335,7 +335,9 @@ fn a_database_replaced_under_the_server_is_refused_not_written() {
     let mut server = ServerProcess::start(&w, "47720-47729", &[]);
     let admin = server.admin.expect("the admin side-port");
     let user = || http::request(admin, "GET", "/api/v1/users/1001", Some(&token), None);
+    let health = || http::request(admin, "GET", "/healthz", None, None);
     assert_eq!(user().status, 200);
+    assert_eq!(health().status, 200);
     w.run(&["backup", "copy.db"]).ok();
     std::fs::rename(w.path().join("copy.db"), w.db()).unwrap();
     let read = user();
@@ -350,6 +352,15 @@ fn a_database_replaced_under_the_server_is_refused_not_written() {
         &json!({}),
     );
     assert_eq!(reset.status, 503, "{}", reset.body);
+    // Liveness says so: a supervisor probing it restarts the server.
+    let health = health();
+    assert_eq!(health.status, 503, "{}", health.body);
+    assert_eq!(health.json()["error"]["code"], "unavailable");
+    assert!(
+        health.body.contains("replaced or removed"),
+        "{}",
+        health.body
+    );
     assert_eq!(server.child.try_wait().unwrap(), None, "{}", server.log());
     server.expect_log(
         "the database file was replaced or removed while in use",

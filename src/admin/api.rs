@@ -1,6 +1,5 @@
 //! The routes and their handlers.
 
-use crate::store::Ttl;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -21,7 +20,7 @@ use super::error::{ApiError, body_rejection};
 use super::{AdminState, MAX_CSV_BODY, MAX_JSON_BODY};
 use crate::store::{
     AuditQuery, Event, Extension, ImportMode, ImportOutcome, Issued, MAX_EXTENSION_LEN, NewUser,
-    Passcode, PasscodeSpec, Selection, Store, StoreError, UserFilter,
+    Passcode, PasscodeSpec, Selection, Store, StoreError, Ttl, UserFilter,
 };
 use crate::time::Timestamp;
 
@@ -295,8 +294,21 @@ fn undelivered() {
 // ---------------------------------------------------------------------------------------
 // Health, metrics, the API description.
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+/// Liveness: `ok`, unless the database file was replaced or removed under the server.
+/// Every login and request then fails until a restart opens the file there now, so a
+/// supervisor probing this is to restart it.
+async fn healthz(State(state): State<Shared>) -> Response {
+    match state.store.check_file() {
+        Ok(()) => Json(json!({ "status": "ok" })).into_response(),
+        // Not through ApiError's From: a probe every few seconds is not a store error to
+        // log and count each time (the store logged the replacement once).
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )
+        .into_response(),
+    }
 }
 
 async fn metrics(State(state): State<Shared>) -> Response {

@@ -245,7 +245,7 @@ impl OpenedFile {
     fn new(path: &Path) -> Self {
         Self {
             path: path.to_owned(),
-            id: file_id(path),
+            id: std::fs::metadata(path).ok().as_ref().and_then(metadata_id),
             reported: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -259,8 +259,12 @@ impl OpenedFile {
         let Some(id) = self.id else {
             return Ok(());
         };
-        if file_id(&self.path) == Some(id) {
-            return Ok(());
+        match std::fs::metadata(&self.path) {
+            Ok(now) if metadata_id(&now) == Some(id) => return Ok(()),
+            // Neither gone nor another file, as far as can be told (a permission or I/O
+            // error): SQLite reports its own errors, if any.
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Ok(()),
+            _ => {}
         }
         if !self
             .reported
@@ -277,15 +281,15 @@ impl OpenedFile {
 }
 
 /// A file's device and inode.
-fn file_id(path: &Path) -> Option<(u64, u64)> {
+fn metadata_id(metadata: &std::fs::Metadata) -> Option<(u64, u64)> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+        Some((metadata.dev(), metadata.ino()))
     }
     #[cfg(not(unix))]
     {
-        let _ = path;
+        let _ = metadata;
         None
     }
 }
@@ -505,8 +509,13 @@ impl Store {
         &self.hasher
     }
 
-    /// See [`OpenedFile::check`].
-    fn check_file(&self) -> Result<()> {
+    /// Whether the database file this store opened is still the one at its path: not
+    /// replaced (a backup restored over it) or removed, which only opening it afresh mends.
+    /// The admin side-port's liveness answer (`/healthz`).
+    ///
+    /// # Errors
+    /// [`Unavailable::Replaced`].
+    pub fn check_file(&self) -> Result<()> {
         self.file.as_ref().map_or(Ok(()), OpenedFile::check)
     }
 
@@ -534,7 +543,11 @@ impl Store {
         let asked = std::time::Instant::now();
         let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         let wait = self.busy_timeout.saturating_sub(asked.elapsed());
-        Self::transaction(&mut conn, wait, f)
+        let value = Self::transaction(&mut conn, wait, f)?;
+        // Replaced while this write waited for the lock or ran: it went to the old file, and
+        // is not to be reported as stored.
+        self.check_file()?;
+        Ok(value)
     }
 
     /// Bookkeeping that may be skipped: [`Store::write`] if this process is writing nothing
@@ -851,6 +864,20 @@ mod tests {
         drop(s);
         let reopened = Store::open(&path, pepper(), false, 1).unwrap();
         assert!(reopened.user(&ext("1001"), T0).unwrap().is_some());
+        // Replaced while a write waited or ran: it went to the old file, so it is not
+        // reported as stored.
+        reopened.backup(&copy).unwrap();
+        let during = reopened.write(|_| {
+            std::fs::rename(&copy, &path).unwrap();
+            Ok(())
+        });
+        assert!(matches!(
+            during,
+            Err(StoreError::Unavailable(Unavailable::Replaced))
+        ));
+        drop(reopened);
+        let reopened = Store::open(&path, pepper(), false, 1).unwrap();
+        assert!(reopened.check_file().is_ok());
         // Removed: the same.
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(
