@@ -1296,7 +1296,7 @@ fn a_secret_sent_to_dev_null_or_a_closed_stdout_is_warned_about() {
 #[test]
 fn a_secret_written_to_a_file_others_can_read_is_warned_about() {
     use std::os::unix::fs::PermissionsExt;
-    const WARNING: &str = "others can read (mode 644)";
+    const WARNING: &str = "its group or others can read (mode 644)";
     let w = Workdir::new();
     let into = |name: &str, mode: u32, args: &[&str]| {
         let path = w.path().join(name);

@@ -23,7 +23,8 @@ static SECRETS_DUE: AtomicBool = AtomicBool::new(false);
 ///
 /// So does standard output that is a file others may read: `vportal init > token.txt`
 /// makes it with the shell's umask, typically 644, and the secret then sits in a file any
-/// local user can read. The file is the operator's to chmod; it is not changed here.
+/// local user can read; or a file another user owns, who can read it whatever its mode.
+/// The file is the operator's to chmod; it is not changed here.
 pub(crate) fn secrets_follow() {
     if SECRETS_DUE.swap(true, Ordering::Relaxed) {
         return;
@@ -34,19 +35,26 @@ pub(crate) fn secrets_follow() {
              or token printed there reach nobody"
         ),
         StdoutKind::SharedFile(mode) => errln!(
-            "warning: standard output is a file others can read (mode {mode:o}): the generated \
-             passcode(s) or token written there are readable by them; chmod 600 it"
+            "warning: standard output is a file its group or others can read (mode {mode:03o}): \
+             the generated passcode(s) or token written there are readable by them; chmod 600 it"
+        ),
+        StdoutKind::OthersFile(uid) => errln!(
+            "warning: standard output is a file owned by another user (uid {uid}): the \
+             generated passcode(s) or token written there are theirs to read"
         ),
         StdoutKind::Other => {}
     }
 }
 
 /// What standard output is, as far as a secret written there is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StdoutKind {
     /// The null device.
     Null,
     /// A regular file whose group or others may read it (its permission bits).
     SharedFile(u32),
+    /// A regular file owned by another user (its owner's uid).
+    OthersFile(u32),
     /// Anything else: a terminal, a pipe, a file only its owner reads.
     Other,
 }
@@ -61,16 +69,26 @@ fn stdout_kind() -> StdoutKind {
     let Ok(out) = std::fs::File::from(fd).metadata() else {
         return StdoutKind::Other;
     };
-    let mode = out.mode() & 0o777;
-    if out.file_type().is_file() && mode & 0o044 != 0 {
-        return StdoutKind::SharedFile(mode);
-    }
     // The device itself, wherever its node is (a container's or chroot's own /dev).
-    let null = std::fs::metadata("/dev/null");
-    match null {
-        Ok(null) if out.file_type().is_char_device() && out.rdev() == null.rdev() => {
-            StdoutKind::Null
-        }
+    let null = std::fs::metadata("/dev/null")
+        .is_ok_and(|null| out.file_type().is_char_device() && out.rdev() == null.rdev());
+    // Who this process is: the owner of its /proc entry (Linux); elsewhere not checked.
+    let me = std::fs::metadata("/proc/self").ok().map(|m| m.uid());
+    let file = out
+        .file_type()
+        .is_file()
+        .then(|| (out.mode() & 0o777, out.uid()));
+    classify(null, file, me)
+}
+
+/// What standard output is: the null device, or a regular file with its permission bits
+/// and owner, or neither; `me` is this process's user, when known.
+#[cfg(unix)]
+fn classify(null: bool, file: Option<(u32, u32)>, me: Option<u32>) -> StdoutKind {
+    match file {
+        _ if null => StdoutKind::Null,
+        Some((mode, _)) if mode & 0o044 != 0 => StdoutKind::SharedFile(mode),
+        Some((_, owner)) if me.is_some_and(|me| me != owner) => StdoutKind::OthersFile(owner),
         _ => StdoutKind::Other,
     }
 }
@@ -228,5 +246,34 @@ mod tests {
             fields(&[("a", "1".into()), ("bbb", "2".into())]),
             "a:   1\nbbb: 2\n"
         );
+    }
+
+    /// A secret's destination: the null device; a file its group or others can read; one
+    /// only its owner reads, that owner being another user (who can read it whatever its
+    /// mode), or us; anything else.
+    #[cfg(unix)]
+    #[test]
+    fn where_a_secret_goes() {
+        assert_eq!(classify(true, None, Some(0)), StdoutKind::Null);
+        assert_eq!(
+            classify(false, Some((0o644, 1000)), Some(1000)),
+            StdoutKind::SharedFile(0o644)
+        );
+        assert_eq!(
+            classify(false, Some((0o640, 1000)), Some(1000)),
+            StdoutKind::SharedFile(0o640)
+        );
+        assert_eq!(
+            classify(false, Some((0o600, 0)), Some(1000)),
+            StdoutKind::OthersFile(0)
+        );
+        assert_eq!(
+            classify(false, Some((0o600, 1000)), Some(1000)),
+            StdoutKind::Other
+        );
+        // Who we are unknown: only the mode is checked.
+        assert_eq!(classify(false, Some((0o600, 0)), None), StdoutKind::Other);
+        // A pipe, a terminal, a socket.
+        assert_eq!(classify(false, None, Some(1000)), StdoutKind::Other);
     }
 }
