@@ -1605,9 +1605,9 @@ fn first_run_hints_name_the_store_the_server_uses() {
     }
 }
 
-/// With `--json` a first run's lines are one JSON object, as `init --json` prints, so that
-/// a log collector reading standard output as JSON (with `--log-format json` on stderr)
-/// gets no plain text. Standard output is not a terminal here: no token is made.
+/// With `--json` a first run's lines are one JSON object on one line (what `init --json`
+/// says), so that a log collector reading standard output line by line as JSON (with
+/// `--log-format json` on stderr) gets no plain text. Standard output is not a terminal here: no token is made.
 #[test]
 fn a_first_run_with_json_says_what_it_made_as_json() {
     use common::server::ServerProcess;
@@ -1615,7 +1615,8 @@ fn a_first_run_with_json_says_what_it_made_as_json() {
     let server = ServerProcess::start(&w, "47700-47719", &["--no-admin", "--json"]);
     let stdout = server.stdout.lock().unwrap().clone();
     drop(server);
-    // Nothing but that object (printed as `init --json` prints it, over several lines).
+    // Nothing but that object, on one line.
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
     let made: serde_json::Value = serde_json::from_str(&stdout).expect(&stdout);
     assert_eq!(made["created"], true, "{made}");
     assert_eq!(made["database"], "vportal.db", "{made}");

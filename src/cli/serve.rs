@@ -21,7 +21,7 @@ use vportal::server::{Server, SipSockets};
 use vportal::store::{Actor, PepperSource, Store};
 use vportal::time::Timestamp;
 
-use super::output::{self, outln};
+use super::output::outln;
 use super::{Context, created_json, created_lines};
 
 /// `serve`'s flags, which override the configuration.
@@ -455,28 +455,35 @@ async fn shutdown_signal() {
 /// terminal: a service's standard output is a log (the journal, a container's log), and a
 /// token must never reach one.
 fn first_run_lines(ctx: &Context, store: &Store, source: &PepperSource) -> Result<()> {
-    let token = if std::io::stdout().is_terminal() {
-        match store.create_token("admin", &Actor::cli_from_env(), Timestamp::now()) {
-            Ok(token) => Some(token),
-            // Another first run at the same moment made it.
-            Err(vportal::store::StoreError::TokenExists(_)) => None,
-            Err(e) => return Err(e.into()),
+    let make_token = || {
+        if !std::io::stdout().is_terminal() {
+            return Ok(None);
         }
-    } else {
-        None
+        match store.create_token("admin", &Actor::cli_from_env(), Timestamp::now()) {
+            Ok(token) => Ok(Some(token)),
+            // Another first run at the same moment made it.
+            Err(vportal::store::StoreError::TokenExists(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     };
     if ctx.json {
+        // One line: a service's standard output is read line by line (the journal, a log
+        // collector taking each line as a JSON document).
         let mut answer = created_json(&ctx.store.database, source);
-        answer["token_name"] = serde_json::json!(token.as_ref().map(|_| "admin"));
-        answer["token"] = serde_json::json!(token.as_ref().map(|t| t.expose()));
-        return output::json(&answer);
+        let token = make_token();
+        let made = token.as_ref().ok().and_then(Option::as_ref);
+        answer["token_name"] = serde_json::json!(made.map(|_| "admin"));
+        answer["token"] = serde_json::json!(made.map(|t| t.expose()));
+        outln!("{answer}")?;
+        return token.map(drop).map_err(Into::into);
     }
+    // What was made is said first: a token that then cannot be made does not hide it.
     for line in created_lines(&ctx.store.database, source) {
         outln!("{line}")?;
     }
     // Run elsewhere, they must reach this store: with the options that chose it.
     let options = ctx.store_options();
-    if let Some(token) = token {
+    if let Some(token) = make_token()? {
         outln!(
             "Admin API token \"admin\" (shown only this once): {}",
             token.expose()
