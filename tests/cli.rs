@@ -363,7 +363,7 @@ fn a_read_only_database_is_read_and_said_to_be_read_only() {
         "--admin",
         "127.0.0.1:0",
         "--rtp-ports",
-        "47300-47310",
+        "47730-47739",
     ]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(

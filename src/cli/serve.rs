@@ -398,7 +398,6 @@ fn admin_listen(config: &AdminConfig) -> Result<Listen> {
     })
 }
 
-/// Completes on ctrl-c or SIGTERM.
 /// A file-size limit (`ulimit -f`, systemd's `LimitFSIZE=`) that the database or its WAL
 /// reaches would kill the process with SIGXFSZ, and every call with it, without a word.
 /// Caught, the write fails instead (EFBIG) and is reported as the database's disk failing.
@@ -429,6 +428,7 @@ fn ignore_hangup_signal() {
     }
 }
 
+/// Completes on ctrl-c or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -153,7 +153,7 @@ pub struct UserInfo {
     /// Consecutive failed logins counted towards the next lock.
     pub failed_attempts: u32,
     /// Locks since the last successful login, admin reset or unlock: each lasts longer, and
-    /// the policy's `lockout.permanent_at`-th is permanent.
+    /// the policy's `lockout.permanent_at`-th is permanent (none is when it is 0).
     pub lockouts: u32,
     /// Last successful login.
     pub last_login_at: Option<Timestamp>,
