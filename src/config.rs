@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::media::ports::PortRange;
+// Defined with the media session that acts on it, read here.
+pub use crate::media::session::InbandDtmf;
 use crate::sip::endpoint::EndpointConfig;
 
 /// The whole configuration.
@@ -282,18 +284,6 @@ impl Default for RtpConfig {
             realtime_priority: 0,
         }
     }
-}
-
-/// When to run the in-band DTMF detector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InbandDtmf {
-    /// Only when the call negotiated no telephone-event payload type.
-    Auto,
-    /// On every call, besides telephone-events and INFO.
-    Always,
-    /// Never.
-    Never,
 }
 
 /// Which dialplan file routes calls.

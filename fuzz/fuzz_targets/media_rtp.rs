@@ -1,4 +1,4 @@
-//! Datagrams through the call's receive path, as `server::media::Listener::hear` wires it:
+//! Datagrams through the call's receive path, as `media::session::MediaSession` wires it:
 //! the RTP receiver, then the RFC 4733 receiver for the telephone-event payload type, else
 //! the audio's timeline, G.711 decoding and the in-band detector for the audio payload
 //! type. A virtual clock advances between datagrams.

@@ -12,5 +12,6 @@ pub mod rfc4733;
 pub mod rtcp;
 pub mod rtp;
 pub mod schedule;
+pub mod session;
 pub mod stream;
 pub mod timeline;

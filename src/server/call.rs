@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use super::Shared;
 use super::calls::ActiveCall;
-use super::media::{MediaCommand, MediaEvent, PortLease};
+use super::media::{MediaCommand, MediaEvent, PortLease, StartMedia};
 use super::sip_task::Command;
 use crate::ivr::dialplan::{MailboxSource, Route, SessionRule};
 use crate::ivr::flow::{Action, Flow, FlowConfig};
@@ -443,7 +443,7 @@ impl CallTask {
         else {
             return;
         };
-        self.shared.media(MediaCommand::Start {
+        self.shared.media(MediaCommand::Start(StartMedia {
             call: self.call,
             call_id: self.call_id.clone(),
             socket,
@@ -451,7 +451,7 @@ impl CallTask {
             lease,
             media,
             events: self.media_tx.clone(),
-        });
+        }));
         self.flow.start(now());
     }
 

@@ -9,8 +9,9 @@
 //! writability: nothing waits for it, and with write interest every packet sent would raise
 //! a readiness event (measured: a sixth of the server's time at 3,000 streams).
 //!
-//! Incoming RTP is filtered (only the call's media source is trusted) and run through the
-//! key detectors here; call tasks hear only key presses and the ends of playbacks.
+//! What arrives is handed to the call's sans-IO [`MediaSession`], which decides whose
+//! datagrams count, hears the keys in them and says where RTP and RTCP go; this thread only
+//! reads, sends and keeps time. Call tasks hear only key presses and the ends of playbacks.
 //!
 //! Each call's RTCP (`media::rtcp`) is here too: its socket on the odd port above RTP's is
 //! in the same poll (or RTCP shares the RTP socket, `a=rtcp-mux`), and its reports go out
@@ -29,16 +30,14 @@ use tokio::sync::mpsc;
 
 use crate::config::InbandDtmf;
 use crate::media::digit::DigitEvent;
-use crate::media::g711::{self, Law};
-use crate::media::inband::{InbandConfig, InbandDetector};
+use crate::media::g711::Law;
 use crate::media::player::Playback;
 use crate::media::ports::PortAllocator;
-use crate::media::rfc4733::TelephoneEvents;
-use crate::media::rtcp::{self, Rtcp, SenderInfo};
-use crate::media::rtp::{Latching, Pt, RtpReceiver};
+use crate::media::rtcp::{Rtcp, SenderInfo};
+use crate::media::rtp::{Latching, Pt};
 use crate::media::schedule::Schedule;
+use crate::media::session::{Heard, MediaSession, Port, RemoteMedia, RtcpRoute, SessionConfig};
 use crate::media::stream::Outbound;
-use crate::media::timeline::{self, Timeline};
 use crate::sip::endpoint::CallHandle;
 use crate::sip::sdp::{Codec, Negotiated};
 
@@ -99,15 +98,7 @@ pub(crate) enum MediaEvent {
 /// What a call asks of the media thread.
 pub(crate) enum MediaCommand {
     /// Start the call's media.
-    Start {
-        call: CallHandle,
-        call_id: String,
-        socket: StdUdpSocket,
-        rtcp: StdUdpSocket,
-        lease: PortLease,
-        media: Negotiated,
-        events: mpsc::UnboundedSender<MediaEvent>,
-    },
+    Start(StartMedia),
     /// The media parameters changed (re-INVITE, UPDATE).
     Update(CallHandle, Negotiated),
     /// Play something (replacing what is playing).
@@ -119,6 +110,17 @@ pub(crate) enum MediaCommand {
     /// Stands for a bug that ends the media thread (tests of what the server does then).
     #[cfg(test)]
     Fail,
+}
+
+/// A call's media, ready to start: its sockets, what the SDP agreed, and where to report.
+pub(crate) struct StartMedia {
+    pub(crate) call: CallHandle,
+    pub(crate) call_id: String,
+    pub(crate) socket: StdUdpSocket,
+    pub(crate) rtcp: StdUdpSocket,
+    pub(crate) lease: PortLease,
+    pub(crate) media: Negotiated,
+    pub(crate) events: mpsc::UnboundedSender<MediaEvent>,
 }
 
 /// How incoming media is treated.
@@ -262,116 +264,7 @@ fn run_realtime(priority: u8) {
     }
 }
 
-/// What the call hears: its RTP, filtered, and the key detectors that apply.
-struct Listener {
-    receiver: RtpReceiver,
-    /// The codec's payload type.
-    audio_pt: u8,
-    events: Option<TelephoneEvents>,
-    inband: Option<Inband>,
-    pcm: Vec<i16>,
-}
-
-/// The in-band detector, for the codec and payload type it hears.
-struct Inband {
-    detector: InbandDetector,
-    law: Law,
-    pt: u8,
-    /// Puts each packet's samples in their place: holes heard as silence, late packets
-    /// and duplicates dropped.
-    timeline: Timeline,
-}
-
-/// Silence to fill holes in the caller's audio with.
-static SILENCE: [i16; timeline::MAX_FILL] = [0; timeline::MAX_FILL];
-
-impl Listener {
-    fn new(media: &Negotiated, config: MediaConfig) -> Self {
-        let latching = if config.symmetric {
-            Latching::Once
-        } else {
-            Latching::Off
-        };
-        let mut me = Self {
-            receiver: RtpReceiver::new(media.remote_rtp, latching),
-            audio_pt: media.payload_type,
-            events: None,
-            inband: None,
-            pcm: Vec::with_capacity(480),
-        };
-        me.configure(media, config);
-        me
-    }
-
-    /// Follows new media parameters. A detector whose parameters did not change is kept: a
-    /// re-INVITE or UPDATE (a session refresh, hold, a new address) while a key is held
-    /// must not make the rest of that press a second key.
-    fn configure(&mut self, media: &Negotiated, config: MediaConfig) {
-        self.receiver.update_expected(media.remote_rtp);
-        self.audio_pt = media.payload_type;
-        let events_pt = self.events.as_ref().map(TelephoneEvents::payload_type);
-        if events_pt != media.telephone_event {
-            self.events = media.telephone_event.map(TelephoneEvents::new);
-        }
-        if let Some(events) = &mut self.events {
-            events.also_on(media.telephone_event_ours);
-        }
-        let inband = match config.inband {
-            InbandDtmf::Always => true,
-            InbandDtmf::Auto => media.telephone_event.is_none(),
-            InbandDtmf::Never => false,
-        };
-        let wanted = (law(media.codec), media.payload_type);
-        let same = matches!(&self.inband, Some(i) if (i.law, i.pt) == wanted);
-        if !inband {
-            self.inband = None;
-        } else if !same {
-            self.inband = Some(Inband {
-                detector: InbandDetector::new(InbandConfig::default()),
-                law: wanted.0,
-                pt: wanted.1,
-                timeline: Timeline::new(),
-            });
-        }
-    }
-
-    /// One datagram: the keys it carries. What is accepted counts in `rtcp`'s reports.
-    fn hear(
-        &mut self,
-        from: SocketAddr,
-        datagram: &[u8],
-        now: Instant,
-        keys: &mut Vec<DigitEvent>,
-        rtcp: &mut Rtcp,
-    ) {
-        let Some(packet) = self.receiver.accept(from, datagram) else {
-            return;
-        };
-        rtcp.on_rtp(&packet, packet.pt == self.audio_pt, now);
-        if let Some(events) = &mut self.events
-            && events.accepts(packet.pt)
-        {
-            keys.extend(events.handle(&packet, now));
-            return;
-        }
-        if let Some(inband) = &mut self.inband
-            && packet.pt == inband.pt
-        {
-            let samples = packet.payload.len();
-            let placed = inband
-                .timeline
-                .place(packet.ssrc.0, packet.timestamp, samples, now);
-            if let Some(fill) = placed {
-                inband.detector.process(&SILENCE[..fill], keys);
-                self.pcm.clear();
-                g711::decode(inband.law, packet.payload, &mut self.pcm);
-                inband.detector.process(&self.pcm, keys);
-            }
-        }
-    }
-}
-
-/// The G.711 law of a codec.
+/// The G.711 law of an SDP codec: how the session and the player code its audio.
 pub(crate) fn law(codec: Codec) -> Law {
     match codec {
         Codec::Pcmu => Law::Ulaw,
@@ -379,95 +272,60 @@ pub(crate) fn law(codec: Codec) -> Law {
     }
 }
 
+/// What the call's media session needs of the negotiated SDP (media/ knows no SIP).
+fn remote_media(media: &Negotiated) -> RemoteMedia {
+    RemoteMedia {
+        rtp: media.remote_rtp,
+        rtcp: media.remote_rtcp,
+        rtcp_mux: media.rtcp_mux,
+        law: law(media.codec),
+        audio_pt: media.payload_type,
+        telephone_event: media.telephone_event,
+        telephone_event_ours: media.telephone_event_ours,
+    }
+}
+
+impl MediaConfig {
+    /// The settings a call's media session applies.
+    fn session(&self) -> SessionConfig {
+        SessionConfig {
+            latching: if self.symmetric {
+                Latching::Once
+            } else {
+                Latching::Off
+            },
+            inband: self.inband,
+        }
+    }
+}
+
 struct Stream {
     call_id: String,
     socket: UdpSocket,
+    /// The socket on the port above RTP's (unconnected: sends are rare, and its peer may
+    /// move).
+    rtcp_socket: UdpSocket,
     /// The address the socket is connected to: the call's settled media source.
     peer: Option<SocketAddr>,
-    /// Where media goes: the listener's source, kept here because every packet needs it
-    /// and the listener is only needed when something arrives.
+    /// Where media goes: the session's RTP destination, kept here because every packet
+    /// needs it and the session is only needed when something arrives.
     remote: Option<SocketAddr>,
     out: Outbound,
-    listener: Box<Listener>,
+    /// What the call hears, and where its RTP and RTCP go.
+    session: Box<MediaSession>,
     events: mpsc::UnboundedSender<MediaEvent>,
-    rtcp: Box<CallRtcp>,
     /// Last: fields drop in order, so the port pair goes back to the range only once both
     /// sockets are closed.
     _lease: PortLease,
 }
 
-/// A call's RTCP: the reports, and where they go.
-struct CallRtcp {
-    session: Rtcp,
-    /// The socket on the port above RTP's (unconnected: sends are rare, and its peer may
-    /// move).
-    socket: UdpSocket,
-    /// RTCP shares the RTP socket (`a=rtcp-mux`).
-    mux: bool,
-    /// Where the SDP says RTCP goes.
-    signalled: Option<SocketAddr>,
-    /// With `rtp.symmetric`: where the caller's RTCP really comes from, learnt from its
-    /// first report (once, as RTP's source), and afresh when the SDP moves it.
-    latched: Option<SocketAddr>,
-    /// The address the SDP last named for RTCP (a hold's none aside): what a move is told
-    /// from.
-    named: Option<SocketAddr>,
-}
-
-impl CallRtcp {
-    fn configure(&mut self, media: &Negotiated) {
-        // As for RTP's source: a hold naming no address and a refresh naming the same one
-        // keep what was learnt; another address is a move.
-        if let Some(addr) = media.remote_rtcp.filter(|a| Some(*a) != self.named) {
-            self.named = Some(addr);
-            self.latched = None;
-        }
-        self.signalled = media.remote_rtcp;
-        self.mux = media.rtcp_mux;
-    }
-
-    /// Whether RTCP from `from` may be the caller's: see [`trusted_rtcp`].
-    fn trusts(&self, from: SocketAddr, rtp_source: Option<SocketAddr>) -> bool {
-        trusted_rtcp(from, rtp_source, self.signalled)
-    }
-}
-
-/// Whether RTCP from `from` may be the caller's: from the IP address its RTP comes from or
-/// its SDP gave RTCP, at any port (NATs and `a=rtcp` move it); nothing from another host.
-fn trusted_rtcp(
-    from: SocketAddr,
-    rtp_source: Option<SocketAddr>,
-    signalled: Option<SocketAddr>,
-) -> bool {
-    [rtp_source, signalled]
-        .into_iter()
-        .flatten()
-        .any(|known| known.ip() == from.ip())
-}
-
 impl Stream {
-    /// Reads one RTCP datagram from `from` (on either socket).
-    fn hear_rtcp(&mut self, from: SocketAddr, datagram: &[u8], now: Instant, symmetric: bool) {
-        if !self.rtcp.trusts(from, self.remote) {
-            return;
-        }
-        if self.rtcp.session.receive(datagram, now).is_ok() {
-            RTCP_PACKETS_RECEIVED.fetch_add(1, Ordering::Relaxed);
-            if symmetric && !self.rtcp.mux && self.rtcp.latched.is_none() {
-                self.rtcp.latched = Some(from);
-            }
-        }
-    }
-
     /// Sends an RTCP compound packet where the caller takes RTCP.
     fn send_rtcp(&self, bytes: &[u8]) {
-        let sent = if self.rtcp.mux {
-            send_media(&self.socket, self.remote, self.peer, bytes)
-        } else {
-            match self.rtcp.latched.or(self.rtcp.signalled) {
-                Some(to) => self.rtcp.socket.send_to(bytes, to).is_ok(),
-                None => false,
-            }
+        let sent = match self.session.rtcp_route() {
+            Some(RtcpRoute::Muxed(to)) => send_media(&self.socket, Some(to), self.peer, bytes),
+            Some(RtcpRoute::Separate(to)) => self.rtcp_socket.send_to(bytes, to).is_ok(),
+            None => false,
         };
         if sent {
             RTCP_PACKETS_SENT.fetch_add(1, Ordering::Relaxed);
@@ -483,13 +341,14 @@ impl Stream {
         }
     }
 
-    /// Follows the listener's media source, and connects the socket to it once that is
-    /// settled (the SDP's address; a latched source never is). The kernel then drops anyone
-    /// else's datagrams before they reach us, and sends take the socket's cached route
-    /// instead of a lookup per packet (measured: 13 % less CPU per packet on loopback).
+    /// Follows the session's RTP destination, and connects the socket to the media source
+    /// once that is settled (the SDP's address; a latched source never is). The kernel then
+    /// drops anyone else's datagrams before they reach us, and sends take the socket's
+    /// cached route instead of a lookup per packet (measured: 13 % less CPU per packet on
+    /// loopback).
     fn follow_source(&mut self) {
-        self.remote = self.listener.receiver.source();
-        let settled = self.listener.receiver.settled_source();
+        self.remote = self.session.rtp_destination();
+        let settled = self.session.settled_source();
         if let Some(peer) = settled.filter(|_| settled != self.peer) {
             match self.socket.connect(peer) {
                 Ok(()) => self.peer = settled,
@@ -597,131 +456,143 @@ impl Thread {
 
     fn apply(&mut self, command: MediaCommand) {
         match command {
-            MediaCommand::Start {
-                call,
-                call_id,
-                socket,
-                rtcp,
-                lease,
-                media,
-                events,
-            } => {
-                let Some(pt) = Pt::new(media.payload_type) else {
-                    tracing::error!(%call_id, pt = media.payload_type, "no RTP payload type");
-                    let _ = events.send(MediaEvent::Failed);
-                    return;
-                };
-                let slot = self.free.pop().unwrap_or_else(|| {
-                    self.streams.push(None);
-                    self.streams.len() - 1
-                });
-                let token = rtp_token(slot);
-                let mut socket = UdpSocket::from_std(socket);
-                let mut rtcp_socket = UdpSocket::from_std(rtcp);
-                let registry = self.poll.registry();
-                let registered = registry
-                    .register(&mut socket, token, Interest::READABLE)
-                    .and_then(|()| {
-                        registry
-                            .register(&mut rtcp_socket, rtcp_token(slot), Interest::READABLE)
-                            .inspect_err(|_| {
-                                let _ = registry.deregister(&mut socket);
-                            })
-                    });
-                if let Err(e) = registered {
-                    tracing::error!(%call_id, error = %e, "cannot watch the RTP socket");
-                    self.free.push(slot);
-                    let _ = events.send(MediaEvent::Failed);
-                    return;
-                }
-                let mut out = Outbound::new(
-                    Instant::now(),
-                    pt,
-                    law(media.codec),
-                    media.ptime_ms,
-                    &mut self.rng,
-                );
-                out.set_sending(media.direction.sends());
-                self.schedule.insert(out.poll_timeout(), token);
-                self.tokens.insert(call, token);
-                let mut rtcp = Box::new(CallRtcp {
-                    session: Rtcp::new(Instant::now(), out.sender().ssrc(), &mut self.rng),
-                    socket: rtcp_socket,
-                    mux: false,
-                    signalled: None,
-                    latched: None,
-                    named: None,
-                });
-                rtcp.configure(&media);
-                let mut stream = Stream {
-                    call_id,
-                    socket,
-                    peer: None,
-                    remote: None,
-                    out,
-                    listener: Box::new(Listener::new(&media, self.config)),
-                    events,
-                    rtcp,
-                    _lease: lease,
-                };
-                stream.follow_source();
-                self.streams[slot] = Some(stream);
-            }
-            MediaCommand::Update(call, media) => {
-                let config = self.config;
-                if let Some(s) = self.stream(call) {
-                    s.listener.configure(&media, config);
-                    s.rtcp.configure(&media);
-                    s.follow_source();
-                    s.out.set_sending(media.direction.sends());
-                    s.out.set_ptime(media.ptime_ms);
-                    if let Some(pt) = Pt::new(media.payload_type) {
-                        s.out.set_codec(pt, law(media.codec));
-                    }
-                }
-            }
-            MediaCommand::Play(call, playback) => {
-                let Some(&token) = self.tokens.get(&call) else {
-                    return;
-                };
-                let now = Instant::now();
-                if let Some(s) = self.slot(token) {
-                    // The prompt starts now rather than at the next packet slot: its first
-                    // packet goes out at once, not at the schedule's next millisecond.
-                    if let Some(replaced) = s.out.play_now(now, playback) {
-                        let _ = s.events.send(MediaEvent::PlaybackDone(replaced));
-                    }
-                    let sent = self.send_stream(token, None, now);
-                    RTP_PACKETS_SENT.fetch_add(sent, Ordering::Relaxed);
-                }
-            }
-            MediaCommand::BargeIn(call) => {
-                if let Some(s) = self.stream(call)
-                    && let Some(stopped) = s.out.player().barge_in()
-                {
-                    let _ = s.events.send(MediaEvent::PlaybackDone(stopped));
-                }
-            }
-            MediaCommand::End(call) => {
-                let Some((slot, _)) = self.tokens.remove(&call).and_then(slot_of) else {
-                    return;
-                };
-                if let Some(mut s) = self.streams.get_mut(slot).and_then(Option::take) {
-                    self.free.push(slot);
-                    // RFC 3550 §6.6: the last report, with a BYE.
-                    let now = Instant::now();
-                    let sender = s.sender_info(now);
-                    s.rtcp
-                        .session
-                        .write_bye(now, SystemTime::now(), sender, &mut self.report);
-                    s.send_rtcp(&self.report);
-                    let _ = self.poll.registry().deregister(&mut s.socket);
-                    let _ = self.poll.registry().deregister(&mut s.rtcp.socket);
-                    log_end(&s);
-                }
-            }
+            MediaCommand::Start(start) => self.start(start),
+            MediaCommand::Update(call, media) => self.update(call, &media),
+            MediaCommand::Play(call, playback) => self.play(call, playback),
+            MediaCommand::BargeIn(call) => self.barge_in(call),
+            MediaCommand::End(call) => self.end(call),
             #[cfg(test)]
             MediaCommand::Fail => panic!("the media thread was told to fail"),
+        }
+    }
+
+    /// Starts a call's media: its sockets join the poll, its first packet the schedule.
+    /// When that cannot be done the call is told ([`MediaEvent::Failed`]).
+    fn start(&mut self, start: StartMedia) {
+        let StartMedia {
+            call,
+            call_id,
+            socket,
+            rtcp,
+            lease,
+            media,
+            events,
+        } = start;
+        let Some(pt) = Pt::new(media.payload_type) else {
+            tracing::error!(%call_id, pt = media.payload_type, "no RTP payload type");
+            let _ = events.send(MediaEvent::Failed);
+            return;
+        };
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.streams.push(None);
+            self.streams.len() - 1
+        });
+        let token = rtp_token(slot);
+        let mut socket = UdpSocket::from_std(socket);
+        let mut rtcp_socket = UdpSocket::from_std(rtcp);
+        let registry = self.poll.registry();
+        let registered = registry
+            .register(&mut socket, token, Interest::READABLE)
+            .and_then(|()| {
+                registry
+                    .register(&mut rtcp_socket, rtcp_token(slot), Interest::READABLE)
+                    .inspect_err(|_| {
+                        let _ = registry.deregister(&mut socket);
+                    })
+            });
+        if let Err(e) = registered {
+            tracing::error!(%call_id, error = %e, "cannot watch the RTP socket");
+            self.free.push(slot);
+            let _ = events.send(MediaEvent::Failed);
+            return;
+        }
+        let remote = remote_media(&media);
+        let mut out = Outbound::new(
+            Instant::now(),
+            pt,
+            remote.law,
+            media.ptime_ms,
+            &mut self.rng,
+        );
+        out.set_sending(media.direction.sends());
+        self.schedule.insert(out.poll_timeout(), token);
+        self.tokens.insert(call, token);
+        let rtcp = Rtcp::new(Instant::now(), out.sender().ssrc(), &mut self.rng);
+        let session = MediaSession::new(&remote, self.config.session(), rtcp);
+        let mut stream = Stream {
+            call_id,
+            socket,
+            rtcp_socket,
+            peer: None,
+            remote: None,
+            out,
+            session: Box::new(session),
+            events,
+            _lease: lease,
+        };
+        stream.follow_source();
+        self.streams[slot] = Some(stream);
+    }
+
+    /// The media parameters changed (re-INVITE, UPDATE): what is heard, where it goes and
+    /// how it is sent follow.
+    fn update(&mut self, call: CallHandle, media: &Negotiated) {
+        let Some(s) = self.stream(call) else {
+            return;
+        };
+        let remote = remote_media(media);
+        s.session.configure(&remote);
+        s.follow_source();
+        s.out.set_sending(media.direction.sends());
+        s.out.set_ptime(media.ptime_ms);
+        if let Some(pt) = Pt::new(media.payload_type) {
+            s.out.set_codec(pt, remote.law);
+        }
+    }
+
+    /// Plays `playback` on the call, replacing what was playing.
+    fn play(&mut self, call: CallHandle, playback: Playback) {
+        let Some(&token) = self.tokens.get(&call) else {
+            return;
+        };
+        let now = Instant::now();
+        if let Some(s) = self.slot(token) {
+            // The prompt starts now rather than at the next packet slot: its first
+            // packet goes out at once, not at the schedule's next millisecond.
+            if let Some(replaced) = s.out.play_now(now, playback) {
+                let _ = s.events.send(MediaEvent::PlaybackDone(replaced));
+            }
+            let sent = self.send_stream(token, None, now);
+            RTP_PACKETS_SENT.fetch_add(sent, Ordering::Relaxed);
+        }
+    }
+
+    /// A key was pressed: the playback stops if it allows barge-in.
+    fn barge_in(&mut self, call: CallHandle) {
+        if let Some(s) = self.stream(call)
+            && let Some(stopped) = s.out.player().barge_in()
+        {
+            let _ = s.events.send(MediaEvent::PlaybackDone(stopped));
+        }
+    }
+
+    /// The call is over: its last report goes out, and its sockets leave the poll.
+    fn end(&mut self, call: CallHandle) {
+        let Some((slot, _)) = self.tokens.remove(&call).and_then(slot_of) else {
+            return;
+        };
+        if let Some(mut s) = self.streams.get_mut(slot).and_then(Option::take) {
+            self.free.push(slot);
+            // RFC 3550 §6.6: the last report, with a BYE.
+            let now = Instant::now();
+            let sender = s.sender_info(now);
+            s.session
+                .rtcp_mut()
+                .write_bye(now, SystemTime::now(), sender, &mut self.report);
+            s.send_rtcp(&self.report);
+            let _ = self.poll.registry().deregister(&mut s.socket);
+            let _ = self.poll.registry().deregister(&mut s.rtcp_socket);
+            log_end(&s);
         }
     }
 
@@ -735,50 +606,35 @@ impl Thread {
         self.streams.get_mut(slot)?.as_mut()
     }
 
-    /// Reads every datagram waiting on a stream's RTP or RTCP socket.
+    /// Reads every datagram waiting on a stream's RTP or RTCP socket, and hands each to the
+    /// call's session.
     fn receive(&mut self, token: Token) {
         let Some((slot, is_rtcp)) = slot_of(token) else {
             return;
         };
-        let symmetric = self.config.symmetric;
         let Some(s) = self.streams.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
+        let (socket, port) = if is_rtcp {
+            (&s.rtcp_socket, Port::Rtcp)
+        } else {
+            (&s.socket, Port::Rtp)
+        };
         // At most a batch; a socket not emptied by it is read again next turn.
         let mut errors = 0;
-        if is_rtcp {
-            for _ in 0..READ_BATCH {
-                let Some((n, from)) = read_one(&s.rtcp.socket, &mut self.datagram, &mut errors)
-                else {
-                    return;
-                };
-                s.hear_rtcp(from, &self.datagram[..n], Instant::now(), symmetric);
-            }
-            self.unread.push(token);
-            return;
-        }
         let mut emptied = false;
         for _ in 0..READ_BATCH {
-            let Some((n, from)) = read_one(&s.socket, &mut self.datagram, &mut errors) else {
+            let Some((n, from)) = read_one(socket, &mut self.datagram, &mut errors) else {
                 emptied = true;
                 break;
             };
             let datagram = &self.datagram[..n];
-            // RTCP on the RTP port: the caller's with `a=rtcp-mux`, else stray (never RTP: no
-            // payload type in use looks like it).
-            if rtcp::is_rtcp(datagram) {
-                if s.rtcp.mux {
-                    s.hear_rtcp(from, datagram, Instant::now(), symmetric);
-                }
-                continue;
+            let heard = s
+                .session
+                .handle(port, from, datagram, Instant::now(), &mut self.keys);
+            if heard == Heard::Rtcp {
+                RTCP_PACKETS_RECEIVED.fetch_add(1, Ordering::Relaxed);
             }
-            s.listener.hear(
-                from,
-                datagram,
-                Instant::now(),
-                &mut self.keys,
-                &mut s.rtcp.session,
-            );
             for key in self.keys.drain(..) {
                 let _ = s.events.send(MediaEvent::Key(key));
             }
@@ -827,9 +683,9 @@ impl Thread {
             }
         }
         // The stream's slots come every ptime, held or not: a report due goes with one.
-        if now >= s.rtcp.session.poll_timeout() {
+        if now >= s.session.rtcp().poll_timeout() {
             let sender = s.sender_info(now);
-            s.rtcp.session.write_report(
+            s.session.rtcp_mut().write_report(
                 now,
                 SystemTime::now(),
                 sender,
@@ -882,11 +738,11 @@ fn read_one(
 /// The debug line that sums up a call's media: what was sent and received, and the quality
 /// both ends measured.
 fn log_end(s: &Stream) {
-    let stats = s.listener.receiver.stats();
-    let rtcp = s.rtcp.session.stats();
+    let stats = s.session.receive_stats();
+    let rtcp = s.session.rtcp().stats();
     let ms = |units: u32| f64::from(units) / 8.0;
-    let ours = s.rtcp.session.reception();
-    let theirs = s.rtcp.session.peer();
+    let ours = s.session.rtcp().reception();
+    let theirs = s.session.rtcp().peer();
     tracing::debug!(
         call_id = %s.call_id,
         rtp_sent = s.out.sender().sent(),
@@ -908,20 +764,6 @@ fn log_end(s: &Stream) {
 mod tests {
     use super::*;
 
-    /// RTCP is heard from the caller's host at any port, and from no other host.
-    #[test]
-    fn rtcp_is_trusted_from_the_callers_address_only() {
-        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
-        let rtp = Some(at("192.0.2.1:4000"));
-        let signalled = Some(at("192.0.2.1:4001"));
-        assert!(trusted_rtcp(at("192.0.2.1:4001"), rtp, signalled));
-        assert!(trusted_rtcp(at("192.0.2.1:61000"), rtp, None));
-        assert!(trusted_rtcp(at("192.0.2.1:4001"), None, signalled));
-        assert!(!trusted_rtcp(at("192.0.2.9:4001"), rtp, signalled));
-        assert!(!trusted_rtcp(at("[2001:db8::1]:4001"), rtp, signalled));
-        assert!(!trusted_rtcp(at("192.0.2.1:4001"), None, None));
-    }
-
     fn ends(commands: &[MediaCommand]) -> Vec<u64> {
         commands
             .iter()
@@ -930,131 +772,6 @@ mod tests {
                 _ => u64::MAX,
             })
             .collect()
-    }
-
-    /// PCMU to and from `peer`, no telephone-event, no RTCP.
-    fn pcmu_from(peer: SocketAddr) -> Negotiated {
-        Negotiated {
-            remote_rtp: Some(peer),
-            codec: Codec::Pcmu,
-            payload_type: 0,
-            telephone_event: None,
-            telephone_event_ours: None,
-            ptime_ms: 20,
-            direction: crate::sip::sdp::Direction::SendRecv,
-            remote_rtcp: None,
-            rtcp_mux: false,
-        }
-    }
-
-    /// Media settings with in-band detection as `inband`, otherwise the defaults.
-    fn listening(inband: InbandDtmf) -> MediaConfig {
-        MediaConfig {
-            symmetric: false,
-            inband,
-            realtime_priority: 0,
-        }
-    }
-
-    /// An answer to our offer that numbered telephone-event 96: keys are heard on 96 and on
-    /// our 101 (RFC 3264 §5.1 has the peer send with ours).
-    #[test]
-    fn events_are_taken_on_both_numbers_after_an_answer_that_renumbered_them() {
-        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let config = listening(InbandDtmf::Never);
-        let media = Negotiated {
-            telephone_event: Some(96),
-            telephone_event_ours: Some(101),
-            ..pcmu_from(peer)
-        };
-        let mut listener = Listener::new(&media, config);
-        let now = Instant::now();
-        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
-        let mut rtcp = Rtcp::new(now, crate::media::rtp::Ssrc(1), &mut rng);
-        let mut keys = Vec::new();
-        // Key 1 on 101, then key 2 on 96: a start packet each, its own timestamp.
-        for (pt, event, ts) in [(101_u8, 1_u8, 1000_u32), (96, 2, 9000)] {
-            let mut packet = vec![0x80, 0x80 | pt, 0, u8::try_from(ts / 1000).unwrap()];
-            packet.extend(ts.to_be_bytes());
-            packet.extend([0, 0, 0, 7, event, 10, 0, 160]);
-            listener.hear(peer, &packet, now, &mut keys, &mut rtcp);
-        }
-        let heard: Vec<char> = keys.iter().map(|k| k.digit.reveal()).collect();
-        assert_eq!(heard, ['1', '2']);
-        // Without a second number, 101 is just another payload type.
-        let mut plain = Listener::new(
-            &Negotiated {
-                telephone_event_ours: None,
-                ..media
-            },
-            config,
-        );
-        let mut keys = Vec::new();
-        let mut packet = vec![0x80, 0x80 | 101, 0, 1];
-        packet.extend(1000_u32.to_be_bytes());
-        packet.extend([0, 0, 0, 7, 1, 10, 0, 160]);
-        plain.hear(peer, &packet, now, &mut keys, &mut rtcp);
-        assert!(keys.is_empty());
-    }
-
-    /// μ-law packets of key `1` (60 ms), 40 ms of silence and `1` again (60 ms): 8 packets
-    /// of 20 ms, each with its sequence number and timestamp.
-    fn one_one_in_band() -> Vec<Vec<u8>> {
-        let (low, high) = (697.0, 1209.0);
-        (0..8_u16)
-            .map(|frame| {
-                let tone = !(3..5).contains(&frame);
-                let pcm: Vec<i16> = (0..160)
-                    .map(|n| {
-                        let t = f64::from(frame * 160 + n) / 8_000.0;
-                        let wave = |f: f64| (2.0 * std::f64::consts::PI * f * t).sin();
-                        let v = if tone {
-                            0.25 * (wave(low) + wave(high))
-                        } else {
-                            0.0
-                        };
-                        (v * 16_000.0) as i16
-                    })
-                    .collect();
-                let ts = u32::from(frame) * 160;
-                let mut packet = vec![0x80, 0, 0, u8::try_from(frame).unwrap()];
-                packet.extend(ts.to_be_bytes());
-                packet.extend([0, 0, 0, 7]);
-                g711::encode(Law::Ulaw, &pcm, &mut packet);
-                packet
-            })
-            .collect()
-    }
-
-    /// In-band keys are heard on the audio's own timeline: a lost packet in the pause
-    /// between two presses of one key, a tone packet overtaken by the next, or a duplicate,
-    /// does not join the presses into one.
-    #[test]
-    fn in_band_keys_survive_loss_reordering_and_duplicates() {
-        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let config = listening(InbandDtmf::Auto);
-        let media = pcmu_from(peer);
-        let packets = one_one_in_band();
-        let t0 = Instant::now();
-        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
-        let mut rtcp = Rtcp::new(t0, crate::media::rtp::Ssrc(1), &mut rng);
-        // Each case: the packets in the order they arrive, 20 ms apart.
-        let cases: [(&str, Vec<usize>); 4] = [
-            ("all", (0..8).collect()),
-            ("a pause packet lost", vec![0, 1, 2, 3, 5, 6, 7]),
-            ("a tone packet overtaken", vec![0, 1, 3, 2, 4, 5, 6, 7]),
-            ("a duplicate", vec![0, 1, 2, 3, 3, 4, 5, 6, 7]),
-        ];
-        for (case, order) in cases {
-            let mut listener = Listener::new(&media, config);
-            let mut keys = Vec::new();
-            for (i, &n) in order.iter().enumerate() {
-                let now = t0 + std::time::Duration::from_millis(20 * i as u64);
-                listener.hear(peer, &packets[n], now, &mut keys, &mut rtcp);
-            }
-            let heard: String = keys.iter().map(|k| k.digit.reveal()).collect();
-            assert_eq!(heard, "11", "{case}");
-        }
     }
 
     #[test]
