@@ -10,7 +10,9 @@
 //!
 //! Invariants beyond "no crash": the receiver's counters add up; an accepted packet is from
 //! the trusted source (without latching, the one the SDP named last; with latching, the first
-//! source accepted since the SDP last moved the media, or the one latched before that move),
+//! source accepted since the SDP last moved the media, or the one latched before that move,
+//! or one it was followed to: a rebinding, counted, of an SSRC heard before, after the
+//! source had been quiet for `FOLLOW_QUIET`),
 //! its fields are the header's, its payload lies in the datagram and its extended sequence
 //! number ends in the wire one; an RFC 4733 key comes only from an event
 //! packet carrying that key, and one (SSRC, timestamp) is not reported twice within
@@ -19,7 +21,7 @@
 
 #![no_main]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -28,7 +30,7 @@ use vportal::media::digit::{Digit, DigitEvent, DtmfMethod};
 use vportal::media::g711::{self, Law};
 use vportal::media::inband::{InbandConfig, InbandDetector};
 use vportal::media::rfc4733::{REPEAT_GUARD, TelephoneEvents};
-use vportal::media::rtp::{Latching, RtpReceiver};
+use vportal::media::rtp::{FOLLOW_QUIET, Latching, RtpReceiver};
 use vportal::media::timeline::{MAX_FILL, Timeline};
 
 /// Other events' packets after which a (SSRC, timestamp) may have been forgotten (the
@@ -71,6 +73,9 @@ fuzz_target!(|data: &[u8]| {
     let mut signalled = expected;
     let mut before_move: Option<SocketAddr> = None;
     let mut first_source: Option<SocketAddr> = None;
+    // The SSRCs accepted so far, and when the last packet was.
+    let mut ssrcs: HashSet<u32> = HashSet::new();
+    let mut last_accepted: Option<Instant> = None;
     // Per (SSRC, timestamp): when it was last reported, and the event packets of other keys
     // seen since.
     let mut reported: HashMap<(u32, u32), (Instant, usize)> = HashMap::new();
@@ -102,7 +107,8 @@ fuzz_target!(|data: &[u8]| {
         let from = sources[usize::from(*from) % sources.len()];
         datagrams += 1;
 
-        let Some(packet) = receiver.accept(from, datagram) else {
+        let followed = receiver.stats().followed;
+        let Some(packet) = receiver.accept(from, datagram, now) else {
             continue;
         };
         // The trusted source.
@@ -114,13 +120,27 @@ fuzz_target!(|data: &[u8]| {
             (Latching::Once, _) if Some(from) == before_move && first_source.is_none() => {}
             (Latching::Once, _) => {
                 let first = *first_source.get_or_insert(from);
-                assert_eq!(from, first, "a second source was accepted after {first}");
-                assert_eq!(receiver.source(), Some(first));
+                if from != first {
+                    // Only a rebinding followed: the stream went on from `from` once the
+                    // source had gone quiet.
+                    assert_eq!(
+                        receiver.stats().followed,
+                        followed + 1,
+                        "a second source was accepted after {first}"
+                    );
+                    assert!(ssrcs.contains(&packet.ssrc.0), "a new SSRC was followed");
+                    let quiet = last_accepted.map(|at| now.duration_since(at));
+                    assert!(quiet.is_none_or(|q| q >= FOLLOW_QUIET), "{quiet:?}");
+                    first_source = Some(from);
+                }
+                assert_eq!(receiver.source(), Some(from));
                 before_move = None;
                 // Never settled: the socket stays unconnected (the SDP may move it).
                 assert_eq!(receiver.settled_source(), None);
             }
         }
+        ssrcs.insert(packet.ssrc.0);
+        last_accepted = Some(now);
         // The header's fields.
         assert!(datagram.len() >= 12);
         assert_eq!(datagram[0] >> 6, 2);

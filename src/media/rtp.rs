@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use rand::{Rng, RngExt};
 use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
@@ -45,6 +46,11 @@ pub struct SeqExtender {
 }
 
 impl SeqExtender {
+    /// The highest sequence number seen, as on the wire; `None` before the first.
+    pub fn highest(&self) -> Option<u16> {
+        self.highest.map(|h| h as u16)
+    }
+
     /// The extended value of `seq`.
     pub fn extend(&mut self, seq: u16) -> ExtSeq {
         let Some(highest) = self.highest else {
@@ -164,7 +170,8 @@ pub enum Latching {
     Off,
     /// Symmetric RTP for callers behind NAT: accept the first source seen (once), then only
     /// it, and send to it; learn afresh when a re-INVITE or UPDATE moves the media to
-    /// another address.
+    /// another address, and follow the stream when a NAT rebinding moves it without one
+    /// (see [`RtpReceiver::accept`]).
     Once,
 }
 
@@ -194,6 +201,9 @@ pub struct ReceiveStats {
     pub foreign: u64,
     /// Datagrams that are not RTP version 2.
     pub malformed: u64,
+    /// Times the latched source moved to another address that continued its stream (a NAT
+    /// rebinding).
+    pub followed: u64,
 }
 
 /// Decides which incoming datagrams belong to the call.
@@ -209,8 +219,26 @@ pub struct RtpReceiver {
     /// [`RELATCH_AFTER`] of them. A B2BUA that takes itself out of the media path relays
     /// until it has re-INVITEd the phone, so the first packets after the move are its own.
     previous: Option<(SocketAddr, u32)>,
+    /// When the source last sent a packet that was accepted: a rebinding is followed only
+    /// once it has gone quiet.
+    heard_at: Option<Instant>,
+    /// Another address whose packets continue the latched source's stream: perhaps the same
+    /// phone after a NAT rebinding.
+    candidate: Option<Candidate>,
     sequences: HashMap<Ssrc, SeqExtender>,
     stats: ReceiveStats,
+}
+
+/// An address that may be the latched source after a NAT rebinding, and how far it has
+/// proved it.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    from: SocketAddr,
+    ssrc: Ssrc,
+    /// The sequence number of its last packet.
+    seq: u16,
+    /// Its packets so far in an unbroken sequence, each continuing the latched stream.
+    run: u32,
 }
 
 /// Most SSRCs tracked per call (each `play_dtmf` action of SIPp is a new one).
@@ -220,6 +248,17 @@ const MAX_SSRCS: usize = 64;
 /// anywhere else, it is latched again (a second of 20 ms packets): the SDP moved, the
 /// media did not.
 const RELATCH_AFTER: u32 = 50;
+
+/// Packets in an unbroken sequence after which a new address that continues the latched
+/// stream is followed (see [`RtpReceiver::accept`]).
+pub const FOLLOW_AFTER: u32 = 3;
+
+/// How far ahead of the highest sequence number heard a new address's packets may be and
+/// still continue the stream: two seconds of 20 ms packets lost in the move.
+pub const FOLLOW_WINDOW: u16 = 100;
+
+/// How long the latched source must have been quiet before a new address is followed.
+pub const FOLLOW_QUIET: Duration = Duration::from_millis(200);
 
 impl RtpReceiver {
     /// A receiver expecting media from `expected` (the SDP's address; `None` when the SDP
@@ -231,6 +270,8 @@ impl RtpReceiver {
             latching,
             latched: false,
             previous: None,
+            heard_at: None,
+            candidate: None,
             sequences: HashMap::new(),
             stats: ReceiveStats::default(),
         }
@@ -271,6 +312,7 @@ impl RtpReceiver {
                 }
                 self.expected = Some(addr);
                 self.latched = false;
+                self.candidate = None;
             }
         }
     }
@@ -280,6 +322,43 @@ impl RtpReceiver {
         self.expected = Some(from);
         self.latched = true;
         self.previous = None;
+        self.candidate = None;
+    }
+
+    /// Whether a packet of `ssrc` and `seq` from `from`, not the latched source, arriving
+    /// `now`, completes the proof that the source moved there (see [`RtpReceiver::accept`]).
+    fn rebound(&mut self, from: SocketAddr, ssrc: Ssrc, seq: u16, now: Instant) -> bool {
+        let ahead = self
+            .sequences
+            .get(&ssrc)
+            .and_then(SeqExtender::highest)
+            .map(|highest| seq.wrapping_sub(highest));
+        let continues = ahead.is_some_and(|n| (1..=FOLLOW_WINDOW).contains(&n));
+        let same = |c: &Candidate| c.from == from && c.ssrc == ssrc;
+        // The candidate's next packet goes on with its run, even past the window (its
+        // stream moves on while it waits for the source to go quiet); any other packet
+        // must continue the latched stream.
+        let run = match self.candidate {
+            Some(c) if same(&c) && seq == c.seq.wrapping_add(1) => c.run + 1,
+            _ if continues => 1,
+            candidate => {
+                // A break in the candidate's own stream starts its proof over.
+                if candidate.as_ref().is_some_and(same) {
+                    self.candidate = None;
+                }
+                return false;
+            }
+        };
+        self.candidate = Some(Candidate {
+            from,
+            ssrc,
+            seq,
+            run,
+        });
+        let quiet = self
+            .heard_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= FOLLOW_QUIET);
+        run >= FOLLOW_AFTER && quiet
     }
 
     /// The counters.
@@ -287,8 +366,39 @@ impl RtpReceiver {
         self.stats
     }
 
-    /// Checks a datagram from `from`: the packet if it is RTP from the call's source.
-    pub fn accept<'a>(&mut self, from: SocketAddr, datagram: &'a [u8]) -> Option<Accepted<'a>> {
+    /// Checks a datagram from `from` that arrived `now`: the packet if it is RTP from the
+    /// call's source.
+    ///
+    /// With latching, the source also follows a NAT rebinding: a NAT that maps the call's
+    /// flow to a new port mid-call (its mapping expired, or it was rebooted; sometimes to
+    /// another address of its pool) gives no re-INVITE, and without it the caller's keys
+    /// go unheard and our prompts go to a dead mapping. Another address is followed when
+    /// it continues the latched stream so closely that only that stream's own sender, or
+    /// someone who sees its packets anyway, could produce it:
+    /// - its packets carry an SSRC already heard from the call's sources (32 random bits
+    ///   a stranger off the path cannot guess), with sequence numbers 1 to
+    ///   [`FOLLOW_WINDOW`] ahead of the highest heard of that SSRC (a stranger's own
+    ///   stream, or an old capture replayed, is off by far);
+    /// - [`FOLLOW_AFTER`] of them come in an unbroken sequence, so one stray or forged
+    ///   packet is never enough;
+    /// - the latched source has sent nothing for [`FOLLOW_QUIET`], as when its mapping
+    ///   died: while it still sends, the stream has not moved, and two copies of it (a
+    ///   relay and the phone) do not make the call flap between them.
+    ///
+    /// Until then the new address's packets are ignored, so a rebinding costs about
+    /// [`FOLLOW_QUIET`] of the caller's audio (a key press wholly within it is not heard),
+    /// while a stranger's injected event never becomes a key. Asterisk's `strictrtp` asks
+    /// a new address for `probation` packets in sequence (4 by default), but only while it
+    /// learns after the SDP set the address, and then locks, so a later rebinding is not
+    /// followed; rtpengine's `media-handover` lets any new address take over, and its
+    /// `strict-source` none. The SSRC and sequence check is what makes following safe at
+    /// any time.
+    pub fn accept<'a>(
+        &mut self,
+        from: SocketAddr,
+        datagram: &'a [u8],
+        now: Instant,
+    ) -> Option<Accepted<'a>> {
         let Ok(rtp) = RtpReader::new(datagram) else {
             self.stats.malformed += 1;
             return None;
@@ -312,13 +422,23 @@ impl RtpReceiver {
                 }
                 true
             }
-            (Some(addr), _) => addr == from,
+            (Some(addr), _) if addr == from => true,
+            (Some(_), Latching::Once) => {
+                let (ssrc, seq) = (Ssrc(rtp.ssrc()), u16::from(rtp.sequence_number()));
+                let moved = self.rebound(from, ssrc, seq, now);
+                if moved {
+                    self.latch(from);
+                    self.stats.followed += 1;
+                }
+                moved
+            }
             _ => false,
         };
         if !trusted {
             self.stats.foreign += 1;
             return None;
         }
+        self.heard_at = Some(now);
         let ssrc = Ssrc(rtp.ssrc());
         if !self.sequences.contains_key(&ssrc) && self.sequences.len() >= MAX_SSRCS {
             self.sequences.clear();
@@ -401,32 +521,35 @@ mod tests {
 
     #[test]
     fn strangers_are_ignored_and_counted() {
+        let t0 = Instant::now();
         let caller: SocketAddr = "127.0.0.1:6000".parse().unwrap();
         let stranger: SocketAddr = "127.0.0.1:6666".parse().unwrap();
         let mut r = RtpReceiver::new(Some(caller), Latching::Off);
-        assert!(r.accept(stranger, &rtp(1, 9)).is_none());
+        assert!(r.accept(stranger, &rtp(1, 9), t0).is_none());
         let packet = rtp(2, 9);
-        let ok = r.accept(caller, &packet).unwrap();
+        let ok = r.accept(caller, &packet, t0).unwrap();
         assert_eq!((ok.pt, ok.payload), (101, &[1, 2, 3, 4][..]));
-        assert!(r.accept(caller, b"not rtp").is_none());
+        assert!(r.accept(caller, b"not rtp", t0).is_none());
         assert_eq!(
             r.stats(),
             ReceiveStats {
                 accepted: 1,
                 foreign: 1,
-                malformed: 1
+                malformed: 1,
+                followed: 0,
             }
         );
     }
 
     #[test]
     fn latching_happens_once() {
+        let t0 = Instant::now();
         let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let other: SocketAddr = "127.0.0.1:40002".parse().unwrap();
         let mut r = RtpReceiver::new(None, Latching::Once);
-        assert!(r.accept(nat, &rtp(1, 1)).is_some());
+        assert!(r.accept(nat, &rtp(1, 1), t0).is_some());
         assert_eq!(r.source(), Some(nat));
-        assert!(r.accept(other, &rtp(2, 1)).is_none(), "no second latch");
+        assert!(r.accept(other, &rtp(2, 1), t0).is_none(), "no second latch");
         // Latched sources are never settled: the socket stays unconnected.
         assert_eq!(r.settled_source(), None);
         // An SDP address given before the latch is where media goes until then.
@@ -442,22 +565,23 @@ mod tests {
         );
         // Without latching and without an SDP address nothing is trusted.
         let mut closed = RtpReceiver::new(None, Latching::Off);
-        assert!(closed.accept(nat, &rtp(1, 1)).is_none());
+        assert!(closed.accept(nat, &rtp(1, 1), t0).is_none());
     }
 
     #[test]
     fn a_latched_source_is_learnt_afresh_when_the_sdp_moves_the_media() {
+        let t0 = Instant::now();
         let private: SocketAddr = "192.168.1.20:30000".parse().unwrap();
         let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let moved: SocketAddr = "127.0.0.1:41000".parse().unwrap();
         let mut r = RtpReceiver::new(Some(private), Latching::Once);
-        assert!(r.accept(nat, &rtp(1, 1)).is_some());
+        assert!(r.accept(nat, &rtp(1, 1), t0).is_some());
         // A session refresh naming the same address, and hold naming none, keep the latch.
         r.update_expected(Some(private));
         r.update_expected(None);
         r.update_expected(Some(private));
         assert_eq!(r.source(), Some(nat));
-        assert!(r.accept(moved, &rtp(2, 1)).is_none(), "no second latch");
+        assert!(r.accept(moved, &rtp(2, 1), t0).is_none(), "no second latch");
         // A re-INVITE moves the media (a B2BUA leaving the path): sent there at once. The
         // old source, still relaying for a moment, is heard but not latched again; the
         // first other source seen is.
@@ -465,14 +589,14 @@ mod tests {
         assert_eq!(r.source(), Some(moved));
         for seq in 10..20 {
             assert!(
-                r.accept(nat, &rtp(seq, 1)).is_some(),
+                r.accept(nat, &rtp(seq, 1), t0).is_some(),
                 "the relay until the switch"
             );
         }
         assert_eq!(r.source(), Some(moved));
-        assert!(r.accept(moved, &rtp(3, 1)).is_some());
+        assert!(r.accept(moved, &rtp(3, 1), t0).is_some());
         assert!(
-            r.accept(nat, &rtp(4, 1)).is_none(),
+            r.accept(nat, &rtp(4, 1), t0).is_none(),
             "the old source is gone"
         );
         assert_eq!(r.source(), Some(moved));
@@ -480,43 +604,210 @@ mod tests {
         let mut plain = RtpReceiver::new(Some(private), Latching::Off);
         plain.update_expected(Some(moved));
         assert_eq!(plain.settled_source(), Some(moved));
-        assert!(plain.accept(moved, &rtp(1, 1)).is_some());
+        assert!(plain.accept(moved, &rtp(1, 1), t0).is_some());
     }
 
     #[test]
     fn a_source_that_alone_goes_on_after_the_sdp_moved_is_latched_again() {
+        let t0 = Instant::now();
         // The SDP moved, the media did not (a NAT's mapping that survived the change).
         let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let moved: SocketAddr = "192.168.1.21:30000".parse().unwrap();
         let mut r = RtpReceiver::new(None, Latching::Once);
-        assert!(r.accept(nat, &rtp(1, 1)).is_some());
+        assert!(r.accept(nat, &rtp(1, 1), t0).is_some());
         r.update_expected(Some(moved));
         for seq in 2..=RELATCH_AFTER {
             assert!(
-                r.accept(nat, &rtp(u16::try_from(seq).unwrap(), 1))
+                r.accept(nat, &rtp(u16::try_from(seq).unwrap(), 1), t0)
                     .is_some()
             );
             assert_eq!(r.source(), Some(moved), "packet {seq}");
         }
-        assert!(r.accept(nat, &rtp(99, 1)).is_some());
+        assert!(r.accept(nat, &rtp(99, 1), t0).is_some());
         assert_eq!(r.source(), Some(nat));
         let stranger: SocketAddr = "127.0.0.1:6666".parse().unwrap();
-        assert!(r.accept(stranger, &rtp(100, 1)).is_none());
+        assert!(r.accept(stranger, &rtp(100, 1), t0).is_none());
     }
 
     #[test]
     fn latching_onto_the_sdp_address_when_it_is_the_first_source() {
+        let t0 = Instant::now();
         // A caller not behind a NAT sends from the SDP's address: that is the first source
         // seen, so it is latched, and a stranger's packet afterwards cannot take over.
         let sdp: SocketAddr = "127.0.0.1:6000".parse().unwrap();
         let stranger: SocketAddr = "127.0.0.1:6666".parse().unwrap();
         let mut r = RtpReceiver::new(Some(sdp), Latching::Once);
-        assert!(r.accept(sdp, &rtp(1, 1)).is_some());
+        assert!(r.accept(sdp, &rtp(1, 1), t0).is_some());
         assert!(
-            r.accept(stranger, &rtp(2, 1)).is_none(),
+            r.accept(stranger, &rtp(2, 1), t0).is_none(),
             "a stranger took over"
         );
         assert_eq!(r.source(), Some(sdp));
-        assert!(r.accept(sdp, &rtp(3, 1)).is_some());
+        assert!(r.accept(sdp, &rtp(3, 1), t0).is_some());
+    }
+
+    /// `rtp(seq, ssrc)` packets numbered `seqs` from `from`, one every 20 ms from `start`:
+    /// whether each was accepted.
+    fn send(
+        r: &mut RtpReceiver,
+        from: SocketAddr,
+        ssrc: u32,
+        seqs: std::ops::Range<u16>,
+        start: Instant,
+    ) -> Vec<bool> {
+        seqs.enumerate()
+            .map(|(i, seq)| {
+                let now = start + Duration::from_millis(20 * i as u64);
+                r.accept(from, &rtp(seq, ssrc), now).is_some()
+            })
+            .collect()
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// A receiver latched onto `nat`, which sent SSRC 7's packets 1 to 10, 20 ms apart from
+    /// `t0` (the last at `t0` + 180 ms).
+    fn latched(nat: SocketAddr, t0: Instant) -> RtpReceiver {
+        let sdp: SocketAddr = "192.168.1.20:30000".parse().unwrap();
+        let mut r = RtpReceiver::new(Some(sdp), Latching::Once);
+        assert!(send(&mut r, nat, 7, 1..11, t0).iter().all(|&a| a));
+        assert_eq!(r.source(), Some(nat));
+        r
+    }
+
+    /// A NAT rebinding, to another port or another address of its pool: the stream goes on
+    /// from there, and is followed once the old mapping has been quiet for
+    /// [`FOLLOW_QUIET`] and [`FOLLOW_AFTER`] packets have continued it. Media then goes
+    /// there, and the old mapping is a stranger.
+    #[test]
+    fn a_nat_rebinding_is_followed_once_the_stream_continues_from_there() {
+        let t0 = Instant::now();
+        let nat: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        for rebound in ["198.51.100.7:40010", "198.51.100.8:51000"] {
+            let rebound: SocketAddr = rebound.parse().unwrap();
+            let mut r = latched(nat, t0);
+            // The next packet, 20 ms after the last from the old mapping.
+            let start = t0 + 200 * MS;
+            let accepted = send(&mut r, rebound, 7, 11..30, start);
+            // Quiet for 200 ms at packet 20 (the old one's last was packet 10).
+            let first = accepted.iter().position(|&a| a).unwrap();
+            assert_eq!(first, 9, "{accepted:?}");
+            assert!(accepted[first..].iter().all(|&a| a), "{accepted:?}");
+            assert_eq!(r.source(), Some(rebound));
+            assert_eq!(r.stats().followed, 1);
+            assert_eq!(r.stats().foreign, 9);
+            // Latched sources are never settled: the socket stays unconnected.
+            assert_eq!(r.settled_source(), None);
+            // The old mapping, or a copy of its last packets, is now a stranger.
+            assert!(r.accept(nat, &rtp(29, 7), t0 + MS * 700).is_none());
+            assert!(r.accept(nat, &rtp(30, 7), t0 + MS * 700).is_none());
+            assert_eq!(r.source(), Some(rebound));
+        }
+    }
+
+    /// A stream that has been quiet a while (on hold, or silence suppression) is followed
+    /// after [`FOLLOW_AFTER`] packets in an unbroken sequence, not before; a gap in them
+    /// starts the count over.
+    #[test]
+    fn a_rebinding_needs_packets_in_an_unbroken_sequence() {
+        let t0 = Instant::now();
+        let nat: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        let rebound: SocketAddr = "198.51.100.7:40010".parse().unwrap();
+        let mut r = latched(nat, t0);
+        let later = t0 + 5 * FOLLOW_QUIET;
+        assert_eq!(
+            send(&mut r, rebound, 7, 11..14, later),
+            [false, false, true]
+        );
+        assert_eq!(r.source(), Some(rebound));
+
+        let mut r = latched(nat, t0);
+        let mut heard = send(&mut r, rebound, 7, 11..13, later);
+        // Packet 13 is lost: 14 starts the count over.
+        heard.extend(send(&mut r, rebound, 7, 14..18, later + 60 * MS));
+        assert_eq!(heard, [false, false, false, false, true, true]);
+    }
+
+    /// Packets from another address with another SSRC are a stranger's, however long the
+    /// source has been quiet and however they are numbered: never followed, never heard.
+    #[test]
+    fn a_stranger_with_another_ssrc_is_not_followed() {
+        let t0 = Instant::now();
+        let nat: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        let stranger: SocketAddr = "198.51.100.7:40010".parse().unwrap();
+        let mut r = latched(nat, t0);
+        let later = t0 + 5 * FOLLOW_QUIET;
+        assert!(!send(&mut r, stranger, 8, 11..111, later).contains(&true));
+        assert_eq!(r.source(), Some(nat));
+        assert_eq!((r.stats().followed, r.stats().foreign), (0, 100));
+        // The caller goes on from its own address.
+        assert!(r.accept(nat, &rtp(11, 7), later + MS * 3000).is_some());
+    }
+
+    /// Packets with the stream's SSRC but numbered far from it (a stranger guessing, a
+    /// capture replayed) are not followed: more than [`FOLLOW_WINDOW`] ahead, or behind.
+    #[test]
+    fn a_stranger_with_far_off_sequence_numbers_is_not_followed() {
+        let t0 = Instant::now();
+        let nat: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        let stranger: SocketAddr = "203.0.113.9:40010".parse().unwrap();
+        let later = t0 + 5 * FOLLOW_QUIET;
+        // The highest heard is 10.
+        let window = 10 + FOLLOW_WINDOW;
+        for (case, seqs) in [
+            ("just beyond the window", window + 1..window + 40),
+            ("far ahead", 30_000..30_040),
+            ("behind", 65_500..65_535),
+            ("a replay", 1..11),
+        ] {
+            let mut r = latched(nat, t0);
+            assert!(
+                !send(&mut r, stranger, 7, seqs, later).contains(&true),
+                "{case}"
+            );
+            assert_eq!(r.source(), Some(nat), "{case}");
+        }
+        // The window's last number still continues the stream.
+        let mut r = latched(nat, t0);
+        let heard = send(&mut r, stranger, 7, window..window + 3, later);
+        assert_eq!(heard, [false, false, true]);
+    }
+
+    /// While the latched source still sends, another address continuing its stream (a
+    /// relay and the phone both sending, someone on the path copying it) is not followed;
+    /// once the source has been quiet for [`FOLLOW_QUIET`], it is.
+    #[test]
+    fn no_rebinding_is_followed_while_the_source_still_sends() {
+        let t0 = Instant::now();
+        let nat: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        let copy: SocketAddr = "198.51.100.7:40010".parse().unwrap();
+        let mut r = latched(nat, t0);
+        // For a second the source sends packet n and the copy n + 1, 10 ms later.
+        for n in 11..61_u16 {
+            let now = t0 + 20 * MS * u32::from(n - 1);
+            assert!(r.accept(nat, &rtp(n, 7), now).is_some(), "packet {n}");
+            assert!(r.accept(copy, &rtp(n + 1, 7), now + 10 * MS).is_none());
+        }
+        assert_eq!((r.source(), r.stats().followed), (Some(nat), 0));
+        // The source stops (its last packet at 1,180 ms): the copy's stream is followed
+        // once 200 ms have passed.
+        let start = t0 + 1_200 * MS;
+        let heard = send(&mut r, copy, 7, 62..75, start);
+        let first = heard.iter().position(|&a| a);
+        assert_eq!(first, Some(9), "{heard:?}");
+        assert_eq!(r.source(), Some(copy));
+    }
+
+    /// Without latching the SDP's address alone is heard: no rebinding is followed.
+    #[test]
+    fn without_latching_no_rebinding_is_followed() {
+        let t0 = Instant::now();
+        let sdp: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let other: SocketAddr = "192.0.2.1:4010".parse().unwrap();
+        let mut r = RtpReceiver::new(Some(sdp), Latching::Off);
+        assert!(send(&mut r, sdp, 7, 1..11, t0).iter().all(|&a| a));
+        let later = t0 + 5 * FOLLOW_QUIET;
+        assert!(!send(&mut r, other, 7, 11..31, later).contains(&true));
+        assert_eq!(r.settled_source(), Some(sdp));
     }
 }

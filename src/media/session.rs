@@ -224,7 +224,7 @@ impl MediaSession {
         now: Instant,
         keys: &mut Vec<DigitEvent>,
     ) -> Heard {
-        let Some(packet) = self.receiver.accept(from, datagram) else {
+        let Some(packet) = self.receiver.accept(from, datagram, now) else {
             return Heard::Ignored;
         };
         self.rtcp.on_rtp(&packet, packet.pt == self.audio_pt, now);

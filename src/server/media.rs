@@ -748,6 +748,7 @@ fn log_end(s: &Stream) {
         rtp_sent = s.out.sender().sent(),
         rtp_received = stats.accepted,
         rtp_foreign = stats.foreign,
+        rtp_followed = stats.followed,
         rtcp_sent = rtcp.sent,
         rtcp_received = rtcp.received,
         rtcp_malformed = rtcp.malformed,
