@@ -224,9 +224,15 @@ impl MediaSession {
         now: Instant,
         keys: &mut Vec<DigitEvent>,
     ) -> Heard {
+        let followed = self.receiver.stats().followed;
         let Some(packet) = self.receiver.accept(from, datagram, now) else {
             return Heard::Ignored;
         };
+        if self.receiver.stats().followed != followed {
+            // A NAT rebinding moved the caller's RTP: its RTCP mapping has most likely moved
+            // with it, so where reports go is learnt afresh from its next report.
+            self.rtcp_peer.relearn();
+        }
         self.rtcp.on_rtp(&packet, packet.pt == self.audio_pt, now);
         if let Some(events) = &mut self.events
             && events.accepts(packet.pt)
@@ -332,6 +338,12 @@ impl RtcpPeer {
         }
         self.signalled = remote.rtcp;
         self.mux = remote.rtcp_mux;
+    }
+
+    /// The caller's RTP moved without a new SDP (a NAT rebinding): the RTCP source latched
+    /// before is forgotten, and the next report's is latched.
+    fn relearn(&mut self) {
+        self.latched = None;
     }
 
     /// A report from `from` was read: with latching, and none latched yet, reports go
@@ -711,6 +723,40 @@ mod tests {
             Heard::Rtcp
         );
         assert_eq!(s.rtcp_route(), Some(RtcpRoute::Separate(signalled)));
+    }
+
+    /// With latching, a NAT rebinding that RTP follows makes RTCP's latch learnt afresh: the
+    /// old RTCP mapping is most likely gone with the old RTP one.
+    #[test]
+    fn rtcp_is_learnt_afresh_when_rtp_follows_a_rebinding() {
+        let t0 = Instant::now();
+        let remote = pcmu("192.168.1.20:30000");
+        let mut s = session(&remote, Latching::Once, InbandDtmf::Never);
+        let mut keys = Vec::new();
+        let report = report();
+        let (nat, nat_rtcp) = (at("198.51.100.7:61000"), at("198.51.100.7:61001"));
+        for frame in 0..5 {
+            let now = t0 + 20 * MS * u32::from(frame);
+            s.handle(Port::Rtp, nat, &audio(frame, false), now, &mut keys);
+        }
+        s.handle(Port::Rtcp, nat_rtcp, &report, t0, &mut keys);
+        assert_eq!(s.rtcp_route(), Some(RtcpRoute::Separate(nat_rtcp)));
+        // The NAT maps the flow to new ports; the old ones fall silent.
+        let (rebound, rebound_rtcp) = (at("198.51.100.7:62000"), at("198.51.100.7:62001"));
+        let mut heard = Vec::new();
+        for frame in 5..20 {
+            let now = t0 + 20 * MS * u32::from(frame);
+            heard.push(s.handle(Port::Rtp, rebound, &audio(frame, false), now, &mut keys));
+        }
+        assert!(heard.contains(&Heard::Rtp), "{heard:?}");
+        assert_eq!(s.rtp_destination(), Some(rebound));
+        assert_eq!(
+            s.rtcp_route(),
+            remote.rtcp.map(RtcpRoute::Separate),
+            "the old RTCP mapping is forgotten"
+        );
+        s.handle(Port::Rtcp, rebound_rtcp, &report, t0, &mut keys);
+        assert_eq!(s.rtcp_route(), Some(RtcpRoute::Separate(rebound_rtcp)));
     }
 
     /// Where RTCP goes: with `a=rtcp-mux` from the RTP port to where RTP goes (following
