@@ -85,6 +85,17 @@ impl RtpOut {
         }
     }
 
+    /// `packets` of μ-law silence on payload type 0, 20 ms apart in real time: the audio a
+    /// phone sends between key presses.
+    pub fn silence(&mut self, packets: usize) {
+        for _ in 0..packets {
+            let ts = self.ts;
+            self.send(0, false, ts, &[0xff; 160]);
+            self.ts = self.ts.wrapping_add(160);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `keys` as DTMF tones in μ-law audio on payload type 0: 80 ms of tone, 80 ms of
     /// silence each, in 20 ms packets sent in real time.
     pub fn tones(&mut self, keys: &str) {
