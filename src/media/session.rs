@@ -3,9 +3,9 @@
 //!
 //! The shell owns the call's two sockets (RTP on an even port, RTCP on the odd one above).
 //! It hands each datagram in with the port it came to, the address it came from and the
-//! time ([`MediaSession::handle`]), and asks where to send ([`MediaSession::rtp_destination`],
-//! [`MediaSession::rtcp_route`]) and whether its RTP socket may be connected
-//! ([`MediaSession::settled_source`]). Everything between is here: the source filter and
+//! time ([`MediaSession::handle_datagram`]), and asks where to send
+//! ([`MediaSession::rtp_destination`], [`MediaSession::rtcp_route`]) and whether its RTP
+//! socket may be connected ([`MediaSession::settled_source`]). Everything between is here: the source filter and
 //! symmetric RTP ([`RtpReceiver`]), RFC 5761 demultiplexing, which RTCP is trusted and where
 //! reports go, the RFC 4733 receiver and the in-band detector on the audio's own timeline,
 //! and how each follows a re-INVITE or UPDATE ([`MediaSession::configure`]).
@@ -193,7 +193,7 @@ impl MediaSession {
 
     /// One datagram that came to `port` from `from` at `now`: what it was. The keys it
     /// carries are appended to `keys`; RTP accepted and RTCP read count in the reports.
-    pub fn handle(
+    pub fn handle_datagram(
         &mut self,
         port: Port,
         from: SocketAddr,
@@ -483,7 +483,7 @@ mod tests {
         let mut keys = Vec::new();
         for (i, packet) in packets.iter().enumerate() {
             let now = start + 20 * MS * u32::try_from(i).unwrap();
-            s.handle(Port::Rtp, from, packet, now, &mut keys);
+            s.handle_datagram(Port::Rtp, from, packet, now, &mut keys);
         }
         keys.iter().map(|k| k.digit.reveal()).collect()
     }
@@ -550,7 +550,7 @@ mod tests {
         let mut send = |s: &mut MediaSession, seq: u16, duration: u16, end: bool| {
             let packet = event(101, seq, 8_000, 5, duration, end);
             let now = t0 + 20 * MS * u32::from(seq);
-            s.handle(Port::Rtp, peer, &packet, now, &mut keys);
+            s.handle_datagram(Port::Rtp, peer, &packet, now, &mut keys);
         };
         send(&mut s, 0, 160, false);
         send(&mut s, 1, 320, false);
@@ -655,7 +655,7 @@ mod tests {
         let mut s = session(&remote, Latching::Off, InbandDtmf::Never);
         let report = report();
         let mut keys = Vec::new();
-        let mut hear = |port, from: &str| s.handle(port, at(from), &report, t0, &mut keys);
+        let mut hear = |port, from: &str| s.handle_datagram(port, at(from), &report, t0, &mut keys);
         assert_eq!(hear(Port::Rtcp, "192.0.2.1:61000"), Heard::Rtcp);
         assert_eq!(hear(Port::Rtp, "192.0.2.1:4000"), Heard::Rtcp);
         assert_eq!(hear(Port::Rtcp, "192.0.2.9:4001"), Heard::Ignored);
@@ -664,7 +664,7 @@ mod tests {
         // Without `a=rtcp-mux` RTCP on the RTP port is stray, even the caller's.
         let mut s = session(&pcmu("192.0.2.1:4000"), Latching::Off, InbandDtmf::Never);
         let from = at("192.0.2.1:4000");
-        let heard = s.handle(Port::Rtp, from, &report, t0, &mut keys);
+        let heard = s.handle_datagram(Port::Rtp, from, &report, t0, &mut keys);
         assert_eq!(heard, Heard::Ignored);
         assert_eq!(s.rtcp().stats().received, 0);
         assert_eq!(s.receive_stats().accepted, 0, "RTCP taken for RTP");
@@ -685,14 +685,17 @@ mod tests {
         assert_eq!(s.rtcp_route(), Some(RtcpRoute::Separate(signalled)));
         // RTP latches onto the NAT's address; its RTCP comes from another port of it.
         let audio = audio(0, false);
-        assert_eq!(s.handle(Port::Rtp, nat, &audio, t0, &mut keys), Heard::Rtp);
+        assert_eq!(
+            s.handle_datagram(Port::Rtp, nat, &audio, t0, &mut keys),
+            Heard::Rtp
+        );
         let nat_rtcp = at("198.51.100.7:61001");
-        s.handle(Port::Rtcp, nat_rtcp, &report, t0, &mut keys);
+        s.handle_datagram(Port::Rtcp, nat_rtcp, &report, t0, &mut keys);
         assert_eq!(s.rtcp_route(), Some(RtcpRoute::Separate(nat_rtcp)));
         // Once: a report from another port of that host is read but moves nothing.
         let other = at("198.51.100.7:62000");
         assert_eq!(
-            s.handle(Port::Rtcp, other, &report, t0, &mut keys),
+            s.handle_datagram(Port::Rtcp, other, &report, t0, &mut keys),
             Heard::Rtcp
         );
         assert_eq!(s.rtcp_route(), Some(RtcpRoute::Separate(nat_rtcp)));
@@ -712,14 +715,14 @@ mod tests {
         let moved_rtcp = moved.rtcp.unwrap();
         assert_eq!(s.rtcp_route(), Some(RtcpRoute::Separate(moved_rtcp)));
         let relearnt = at("198.51.100.7:63001");
-        s.handle(Port::Rtcp, relearnt, &report, t0, &mut keys);
+        s.handle_datagram(Port::Rtcp, relearnt, &report, t0, &mut keys);
         assert_eq!(s.rtcp_route(), Some(RtcpRoute::Separate(relearnt)));
 
         // Without latching reports go where the SDP says, whatever comes from elsewhere.
         let mut s = session(&remote, Latching::Off, InbandDtmf::Never);
         let from = at("192.168.1.20:50000");
         assert_eq!(
-            s.handle(Port::Rtcp, from, &report, t0, &mut keys),
+            s.handle_datagram(Port::Rtcp, from, &report, t0, &mut keys),
             Heard::Rtcp
         );
         assert_eq!(s.rtcp_route(), Some(RtcpRoute::Separate(signalled)));
@@ -737,16 +740,16 @@ mod tests {
         let (nat, nat_rtcp) = (at("198.51.100.7:61000"), at("198.51.100.7:61001"));
         for frame in 0..5 {
             let now = t0 + 20 * MS * u32::from(frame);
-            s.handle(Port::Rtp, nat, &audio(frame, false), now, &mut keys);
+            s.handle_datagram(Port::Rtp, nat, &audio(frame, false), now, &mut keys);
         }
-        s.handle(Port::Rtcp, nat_rtcp, &report, t0, &mut keys);
+        s.handle_datagram(Port::Rtcp, nat_rtcp, &report, t0, &mut keys);
         assert_eq!(s.rtcp_route(), Some(RtcpRoute::Separate(nat_rtcp)));
         // The NAT maps the flow to new ports; the old ones fall silent.
         let (rebound, rebound_rtcp) = (at("198.51.100.7:62000"), at("198.51.100.7:62001"));
         let mut heard = Vec::new();
         for frame in 5..20 {
             let now = t0 + 20 * MS * u32::from(frame);
-            heard.push(s.handle(Port::Rtp, rebound, &audio(frame, false), now, &mut keys));
+            heard.push(s.handle_datagram(Port::Rtp, rebound, &audio(frame, false), now, &mut keys));
         }
         assert!(heard.contains(&Heard::Rtp), "{heard:?}");
         assert_eq!(s.rtp_destination(), Some(rebound));
@@ -755,7 +758,7 @@ mod tests {
             remote.rtcp.map(RtcpRoute::Separate),
             "the old RTCP mapping is forgotten"
         );
-        s.handle(Port::Rtcp, rebound_rtcp, &report, t0, &mut keys);
+        s.handle_datagram(Port::Rtcp, rebound_rtcp, &report, t0, &mut keys);
         assert_eq!(s.rtcp_route(), Some(RtcpRoute::Separate(rebound_rtcp)));
     }
 
@@ -775,9 +778,9 @@ mod tests {
         let mut s = session(&muxed, Latching::Once, InbandDtmf::Never);
         assert_eq!(s.rtcp_route(), Some(RtcpRoute::Muxed(at("192.0.2.1:4000"))));
         let nat = at("192.0.2.1:50000");
-        s.handle(Port::Rtp, nat, &audio(0, false), t0, &mut keys);
+        s.handle_datagram(Port::Rtp, nat, &audio(0, false), t0, &mut keys);
         assert_eq!(s.rtp_destination(), Some(nat));
-        s.handle(Port::Rtp, at("192.0.2.1:50002"), &report, t0, &mut keys);
+        s.handle_datagram(Port::Rtp, at("192.0.2.1:50002"), &report, t0, &mut keys);
         assert_eq!(s.rtcp_route(), Some(RtcpRoute::Muxed(nat)));
 
         let remote = pcmu("192.0.2.1:4000");
@@ -786,7 +789,7 @@ mod tests {
             s.rtcp_route(),
             Some(RtcpRoute::Separate(at("192.0.2.1:4001")))
         );
-        s.handle(Port::Rtcp, at("192.0.2.1:50001"), &report, t0, &mut keys);
+        s.handle_datagram(Port::Rtcp, at("192.0.2.1:50001"), &report, t0, &mut keys);
         assert_eq!(
             s.rtcp_route(),
             Some(RtcpRoute::Separate(at("192.0.2.1:50001")))

@@ -629,9 +629,9 @@ impl Thread {
                 break;
             };
             let datagram = &self.datagram[..n];
-            let heard = s
-                .session
-                .handle(port, from, datagram, Instant::now(), &mut self.keys);
+            let heard =
+                s.session
+                    .handle_datagram(port, from, datagram, Instant::now(), &mut self.keys);
             if heard == Heard::Rtcp {
                 RTCP_PACKETS_RECEIVED.fetch_add(1, Ordering::Relaxed);
             }
