@@ -79,6 +79,10 @@ pub struct RemoteMedia {
     /// Ours, when our offer numbered telephone-event otherwise: events are taken on both
     /// (RFC 3264 §5.1 has the peer send with ours, and many send with their own).
     pub telephone_event_ours: Option<u8>,
+    /// The audio stream is disabled (port 0, RFC 3264 §8.2): nothing is heard and nothing
+    /// goes out, RTCP included ("RTCP transmission also ceases"), until it is enabled again.
+    /// What was learnt of the caller's addresses is kept for then.
+    pub disabled: bool,
 }
 
 /// Which of the call's two ports a datagram came to.
@@ -123,6 +127,8 @@ pub struct MediaSession {
     pcm: Vec<i16>,
     rtcp: Rtcp,
     rtcp_peer: RtcpPeer,
+    /// See [`RemoteMedia::disabled`].
+    disabled: bool,
 }
 
 /// The in-band detector, for the codec and payload type it hears.
@@ -158,6 +164,7 @@ impl MediaSession {
                 latched: None,
                 named: None,
             },
+            disabled: false,
         };
         me.configure(remote);
         me
@@ -167,6 +174,7 @@ impl MediaSession {
     /// did not change is kept: a re-INVITE (a session refresh, hold, a new address) while a
     /// key is held must not make the rest of that press a second key.
     pub fn configure(&mut self, remote: &RemoteMedia) {
+        self.disabled = remote.disabled;
         self.receiver.update_expected(remote.rtp);
         self.rtcp_peer.configure(remote);
         self.audio_pt = remote.audio_pt;
@@ -201,6 +209,9 @@ impl MediaSession {
         now: Instant,
         keys: &mut Vec<DigitEvent>,
     ) -> Heard {
+        if self.disabled {
+            return Heard::Ignored;
+        }
         match port {
             Port::Rtcp => self.hear_rtcp(from, datagram, now),
             // RTCP on the RTP port (RFC 5761 §4, told by its second byte): the caller's with
@@ -270,9 +281,10 @@ impl MediaSession {
         Heard::Rtcp
     }
 
-    /// Where RTP goes now: the caller's source once latched, else the SDP's address.
+    /// Where RTP goes now: the caller's source once latched, else the SDP's address; nowhere
+    /// while the audio is disabled.
     pub fn rtp_destination(&self) -> Option<SocketAddr> {
-        self.receiver.source()
+        self.receiver.source().filter(|_| !self.disabled)
     }
 
     /// The address the RTP socket may be connected to: see
@@ -283,9 +295,11 @@ impl MediaSession {
 
     /// Where RTCP goes now, and from which port: with `a=rtcp-mux` where RTP goes; else
     /// where the caller's reports come from once latched, else where the SDP says. `None`
-    /// when there is nowhere (a hold by `c=0.0.0.0`).
+    /// when there is nowhere (a hold by `c=0.0.0.0`), and while the audio is disabled.
     pub fn rtcp_route(&self) -> Option<RtcpRoute> {
-        if self.rtcp_peer.mux {
+        if self.disabled {
+            None
+        } else if self.rtcp_peer.mux {
             self.rtp_destination().map(RtcpRoute::Muxed)
         } else {
             self.rtcp_peer
@@ -396,6 +410,7 @@ mod tests {
             audio_pt: 0,
             telephone_event: None,
             telephone_event_ours: None,
+            disabled: false,
         }
     }
 
@@ -726,6 +741,64 @@ mod tests {
             Heard::Rtcp
         );
         assert_eq!(s.rtcp_route(), Some(RtcpRoute::Separate(signalled)));
+    }
+
+    /// The audio disabled (port 0) with latching: the latched source's RTP, keys included,
+    /// and its RTCP are not heard, and neither RTP nor RTCP has anywhere to go (RFC 3264
+    /// §8.2: RTCP ceases too). Enabled again at the same address, what was learnt holds.
+    #[test]
+    fn a_disabled_stream_hears_nothing_and_sends_nowhere() {
+        let t0 = Instant::now();
+        let remote = with_events(pcmu("192.168.1.20:30000"), 101);
+        let nat = at("198.51.100.7:61000");
+        let nat_rtcp = at("198.51.100.7:61001");
+        let mut s = session(&remote, Latching::Once, InbandDtmf::Never);
+        let report = report();
+        let mut keys = Vec::new();
+        s.handle_datagram(Port::Rtp, nat, &audio(0, false), t0, &mut keys);
+        s.handle_datagram(Port::Rtcp, nat_rtcp, &report, t0, &mut keys);
+        assert_eq!(s.rtp_destination(), Some(nat));
+        assert_eq!(s.rtcp_route(), Some(RtcpRoute::Separate(nat_rtcp)));
+        let off = RemoteMedia {
+            rtp: None,
+            rtcp: None,
+            disabled: true,
+            ..remote
+        };
+        s.configure(&off);
+        assert_eq!((s.rtp_destination(), s.rtcp_route()), (None, None));
+        let key = event(101, 1, 160, 1, 160, true);
+        let t1 = t0 + 100 * MS;
+        assert_eq!(
+            s.handle_datagram(Port::Rtp, nat, &key, t1, &mut keys),
+            Heard::Ignored
+        );
+        assert_eq!(
+            s.handle_datagram(Port::Rtcp, nat_rtcp, &report, t1, &mut keys),
+            Heard::Ignored
+        );
+        // Nor does a stranger latch meanwhile.
+        let stranger = at("203.0.113.9:5000");
+        assert_eq!(
+            s.handle_datagram(Port::Rtp, stranger, &key, t1, &mut keys),
+            Heard::Ignored
+        );
+        assert!(keys.is_empty(), "{keys:?}");
+        s.configure(&remote);
+        assert_eq!(s.rtp_destination(), Some(nat));
+        assert_eq!(s.rtcp_route(), Some(RtcpRoute::Separate(nat_rtcp)));
+        let t2 = t0 + 200 * MS;
+        assert_eq!(
+            s.handle_datagram(
+                Port::Rtp,
+                nat,
+                &event(101, 2, 320, 2, 160, true),
+                t2,
+                &mut keys
+            ),
+            Heard::Rtp
+        );
+        assert_eq!(keys.len(), 1, "{keys:?}");
     }
 
     /// With latching, a NAT rebinding that RTP follows makes RTCP's latch learnt afresh: the

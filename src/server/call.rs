@@ -36,12 +36,7 @@ const CHANGE_TRIES: u32 = 6;
 #[derive(Debug)]
 pub(crate) enum CallEvent {
     /// Media parameters agreed or changed.
-    Media {
-        /// What was agreed.
-        media: Negotiated,
-        /// The offer disabled the audio stream (port 0): no RTP, but no hold either.
-        disabled: bool,
-    },
+    Media(Negotiated),
     /// The ACK arrived.
     Established,
     /// An INFO body.
@@ -384,8 +379,8 @@ impl CallTask {
 
     fn on_sip(&mut self, event: CallEvent) {
         match event {
-            CallEvent::Media { media, disabled } => {
-                tracing::debug!(codec = ?media.codec, remote = ?media.remote_rtp, dtmf_pt = ?media.telephone_event, direction = ?media.direction, ptime = media.ptime_ms, disabled, "media agreed");
+            CallEvent::Media(media) => {
+                tracing::debug!(codec = ?media.codec, remote = ?media.remote_rtp, dtmf_pt = ?media.telephone_event, direction = ?media.direction, ptime = media.ptime_ms, disabled = media.disabled, "media agreed");
                 // A re-INVITE or UPDATE that adds or drops telephone-event changes how keys
                 // come (with `inband_dtmf = "auto"`, tones are listened for only without
                 // it): the next key by the new method is no copy of the last by the old.
@@ -398,7 +393,7 @@ impl CallTask {
                 // audio stream is no hold: the flow goes on, its silences counted, and ends
                 // the call as a silent caller's if no audio (or key by INFO) comes back.
                 self.flow
-                    .handle_hold(now(), !disabled && !media.direction.sends());
+                    .handle_hold(now(), !media.disabled && !media.direction.sends());
                 if self.rtp.is_some() {
                     self.agreed = Some(media);
                     self.start_media();

@@ -282,6 +282,7 @@ fn remote_media(media: &Negotiated) -> RemoteMedia {
         audio_pt: media.payload_type,
         telephone_event: media.telephone_event,
         telephone_event_ours: media.telephone_event_ours,
+        disabled: media.disabled,
     }
 }
 

@@ -268,11 +268,7 @@ impl SipTask {
                     self.calls.insert(call, events);
                     self.task_calls.insert(task, call);
                 }
-                Event::Media {
-                    call,
-                    media,
-                    disabled,
-                } => self.to_call(call, CallEvent::Media { media, disabled }),
+                Event::Media { call, media } => self.to_call(call, CallEvent::Media(media)),
                 Event::Established { call } => self.to_call(call, CallEvent::Established),
                 Event::Info {
                     call,

@@ -346,6 +346,11 @@ pub struct Negotiated {
     /// RTCP shares the RTP port both ways (RFC 5761): the offer asked for it and our answer
     /// agreed. vportal never offers it, so an answer to our offer never has it.
     pub rtcp_mux: bool,
+    /// The audio stream is disabled (port 0, RFC 3264 §8.2), by a re-INVITE's or UPDATE's
+    /// offer or the answer to ours: the rest is what was agreed before, with no address and
+    /// direction inactive. No RTP or RTCP goes either way, and none is heard, until an offer
+    /// enables audio again. Never so in what [`answer`] and [`accept_answer`] return.
+    pub disabled: bool,
 }
 
 /// Our side of the session: where we receive RTP, and the `o=` line's numbers.
@@ -945,6 +950,7 @@ fn negotiate(
         direction: our_direction(theirs, hold),
         remote_rtcp: rtcp_address(remote_rtp, media, media.rtcp_mux),
         rtcp_mux: media.rtcp_mux,
+        disabled: false,
     })
 }
 
@@ -1382,6 +1388,7 @@ mod tests {
             direction,
             remote_rtcp: remote.map(above),
             rtcp_mux: false,
+            disabled: false,
         })
     }
 
@@ -2228,6 +2235,7 @@ mod tests {
                 direction: Direction::SendRecv,
                 remote_rtcp: addr("[::1]:40003"),
                 rtcp_mux: false,
+                disabled: false,
             }
         );
     }

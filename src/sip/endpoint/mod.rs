@@ -68,9 +68,6 @@ enum CallState {
 /// bytes.
 type Kept = (CallHandle, usize);
 
-/// The media an offer in a dialog agreed, and whether it disabled the audio stream.
-type Agreed = (Negotiated, bool);
-
 /// The media `last` agreed, once the audio stream is disabled (port 0): no address to send
 /// RTP or RTCP to, and inactive. Codec, payload types and ptime stay as they were, so that
 /// what listens for keys is kept, as through a hold.
@@ -79,6 +76,7 @@ fn without_audio(last: &Negotiated) -> Negotiated {
         remote_rtp: None,
         remote_rtcp: None,
         direction: Direction::Inactive,
+        disabled: true,
         ..last.clone()
     }
 }
@@ -708,12 +706,12 @@ impl Endpoint {
             // disabling it does; a call's first answer must give it audio.
             let media = match (media, &call.media) {
                 (Some(Err(OfferAnswerError::AudioRejected)), Some(last)) => {
-                    Some(Ok((without_audio(last), true)))
+                    Some(Ok(without_audio(last)))
                 }
-                (media, _) => media.map(|m| m.map(|m| (m, false))),
+                (media, _) => media,
             };
             match media {
-                Some(Ok((media, disabled))) => self.media_agreed(handle, media, disabled),
+                Some(Ok(media)) => self.media_agreed(handle, media),
                 _ => {
                     // No longer pending: the call is confirmed, if only to be ended.
                     if first {
@@ -937,8 +935,8 @@ impl Endpoint {
                 let bytes = b.finish(body.as_deref().map(|s| ("application/sdp", s)));
                 self.complete_in_dialog(handle, key, flow, bytes, now);
                 self.refresh_target(handle, msg);
-                if let Some((media, disabled)) = media {
-                    self.media_agreed(handle, media, disabled);
+                if let Some(media) = media {
+                    self.media_agreed(handle, media);
                 }
             }
             _ => self.answer_non_invite(req, handle, key, (405, "Method Not Allowed"), |_| {}),
@@ -975,8 +973,7 @@ impl Endpoint {
     }
 
     /// Answers an in-dialog offer (re-INVITE or UPDATE) with the call's media address: the
-    /// media agreed, whether the offer disabled the audio stream, and the answer. `Ok(None)`
-    /// when the request has no body.
+    /// media agreed and the answer. `Ok(None)` when the request has no body.
     ///
     /// An offer whose audio streams all have port 0 takes the audio away from a session
     /// that goes on (RFC 3264 §8.2): it is answered with port 0 for each, and the media is
@@ -986,7 +983,7 @@ impl Endpoint {
         &mut self,
         handle: CallHandle,
         msg: &Message,
-    ) -> Result<Option<(Agreed, Vec<u8>)>, Verdict> {
+    ) -> Result<Option<(Negotiated, Vec<u8>)>, Verdict> {
         let body = sdp_body(msg)?;
         if body.is_empty() {
             return Ok(None);
@@ -1004,7 +1001,7 @@ impl Endpoint {
             Ok((media, body)) => {
                 *local = next;
                 call.layout = sdp::Layout::of_answer(&offer);
-                Ok(Some(((media, false), body)))
+                Ok(Some((media, body)))
             }
             Err(OfferAnswerError::NoAudio) => {
                 let (Some(last), Ok(body)) = (&call.media, sdp::answer_disabled(&offer, &next))
@@ -1014,22 +1011,23 @@ impl Endpoint {
                 let media = without_audio(last);
                 *local = next;
                 call.layout = call.layout.of_disabled(&offer);
-                Ok(Some(((media, true), body)))
+                Ok(Some((media, body)))
             }
             Err(_) => Err(Verdict::Respond(488, "Not Acceptable Here".into())),
         }
     }
 
-    /// Tells the application the media agreed for `handle`, and keeps it unless `disabled`
-    /// (then it is the kept one, without its addresses).
-    fn media_agreed(&mut self, handle: CallHandle, media: Negotiated, disabled: bool) {
-        if !disabled && let Some(call) = self.calls.get_mut(&handle) {
+    /// Tells the application the media agreed for `handle`, and keeps it unless it is
+    /// disabled (then it is the kept one, without its addresses).
+    fn media_agreed(&mut self, handle: CallHandle, media: Negotiated) {
+        if !media.disabled
+            && let Some(call) = self.calls.get_mut(&handle)
+        {
             call.media = Some(media.clone());
         }
         self.events.push_back(Event::Media {
             call: handle,
             media,
-            disabled,
         });
     }
 
@@ -1129,8 +1127,8 @@ impl Endpoint {
                 });
             }
             self.arm(TimerRef::Call(handle));
-            if let Some((media, disabled)) = media {
-                self.media_agreed(handle, media, disabled);
+            if let Some(media) = media {
+                self.media_agreed(handle, media);
             }
         }
     }
@@ -1219,7 +1217,7 @@ impl Endpoint {
         self.arm(TimerRef::Invite(key));
         self.arm(TimerRef::Call(call));
         if let Some(media) = media {
-            self.media_agreed(call, media, false);
+            self.media_agreed(call, media);
         }
         Ok(())
     }
@@ -2021,11 +2019,9 @@ mod tests {
                 .collect();
             let answer = sent.last().expect("an answer").clone();
             let body = String::from_utf8(answer.body().to_vec()).unwrap();
-            let media: Vec<(Negotiated, bool)> = std::iter::from_fn(|| ep.poll_event())
+            let media: Vec<Negotiated> = std::iter::from_fn(|| ep.poll_event())
                 .filter_map(|e| match e {
-                    Event::Media {
-                        media, disabled, ..
-                    } => Some((media, disabled)),
+                    Event::Media { media, .. } => Some(media),
                     _ => None,
                 })
                 .collect();
@@ -2070,9 +2066,10 @@ mod tests {
             remote_rtp: None,
             remote_rtcp: None,
             direction: Direction::Inactive,
+            disabled: true,
             ..agreed.clone()
         };
-        assert_eq!(media, [(off.clone(), true)]);
+        assert_eq!(media, std::slice::from_ref(&off));
         ep.handle_datagram(
             now,
             caller,
@@ -2085,7 +2082,7 @@ mod tests {
         assert_eq!(status, Some(200), "{body}");
         assert_eq!(m_lines(&body), ["m=audio 0 RTP/AVP 0"], "{body}");
         assert_eq!(version(&body).as_deref(), Some("3"), "{body}");
-        assert_eq!(media, [(off, true)]);
+        assert_eq!(media, [off]);
 
         // Enabled again, at another port: our port again, media to the new address.
         let moved = OFFER.replace("m=audio 4000", "m=audio 4002");
@@ -2099,7 +2096,7 @@ mod tests {
             remote_rtcp: Some("127.0.0.1:4003".parse().unwrap()),
             ..agreed
         };
-        assert_eq!(media, [(back, false)]);
+        assert_eq!(media, [back]);
         ep.handle_datagram(
             now,
             caller,
@@ -2152,14 +2149,12 @@ mod tests {
         assert_eq!(ep.active_calls(), 1);
         let last = std::iter::from_fn(|| ep.poll_event())
             .filter_map(|e| match e {
-                Event::Media {
-                    media, disabled, ..
-                } => Some((media, disabled)),
+                Event::Media { media, .. } => Some(media),
                 _ => None,
             })
             .last();
         assert!(
-            matches!(&last, Some((m, true)) if m.remote_rtp.is_none() && m.direction == Direction::Inactive),
+            matches!(&last, Some(m) if m.disabled && m.remote_rtp.is_none() && m.direction == Direction::Inactive),
             "{last:?}"
         );
 

@@ -143,14 +143,11 @@ pub enum Event {
     Media {
         /// The call.
         call: CallHandle,
-        /// What was agreed.
+        /// What was agreed. With the audio disabled ([`Negotiated::disabled`]), that is no
+        /// hold for the call flow (a caller who holds hears music and comes back): it goes
+        /// on, and its silences count, so a call left without audio ends as a silent one
+        /// would.
         media: Negotiated,
-        /// A re-INVITE or UPDATE disabled the audio stream (port 0, RFC 3264 §8.2): `media`
-        /// is what was agreed before, with no address and direction inactive: no RTP either
-        /// way until an offer enables audio again. For the call flow this is no hold (a
-        /// caller who holds hears music and comes back): it goes on, and its silences
-        /// count, so a call left without audio ends as a silent one would.
-        disabled: bool,
     },
     /// The ACK for the answer arrived: the call is up.
     Established {
