@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::Workdir;
 use common::phone::Phone;
-use common::rtp::{RtpOut, Seen, receive, seq_before};
+use common::rtp::{RtpOut, assert_sent_before, receive};
 use common::server::ServerProcess;
 
 /// A caller's media socket: on loopback, on a port the system picks.
@@ -77,20 +77,4 @@ fn the_callers_media_is_followed_to_its_new_nat_port_without_a_reinvite() {
     let log = server.log();
     let ended = log.lines().find(|l| l.contains("media ended")).unwrap();
     assert!(ended.contains(" rtp_followed=1"), "{ended}");
-}
-
-/// Fails the test if a packet in `seen` (what reached `place`) belongs to the stream of
-/// `moved` (the first packet sent where the media went instead) and was sent after it.
-#[track_caller]
-fn assert_sent_before(seen: &[Seen], moved: &Seen, place: &str) {
-    let late: Vec<u16> = seen
-        .iter()
-        .filter(|p| p.ssrc == moved.ssrc && !seq_before(p.seq, moved.seq))
-        .map(|p| p.seq)
-        .collect();
-    assert!(
-        late.is_empty(),
-        "packets {late:?} went to {place}, the first elsewhere being {}",
-        moved.seq
-    );
 }

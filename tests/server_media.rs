@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::Workdir;
 use common::phone::Phone;
-use common::rtp::{RtpOut, bind_pair, receive, receive_one, seq_before};
+use common::rtp::{RtpOut, assert_sent_before, bind_pair, receive, receive_one};
 use common::server::ServerProcess;
 use common::uac::{Uac, parse};
 
@@ -328,22 +328,6 @@ fn a_reinvite_moves_the_media_and_only_the_new_address_is_heard() {
         server.log()
     );
     assert_no_login_failure(&w, "1001");
-}
-
-/// Fails the test if a packet in `seen` (what reached `place`) belongs to the stream of
-/// `moved` (the first packet sent where the media went instead) and was sent after it.
-#[track_caller]
-fn assert_sent_before(seen: &[common::rtp::Seen], moved: &common::rtp::Seen, place: &str) {
-    let late: Vec<u16> = seen
-        .iter()
-        .filter(|p| p.ssrc == moved.ssrc && !seq_before(p.seq, moved.seq))
-        .map(|p| p.seq)
-        .collect();
-    assert!(
-        late.is_empty(),
-        "packets {late:?} went to {place}, the first elsewhere being {}",
-        moved.seq
-    );
 }
 
 /// Fails the test if `mailbox` has a `login.failure` in its audit trail.

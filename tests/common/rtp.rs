@@ -190,3 +190,19 @@ fn seen_now(packet: &[u8]) -> Seen {
 pub fn seq_before(a: u16, b: u16) -> bool {
     a != b && b.wrapping_sub(a) < 0x8000
 }
+
+/// Fails the test if a packet in `seen` (what reached `place`) belongs to the stream of
+/// `moved` (the first packet sent where the media went instead) and was sent after it.
+#[track_caller]
+pub fn assert_sent_before(seen: &[Seen], moved: &Seen, place: &str) {
+    let late: Vec<u16> = seen
+        .iter()
+        .filter(|p| p.ssrc == moved.ssrc && !seq_before(p.seq, moved.seq))
+        .map(|p| p.seq)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "packets {late:?} went to {place}, the first elsewhere being {}",
+        moved.seq
+    );
+}
