@@ -59,10 +59,16 @@ ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 rss() { awk '/VmRSS/{print $2" kB"}' "/proc/$pid/status"; }
 # The audit CLI lists at most 10,000 rows; a run audits more, so count in the database.
 logins() { sqlite3 -readonly vportal.db "SELECT count(*) FROM audit WHERE event = 'login.success'"; }
-# The check timer's sum (s) and count so far: "0 0" before the first check.
+# The check timer's sum (s) and count so far: "0 0" before the first check, "- -" when
+# /metrics did not answer within 10 s.
 verifies() {
-  curl -sf -H "Authorization: Bearer $token" "http://$admin/metrics" \
-    | awk '/^vportal_argon2_verify_seconds_sum/ { s = $2 } /^vportal_argon2_verify_seconds_count/ { n = $2 } END { print s + 0, n + 0 }'
+  local metrics
+  if ! metrics=$(curl --silent --fail --connect-timeout 2 --max-time 10 -H "Authorization: Bearer $token" "http://$admin/metrics"); then
+    echo "GET /metrics failed or timed out (rate $rate)" >&2
+    echo "- -"
+    return 0
+  fi
+  awk '/^vportal_argon2_verify_seconds_sum/ { s = $2 } /^vportal_argon2_verify_seconds_count/ { n = $2 } END { print s + 0, n + 0 }' <<<"$metrics"
 }
 hz=$(getconf CLK_TCK)
 printf '%6s %7s %10s %7s %8s %20s %10s %10s %12s %9s %11s\n' rate calls successful failed logins "call ms p50/p99/max" "server CPU" "verify ms" rss ceiling "of ceiling"
@@ -84,7 +90,7 @@ for rate in "${rates[@]}"; do
   rm -f "$scenario"_*_rtt.csv
   cpu=$(awk -v t="$((t1 - t0))" -v hz="$hz" -v s0="$s0" -v s1="$s1" 'BEGIN { printf "%.0f%%", t / hz / (s1 - s0) * 100 }')
   done_logins=$(($(logins) - before)); memory=$(rss)
-  verify=$(echo "$v0 $v1" | awk '{ n = $4 - $2; if (n > 0) printf "%.2f", ($3 - $1) / n * 1000; else print "-" }')
+  verify=$(echo "$v0 $v1" | awk '$1 == "-" || $3 == "-" { print "-"; next } { n = $4 - $2; if (n > 0) printf "%.2f", ($3 - $1) / n * 1000; else print "-" }')
   sleep 3
   c1=$(ceiling)
   share=$(awk -v r="$rate" -v a="$c0" -v b="$c1" 'BEGIN { c = (a + b) / 2; printf "%.1f/s %.0f%%", c, r / c * 100 }')

@@ -252,8 +252,10 @@ echo "vportal sip=$sip admin=$admin (pid $pid, CPU 1); drivers on CPU 0; $durati
 
 start=$(date +%s)
 deadline=$((start + duration))
-api() { curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "$@"; }
-metric() { curl -s "http://$admin/metrics" | awk -v m="$1" '$1 == m { print $2 + 0; found = 1 } END { if (!found) print "?" }'; }
+# Every request gives up after 10 s (2 s to connect): a hung admin port is a failed request.
+curl_opts=(--silent --connect-timeout 2 --max-time 10)
+api() { curl "${curl_opts[@]}" -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "$@"; }
+metric() { curl "${curl_opts[@]}" "http://$admin/metrics" | awk -v m="$1" '$1 == m { print $2 + 0; found = 1 } END { if (!found) print "?" }'; }
 wal_size() { stat -c %s vportal.db-wal 2>/dev/null || echo 0; }
 
 # ---- sampling
@@ -377,7 +379,7 @@ admin_driver() {
     expect 200 "$(api "http://$admin/api/v1/audit?extension=$((wrong_first + RANDOM % wrong_count))&limit=50")" "audit ext"
     expect 200 "$(api "http://$admin/api/v1/report")" report
     expect 200 "$(api "http://$admin/api/v1/calls")" calls
-    expect 200 "$(curl -s -o /dev/null -w '%{http_code}' "http://$admin/metrics")" metrics
+    expect 200 "$(curl "${curl_opts[@]}" -o /dev/null -w '%{http_code}' "http://$admin/metrics")" metrics
     i=$((i + 1))
     sleep 0.5
   done
@@ -471,14 +473,22 @@ done
 sleep 10
 touch stop-sampler; wait_sampler=0
 while ! tail -n 1 samples.tsv | grep -q after && [ "$wait_sampler" -lt 10 ]; do sleep 1; wait_sampler=$((wait_sampler + 1)); done
-curl -s "http://$admin/metrics" >metrics.txt
+curl "${curl_opts[@]}" "http://$admin/metrics" >metrics.txt || echo "soak: GET /metrics failed (exit $?): the metrics checks will fail" >&2
 integrity_live=$(sqlite3 -readonly vportal.db 'PRAGMA integrity_check')
 
 # The server stops gracefully.
 kill -TERM "$pid"
 for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$pid" 2>/dev/null; then stopped=no; else stopped=yes; fi
-# (heaptrack waits for the server, then writes its profile, and exits with its status.)
+# A server that ignored SIGTERM is killed (the check below fails), so that `wait` ends.
+if [ "$stopped" = no ]; then
+  echo "soak: the server did not stop within 10 s of SIGTERM; SIGKILL" >&2
+  kill -KILL "$pid" 2>/dev/null || true
+fi
+# (heaptrack waits for the server, then writes its profile, and exits with its status;
+# given 60 s for that, then killed too.)
+for _ in $(seq 1 600); do kill -0 "$launcher" 2>/dev/null || break; sleep 0.1; done
+kill -KILL "$launcher" 2>/dev/null || true
 wait "$launcher" 2>/dev/null && server_exit=0 || server_exit=$?
 pid=""
 integrity=$(sqlite3 vportal.db 'PRAGMA integrity_check')
