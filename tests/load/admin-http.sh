@@ -13,6 +13,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+# shellcheck source=tests/load/lib.sh
 . "$here/lib.sh"
 calls="${1:-100}"
 seconds="${2:-10}"
@@ -38,18 +39,20 @@ echo "vportal sip=$sip admin=$admin (pid $pid, CPU 1); $calls calls and wrk on C
 round() {
   local name="$1"; shift
   echo "== $name"
-  taskset -c 0 timeout $((seconds + 90)) "$root/target/release/examples/load_caller" \
+  helper taskset -c 0 timeout $((seconds + 90)) "$examples/load_caller" \
     --server "$sip" --calls "$calls" --rate 300 --settle 2 --measure "$seconds" --pid "$pid" \
-    >caller.out &
-  local caller=$!
-  sleep 1
+    >caller.out
+  local caller=$helper
+  sleep 1 & wait $!
   if [ $# -gt 0 ]; then
-    taskset -c 0 timeout $((seconds + 30)) wrk -t1 -c8 -d "$((seconds + 3))s" \
-      -H "Authorization: Bearer $token" "$@" | sed -n 's/^/   /; /Latency\|Requests\/sec\|requests in\|Non-2xx/p'
+    helper taskset -c 0 timeout $((seconds + 30)) wrk -t1 -c8 -d "$((seconds + 3))s" \
+      -H "Authorization: Bearer $token" "$@" >wrk.out
+    wait "$helper"
+    sed -n 's/^/   /; /Latency\|Requests\/sec\|requests in\|Non-2xx/p' wrk.out
   fi
   wait "$caller"
   grep -E 'intervals|max gap|server CPU|lost' caller.out | sed 's/^/   /'
-  sleep 3
+  sleep 3 & wait $!
 }
 round "RTP only"
 round "RTP + GET /api/v1/users/1001" "http://$admin/api/v1/users/1001"

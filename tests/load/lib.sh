@@ -1,14 +1,96 @@
-# Shared by the load scripts (sourced, not run): provisioning and waiting for the server.
+# shellcheck shell=bash
+# Shared by the load scripts (sourced, not run): provisioning, waiting for the server,
+# starting helpers so that they can be stopped, and cleaning up.
 
-# work_dir: makes a fresh directory and moves into it. When the script exits, the server
-# started there (its pid in $pid) is stopped and the directory removed.
+# Every curl of the scripts: a hung admin port turns into a failed request, not a stuck run.
+# shellcheck disable=SC2034 # used by the scripts that source this file
+curl_opts=(--silent --connect-timeout 2 --max-time 10)
+
+# What a script started and must stop on exit: the server ($pid) and helpers (helpers: the
+# PIDs from `helper`, each the leader of its own process group when run under `timeout`).
+pid=""
+helpers=()
+
+# helper CMD...: runs CMD in the background, records its PID for cleanup and sets $helper to
+# it. `timeout` (the usual CMD, after `taskset`, which execs it) puts itself and the tool in
+# a process group of its own that a Ctrl-C on the terminal does not reach: cleanup signals
+# that group. Wait for it with `wait "$helper"`: bash runs its INT/TERM traps at once while
+# in `wait`, but only after a foreground command has ended. Its standard input is /dev/null
+# (bash's rule for a background command), whatever the call redirects.
+helper() {
+  "$@" &
+  helper=$!
+  helpers+=("$helper")
+}
+
+# stop_helpers: TERM to every helper's process group and to the helper itself (`timeout`
+# passes TERM on to its tool), up to 5 s for them to go, then KILL.
+stop_helpers() {
+  local p i alive
+  [ ${#helpers[@]} -gt 0 ] || return 0
+  for p in "${helpers[@]}"; do
+    kill -TERM -- "-$p" 2>/dev/null || true
+    kill -TERM "$p" 2>/dev/null || true
+  done
+  for i in $(seq 1 50); do
+    alive=0
+    for p in "${helpers[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    [ "$i" = 50 ] || sleep 0.1
+  done
+  for p in "${helpers[@]}"; do
+    kill -KILL -- "-$p" 2>/dev/null || true
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  helpers=()
+}
+
+# stop_server: TERM to the server ($pid), up to 10 s for it to stop, then KILL. Clears $pid.
+stop_server() {
+  [ -n "$pid" ] || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "the server (pid $pid) did not stop on SIGTERM within 10 s: SIGKILL" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+  pid=""
+}
+
+# cleanup (the EXIT trap): stops the helpers and the server; removes the work directory
+# after a run that succeeded or was interrupted, keeps it (and says where) after a failure
+# or with LOAD_KEEP=1. Every command is `|| true`: under `set -e` a failing one would end
+# the trap early.
+cleanup() {
+  local rc=$?
+  trap - INT TERM
+  stop_helpers || true
+  stop_server || true
+  if [ -n "${work:-}" ] && [ -d "$work" ]; then
+    cd / || true
+    if [ -n "${LOAD_KEEP:-}" ] || { [ "$rc" != 0 ] && [ "$rc" != 130 ] && [ "$rc" != 143 ]; }; then
+      echo "kept the work directory (serve.log, tool output): $work" >&2
+    else
+      rm -rf "$work" || true
+    fi
+  fi
+  exit "$rc"
+}
+
+# traps: the EXIT trap runs cleanup; Ctrl-C and SIGTERM end the script (and so run it) at
+# once when it waits for a helper.
+traps() {
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
+# work_dir: makes a fresh directory, sets the traps and moves into it.
 work_dir() {
   work=$(mktemp -d)
-  pid=""
-  # `|| true`: under `set -e` a failing kill (the server already gone) would end the trap
-  # before the directory is removed.
-  trap 'if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
-  cd "$work"
+  traps
+  cd "$work" || exit 1
 }
 
 # provision FIRST COUNT: mailboxes FIRST… with the permanent passcode 48826, two at a time
@@ -30,18 +112,22 @@ listening() {
 }
 
 # build_release [EXAMPLE ...]: builds vportal and the named examples (release profile) in
-# one cargo run and sets $vportal to the binary. Needs $root.
+# one cargo run and sets $vportal to the binary and $examples to the examples' directory.
+# Needs $root. Honours CARGO_TARGET_DIR.
 build_release() {
-  local args=(--bin vportal) example
+  local args=(--bin vportal) example target="${CARGO_TARGET_DIR:-target}"
   for example in "$@"; do args+=(--example "$example"); done
+  # shellcheck disable=SC2154 # $root: set by the script that sources this file
   (cd "$root" && cargo build --release --quiet "${args[@]}")
-  vportal="$root/target/release/vportal"
+  case "$target" in /*) ;; *) target="$root/$target" ;; esac
+  vportal="$target/release/vportal"
+  # shellcheck disable=SC2034 # used by the scripts that source this file
+  examples="$target/release/examples"
 }
 
 # media_config: writes vportal.toml in the current directory giving the media thread the
 # SCHED_FIFO priority in $RTPRIO (unset or 0: normal priority; 1–99 needs root or
-# CAP_SYS_NICE) and prints the flag that loads it, for `serve $(media_config) …`.
+# CAP_SYS_NICE), for `serve --config vportal.toml …`.
 media_config() {
   printf '[rtp]\nrealtime_priority = %s\n' "${RTPRIO:-0}" >vportal.toml
-  echo "--config vportal.toml"
 }

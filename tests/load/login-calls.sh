@@ -26,6 +26,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+# shellcheck source=tests/load/lib.sh
 . "$here/lib.sh"
 rates=("$@")
 [ ${#rates[@]} -gt 0 ] || rates=(60 70 75 80)
@@ -41,14 +42,15 @@ command -v sqlite3 >/dev/null || { echo "install sqlite3 (apt-get install sqlite
 command -v curl >/dev/null || { echo "install curl" >&2; exit 2; }
 build_release hash_ceiling
 # Checks per second one core does right now.
-ceiling() { taskset -c 1 "$root/target/release/examples/hash_ceiling" --seconds 3 | awk '{print $3}'; }
+ceiling() { taskset -c 1 "$examples/hash_ceiling" --seconds 3 | awk '{print $3}'; }
 
 work_dir
 token=$("$vportal" init --token-name load | grep -o 'vpt_[0-9a-f]*')
 provision 20000 3000
 { echo SEQUENTIAL; seq 20000 22999 | sed "$fields"; } >mailboxes.csv
 
-RUST_LOG=warn,vportal::admin=info,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve $(media_config) --admin 127.0.0.1:0 --sip 127.0.0.1:0 --rtp-ports 34000-39998 \
+media_config
+RUST_LOG=warn,vportal::admin=info,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve --config vportal.toml --admin 127.0.0.1:0 --sip 127.0.0.1:0 --rtp-ports 34000-39998 \
   --prompts "$root/prompts" >serve.out 2>serve.log &
 pid=$!
 addr=$(listening sip)
@@ -63,7 +65,7 @@ logins() { sqlite3 -readonly vportal.db "SELECT count(*) FROM audit WHERE event 
 # /metrics did not answer within 10 s.
 verifies() {
   local metrics
-  if ! metrics=$(curl --silent --fail --connect-timeout 2 --max-time 10 -H "Authorization: Bearer $token" "http://$admin/metrics"); then
+  if ! metrics=$(curl "${curl_opts[@]}" --fail -H "Authorization: Bearer $token" "http://$admin/metrics"); then
     echo "GET /metrics failed or timed out (rate $rate)" >&2
     echo "- -"
     return 0
@@ -77,9 +79,10 @@ for rate in "${rates[@]}"; do
   c0=$(ceiling)
   before=$(logins); v0=$(verifies); t0=$(ticks); s0=$(date +%s.%N)
   out="sipp-$rate.txt"
-  taskset -c 0 timeout 120 sipp "$addr" -sf "$here/$scenario.xml" -inf mailboxes.csv -s "$service" \
+  helper taskset -c 0 timeout 120 sipp "$addr" -sf "$here/$scenario.xml" -inf mailboxes.csv -s "$service" \
     -i 127.0.0.1 -mp 40000 -nostdin -r "$rate" -m "$calls" -timeout 90s -timeout_error \
-    -max_retrans 5 -trace_rtt -rtt_freq 1 >"$out" 2>&1 || true
+    -max_retrans 5 -trace_rtt -rtt_freq 1 >"$out" 2>&1
+  wait "$helper" || true
   t1=$(ticks); s1=$(date +%s.%N); v1=$(verifies)
   ok=$(grep -a 'Successful call' "$out" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
   failed=$(grep -a 'Failed call' "$out" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
@@ -94,5 +97,5 @@ for rate in "${rates[@]}"; do
   sleep 3
   c1=$(ceiling)
   share=$(awk -v r="$rate" -v a="$c0" -v b="$c1" 'BEGIN { c = (a + b) / 2; printf "%.1f/s %.0f%%", c, r / c * 100 }')
-  printf '%6s %7s %10s %7s %8s %20s %10s %10s %12s %9s %11s\n' "$rate" "$calls" "$ok" "$failed" "$done_logins" "$length" "$cpu" "$verify" "$memory" ${share}
+  printf '%6s %7s %10s %7s %8s %20s %10s %10s %12s %9s %11s\n' "$rate" "$calls" "$ok" "$failed" "$done_logins" "$length" "$cpu" "$verify" "$memory" $share
 done

@@ -12,6 +12,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+# shellcheck source=tests/load/lib.sh
 . "$here/lib.sh"
 callers="${1:-50}"
 seconds="${2:-60}"
@@ -20,14 +21,16 @@ build_release login_latency
 work_dir
 "$vportal" init >/dev/null
 provision 30000 "$callers"
-RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve $(media_config) --no-admin \
+media_config
+RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve --config vportal.toml --no-admin \
   --sip 127.0.0.1:0 --rtp-ports 34000-39998 --prompts "$root/prompts" >serve.out 2>serve.log &
 pid=$!
 addr=$(listening sip)
 echo "vportal $addr (pid $pid, CPU 1); $callers callers on CPU 0 for ${seconds}s"
 t0=$(awk '{print $14 + $15}' "/proc/$pid/stat"); s0=$(date +%s.%N)
-taskset -c 0 timeout $((seconds + 60)) "$root/target/release/examples/login_latency" --server "$addr" \
+helper taskset -c 0 timeout $((seconds + 60)) "$examples/login_latency" --server "$addr" \
   --callers "$callers" --first-mailbox 30000 --passcode 48826 --seconds "$seconds"
+wait "$helper"
 t1=$(awk '{print $14 + $15}' "/proc/$pid/stat"); s1=$(date +%s.%N)
 awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v s0="$s0" -v s1="$s1" \
   'BEGIN { printf "server CPU: %.0f%% of one core\n", t / hz / (s1 - s0) * 100 }'

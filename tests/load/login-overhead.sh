@@ -18,6 +18,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+# shellcheck source=tests/load/lib.sh
 . "$here/lib.sh"
 rate="${1:-65}"
 runs="${2:-3}"
@@ -36,21 +37,23 @@ sampled=$((rate * 12))
 
 for run in $(seq 1 "$runs"); do
   rm -f vportal.db* && cp template/vportal.db template/vportal.pepper .
-  RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve $(media_config) --no-admin --sip 127.0.0.1:0 --rtp-ports 34000-39998 \
+  media_config
+  RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve --config vportal.toml --no-admin --sip 127.0.0.1:0 --rtp-ports 34000-39998 \
     --prompts "$root/prompts" >serve.out 2>serve.log &
   pid=$!
   addr=$(listening sip)
-  taskset -c 0 timeout 120 sipp "$addr" -sf "$here/login-info.xml" -inf mailboxes.csv -s 8500 \
+  helper taskset -c 0 timeout 120 sipp "$addr" -sf "$here/login-info.xml" -inf mailboxes.csv -s 8500 \
     -i 127.0.0.1 -mp 40000 -nostdin -r "$rate" -m "$calls" -timeout 90s -timeout_error \
-    -max_retrans 5 >sipp.txt 2>&1 &
-  sipp_pid=$!
-  sleep 10
-  perf stat -e context-switches --per-thread -p "$pid" -o switches.txt -- sleep 12 &
-  stat_pid=$!
-  perf record -q -F 2000 -p "$pid" -o perf.data -- sleep 12 >/dev/null 2>&1
+    -max_retrans 5 >sipp.txt 2>&1
+  sipp_pid=$helper
+  sleep 10 & wait $!
+  helper perf stat -e context-switches --per-thread -p "$pid" -o switches.txt -- sleep 12
+  stat_pid=$helper
+  helper perf record -q -F 2000 -p "$pid" -o perf.data -- sleep 12 >/dev/null 2>&1
+  wait "$helper"
   wait "$stat_pid"
   wait "$sipp_pid" || true
-  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+  stop_server
   failed=$(grep -a 'Failed call' sipp.txt | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
   # argon2's own functions and the block copies it makes (memmove) against everything else.
   perf script -i perf.data -F ip,sym 2>/dev/null | awk -v calls="$sampled" -v run="$run" -v failed="$failed" '

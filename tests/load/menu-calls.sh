@@ -14,6 +14,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+# shellcheck source=tests/load/lib.sh
 . "$here/lib.sh"
 calls="${1:-3000}"
 rate="${2:-20}"
@@ -36,13 +37,15 @@ max_call_duration = "1h"
 match = "8500"
 application = "voice-portal"
 PLAN
-RUST_LOG=warn,vportal::server=info,vportal::server::call=info taskset -c 1 "$vportal" serve $(media_config) --no-admin \
+media_config
+RUST_LOG=warn,vportal::server=info,vportal::server::call=info taskset -c 1 "$vportal" serve --config vportal.toml --no-admin \
   --sip 127.0.0.1:0 --rtp-ports 10000-30000 --prompts "$root/prompts" >serve.out 2>serve.log &
 pid=$!
 addr=$(listening sip)
 echo "vportal $addr (pid $pid, CPU 1); $calls calls logging in at $rate/s from CPU 0"
-taskset -c 0 timeout $((calls / rate + 240)) "$root/target/release/examples/load_caller" \
+helper taskset -c 0 timeout $((calls / rate + 240)) "$examples/load_caller" \
   --server "$addr" --calls "$calls" --rate 300 --login 40000,48826 --login-rate "$rate" \
   --settle 10 --measure 10 --pid "$pid"
+wait "$helper"
 echo "logins recorded by the server: $(grep -c 'logged in mailbox=' serve.log || true)"
 echo "server warnings and errors: $(grep -c -E ' (WARN|ERROR) ' serve.log || true)"

@@ -15,19 +15,23 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 counts=("$@")
 [ ${#counts[@]} -gt 0 ] || counts=(1000 3000)
-(cd "$root" && cargo build --release --quiet --example pacing_floor)
-bin="$root/target/release/examples/pacing_floor"
+# shellcheck source=tests/load/lib.sh
+. "$here/lib.sh"
+build_release pacing_floor
+bin="$examples/pacing_floor"
 port=40000
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+# The receiver's and sender's output; on exit (Ctrl-C included) both are stopped.
+work_dir
+fifo=()
+if [ "${RTPRIO:-0}" -gt 0 ]; then fifo=(chrt -f "$RTPRIO"); fi
 for streams in "${counts[@]}"; do
   echo "== $streams streams (bare pacer on CPU 1, receiver on CPU 0)"
-  taskset -c 0 timeout 60 "$bin" receive --port "$port" --seconds 10 >"$out" &
-  receiver=$!
+  helper taskset -c 0 timeout 60 "$bin" receive --port "$port" --seconds 10 >receiver.out
+  receiver=$helper
   sleep 0.3
-  fifo=()
-  [ "${RTPRIO:-0}" -gt 0 ] && fifo=(chrt -f "$RTPRIO")
-  taskset -c 1 "${fifo[@]}" timeout 60 "$bin" send --port "$port" --streams "$streams" --seconds 10 | sed 's/^/   /'
+  helper taskset -c 1 "${fifo[@]}" timeout 60 "$bin" send --port "$port" --streams "$streams" --seconds 10 >sender.out
+  wait "$helper"
+  sed 's/^/   /' sender.out
   wait "$receiver"
-  sed 's/^/   /' "$out"
+  sed 's/^/   /' receiver.out
 done

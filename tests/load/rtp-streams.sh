@@ -13,28 +13,26 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+# shellcheck source=tests/load/lib.sh
 . "$here/lib.sh"
 counts=("$@")
 [ ${#counts[@]} -gt 0 ] || counts=(1000 3000)
 build_release load_caller
 
-work=""
-pid=""
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; [ -n "$work" ] && rm -rf "$work"' EXIT
+work_dir
 for calls in "${counts[@]}"; do
-  work=$(mktemp -d)
-  cd "$work"
-  RUST_LOG=warn,vportal::server=info taskset -c 1 "$vportal" serve $(media_config) --no-admin \
+  # A fresh server (and directory) for each count.
+  mkdir "$work/$calls" && cd "$work/$calls"
+  media_config
+  RUST_LOG=warn,vportal::server=info taskset -c 1 "$vportal" serve --config vportal.toml --no-admin \
     --sip 127.0.0.1:0 --rtp-ports 10000-30000 --prompts "$root/prompts" >serve.out 2>serve.log &
   pid=$!
   addr=$(listening sip)
   echo "== $calls calls (vportal $addr on CPU 1, load caller on CPU 0)"
-  taskset -c 0 timeout 180 "$root/target/release/examples/load_caller" --server "$addr" \
-    --calls "$calls" --rate 300 --settle 3 --measure 10 --pid "$pid" | sed 's/^/   /'
+  helper taskset -c 0 timeout 180 "$examples/load_caller" --server "$addr" \
+    --calls "$calls" --rate 300 --settle 3 --measure 10 --pid "$pid" >caller.out
+  wait "$helper"
+  sed 's/^/   /' caller.out
   sleep 1
-  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
-  pid=""
-  cd "$root"
-  rm -rf "$work"
-  work=""
+  stop_server
 done

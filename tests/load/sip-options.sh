@@ -12,6 +12,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+# shellcheck source=tests/load/lib.sh
 . "$here/lib.sh"
 rates=("$@")
 [ ${#rates[@]} -gt 0 ] || rates=(20000 40000 50000)
@@ -29,9 +30,10 @@ echo "resident memory at start: $(rss)"
 printf '%8s %10s %8s %12s %12s\n' rate successful failed measured rss
 for rate in "${rates[@]}"; do
   out="$work/sipp-$rate.txt"
-  taskset -c 0 timeout 120 sipp "$addr" -sf "$root/tests/sipp/options.xml" -s 8500 -i 127.0.0.1 \
+  helper taskset -c 0 timeout 120 sipp "$addr" -sf "$root/tests/sipp/options.xml" -s 8500 -i 127.0.0.1 \
     -nostdin -r "$rate" -m $((rate * 10)) -timeout 60s -timeout_error -max_retrans 5 \
-    -buff_size 8388608 >"$out" 2>&1 || true
+    -buff_size 8388608 >"$out" 2>&1
+  wait "$helper" || true
   ok=$(grep -a 'Successful call' "$out" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
   failed=$(grep -a 'Failed call' "$out" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
   measured=$(grep -a 'Call Rate' "$out" | tail -1 | awk -F'|' '{gsub(/^ +| +$/,"",$3); print $3}')

@@ -25,13 +25,16 @@
 # temporary, failure counts and locks replayed from the audit trail, admin and CLI mailboxes
 # created less deleted, the metrics' counters against the audit), no ERROR or panic line in
 # the log and no secret (token, pepper, the passcodes keyed) in it.
-# SOAK_KEEP=1 keeps the work directory (the log, samples, SIPp statistics) and prints it.
+# SOAK_KEEP=1 keeps the work directory (the log, samples, SIPp statistics) and prints it; a
+# run that fails keeps it too. On exit (a failure, Ctrl-C, SIGTERM) the server, SIPp, the
+# CANCEL caller and the drivers are stopped.
 # SOAK_HEAPTRACK=FILE runs the server under heaptrack (package heaptrack), which writes its
 # profile to FILE.zst once the server has stopped (read it with `heaptrack_print -f
 # FILE.zst --print-peaks 1 --print-leaks 1`); the server is slower then. The server inherits
 # the environment, so `MALLOC_ARENA_MAX=2 tests/load/soak.sh 300` runs it with two arenas.
-# Loopback only; bounded in time (SIPp places a fixed number of calls; every loop stops at
-# the deadline). Needs SIPp (sip-tester), sqlite3, curl, python3 and taskset (util-linux).
+# Loopback only; bounded in time (SIPp places a fixed number of calls, each instance under
+# `timeout`; every loop, the CANCEL caller included, stops at the deadline; every HTTP
+# request gives up after 10 s). Needs SIPp (sip-tester), sqlite3, curl, python3 and taskset (util-linux).
 set -euo pipefail
 export LC_ALL=C
 here=$(cd "$(dirname "$0")" && pwd)
@@ -49,16 +52,10 @@ build_release
 # This script and its drivers on CPU 0; the server goes to CPU 1.
 taskset -cp 0 $$ >/dev/null
 
+# On exit lib.sh's cleanup stops the helpers (SIPp under `timeout`, the CANCEL caller, the
+# drivers and the sampler) and the server, then keeps or removes the work directory.
+if [ -n "${SOAK_KEEP:-}" ]; then LOAD_KEEP=1; fi
 work_dir
-# On exit: stop the server and the drivers still running, then keep or remove the work
-# directory. Under `set -e` a failing command in the trap would end it early (a job that
-# ended meanwhile makes `kill` fail), leaving the directory behind and the status not 0.
-cleanup() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
-  jobs -p | xargs -r kill 2>/dev/null || true
-  if [ -n "${SOAK_KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
 
 # Passcodes of seven digits: no process id, port or Call-ID number of this run can spell
 # them, so finding one in the log is a leak, not a coincidence.
@@ -252,8 +249,7 @@ echo "vportal sip=$sip admin=$admin (pid $pid, CPU 1); drivers on CPU 0; $durati
 
 start=$(date +%s)
 deadline=$((start + duration))
-# Every request gives up after 10 s (2 s to connect): a hung admin port is a failed request.
-curl_opts=(--silent --connect-timeout 2 --max-time 10)
+# Every request gives up after 10 s (lib.sh's curl_opts): a hung admin port is a failed request.
 api() { curl "${curl_opts[@]}" -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "$@"; }
 metric() { curl "${curl_opts[@]}" "http://$admin/metrics" | awk -v m="$1" '$1 == m { print $2 + 0; found = 1 } END { if (!found) print "?" }'; }
 wal_size() { stat -c %s vportal.db-wal 2>/dev/null || echo 0; }
@@ -273,14 +269,15 @@ sampler() {
     sleep 5
   done
 }
-sampler &
+helper sampler
 
 # ---- CANCEL before the answer: SIPp cannot send a CANCEL until the 100 has come, by when
 # the call is answered, so a small UDP caller sends INVITE and CANCEL back to back, 1/s.
 # It writes `cancelled ANSWERED FAILED` to cancel.out: 487s, calls answered anyway (ended
-# with BYE), calls that got neither within 10 s.
+# with BYE), calls that got neither within 10 s. It stops at its own deadline (30 s after the
+# last call is due; `timeout` gives it 60 s), whatever the server does.
 canceller() {
-  python3 - "$sip" "$duration" >cancel.out 2>cancel.err <<'PY' || true
+  cat >cancel.py <<'PY'
 import socket, sys, time
 host, port = sys.argv[1].rsplit(":", 1)
 server, calls = (host, int(port)), int(sys.argv[2])
@@ -304,12 +301,16 @@ def header(msg, name):
     return ""
 cancelled = answered = failed = 0
 start = time.time()
+deadline = start + calls + 30
 for n in range(calls):
+    if time.time() > deadline:
+        failed += calls - n
+        break
     time.sleep(max(0, start + n - time.time()))
     cid, branch = f"cancel-{n}-{start:.0f}", f"z9hG4bKc{n}x{start:.0f}"
     req("INVITE", cid, branch, "1", body=sdp)
     req("CANCEL", cid, branch, "1")
-    until, done, bye_sent = time.time() + 10, False, False
+    until, done, bye_sent = min(time.time() + 10, deadline), False, False
     while not done and time.time() < until:
         try:
             msg = s.recv(65536).decode(errors="replace")
@@ -334,24 +335,28 @@ for n in range(calls):
         failed += 1
 print(cancelled, answered, failed)
 PY
+  # (A helper's standard input is /dev/null: the script goes in a file.)
+  helper timeout $((duration + 60)) python3 cancel.py "$sip" "$duration" >cancel.out 2>cancel.err
 }
 
 # ---- calls
-sipp_run() {  # NAME RATE CALLS [SIPp args...]
+sipp_run() {  # NAME RATE CALLS [SIPp args...]: started as a helper, its PID in sipp_pids
   local name="$1" rate="$2" calls="$3"; shift 3
-  taskset -c 0 timeout $((duration + 120)) sipp "$sip" -sf "$name.xml" -s 8500 -i 127.0.0.1 \
+  helper taskset -c 0 timeout $((duration + 120)) sipp "$sip" -sf "$name.xml" -s 8500 -i 127.0.0.1 \
     -nostdin -r "$rate" -m "$calls" -timeout $((duration + 90))s -max_retrans 5 \
     -trace_stat -stf "stat-$name.csv" -fd 3600 -trace_err -error_file "err-$name.log" \
-    "$@" >"sipp-$name.out" 2>&1 || true
+    "$@" >"sipp-$name.out" 2>&1
+  sipp_pids+=("$helper")
 }
 sipp_pids=()
-sipp_run login 5 $((duration * 5)) -inf login.csv -p 36150 -mp 42000 & sipp_pids+=($!)
-sipp_run login-tcp 1 "$duration" -t tn -max_socket 1000 -inf login.csv -p 36151 -mp 42010 & sipp_pids+=($!)
-sipp_run change 2 $((duration * 2)) -inf change.csv -p 36152 -mp 42020 & sipp_pids+=($!)
-sipp_run hangup 1 "$duration" -inf hangup.csv -p 36153 -mp 42030 & sipp_pids+=($!)
-sipp_run wrong 2 $((duration * 2)) -inf wrong.csv -p 36154 -mp 42040 & sipp_pids+=($!)
-sipp_run midprompt 1 "$duration" -p 36155 -mp 42050 & sipp_pids+=($!)
-canceller & sipp_pids+=($!)
+sipp_run login 5 $((duration * 5)) -inf login.csv -p 36150 -mp 42000
+sipp_run login-tcp 1 "$duration" -t tn -max_socket 1000 -inf login.csv -p 36151 -mp 42010
+sipp_run change 2 $((duration * 2)) -inf change.csv -p 36152 -mp 42020
+sipp_run hangup 1 "$duration" -inf hangup.csv -p 36153 -mp 42030
+sipp_run wrong 2 $((duration * 2)) -inf wrong.csv -p 36154 -mp 42040
+sipp_run midprompt 1 "$duration" -p 36155 -mp 42050
+canceller
+sipp_pids+=("$helper")
 
 # ---- admin API: mailboxes from $admin_first, and unlocks of the lockout group
 admin_driver() {
@@ -384,7 +389,8 @@ admin_driver() {
     sleep 0.5
   done
 }
-admin_driver & driver_pids=($!)
+helper admin_driver
+driver_pids=("$helper")
 
 # ---- CLI: mailboxes from $cli_first, unlocks of the lockout group
 cli_driver() {
@@ -415,7 +421,8 @@ cli_driver() {
     sleep 1
   done
 }
-cli_driver & driver_pids+=($!)
+helper cli_driver
+driver_pids+=("$helper")
 
 # ---- garbage
 # udp PORT: standard input as one datagram. (Bash's printf writes line by line, and to
@@ -451,17 +458,21 @@ garbage_driver() {
   done
   echo "$n" >garbage-sent
 }
-garbage_driver & driver_pids+=($!)
+helper garbage_driver
+driver_pids+=("$helper")
 
 # ---- wait for the load to end
 progress() { printf '%5ss rss %s kB, fds %s, threads %s, wal %s B, active %s\n' "$(($(date +%s) - start))" \
   "$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")" "$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 | wc -l)" \
   "$(awk '/^Threads/ { print $2 }' "/proc/$pid/status")" "$(wal_size)" "$(metric vportal_calls_active)"; }
 while [ "$(date +%s)" -lt "$deadline" ]; do
-  sleep 30; progress
+  # (In the background: a SIGINT or SIGTERM ends the wait, and the script, at once.)
+  sleep 30 & wait $!
+  progress
 done
-# SIPp finishes its last calls (each takes seconds), the drivers their last round.
-wait "${sipp_pids[@]}" "${driver_pids[@]}"
+# SIPp finishes its last calls (each takes seconds), the drivers their last round. (SIPp
+# exits 1 when a call failed: the checks below count those.)
+for p in "${sipp_pids[@]}" "${driver_pids[@]}"; do wait "$p" || true; done
 touch load-done
 # The calls still ending leave the gauge within seconds; a forged INVITE's within 32 s.
 active="?"
@@ -470,7 +481,7 @@ for _ in $(seq 1 45); do
   [ "$active" = 0 ] && break
   sleep 1
 done
-sleep 10
+sleep 10 & wait $!
 touch stop-sampler; wait_sampler=0
 while ! tail -n 1 samples.tsv | grep -q after && [ "$wait_sampler" -lt 10 ]; do sleep 1; wait_sampler=$((wait_sampler + 1)); done
 curl "${curl_opts[@]}" "http://$admin/metrics" >metrics.txt || echo "soak: GET /metrics failed (exit $?): the metrics checks will fail" >&2
