@@ -51,6 +51,7 @@ round() {
     sed -n 's/^/   /; /Latency\|Requests\/sec\|requests in\|Non-2xx/p' wrk.out
   fi
   wait "$caller"
+  server_alive "$name"
   grep -E 'intervals|max gap|server CPU|lost' caller.out | sed 's/^/   /'
   sleep 3 & wait $!
 }

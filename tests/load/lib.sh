@@ -93,6 +93,39 @@ work_dir() {
   cd "$work" || exit 1
 }
 
+# fail STEP MESSAGE: says which step failed and why, with the end of the server's log (in
+# the current directory) when there is one, and exits 1 (cleanup keeps the work directory).
+fail() {
+  echo "FAILED at $1: $2" >&2
+  if [ -f serve.log ]; then
+    echo "-- last lines of $PWD/serve.log:" >&2
+    tail -n 20 serve.log >&2 || true
+  fi
+  exit 1
+}
+
+# server_alive STEP: fails (naming STEP) when the server ($pid) is gone.
+server_alive() {
+  if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+    fail "$1" "the server (pid ${pid:-none}) is not running"
+  fi
+}
+
+# sipp_count FILE LABEL: the total on the last line of SIPp's statistics screen in FILE
+# whose first column is LABEL (e.g. "Successful call"); empty when there is none (SIPp did
+# not start, or was stopped before its final screen).
+sipp_count() {
+  { grep -a "$2" "$1" || true; } | tail -n 1 | awk -F'|' '{ gsub(/ /, "", $3); print $3 }'
+}
+
+# sipp_missing STEP FILE: says that SIPp's output FILE holds no final statistics, naming the
+# step, with the output's last lines.
+sipp_missing() {
+  echo "FAILED at $1: SIPp printed no final statistics (it did not start, or was stopped);" \
+    "its output: $PWD/$2" >&2
+  tail -n 15 "$2" >&2 || true
+}
+
 # provision FIRST COUNT: mailboxes FIRST… with the permanent passcode 48826, two at a time
 # (a CSV import would make the passcodes temporary). Needs $vportal; run in the work dir.
 provision() {

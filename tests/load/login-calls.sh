@@ -19,6 +19,9 @@
 # (util-linux). "verify ms" is the mean of the server's own timer around each check
 # (vportal_argon2_verify_seconds, from /metrics) over the rate: wall time, so on a full core
 # it includes the other calls' work the check was interrupted by.
+# A rate whose SIPp run printed no statistics gets a row of `-` and a message naming it;
+# the script then exits 1 and keeps its work directory (SIPp's output, serve.log). A server
+# that died ends it at once, the same way.
 # RTPRIO=N runs the server's media thread at SCHED_FIFO priority N (root or CAP_SYS_NICE).
 # LOGIN=caller-id places the same calls with tests/load/login-cid.xml instead: the mailbox is
 # the From user (the default dialplan's *86 route) and only the passcode and `*` are keyed,
@@ -74,7 +77,9 @@ verifies() {
 }
 hz=$(getconf CLK_TCK)
 printf '%6s %7s %10s %7s %8s %20s %10s %10s %12s %9s %11s\n' rate calls successful failed logins "call ms p50/p99/max" "server CPU" "verify ms" rss ceiling "of ceiling"
+missing=0
 for rate in "${rates[@]}"; do
+  server_alive "rate $rate (before SIPp)"
   calls=$((rate * 30))
   c0=$(ceiling)
   before=$(logins); v0=$(verifies); t0=$(ticks); s0=$(date +%s.%N)
@@ -83,13 +88,21 @@ for rate in "${rates[@]}"; do
     -i 127.0.0.1 -mp 40000 -nostdin -r "$rate" -m "$calls" -timeout 90s -timeout_error \
     -max_retrans 5 -trace_rtt -rtt_freq 1 >"$out" 2>&1
   wait "$helper" || true
+  server_alive "rate $rate (SIPp run)"
   t1=$(ticks); s1=$(date +%s.%N); v1=$(verifies)
-  ok=$(grep -a 'Successful call' "$out" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
-  failed=$(grep -a 'Failed call' "$out" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
+  ok=$(sipp_count "$out" 'Successful call'); failed=$(sipp_count "$out" 'Failed call')
+  if [ -z "$ok" ] || [ -z "$failed" ]; then
+    sipp_missing "rate $rate" "$out"
+    missing=$((missing + 1)); ok=${ok:--}; failed=${failed:--}
+  fi
   # Each call's length, INVITE to the server's BYE (SIPp's rtt file): flat while the server
   # keeps up; once logins queue behind the hash, the late calls grow longer and longer.
-  length=$(tail -n +2 "$scenario"_*_rtt.csv | cut -d';' -f2 | sort -n \
+  rtt=$(compgen -G "${scenario}_*_rtt.csv" || true)
+  [ -n "$rtt" ] || echo "rate $rate: SIPp wrote no call lengths (${scenario}_*_rtt.csv)" >&2
+  # shellcheck disable=SC2086 # one name (SIPp's pid in it), or none
+  length=$(cat /dev/null $rtt | tail -n +2 | cut -d';' -f2 | sort -n \
     | awk '{ v[NR] = $1 } END { if (NR) { p = int(NR * 0.99) + 1; if (p > NR) p = NR; printf "%d/%d/%d", v[int(NR / 2) + 1], v[p], v[NR] } }')
+  length=${length:--}
   rm -f "$scenario"_*_rtt.csv
   cpu=$(awk -v t="$((t1 - t0))" -v hz="$hz" -v s0="$s0" -v s1="$s1" 'BEGIN { printf "%.0f%%", t / hz / (s1 - s0) * 100 }')
   done_logins=$(($(logins) - before)); memory=$(rss)
@@ -99,3 +112,6 @@ for rate in "${rates[@]}"; do
   share=$(awk -v r="$rate" -v a="$c0" -v b="$c1" 'BEGIN { c = (a + b) / 2; printf "%.1f/s %.0f%%", c, r / c * 100 }')
   printf '%6s %7s %10s %7s %8s %20s %10s %10s %12s %9s %11s\n' "$rate" "$calls" "$ok" "$failed" "$done_logins" "$length" "$cpu" "$verify" "$memory" $share
 done
+if [ "$missing" -gt 0 ]; then
+  fail "$missing rate(s)" "SIPp printed no statistics (see above)"
+fi

@@ -31,6 +31,7 @@ t0=$(awk '{print $14 + $15}' "/proc/$pid/stat"); s0=$(date +%s.%N)
 helper taskset -c 0 timeout $((seconds + 60)) "$examples/login_latency" --server "$addr" \
   --callers "$callers" --first-mailbox 30000 --passcode 48826 --seconds "$seconds"
 wait "$helper"
+server_alive "after the callers"
 t1=$(awk '{print $14 + $15}' "/proc/$pid/stat"); s1=$(date +%s.%N)
 awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v s0="$s0" -v s1="$s1" \
   'BEGIN { printf "server CPU: %.0f%% of one core\n", t / hz / (s1 - s0) * 100 }'

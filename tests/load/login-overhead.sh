@@ -53,8 +53,14 @@ for run in $(seq 1 "$runs"); do
   wait "$helper"
   wait "$stat_pid"
   wait "$sipp_pid" || true
+  server_alive "run $run (after SIPp)"
   stop_server
-  failed=$(grep -a 'Failed call' sipp.txt | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
+  failed=$(sipp_count sipp.txt 'Failed call')
+  if [ -z "$failed" ]; then
+    sipp_missing "run $run" sipp.txt
+    cp sipp.txt "sipp-run$run.txt"
+    fail "run $run" "no SIPp statistics (kept as $PWD/sipp-run$run.txt)"
+  fi
   # argon2's own functions and the block copies it makes (memmove) against everything else.
   perf script -i perf.data -F ip,sym 2>/dev/null | awk -v calls="$sampled" -v run="$run" -v failed="$failed" '
     { total++; if ($0 ~ /argon2|memmove/) hash++ }

@@ -47,5 +47,6 @@ helper taskset -c 0 timeout $((calls / rate + 240)) "$examples/load_caller" \
   --server "$addr" --calls "$calls" --rate 300 --login 40000,48826 --login-rate "$rate" \
   --settle 10 --measure 10 --pid "$pid"
 wait "$helper"
+server_alive "after the load caller"
 echo "logins recorded by the server: $(grep -c 'logged in mailbox=' serve.log || true)"
 echo "server warnings and errors: $(grep -c -E ' (WARN|ERROR) ' serve.log || true)"

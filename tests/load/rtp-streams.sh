@@ -34,5 +34,6 @@ for calls in "${counts[@]}"; do
   wait "$helper"
   sed 's/^/   /' caller.out
   sleep 1
+  server_alive "$calls calls (after the load caller)"
   stop_server
 done

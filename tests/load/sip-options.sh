@@ -28,14 +28,23 @@ echo "vportal $addr (pid $pid, CPU 1); SIPp on CPU 0"
 rss() { awk '/VmRSS/{print $2" kB"}' "/proc/$pid/status"; }
 echo "resident memory at start: $(rss)"
 printf '%8s %10s %8s %12s %12s\n' rate successful failed measured rss
+missing=0
 for rate in "${rates[@]}"; do
-  out="$work/sipp-$rate.txt"
+  server_alive "rate $rate (before SIPp)"
+  out="sipp-$rate.txt"
   helper taskset -c 0 timeout 120 sipp "$addr" -sf "$root/tests/sipp/options.xml" -s 8500 -i 127.0.0.1 \
     -nostdin -r "$rate" -m $((rate * 10)) -timeout 60s -timeout_error -max_retrans 5 \
     -buff_size 8388608 >"$out" 2>&1
   wait "$helper" || true
-  ok=$(grep -a 'Successful call' "$out" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
-  failed=$(grep -a 'Failed call' "$out" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
-  measured=$(grep -a 'Call Rate' "$out" | tail -1 | awk -F'|' '{gsub(/^ +| +$/,"",$3); print $3}')
+  server_alive "rate $rate (SIPp run)"
+  ok=$(sipp_count "$out" 'Successful call'); failed=$(sipp_count "$out" 'Failed call')
+  measured=$({ grep -a 'Call Rate' "$out" || true; } | tail -n 1 | awk -F'|' '{gsub(/^ +| +$/,"",$3); print $3}')
+  if [ -z "$ok" ] || [ -z "$failed" ]; then
+    sipp_missing "rate $rate" "$out"
+    missing=$((missing + 1)); ok=${ok:--}; failed=${failed:--}; measured=${measured:--}
+  fi
   printf '%8s %10s %8s %12s %12s\n' "$rate" "$ok" "$failed" "$measured" "$(rss)"
 done
+if [ "$missing" -gt 0 ]; then
+  fail "$missing rate(s)" "SIPp printed no statistics (see above)"
+fi
