@@ -10,8 +10,15 @@
 # dial, mailbox and passcode by SIP INFO, `*` in the menu, the server's goodbye and BYE. It
 # prints SIPp's successful and failed calls, the logins the store audited (login.success),
 # the call length (INVITE to the server's BYE: median, p99, max), the server's CPU use and
-# resident memory. A rate is sustained when every call succeeds and logs in and the p99 call
-# length stays near the median (no backlog building up). Before and after each rate it
+# resident memory, and its verdict, computed from SIPp's per-call lengths (the rtt file: each
+# call's completion time and length): the calls in order of completion, the median length of
+# the last fifth against that of the first fifth ("fifths ms"). A rate is
+#   sustained  when every call succeeds and logs in (successful = logins = calls, failed 0)
+#              and the last fifth's median is at most 50 ms above the first fifth's (no
+#              backlog building up; a queue behind the hash makes the late calls longer);
+#   growing    when every call succeeds but the last fifth's median is more than 50 ms above;
+#   failures   when a call failed or did not log in.
+# Before and after each rate it
 # measures the hash ceiling on CPU 1 (examples/hash_ceiling.rs: vportal's own argon2 check,
 # back to back, 3 s) and prints their mean and the rate as a share of it: on a shared
 # virtual machine the ceiling drifts by up to a fifth from one minute to the next. Loopback only;
@@ -76,7 +83,13 @@ verifies() {
   awk '/^vportal_argon2_verify_seconds_sum/ { s = $2 } /^vportal_argon2_verify_seconds_count/ { n = $2 } END { print s + 0, n + 0 }' <<<"$metrics"
 }
 hz=$(getconf CLK_TCK)
-printf '%6s %7s %10s %7s %8s %20s %10s %10s %12s %9s %11s\n' rate calls successful failed logins "call ms p50/p99/max" "server CPU" "verify ms" rss ceiling "of ceiling"
+# The growth allowed from the first fifth's median call length to the last fifth's (ms).
+growth_ms=50
+# median: the (upper) median of the numbers on standard input, or nothing.
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int(NR / 2) + 1] }'; }
+row='%6s %7s %10s %7s %8s %20s %12s %10s %10s %10s %12s %9s %11s\n'
+# shellcheck disable=SC2059 # the format is $row
+printf "$row" rate calls successful failed logins "call ms p50/p99/max" "fifths ms" verdict "server CPU" "verify ms" rss ceiling "of ceiling"
 missing=0
 for rate in "${rates[@]}"; do
   server_alive "rate $rate (before SIPp)"
@@ -103,14 +116,30 @@ for rate in "${rates[@]}"; do
   length=$(cat /dev/null $rtt | tail -n +2 | cut -d';' -f2 | sort -n \
     | awk '{ v[NR] = $1 } END { if (NR) { p = int(NR * 0.99) + 1; if (p > NR) p = NR; printf "%d/%d/%d", v[int(NR / 2) + 1], v[p], v[NR] } }')
   length=${length:--}
+  # The trend: first and last fifth of the calls by completion time (column 1).
+  # shellcheck disable=SC2086 # as above
+  cat /dev/null $rtt | tail -n +2 | sort -t';' -k1,1g | cut -d';' -f2 >lengths.txt
+  n=$(wc -l <lengths.txt); fifth=$((n / 5))
+  first=""; last=""
+  if [ "$fifth" -gt 0 ]; then
+    first=$(head -n "$fifth" lengths.txt | median); last=$(tail -n "$fifth" lengths.txt | median)
+  fi
   rm -f "$scenario"_*_rtt.csv
   cpu=$(awk -v t="$((t1 - t0))" -v hz="$hz" -v s0="$s0" -v s1="$s1" 'BEGIN { printf "%.0f%%", t / hz / (s1 - s0) * 100 }')
   done_logins=$(($(logins) - before)); memory=$(rss)
+  verdict=$(awk -v ok="$ok" -v failed="$failed" -v logins="$done_logins" -v calls="$calls" \
+    -v first="$first" -v last="$last" -v allowed="$growth_ms" 'BEGIN {
+      if (ok == "-" || first == "") print "-"
+      else if (failed != 0 || ok != calls || logins != calls) print "failures"
+      else if (last - first > allowed) print "growing"
+      else print "sustained" }')
+  fifths=$([ -n "$first" ] && printf '%.0f->%.0f' "$first" "$last" || echo -)
   verify=$(echo "$v0 $v1" | awk '$1 == "-" || $3 == "-" { print "-"; next } { n = $4 - $2; if (n > 0) printf "%.2f", ($3 - $1) / n * 1000; else print "-" }')
   sleep 3
   c1=$(ceiling)
   share=$(awk -v r="$rate" -v a="$c0" -v b="$c1" 'BEGIN { c = (a + b) / 2; printf "%.1f/s %.0f%%", c, r / c * 100 }')
-  printf '%6s %7s %10s %7s %8s %20s %10s %10s %12s %9s %11s\n' "$rate" "$calls" "$ok" "$failed" "$done_logins" "$length" "$cpu" "$verify" "$memory" $share
+  # shellcheck disable=SC2059,SC2086 # the format is $row; $share is two columns
+  printf "$row" "$rate" "$calls" "$ok" "$failed" "$done_logins" "$length" "$fifths" "$verdict" "$cpu" "$verify" "$memory" $share
 done
 if [ "$missing" -gt 0 ]; then
   fail "$missing rate(s)" "SIPp printed no statistics (see above)"
