@@ -400,7 +400,7 @@ fn report(
         }
         println!("worst gaps by half-second of the window: {buckets:?}");
     }
-    report_streams(stats.values(), elapsed);
+    report_streams(stats.values(), elapsed, t0 + elapsed, Some(calls));
     if let (Some((_, rss0)), Some((ticks1, rss1)), Some((ticks2, _))) = (baseline, before, after) {
         let cpu = cpu_percent((ticks1, 0), (ticks2, 0), elapsed);
         println!("server CPU: {cpu:.0}% of one core");

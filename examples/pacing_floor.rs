@@ -13,7 +13,8 @@
 //! 20 ms; it sleeps in the poll until the next millisecond's packets are due. It reports
 //! its CPU use and how late it fell behind its own schedule. The receiver busy-polls one
 //! socket and reports, after a 2 s warm-up, each stream's largest gap and its jitter over
-//! `--seconds`. Loopback only; both stop by themselves.
+//! `--seconds`. Loopback only; both stop by themselves (the receiver, if no sender comes,
+//! after twice its warm-up and window plus 10 s).
 
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
@@ -61,14 +62,19 @@ fn receive(at: SocketAddr, window: Duration) {
     let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(16 << 20);
     let mut buf = [0_u8; 2_048];
     let mut stats: HashMap<u16, StreamStats> = HashMap::with_capacity(8_192);
-    // The clock starts with the first packet.
+    // The clock starts with the first packet; without one, the receiver gives up.
     let mut started: Option<Instant> = None;
+    let give_up = Instant::now() + 2 * (WARM_UP + window) + Duration::from_secs(10);
     loop {
         let (n, from) = match socket.recv_from(&mut buf) {
             Ok(got) => got,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if started.is_some_and(|t| t.elapsed() > WARM_UP + window) {
                     break;
+                }
+                if started.is_none() && Instant::now() > give_up {
+                    println!("no packet came: no sender?");
+                    return;
                 }
                 std::hint::spin_loop();
                 continue;
@@ -87,7 +93,8 @@ fn receive(at: SocketAddr, window: Duration) {
             stats.entry(from.port()).or_default().record(now, seq, ts);
         }
     }
-    report_streams(stats.values(), window);
+    let end = started.map_or_else(Instant::now, |t| t + WARM_UP + window);
+    report_streams(stats.values(), window, end, None);
 }
 
 fn send(to: SocketAddr, streams: usize, running: Duration) {

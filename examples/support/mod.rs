@@ -34,8 +34,10 @@ impl StreamStats {
                 self.max_gap = gap;
                 self.max_gap_at = Some(now);
             }
-            // D(i-1,i) = (Rj - Ri) - (Sj - Si), in timestamp units.
-            let d = gap.as_secs_f64() * 8_000.0 - f64::from(ts.wrapping_sub(self.last_ts));
+            // D(i-1,i) = (Rj - Ri) - (Sj - Si), in timestamp units; the timestamp difference
+            // signed (RFC 3550 A.8), so that a reordered or repeated packet is not 2^32 apart.
+            let sent = f64::from(ts.wrapping_sub(self.last_ts).cast_signed());
+            let d = gap.as_secs_f64() * 8_000.0 - sent;
             self.jitter += (d.abs() - self.jitter) / 16.0;
         }
         self.first_seq.get_or_insert(seq);
@@ -65,27 +67,64 @@ pub fn rtp_numbers(packet: &[u8]) -> Option<(u16, u32, u32)> {
     ))
 }
 
-/// Prints what the streams' arrivals looked like over `elapsed`: packets and loss, the
-/// distribution of each stream's largest gap, and of its jitter.
-pub fn report_streams<'a>(stats: impl Iterator<Item = &'a StreamStats>, elapsed: Duration) {
+/// The packet interval the streams are sent at.
+const PTIME: Duration = Duration::from_millis(20);
+
+/// Prints what the streams' arrivals looked like over the window that ended at `window_end`
+/// and lasted `elapsed`: packets and loss, the distribution of each stream's largest gap,
+/// and of its jitter. With `calls`, the streams there should have been: a missing one
+/// counts as lost for the whole window. A stream that went silent before the window ended
+/// has that silence as a gap, and the packets it did not send in it as lost.
+pub fn report_streams<'a>(
+    stats: impl Iterator<Item = &'a StreamStats>,
+    elapsed: Duration,
+    window_end: Instant,
+    calls: Option<usize>,
+) {
     let stats: Vec<&StreamStats> = stats.collect();
     let streams = stats.len();
+    // Each stream's silence at the end of the window, counted as a gap.
+    let tail = |s: &StreamStats| {
+        s.last_arrival
+            .map_or(Duration::ZERO, |t| window_end.saturating_duration_since(t))
+    };
     let mut max_gaps: Vec<f64> = stats
         .iter()
-        .map(|s| s.max_gap.as_secs_f64() * 1_000.0)
+        .map(|s| s.max_gap.max(tail(s)).as_secs_f64() * 1_000.0)
         .collect();
     max_gaps.sort_by(f64::total_cmp);
     let mut jitters: Vec<f64> = stats.iter().map(|s| s.jitter / 8.0).collect();
     jitters.sort_by(f64::total_cmp);
     let packets: u64 = stats.iter().map(|s| s.packets).sum();
-    let expected: u64 = stats.iter().map(|s| s.expected()).sum();
+    // The sequence numbers' count, or, for a stream that fell silent, the packets due over
+    // the time it was silent too (whole intervals only: a packet due at the very end may
+    // still be on its way).
+    let expected: u64 = stats
+        .iter()
+        .map(|s| {
+            let silent = (tail(s).as_secs_f64() / PTIME.as_secs_f64()).floor() as u64;
+            s.expected() + silent.saturating_sub(1)
+        })
+        .sum();
     let seconds = elapsed.as_secs_f64();
-    println!("streams measured: {streams} over {seconds:.1} s");
+    let per_window = (seconds / PTIME.as_secs_f64()).floor() as u64;
+    let missing = calls.map_or(0, |c| c.saturating_sub(streams));
+    match calls {
+        Some(calls) => println!(
+            "streams measured: {streams} of {calls} calls up over {seconds:.1} s{}",
+            if missing > 0 {
+                format!(" ({missing} MISSING: counted as lost)")
+            } else {
+                String::new()
+            }
+        ),
+        None => println!("streams measured: {streams} over {seconds:.1} s"),
+    }
     println!(
         "packets: {packets} ({:.0}/s, {:.1}/s per stream), lost: {}",
         packets as f64 / seconds,
         packets as f64 / seconds / streams.max(1) as f64,
-        expected.saturating_sub(packets)
+        expected.saturating_sub(packets) + missing as u64 * per_window
     );
     println!(
         "per-stream max gap (ms): p50 {:.1}  p95 {:.1}  max {:.1}",
@@ -110,8 +149,8 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// CPU time (user + system, in clock ticks of 1/100 s) and resident memory (kB) of a
-/// process.
+/// CPU time (user + system, in clock ticks: see [`clock_ticks`]) and resident memory (kB)
+/// of a process.
 pub fn proc_usage(pid: u32) -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(") ")?.1;
@@ -129,9 +168,30 @@ pub fn proc_usage(pid: u32) -> Option<(u64, u64)> {
     Some((ticks, rss))
 }
 
+/// The kernel's clock ticks a second (`getconf CLK_TCK`), from the process's auxiliary
+/// vector (`AT_CLKTCK`); 100, the value on every Linux architecture but a few, if it cannot
+/// be read.
+pub fn clock_ticks() -> u64 {
+    const AT_CLKTCK: u64 = 17;
+    const WORD: usize = std::mem::size_of::<usize>();
+    let Ok(auxv) = std::fs::read("/proc/self/auxv") else {
+        return 100;
+    };
+    let word = |b: &[u8]| {
+        let mut w = [0_u8; WORD];
+        w.copy_from_slice(b);
+        usize::from_ne_bytes(w) as u64
+    };
+    auxv.chunks_exact(2 * WORD)
+        .find(|pair| word(&pair[..WORD]) == AT_CLKTCK)
+        .map(|pair| word(&pair[WORD..]))
+        .filter(|&hz| hz > 0)
+        .unwrap_or(100)
+}
+
 /// The share of one core (in %) a process used between two [`proc_usage`] readings.
 pub fn cpu_percent(before: (u64, u64), after: (u64, u64), elapsed: Duration) -> f64 {
-    (after.0.saturating_sub(before.0)) as f64 / 100.0 / elapsed.as_secs_f64() * 100.0
+    (after.0.saturating_sub(before.0)) as f64 / clock_ticks() as f64 / elapsed.as_secs_f64() * 100.0
 }
 
 /// An RTP socket on an even port of `ip` and an RTCP socket on the port above (RFC 3550

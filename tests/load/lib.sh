@@ -86,8 +86,26 @@ traps() {
   trap 'exit 143' TERM
 }
 
-# work_dir: makes a fresh directory, sets the traps and moves into it.
+# load_lock: one load script at a time on this machine (they pin CPUs and use fixed ports):
+# fails at once when another holds /tmp/vportal-load.lock. Held until this script (and
+# anything it started that is still running) has gone.
+load_lock() {
+  exec 9>/tmp/vportal-load.lock
+  flock -n 9 || { echo "another load script is running (it holds /tmp/vportal-load.lock)" >&2; exit 2; }
+}
+
+# ports_free STEP FIRST LAST: fails (naming STEP) when a UDP or TCP socket on this machine
+# holds a port from FIRST to LAST. The scripts' fixed ports are below 32768, outside
+# Linux's default ephemeral range (32768-60999), so only another program's fixed port can.
+ports_free() {
+  local busy
+  busy=$(ss -Hnatu | awk -v lo="$2" -v hi="$3" '{ p = $5; sub(/.*:/, "", p); if (p + 0 >= lo && p + 0 <= hi) print $5 }' | sort -u | head -n 5 | paste -sd' ' -)
+  [ -z "$busy" ] || fail "$1" "ports $2-$3 are in use ($busy)"
+}
+
+# work_dir: takes the load lock, makes a fresh directory, sets the traps and moves into it.
 work_dir() {
+  load_lock
   work=$(mktemp -d)
   traps
   cd "$work" || exit 1

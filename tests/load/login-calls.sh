@@ -9,7 +9,7 @@
 # 2-core machine). At each RATE it places RATE x 30 calls (30 s) with tests/load/login-info.xml:
 # dial, mailbox and passcode by SIP INFO, `*` in the menu, the server's goodbye and BYE. It
 # prints SIPp's successful and failed calls, the logins the store audited (login.success),
-# the call length (INVITE to the server's BYE: median, p99, max), the server's CPU use and
+# the call length (INVITE to the server's BYE: upper median, p99 by nearest rank, max), the server's CPU use and
 # resident memory, and its verdict, computed from SIPp's per-call lengths (the rtt file: each
 # call's completion time and length): the calls in order of completion, the median length of
 # the last fifth against that of the first fifth ("fifths ms"). A rate is
@@ -60,7 +60,7 @@ provision 20000 3000
 { echo SEQUENTIAL; seq 20000 22999 | sed "$fields"; } >mailboxes.csv
 
 media_config
-RUST_LOG=warn,vportal::admin=info,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve --config vportal.toml --admin 127.0.0.1:0 --sip 127.0.0.1:0 --rtp-ports 34000-39998 \
+RUST_LOG=warn,vportal::admin=info,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve --config vportal.toml --admin 127.0.0.1:0 --sip 127.0.0.1:0 --rtp-ports 14000-19998 \
   --prompts "$root/prompts" >serve.out 2>serve.log &
 pid=$!
 addr=$(listening sip)
@@ -97,8 +97,9 @@ for rate in "${rates[@]}"; do
   c0=$(ceiling)
   before=$(logins); v0=$(verifies); t0=$(ticks); s0=$(date +%s.%N)
   out="sipp-$rate.txt"
+  ports_free "rate $rate" 11100 11103
   helper taskset -c 0 timeout 120 sipp "$addr" -sf "$here/$scenario.xml" -inf mailboxes.csv -s "$service" \
-    -i 127.0.0.1 -mp 40000 -nostdin -r "$rate" -m "$calls" -timeout 90s -timeout_error \
+    -i 127.0.0.1 -mp 11100 -nostdin -r "$rate" -m "$calls" -timeout 90s -timeout_error \
     -max_retrans 5 -trace_rtt -rtt_freq 1 >"$out" 2>&1
   wait "$helper" || true
   server_alive "rate $rate (SIPp run)"
@@ -114,7 +115,7 @@ for rate in "${rates[@]}"; do
   [ -n "$rtt" ] || echo "rate $rate: SIPp wrote no call lengths (${scenario}_*_rtt.csv)" >&2
   # shellcheck disable=SC2086 # one name (SIPp's pid in it), or none
   length=$(cat /dev/null $rtt | tail -n +2 | cut -d';' -f2 | sort -n \
-    | awk '{ v[NR] = $1 } END { if (NR) { p = int(NR * 0.99) + 1; if (p > NR) p = NR; printf "%d/%d/%d", v[int(NR / 2) + 1], v[p], v[NR] } }')
+    | awk '{ v[NR] = $1 } END { if (NR) { p = int((NR * 99 + 99) / 100); printf "%d/%d/%d", v[int(NR / 2) + 1], v[p], v[NR] } }')
   length=${length:--}
   # The trend: first and last fifth of the calls by completion time (column 1).
   # shellcheck disable=SC2086 # as above

@@ -10,8 +10,10 @@
 # switches (`perf stat -e context-switches --per-thread`). Prints per run: the samples in
 # argon2 and outside it, the second as a share of the first (the overhead relative to the
 # hash, which does not move with this virtual machine's speed the way milliseconds do), the
-# same in ms per call, and the thread switches per call (runtime worker, media thread,
-# hashing threads). RATE must be one the server sustains (login-calls.sh), or the samples
+# same in ms per call, and the thread switches per call (runtime workers, media thread,
+# hashing threads, main thread; told apart by thread id, see below). "argon2" is every
+# sample whose symbol names argon2 or memmove (argon2's block copies; other memcpys fall
+# there too: a small upward bias of the argon2 count). RATE must be one the server sustains (login-calls.sh), or the samples
 # measure a backlog. Needs SIPp (sip-tester), perf (linux-perf) and taskset. Loopback
 # only; bounded in count and time.
 # RTPRIO=N runs the server's media thread at SCHED_FIFO priority N (root or CAP_SYS_NICE).
@@ -38,12 +40,17 @@ sampled=$((rate * 12))
 for run in $(seq 1 "$runs"); do
   rm -f vportal.db* && cp template/vportal.db template/vportal.pepper .
   media_config
-  RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve --config vportal.toml --no-admin --sip 127.0.0.1:0 --rtp-ports 34000-39998 \
+  RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve --config vportal.toml --no-admin --sip 127.0.0.1:0 --rtp-ports 14000-19998 \
     --prompts "$root/prompts" >serve.out 2>serve.log &
   pid=$!
   addr=$(listening sip)
+  # The threads there are before the first call: the main thread, the runtime's workers
+  # (named like the process) and the media thread; threads named like the process that start
+  # later are tokio's blocking pool, which runs the hashes and their commits.
+  ls "/proc/$pid/task" >threads-at-start.txt
+  ports_free "run $run" 11100 11103
   helper taskset -c 0 timeout 120 sipp "$addr" -sf "$here/login-info.xml" -inf mailboxes.csv -s 8500 \
-    -i 127.0.0.1 -mp 40000 -nostdin -r "$rate" -m "$calls" -timeout 90s -timeout_error \
+    -i 127.0.0.1 -mp 11100 -nostdin -r "$rate" -m "$calls" -timeout 90s -timeout_error \
     -max_retrans 5 >sipp.txt 2>&1
   sipp_pid=$helper
   sleep 10 & wait $!
@@ -69,12 +76,19 @@ for run in $(seq 1 "$runs"); do
       printf "run %d: %d samples, argon2 %d, other %d: other = %.1f%% of argon2, %.2f ms a call (argon2 %.2f ms); %s failed calls\n",
         run, total, hash, other, 100 * other / hash, other * 0.5 / calls, hash * 0.5 / calls, failed
     }'
-  # Thread switches a call: the media thread by name; the runtime's worker and the hashing
-  # threads share the process name, told apart by their count (the worker switches most).
-  awk -v calls="$sampled" '/context-switches/ { n = $2; gsub(",", "", n); n += 0; if ($1 ~ /media/) media += n; else other[++k] = n }
+  # Thread switches a call, told apart by thread id (perf names each `comm-tid`): the main
+  # thread (tid = pid), the media thread (vportal-media), the runtime's workers (there
+  # before the first call) and the hashing threads (the blocking pool, started later).
+  awk -v calls="$sampled" -v main="$pid" 'FNR == NR { early[$1] = 1; next }
+    /context-switches/ {
+      n = $2; gsub(",", "", n); n += 0; tid = $1; sub(/.*-/, "", tid)
+      if (tid == main) m += n
+      else if ($1 ~ /media/) media += n
+      else if (tid in early) { worker += n; workers++ }
+      else { hashing += n; hashers++ }
+    }
     END {
-      worker = 0; for (i in other) if (other[i] > worker) { worker = other[i]; w = i }
-      for (i in other) if (i != w) hashing += other[i]
-      printf "       switches a call: worker %.1f, media %.1f, hashing %.1f\n", worker / calls, media / calls, hashing / calls
-    }' switches.txt
+      printf "       switches a call: runtime workers %.1f (%d threads), media %.1f, hashing %.1f (%d threads), main %.1f\n",
+        worker / calls, workers, media / calls, hashing / calls, hashers, m / calls
+    }' threads-at-start.txt switches.txt
 done

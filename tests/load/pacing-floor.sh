@@ -19,13 +19,14 @@ counts=("$@")
 . "$here/lib.sh"
 build_release pacing_floor
 bin="$examples/pacing_floor"
-port=40000
+port=11000
 # The receiver's and sender's output; on exit (Ctrl-C included) both are stopped.
 work_dir
 fifo=()
 if [ "${RTPRIO:-0}" -gt 0 ]; then fifo=(chrt -f "$RTPRIO"); fi
 for streams in "${counts[@]}"; do
   echo "== $streams streams (bare pacer on CPU 1, receiver on CPU 0)"
+  ports_free "$streams streams" "$port" "$port"
   helper taskset -c 0 timeout 60 "$bin" receive --port "$port" --seconds 10 >receiver.out
   receiver=$helper
   sleep 0.3

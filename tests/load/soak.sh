@@ -5,7 +5,7 @@
 #   tests/load/soak.sh [SECONDS]        (default: 600; 60 to 7200)
 #
 # Starts the release build of `vportal serve` pinned to CPU 1 (SIP and admin on loopback
-# port 0, RTP ports 40000-41999) and, on CPU 0, for SECONDS:
+# port 0, RTP ports 12000-13999) and, on CPU 0, for SECONDS:
 #   - SIPp login calls (keys by SIP INFO), and a CANCEL caller, 13 calls/s in all: logins to permanent mailboxes
 #     over UDP (5/s) and TCP (1/s, a connection each); temporary passcodes changed (2/s, each mailbox once);
 #     changes hung up on at a random moment after the new PIN is keyed (1/s, each mailbox
@@ -227,13 +227,18 @@ scenario midprompt midprompt_flow
 cp login.xml login-tcp.xml
 
 # ---- the server
+# The drivers' fixed ports (SIPp 11150-11155, its media 11200-11253, the CANCEL caller 11156
+# and its SDP's 11260) and the server's RTP range: below 32768, so no ephemeral socket takes
+# them; checked free.
+ports_free "the start" 11150 11260
+ports_free "the start" 12000 13999
 wrap=()
 if [ -n "${SOAK_HEAPTRACK:-}" ]; then
   command -v heaptrack >/dev/null || { echo "install heaptrack" >&2; exit 2; }
   wrap=(heaptrack -o "$SOAK_HEAPTRACK")
 fi
 RUST_LOG=info taskset -c 1 "${wrap[@]}" "$vportal" serve --sip 127.0.0.1:0 --admin 127.0.0.1:0 \
-  --rtp-ports 40000-41999 --prompts "$root/prompts" >serve.out 2>serve.log &
+  --rtp-ports 12000-13999 --prompts "$root/prompts" >serve.out 2>serve.log &
 # What the script started (heaptrack, when wrapped) and the server itself.
 launcher=$!
 pid=$launcher
@@ -282,10 +287,10 @@ import socket, sys, time
 host, port = sys.argv[1].rsplit(":", 1)
 server, calls = (host, int(port)), int(sys.argv[2])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.1", 36156))
+s.bind(("127.0.0.1", 11156))
 s.settimeout(0.5)
-me = "127.0.0.1:36156"
-sdp = "v=0\r\no=c 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 42060 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+me = "127.0.0.1:11156"
+sdp = "v=0\r\no=c 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 11260 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
 def req(method, cid, branch, cseq, to_tag="", body=""):
     to = f"<sip:8500@{host}>" + (f";tag={to_tag}" if to_tag else "")
     head = (f"{method} sip:8500@{host}:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};rport;branch={branch}\r\n"
@@ -349,12 +354,12 @@ sipp_run() {  # NAME RATE CALLS [SIPp args...]: started as a helper, its PID in 
   sipp_pids+=("$helper")
 }
 sipp_pids=()
-sipp_run login 5 $((duration * 5)) -inf login.csv -p 36150 -mp 42000
-sipp_run login-tcp 1 "$duration" -t tn -max_socket 1000 -inf login.csv -p 36151 -mp 42010
-sipp_run change 2 $((duration * 2)) -inf change.csv -p 36152 -mp 42020
-sipp_run hangup 1 "$duration" -inf hangup.csv -p 36153 -mp 42030
-sipp_run wrong 2 $((duration * 2)) -inf wrong.csv -p 36154 -mp 42040
-sipp_run midprompt 1 "$duration" -p 36155 -mp 42050
+sipp_run login 5 $((duration * 5)) -inf login.csv -p 11150 -mp 11200
+sipp_run login-tcp 1 "$duration" -t tn -max_socket 1000 -inf login.csv -p 11151 -mp 11210
+sipp_run change 2 $((duration * 2)) -inf change.csv -p 11152 -mp 11220
+sipp_run hangup 1 "$duration" -inf hangup.csv -p 11153 -mp 11230
+sipp_run wrong 2 $((duration * 2)) -inf wrong.csv -p 11154 -mp 11240
+sipp_run midprompt 1 "$duration" -p 11155 -mp 11250
 canceller
 sipp_pids+=("$helper")
 
@@ -447,7 +452,7 @@ garbage_driver() {
       printf "INVITE sip:8500@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKnoack$n\r\nFrom: <sip:x@127.0.0.1>;tag=n$n\r\nTo: <sip:8500@127.0.0.1>\r\nCall-ID: noack-$n-$start\r\nCSeq: 1 INVITE\r\nContact: <sip:x@127.0.0.1:9>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: %d\r\n\r\n$sdp" "$(printf "$sdp" | wc -c)" | udp "$sip_port"
     fi
     # RTP from a stranger to an RTP port: random bytes, or an RFC 4733 event for key 1.
-    port=$((40000 + 2 * (RANDOM % 1000)))
+    port=$((12000 + 2 * (RANDOM % 1000)))
     if [ $((n % 2)) = 0 ]; then
       head -c 172 /dev/urandom | udp "$port"
     else
