@@ -43,7 +43,7 @@ round() {
     --server "$sip" --calls "$calls" --rate 300 --settle 2 --measure "$seconds" --pid "$pid" \
     >caller.out
   local caller=$helper
-  sleep 1 & wait $!
+  nap 1
   if [ $# -gt 0 ]; then
     helper taskset -c 0 timeout $((seconds + 30)) wrk -t1 -c8 -d "$((seconds + 3))s" \
       -H "Authorization: Bearer $token" "$@" >wrk.out
@@ -53,7 +53,7 @@ round() {
   wait "$caller"
   server_alive "$name"
   grep -E 'intervals|max gap|server CPU|lost' caller.out | sed 's/^/   /'
-  sleep 3 & wait $!
+  nap 3
 }
 round "RTP only"
 round "RTP + GET /api/v1/users/1001" "http://$admin/api/v1/users/1001"

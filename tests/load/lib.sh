@@ -16,32 +16,54 @@ helpers=()
 # a process group of its own that a Ctrl-C on the terminal does not reach: cleanup signals
 # that group. Wait for it with `wait "$helper"`: bash runs its INT/TERM traps at once while
 # in `wait`, but only after a foreground command has ended. Its standard input is /dev/null
-# (bash's rule for a background command), whatever the call redirects.
+# (bash's rule for a background command), whatever the call redirects; it does not hold
+# the load lock (fd 9), so that nothing left over from one run can hold up the next.
 helper() {
-  "$@" &
+  "$@" 9>&- &
   helper=$!
   helpers+=("$helper")
 }
 
-# stop_helpers: TERM to every helper's process group and to the helper itself (`timeout`
+# nap SECONDS: sleeps as a helper, so that a signal ends the script at once (bash runs its
+# traps only after a foreground command ends) and cleanup stops the sleep.
+nap() {
+  helper sleep "$1"
+  wait "$helper" || true
+}
+
+# ours PID: whether PID is still a running child of this shell (not a helper that ended,
+# whose PID another process may have been given since).
+ours() {
+  local stat f
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  read -r -a f <<<"${stat##*) }"  # state, ppid, pgrp, …
+  [ "${f[0]}" != Z ] && [ "${f[1]}" = "$$" ]
+}
+
+# signal_helper SIGNAL PID: SIGNAL to the helper PID and, when it leads a process group of
+# its own (`timeout`), to that group.
+signal_helper() {
+  local stat f
+  ours "$2" || return 0
+  stat=$(cat "/proc/$2/stat" 2>/dev/null) || return 0
+  read -r -a f <<<"${stat##*) }"
+  if [ "${f[2]}" = "$2" ]; then kill "-$1" -- "-$2" 2>/dev/null || true; fi
+  kill "-$1" "$2" 2>/dev/null || true
+}
+
+# stop_helpers: TERM to every helper still running (and its process group; `timeout`
 # passes TERM on to its tool), up to 5 s for them to go, then KILL.
 stop_helpers() {
   local p i alive
   [ ${#helpers[@]} -gt 0 ] || return 0
-  for p in "${helpers[@]}"; do
-    kill -TERM -- "-$p" 2>/dev/null || true
-    kill -TERM "$p" 2>/dev/null || true
-  done
+  for p in "${helpers[@]}"; do signal_helper TERM "$p"; done
   for i in $(seq 1 50); do
     alive=0
-    for p in "${helpers[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    for p in "${helpers[@]}"; do if ours "$p"; then alive=1; fi; done
     [ "$alive" = 0 ] && break
     [ "$i" = 50 ] || sleep 0.1
   done
-  for p in "${helpers[@]}"; do
-    kill -KILL -- "-$p" 2>/dev/null || true
-    kill -KILL "$p" 2>/dev/null || true
-  done
+  for p in "${helpers[@]}"; do signal_helper KILL "$p"; done
   helpers=()
 }
 

@@ -53,7 +53,7 @@ for run in $(seq 1 "$runs"); do
     -i 127.0.0.1 -mp 11100 -nostdin -r "$rate" -m "$calls" -timeout 90s -timeout_error \
     -max_retrans 5 >sipp.txt 2>&1
   sipp_pid=$helper
-  sleep 10 & wait $!
+  nap 10
   helper perf stat -e context-switches --per-thread -p "$pid" -o switches.txt -- sleep 12
   stat_pid=$helper
   helper perf record -q -F 2000 -p "$pid" -o perf.data -- sleep 12 >/dev/null 2>&1

@@ -471,8 +471,8 @@ progress() { printf '%5ss rss %s kB, fds %s, threads %s, wal %s B, active %s\n' 
   "$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")" "$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 | wc -l)" \
   "$(awk '/^Threads/ { print $2 }' "/proc/$pid/status")" "$(wal_size)" "$(metric vportal_calls_active)"; }
 while [ "$(date +%s)" -lt "$deadline" ]; do
-  # (In the background: a SIGINT or SIGTERM ends the wait, and the script, at once.)
-  sleep 30 & wait $!
+  # (A helper: a SIGINT or SIGTERM ends the nap, and the script, at once.)
+  nap 30
   progress
 done
 # SIPp finishes its last calls (each takes seconds), the drivers their last round. (SIPp
@@ -486,7 +486,7 @@ for _ in $(seq 1 45); do
   [ "$active" = 0 ] && break
   sleep 1
 done
-sleep 10 & wait $!
+nap 10
 touch stop-sampler; wait_sampler=0
 while ! tail -n 1 samples.tsv | grep -q after && [ "$wait_sampler" -lt 10 ]; do sleep 1; wait_sampler=$((wait_sampler + 1)); done
 curl "${curl_opts[@]}" "http://$admin/metrics" >metrics.txt || echo "soak: GET /metrics failed (exit $?): the metrics checks will fail" >&2
