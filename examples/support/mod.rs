@@ -70,11 +70,15 @@ pub fn rtp_numbers(packet: &[u8]) -> Option<(u16, u32, u32)> {
 /// The packet interval the streams are sent at.
 const PTIME: Duration = Duration::from_millis(20);
 
+/// A stream silent this long at the end of the window has stopped.
+const STOPPED: Duration = Duration::from_secs(1);
+
 /// Prints what the streams' arrivals looked like over the window that ended at `window_end`
 /// and lasted `elapsed`: packets and loss, the distribution of each stream's largest gap,
 /// and of its jitter. With `calls`, the streams there should have been: a missing one
 /// counts as lost for the whole window. A stream that went silent before the window ended
-/// has that silence as a gap, and the packets it did not send in it as lost.
+/// has that silence as a gap and, when it lasted over a second (a stream that stopped, not
+/// one whose next packet was merely late), the packets due in it as lost.
 pub fn report_streams<'a>(
     stats: impl Iterator<Item = &'a StreamStats>,
     elapsed: Duration,
@@ -96,16 +100,17 @@ pub fn report_streams<'a>(
     let mut jitters: Vec<f64> = stats.iter().map(|s| s.jitter / 8.0).collect();
     jitters.sort_by(f64::total_cmp);
     let packets: u64 = stats.iter().map(|s| s.packets).sum();
-    // The sequence numbers' count, or, for a stream that fell silent, the packets due over
-    // the time it was silent too (whole intervals only: a packet due at the very end may
-    // still be on its way).
+    // The sequence numbers' count and, for a stream that stopped, the packets due over the
+    // time it was silent (whole intervals only).
+    let stopped = |s: &StreamStats| tail(s) > STOPPED;
     let expected: u64 = stats
         .iter()
         .map(|s| {
             let silent = (tail(s).as_secs_f64() / PTIME.as_secs_f64()).floor() as u64;
-            s.expected() + silent.saturating_sub(1)
+            s.expected() + if stopped(s) { silent } else { 0 }
         })
         .sum();
+    let stopped = stats.iter().filter(|s| stopped(s)).count();
     let seconds = elapsed.as_secs_f64();
     let per_window = (seconds / PTIME.as_secs_f64()).floor() as u64;
     let missing = calls.map_or(0, |c| c.saturating_sub(streams));
@@ -119,6 +124,9 @@ pub fn report_streams<'a>(
             }
         ),
         None => println!("streams measured: {streams} over {seconds:.1} s"),
+    }
+    if stopped > 0 {
+        println!("streams STOPPED (silent for the window's last second or more): {stopped}");
     }
     println!(
         "packets: {packets} ({:.0}/s, {:.1}/s per stream), lost: {}",
