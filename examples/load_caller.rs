@@ -87,8 +87,52 @@ fn args() -> Args {
     a
 }
 
-/// Intervals kept for the percentiles (about 100 s of 100 calls).
-const MAX_INTERVALS: usize = 500_000;
+/// The packet intervals of all streams, in 10 µs buckets up to 1 s (and the largest
+/// exactly): every interval of the window counts, however many streams there are (a list
+/// of them capped at 500,000 held only the window's first seconds at 3,000 streams).
+struct Intervals {
+    buckets: Vec<u64>,
+    count: u64,
+    max: Duration,
+}
+
+impl Intervals {
+    const BUCKET: Duration = Duration::from_micros(10);
+    const BUCKETS: usize = 100_000;
+
+    fn new() -> Self {
+        Self {
+            buckets: vec![0; Self::BUCKETS + 1],
+            count: 0,
+            max: Duration::ZERO,
+        }
+    }
+
+    fn add(&mut self, gap: Duration) {
+        let b = (gap.as_nanos() / Self::BUCKET.as_nanos()) as usize;
+        self.buckets[b.min(Self::BUCKETS)] += 1;
+        self.count += 1;
+        self.max = self.max.max(gap);
+    }
+
+    /// The `p` quantile in ms (nearest rank; a bucket's middle, the overflow as the largest
+    /// interval), 0 with none.
+    fn at(&self, p: f64) -> f64 {
+        let rank = ((self.count as f64 * p).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (b, &n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank && n > 0 {
+                return if b == Self::BUCKETS {
+                    self.max.as_secs_f64() * 1_000.0
+                } else {
+                    (Self::BUCKET * b as u32 + Self::BUCKET / 2).as_secs_f64() * 1_000.0
+                };
+            }
+        }
+        0.0
+    }
+}
 
 fn main() {
     let a = args();
@@ -128,8 +172,8 @@ fn main() {
             let mut local: HashMap<u32, StreamStats> = HashMap::with_capacity(8_192);
             let mut last_any: Option<Instant> = None;
             let mut max_any = Duration::ZERO;
-            // Every packet's interval since its stream's previous one, in ms.
-            let mut intervals: Vec<f32> = Vec::with_capacity(1 << 20);
+            // Every packet's interval since its stream's previous one.
+            let mut intervals = Intervals::new();
             while !done.load(Ordering::Relaxed) {
                 let n = match media.recv(&mut buf) {
                     Ok(n) => n,
@@ -153,27 +197,21 @@ fn main() {
                     continue;
                 };
                 let gap = local.entry(ssrc).or_default().record(now, seq, ts);
-                if let Some(gap) = gap.filter(|_| intervals.len() < MAX_INTERVALS) {
-                    intervals.push(gap.as_secs_f32() * 1_000.0);
+                if let Some(gap) = gap {
+                    intervals.add(gap);
                 }
             }
             println!(
                 "largest gap between any two packets: {:.1} ms",
                 max_any.as_secs_f64() * 1_000.0
             );
-            intervals.sort_by(f32::total_cmp);
-            let at = |p: f64| {
-                intervals
-                    .get(((intervals.len().saturating_sub(1)) as f64 * p).round() as usize)
-                    .copied()
-                    .unwrap_or(0.0)
-            };
             println!(
-                "RTP packet intervals (ms, all streams): p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
-                at(0.5),
-                at(0.99),
-                at(0.999),
-                intervals.last().copied().unwrap_or(0.0)
+                "RTP packet intervals (ms, all streams, {} of them): p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+                intervals.count,
+                intervals.at(0.5),
+                intervals.at(0.99),
+                intervals.at(0.999),
+                intervals.max.as_secs_f64() * 1_000.0
             );
             *stats.lock().unwrap() = local;
         })
@@ -404,8 +442,10 @@ fn report(
     if let (Some((_, rss0)), Some((ticks1, rss1)), Some((ticks2, _))) = (baseline, before, after) {
         let cpu = cpu_percent((ticks1, 0), (ticks2, 0), elapsed);
         println!("server CPU: {cpu:.0}% of one core");
+        // Everything the server allocated since it was idle, one-off allocations included
+        // (with --login, the hash's working memory and SQLite's caches).
         println!(
-            "server RSS: {rss0} kB idle, {rss1} kB with {} calls: {:.1} KiB per call",
+            "server RSS: {rss0} kB idle, {rss1} kB with {} calls: {:.1} KiB per call (growth since idle / calls)",
             calls,
             (rss1.saturating_sub(rss0)) as f64 / calls.max(1) as f64
         );

@@ -532,9 +532,18 @@ third_max() {  # COLUMN WHICH(2|3)
 first_load() { awk -F'\t' -v c="$1" 'NR > 1 && $7 == "load" { print $c; exit }' samples.tsv; }
 last_load() { awk -F'\t' -v c="$1" 'NR > 1 && $7 == "load" { v = $c } END { print v }' samples.tsv; }
 max_col() { awk -F'\t' -v c="$1" 'NR > 1 { if ($c + 0 > m) m = $c + 0 } END { print m + 0 }' samples.tsv; }
+# The least-squares slope of a column over the last two thirds of the load, per minute: what
+# the thirds' margin lets through depends on how far apart they are (in a 600 s run, ~200 s:
+# a steady leak of up to about 0.8 MB a minute passes), so the detail shows it.
+slope() {  # COLUMN
+  awk -F'\t' -v c="$1" 'NR > 1 && $7 == "load" { t[++n] = $1; v[n] = $c } END {
+    for (i = int(n / 3) + 1; i <= n; i++) { k++; sx += t[i]; sy += v[i]; sxx += t[i] * t[i]; sxy += t[i] * v[i] }
+    d = k * sxx - sx * sx; if (k < 2 || d == 0) { print "?"; exit }
+    printf "%.0f", (k * sxy - sx * sy) / d * 60 }' samples.tsv
+}
 rss2=$(third_max 2 2); rss3=$(third_max 2 3)
 check "RSS levels out (max, middle -> last third)" "$([ "$rss3" -le $((rss2 + rss2 / 20 + 1024)) ] && echo yes || echo no)" \
-  "$(first_load 2) kB at start; $rss2 -> $rss3 kB; $(last_load 2) kB at the end"
+  "$(first_load 2) kB at start; $rss2 -> $rss3 kB; $(last_load 2) kB at the end; last two thirds $(slope 2) kB/min"
 fd2=$(third_max 3 2); fd3=$(third_max 3 3)
 check "open fds level out" "$([ "$fd3" -le $((fd2 + 8)) ] && echo yes || echo no)" \
   "$(first_load 3) at start; $fd2 -> $fd3; after the load $(awk -F'\t' '$7 == "after" { v = $3 } END { print v }' samples.tsv)"
