@@ -52,7 +52,7 @@ round() {
   fi
   wait "$caller"
   server_alive "$name"
-  grep -E 'intervals|max gap|server CPU|lost' caller.out | sed 's/^/   /'
+  grep -E 'streams|intervals|max gap|server CPU|lost' caller.out | sed 's/^/   /'
   nap 3
 }
 round "RTP only"
