@@ -83,10 +83,11 @@ stop_server() {
 # cleanup (the EXIT trap): stops the helpers and the server; removes the work directory
 # after a run that succeeded or was interrupted, keeps it (and says where) after a failure
 # or with LOAD_KEEP=1. Every command is `|| true`: under `set -e` a failing one would end
-# the trap early.
+# the trap early; a second Ctrl-C or SIGTERM is ignored meanwhile (it takes at most 15 s),
+# so that it cannot leave helpers or the server behind.
 cleanup() {
   local rc=$?
-  trap - INT TERM
+  trap '' INT TERM
   stop_helpers || true
   stop_server || true
   if [ -n "${work:-}" ] && [ -d "$work" ]; then
