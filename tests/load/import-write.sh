@@ -18,8 +18,10 @@ root=$(cd "$here/../.." && pwd)
 . "$here/lib.sh"
 counts=("$@")
 [ ${#counts[@]} -gt 0 ] || counts=(100000 500000)
+# shellcheck disable=SC2119 # no examples
 build_release
 work_dir
+# shellcheck disable=SC2016 # a PHC string, not an expansion
 hash='$argon2id$v=19$m=7168,t=5,p=1$AAAAAAAAAAAAAAAAAAAAAA$BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB'
 printf '%8s %10s %10s\n' rows seconds db_MB
 for rows in "${counts[@]}"; do

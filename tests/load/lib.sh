@@ -170,6 +170,7 @@ sipp_missing() {
 # provision FIRST COUNT: mailboxes FIRST… with the permanent passcode 48826, two at a time
 # (a CSV import would make the passcodes temporary). Needs $vportal; run in the work dir.
 provision() {
+  # shellcheck disable=SC2016 # the inner shell expands it
   seq "$1" $(($1 + $2 - 1)) | xargs -P 2 -I{} sh -c 'printf 48826 | "$1" user add {} --passcode-stdin >/dev/null' _ "$vportal"
 }
 

@@ -17,6 +17,7 @@ root=$(cd "$here/../.." && pwd)
 rates=("$@")
 [ ${#rates[@]} -gt 0 ] || rates=(20000 40000 50000)
 command -v sipp >/dev/null || { echo "install SIPp (apt-get install sip-tester)" >&2; exit 2; }
+# shellcheck disable=SC2119 # no examples
 build_release
 
 work_dir

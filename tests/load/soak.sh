@@ -43,7 +43,7 @@ root=$(cd "$here/../.." && pwd)
 . "$here/lib.sh"
 duration="${1:-600}"
 # The mailbox blocks below (five digits, as the SIPp scenarios key them) hold two hours.
-[ "$duration" -ge 60 ] && [ "$duration" -le 7200 ] || { echo "usage: $0 [SECONDS, 60 to 7200]" >&2; exit 2; }
+if ! [[ "$duration" =~ ^[0-9]+$ ]] || [ "$duration" -lt 60 ] || [ "$duration" -gt 7200 ]; then echo "usage: $0 [SECONDS, 60 to 7200]" >&2; exit 2; fi
 for tool in sipp sqlite3 curl python3 taskset; do
   command -v "$tool" >/dev/null || { echo "$tool is missing" >&2; exit 2; }
 done
