@@ -771,6 +771,12 @@ fn symmetric_rtcp_goes_where_the_callers_reports_come_from() {
         .ssrc;
     let nat = UdpSocket::bind("127.0.0.1:0").unwrap();
     let server_rtcp = SocketAddr::new(c.server_rtp.ip(), c.server_rtp.port() + 1);
+    // A report says where ours go only once its SSRC has been heard on RTP: the first, sent
+    // before any RTP, is only read; the second, after some, is latched.
+    nat.send_to(&receiver_report(c.rtp.ssrc, ssrc, 0), server_rtcp)
+        .unwrap();
+    c.rtp.silence(3);
+    std::thread::sleep(Duration::from_millis(100));
     nat.send_to(&receiver_report(c.rtp.ssrc, ssrc, 0), server_rtcp)
         .unwrap();
     let report =

@@ -378,6 +378,13 @@ impl Rtcp {
         self.stats.sent += 1;
     }
 
+    /// The SSRC of a compound packet's sender: the first report's (RFC 3550 §6.4). Read
+    /// only from a packet [`Rtcp::receive`] took.
+    pub fn sender(datagram: &[u8]) -> Option<Ssrc> {
+        let bytes: [u8; 4] = datagram.get(4..8)?.try_into().ok()?;
+        Some(Ssrc(u32::from_be_bytes(bytes)))
+    }
+
     /// Reads an RTCP datagram from the peer that arrived `now`: its sender reports (for
     /// the LSR and DLSR of our next blocks) and its report blocks on our stream. Packet
     /// types it does not use (SDES, BYE, APP, feedback) are skipped.

@@ -225,6 +225,9 @@ pub struct RtpReceiver {
     /// Another address whose packets continue the latched source's stream: perhaps the same
     /// phone after a NAT rebinding.
     candidate: Option<Candidate>,
+    /// Runs begun by other addresses towards a follow, for the call: past
+    /// [`FOLLOW_TRIES`], none is followed any more.
+    tries: u32,
     sequences: HashMap<Ssrc, SeqExtender>,
     stats: ReceiveStats,
 }
@@ -260,6 +263,11 @@ pub const FOLLOW_WINDOW: u16 = 100;
 /// How long the latched source must have been quiet before a new address is followed.
 pub const FOLLOW_QUIET: Duration = Duration::from_millis(200);
 
+/// Runs towards a follow one call may begin: a rebinding begins one (or a few, with stray
+/// packets), while someone sweeping sequence numbers in search of the window would need
+/// hundreds.
+pub const FOLLOW_TRIES: u32 = 16;
+
 impl RtpReceiver {
     /// A receiver expecting media from `expected` (the SDP's address; `None` when the SDP
     /// named none that can be trusted, e.g. a host name or 0.0.0.0).
@@ -272,6 +280,7 @@ impl RtpReceiver {
             previous: None,
             heard_at: None,
             candidate: None,
+            tries: 0,
             sequences: HashMap::new(),
             stats: ReceiveStats::default(),
         }
@@ -340,7 +349,10 @@ impl RtpReceiver {
         // must continue the latched stream.
         let run = match self.candidate {
             Some(c) if same(&c) && seq == c.seq.wrapping_add(1) => c.run + 1,
-            _ if continues => 1,
+            _ if continues && self.tries < FOLLOW_TRIES => {
+                self.tries += 1;
+                1
+            }
             candidate => {
                 // A break in the candidate's own stream starts its proof over.
                 if candidate.as_ref().is_some_and(same) {
@@ -359,6 +371,11 @@ impl RtpReceiver {
             .heard_at
             .is_none_or(|at| now.saturating_duration_since(at) >= FOLLOW_QUIET);
         run >= FOLLOW_AFTER && quiet
+    }
+
+    /// Whether RTP with `ssrc` has been accepted from the call's sources.
+    pub fn has_heard(&self, ssrc: Ssrc) -> bool {
+        self.sequences.contains_key(&ssrc)
     }
 
     /// The counters.
@@ -383,7 +400,15 @@ impl RtpReceiver {
     ///   packet is never enough;
     /// - the latched source has sent nothing for [`FOLLOW_QUIET`], as when its mapping
     ///   died: while it still sends, the stream has not moved, and two copies of it (a
-    ///   relay and the phone) do not make the call flap between them.
+    ///   relay and the phone) do not make the call flap between them;
+    /// - the call has begun fewer than [`FOLLOW_TRIES`] such runs: the window is 100 of
+    ///   65,536 numbers, so someone who knows the SSRC but not the numbering would sweep
+    ///   for it, and runs out of tries first.
+    ///
+    /// The SSRC and numbering are what our RTCP reports to the caller carry, so those go
+    /// only to a source whose report names an SSRC heard on RTP (see
+    /// [`crate::media::session`]): a host behind the caller's NAT cannot have them sent to
+    /// itself.
     ///
     /// Until then the new address's packets are ignored, so a rebinding costs about
     /// [`FOLLOW_QUIET`] of the caller's audio (a key press wholly within it is not heard),
@@ -703,6 +728,33 @@ mod tests {
             assert!(r.accept(nat, &rtp(30, 7), t0 + MS * 700).is_none());
             assert_eq!(r.source(), Some(rebound));
         }
+    }
+
+    /// Someone who knows the SSRC but not the numbering sweeps sequence numbers for the
+    /// window, each hit beginning a run: after [`FOLLOW_TRIES`] runs the call follows no
+    /// one, not even a run that would otherwise prove a move.
+    #[test]
+    fn a_sweep_for_the_window_runs_out_of_tries() {
+        let t0 = Instant::now();
+        let nat: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        let sweeper: SocketAddr = "198.51.100.7:45000".parse().unwrap();
+        let mut r = latched(nat, t0);
+        let later = t0 + 5 * FOLLOW_QUIET;
+        // Every other number in the window: each a run of one, none continued.
+        let hits = u16::try_from(FOLLOW_TRIES).unwrap();
+        for i in 0..hits {
+            assert!(r.accept(sweeper, &rtp(12 + 2 * i, 7), later).is_none());
+        }
+        assert_eq!(r.tries, FOLLOW_TRIES);
+        let next = 13 + 2 * hits;
+        assert_eq!(send(&mut r, sweeper, 7, next..next + 5, later), [false; 5]);
+        assert_eq!((r.source(), r.stats().followed), (Some(nat), 0));
+        // With tries left, the same run is followed.
+        let mut fresh = latched(nat, t0);
+        assert_eq!(
+            send(&mut fresh, sweeper, 7, next..next + 3, later),
+            [false, false, true]
+        );
     }
 
     /// A stream that has been quiet a while (on hold, or silence suppression) is followed

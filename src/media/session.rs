@@ -277,7 +277,11 @@ impl MediaSession {
         if self.rtcp.receive(datagram, now).is_err() {
             return Heard::Ignored;
         }
-        self.rtcp_peer.heard(from);
+        // Only the caller's own reports say where ours go: ours carry its SSRC and how far
+        // its numbering has gone, all a NAT rebinding's follow asks of a new address.
+        if Rtcp::sender(datagram).is_some_and(|ssrc| self.receiver.has_heard(ssrc)) {
+            self.rtcp_peer.heard(from);
+        }
         Heard::Rtcp
     }
 
@@ -473,11 +477,17 @@ mod tests {
             .collect()
     }
 
-    /// A valid RTCP compound packet (a sender report and an SDES) of another party.
+    /// A valid RTCP compound packet (a sender report and an SDES) of the caller, whose RTP
+    /// (see [`audio`]) has SSRC 7.
     fn report() -> Vec<u8> {
+        report_of(Ssrc(7))
+    }
+
+    /// A valid RTCP compound packet (a sender report and an SDES) of `ssrc`.
+    fn report_of(ssrc: Ssrc) -> Vec<u8> {
         let mut rng = StdRng::seed_from_u64(2);
         let now = Instant::now();
-        let mut peer = Rtcp::new(now, Ssrc(7), &mut rng);
+        let mut peer = Rtcp::new(now, ssrc, &mut rng);
         let sender = SenderInfo {
             packets: 10,
             octets: 1_600,
@@ -858,10 +868,26 @@ mod tests {
 
         let remote = pcmu("192.0.2.1:4000");
         let mut s = session(&remote, Latching::Once, InbandDtmf::Never);
-        assert_eq!(
-            s.rtcp_route(),
-            Some(RtcpRoute::Separate(at("192.0.2.1:4001")))
+        let signalled = Some(RtcpRoute::Separate(at("192.0.2.1:4001")));
+        assert_eq!(s.rtcp_route(), signalled);
+        // Reports are latched only once their sender's RTP has been heard: before it, and
+        // from an SSRC never heard on RTP (a host behind the same NAT), they are read but
+        // say nothing of where ours go, which carry the caller's SSRC and numbering.
+        s.handle_datagram(Port::Rtcp, at("192.0.2.1:50001"), &report, t0, &mut keys);
+        assert_eq!(s.rtcp_route(), signalled);
+        s.handle_datagram(
+            Port::Rtp,
+            at("192.0.2.1:50000"),
+            &audio(0, false),
+            t0,
+            &mut keys,
         );
+        let neighbour = report_of(Ssrc(9));
+        assert_eq!(
+            s.handle_datagram(Port::Rtcp, at("192.0.2.1:50009"), &neighbour, t0, &mut keys),
+            Heard::Rtcp
+        );
+        assert_eq!(s.rtcp_route(), signalled);
         s.handle_datagram(Port::Rtcp, at("192.0.2.1:50001"), &report, t0, &mut keys);
         assert_eq!(
             s.rtcp_route(),
