@@ -145,6 +145,16 @@ pub enum StoreError {
     /// There is no database file and the caller did not ask to create one.
     #[error("no database at {} (run `vportal init` first)", .0.display())]
     NoDatabase(PathBuf),
+    /// There is no database file, but a copy a running vportal saved when the file was
+    /// removed under it ([`recovered_path`]): a new, empty database would hide it.
+    #[error(
+        "no database at {}, but {} holds its data, saved by the vportal that had it open \
+         when it was removed: move that file into its place (with no -wal or -shm file \
+         beside it), or remove it to start afresh",
+        .0.display(),
+        recovered_path(.0).display()
+    )]
+    Recoverable(PathBuf),
     /// The database file is there but empty (a copy or restore cut short): taken for a new
     /// database, every mailbox would silently be gone.
     #[error(
@@ -239,6 +249,17 @@ struct OpenedFile {
     id: Option<(u64, u64)>,
     /// The replacement has been logged (once is enough: every use fails after it).
     reported: std::sync::atomic::AtomicBool,
+    /// The file was removed, and a copy of what the store holds is being or was saved (see
+    /// [`Store::check_file`]).
+    saved: std::sync::atomic::AtomicBool,
+}
+
+/// Where a store whose database file was removed under it saves a copy of its data: the
+/// database's path with `.recovered` added.
+pub fn recovered_path(database: &Path) -> PathBuf {
+    let mut path = database.as_os_str().to_owned();
+    path.push(".recovered");
+    PathBuf::from(path)
 }
 
 impl OpenedFile {
@@ -247,6 +268,7 @@ impl OpenedFile {
             path: path.to_owned(),
             id: std::fs::metadata(path).ok().as_ref().and_then(metadata_id),
             reported: std::sync::atomic::AtomicBool::new(false),
+            saved: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -256,16 +278,29 @@ impl OpenedFile {
     /// change made after it, passcodes included, would go to a file no longer there. One
     /// `stat` a use, next to a transaction's `fsync` and a login's argon2.
     fn check(&self) -> Result<()> {
+        match self.state() {
+            FileState::InPlace => Ok(()),
+            FileState::Replaced | FileState::Removed => self.refuse(),
+        }
+    }
+
+    /// Whether the file at the path is the one opened, another, or none.
+    fn state(&self) -> FileState {
         let Some(id) = self.id else {
-            return Ok(());
+            return FileState::InPlace;
         };
         match std::fs::metadata(&self.path) {
-            Ok(now) if metadata_id(&now) == Some(id) => return Ok(()),
+            Ok(now) if metadata_id(&now) == Some(id) => FileState::InPlace,
+            Ok(_) => FileState::Replaced,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileState::Removed,
             // Neither gone nor another file, as far as can be told (a permission or I/O
             // error): SQLite reports its own errors, if any.
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Ok(()),
-            _ => {}
+            Err(_) => FileState::InPlace,
         }
+    }
+
+    /// Logs the replacement once, and fails.
+    fn refuse(&self) -> Result<()> {
         if !self
             .reported
             .swap(true, std::sync::atomic::Ordering::Relaxed)
@@ -278,6 +313,17 @@ impl OpenedFile {
         }
         Err(StoreError::Unavailable(Unavailable::Replaced))
     }
+}
+
+/// What is at a store's database path now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileState {
+    /// The file opened.
+    InPlace,
+    /// Another file.
+    Replaced,
+    /// None.
+    Removed,
 }
 
 /// A file's device and inode.
@@ -313,6 +359,9 @@ impl Store {
         if !path.exists() {
             if !create {
                 return Err(StoreError::NoDatabase(path.to_owned()));
+            }
+            if recovered_path(path).exists() {
+                return Err(StoreError::Recoverable(path.to_owned()));
             }
             create_private(path).map_err(|source| StoreError::Io {
                 path: path.to_owned(),
@@ -515,8 +564,60 @@ impl Store {
     ///
     /// # Errors
     /// [`Unavailable::Replaced`].
+    ///
+    /// A file removed (rather than replaced by another) takes the only copy of the data
+    /// with it, once this process ends: the first use that finds it gone saves what the
+    /// store holds to [`recovered_path`] (`VACUUM INTO` through the connection, which still
+    /// reaches the removed file and its WAL), which the error log names, and which a new
+    /// database at the path is then refused for ([`StoreError::Recoverable`]).
     pub fn check_file(&self) -> Result<()> {
-        self.file.as_ref().map_or(Ok(()), OpenedFile::check)
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let checked = file.check();
+        if checked.is_err()
+            && file.state() == FileState::Removed
+            && !file.saved.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.save_removed(&file.path);
+        }
+        checked
+    }
+
+    /// Saves what the store holds to `path`'s [`recovered_path`], its file having been
+    /// removed; says where, or why it could not.
+    fn save_removed(&self, path: &Path) {
+        let copy = recovered_path(path);
+        let saved = copy
+            .to_str()
+            .ok_or(StoreError::Io {
+                path: copy.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the path is not valid text",
+                ),
+            })
+            .and_then(|text| {
+                let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+                conn.execute("VACUUM INTO ?1", [text])?;
+                Ok(())
+            });
+        match saved {
+            Ok(()) => tracing::error!(
+                path = %path.display(),
+                copy = %copy.display(),
+                "the database file was removed while in use; what it held is saved to the \
+                 copy: stop vportal, move the copy into the database's place (with no -wal or \
+                 -shm file beside it) and start it again"
+            ),
+            Err(e) => tracing::error!(
+                path = %path.display(),
+                copy = %copy.display(),
+                error = %e,
+                "the database file was removed while in use, and what it held could not be \
+                 saved to the copy: it is lost when vportal stops"
+            ),
+        }
     }
 
     /// Runs `f` on the connection (reads; WAL gives it a consistent snapshot per statement).
@@ -545,8 +646,9 @@ impl Store {
         let wait = self.busy_timeout.saturating_sub(asked.elapsed());
         let value = Self::transaction(&mut conn, wait, f)?;
         // Replaced while this write waited for the lock or ran: it went to the old file, and
-        // is not to be reported as stored.
-        self.check_file()?;
+        // is not to be reported as stored. (The copy a removal calls for is saved at the
+        // next use: this connection is held here.)
+        self.file.as_ref().map_or(Ok(()), OpenedFile::check)?;
         Ok(value)
     }
 
@@ -878,12 +980,24 @@ mod tests {
         drop(reopened);
         let reopened = Store::open(&path, pepper(), false, 1).unwrap();
         assert!(reopened.check_file().is_ok());
-        // Removed: the same.
+        // Removed: the same, and what the store held is saved beside it, for which a new
+        // database at the path is refused (a restart would otherwise hide it behind an
+        // empty one).
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(
             reopened.user(&ext("1001"), T0),
             Err(StoreError::Unavailable(Unavailable::Replaced))
         ));
+        let saved = recovered_path(&path);
+        assert_eq!(saved, dir.path().join("v.db.recovered"));
+        let refused = Store::open(&path, pepper(), true, 1).unwrap_err();
+        assert!(matches!(refused, StoreError::Recoverable(_)), "{refused}");
+        assert!(refused.to_string().contains("v.db.recovered"), "{refused}");
+        assert!(!path.exists());
+        drop(reopened);
+        std::fs::rename(&saved, &path).unwrap();
+        let recovered = Store::open(&path, pepper(), false, 1).unwrap();
+        assert!(recovered.user(&ext("1001"), T0).unwrap().is_some());
     }
 
     #[test]
