@@ -72,13 +72,21 @@ fn stdout_kind() -> StdoutKind {
     // The device itself, wherever its node is (a container's or chroot's own /dev).
     let null = std::fs::metadata("/dev/null")
         .is_ok_and(|null| out.file_type().is_char_device() && out.rdev() == null.rdev());
-    // Who this process is: the owner of its /proc entry (Linux); elsewhere not checked.
-    let me = std::fs::metadata("/proc/self").ok().map(|m| m.uid());
+    let me = effective_uid();
     let file = out
         .file_type()
         .is_file()
         .then(|| (out.mode() & 0o777, out.uid()));
     classify(null, file, me)
+}
+
+/// Who this process is: its effective user, from `/proc/self/status` (Linux; the owner of
+/// `/proc/self` would be root for a binary with file capabilities); elsewhere unknown.
+#[cfg(unix)]
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// What standard output is: the null device, or a regular file with its permission bits
@@ -275,5 +283,17 @@ mod tests {
         assert_eq!(classify(false, Some((0o600, 0)), None), StdoutKind::Other);
         // A pipe, a terminal, a socket.
         assert_eq!(classify(false, None, Some(1000)), StdoutKind::Other);
+    }
+
+    /// The effective user is read as the owner of a file this process makes.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_effective_user_is_who_owns_what_we_make() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let made = dir.path().join("mine");
+        std::fs::write(&made, b"").unwrap();
+        let owner = std::fs::metadata(&made).unwrap().uid();
+        assert_eq!(effective_uid(), Some(owner));
     }
 }
