@@ -25,7 +25,7 @@ for calls in "${counts[@]}"; do
   mkdir "$work/$calls" && cd "$work/$calls"
   media_config
   RUST_LOG=warn,vportal::server=info taskset -c 1 "$vportal" serve --config vportal.toml --no-admin \
-    --sip 127.0.0.1:0 --rtp-ports 10000-30000 --prompts "$root/prompts" >serve.out 2>serve.log &
+    --sip 127.0.0.1:0 --rtp-ports 10000-30000 --prompts "$root/prompts" >serve.out 2>serve.log 9>&- &
   pid=$!
   addr=$(listening sip)
   echo "== $calls calls (vportal $addr on CPU 1, load caller on CPU 0)"

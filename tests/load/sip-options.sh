@@ -22,7 +22,7 @@ build_release
 
 work_dir
 RUST_LOG=warn,vportal::server=info taskset -c 1 "$vportal" serve --no-admin --sip 127.0.0.1:0 \
-  --rtp-ports 21000-21998 --prompts "$root/prompts" >serve.out 2>serve.log &
+  --rtp-ports 21000-21998 --prompts "$root/prompts" >serve.out 2>serve.log 9>&- &
 pid=$!
 addr=$(listening sip)
 echo "vportal $addr (pid $pid, CPU 1); SIPp on CPU 0"
