@@ -65,6 +65,9 @@ fn the_callers_media_is_followed_to_its_new_nat_port_without_a_reinvite() {
     // menu) is not heard; the caller's is.
     let mut stranger = RtpOut::new(bind(), c.server_rtp);
     stranger.ssrc = 0x0bad_cafe;
+    // Numbered as the caller's stream goes on, so only the SSRC tells it apart.
+    stranger.seq = caller.seq;
+    stranger.ts = caller.ts;
     stranger.silence(15);
     stranger.keys(101, "*");
     assert!(
