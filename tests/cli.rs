@@ -224,11 +224,9 @@ fn a_first_run_that_fails_midway_removes_what_it_made() {
         "the next first run would adopt this pepper file as the operator's"
     );
     // Nor the pepper file's own directories.
-    std::fs::write(
-        w.path().join("c.toml"),
+    w.write_config(
         "[store]\ndatabase = \"portal.db\"\npepper_file = \"secrets/new/portal.pepper\"\n",
-    )
-    .unwrap();
+    );
     let r = w.run(&["--config", "c.toml", "init"]);
     r.refused("opening portal.db");
     assert!(!w.path().join("secrets").exists());
@@ -238,11 +236,7 @@ fn a_first_run_that_fails_midway_removes_what_it_made() {
 #[test]
 fn a_first_run_makes_the_pepper_files_directory() {
     let w = Workdir::new();
-    std::fs::write(
-        w.path().join("c.toml"),
-        "[store]\ndatabase = \"data/v.db\"\npepper_file = \"secrets/keys/v.pepper\"\n",
-    )
-    .unwrap();
+    w.write_config("[store]\ndatabase = \"data/v.db\"\npepper_file = \"secrets/keys/v.pepper\"\n");
     w.run(&["--config", "c.toml", "init"]).ok();
     assert!(w.path().join("data/v.db").is_file());
     assert!(w.path().join("secrets/keys/v.pepper").is_file());
@@ -464,11 +458,7 @@ fn serve_makes_no_directory_for_a_first_run() {
     );
     assert!(!w.path().join("data").exists());
     // Nor the pepper file's.
-    std::fs::write(
-        w.path().join("c.toml"),
-        "[store]\ndatabase = \"v.db\"\npepper_file = \"secrets/v.pepper\"\n",
-    )
-    .unwrap();
+    w.write_config("[store]\ndatabase = \"v.db\"\npepper_file = \"secrets/v.pepper\"\n");
     let serve = w.run(&[
         "--config",
         "c.toml",
@@ -1365,11 +1355,9 @@ fn a_pepper_file_that_is_the_database_or_its_side_file_is_refused() {
         ("v.db", "./v.db-shm", "-shm"),
         (absolute, "v.db-journal", "-journal"),
     ] {
-        std::fs::write(
-            w.path().join("c.toml"),
-            format!("[store]\ndatabase = {database:?}\npepper_file = {pepper_file:?}\n"),
-        )
-        .unwrap();
+        w.write_config(&format!(
+            "[store]\ndatabase = {database:?}\npepper_file = {pepper_file:?}\n"
+        ));
         let r = w.run(&["--config", "c.toml", "init"]);
         assert_eq!(r.code, 2, "{database} / {pepper_file}: {r:?}");
         assert!(r.stderr.contains(says), "{}", r.stderr);
@@ -1564,11 +1552,7 @@ fn first_run_hints_name_the_store_the_server_uses() {
         ),
         (vec!["--config", "c.toml"], w.path().join("cfg/portal.db")),
     ] {
-        std::fs::write(
-            w.path().join("c.toml"),
-            format!("[store]\ndatabase = {:?}\n", db.to_str().unwrap()),
-        )
-        .unwrap();
+        w.write_config(&format!("[store]\ndatabase = {:?}\n", db.to_str().unwrap()));
         // `serve` makes a database, not the directory it goes in.
         std::fs::create_dir_all(db.parent().unwrap()).unwrap();
         let mut args = vec!["--no-admin"];
@@ -1683,11 +1667,7 @@ fn the_cli_audit_actor_is_a_plausible_login_name() {
 #[test]
 fn a_config_path_starting_with_a_tilde_is_refused() {
     let w = Workdir::new();
-    std::fs::write(
-        w.path().join("c.toml"),
-        "[store]\ndatabase = \"~/vp/x.db\"\n",
-    )
-    .unwrap();
+    w.write_config("[store]\ndatabase = \"~/vp/x.db\"\n");
     let r = w.run(&["--config", "c.toml", "init"]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(
@@ -1714,11 +1694,7 @@ fn a_host_name_for_a_listen_address_is_refused_saying_what_is_needed() {
             r.stderr
         );
     }
-    std::fs::write(
-        w.path().join("c.toml"),
-        "[sip]\nlisten = \"127.0.0.1:0\"\npublic_address = \"pbx.example.com\"\n",
-    )
-    .unwrap();
+    w.write_config("[sip]\nlisten = \"127.0.0.1:0\"\npublic_address = \"pbx.example.com\"\n");
     let r = w.run(&["--config", "c.toml", "serve"]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(

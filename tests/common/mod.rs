@@ -64,6 +64,11 @@ impl Workdir {
         self.path().join("vportal.db")
     }
 
+    /// Writes `text` to `c.toml` here, for `--config c.toml`.
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.path().join("c.toml"), text).unwrap();
+    }
+
     /// `vportal ARGS` to run here, with none of the tester's own `VPORTAL_*` settings or
     /// `RUST_LOG`, but with [`Workdir::env`]; its output piped.
     pub fn command(&self, args: &[&str]) -> Command {
