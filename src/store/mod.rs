@@ -644,12 +644,7 @@ impl Store {
         let asked = std::time::Instant::now();
         let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         let wait = self.busy_timeout.saturating_sub(asked.elapsed());
-        let value = Self::transaction(&mut conn, wait, f)?;
-        // Replaced while this write waited for the lock or ran: it went to the old file, and
-        // is not to be reported as stored. (The copy a removal calls for is saved at the
-        // next use: this connection is held here.)
-        self.file.as_ref().map_or(Ok(()), OpenedFile::check)?;
-        Ok(value)
+        self.transaction(&mut conn, wait, f)
     }
 
     /// Bookkeeping that may be skipped: [`Store::write`] if this process is writing nothing
@@ -667,12 +662,14 @@ impl Store {
             Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        Some(Self::transaction(&mut conn, wait, f))
+        Some(self.transaction(&mut conn, wait, f))
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on `conn`, waiting at most `wait` for
-    /// another process's lock; committed if `f` returns `Ok`.
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on `conn` (this store's writing
+    /// connection, held by the caller), waiting at most `wait` for another process's lock;
+    /// committed if `f` returns `Ok`.
     fn transaction<T>(
+        &self,
         conn: &mut Connection,
         wait: Duration,
         f: impl FnOnce(&Transaction<'_>) -> Result<T>,
@@ -681,6 +678,10 @@ impl Store {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let value = f(&tx)?;
         tx.commit()?;
+        // Replaced while this write waited for the lock or ran: it went to the old file, and
+        // is not to be reported as stored. (The copy a removal calls for is saved at the
+        // next use: `conn` is held here.)
+        self.file.as_ref().map_or(Ok(()), OpenedFile::check)?;
         Ok(value)
     }
 
