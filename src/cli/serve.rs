@@ -455,8 +455,9 @@ async fn shutdown_signal() {
 /// terminal: a service's standard output is a log (the journal, a container's log), and a
 /// token must never reach one.
 fn first_run_lines(ctx: &Context, store: &Store, source: &PepperSource) -> Result<()> {
+    let terminal = std::io::stdout().is_terminal();
     let make_token = || {
-        if !std::io::stdout().is_terminal() {
+        if !terminal {
             return Ok(None);
         }
         match store.create_token("admin", &Actor::cli_from_env(), Timestamp::now()) {
@@ -475,7 +476,8 @@ fn first_run_lines(ctx: &Context, store: &Store, source: &PepperSource) -> Resul
         answer["token_name"] = serde_json::json!(made.map(|_| "admin"));
         answer["token"] = serde_json::json!(made.map(|t| t.expose()));
         outln!("{answer}")?;
-        return token.map(drop).map_err(Into::into);
+        token?;
+        return Ok(());
     }
     // What was made is said first: a token that then cannot be made does not hide it.
     for line in created_lines(&ctx.store.database, source) {
@@ -488,7 +490,7 @@ fn first_run_lines(ctx: &Context, store: &Store, source: &PepperSource) -> Resul
             "Admin API token \"admin\" (shown only this once): {}",
             token.expose()
         )?;
-    } else if !std::io::stdout().is_terminal() {
+    } else if !terminal {
         outln!(
             "No admin API token made: standard output is not a terminal, and a token must \
              not land in a log. Make one with `vportal{options} token create admin`."
