@@ -228,7 +228,9 @@ pub struct RtpReceiver {
     /// Runs begun by other addresses towards a follow, for the call: past
     /// [`FOLLOW_TRIES`], none is followed any more.
     tries: u32,
-    sequences: HashMap<Ssrc, SeqExtender>,
+    /// Per SSRC heard: its numbering, and the count of accepted packets when it was last
+    /// heard (which SSRC to forget first when there are too many).
+    sequences: HashMap<Ssrc, (SeqExtender, u64)>,
     stats: ReceiveStats,
 }
 
@@ -244,7 +246,8 @@ struct Candidate {
     run: u32,
 }
 
-/// Most SSRCs tracked per call (each `play_dtmf` action of SIPp is a new one).
+/// Most SSRCs tracked per call (each `play_dtmf` action of SIPp is a new one); past it, the
+/// one heard least recently is forgotten.
 const MAX_SSRCS: usize = 64;
 
 /// Packets from the source latched before a move after which, none having come from
@@ -340,7 +343,7 @@ impl RtpReceiver {
         let ahead = self
             .sequences
             .get(&ssrc)
-            .and_then(SeqExtender::highest)
+            .and_then(|(numbering, _)| numbering.highest())
             .map(|highest| seq.wrapping_sub(highest));
         let continues = ahead.is_some_and(|n| (1..=FOLLOW_WINDOW).contains(&n));
         let same = |c: &Candidate| c.from == from && c.ssrc == ssrc;
@@ -466,14 +469,19 @@ impl RtpReceiver {
         self.heard_at = Some(now);
         let ssrc = Ssrc(rtp.ssrc());
         if !self.sequences.contains_key(&ssrc) && self.sequences.len() >= MAX_SSRCS {
-            self.sequences.clear();
+            let oldest = self
+                .sequences
+                .iter()
+                .min_by_key(|(_, (_, heard))| *heard)
+                .map(|(old, _)| *old);
+            if let Some(old) = oldest {
+                self.sequences.remove(&old);
+            }
         }
-        let seq = self
-            .sequences
-            .entry(ssrc)
-            .or_default()
-            .extend(u16::from(rtp.sequence_number()));
         self.stats.accepted += 1;
+        let (numbering, heard) = self.sequences.entry(ssrc).or_default();
+        *heard = self.stats.accepted;
+        let seq = numbering.extend(u16::from(rtp.sequence_number()));
         Some(Accepted {
             ssrc,
             pt: rtp.payload_type(),
@@ -728,6 +736,32 @@ mod tests {
             assert!(r.accept(nat, &rtp(30, 7), t0 + MS * 700).is_none());
             assert_eq!(r.source(), Some(rebound));
         }
+    }
+
+    /// A long call whose keys came with an SSRC each (SIPp's `play_dtmf`), more of them than
+    /// are tracked: the ones forgotten are the keys', not the audio stream still heard, so
+    /// a rebinding of that stream is still followed.
+    #[test]
+    fn many_ssrcs_do_not_forget_the_live_stream() {
+        let t0 = Instant::now();
+        let nat: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        let mut r = latched(nat, t0);
+        let mut seq = 11;
+        for key in 0..MAX_SSRCS as u32 {
+            let now = t0 + 200 * MS + 20 * MS * key;
+            assert!(r.accept(nat, &rtp(seq, 7), now).is_some());
+            seq += 1;
+            // The key last, so that the move comes right after an SSRC too many.
+            assert!(r.accept(nat, &rtp(1, 1000 + key), now).is_some());
+        }
+        assert!(r.sequences.len() <= MAX_SSRCS);
+        assert!(r.has_heard(Ssrc(7)));
+        assert!(!r.has_heard(Ssrc(1000)), "the oldest key's SSRC is kept");
+        let rebound: SocketAddr = "198.51.100.7:40010".parse().unwrap();
+        let later = t0 + 10 * FOLLOW_QUIET + 20 * MS * MAX_SSRCS as u32;
+        let accepted = send(&mut r, rebound, 7, seq..seq + FOLLOW_AFTER as u16, later);
+        assert_eq!(accepted.last(), Some(&true), "{accepted:?}");
+        assert_eq!(r.source(), Some(rebound));
     }
 
     /// Someone who knows the SSRC but not the numbering sweeps sequence numbers for the
