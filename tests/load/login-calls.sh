@@ -130,8 +130,8 @@ for rate in "${rates[@]}"; do
   done_logins=$(($(logins) - before)); memory=$(rss)
   verdict=$(awk -v ok="$ok" -v failed="$failed" -v logins="$done_logins" -v calls="$calls" \
     -v first="$first" -v last="$last" -v allowed="$growth_ms" 'BEGIN {
-      if (ok == "-" || first == "") print "-"
-      else if (failed != 0 || ok != calls || logins != calls) print "failures"
+      if ((failed != "-" && failed != 0) || (ok != "-" && ok != calls) || logins != calls) print "failures"
+      else if (ok == "-" || first == "") print "-"
       else if (last - first > allowed) print "growing"
       else print "sustained" }')
   fifths=$([ -n "$first" ] && printf '%.0f->%.0f' "$first" "$last" || echo -)

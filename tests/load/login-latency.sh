@@ -9,8 +9,10 @@
 # pinned to CPU 0, and prints, per step, the samples, the steps whose next prompt never came
 # (counted in the percentiles as 2 s), the median, p90, p99 and maximum in milliseconds, and
 # the failed calls. Then it checks the logins the tool counted against the server's audit
-# (login.success, read from the database) and exits 1 if they differ: a login the tool
-# counted must be one the server made (not, say, a wrong-passcode prompt taken for the menu).
+# (login.success, read from the database) and exits 1 if the tool counted more, or fewer by
+# more than the callers (a call that missed a step after its login is not counted): a login
+# the tool counted must be one the server made (not, say, a wrong-passcode prompt taken for
+# the menu).
 # Loopback only; bounded in time. Needs sqlite3 and taskset.
 # RTPRIO=N runs the server's media thread at SCHED_FIFO priority N (root or CAP_SYS_NICE).
 set -euo pipefail
@@ -47,6 +49,9 @@ counted=$(sed -n 's/^logins counted: //p' latency.out)
 audited=$(sqlite3 -readonly vportal.db "SELECT count(*) FROM audit WHERE event = 'login.success' AND actor = 'caller'")
 outcomes=$(sqlite3 -readonly vportal.db "SELECT event || ' ' || count(*) FROM audit WHERE event LIKE 'login.%' GROUP BY event" | paste -sd, -)
 echo "logins audited by the server: $audited (${outcomes:-none}); counted by the tool: ${counted:-?}"
-if [ -z "$counted" ] || [ "$counted" != "$audited" ]; then
+# The server may log a caller in whose call the tool then does not count (a later step
+# missed or the call failed, both reported above): allowed up to one per caller, never the
+# other way round.
+if [ -z "$counted" ] || [ "$counted" -gt "$audited" ] || [ "$((audited - counted))" -gt "$callers" ]; then
   fail "the login check" "the tool counted ${counted:-no} logins, the server audited $audited: the latencies are not those of $counted logins"
 fi
