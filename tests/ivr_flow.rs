@@ -361,6 +361,37 @@ fn permanent_passcode_goes_to_the_menu_and_can_change_there() {
     assert_eq!(c.last(), ["reason_recently_used", "enter_new_passcode"]);
 }
 
+/// A passcode or a confirmation ended with `##` while its check or change is in flight: the
+/// second `#` is typed ahead into the menu, where it is no choice, so the caller hears the
+/// menu, not "not a valid option" (as a `#` typed ahead into an empty entry is dropped).
+#[test]
+fn a_double_pound_typed_ahead_into_the_menu_is_dropped() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    // Both keys before the store work is performed: the second during the check.
+    let burst = |c: &mut Call, keys: &str| {
+        c.finish();
+        for k in keys.chars() {
+            c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
+        }
+        c.run();
+    };
+    c.keys("2002#");
+    burst(&mut c, "5937##");
+    assert_eq!(c.last(), ["menu"]);
+    c.keys("1").keys("6048#");
+    burst(&mut c, "6048##");
+    assert_eq!(c.last(), ["passcode_changed"]);
+    c.finish();
+    assert_eq!(c.last(), ["menu"]);
+    // A choice after the `#` is still taken.
+    c.keys("1").keys("7150#");
+    burst(&mut c, "7150##*");
+    assert_eq!(c.last(), ["passcode_changed"]);
+    c.finish();
+    assert_eq!(c.last(), ["goodbye"]);
+}
+
 #[test]
 fn an_admin_reset_during_the_call_voids_its_login() {
     let store = store();

@@ -810,7 +810,10 @@ impl Flow {
         self.step = Step::Menu { deadline: None };
         self.unheard.clear();
         // A choice typed ahead (during "your passcode has been changed") is taken at once.
-        if let Some(key) = self.type_ahead.pop() {
+        // A `#` typed ahead is none: the answer that led here was ended twice (a double
+        // `#`), and it is dropped, as before an entry.
+        let choice = std::iter::from_fn(|| self.type_ahead.pop()).find(|&key| key != Digit::POUND);
+        if let Some(key) = choice {
             return self.menu_key(now, key);
         }
         let mut ids = before.to_vec();
