@@ -860,19 +860,19 @@ fn pound_alone_is_asked_again_not_checked() {
     assert!(failures.is_empty(), "{failures:?}");
 }
 
+/// A caller (or a test harness) typing blind: a wrong passcode and the next try, all before
+/// the check answers. The keys typed ahead are kept for the next try (DESIGN: "digits typed
+/// ahead are kept"); the same after a refused new PIN and an invalid menu choice.
 #[test]
-fn keys_typed_ahead_past_a_failure_are_dropped() {
+fn keys_typed_ahead_past_a_failure_are_kept_for_the_next_try() {
     let store = store();
     let mut c = Call::portal(&store);
     c.keys("1001#").finish();
-    // A wrong passcode, and the new PIN typed ahead before the check answers.
-    for k in "4862#5937#5937#".chars() {
+    for k in "4862#1001#4826#".chars() {
         c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
     }
     c.run();
-    // The caller hears why and starts again; the keys meant for the change are not taken
-    // as a mailbox number and a passcode (a failure against mailbox 5937).
-    assert_eq!(c.last(), ["incorrect", "enter_mailbox"]);
+    assert_eq!(c.flow.logged_in(), Some(&ext("1001")), "{:?}", c.all());
     let failures = store
         .audit(&AuditQuery {
             event: Some(Event::LoginFailure),
@@ -880,13 +880,26 @@ fn keys_typed_ahead_past_a_failure_are_dropped() {
         })
         .unwrap();
     assert_eq!(failures.len(), 1);
-    // The same when a new PIN is refused: the next one typed ahead waits for the reason.
-    c.keys("1001#").keys("4826#").finish();
-    for k in "1234#1234#5937#".chars() {
+    // A refused new PIN, then the next one typed ahead, then an invalid choice and `*`.
+    c.finish();
+    for k in "1234#1234#5937#5937#7*".chars() {
         c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
     }
     c.run();
-    assert_eq!(c.last(), ["reason_sequential", "enter_new_passcode"]);
+    assert_eq!(c.last(), ["passcode_changed"], "{:?}", c.all());
+    assert!(!temporary(&store, "1001"));
+    c.finish();
+    assert_eq!(c.last(), ["goodbye"], "{:?}", c.all());
+    assert!(c.ends());
+    // Three wrong tries typed blind use up the call's attempts at once.
+    let mut d = Call::portal(&store);
+    for k in "2002#1111#2002#2222#2002#3333#".chars() {
+        d.flow.handle_key(d.now, Digit::from_char(k).unwrap());
+    }
+    d.run();
+    assert_eq!(d.last(), ["incorrect", "goodbye"], "{:?}", d.all());
+    assert!(d.finish().ends());
+    assert_eq!(d.flow.outcome(), Outcome::LoginFailed);
 }
 
 #[test]

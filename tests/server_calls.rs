@@ -44,7 +44,7 @@ fn a_temporary_passcode_becomes_a_pin_of_ones_own_over_rfc4733() {
     // The new PIN works; the temporary one does not.
     let mut again = Phone::dial(&server, "8500", "1001");
     again.keys("1001#4826#");
-    // "Incorrect" before the next try: keys typed before a refusal is known are dropped.
+    // "Incorrect" before the next try, as a caller who listens.
     server.expect_log("login checked extension=1001 outcome=Wrong", 1, CALL);
     again.keys("1001#5937#");
     server.expect_log("logged in mailbox=1001", 2, CALL);
@@ -69,8 +69,7 @@ fn info_keys_mismatch_and_policy_leave_the_temporary_passcode() {
     let mut phone = Phone::dial(&server, "8500", "2580");
     // Log in, then three failed changes: a mismatch, a run (too simple), the extension.
     phone.info_keys("2580#4826#");
-    // Each after the reason for the last refusal, as a caller would: keys typed before a
-    // refusal is known are dropped with it.
+    // Each after the reason for the last refusal, as a caller who listens.
     phone.info_keys("5937#5938#");
     phone.info_keys("1234#1234#");
     server.expect_log("passcode change extension=2580 outcome=Rejected", 1, CALL);

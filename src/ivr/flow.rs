@@ -486,9 +486,8 @@ impl Flow {
                 if self.logins_left == 0 {
                     return self.leave(Outcome::LoginFailed, &["incorrect", "goodbye"]);
                 }
-                // Keys typed ahead were meant for a login that failed: they must not become
-                // the next mailbox number (and count against someone else's mailbox).
-                self.type_ahead.clear();
+                // Keys typed ahead are kept: a caller typing blind ("1001#0000#1001#4826#")
+                // meant them for the next try.
                 // The same words and the same delay whether or not the mailbox exists.
                 if self.mailbox_known {
                     self.ask(Field::Passcode, &["incorrect"], now);
@@ -769,9 +768,7 @@ impl Flow {
     /// A new passcode was not accepted (mismatch or policy): say why, try again while tries
     /// are left; after that, goodbye with the old passcode in place.
     fn change_failed(&mut self, now: Instant, reason: &'static str) {
-        // Keys typed ahead assumed this passcode would be taken: the caller hears why not
-        // and keys again.
-        self.type_ahead.clear();
+        // Keys typed ahead are kept for the next try, as after a failed login.
         self.changes_left = self.changes_left.saturating_sub(1);
         if self.changes_left == 0 {
             let outcome = if self.must_change {
@@ -831,7 +828,6 @@ impl Flow {
             }
             '*' => self.leave(Outcome::LoggedIn, &["goodbye"]),
             _ => {
-                self.type_ahead.clear();
                 self.menu(now, &["invalid_option"]);
             }
         }
