@@ -537,8 +537,9 @@ pub struct Lockout {
     pub duration_seconds: u64,
     /// Each further lock lasts this many times the previous one. Default 2 (doubling).
     pub multiplier: u32,
-    /// The lock that becomes permanent, lifted only by an admin: default 4 (30 min, 60, 120,
-    /// then permanent). 0 never locks permanently.
+    /// The lock that becomes permanent, lifted only by an admin: default 5 (30 min, 60,
+    /// 120, 240, then permanent: DESIGN's "permanent after the 4th"). 0 never locks
+    /// permanently.
     pub permanent_at: u32,
 }
 
@@ -548,7 +549,7 @@ impl Default for Lockout {
             max_failures: 5,
             duration_seconds: 30 * 60,
             multiplier: 2,
-            permanent_at: 4,
+            permanent_at: 5,
         }
     }
 }
@@ -611,9 +612,13 @@ impl Lockout {
         Ok(())
     }
 
-    /// The state after one more failed login, given the state before it.
+    /// The state after one more failed login, given the state before it: the failures
+    /// counted towards a lock and the locks so far.
     ///
-    /// Callers must not call this while a lock holds: failures are not counted then.
+    /// Callers must not call this while a lock holds: failures are not counted then. The
+    /// failure that locks leaves the count at [`Self::max_failures`], so a locked mailbox
+    /// shows the failures that locked it; once the lock has ended, the count before the next
+    /// failure is 0 (see `UserRow::counted_failures`).
     pub fn after_failure(
         &self,
         failed_attempts: u32,
@@ -644,7 +649,7 @@ impl Lockout {
             Lock::Until(now.saturating_add(self.lock_duration(lockouts)))
         };
         AfterFailure {
-            failed_attempts: 0,
+            failed_attempts: failed,
             lockouts,
             lock: Some(lock),
             remaining: 0,
@@ -849,12 +854,12 @@ mod tests {
     }
 
     #[test]
-    fn lockout_progression_30_60_120_then_permanent() {
+    fn lockout_progression_30_60_120_240_then_permanent() {
         let l = Lockout::default();
         let now = Timestamp::from_unix(1_000_000);
         let (mut failed, mut lockouts) = (0, 0);
         let mut locks = Vec::new();
-        for _ in 0..4 {
+        for _ in 0..5 {
             for i in 0..5 {
                 let a = l.after_failure(failed, lockouts, now);
                 (failed, lockouts) = (a.failed_attempts, a.lockouts);
@@ -863,15 +868,23 @@ mod tests {
                     assert_eq!(a.remaining, 4 - i);
                 } else {
                     assert_eq!(a.remaining, 0);
-                    assert_eq!(a.failed_attempts, 0);
+                    assert_eq!(a.failed_attempts, 5);
                     locks.push(a.lock.unwrap());
+                    // The lock ends; the next failure counts from the start.
+                    failed = 0;
                 }
             }
         }
         let minutes = |m: i64| Lock::Until(Timestamp::from_unix(1_000_000 + m * 60));
         assert_eq!(
             locks,
-            [minutes(30), minutes(60), minutes(120), Lock::Permanent]
+            [
+                minutes(30),
+                minutes(60),
+                minutes(120),
+                minutes(240),
+                Lock::Permanent
+            ]
         );
         assert!(Lock::Permanent.holds_at(Timestamp::from_unix(i64::MAX)));
         assert!(!minutes(30).holds_at(Timestamp::from_unix(1_000_000 + 1_800)));
@@ -1002,7 +1015,7 @@ mod tests {
             toml::from_str("min_length = 6\n[lockout]\nmax_failures = 3\n").unwrap();
         assert_eq!(partial.min_length, 6);
         assert_eq!(partial.lockout.max_failures, 3);
-        assert_eq!(partial.lockout.permanent_at, 4);
+        assert_eq!(partial.lockout.permanent_at, 5);
         assert!(toml::from_str::<Policy>("min_lenght = 6\n").is_err());
     }
 

@@ -100,6 +100,17 @@ impl UserRow {
         self.lock().filter(|l| l.holds_at(now))
     }
 
+    /// The failures counted towards the next lock: those since the last success, unlock or
+    /// reset, kept while the lock they caused holds; none once a timed lock has ended (the
+    /// next failure counts from the start, towards a longer lock).
+    pub(crate) fn counted_failures(&self, now: Timestamp) -> u32 {
+        if self.locked_until.is_some() && self.lock_at(now).is_none() {
+            0
+        } else {
+            self.failed_attempts
+        }
+    }
+
     /// A temporary passcode past its expiry.
     pub(crate) fn expired_at(&self, now: Timestamp) -> bool {
         self.temporary && self.temporary_expires_at.is_some_and(|t| t <= now)
@@ -120,7 +131,7 @@ impl UserRow {
                 Some(Lock::Until(t)) => Some(t),
                 _ => None,
             },
-            failed_attempts: self.failed_attempts,
+            failed_attempts: self.counted_failures(now),
             lockouts: self.lockouts,
             last_login_at: self.last_login_at,
             passcode_changed_at: self.passcode_changed_at,

@@ -602,12 +602,13 @@ check "hung-up changes: stored ones not temporary" "$([ "$hung_users" = "$hung" 
 wrongs=$(q "SELECT count(*) FROM audit WHERE event IN ('login.failure', 'login.locked') AND $(range "$wrong_first" "$wrong_count")")
 locks=$(q "SELECT count(*) FROM audit WHERE event = 'user.locked' AND $(range "$wrong_first" "$wrong_count")")
 check "wrong passcodes audited = wrong calls" "$([ "$wrongs" = "${ok[wrong]}" ] && echo yes || echo no)" "$wrongs audited, ${ok[wrong]} calls; $locks locks"
-# Replay the audit trail per mailbox: failures count up to max_failures (5), which locks and
-# starts the count again; a success, unlock, admin reset or creation clears both. The result
-# must be the users table, and no failure may be counted while locked.
+# Replay the audit trail per mailbox: failures count up to max_failures (5), which locks (the
+# count stays at 5 while the lock holds; none ends within a run); a success, unlock, admin
+# reset or creation clears both. The result must be the users table, and no failure may be
+# counted while locked.
 replay=$(q "SELECT a.extension, a.event FROM audit a WHERE a.extension IS NOT NULL AND a.extension != '' ORDER BY a.id" | awk -F'|' '
   $2 == "login.failure" { if (locked[$1]) bad++; fails[$1]++ }
-  $2 == "user.locked" { if (fails[$1] != 5) bad++; locked[$1] = 1; fails[$1] = 0 }
+  $2 == "user.locked" { if (fails[$1] != 5) bad++; locked[$1] = 1 }
   $2 == "login.locked" { if (!locked[$1]) bad++ }
   $2 == "login.success" { if (locked[$1]) bad++; fails[$1] = 0 }
   $2 == "user.unlocked" || $2 == "passcode.temporary_set" || $2 == "user.created" { fails[$1] = 0; locked[$1] = 0 }
