@@ -1070,6 +1070,47 @@ fn session_rule_replaced_and_in_use() {
     assert_eq!(changed.flow.outcome(), Outcome::Changed);
 }
 
+/// The caller-identity lookup fails outright while a whole login is typed ahead: the
+/// caller is asked for the mailbox, the keys typed ahead answer it and the passcode, and
+/// their check goes ahead; the failure is not taken for the check's too.
+#[test]
+fn a_failed_lookup_is_not_taken_for_the_check_typed_ahead_after_it() {
+    let mut flow = Flow::new(
+        config(Application::VoicePortal, Some(ext("1001"))),
+        prompts(),
+    );
+    let now = Instant::now();
+    flow.start(now);
+    assert!(matches!(flow.poll_action(), Some(Action::LookUpMailbox(_))));
+    for k in "1001#4826#".chars() {
+        flow.handle_key(now, Digit::from_char(k).unwrap());
+    }
+    flow.handle_store_failed(now);
+    let actions: Vec<Action> = std::iter::from_fn(|| flow.poll_action()).collect();
+    assert!(
+        matches!(actions.last(), Some(Action::Verify { mailbox, .. }) if mailbox == "1001"),
+        "{actions:?}"
+    );
+    assert!(!actions.iter().any(|a| matches!(a, Action::Hangup)));
+    // The check's own failure is the next one reported: "not available", goodbye.
+    flow.handle_store_failed(now);
+    let played: Vec<Vec<String>> = std::iter::from_fn(|| flow.poll_action())
+        .filter_map(|a| match a {
+            Action::Play(p) => Some(
+                p.items
+                    .iter()
+                    .filter_map(|i| match i {
+                        Item::Prompt(p) => Some(p.id().to_owned()),
+                        Item::Silence(_) => None,
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(played, [["unavailable", "goodbye"]]);
+}
+
 #[test]
 fn caller_id_skips_the_mailbox_when_it_exists() {
     let store = store();

@@ -353,6 +353,20 @@ impl Flow {
         }
     }
 
+    /// The store work the flow waits for ended without an answer (its job failed outright):
+    /// the step that waits for it hears of a failure, and no other: a lookup's failure asks
+    /// for the mailbox, and keys typed ahead may then ask for a check, which must not be
+    /// taken as failed too.
+    pub fn handle_store_failed(&mut self, now: Instant) {
+        if self.change_in_flight {
+            self.handle_changed(now, Err(()));
+        } else if matches!(self.step, Step::LookingUp) {
+            self.handle_mailbox_exists(now, false);
+        } else {
+            self.handle_verified(now, Err(()));
+        }
+    }
+
     /// The answer to [`Action::LookUpMailbox`].
     pub fn handle_mailbox_exists(&mut self, now: Instant, exists: bool) {
         if !matches!(self.step, Step::LookingUp) {

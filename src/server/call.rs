@@ -501,12 +501,7 @@ impl CallTask {
                 });
                 self.flow.handle_changed(now, outcome);
             }
-            // Whichever step waits for it hears of the failure; the others ignore it.
-            StoreReply::Failed => {
-                self.flow.handle_mailbox_exists(now, false);
-                self.flow.handle_verified(now, Err(()));
-                self.flow.handle_changed(now, Err(()));
-            }
+            StoreReply::Failed => self.flow.handle_store_failed(now),
         }
     }
 
