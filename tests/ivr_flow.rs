@@ -183,6 +183,7 @@ impl Call {
                         .map_err(|_| ());
                     self.flow.handle_changed(self.now, r);
                 }
+                Action::Mismatched(m) => self.store.record_mismatch(&m, &actor, wall).unwrap(),
                 Action::LoggedIn(m) => {
                     self.logged_in.push(m);
                     if self.in_use {
@@ -563,6 +564,15 @@ fn mismatches_three_times_leave_the_temporary_passcode_in_place() {
     assert!(c.ends());
     assert_eq!(c.flow.outcome(), Outcome::ChangeNotCompleted);
     assert!(temporary(&store, "1001"));
+    // Each refused change is audited, as a policy refusal is.
+    let rejected = rejected_changes(&store);
+    assert_eq!(rejected.len(), 3, "{rejected:?}");
+    assert!(
+        rejected
+            .iter()
+            .all(|e| e.outcome == "mismatch" && e.extension.as_deref() == Some("1001")),
+        "{rejected:?}"
+    );
 }
 
 #[test]

@@ -326,6 +326,14 @@ impl Sim {
                         self.flow.handle_in_use();
                     }
                 }
+                Action::Mismatched(mailbox) => {
+                    assert_eq!(
+                        Some(&mailbox),
+                        self.logged_in.as_ref(),
+                        "not the login's mailbox"
+                    );
+                    assert!(!self.refused_in_use, "a change after the login was refused");
+                }
                 Action::Hangup => {
                     assert_ne!(self.flow.outcome(), Outcome::InProgress);
                     self.flow_hung_up = true;

@@ -84,24 +84,27 @@ fn info_keys_mismatch_and_policy_leave_the_temporary_passcode() {
         [
             "login.success",
             "passcode.change_rejected",
+            "passcode.change_rejected",
             "passcode.change_rejected"
         ]
     );
-    assert!(
-        events[3]["outcome"]
-            .as_str()
-            .unwrap()
-            .contains("sequential"),
-        "{}",
-        events[3]
-    );
+    assert_eq!(events[3]["outcome"], "mismatch", "{}", events[3]);
+    assert_eq!(events[3]["call_id"], phone.uac.call_id.as_str());
     assert!(
         events[4]["outcome"]
             .as_str()
             .unwrap()
-            .contains("equals_extension"),
+            .contains("sequential"),
         "{}",
         events[4]
+    );
+    assert!(
+        events[5]["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("equals_extension"),
+        "{}",
+        events[5]
     );
     // The temporary passcode still logs in.
     let mut again = Phone::dial(&server, "8500", "2580");

@@ -61,6 +61,9 @@ pub enum Action {
     },
     /// The caller logged in to this mailbox (for the one-session-per-mailbox rule).
     LoggedIn(Extension),
+    /// The new passcode was keyed differently the second time: audit the refused change
+    /// (nothing is asked of the store but the record; no answer is awaited).
+    Mismatched(Extension),
     /// End the call (BYE).
     Hangup,
 }
@@ -762,7 +765,10 @@ impl Flow {
             }
             Field::ConfirmPasscode => match self.new_passcode.take() {
                 Some(first) if first == keyed => self.change_to(first),
-                Some(_) if self.logged_in.is_some() => self.change_failed(now, "mismatch"),
+                Some(_) if let Some(mailbox) = self.logged_in.clone() => {
+                    self.actions.push_back(Action::Mismatched(mailbox));
+                    self.change_failed(now, "mismatch");
+                }
                 _ => self.leave(Outcome::Error, &["unavailable", "goodbye"]),
             },
         }

@@ -589,6 +589,13 @@ impl CallTask {
                     );
                 }
                 Action::LoggedIn(mailbox) => self.logged_in(&mailbox).await,
+                Action::Mismatched(mailbox) => {
+                    let actor = self.actor.clone();
+                    self.record("a mismatched passcode change", move |store| {
+                        store.record_mismatch(&mailbox, &actor, Timestamp::now())
+                    })
+                    .await;
+                }
                 Action::Hangup => {
                     if !self.hanging_up {
                         self.hanging_up = true;
@@ -640,26 +647,33 @@ impl CallTask {
             Decision::RejectNewer => {
                 tracing::info!(%mailbox, "mailbox in use by another call; login refused");
                 self.flow.handle_in_use();
-                let (store, mailbox, actor) = (
-                    Arc::clone(&self.shared.store),
-                    mailbox.clone(),
-                    self.actor.clone(),
-                );
-                let recorded = tokio::task::spawn_blocking(move || {
+                let (mailbox, actor) = (mailbox.clone(), self.actor.clone());
+                self.record("a login refused as in use", move |store| {
                     store.record_in_use(&mailbox, &actor, Timestamp::now())
                 })
                 .await;
-                if !matches!(recorded, Ok(Ok(()))) {
-                    tracing::error!("could not audit a login refused as in use");
-                }
             }
+        }
+    }
+
+    /// Writes an audit record on the blocking pool and waits for it; a failure is logged
+    /// and counted, and the call goes on.
+    async fn record(
+        &self,
+        what: &'static str,
+        write: impl FnOnce(&Store) -> crate::store::Result<()> + Send + 'static,
+    ) {
+        let store = Arc::clone(&self.shared.store);
+        if !matches!(blocking_in_call(move || write(&store)).await, Ok(Ok(()))) {
+            tracing::error!("could not audit {what}");
+            metrics::counter!("vportal_store_errors_total").increment(1);
         }
     }
 }
 
 /// Runs `work` on the blocking pool in the current call's span: its log lines carry the
 /// call's Call-ID, as the task's do.
-fn blocking_in_call(work: impl FnOnce() -> StoreReply + Send + 'static) -> JoinHandle<StoreReply> {
+fn blocking_in_call<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || span.in_scope(work))
 }

@@ -301,6 +301,35 @@ impl Store {
         })
     }
 
+    /// Records a change the owner of `extension` gave up on because the new passcode was
+    /// keyed differently the second time: nothing changes but a `passcode.change_rejected`
+    /// audit row with the outcome `mismatch` (the passcodes are not looked at, nor kept).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn record_mismatch(
+        &self,
+        extension: &Extension,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.write(|tx| {
+            audit::record(
+                tx,
+                now,
+                Event::PasscodeChangeRejected,
+                Some(extension),
+                actor,
+                "mismatch",
+                None,
+            )
+        })?;
+        tracing::debug!(%extension, "passcode change: mismatch");
+        metrics::counter!("vportal_passcode_changes_total", "outcome" => CHANGE_OUTCOMES[3])
+            .increment(1);
+        Ok(())
+    }
+
     /// Replaces a logged-in owner's passcode with `new`, after checking it against the policy
     /// including the current passcode and the last `history_depth` ones.
     ///
@@ -436,7 +465,7 @@ pub const LOGIN_OUTCOMES: [&str; 6] = [
 ];
 
 /// Every `outcome` label of `vportal_passcode_changes_total`.
-pub const CHANGE_OUTCOMES: [&str; 3] = ["changed", "rejected", "superseded"];
+pub const CHANGE_OUTCOMES: [&str; 4] = ["changed", "rejected", "superseded", "mismatch"];
 
 impl Counted {
     const fn label(self) -> &'static str {
