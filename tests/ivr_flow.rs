@@ -411,7 +411,7 @@ fn an_admin_reset_during_the_call_voids_its_login() {
         )
         .unwrap();
     c.keys("5937#").keys("5937#");
-    assert_eq!(c.last(), ["unavailable", "goodbye"]);
+    assert_eq!(c.last(), ["superseded", "goodbye"]);
     assert!(c.ends());
     assert_eq!(c.flow.outcome(), Outcome::Superseded);
     // The admin's passcode is in force, still temporary; the caller's PIN is not.
@@ -430,7 +430,7 @@ fn an_admin_reset_during_the_call_voids_its_login() {
         )
         .unwrap();
     c.keys("6048#").keys("6048#");
-    assert_eq!(c.last(), ["unavailable", "goodbye"]);
+    assert_eq!(c.last(), ["superseded", "goodbye"]);
     assert!(temporary(&store, "2002"), "the new owner's passcode stays");
 }
 

@@ -556,7 +556,7 @@ impl Flow {
             // An admin set another passcode (or removed the mailbox) since this login: the
             // session is void. The caller calls again with whatever is in force now.
             Ok(ChangeOutcome::Superseded) => {
-                self.leave(Outcome::Superseded, &["unavailable", "goodbye"]);
+                self.leave(Outcome::Superseded, &["superseded", "goodbye"]);
             }
             Err(()) => self.leave(Outcome::Error, &["unavailable", "goodbye"]),
         }

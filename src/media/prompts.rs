@@ -79,6 +79,7 @@ pub const REQUIRED: &[&str] = &[
     "invalid_option",
     "replaced",
     "in_use",
+    "superseded",
     "unavailable",
     "goodbye",
     "digit_0",
