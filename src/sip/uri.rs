@@ -121,6 +121,16 @@ impl<'a> Uri<'a> {
         }
     }
 
+    /// The user part as written, `%`-escapes not expanded (what a dialplan decodes, once),
+    /// or a `tel` number. `None` for other schemes and a SIP URI without a user.
+    pub fn written_user(&self) -> Option<&'a str> {
+        match self {
+            Self::Sip(u) => u.user,
+            Self::Tel(n) => Some(n),
+            Self::Other { .. } => None,
+        }
+    }
+
     /// The user a call is routed on: the SIP user part with escapes expanded, or a `tel`
     /// number. `None` for other schemes, a SIP URI without a user, or a user that is not
     /// UTF-8 after unescaping.

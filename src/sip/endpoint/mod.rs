@@ -40,7 +40,7 @@ use super::transaction::{
     InviteServerState, InviteServerTx, NonInviteClientTx, NonInviteServerTx, RetransmitTimer,
     TxAction,
 };
-use super::uri::Host;
+use super::uri::{Host, Uri};
 
 pub use types::{
     ACCEPT, ALLOW, CallError, CallHandle, ConnId, EndReason, EndpointConfig, Event, Flow,
@@ -421,9 +421,15 @@ impl Endpoint {
         if let Err(verdict) = check_invite_content(msg) {
             return self.respond_verdict(msg, source, flow, verdict);
         }
-        let uri = msg.request_uri().unwrap_or("");
-        let request_user = user_of(uri);
-        let Some(route) = request_user.as_deref().and_then(|u| self.router.route(u)) else {
+        let uri = Uri::parse(msg.request_uri().unwrap_or("")).ok();
+        // Routed as written: the router expands escapes itself, once (`%2538500` is the
+        // user `%38500`, not `8500`).
+        let routed = uri.as_ref().and_then(Uri::written_user);
+        let request_user = uri.and_then(|u| u.user().map(std::borrow::Cow::into_owned));
+        let Some(route) = routed
+            .filter(|_| request_user.is_some())
+            .and_then(|u| self.router.route(u))
+        else {
             return self.reply(req, 404, "Not Found");
         };
         if self.over_capacity(source) {
@@ -1765,6 +1771,45 @@ mod tests {
         ep.handle_timeout(now);
         while ep.poll_transmit().is_some() {}
         while ep.poll_event().is_some() {}
+    }
+
+    /// The Request-URI's user is decoded once (RFC 3261 §19.1.4): `%2A86` is `*86`, routed,
+    /// while `%2538500` is the user `%38500`, which no route of the default dialplan takes.
+    #[test]
+    fn the_request_user_is_unescaped_once_for_routing() {
+        let plan = crate::ivr::dialplan::Dialplan::parse(
+            crate::ivr::dialplan::DEFAULT_DIALPLAN,
+            "default.toml",
+        )
+        .unwrap();
+        let mut cfg = EndpointConfig::new("127.0.0.1:5060".parse().unwrap());
+        cfg.rng_seed = Some(1);
+        let mut ep = Endpoint::new(cfg, dialplan_router(std::sync::Arc::new(plan)));
+        for (n, (user, routed)) in [("%2A86", true), ("%2538500", false), ("%38500", true)]
+            .into_iter()
+            .enumerate()
+        {
+            let invite = String::from_utf8(request_in(
+                &format!("escaped-{n}"),
+                "INVITE",
+                &format!("e{n}"),
+                1,
+                None,
+                OFFER,
+            ))
+            .unwrap()
+            .replacen("INVITE sip:8500@", &format!("INVITE sip:{user}@"), 1);
+            ep.handle_datagram(Instant::now(), CALLER.parse().unwrap(), invite.into_bytes());
+            let call =
+                std::iter::from_fn(|| ep.poll_event()).any(|e| matches!(e, Event::IncomingCall(_)));
+            let statuses: Vec<u16> = std::iter::from_fn(|| ep.poll_transmit())
+                .filter_map(|t| Message::parse_datagram(t.payload).ok()?.status())
+                .collect();
+            assert_eq!(call, routed, "{user}: {statuses:?}");
+            if !routed {
+                assert_eq!(statuses, [404], "{user}");
+            }
+        }
     }
 
     /// Tags derived from a request (stateless answers) repeat for the same request and, as

@@ -66,7 +66,8 @@ pub struct CallHandle(pub u64);
 
 /// Routes a Request-URI user to a dialplan route.
 pub trait Router: Send {
-    /// The index of the route for `request_user`, or `None` (answered 404).
+    /// The index of the route for `request_user`, the Request-URI's user part as written
+    /// (`%`-escapes not expanded: the router decodes them), or `None` (answered 404).
     fn route(&self, request_user: &str) -> Option<usize>;
 }
 
