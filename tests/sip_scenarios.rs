@@ -554,6 +554,62 @@ fn a_reinvite_gets_the_content_checks_of_the_first_invite() {
     assert_eq!(w.ep.active_calls(), 1);
 }
 
+/// Every Content-Encoding value counts (the header is a list, and may be repeated), and an
+/// UPDATE's body is held to it as an INVITE's is (RFC 3261 §20.12).
+#[test]
+fn an_encoded_body_gets_415_however_the_encoding_is_written() {
+    let mut w = World::new();
+    w.establish();
+    let offer = w.uac.offer("sendrecv");
+    for line in [
+        "Content-Encoding: gzip\r\nContent-Encoding: gzip\r\n",
+        "Content-Encoding: identity, gzip\r\n",
+        "e: gzip\r\n",
+    ] {
+        let invite = with_header(w.uac.invite(&offer), line);
+        w.send(invite);
+        let status = w.last_status_line();
+        assert_eq!(status, "SIP/2.0 415 Unsupported Media Type", "{line:?}");
+    }
+    let update = w.uac.request("UPDATE", "application/sdp", &offer);
+    w.send(with_header(update, "Content-Encoding: gzip\r\n"));
+    assert_eq!(w.last_status_line(), "SIP/2.0 415 Unsupported Media Type");
+    let identity = with_header(w.uac.invite(&offer), "Content-Encoding: identity\r\n");
+    w.send(identity);
+    assert_eq!(w.last_received().status(), Some(200));
+    assert_eq!(w.ep.active_calls(), 1);
+}
+
+/// A list or routing header whose value is not UTF-8 is malformed (400), not skipped: a
+/// Require skipped would accept an extension vportal lacks, a Via skipped would leave the
+/// response's Via list short of the request's.
+#[test]
+fn a_list_header_that_is_not_utf8_gets_400() {
+    let with_bytes = |request: Vec<u8>, line: &[u8]| {
+        let mark = b"Max-Forwards: 70\r\n";
+        let at = request.windows(mark.len()).position(|w| w == mark).unwrap() + mark.len();
+        [&request[..at], line, &request[at..]].concat()
+    };
+    for line in [
+        &b"Require: 100rel\xff\r\n"[..],
+        b"Proxy-Require: x\xfe\r\n",
+        b"Via: SIP/2.0/UDP p\xff.example;branch=z9hG4bKbad\r\n",
+        b"Record-Route: <sip:p\xff@192.0.2.1;lr>\r\n",
+    ] {
+        let mut w = World::new();
+        let offer = w.uac.offer("sendrecv");
+        let invite = with_bytes(w.uac.invite(&offer), line);
+        w.send(invite);
+        let status = w.last_status_line();
+        assert!(
+            status.starts_with("SIP/2.0 400 Malformed"),
+            "{}: {status}",
+            String::from_utf8_lossy(line)
+        );
+        assert_eq!(w.ep.active_calls(), 0);
+    }
+}
+
 #[test]
 fn update_answers_offers_and_refreshes() {
     let mut w = World::new();

@@ -104,6 +104,24 @@ pub(super) fn validate<'a>(msg: &'a Message, via: Via<'a>) -> Result<Core<'a>, V
     if !msg.is_sip_2_0() {
         return Err(Verdict::Respond(505, "Version Not Supported".into()));
     }
+    // The list and routing headers are read element by element, where a value that is not
+    // UTF-8 would be skipped: a Require unread, a Via or Record-Route missing from the
+    // response. They are malformed (RFC 3261 §25.1: UTF-8 text).
+    let structural = [
+        HeaderName::Via,
+        HeaderName::Route,
+        HeaderName::RecordRoute,
+        HeaderName::Require,
+        HeaderName::ProxyRequire,
+        HeaderName::Contact,
+        HeaderName::ContentEncoding,
+    ];
+    if let Some((name, _, _)) = msg
+        .fields()
+        .find(|(name, _, value)| value.is_none() && structural.contains(name))
+    {
+        return Err(bad(HeaderError::Malformed(name)));
+    }
     for value in msg.list(HeaderName::Via).skip(1) {
         Via::parse(value).map_err(bad)?;
     }
@@ -177,11 +195,6 @@ pub(super) fn check_invite_content(msg: &Message) -> Result<(), Verdict> {
     {
         return Err(Verdict::Respond(406, "Not Acceptable".into()));
     }
-    if let Some(encoding) = msg.single(HeaderName::ContentEncoding).ok().flatten()
-        && !encoding.eq_ignore_ascii_case("identity")
-    {
-        return Err(Verdict::Respond(415, "Unsupported Media Type".into()));
-    }
     sdp_body(msg).map(drop)
 }
 
@@ -208,8 +221,9 @@ pub(super) enum Body {
     Ignore,
 }
 
-/// Whether a request's body is for vportal, by its Content-Type and Content-Disposition
-/// (RFC 3261 §20.11, §20.15, RFC 5621 §9). A body of one of `types`, with one of
+/// Whether a request's body is for vportal, by its Content-Encoding, Content-Type and
+/// Content-Disposition (RFC 3261 §20.11, §20.12, §20.15, RFC 5621 §9): an encoding other
+/// than `identity` gets 415. A body of one of `types`, with one of
 /// `dispositions` or none, is used. One whose type or disposition vportal does not
 /// understand is ignored when marked `handling=optional`, and refused with 415 when its
 /// handling is `required`, which is also the default. A body without a Content-Type, or
@@ -221,6 +235,14 @@ pub(super) fn check_body(
 ) -> Result<Body, Verdict> {
     if msg.body().is_empty() {
         return Ok(Body::Use);
+    }
+    // RFC 3261 §20.12: a body in an encoding vportal does not decode gets 415. Every value
+    // counts: the header is a list, and may be repeated.
+    if msg
+        .list(HeaderName::ContentEncoding)
+        .any(|e| !e.eq_ignore_ascii_case("identity"))
+    {
+        return Err(Verdict::Respond(415, "Unsupported Media Type".into()));
     }
     let content_type = match msg.single(HeaderName::ContentType) {
         Ok(Some(t)) => media_type(t),
