@@ -33,6 +33,17 @@ impl Phone {
         Self::dial_with(server, target, user, |u| u.offer("sendrecv"))
     }
 
+    /// Calls `target` as `user` with the standard offer, the INVITE carrying `headers` as
+    /// well (whole lines without their CRLF, such as `P-Asserted-Identity: <sip:2002@…>`).
+    pub fn dial_with_headers(
+        server: &ServerProcess,
+        target: &str,
+        user: &str,
+        headers: &[&str],
+    ) -> Self {
+        Self::dial_full(server, target, user, headers, |u| u.offer("sendrecv"))
+    }
+
     /// Calls `target` as `user`, offering `offer(uac)`, and ACKs the 200.
     pub fn dial_with(
         server: &ServerProcess,
@@ -40,11 +51,22 @@ impl Phone {
         user: &str,
         offer: impl Fn(&Uac) -> String,
     ) -> Self {
+        Self::dial_full(server, target, user, &[], offer)
+    }
+
+    fn dial_full(
+        server: &ServerProcess,
+        target: &str,
+        user: &str,
+        headers: &[&str],
+        offer: impl Fn(&Uac) -> String,
+    ) -> Self {
         // The caller on the server's loopback address, so over IPv6 when it listens on ::1.
         let sip = UdpSocket::bind(SocketAddr::new(server.sip.ip(), 0)).unwrap();
         sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut uac = Uac::new(sip.local_addr().unwrap(), server.sip, target);
         uac.user = user.to_owned();
+        uac.invite_headers = headers.iter().map(|&h| h.to_owned()).collect();
         let (rtp, rtcp) = bind_pair(server.sip.ip());
         uac.media = rtp.local_addr().unwrap();
         let sdp = offer(&uac);

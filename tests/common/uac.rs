@@ -27,6 +27,9 @@ pub struct Uac {
     pub cseq: u32,
     /// The RTP address put in SDP offers and answers.
     pub media: SocketAddr,
+    /// Header lines (without their CRLF) added to every INVITE, as a proxy would add
+    /// `P-Asserted-Identity: <sip:2002@127.0.0.1>`. None by default.
+    pub invite_headers: Vec<String>,
     branch_seq: u32,
     /// The branch and CSeq of the last INVITE (for CANCEL and non-2xx ACK).
     invite_branch: String,
@@ -46,6 +49,7 @@ impl Uac {
             to_tag: None,
             cseq: 0,
             media: SocketAddr::new(local.ip(), local.port().wrapping_add(2000)),
+            invite_headers: Vec::new(),
             branch_seq: 0,
             invite_branch: String::new(),
             invite_cseq: 0,
@@ -141,7 +145,11 @@ impl Uac {
         let branch = self.branch();
         self.invite_branch.clone_from(&branch);
         self.invite_cseq = self.cseq;
-        let head = self.headers("INVITE", &branch, self.cseq, "INVITE");
+        let mut head = self.headers("INVITE", &branch, self.cseq, "INVITE");
+        for line in &self.invite_headers {
+            head.push_str(line);
+            head.push_str("\r\n");
+        }
         Self::with_body(head, "application/sdp", sdp)
     }
 
@@ -165,6 +173,7 @@ impl Uac {
             to_tag: self.to_tag.clone(),
             cseq: self.cseq,
             media: self.media,
+            invite_headers: self.invite_headers.clone(),
             branch_seq: self.branch_seq,
             invite_branch: self.invite_branch.clone(),
             invite_cseq: self.invite_cseq,
