@@ -404,3 +404,129 @@ fn the_server_wide_call_limit_counts_as_timed_out() {
     assert!(ended.contains("reason=MaxDuration"), "{ended}");
     assert!(ended.contains("outcome=timed_out"), "{ended}");
 }
+
+/// The lines of the server's log holding `needle`.
+fn log_lines(server: &ServerProcess, needle: &str) -> Vec<String> {
+    server
+        .log()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The audit events of `mailbox` past the two its provisioning wrote.
+fn call_events(w: &Workdir, mailbox: &str) -> Vec<String> {
+    event_names(&w.audit(mailbox))[2..]
+        .iter()
+        .map(|&e| e.to_owned())
+        .collect()
+}
+
+/// On a `caller-id` route the mailbox comes from P-Asserted-Identity before the From user:
+/// a caller whose From says 1001 while a proxy asserts 2002 is asked only for 2002's
+/// passcode.
+#[test]
+fn p_asserted_identity_names_the_mailbox_before_the_from_user() {
+    let w = Workdir::provisioned(&[("1001", "4826", false), ("2002", "5937", false)]);
+    with_dialplan(
+        &w,
+        "[[route]]\nmatch = \"*86\"\napplication = \"voice-portal\"\nmailbox = \"caller-id\"\n",
+    );
+    let server = ServerProcess::start(&w, "47750-47758", &[]);
+    let mut phone = Phone::dial_with_headers(
+        &server,
+        "*86",
+        "1001",
+        &["P-Asserted-Identity: <sip:2002@127.0.0.1>"],
+    );
+    // 2002's passcode alone: taken against 1001 it would be wrong.
+    phone.keys("5937#");
+    server.expect_log("logged in mailbox=2002", 1, CALL);
+    phone.keys("*");
+    assert!(phone.wait_for_bye(CALL), "{}", server.log());
+    let checked = log_lines(&server, "login checked");
+    assert_eq!(checked.len(), 1, "{checked:?}");
+    assert!(
+        checked[0].contains("extension=2002 outcome=Ok"),
+        "{checked:?}"
+    );
+    let events = w.audit("2002");
+    assert_eq!(&event_names(&events)[2..], ["login.success"]);
+    assert_eq!(events[2]["call_id"], phone.uac.call_id.as_str());
+    // The From user was never tried.
+    assert!(call_events(&w, "1001").is_empty(), "{:?}", w.audit("1001"));
+    assert_eq!(w.user("1001")["failed_attempts"], 0);
+}
+
+/// With `trusted_sources`, caller identity is believed only from those addresses: a call
+/// from 127.0.0.1 to a route trusting only 127.0.0.2 is asked for its mailbox though its
+/// From and P-Asserted-Identity both name 1001; a route trusting 127.0.0.1 is not.
+#[test]
+fn caller_identity_from_an_untrusted_source_is_not_believed() {
+    let w = Workdir::provisioned(&[("1001", "6048", false)]);
+    with_dialplan(
+        &w,
+        "[[route]]\nmatch = \"*86\"\napplication = \"voice-portal\"\nmailbox = \"caller-id\"\n\
+         trusted_sources = [\"127.0.0.2/32\"]\n\n\
+         [[route]]\nmatch = \"*87\"\napplication = \"voice-portal\"\nmailbox = \"caller-id\"\n\
+         trusted_sources = [\"127.0.0.1\"]\n",
+    );
+    let server = ServerProcess::start(&w, "47760-47768", &[]);
+    let pai = ["P-Asserted-Identity: <sip:1001@127.0.0.1>"];
+    let mut untrusted = Phone::dial_with_headers(&server, "*86", "1001", &pai);
+    assert_eq!(untrusted.uac.local.ip().to_string(), "127.0.0.1");
+    // Asked for the mailbox: "1001#" is the mailbox, not a (wrong) passcode.
+    untrusted.keys("1001#6048#");
+    server.expect_log("logged in mailbox=1001", 1, CALL);
+    untrusted.keys("*");
+    assert!(untrusted.wait_for_bye(CALL), "{}", server.log());
+    let checked = log_lines(&server, "login checked");
+    assert_eq!(checked.len(), 1, "one check, and it passed: {checked:?}");
+    assert!(
+        checked[0].contains("extension=1001 outcome=Ok"),
+        "{checked:?}"
+    );
+    assert_eq!(call_events(&w, "1001"), ["login.success"]);
+    // The same identity from a trusted source: only the passcode is asked.
+    let mut trusted = Phone::dial_with_headers(&server, "*87", "1001", &pai);
+    trusted.keys("6048#");
+    server.expect_log("logged in mailbox=1001", 2, CALL);
+    trusted.keys("*");
+    assert!(trusted.wait_for_bye(CALL), "{}", server.log());
+    assert_eq!(log_lines(&server, "login checked").len(), 2);
+    assert_eq!(call_events(&w, "1001"), ["login.success", "login.success"]);
+    assert_eq!(w.user("1001")["failed_attempts"], 0);
+}
+
+/// A P-Asserted-Identity that names no mailbox (a `tel:` number) is the caller's identity
+/// all the same: the From user (1001, a mailbox) is not fallen back on, and the caller is
+/// asked for the mailbox.
+#[test]
+fn a_p_asserted_identity_that_is_no_mailbox_number_makes_the_caller_asked() {
+    let w = Workdir::provisioned(&[("1001", "6048", false)]);
+    with_dialplan(
+        &w,
+        "[[route]]\nmatch = \"*86\"\napplication = \"voice-portal\"\nmailbox = \"caller-id\"\n",
+    );
+    let server = ServerProcess::start(&w, "47770-47778", &[]);
+    let mut phone = Phone::dial_with_headers(
+        &server,
+        "*86",
+        "1001",
+        &["P-Asserted-Identity: <tel:+15551234567>"],
+    );
+    // Taken from the From user, "1001#" would be a wrong passcode.
+    phone.keys("1001#6048#");
+    server.expect_log("logged in mailbox=1001", 1, CALL);
+    phone.keys("*");
+    assert!(phone.wait_for_bye(CALL), "{}", server.log());
+    let checked = log_lines(&server, "login checked");
+    assert_eq!(checked.len(), 1, "one check, and it passed: {checked:?}");
+    assert!(
+        checked[0].contains("extension=1001 outcome=Ok"),
+        "{checked:?}"
+    );
+    assert_eq!(call_events(&w, "1001"), ["login.success"]);
+    assert_eq!(w.user("1001")["failed_attempts"], 0);
+}
