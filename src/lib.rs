@@ -20,3 +20,18 @@ pub mod server;
 pub mod sip;
 pub mod store;
 pub mod time;
+
+/// Settings for the library's property tests: `cases` runs, and failing cases kept beside the
+/// source file (`src/…/name.proptest-regressions`), as the integration tests' are, rather
+/// than in a top-level folder.
+#[cfg(test)]
+pub(crate) fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    use proptest::test_runner::{Config, FileFailurePersistence};
+    Config {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..Config::default()
+    }
+}

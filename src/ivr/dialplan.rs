@@ -2095,6 +2095,7 @@ language = "pt-BR"
     // --- properties -------------------------------------------------------------------------
 
     proptest! {
+        #![proptest_config(crate::proptest_config(256))]
         #[test]
         fn route_never_panics(user in any::<String>(), dial in "[0-9*#%A-Za-z]{0,12}") {
             let plan = parsed(FULL);

@@ -1532,7 +1532,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(64))]
+            #![proptest_config(crate::proptest_config(64))]
 
             /// The repeated-key sequences come out the same however the input is split.
             #[test]

@@ -802,6 +802,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::proptest_config(256))]
         #[test]
         fn any_datagram_is_read_or_refused_without_panicking(
             datagram in proptest::collection::vec(any::<u8>(), 0..200),

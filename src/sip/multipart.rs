@@ -260,6 +260,7 @@ Content-Disposition: signal; handling=optional\r\n\
     }
 
     proptest::proptest! {
+        #![proptest_config(crate::proptest_config(256))]
         /// Bodies made of the pieces a multipart body is made of, in any order: the
         /// parser answers, never panics, and every part's body lies inside the input.
         #[test]

@@ -2805,6 +2805,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::proptest_config(256))]
         #[test]
         fn parse_never_panics(body in prop::collection::vec(any::<u8>(), 0..2048)) {
             let _ = parse(&body);

@@ -1044,6 +1044,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::proptest_config(256))]
         #[test]
         fn generated_passcodes_always_pass(seed in any::<u64>(), extension in "[0-9]{1,15}", len in 4_usize..=10) {
             let p = Policy { generated_length: len, ..Policy::default() };

@@ -9,7 +9,7 @@ use rtp_rs::{RtpPacketBuilder, Seq};
 use vportal::media::g711::{self, Law};
 
 // The load tools bind their media the same way.
-#[path = "../../examples/support/mod.rs"]
+#[path = "../../benches/tools/support/mod.rs"]
 mod support;
 pub use support::bind_pair;
 

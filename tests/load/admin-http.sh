@@ -6,7 +6,7 @@
 #   tests/load/admin-http.sh [CALLS] [SECONDS]        (default: 100 10)
 #
 # Starts the release build of `vportal serve` pinned to CPU 1; on CPU 0, the load caller
-# (examples/load_caller.rs) holds CALLS calls and measures their RTP while `wrk` (Debian
+# (benches/tools/load_caller.rs) holds CALLS calls and measures their RTP while `wrk` (Debian
 # package `wrk`) sends requests over 8 connections. Three rounds: RTP alone, RTP + GET,
 # RTP + POST. Prints wrk's figures and the RTP packet-interval percentiles per round.
 # Loopback only; bounded in count and time.

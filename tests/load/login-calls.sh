@@ -19,7 +19,7 @@
 #   growing    when every call succeeds but the last fifth's median is more than 50 ms above;
 #   failures   when a call failed or did not log in.
 # Before and after each rate it
-# measures the hash ceiling on CPU 1 (examples/hash_ceiling.rs: vportal's own argon2 check,
+# measures the hash ceiling on CPU 1 (benches/tools/hash_ceiling.rs: vportal's own argon2 check,
 # back to back, 3 s) and prints their mean and the rate as a share of it: on a shared
 # virtual machine the ceiling drifts by up to a fifth from one minute to the next. Loopback only;
 # bounded in count and time. Needs SIPp (package sip-tester), sqlite3, curl and taskset

@@ -5,7 +5,7 @@
 #   tests/load/login-latency.sh [CALLERS] [SECONDS]        (default: 50 60)
 #
 # Provisions CALLERS mailboxes (30000…, permanent passcode 48826) with the CLI, starts the
-# release build of `vportal serve` pinned to CPU 1 and the caller (examples/login_latency.rs)
+# release build of `vportal serve` pinned to CPU 1 and the caller (benches/tools/login_latency.rs)
 # pinned to CPU 0, and prints, per step, the samples, the steps whose next prompt never came
 # (counted in the percentiles as 2 s), the median, p90, p99 and maximum in milliseconds, and
 # the failed calls. Then it checks the logins the tool counted against the server's audit

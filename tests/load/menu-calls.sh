@@ -5,7 +5,7 @@
 #
 # Provisions CALLS mailboxes (40000…, permanent passcode 48826) with the CLI, starts the
 # release build of `vportal serve` pinned to CPU 1 with a dialplan whose menu waits a minute
-# per prompt, and runs the load caller (examples/load_caller.rs --login) pinned to CPU 0: it
+# per prompt, and runs the load caller (benches/tools/load_caller.rs --login) pinned to CPU 0: it
 # sets up CALLS calls, logs each one in with RFC 4733 keys (argon2 check included), measures
 # 10 s of the menu prompts' RTP (per-stream largest gap, jitter, loss, server CPU and memory),
 # then presses `*` in every call and counts the server's goodbye BYEs. Prints how many

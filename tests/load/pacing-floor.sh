@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The floor under the media figures: a bare pacer (examples/pacing_floor.rs) sending N RTP
+# The floor under the media figures: a bare pacer (benches/tools/pacing_floor.rs) sending N RTP
 # streams from CPU 1 to a busy-polling receiver on CPU 0, measured like
 # tests/load/rtp-streams.sh measures vportal. Whatever gaps it shows, this machine adds to
 # any program's.

@@ -4,7 +4,7 @@
 #   tests/load/rtp-streams.sh [CALLS ...]          (default: 1000 3000)
 #
 # Starts the release build of `vportal serve` pinned to CPU 1 and the load caller
-# (examples/load_caller.rs) pinned to CPU 0. For each CALLS it sets up that many calls at
+# (benches/tools/load_caller.rs) pinned to CPU 0. For each CALLS it sets up that many calls at
 # 300 calls/s, lets them settle, measures 10 s of RTP, hangs up, and prints: the per-stream
 # largest inter-packet gap (p50/p95/max over the streams), RFC 3550 interarrival jitter,
 # loss, the server's CPU use and its resident memory per call. Loopback only; bounded in
