@@ -55,14 +55,18 @@ pub struct AdminConfig {
     /// Whether `/metrics` needs a token too. Default false.
     pub metrics_auth: bool,
     /// A token the API accepts besides those in the database (audited as
-    /// `admin:configured`); `VPORTAL_ADMIN_TOKEN` takes its place when set.
+    /// `admin:configured`); `VPORTAL_ADMIN_TOKEN` takes its place when set. One shorter than
+    /// [`MIN_CONFIGURED_TOKEN`](crate::admin::MIN_CONFIGURED_TOKEN) characters is taken only
+    /// while the side-port listens on loopback.
     pub token: Option<ConfiguredToken>,
 }
 
-/// An admin token written in the configuration: at least
-/// [`MIN_CONFIGURED_TOKEN`](crate::admin::MIN_CONFIGURED_TOKEN) characters, no white space.
-/// Its `Debug` and every error about it leave the value out, and its memory is wiped when
-/// dropped.
+/// An admin token written in the configuration (or given by `VPORTAL_ADMIN_TOKEN`): any
+/// text without white space. One shorter than
+/// [`MIN_CONFIGURED_TOKEN`](crate::admin::MIN_CONFIGURED_TOKEN) characters
+/// ([`ConfiguredToken::is_short`]) is easily guessed: `serve` takes it only for a side-port
+/// on loopback, with a warning. Its `Debug` and every error about it leave the value out,
+/// and its memory is wiped when dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConfiguredToken(crate::store::SecretText);
 
@@ -70,16 +74,23 @@ impl ConfiguredToken {
     /// Checks `value`; the error says what is wrong without repeating it.
     ///
     /// # Errors
-    /// Too short, or holding white space.
+    /// Empty, or holding white space.
     pub fn new(value: String) -> Result<Self, String> {
-        let min = crate::admin::MIN_CONFIGURED_TOKEN;
         let value = crate::store::SecretText::new(value);
-        if value.expose().len() < min || value.expose().contains(char::is_whitespace) {
-            return Err(format!(
-                "an admin token must be at least {min} characters without spaces (e.g. `openssl rand -hex 32`)"
-            ));
+        if value.expose().is_empty() || value.expose().contains(char::is_whitespace) {
+            return Err(
+                "an admin token must not be empty nor hold white space (make one with e.g. \
+                 `openssl rand -hex 32`)"
+                    .to_owned(),
+            );
         }
         Ok(Self(value))
+    }
+
+    /// Whether it is shorter than [`MIN_CONFIGURED_TOKEN`](crate::admin::MIN_CONFIGURED_TOKEN)
+    /// characters: too easily guessed for a side-port others can reach.
+    pub fn is_short(&self) -> bool {
+        self.0.expose().chars().count() < crate::admin::MIN_CONFIGURED_TOKEN
     }
 
     /// The token itself, for comparing with what a client sends.
@@ -532,9 +543,10 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     if line.starts_with('[') {
         return Some(table_name(line));
     }
-    // Only a line `key = …` names a key, and a key is shorter than any admin token. Anything
-    // else (`token: S`, `token "S"`, a value on a line of its own, `S==`) could be a secret,
-    // so the line number has to do.
+    // Only a line `key = …` names a key, and only a key shorter than an admin token of the
+    // length asked for off loopback. Anything else (`token: S`, `token "S"`, a value on a
+    // line of its own, `S==`) could be a secret, so the line number has to do. (A short
+    // token pasted as `S==`, which a loopback side-port would take, is not told from a key.)
     let key = match line.split_once('=') {
         Some((key, _))
             if is_toml_key(key.trim()) && key.trim().len() < crate::admin::MIN_CONFIGURED_TOKEN =>
@@ -654,10 +666,30 @@ mod tests {
             Some(token)
         );
         assert!(!format!("{c:?}").contains(token));
-        for value in ["\"4f1d8a2c\"", "48261937502846193750284619375028", "4.5e40"] {
+        assert!(!c.admin.token.unwrap().is_short());
+        // A short one is taken (`serve` decides where it may be used), and said to be short.
+        let c = Config::parse("[admin]\ntoken = \"test-token\"\n").unwrap();
+        let short = c.admin.token.unwrap();
+        assert_eq!(short.expose(), "test-token");
+        assert!(short.is_short());
+        assert!(!format!("{short:?}").contains("test-token"));
+        for value in [
+            "\"\"",
+            "\"4f1d8a2c 9e7b3a6d5c0f1e2d3c4b5a69\"",
+            "\"4f1d8a2c\\t9e\"",
+            "48261937502846193750284619375028",
+            "4.5e40",
+        ] {
             let err = Config::parse(&format!("[admin]\ntoken = {value}\n")).unwrap_err();
             assert!(err.starts_with("line 2, key admin.token:"), "{err}");
             assert!(!err.contains("4f1d8a2c") && !err.contains("4826"), "{err}");
+        }
+        for value in ["", "4f1d 8a2c", "4f1d\n"] {
+            let err = ConfiguredToken::new(value.to_owned()).unwrap_err();
+            assert!(
+                err.contains("must not be empty nor hold white space"),
+                "{err}"
+            );
         }
         // A token line without its `=`: the error names the line, never the token.
         for line in [

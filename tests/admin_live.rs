@@ -498,11 +498,10 @@ fn a_token_from_the_config_or_the_environment_is_accepted_and_audited_as_configu
 }
 
 #[test]
-fn a_configured_token_that_is_too_short_or_not_text_is_refused_without_being_shown() {
+fn a_configured_token_with_spaces_or_not_text_is_refused_without_being_shown() {
     let w = Workdir::new();
     w.run(&["init"]).ok();
     for (value, secret) in [
-        ("\"short-9e7b3a\"", "short-9e7b3a"),
         (
             "\"has spaces 4f1d8a2c9e7b3a6d5c0f1e2d3c4b5a\"",
             "4f1d8a2c9e7b",

@@ -1729,3 +1729,96 @@ fn init_hints_name_the_store_it_made() {
         plain.stdout
     );
 }
+
+/// The short known token a test harness exports (`VPORTAL_ADMIN_TOKEN=test-token`), or
+/// writes as `admin.token`, is taken while the admin API listens on loopback only: the
+/// server starts, warns once that the token is short, and the API takes that token (and not
+/// another). Neither the log nor standard output shows the token.
+#[test]
+fn a_short_configured_token_is_taken_on_loopback_with_a_warning() {
+    use common::http;
+    use common::server::ServerProcess;
+    const TOKEN: &str = "test-token";
+    let check = |w: &Workdir, rtp: &str, args: &[&str], source: &str| {
+        let server = ServerProcess::start(w, rtp, args);
+        let admin = server.admin.unwrap();
+        let get = |token| http::request(admin, "GET", "/api/v1/users", Some(token), None);
+        let users = get(TOKEN);
+        assert_eq!(users.status, 200, "{}", users.body);
+        assert_eq!(users.json()["users"], serde_json::json!([]));
+        assert_eq!(get("test-tokem").status, 401);
+        assert_eq!(get(&format!("{TOKEN}x")).status, 401);
+        let log = server.log();
+        let warned = format!(
+            "{source} is shorter than 32 characters: taken because the admin API listens on loopback only"
+        );
+        let warnings: Vec<&str> = log.lines().filter(|l| l.contains(&warned)).collect();
+        assert_eq!(warnings.len(), 1, "{log}");
+        assert!(warnings[0].contains(" WARN "), "{log}");
+        assert!(!server.log_reveals(TOKEN), "{log}");
+        assert!(!server.stdout.lock().unwrap().contains(TOKEN));
+    };
+    let mut w = Workdir::new();
+    w.env.push(("VPORTAL_ADMIN_TOKEN".into(), TOKEN.into()));
+    check(&w, "47800-47809", &[], "VPORTAL_ADMIN_TOKEN");
+    let w = Workdir::new();
+    w.write_config(&format!("[admin]\ntoken = \"{TOKEN}\"\n"));
+    check(&w, "47810-47819", &["--config", "c.toml"], "admin.token");
+}
+
+/// Off loopback a short configured token could be guessed by anyone who reaches the port:
+/// `serve` refuses to start, saying why and what to do, without showing the token and
+/// before anything is made. Empty or holding a space, one is refused as before.
+#[test]
+fn a_short_configured_token_is_refused_off_loopback() {
+    const TOKEN: &str = "test-token";
+    // SIP on an address in use: were the token not refused first, the start would fail
+    // there (and not run on).
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let serve = |w: &Workdir, options: &[&str], args: &[&str]| {
+        let mut all = options.to_vec();
+        all.extend_from_slice(&["serve", "--sip", &taken, "--rtp-ports", "47840-47849"]);
+        all.extend_from_slice(args);
+        let r = w.run(&all);
+        assert!(
+            !r.stderr.contains(TOKEN) && !r.stdout.contains(TOKEN),
+            "{r:?}"
+        );
+        assert!(!w.db().exists(), "{r:?}");
+        r
+    };
+    let mut w = Workdir::new();
+    w.env.push(("VPORTAL_ADMIN_TOKEN".into(), TOKEN.into()));
+    let r = serve(&w, &[], &["--admin", "0.0.0.0:0", "--admin-insecure"]);
+    r.refused(
+        "error: VPORTAL_ADMIN_TOKEN is shorter than 32 characters and the admin API would \
+         listen on 0.0.0.0:0, off loopback, where anyone who reaches it could guess such a \
+         token: set one of at least 32 characters (e.g. `openssl rand -hex 32`), or keep the \
+         admin API on loopback (--admin 127.0.0.1:8080)\n",
+    );
+    // From the config file, on the IPv6 wildcard.
+    let w = Workdir::new();
+    w.write_config(&format!(
+        "[admin]\nlisten = \"[::]:0\"\ninsecure = true\ntoken = \"{TOKEN}\"\n"
+    ));
+    let r = serve(&w, &["--config", "c.toml"], &[]);
+    r.refused("admin.token is shorter than 32 characters and the admin API would listen on [::]:0, off loopback");
+    // Empty or with a space: refused wherever it listens.
+    for (token, says) in [
+        (
+            "test token",
+            "VPORTAL_ADMIN_TOKEN: an admin token must not be empty nor hold white space",
+        ),
+        ("", "udp"),
+    ] {
+        let mut w = Workdir::new();
+        w.env.push(("VPORTAL_ADMIN_TOKEN".into(), token.into()));
+        let r = serve(&w, &[], &["--admin", "127.0.0.1:0"]);
+        r.refused(says);
+    }
+    let w = Workdir::new();
+    w.write_config("[admin]\ntoken = \"\"\n");
+    let r = serve(&w, &["--config", "c.toml"], &[]);
+    r.refused("line 2, key admin.token: an admin token must not be empty nor hold white space");
+}

@@ -30,7 +30,9 @@ pub use auth::Throttle;
 
 pub use crate::store::CONFIGURED_TOKEN_NAME;
 
-/// The shortest configured token accepted: it must be as hard to guess as a generated one.
+/// The shortest configured token (`VPORTAL_ADMIN_TOKEN`, `admin.token`) taken for a
+/// side-port off loopback, where it must be about as hard to guess as a generated one. A
+/// shorter one (a test harness's known token) is taken only on loopback, with a warning.
 pub const MIN_CONFIGURED_TOKEN: usize = 32;
 
 /// Largest JSON request body.

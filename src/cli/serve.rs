@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 
-use vportal::admin::{AdminError, AdminServer, AdminState, Listen, Throttle};
+use vportal::admin::{AdminError, AdminServer, AdminState, Listen, MIN_CONFIGURED_TOKEN, Throttle};
 use vportal::config::{
     AdminConfig, Config, ConfiguredToken, DEFAULT_DIALPLAN_FILE, DEFAULT_PROMPTS_DIR, SipConfig,
     parse_listen_address,
@@ -51,6 +51,8 @@ pub(crate) struct Flags {
 pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     apply_flags(&mut ctx.config, flags);
     let configured_token = configured_token(&ctx.config.admin)?;
+    check_token_length(configured_token.as_ref(), &ctx.config.admin)?;
+    let configured_token = configured_token.map(|(token, _)| token);
     raise_open_files_limit(&ctx.config.sip);
     // Everything that can be wrong with the files is found before a first run creates the
     // database and hands out its token.
@@ -368,21 +370,52 @@ fn load_prompts(
     Ok(sets)
 }
 
-/// The token besides the database's: `VPORTAL_ADMIN_TOKEN` when set, else `admin.token`.
-fn configured_token(config: &AdminConfig) -> Result<Option<ConfiguredToken>> {
+/// The token besides the database's: `VPORTAL_ADMIN_TOKEN` when set, else `admin.token`;
+/// with where it came from.
+fn configured_token(config: &AdminConfig) -> Result<Option<(ConfiguredToken, &'static str)>> {
     match std::env::var("VPORTAL_ADMIN_TOKEN") {
         Ok(token) if token.is_empty() => {}
         Ok(token) => {
             let token = ConfiguredToken::new(token)
                 .map_err(|e| anyhow::anyhow!("VPORTAL_ADMIN_TOKEN: {e}"))?;
-            return Ok(Some(token));
+            return Ok(Some((token, "VPORTAL_ADMIN_TOKEN")));
         }
         Err(std::env::VarError::NotPresent) => {}
         Err(std::env::VarError::NotUnicode(_)) => {
             anyhow::bail!("VPORTAL_ADMIN_TOKEN is not valid text")
         }
     }
-    Ok(config.token.clone())
+    Ok(config.token.clone().map(|token| (token, "admin.token")))
+}
+
+/// A configured token shorter than [`MIN_CONFIGURED_TOKEN`] (a test harness's known one) is
+/// taken, with a warning, while the side-port listens on loopback only, where only this
+/// host's own processes reach it. Off loopback, where anyone who reaches the port could
+/// guess it, it stops the start. Neither message shows the token, nor its length. Unused
+/// (no side-port), it is not looked at.
+fn check_token_length(token: Option<&(ConfiguredToken, &str)>, admin: &AdminConfig) -> Result<()> {
+    let Some((token, source)) = token else {
+        return Ok(());
+    };
+    if !admin.enabled || !token.is_short() {
+        return Ok(());
+    }
+    if !admin.listen.ip().to_canonical().is_loopback() {
+        anyhow::bail!(
+            "{source} is shorter than {MIN_CONFIGURED_TOKEN} characters and the admin API \
+             would listen on {}, off loopback, where anyone who reaches it could guess such a \
+             token: set one of at least {MIN_CONFIGURED_TOKEN} characters (e.g. `openssl rand \
+             -hex 32`), or keep the admin API on loopback (--admin 127.0.0.1:8080)",
+            admin.listen
+        );
+    }
+    tracing::warn!(
+        "{source} is shorter than {MIN_CONFIGURED_TOKEN} characters: taken because the admin \
+         API listens on loopback only ({}); off loopback it would be refused. For anything \
+         but a test, set one of at least {MIN_CONFIGURED_TOKEN} (e.g. `openssl rand -hex 32`)",
+        admin.listen
+    );
+    Ok(())
 }
 
 fn admin_listen(config: &AdminConfig) -> Result<Listen> {
