@@ -18,12 +18,23 @@ fn initialised() -> Workdir {
 fn init_creates_private_files_and_prints_a_token_once() {
     let w = Workdir::new();
     let first = w.run(&["init"]).ok();
-    let token_line = first
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("vpt_"))
-        .expect("token printed");
+    // Standard output is not a terminal: the token alone on it, for `TOKEN=$(vportal init)`;
+    // what goes with it on standard error.
+    let token_line = first.stdout.strip_suffix('\n').expect("one line");
+    assert!(
+        token_line.starts_with("vpt_") && !token_line.contains('\n'),
+        "{}",
+        first.stdout
+    );
     assert_eq!(token_line.len(), 68);
+    for says in [
+        "Created vportal.db and its pepper file vportal.pepper.",
+        "Admin API token \"admin\" (shown only this once) written to standard output.",
+        "Next: add a mailbox, e.g. `vportal user add 1001 --generate`.",
+    ] {
+        assert!(first.stderr.contains(says), "{}", first.stderr);
+    }
+    assert!(!first.stderr.contains("vpt_"), "{}", first.stderr);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -196,6 +207,42 @@ fn a_first_run_on_a_terminal_shows_its_admin_token_once() {
     assert!(w.db().exists());
     let tokens = w.run(&["token", "list"]).ok();
     assert!(tokens.stdout.contains("admin"), "{}", tokens.stdout);
+}
+
+/// On a terminal `init` tells, on standard output, what it made around the token, as it
+/// always did; piped, its standard output is the token alone (see
+/// `init_creates_private_files_and_prints_a_token_once`). Run on a pseudo-terminal by
+/// `script`, standard error sent elsewhere.
+#[test]
+fn init_on_a_terminal_shows_the_token_among_what_it_made() {
+    let w = Workdir::new();
+    let vportal = env!("CARGO_BIN_EXE_vportal");
+    let (mut script, rx) =
+        on_a_terminal(&w, &format!("{vportal} init 2>/dev/null; echo status=$?"));
+    let mut seen = Vec::new();
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(20)) {
+        seen.extend_from_slice(&chunk);
+        if String::from_utf8_lossy(&seen).contains("status=") {
+            break;
+        }
+    }
+    let _ = script.kill();
+    let _ = script.wait();
+    let seen = String::from_utf8_lossy(&seen).replace("\r\n", "\n");
+    assert!(seen.contains("status=0"), "{seen}");
+    let token = common::token_from(&seen);
+    assert_eq!(token.len(), 68, "{seen}");
+    assert!(
+        seen.contains(&format!(
+            "Created vportal.db and its pepper file vportal.pepper.\n\
+             Keep the pepper file safe and backed up with the database: without it no \
+             passcode can be checked.\n\n\
+             Admin API token \"admin\" (shown only this once):\n{token}\n\n\
+             Next: add a mailbox, e.g. `vportal user add 1001 --generate`.\n"
+        )),
+        "{seen}"
+    );
+    assert_eq!(seen.matches("vpt_").count(), 1, "{seen}");
 }
 
 #[test]
@@ -1025,10 +1072,12 @@ fn init_names_where_the_pepper_lives() {
         .push(("VPORTAL_PEPPER".into(), "cd".repeat(32).into()));
     let r = w.run(&["init"]).ok();
     assert!(
-        r.stdout.contains("VPORTAL_PEPPER") && !r.stdout.contains("vportal.pepper"),
+        r.stderr.contains("VPORTAL_PEPPER") && !r.stderr.contains("vportal.pepper"),
         "{}",
-        r.stdout
+        r.stderr
     );
+    assert!(!r.stdout.contains("VPORTAL_PEPPER"), "{}", r.stdout);
+    assert!(!r.stderr.contains(&"cd".repeat(32)), "{}", r.stderr);
     assert!(!r.stdout.contains(&"cd".repeat(32)), "{}", r.stdout);
     assert!(!w.path().join("vportal.pepper").exists());
     let mut w = Workdir::new();
@@ -1302,7 +1351,12 @@ fn a_secret_written_to_a_file_others_can_read_is_warned_about() {
     };
     let (stderr, written, left) = into("token.txt", 0o644, &["init"]);
     assert!(stderr.contains(WARNING), "{stderr}");
-    assert!(written.contains("shown only this once"), "{written}");
+    assert!(stderr.contains("shown only this once"), "{stderr}");
+    // The file holds the token alone.
+    assert!(
+        written.starts_with("vpt_") && written.len() == 69 && written.ends_with('\n'),
+        "{written}"
+    );
     assert_eq!(left, 0o644);
     let (stderr, written, _) = into("ops.txt", 0o600, &["token", "create", "ops"]);
     assert!(!stderr.contains("warning"), "{stderr}");
@@ -1714,9 +1768,10 @@ fn init_hints_name_the_store_it_made() {
     let db = w.path().join("data/x.db");
     let db = db.to_str().unwrap();
     let first = w.run(&["--db", "data/x.db", "init"]).ok();
-    let hints = hinted_commands(&first.stdout);
-    assert_eq!(hints.len(), 1, "{}", first.stdout);
-    assert_eq!(hints[0][..2], ["--db", db], "{}", first.stdout);
+    // (Standard output, not a terminal, holds the token alone.)
+    let hints = hinted_commands(&first.stderr);
+    assert_eq!(hints.len(), 1, "{}", first.stderr);
+    assert_eq!(hints[0][..2], ["--db", db], "{}", first.stderr);
     let again = w.run(&["--db", "data/x.db", "init"]).ok();
     let hints = hinted_commands(&again.stdout);
     assert_eq!(hints.len(), 1, "{}", again.stdout);

@@ -1,5 +1,6 @@
 //! `vportal init`, `report`, `audit`, `policy …` and `token …`.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -8,7 +9,7 @@ use serde_json::json;
 use vportal::store::{Actor, AuditQuery, Event, Policy, StoreError, check_token_name};
 use vportal::time::{Timestamp, parse_duration};
 
-use super::output::{self, Table, out, outln};
+use super::output::{self, Table, errln, out, outln};
 use super::{Context, PolicyCommand, TokenCommand, created_lines, extension, read_passcode};
 
 pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
@@ -46,7 +47,13 @@ pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
         answer["token_name"] = json!(token_name);
         answer["token"] = json!(token.expose());
         output::json(&answer)?;
-    } else {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let next = format!(
+        "Next: add a mailbox, e.g. `vportal{} user add 1001 --generate`.",
+        ctx.store_options()
+    );
+    if std::io::stdout().is_terminal() {
         for line in created_lines(&ctx.store.database, &source) {
             outln!("{line}")?;
         }
@@ -54,10 +61,16 @@ pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
         outln!("Admin API token {token_name:?} (shown only this once):")?;
         outln!("{}", token.expose())?;
         outln!()?;
-        outln!(
-            "Next: add a mailbox, e.g. `vportal{} user add 1001 --generate`.",
-            ctx.store_options()
-        )?;
+        outln!("{next}")?;
+    } else {
+        // Read by a script (`TOKEN=$(vportal init)`) or written to a file: the token alone
+        // on standard output, what goes with it for the operator on standard error.
+        for line in created_lines(&ctx.store.database, &source) {
+            errln!("{line}");
+        }
+        errln!("Admin API token {token_name:?} (shown only this once) written to standard output.");
+        errln!("{next}");
+        outln!("{}", token.expose())?;
     }
     Ok(ExitCode::SUCCESS)
 }

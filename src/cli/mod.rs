@@ -75,6 +75,10 @@ pub(crate) enum Command {
     /// Run the voice portal: SIP (UDP and TCP) and RTP. Creates the database on first run.
     Serve(serve::Flags),
     /// Create the database, its pepper file and a first admin token (printed once).
+    ///
+    /// When standard output is not a terminal (`TOKEN=$(vportal init)`, `> token.txt`), it
+    /// gets the token alone, on one line; what was made, and what to do next, go to standard
+    /// error.
     Init {
         /// Name of the admin token created with a new database.
         #[arg(long, default_value = "admin")]
