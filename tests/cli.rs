@@ -1877,3 +1877,72 @@ fn a_short_configured_token_is_refused_off_loopback() {
     let r = serve(&w, &["--config", "c.toml"], &[]);
     r.refused("line 2, key admin.token: an admin token must not be empty nor hold white space");
 }
+
+/// A first `serve` whose standard output is not a terminal makes the database but no admin
+/// token. `init` then makes one (named as a first `init` names it) and prints it as a first
+/// `init` does, the token alone on standard output; the running server takes it at once.
+/// Once a token exists, `init` says the database is initialised and makes none; with every
+/// token revoked it makes one again.
+#[test]
+fn init_makes_a_token_for_a_database_that_has_none() {
+    use common::http;
+    use common::server::ServerProcess;
+    let w = Workdir::new();
+    let server = ServerProcess::start(&w, "47820-47829", &[]);
+    assert!(
+        server
+            .stdout
+            .lock()
+            .unwrap()
+            .contains("No admin API token made"),
+        "{}",
+        server.stdout.lock().unwrap()
+    );
+    let admin = server.admin.unwrap();
+    let get = |token: &str| http::request(admin, "GET", "/api/v1/users", Some(token), None);
+    let first = w.run(&["init"]).ok();
+    let token = first.stdout.strip_suffix('\n').expect("one line");
+    assert!(
+        token.starts_with("vpt_") && token.len() == 68,
+        "{}",
+        first.stdout
+    );
+    for says in [
+        "vportal.db was already initialised, but had no admin token: made one.",
+        "Admin API token \"admin\" (shown only this once) written to standard output.",
+        "Next: add a mailbox, e.g. `vportal user add 1001 --generate`.",
+    ] {
+        assert!(first.stderr.contains(says), "{}", first.stderr);
+    }
+    assert!(!first.stderr.contains("vpt_"), "{}", first.stderr);
+    assert_eq!(get(token).status, 200);
+    // A token there: nothing made.
+    let again = w.run(&["init"]).ok();
+    assert!(
+        again.stdout.contains("vportal.db is already initialised"),
+        "{}",
+        again.stdout
+    );
+    assert!(!again.stdout.contains("vpt_") && !again.stderr.contains("vpt_"));
+    let tokens = w.run(&["--json", "token", "list"]).ok().json();
+    assert_eq!(tokens.as_array().map(Vec::len), Some(1), "{tokens}");
+    assert_eq!(tokens[0]["name"], "admin");
+    // Every token revoked: made again, with the name asked for; `--json` says the database
+    // was not created.
+    w.run(&["token", "revoke", "admin"]).ok();
+    assert_eq!(get(token).status, 401);
+    let made = w
+        .run(&["--json", "init", "--token-name", "ops"])
+        .ok()
+        .json();
+    assert_eq!(made["database"], "vportal.db", "{made}");
+    assert_eq!(made["created"], false, "{made}");
+    assert_eq!(made["token_name"], "ops", "{made}");
+    let ops = made["token"].as_str().unwrap();
+    assert_eq!(get(ops).status, 200);
+    let again = w.run(&["--json", "init"]).ok().json();
+    assert_eq!(
+        again,
+        serde_json::json!({"database": "vportal.db", "created": false})
+    );
+}

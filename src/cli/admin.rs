@@ -1,12 +1,14 @@
 //! `vportal init`, `report`, `audit`, `policy …` and `token …`.
 
 use std::io::IsTerminal as _;
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::json;
 
-use vportal::store::{Actor, AuditQuery, Event, Policy, StoreError, check_token_name};
+use vportal::store::{Actor, AuditQuery, Event, Policy, Store, StoreError, check_token_name};
 use vportal::time::{Timestamp, parse_duration};
 
 use super::output::{self, Table, errln, out, outln};
@@ -17,19 +19,23 @@ pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
     check_token_name(token_name)?;
     let (store, created) = ctx.open_with(super::Create::WithDirectories)?;
     let db = ctx.store.database.display();
+    // A database already there gets a token too when it has none: a first `serve` whose
+    // standard output is not a terminal makes the database but no token, and `init` is
+    // then the way to one.
+    let needs_token = created.is_some() || has_no_token(&store, &ctx.store.database)?;
     // Two first runs at once (two replicas, a retried provisioning step) both find no
-    // database; the one whose token is made second finds it taken: the other initialised it.
-    let made = match created {
-        Some(source) => {
-            match store.create_token(token_name, &Actor::cli_from_env(), Timestamp::now()) {
-                Ok(token) => Some((source, token)),
-                Err(StoreError::TokenExists(_)) => None,
-                Err(e) => return Err(e.into()),
-            }
+    // database, or no token; the one whose token is made second finds it taken: the other
+    // made it.
+    let token = if needs_token {
+        match store.create_token(token_name, &Actor::cli_from_env(), Timestamp::now()) {
+            Ok(token) => Some(token),
+            Err(StoreError::TokenExists(_)) => None,
+            Err(e) => return Err(e.into()),
         }
-        None => None,
+    } else {
+        None
     };
-    let Some((source, token)) = made else {
+    let Some(token) = token else {
         if ctx.json {
             output::json(&json!({"database": db.to_string(), "created": false}))?;
         } else {
@@ -43,18 +49,27 @@ pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
     };
     output::secrets_follow();
     if ctx.json {
-        let mut answer = super::created_json(&ctx.store.database, &source);
+        let mut answer = match &created {
+            Some(source) => super::created_json(&ctx.store.database, source),
+            None => json!({"database": db.to_string(), "created": false}),
+        };
         answer["token_name"] = json!(token_name);
         answer["token"] = json!(token.expose());
         output::json(&answer)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let made: Vec<String> = match &created {
+        Some(source) => created_lines(&ctx.store.database, source).into(),
+        None => vec![format!(
+            "{db} was already initialised, but had no admin token: made one."
+        )],
+    };
     let next = format!(
         "Next: add a mailbox, e.g. `vportal{} user add 1001 --generate`.",
         ctx.store_options()
     );
     if std::io::stdout().is_terminal() {
-        for line in created_lines(&ctx.store.database, &source) {
+        for line in made {
             outln!("{line}")?;
         }
         outln!()?;
@@ -65,7 +80,7 @@ pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
     } else {
         // Read by a script (`TOKEN=$(vportal init)`) or written to a file: the token alone
         // on standard output, what goes with it for the operator on standard error.
-        for line in created_lines(&ctx.store.database, &source) {
+        for line in made {
             errln!("{line}");
         }
         errln!("Admin API token {token_name:?} (shown only this once) written to standard output.");
@@ -73,6 +88,32 @@ pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
         outln!("{}", token.expose())?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether the existing database at `db` has no admin token, once a first `init` that may
+/// be under way elsewhere (one that made the database a moment ago, its token not yet) has
+/// had time to make its own: a second since the database last changed, as `Store::open`
+/// gives a first run elsewhere a second to write an empty database's header. Without it a
+/// second `init` could make the token, and the one that made the database say it found one.
+fn has_no_token(store: &Store, db: &Path) -> Result<bool> {
+    const SETTLED: Duration = Duration::from_secs(1);
+    if store.has_tokens()? {
+        return Ok(false);
+    }
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    let changed = [db, Path::new(&wal)]
+        .into_iter()
+        .filter_map(|file| std::fs::metadata(file).ok()?.modified().ok())
+        .max();
+    let wait = changed
+        .and_then(|at| (at + SETTLED).duration_since(SystemTime::now()).ok())
+        .map_or(Duration::ZERO, |wait| wait.min(SETTLED));
+    if wait.is_zero() {
+        return Ok(true);
+    }
+    std::thread::sleep(wait);
+    Ok(!store.has_tokens()?)
 }
 
 pub(crate) fn backup(ctx: &Context, file: &std::path::Path) -> Result<ExitCode> {

@@ -76,11 +76,12 @@ pub(crate) enum Command {
     Serve(serve::Flags),
     /// Create the database, its pepper file and a first admin token (printed once).
     ///
-    /// When standard output is not a terminal (`TOKEN=$(vportal init)`, `> token.txt`), it
+    /// A database already there gets a token only when it has none (as a first `serve`
+    /// leaves it when its standard output is not a terminal). When standard output is not a terminal (`TOKEN=$(vportal init)`, `> token.txt`), it
     /// gets the token alone, on one line; what was made, and what to do next, go to standard
     /// error.
     Init {
-        /// Name of the admin token created with a new database.
+        /// Name of the admin token created (with a new database, or for one without any).
         #[arg(long, default_value = "admin")]
         token_name: String,
     },
