@@ -136,8 +136,10 @@ impl Default for AdminConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct PromptsConfig {
     /// The folder holding one sub-folder per language (`prompts/en`), each with its
-    /// `prompts.toml` manifest. Unset: [`DEFAULT_PROMPTS_DIR`], or the English prompts built
-    /// into vportal when that has no `en`; a folder given must be there.
+    /// `prompts.toml` manifest; or one language's folder itself (`prompts/en`), taken as
+    /// that language's where it has no sub-folder for it (for one language only). Unset:
+    /// [`DEFAULT_PROMPTS_DIR`], or the English prompts built into vportal when that has no
+    /// `en`; a folder given must be there.
     #[serde(deserialize_with = "optional_path")]
     pub dir: Option<PathBuf>,
 }

@@ -1946,3 +1946,61 @@ fn init_makes_a_token_for_a_database_that_has_none() {
         serde_json::json!({"database": "vportal.db", "created": false})
     );
 }
+
+/// The contract names the default prompts `prompts/en`: a language's folder itself (holding
+/// `prompts.toml`), given as `--prompts` or as `prompts.dir`, is taken as that language's
+/// prompts, the log saying which folder; the server starts. It cannot be two languages'.
+#[test]
+fn a_prompts_folder_of_one_language_is_taken_as_its_prompts() {
+    use common::server::{ServerProcess, UNSET_PROMPTS};
+    let en = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts/en");
+    let taken = format!(
+        "INFO vportal::cli::serve: the prompts folder holds prompts.toml itself: using it as \
+         this language's prompts language=\"en\" folder={en}"
+    );
+    let w = Workdir::new();
+    let server = ServerProcess::start(&w, "47830-47834", &["--no-admin", "--prompts", en]);
+    server.expect_log(&taken, 1, Duration::from_secs(5));
+    server.expect_log(
+        "prompts loaded language=\"en\" prompts=",
+        1,
+        Duration::from_secs(5),
+    );
+    drop(server);
+    let w = Workdir::new();
+    w.write_config(&format!("[prompts]\ndir = {en:?}\n"));
+    let server = ServerProcess::start(
+        &w,
+        "47835-47839",
+        &["--no-admin", "--config", "c.toml", UNSET_PROMPTS],
+    );
+    server.expect_log(&taken, 1, Duration::from_secs(5));
+    drop(server);
+    // A second language would be played the first one's prompts: refused, saying so.
+    let w = Workdir::new();
+    std::fs::write(
+        w.path().join("plan.toml"),
+        "[[route]]\nmatch = \"8500\"\napplication = \"voice-portal\"\n\n\
+         [[route]]\nmatch = \"8501\"\napplication = \"voice-portal\"\nlanguage = \"xx\"\n",
+    )
+    .unwrap();
+    w.write_config("[dialplan]\nfile = \"plan.toml\"\n");
+    // SIP on an address in use: were the prompts not refused, the start would stop there.
+    let in_use = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let in_use = in_use.local_addr().unwrap().to_string();
+    let r = w.run(&[
+        "--config",
+        "c.toml",
+        "serve",
+        "--sip",
+        &in_use,
+        "--no-admin",
+        "--prompts",
+        en,
+    ]);
+    r.refused(&format!(
+        "{en} holds one prompt set (prompts.toml), not one folder per language: it cannot be \
+         the prompts of both \"en\" and \"xx\" (plan.toml, line 8, key route[2].language)"
+    ));
+    assert!(!w.db().exists());
+}

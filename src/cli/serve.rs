@@ -16,7 +16,7 @@ use vportal::config::{
 };
 use vportal::ivr::dialplan::{DEFAULT_DIALPLAN, Dialplan, MailboxSource};
 use vportal::media::ports::PortRange;
-use vportal::media::prompts::{BUILT_IN_LANGUAGE, PromptSet};
+use vportal::media::prompts::{BUILT_IN_LANGUAGE, MANIFEST, PromptSet};
 use vportal::server::{Server, SipSockets};
 use vportal::store::{Actor, PepperSource, Store};
 use vportal::time::Timestamp;
@@ -33,7 +33,8 @@ pub(crate) struct Flags {
     /// RTP port range, e.g. 10000-20000.
     #[arg(long, value_name = "FIRST-LAST")]
     rtp_ports: Option<PortRange>,
-    /// The prompts folder, holding one sub-folder per language (default ./prompts).
+    /// The prompts folder, holding one sub-folder per language (default ./prompts), or one
+    /// language's folder itself (prompts/en).
     #[arg(long, value_name = "DIR")]
     prompts: Option<PathBuf>,
     /// Admin HTTP side-port address (default 127.0.0.1:8080); runs it even when the config
@@ -321,21 +322,49 @@ fn load_dialplan(path: Option<&Path>) -> Result<Dialplan> {
 
 /// The prompt set of every language the dialplan's routes use (`<dir>/<language>`), or the
 /// built-in English set when no folder is configured and the default one has no `en`
-/// (running from another directory than the source tree). A missing or undecodable prompt
-/// stops the start with an error naming the file.
+/// (running from another directory than the source tree). `dir` may also be one language's
+/// folder itself (`prompts/en`, holding `prompts.toml`): where `<dir>/<language>` has no
+/// manifest, `dir` is that language's folder, for one language only (a second would be
+/// played another's prompts). A missing or undecodable prompt stops the start with an
+/// error naming the file.
 fn load_prompts(
     dir: Option<&Path>,
     dialplan: &Dialplan,
 ) -> Result<HashMap<String, Arc<PromptSet>>> {
     let given = dir.is_some();
     let dir = dir.unwrap_or_else(|| Path::new(DEFAULT_PROMPTS_DIR));
+    let one_set = dir.join(MANIFEST).exists();
+    // The language `dir` itself was taken for.
+    let mut dir_is: Option<&str> = None;
     let mut sets = HashMap::new();
     for route in dialplan.routes() {
         let language = &route.settings.language;
         if sets.contains_key(language) {
             continue;
         }
-        let folder = dir.join(language);
+        let mut folder = dir.join(language);
+        if one_set && !folder.join(MANIFEST).exists() {
+            if let Some(first) = dir_is {
+                anyhow::bail!(
+                    "{} holds one prompt set ({MANIFEST}), not one folder per language: it \
+                     cannot be the prompts of both {first:?} and {language:?} ({}); give the \
+                     folder that holds a folder per language",
+                    dir.display(),
+                    route
+                        .settings
+                        .language_set_at
+                        .as_deref()
+                        .unwrap_or("the default language")
+                );
+            }
+            tracing::info!(
+                language,
+                folder = %dir.display(),
+                "the prompts folder holds {MANIFEST} itself: using it as this language's prompts"
+            );
+            dir_is = Some(language);
+            folder = dir.to_owned();
+        }
         let set = if !given && language == BUILT_IN_LANGUAGE && !folder.exists() {
             // Run from another directory than the source tree, as for the dialplan.
             tracing::info!(
