@@ -423,34 +423,49 @@ fn call_events(w: &Workdir, mailbox: &str) -> Vec<String> {
         .collect()
 }
 
+/// A `*86` route that takes the mailbox from the caller's identity.
+const CALLER_ID_ROUTE: &str =
+    "[[route]]\nmatch = \"*86\"\napplication = \"voice-portal\"\nmailbox = \"caller-id\"\n";
+
+/// Dials `target` as user 1001 with the header lines `headers`, keys `keys` and, once the
+/// server has logged in `mailbox` (its `nth` login), `*`; the call ends with the server's
+/// BYE.
+fn caller_id_call(
+    server: &ServerProcess,
+    target: &str,
+    headers: &[&str],
+    keys: &str,
+    (mailbox, nth): (&str, usize),
+) -> Phone {
+    let mut phone = Phone::dial_with_headers(server, target, "1001", headers);
+    phone.keys(keys);
+    server.expect_log(&format!("logged in mailbox={mailbox}"), nth, CALL);
+    phone.keys("*");
+    assert!(phone.wait_for_bye(CALL), "{}", server.log());
+    phone
+}
+
+/// The server checked one passcode, `mailbox`'s, and it was right: no key was taken for
+/// something else (a mailbox number for a wrong passcode).
+fn one_check_passed(server: &ServerProcess, mailbox: &str) {
+    let checked = log_lines(server, "login checked");
+    assert_eq!(checked.len(), 1, "one check, and it passed: {checked:?}");
+    let passed = format!("extension={mailbox} outcome=Ok");
+    assert!(checked[0].contains(&passed), "{checked:?}");
+}
+
 /// On a `caller-id` route the mailbox comes from P-Asserted-Identity before the From user:
 /// a caller whose From says 1001 while a proxy asserts 2002 is asked only for 2002's
 /// passcode.
 #[test]
 fn p_asserted_identity_names_the_mailbox_before_the_from_user() {
     let w = Workdir::provisioned(&[("1001", "4826", false), ("2002", "5937", false)]);
-    with_dialplan(
-        &w,
-        "[[route]]\nmatch = \"*86\"\napplication = \"voice-portal\"\nmailbox = \"caller-id\"\n",
-    );
+    with_dialplan(&w, CALLER_ID_ROUTE);
     let server = ServerProcess::start(&w, "47750-47758", &[]);
-    let mut phone = Phone::dial_with_headers(
-        &server,
-        "*86",
-        "1001",
-        &["P-Asserted-Identity: <sip:2002@127.0.0.1>"],
-    );
+    let pai = ["P-Asserted-Identity: <sip:2002@127.0.0.1>"];
     // 2002's passcode alone: taken against 1001 it would be wrong.
-    phone.keys("5937#");
-    server.expect_log("logged in mailbox=2002", 1, CALL);
-    phone.keys("*");
-    assert!(phone.wait_for_bye(CALL), "{}", server.log());
-    let checked = log_lines(&server, "login checked");
-    assert_eq!(checked.len(), 1, "{checked:?}");
-    assert!(
-        checked[0].contains("extension=2002 outcome=Ok"),
-        "{checked:?}"
-    );
+    let phone = caller_id_call(&server, "*86", &pai, "5937#", ("2002", 1));
+    one_check_passed(&server, "2002");
     let events = w.audit("2002");
     assert_eq!(&event_names(&events)[2..], ["login.success"]);
     assert_eq!(events[2]["call_id"], phone.uac.call_id.as_str());
@@ -465,35 +480,22 @@ fn p_asserted_identity_names_the_mailbox_before_the_from_user() {
 #[test]
 fn caller_identity_from_an_untrusted_source_is_not_believed() {
     let w = Workdir::provisioned(&[("1001", "6048", false)]);
+    let trusting = |pattern: &str, source: &str| {
+        CALLER_ID_ROUTE.replace("*86", pattern) + &format!("trusted_sources = [\"{source}\"]\n\n")
+    };
     with_dialplan(
         &w,
-        "[[route]]\nmatch = \"*86\"\napplication = \"voice-portal\"\nmailbox = \"caller-id\"\n\
-         trusted_sources = [\"127.0.0.2/32\"]\n\n\
-         [[route]]\nmatch = \"*87\"\napplication = \"voice-portal\"\nmailbox = \"caller-id\"\n\
-         trusted_sources = [\"127.0.0.1\"]\n",
+        &(trusting("*86", "127.0.0.2/32") + &trusting("*87", "127.0.0.1")),
     );
     let server = ServerProcess::start(&w, "47760-47768", &[]);
     let pai = ["P-Asserted-Identity: <sip:1001@127.0.0.1>"];
-    let mut untrusted = Phone::dial_with_headers(&server, "*86", "1001", &pai);
-    assert_eq!(untrusted.uac.local.ip().to_string(), "127.0.0.1");
     // Asked for the mailbox: "1001#" is the mailbox, not a (wrong) passcode.
-    untrusted.keys("1001#6048#");
-    server.expect_log("logged in mailbox=1001", 1, CALL);
-    untrusted.keys("*");
-    assert!(untrusted.wait_for_bye(CALL), "{}", server.log());
-    let checked = log_lines(&server, "login checked");
-    assert_eq!(checked.len(), 1, "one check, and it passed: {checked:?}");
-    assert!(
-        checked[0].contains("extension=1001 outcome=Ok"),
-        "{checked:?}"
-    );
+    let untrusted = caller_id_call(&server, "*86", &pai, "1001#6048#", ("1001", 1));
+    assert_eq!(untrusted.uac.local.ip().to_string(), "127.0.0.1");
+    one_check_passed(&server, "1001");
     assert_eq!(call_events(&w, "1001"), ["login.success"]);
     // The same identity from a trusted source: only the passcode is asked.
-    let mut trusted = Phone::dial_with_headers(&server, "*87", "1001", &pai);
-    trusted.keys("6048#");
-    server.expect_log("logged in mailbox=1001", 2, CALL);
-    trusted.keys("*");
-    assert!(trusted.wait_for_bye(CALL), "{}", server.log());
+    caller_id_call(&server, "*87", &pai, "6048#", ("1001", 2));
     assert_eq!(log_lines(&server, "login checked").len(), 2);
     assert_eq!(call_events(&w, "1001"), ["login.success", "login.success"]);
     assert_eq!(w.user("1001")["failed_attempts"], 0);
@@ -505,28 +507,12 @@ fn caller_identity_from_an_untrusted_source_is_not_believed() {
 #[test]
 fn a_p_asserted_identity_that_is_no_mailbox_number_makes_the_caller_asked() {
     let w = Workdir::provisioned(&[("1001", "6048", false)]);
-    with_dialplan(
-        &w,
-        "[[route]]\nmatch = \"*86\"\napplication = \"voice-portal\"\nmailbox = \"caller-id\"\n",
-    );
+    with_dialplan(&w, CALLER_ID_ROUTE);
     let server = ServerProcess::start(&w, "47770-47778", &[]);
-    let mut phone = Phone::dial_with_headers(
-        &server,
-        "*86",
-        "1001",
-        &["P-Asserted-Identity: <tel:+15551234567>"],
-    );
+    let pai = ["P-Asserted-Identity: <tel:+15551234567>"];
     // Taken from the From user, "1001#" would be a wrong passcode.
-    phone.keys("1001#6048#");
-    server.expect_log("logged in mailbox=1001", 1, CALL);
-    phone.keys("*");
-    assert!(phone.wait_for_bye(CALL), "{}", server.log());
-    let checked = log_lines(&server, "login checked");
-    assert_eq!(checked.len(), 1, "one check, and it passed: {checked:?}");
-    assert!(
-        checked[0].contains("extension=1001 outcome=Ok"),
-        "{checked:?}"
-    );
+    caller_id_call(&server, "*86", &pai, "1001#6048#", ("1001", 1));
+    one_check_passed(&server, "1001");
     assert_eq!(call_events(&w, "1001"), ["login.success"]);
     assert_eq!(w.user("1001")["failed_attempts"], 0);
 }
