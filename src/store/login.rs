@@ -288,17 +288,19 @@ impl Store {
         actor: &Actor,
         now: Timestamp,
     ) -> Result<()> {
-        self.write(|tx| {
-            audit::record(
-                tx,
-                now,
-                Event::LoginInUse,
-                Some(extension),
-                actor,
-                "refused",
-                None,
-            )
-        })
+        self.record_alone(Event::LoginInUse, extension, actor, "refused", now)
+    }
+
+    /// Writes one audit row about `extension`, in a transaction of its own.
+    fn record_alone(
+        &self,
+        event: Event,
+        extension: &Extension,
+        actor: &Actor,
+        outcome: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.write(|tx| audit::record(tx, now, event, Some(extension), actor, outcome, None))
     }
 
     /// Records a change the owner of `extension` gave up on because the new passcode was
@@ -313,17 +315,13 @@ impl Store {
         actor: &Actor,
         now: Timestamp,
     ) -> Result<()> {
-        self.write(|tx| {
-            audit::record(
-                tx,
-                now,
-                Event::PasscodeChangeRejected,
-                Some(extension),
-                actor,
-                "mismatch",
-                None,
-            )
-        })?;
+        self.record_alone(
+            Event::PasscodeChangeRejected,
+            extension,
+            actor,
+            "mismatch",
+            now,
+        )?;
         tracing::debug!(%extension, "passcode change: mismatch");
         metrics::counter!("vportal_passcode_changes_total", "outcome" => CHANGE_OUTCOMES[3])
             .increment(1);
@@ -354,17 +352,13 @@ impl Store {
             let snap = match self.read(|c| snapshot(c, extension, true))? {
                 Some(snap) if snap.row.passcode_hash.as_ref() == Some(&login.hash) => snap,
                 _ => {
-                    self.write(|tx| {
-                        audit::record(
-                            tx,
-                            now,
-                            Event::PasscodeChangeRejected,
-                            Some(extension),
-                            actor,
-                            "superseded",
-                            None,
-                        )
-                    })?;
+                    self.record_alone(
+                        Event::PasscodeChangeRejected,
+                        extension,
+                        actor,
+                        "superseded",
+                        now,
+                    )?;
                     return Ok(count_change(extension, ChangeOutcome::Superseded));
                 }
             };
