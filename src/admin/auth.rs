@@ -1,4 +1,10 @@
 //! Bearer-token authentication, and turning away clients that keep guessing.
+//!
+//! A client on a loopback address (`127.0.0.0/8`, `::1`, or either as an IPv4-mapped IPv6
+//! address) is never turned away: every token it presents is checked, a bad one is a 401 and
+//! the right one goes through at once. Test suites and scripts on the server's own host try
+//! wrong tokens on purpose and carry on with the right one; a guesser there could read the
+//! database instead. Clients elsewhere are throttled ([`Throttle`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -34,6 +40,8 @@ const MAX_TRACKED: usize = 10_000;
 /// and while one of its tokens is being checked ([`Throttle::admit`]); a request turned
 /// away does not have its token looked at. A guesser gets one guess per period however
 /// many connections it opens, and holds no connection while it waits.
+///
+/// Loopback clients (see `is_exempt`) are neither counted nor turned away.
 #[derive(Debug, Default)]
 pub struct Throttle {
     /// Per client: consecutive bad tokens, the last one's time, and until when it is
@@ -62,6 +70,9 @@ impl Throttle {
     /// # Errors
     /// How long the client is turned away for.
     pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        if is_exempt(ip) {
+            return Ok(());
+        }
         let Ok(mut map) = self.failures.lock() else {
             return Ok(());
         };
@@ -78,8 +89,12 @@ impl Throttle {
     }
 
     /// Records a bad token from `ip` at `now`; returns how long the client is now turned
-    /// away for (zero for the first few).
+    /// away for (zero for the first few, and always for a loopback client, which is not
+    /// counted).
     pub fn failed(&self, ip: IpAddr, now: Instant) -> Duration {
+        if is_exempt(ip) {
+            return Duration::ZERO;
+        }
         let Ok(mut map) = self.failures.lock() else {
             return MAX_DELAY;
         };
@@ -115,6 +130,12 @@ impl Throttle {
             map.remove(&client_key(ip));
         }
     }
+}
+
+/// Whether `ip` is on this host's loopback (`127.0.0.0/8`, `::1`, `::ffff:127.0.0.0/104`):
+/// such a client is never throttled.
+fn is_exempt(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
 }
 
 /// How long a client is turned away for after its `n`th consecutive bad token.
@@ -225,7 +246,7 @@ mod tests {
     #[test]
     fn a_few_bad_tokens_are_free_then_the_refusal_doubles_to_a_cap() {
         let t = Throttle::default();
-        let ip = IpAddr::from([127, 0, 0, 1]);
+        let ip = IpAddr::from([192, 0, 2, 1]);
         let now = Instant::now();
         let delays: Vec<Duration> = (0..12).map(|_| t.failed(ip, now)).collect();
         assert_eq!(delays[..3], [Duration::ZERO; 3]);
@@ -233,7 +254,7 @@ mod tests {
         assert_eq!(delays[4], Duration::from_millis(500));
         assert_eq!(delays[11], MAX_DELAY);
         // Another address is not affected; success starts over; time forgets.
-        assert_eq!(t.failed(IpAddr::from([127, 0, 0, 2]), now), Duration::ZERO);
+        assert_eq!(t.failed(IpAddr::from([192, 0, 2, 2]), now), Duration::ZERO);
         t.succeeded(ip);
         assert_eq!(t.failed(ip, now), Duration::ZERO);
         for _ in 0..5 {
@@ -321,5 +342,44 @@ mod tests {
         assert!(t.admit(v4, now).is_err());
         t.succeeded(v4);
         assert_eq!(t.admit(mapped, now), Ok(()));
+    }
+
+    /// Loopback, in each of its forms, is neither counted nor turned away; addresses next to
+    /// it, or merely looking like it, are.
+    #[test]
+    fn loopback_clients_are_never_turned_away() {
+        let t = Throttle::default();
+        let now = Instant::now();
+        let mapped = |a, b, c, d| IpAddr::V6(std::net::Ipv4Addr::new(a, b, c, d).to_ipv6_mapped());
+        for ip in [
+            IpAddr::from([127, 0, 0, 1]),
+            IpAddr::from([127, 255, 3, 9]),
+            IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            mapped(127, 0, 0, 1),
+            mapped(127, 8, 0, 2),
+        ] {
+            for _ in 0..50 {
+                assert_eq!(t.admit(ip, now), Ok(()), "{ip}");
+                assert_eq!(t.failed(ip, now), Duration::ZERO, "{ip}");
+            }
+            assert_eq!(t.admit(ip, now), Ok(()), "{ip}");
+        }
+        for ip in [
+            IpAddr::from([128, 0, 0, 1]),
+            IpAddr::from([10, 0, 0, 1]),
+            IpAddr::from([0, 0, 0, 0]),
+            IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED),
+            // `::127.0.0.1` (the deprecated IPv4-compatible form) is not loopback.
+            IpAddr::from([0, 0, 0, 0, 0, 0, 0x7f00, 1]),
+            mapped(192, 0, 2, 7),
+        ] {
+            // Each on its own: `::` and `::127.0.0.1` are one /64.
+            let t = Throttle::default();
+            for _ in 0..FREE_FAILURES {
+                t.failed(ip, now);
+            }
+            assert_eq!(t.failed(ip, now), FIRST_DELAY, "{ip}");
+            assert!(t.admit(ip, now).is_err(), "{ip}");
+        }
     }
 }
