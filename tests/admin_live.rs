@@ -288,6 +288,66 @@ fn a_reset_whose_client_went_away_is_logged_as_undelivered() {
     assert_eq!(resets, 2, "the import's, then the reset's");
 }
 
+/// Resetting every mailbox over HTTP (`all: true`, as the contract has it, no confirmation)
+/// logs a warning naming who did it, and nothing secret.
+#[test]
+fn a_reset_of_every_mailbox_is_logged_as_a_warning_naming_the_actor() {
+    let w = Workdir::new();
+    let token = common::token_from(&w.run(&["init", "--token-name", "provisioning"]).ok().stdout);
+    w.run(&["user", "add", "1001", "--generate"]).ok();
+    w.run(&["user", "add", "1002", "--generate"]).ok();
+    let server = ServerProcess::start(&w, "47780-47789", &[]);
+    let admin = server.admin.expect("the admin side-port");
+    let reset = http::json(
+        admin,
+        "POST",
+        "/api/v1/users/reset",
+        Some(&token),
+        &json!({ "all": true, "temporary": true }),
+    );
+    assert_eq!(reset.status, 200, "{}", reset.body);
+    let reset = reset.json();
+    let passcodes: Vec<String> = reset["reset"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["passcode"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(passcodes.len(), 2, "{reset}");
+    server.expect_log("every mailbox's passcode was reset", 1, CALL);
+    let line = server
+        .log()
+        .lines()
+        .find(|l| l.contains("every mailbox's passcode was reset"))
+        .unwrap()
+        .to_owned();
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("admin:provisioning"), "{line}");
+    assert!(line.contains("127.0.0.1:"), "{line}");
+    assert!(line.contains("mailboxes=2"), "{line}");
+    assert!(!server.log_reveals(&token), "the token in the log");
+    for passcode in &passcodes {
+        assert!(!server.log_reveals(passcode), "a passcode in the log");
+    }
+    // A reset of listed mailboxes is not such an event.
+    let one = http::json(
+        admin,
+        "POST",
+        "/api/v1/users/reset",
+        Some(&token),
+        &json!({ "extensions": ["1001"] }),
+    );
+    assert_eq!(one.status, 200, "{}", one.body);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        server
+            .log()
+            .matches("every mailbox's passcode was reset")
+            .count(),
+        1
+    );
+}
+
 /// A file-size limit the database reaches (`ulimit -f`, systemd's `LimitFSIZE=`) fails the
 /// write that reaches it, said as such; it does not kill the server.
 #[test]

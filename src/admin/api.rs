@@ -484,7 +484,8 @@ struct BulkReset {
     ttl_seconds: Option<u64>,
 }
 
-/// What `confirm` must say for `all: true`.
+/// What `confirm` must say, if given, with `all: true`. It is not needed (the contract has
+/// none); a client that sends one with other words may not mean `all`, so it is refused.
 const CONFIRM_ALL: &str = "reset every mailbox";
 
 async fn reset_many(
@@ -506,10 +507,10 @@ async fn reset_many(
                 .map(|e| extension_field(e))
                 .collect::<Result<_, _>>()?,
         ),
-        (None, true) if body.confirm.as_deref() == Some(CONFIRM_ALL) => Selection::All,
+        (None, true) if body.confirm.is_none_or(|c| c == CONFIRM_ALL) => Selection::All,
         (None, true) => {
             return Err(ApiError::invalid(format!(
-                "confirm: resetting every mailbox needs \"confirm\": \"{CONFIRM_ALL}\""
+                "confirm: with all: true, confirm is not needed, and when given must be \"{CONFIRM_ALL}\""
             )));
         }
         (None, false) => {
@@ -520,10 +521,20 @@ async fn reset_many(
     };
     let temporary = body.temporary.unwrap_or(true);
     let ttl = ttl_field(body.ttl_seconds, temporary)?;
+    let every = matches!(selection, Selection::All);
+    let (who, source) = (actor.label(), actor.source());
     let issued = blocking(&state, true, move |s| {
         s.reset_many(&selection, temporary, ttl, &actor, Timestamp::now())
     })
     .await?;
+    if every {
+        tracing::warn!(
+            actor = %who,
+            source = source.as_deref().unwrap_or("-"),
+            mailboxes = issued.len(),
+            "every mailbox's passcode was reset through the admin API"
+        );
+    }
     let reset: Vec<IssuedView> = issued.into_iter().map(IssuedView::from).collect();
     Ok(Json(json!({ "reset": reset })).into_response())
 }
