@@ -513,10 +513,41 @@ fn list_users_with_filters() {
     assert_eq!(listed[2]["expired"], true);
     assert_eq!(*listed, serde_json::to_value(api.users()).unwrap());
 
+    // Yes and no as clients write them: any case (Python's requests sends `True`), 1/0,
+    // yes/no, on/off, and a parameter without a value for yes.
+    for yes in ["True", "TRUE", "1", "yes", "Yes", "on", "ON"] {
+        assert_eq!(
+            list(&format!("?temporary={yes}")),
+            ["1001", "1003"],
+            "{yes}"
+        );
+        assert_eq!(list(&format!("?locked={yes}")), ["1002"], "{yes}");
+        assert_eq!(list(&format!("?expired={yes}")), ["1003"], "{yes}");
+    }
+    for no in ["False", "FALSE", "0", "no", "No", "off", "OFF"] {
+        assert_eq!(list(&format!("?temporary={no}")), ["1002"], "{no}");
+        assert_eq!(list(&format!("?locked={no}")), ["1001", "1003"], "{no}");
+        assert_eq!(list(&format!("?expired={no}")), ["1001", "1002"], "{no}");
+    }
+    assert_eq!(list("?temporary"), ["1001", "1003"]);
+    assert_eq!(list("?temporary="), ["1001", "1003"]);
+    assert_eq!(list("?locked&temporary=False"), ["1002"]);
+    assert_eq!(list("?expired=&temporary=1"), ["1003"]);
+
     api.get("/api/v1/users?bogus=1")
         .assert_error(400, "invalid_query");
-    api.get("/api/v1/users?locked=maybe")
-        .assert_error(400, "invalid_query");
+    for (query, name) in [
+        ("?locked=maybe", "locked"),
+        ("?temporary=2", "temporary"),
+        ("?expired=t", "expired"),
+        ("?temporary=%20true", "temporary"),
+        ("?locked=yes%00", "locked"),
+    ] {
+        let r = api.get(&format!("/api/v1/users{query}"));
+        r.assert_error(400, "invalid_query");
+        let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(message.contains(name), "{query}: {message}");
+    }
 }
 
 #[test]
@@ -956,6 +987,16 @@ fn import_csv() {
     assert!(api.user("3001").is_some() && api.user("3003").is_some());
     assert!(api.user("3004").is_none());
     assert_eq!(api.users().len(), before.0.len() + 2);
+    // `partial` takes yes and no as the list filters do.
+    let r = api.post_csv("/api/v1/users/import?partial=True", "5001,Ida\n50x2,Jo\n");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(api.user("5001").is_some());
+    let before_no = api.snapshot();
+    api.post_csv("/api/v1/users/import?partial=no", "5003,Kim\n50x4,Lu\n")
+        .assert_error(422, "import_rejected");
+    api.post_csv("/api/v1/users/import?partial=sometimes", "5003,Kim\n")
+        .assert_error(400, "invalid_query");
+    assert_eq!(api.snapshot(), before_no);
 
     // Without a header line, the default column order; a charset parameter is fine.
     let r = api.request(

@@ -348,9 +348,47 @@ async fn openapi() -> Response {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UserFilterParams {
+    #[serde(default, deserialize_with = "flag::temporary")]
     temporary: Option<bool>,
+    #[serde(default, deserialize_with = "flag::locked")]
     locked: Option<bool>,
+    #[serde(default, deserialize_with = "flag::expired")]
     expired: Option<bool>,
+}
+
+/// Yes/no query parameters as clients write them: `true`, `1`, `yes`, `on`, or no value at
+/// all (`?temporary`, `?temporary=`) for yes; `false`, `0`, `no`, `off` for no; in any case
+/// (Python's `requests` sends `True`). Anything else is refused, naming the parameter.
+mod flag {
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    /// What `text` says, if it is one of the accepted forms.
+    pub(super) fn parse(text: &str) -> Option<bool> {
+        match text.to_ascii_lowercase().as_str() {
+            "" | "true" | "1" | "yes" | "on" => Some(true),
+            "false" | "0" | "no" | "off" => Some(false),
+            _ => None,
+        }
+    }
+
+    fn named<'de, D: Deserializer<'de>>(d: D, name: &str) -> Result<Option<bool>, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).map(Some).ok_or_else(|| {
+            D::Error::custom(format!(
+                "{name}: not a yes or no (true, false, 1, 0, yes, no, on, off, or no value for yes)"
+            ))
+        })
+    }
+
+    macro_rules! flags {
+        ($($name:ident),*) => {$(
+            pub(super) fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+                named(d, stringify!($name))
+            }
+        )*};
+    }
+
+    flags!(temporary, locked, expired, partial);
 }
 
 async fn list_users(
@@ -556,6 +594,7 @@ async fn unlock(
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ImportParams {
+    #[serde(default, deserialize_with = "flag::partial")]
     partial: Option<bool>,
 }
 
@@ -743,4 +782,24 @@ async fn report(State(state): State<Shared>) -> Result<Response, ApiError> {
 
 async fn calls(State(state): State<Shared>) -> Json<serde_json::Value> {
     Json(json!({ "calls": state.calls.list() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yes_no_parameters_take_the_usual_forms_in_any_case() {
+        for yes in ["", "true", "True", "TRUE", "1", "yes", "Yes", "on", "ON"] {
+            assert_eq!(flag::parse(yes), Some(true), "{yes:?}");
+        }
+        for no in ["false", "False", "0", "no", "NO", "off", "Off"] {
+            assert_eq!(flag::parse(no), Some(false), "{no:?}");
+        }
+        for neither in [
+            "maybe", "2", "-1", "t", "f", "y", "n", " true", "true ", "yes!", "\u{0}",
+        ] {
+            assert_eq!(flag::parse(neither), None, "{neither:?}");
+        }
+    }
 }
