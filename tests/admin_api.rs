@@ -1371,23 +1371,36 @@ fn content_types_and_malformed_bodies() {
     api.create(&json!({ "extension": "1001" }));
     let before = api.snapshot();
     let body = br#"{"extension":"1002"}"#;
+    // A JSON body labelled as something else is refused (a missing label is not: see
+    // `json_bodies_without_a_content_type_are_json`).
     for content_type in [
-        None,
-        Some("text/plain"),
-        Some("text/csv"),
-        Some("application/x-www-form-urlencoded"),
+        "text/plain",
+        "text/csv",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/xml",
+        "application/jsonx",
+        "json",
     ] {
-        let r = api.request("POST", "/api/v1/users", Auth::Good, content_type, body);
+        let r = api.request(
+            "POST",
+            "/api/v1/users",
+            Auth::Good,
+            Some(content_type),
+            body,
+        );
         r.assert_error(415, "unsupported_media_type");
     }
-    let r = api.request(
-        "POST",
-        "/api/v1/users/1001/passcode",
-        Auth::Good,
-        None,
-        b"{}",
-    );
-    r.assert_error(415, "unsupported_media_type");
+    for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
+        let r = api.request(
+            "POST",
+            "/api/v1/users/1001/passcode",
+            Auth::Good,
+            Some(content_type),
+            b"{}",
+        );
+        r.assert_error(415, "unsupported_media_type");
+    }
     // CSV sent as JSON (or as nothing) is refused.
     for content_type in [None, Some("application/json"), Some("text/plain")] {
         let r = api.request(
@@ -1442,6 +1455,140 @@ fn content_types_and_malformed_bodies() {
         api.post_csv("/api/v1/users/import", text)
             .assert_error(400, "malformed_csv");
     }
+    assert_eq!(api.snapshot(), before);
+}
+
+/// A JSON body without a `Content-Type` (a script that left the header out) is read as
+/// JSON, on every route that takes one; `+json` types and parameters are fine too.
+#[test]
+fn json_bodies_without_a_content_type_are_json() {
+    let api = Api::start();
+    let r = api.request(
+        "POST",
+        "/api/v1/users",
+        Auth::Good,
+        None,
+        br#"{"extension":"1001"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let first = generated(&r.json()["passcode"]);
+    let r = api.request(
+        "POST",
+        "/api/v1/users/1001/passcode",
+        Auth::Good,
+        None,
+        br#"{"ttl_seconds": 600}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let second = generated(&r.json()["passcode"]);
+    assert!(matches!(
+        api.verify("1001", &first),
+        VerifyOutcome::Wrong { .. }
+    ));
+    assert_eq!(
+        api.verify("1001", &second),
+        VerifyOutcome::Ok { must_change: true }
+    );
+    let r = api.request(
+        "POST",
+        "/api/v1/users/reset",
+        Auth::Good,
+        None,
+        br#"{"extensions":["1001"]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = api.request(
+        "POST",
+        "/api/v1/policy/check",
+        Auth::Good,
+        None,
+        br#"{"extension":"1001","passcode":"730518"}"#,
+    );
+    assert_eq!(r.json(), json!({ "ok": true, "violations": [] }));
+    for content_type in [
+        "application/json; charset=utf-8",
+        "Application/JSON",
+        "application/merge-patch+json",
+    ] {
+        let r = api.request(
+            "POST",
+            "/api/v1/policy/check",
+            Auth::Good,
+            Some(content_type),
+            br#"{"extension":"1001","passcode":"730518"}"#,
+        );
+        assert_eq!(r.status, 200, "{content_type}: {}", r.body);
+    }
+    // Without a label, what is not JSON is malformed JSON.
+    let before = api.snapshot();
+    for text in [&b"extension=1002"[..], b"", b"extension,name\n1002,Ann\n"] {
+        api.request("POST", "/api/v1/users", Auth::Good, None, text)
+            .assert_error(400, "malformed_json");
+    }
+    assert_eq!(api.snapshot(), before);
+}
+
+/// The admin reset's body may be left out: an empty body (or only whitespace) reads as
+/// `{}` whatever its `Content-Type` says, as `curl -X POST -H 'Content-Type:
+/// application/json'` and clients that always label their requests send it.
+#[test]
+fn an_empty_optional_body_reads_as_empty_json_whatever_its_type() {
+    let api = Api::start();
+    api.create(&json!({ "extension": "1001" }));
+    let mut last = None;
+    for (content_type, body) in [
+        (Some("application/json"), &b""[..]),
+        (Some("application/json; charset=utf-8"), b""),
+        (Some("application/json"), b"  \r\n\t "),
+        (Some("text/plain"), b""),
+        (Some("application/x-www-form-urlencoded"), b""),
+        (Some("application/octet-stream"), b"\n"),
+        (None, b""),
+        (None, b" "),
+    ] {
+        let r = api.request(
+            "POST",
+            "/api/v1/users/1001/passcode",
+            Auth::Good,
+            content_type,
+            body,
+        );
+        assert_eq!(r.status, 200, "{content_type:?} {body:?}: {}", r.body);
+        let answer = r.json();
+        assert_eq!(answer["temporary"], true);
+        let passcode = generated(&answer["passcode"]);
+        assert_eq!(
+            api.verify("1001", &passcode),
+            VerifyOutcome::Ok { must_change: true }
+        );
+        if let Some(previous) = last.replace(passcode) {
+            assert!(matches!(
+                api.verify("1001", &previous),
+                VerifyOutcome::Wrong { .. }
+            ));
+        }
+    }
+    // Something in the body is read as JSON as ever.
+    let before = api.snapshot();
+    api.post_json_text("/api/v1/users/1001/passcode", b" {")
+        .assert_error(400, "malformed_json");
+    api.post_json_text("/api/v1/users/1001/passcode", b"null")
+        .assert_error(422, "invalid_field");
+    api.request(
+        "POST",
+        "/api/v1/users/1001/passcode",
+        Auth::Good,
+        Some("text/plain"),
+        b" {}",
+    )
+    .assert_error(415, "unsupported_media_type");
+    api.post_json_text("/api/v1/users/1999/passcode", b"")
+        .assert_error(404, "not_found");
+    // A route whose body is required still needs one.
+    api.post_json_text("/api/v1/users", b"")
+        .assert_error(400, "malformed_json");
+    api.post_json_text("/api/v1/users/reset", b" ")
+        .assert_error(400, "malformed_json");
     assert_eq!(api.snapshot(), before);
 }
 

@@ -108,37 +108,82 @@ async fn method_not_allowed() -> ApiError {
 // ---------------------------------------------------------------------------------------
 // Extractors: axum's, with errors in the API's shape.
 
-/// A JSON body (`Content-Type: application/json`, unknown fields refused by the types).
+/// A JSON body (unknown fields refused by the types). Its `Content-Type` must be
+/// `application/json` (or a `+json` type), or missing: a script that leaves the header out
+/// still sends JSON. Any other type is 415, `curl -d`'s form type included.
 struct Body<T>(T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let Json(value) = Json::<T>::from_request(req, state).await?;
+        if !json_content_type(req.headers()) {
+            return Err(not_json());
+        }
+        let bytes = json_bytes(req, state).await?;
+        let Json(value) = Json::<T>::from_bytes(&bytes)?;
         Ok(Self(value))
     }
 }
 
-/// A JSON body that may be left out: no body and no `Content-Type` read as `{}`.
+/// A JSON body that may be left out: an empty body (or only whitespace) reads as `{}`,
+/// whatever its `Content-Type` says (`curl -X POST -H 'Content-Type: application/json'`
+/// sends none); a body with something in it is read as [`Body`] reads one.
 struct OptionalBody<T>(T);
 
 impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let headers = req.headers();
-        let empty = !headers.contains_key(header::CONTENT_TYPE)
-            && !headers.contains_key(header::TRANSFER_ENCODING)
-            && headers
-                .get(header::CONTENT_LENGTH)
-                .is_none_or(|len| len.as_bytes() == b"0");
-        if empty {
+        let json = json_content_type(req.headers());
+        let bytes = json_bytes(req, state).await?;
+        if bytes
+            .iter()
+            .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        {
             return Ok(Self(T::default()));
         }
-        let Body(value) = Body::<T>::from_request(req, state).await?;
+        if !json {
+            return Err(not_json());
+        }
+        let Json(value) = Json::<T>::from_bytes(&bytes)?;
         Ok(Self(value))
     }
+}
+
+/// Whether a request's body may be read as JSON: `Content-Type` `application/json` or
+/// `application/*+json` (parameters such as `charset` aside, in any case), or none.
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return true;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence.split_once('/').is_some_and(|(kind, subtype)| {
+        kind == "application" && (subtype == "json" || subtype.ends_with("+json"))
+    })
+}
+
+fn not_json() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "the body must be JSON, with Content-Type: application/json (or none)",
+    )
+}
+
+/// A JSON request's body, within the JSON body limit.
+async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state)
+        .await
+        .map_err(|e| body_rejection(e.status(), e.body_text(), "a JSON body is at most 64 KiB"))
 }
 
 /// A query string.
