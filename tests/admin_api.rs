@@ -1011,6 +1011,33 @@ fn import_csv() {
         api.user("4001").unwrap().email.as_deref(),
         Some("hal@example.com")
     );
+
+    // The route takes only CSV: a file sent as it is, labelled as text, as bytes, as curl
+    // --data-binary's form type, or not at all, is CSV too.
+    for (i, content_type) in [
+        Some("text/plain"),
+        Some("text/plain; charset=utf-8"),
+        Some("application/octet-stream"),
+        Some("application/x-www-form-urlencoded"),
+        Some("Text/CSV"),
+        Some("application/csv"),
+        None,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ext = format!("{}", 6001 + i);
+        let r = api.request(
+            "POST",
+            "/api/v1/users/import",
+            Auth::Good,
+            content_type,
+            format!("extension,name\n{ext},Ola\n").as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{content_type:?}: {}", r.body);
+        generated(&r.json()["rows"][0]["passcode"]);
+        assert_eq!(api.user(&ext).unwrap().name.as_deref(), Some("Ola"));
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1401,13 +1428,21 @@ fn content_types_and_malformed_bodies() {
         );
         r.assert_error(415, "unsupported_media_type");
     }
-    // CSV sent as JSON (or as nothing) is refused.
-    for content_type in [None, Some("application/json"), Some("text/plain")] {
+    // CSV labelled as something else it could not be is refused (the types a file is sent
+    // as are not: see `import_csv`).
+    for content_type in [
+        "application/json",
+        "multipart/form-data; boundary=x",
+        "application/xml",
+        "text/html",
+        "image/png",
+        "text/csvx",
+    ] {
         let r = api.request(
             "POST",
             "/api/v1/users/import",
             Auth::Good,
-            content_type,
+            Some(content_type),
             b"extension\n1002\n",
         );
         r.assert_error(415, "unsupported_media_type");

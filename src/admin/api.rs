@@ -656,6 +656,34 @@ struct ImportRowView {
     temporary_expires_at: Option<Timestamp>,
 }
 
+/// Whether an import's `Content-Type` may label CSV: the route takes nothing else, so
+/// besides `text/csv` and `application/csv` the types clients put on a file sent as it is
+/// (`text/plain`, `application/octet-stream`, curl `--data-binary`'s
+/// `application/x-www-form-urlencoded`) and none at all; parameters such as `charset` aside,
+/// in any case. Types that say the body is something else (JSON, a multipart form) are not.
+fn csv_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return true;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        essence.as_str(),
+        "text/csv"
+            | "application/csv"
+            | "text/plain"
+            | "application/octet-stream"
+            | "application/x-www-form-urlencoded"
+    )
+}
+
 async fn import(
     State(state): State<Shared>,
     axum::Extension(Caller(actor)): axum::Extension<Caller>,
@@ -663,16 +691,12 @@ async fn import(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let csv_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase());
-    if !matches!(csv_type.as_deref(), Some("text/csv" | "application/csv")) {
+    if !csv_content_type(&headers) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            "the body must be CSV, with Content-Type: text/csv (or application/csv)",
+            "the body must be CSV, with Content-Type: text/csv (or application/csv, \
+             text/plain, application/octet-stream, application/x-www-form-urlencoded, or none)",
         ));
     }
     let body = body.map_err(|e| {
