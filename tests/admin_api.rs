@@ -447,6 +447,67 @@ fn create_with_given_permanent_passcode_returns_no_passcode_field() {
     );
 }
 
+/// A generated passcode is handed to the owner to replace: it is always temporary. Asking
+/// for a permanent one without giving it is refused, on every route that generates, and
+/// writes nothing; given, a permanent passcode is fine.
+#[test]
+fn a_generated_passcode_is_never_permanent() {
+    let api = Api::start();
+    api.create(&json!({ "extension": "1001" }));
+    let before = api.snapshot();
+    let refused = |path: &str, body: Value| {
+        let r = api.post(path, &body);
+        r.assert_error(422, "invalid_field");
+        let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(
+            message.starts_with("temporary: ") && message.contains("always temporary"),
+            "{body}: {message}"
+        );
+    };
+    refused(
+        "/api/v1/users",
+        json!({ "extension": "1004", "temporary": false }),
+    );
+    refused(
+        "/api/v1/users",
+        json!({ "extension": "1004", "temporary": false, "passcode": null }),
+    );
+    refused("/api/v1/users/1001/passcode", json!({ "temporary": false }));
+    refused(
+        "/api/v1/users/1001/passcode",
+        json!({ "temporary": false, "ttl_seconds": 600 }),
+    );
+    refused(
+        "/api/v1/users/reset",
+        json!({ "extensions": ["1001"], "temporary": false }),
+    );
+    refused(
+        "/api/v1/users/reset",
+        json!({ "all": true, "temporary": false }),
+    );
+    assert_eq!(api.snapshot(), before);
+    assert!(api.user("1004").is_none());
+    assert!(api.user("1001").unwrap().temporary);
+
+    // Given, a passcode may be permanent; generated with temporary: true, it is temporary.
+    let r = api.create(&json!({ "extension": "1004", "temporary": true }));
+    generated(&r.json()["passcode"]);
+    assert_eq!(r.json()["user"]["temporary"], true);
+    let r = api.post(
+        "/api/v1/users/1001/passcode",
+        &json!({ "passcode": "582039", "temporary": false }),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!api.user("1001").unwrap().temporary);
+    let r = api.post(
+        "/api/v1/users/reset",
+        &json!({ "extensions": ["1001"], "temporary": true }),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["reset"][0]["temporary"], true);
+    assert!(api.user("1001").unwrap().temporary);
+}
+
 #[test]
 fn show_user_has_exactly_the_documented_fields() {
     let api = Api::start();

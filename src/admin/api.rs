@@ -237,6 +237,21 @@ fn passcode_field(text: String) -> Result<Passcode, ApiError> {
     Passcode::new(text).map_err(|_| ApiError::invalid("passcode: too long"))
 }
 
+/// `temporary: false` asks for a permanent passcode, which vportal never generates: a
+/// generated one is handed to the owner to replace at the first login.
+fn generated_is_temporary(
+    passcode: Option<&String>,
+    temporary: Option<bool>,
+) -> Result<(), ApiError> {
+    if passcode.is_none() && temporary == Some(false) {
+        return Err(ApiError::invalid(
+            "temporary: a generated passcode is always temporary; give a passcode to set a \
+             permanent one",
+        ));
+    }
+    Ok(())
+}
+
 fn ttl_field(seconds: Option<u64>, temporary: bool) -> Result<Option<Ttl>, ApiError> {
     match seconds {
         None => Ok(None),
@@ -487,6 +502,7 @@ async fn create_user(
     Body(body): Body<CreateUser>,
 ) -> Result<Response, ApiError> {
     let extension = extension_field(&body.extension)?;
+    generated_is_temporary(body.passcode.as_ref(), body.temporary)?;
     let spec = PasscodeSpec {
         passcode: body.passcode.map(passcode_field).transpose()?,
         temporary: body.temporary.unwrap_or(true),
@@ -545,6 +561,7 @@ async fn reset_passcode(
     Ext(ext): Ext,
     OptionalBody(body): OptionalBody<SetPasscode>,
 ) -> Result<Json<IssuedView>, ApiError> {
+    generated_is_temporary(body.passcode.as_ref(), body.temporary)?;
     let spec = PasscodeSpec {
         passcode: body.passcode.map(passcode_field).transpose()?,
         temporary: body.temporary.unwrap_or(true),
@@ -602,7 +619,13 @@ async fn reset_many(
             ));
         }
     };
-    let temporary = body.temporary.unwrap_or(true);
+    if body.temporary == Some(false) {
+        return Err(ApiError::invalid(
+            "temporary: a bulk reset generates the passcodes, and a generated passcode is \
+             always temporary",
+        ));
+    }
+    let temporary = true;
     let ttl = ttl_field(body.ttl_seconds, temporary)?;
     let every = matches!(selection, Selection::All);
     let (who, source) = (actor.label(), actor.source());
