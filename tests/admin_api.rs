@@ -1441,7 +1441,6 @@ fn conflicts_and_invalid_fields() {
         json!({ "extension": "1002", "email": "not an address" }),
         json!({ "extension": "1002", "name": "x".repeat(10_000) }),
         json!({ "extension": "1002", "passcode": "5".repeat(65) }),
-        json!({ "extension": 1002 }),
         json!({ "extension": "1002", "temporary": "yes" }),
         json!({ "name": "no extension" }),
         json!(["1002"]),
@@ -1451,6 +1450,84 @@ fn conflicts_and_invalid_fields() {
         r.assert_error(422, "invalid_field");
     }
     assert_eq!(api.snapshot(), before);
+}
+
+/// An extension may be sent as a JSON integer (`{"extension": 8001}`), read as its decimal
+/// digits, on every route whose body names extensions. A passcode may not: as a number it
+/// would lose a leading zero, and the error says to send a string (without echoing it).
+#[test]
+fn extensions_may_be_json_integers_and_passcodes_only_strings() {
+    let api = Api::start();
+    let r = api.create(&json!({ "extension": 8001 }));
+    assert_eq!(r.json()["user"]["extension"], "8001");
+    generated(&r.json()["passcode"]);
+    let r = api.create(&json!({ "extension": 8002, "passcode": "582039", "temporary": false }));
+    assert_eq!(r.json()["user"]["extension"], "8002");
+    assert_eq!(
+        api.verify("8002", "582039"),
+        VerifyOutcome::Ok { must_change: false }
+    );
+    let r = api.post(
+        "/api/v1/users/reset",
+        &json!({ "extensions": [8002, "8001", 8001] }),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(extensions(&r.json()["reset"]), ["8001", "8002"]);
+    let r = api.post(
+        "/api/v1/policy/check",
+        &json!({ "extension": 8001, "passcode": "8001" }),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["violations"], json!(["equals_extension"]));
+
+    let before = api.snapshot();
+    // Numbers that are not an extension's digits.
+    for text in [
+        r#"{"extension": -8003}"#,
+        r#"{"extension": 8003.0}"#,
+        r#"{"extension": 8.003e3}"#,
+        r#"{"extension": 1234567890123456}"#,
+        r#"{"extension": 99999999999999999999}"#,
+        r#"{"extension": true}"#,
+        r#"{"extension": ["8003"]}"#,
+    ] {
+        let r = api.post_json_text("/api/v1/users", text.as_bytes());
+        r.assert_error(422, "invalid_field");
+        let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(message.starts_with("extension"), "{text}: {message}");
+    }
+    for text in [
+        r#"{"extensions": [8001, -2]}"#,
+        r#"{"extensions": [8001, 8001.5]}"#,
+    ] {
+        api.post_json_text("/api/v1/users/reset", text.as_bytes())
+            .assert_error(422, "invalid_field");
+    }
+    // Passcodes as numbers, on each route that takes one.
+    for (path, text) in [
+        (
+            "/api/v1/users",
+            r#"{"extension": "8003", "passcode": 4826}"#,
+        ),
+        ("/api/v1/users/8001/passcode", r#"{"passcode": 4826}"#),
+        ("/api/v1/users/8001/passcode", r#"{"passcode": 4826.0}"#),
+        ("/api/v1/users/8001/passcode", r#"{"passcode": -4826}"#),
+        (
+            "/api/v1/policy/check",
+            r#"{"extension": 8001, "passcode": 4826}"#,
+        ),
+    ] {
+        let r = api.post_json_text(path, text.as_bytes());
+        r.assert_error(422, "invalid_field");
+        let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(
+            message.starts_with("passcode: ") && message.contains("as a JSON string"),
+            "{path} {text}: {message}"
+        );
+        assert!(!r.body.contains("4826"), "{}", r.body);
+    }
+    assert_eq!(api.snapshot(), before);
+    assert!(api.user("8003").is_none());
 }
 
 #[test]

@@ -224,6 +224,94 @@ fn invalid_extension() -> ApiError {
     )
 }
 
+/// An extension in a JSON body: a string of digits, or a non-negative JSON integer, read
+/// as its decimal digits (`8001` is `"8001"`; an extension with a leading zero must be a
+/// string). What the digits may be is [`extension_field`]'s to say.
+struct ExtensionText(String);
+
+impl<'de> Deserialize<'de> for ExtensionText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Digits;
+        impl serde::de::Visitor<'_> for Digits {
+            type Value = ExtensionText;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an extension: a string of digits, or a non-negative integer")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ExtensionText, E> {
+                Ok(ExtensionText(v.to_owned()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<ExtensionText, E> {
+                Ok(ExtensionText(v))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ExtensionText, E> {
+                Ok(ExtensionText(v.to_string()))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ExtensionText, E> {
+                u64::try_from(v)
+                    .map(|v| ExtensionText(v.to_string()))
+                    .map_err(|_| {
+                        E::custom(
+                            "a negative number is not an extension: give its digits as a string \
+                         or a non-negative integer",
+                        )
+                    })
+            }
+        }
+        d.deserialize_any(Digits)
+    }
+}
+
+/// A passcode in a JSON body: a string only. As a JSON number it would lose any leading
+/// zero (`0482` is 482), so a number is refused, saying so, and never echoed.
+struct PasscodeText(String);
+
+impl<'de> Deserialize<'de> for PasscodeText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl Text {
+            fn number<E: serde::de::Error>() -> E {
+                E::custom(
+                    "give the passcode as a JSON string, in quotes: as a number it would lose \
+                     any leading zero",
+                )
+            }
+        }
+        impl serde::de::Visitor<'_> for Text {
+            type Value = PasscodeText;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the passcode as a JSON string")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PasscodeText, E> {
+                Ok(PasscodeText(v.to_owned()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<PasscodeText, E> {
+                Ok(PasscodeText(v))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<PasscodeText, E> {
+                Err(Self::number())
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<PasscodeText, E> {
+                Err(Self::number())
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<PasscodeText, E> {
+                Err(Self::number())
+            }
+        }
+        d.deserialize_any(Text)
+    }
+}
+
 fn extension_field(text: &str) -> Result<Extension, ApiError> {
     Extension::parse(text).map_err(|_| {
         ApiError::invalid(format!(
@@ -232,7 +320,7 @@ fn extension_field(text: &str) -> Result<Extension, ApiError> {
     })
 }
 
-fn passcode_field(text: String) -> Result<Passcode, ApiError> {
+fn passcode_field(PasscodeText(text): PasscodeText) -> Result<Passcode, ApiError> {
     // The text is moved into the secret type (wiped on drop) and never echoed.
     Passcode::new(text).map_err(|_| ApiError::invalid("passcode: too long"))
 }
@@ -240,7 +328,7 @@ fn passcode_field(text: String) -> Result<Passcode, ApiError> {
 /// `temporary: false` asks for a permanent passcode, which vportal never generates: a
 /// generated one is handed to the owner to replace at the first login.
 fn generated_is_temporary(
-    passcode: Option<&String>,
+    passcode: Option<&PasscodeText>,
     temporary: Option<bool>,
 ) -> Result<(), ApiError> {
     if passcode.is_none() && temporary == Some(false) {
@@ -467,10 +555,10 @@ async fn list_users(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateUser {
-    extension: String,
+    extension: ExtensionText,
     name: Option<String>,
     email: Option<String>,
-    passcode: Option<String>,
+    passcode: Option<PasscodeText>,
     temporary: Option<bool>,
     ttl_seconds: Option<u64>,
 }
@@ -501,7 +589,7 @@ async fn create_user(
     axum::Extension(Caller(actor)): axum::Extension<Caller>,
     Body(body): Body<CreateUser>,
 ) -> Result<Response, ApiError> {
-    let extension = extension_field(&body.extension)?;
+    let extension = extension_field(&body.extension.0)?;
     generated_is_temporary(body.passcode.as_ref(), body.temporary)?;
     let spec = PasscodeSpec {
         passcode: body.passcode.map(passcode_field).transpose()?,
@@ -550,7 +638,7 @@ async fn delete_user(
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SetPasscode {
-    passcode: Option<String>,
+    passcode: Option<PasscodeText>,
     temporary: Option<bool>,
     ttl_seconds: Option<u64>,
 }
@@ -577,7 +665,7 @@ async fn reset_passcode(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BulkReset {
-    extensions: Option<Vec<String>>,
+    extensions: Option<Vec<ExtensionText>>,
     all: Option<bool>,
     confirm: Option<String>,
     temporary: Option<bool>,
@@ -604,7 +692,7 @@ async fn reset_many(
         }
         (Some(list), false) => Selection::Extensions(
             list.iter()
-                .map(|e| extension_field(e))
+                .map(|e| extension_field(&e.0))
                 .collect::<Result<_, _>>()?,
         ),
         (None, true) if body.confirm.is_none_or(|c| c == CONFIRM_ALL) => Selection::All,
@@ -807,15 +895,15 @@ async fn show_policy(State(state): State<Shared>) -> Result<Response, ApiError> 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyCheck {
-    extension: String,
-    passcode: String,
+    extension: ExtensionText,
+    passcode: PasscodeText,
 }
 
 async fn check_policy(
     State(state): State<Shared>,
     Body(body): Body<PolicyCheck>,
 ) -> Result<Response, ApiError> {
-    let extension = extension_field(&body.extension)?;
+    let extension = extension_field(&body.extension.0)?;
     let passcode = passcode_field(body.passcode)?;
     // The rules on the passcode itself: no argon2 work (see `Store::check_passcode`).
     let violations = blocking(&state, false, move |s| {
