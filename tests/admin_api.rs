@@ -607,7 +607,11 @@ fn list_users_with_filters() {
         let r = api.get(&format!("/api/v1/users{query}"));
         r.assert_error(400, "invalid_query");
         let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
-        assert!(message.contains(name), "{query}: {message}");
+        assert!(
+            message.contains(&format!("{name}: not a yes or no"))
+                && message.matches(name).count() == 1,
+            "{query}: {message}"
+        );
     }
 }
 

@@ -496,11 +496,11 @@ async fn openapi() -> Response {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UserFilterParams {
-    #[serde(default, deserialize_with = "flag::temporary")]
+    #[serde(default, deserialize_with = "flag::param")]
     temporary: Option<bool>,
-    #[serde(default, deserialize_with = "flag::locked")]
+    #[serde(default, deserialize_with = "flag::param")]
     locked: Option<bool>,
-    #[serde(default, deserialize_with = "flag::expired")]
+    #[serde(default, deserialize_with = "flag::param")]
     expired: Option<bool>,
 }
 
@@ -519,24 +519,16 @@ mod flag {
         }
     }
 
-    fn named<'de, D: Deserializer<'de>>(d: D, name: &str) -> Result<Option<bool>, D::Error> {
+    /// A yes/no parameter; the error's message is prefixed with the parameter's name (by
+    /// the query extractor, which tracks the path).
+    pub(super) fn param<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
         let text = String::deserialize(d)?;
         parse(&text).map(Some).ok_or_else(|| {
-            D::Error::custom(format!(
-                "{name}: not a yes or no (true, false, 1, 0, yes, no, on, off, or no value for yes)"
-            ))
+            D::Error::custom(
+                "not a yes or no (true, false, 1, 0, yes, no, on, off, or no value for yes)",
+            )
         })
     }
-
-    macro_rules! flags {
-        ($($name:ident),*) => {$(
-            pub(super) fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-                named(d, stringify!($name))
-            }
-        )*};
-    }
-
-    flags!(temporary, locked, expired, partial);
 }
 
 async fn list_users(
@@ -750,7 +742,7 @@ async fn unlock(
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ImportParams {
-    #[serde(default, deserialize_with = "flag::partial")]
+    #[serde(default, deserialize_with = "flag::param")]
     partial: Option<bool>,
 }
 
