@@ -908,6 +908,8 @@ fn unlock_lifts_a_lock() {
     let shown = api.get("/api/v1/users/1001").json();
     assert_eq!(shown["locked"], true);
     assert!(shown["locked_until"].is_string(), "{shown}");
+    // The failures that locked it, which unlock clears (below).
+    assert_eq!(shown["failed_attempts"], 5, "{shown}");
     assert_eq!(
         shown["failed_attempts"],
         api.user("1001").unwrap().failed_attempts
@@ -1271,7 +1273,7 @@ fn report_and_calls() {
         r.json(),
         json!({
             "users": 0, "temporary": 0, "expired": 0, "locked": 0,
-            "never_changed": 0, "changed_last_90_days": 0
+            "never_changed": 0, "changed_in_90_days": 0
         })
     );
 

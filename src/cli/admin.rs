@@ -145,10 +145,7 @@ pub(crate) fn report(ctx: &Context) -> Result<ExitCode> {
                 ("  of which expired", r.expired.to_string()),
                 ("locked", r.locked.to_string()),
                 ("never changed by owner", r.never_changed.to_string()),
-                (
-                    "changed in last 90 days",
-                    r.changed_last_90_days.to_string()
-                ),
+                ("changed in last 90 days", r.changed_in_90_days.to_string()),
             ])
         )?;
     }

@@ -23,7 +23,7 @@ pub struct Report {
     /// Whose owner has never chosen a passcode.
     pub never_changed: u64,
     /// Whose owner chose a passcode in the last 90 days.
-    pub changed_last_90_days: u64,
+    pub changed_in_90_days: u64,
 }
 
 impl Store {
@@ -56,7 +56,7 @@ impl Store {
                         expired: count(2)?,
                         locked: count(3)?,
                         never_changed: count(4)?,
-                        changed_last_90_days: count(5)?,
+                        changed_in_90_days: count(5)?,
                     })
                 },
             )?)
@@ -118,10 +118,10 @@ mod tests {
                 expired: 1,
                 locked: 1,
                 never_changed: 2,
-                changed_last_90_days: 2,
+                changed_in_90_days: 2,
             }
         );
         let r = s.report(day(91)).unwrap();
-        assert_eq!(r.changed_last_90_days, 0);
+        assert_eq!(r.changed_in_90_days, 0);
     }
 }
