@@ -156,12 +156,12 @@ pub struct TypeAhead {
 pub const TYPE_AHEAD: usize = 72;
 
 impl TypeAhead {
-    /// Keeps a key (the oldest is dropped when full).
+    /// Keeps a key, unless [`TYPE_AHEAD`] are kept already: then it is dropped, so that those
+    /// kept stay the first keys in order (dropping the oldest would cut an entry short).
     pub fn push(&mut self, digit: Digit) {
-        if self.keys.len() == TYPE_AHEAD {
-            self.keys.pop_front();
+        if self.keys.len() < TYPE_AHEAD {
+            self.keys.push_back(digit);
         }
-        self.keys.push_back(digit);
     }
 
     /// The oldest key kept.

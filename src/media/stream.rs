@@ -458,7 +458,7 @@ mod tests {
     }
 
     #[test]
-    fn type_ahead_keeps_the_newest() {
+    fn type_ahead_keeps_the_first_keys_in_order() {
         use crate::media::digit::Digit;
         use crate::media::player::{TYPE_AHEAD, TypeAhead};
         let mut t = TypeAhead::default();
@@ -466,7 +466,10 @@ mod tests {
             t.push(Digit::from_char(char::from(b'0' + (i % 10) as u8)).unwrap());
         }
         assert_eq!(t.len(), TYPE_AHEAD);
-        assert_eq!(t.pop().map(Digit::reveal), Some('3'));
+        assert_eq!(t.pop().map(Digit::reveal), Some('0'));
+        // The last kept is the 72nd pressed; the three after it were dropped.
+        let last = std::iter::from_fn(|| t.pop()).last().map(Digit::reveal);
+        assert_eq!(last, Some(char::from(b'0' + ((TYPE_AHEAD - 1) % 10) as u8)));
         t.clear();
         assert!(t.is_empty());
     }

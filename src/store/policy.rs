@@ -577,7 +577,7 @@ impl Lock {
 /// A mailbox's failure state after a failed login.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AfterFailure {
-    /// Consecutive failures now counted (reset to 0 when this failure locks).
+    /// Consecutive failures now counted (kept at `max_failures` when this failure locks).
     pub failed_attempts: u32,
     /// Locks imposed since the last successful login or unlock.
     pub lockouts: u32,
