@@ -16,7 +16,8 @@
 //! ```
 //!
 //! - Ids are letters, digits and `_`; the call flow names prompts by id, and every id in
-//!   [`REQUIRED`] must be present. Other ids may be added (a site's own announcements).
+//!   [`REQUIRED`] must be present; one in [`STAND_INS`] that is not is said with its stand-in.
+//!   Other ids may be added (a site's own announcements).
 //! - `file` and `text` are required and may not be empty, except that `text` may be empty for a
 //!   prompt with `silence_ms`. No other keys are allowed, so a misspelt key is an error rather
 //!   than silently ignored.
@@ -79,7 +80,6 @@ pub const REQUIRED: &[&str] = &[
     "invalid_option",
     "replaced",
     "in_use",
-    "superseded",
     "unavailable",
     "goodbye",
     "digit_0",
@@ -94,6 +94,11 @@ pub const REQUIRED: &[&str] = &[
     "digit_9",
     "silence",
 ];
+
+/// Prompt ids the call flow plays that a set may lack, each with the required prompt said in
+/// its place: added after [`REQUIRED`] was first published, so that a site's own prompt
+/// set from before still loads.
+pub const STAND_INS: &[(&str, &str)] = &[("superseded", "unavailable")];
 
 /// The ids of the prompts that say "zero" … "nine", indexed by digit.
 const DIGIT_IDS: [&str; 10] = [
@@ -298,6 +303,13 @@ impl PromptSet {
             }
             let prompt = Prompt::new(id.clone(), entry.text, pcm);
             prompts.insert(id, Arc::new(prompt));
+        }
+        for (id, stand_in) in STAND_INS {
+            if !prompts.contains_key(*id)
+                && let Some(prompt) = prompts.get(*stand_in).cloned()
+            {
+                prompts.insert((*id).to_owned(), prompt);
+            }
         }
         Ok(Self { prompts })
     }
@@ -850,6 +862,27 @@ mod tests {
         let ids: Vec<&str> = set.ids().collect();
         assert!(ids.len() >= REQUIRED.len());
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "sorted, unique");
+    }
+
+    /// A set from before `superseded` was added still loads, and says `unavailable` there;
+    /// the English set has its own.
+    #[test]
+    fn a_prompt_added_later_has_a_stand_in() {
+        let dir = Path::new(EN);
+        let manifest = std::fs::read_to_string(dir.join(MANIFEST)).unwrap();
+        let start = manifest.find("[superseded]").unwrap();
+        let end = start + manifest[start..].find("\n\n").unwrap();
+        let older = format!("{}{}", &manifest[..start], &manifest[end..]);
+        let set = PromptSet::from_files(dir, |path| {
+            if path.ends_with(MANIFEST) {
+                Ok(older.clone().into_bytes())
+            } else {
+                std::fs::read(path)
+            }
+        })
+        .unwrap();
+        assert_eq!(set.get("superseded").unwrap().id(), "unavailable");
+        assert_eq!(en().get("superseded").unwrap().id(), "superseded");
     }
 
     #[test]
