@@ -46,13 +46,15 @@ fn init_creates_private_files_and_prints_a_token_once() {
             assert_eq!(mode & 0o777, 0o600, "{file}");
         }
     }
+    // Piped, as here: nothing on standard output that a script could take for a token.
     let again = w.run(&["init"]).ok();
+    assert_eq!(again.stdout, "");
     assert!(
-        again.stdout.contains("already initialised"),
+        again.stderr.contains("already initialised"),
         "{}",
-        again.stdout
+        again.stderr
     );
-    assert!(!again.stdout.contains("vpt_"));
+    assert!(!again.stderr.contains("vpt_"));
     let tokens = w.run(&["token", "list", "--json"]).ok().json();
     assert_eq!(tokens[0]["name"], "admin");
     assert!(!tokens.to_string().contains(&token_line[4..]));
@@ -1773,15 +1775,15 @@ fn init_hints_name_the_store_it_made() {
     assert_eq!(hints.len(), 1, "{}", first.stderr);
     assert_eq!(hints[0][..2], ["--db", db], "{}", first.stderr);
     let again = w.run(&["--db", "data/x.db", "init"]).ok();
-    let hints = hinted_commands(&again.stdout);
-    assert_eq!(hints.len(), 1, "{}", again.stdout);
-    assert_eq!(hints[0][..2], ["--db", db], "{}", again.stdout);
+    let hints = hinted_commands(&again.stderr);
+    assert_eq!(hints.len(), 1, "{}", again.stderr);
+    assert_eq!(hints[0][..2], ["--db", db], "{}", again.stderr);
     // The default store: nothing to repeat.
     let plain = initialised().run(&["init"]).ok();
     assert!(
-        plain.stdout.contains("`vportal token create NAME`"),
+        plain.stderr.contains("`vportal token create NAME`"),
         "{}",
-        plain.stdout
+        plain.stderr
     );
 }
 
@@ -1918,10 +1920,11 @@ fn init_makes_a_token_for_a_database_that_has_none() {
     assert_eq!(get(token).status, 200);
     // A token there: nothing made.
     let again = w.run(&["init"]).ok();
+    assert_eq!(again.stdout, "");
     assert!(
-        again.stdout.contains("vportal.db is already initialised"),
+        again.stderr.contains("vportal.db is already initialised"),
         "{}",
-        again.stdout
+        again.stderr
     );
     assert!(!again.stdout.contains("vpt_") && !again.stderr.contains("vpt_"));
     let tokens = w.run(&["--json", "token", "list"]).ok().json();

@@ -36,14 +36,18 @@ pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
         None
     };
     let Some(token) = token else {
+        let said = format!(
+            "{db} is already initialised; create more admin tokens with `vportal{} token \
+             create NAME`.",
+            ctx.store_options()
+        );
         if ctx.json {
             output::json(&json!({"database": db.to_string(), "created": false}))?;
+        } else if std::io::stdout().is_terminal() {
+            outln!("{said}")?;
         } else {
-            outln!(
-                "{db} is already initialised; create more admin tokens with `vportal{} token \
-                 create NAME`.",
-                ctx.store_options()
-            )?;
+            // Read by a script (`TOKEN=$(vportal init)`): no token, and nothing taken for one.
+            errln!("{said}");
         }
         return Ok(ExitCode::SUCCESS);
     };
