@@ -545,13 +545,16 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     if line.starts_with('[') {
         return Some(table_name(line));
     }
-    // Only a line `key = …` names a key, and only a key shorter than an admin token of the
-    // length asked for off loopback. Anything else (`token: S`, `token "S"`, a value on a
-    // line of its own, `S==`) could be a secret, so the line number has to do. (A short
-    // token pasted as `S==`, which a loopback side-port would take, is not told from a key.)
+    // Only a line `key = value` names a key, and only a key shorter than an admin token of
+    // the length asked for off loopback. Anything else (`token: S`, `token "S"`, a value on a
+    // line of its own, a base64 token pasted alone as `S==` or `S=`, which a loopback
+    // side-port would take however short) could be a secret, so the line number has to do.
     let key = match line.split_once('=') {
-        Some((key, _))
-            if is_toml_key(key.trim()) && key.trim().len() < crate::admin::MIN_CONFIGURED_TOKEN =>
+        Some((key, value))
+            if is_toml_key(key.trim())
+                && key.trim().len() < crate::admin::MIN_CONFIGURED_TOKEN
+                && !value.trim().is_empty()
+                && !value.trim_start().starts_with('=') =>
         {
             key.trim()
         }
@@ -701,6 +704,9 @@ mod tests {
             "token \"4f1d8a2c9e==\"",
             "\"4f1d8a2c9e\"",
             "4f1d8a2c9e_Zm9vYmFyYmF6cXV4cXV1eA-w==",
+            // A short base64 token (loopback takes it) ends in `=` too.
+            "4f1d8a2c9e==",
+            "4f1d8a2c9e=",
         ] {
             let err = Config::parse(&format!("[admin]\n{line}\n")).unwrap_err();
             assert!(err.starts_with("line 2: "), "{err}");
