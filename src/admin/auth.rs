@@ -1,10 +1,11 @@
 //! Bearer-token authentication, and turning away clients that keep guessing.
 //!
-//! A client on a loopback address (`127.0.0.0/8`, `::1`, or either as an IPv4-mapped IPv6
-//! address) is never turned away: every token it presents is checked, a bad one is a 401 and
-//! the right one goes through at once. Test suites and scripts on the server's own host try
-//! wrong tokens on purpose and carry on with the right one; a guesser there could read the
-//! database instead. Clients elsewhere are throttled ([`Throttle`]).
+//! Clients that keep presenting bad tokens are turned away for a while ([`Throttle`]). One on
+//! a loopback address (`127.0.0.0/8`, `::1`, or either as an IPv4-mapped IPv6 address) gets
+//! [`LOOPBACK_FREE_FAILURES`] bad tokens before that rather than [`FREE_FAILURES`]: test
+//! suites and scripts on the server's own host try wrong tokens on purpose and carry on with
+//! the right one. It is still throttled past them, since a reverse proxy on the same host
+//! makes every remote client a loopback one, and other users of the host may guess too.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -25,6 +26,8 @@ use crate::time::Timestamp;
 
 /// Bad tokens a client may present before it is turned away for a while.
 const FREE_FAILURES: u32 = 3;
+/// The same for a client on loopback.
+const LOOPBACK_FREE_FAILURES: u32 = 100;
 /// The first time a client is turned away for; it doubles with each further bad token.
 const FIRST_DELAY: Duration = Duration::from_millis(250);
 /// The longest.
@@ -70,9 +73,6 @@ impl Throttle {
     /// # Errors
     /// How long the client is turned away for.
     pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        if is_exempt(ip) {
-            return Ok(());
-        }
         let Ok(mut map) = self.failures.lock() else {
             return Ok(());
         };
@@ -82,19 +82,15 @@ impl Throttle {
         if f.refused_until > now {
             return Err(f.refused_until - now);
         }
-        if f.count >= FREE_FAILURES && now.duration_since(f.last) < FORGET_AFTER {
-            f.refused_until = now + delay_after(f.count.saturating_add(1));
+        if f.count >= free_failures(ip) && now.duration_since(f.last) < FORGET_AFTER {
+            f.refused_until = now + delay_after(ip, f.count.saturating_add(1));
         }
         Ok(())
     }
 
     /// Records a bad token from `ip` at `now`; returns how long the client is now turned
-    /// away for (zero for the first few, and always for a loopback client, which is not
-    /// counted).
+    /// away for (zero for the first few).
     pub fn failed(&self, ip: IpAddr, now: Instant) -> Duration {
-        if is_exempt(ip) {
-            return Duration::ZERO;
-        }
         let Ok(mut map) = self.failures.lock() else {
             return MAX_DELAY;
         };
@@ -119,7 +115,7 @@ impl Throttle {
         }
         entry.count = entry.count.saturating_add(1);
         entry.last = now;
-        let delay = delay_after(entry.count);
+        let delay = delay_after(ip, entry.count);
         entry.refused_until = now + delay;
         delay
     }
@@ -132,18 +128,23 @@ impl Throttle {
     }
 }
 
-/// Whether `ip` is on this host's loopback (`127.0.0.0/8`, `::1`, `::ffff:127.0.0.0/104`):
-/// such a client is never throttled.
-fn is_exempt(ip: IpAddr) -> bool {
-    ip.to_canonical().is_loopback()
+/// The bad tokens `ip` may present before it is turned away: more on this host's loopback
+/// (`127.0.0.0/8`, `::1`, `::ffff:127.0.0.0/104`).
+fn free_failures(ip: IpAddr) -> u32 {
+    if ip.to_canonical().is_loopback() {
+        LOOPBACK_FREE_FAILURES
+    } else {
+        FREE_FAILURES
+    }
 }
 
-/// How long a client is turned away for after its `n`th consecutive bad token.
-fn delay_after(n: u32) -> Duration {
-    if n <= FREE_FAILURES {
+/// How long `ip` is turned away for after its `n`th consecutive bad token.
+fn delay_after(ip: IpAddr, n: u32) -> Duration {
+    let free = free_failures(ip);
+    if n <= free {
         return Duration::ZERO;
     }
-    let doublings = (n - FREE_FAILURES - 1).min(16);
+    let doublings = (n - free - 1).min(16);
     FIRST_DELAY.saturating_mul(1 << doublings).min(MAX_DELAY)
 }
 
@@ -344,11 +345,10 @@ mod tests {
         assert_eq!(t.admit(mapped, now), Ok(()));
     }
 
-    /// Loopback, in each of its forms, is neither counted nor turned away; addresses next to
-    /// it, or merely looking like it, are.
+    /// Loopback, in each of its forms, has [`LOOPBACK_FREE_FAILURES`] bad tokens before it is
+    /// turned away; addresses next to it, or merely looking like it, have [`FREE_FAILURES`].
     #[test]
-    fn loopback_clients_are_never_turned_away() {
-        let t = Throttle::default();
+    fn loopback_clients_have_more_bad_tokens_before_they_are_turned_away() {
         let now = Instant::now();
         let mapped = |a, b, c, d| IpAddr::V6(std::net::Ipv4Addr::new(a, b, c, d).to_ipv6_mapped());
         for ip in [
@@ -358,11 +358,13 @@ mod tests {
             mapped(127, 0, 0, 1),
             mapped(127, 8, 0, 2),
         ] {
-            for _ in 0..50 {
+            let t = Throttle::default();
+            for _ in 0..LOOPBACK_FREE_FAILURES {
                 assert_eq!(t.admit(ip, now), Ok(()), "{ip}");
                 assert_eq!(t.failed(ip, now), Duration::ZERO, "{ip}");
             }
-            assert_eq!(t.admit(ip, now), Ok(()), "{ip}");
+            assert_eq!(t.failed(ip, now), FIRST_DELAY, "{ip}");
+            assert!(t.admit(ip, now).is_err(), "{ip}");
         }
         for ip in [
             IpAddr::from([128, 0, 0, 1]),
