@@ -14,6 +14,12 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
+/// Whether `ip` is this host's loopback: `127.0.0.0/8`, `::1`, or IPv4 loopback as an
+/// IPv4-mapped IPv6 address (a dual-stack socket's IPv4 peer or listener).
+pub fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
 /// Who a client is, for limits kept per client (TCP slots, the admin throttle): an IPv4
 /// address, or the /64 an IPv6 address is in. One IPv6 host has a whole /64 to draw
 /// addresses from (RFC 4291 §2.5.1, RFC 8981 temporary addresses), so counting single IPv6

@@ -154,21 +154,25 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalB
 /// Whether a request's body may be read as JSON: `Content-Type` `application/json` or
 /// `application/*+json` (parameters such as `charset` aside, in any case), or none.
 fn json_content_type(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return true;
-    };
-    let Ok(value) = value.to_str() else {
-        return false;
-    };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence.split_once('/').is_some_and(|(kind, subtype)| {
-        kind == "application" && (subtype == "json" || subtype.ends_with("+json"))
+    media_type(headers).is_none_or(|essence| {
+        essence.split_once('/').is_some_and(|(kind, subtype)| {
+            kind == "application" && (subtype == "json" || subtype.ends_with("+json"))
+        })
     })
+}
+
+/// The request's media type (`type/subtype`, lower case, parameters removed): `None` without
+/// a Content-Type, and an empty one when its value is not text.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::CONTENT_TYPE)?;
+    let text = value.to_str().unwrap_or_default();
+    Some(
+        text.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase(),
+    )
 }
 
 fn not_json() -> ApiError {
@@ -765,26 +769,16 @@ struct ImportRowView {
 /// `application/x-www-form-urlencoded`) and none at all; parameters such as `charset` aside,
 /// in any case. Types that say the body is something else (JSON, a multipart form) are not.
 fn csv_content_type(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return true;
-    };
-    let Ok(value) = value.to_str() else {
-        return false;
-    };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    matches!(
-        essence.as_str(),
-        "text/csv"
-            | "application/csv"
-            | "text/plain"
-            | "application/octet-stream"
-            | "application/x-www-form-urlencoded"
-    )
+    media_type(headers).is_none_or(|essence| {
+        matches!(
+            essence.as_str(),
+            "text/csv"
+                | "application/csv"
+                | "text/plain"
+                | "application/octet-stream"
+                | "application/x-www-form-urlencoded"
+        )
+    })
 }
 
 async fn import(

@@ -131,7 +131,7 @@ impl Throttle {
 /// The bad tokens `ip` may present before it is turned away: more on this host's loopback
 /// (`127.0.0.0/8`, `::1`, `::ffff:127.0.0.0/104`).
 fn free_failures(ip: IpAddr) -> u32 {
-    if ip.to_canonical().is_loopback() {
+    if crate::net::is_loopback(ip) {
         LOOPBACK_FREE_FAILURES
     } else {
         FREE_FAILURES

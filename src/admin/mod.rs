@@ -164,7 +164,7 @@ impl AdminServer {
             None => None,
         };
         // `[::ffff:127.0.0.1]` is loopback too: an IPv6 socket that takes only IPv4 loopback.
-        if tls.is_none() && !listen.addr.ip().to_canonical().is_loopback() {
+        if tls.is_none() && !crate::net::is_loopback(listen.addr.ip()) {
             if !listen.insecure {
                 return Err(AdminError::NeedsTls(listen.addr));
             }

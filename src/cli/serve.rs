@@ -190,7 +190,7 @@ fn warn_about_side_port(ctx: &Context, store: &Store, configured_token: bool) ->
     if !side_port.enabled {
         return Ok(());
     }
-    if !side_port.metrics_auth && !side_port.listen.ip().to_canonical().is_loopback() {
+    if !side_port.metrics_auth && !vportal::net::is_loopback(side_port.listen.ip()) {
         tracing::warn!(
             "/metrics answers without a token off loopback: anyone who reaches it and can \
              place calls can tell an unknown mailbox from a wrong passcode by its login \
@@ -286,7 +286,7 @@ fn warn_about_dialplan(dialplan: &Dialplan, listen: SocketAddr) {
     if dialplan.routes().is_empty() {
         tracing::warn!("the dialplan has no [[route]]: every call will be refused with 404");
     }
-    if listen.ip().to_canonical().is_loopback() {
+    if vportal::net::is_loopback(listen.ip()) {
         return;
     }
     for route in dialplan.routes() {
@@ -429,7 +429,7 @@ fn check_token_length(token: Option<&(ConfiguredToken, &str)>, admin: &AdminConf
     if !admin.enabled || !token.is_short() {
         return Ok(());
     }
-    if !admin.listen.ip().to_canonical().is_loopback() {
+    if !vportal::net::is_loopback(admin.listen.ip()) {
         anyhow::bail!(
             "{source} is shorter than {MIN_CONFIGURED_TOKEN} characters and the admin API \
              would listen on {}, off loopback, where anyone who reaches it could guess such a \

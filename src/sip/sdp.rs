@@ -751,7 +751,7 @@ impl Negotiated {
         if remote.is_multicast()
             || broadcast
             || (link_local(remote) && !link_local(local))
-            || (remote.is_loopback() && !local.is_loopback() && !peer.to_canonical().is_loopback())
+            || (remote.is_loopback() && !local.is_loopback() && !crate::net::is_loopback(peer))
         {
             return Err(OfferAnswerError::Destination);
         }
