@@ -320,6 +320,15 @@ impl Message {
         })
     }
 
+    /// The first of `names` with a field whose value is not UTF-8 (which [`Self::values`]
+    /// and [`Self::list`] skip).
+    pub fn first_not_text(&self, names: &[HeaderName]) -> Option<HeaderName> {
+        self.fields
+            .iter()
+            .find(|f| names.contains(&f.name) && self.text(f.value.clone()).is_none())
+            .map(|f| f.name)
+    }
+
     /// The values of every `name` field, in order, trimmed (a value that is not UTF-8 is
     /// skipped).
     pub fn values(&self, name: HeaderName) -> impl Iterator<Item = &str> {

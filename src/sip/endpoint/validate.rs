@@ -116,10 +116,7 @@ pub(super) fn validate<'a>(msg: &'a Message, via: Via<'a>) -> Result<Core<'a>, V
         HeaderName::Contact,
         HeaderName::ContentEncoding,
     ];
-    if let Some((name, _, _)) = msg
-        .fields()
-        .find(|(name, _, value)| value.is_none() && structural.contains(name))
-    {
+    if let Some(name) = msg.first_not_text(&structural) {
         return Err(bad(HeaderError::Malformed(name)));
     }
     for value in msg.list(HeaderName::Via).skip(1) {
