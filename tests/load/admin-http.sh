@@ -21,7 +21,7 @@ command -v wrk >/dev/null || { echo "wrk is missing (apt-get install wrk)" >&2; 
 build_release load_caller
 
 work_dir
-token=$("$vportal" init --token-name load | grep -o 'vpt_[0-9a-f]*')
+token=$("$vportal" init --token-name load 2>init.err | grep -o 'vpt_[0-9a-f]*')
 printf 48826 | "$vportal" user add 1001 --passcode-stdin >/dev/null
 cat >post.lua <<'LUA'
 wrk.method = "POST"

@@ -26,7 +26,7 @@ hash='$argon2id$v=19$m=7168,t=5,p=1$AAAAAAAAAAAAAAAAAAAAAA$BBBBBBBBBBBBBBBBBBBBB
 printf '%8s %10s %10s\n' rows seconds db_MB
 for rows in "${counts[@]}"; do
   rm -f vportal.db vportal.db-wal vportal.db-shm vportal.pepper
-  "$vportal" init >init.out
+  "$vportal" init >init.out 2>init.err
   awk -v n="$rows" -v h="$hash" 'BEGIN {
     print "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; BEGIN IMMEDIATE;"
     for (i = 0; i < n; i++) {

@@ -55,7 +55,7 @@ build_release hash_ceiling
 ceiling() { taskset -c 1 "$examples/hash_ceiling" --seconds 3 | awk '{print $3}'; }
 
 work_dir
-token=$("$vportal" init --token-name load | grep -o 'vpt_[0-9a-f]*')
+token=$("$vportal" init --token-name load 2>init.err | grep -o 'vpt_[0-9a-f]*')
 provision 20000 3000
 { echo SEQUENTIAL; seq 20000 22999 | sed "$fields"; } >mailboxes.csv
 

@@ -26,7 +26,7 @@ command -v sqlite3 >/dev/null || { echo "install sqlite3 (apt-get install sqlite
 build_release login_latency
 
 work_dir
-"$vportal" init >/dev/null
+"$vportal" init >/dev/null 2>init.err
 provision 30000 "$callers"
 media_config
 RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve --config vportal.toml --no-admin \

@@ -31,7 +31,7 @@ done
 build_release
 
 work_dir
-"$vportal" init >/dev/null
+"$vportal" init >/dev/null 2>init.err
 provision 20000 3000
 mkdir template && mv vportal.db vportal.pepper template/
 { echo SEQUENTIAL; seq 20000 22999 | sed 's/./&;/g'; } >mailboxes.csv

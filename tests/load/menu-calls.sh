@@ -21,7 +21,7 @@ rate="${2:-20}"
 build_release load_caller
 
 work_dir
-"$vportal" init >/dev/null
+"$vportal" init >/dev/null 2>init.err
 echo "provisioning $calls mailboxes…"
 provision 40000 "$calls"
 mkdir dialplans

@@ -64,7 +64,7 @@ new_pin=5993720  # what the change groups choose
 wrong=9753186    # what the lockout group keys
 
 # ---- provisioning
-token=$("$vportal" init --token-name soak | grep -o 'vpt_[0-9a-f]*')
+token=$("$vportal" init --token-name soak 2>init.err | grep -o 'vpt_[0-9a-f]*')
 pepper=$(cat vportal.pepper)
 # Mailbox blocks, apart for any duration up to 7200 s: the change and hang-up groups use
 # one mailbox a call, the admin API (at most 2/s) and the CLI (1/s) one an iteration.
