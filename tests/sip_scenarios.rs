@@ -574,6 +574,18 @@ fn an_encoded_body_gets_415_however_the_encoding_is_written() {
     let update = w.uac.request("UPDATE", "application/sdp", &offer);
     w.send(with_header(update, "Content-Encoding: gzip\r\n"));
     assert_eq!(w.last_status_line(), "SIP/2.0 415 Unsupported Media Type");
+    let info = w.uac.request(
+        "INFO",
+        "application/dtmf-relay",
+        "Signal=5\r\nDuration=160\r\n",
+    );
+    w.send(with_header(info, "Content-Encoding: gzip\r\n"));
+    assert_eq!(w.last_status_line(), "SIP/2.0 415 Unsupported Media Type");
+    // RFC 3261 §21.4.13: the 415 says which encodings are understood.
+    assert_eq!(
+        header(&w.last_received(), HeaderName::AcceptEncoding),
+        "identity"
+    );
     let identity = with_header(w.uac.invite(&offer), "Content-Encoding: identity\r\n");
     w.send(identity);
     assert_eq!(w.last_received().status(), Some(200));
@@ -595,6 +607,7 @@ fn a_list_header_that_is_not_utf8_gets_400() {
         b"Proxy-Require: x\xfe\r\n",
         b"Via: SIP/2.0/UDP p\xff.example;branch=z9hG4bKbad\r\n",
         b"Record-Route: <sip:p\xff@192.0.2.1;lr>\r\n",
+        b"Info-Package: dtmf\xff\r\n",
     ] {
         let mut w = World::new();
         let offer = w.uac.offer("sendrecv");

@@ -895,6 +895,7 @@ impl Endpoint {
                         return self.answer_non_invite(req, handle, key, (code, &reason), |b| {
                             if code == 415 {
                                 b.header("Accept", &INFO_TYPES.join(", "));
+                                b.header("Accept-Encoding", "identity");
                             }
                         });
                     }

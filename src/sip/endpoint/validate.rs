@@ -115,6 +115,7 @@ pub(super) fn validate<'a>(msg: &'a Message, via: Via<'a>) -> Result<Core<'a>, V
         HeaderName::ProxyRequire,
         HeaderName::Contact,
         HeaderName::ContentEncoding,
+        HeaderName::InfoPackage,
     ];
     if let Some(name) = msg.first_not_text(&structural) {
         return Err(bad(HeaderError::Malformed(name)));
