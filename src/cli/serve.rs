@@ -385,7 +385,7 @@ fn load_prompts(
         // would leave the prompt it meant to replace as it was, without a word.
         for id in set
             .ids()
-            .filter(|id| !vportal::media::prompts::REQUIRED.contains(id))
+            .filter(|id| !vportal::media::prompts::is_played(id))
         {
             tracing::warn!(
                 language,

@@ -100,6 +100,11 @@ pub const REQUIRED: &[&str] = &[
 /// set from before still loads.
 pub const STAND_INS: &[(&str, &str)] = &[("superseded", "unavailable")];
 
+/// Whether the call flow plays prompt `id`: one in [`REQUIRED`] or [`STAND_INS`].
+pub fn is_played(id: &str) -> bool {
+    REQUIRED.contains(&id) || STAND_INS.iter().any(|(played, _)| *played == id)
+}
+
 /// The ids of the prompts that say "zero" … "nine", indexed by digit.
 const DIGIT_IDS: [&str; 10] = [
     "digit_0", "digit_1", "digit_2", "digit_3", "digit_4", "digit_5", "digit_6", "digit_7",
