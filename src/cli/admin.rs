@@ -209,7 +209,7 @@ pub(crate) fn audit(
     ]);
     for e in &events {
         table.row(vec![
-            e.at.to_string(),
+            e.time.to_string(),
             e.event.clone(),
             output::text(e.extension.as_deref()),
             e.actor.clone(),

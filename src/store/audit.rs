@@ -102,8 +102,8 @@ impl Event {
 pub struct AuditEvent {
     /// Increasing row id: the order events happened in.
     pub id: i64,
-    /// When.
-    pub at: Timestamp,
+    /// When (the contract's "time"; the table's column is `at`).
+    pub time: Timestamp,
     /// The event name, e.g. `login.success`.
     pub event: String,
     /// The mailbox, when there is one. Failed logins to a mailbox that does not exist leave
@@ -167,7 +167,7 @@ pub(crate) fn record(
 fn from_row(r: &Row<'_>) -> rusqlite::Result<AuditEvent> {
     Ok(AuditEvent {
         id: r.get(0)?,
-        at: Timestamp::from_unix(r.get(1)?),
+        time: Timestamp::from_unix(r.get(1)?),
         event: r.get(2)?,
         extension: r.get(3)?,
         actor: r.get(4)?,
