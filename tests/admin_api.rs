@@ -1350,8 +1350,9 @@ fn missing_or_wrong_token_is_401_with_a_bearer_challenge() {
     );
     r.assert_error(401, "unauthorized");
     assert_eq!(api.snapshot(), before);
-    // The scheme is case-insensitive; the good token works at once (a loopback client is
-    // not turned away for a test suite's bad tokens).
+    // The scheme is case-insensitive; the good token works, once the 250 ms that the fourth
+    // bad token in a row turns the address away for are over.
+    std::thread::sleep(Duration::from_millis(300));
     let r = api.request(
         "GET",
         "/api/v1/users",
@@ -2098,55 +2099,6 @@ fn repeated_bad_tokens_turn_the_address_away_for_a_doubling_time() {
     assert_eq!(r.status, 200, "{}", r.body);
     for n in 10..=13 {
         bad(n).assert_error(401, "unauthorized");
-    }
-}
-
-/// Loopback clients are not turned away for the bad tokens a test suite presents (100 in a
-/// row are free, against 3 from elsewhere): a test suite on the server's host checks that wrong tokens get 401 on route after route, then
-/// goes on with the right one. Each loopback form counts: `127.0.0.0/8`, `::1`, and IPv4
-/// loopback as an IPv4-mapped IPv6 address (a dual-stack side-port's IPv4 client).
-#[test]
-fn loopback_clients_are_not_turned_away_for_a_test_suites_bad_tokens() {
-    let check = |api: &Api| {
-        let routes = [
-            ("GET", "/api/v1/users"),
-            ("GET", "/api/v1/report"),
-            ("DELETE", "/api/v1/users/1001"),
-            ("POST", "/api/v1/users/1001/unlock"),
-        ];
-        for n in 0..40 {
-            let token = format!("vpt_{}", format!("{n:02}").repeat(32));
-            let (method, path) = routes[n % routes.len()];
-            let r = api.request(method, path, Auth::Bearer(&token), None, b"");
-            r.assert_error(401, "unauthorized");
-            assert!(
-                r.header("www-authenticate")
-                    .is_some_and(|c| c.contains("invalid_token")),
-                "{r:?}"
-            );
-        }
-        // The right token at once, on a read and on a write.
-        let r = api.get("/api/v1/users");
-        assert_eq!(r.status, 200, "{}", r.body);
-        let r = api.post("/api/v1/users", &json!({ "extension": "1001" }));
-        assert_eq!(r.status, 201, "{}", r.body);
-        // Bad tokens interleaved with good ones: each answered on its own merits.
-        for n in 40..50 {
-            let token = format!("vpt_{}", format!("{n:02}").repeat(32));
-            api.request("GET", "/api/v1/users", Auth::Bearer(&token), None, b"")
-                .assert_error(401, "unauthorized");
-            assert_eq!(api.get("/api/v1/users/1001").status, 200);
-        }
-    };
-    // The tests' own client, over real loopback.
-    check(&Api::start());
-    for peer in [
-        "127.0.0.1:40000",
-        "127.9.8.7:40000",
-        "[::1]:40000",
-        "[::ffff:127.0.0.1]:40000",
-    ] {
-        check(&Api::start_as_from(peer.parse().unwrap()));
     }
 }
 
