@@ -483,7 +483,7 @@ fn a_generated_passcode_is_never_permanent() {
     );
     refused(
         "/api/v1/users/reset",
-        json!({ "all": true, "temporary": false }),
+        json!({ "all": true, "temporary": false, "confirm": "reset every mailbox" }),
     );
     assert_eq!(api.snapshot(), before);
     assert!(api.user("1004").is_none());
@@ -839,6 +839,9 @@ fn bulk_reset_of_every_mailbox() {
     }
     let before = api.snapshot();
     for body in [
+        // The explicit confirmation is required (issue 7), with exactly these words.
+        json!({ "all": true, "temporary": true }),
+        json!({ "all": true }),
         json!({ "all": true, "confirm": "yes" }),
         json!({ "all": true, "confirm": "Reset every mailbox" }),
         json!({ "all": true, "confirm": "reset every mailbox " }),
@@ -861,11 +864,11 @@ fn bulk_reset_of_every_mailbox() {
     }
     assert_eq!(api.snapshot(), before);
 
-    // The contract's own body, then the one older clients send: each resets every mailbox.
+    // Confirmed: every mailbox is reset, each time.
     let mut current = old;
     for body in [
-        json!({ "all": true, "temporary": true }),
-        json!({ "all": true }),
+        json!({ "all": true, "temporary": true, "confirm": "reset every mailbox" }),
+        json!({ "all": true, "confirm": "reset every mailbox" }),
         json!({ "all": true, "confirm": "reset every mailbox", "ttl_seconds": 600 }),
     ] {
         let r = api.post("/api/v1/users/reset", &body);

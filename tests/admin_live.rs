@@ -288,8 +288,8 @@ fn a_reset_whose_client_went_away_is_logged_as_undelivered() {
     assert_eq!(resets, 2, "the import's, then the reset's");
 }
 
-/// Resetting every mailbox over HTTP (`all: true`, as the contract has it, no confirmation)
-/// logs a warning naming who did it, and nothing secret.
+/// Resetting every mailbox over HTTP (`all: true`, confirmed) logs a warning naming who did
+/// it, and nothing secret.
 #[test]
 fn a_reset_of_every_mailbox_is_logged_as_a_warning_naming_the_actor() {
     let w = Workdir::new();
@@ -303,7 +303,7 @@ fn a_reset_of_every_mailbox_is_logged_as_a_warning_naming_the_actor() {
         "POST",
         "/api/v1/users/reset",
         Some(&token),
-        &json!({ "all": true, "temporary": true }),
+        &json!({ "all": true, "temporary": true, "confirm": "reset every mailbox" }),
     );
     assert_eq!(reset.status, 200, "{}", reset.body);
     let reset = reset.json();

@@ -668,8 +668,8 @@ struct BulkReset {
     ttl_seconds: Option<u64>,
 }
 
-/// What `confirm` must say, if given, with `all: true`. It is not needed (the contract has
-/// none); a client that sends one with other words may not mean `all`, so it is refused.
+/// What `confirm` must say for `all: true` (issue 7: resetting every mailbox needs an
+/// explicit confirmation field).
 const CONFIRM_ALL: &str = "reset every mailbox";
 
 async fn reset_many(
@@ -691,10 +691,10 @@ async fn reset_many(
                 .map(|e| extension_field(&e.0))
                 .collect::<Result<_, _>>()?,
         ),
-        (None, true) if body.confirm.is_none_or(|c| c == CONFIRM_ALL) => Selection::All,
+        (None, true) if body.confirm.as_deref() == Some(CONFIRM_ALL) => Selection::All,
         (None, true) => {
             return Err(ApiError::invalid(format!(
-                "confirm: with all: true, confirm is not needed, and when given must be \"{CONFIRM_ALL}\""
+                "confirm: resetting every mailbox needs \"confirm\": \"{CONFIRM_ALL}\""
             )));
         }
         (None, false) => {
