@@ -1276,7 +1276,8 @@ fn report_and_calls() {
         r.json(),
         json!({
             "users": 0, "temporary": 0, "expired": 0, "locked": 0,
-            "never_changed": 0, "changed_in_90_days": 0
+            "never_changed": 0, "changed_in_90_days": 0,
+            "changed_last_90_days": 0
         })
     );
 
