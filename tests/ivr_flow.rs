@@ -518,6 +518,47 @@ fn lockout_reached_mid_call_and_no_count_while_locked() {
     assert_eq!(info.failed_attempts, 5);
 }
 
+/// A lock only an admin lifts (`lockout.permanent_at`, here the first lock) does not tell the
+/// caller to try again later.
+#[test]
+fn a_permanent_lock_says_to_call_the_administrator() {
+    // A timed lock (the default policy's first) says "try again later".
+    let timed = store();
+    let mut d = Call::portal_with(&timed, settings_with_attempts(10));
+    for _ in 0..5 {
+        d.keys("1001#").keys("0000#");
+    }
+    assert_eq!(d.last(), ["locked", "goodbye"]);
+    let store = store();
+    store
+        .update_policy(
+            |p| {
+                let mut p = p.clone();
+                p.lockout.permanent_at = 1;
+                Ok::<_, ()>(p)
+            },
+            &Actor::Cli { user: None },
+            Timestamp::from_unix(T0),
+        )
+        .unwrap()
+        .unwrap();
+    let mut c = Call::portal_with(&store, settings_with_attempts(10));
+    for _ in 0..4 {
+        c.keys("2002#").keys("0000#");
+        assert_eq!(c.last(), ["incorrect", "enter_mailbox"]);
+    }
+    c.keys("2002#").keys("0000#");
+    assert_eq!(c.last(), ["locked_permanently", "goodbye"]);
+    assert_eq!(c.flow.outcome(), Outcome::Locked);
+}
+
+fn settings_with_attempts(attempts: u32) -> RouteSettings {
+    RouteSettings {
+        attempts,
+        ..RouteSettings::default()
+    }
+}
+
 #[test]
 fn a_temporary_passcode_expiring_between_calls() {
     let store = store();

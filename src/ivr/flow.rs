@@ -26,7 +26,7 @@ use crate::media::digit::Digit;
 use crate::media::player::{Item, Playback, TYPE_AHEAD, TypeAhead};
 use crate::media::prompts::PromptSet;
 use crate::store::policy::MAX_PIN_LEN;
-use crate::store::{ChangeOutcome, Extension, Passcode, VerifyOutcome, Violation};
+use crate::store::{ChangeOutcome, Extension, Lock, Passcode, VerifyOutcome, Violation};
 
 /// Longest entry kept: one key beyond the longest passcode a policy allows, so that a longer
 /// entry is still too long (a wrong passcode at login, `too_long` for a new one) rather than
@@ -513,6 +513,10 @@ impl Flow {
                     self.ask(Field::Mailbox, &["incorrect"], now);
                 }
             }
+            // A lock that ends says "try again later"; one only an admin lifts does not.
+            Ok(VerifyOutcome::Locked {
+                until: Lock::Permanent,
+            }) => self.leave(Outcome::Locked, &["locked_permanently", "goodbye"]),
             Ok(VerifyOutcome::Locked { .. }) => self.leave(Outcome::Locked, &["locked", "goodbye"]),
             Ok(VerifyOutcome::Expired) => self.leave(Outcome::Expired, &["expired", "goodbye"]),
             Err(()) => self.leave(Outcome::Error, &["unavailable", "goodbye"]),

@@ -98,7 +98,10 @@ pub const REQUIRED: &[&str] = &[
 /// Prompt ids the call flow plays that a set may lack, each with the required prompt said in
 /// its place: added after [`REQUIRED`] was first published, so that a site's own prompt
 /// set from before still loads.
-pub const STAND_INS: &[(&str, &str)] = &[("superseded", "unavailable")];
+pub const STAND_INS: &[(&str, &str)] = &[
+    ("superseded", "unavailable"),
+    ("locked_permanently", "locked"),
+];
 
 /// Whether the call flow plays prompt `id`: one in [`REQUIRED`] or [`STAND_INS`].
 pub fn is_played(id: &str) -> bool {
