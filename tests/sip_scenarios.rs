@@ -608,6 +608,8 @@ fn a_list_header_that_is_not_utf8_gets_400() {
         b"Via: SIP/2.0/UDP p\xff.example;branch=z9hG4bKbad\r\n",
         b"Record-Route: <sip:p\xff@192.0.2.1;lr>\r\n",
         b"Info-Package: dtmf\xff\r\n",
+        b"Accept: application/sdp\xff\r\n",
+        b"P-Asserted-Identity: <sip:1001\xff@192.0.2.1>\r\n",
     ] {
         let mut w = World::new();
         let offer = w.uac.offer("sendrecv");
@@ -621,6 +623,26 @@ fn a_list_header_that_is_not_utf8_gets_400() {
         );
         assert_eq!(w.ep.active_calls(), 0);
     }
+}
+
+/// A top Via that is not UTF-8 cannot be answered: the Via after it would be taken for the
+/// sender's, and a 400 would go to its port with a Via list the sender does not know.
+#[test]
+fn a_top_via_that_is_not_utf8_is_dropped() {
+    let mut w = World::new();
+    let offer = w.uac.offer("sendrecv");
+    let invite = w.uac.invite(&offer);
+    let at = invite.windows(4).position(|w| w == b"Via:").unwrap();
+    let line = b"Via: SIP/2.0/UDP 127.0.0.1:5999;rport;branch=z9hG4bK\xff\r\n";
+    let invite = [&invite[..at], &line[..], &invite[at..]].concat();
+    w.send(invite);
+    assert_eq!(w.statuses(), Vec::<u16>::new());
+    assert_eq!(w.ep.active_calls(), 0);
+    // Without that line the same caller's INVITE is taken.
+    let offer = w.uac.offer("sendrecv");
+    let invite = w.uac.invite(&offer);
+    w.send(invite);
+    assert_eq!(w.statuses(), [100]);
 }
 
 #[test]

@@ -329,6 +329,14 @@ impl Message {
             .map(|f| f.name)
     }
 
+    /// Whether the first `name` field's value is UTF-8 (true when there is none).
+    pub fn first_is_text(&self, name: HeaderName) -> bool {
+        self.fields
+            .iter()
+            .find(|f| f.name == name)
+            .is_none_or(|f| self.text(f.value.clone()).is_some())
+    }
+
     /// The values of every `name` field, in order, trimmed (a value that is not UTF-8 is
     /// skipped).
     pub fn values(&self, name: HeaderName) -> impl Iterator<Item = &str> {

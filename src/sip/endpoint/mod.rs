@@ -327,8 +327,13 @@ impl Endpoint {
         source: SocketAddr,
         msg: &Message,
     ) {
-        // Without a Via there is no way to answer: silence.
-        let Some(top) = msg.list(HeaderName::Via).next() else {
+        // Without a Via there is no way to answer: silence. Nor with a top Via that is not
+        // UTF-8: the next one would be taken for it, and the 400 would carry a Via list the
+        // sender does not recognise as its own.
+        let top = msg
+            .first_is_text(HeaderName::Via)
+            .then(|| msg.list(HeaderName::Via).next());
+        let Some(top) = top.flatten() else {
             self.stats.dropped += 1;
             return;
         };

@@ -106,7 +106,8 @@ pub(super) fn validate<'a>(msg: &'a Message, via: Via<'a>) -> Result<Core<'a>, V
     }
     // The list and routing headers are read element by element, where a value that is not
     // UTF-8 would be skipped: a Require unread, a Via or Record-Route missing from the
-    // response. They are malformed (RFC 3261 §25.1: UTF-8 text).
+    // response, an Accept or a caller's asserted identity passed over for the next one.
+    // They are malformed (RFC 3261 §25.1: UTF-8 text).
     let structural = [
         HeaderName::Via,
         HeaderName::Route,
@@ -116,6 +117,8 @@ pub(super) fn validate<'a>(msg: &'a Message, via: Via<'a>) -> Result<Core<'a>, V
         HeaderName::Contact,
         HeaderName::ContentEncoding,
         HeaderName::InfoPackage,
+        HeaderName::Accept,
+        HeaderName::PAssertedIdentity,
     ];
     if let Some(name) = msg.first_not_text(&structural) {
         return Err(bad(HeaderError::Malformed(name)));
