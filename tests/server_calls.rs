@@ -299,6 +299,45 @@ fn an_expired_temporary_passcode_is_refused() {
     server.expect_log("outcome=expired", 1, CALL);
 }
 
+/// A mismatched new PIN is audited without the call waiting for the write: while another
+/// process holds the database, the caller still hears each reason and is hung up after the
+/// third try, and the rows are written once the database is free.
+#[test]
+fn a_mismatch_is_audited_without_holding_up_the_call() {
+    let w = Workdir::provisioned(&[("1001", "4826", true)]);
+    let server = ServerProcess::start(&w, "47850-47858", &[]);
+    let mut phone = Phone::dial(&server, "8500", "1001");
+    phone.keys("1001#4826#");
+    server.expect_log("logged in mailbox=1001", 1, CALL);
+    let lock = rusqlite::Connection::open(w.db()).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    // Three mismatches typed ahead: each one's audit waits for the lock, the call does not
+    // (a write waiting in the call would end it only after three busy timeouts of 10 s,
+    // each write given up).
+    phone.keys("5937#5938#5937#5938#5937#5938#");
+    assert!(phone.wait_for_bye(CALL), "{}", server.log());
+    lock.execute_batch("COMMIT").unwrap();
+    drop(lock);
+    assert!(
+        server.wait_for_log("passcode change: mismatch extension=1001", 3, CALL),
+        "{}",
+        server.log()
+    );
+    let events = w.audit("1001");
+    let outcomes: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "passcode.change_rejected")
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["mismatch"; 3], "{events:?}");
+    assert!(
+        !server.log().contains("could not audit"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(w.user("1001")["temporary"], true);
+}
+
 /// Gives the server started in `w` this default dialplan.
 fn with_dialplan(w: &Workdir, toml: &str) {
     std::fs::create_dir(w.path().join("dialplans")).unwrap();

@@ -214,6 +214,7 @@ async fn run(
         media_tx,
         hanging_up: false,
         login: None,
+        audit: None,
         published: ("starting", false),
     };
     let mut job: Option<StoreJob> = None;
@@ -317,6 +318,8 @@ struct CallTask {
     hanging_up: bool,
     /// The caller's login, which a passcode change must present.
     login: Option<Login>,
+    /// The audit write last started without waiting for it (see [`Self::record`]).
+    audit: Option<JoinHandle<()>>,
     /// The flow state and whether a mailbox was known, as last shown in the active calls.
     published: (&'static str, bool),
 }
@@ -591,10 +594,10 @@ impl CallTask {
                 Action::LoggedIn(mailbox) => self.logged_in(&mailbox).await,
                 Action::Mismatched(mailbox) => {
                     let actor = self.actor.clone();
+                    let now = Timestamp::now();
                     self.record("a mismatched passcode change", move |store| {
-                        store.record_mismatch(&mailbox, &actor, Timestamp::now())
-                    })
-                    .await;
+                        store.record_mismatch(&mailbox, &actor, now)
+                    });
                 }
                 Action::Hangup => {
                     if !self.hanging_up {
@@ -608,13 +611,15 @@ impl CallTask {
 
     /// Runs store work that hashes (argon2) on the blocking pool, at most two per hashing
     /// core at once, so a burst of logins queues here instead of starving the runtime.
-    fn hashing(&self, work: impl FnOnce(&Store) -> StoreReply + Send + 'static) -> StoreJob {
+    fn hashing(&mut self, work: impl FnOnce(&Store) -> StoreReply + Send + 'static) -> StoreJob {
         let store = Arc::clone(&self.shared.store);
         let permits = Arc::clone(&self.shared.hash_permits);
+        let before = self.audit.take();
         // Carried across the spawn: `blocking_in_call` takes the span current there.
         let span = tracing::Span::current();
         tokio::spawn(
             async move {
+                after(before).await;
                 // The semaphore is never closed; without a permit the work runs anyway.
                 let _permit = permits.acquire_owned().await.ok();
                 blocking_in_call(move || work(&store))
@@ -648,26 +653,46 @@ impl CallTask {
                 tracing::info!(%mailbox, "mailbox in use by another call; login refused");
                 self.flow.handle_in_use();
                 let (mailbox, actor) = (mailbox.clone(), self.actor.clone());
+                let now = Timestamp::now();
                 self.record("a login refused as in use", move |store| {
-                    store.record_in_use(&mailbox, &actor, Timestamp::now())
-                })
-                .await;
+                    store.record_in_use(&mailbox, &actor, now)
+                });
             }
         }
     }
 
-    /// Writes an audit record on the blocking pool and waits for it; a failure is logged
-    /// and counted, and the call goes on.
-    async fn record(
-        &self,
+    /// Writes an audit record on the blocking pool without waiting for it: the call goes on
+    /// at once even while another process holds the database (the write then waits up to
+    /// the store's busy timeout). The call's next audit write and hashing job start after
+    /// it, so its rows stay in the order of what happened. A failure is logged and counted.
+    fn record(
+        &mut self,
         what: &'static str,
         write: impl FnOnce(&Store) -> crate::store::Result<()> + Send + 'static,
     ) {
         let store = Arc::clone(&self.shared.store);
-        if !matches!(blocking_in_call(move || write(&store)).await, Ok(Ok(()))) {
-            tracing::error!("could not audit {what}");
-            metrics::counter!("vportal_store_errors_total").increment(1);
-        }
+        let before = self.audit.take();
+        let span = tracing::Span::current();
+        // Held until written: a server stopping waits for it as for a passcode change.
+        let in_flight = self.shared.changes_in_flight.subscribe();
+        self.audit = Some(tokio::spawn(
+            async move {
+                let _in_flight = in_flight;
+                after(before).await;
+                if !matches!(blocking_in_call(move || write(&store)).await, Ok(Ok(()))) {
+                    tracing::error!("could not audit {what}");
+                    metrics::counter!("vportal_store_errors_total").increment(1);
+                }
+            }
+            .instrument(span),
+        ));
+    }
+}
+
+/// Waits for the audit write `before`, if any (its failure is its own to report).
+async fn after(before: Option<JoinHandle<()>>) {
+    if let Some(before) = before {
+        let _ = before.await;
     }
 }
 

@@ -133,8 +133,9 @@ pub(crate) struct Shared {
     pub(crate) hash_permits: Arc<Semaphore>,
     /// The calls in progress, for the admin API.
     pub(crate) calls: Arc<ActiveCalls>,
-    /// Each passcode change under way holds a receiver until it is stored: shutdown waits
-    /// for them all, so a new PIN a caller keyed twice is never lost to a stop.
+    /// Each passcode change under way, and each audit write a call did not wait for, holds
+    /// a receiver until it is stored: shutdown waits for them all, so a new PIN a caller
+    /// keyed twice, or its audit row, is never lost to a stop.
     pub(crate) changes_in_flight: tokio::sync::watch::Sender<()>,
     media: MediaHandle,
 }
