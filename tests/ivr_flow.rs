@@ -486,7 +486,65 @@ fn an_entry_longer_than_the_longest_passcode_is_not_cut_to_fit() {
     c.keys("1").keys(&format!("{longer}#"));
     assert_eq!(c.last(), ["reenter_new_passcode"]);
     c.keys(&format!("{longer}#"));
-    assert_eq!(c.last(), ["reason_too_long", "enter_new_passcode"]);
+    assert_eq!(
+        c.last(),
+        [
+            "reason_too_long",
+            "length_rule",
+            "digit_4",
+            "length_to",
+            "number_30",
+            "digit_2",
+            "length_digits",
+            "enter_new_passcode"
+        ]
+    );
+}
+
+/// One length allowed is said once ("… six digits"); a prompt set without the sentence's
+/// prompts (a site's set from before them) says the reason alone.
+#[test]
+fn the_lengths_allowed_are_said_when_the_set_can_say_them() {
+    let store = store();
+    let admin = Actor::Cli { user: None };
+    let mut policy = store.policy().unwrap();
+    (policy.min_length, policy.max_length) = (6, 6);
+    store
+        .set_policy(&policy, &admin, Timestamp::from_unix(T0))
+        .unwrap();
+    let mut c = Call::portal(&store);
+    c.keys("1001#4826#").keys("59371#59371#");
+    assert_eq!(
+        c.last(),
+        [
+            "reason_too_short",
+            "length_rule",
+            "digit_6",
+            "length_digits",
+            "enter_new_passcode"
+        ]
+    );
+
+    let dir = Path::new("prompts/en");
+    let manifest = std::fs::read_to_string(dir.join("prompts.toml")).unwrap();
+    let start = manifest.find("[length_rule]").unwrap();
+    let end = start + manifest[start..].find("\n\n").unwrap();
+    let older = format!("{}{}", &manifest[..start], &manifest[end..]);
+    let set = PromptSet::from_files(dir, |path| {
+        if path.ends_with("prompts.toml") {
+            Ok(older.clone().into_bytes())
+        } else {
+            std::fs::read(path)
+        }
+    })
+    .unwrap();
+    assert!(set.get("length_rule").is_none());
+    let mut c = Call::portal(&store);
+    c.flow = Flow::new(config(Application::VoicePortal, None), Arc::new(set));
+    c.flow.start(c.now);
+    c.run();
+    c.keys("1001#4826#").keys("59371#59371#");
+    assert_eq!(c.last(), ["reason_too_short", "enter_new_passcode"]);
 }
 
 #[test]
@@ -651,7 +709,23 @@ fn each_policy_violation_has_its_own_reason() {
             assert_eq!(c.last(), ["reenter_new_passcode"], "{new}");
             c.keys(&format!("{new}#"));
         }
-        assert_eq!(c.last(), [reason, "enter_new_passcode"], "{new}");
+        // A wrong length is followed by the lengths allowed: "four to ten digits".
+        let length_rule = [
+            "length_rule",
+            "digit_4",
+            "length_to",
+            "number_10",
+            "length_digits",
+        ];
+        let wants: Vec<&str> = match reason {
+            "reason_too_short" | "reason_too_long" => [&[reason][..], &length_rule].concat(),
+            _ => vec![reason],
+        };
+        assert_eq!(
+            c.last(),
+            [&wants[..], &["enter_new_passcode"]].concat(),
+            "{new}"
+        );
         assert!(
             temporary(&store, "1002"),
             "{new}: a refused passcode changes nothing"

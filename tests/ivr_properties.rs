@@ -244,7 +244,7 @@ impl Sim {
                     0 | 1 => Ok(ChangeOutcome::Changed),
                     2 => {
                         let v = Violation::ALL[usize::from(pick / 5) % Violation::ALL.len()];
-                        Ok(ChangeOutcome::Rejected([v].into_iter().collect()))
+                        Ok(ChangeOutcome::Rejected([v].into_iter().collect(), 4..=10))
                     }
                     3 => Ok(ChangeOutcome::Superseded),
                     _ => Err(()),

@@ -18,13 +18,14 @@
 //! next entry.
 
 use std::collections::VecDeque;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::dialplan::{Application, RouteSettings};
 use crate::media::digit::Digit;
 use crate::media::player::{Item, Playback, TYPE_AHEAD, TypeAhead};
-use crate::media::prompts::PromptSet;
+use crate::media::prompts::{PromptSet, number_ids};
 use crate::store::policy::MAX_PIN_LEN;
 use crate::store::{ChangeOutcome, Extension, Lock, Passcode, VerifyOutcome, Violation};
 
@@ -549,13 +550,13 @@ impl Flow {
                 // Not interruptible: the caller must hear that it worked.
                 self.announce(&["passcode_changed"], then);
             }
-            Ok(ChangeOutcome::Rejected(violations)) => {
-                let reason = violations
-                    .as_slice()
-                    .first()
-                    .copied()
-                    .map_or("try_again", reason_prompt);
-                self.change_failed(now, reason);
+            Ok(ChangeOutcome::Rejected(violations, lengths)) => {
+                let first = violations.as_slice().first().copied();
+                let mut reason = vec![first.map_or("try_again", reason_prompt)];
+                if matches!(first, Some(Violation::TooShort | Violation::TooLong)) {
+                    reason.extend(self.length_rule(lengths).unwrap_or_default());
+                }
+                self.change_failed(now, &reason);
             }
             // An admin set another passcode (or removed the mailbox) since this login: the
             // session is void. The caller calls again with whatever is in force now.
@@ -771,7 +772,7 @@ impl Flow {
                 Some(first) if first == keyed => self.change_to(first),
                 Some(_) if let Some(mailbox) = self.logged_in.clone() => {
                     self.actions.push_back(Action::Mismatched(mailbox));
-                    self.change_failed(now, "mismatch");
+                    self.change_failed(now, &["mismatch"]);
                 }
                 _ => self.leave(Outcome::Error, &["unavailable", "goodbye"]),
             },
@@ -791,7 +792,7 @@ impl Flow {
 
     /// A new passcode was not accepted (mismatch or policy): say why, try again while tries
     /// are left; after that, goodbye with the old passcode in place.
-    fn change_failed(&mut self, now: Instant, reason: &'static str) {
+    fn change_failed(&mut self, now: Instant, reason: &[&'static str]) {
         // Keys typed ahead are kept for the next try, as after a failed login.
         self.changes_left = self.changes_left.saturating_sub(1);
         if self.changes_left == 0 {
@@ -800,9 +801,26 @@ impl Flow {
             } else {
                 Outcome::LoggedIn
             };
-            return self.leave(outcome, &[reason, "goodbye"]);
+            return self.leave(outcome, &[reason, &["goodbye"]].concat());
         }
-        self.ask(Field::NewPasscode, &[reason], now);
+        self.ask(Field::NewPasscode, reason, now);
+    }
+
+    /// "A passcode must have four to ten digits" ("… six digits" when one length is
+    /// allowed), or `None` when the prompt set cannot say it (a set from before these
+    /// prompts).
+    fn length_rule(&self, lengths: RangeInclusive<usize>) -> Option<Vec<&'static str>> {
+        let (min, max) = lengths.into_inner();
+        let mut ids = vec!["length_rule"];
+        ids.extend(number_ids(min)?);
+        if max != min {
+            ids.push("length_to");
+            ids.extend(number_ids(max)?);
+        }
+        ids.push("length_digits");
+        ids.iter()
+            .all(|id| self.prompts.get(id).is_some())
+            .then_some(ids)
     }
 
     /// Silence on an entry (`partial`: after some keys): ask again while reprompts last,

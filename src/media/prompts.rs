@@ -16,8 +16,9 @@
 //! ```
 //!
 //! - Ids are letters, digits and `_`; the call flow names prompts by id, and every id in
-//!   [`REQUIRED`] must be present; one in [`STAND_INS`] that is not is said with its stand-in.
-//!   Other ids may be added (a site's own announcements).
+//!   [`REQUIRED`] must be present; one in [`STAND_INS`] that is not is said with its stand-in;
+//!   a sentence that needs one in [`OPTIONAL`] that is not is left out. Other ids may be added
+//!   (a site's own announcements).
 //! - `file` and `text` are required and may not be empty, except that `text` may be empty for a
 //!   prompt with `silence_ms`. No other keys are allowed, so a misspelt key is an error rather
 //!   than silently ignored.
@@ -103,9 +104,33 @@ pub const STAND_INS: &[(&str, &str)] = &[
     ("locked_permanently", "locked"),
 ];
 
-/// Whether the call flow plays prompt `id`: one in [`REQUIRED`] or [`STAND_INS`].
+/// Prompt ids the call flow plays when the set has them: a sentence that needs one the set
+/// lacks is left out (a site's prompt set from before they were added says less, not
+/// something else).
+pub const OPTIONAL: &[&str] = &[
+    "length_rule",
+    "length_to",
+    "length_digits",
+    "number_10",
+    "number_11",
+    "number_12",
+    "number_13",
+    "number_14",
+    "number_15",
+    "number_16",
+    "number_17",
+    "number_18",
+    "number_19",
+    "number_20",
+    "number_30",
+];
+
+/// Whether the call flow plays prompt `id`: one in [`REQUIRED`], [`STAND_INS`] or
+/// [`OPTIONAL`].
 pub fn is_played(id: &str) -> bool {
-    REQUIRED.contains(&id) || STAND_INS.iter().any(|(played, _)| *played == id)
+    REQUIRED.contains(&id)
+        || STAND_INS.iter().any(|(played, _)| *played == id)
+        || OPTIONAL.contains(&id)
 }
 
 /// The ids of the prompts that say "zero" … "nine", indexed by digit.
@@ -113,6 +138,37 @@ const DIGIT_IDS: [&str; 10] = [
     "digit_0", "digit_1", "digit_2", "digit_3", "digit_4", "digit_5", "digit_6", "digit_7",
     "digit_8", "digit_9",
 ];
+
+/// The ids that say "ten" … "nineteen", indexed by the number less ten.
+const TEEN_IDS: [&str; 10] = [
+    "number_10",
+    "number_11",
+    "number_12",
+    "number_13",
+    "number_14",
+    "number_15",
+    "number_16",
+    "number_17",
+    "number_18",
+    "number_19",
+];
+
+/// The prompt ids that say the number `n` ("four", "ten", "twenty" "two"), for 0 to 39:
+/// the largest passcode length is 32. `None` beyond.
+pub fn number_ids(n: usize) -> Option<Vec<&'static str>> {
+    let tens = match n / 10 {
+        0 => return Some(vec![DIGIT_IDS[n]]),
+        1 => return Some(vec![TEEN_IDS[n - 10]]),
+        2 => "number_20",
+        3 => "number_30",
+        _ => return None,
+    };
+    let mut ids = vec![tens];
+    if !n.is_multiple_of(10) {
+        ids.push(DIGIT_IDS[n % 10]);
+    }
+    Some(ids)
+}
 
 /// The manifest's file name inside a prompt folder.
 pub const MANIFEST: &str = "prompts.toml";
@@ -891,6 +947,32 @@ mod tests {
         .unwrap();
         assert_eq!(set.get("superseded").unwrap().id(), "unavailable");
         assert_eq!(en().get("superseded").unwrap().id(), "superseded");
+    }
+
+    /// Every length a policy allows can be said, with prompts the call flow knows it plays
+    /// and the English set has.
+    #[test]
+    fn every_passcode_length_can_be_said() {
+        let said = |n| number_ids(n).unwrap().join(" ");
+        assert_eq!(said(0), "digit_0");
+        assert_eq!(said(4), "digit_4");
+        assert_eq!(said(10), "number_10");
+        assert_eq!(said(19), "number_19");
+        assert_eq!(said(20), "number_20");
+        assert_eq!(said(22), "number_20 digit_2");
+        assert_eq!(said(30), "number_30");
+        assert_eq!(said(32), "number_30 digit_2");
+        assert_eq!(number_ids(40), None);
+        let set = en();
+        for n in 1..=crate::store::policy::MAX_PIN_LEN {
+            for id in number_ids(n).unwrap() {
+                assert!(is_played(id), "{n}: {id}");
+                assert!(set.get(id).is_some(), "{n}: {id}");
+            }
+        }
+        for id in OPTIONAL {
+            assert_eq!(set.get(id).unwrap().id(), *id);
+        }
     }
 
     #[test]

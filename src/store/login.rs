@@ -9,6 +9,8 @@
 //! passcode the caller proved, and [`Store::change_passcode`] refuses once that passcode has
 //! been replaced (an admin reset, another call's change, the mailbox deleted and re-created).
 
+use std::ops::RangeInclusive;
+
 use rusqlite::Connection;
 
 use super::audit::{self, Event};
@@ -53,8 +55,9 @@ pub enum VerifyOutcome {
 pub enum ChangeOutcome {
     /// Stored; the passcode is now permanent.
     Changed,
-    /// Refused; the old passcode stays in force.
-    Rejected(Violations),
+    /// Refused; the old passcode stays in force. With the lengths the policy allows, which a
+    /// caller told "too short" or "too long" is told too.
+    Rejected(Violations, RangeInclusive<usize>),
     /// Refused: the passcode the caller logged in with is no longer the mailbox's (an admin
     /// set another, another call changed it, or the mailbox was deleted). Whatever was set
     /// since stays in force.
@@ -122,7 +125,7 @@ fn count_change(extension: &Extension, outcome: ChangeOutcome) -> ChangeOutcome 
     tracing::debug!(%extension, ?outcome, "passcode change");
     let label = match outcome {
         ChangeOutcome::Changed => CHANGE_OUTCOMES[0],
-        ChangeOutcome::Rejected(_) => CHANGE_OUTCOMES[1],
+        ChangeOutcome::Rejected(..) => CHANGE_OUTCOMES[1],
         ChangeOutcome::Superseded => CHANGE_OUTCOMES[2],
     };
     metrics::counter!("vportal_passcode_changes_total", "outcome" => label).increment(1);
@@ -376,7 +379,8 @@ impl Store {
                 let Some(hash) = &new_hash else {
                     let codes = violations.to_string();
                     audit::record(tx, now, Event::PasscodeChangeRejected, Some(extension), actor, &codes, None)?;
-                    return Ok(Some(ChangeOutcome::Rejected(violations.clone())));
+                    let lengths = snap.policy.min_length..=snap.policy.max_length;
+                    return Ok(Some(ChangeOutcome::Rejected(violations.clone(), lengths)));
                 };
                 tx.execute(
                     "UPDATE users SET passcode_hash = ?1, temporary = 0, temporary_expires_at = NULL,
@@ -840,7 +844,7 @@ mod tests {
                 .unwrap()
         };
         let rejected =
-            |codes: &[Violation]| ChangeOutcome::Rejected(codes.iter().copied().collect());
+            |codes: &[Violation]| ChangeOutcome::Rejected(codes.iter().copied().collect(), 4..=10);
         assert_eq!(
             change("1001", T0),
             rejected(&[Violation::EqualsExtension, Violation::Common])
