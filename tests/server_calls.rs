@@ -251,9 +251,31 @@ fn a_second_login_to_a_mailbox_replaces_the_first_call() {
     // The first call hears "logged in from another phone" and is hung up.
     assert!(first.wait_for_bye(CALL), "{}", server.log());
     server.expect_log("outcome=replaced", 1, CALL);
-    // The second goes on: its menu still answers (an unknown choice is no reason to hang up).
+    // The second goes on: an unknown choice in its menu is answered, not hung up on, and
+    // the call ends when its caller hangs up, logged in; only the first was replaced.
     second.keys("5");
+    assert!(
+        !second.ignore_bye(Duration::from_secs(2)),
+        "{}",
+        server.log()
+    );
     second.hang_up();
+    server.expect_log("outcome=logged_in mailbox=2002", 1, CALL);
+    let log = server.log();
+    let ended: Vec<&str> = log.lines().filter(|l| l.contains("call ended")).collect();
+    assert_eq!(ended.len(), 2, "{log}");
+    let outcome_of = |call_id: &str| {
+        let line = ended
+            .iter()
+            .find(|l| l.contains(call_id))
+            .expect("its end logged");
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("outcome="))
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(outcome_of(&first.uac.call_id), "replaced", "{log}");
+    assert_eq!(outcome_of(&second.uac.call_id), "logged_in", "{log}");
 }
 
 #[test]
@@ -365,7 +387,15 @@ fn with_session_reject_a_second_login_is_refused_and_audited() {
     assert_eq!(last["event"], "login.in_use", "{events:?}");
     assert_eq!(last["call_id"], second.uac.call_id.as_str());
     assert!(!server.log().contains("outcome=replaced"));
+    // The first goes on: its menu answers a choice.
+    first.keys("5");
+    assert!(
+        !first.ignore_bye(Duration::from_secs(2)),
+        "{}",
+        server.log()
+    );
     first.hang_up();
+    server.expect_log("outcome=logged_in mailbox=2002", 1, CALL);
 }
 
 /// A dialled string a `.` route takes is logged escaped: its line breaks cannot forge a
