@@ -347,7 +347,8 @@ impl Store {
     /// `hash_concurrency` bounds concurrent argon2 work (see [`Hasher::default_concurrency`]).
     ///
     /// # Errors
-    /// [`StoreError::NoDatabase`] when the file is missing and `create` is false,
+    /// [`StoreError::Recoverable`] when the file is missing and a copy saved when it was
+    /// removed is there; [`StoreError::NoDatabase`] when it is missing and `create` is false,
     /// [`StoreError::EmptyDatabase`] when it is empty and `create` is false;
     /// [`StoreError::PepperMismatch`]; [`StoreError::SchemaTooNew`]; database errors.
     pub fn open(
@@ -357,11 +358,12 @@ impl Store {
         hash_concurrency: usize,
     ) -> Result<Self> {
         if !path.exists() {
-            if !create {
-                return Err(StoreError::NoDatabase(path.to_owned()));
-            }
+            // Whatever the command: "run init" would be refused, and the data is there.
             if recovered_path(path).exists() {
                 return Err(StoreError::Recoverable(path.to_owned()));
+            }
+            if !create {
+                return Err(StoreError::NoDatabase(path.to_owned()));
             }
             create_private(path).map_err(|source| StoreError::Io {
                 path: path.to_owned(),
@@ -477,6 +479,14 @@ impl Store {
     /// # Errors
     /// [`StoreError::Io`] when `dest` exists or cannot be created; database errors.
     pub fn backup(&self, dest: &Path) -> Result<()> {
+        self.check_file()?;
+        self.copy_to_new(dest)
+    }
+
+    /// Writes what the store holds to `dest`, a file that must not exist yet, made readable
+    /// by its owner only (it holds every hash and token record), through the connection
+    /// (`VACUUM INTO`), and syncs it; nothing is left at `dest` when that fails.
+    fn copy_to_new(&self, dest: &Path) -> Result<()> {
         let io = |source| StoreError::Io {
             path: dest.to_owned(),
             source,
@@ -489,26 +499,27 @@ impl Store {
             options.mode(0o600);
         }
         options.open(dest).map_err(io)?;
-        let dest_text = dest.to_str().ok_or_else(|| {
-            io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "the path is not valid text",
-            ))
-        });
-        let copied = dest_text.and_then(|text| {
-            self.check_file()?;
-            let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-            conn.execute("VACUUM INTO ?1", [text])?;
-            Ok(())
-        });
-        // On the disk before it is called a backup (VACUUM INTO does not sync).
+        let copied = dest
+            .to_str()
+            .ok_or_else(|| {
+                io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the path is not valid text",
+                ))
+            })
+            .and_then(|text| {
+                let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+                conn.execute("VACUUM INTO ?1", [text])?;
+                Ok(())
+            });
+        // On the disk before it is called a copy (VACUUM INTO does not sync).
         let copied = copied.and_then(|()| {
             std::fs::File::open(dest)
                 .and_then(|f| f.sync_all())
                 .map_err(io)
         });
         if copied.is_err() {
-            // Not left behind half made, to be taken for a backup.
+            // Not left behind half made, to be taken for a copy.
             let _ = std::fs::remove_file(dest);
         }
         copied
@@ -588,20 +599,7 @@ impl Store {
     /// removed; says where, or why it could not.
     fn save_removed(&self, path: &Path) {
         let copy = recovered_path(path);
-        let saved = copy
-            .to_str()
-            .ok_or(StoreError::Io {
-                path: copy.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "the path is not valid text",
-                ),
-            })
-            .and_then(|text| {
-                let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-                conn.execute("VACUUM INTO ?1", [text])?;
-                Ok(())
-            });
+        let saved = self.copy_to_new(&copy);
         match saved {
             Ok(()) => tracing::error!(
                 path = %path.display(),
@@ -991,9 +989,19 @@ mod tests {
         ));
         let saved = recovered_path(&path);
         assert_eq!(saved, dir.path().join("v.db.recovered"));
-        let refused = Store::open(&path, pepper(), true, 1).unwrap_err();
-        assert!(matches!(refused, StoreError::Recoverable(_)), "{refused}");
-        assert!(refused.to_string().contains("v.db.recovered"), "{refused}");
+        // It holds every hash: its owner's alone, as the database and a backup are.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&saved).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        }
+        // Refused to `init` and to every other command alike, naming the copy.
+        for create in [true, false] {
+            let refused = Store::open(&path, pepper(), create, 1).unwrap_err();
+            assert!(matches!(refused, StoreError::Recoverable(_)), "{refused}");
+            assert!(refused.to_string().contains("v.db.recovered"), "{refused}");
+        }
         assert!(!path.exists());
         drop(reopened);
         std::fs::rename(&saved, &path).unwrap();
