@@ -397,7 +397,7 @@ impl Store {
                 {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                opened => return opened,
+                opened => return opened.map_err(|e| on_read_only_mount(path, e)),
             }
         }
     }
@@ -781,6 +781,28 @@ fn create_private(path: &Path) -> std::io::Result<()> {
         // Another process created it first: fine, SQLite opens theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// SQLite says only "unable to open database file" when the file system holding the
+/// database is mounted read-only (it cannot make the `-shm` file beside it): that is said
+/// as read-only, with what to check.
+fn on_read_only_mount(path: &Path, e: StoreError) -> StoreError {
+    let cannot_open = matches!(
+        &e,
+        StoreError::Database(rusqlite::Error::SqliteFailure(f, _))
+            if f.code == rusqlite::ErrorCode::CannotOpen
+    );
+    let read_only_mount = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ReadOnlyFilesystem)
+    };
+    if cannot_open && read_only_mount() {
+        StoreError::Unavailable(Unavailable::ReadOnly)
+    } else {
+        e
     }
 }
 
