@@ -333,6 +333,14 @@ fn load_prompts(
 ) -> Result<HashMap<String, Arc<PromptSet>>> {
     let given = dir.is_some();
     let dir = dir.unwrap_or_else(|| Path::new(DEFAULT_PROMPTS_DIR));
+    // A typo in the folder is the folder's, not the dialplan language's that would be
+    // named below.
+    if given && !dir.is_dir() {
+        anyhow::bail!(
+            "the prompts folder {} (--prompts, or prompts.dir in the configuration) is not              there or not a folder",
+            dir.display()
+        );
+    }
     let one_set = dir.join(MANIFEST).exists();
     // The language `dir` itself was taken for.
     let mut dir_is: Option<&str> = None;
@@ -628,6 +636,24 @@ mod tests {
             "{off_loopback}"
         );
         assert!(!off_loopback.contains("no [[route]]"), "{off_loopback}");
+    }
+
+    #[test]
+    fn a_prompts_folder_that_is_not_there_is_named_as_such() {
+        let plan = Dialplan::parse(DEFAULT_DIALPLAN, "test").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nosuch");
+        let e = load_prompts(Some(&missing), &plan).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("the prompts folder {}", missing.display())),
+            "{e}"
+        );
+        assert!(!e.contains("language"), "{e}");
+        // There, but without the dialplan's language: the language is named.
+        let e = load_prompts(Some(dir.path()), &plan)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("language \"en\""), "{e}");
     }
 
     #[test]
