@@ -822,6 +822,7 @@ async fn import(
         }
     })?;
     let rejected = report.rejected().count();
+    let message = report.nothing_imported("add ?partial=true");
     let rows: Vec<ImportRowView> = report
         .rows
         .into_iter()
@@ -855,17 +856,7 @@ async fn import(
     } else {
         Err(ApiError {
             extra: Some(("rows", json!(rows))),
-            ..ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "import_rejected",
-                if mode == ImportMode::Partial {
-                    format!("nothing imported: all {rejected} row(s) rejected")
-                } else {
-                    format!(
-                        "nothing imported: {rejected} row(s) rejected (add ?partial=true to import the good rows)"
-                    )
-                },
-            )
+            ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "import_rejected", message)
         })
     }
 }

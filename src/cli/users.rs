@@ -210,7 +210,7 @@ fn import(
     if ctx.json {
         print_import_json(&report)?;
     } else {
-        print_import_text(&report, partial, rejected)?;
+        print_import_text(&report, rejected)?;
     }
     Ok(if rejected > 0 {
         ExitCode::from(1)
@@ -247,7 +247,7 @@ fn print_import_json(report: &ImportReport) -> Result<()> {
 
 /// `user import`: rejected rows and the summary on stderr, created mailboxes as CSV on
 /// stdout.
-fn print_import_text(report: &ImportReport, partial: bool, rejected: usize) -> Result<()> {
+fn print_import_text(report: &ImportReport, rejected: usize) -> Result<()> {
     for row in &report.rows {
         if let ImportOutcome::Rejected(reason) = &row.outcome {
             match &row.extension {
@@ -279,12 +279,8 @@ fn print_import_text(report: &ImportReport, partial: bool, rejected: usize) -> R
             "{} mailbox(es) created, {rejected} row(s) rejected{note}",
             created.len()
         );
-    } else if partial {
-        errln!("nothing imported: every row ({rejected}) was rejected");
     } else {
-        errln!(
-            "nothing imported: {rejected} row(s) rejected (use --partial to import the good rows)"
-        );
+        errln!("{}", report.nothing_imported("use --partial"));
     }
     Ok(())
 }

@@ -323,6 +323,20 @@ impl ImportReport {
         })
     }
 
+    /// What to say when nothing was imported: every row was rejected, or some were and an
+    /// all-or-nothing import held back the good ones, which `partial` (how to ask for a
+    /// partial import: `--partial`, `?partial=true`) would have imported.
+    pub fn nothing_imported(&self, partial: &str) -> String {
+        let rejected = self.rejected().count();
+        if rejected == self.rows.len() {
+            format!("nothing imported: every row ({rejected}) was rejected")
+        } else {
+            format!(
+                "nothing imported: {rejected} row(s) rejected ({partial} to import the good rows)"
+            )
+        }
+    }
+
     /// Mailboxes created.
     pub fn created(&self) -> impl Iterator<Item = &Issued> {
         self.rows.iter().filter_map(|r| match &r.outcome {
@@ -770,6 +784,10 @@ impl Store {
         now: Timestamp,
     ) -> Result<ImportReport> {
         let records = csv::parse(text).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        if let Some(first) = records.first() {
+            misshapen_first_row(&first.fields)
+                .map_err(|e| StoreError::Invalid(format!("line {}: {e}", first.line)))?;
+        }
         let (columns, body, headed) = match records.split_first() {
             Some((first, rest)) if looks_like_header(&first.fields) => {
                 let columns = header_columns(&first.fields)
@@ -968,6 +986,32 @@ fn looks_like_header(fields: &[String]) -> bool {
         .iter()
         .any(|f| f.trim().eq_ignore_ascii_case("extension"))
         && !fields.iter().any(|f| digits(f.trim()))
+}
+
+/// A first row that shows the whole file is not what the import reads, where every row
+/// would otherwise be refused with "an extension is 1 to 15 digits": values separated by
+/// `;` or tabs (a spreadsheet's export in many locales), or a header naming the columns but
+/// not `extension`.
+fn misshapen_first_row(fields: &[String]) -> Result<(), String> {
+    if let [only] = fields
+        && let Some(separator) = [';', '\t'].into_iter().find(|c| only.contains(*c))
+    {
+        let separator = if separator == ';' { "';'" } else { "tabs" };
+        return Err(format!(
+            "the values are separated by {separator}: the import reads comma-separated \
+             values (export the file as CSV with commas)"
+        ));
+    }
+    let named = |f: &String| {
+        ["name", "email", "passcode"].contains(&f.trim().to_ascii_lowercase().as_str())
+    };
+    if fields.iter().any(named) && fields.iter().all(|f| named(f) || f.trim().is_empty()) {
+        return Err(
+            "the header names no extension column (expected extension, name, email, passcode)"
+                .to_owned(),
+        );
+    }
+    Ok(())
 }
 
 fn header_columns(fields: &[String]) -> Result<Vec<Column>, String> {
@@ -1557,6 +1601,45 @@ mod tests {
                 &cli(),
                 T0,
             )
+            .unwrap();
+        assert!(report.committed, "{report:?}");
+        // A file the import cannot read as such says so once, naming the first line.
+        for (text, says) in [
+            (
+                "extension;name;email;passcode\n3104;A;;\n",
+                "separated by ';'",
+            ),
+            ("3104;A\n3105;B\n", "separated by ';'"),
+            ("3104\tA\n", "separated by tabs"),
+            (
+                "name,email\nBob,b@example.com\n",
+                "names no extension column",
+            ),
+        ] {
+            let e = s
+                .import_csv(text, ImportMode::Partial, &cli(), T0)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("line 1: ") && e.contains(says), "{text:?}: {e}");
+        }
+        // Nothing imported: the hint to import the good rows only when there are some.
+        let some = s
+            .import_csv("3301\nx\n", ImportMode::AllOrNothing, &cli(), T0)
+            .unwrap();
+        assert_eq!(
+            some.nothing_imported("use --partial"),
+            "nothing imported: 1 row(s) rejected (use --partial to import the good rows)"
+        );
+        let none = s
+            .import_csv("x\ny\n", ImportMode::AllOrNothing, &cli(), T0)
+            .unwrap();
+        assert_eq!(
+            none.nothing_imported("use --partial"),
+            "nothing imported: every row (2) was rejected"
+        );
+        // One column of extensions is a file like any other.
+        let report = s
+            .import_csv("3201\n3202\n", ImportMode::AllOrNothing, &cli(), T0)
             .unwrap();
         assert!(report.committed, "{report:?}");
         // A headerless first row for a mailbox named "Extension" is data, not a header.
