@@ -122,15 +122,17 @@ fn http2_is_not_spoken() {
     // The preface and an empty SETTINGS frame.
     h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
         .unwrap();
-    h2.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Half the client timeout: a server that closes only when that runs out has not yet.
+    h2.set_read_timeout(Some(vportal::admin::CLIENT_TIMEOUT / 2))
+        .unwrap();
     let mut answer = Vec::new();
-    let opened = Instant::now();
-    let _ = h2.read_to_end(&mut answer);
-    assert!(
-        opened.elapsed() < vportal::admin::CLIENT_TIMEOUT / 2,
-        "still open after {:?}",
-        opened.elapsed()
-    );
+    // The end of the stream (or a reset) is the server closing; a read that timed out is
+    // the server holding the connection open.
+    match h2.read_to_end(&mut answer) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("not closed ({e}); received {answer:?}"),
+    }
     let settings_frame = answer.len() >= 9 && answer[3] == 0x04;
     assert!(!settings_frame, "answered as HTTP/2: {answer:?}");
 }
