@@ -201,23 +201,28 @@ fn a_passcode_reset_over_http_works_on_the_next_call_and_the_api_shows_the_chang
             metrics.body
         );
     }
-    assert!(!metrics.body.contains("vportal_rtp_packets_sent_total 0\n"));
+    // The call's prompts went out as RTP: none before it, some since.
+    let (before, after) = sample(&fresh, &metrics.body, "vportal_rtp_packets_sent_total");
+    assert!(
+        before == 0 && after > 0,
+        "{before} then {after} RTP packets sent:\n{}",
+        metrics.body
+    );
     // The call's RTCP: at least the BYE that ended it went out; the phone sent none.
+    let rtcp = |direction: &str| {
+        sample(
+            &fresh,
+            &metrics.body,
+            &format!("vportal_rtcp_packets_total{{direction=\"{direction}\"}}"),
+        )
+    };
+    let (before, after) = rtcp("out");
     assert!(
-        metrics
-            .body
-            .contains("vportal_rtcp_packets_total{direction=\"out\"} ")
+        before == 0 && after > 0,
+        "{before} then {after} RTCP packets sent:\n{}",
+        metrics.body
     );
-    assert!(
-        !metrics
-            .body
-            .contains("vportal_rtcp_packets_total{direction=\"out\"} 0\n")
-    );
-    assert!(
-        metrics
-            .body
-            .contains("vportal_rtcp_packets_total{direction=\"in\"} 0\n")
-    );
+    assert_eq!(rtcp("in"), (0, 0), "{}", metrics.body);
     // A whole call drops nothing and keeps every transaction.
     let dropped = "vportal_sip_dropped_total{reason=\"unanswerable\"}";
     assert_eq!(sample(&fresh, &metrics.body, dropped), (0, 0));
