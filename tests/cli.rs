@@ -1197,9 +1197,49 @@ fn a_full_standard_error_loses_no_generated_passcode() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    for mailbox in ["9501", "9503"] {
-        assert!(stdout.contains(mailbox), "{stdout}");
+    // `extension,passcode,temporary_expires_at`: a row for each mailbox created, with the
+    // passcode it was given, in full.
+    let mut lines = stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some("extension,passcode,temporary_expires_at"),
+        "{stdout}"
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let mailboxes: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    assert_eq!(mailboxes, ["9501", "9503"], "{stdout}");
+    let length = vportal::store::Policy::default().generated_len();
+    // The passcodes printed are the ones the mailboxes took.
+    let pepper = std::fs::read_to_string(w.path().join("vportal.pepper")).unwrap();
+    let pepper = vportal::store::Pepper::from_hex(&pepper).unwrap();
+    let store = vportal::store::Store::open(&w.db(), pepper, false, 1).unwrap();
+    let caller = vportal::store::Actor::Caller {
+        source: "192.0.2.7:5060".parse().unwrap(),
+        call_id: "cli-test@192.0.2.7".to_owned(),
+    };
+    for row in &rows {
+        assert_eq!(row.len(), 3, "{stdout}");
+        let (mailbox, passcode) = (row[0], row[1]);
+        assert!(
+            passcode.len() == length && passcode.bytes().all(|b| b.is_ascii_digit()),
+            "{mailbox}: {passcode:?} is no generated passcode of {length} digits\n{stdout}"
+        );
         assert_eq!(w.user(mailbox)["temporary"], true);
+        let outcome = store
+            .verify(
+                mailbox,
+                &vportal::store::Passcode::new(passcode.to_owned()).unwrap(),
+                &caller,
+                vportal::time::Timestamp::now(),
+            )
+            .unwrap();
+        assert!(
+            matches!(
+                outcome,
+                vportal::store::VerifyOutcome::Ok { must_change: true }
+            ),
+            "{mailbox}: {outcome:?}"
+        );
     }
 }
 
