@@ -520,12 +520,36 @@ pub(crate) fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
         .span()
         .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
     let key = e.span().and_then(|span| key_at(text, span.start));
-    let what = e.message().trim_end();
+    let what = in_words(e.message().trim_end());
     match (line, key) {
         (Some(line), Some(key)) => format!("line {line}, key {key}: {what}"),
         (Some(line), None) => format!("line {line}: {what}"),
         _ => what.to_owned(),
     }
+}
+
+/// serde's messages name Rust's types ("expected usize"); an operator reads words.
+fn in_words(message: &str) -> String {
+    const WORDS: [(&str, &str); 6] = [
+        ("expected usize", "expected a whole number (0 or more)"),
+        ("expected u64", "expected a whole number (0 or more)"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected i64", "expected a whole number"),
+    ];
+    let mut out = message.to_owned();
+    for (rust, words) in WORDS {
+        if let Some(at) = out.find(rust)
+            && !out[at + rust.len()..].starts_with(|c: char| c.is_ascii_alphanumeric())
+        {
+            out.replace_range(at..at + rust.len(), words);
+        }
+    }
+    out
 }
 
 /// The dotted key a byte offset falls on: the enclosing `[table]` plus the key on that line.
@@ -739,6 +763,24 @@ mod tests {
                 err.starts_with("line 2, key store.hash_concurrency:"),
                 "{err}"
             );
+        }
+        // In words, not Rust's type names.
+        for (setting, says) in [
+            (
+                "[sip]\nmax_calls = \"many\"",
+                "invalid type: string \"many\", expected a whole number (0 or more)",
+            ),
+            (
+                "[sip]\nmax_calls = -5",
+                "invalid value: integer `-5`, expected a whole number (0 or more)",
+            ),
+            (
+                "[rtp]\nrealtime_priority = 300",
+                "invalid value: integer `300`, expected a whole number from 0 to 255",
+            ),
+        ] {
+            let err = Config::parse(setting).unwrap_err();
+            assert!(err.ends_with(says), "{err}");
         }
         let most = Config::parse("[store]\nhash_concurrency = 1024\n").unwrap();
         assert_eq!(most.store.hashes_at_once(), MAX_HASH_CONCURRENCY);
