@@ -55,6 +55,7 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     check_token_length(configured_token.as_ref(), &ctx.config.admin)?;
     let configured_token = configured_token.map(|(token, _)| token);
     raise_open_files_limit(&ctx.config.sip);
+    warn_about_sip(&ctx.config.sip);
     // Everything that can be wrong with the files is found before a first run creates the
     // database and hands out its token.
     let dialplan = load_dialplan(ctx.config.dialplan.file.as_deref())?;
@@ -182,6 +183,18 @@ fn refuse_unusable_store(ctx: &Context, store: &Store) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Warns about SIP settings that do not do what they say.
+fn warn_about_sip(sip: &SipConfig) {
+    if sip.tcp_message_timeout > sip.tcp_idle_timeout {
+        tracing::warn!(
+            tcp_message_timeout = %vportal::time::format_duration(sip.tcp_message_timeout),
+            tcp_idle_timeout = %vportal::time::format_duration(sip.tcp_idle_timeout),
+            "sip.tcp_message_timeout is longer than sip.tcp_idle_timeout: the idle timeout \
+             bounds a message too"
+        );
+    }
 }
 
 /// Warns about a side-port that gives away more than it should, or that nobody can use.
@@ -600,6 +613,12 @@ mod tests {
 
     /// What `warn_about_dialplan` logs for `dialplan` listening on `listen`.
     fn warnings(dialplan: &str, listen: &str) -> String {
+        let plan = Dialplan::parse(dialplan, "test").unwrap();
+        logged(|| warn_about_dialplan(&plan, listen.parse().unwrap()))
+    }
+
+    /// What `f` logs.
+    fn logged(f: impl FnOnce()) -> String {
         #[derive(Clone, Default)]
         struct Captured(Arc<Mutex<Vec<u8>>>);
         impl std::io::Write for Captured {
@@ -617,10 +636,7 @@ mod tests {
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .finish();
-        let plan = Dialplan::parse(dialplan, "test").unwrap();
-        tracing::subscriber::with_default(subscriber, || {
-            warn_about_dialplan(&plan, listen.parse().unwrap());
-        });
+        tracing::subscriber::with_default(subscriber, f);
         String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
     }
 
@@ -636,6 +652,24 @@ mod tests {
             "{off_loopback}"
         );
         assert!(!off_loopback.contains("no [[route]]"), "{off_loopback}");
+    }
+
+    #[test]
+    fn a_tcp_message_timeout_beyond_the_idle_one_is_a_warning() {
+        let sip = |message, idle| SipConfig {
+            tcp_message_timeout: std::time::Duration::from_secs(message),
+            tcp_idle_timeout: std::time::Duration::from_secs(idle),
+            ..SipConfig::default()
+        };
+        assert_eq!(logged(|| warn_about_sip(&SipConfig::default())), "");
+        assert_eq!(logged(|| warn_about_sip(&sip(300, 300))), "");
+        let said = logged(|| warn_about_sip(&sip(600, 300)));
+        assert!(
+            said.contains("WARN")
+                && said.contains("tcp_message_timeout=10m")
+                && said.contains("tcp_idle_timeout=5m"),
+            "{said}"
+        );
     }
 
     #[test]
