@@ -528,6 +528,16 @@ pub(crate) fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
+/// A yes or no as people write it: `true`, `yes`, `on`, `1` or `false`, `no`, `off`, `0`,
+/// in any case (the admin API's filters and `vportal policy set` alike).
+pub fn parse_yes_no(text: &str) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
 /// serde's messages name Rust's types ("expected usize"); an operator reads words.
 fn in_words(message: &str) -> String {
     const WORDS: [(&str, &str); 6] = [

@@ -514,13 +514,12 @@ struct UserFilterParams {
 mod flag {
     use serde::{Deserialize, Deserializer, de::Error};
 
-    /// What `text` says, if it is one of the accepted forms.
+    /// What `text` says, if it is one of the accepted forms (no value at all: yes).
     pub(super) fn parse(text: &str) -> Option<bool> {
-        match text.to_ascii_lowercase().as_str() {
-            "" | "true" | "1" | "yes" | "on" => Some(true),
-            "false" | "0" | "no" | "off" => Some(false),
-            _ => None,
+        if text.is_empty() {
+            return Some(true);
         }
+        crate::config::parse_yes_no(text)
     }
 
     /// A yes/no parameter; the error's message is prefixed with the parameter's name (by

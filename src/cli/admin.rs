@@ -300,9 +300,8 @@ fn with_setting(policy: &Policy, key: &str, value: &str) -> Result<Policy> {
     };
     let new = match old {
         toml::Value::Boolean(_) => toml::Value::Boolean(
-            value
-                .parse()
-                .map_err(|_| anyhow!("{key} takes true or false"))?,
+            vportal::config::parse_yes_no(value)
+                .ok_or_else(|| anyhow!("{key} takes true or false (or yes/no, on/off, 1/0)"))?,
         ),
         toml::Value::Integer(_) if name.ends_with("_seconds") => {
             let secs = match value.parse::<u64>() {
@@ -400,6 +399,15 @@ mod tests {
         assert!(with_setting(&p, "lockout.nope", "6").is_err());
         assert!(with_setting(&p, "min_length", "six").is_err());
         assert!(with_setting(&p, "min_length", "0").is_err());
-        assert!(with_setting(&p, "reject_common", "1").is_err());
+        // Yes and no as the admin API's filters take them.
+        for (value, set) in [("no", false), ("On", true), ("0", false), ("YES", true)] {
+            let q = with_setting(&p, "reject_common", value).unwrap();
+            assert_eq!(q.reject_common, set, "{value}");
+        }
+        let e = with_setting(&p, "reject_common", "maybe").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("reject_common takes true or false")
+        );
     }
 }
