@@ -437,7 +437,19 @@ fn an_unreadable_stored_policy_is_refused_at_start_and_reset() {
         "{}",
         shown.stderr
     );
-    assert_eq!(w.run(&["policy", "set", "min_length", "6"]).code, 2);
+    // Every policy command says how to mend it, as `serve` does.
+    assert!(
+        shown.stderr.contains("run `vportal policy reset`"),
+        "{}",
+        shown.stderr
+    );
+    let set = w.run(&["policy", "set", "min_length", "6"]);
+    assert_eq!(set.code, 2);
+    assert!(
+        set.stderr.contains("run `vportal policy reset`"),
+        "{}",
+        set.stderr
+    );
     let serve = w.run(&["serve", "--sip", "127.0.0.1:0", "--no-admin"]);
     assert_eq!(serve.code, 2, "{serve:?}");
     assert!(

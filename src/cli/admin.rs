@@ -224,6 +224,15 @@ pub(crate) fn audit(
 }
 
 pub(crate) fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<ExitCode> {
+    policy_command(ctx, cmd).map_err(|e| match e.downcast_ref::<StoreError>() {
+        Some(store) if store.is_unreadable_policy() => {
+            anyhow!("{store}; {}", super::POLICY_REMEDY)
+        }
+        _ => e,
+    })
+}
+
+fn policy_command(ctx: &Context, cmd: PolicyCommand) -> Result<ExitCode> {
     match cmd {
         PolicyCommand::Check { extension: ext } => {
             let ext = extension(&ext)?;

@@ -558,6 +558,10 @@ impl Drop for FirstRunFiles {
     }
 }
 
+/// What to do about a stored policy this build cannot read.
+pub(crate) const POLICY_REMEDY: &str = "run `vportal policy reset` (then `vportal policy set` \
+     what should differ from the defaults), or the vportal that wrote it";
+
 /// What a first run tells the operator it made: the database, and where its pepper lives,
 /// which must be kept with it.
 pub(crate) fn created_lines(db: &std::path::Path, source: &pepper::PepperSource) -> [String; 2] {

@@ -169,10 +169,7 @@ fn apply_flags(config: &mut Config, flags: Flags) {
 /// read (it is read at every login), or a database this process cannot write.
 fn refuse_unusable_store(ctx: &Context, store: &Store) -> Result<()> {
     if let Err(e) = store.policy() {
-        anyhow::bail!(
-            "{e}: every login would fail; run `vportal policy reset` (then `vportal policy \
-             set` what should differ from the defaults), or the vportal that wrote it"
-        );
+        anyhow::bail!("{e}: every login would fail; {}", super::POLICY_REMEDY);
     }
     if store.is_read_only() {
         anyhow::bail!(

@@ -104,6 +104,14 @@ pub enum Unavailable {
     Replaced,
 }
 
+impl StoreError {
+    /// Whether this is the stored policy that cannot be read (written by another vportal,
+    /// or edited by hand): every login fails until it is reset.
+    pub fn is_unreadable_policy(&self) -> bool {
+        matches!(self, Self::Setting { key, .. } if *key == POLICY_KEY)
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode;
