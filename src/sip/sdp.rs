@@ -1273,7 +1273,8 @@ mod tests {
     use proptest::prelude::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
-    /// A caller's address off this host.
+    /// A caller's address off this host. Not loopback on purpose: it is the subject of the
+    /// reachability tests that use it, and no socket is involved.
     fn away() -> IpAddr {
         "192.0.2.200".parse().unwrap()
     }
@@ -1335,9 +1336,9 @@ mod tests {
 
     const BARESIP_OFFER: &[&str] = &[
         "v=0",
-        "o=- 3911214376 3911214376 IN IP4 192.0.2.10",
+        "o=- 3911214376 3911214376 IN IP4 127.0.0.1",
         "s=-",
-        "c=IN IP4 192.0.2.10",
+        "c=IN IP4 127.0.0.1",
         "t=0 0",
         "a=tool:baresip 3.10.1",
         "m=audio 10010 RTP/AVP 111 9 0 8 101",
@@ -1405,33 +1406,33 @@ mod tests {
             (
                 "baresip, PCMU after opus and G722",
                 BARESIP_OFFER,
-                ok(addr("192.0.2.10:10010"), Pcmu, 0, Some(101), 20, SendRecv),
+                ok(addr("127.0.0.1:10010"), Pcmu, 0, Some(101), 20, SendRecv),
             ),
             (
                 "PCMA first",
                 &[
                     "v=0",
-                    "c=IN IP4 192.0.2.1",
+                    "c=IN IP4 127.0.0.1",
                     "m=audio 4000 RTP/AVP 8 0 101",
                     "a=rtpmap:101 telephone-event/8000",
                 ],
-                ok(addr("192.0.2.1:4000"), Pcma, 8, Some(101), 20, SendRecv),
+                ok(addr("127.0.0.1:4000"), Pcma, 8, Some(101), 20, SendRecv),
             ),
             (
                 "static types without rtpmap",
-                &["v=0", "c=IN IP4 192.0.2.1", "m=audio 4000 RTP/AVP 18 8 0"],
-                ok(addr("192.0.2.1:4000"), Pcma, 8, None, 20, SendRecv),
+                &["v=0", "c=IN IP4 127.0.0.1", "m=audio 4000 RTP/AVP 18 8 0"],
+                ok(addr("127.0.0.1:4000"), Pcma, 8, None, 20, SendRecv),
             ),
             (
                 "dynamic PCMU, lower case",
                 &[
                     "v=0",
-                    "c=IN IP4 192.0.2.1",
+                    "c=IN IP4 127.0.0.1",
                     "m=audio 4000 RTP/AVP 97 98",
                     "a=rtpmap:97 pcmu/8000/1",
                     "a=rtpmap:98 Telephone-Event/8000",
                 ],
-                ok(addr("192.0.2.1:4000"), Pcmu, 97, Some(98), 20, SendRecv),
+                ok(addr("127.0.0.1:4000"), Pcmu, 97, Some(98), 20, SendRecv),
             ),
             (
                 "telephone-event 96 (SIPp play_dtmf)",
@@ -1469,38 +1470,38 @@ mod tests {
                 "media-level c= wins",
                 &[
                     "v=0",
-                    "c=IN IP4 192.0.2.1",
+                    "c=IN IP4 127.0.0.1",
                     "t=0 0",
                     "m=audio 4000 RTP/AVP 0",
-                    "c=IN IP4 198.51.100.7",
+                    "c=IN IP4 127.0.0.2",
                 ],
-                ok(addr("198.51.100.7:4000"), Pcmu, 0, None, 20, SendRecv),
+                ok(addr("127.0.0.2:4000"), Pcmu, 0, None, 20, SendRecv),
             ),
             (
                 "media-level c= only",
-                &["v=0", "m=audio 4000 RTP/AVP 0", "c=IN IP4 203.0.113.5/127"],
-                ok(addr("203.0.113.5:4000"), Pcmu, 0, None, 20, SendRecv),
+                &["v=0", "m=audio 4000 RTP/AVP 0", "c=IN IP4 127.0.0.1/127"],
+                ok(addr("127.0.0.1:4000"), Pcmu, 0, None, 20, SendRecv),
             ),
             (
                 "session-level sendonly (hold)",
                 &[
                     "v=0",
-                    "c=IN IP4 192.0.2.1",
+                    "c=IN IP4 127.0.0.1",
                     "a=sendonly",
                     "m=audio 4000 RTP/AVP 0",
                 ],
-                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 20, RecvOnly),
+                ok(addr("127.0.0.1:4000"), Pcmu, 0, None, 20, RecvOnly),
             ),
             (
                 "media-level direction wins over session level",
                 &[
                     "v=0",
-                    "c=IN IP4 192.0.2.1",
+                    "c=IN IP4 127.0.0.1",
                     "a=sendonly",
                     "m=audio 4000 RTP/AVP 0",
                     "a=sendrecv",
                 ],
-                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 20, SendRecv),
+                ok(addr("127.0.0.1:4000"), Pcmu, 0, None, 20, SendRecv),
             ),
             (
                 "RFC 2543 hold: c=0.0.0.0",
@@ -1538,6 +1539,7 @@ mod tests {
                 ok(addr("[::1]:4000"), Pcma, 8, None, 20, SendRecv),
             ),
             (
+                // The name is the subject: nothing resolves it, and no socket is involved.
                 "host name is not resolved: nothing could be sent",
                 &[
                     "v=0",
@@ -1548,65 +1550,65 @@ mod tests {
             ),
             (
                 "AVPF is spoken",
-                &["v=0", "c=IN IP4 192.0.2.1", "m=audio 4000 RTP/AVPF 0"],
-                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 20, SendRecv),
+                &["v=0", "c=IN IP4 127.0.0.1", "m=audio 4000 RTP/AVPF 0"],
+                ok(addr("127.0.0.1:4000"), Pcmu, 0, None, 20, SendRecv),
             ),
             (
                 "SRTP stream skipped for a later plain one",
                 &[
                     "v=0",
-                    "c=IN IP4 192.0.2.1",
+                    "c=IN IP4 127.0.0.1",
                     "m=audio 4000 RTP/SAVP 0",
                     "m=audio 4002 RTP/AVP 8",
                 ],
-                ok(addr("192.0.2.1:4002"), Pcma, 8, None, 20, SendRecv),
+                ok(addr("127.0.0.1:4002"), Pcma, 8, None, 20, SendRecv),
             ),
             (
                 "disabled audio skipped",
                 &[
                     "v=0",
-                    "c=IN IP4 192.0.2.1",
+                    "c=IN IP4 127.0.0.1",
                     "m=audio 0 RTP/AVP 8",
                     "m=audio 4002 RTP/AVP 0",
                 ],
-                ok(addr("192.0.2.1:4002"), Pcmu, 0, None, 20, SendRecv),
+                ok(addr("127.0.0.1:4002"), Pcmu, 0, None, 20, SendRecv),
             ),
             (
                 "media ptime wins over session ptime",
                 &[
                     "v=0",
-                    "c=IN IP4 192.0.2.1",
+                    "c=IN IP4 127.0.0.1",
                     "a=ptime:40",
                     "m=audio 4000 RTP/AVP 0",
                     "a=ptime:30",
                 ],
-                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 30, SendRecv),
+                ok(addr("127.0.0.1:4000"), Pcmu, 0, None, 30, SendRecv),
             ),
             (
                 "session ptime",
                 &[
                     "v=0",
-                    "c=IN IP4 192.0.2.1",
+                    "c=IN IP4 127.0.0.1",
                     "a=ptime:40",
                     "m=audio 4000 RTP/AVP 0",
                 ],
-                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 40, SendRecv),
+                ok(addr("127.0.0.1:4000"), Pcmu, 0, None, 40, SendRecv),
             ),
             (
                 "rtpmap overrides a static assignment",
                 &[
                     "v=0",
-                    "c=IN IP4 192.0.2.1",
+                    "c=IN IP4 127.0.0.1",
                     "m=audio 4000 RTP/AVP 0 8",
                     "a=rtpmap:0 G729/8000",
                 ],
-                ok(addr("192.0.2.1:4000"), Pcma, 8, None, 20, SendRecv),
+                ok(addr("127.0.0.1:4000"), Pcma, 8, None, 20, SendRecv),
             ),
             (
                 "no G.711",
                 &[
                     "v=0",
-                    "c=IN IP4 192.0.2.1",
+                    "c=IN IP4 127.0.0.1",
                     "m=audio 4000 RTP/AVP 111 9 101",
                     "a=rtpmap:111 opus/48000/2",
                     "a=rtpmap:101 telephone-event/8000",
@@ -1617,7 +1619,7 @@ mod tests {
                 "SRTP only",
                 &[
                     "v=0",
-                    "c=IN IP4 192.0.2.1",
+                    "c=IN IP4 127.0.0.1",
                     "m=audio 4000 RTP/SAVP 0 8",
                     "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz",
                 ],
@@ -1627,7 +1629,7 @@ mod tests {
                 "WebRTC SAVPF only",
                 &[
                     "v=0",
-                    "c=IN IP4 192.0.2.1",
+                    "c=IN IP4 127.0.0.1",
                     "m=audio 9 UDP/TLS/RTP/SAVPF 111 0",
                 ],
                 Err(OfferAnswerError::NoCommonCodec),
@@ -1636,7 +1638,7 @@ mod tests {
                 "first plain audio has no G.711",
                 &[
                     "v=0",
-                    "c=IN IP4 192.0.2.1",
+                    "c=IN IP4 127.0.0.1",
                     "m=audio 4000 RTP/AVP 9",
                     "m=audio 4002 RTP/AVP 0",
                 ],
@@ -1644,23 +1646,23 @@ mod tests {
             ),
             (
                 "video only",
-                &["v=0", "c=IN IP4 192.0.2.1", "m=video 4000 RTP/AVP 31"],
+                &["v=0", "c=IN IP4 127.0.0.1", "m=video 4000 RTP/AVP 31"],
                 Err(OfferAnswerError::NoAudio),
             ),
             (
                 "no media",
                 &[
                     "v=0",
-                    "o=- 1 1 IN IP4 192.0.2.1",
+                    "o=- 1 1 IN IP4 127.0.0.1",
                     "s=-",
-                    "c=IN IP4 192.0.2.1",
+                    "c=IN IP4 127.0.0.1",
                     "t=0 0",
                 ],
                 Err(OfferAnswerError::NoAudio),
             ),
             (
                 "audio disabled",
-                &["v=0", "c=IN IP4 192.0.2.1", "m=audio 0 RTP/AVP 0"],
+                &["v=0", "c=IN IP4 127.0.0.1", "m=audio 0 RTP/AVP 0"],
                 Err(OfferAnswerError::NoAudio),
             ),
             (
@@ -1672,7 +1674,7 @@ mod tests {
         for (name, lines, expected) in cases {
             assert_eq!(negotiate_offer(&sdp(lines)), expected, "{name}");
         }
-        // PCMU alone from 192.0.2.1:4000 with one media-level attribute:
+        // PCMU alone from 127.0.0.1:4000 with one media-level attribute:
         // (name, attribute, expected ptime, expected direction).
         let attribute_cases: [(&str, &str, u32, Direction); 12] = [
             ("recvonly", "a=recvonly", 20, SendOnly),
@@ -1696,27 +1698,27 @@ mod tests {
         for (name, attribute, ptime_ms, direction) in attribute_cases {
             let lines = [
                 "v=0",
-                "c=IN IP4 192.0.2.1",
+                "c=IN IP4 127.0.0.1",
                 "m=audio 4000 RTP/AVP 0",
                 attribute,
             ];
             assert_eq!(
                 negotiate_offer(&sdp(&lines)),
-                ok(addr("192.0.2.1:4000"), Pcmu, 0, None, ptime_ms, direction),
+                ok(addr("127.0.0.1:4000"), Pcmu, 0, None, ptime_ms, direction),
                 "{name}"
             );
         }
         // A packet time beyond the most the peer takes is cut to that.
         let lines = [
             "v=0",
-            "c=IN IP4 192.0.2.1",
+            "c=IN IP4 127.0.0.1",
             "m=audio 4000 RTP/AVP 0",
             "a=ptime:40",
             "a=maxptime:30",
         ];
         assert_eq!(
             negotiate_offer(&sdp(&lines)),
-            ok(addr("192.0.2.1:4000"), Pcmu, 0, None, 30, SendRecv)
+            ok(addr("127.0.0.1:4000"), Pcmu, 0, None, 30, SendRecv)
         );
     }
 
@@ -1751,7 +1753,7 @@ mod tests {
     fn answer_keeps_every_stream_in_place() {
         let offer = sdp(&[
             "v=0",
-            "c=IN IP4 192.0.2.1",
+            "c=IN IP4 127.0.0.1",
             "m=video 5000 RTP/AVP 31",
             "m=audio 4000 RTP/SAVP 0",
             "m=audio 4002 RTP/AVPF 96 8",
@@ -1784,9 +1786,9 @@ mod tests {
     fn a_reoffer_disabling_the_audio_is_answered_with_port_zero_in_place() {
         let disabled = parse(&sdp(&[
             "v=0",
-            "o=x 1 2 IN IP4 192.0.2.1",
+            "o=x 1 2 IN IP4 127.0.0.1",
             "s=-",
-            "c=IN IP4 192.0.2.1",
+            "c=IN IP4 127.0.0.1",
             "t=0 0",
             "m=audio 0 RTP/AVP 0",
             "a=rtpmap:0 PCMU/8000",
@@ -1824,19 +1826,19 @@ mod tests {
         );
 
         // A disabled stream offered without a format still gets one in the answer.
-        let bare = parse(&sdp(&["v=0", "c=IN IP4 192.0.2.1", "m=audio 0 RTP/AVP"])).unwrap();
+        let bare = parse(&sdp(&["v=0", "c=IN IP4 127.0.0.1", "m=audio 0 RTP/AVP"])).unwrap();
         let ours = String::from_utf8(answer_disabled(&bare, &local4()).unwrap()).unwrap();
         assert!(ours.ends_with("t=0 0\r\nm=audio 0 RTP/AVP 0\r\n"), "{ours}");
 
         // Not for an offer with audio to answer, nor one without audio, nor one that
         // switches the audio for another stream (T.38 fax: refused, the audio kept).
         for lines in [
-            &["v=0", "c=IN IP4 192.0.2.1", "m=audio 4000 RTP/AVP 0"][..],
-            &["v=0", "c=IN IP4 192.0.2.1", "m=video 0 RTP/AVP 31"],
-            &["v=0", "c=IN IP4 192.0.2.1"],
+            &["v=0", "c=IN IP4 127.0.0.1", "m=audio 4000 RTP/AVP 0"][..],
+            &["v=0", "c=IN IP4 127.0.0.1", "m=video 0 RTP/AVP 31"],
+            &["v=0", "c=IN IP4 127.0.0.1"],
             &[
                 "v=0",
-                "c=IN IP4 192.0.2.1",
+                "c=IN IP4 127.0.0.1",
                 "m=audio 0 RTP/AVP 0",
                 "m=image 4010 udptl t38",
             ],
@@ -1856,7 +1858,7 @@ mod tests {
     fn a_disabled_audio_stream_next_to_an_enabled_one() {
         let offer = sdp(&[
             "v=0",
-            "c=IN IP4 192.0.2.1",
+            "c=IN IP4 127.0.0.1",
             "m=audio 0 RTP/AVP 8",
             "m=audio 4002 RTP/AVP 0",
         ]);
@@ -1882,7 +1884,7 @@ mod tests {
     fn a_reoffer_after_the_audio_was_disabled_enables_it_in_its_place() {
         let first = parse(&sdp(&[
             "v=0",
-            "c=IN IP4 192.0.2.1",
+            "c=IN IP4 127.0.0.1",
             "m=video 5002 RTP/AVP 96",
             "m=audio 5000 RTP/AVP 0 100",
             "a=rtpmap:100 telephone-event/8000",
@@ -1890,7 +1892,7 @@ mod tests {
         .unwrap();
         let disabled = parse(&sdp(&[
             "v=0",
-            "c=IN IP4 192.0.2.1",
+            "c=IN IP4 127.0.0.1",
             "m=video 0 RTP/AVP 96",
             "m=audio 0 RTP/AVP 0",
         ]))
@@ -1902,7 +1904,7 @@ mod tests {
         // The audio's place taken by another kind of stream: the first audio place.
         let moved = parse(&sdp(&[
             "v=0",
-            "c=IN IP4 192.0.2.1",
+            "c=IN IP4 127.0.0.1",
             "m=audio 0 RTP/AVP 8",
             "m=image 0 udptl t38",
         ]))
@@ -1970,6 +1972,7 @@ mod tests {
             ..local4()
         };
         let offer = |c: &str| parse(&sdp(&["v=0", c, "m=audio 4000 RTP/AVP 0"])).unwrap();
+        // The addresses, not loopback on purpose, are the subject here; no socket is involved.
         for (c, local) in [
             ("c=IN IP4 239.255.255.250", "127.0.0.1"),
             ("c=IN IP4 224.0.0.1", "192.0.2.10"),
@@ -2143,9 +2146,9 @@ mod tests {
         let offer = |extra: &[&str]| {
             let mut lines = vec![
                 "v=0",
-                "o=- 1 1 IN IP4 192.0.2.1",
+                "o=- 1 1 IN IP4 127.0.0.1",
                 "s=-",
-                "c=IN IP4 192.0.2.1",
+                "c=IN IP4 127.0.0.1",
                 "t=0 0",
                 "m=audio 4000 RTP/AVP 0",
             ];
@@ -2160,29 +2163,30 @@ mod tests {
             assert_eq!(muxed, n.rtcp_mux, "the answer says what was agreed");
             (n.remote_rtcp, n.rtcp_mux)
         };
-        assert_eq!(rtcp(&[]), (addr("192.0.2.1:4001"), false));
-        assert_eq!(rtcp(&["a=rtcp:5003"]), (addr("192.0.2.1:5003"), false));
+        assert_eq!(rtcp(&[]), (addr("127.0.0.1:4001"), false));
+        assert_eq!(rtcp(&["a=rtcp:5003"]), (addr("127.0.0.1:5003"), false));
         // RFC 3605's address is not taken, whatever it is (another host, of the other IP
-        // version, a name, malformed); a port that cannot be read leaves the default.
+        // version, a name, malformed); a port that cannot be read leaves the default. The
+        // name is the subject of its case: nothing resolves it, and no socket is involved.
         for other in [
-            "a=rtcp:5003 IN IP4 198.51.100.7",
-            "a=rtcp:5003 IN IP6 2001:db8::1",
+            "a=rtcp:5003 IN IP4 127.0.0.2",
+            "a=rtcp:5003 IN IP6 ::1",
             "a=rtcp:5003 IN IP4 rtcp.example.com",
             "a=rtcp:5003 IN IP4 0.0.0.0",
         ] {
-            assert_eq!(rtcp(&[other]), (addr("192.0.2.1:5003"), false), "{other}");
+            assert_eq!(rtcp(&[other]), (addr("127.0.0.1:5003"), false), "{other}");
         }
         for unreadable in ["a=rtcp:", "a=rtcp:x", "a=rtcp:0", "a=rtcp:70000"] {
             assert_eq!(
                 rtcp(&[unreadable]),
-                (addr("192.0.2.1:4001"), false),
+                (addr("127.0.0.1:4001"), false),
                 "{unreadable}"
             );
         }
-        assert_eq!(rtcp(&["a=rtcp-mux"]), (addr("192.0.2.1:4000"), true));
+        assert_eq!(rtcp(&["a=rtcp-mux"]), (addr("127.0.0.1:4000"), true));
         assert_eq!(
             rtcp(&["a=rtcp:4000", "a=rtcp-mux"]),
-            (addr("192.0.2.1:4000"), true)
+            (addr("127.0.0.1:4000"), true)
         );
         // Hold by c=0.0.0.0: nowhere to send RTP, nor RTCP.
         let held = parse(&sdp(&[
@@ -2198,9 +2202,9 @@ mod tests {
         // RTP on the last port: no port above it.
         let top = parse(&sdp(&[
             "v=0",
-            "o=- 1 1 IN IP4 192.0.2.1",
+            "o=- 1 1 IN IP4 127.0.0.1",
             "s=-",
-            "c=IN IP4 192.0.2.1",
+            "c=IN IP4 127.0.0.1",
             "t=0 0",
             "m=audio 65535 RTP/AVP 0",
         ]))
@@ -2208,13 +2212,13 @@ mod tests {
         let n = answer(&top, &local4()).unwrap().0;
         assert_eq!(
             (n.remote_rtp, n.remote_rtcp),
-            (addr("192.0.2.1:65535"), None)
+            (addr("127.0.0.1:65535"), None)
         );
         // An answer to our offer (which had no a=rtcp-mux) cannot agree to it.
         let mut answered = offer(&["a=rtcp-mux"]);
         answered.media[0].rtcp_mux = true;
         let n = accept_answer(&answered).unwrap();
-        assert_eq!((n.remote_rtcp, n.rtcp_mux), (addr("192.0.2.1:4001"), false));
+        assert_eq!((n.remote_rtcp, n.rtcp_mux), (addr("127.0.0.1:4001"), false));
     }
 
     #[test]
@@ -2246,9 +2250,9 @@ mod tests {
         let cases: Vec<Case> = vec![
             (
                 "PCMA chosen, te without rtpmap means our 101",
-                &["v=0", "c=IN IP4 192.0.2.9", "m=audio 7000 RTP/AVP 8 101"],
+                &["v=0", "c=IN IP4 127.0.0.1", "m=audio 7000 RTP/AVP 8 101"],
                 ok(
-                    addr("192.0.2.9:7000"),
+                    addr("127.0.0.1:7000"),
                     Codec::Pcma,
                     8,
                     Some(101),
@@ -2260,32 +2264,32 @@ mod tests {
                 "answer says recvonly: we send only",
                 &[
                     "v=0",
-                    "c=IN IP4 192.0.2.9",
+                    "c=IN IP4 127.0.0.1",
                     "m=audio 7000 RTP/AVP 0",
                     "a=recvonly",
                 ],
-                ok(addr("192.0.2.9:7000"), Codec::Pcmu, 0, None, 20, SendOnly),
+                ok(addr("127.0.0.1:7000"), Codec::Pcmu, 0, None, 20, SendOnly),
             ),
             (
                 "answer says sendonly: we receive only",
                 &[
                     "v=0",
-                    "c=IN IP4 192.0.2.9",
+                    "c=IN IP4 127.0.0.1",
                     "m=audio 7000 RTP/AVP 0",
                     "a=sendonly",
                 ],
-                ok(addr("192.0.2.9:7000"), Codec::Pcmu, 0, None, 20, RecvOnly),
+                ok(addr("127.0.0.1:7000"), Codec::Pcmu, 0, None, 20, RecvOnly),
             ),
             (
                 "inactive, ptime 30",
                 &[
                     "v=0",
-                    "c=IN IP4 192.0.2.9",
+                    "c=IN IP4 127.0.0.1",
                     "m=audio 7000 RTP/AVP 0",
                     "a=inactive",
                     "a=ptime:30",
                 ],
-                ok(addr("192.0.2.9:7000"), Codec::Pcmu, 0, None, 30, Inactive),
+                ok(addr("127.0.0.1:7000"), Codec::Pcmu, 0, None, 30, Inactive),
             ),
             (
                 "answer with c=0.0.0.0",
@@ -2294,19 +2298,19 @@ mod tests {
             ),
             (
                 "audio rejected",
-                &["v=0", "c=IN IP4 192.0.2.9", "m=audio 0 RTP/AVP 0"],
+                &["v=0", "c=IN IP4 127.0.0.1", "m=audio 0 RTP/AVP 0"],
                 Err(OfferAnswerError::AudioRejected),
             ),
             (
                 "no audio",
-                &["v=0", "c=IN IP4 192.0.2.9"],
+                &["v=0", "c=IN IP4 127.0.0.1"],
                 Err(OfferAnswerError::NoAudio),
             ),
             (
                 "no G.711",
                 &[
                     "v=0",
-                    "c=IN IP4 192.0.2.9",
+                    "c=IN IP4 127.0.0.1",
                     "m=audio 7000 RTP/AVP 101",
                     "a=rtpmap:101 telephone-event/8000",
                 ],
@@ -2314,7 +2318,7 @@ mod tests {
             ),
             (
                 "SRTP answer",
-                &["v=0", "c=IN IP4 192.0.2.9", "m=audio 7000 RTP/SAVP 0"],
+                &["v=0", "c=IN IP4 127.0.0.1", "m=audio 7000 RTP/SAVP 0"],
                 Err(OfferAnswerError::NoCommonCodec),
             ),
         ];
@@ -2340,7 +2344,7 @@ mod tests {
         assert_eq!(
             parsed.connection(),
             Some(&ConnectionAddress::Ip(IpAddr::V4(Ipv4Addr::new(
-                192, 0, 2, 10
+                127, 0, 0, 1
             ))))
         );
         assert_eq!(parsed.direction(), None);
@@ -2384,8 +2388,8 @@ mod tests {
     fn first_occurrence_wins() {
         let n = negotiate_offer(&sdp(&[
             "v=0",
-            "c=IN IP4 192.0.2.1",
-            "c=IN IP4 192.0.2.2",
+            "c=IN IP4 127.0.0.1",
+            "c=IN IP4 127.0.0.2",
             "m=audio 4000 RTP/AVP 96",
             "a=rtpmap:96 PCMA/8000",
             "a=rtpmap:96 PCMU/8000",
@@ -2393,7 +2397,7 @@ mod tests {
             "a=sendrecv",
         ]))
         .unwrap();
-        assert_eq!(n.remote_rtp, addr("192.0.2.1:4000"));
+        assert_eq!(n.remote_rtp, addr("127.0.0.1:4000"));
         assert_eq!((n.codec, n.direction), (Codec::Pcma, Direction::SendOnly));
     }
 
@@ -2660,8 +2664,8 @@ mod tests {
         prop_oneof![
             Just(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             Just(IpAddr::V6(Ipv6Addr::LOCALHOST)),
-            (0u8..=255).prop_map(|host| IpAddr::V4(Ipv4Addr::new(192, 0, 2, host))),
-            (0u8..=255).prop_map(|host| IpAddr::V4(Ipv4Addr::new(198, 51, 100, host))),
+            // Anywhere in 127/8: all loopback.
+            any::<[u8; 3]>().prop_map(|[a, b, c]| IpAddr::V4(Ipv4Addr::new(127, a, b, c))),
         ]
     }
 
@@ -2794,8 +2798,9 @@ mod tests {
                 "m=(audio|audio|video|image) [0-9]{{1,4}}(/2)? \
                  (RTP/AVP|RTP/AVP|RTP/AVPF|RTP/SAVP|udptl)( {pt}){{1,5}}"
             )),
+            // pbx.invalid: a host name is the subject there (never resolved, no socket).
             3 => regex(
-                "c=IN IP[46] (127\\.0\\.0\\.1|::1|0\\.0\\.0\\.0|::|192\\.0\\.2\\.[0-9]{1,3}|pbx\\.invalid)(/[0-9]{1,3})?"
+                "c=IN IP[46] (127\\.0\\.0\\.1|::1|0\\.0\\.0\\.0|::|127\\.0\\.0\\.[0-9]{1,3}|pbx\\.invalid)(/[0-9]{1,3})?"
             ),
             3 => regex(&format!(
                 "a=rtpmap:{pt} (PCMU|pcma|telephone-event|opus)/(8000|48000|[0-9]{{1,5}})(/[0-9])?"
