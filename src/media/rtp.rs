@@ -495,6 +495,9 @@ impl RtpReceiver {
 
 #[cfg(test)]
 mod tests {
+    //! Every address is loopback: distinct hosts (a caller's private address, its NAT's
+    //! public one, another address of the NAT's pool, a stranger) are distinct 127.0.0.x.
+
     use super::*;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
@@ -604,7 +607,7 @@ mod tests {
     #[test]
     fn a_latched_source_is_learnt_afresh_when_the_sdp_moves_the_media() {
         let t0 = Instant::now();
-        let private: SocketAddr = "192.168.1.20:30000".parse().unwrap();
+        let private: SocketAddr = "127.0.0.2:30000".parse().unwrap();
         let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let moved: SocketAddr = "127.0.0.1:41000".parse().unwrap();
         let mut r = RtpReceiver::new(Some(private), Latching::Once);
@@ -645,7 +648,7 @@ mod tests {
         let t0 = Instant::now();
         // The SDP moved, the media did not (a NAT's mapping that survived the change).
         let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        let moved: SocketAddr = "192.168.1.21:30000".parse().unwrap();
+        let moved: SocketAddr = "127.0.0.3:30000".parse().unwrap();
         let mut r = RtpReceiver::new(None, Latching::Once);
         assert!(r.accept(nat, &rtp(1, 1), t0).is_some());
         r.update_expected(Some(moved));
@@ -701,7 +704,7 @@ mod tests {
     /// A receiver latched onto `nat`, which sent SSRC 7's packets 1 to 10, 20 ms apart from
     /// `t0` (the last at `t0` + 180 ms).
     fn latched(nat: SocketAddr, t0: Instant) -> RtpReceiver {
-        let sdp: SocketAddr = "192.168.1.20:30000".parse().unwrap();
+        let sdp: SocketAddr = "127.0.0.2:30000".parse().unwrap();
         let mut r = RtpReceiver::new(Some(sdp), Latching::Once);
         assert!(send(&mut r, nat, 7, 1..11, t0).iter().all(|&a| a));
         assert_eq!(r.source(), Some(nat));
@@ -715,8 +718,8 @@ mod tests {
     #[test]
     fn a_nat_rebinding_is_followed_once_the_stream_continues_from_there() {
         let t0 = Instant::now();
-        let nat: SocketAddr = "198.51.100.7:40000".parse().unwrap();
-        for rebound in ["198.51.100.7:40010", "198.51.100.8:51000"] {
+        let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        for rebound in ["127.0.0.1:40010", "127.0.0.4:51000"] {
             let rebound: SocketAddr = rebound.parse().unwrap();
             let mut r = latched(nat, t0);
             // The next packet, 20 ms after the last from the old mapping.
@@ -744,7 +747,7 @@ mod tests {
     #[test]
     fn many_ssrcs_do_not_forget_the_live_stream() {
         let t0 = Instant::now();
-        let nat: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let mut r = latched(nat, t0);
         let mut seq = 11;
         for key in 0..MAX_SSRCS as u32 {
@@ -757,7 +760,7 @@ mod tests {
         assert!(r.sequences.len() <= MAX_SSRCS);
         assert!(r.has_heard(Ssrc(7)));
         assert!(!r.has_heard(Ssrc(1000)), "the oldest key's SSRC is kept");
-        let rebound: SocketAddr = "198.51.100.7:40010".parse().unwrap();
+        let rebound: SocketAddr = "127.0.0.1:40010".parse().unwrap();
         let later = t0 + 10 * FOLLOW_QUIET + 20 * MS * MAX_SSRCS as u32;
         let accepted = send(&mut r, rebound, 7, seq..seq + FOLLOW_AFTER as u16, later);
         assert_eq!(accepted.last(), Some(&true), "{accepted:?}");
@@ -770,8 +773,8 @@ mod tests {
     #[test]
     fn a_sweep_for_the_window_runs_out_of_tries() {
         let t0 = Instant::now();
-        let nat: SocketAddr = "198.51.100.7:40000".parse().unwrap();
-        let sweeper: SocketAddr = "198.51.100.7:45000".parse().unwrap();
+        let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let sweeper: SocketAddr = "127.0.0.1:45000".parse().unwrap();
         let mut r = latched(nat, t0);
         let later = t0 + 5 * FOLLOW_QUIET;
         // Every other number in the window: each a run of one, none continued.
@@ -797,8 +800,8 @@ mod tests {
     #[test]
     fn a_rebinding_needs_packets_in_an_unbroken_sequence() {
         let t0 = Instant::now();
-        let nat: SocketAddr = "198.51.100.7:40000".parse().unwrap();
-        let rebound: SocketAddr = "198.51.100.7:40010".parse().unwrap();
+        let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let rebound: SocketAddr = "127.0.0.1:40010".parse().unwrap();
         let mut r = latched(nat, t0);
         let later = t0 + 5 * FOLLOW_QUIET;
         assert_eq!(
@@ -819,8 +822,8 @@ mod tests {
     #[test]
     fn a_stranger_with_another_ssrc_is_not_followed() {
         let t0 = Instant::now();
-        let nat: SocketAddr = "198.51.100.7:40000".parse().unwrap();
-        let stranger: SocketAddr = "198.51.100.7:40010".parse().unwrap();
+        let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let stranger: SocketAddr = "127.0.0.1:40010".parse().unwrap();
         let mut r = latched(nat, t0);
         let later = t0 + 5 * FOLLOW_QUIET;
         assert!(!send(&mut r, stranger, 8, 11..111, later).contains(&true));
@@ -835,8 +838,8 @@ mod tests {
     #[test]
     fn a_stranger_with_far_off_sequence_numbers_is_not_followed() {
         let t0 = Instant::now();
-        let nat: SocketAddr = "198.51.100.7:40000".parse().unwrap();
-        let stranger: SocketAddr = "203.0.113.9:40010".parse().unwrap();
+        let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let stranger: SocketAddr = "127.0.0.5:40010".parse().unwrap();
         let later = t0 + 5 * FOLLOW_QUIET;
         // The highest heard is 10.
         let window = 10 + FOLLOW_WINDOW;
@@ -865,8 +868,8 @@ mod tests {
     #[test]
     fn no_rebinding_is_followed_while_the_source_still_sends() {
         let t0 = Instant::now();
-        let nat: SocketAddr = "198.51.100.7:40000".parse().unwrap();
-        let copy: SocketAddr = "198.51.100.7:40010".parse().unwrap();
+        let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let copy: SocketAddr = "127.0.0.1:40010".parse().unwrap();
         let mut r = latched(nat, t0);
         // For a second the source sends packet n and the copy n + 1, 10 ms later.
         for n in 11..61_u16 {
@@ -888,8 +891,8 @@ mod tests {
     #[test]
     fn without_latching_no_rebinding_is_followed() {
         let t0 = Instant::now();
-        let sdp: SocketAddr = "192.0.2.1:4000".parse().unwrap();
-        let other: SocketAddr = "192.0.2.1:4010".parse().unwrap();
+        let sdp: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let other: SocketAddr = "127.0.0.1:4010".parse().unwrap();
         let mut r = RtpReceiver::new(Some(sdp), Latching::Off);
         assert!(send(&mut r, sdp, 7, 1..11, t0).iter().all(|&a| a));
         let later = t0 + 5 * FOLLOW_QUIET;
