@@ -388,6 +388,9 @@ fn trusted_rtcp(
 
 #[cfg(test)]
 mod tests {
+    //! Every address is loopback: distinct hosts (a caller's private address, its NAT's
+    //! public one, a stranger) are distinct 127.0.0.x, as RTCP is trusted by host.
+
     use std::time::{Duration, SystemTime};
 
     use rand::SeedableRng;
@@ -662,33 +665,33 @@ mod tests {
     /// RTCP is heard from the caller's host at any port, and from no other host.
     #[test]
     fn rtcp_is_trusted_from_the_callers_address_only() {
-        let rtp = Some(at("192.0.2.1:4000"));
-        let signalled = Some(at("192.0.2.1:4001"));
-        assert!(trusted_rtcp(at("192.0.2.1:4001"), rtp, signalled));
-        assert!(trusted_rtcp(at("192.0.2.1:61000"), rtp, None));
-        assert!(trusted_rtcp(at("192.0.2.1:4001"), None, signalled));
-        assert!(!trusted_rtcp(at("192.0.2.9:4001"), rtp, signalled));
-        assert!(!trusted_rtcp(at("[2001:db8::1]:4001"), rtp, signalled));
-        assert!(!trusted_rtcp(at("192.0.2.1:4001"), None, None));
+        let rtp = Some(at("127.0.0.1:4000"));
+        let signalled = Some(at("127.0.0.1:4001"));
+        assert!(trusted_rtcp(at("127.0.0.1:4001"), rtp, signalled));
+        assert!(trusted_rtcp(at("127.0.0.1:61000"), rtp, None));
+        assert!(trusted_rtcp(at("127.0.0.1:4001"), None, signalled));
+        assert!(!trusted_rtcp(at("127.0.0.9:4001"), rtp, signalled));
+        assert!(!trusted_rtcp(at("[::1]:4001"), rtp, signalled));
+        assert!(!trusted_rtcp(at("127.0.0.1:4001"), None, None));
 
         // Through the session, on either port.
         let t0 = Instant::now();
         let remote = RemoteMedia {
             rtcp_mux: true,
-            ..pcmu("192.0.2.1:4000")
+            ..pcmu("127.0.0.1:4000")
         };
         let mut s = session(&remote, Latching::Off, InbandDtmf::Never);
         let report = report();
         let mut keys = Vec::new();
         let mut hear = |port, from: &str| s.handle_datagram(port, at(from), &report, t0, &mut keys);
-        assert_eq!(hear(Port::Rtcp, "192.0.2.1:61000"), Heard::Rtcp);
-        assert_eq!(hear(Port::Rtp, "192.0.2.1:4000"), Heard::Rtcp);
-        assert_eq!(hear(Port::Rtcp, "192.0.2.9:4001"), Heard::Ignored);
-        assert_eq!(hear(Port::Rtp, "192.0.2.9:4000"), Heard::Ignored);
+        assert_eq!(hear(Port::Rtcp, "127.0.0.1:61000"), Heard::Rtcp);
+        assert_eq!(hear(Port::Rtp, "127.0.0.1:4000"), Heard::Rtcp);
+        assert_eq!(hear(Port::Rtcp, "127.0.0.9:4001"), Heard::Ignored);
+        assert_eq!(hear(Port::Rtp, "127.0.0.9:4000"), Heard::Ignored);
         assert_eq!(s.rtcp().stats().received, 2);
         // Without `a=rtcp-mux` RTCP on the RTP port is stray, even the caller's.
-        let mut s = session(&pcmu("192.0.2.1:4000"), Latching::Off, InbandDtmf::Never);
-        let from = at("192.0.2.1:4000");
+        let mut s = session(&pcmu("127.0.0.1:4000"), Latching::Off, InbandDtmf::Never);
+        let from = at("127.0.0.1:4000");
         let heard = s.handle_datagram(Port::Rtp, from, &report, t0, &mut keys);
         assert_eq!(heard, Heard::Ignored);
         assert_eq!(s.rtcp().stats().received, 0);
@@ -700,9 +703,9 @@ mod tests {
     #[test]
     fn rtcp_latches_once_and_afresh_when_the_sdp_moves_it() {
         let t0 = Instant::now();
-        let remote = pcmu("192.168.1.20:30000");
+        let remote = pcmu("127.0.0.2:30000");
         let signalled = remote.rtcp.unwrap();
-        let nat = at("198.51.100.7:61000");
+        let nat = at("127.0.0.1:61000");
         let mut s = session(&remote, Latching::Once, InbandDtmf::Never);
         let report = report();
         let mut keys = Vec::new();
@@ -714,11 +717,11 @@ mod tests {
             s.handle_datagram(Port::Rtp, nat, &audio, t0, &mut keys),
             Heard::Rtp
         );
-        let nat_rtcp = at("198.51.100.7:61001");
+        let nat_rtcp = at("127.0.0.1:61001");
         s.handle_datagram(Port::Rtcp, nat_rtcp, &report, t0, &mut keys);
         assert_eq!(s.rtcp_route(), Some(RtcpRoute::Separate(nat_rtcp)));
         // Once: a report from another port of that host is read but moves nothing.
-        let other = at("198.51.100.7:62000");
+        let other = at("127.0.0.1:62000");
         assert_eq!(
             s.handle_datagram(Port::Rtcp, other, &report, t0, &mut keys),
             Heard::Rtcp
@@ -735,17 +738,17 @@ mod tests {
         s.configure(&remote);
         assert_eq!(s.rtcp_route(), Some(RtcpRoute::Separate(nat_rtcp)));
         // The SDP moves RTCP: there at once, then wherever its next report comes from.
-        let moved = pcmu("198.51.100.7:40000");
+        let moved = pcmu("127.0.0.1:40000");
         s.configure(&moved);
         let moved_rtcp = moved.rtcp.unwrap();
         assert_eq!(s.rtcp_route(), Some(RtcpRoute::Separate(moved_rtcp)));
-        let relearnt = at("198.51.100.7:63001");
+        let relearnt = at("127.0.0.1:63001");
         s.handle_datagram(Port::Rtcp, relearnt, &report, t0, &mut keys);
         assert_eq!(s.rtcp_route(), Some(RtcpRoute::Separate(relearnt)));
 
         // Without latching reports go where the SDP says, whatever comes from elsewhere.
         let mut s = session(&remote, Latching::Off, InbandDtmf::Never);
-        let from = at("192.168.1.20:50000");
+        let from = at("127.0.0.2:50000");
         assert_eq!(
             s.handle_datagram(Port::Rtcp, from, &report, t0, &mut keys),
             Heard::Rtcp
@@ -759,9 +762,9 @@ mod tests {
     #[test]
     fn a_disabled_stream_hears_nothing_and_sends_nowhere() {
         let t0 = Instant::now();
-        let remote = with_events(pcmu("192.168.1.20:30000"), 101);
-        let nat = at("198.51.100.7:61000");
-        let nat_rtcp = at("198.51.100.7:61001");
+        let remote = with_events(pcmu("127.0.0.2:30000"), 101);
+        let nat = at("127.0.0.1:61000");
+        let nat_rtcp = at("127.0.0.1:61001");
         let mut s = session(&remote, Latching::Once, InbandDtmf::Never);
         let report = report();
         let mut keys = Vec::new();
@@ -788,7 +791,7 @@ mod tests {
             Heard::Ignored
         );
         // Nor does a stranger latch meanwhile.
-        let stranger = at("203.0.113.9:5000");
+        let stranger = at("127.0.0.5:5000");
         assert_eq!(
             s.handle_datagram(Port::Rtp, stranger, &key, t1, &mut keys),
             Heard::Ignored
@@ -816,11 +819,11 @@ mod tests {
     #[test]
     fn rtcp_is_learnt_afresh_when_rtp_follows_a_rebinding() {
         let t0 = Instant::now();
-        let remote = pcmu("192.168.1.20:30000");
+        let remote = pcmu("127.0.0.2:30000");
         let mut s = session(&remote, Latching::Once, InbandDtmf::Never);
         let mut keys = Vec::new();
         let report = report();
-        let (nat, nat_rtcp) = (at("198.51.100.7:61000"), at("198.51.100.7:61001"));
+        let (nat, nat_rtcp) = (at("127.0.0.1:61000"), at("127.0.0.1:61001"));
         for frame in 0..5 {
             let now = t0 + 20 * MS * u32::from(frame);
             s.handle_datagram(Port::Rtp, nat, &audio(frame, false), now, &mut keys);
@@ -828,7 +831,7 @@ mod tests {
         s.handle_datagram(Port::Rtcp, nat_rtcp, &report, t0, &mut keys);
         assert_eq!(s.rtcp_route(), Some(RtcpRoute::Separate(nat_rtcp)));
         // The NAT maps the flow to new ports; the old ones fall silent.
-        let (rebound, rebound_rtcp) = (at("198.51.100.7:62000"), at("198.51.100.7:62001"));
+        let (rebound, rebound_rtcp) = (at("127.0.0.1:62000"), at("127.0.0.1:62001"));
         let mut heard = Vec::new();
         for frame in 5..20 {
             let now = t0 + 20 * MS * u32::from(frame);
@@ -855,43 +858,43 @@ mod tests {
         let report = report();
         let muxed = RemoteMedia {
             rtcp_mux: true,
-            rtcp: Some(at("192.0.2.1:4000")),
-            ..pcmu("192.0.2.1:4000")
+            rtcp: Some(at("127.0.0.1:4000")),
+            ..pcmu("127.0.0.1:4000")
         };
         let mut s = session(&muxed, Latching::Once, InbandDtmf::Never);
-        assert_eq!(s.rtcp_route(), Some(RtcpRoute::Muxed(at("192.0.2.1:4000"))));
-        let nat = at("192.0.2.1:50000");
+        assert_eq!(s.rtcp_route(), Some(RtcpRoute::Muxed(at("127.0.0.1:4000"))));
+        let nat = at("127.0.0.1:50000");
         s.handle_datagram(Port::Rtp, nat, &audio(0, false), t0, &mut keys);
         assert_eq!(s.rtp_destination(), Some(nat));
-        s.handle_datagram(Port::Rtp, at("192.0.2.1:50002"), &report, t0, &mut keys);
+        s.handle_datagram(Port::Rtp, at("127.0.0.1:50002"), &report, t0, &mut keys);
         assert_eq!(s.rtcp_route(), Some(RtcpRoute::Muxed(nat)));
 
-        let remote = pcmu("192.0.2.1:4000");
+        let remote = pcmu("127.0.0.1:4000");
         let mut s = session(&remote, Latching::Once, InbandDtmf::Never);
-        let signalled = Some(RtcpRoute::Separate(at("192.0.2.1:4001")));
+        let signalled = Some(RtcpRoute::Separate(at("127.0.0.1:4001")));
         assert_eq!(s.rtcp_route(), signalled);
         // Reports are latched only once their sender's RTP has been heard: before it, and
         // from an SSRC never heard on RTP (a host behind the same NAT), they are read but
         // say nothing of where ours go, which carry the caller's SSRC and numbering.
-        s.handle_datagram(Port::Rtcp, at("192.0.2.1:50001"), &report, t0, &mut keys);
+        s.handle_datagram(Port::Rtcp, at("127.0.0.1:50001"), &report, t0, &mut keys);
         assert_eq!(s.rtcp_route(), signalled);
         s.handle_datagram(
             Port::Rtp,
-            at("192.0.2.1:50000"),
+            at("127.0.0.1:50000"),
             &audio(0, false),
             t0,
             &mut keys,
         );
         let neighbour = report_of(Ssrc(9));
         assert_eq!(
-            s.handle_datagram(Port::Rtcp, at("192.0.2.1:50009"), &neighbour, t0, &mut keys),
+            s.handle_datagram(Port::Rtcp, at("127.0.0.1:50009"), &neighbour, t0, &mut keys),
             Heard::Rtcp
         );
         assert_eq!(s.rtcp_route(), signalled);
-        s.handle_datagram(Port::Rtcp, at("192.0.2.1:50001"), &report, t0, &mut keys);
+        s.handle_datagram(Port::Rtcp, at("127.0.0.1:50001"), &report, t0, &mut keys);
         assert_eq!(
             s.rtcp_route(),
-            Some(RtcpRoute::Separate(at("192.0.2.1:50001")))
+            Some(RtcpRoute::Separate(at("127.0.0.1:50001")))
         );
 
         let nowhere = RemoteMedia {
