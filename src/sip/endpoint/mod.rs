@@ -2015,8 +2015,9 @@ mod tests {
             ep.handle_datagram(now, from, request_in(id, "INVITE", id, 1, None, OFFER));
             std::iter::from_fn(|| ep.poll_event()).any(|e| matches!(e, Event::IncomingCall(_)))
         };
-        // Another host is served meanwhile.
-        assert!(rings(&mut ep, "192.0.2.77:5060".parse().unwrap(), "other"));
+        // Another host (another loopback address: sources are counted by address) is served
+        // meanwhile.
+        assert!(rings(&mut ep, "127.0.0.2:5060".parse().unwrap(), "other"));
         // One ACK: a place again for the first host.
         let (id, tag) = &tags[0];
         ep.handle_datagram(now, caller, request_in(id, "ACK", "pa0", 1, Some(tag), ""));
@@ -2249,6 +2250,8 @@ mod tests {
             ep.accept(incoming.call, "127.0.0.1:10000".parse().unwrap(), now)
                 .unwrap();
             let tag = ep.calls[&incoming.call].dialog.local_tag.clone();
+            // The multicast address is the subject (an answer it must refuse); no socket is
+            // involved.
             let multicast = OFFER.replace("c=IN IP4 127.0.0.1", "c=IN IP4 224.0.0.1");
             let ack = request_in(&id, "ACK", &format!("a{id}"), 1, Some(&tag), &multicast);
             ep.handle_datagram(now, caller, ack);
