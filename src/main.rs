@@ -82,8 +82,10 @@ fn one_line(e: &anyhow::Error) -> String {
 /// Logs go to stderr, so stdout stays clean for tables, JSON and generated passcodes.
 /// `RUST_LOG` overrides the level.
 fn init_logging(format: LogFormat, default_level: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    // The audio decoders' own complaints are not logged: a prompt file they fail on stops
+    // the start with an error naming it and what they said.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},symphonia=off")));
     // A log line that cannot be written (its reader gone, its disk full) is lost, not
     // reported: the report would go to the same broken stderr, through `eprintln!`, which
     // panics, and would take the server and every call down with it.

@@ -76,9 +76,29 @@ fn a_refused_first_run_creates_nothing() {
         "--prompts",
         "missing",
     ]);
-    r.refused("missing");
+    r.refused("the prompts folder missing");
     assert!(!r.stdout.contains("vpt_"), "{}", r.stdout);
     assert!(!w.db().exists() && !w.path().join("vportal.pepper").exists());
+    // A prompt file no decoder reads: one error naming it, not the decoder's own log line.
+    let broken = w.path().join("broken");
+    std::fs::create_dir_all(broken.join("en")).unwrap();
+    let en = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts/en");
+    for entry in std::fs::read_dir(en).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), broken.join("en").join(entry.file_name())).unwrap();
+    }
+    std::fs::write(broken.join("en/welcome.wav"), [0x5a_u8; 100]).unwrap();
+    let r = w.run(&[
+        "serve",
+        "--sip",
+        "127.0.0.1:0",
+        "--no-admin",
+        "--prompts",
+        "broken",
+    ]);
+    r.refused("cannot decode broken/en/welcome.wav (prompt `welcome`");
+    assert!(!r.stderr.contains("symphonia"), "{}", r.stderr);
+    assert!(!w.db().exists());
     // A route's language without prompts: the error says where the dialplan sets it.
     std::fs::write(
         w.path().join("plan.toml"),

@@ -338,10 +338,15 @@ impl PromptSet {
             message: e.message,
         })?;
         // Cheap checks first: a missing id is reported before any file is decoded.
-        if let Some(id) = REQUIRED.iter().find(|id| !entries.contains_key(**id)) {
+        let missing: Vec<String> = REQUIRED
+            .iter()
+            .filter(|id| !entries.contains_key(**id))
+            .map(|id| (*id).to_owned())
+            .collect();
+        if !missing.is_empty() {
             return Err(PromptError::MissingRequired {
                 path: manifest,
-                id: (*id).to_owned(),
+                ids: missing,
             });
         }
 
@@ -419,13 +424,20 @@ pub enum PromptError {
         /// What is wrong.
         message: String,
     },
-    /// A required prompt is not in the manifest.
-    #[error("{path}: required prompt `{id}` is missing", path = .path.display())]
+    /// Required prompts are not in the manifest: every one of them is named, so that one
+    /// edit mends them all.
+    #[error(
+        "{path}: required prompt{s} {ids} missing",
+        path = .path.display(),
+        s = if .ids.len() == 1 { "" } else { "s" },
+        ids = .ids.iter().map(|id| format!("`{id}`")).collect::<Vec<_>>().join(", ")
+            + if .ids.len() == 1 { " is" } else { " are" }
+    )]
     MissingRequired {
         /// The manifest's path.
         path: PathBuf,
-        /// The missing id.
-        id: String,
+        /// The missing ids, in the order of [`REQUIRED`].
+        ids: Vec<String>,
     },
     /// A prompt's audio file could not be read (usually: it does not exist).
     #[error("cannot read {path} (prompt `{id}`, manifest line {line}): {source}", path = .path.display())]
@@ -1450,7 +1462,20 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("prompts.toml"), "{message}");
-        assert!(message.contains("`reason_common`"), "{message}");
+        assert!(
+            message.ends_with("required prompt `reason_common` is missing"),
+            "{message}"
+        );
+        // Every one missing is named at once.
+        let dir = with_manifest(|t| {
+            t.replace("[reason_common]", "[reason_uncommon]")
+                .replace("[goodbye]", "[goodby]")
+        });
+        let (_, message) = load_err(dir.path());
+        assert!(
+            message.ends_with("required prompts `reason_common`, `goodbye` are missing"),
+            "{message}"
+        );
     }
 
     #[test]
