@@ -329,6 +329,16 @@ fn lifetimes_and_limits_out_of_range_are_refused_not_bent() {
     ] {
         let r = add(args);
         assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        if !args.contains(&"--generate") {
+            assert!(
+                r.stderr.contains(
+                    "--ttl is the lifetime of a temporary passcode: give it with --generate, \
+                     or with --passcode-stdin --temporary"
+                ),
+                "{args:?}: {}",
+                r.stderr
+            );
+        }
     }
     assert!(
         add(&["--generate", "--ttl", "366d"])

@@ -137,7 +137,6 @@ impl Command {
 #[derive(Debug, Subcommand)]
 pub(crate) enum UserCommand {
     /// Create a mailbox.
-    #[command(group(clap::ArgGroup::new("issues_temporary").args(["generate", "temporary"]).multiple(true)))]
     Add {
         /// The mailbox number.
         extension: String,
@@ -158,7 +157,7 @@ pub(crate) enum UserCommand {
         temporary: bool,
         /// Lifetime of the temporary passcode, 1s to 365d, e.g. 20m, 72h, 7d (default: the
         /// policy's); with --generate or --temporary.
-        #[arg(long, value_parser = parse_ttl, requires = "issues_temporary")]
+        #[arg(long, value_parser = parse_ttl)]
         ttl: Option<Ttl>,
     },
     /// List mailboxes.

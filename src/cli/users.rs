@@ -145,6 +145,14 @@ fn new_passcode(
     temporary: bool,
     ttl: Option<Ttl>,
 ) -> Result<Option<PasscodeSpec>> {
+    // Checked here rather than by clap, whose message would offer `--generate` beside
+    // `--passcode-stdin`, which it refuses.
+    if ttl.is_some() && !generate && !temporary {
+        anyhow::bail!(
+            "--ttl is the lifetime of a temporary passcode: give it with --generate, or with \
+             --passcode-stdin --temporary"
+        );
+    }
     Ok(if passcode_stdin {
         Some(PasscodeSpec {
             passcode: Some(read_passcode("Passcode", true)?),
