@@ -18,6 +18,7 @@ use cli::{Cli, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json_logs = cli.global.log_format == LogFormat::Json;
     init_logging(cli.global.log_format, cli.command.default_log_level());
     match cli::run(cli) {
         Ok(code) => code,
@@ -40,6 +41,10 @@ fn main() -> ExitCode {
                         "error: {why} before every generated passcode or token was shown; the \
                          change is made but they were not delivered: issue new ones"
                     );
+                }
+                // A log shipper reading JSON lines gets the one that matters most as one.
+                None if json_logs && tracing::enabled!(tracing::Level::ERROR) => {
+                    tracing::error!("{}", one_line(&e));
                 }
                 None => errln!("error: {}", one_line(&e)),
             }

@@ -1763,6 +1763,14 @@ fn a_missing_store_is_reported_as_a_missing_database() {
         r.stderr
     );
     assert!(std::fs::read_dir(w.path()).unwrap().next().is_none());
+    // With JSON logs, the error is a JSON log line too: what a log shipper reads.
+    let r = w.run(&["--log-format", "json", "--db", "typo.db", "user", "list"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    let line: serde_json::Value = serde_json::from_str(r.stderr.trim()).unwrap();
+    assert_eq!(line["level"], "ERROR", "{line}");
+    let message = line["fields"]["message"].as_str().unwrap();
+    assert!(message.starts_with("no database at typo.db"), "{line}");
 }
 
 /// The audit actor takes the login name under `sudo` from `SUDO_USER`, and records none that
