@@ -74,13 +74,14 @@ impl ConfiguredToken {
     /// Checks `value`; the error says what is wrong without repeating it.
     ///
     /// # Errors
-    /// Empty, or holding white space.
+    /// Empty, or holding anything but visible ASCII (white space, control characters,
+    /// other text): a client sends it in an HTTP header, where those cannot go as written.
     pub fn new(value: String) -> Result<Self, String> {
         let value = crate::store::SecretText::new(value);
-        if value.expose().is_empty() || value.expose().contains(char::is_whitespace) {
+        if value.expose().is_empty() || !value.expose().bytes().all(|b| b.is_ascii_graphic()) {
             return Err(
-                "an admin token must not be empty nor hold white space (make one with e.g. \
-                 `openssl rand -hex 32`)"
+                "an admin token must not be empty nor hold white space, control characters or \
+                 other than ASCII (make one with e.g. `openssl rand -hex 32`)"
                     .to_owned(),
             );
         }
@@ -723,13 +724,21 @@ mod tests {
             assert!(err.starts_with("line 2, key admin.token:"), "{err}");
             assert!(!err.contains("4f1d8a2c") && !err.contains("4826"), "{err}");
         }
-        for value in ["", "4f1d 8a2c", "4f1d\n"] {
+        for value in [
+            "",
+            "4f1d 8a2c",
+            "4f1d\n",
+            "4f1d\u{0}8a2c",
+            "4f1d\u{7f}",
+            "4f1dé8a2c",
+        ] {
             let err = ConfiguredToken::new(value.to_owned()).unwrap_err();
             assert!(
                 err.contains("must not be empty nor hold white space"),
                 "{err}"
             );
         }
+        assert!(ConfiguredToken::new("4f1d8a2c-9e7b_3a6d.5c0f~1e2d+3c4b/5a69=".into()).is_ok());
         // A token line without its `=`: the error names the line, never the token.
         for line in [
             "token: 4f1d8a2c9e",
