@@ -391,6 +391,64 @@ fn a_database_whose_pepper_is_gone_asks_for_the_pepper_not_init() {
     assert!(!w.path().join("vportal.pepper").exists());
 }
 
+/// A database on a file system mounted read-only (a read-only volume, a snapshot mounted to
+/// look at): said to be read-only, with what to check, by every command and `serve`; SQLite
+/// alone says "unable to open database file". (`unshare -m` gives the command a mount of
+/// its own: the tests run as root.)
+#[test]
+fn a_database_on_a_read_only_mount_is_said_to_be_read_only() {
+    let w = Workdir::provisioned(&[("1001", "4826", false)]);
+    let dir = w.path().to_str().unwrap();
+    let on_read_only_mount = |args: &[&str]| {
+        let vportal = w.command(args);
+        let quoted: Vec<String> = vportal
+            .get_args()
+            .map(|a| format!("'{}'", a.to_str().unwrap()))
+            .collect();
+        let script = format!(
+            "mount --bind '{dir}' '{dir}' && mount -o remount,bind,ro '{dir}' && cd '{dir}' && exec '{}' {}",
+            env!("CARGO_BIN_EXE_vportal"),
+            quoted.join(" ")
+        );
+        let out = std::process::Command::new("unshare")
+            .args(["-m", "sh", "-c", &script])
+            .current_dir(w.path())
+            .env_remove("VPORTAL_PEPPER")
+            .env_remove("VPORTAL_CONFIG")
+            .env_remove("VPORTAL_DB")
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("unshare");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for args in [
+        &["user", "list"][..],
+        &["user", "unlock", "1001"],
+        &[
+            "serve",
+            "--sip",
+            "127.0.0.1:0",
+            "--no-admin",
+            "--rtp-ports",
+            "47860-47869",
+        ],
+    ] {
+        let (code, stderr) = on_read_only_mount(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("the database is read-only: check the mode and owner")
+                && stderr.contains("mounted read-write"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // The same commands on the file system as it is work.
+    w.run(&["user", "unlock", "1001"]).ok();
+}
+
 /// A database file this process may only read (restored from a backup as 0400, another
 /// owner): it can be read, a write says why it fails, and `serve` refuses to start rather
 /// than fail every login. (The tests run as root: without CAP_DAC_OVERRIDE the mode
