@@ -111,6 +111,7 @@ pub const OPTIONAL: &[&str] = &[
     "length_rule",
     "length_to",
     "length_digits",
+    // NUMBER_IDS from here.
     "number_10",
     "number_11",
     "number_12",
@@ -139,28 +140,18 @@ const DIGIT_IDS: [&str; 10] = [
     "digit_8", "digit_9",
 ];
 
-/// The ids that say "ten" … "nineteen", indexed by the number less ten.
-const TEEN_IDS: [&str; 10] = [
-    "number_10",
-    "number_11",
-    "number_12",
-    "number_13",
-    "number_14",
-    "number_15",
-    "number_16",
-    "number_17",
-    "number_18",
-    "number_19",
-];
+/// The ids that say "ten" … "nineteen", "twenty" and "thirty", in that order: the tail of
+/// [`OPTIONAL`].
+const NUMBER_IDS: &[&str] = OPTIONAL.split_at(3).1;
 
 /// The prompt ids that say the number `n` ("four", "ten", "twenty" "two"), for 0 to 39:
 /// the largest passcode length is 32. `None` beyond.
 pub fn number_ids(n: usize) -> Option<Vec<&'static str>> {
     let tens = match n / 10 {
         0 => return Some(vec![DIGIT_IDS[n]]),
-        1 => return Some(vec![TEEN_IDS[n - 10]]),
-        2 => "number_20",
-        3 => "number_30",
+        1 => return Some(vec![NUMBER_IDS[n - 10]]),
+        2 => NUMBER_IDS[10],
+        3 => NUMBER_IDS[11],
         _ => return None,
     };
     let mut ids = vec![tens];
