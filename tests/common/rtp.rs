@@ -164,6 +164,45 @@ pub fn receive(socket: &UdpSocket, window: Duration) -> Vec<Seen> {
     seen
 }
 
+/// How long a test waits for the packets it expects: generous, since a loaded machine can be
+/// slow to run the server or the test. How fast the stream goes is for the benchmarks and
+/// load scripts to measure, not the tests.
+pub const DELIVERY: Duration = Duration::from_secs(10);
+
+/// Receives RTP on `socket` until `n` packets have come or `within` has passed: what came
+/// (`n` packets at most).
+pub fn receive_until(socket: &UdpSocket, n: usize, within: Duration) -> Vec<Seen> {
+    let end = std::time::Instant::now() + within;
+    let mut buf = [0_u8; 2_048];
+    let mut seen = Vec::with_capacity(n);
+    while seen.len() < n {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        socket
+            .set_read_timeout(Some(left.min(Duration::from_millis(100))))
+            .unwrap();
+        if let Ok((len, _)) = socket.recv_from(&mut buf) {
+            seen.push(seen_now(&buf[..len]));
+        }
+    }
+    seen
+}
+
+/// The first `n` RTP packets `socket` receives. Fails the test, saying `what` was expected,
+/// unless all of them come within [`DELIVERY`].
+#[track_caller]
+pub fn expect_rtp(socket: &UdpSocket, n: usize, what: &str) -> Vec<Seen> {
+    let seen = receive_until(socket, n, DELIVERY);
+    assert!(
+        seen.len() == n,
+        "{what}: {} of {n} packets in {DELIVERY:?}",
+        seen.len()
+    );
+    seen
+}
+
 /// The first RTP packet `socket` receives, waiting at most `within`.
 pub fn receive_one(socket: &UdpSocket, within: Duration) -> Option<Seen> {
     socket.set_read_timeout(Some(within)).unwrap();
