@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::Workdir;
 use common::phone::Phone;
-use common::rtp::{RtpOut, assert_sent_before, receive};
+use common::rtp::{RtpOut, assert_sent_before, expect_rtp, receive};
 use common::server::ServerProcess;
 
 /// A caller's media socket: on loopback, on a port the system picks.
@@ -31,12 +31,7 @@ fn the_callers_media_is_followed_to_its_new_nat_port_without_a_reinvite() {
     let before = bind();
     let mut caller = RtpOut::new(before.try_clone().unwrap(), c.server_rtp);
     caller.keys(101, "1001#");
-    let at_before = receive(&before, Duration::from_millis(300));
-    assert!(
-        at_before.len() >= 10,
-        "media follows the latched source: {}",
-        at_before.len()
-    );
+    expect_rtp(&before, 10, "media follows the latched source");
 
     // The NAT rebinds: the same stream (SSRC, sequence numbers) goes on from a new port, the
     // old one falls silent. The phone's audio continues as always, then it keys its
@@ -48,12 +43,7 @@ fn the_callers_media_is_followed_to_its_new_nat_port_without_a_reinvite() {
     server.expect_log("logged in mailbox=1001", 1, Duration::from_secs(5));
 
     // The prompts went to the new port, and none to the old one after the first there.
-    let at_after = receive(&after, Duration::from_millis(400));
-    assert!(
-        at_after.len() >= 15,
-        "media follows the rebinding: {}",
-        at_after.len()
-    );
+    let at_after = expect_rtp(&after, 15, "media follows the rebinding");
     let at_old = receive(&before, Duration::from_millis(200));
     assert_sent_before(
         &at_old,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::Workdir;
 use common::phone::Phone;
-use common::rtp::receive;
+use common::rtp::{expect_rtp, receive};
 use common::server::ServerProcess;
 use common::uac::parse;
 use vportal::sip::{HeaderName, Message};
@@ -61,8 +61,7 @@ fn a_reinvite_disabling_the_audio_stops_rtp_until_one_enables_it_and_the_call_go
     let w = Workdir::provisioned(&[("1001", "4826", false)]);
     let server = ServerProcess::start(&w, "47600-47648", &[]);
     let mut c = Phone::dial(&server, "8500", "1001");
-    let before = receive(&c.rtp.socket, Duration::from_millis(300));
-    assert!(before.len() >= 10, "{} packets at first", before.len());
+    expect_rtp(&c.rtp.socket, 10, "prompts at first");
 
     let offer = disabled_offer(&c, 2);
     let off = reinvite(&mut c, &server, &offer);
@@ -91,8 +90,7 @@ fn a_reinvite_disabling_the_audio_stops_rtp_until_one_enables_it_and_the_call_go
         m_lines(&on),
         [format!("m=audio {} RTP/AVP 0 101", c.server_rtp.port())]
     );
-    let after = receive(&c.rtp.socket, Duration::from_millis(600));
-    assert!(after.len() >= 10, "{} packets once enabled", after.len());
+    let after = expect_rtp(&c.rtp.socket, 10, "prompts once enabled");
     assert!(after[0].marker, "the first packet back starts a talkspurt");
 
     // Disabled again, the caller's BYE still ends the call.

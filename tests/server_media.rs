@@ -112,8 +112,7 @@ fn without_a_prompts_folder_the_built_in_english_set_is_played() {
         server.log()
     );
     let mut c = Phone::dial(&server, "8500", "1001");
-    let packets = receive(&c.rtp.socket, Duration::from_millis(500));
-    assert!(packets.len() >= 20, "{} packets in 0.5 s", packets.len());
+    expect_rtp(&c.rtp.socket, 20, "the built-in prompts play");
     c.keys("1001#4826#");
     server.expect_log("logged in mailbox=1001", 1, Duration::from_secs(5));
 }
@@ -173,19 +172,13 @@ fn symmetric_rtp_latches_once_onto_the_callers_real_source() {
     std::fs::write(&config, "[rtp]\nsymmetric = true\n").unwrap();
     let server = ServerProcess::start(&w, "31500-31598", &["--config", config.to_str().unwrap()]);
     let mut c = Phone::dial(&server, "8500", "1001");
-    let before = receive(&c.rtp.socket, Duration::from_millis(200));
-    assert!(before.len() >= 5, "media goes to the SDP's address first");
+    expect_rtp(&c.rtp.socket, 5, "media goes to the SDP's address first");
 
     // Behind a NAT the caller's media really comes from another port.
     let nat = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut caller = RtpOut::new(nat.try_clone().unwrap(), c.server_rtp);
     caller.keys(101, "1001#");
-    let to_nat = receive(&nat, Duration::from_millis(400));
-    assert!(
-        to_nat.len() >= 15,
-        "media follows the latched source: {}",
-        to_nat.len()
-    );
+    let to_nat = expect_rtp(&nat, 15, "media follows the latched source");
     // What was sent to the SDP's address before the latch may still wait there unread:
     // only a packet after the first one sent to the NAT's port is wrong.
     let to_sdp = receive(&c.rtp.socket, Duration::from_millis(300));
@@ -231,21 +224,11 @@ fn symmetric_rtp_latches_once_onto_the_callers_real_source() {
         nat.send_to(&packet, c.server_rtp).unwrap();
         std::thread::sleep(Duration::from_millis(20));
     }
-    let at_sdp = receive(&sdp, Duration::from_millis(300));
-    assert!(
-        at_sdp.len() >= 10,
-        "media went to the new SDP address: {}",
-        at_sdp.len()
-    );
+    expect_rtp(&sdp, 10, "media went to the new SDP address");
     let nat2 = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut moved = RtpOut::new(nat2.try_clone().unwrap(), c.server_rtp);
     moved.keys(101, "*");
-    let to_nat2 = receive(&nat2, Duration::from_millis(400));
-    assert!(
-        to_nat2.len() >= 15,
-        "media follows the new source: {}",
-        to_nat2.len()
-    );
+    let to_nat2 = expect_rtp(&nat2, 15, "media follows the new source");
     // All that went to the old source before is still queued there: it is read now.
     let to_old = receive(&nat, Duration::from_millis(300));
     assert_sent_before(&to_old, &to_nat2[0], "the old source after the new latch");
@@ -265,8 +248,7 @@ fn keys_are_heard_after_the_callers_port_was_closed_for_a_while() {
     std::thread::sleep(Duration::from_millis(300));
     // It opens again: media flows and keys are heard.
     c.rtp.socket = UdpSocket::bind(port).unwrap();
-    let back = receive(&c.rtp.socket, Duration::from_millis(300));
-    assert!(back.len() >= 10, "media resumed: {} packets", back.len());
+    expect_rtp(&c.rtp.socket, 10, "media resumed");
     c.keys("1001#4826#");
     server.expect_log("logged in mailbox=1001", 1, Duration::from_secs(5));
 }
@@ -282,8 +264,7 @@ fn a_reinvite_moves_the_media_and_only_the_new_address_is_heard() {
     let offer = c.uac.offer("sendrecv").replace("o=test 1 1", "o=test 1 2");
     reinvite(&server, &mut c.uac, &c.sip, &offer);
 
-    let at_new = receive(&moved, Duration::from_millis(400));
-    assert!(at_new.len() >= 15, "media moved: {} packets", at_new.len());
+    let at_new = expect_rtp(&moved, 15, "media moved");
     // What went to the old port before the move is still queued there: it is read now.
     let at_old = receive(&c.rtp.socket, Duration::from_millis(300));
     assert_sent_before(&at_old, &at_new[0], "the old port after the move");
@@ -396,12 +377,7 @@ fn hold_stops_the_prompts_and_resuming_continues_them_at_the_new_ptime() {
     let w = Workdir::provisioned(&[]);
     let server = ServerProcess::start(&w, "31900-31998", &[]);
     let mut c = Phone::dial(&server, "8500", "1001");
-    let before = receive(&c.rtp.socket, Duration::from_millis(300));
-    assert!(
-        before.len() >= 10,
-        "{} packets before the hold",
-        before.len()
-    );
+    let before = expect_rtp(&c.rtp.socket, 10, "prompts before the hold");
 
     // The phone holds the call: vportal answers recvonly and sends nothing.
     let hold = c.uac.offer("sendonly").replace("o=test 1 1", "o=test 1 2");
@@ -421,8 +397,7 @@ fn hold_stops_the_prompts_and_resuming_continues_them_at_the_new_ptime() {
         .replace("o=test 1 1", "o=test 1 3")
         .replace("a=ptime:20", "a=ptime:40");
     reinvite(&server, &mut c.uac, &c.sip, &resume);
-    let after = receive(&c.rtp.socket, Duration::from_millis(600));
-    assert!(after.len() >= 10, "{} packets after the hold", after.len());
+    let after = expect_rtp(&c.rtp.socket, 10, "prompts after the hold");
     // RFC 3550 numbers the packets sent: no gap for the 700 ms on hold.
     assert_eq!(
         after[0].seq,
@@ -633,8 +608,8 @@ fn rtcp_reports_go_both_ways_and_a_bye_ends_them() {
     let w = Workdir::provisioned(&[]);
     let server = ServerProcess::start(&w, "46200-46298", &[]);
     let mut c = Phone::dial(&server, "8500", "1001");
-    let rtp = receive(&c.rtp.socket, Duration::from_millis(200));
-    let ssrc = rtp.first().expect("prompts play").ssrc;
+    let first = expect_rtp(&c.rtp.socket, 1, "prompts play")[0];
+    let ssrc = first.ssrc;
     // Something for the server to report on.
     c.keys("1");
 
@@ -651,12 +626,17 @@ fn rtcp_reports_go_both_ways_and_a_bye_ends_them() {
         c.rtp.ssrc.to_be_bytes(),
         "on the phone's stream"
     );
-    let packets_sent = u32::from_be_bytes(report[20..24].try_into().unwrap());
-    // At least a second of prompts; frames a late wake-up skipped are not counted.
+    // The packets and payload octets sent so far: 20 ms PCMU packets, no more of them than
+    // frames the report's RTP timestamp spans since the stream's first packet (frames a late
+    // wake-up skipped are not sent, nor counted).
+    let word = |at: usize| u32::from_be_bytes(report[at..at + 4].try_into().unwrap());
+    let (timestamp, packets_sent, octets_sent) = (word(16), word(20), word(24));
+    let frames = timestamp.wrapping_sub(first.ts) / 160 + 1;
     assert!(
-        packets_sent >= 25,
-        "{packets_sent} packets in a second or more of prompts"
+        (1..=frames).contains(&packets_sent),
+        "{packets_sent} packets sent in {frames} frames"
     );
+    assert_eq!(octets_sent, packets_sent * 160, "octets of 20 ms PCMU");
     let sdes = packets[1].1;
     assert_eq!(
         (sdes[4..8].to_vec(), sdes[8]),
@@ -745,10 +725,7 @@ fn symmetric_rtcp_goes_where_the_callers_reports_come_from() {
     std::fs::write(&config, "[rtp]\nsymmetric = true\n").unwrap();
     let server = ServerProcess::start(&w, "46400-46498", &["--config", config.to_str().unwrap()]);
     let mut c = Phone::dial(&server, "8500", "1001");
-    let ssrc = receive(&c.rtp.socket, Duration::from_millis(100))
-        .first()
-        .expect("prompts play")
-        .ssrc;
+    let ssrc = expect_rtp(&c.rtp.socket, 1, "prompts play")[0].ssrc;
     let nat = UdpSocket::bind("127.0.0.1:0").unwrap();
     let server_rtcp = SocketAddr::new(c.server_rtp.ip(), c.server_rtp.port() + 1);
     // A report says where ours go only once its SSRC has been heard on RTP: the first, sent
