@@ -151,7 +151,10 @@ fn keys_by_rfc4733_info_and_tones_are_heard_in_order_and_strangers_are_not() {
     server.expect_log("logged in mailbox=1122", 1, Duration::from_secs(5));
     // No key value ever reaches the log: only masked keys and mailbox numbers.
     let log = server.log();
-    for line in log.lines().filter(|l| l.contains("key pressed")) {
+    let pressed: Vec<&str> = log.lines().filter(|l| l.contains("key pressed")).collect();
+    // Ten keys on each call; none of the stranger's.
+    assert_eq!(pressed.len(), 30, "{log}");
+    for line in pressed {
         assert!(
             line.contains("digit=*") || line.contains("digit=#"),
             "{line}"
