@@ -35,17 +35,23 @@ fn the_caller_hears_one_unbroken_stream_of_20_ms_pcmu_packets() {
     assert!(packets.iter().all(|p| p.ssrc == first.ssrc), "one stream");
     // One frame a packet, numbered without a gap. A stream that fell more than three
     // frames behind (a starved core) skips the frames it can no longer send on time, its
-    // timestamps keeping to the clock: a step of several frames, never a part of one.
+    // timestamps keeping to the clock: a step of several frames, never a part of one. Only
+    // a prompt started at once, a talkspurt (marked), may come less than a frame after the
+    // packet before it (`Outbound::play_now`): the welcome can start so, right after the
+    // stream's first packet.
+    let mut skipped = 0;
     for w in packets.windows(2) {
         assert_eq!(w[1].seq, w[0].seq.wrapping_add(1));
         let step = w[1].ts.wrapping_sub(w[0].ts);
+        if w[1].marker && (1..160).contains(&step) {
+            continue;
+        }
         assert!(step >= 160 && step % 160 == 0, "timestamp step {step}");
+        skipped += usize::try_from(step / 160).unwrap() - 1;
     }
     // The frames the timestamps span were sent, each in a packet of its own: all of them,
     // unless the stream skipped some (see above), which it does only now and then.
-    let (n, tail) = (packets.len(), &packets[packets.len() - 1]);
-    let frames = usize::try_from(tail.ts.wrapping_sub(first.ts) / 160).unwrap() + 1;
-    let skipped = frames - n;
+    let frames = packets.len() + skipped;
     assert!(
         skipped * 10 <= frames,
         "{skipped} of {frames} frames skipped"
