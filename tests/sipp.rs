@@ -89,8 +89,9 @@ fn sipp_calls_media_and_dtmf() {
         );
     }
     // The server's RTP reached SIPp as one stream of 20 ms PCMU packets, numbered without a
-    // gap, timestamps 160 a packet but for the few frames a starved stream skips; at least a
-    // second of it in the 3 s call. How fast it came is for the load scripts to measure.
+    // gap, timestamps 160 a packet but for the few frames a starved stream skips and a
+    // prompt started at once (marked, less than a frame on); at least a second of it in the
+    // 3 s call. How fast it came is for the load scripts to measure.
     let rtp = section("rtp");
     let rtp = rtp.split("\n==").next().unwrap();
     let stat = |key: &str| -> u64 {
