@@ -637,12 +637,14 @@ fn rtcp_reports_go_both_ways_and_a_bye_ends_them() {
     );
     // The packets and payload octets sent so far: 20 ms PCMU packets, no more of them than
     // frames the report's RTP timestamp spans since the stream's first packet (frames a late
-    // wake-up skipped are not sent, nor counted).
+    // wake-up skipped are not sent, nor counted), but for a few: a prompt started at once
+    // (the welcome, the prompt after a key) may come less than a frame after the packet
+    // before it (`Outbound::play_now`).
     let word = |at: usize| u32::from_be_bytes(report[at..at + 4].try_into().unwrap());
     let (timestamp, packets_sent, octets_sent) = (word(16), word(20), word(24));
     let frames = timestamp.wrapping_sub(first.ts) / 160 + 1;
     assert!(
-        (1..=frames).contains(&packets_sent),
+        (1..=frames + 4).contains(&packets_sent),
         "{packets_sent} packets sent in {frames} frames"
     );
     assert_eq!(octets_sent, packets_sent * 160, "octets of 20 ms PCMU");
