@@ -465,7 +465,7 @@ fn no_rtp_flows_before_the_caller_acks_the_answer() {
 fn the_media_thread_alone_runs_at_the_configured_realtime_priority() {
     let w = Workdir::provisioned(&[]);
     std::fs::write(w.path().join("rt.toml"), "[rtp]\nrealtime_priority = 7\n").unwrap();
-    let server = ServerProcess::start(&w, "31900-31998", &["--config", "rt.toml"]);
+    let server = ServerProcess::start(&w, "47880-47898", &["--config", "rt.toml"]);
     server.expect_log("media thread runs SCHED_FIFO", 1, Duration::from_secs(5));
     let threads = scheduling(server.child.id());
     let media: Vec<_> = threads.iter().filter(|t| t.0 == "vportal-media").collect();
