@@ -347,7 +347,8 @@ fn load_prompts(
     // named below.
     if given && !dir.is_dir() {
         anyhow::bail!(
-            "the prompts folder {} (--prompts, or prompts.dir in the configuration) is not              there or not a folder",
+            "the prompts folder {} (--prompts, or prompts.dir in the configuration) is not \
+             there or not a folder",
             dir.display()
         );
     }
@@ -675,9 +676,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nosuch");
         let e = load_prompts(Some(&missing), &plan).unwrap_err().to_string();
-        assert!(
-            e.starts_with(&format!("the prompts folder {}", missing.display())),
-            "{e}"
+        assert_eq!(
+            e,
+            format!(
+                "the prompts folder {} (--prompts, or prompts.dir in the configuration) is \
+                 not there or not a folder",
+                missing.display()
+            )
         );
         assert!(!e.contains("language"), "{e}");
         // There, but without the dialplan's language: the language is named.
