@@ -37,19 +37,28 @@ fn main() -> ExitCode {
                     } else {
                         format!("writing to standard output failed ({io})")
                     };
-                    errln!(
-                        "error: {why} before every generated passcode or token was shown; the \
-                         change is made but they were not delivered: issue new ones"
+                    fatal(
+                        json_logs,
+                        &format!(
+                            "{why} before every generated passcode or token was shown; the \
+                             change is made but they were not delivered: issue new ones"
+                        ),
                     );
                 }
-                // A log shipper reading JSON lines gets the one that matters most as one.
-                None if json_logs && tracing::enabled!(tracing::Level::ERROR) => {
-                    tracing::error!("{}", one_line(&e));
-                }
-                None => errln!("error: {}", one_line(&e)),
+                None => fatal(json_logs, &one_line(&e)),
             }
             ExitCode::from(2)
         }
+    }
+}
+
+/// Says why the command failed, on one line of stderr: a JSON log line at level ERROR
+/// under `--log-format json` (what a log shipper reads), else `error: …`.
+fn fatal(json_logs: bool, message: &str) {
+    if json_logs && tracing::enabled!(tracing::Level::ERROR) {
+        tracing::error!("{message}");
+    } else {
+        errln!("error: {message}");
     }
 }
 
@@ -87,9 +96,15 @@ fn one_line(e: &anyhow::Error) -> String {
 /// Logs go to stderr, so stdout stays clean for tables, JSON and generated passcodes.
 /// `RUST_LOG` overrides the level.
 fn init_logging(format: LogFormat, default_level: &str) {
-    // The audio decoders' own complaints are not logged: a prompt file they fail on stops
-    // the start with an error naming it and what they said.
-    let filter = EnvFilter::try_from_default_env()
+    // The audio decoders' own complaints are not logged, whatever the level, unless
+    // `RUST_LOG` names them: a prompt file they fail on stops the start with an error naming
+    // it and what they said.
+    let directives = match std::env::var("RUST_LOG") {
+        Ok(env) if env.contains("symphonia") => env,
+        Ok(env) if !env.trim().is_empty() => format!("{env},symphonia=off"),
+        _ => format!("{default_level},symphonia=off"),
+    };
+    let filter = EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},symphonia=off")));
     // A log line that cannot be written (its reader gone, its disk full) is lost, not
     // reported: the report would go to the same broken stderr, through `eprintln!`, which

@@ -300,6 +300,6 @@ fn a_change_waiting_for_the_hashing_core_is_stored_before_the_server_stops() {
     assert!(
         log()
             .text()
-            .contains("storing the passcode changes callers confirmed changes=1")
+            .contains("storing the passcode changes callers confirmed and the audit rows still being written writes=1")
     );
 }

@@ -168,8 +168,12 @@ fn apply_flags(config: &mut Config, flags: Flags) {
 /// Refuses a store on which every login would fail: a stored policy this build cannot
 /// read (it is read at every login), or a database this process cannot write.
 fn refuse_unusable_store(ctx: &Context, store: &Store) -> Result<()> {
-    if let Err(e) = store.policy() {
-        anyhow::bail!("{e}: every login would fail; {}", super::POLICY_REMEDY);
+    match store.policy() {
+        Err(e) if e.is_unreadable_policy() => {
+            anyhow::bail!("{e}: every login would fail; {}", super::POLICY_REMEDY)
+        }
+        Err(e) => return Err(e.into()),
+        Ok(_) => {}
     }
     if store.is_read_only() {
         anyhow::bail!(

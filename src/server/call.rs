@@ -550,7 +550,7 @@ impl CallTask {
                     let actor = self.actor.clone();
                     // The flow asks only after a login to this very mailbox.
                     let login = self.login.clone().filter(|l| *l.extension() == mailbox);
-                    let in_flight = self.shared.changes_in_flight.subscribe();
+                    let in_flight = self.shared.writes_in_flight.subscribe();
                     start(
                         job,
                         self.hashing(move |store| {
@@ -674,7 +674,7 @@ impl CallTask {
         let before = self.audit.take();
         let span = tracing::Span::current();
         // Held until written: a server stopping waits for it as for a passcode change.
-        let in_flight = self.shared.changes_in_flight.subscribe();
+        let in_flight = self.shared.writes_in_flight.subscribe();
         self.audit = Some(tokio::spawn(
             async move {
                 let _in_flight = in_flight;

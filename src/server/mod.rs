@@ -136,7 +136,7 @@ pub(crate) struct Shared {
     /// Each passcode change under way, and each audit write a call did not wait for, holds
     /// a receiver until it is stored: shutdown waits for them all, so a new PIN a caller
     /// keyed twice, or its audit row, is never lost to a stop.
-    pub(crate) changes_in_flight: tokio::sync::watch::Sender<()>,
+    pub(crate) writes_in_flight: tokio::sync::watch::Sender<()>,
     media: MediaHandle,
 }
 
@@ -329,7 +329,7 @@ impl Server {
             sessions: Mutex::new(Sessions::default()),
             hash_permits: Arc::new(Semaphore::new(2 * config.store.hashes_at_once())),
             calls: Arc::default(),
-            changes_in_flight: tokio::sync::watch::Sender::new(()),
+            writes_in_flight: tokio::sync::watch::Sender::new(()),
             media,
             tcp_idle_timeout: sip.tcp_idle_timeout,
             tcp_message_timeout: sip.tcp_message_timeout.min(sip.tcp_idle_timeout),

@@ -182,12 +182,16 @@ impl SipTask {
                     while self.call_tasks.join_next().await.is_some() {}
                 });
                 let _ = wait.await;
-                // Changes still waiting for the hashing core (a long queue of logins)
-                // are stored before the process exits, however long that takes.
-                let changes = self.shared.changes_in_flight.receiver_count();
-                if changes > 0 {
-                    tracing::info!(changes, "storing the passcode changes callers confirmed");
-                    self.shared.changes_in_flight.closed().await;
+                // Changes still waiting for the hashing core (a long queue of logins),
+                // and audit rows still being written, are stored before the process exits,
+                // however long that takes.
+                let writes = self.shared.writes_in_flight.receiver_count();
+                if writes > 0 {
+                    tracing::info!(
+                        writes,
+                        "storing the passcode changes callers confirmed and the audit rows still being written"
+                    );
+                    self.shared.writes_in_flight.closed().await;
                 }
                 return result;
             }

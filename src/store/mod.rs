@@ -801,11 +801,25 @@ fn on_read_only_mount(path: &Path, e: StoreError) -> StoreError {
         StoreError::Database(rusqlite::Error::SqliteFailure(f, _))
             if f.code == rusqlite::ErrorCode::CannotOpen
     );
+    // Probed in the database's directory, never by opening the database file: closing a
+    // descriptor of it would drop every POSIX lock this process holds on it (SQLite's).
     let read_only_mount = || {
-        std::fs::OpenOptions::new()
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let probe = dir.join(format!(".vportal-probe-{}", std::process::id()));
+        match std::fs::OpenOptions::new()
             .write(true)
-            .open(path)
-            .is_err_and(|e| e.kind() == std::io::ErrorKind::ReadOnlyFilesystem)
+            .create_new(true)
+            .open(&probe)
+        {
+            Ok(_) => {
+                let _ = std::fs::remove_file(&probe);
+                false
+            }
+            Err(e) => e.kind() == std::io::ErrorKind::ReadOnlyFilesystem,
+        }
     };
     if cannot_open && read_only_mount() {
         StoreError::Unavailable(Unavailable::ReadOnly)

@@ -246,12 +246,13 @@ rtp_suite() {
   kill -INT "$capture" 2>/dev/null || true
   wait "$capture" || true
   # The server's packets to SIPp as RTP: each should be 20 ms of PCMU (payload type 0, a
-  # 180-byte UDP payload), numbered one after the other, its timestamp 160 on from the
-  # last; a stream that fell behind skips whole frames now and then (a step of several
-  # frames), and a prompt started at once, a talkspurt (marked), may come less than a
-  # frame after the packet before it (the welcome can, right after the stream's first
-  # packet). How fast they came is not checked: the load scripts measure pacing, and a
-  # loaded machine says nothing about it. At least a second of stream in the 3 s call.
+  # UDP length of 180: 8 of UDP header, 12 of RTP header, 160 of PCMU), numbered one after
+  # the other, its timestamp 160 on from the last; a stream that fell behind skips whole
+  # frames now and then (a step of several frames), and a prompt started at once, a
+  # talkspurt (marked), may come less than a frame after the packet before it (the welcome
+  # can, right after the stream's first packet). How fast they came is not checked: the
+  # load scripts measure pacing, and a loaded machine says nothing about it. At least a
+  # second of stream in the 3 s call.
   local stats
   stats=$(tshark -r "$work/rtp.pcap" -d udp.port==6200,rtp -Y "udp.dstport == 6200" -T fields -e rtp.p_type -e udp.length -e rtp.seq -e rtp.timestamp -e rtp.marker 2>/dev/null \
     | awk -F '\t' '
