@@ -68,14 +68,17 @@ fn a_refused_first_run_creates_nothing() {
     r.refused("token name");
     assert!(!w.db().exists() && !w.path().join("vportal.pepper").exists());
     // `serve` with no prompts to play: refused before the database, and its token, are made.
-    let r = w.run(&[
-        "serve",
-        "--sip",
-        "127.0.0.1:0",
-        "--no-admin",
-        "--prompts",
-        "missing",
-    ]);
+    let serve_with_prompts = |folder: &str| {
+        w.run(&[
+            "serve",
+            "--sip",
+            "127.0.0.1:0",
+            "--no-admin",
+            "--prompts",
+            folder,
+        ])
+    };
+    let r = serve_with_prompts("missing");
     r.refused("the prompts folder missing");
     assert!(!r.stdout.contains("vpt_"), "{}", r.stdout);
     assert!(!w.db().exists() && !w.path().join("vportal.pepper").exists());
@@ -88,14 +91,7 @@ fn a_refused_first_run_creates_nothing() {
         std::fs::copy(entry.path(), broken.join("en").join(entry.file_name())).unwrap();
     }
     std::fs::write(broken.join("en/welcome.wav"), [0x5a_u8; 100]).unwrap();
-    let r = w.run(&[
-        "serve",
-        "--sip",
-        "127.0.0.1:0",
-        "--no-admin",
-        "--prompts",
-        "broken",
-    ]);
+    let r = serve_with_prompts("broken");
     r.refused("cannot decode broken/en/welcome.wav (prompt `welcome`");
     assert!(!r.stderr.contains("symphonia"), "{}", r.stderr);
     assert!(!w.db().exists());
