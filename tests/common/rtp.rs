@@ -145,7 +145,6 @@ pub struct Seen {
     pub ssrc: u32,
     pub marker: bool,
     pub len: usize,
-    pub at: std::time::Instant,
 }
 
 /// Receives RTP on `socket` for `window`.
@@ -158,7 +157,7 @@ pub fn receive(socket: &UdpSocket, window: Duration) -> Vec<Seen> {
     let mut seen = Vec::new();
     while std::time::Instant::now() < end {
         if let Ok((n, _)) = socket.recv_from(&mut buf) {
-            seen.push(seen_now(&buf[..n]));
+            seen.push(header_of(&buf[..n]));
         }
     }
     seen
@@ -184,7 +183,7 @@ pub fn receive_until(socket: &UdpSocket, n: usize, within: Duration) -> Vec<Seen
             .set_read_timeout(Some(left.min(Duration::from_millis(100))))
             .unwrap();
         if let Ok((len, _)) = socket.recv_from(&mut buf) {
-            seen.push(seen_now(&buf[..len]));
+            seen.push(header_of(&buf[..len]));
         }
     }
     seen
@@ -203,16 +202,8 @@ pub fn expect_rtp(socket: &UdpSocket, n: usize, what: &str) -> Vec<Seen> {
     seen
 }
 
-/// The first RTP packet `socket` receives, waiting at most `within`.
-pub fn receive_one(socket: &UdpSocket, within: Duration) -> Option<Seen> {
-    socket.set_read_timeout(Some(within)).unwrap();
-    let mut buf = [0_u8; 2_048];
-    let (n, _) = socket.recv_from(&mut buf).ok()?;
-    Some(seen_now(&buf[..n]))
-}
-
-/// The header fields of `packet`, received now.
-fn seen_now(packet: &[u8]) -> Seen {
+/// The header fields of `packet`.
+fn header_of(packet: &[u8]) -> Seen {
     let r = rtp_rs::RtpReader::new(packet).unwrap();
     Seen {
         pt: r.payload_type(),
@@ -221,7 +212,6 @@ fn seen_now(packet: &[u8]) -> Seen {
         ssrc: r.ssrc(),
         marker: r.mark(),
         len: r.payload().len(),
-        at: std::time::Instant::now(),
     }
 }
 
