@@ -547,6 +547,32 @@ fn the_lengths_allowed_are_said_when_the_set_can_say_them() {
     assert_eq!(c.last(), ["reason_too_short", "enter_new_passcode"]);
 }
 
+/// A policy that allows one length of one digit says "digit", not "digits".
+#[test]
+fn a_single_digit_length_is_said_in_the_singular() {
+    let store = store();
+    let admin = Actor::Cli { user: None };
+    let mut policy = store.policy().unwrap();
+    (policy.min_length, policy.max_length) = (1, 1);
+    policy.generated_length = 1;
+    policy.reject_repeated_digits = false;
+    store
+        .set_policy(&policy, &admin, Timestamp::from_unix(T0))
+        .unwrap();
+    let mut c = Call::portal(&store);
+    c.keys("1001#4826#").keys("57#57#");
+    assert_eq!(
+        c.last(),
+        [
+            "reason_too_long",
+            "length_rule",
+            "digit_1",
+            "length_digit",
+            "enter_new_passcode"
+        ]
+    );
+}
+
 #[test]
 fn lockout_reached_mid_call_and_no_count_while_locked() {
     let store = store();

@@ -807,8 +807,8 @@ impl Flow {
     }
 
     /// "A passcode must have four to ten digits" ("… six digits" when one length is
-    /// allowed), or `None` when the prompt set cannot say it (a set from before these
-    /// prompts).
+    /// allowed, "… one digit" when that is 1), or `None` when the prompt set cannot say it
+    /// (a set from before these prompts).
     fn length_rule(&self, lengths: RangeInclusive<usize>) -> Option<Vec<&'static str>> {
         let (min, max) = lengths.into_inner();
         let mut ids = vec!["length_rule"];
@@ -817,7 +817,12 @@ impl Flow {
             ids.push("length_to");
             ids.extend(number_ids(max)?);
         }
-        ids.push("length_digits");
+        let digits = if max == 1 {
+            "length_digit"
+        } else {
+            "length_digits"
+        };
+        ids.push(digits);
         ids.iter()
             .all(|id| self.prompts.get(id).is_some())
             .then_some(ids)

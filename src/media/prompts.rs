@@ -111,6 +111,7 @@ pub const OPTIONAL: &[&str] = &[
     "length_rule",
     "length_to",
     "length_digits",
+    "length_digit",
     // NUMBER_IDS from here.
     "number_10",
     "number_11",
@@ -142,7 +143,7 @@ const DIGIT_IDS: [&str; 10] = [
 
 /// The ids that say "ten" … "nineteen", "twenty" and "thirty", in that order: the tail of
 /// [`OPTIONAL`].
-const NUMBER_IDS: &[&str] = OPTIONAL.split_at(3).1;
+const NUMBER_IDS: &[&str] = OPTIONAL.split_at(4).1;
 const _: () = assert!(NUMBER_IDS.len() == 12, "ten to nineteen, twenty, thirty");
 
 /// The prompt ids that say the number `n` ("four", "ten", "twenty" "two"), for 0 to 39:
