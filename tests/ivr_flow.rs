@@ -447,7 +447,7 @@ fn wrong_and_unknown_sound_the_same_then_goodbye_after_the_attempts() {
         "unknown mailbox: the same words"
     );
     c.keys("1001#").keys("1111#");
-    assert_eq!(c.last(), ["incorrect", "goodbye"]);
+    assert_eq!(c.last(), ["incorrect", "too_many_attempts", "goodbye"]);
     assert!(c.ends());
     assert_eq!(c.flow.outcome(), Outcome::LoginFailed);
     let info = store
@@ -685,7 +685,7 @@ fn mismatches_three_times_leave_the_temporary_passcode_in_place() {
         assert_eq!(c.last(), ["mismatch", "enter_new_passcode"]);
     }
     c.keys("5937#").keys("5938#");
-    assert_eq!(c.last(), ["mismatch", "goodbye"]);
+    assert_eq!(c.last(), ["mismatch", "not_changed", "goodbye"]);
     assert!(c.ends());
     assert_eq!(c.flow.outcome(), Outcome::ChangeNotCompleted);
     assert!(temporary(&store, "1001"));
@@ -831,7 +831,7 @@ fn holding_the_call_pauses_the_silence_count_and_asks_again_after() {
     assert_eq!(m.last(), ["menu"]);
     m.flow.handle_hold(m.now, true);
     m.advance(Duration::from_secs(3_600));
-    assert_eq!(m.last(), ["goodbye"]);
+    assert_eq!(m.last(), ["time_limit", "goodbye"]);
     assert_eq!(m.flow.outcome(), Outcome::TimedOut);
 }
 
@@ -1049,7 +1049,12 @@ fn keys_typed_ahead_past_a_failure_are_kept_for_the_next_try() {
         d.flow.handle_key(d.now, Digit::from_char(k).unwrap());
     }
     d.run();
-    assert_eq!(d.last(), ["incorrect", "goodbye"], "{:?}", d.all());
+    assert_eq!(
+        d.last(),
+        ["incorrect", "too_many_attempts", "goodbye"],
+        "{:?}",
+        d.all()
+    );
     assert!(d.finish().ends());
     assert_eq!(d.flow.outcome(), Outcome::LoginFailed);
 }
@@ -1191,10 +1196,8 @@ fn session_rule_replaced_and_in_use() {
     assert_eq!(older.last(), ["menu"]);
     older.flow.handle_replaced();
     older.run();
-    assert_eq!(older.last(), ["replaced"]);
-    older.finish();
-    assert_eq!(older.last(), ["goodbye"]);
-    assert!(older.ends());
+    assert_eq!(older.last(), ["replaced", "goodbye"]);
+    assert!(older.finish().ends());
     assert_eq!(older.flow.outcome(), Outcome::Replaced);
     let mut newer = Call::portal(&store);
     newer.in_use = true;
@@ -1216,7 +1219,8 @@ fn session_rule_replaced_and_in_use() {
     assert_eq!(changed.last(), ["passcode_changed"]);
     changed.flow.handle_replaced();
     changed.run();
-    assert_eq!(changed.last(), ["replaced"]);
+    changed.finish();
+    assert_eq!(changed.last(), ["replaced", "goodbye"]);
     assert!(changed.finish().ends());
     assert_eq!(changed.flow.outcome(), Outcome::Changed);
 }
@@ -1272,7 +1276,7 @@ fn caller_id_skips_the_mailbox_when_it_exists() {
     // A wrong passcode asks for the passcode again, not the mailbox.
     let mut w = Call::new(&store, config(Application::VoicePortal, Some(ext("2002"))));
     w.keys("0000#");
-    assert_eq!(w.last(), ["incorrect", "enter_passcode"]);
+    assert_eq!(w.last(), ["incorrect_passcode", "enter_passcode"]);
     // No such mailbox: ask.
     let nobody = Call::new(&store, config(Application::VoicePortal, Some(ext("4040"))));
     assert_eq!(nobody.last(), ["welcome", "enter_mailbox"]);
@@ -1300,7 +1304,7 @@ fn menu_silence_and_the_call_length_limit() {
     let mut long = Call::portal_with(&store, settings);
     long.finish();
     long.advance(Duration::from_secs(61));
-    assert_eq!(long.last(), ["goodbye"]);
+    assert_eq!(long.last(), ["time_limit", "goodbye"]);
     assert!(long.ends());
     assert_eq!(long.flow.outcome(), Outcome::TimedOut);
     let _ = long.start;
@@ -1369,16 +1373,24 @@ fn perform_change(c: &mut Call, a: Action) {
     c.run();
 }
 
-/// A call ended by `interrupt` while its change is being stored: the change lands, the
-/// call ends, and its outcome is `Changed`.
-fn change_in_flight_survives(interrupt: impl FnOnce(&mut Call)) {
+/// A call ended by `interrupt` while its change is being stored: the call waits for the
+/// change, the caller hears that it worked and then `why` the call ends, and its outcome
+/// is `Changed`.
+fn change_in_flight_survives(interrupt: impl FnOnce(&mut Call), why: &str) {
     let store = store();
     let mut c = Call::portal(&store);
     let a = change_in_flight(&mut c);
+    let played = c.played.len();
     interrupt(&mut c);
     c.run();
+    assert_eq!(
+        c.played.len(),
+        played,
+        "nothing said before the change's answer"
+    );
     perform_change(&mut c, a);
     assert!(!temporary(&store, "1001"), "the change was stored");
+    assert_eq!(c.last(), ["passcode_changed", why, "goodbye"]);
     assert!(c.finish().ends());
     assert_eq!(c.flow.outcome(), Outcome::Changed, "{:?}", c.all());
 }
@@ -1386,15 +1398,133 @@ fn change_in_flight_survives(interrupt: impl FnOnce(&mut Call)) {
 #[test]
 fn replaced_while_a_change_is_stored_counts_as_changed() {
     // Another phone logs in to 1001 while the change is being stored (call.rs: CallEvent::Replaced).
-    change_in_flight_survives(|c| c.flow.handle_replaced());
+    change_in_flight_survives(|c| c.flow.handle_replaced(), "replaced");
 }
 
 #[test]
 fn call_length_reached_while_a_change_is_stored_counts_as_changed() {
-    change_in_flight_survives(|c| {
-        c.now = c.start + RouteSettings::default().max_call_duration;
-        c.flow.handle_timeout(c.now);
-    });
+    change_in_flight_survives(
+        |c| {
+            c.now = c.start + RouteSettings::default().max_call_duration;
+            c.flow.handle_timeout(c.now);
+        },
+        "time_limit",
+    );
+}
+
+/// "Your passcode has been changed" is said to its end whatever comes meanwhile: the
+/// call's time limit or another phone's login says why the call ends after it, and a hold
+/// has it said again, before the menu, when the caller is back.
+#[test]
+fn the_change_is_announced_whole_through_a_time_limit_a_replacement_or_a_hold() {
+    let store = store();
+    let settings = RouteSettings {
+        max_call_duration: Duration::from_secs(60),
+        ..RouteSettings::default()
+    };
+    let mut c = Call::portal_with(&store, settings.clone());
+    c.keys("1001#").keys("4826#").keys("5937#").keys("5937#");
+    assert_eq!(c.last(), ["passcode_changed"]);
+    c.now = c.start + Duration::from_secs(60);
+    c.flow.handle_timeout(c.now);
+    c.run();
+    assert_eq!(c.last(), ["passcode_changed"], "not cut short");
+    c.finish();
+    assert_eq!(c.last(), ["time_limit", "goodbye"]);
+    assert!(c.ends());
+    assert_eq!(c.flow.outcome(), Outcome::Changed);
+
+    let mut c = Call::portal_with(&store, settings.clone());
+    c.keys("2002#")
+        .keys("5937#")
+        .keys("1")
+        .keys("6284#")
+        .keys("6284#");
+    assert_eq!(c.last(), ["passcode_changed"]);
+    c.flow.handle_replaced();
+    c.run();
+    assert_eq!(c.last(), ["passcode_changed"], "not cut short");
+    c.finish();
+    assert_eq!(c.last(), ["replaced", "goodbye"]);
+    assert!(c.ends());
+    assert_eq!(c.flow.outcome(), Outcome::Changed);
+
+    let mut c = Call::portal_with(&store, settings);
+    c.keys("2002#")
+        .keys("6284#")
+        .keys("1")
+        .keys("5172#")
+        .keys("5172#");
+    assert_eq!(c.last(), ["passcode_changed"]);
+    c.flow.handle_hold(c.now, true);
+    c.finish();
+    assert_eq!(
+        c.last(),
+        ["passcode_changed", "menu"],
+        "played into the hold"
+    );
+    c.flow.handle_hold(c.now, false);
+    c.run();
+    assert_eq!(
+        c.last(),
+        ["passcode_changed", "menu"],
+        "said again after it"
+    );
+    c.finish();
+    assert_eq!(c.last(), ["passcode_changed", "menu"]);
+}
+
+/// A change chosen from the menu that uses up its tries goes back to the menu, saying that
+/// the passcode stays as it was.
+#[test]
+fn a_change_from_the_menu_that_fails_goes_back_to_the_menu() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    c.keys("2002#").keys("5937#").keys("1");
+    for _ in 0..2 {
+        c.keys("6048#").keys("6049#");
+        assert_eq!(c.last(), ["mismatch", "enter_new_passcode"]);
+    }
+    c.keys("6048#").keys("6049#");
+    assert_eq!(c.last(), ["mismatch", "not_changed", "menu"]);
+    c.keys("*");
+    assert_eq!(c.last(), ["goodbye"]);
+    assert!(c.ends());
+    assert_eq!(c.flow.outcome(), Outcome::LoggedIn);
+    let mut again = Call::portal(&store);
+    again.keys("2002#").keys("5937#");
+    assert_eq!(again.last(), ["menu"], "the passcode is as it was");
+}
+
+/// Silence at "enter the new passcode again" asks for the confirmation again, keeping the
+/// first entry (as `*` does); silence to the end says the passcode was not changed.
+#[test]
+fn silence_at_the_confirmation_asks_for_it_again() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    c.keys("1001#").keys("4826#").keys("5937#").finish();
+    assert_eq!(c.last(), ["reenter_new_passcode"]);
+    c.advance(Duration::from_secs(6));
+    assert_eq!(c.last(), ["no_input", "reenter_new_passcode"]);
+    c.keys("59").advance(Duration::from_secs(4));
+    assert_eq!(c.last(), ["try_again", "reenter_new_passcode"]);
+    c.keys("5937#");
+    assert_eq!(c.last(), ["passcode_changed"]);
+    assert!(!temporary(&store, "1001"));
+
+    let store = self::store();
+    let mut c = Call::portal(&store);
+    c.keys("1001#").keys("4826#").keys("5937#").finish();
+    for _ in 0..2 {
+        c.advance(Duration::from_secs(6));
+        assert_eq!(c.last(), ["no_input", "reenter_new_passcode"]);
+        c.finish();
+    }
+    c.advance(Duration::from_secs(6));
+    assert_eq!(c.last(), ["not_changed", "goodbye"]);
+    assert!(c.ends());
+    assert_eq!(c.flow.outcome(), Outcome::ChangeNotCompleted);
+    assert!(temporary(&store, "1001"));
 }
 
 #[test]

@@ -198,8 +198,15 @@ struct Entry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Then {
     Menu,
-    Leave(Outcome),
+    /// Say these (ending with goodbye), then hang up.
+    Leave(Outcome, &'static [&'static str]),
 }
+
+/// Said when the call reaches its route's maximum length.
+const TIME_UP: &[&str] = &["time_limit", "goodbye"];
+
+/// Said to a call that another one replaces.
+const REPLACED: &[&str] = &["replaced", "goodbye"];
 
 /// What the flow waits for.
 #[derive(Debug)]
@@ -260,6 +267,9 @@ pub struct Flow {
     held: bool,
     /// A change was asked for and its answer has not come yet.
     change_in_flight: bool,
+    /// How the call ends once the change being stored is answered (the call reached its
+    /// time limit, or was replaced, meanwhile): the caller first hears whether it worked.
+    ending: Option<(Outcome, &'static [&'static str])>,
 }
 
 impl Flow {
@@ -289,6 +299,7 @@ impl Flow {
             hang_up_at: None,
             held: false,
             change_in_flight: false,
+            ending: None,
         }
     }
 
@@ -458,13 +469,14 @@ impl Flow {
                 entry.deadline = Some(first_digit);
             }
             Step::Menu { deadline } if deadline.is_none() => *deadline = Some(first_digit),
-            Step::Announcing(then) => {
-                let then = *then;
-                match then {
-                    Then::Menu => self.menu(now, &[]),
-                    Then::Leave(outcome) => self.leave(outcome, &["goodbye"]),
+            Step::Announcing(then) => match *then {
+                // Played into a hold, the announcement is said again with the menu after it.
+                Then::Menu => {
+                    let unheard = std::mem::take(&mut self.unheard);
+                    self.menu(now, &unheard);
                 }
-            }
+                Then::Leave(outcome, ids) => self.leave(outcome, ids),
+            },
             Step::Leaving => {
                 self.step = Step::Over;
                 self.actions.push_back(Action::Hangup);
@@ -501,17 +513,25 @@ impl Flow {
             }
             Ok(VerifyOutcome::Wrong { .. } | VerifyOutcome::Unknown) => {
                 self.logins_left = self.logins_left.saturating_sub(1);
+                // The same words and the same delay whether or not the mailbox exists. A
+                // caller identified by caller ID keyed no mailbox number: only the passcode
+                // can be wrong (and the mailbox is known to exist).
+                let incorrect = if self.mailbox_known {
+                    "incorrect_passcode"
+                } else {
+                    "incorrect"
+                };
                 if self.logins_left == 0 {
-                    return self.leave(Outcome::LoginFailed, &["incorrect", "goodbye"]);
+                    let ids = [incorrect, "too_many_attempts", "goodbye"];
+                    return self.leave(Outcome::LoginFailed, &ids);
                 }
                 // Keys typed ahead are kept: a caller typing blind ("1001#0000#1001#4826#")
                 // meant them for the next try.
-                // The same words and the same delay whether or not the mailbox exists.
                 if self.mailbox_known {
-                    self.ask(Field::Passcode, &["incorrect"], now);
+                    self.ask(Field::Passcode, &[incorrect], now);
                 } else {
                     self.mailbox = None;
-                    self.ask(Field::Mailbox, &["incorrect"], now);
+                    self.ask(Field::Mailbox, &[incorrect], now);
                 }
             }
             // A lock that ends says "try again later"; one only an admin lifts does not.
@@ -530,20 +550,35 @@ impl Flow {
             return;
         }
         if !matches!(self.step, Step::Changing) {
-            // The call moved on (replaced, out of time) while the change was stored: it
-            // still counts as changed.
+            // The call ended (hung up, refused) while the change was stored: it still counts
+            // as changed.
             if matches!(result, Ok(ChangeOutcome::Changed)) {
                 self.outcome = Outcome::Changed;
                 self.must_change = false;
             }
             return;
         }
+        if let Some((outcome, ids)) = self.ending.take() {
+            // The call reached its time limit, or was replaced, while the change was stored:
+            // the caller hears whether it worked, then why the call ends.
+            let changed = matches!(result, Ok(ChangeOutcome::Changed));
+            if changed {
+                self.outcome = Outcome::Changed;
+                self.must_change = false;
+            }
+            let said = if changed {
+                "passcode_changed"
+            } else {
+                "not_changed"
+            };
+            return self.leave(outcome, &[&[said][..], ids].concat());
+        }
         match result {
             Ok(ChangeOutcome::Changed) => {
                 self.outcome = Outcome::Changed;
                 self.must_change = false;
                 let then = if self.config.application == Application::ChangePasscode {
-                    Then::Leave(Outcome::Changed)
+                    Then::Leave(Outcome::Changed, &["goodbye"])
                 } else {
                     Then::Menu
                 };
@@ -567,17 +602,16 @@ impl Flow {
         }
     }
 
-    /// Another call logged in to this mailbox and replaces this one.
+    /// Another call logged in to this mailbox and replaces this one. A change being stored
+    /// is answered first, and "your passcode has been changed" is said to its end.
     pub fn handle_replaced(&mut self) {
-        if matches!(self.step, Step::Over | Step::Leaving) {
-            return;
+        let end = (Outcome::Replaced, REPLACED);
+        match &mut self.step {
+            Step::Over | Step::Leaving => {}
+            Step::Changing => self.ending = Some(end),
+            Step::Announcing(then) => *then = Then::Leave(end.0, end.1),
+            _ => self.leave(end.0, end.1),
         }
-        // A call that changed its passcode stays "changed" however it ends.
-        if self.outcome != Outcome::Changed {
-            self.outcome = Outcome::Replaced;
-        }
-        self.step = Step::Announcing(Then::Leave(Outcome::Replaced));
-        self.play(&["replaced"], false);
     }
 
     /// This login was refused: the mailbox is in use by another call.
@@ -646,10 +680,16 @@ impl Flow {
     /// Time passed: silence, a pause mid-entry, or the end of the call's time.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.hang_up_at.is_some_and(|t| now >= t) {
-            // Spent either way: a call already saying goodbye finishes it.
+            // Spent either way: a call already saying goodbye finishes it, a change being
+            // stored is answered first, and an announcement ("your passcode has been
+            // changed", "… opened from another phone") is said to its end.
             self.hang_up_at = None;
-            if !matches!(self.step, Step::Over | Step::Leaving) {
-                return self.leave(Outcome::TimedOut, &["goodbye"]);
+            let end = (Outcome::TimedOut, TIME_UP);
+            match &mut self.step {
+                Step::Over | Step::Leaving | Step::Announcing(Then::Leave(..)) => {}
+                Step::Changing => self.ending = Some(end),
+                Step::Announcing(then) => *then = Then::Leave(end.0, end.1),
+                _ => return self.leave(end.0, end.1),
             }
         }
         match &self.step {
@@ -791,19 +831,24 @@ impl Flow {
     }
 
     /// A new passcode was not accepted (mismatch or policy): say why, try again while tries
-    /// are left; after that, goodbye with the old passcode in place.
+    /// are left; after that, "your passcode has not been changed" and, for a change chosen
+    /// from the menu, the menu again, or else goodbye, the old passcode in place.
     fn change_failed(&mut self, now: Instant, reason: &[&'static str]) {
         // Keys typed ahead are kept for the next try, as after a failed login.
         self.changes_left = self.changes_left.saturating_sub(1);
-        if self.changes_left == 0 {
-            let outcome = if self.must_change {
-                Outcome::ChangeNotCompleted
-            } else {
-                Outcome::LoggedIn
-            };
-            return self.leave(outcome, &[reason, &["goodbye"]].concat());
+        if self.changes_left > 0 {
+            return self.ask(Field::NewPasscode, reason, now);
         }
-        self.ask(Field::NewPasscode, reason, now);
+        let said = [reason, &["not_changed"]].concat();
+        if !self.must_change && self.config.application != Application::ChangePasscode {
+            return self.menu(now, &said);
+        }
+        let outcome = if self.must_change {
+            Outcome::ChangeNotCompleted
+        } else {
+            Outcome::LoggedIn
+        };
+        self.leave(outcome, &[&said[..], &["goodbye"]].concat());
     }
 
     /// "A passcode must have four to ten digits" ("… six digits" when one length is
@@ -828,8 +873,9 @@ impl Flow {
             .then_some(ids)
     }
 
-    /// Silence on an entry (`partial`: after some keys): ask again while reprompts last,
-    /// then goodbye.
+    /// Silence on an entry (`partial`: after some keys): ask again while reprompts last
+    /// (the confirmation of a new passcode asks for the confirmation, as `*` does), then
+    /// goodbye, after "your passcode has not been changed" in a change.
     fn silence(&mut self, now: Instant, field: Field, partial: bool) {
         if self.reprompts_left == 0 {
             let outcome = match self.outcome {
@@ -837,15 +883,13 @@ impl Flow {
                 Outcome::LoggedIn => Outcome::LoggedIn,
                 _ => Outcome::NoInput,
             };
-            return self.leave(outcome, &["goodbye"]);
+            let ids: &[&str] = match field {
+                Field::NewPasscode | Field::ConfirmPasscode => &["not_changed", "goodbye"],
+                Field::Mailbox | Field::Passcode => &["goodbye"],
+            };
+            return self.leave(outcome, ids);
         }
         self.reprompts_left -= 1;
-        // A half-keyed passcode confirmation starts over from the new passcode.
-        let field = if field == Field::ConfirmPasscode {
-            Field::NewPasscode
-        } else {
-            field
-        };
         let why = if partial { "try_again" } else { "no_input" };
         self.ask(field, &[why], now);
     }
@@ -881,9 +925,10 @@ impl Flow {
     }
 
     /// Plays something that may not be interrupted, then `then`.
-    fn announce(&mut self, ids: &[&str], then: Then) {
+    fn announce(&mut self, ids: &[&'static str], then: Then) {
         self.step = Step::Announcing(then);
         self.play(ids, false);
+        self.unheard = ids.to_vec();
     }
 
     /// Says `ids` (ending with goodbye) and hangs up when done.

@@ -17,8 +17,8 @@
 //!
 //! - Ids are letters, digits and `_`; the call flow names prompts by id, and every id in
 //!   [`REQUIRED`] must be present; one in [`STAND_INS`] that is not is said with its stand-in;
-//!   a sentence that needs one in [`OPTIONAL`] that is not is left out. Other ids may be added
-//!   (a site's own announcements).
+//!   a sentence that needs one in [`OPTIONAL`] or [`NUMBER_IDS`] that is not is left out.
+//!   Other ids may be added (a site's own announcements).
 //! - `file` and `text` are required and may not be empty, except that `text` may be empty for a
 //!   prompt with `silence_ms`. No other keys are allowed, so a misspelt key is an error rather
 //!   than silently ignored.
@@ -102,6 +102,7 @@ pub const REQUIRED: &[&str] = &[
 pub const STAND_INS: &[(&str, &str)] = &[
     ("superseded", "unavailable"),
     ("locked_permanently", "locked"),
+    ("incorrect_passcode", "incorrect"),
 ];
 
 /// Prompt ids the call flow plays when the set has them: a sentence that needs one the set
@@ -112,7 +113,14 @@ pub const OPTIONAL: &[&str] = &[
     "length_to",
     "length_digits",
     "length_digit",
-    // NUMBER_IDS from here.
+    "not_changed",
+    "too_many_attempts",
+    "time_limit",
+];
+
+/// The ids that say "ten" … "nineteen", "twenty" and "thirty", in that order: optional
+/// too, as part of the sentence that says a passcode's lengths.
+pub const NUMBER_IDS: &[&str] = &[
     "number_10",
     "number_11",
     "number_12",
@@ -126,13 +134,15 @@ pub const OPTIONAL: &[&str] = &[
     "number_20",
     "number_30",
 ];
+const _: () = assert!(NUMBER_IDS.len() == 12, "ten to nineteen, twenty, thirty");
 
-/// Whether the call flow plays prompt `id`: one in [`REQUIRED`], [`STAND_INS`] or
-/// [`OPTIONAL`].
+/// Whether the call flow plays prompt `id`: one in [`REQUIRED`], [`STAND_INS`],
+/// [`OPTIONAL`] or [`NUMBER_IDS`].
 pub fn is_played(id: &str) -> bool {
     REQUIRED.contains(&id)
         || STAND_INS.iter().any(|(played, _)| *played == id)
         || OPTIONAL.contains(&id)
+        || NUMBER_IDS.contains(&id)
 }
 
 /// The ids of the prompts that say "zero" … "nine", indexed by digit.
@@ -140,11 +150,6 @@ const DIGIT_IDS: [&str; 10] = [
     "digit_0", "digit_1", "digit_2", "digit_3", "digit_4", "digit_5", "digit_6", "digit_7",
     "digit_8", "digit_9",
 ];
-
-/// The ids that say "ten" … "nineteen", "twenty" and "thirty", in that order: the tail of
-/// [`OPTIONAL`].
-const NUMBER_IDS: &[&str] = OPTIONAL.split_at(4).1;
-const _: () = assert!(NUMBER_IDS.len() == 12, "ten to nineteen, twenty, thirty");
 
 /// The prompt ids that say the number `n` ("four", "ten", "twenty" "two"), for 0 to 39:
 /// the largest passcode length is 32. `None` beyond.
@@ -975,7 +980,7 @@ mod tests {
                 assert!(set.get(id).is_some(), "{n}: {id}");
             }
         }
-        for id in OPTIONAL {
+        for id in OPTIONAL.iter().chain(NUMBER_IDS) {
             assert_eq!(set.get(id).unwrap().id(), *id);
         }
     }
