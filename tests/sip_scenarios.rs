@@ -1249,6 +1249,15 @@ fn requests_the_uas_refuses() {
         w.send(req);
         assert_eq!(w.statuses().last(), Some(&code), "{method}");
     }
+    // A SIPS Request-URI needs TLS, which vportal has not: 416.
+    let offer = w.uac.offer("sendrecv");
+    let invite =
+        String::from_utf8(w.uac.invite(&offer))
+            .unwrap()
+            .replacen("INVITE sip:", "INVITE sips:", 1);
+    assert!(invite.starts_with("INVITE sips:"));
+    w.send(invite.into_bytes());
+    assert_eq!(w.statuses().last(), Some(&416));
     // Max-Forwards 0 on an INVITE: 483.
     let offer = w.uac.offer("sendrecv");
     let invite = String::from_utf8(w.uac.invite(&offer))

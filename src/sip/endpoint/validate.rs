@@ -165,6 +165,11 @@ pub(super) fn validate<'a>(msg: &'a Message, via: Via<'a>) -> Result<Core<'a>, V
     if !known_scheme {
         return Err(Verdict::Respond(416, "Unsupported URI Scheme".into()));
     }
+    // A SIPS URI asks for TLS on every hop, and a dialog made from it needs a SIPS Contact
+    // in our answer (§12.1.1), which vportal, without TLS, cannot honour.
+    if scheme.eq_ignore_ascii_case("sips") {
+        return Err(Verdict::Respond(416, "SIPS Not Supported".into()));
+    }
     Uri::parse(uri).map_err(|_| Verdict::Respond(400, "Malformed Request-URI".into()))?;
     let Some(method) = msg.method() else {
         return Err(Verdict::Drop);
