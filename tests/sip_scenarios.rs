@@ -1413,6 +1413,42 @@ fn a_reinvite_refreshes_the_remote_target() {
     assert_eq!(bye.request_uri(), Some("sip:1001@127.0.0.1:5999"));
 }
 
+/// Over UDP our BYE goes where our responses go (§18.2.2): to a caller whose Via has no
+/// `rport`, at the Via's port, even when it sends from another; and after a re-INVITE from
+/// another address (a caller or proxy failing over), to that address.
+#[test]
+fn our_bye_goes_where_the_responses_go() {
+    let mut w = World::new();
+    let offer = w.uac.offer("sendrecv");
+    let invite = String::from_utf8(w.uac.invite(&offer)).unwrap();
+    let listening = invite.replacen(&format!("{CALLER};"), "127.0.0.1:5079;", 1);
+    let listening = listening.replacen(";rport\r\n", "\r\n", 1);
+    assert!(listening.contains("Via: SIP/2.0/UDP 127.0.0.1:5079;branch="));
+    assert!(!listening.contains("rport"));
+    w.send(listening.into_bytes());
+    let call = w.accept();
+    let to_via: SocketAddr = "127.0.0.1:5079".parse().unwrap();
+    assert!(w.inbox.iter().all(|(_, t)| t.destination == to_via));
+    w.ack_the_200("");
+    w.hangup(call);
+    let (_, bye) = w.inbox.last().unwrap();
+    assert_eq!(parse(&bye.payload).method(), Some(&Method::Bye));
+    assert_eq!(bye.destination, to_via);
+
+    let mut w = World::new();
+    let call = w.establish();
+    let moved: SocketAddr = "127.0.0.2:5090".parse().unwrap();
+    let offer = w.uac.offer("sendrecv");
+    let reinvite = w.uac.invite(&offer);
+    w.send_from(moved, reinvite);
+    assert_eq!(w.statuses(), [200]);
+    w.ack_the_200("");
+    w.hangup(call);
+    let (_, bye) = w.inbox.last().unwrap();
+    assert_eq!(parse(&bye.payload).method(), Some(&Method::Bye));
+    assert_eq!(bye.destination, moved, "rport: the re-INVITE's source");
+}
+
 #[test]
 fn an_update_refreshes_the_remote_target() {
     let mut w = World::new();

@@ -14,8 +14,9 @@
 //! Responses go to the packet's source address (RFC 3261 §18.2.2): over UDP with `rport` to
 //! its source port (RFC 3581), otherwise to the Via's port; over TCP on the request's
 //! connection, or a new one to the Via's port if it closed. In-dialog requests (BYE) go back
-//! over the flow the call came in on (over TCP, should its connection have closed, a new one
-//! goes to the Via's port too). Host names in messages are never resolved.
+//! over the flow the call came in on: over UDP where the responses to the INVITE (or the
+//! latest accepted target refresh) went; over TCP on its connection, or, should that have
+//! closed, a new one to the Via's port. Host names in messages are never resolved.
 
 mod types;
 mod validate;
@@ -549,16 +550,13 @@ impl Endpoint {
             route_set: dialog::uris(route_set.into_iter()),
             remote_cseq: core.cseq.seq,
             local_cseq: 0,
-            // Over UDP our requests go back to where the INVITE came from (symmetric, NAT
-            // friendly). Over TCP they go on the INVITE's connection; should it have closed,
-            // a new one is opened to this address, which must be a port the caller listens
-            // on: the Via's, as for responses (§18.2.2), never the closed connection's
+            // Over UDP our requests go where our responses go (§18.2.2, RFC 3581): the
+            // source IP, at the source port with `rport` (symmetric, NAT friendly), else at
+            // the Via's port, the one a caller without `rport` listens on. Over TCP they go
+            // on the INVITE's connection; should it have closed, a new one is opened to the
+            // source IP at the Via's port, as for responses, never the closed connection's
             // ephemeral source port.
-            flow: if flow.is_reliable() {
-                flow
-            } else {
-                Flow::new(flow.transport, source)
-            },
+            flow: udp_reply_flow(flow, &core.via, source),
         })
     }
 
@@ -946,7 +944,7 @@ impl Endpoint {
                 self.contact(&mut b, flow);
                 let bytes = b.finish(body.as_deref().map(|s| ("application/sdp", s)));
                 self.complete_in_dialog(handle, key, flow, bytes, now);
-                self.refresh_target(handle, msg);
+                self.refresh_target(handle, req);
                 if let Some(media) = media {
                     self.media_agreed(handle, media);
                 }
@@ -969,7 +967,16 @@ impl Endpoint {
 
     /// §12.2.2: a target refresh request (re-INVITE, UPDATE) that was accepted replaces the
     /// dialog's remote target with its Contact URI, if it has one. (The route set stays.)
-    fn refresh_target(&mut self, handle: CallHandle, msg: &Message) {
+    /// Over UDP our requests then go where the answer to it went: a caller (or its proxy)
+    /// that moved to another address, failing over, is followed there.
+    fn refresh_target(&mut self, handle: CallHandle, req: &Req<'_>) {
+        let msg = req.msg;
+        if let Some(call) = self.calls.get_mut(&handle)
+            && !call.dialog.flow.is_reliable()
+            && !req.flow.is_reliable()
+        {
+            call.dialog.flow = udp_reply_flow(req.flow, &req.core.via, req.source);
+        }
         let Some(value) = msg.list(HeaderName::Contact).next() else {
             return;
         };
@@ -1127,7 +1134,7 @@ impl Endpoint {
             .insert(key.clone(), (tx, InviteOf::ReInvite(kept)));
         self.arm(TimerRef::Invite(key.clone()));
         if code == 200 {
-            self.refresh_target(handle, msg);
+            self.refresh_target(handle, req);
             if let Some(call) = self.calls.get_mut(&handle) {
                 call.pending_2xx = Some(Pending2xx {
                     bytes,
@@ -1687,6 +1694,20 @@ impl Endpoint {
 }
 
 /// Allow, Accept and Supported: what OPTIONS asks about.
+/// The flow our in-dialog requests take after a request that came on `flow` from `source`:
+/// over UDP where a response to it goes (the source IP, at the source port with `rport`,
+/// else at the Via's port); a TCP connection stays as it is.
+fn udp_reply_flow(flow: Flow, via: &Via<'_>, source: SocketAddr) -> Flow {
+    if flow.is_reliable() {
+        flow
+    } else {
+        Flow::new(
+            flow.transport,
+            response_destination(via, source, flow.transport),
+        )
+    }
+}
+
 fn capabilities(b: &mut MessageBuilder) {
     b.header("Allow", ALLOW);
     b.header("Accept", ACCEPT);
