@@ -14,7 +14,7 @@ use vportal::media::player::Item;
 use vportal::media::prompts::PromptSet;
 use vportal::store::{
     Actor, AuditEvent, AuditQuery, Event, Extension, Login, NewUser, Passcode, PasscodeSpec,
-    Pepper, Store, VerifyOutcome,
+    Pepper, Policy, Store, VerifyOutcome,
 };
 use vportal::time::Timestamp;
 
@@ -266,6 +266,16 @@ impl Call {
     }
 }
 
+/// Changes the store's passcode policy with `edit`, as an admin would.
+fn edit_policy(store: &Store, edit: impl FnOnce(&mut Policy)) {
+    let mut policy = store.policy().unwrap();
+    edit(&mut policy);
+    let admin = Actor::Cli { user: None };
+    store
+        .set_policy(&policy, &admin, Timestamp::from_unix(T0))
+        .unwrap();
+}
+
 fn config(application: Application, caller_mailbox: Option<Extension>) -> FlowConfig {
     FlowConfig {
         application,
@@ -465,9 +475,7 @@ fn an_entry_longer_than_the_longest_passcode_is_not_cut_to_fit() {
     let store = store();
     let admin = Actor::Cli { user: None };
     let now = Timestamp::from_unix(T0);
-    let mut policy = store.policy().unwrap();
-    policy.max_length = 32;
-    store.set_policy(&policy, &admin, now).unwrap();
+    edit_policy(&store, |p| p.max_length = 32);
     let long = "48261937504826193750482619375048";
     assert_eq!(long.len(), 32);
     store
@@ -506,12 +514,7 @@ fn an_entry_longer_than_the_longest_passcode_is_not_cut_to_fit() {
 #[test]
 fn the_lengths_allowed_are_said_when_the_set_can_say_them() {
     let store = store();
-    let admin = Actor::Cli { user: None };
-    let mut policy = store.policy().unwrap();
-    (policy.min_length, policy.max_length) = (6, 6);
-    store
-        .set_policy(&policy, &admin, Timestamp::from_unix(T0))
-        .unwrap();
+    edit_policy(&store, |p| (p.min_length, p.max_length) = (6, 6));
     let mut c = Call::portal(&store);
     c.keys("1001#4826#").keys("59371#59371#");
     assert_eq!(
@@ -551,14 +554,10 @@ fn the_lengths_allowed_are_said_when_the_set_can_say_them() {
 #[test]
 fn a_single_digit_length_is_said_in_the_singular() {
     let store = store();
-    let admin = Actor::Cli { user: None };
-    let mut policy = store.policy().unwrap();
-    (policy.min_length, policy.max_length) = (1, 1);
-    policy.generated_length = 1;
-    policy.reject_repeated_digits = false;
-    store
-        .set_policy(&policy, &admin, Timestamp::from_unix(T0))
-        .unwrap();
+    edit_policy(&store, |p| {
+        (p.min_length, p.max_length, p.generated_length) = (1, 1, 1);
+        p.reject_repeated_digits = false;
+    });
     let mut c = Call::portal(&store);
     c.keys("1001#4826#").keys("57#57#");
     assert_eq!(
