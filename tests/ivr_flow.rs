@@ -168,6 +168,9 @@ impl Call {
                         .store
                         .verify_login(&mailbox, &passcode, &actor, wall)
                         .map(|(outcome, login)| {
+                            if let Some(login) = &login {
+                                self.flow.set_lengths(login.lengths());
+                            }
                             self.login = login;
                             outcome
                         })
@@ -266,6 +269,28 @@ impl Call {
     }
 }
 
+/// "A passcode must have four to ten digits": the default policy's lengths, said before a
+/// new passcode is first asked for.
+const RULE: [&str; 5] = [
+    "length_rule",
+    "digit_4",
+    "length_to",
+    "number_10",
+    "length_digits",
+];
+
+/// What a caller who logged in with a temporary passcode hears: it must be changed, the
+/// lengths allowed, and the question.
+const FORCED: [&str; 7] = [
+    "temporary",
+    "length_rule",
+    "digit_4",
+    "length_to",
+    "number_10",
+    "length_digits",
+    "enter_new_passcode",
+];
+
 /// Changes the store's passcode policy with `edit`, as an admin would.
 fn edit_policy(store: &Store, edit: impl FnOnce(&mut Policy)) {
     let mut policy = store.policy().unwrap();
@@ -322,7 +347,7 @@ fn temporary_passcode_is_changed_then_menu_then_goodbye() {
     assert_eq!(c.last(), ["enter_passcode"]);
     c.keys("4826#");
     assert_eq!(c.logged_in, [ext("1001")]);
-    assert_eq!(c.last(), ["temporary", "enter_new_passcode"]);
+    assert_eq!(c.last(), FORCED);
     c.keys("5937#");
     assert_eq!(c.last(), ["reenter_new_passcode"]);
     c.keys("5937#");
@@ -362,7 +387,7 @@ fn permanent_passcode_goes_to_the_menu_and_can_change_there() {
     c.keys("7");
     assert_eq!(c.last(), ["invalid_option", "menu"]);
     c.keys("1");
-    assert_eq!(c.last(), ["enter_new_passcode"]);
+    assert_eq!(c.last(), [&RULE[..], &["enter_new_passcode"]].concat());
     c.keys("6048#").keys("6048#");
     assert_eq!(c.last(), ["passcode_changed"]);
     c.finish();
@@ -410,7 +435,7 @@ fn an_admin_reset_during_the_call_voids_its_login() {
     let now = Timestamp::from_unix(T0);
     let mut c = Call::portal(&store);
     c.keys("1001#").keys("4826#");
-    assert_eq!(c.last(), ["temporary", "enter_new_passcode"]);
+    assert_eq!(c.last(), FORCED);
     // The admin hands out a new temporary passcode while the owner is choosing a PIN.
     store
         .reset_passcode(
@@ -509,14 +534,18 @@ fn an_entry_longer_than_the_longest_passcode_is_not_cut_to_fit() {
     );
 }
 
-/// One length allowed is said once ("… six digits"); a prompt set without the sentence's
-/// prompts (a site's set from before them) says the reason alone.
+/// The lengths allowed are said before the first new passcode and after a wrong length;
+/// one length allowed is said once ("… six digits"); a prompt set without the sentence's
+/// prompts (a site's set from before them) says neither.
 #[test]
 fn the_lengths_allowed_are_said_when_the_set_can_say_them() {
     let store = store();
     edit_policy(&store, |p| (p.min_length, p.max_length) = (6, 6));
     let mut c = Call::portal(&store);
-    c.keys("1001#4826#").keys("59371#59371#");
+    c.keys("1001#4826#");
+    let told = ["temporary", "length_rule", "digit_6", "length_digits"];
+    assert_eq!(c.last(), [&told[..], &["enter_new_passcode"]].concat());
+    c.keys("59371#59371#");
     assert_eq!(
         c.last(),
         [
@@ -546,7 +575,9 @@ fn the_lengths_allowed_are_said_when_the_set_can_say_them() {
     c.flow = Flow::new(config(Application::VoicePortal, None), Arc::new(set));
     c.flow.start(c.now);
     c.run();
-    c.keys("1001#4826#").keys("59371#59371#");
+    c.keys("1001#4826#");
+    assert_eq!(c.last(), ["temporary", "enter_new_passcode"]);
+    c.keys("59371#59371#");
     assert_eq!(c.last(), ["reason_too_short", "enter_new_passcode"]);
 }
 
@@ -656,7 +687,7 @@ fn a_temporary_passcode_expiring_between_calls() {
         .unwrap();
     let mut first = Call::portal(&store);
     first.keys("1001#").keys("4826#");
-    assert_eq!(first.last(), ["temporary", "enter_new_passcode"]);
+    assert_eq!(first.last(), FORCED);
     first.flow.handle_hangup();
     // Half an hour later: expired.
     let mut later = Call::portal(&store);
@@ -933,8 +964,8 @@ fn a_pause_mid_entry_discards_it_and_star_clears() {
     let mut c = Call::portal(&store);
     c.keys("10");
     c.advance(Duration::from_millis(3_100));
-    // Not "I did not hear anything": the caller did key something.
-    assert_eq!(c.last(), ["try_again", "enter_mailbox"]);
+    // Not "I did not hear anything": the caller did key something, too slowly.
+    assert_eq!(c.last(), ["too_slow", "enter_mailbox"]);
     c.keys("99*1001#");
     assert_eq!(
         c.played
@@ -1108,7 +1139,7 @@ fn keys_typed_ahead_that_do_not_finish_an_entry_still_get_the_question() {
             c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
         }
         c.run();
-        assert_eq!(c.last(), ["temporary", "enter_new_passcode"], "{typed}");
+        assert_eq!(c.last(), FORCED, "{typed}");
         // The caller listens to it all, and answers it whole after a pause: what was typed
         // ahead is dropped, and the pause is the first digit's (counted from its end).
         c.finish();
@@ -1128,7 +1159,7 @@ fn keys_typed_ahead_that_do_not_finish_an_entry_still_get_the_question() {
         c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
     }
     c.run();
-    assert_eq!(c.last(), ["temporary", "enter_new_passcode"]);
+    assert_eq!(c.last(), FORCED);
     c.type_keys("37#");
     assert_eq!(c.last(), ["reenter_new_passcode"]);
     c.keys("5937#");
@@ -1314,7 +1345,7 @@ fn change_passcode_application_goes_straight_to_the_change() {
     let store = store();
     let mut c = Call::new(&store, config(Application::ChangePasscode, None));
     c.keys("2002#").keys("5937#");
-    assert_eq!(c.last(), ["enter_new_passcode"]);
+    assert_eq!(c.last(), [&RULE[..], &["enter_new_passcode"]].concat());
     c.keys("6048#").keys("6048#");
     assert_eq!(c.last(), ["passcode_changed"]);
     c.finish();
@@ -1506,7 +1537,7 @@ fn silence_at_the_confirmation_asks_for_it_again() {
     c.advance(Duration::from_secs(6));
     assert_eq!(c.last(), ["no_input", "reenter_new_passcode"]);
     c.keys("59").advance(Duration::from_secs(4));
-    assert_eq!(c.last(), ["try_again", "reenter_new_passcode"]);
+    assert_eq!(c.last(), ["too_slow", "reenter_new_passcode"]);
     c.keys("5937#");
     assert_eq!(c.last(), ["passcode_changed"]);
     assert!(!temporary(&store, "1001"));

@@ -236,6 +236,7 @@ impl Sim {
                 };
                 if matches!(outcome, Ok(VerifyOutcome::Ok { .. })) {
                     self.logged_in = known;
+                    self.flow.set_lengths(4..=10);
                 }
                 self.flow.handle_verified(self.now, outcome);
             }

@@ -270,6 +270,9 @@ pub struct Flow {
     /// How the call ends once the change being stored is answered (the call reached its
     /// time limit, or was replaced, meanwhile): the caller first hears whether it worked.
     ending: Option<(Outcome, &'static [&'static str])>,
+    /// The passcode lengths the policy allows, told with the login
+    /// ([`Flow::set_lengths`]): said before a new passcode is first asked for.
+    lengths: Option<RangeInclusive<usize>>,
 }
 
 impl Flow {
@@ -300,6 +303,7 @@ impl Flow {
             held: false,
             change_in_flight: false,
             ending: None,
+            lengths: None,
         }
     }
 
@@ -485,6 +489,13 @@ impl Flow {
         }
     }
 
+    /// The passcode lengths the policy allows (from the login, before
+    /// [`Flow::handle_verified`]): a caller about to choose a new passcode hears them first,
+    /// "a passcode must have four to ten digits".
+    pub fn set_lengths(&mut self, lengths: RangeInclusive<usize>) {
+        self.lengths = Some(lengths);
+    }
+
     /// The answer to [`Action::Verify`].
     pub fn handle_verified(&mut self, now: Instant, result: Result<VerifyOutcome, ()>) {
         if !matches!(self.step, Step::Verifying) {
@@ -504,9 +515,10 @@ impl Flow {
                 self.outcome = Outcome::LoggedIn;
                 self.actions.push_back(Action::LoggedIn(mailbox));
                 if must_change {
-                    self.ask(Field::NewPasscode, &["temporary"], now);
+                    let before = [&["temporary"][..], &self.lengths_rule()].concat();
+                    self.ask(Field::NewPasscode, &before, now);
                 } else if self.config.application == Application::ChangePasscode {
-                    self.ask(Field::NewPasscode, &[], now);
+                    self.ask(Field::NewPasscode, &self.lengths_rule(), now);
                 } else {
                     self.menu(now, &[]);
                 }
@@ -873,6 +885,15 @@ impl Flow {
             .then_some(ids)
     }
 
+    /// The lengths the policy allows, as `length_rule` says them, when the login
+    /// told them and the prompt set can say them; else nothing.
+    fn lengths_rule(&self) -> Vec<&'static str> {
+        self.lengths
+            .clone()
+            .and_then(|lengths| self.length_rule(lengths))
+            .unwrap_or_default()
+    }
+
     /// Silence on an entry (`partial`: after some keys): ask again while reprompts last
     /// (the confirmation of a new passcode asks for the confirmation, as `*` does), then
     /// goodbye, after "your passcode has not been changed" in a change.
@@ -890,7 +911,7 @@ impl Flow {
             return self.leave(outcome, ids);
         }
         self.reprompts_left -= 1;
-        let why = if partial { "try_again" } else { "no_input" };
+        let why = if partial { "too_slow" } else { "no_input" };
         self.ask(field, &[why], now);
     }
 
@@ -915,7 +936,7 @@ impl Flow {
             '1' => {
                 // Each change from the menu has its own tries.
                 self.changes_left = self.config.settings.attempts.max(1);
-                self.ask(Field::NewPasscode, &[], now);
+                self.ask(Field::NewPasscode, &self.lengths_rule(), now);
             }
             '*' => self.leave(Outcome::LoggedIn, &["goodbye"]),
             _ => {

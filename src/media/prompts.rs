@@ -103,6 +103,7 @@ pub const STAND_INS: &[(&str, &str)] = &[
     ("superseded", "unavailable"),
     ("locked_permanently", "locked"),
     ("incorrect_passcode", "incorrect"),
+    ("too_slow", "try_again"),
 ];
 
 /// Prompt ids the call flow plays when the set has them: a sentence that needs one the set

@@ -492,6 +492,9 @@ impl CallTask {
             StoreReply::Exists(exists) => self.flow.handle_mailbox_exists(now, exists),
             StoreReply::Verified(result) => {
                 let outcome = result.map(|(outcome, login)| {
+                    if let Some(login) = &login {
+                        self.flow.set_lengths(login.lengths());
+                    }
                     self.login = login;
                     outcome
                 });

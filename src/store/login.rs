@@ -71,12 +71,19 @@ pub enum ChangeOutcome {
 pub struct Login {
     extension: Extension,
     hash: String,
+    lengths: RangeInclusive<usize>,
 }
 
 impl Login {
     /// The mailbox logged in to.
     pub fn extension(&self) -> &Extension {
         &self.extension
+    }
+
+    /// The passcode lengths the policy allowed when the login was checked: the caller is
+    /// told them before being asked for a new passcode.
+    pub fn lengths(&self) -> RangeInclusive<usize> {
+        self.lengths.clone()
     }
 }
 
@@ -250,6 +257,7 @@ impl Store {
                     Login {
                         extension: extension.clone(),
                         hash: upgraded.unwrap_or_else(|| hash.clone()),
+                        lengths: snap.policy.min_length..=snap.policy.max_length,
                     }
                 });
                 return Ok((outcome, counted, login));
