@@ -248,7 +248,8 @@ fn a_second_login_to_a_mailbox_replaces_the_first_call() {
     let mut second = Phone::dial(&server, "8500", "2002");
     second.keys("2002#6048#");
     server.expect_log("logged in mailbox=2002", 2, CALL);
-    // The first call hears "logged in from another phone" and is hung up.
+    // The first call hears "this mailbox has just been opened from another phone" and is
+    // hung up.
     assert!(first.wait_for_bye(CALL), "{}", server.log());
     server.expect_log("outcome=replaced", 1, CALL);
     // The second goes on: an unknown choice in its menu is answered, not hung up on, and
