@@ -1500,15 +1500,83 @@ fn the_change_is_announced_whole_through_a_time_limit_a_replacement_or_a_hold() 
         ["passcode_changed", "menu"],
         "said again after it"
     );
+    // A hold that ends while the announcement still plays has it said again, whole.
+    let mut c = Call::portal(&store);
+    c.keys("2002#")
+        .keys("5172#")
+        .keys("1")
+        .keys("4953#")
+        .keys("4953#");
+    assert_eq!(c.last(), ["passcode_changed"]);
+    let played = c.played.len();
+    c.flow.handle_hold(c.now, true);
+    c.flow.handle_hold(c.now, false);
+    c.run();
+    assert_eq!(c.played.len(), played + 1, "{:?}", c.all());
+    assert_eq!(c.last(), ["passcode_changed"]);
     c.finish();
-    assert_eq!(c.last(), ["passcode_changed", "menu"]);
+    assert_eq!(c.last(), ["menu"]);
+}
+
+/// The call's time limit and another phone's login both come while a change is stored:
+/// the first decides what the caller hears and how the call counts.
+#[test]
+fn the_first_of_two_ends_during_a_change_decides() {
+    type End = fn(&mut Call);
+    let replaced: End = |c| c.flow.handle_replaced();
+    let time_up: End = |c| {
+        c.now = c.start + RouteSettings::default().max_call_duration;
+        c.flow.handle_timeout(c.now);
+    };
+    for (first, second, said, outcome) in [
+        (replaced, time_up, "replaced", Outcome::Replaced),
+        (time_up, replaced, "time_limit", Outcome::TimedOut),
+    ] {
+        let store = store();
+        let mut c = Call::portal(&store);
+        let _ = change_in_flight(&mut c);
+        first(&mut c);
+        second(&mut c);
+        c.run();
+        // The store failed: nothing was changed.
+        c.flow.handle_changed(c.now, Err(()));
+        c.run();
+        assert_eq!(c.last(), ["not_changed", said, "goodbye"]);
+        assert!(c.finish().ends());
+        assert_eq!(c.flow.outcome(), outcome);
+    }
 }
 
 /// A change chosen from the menu that uses up its tries goes back to the menu, saying that
 /// the passcode stays as it was.
 #[test]
 fn a_change_from_the_menu_that_fails_goes_back_to_the_menu() {
+    // Keys typed ahead for another try, while the last one is checked, are not taken for
+    // a menu choice.
     let store = store();
+    let mut c = Call::portal(&store);
+    c.keys("2002#").keys("5937#").keys("1");
+    for _ in 0..2 {
+        c.keys("6048#").keys("6049#");
+    }
+    c.keys("1234#").finish();
+    for k in "1234#".chars() {
+        c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
+    }
+    let a = c.flow.poll_action().unwrap();
+    for k in "1470#".chars() {
+        c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
+    }
+    perform_change(&mut c, a);
+    assert_eq!(
+        c.last(),
+        ["reason_sequential", "not_changed", "menu"],
+        "{:?}",
+        c.all()
+    );
+    c.finish().keys("*");
+    assert!(c.ends());
+
     let mut c = Call::portal(&store);
     c.keys("2002#").keys("5937#").keys("1");
     for _ in 0..2 {
@@ -1524,6 +1592,16 @@ fn a_change_from_the_menu_that_fails_goes_back_to_the_menu() {
     let mut again = Call::portal(&store);
     again.keys("2002#").keys("5937#");
     assert_eq!(again.last(), ["menu"], "the passcode is as it was");
+    // After a change that worked, one that fails does not say "not changed": the first
+    // one's passcode is in force.
+    again.keys("1").keys("6284#").keys("6284#").finish();
+    assert_eq!(again.last(), ["menu"]);
+    again.keys("1");
+    for _ in 0..3 {
+        again.keys("5172#").keys("5173#");
+    }
+    assert_eq!(again.last(), ["mismatch", "menu"]);
+    assert_eq!(again.flow.outcome(), Outcome::Changed);
 }
 
 /// Silence at "enter the new passcode again" asks for the confirmation again, keeping the

@@ -422,7 +422,12 @@ impl Flow {
                 self.ask(field, &unheard, now);
             }
             Step::Menu { .. } => self.menu(now, &unheard),
-            // Checks, announcements and goodbyes carry on as they were.
+            // An announcement begun during the hold is said again, whole.
+            Step::Announcing(then) if !unheard.is_empty() => {
+                let then = *then;
+                self.announce(&unheard, then);
+            }
+            // Checks, other announcements and goodbyes carry on as they were.
             _ => {}
         }
     }
@@ -578,12 +583,12 @@ impl Flow {
                 self.outcome = Outcome::Changed;
                 self.must_change = false;
             }
-            let said = if changed {
-                "passcode_changed"
+            let said: &[&str] = if changed {
+                &["passcode_changed"]
             } else {
-                "not_changed"
+                self.not_changed()
             };
-            return self.leave(outcome, &[&[said][..], ids].concat());
+            return self.leave(outcome, &[said, ids].concat());
         }
         match result {
             Ok(ChangeOutcome::Changed) => {
@@ -618,11 +623,27 @@ impl Flow {
     /// is answered first, and "your passcode has been changed" is said to its end.
     pub fn handle_replaced(&mut self) {
         let end = (Outcome::Replaced, REPLACED);
+        if !matches!(self.step, Step::Over | Step::Leaving) && !self.end_after_change(end) {
+            self.leave(end.0, end.1);
+        }
+    }
+
+    /// The call must end (its time limit, or another phone's login) while a change is
+    /// being stored or its success announced: the end is said after them. The first such
+    /// end decides. False when the flow is doing neither.
+    fn end_after_change(&mut self, end: (Outcome, &'static [&'static str])) -> bool {
         match &mut self.step {
-            Step::Over | Step::Leaving => {}
-            Step::Changing => self.ending = Some(end),
-            Step::Announcing(then) => *then = Then::Leave(end.0, end.1),
-            _ => self.leave(end.0, end.1),
+            Step::Changing => {
+                self.ending.get_or_insert(end);
+                true
+            }
+            Step::Announcing(then) => {
+                if matches!(then, Then::Menu | Then::Leave(Outcome::Changed, _)) {
+                    *then = Then::Leave(end.0, end.1);
+                }
+                true
+            }
+            _ => false,
         }
     }
 
@@ -697,11 +718,8 @@ impl Flow {
             // changed", "… opened from another phone") is said to its end.
             self.hang_up_at = None;
             let end = (Outcome::TimedOut, TIME_UP);
-            match &mut self.step {
-                Step::Over | Step::Leaving | Step::Announcing(Then::Leave(..)) => {}
-                Step::Changing => self.ending = Some(end),
-                Step::Announcing(then) => *then = Then::Leave(end.0, end.1),
-                _ => return self.leave(end.0, end.1),
+            if !matches!(self.step, Step::Over | Step::Leaving) && !self.end_after_change(end) {
+                return self.leave(end.0, end.1);
             }
         }
         match &self.step {
@@ -851,8 +869,10 @@ impl Flow {
         if self.changes_left > 0 {
             return self.ask(Field::NewPasscode, reason, now);
         }
-        let said = [reason, &["not_changed"]].concat();
+        let said = [reason, self.not_changed()].concat();
         if !self.must_change && self.config.application != Application::ChangePasscode {
+            // Keys typed ahead were meant for another try, not for the menu.
+            self.type_ahead.clear();
             return self.menu(now, &said);
         }
         let outcome = if self.must_change {
@@ -885,6 +905,16 @@ impl Flow {
             .then_some(ids)
     }
 
+    /// "Your passcode has not been changed", after a change that failed; nothing when an
+    /// earlier change in this call succeeded (that passcode stays in force).
+    fn not_changed(&self) -> &'static [&'static str] {
+        if self.outcome == Outcome::Changed {
+            &[]
+        } else {
+            &["not_changed"]
+        }
+    }
+
     /// The lengths the policy allows, as `length_rule` says them, when the login
     /// told them and the prompt set can say them; else nothing.
     fn lengths_rule(&self) -> Vec<&'static str> {
@@ -904,11 +934,11 @@ impl Flow {
                 Outcome::LoggedIn => Outcome::LoggedIn,
                 _ => Outcome::NoInput,
             };
-            let ids: &[&str] = match field {
-                Field::NewPasscode | Field::ConfirmPasscode => &["not_changed", "goodbye"],
-                Field::Mailbox | Field::Passcode => &["goodbye"],
+            let said = match field {
+                Field::NewPasscode | Field::ConfirmPasscode => self.not_changed(),
+                Field::Mailbox | Field::Passcode => &[],
             };
-            return self.leave(outcome, ids);
+            return self.leave(outcome, &[said, &["goodbye"]].concat());
         }
         self.reprompts_left -= 1;
         let why = if partial { "too_slow" } else { "no_input" };

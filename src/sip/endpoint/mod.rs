@@ -1693,7 +1693,6 @@ impl Endpoint {
     }
 }
 
-/// Allow, Accept and Supported: what OPTIONS asks about.
 /// The flow our in-dialog requests take after a request that came on `flow` from `source`:
 /// over UDP where a response to it goes (the source IP, at the source port with `rport`,
 /// else at the Via's port); a TCP connection stays as it is.
@@ -1708,6 +1707,7 @@ fn udp_reply_flow(flow: Flow, via: &Via<'_>, source: SocketAddr) -> Flow {
     }
 }
 
+/// Allow, Accept and Supported: what OPTIONS asks about.
 fn capabilities(b: &mut MessageBuilder) {
     b.header("Allow", ALLOW);
     b.header("Accept", ACCEPT);
