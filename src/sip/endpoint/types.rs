@@ -105,8 +105,8 @@ pub struct IncomingCall {
     /// The Call-ID.
     pub call_id: String,
     /// Where the INVITE came from, IPv4-mapped addresses written as IPv4 (responses and
-    /// requests still go to the IP address the packet came from, as that socket address
-    /// writes it).
+    /// requests still go to the packet's source IP in the form the socket reported it,
+    /// mapped or not).
     pub source: SocketAddr,
     /// What the INVITE came on: over TCP, the connection the dialog uses.
     pub transport: Transport,
