@@ -213,6 +213,15 @@ impl Call {
         self.type_keys(keys)
     }
 
+    /// Keys handed to the flow all at this instant, its actions left waiting (a burst typed
+    /// ahead, or keys pressed while store work is in flight).
+    fn press(&mut self, keys: &str) -> &mut Self {
+        for k in keys.chars() {
+            self.flow.handle_key(self.now, Digit::from_char(k).unwrap());
+        }
+        self
+    }
+
     /// Keys pressed while whatever is playing goes on (barge-in).
     fn type_keys(&mut self, keys: &str) -> &mut Self {
         for k in keys.chars() {
@@ -407,9 +416,7 @@ fn a_double_pound_typed_ahead_into_the_menu_is_dropped() {
     // Both keys before the store work is performed: the second during the check.
     let burst = |c: &mut Call, keys: &str| {
         c.finish();
-        for k in keys.chars() {
-            c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
-        }
+        c.press(keys);
         c.run();
     };
     c.keys("2002#");
@@ -1050,9 +1057,7 @@ fn keys_typed_ahead_past_a_failure_are_kept_for_the_next_try() {
     let store = store();
     let mut c = Call::portal(&store);
     c.keys("1001#").finish();
-    for k in "4862#1001#4826#".chars() {
-        c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
-    }
+    c.press("4862#1001#4826#");
     c.run();
     assert_eq!(c.flow.logged_in(), Some(&ext("1001")), "{:?}", c.all());
     let failures = store
@@ -1064,9 +1069,7 @@ fn keys_typed_ahead_past_a_failure_are_kept_for_the_next_try() {
     assert_eq!(failures.len(), 1);
     // A refused new PIN, then the next one typed ahead, then an invalid choice and `*`.
     c.finish();
-    for k in "1234#1234#5937#5937#7*".chars() {
-        c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
-    }
+    c.press("1234#1234#5937#5937#7*");
     c.run();
     assert_eq!(c.last(), ["passcode_changed"], "{:?}", c.all());
     assert!(!temporary(&store, "1001"));
@@ -1075,9 +1078,7 @@ fn keys_typed_ahead_past_a_failure_are_kept_for_the_next_try() {
     assert!(c.ends());
     // Three wrong tries typed blind use up the call's attempts at once.
     let mut d = Call::portal(&store);
-    for k in "2002#1111#2002#2222#2002#3333#".chars() {
-        d.flow.handle_key(d.now, Digit::from_char(k).unwrap());
-    }
+    d.press("2002#1111#2002#2222#2002#3333#");
     d.run();
     assert_eq!(
         d.last(),
@@ -1095,9 +1096,7 @@ fn a_whole_call_typed_ahead_in_one_burst_keeps_its_order() {
     let mut c = Call::portal(&store);
     // Every key arrives before the check of the first passcode has even started: the keys
     // after it wait, in order, for the new passcode, its confirmation and the menu.
-    for k in "1001#4826#5937#5937#*".chars() {
-        c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
-    }
+    c.press("1001#4826#5937#5937#*");
     c.run();
     assert_eq!(c.last(), ["passcode_changed"], "{:?}", c.all());
     c.finish();
@@ -1107,9 +1106,7 @@ fn a_whole_call_typed_ahead_in_one_burst_keeps_its_order() {
     assert!(!temporary(&store, "1001"));
     // Typed-ahead keys that do not finish an entry are kept for it, not reordered.
     let mut d = Call::portal(&store);
-    for k in "2002#59".chars() {
-        d.flow.handle_key(d.now, Digit::from_char(k).unwrap());
-    }
+    d.press("2002#59");
     d.run();
     d.type_keys("37#");
     assert_eq!(d.last(), ["menu"], "{:?}", d.all());
@@ -1135,9 +1132,7 @@ fn keys_typed_ahead_that_do_not_finish_an_entry_still_get_the_question() {
         let store = store();
         let mut c = Call::portal_with(&store, settings.clone());
         c.keys("1001#").finish();
-        for k in typed.chars() {
-            c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
-        }
+        c.press(typed);
         c.run();
         assert_eq!(c.last(), FORCED, "{typed}");
         // The caller listens to it all, and answers it whole after a pause: what was typed
@@ -1155,9 +1150,7 @@ fn keys_typed_ahead_that_do_not_finish_an_entry_still_get_the_question() {
     let store = store();
     let mut c = Call::portal(&store);
     c.keys("1001#").finish();
-    for k in "4826#59".chars() {
-        c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
-    }
+    c.press("4826#59");
     c.run();
     assert_eq!(c.last(), FORCED);
     c.type_keys("37#");
@@ -1361,9 +1354,7 @@ fn rejected_call_with_keys_typed_ahead_changes_nothing() {
     let mut c = Call::portal(&store);
     c.in_use = true;
     // The whole call typed in one burst (e.g. SIP INFO), session = "reject", mailbox in use.
-    for k in "1001#4826#5937#5937#".chars() {
-        c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
-    }
+    c.press("1001#4826#5937#5937#");
     c.run();
     assert_eq!(c.flow.outcome(), Outcome::InUse, "{:?}", c.all());
     assert!(
@@ -1377,9 +1368,7 @@ fn rejected_call_with_keys_typed_ahead_changes_nothing() {
 /// returns the action, not yet performed.
 fn change_in_flight(c: &mut Call) -> Action {
     c.keys("1001#").keys("4826#").keys("5937#").finish();
-    for k in "5937#".chars() {
-        c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
-    }
+    c.press("5937#");
     let a = c.flow.poll_action().unwrap();
     assert!(matches!(a, Action::ChangePasscode { .. }), "{a:?}");
     a
@@ -1560,13 +1549,9 @@ fn a_change_from_the_menu_that_fails_goes_back_to_the_menu() {
         c.keys("6048#").keys("6049#");
     }
     c.keys("1234#").finish();
-    for k in "1234#".chars() {
-        c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
-    }
+    c.press("1234#");
     let a = c.flow.poll_action().unwrap();
-    for k in "1470#".chars() {
-        c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
-    }
+    c.press("1470#");
     perform_change(&mut c, a);
     assert_eq!(
         c.last(),
@@ -1640,9 +1625,7 @@ fn rejected_call_whose_keys_typed_ahead_reach_goodbye_is_still_in_use() {
     let store = store();
     let mut c = Call::portal(&store);
     c.in_use = true;
-    for k in "2002#5937#*".chars() {
-        c.flow.handle_key(c.now, Digit::from_char(k).unwrap());
-    }
+    c.press("2002#5937#*");
     c.run();
     assert_eq!(c.last(), ["in_use", "goodbye"], "{:?}", c.all());
     assert_eq!(c.flow.outcome(), Outcome::InUse);
