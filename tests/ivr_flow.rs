@@ -300,6 +300,10 @@ const FORCED: [&str; 7] = [
     "enter_new_passcode",
 ];
 
+/// The question of a change the caller chose (from the menu, or the `change-passcode`
+/// route with a passcode of their own), which `*` gives up.
+const CHOSEN: [&str; 2] = ["enter_new_passcode", "keep_passcode"];
+
 /// Changes the store's passcode policy with `edit`, as an admin would.
 fn edit_policy(store: &Store, edit: impl FnOnce(&mut Policy)) {
     let mut policy = store.policy().unwrap();
@@ -396,14 +400,14 @@ fn permanent_passcode_goes_to_the_menu_and_can_change_there() {
     c.keys("7");
     assert_eq!(c.last(), ["invalid_option", "menu"]);
     c.keys("1");
-    assert_eq!(c.last(), [&RULE[..], &["enter_new_passcode"]].concat());
+    assert_eq!(c.last(), [&RULE[..], &CHOSEN].concat());
     c.keys("6048#").keys("6048#");
     assert_eq!(c.last(), ["passcode_changed"]);
     c.finish();
     assert_eq!(c.last(), ["menu"]);
     // Back to the old one: recently used.
     c.keys("1").keys("5937#").keys("5937#");
-    assert_eq!(c.last(), ["reason_recently_used", "enter_new_passcode"]);
+    assert_eq!(c.last(), [&["reason_recently_used"][..], &CHOSEN].concat());
 }
 
 /// A passcode or a confirmation ended with `##` while its check or change is in flight: the
@@ -536,7 +540,8 @@ fn an_entry_longer_than_the_longest_passcode_is_not_cut_to_fit() {
             "number_30",
             "digit_2",
             "length_digits",
-            "enter_new_passcode"
+            "enter_new_passcode",
+            "keep_passcode"
         ]
     );
 }
@@ -932,7 +937,7 @@ fn each_change_from_the_menu_has_its_own_tries() {
     c.keys("2002#").keys("5937#").keys("1");
     for _ in 0..2 {
         c.keys("6048#").keys("6049#");
-        assert_eq!(c.last(), ["mismatch", "enter_new_passcode"]);
+        assert_eq!(c.last(), [&["mismatch"][..], &CHOSEN].concat());
     }
     c.keys("6048#").keys("6048#").finish();
     assert_eq!(c.last(), ["menu"]);
@@ -940,7 +945,7 @@ fn each_change_from_the_menu_has_its_own_tries() {
     c.keys("1");
     for _ in 0..2 {
         c.keys("7193#").keys("7194#");
-        assert_eq!(c.last(), ["mismatch", "enter_new_passcode"]);
+        assert_eq!(c.last(), [&["mismatch"][..], &CHOSEN].concat());
     }
 }
 
@@ -1338,7 +1343,7 @@ fn change_passcode_application_goes_straight_to_the_change() {
     let store = store();
     let mut c = Call::new(&store, config(Application::ChangePasscode, None));
     c.keys("2002#").keys("5937#");
-    assert_eq!(c.last(), [&RULE[..], &["enter_new_passcode"]].concat());
+    assert_eq!(c.last(), [&RULE[..], &CHOSEN].concat());
     c.keys("6048#").keys("6048#");
     assert_eq!(c.last(), ["passcode_changed"]);
     c.finish();
@@ -1566,7 +1571,7 @@ fn a_change_from_the_menu_that_fails_goes_back_to_the_menu() {
     c.keys("2002#").keys("5937#").keys("1");
     for _ in 0..2 {
         c.keys("6048#").keys("6049#");
-        assert_eq!(c.last(), ["mismatch", "enter_new_passcode"]);
+        assert_eq!(c.last(), [&["mismatch"][..], &CHOSEN].concat());
     }
     c.keys("6048#").keys("6049#");
     assert_eq!(c.last(), ["mismatch", "not_changed", "menu"]);
@@ -1587,6 +1592,60 @@ fn a_change_from_the_menu_that_fails_goes_back_to_the_menu() {
     }
     assert_eq!(again.last(), ["mismatch", "menu"]);
     assert_eq!(again.flow.outcome(), Outcome::Changed);
+}
+
+/// `*` before any digit of a change the caller chose gives it up: "not changed", then the
+/// menu (the `change-passcode` route: goodbye). With digits keyed, `*` only clears them; in
+/// the change a temporary passcode forces, it only asks again.
+#[test]
+fn star_before_any_digit_gives_up_a_chosen_change() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    c.keys("2002#").keys("5937#").keys("1");
+    assert_eq!(c.last(), [&RULE[..], &CHOSEN].concat());
+    c.keys("*");
+    assert_eq!(c.last(), ["not_changed", "menu"]);
+    // At the confirmation, with the first entry kept: given up too.
+    c.keys("1").keys("6048#").keys("*");
+    assert_eq!(c.last(), ["not_changed", "menu"]);
+    // Digits keyed: cleared and asked again, then given up.
+    c.keys("1").keys("60*");
+    assert_eq!(c.last(), CHOSEN);
+    c.keys("*");
+    assert_eq!(c.last(), ["not_changed", "menu"]);
+    // Typed ahead in one burst: given up, and the `*` after it is the menu's goodbye.
+    c.keys("1").press("**");
+    c.run();
+    assert_eq!(c.last(), ["goodbye"], "{:?}", c.all());
+    assert!(c.ends());
+    assert_eq!(c.flow.outcome(), Outcome::LoggedIn);
+    let mut again = Call::portal(&store);
+    again.keys("2002#").keys("5937#");
+    assert_eq!(again.last(), ["menu"], "the passcode is as it was");
+    // Giving up a second change after one that worked: the first one's passcode is in
+    // force, so "not changed" is not said.
+    again.keys("1").keys("6284#").keys("6284#").finish();
+    again.keys("1").keys("*");
+    assert_eq!(again.last(), ["menu"]);
+    assert_eq!(again.flow.outcome(), Outcome::Changed);
+
+    // The change-passcode route has no menu to go back to.
+    let mut c = Call::new(&store, config(Application::ChangePasscode, None));
+    c.keys("2002#").keys("6284#").keys("*");
+    assert_eq!(c.last(), ["not_changed", "goodbye"]);
+    assert!(c.ends());
+    assert_eq!(c.flow.outcome(), Outcome::LoggedIn);
+
+    // A temporary passcode must be changed: `*` asks again, and is not offered.
+    let mut c = Call::portal(&store);
+    c.keys("1001#").keys("4826#");
+    assert_eq!(c.last(), FORCED);
+    c.keys("*");
+    assert_eq!(c.last(), ["enter_new_passcode"]);
+    c.keys("5937#").keys("*");
+    assert_eq!(c.last(), ["reenter_new_passcode"]);
+    assert!(temporary(&store, "1001"));
+    assert!(!c.hung_up);
 }
 
 /// Silence at "enter the new passcode again" asks for the confirmation again, keeping the

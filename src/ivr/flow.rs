@@ -13,9 +13,9 @@
 //! performs the actions and feeds the results back.
 //!
 //! Entries always end with `#` (nothing is submitted at a length, so a caller cannot learn
-//! how long a passcode is); `*` clears an entry and asks again; keys barge into prompts that
-//! allow it, and keys pressed while nothing is being asked (during a check) are kept for the
-//! next entry.
+//! how long a passcode is); `*` clears an entry and asks again (before any digit of a change
+//! the caller chose, it gives the change up); keys barge into prompts that allow it, and
+//! keys pressed while nothing is being asked (during a check) are kept for the next entry.
 
 use std::collections::VecDeque;
 use std::ops::RangeInclusive;
@@ -779,17 +779,27 @@ impl Flow {
             entry.deadline = None;
             let mut ids = before.to_vec();
             ids.push(field.prompt());
+            if field == Field::NewPasscode && self.change_is_optional(field) {
+                ids.push("keep_passcode");
+            }
             self.play(&ids, true);
             self.unheard = before.to_vec();
         }
     }
 
     fn entry_key(&mut self, now: Instant, key: Digit) {
-        let Step::Entry(entry) = &mut self.step else {
+        let Step::Entry(entry) = &self.step else {
             return;
         };
         let field = entry.field;
+        let cancels =
+            key == Digit::STAR && entry.keyed.expose().is_empty() && self.change_is_optional(field);
+        let Step::Entry(entry) = &mut self.step else {
+            return;
+        };
         match key {
+            // Nothing keyed in a change the caller chose: they changed their mind.
+            Digit::STAR if cancels => self.cancel_change(now),
             Digit::STAR => {
                 // Clear and ask again (does not use up a reprompt).
                 self.ask(field, &[], now);
@@ -881,6 +891,25 @@ impl Flow {
             Outcome::LoggedIn
         };
         self.leave(outcome, &[&said[..], &["goodbye"]].concat());
+    }
+
+    /// Whether `field` is part of a change the caller may give up: one chosen from the
+    /// menu (or on the `change-passcode` route) with a passcode of their own, not the
+    /// change a temporary passcode forces.
+    fn change_is_optional(&self, field: Field) -> bool {
+        matches!(field, Field::NewPasscode | Field::ConfirmPasscode) && !self.must_change
+    }
+
+    /// `*` before any digit of a new passcode the caller chose to set: the change is given
+    /// up ("your passcode has not been changed"), and the menu is offered again (on the
+    /// `change-passcode` route, which has none: goodbye). It is not a failed try.
+    fn cancel_change(&mut self, now: Instant) {
+        self.new_passcode = None;
+        let said = self.not_changed();
+        if self.config.application == Application::ChangePasscode {
+            return self.leave(Outcome::LoggedIn, &[said, &["goodbye"]].concat());
+        }
+        self.menu(now, said);
     }
 
     /// "A passcode must have four to ten digits" ("… six digits" when one length is

@@ -117,6 +117,7 @@ pub const OPTIONAL: &[&str] = &[
     "not_changed",
     "too_many_attempts",
     "time_limit",
+    "keep_passcode",
 ];
 
 /// The ids that say "ten" … "nineteen", "twenty" and "thirty", in that order: optional
