@@ -115,9 +115,10 @@ pub struct DigitEvent {
 /// arrive up to the signalling path's delay apart, the slower one possibly after the next
 /// key's faster copy, so copies cannot be paired by value. The merge follows one method: a
 /// key by another method is a copy while the followed one has given a key within
-/// [`KeyMerge::COPY_WINDOW`]. A key by another method after a longer pause is counted, and
-/// its method followed from then on: the phone changed how it sends keys, or the followed
-/// method's copy of this press is the one that is late.
+/// [`KeyMerge::COPY_WINDOW`], plus as long as the copy says the key was held (an INFO sent
+/// when the key is let go, its `Duration` the hold). A key by another method after a longer
+/// pause is counted, and its method followed from then on: the phone changed how it sends
+/// keys, or the followed method's copy of this press is the one that is late.
 #[derive(Debug, Default)]
 pub struct KeyMerge {
     /// The method followed and when it last gave a key.
@@ -125,22 +126,27 @@ pub struct KeyMerge {
 }
 
 impl KeyMerge {
-    /// How long after the followed method's last key another method's keys are copies: two
-    /// SIP retransmissions (500 ms, then 1 s) of an INFO whose first send was lost, and more.
-    pub const COPY_WINDOW: Duration = Duration::from_secs(2);
+    /// How long after the followed method's last key another method's keys are copies: the
+    /// retransmissions of an INFO whose first sends were lost (RFC 3261 Timer E: 0.5, 1.5
+    /// and 3.5 s after the first), and more.
+    pub const COPY_WINDOW: Duration = Duration::from_secs(4);
 
-    /// Whether a key that arrived `now` by `method` is a press of its own (`true`), rather
-    /// than another method's copy of one already counted.
-    pub fn accept(&mut self, now: Instant, method: DtmfMethod) -> bool {
+    /// The longest hold a copy's own duration adds to [`KeyMerge::COPY_WINDOW`].
+    pub const LONGEST_HOLD: Duration = Duration::from_secs(10);
+
+    /// Whether `key`, which arrived `now`, is a press of its own (`true`), rather than another
+    /// method's copy of one already counted.
+    pub fn accept(&mut self, now: Instant, key: &DigitEvent) -> bool {
+        let held = key.duration.unwrap_or_default().min(Self::LONGEST_HOLD);
         match self.followed {
             Some((followed, last))
-                if followed != method
-                    && now.saturating_duration_since(last) < Self::COPY_WINDOW =>
+                if followed != key.method
+                    && now.saturating_duration_since(last) < Self::COPY_WINDOW + held =>
             {
                 false
             }
             _ => {
-                self.followed = Some((method, now));
+                self.followed = Some((key.method, now));
                 true
             }
         }
@@ -154,11 +160,27 @@ mod tests {
 
     /// Feeds `(milliseconds, key, method)` to a merge; the keys it counts.
     fn merged(keys: &[(u64, char, DtmfMethod)]) -> String {
+        let held: Vec<_> = keys
+            .iter()
+            .map(|&(at, key, method)| (at, key, method, 0))
+            .collect();
+        merged_held(&held)
+    }
+
+    /// [`merged`] with each key's hold as its method reports it, in ms (0: not reported).
+    fn merged_held(keys: &[(u64, char, DtmfMethod, u64)]) -> String {
         let start = Instant::now();
         let mut merge = KeyMerge::default();
         keys.iter()
-            .filter(|(at, _, method)| merge.accept(start + Duration::from_millis(*at), *method))
-            .map(|(_, key, _)| key)
+            .filter(|&&(at, key, method, held)| {
+                let event = DigitEvent {
+                    digit: Digit::from_char(key).unwrap(),
+                    method,
+                    duration: (held > 0).then(|| Duration::from_millis(held)),
+                };
+                merge.accept(start + Duration::from_millis(at), &event)
+            })
+            .map(|(_, key, _, _)| key)
             .collect()
     }
 
@@ -214,10 +236,10 @@ mod tests {
             merged(&[
                 (0, '1', Rfc4733),
                 (20, '1', SipInfo),
-                (3_000, '2', SipInfo),
-                (3_010, '2', Rfc4733),
-                (3_200, '3', SipInfo),
-                (3_230, '3', Rfc4733),
+                (4_000, '2', SipInfo),
+                (4_010, '2', Rfc4733),
+                (4_200, '3', SipInfo),
+                (4_230, '3', Rfc4733),
             ]),
             "123"
         );
@@ -229,13 +251,34 @@ mod tests {
         assert_eq!(
             merged(&[
                 (0, '1', Rfc4733),
-                (2_000, '2', SipInfo),
-                (2_100, '3', SipInfo)
+                (4_000, '2', SipInfo),
+                (4_100, '3', SipInfo)
             ]),
             "123"
         );
         // Within the window a lone key by another method is taken for a copy.
-        assert_eq!(merged(&[(0, '1', Rfc4733), (1_999, '2', SipInfo)]), "1");
+        assert_eq!(merged(&[(0, '1', Rfc4733), (3_999, '2', SipInfo)]), "1");
+    }
+
+    #[test]
+    fn a_late_copy_is_still_a_copy() {
+        // An INFO whose first three sends were lost: its fourth goes 3.5 s after the first.
+        assert_eq!(merged(&[(0, '5', Rfc4733), (3_500, '5', SipInfo)]), "5");
+        // A key held 2.5 s, its INFO sent when it was let go, with the hold.
+        assert_eq!(
+            merged_held(&[(0, '5', Rfc4733, 0), (2_530, '5', SipInfo, 2_500)]),
+            "5"
+        );
+        // Held 6 s: the hold stretches the window as far as it goes.
+        assert_eq!(
+            merged_held(&[(0, '5', Rfc4733, 0), (6_100, '5', SipInfo, 6_000)]),
+            "5"
+        );
+        // A hold that says more than can be believed stretches it only so far.
+        assert_eq!(
+            merged_held(&[(0, '5', Rfc4733, 0), (15_000, '6', SipInfo, 60_000)]),
+            "56"
+        );
     }
 
     #[test]

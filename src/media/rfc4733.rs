@@ -3,8 +3,8 @@
 //! A key press is one *event*: a start packet (marker bit set, duration 0 or one frame),
 //! continuation packets with growing duration, and an end packet (E bit) usually sent three
 //! times. Every packet of an event carries the event's RTP timestamp, so events are keyed on
-//! (SSRC, timestamp) and a key is reported once, when its event is first seen: that survives
-//! a lost start, lost end packets and the retransmitted ends.
+//! (SSRC, timestamp, key) and a key is reported once, when its event is first seen: that
+//! survives a lost start, lost end packets and the retransmitted ends.
 //!
 //! Real senders bend the rules, and vportal must still hear "1001" and "1122":
 //! - SIPp's `play_pcap_audio` replays byte-identical packets for a repeated key (same SSRC,
@@ -37,6 +37,12 @@ use super::rtp::{Accepted, Ssrc};
 /// press. End packets are retransmitted microseconds apart; a real next press comes at least
 /// a tone's length (≥ 40 ms, ITU-T Q.24) later.
 pub const REPEAT_GUARD: Duration = Duration::from_millis(40);
+
+/// The shortest segment a long press is taken to continue from (§2.5.1.3): a segment ends
+/// when its duration would overflow 16 bits (8.2 s at 8 kHz); a sender may cut one early,
+/// but not by half. A shorter event followed by a packet of the same key is another press
+/// whose start was lost, not the same one going on.
+const LONG_SEGMENT: u16 = 0x8000;
 
 /// Ended events remembered, to tell late packets of an old event from a replayed press.
 const RECENT: usize = 16;
@@ -94,8 +100,12 @@ struct Tracked {
 }
 
 impl Tracked {
-    fn is(&self, ssrc: Ssrc, timestamp: u32) -> bool {
-        self.ssrc == ssrc && self.timestamp == timestamp
+    /// Whether a packet is of this event: the same source, timestamp and key. Another key on
+    /// the same timestamp is another press (a sender that does not advance its timestamp
+    /// between events, whose earlier end packets may all be lost): no replay or late packet
+    /// changes the key.
+    fn is(&self, ssrc: Ssrc, timestamp: u32, code: u8) -> bool {
+        self.ssrc == ssrc && self.timestamp == timestamp && self.code == code
     }
 
     /// Whether a packet of this event's key is a fresh start of a new press: it looks like
@@ -225,7 +235,7 @@ impl TelephoneEvents {
         // 16 bits on the wire, not the extension, which a replay's backward jumps can shift.
         let seq = packet.seq.0 as u16;
         if let Some(cur) = &mut self.current
-            && cur.is(ssrc, ts)
+            && cur.is(ssrc, ts, e.code)
         {
             if cur.restarted_by(packet.marker, seq, e, now) {
                 *cur = Self::track(ssrc, ts, seq, e, now);
@@ -236,7 +246,7 @@ impl TelephoneEvents {
         }
         // An older event's key: a late packet of it, or (replayed) a new press. Looked up
         // before the continuation below, so that no (SSRC, timestamp) is tracked twice.
-        if let Some(i) = self.recent.iter().position(|t| t.is(ssrc, ts)) {
+        if let Some(i) = self.recent.iter().position(|t| t.is(ssrc, ts, e.code)) {
             let old = &mut self.recent[i];
             if !old.restarted_by(packet.marker, seq, e, now) {
                 old.note(seq, e, now);
@@ -245,12 +255,15 @@ impl TelephoneEvents {
             self.recent.remove(i);
         } else if let Some(cur) = &self.current {
             // A long press continues in a new segment (RFC 4733 §2.5.1.3): same source, same
-            // key, the previous segment not ended, no marker, starting where it stopped.
+            // key, the previous segment not ended and long, no marker, starting where it
+            // stopped (up to 200 ms on, its last updates lost).
+            let duration = u32::from(cur.duration);
             let continues = !cur.ended
                 && !packet.marker
                 && cur.ssrc == ssrc
                 && cur.code == e.code
-                && ts.wrapping_sub(cur.timestamp) <= u32::from(cur.duration).saturating_add(1_600);
+                && cur.duration >= LONG_SEGMENT
+                && (duration..=duration + 1_600).contains(&ts.wrapping_sub(cur.timestamp));
             if continues {
                 // The earlier segment is remembered, so that its late packets stay its own.
                 if let Some(cur) = &mut self.current {
@@ -788,6 +801,66 @@ mod tests {
             })
             .collect();
         assert_eq!(run(&[first, second].concat()), "88");
+    }
+
+    /// A packet of one press, with SSRC 1 on payload type 101 at timestamp 8000.
+    fn at_8000(at_ms: u64, seq: u16, marker: bool, code: u8, end: bool, duration: u16) -> P {
+        P {
+            at_ms,
+            ssrc: 1,
+            pt: 101,
+            seq,
+            ts: 8_000,
+            marker,
+            code,
+            end,
+            duration,
+        }
+    }
+
+    #[test]
+    fn another_key_on_the_same_timestamp_is_another_press() {
+        let one = |at_ms, seq, duration| at_8000(at_ms, seq, seq == 1, 1, false, duration);
+        let two = |at_ms, seq, end, duration| at_8000(at_ms, seq, seq == 7, 2, end, duration);
+        // Right after the first key's end packets (23 ms, under the repeat guard).
+        let mut quick = vec![one(0, 1, 0), one(20, 2, 160), one(40, 3, 320)];
+        quick.extend((0..3).map(|i| at_8000(60 + i, 4 + i as u16, false, 1, true, 480)));
+        quick.extend([two(85, 7, false, 0), two(105, 8, false, 160)]);
+        quick.push(two(125, 9, true, 320));
+        // A late end packet of the first key stays its own.
+        quick.push(at_8000(140, 5, false, 1, true, 480));
+        assert_eq!(run(&quick), "12");
+        // The first key's end packets all lost.
+        let lost = [
+            one(0, 1, 0),
+            one(20, 2, 160),
+            one(40, 3, 320),
+            two(240, 7, false, 0),
+            two(260, 8, false, 160),
+            two(280, 9, true, 320),
+        ];
+        assert_eq!(run(&lost), "12");
+    }
+
+    #[test]
+    fn a_short_press_is_not_continued_by_the_next_one_whose_start_was_lost() {
+        let p = |at_ms, seq, ts, duration| P {
+            at_ms,
+            ssrc: 1,
+            pt: 101,
+            seq,
+            ts,
+            marker: seq == 1,
+            code: 1,
+            end: false,
+            duration,
+        };
+        // "11": every end packet of the first press lost, and the second's start packet.
+        let mut packets: Vec<P> = (0..4_u16)
+            .map(|i| p(u64::from(i) * 20, 1 + i, 8_000, 160 * (i + 1)))
+            .collect();
+        packets.extend((0..3_u16).map(|i| p(160 + u64::from(i) * 20, 9 + i, 9_280, 160 * (i + 2))));
+        assert_eq!(run(&packets), "11");
     }
 
     #[test]

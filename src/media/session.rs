@@ -183,7 +183,12 @@ impl MediaSession {
             self.events = remote.telephone_event.map(TelephoneEvents::new);
         }
         if let Some(events) = &mut self.events {
-            events.also_on(remote.telephone_event_ours);
+            // Never the audio's number: its packets would be read as keys.
+            events.also_on(
+                remote
+                    .telephone_event_ours
+                    .filter(|&pt| pt != remote.audio_pt),
+            );
         }
         let wanted = (remote.law, remote.audio_pt);
         let same = matches!(&self.inband, Some(i) if (i.law, i.pt) == wanted);

@@ -476,7 +476,7 @@ impl CallTask {
         let now = now();
         let method = key.method.as_str();
         // The digit prints as `*`: keys may be a passcode.
-        if !self.keys.accept(now, key.method) {
+        if !self.keys.accept(now, &key) {
             tracing::debug!(digit = %key.digit, method, "key heard again by another method");
             metrics::counter!("vportal_dtmf_copies_total", "method" => method).increment(1);
             return;

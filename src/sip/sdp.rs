@@ -831,9 +831,11 @@ pub fn accept_answer_to(
     // We offered no `a=rtcp-mux`, so the answer cannot agree to it (RFC 5761 §5.1.1).
     negotiated.rtcp_mux = false;
     negotiated.remote_rtcp = rtcp_address(negotiated.remote_rtp, chosen, false);
+    // Events may still come with our number, unless the answer gave it to something else
+    // (its audio would be read as keys).
     negotiated.telephone_event_ours = negotiated
         .telephone_event
-        .filter(|&pt| pt != ours)
+        .filter(|&pt| pt != ours && !chosen.payload_types.contains(&ours))
         .map(|_| ours);
     Ok(negotiated)
 }
@@ -2096,6 +2098,27 @@ mod tests {
             (same.telephone_event, same.telephone_event_ours),
             (Some(101), None)
         );
+        // An answer that gives our number to its audio: that number carries no events.
+        let taken = parse(&sdp(&[
+            "v=0",
+            "o=x 1 1 IN IP4 127.0.0.1",
+            "s=-",
+            "c=IN IP4 127.0.0.1",
+            "t=0 0",
+            "m=audio 5000 RTP/AVP 101 100",
+            "a=rtpmap:101 PCMU/8000",
+            "a=rtpmap:100 telephone-event/8000",
+        ]))
+        .unwrap();
+        let taken = accept_answer(&taken).unwrap();
+        assert_eq!(
+            (
+                taken.payload_type,
+                taken.telephone_event,
+                taken.telephone_event_ours
+            ),
+            (101, Some(100), None)
+        );
     }
 
     #[test]
@@ -2845,9 +2868,10 @@ mod tests {
                             remote_rtp: Some(local.addr),
                             remote_rtcp: Some(above(local.addr)),
                             direction: n.direction.reversed(),
+                            // Ours (101) too, unless our answer gave it to the audio.
                             telephone_event_ours: n
                                 .telephone_event
-                                .filter(|&pt| pt != 101)
+                                .filter(|&pt| pt != 101 && n.payload_type != 101)
                                 .map(|_| 101),
                             ..n
                         })
@@ -2879,10 +2903,11 @@ mod tests {
                 remote_rtp: Some(local.addr),
                 remote_rtcp: Some(above(local.addr)),
                 direction: n.direction.reversed(),
-                // Read as an answer to our offer, whose number for events was 101.
+                // Read as an answer to our offer, whose number for events was 101 (unless
+                // this one gave it to the audio).
                 telephone_event_ours: n
                     .telephone_event
-                    .filter(|&pt| pt != 101)
+                    .filter(|&pt| pt != 101 && n.payload_type != 101)
                     .map(|_| 101),
                 ..n
             });
