@@ -359,47 +359,34 @@ mod tests {
         heard
     }
 
-    /// The packet train of SIPp's stock `dtmf_2833_<key>.pcap` as measured on the wire:
-    /// marker and duration 0 first, +320 every 20 ms to 2240, then three identical end
-    /// packets at 140 ms. Each key's file has its own fixed timestamp and sequence numbers
-    /// (those of 1, 0 and # as measured; the others are made up in the same spirit).
+    /// The packet train of SIPp's stock `dtmf_2833_<key>.pcap`, as the files hold it
+    /// (read from sip-tester 3.7's): one SSRC for every key, the marker and duration 0
+    /// first, +320 every 20 ms to 1920, then three identical end packets with duration 2240
+    /// and the next sequence number at 140 ms. Each key's file has its own fixed timestamp
+    /// and first sequence number, so the sequence numbers jump backwards between keys.
     fn sipp_pcap(key: char, start_ms: u64) -> Vec<P> {
         let (code, ts, seq) = match key {
             '1' => (1, 13_280, 7_984),
             '0' => (0, 17_632, 12_080),
-            '2' => (2, 21_984, 16_176),
-            '5' => (5, 35_040, 28_464),
-            '8' => (8, 48_096, 40_752),
-            '#' => (11, 92_640, 15_712),
+            '2' => (2, 23_200, 8_042),
+            '5' => (5, 43_200, 8_155),
+            '8' => (8, 60_800, 8_253),
+            '#' => (11, 92_640, 8_436),
             _ => unreachable!(),
         };
-        let mut train = Vec::new();
-        for i in 0..8_u16 {
-            train.push(P {
-                at_ms: start_ms + u64::from(i) * 20,
-                ssrc: 0x0e05_384e,
-                pt: 101,
-                seq: seq + i,
-                ts,
-                marker: i == 0,
-                code,
-                end: false,
-                duration: i * 320,
-            });
-        }
-        for _ in 0..3 {
-            train.push(P {
-                at_ms: start_ms + 140,
-                ssrc: 0x0e05_384e,
-                pt: 101,
-                seq: seq + 8,
-                ts,
-                marker: false,
-                code,
-                end: true,
-                duration: 2_240,
-            });
-        }
+        let packet = |i: u16, end: bool| P {
+            at_ms: start_ms + u64::from(i) * 20,
+            ssrc: 0x0e05_384e,
+            pt: 101,
+            seq: seq + i,
+            ts,
+            marker: i == 0,
+            code,
+            end,
+            duration: i * 320,
+        };
+        let mut train: Vec<P> = (0..7).map(|i| packet(i, false)).collect();
+        train.extend([packet(7, true); 3]);
         train
     }
 
