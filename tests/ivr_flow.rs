@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use vportal::ivr::dialplan::{Application, RouteSettings};
-use vportal::ivr::flow::{Action, Flow, FlowConfig, Outcome};
+use vportal::ivr::flow::{Action, Flow, FlowConfig, HELD_GOODBYE_WAIT, Outcome};
 use vportal::media::digit::Digit;
 use vportal::media::player::Item;
 use vportal::media::prompts::PromptSet;
@@ -909,6 +909,76 @@ fn what_was_said_during_a_hold_is_said_again_after_it() {
     m.flow.handle_hold(m.now, false);
     m.run();
     assert_eq!(m.last(), ["invalid_option", "menu"]);
+}
+
+/// The last words ("that was the last attempt", goodbye) played while the caller held the
+/// call: said again when they come back, within `HELD_GOODBYE_WAIT`; else the call ends
+/// unheard, as it does at its time limit.
+#[test]
+fn last_words_played_into_a_hold_are_said_when_the_caller_is_back() {
+    // Each call has its own store: failures count per mailbox across calls.
+    let last = ["incorrect", "too_many_attempts", "goodbye"];
+    let failing = |store: &Arc<Store>| {
+        let mut c = Call::portal(store);
+        c.keys("1001#")
+            .keys("0000#")
+            .keys("1001#")
+            .keys("0000#")
+            .finish();
+        // The third try is keyed, and the caller holds the call as it is checked.
+        c.press("1001#0000#");
+        c.flow.handle_hold(c.now, true);
+        c.run();
+        assert_eq!(c.last(), last);
+        c.finish();
+        assert!(!c.hung_up, "waits for the caller");
+        c
+    };
+    let mut c = failing(&store());
+    c.advance(Duration::from_secs(20));
+    assert!(!c.hung_up);
+    c.flow.handle_hold(c.now, false);
+    c.run();
+    assert_eq!(c.last(), last, "said again");
+    assert!(c.ends());
+    assert_eq!(c.flow.outcome(), Outcome::LoginFailed);
+
+    // Never back: the call ends.
+    let mut c = failing(&store());
+    let plays = c.played.len();
+    c.advance(HELD_GOODBYE_WAIT - Duration::from_millis(1));
+    assert!(!c.hung_up);
+    c.advance(Duration::from_millis(1));
+    assert!(c.hung_up);
+    assert_eq!(c.played.len(), plays, "not said again");
+
+    // Held and back while they play: said again from the start.
+    let mut c = Call::portal(&store());
+    c.keys("1001#")
+        .keys("0000#")
+        .keys("1001#")
+        .keys("0000#")
+        .keys("1001#");
+    c.keys("0000#");
+    let plays = c.played.len();
+    c.flow.handle_hold(c.now, true);
+    c.flow.handle_hold(c.now, false);
+    c.run();
+    assert_eq!(c.played.len(), plays + 1);
+    assert_eq!(c.last(), last);
+    assert!(c.ends());
+
+    // The call's time limit ends the wait.
+    let mut short = settings_with_attempts(3);
+    short.max_call_duration = Duration::from_secs(40);
+    let mut c = Call::portal_with(&store(), short);
+    c.keys("2002#").keys("5937#");
+    c.flow.handle_hold(c.now, true);
+    c.keys("*").finish();
+    assert!(!c.hung_up);
+    c.advance(Duration::from_secs(40));
+    assert!(c.hung_up);
+    assert_eq!(c.last(), ["goodbye"]);
 }
 
 #[test]

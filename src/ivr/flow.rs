@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::dialplan::{Application, RouteSettings};
 use crate::media::digit::Digit;
@@ -208,6 +208,10 @@ const TIME_UP: &[&str] = &["time_limit", "goodbye"];
 /// Said to a call that another one replaces.
 const REPLACED: &[&str] = &["replaced", "goodbye"];
 
+/// How long a call whose last words ("your mailbox is locked", goodbye) played while the
+/// caller held it waits for them to come back and hear them, before hanging up unheard.
+pub const HELD_GOODBYE_WAIT: Duration = Duration::from_secs(30);
+
 /// What the flow waits for.
 #[derive(Debug)]
 enum Step {
@@ -225,8 +229,9 @@ enum Step {
     Menu { deadline: Option<Instant> },
     /// The end of an announcement, then what follows.
     Announcing(Then),
-    /// The end of the goodbye, then hang up.
-    Leaving,
+    /// The end of the goodbye, then hang up. The goodbye played while the caller held the
+    /// call: it is said again when they come back, or the call hangs up at `held_until`.
+    Leaving { held_until: Option<Instant> },
     /// Over: the call has ended or is ending.
     Over,
 }
@@ -334,7 +339,7 @@ impl Flow {
             Step::Changing => "changing",
             Step::Menu { .. } => "menu",
             Step::Announcing(_) => "announcing",
-            Step::Leaving => "leaving",
+            Step::Leaving { .. } => "leaving",
             Step::Over => "ended",
         }
     }
@@ -349,6 +354,7 @@ impl Flow {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let step = match &self.step {
+            Step::Leaving { held_until } => *held_until,
             _ if self.held => None,
             Step::Entry(e) => e.deadline,
             Step::Menu { deadline } => *deadline,
@@ -427,6 +433,8 @@ impl Flow {
                 let then = *then;
                 self.announce(&unheard, then);
             }
+            // So are the last words, which the call waited to say.
+            Step::Leaving { .. } if !unheard.is_empty() => self.say_last(&unheard),
             // Checks, other announcements and goodbyes carry on as they were.
             _ => {}
         }
@@ -434,7 +442,7 @@ impl Flow {
 
     /// A key was pressed (any method).
     pub fn handle_key(&mut self, now: Instant, key: Digit) {
-        if matches!(self.step, Step::Over | Step::Leaving) {
+        if matches!(self.step, Step::Over | Step::Leaving { .. }) {
             return;
         }
         if matches!(self.step, Step::NotStarted) {
@@ -486,10 +494,11 @@ impl Flow {
                 }
                 Then::Leave(outcome, ids) => self.leave(outcome, ids),
             },
-            Step::Leaving => {
-                self.step = Step::Over;
-                self.actions.push_back(Action::Hangup);
+            // Played into a hold: said again if the caller comes back soon.
+            Step::Leaving { held_until } if self.held && !self.unheard.is_empty() => {
+                *held_until = Some(now + HELD_GOODBYE_WAIT);
             }
+            Step::Leaving { .. } => self.hang_up(),
             _ => {}
         }
     }
@@ -623,7 +632,7 @@ impl Flow {
     /// is answered first, and "your passcode has been changed" is said to its end.
     pub fn handle_replaced(&mut self) {
         let end = (Outcome::Replaced, REPLACED);
-        if !matches!(self.step, Step::Over | Step::Leaving) && !self.end_after_change(end) {
+        if !matches!(self.step, Step::Over | Step::Leaving { .. }) && !self.end_after_change(end) {
             self.leave(end.0, end.1);
         }
     }
@@ -672,7 +681,7 @@ impl Flow {
             self.outcome = Outcome::Error;
         }
         self.stop();
-        self.actions.push_back(Action::Hangup);
+        self.hang_up();
     }
 
     /// The server ended the call at its own maximum length (`sip.max_call_duration`, when
@@ -717,12 +726,26 @@ impl Flow {
             // stored is answered first, and an announcement ("your passcode has been
             // changed", "… opened from another phone") is said to its end.
             self.hang_up_at = None;
+            if matches!(
+                self.step,
+                Step::Leaving {
+                    held_until: Some(_)
+                }
+            ) {
+                // Waiting for a caller on hold to hear goodbye: no longer.
+                return self.hang_up();
+            }
             let end = (Outcome::TimedOut, TIME_UP);
-            if !matches!(self.step, Step::Over | Step::Leaving) && !self.end_after_change(end) {
+            if !matches!(self.step, Step::Over | Step::Leaving { .. })
+                && !self.end_after_change(end)
+            {
                 return self.leave(end.0, end.1);
             }
         }
         match &self.step {
+            Step::Leaving { held_until } if held_until.is_some_and(|t| now >= t) => {
+                self.hang_up();
+            }
             _ if self.held => {}
             Step::Entry(entry) if entry.deadline.is_some_and(|d| now >= d) => {
                 let field = entry.field;
@@ -1011,16 +1034,28 @@ impl Flow {
         self.unheard = ids.to_vec();
     }
 
-    /// Says `ids` (ending with goodbye) and hangs up when done.
-    fn leave(&mut self, outcome: Outcome, ids: &[&str]) {
+    /// Says `ids` (ending with goodbye) and hangs up when done (see [`Step::Leaving`] for a
+    /// caller who holds the call meanwhile).
+    fn leave(&mut self, outcome: Outcome, ids: &[&'static str]) {
         // A call that changed its passcode stays "changed" however it ends.
         if self.outcome != Outcome::Changed {
             self.outcome = outcome;
         }
-        self.step = Step::Leaving;
         self.type_ahead.clear();
         self.new_passcode = None;
+        self.say_last(ids);
+    }
+
+    /// Says the call's last words, `ids`, and hangs up when they are heard.
+    fn say_last(&mut self, ids: &[&'static str]) {
+        self.step = Step::Leaving { held_until: None };
         self.play(ids, false);
+        self.unheard = ids.to_vec();
+    }
+
+    fn hang_up(&mut self) {
+        self.step = Step::Over;
+        self.actions.push_back(Action::Hangup);
     }
 
     fn play(&mut self, ids: &[&str], barge_in: bool) {
