@@ -174,6 +174,11 @@ enum Field {
 }
 
 impl Field {
+    /// Whether this is part of a new passcode (its first entry or the confirmation).
+    fn is_new(self) -> bool {
+        matches!(self, Self::NewPasscode | Self::ConfirmPasscode)
+    }
+
     fn prompt(self) -> &'static str {
         match self {
             Self::Mailbox => "enter_mailbox",
@@ -802,7 +807,8 @@ impl Flow {
             entry.deadline = None;
             let mut ids = before.to_vec();
             ids.push(field.prompt());
-            if field == Field::NewPasscode && self.change_is_optional(field) {
+            if field == Field::NewPasscode && !self.must_change {
+                // A change the caller chose, which `*` gives up.
                 ids.push("keep_passcode");
             }
             self.play(&ids, true);
@@ -811,18 +817,18 @@ impl Flow {
     }
 
     fn entry_key(&mut self, now: Instant, key: Digit) {
-        let Step::Entry(entry) = &self.step else {
-            return;
-        };
-        let field = entry.field;
-        let cancels =
-            key == Digit::STAR && entry.keyed.expose().is_empty() && self.change_is_optional(field);
         let Step::Entry(entry) = &mut self.step else {
             return;
         };
+        let field = entry.field;
         match key {
-            // Nothing keyed in a change the caller chose: they changed their mind.
-            Digit::STAR if cancels => self.cancel_change(now),
+            // Nothing keyed in a change the caller chose (not one a temporary passcode
+            // forces): they changed their mind.
+            Digit::STAR
+                if entry.keyed.expose().is_empty() && field.is_new() && !self.must_change =>
+            {
+                self.cancel_change(now);
+            }
             Digit::STAR => {
                 // Clear and ask again (does not use up a reprompt).
                 self.ask(field, &[], now);
@@ -916,13 +922,6 @@ impl Flow {
         self.leave(outcome, &[&said[..], &["goodbye"]].concat());
     }
 
-    /// Whether `field` is part of a change the caller may give up: one chosen from the
-    /// menu (or on the `change-passcode` route) with a passcode of their own, not the
-    /// change a temporary passcode forces.
-    fn change_is_optional(&self, field: Field) -> bool {
-        matches!(field, Field::NewPasscode | Field::ConfirmPasscode) && !self.must_change
-    }
-
     /// `*` before any digit of a new passcode the caller chose to set: the change is given
     /// up ("your passcode has not been changed"), and the menu is offered again (on the
     /// `change-passcode` route, which has none: goodbye). It is not a failed try.
@@ -986,9 +985,10 @@ impl Flow {
                 Outcome::LoggedIn => Outcome::LoggedIn,
                 _ => Outcome::NoInput,
             };
-            let said = match field {
-                Field::NewPasscode | Field::ConfirmPasscode => self.not_changed(),
-                Field::Mailbox | Field::Passcode => &[],
+            let said = if field.is_new() {
+                self.not_changed()
+            } else {
+                &[]
             };
             return self.leave(outcome, &[said, &["goodbye"]].concat());
         }
