@@ -1827,6 +1827,44 @@ fn a_missing_store_is_reported_as_a_missing_database() {
     assert!(message.starts_with("no database at typo.db"), "{line}");
 }
 
+/// A database path that is a directory (the data directory given for the file) is said to
+/// be one, by `init`, `serve` and every command, not taken for a database whose pepper is
+/// lost; nothing is made in it.
+#[test]
+fn a_database_path_that_is_a_directory_is_said_to_be_one() {
+    let w = Workdir::new();
+    std::fs::create_dir(w.path().join("data")).unwrap();
+    for args in [
+        &["--db", "data", "init"][..],
+        &["--db", "data", "user", "list"],
+        &[
+            "--db",
+            "data",
+            "serve",
+            "--sip",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    ] {
+        let r = w.run(args);
+        r.refused("the database path data is a directory");
+        assert!(
+            r.stderr.contains("data/vportal.db"),
+            "{args:?}: {}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("pepper"), "{args:?}: {}", r.stderr);
+    }
+    assert!(
+        std::fs::read_dir(w.path().join("data"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    assert!(!w.path().join("data.pepper").exists());
+}
+
 /// The audit actor takes the login name under `sudo` from `SUDO_USER`, and records none that
 /// does not look like one: a newline would split the audit table's row, `admin:x` would read
 /// as an API token.

@@ -345,6 +345,14 @@ impl Context {
     /// came from.
     fn open_with(&self, create: Create) -> Result<(Store, Option<pepper::PepperSource>)> {
         let db = &self.store.database;
+        // Checked first: everything below takes an existing path for an existing database.
+        if db.is_dir() {
+            bail!(
+                "the database path {} is a directory: give the database file's path, such as                  {}",
+                db.display(),
+                db.join("vportal.db").display()
+            );
+        }
         if std::env::var_os(pepper::PEPPER_ENV).is_none() {
             check_pepper_path(db, &self.store.pepper_path())?;
         }
