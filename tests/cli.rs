@@ -1496,9 +1496,14 @@ fn a_secret_written_to_a_file_others_can_read_is_warned_about() {
         "{written}"
     );
     assert_eq!(left, 0o644);
+    // `token create` too: `TOKEN=$(vportal token create ops)` holds the token alone.
     let (stderr, written, _) = into("ops.txt", 0o600, &["token", "create", "ops"]);
     assert!(!stderr.contains("warning"), "{stderr}");
-    assert!(written.contains("shown only this once"), "{written}");
+    assert!(stderr.contains("shown only this once"), "{stderr}");
+    assert!(
+        written.starts_with("vpt_") && written.len() == 69 && written.ends_with('\n'),
+        "{written}"
+    );
     // Output holding no secret is not warned about, whatever the file's mode.
     let (stderr, _, _) = into("list.txt", 0o644, &["token", "list"]);
     assert!(!stderr.contains("warning"), "{stderr}");

@@ -354,8 +354,15 @@ pub(crate) fn token(ctx: &Context, cmd: TokenCommand) -> Result<ExitCode> {
             output::secrets_follow();
             if ctx.json {
                 output::json(&json!({"name": name, "token": token.expose()}))?;
-            } else {
+            } else if std::io::stdout().is_terminal() {
                 outln!("Admin API token {name:?} (shown only this once):")?;
+                outln!("{}", token.expose())?;
+            } else {
+                // As `init` does: the token alone for a script (`TOKEN=$(vportal token
+                // create ci)`), the words for the operator on standard error.
+                errln!(
+                    "Admin API token {name:?} (shown only this once) written to standard output."
+                );
                 outln!("{}", token.expose())?;
             }
         }
