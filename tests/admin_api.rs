@@ -1577,6 +1577,11 @@ fn content_types_and_malformed_bodies() {
         let r = api.post_json_text("/api/v1/users", text);
         r.assert_error(400, "malformed_json");
     }
+    // What the parser expected is said: the JSON's syntax is no secret.
+    let r = api.post_json_text("/api/v1/users", br#"{"extension":"1002" "name":"x"}"#);
+    r.assert_error(400, "malformed_json");
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("expected `,` or `}`"), "{message}");
     let r = api.post_json_text("/api/v1/users", b"");
     assert_eq!(r.status, 400, "{}", r.body);
     // Malformed CSV.

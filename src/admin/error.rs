@@ -269,8 +269,9 @@ fn redact_values(message: &str) -> String {
         }
     }
     // Numbers serde echoes ("invalid type: integer `1234`", "floating point `4826.5`",
-    // "`4.8e23`") are in backticks too, as are field and variant names: only a plain name
-    // (letters and `_`, no digit) is kept, anything else is a value and is cut.
+    // "`4.8e23`") are in backticks too, as are field and variant names and the JSON
+    // syntax a parse error expected ("expected `,` or `}`"): only a plain name (letters and
+    // `_`, no digit) or one such mark is kept, anything else is a value and is cut.
     let mut cleaned = String::with_capacity(out.len());
     let mut rest = out.as_str();
     while let Some(start) = rest.find('`') {
@@ -280,7 +281,8 @@ fn redact_values(message: &str) -> String {
         let inner = &rest[start + 1..start + 1 + len];
         cleaned.push_str(&rest[..start]);
         let name = !inner.is_empty() && inner.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_');
-        if name {
+        let syntax = matches!(inner, "," | ":" | "{" | "}" | "[" | "]");
+        if name || syntax {
             cleaned.push('`');
             cleaned.push_str(inner);
             cleaned.push('`');
@@ -307,6 +309,20 @@ mod tests {
         assert!(e.message.contains("generated_length"), "{}", e.message);
         let e = ApiError::from(StoreError::Generate(GenerateError::Rng));
         assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn json_syntax_errors_keep_what_was_expected() {
+        assert_eq!(
+            redact_values("expected `,` or `}` at line 1 column 21"),
+            "expected `,` or `}` at line 1 column 21"
+        );
+        assert_eq!(
+            redact_values("expected `:` at line 1"),
+            "expected `:` at line 1"
+        );
+        // Two marks, or a mark beside a value, are no syntax mark.
+        assert_eq!(redact_values("got `,1` and `}}`"), "got `…` and `…`");
     }
 
     #[test]
