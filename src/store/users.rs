@@ -784,8 +784,9 @@ impl Store {
         now: Timestamp,
     ) -> Result<ImportReport> {
         let records = csv::parse(text).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        if let Some(first) = records.first() {
-            misshapen_first_row(&first.fields)
+        if let Some((first, rest)) = records.split_first() {
+            let numbered = rest.iter().any(|r| r.fields.iter().any(|f| digits(f)));
+            misshapen_first_row(&first.fields, numbered)
                 .map_err(|e| StoreError::Invalid(format!("line {}: {e}", first.line)))?;
         }
         let (columns, body, headed) = match records.split_first() {
@@ -981,18 +982,26 @@ const DEFAULT_COLUMNS: [Column; 4] = [
 /// digits: that is a data row's extension (a mailbox may be named "Extension"), and a header
 /// holds none.
 fn looks_like_header(fields: &[String]) -> bool {
-    let digits = |f: &str| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit());
     fields
         .iter()
         .any(|f| f.trim().eq_ignore_ascii_case("extension"))
-        && !fields.iter().any(|f| digits(f.trim()))
+        && !fields.iter().any(|f| digits(f))
+}
+
+/// Whether a CSV field is a number (as an extension is), spaces around it aside.
+fn digits(field: &str) -> bool {
+    let field = field.trim();
+    !field.is_empty() && field.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// A first row that shows the whole file is not what the import reads, where every row
 /// would otherwise be refused with "an extension is 1 to 15 digits": values separated by
-/// `;` or tabs (a spreadsheet's export in many locales), or a header naming the columns but
-/// not `extension`.
-fn misshapen_first_row(fields: &[String]) -> Result<(), String> {
+/// `;` or tabs (a spreadsheet's export in many locales), or a header that does not name
+/// `extension` (`mailbox,name,email`, read as data, would be refused alone and, with
+/// `--partial`, the rows after it taken by position): a column vportal reads named beside
+/// fields that are not digits, or words only, no field empty, when later rows hold numbers
+/// (`numbered`).
+fn misshapen_first_row(fields: &[String], numbered: bool) -> Result<(), String> {
     if let [only] = fields
         && let Some(separator) = [';', '\t'].into_iter().find(|c| only.contains(*c))
     {
@@ -1005,7 +1014,18 @@ fn misshapen_first_row(fields: &[String]) -> Result<(), String> {
     let named = |f: &String| {
         ["name", "email", "passcode"].contains(&f.trim().to_ascii_lowercase().as_str())
     };
-    if fields.iter().any(named) && fields.iter().all(|f| named(f) || f.trim().is_empty()) {
+    let word = |f: &String| {
+        let f = f.trim();
+        !f.is_empty()
+            && f.chars()
+                .all(|c| c.is_alphabetic() || matches!(c, ' ' | '_' | '-'))
+    };
+    let extension = fields
+        .iter()
+        .any(|f| f.trim().eq_ignore_ascii_case("extension"));
+    let headed = (numbered && fields.iter().all(word))
+        || (fields.iter().any(named) && !fields.iter().any(|f| digits(f)));
+    if !extension && headed {
         return Err(
             "the header names no extension column (expected extension, name, email, passcode)"
                 .to_owned(),
@@ -1615,6 +1635,12 @@ mod tests {
                 "name,email\nBob,b@example.com\n",
                 "names no extension column",
             ),
+            (
+                "mailbox,name,email,passcode\n6001,Ann,,\n",
+                "names no extension column",
+            ),
+            ("ext,name\n6001,Ann\n", "names no extension column"),
+            ("Mailbox Number\n6001\n", "names no extension column"),
         ] {
             let e = s
                 .import_csv(text, ImportMode::Partial, &cli(), T0)
