@@ -139,7 +139,13 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
             "h" => 3_600,
             "d" => 86_400,
             "w" => 604_800,
-            "" => return Err(err("a number without a unit must stand alone")),
+            "" => {
+                return Err(err(match rest.chars().next() {
+                    Some('.' | ',') => "whole numbers only (90m, not 1.5h)",
+                    Some(c) if c.is_whitespace() => "no space between a number and its unit",
+                    _ => "a number without a unit must stand alone",
+                }));
+            }
             _ => return Err(err("unknown unit")),
         };
         rest = &rest[unit_len..];
@@ -242,6 +248,17 @@ mod tests {
             "99999999999999999999w",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+        // Each refusal says what is wrong with what was given.
+        for (bad, says) in [
+            ("1.5h", "whole numbers only"),
+            ("0,5d", "whole numbers only"),
+            ("2 h", "no space between a number and its unit"),
+            ("1h30", "a number without a unit must stand alone"),
+            ("10x", "unknown unit"),
+        ] {
+            let e = parse_duration(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad:?}: {e}");
         }
     }
 

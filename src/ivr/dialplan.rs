@@ -253,8 +253,8 @@ impl MailboxSource {
 /// What happens when a mailbox already in a call logs in from another call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionRule {
-    /// `replace` (the default): the older call hears "you have been logged in from another
-    /// phone" and ends.
+    /// `replace` (the default): the older call hears "this mailbox has just been opened
+    /// from another phone" and ends.
     Replace,
     /// `reject`: the newer call hears that the mailbox is in use and ends.
     Reject,

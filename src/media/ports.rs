@@ -22,7 +22,7 @@ pub struct PortRange {
 /// A port range that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid RTP port range {0:?}: expected FIRST-LAST, e.g. 10000-20000, holding at least one even port above 1023 and the odd port above it"
+    "invalid RTP port range {0:?}: expected FIRST-LAST, e.g. 10000-20000, with FIRST from 1024 up to LAST, holding at least one even port and the odd port above it"
 )]
 pub struct PortRangeError(String);
 
@@ -140,9 +140,13 @@ mod tests {
             "10000-10000",
             "a-b",
             "10000-70000",
+            "1000-1100",
         ] {
             assert!(bad.parse::<PortRange>().is_err(), "{bad}");
         }
+        // The rule said is the rule applied: below 1024 is refused though 1024 is inside.
+        let e = "1000-1100".parse::<PortRange>().unwrap_err().to_string();
+        assert!(e.contains("FIRST from 1024 up to LAST"), "{e}");
         // 10002 and 10004; 10006's RTCP port would be outside.
         assert_eq!(
             PortAllocator::new("10001-10006".parse().unwrap()).capacity(),
