@@ -895,25 +895,29 @@ async fn check_policy(
 struct AuditParams {
     extension: Option<String>,
     event: Option<String>,
-    limit: Option<u32>,
+    limit: Option<String>,
 }
 
 async fn audit(
     State(state): State<Shared>,
     Params(p): Params<AuditParams>,
 ) -> Result<Response, ApiError> {
-    let extension = match p.extension.as_deref() {
+    // A parameter given empty (`?extension=&event=`, as a form sends a field left blank)
+    // is no filter.
+    let given = |value: &Option<String>| value.clone().filter(|v| !v.is_empty());
+    let (extension, event, limit) = (given(&p.extension), given(&p.event), given(&p.limit));
+    let extension = match extension.as_deref() {
         Some(e) => Some(Extension::parse(e).map_err(|_| invalid_extension())?),
         None => None,
     };
-    let event = match p.event.as_deref() {
+    let event = match event.as_deref() {
         Some(name) => Some(Event::parse(name).ok_or_else(|| {
             ApiError::bad_request("invalid_query", format!("event: no audit event {name:?}"))
         })?),
         None => None,
     };
-    let limit = match p.limit {
-        Some(n) if (1..=MAX_AUDIT_LIMIT).contains(&n) => n,
+    let limit = match limit.map(|n| n.parse::<u32>()) {
+        Some(Ok(n)) if (1..=MAX_AUDIT_LIMIT).contains(&n) => n,
         Some(_) => {
             return Err(ApiError::bad_request(
                 "invalid_query",

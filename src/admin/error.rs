@@ -219,7 +219,12 @@ impl From<JsonRejection> for ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
-        Self::bad_request("invalid_query", r.body_text())
+        // axum's words before what is wrong ("limit: …") say nothing to the client.
+        let text = r.body_text();
+        let text = text
+            .strip_prefix("Failed to deserialize query string: ")
+            .unwrap_or(&text);
+        Self::bad_request("invalid_query", text.to_owned())
     }
 }
 
