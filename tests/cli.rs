@@ -787,7 +787,16 @@ fn policy_check_exit_codes_and_codes() {
         json["violations"],
         serde_json::json!(["reversed_extension", "sequential", "common"])
     );
-    w.run(&["policy", "set", "min_length", "6"]).ok();
+    let set = w.run(&["policy", "set", "min_length", "6"]).ok();
+    assert_eq!(set.stdout, "min_length = 6\n");
+    // What was stored is said, not what was typed.
+    let set = w.run(&["policy", "set", "reject_common", "NO"]).ok();
+    assert_eq!(set.stdout, "reject_common = false\n");
+    w.run(&["policy", "set", "reject_common", "on"]).ok();
+    let set = w
+        .run(&["policy", "set", "lockout.duration_seconds", "15m"])
+        .ok();
+    assert_eq!(set.stdout, "lockout.duration_seconds = 900 (15m)\n");
     let short = w
         .run_with_stdin(&["policy", "check", "1001", "--json"], "4826\n")
         .json();

@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::json;
 
 use vportal::store::{Actor, AuditQuery, Event, Policy, Store, StoreError, check_token_name};
-use vportal::time::{Timestamp, parse_duration};
+use vportal::time::{Timestamp, format_duration, parse_duration};
 
 use super::output::{self, Table, errln, out, outln};
 use super::{Context, PolicyCommand, TokenCommand, created_lines, extension, read_passcode};
@@ -284,11 +284,34 @@ fn policy_command(ctx: &Context, cmd: PolicyCommand) -> Result<ExitCode> {
             if ctx.json {
                 output::json(&updated)?;
             } else {
-                outln!("{key} = {value}")?;
+                // What was stored ("NO" is `false`, "15m" is 900 seconds), as `show` says it.
+                outln!("{key} = {}", stored_setting(&updated, &key)?)?;
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// How `policy` holds setting `key` (a duration as seconds, with the duration beside it:
+/// `900 (15m)`).
+fn stored_setting(policy: &Policy, key: &str) -> Result<String> {
+    let doc = toml::Table::try_from(policy)?;
+    let value = match key.split_once('.') {
+        Some((outer, inner)) => doc.get(outer).and_then(|t| t.get(inner)),
+        None => doc.get(key),
+    };
+    Ok(match value {
+        Some(toml::Value::Integer(secs)) if key.ends_with("_seconds") => {
+            let words = u64::try_from(*secs)
+                .ok()
+                .filter(|&s| s > 0)
+                .map(|s| format!(" ({})", format_duration(Duration::from_secs(s))))
+                .unwrap_or_default();
+            format!("{secs}{words}")
+        }
+        Some(value) => value.to_string(),
+        None => bail!("unknown policy setting {key:?} (see `vportal policy show`)"),
+    })
 }
 
 /// `policy` with one setting changed. `key` is a top-level name or `lockout.<name>`;
