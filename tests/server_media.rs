@@ -434,6 +434,36 @@ fn hold_stops_the_prompts_and_resuming_continues_them_at_the_new_ptime() {
     }
 }
 
+/// The call's last words, said while the caller holds the call, wait for them: no BYE
+/// while they are away, the words again when they are back, then the BYE.
+#[test]
+fn last_words_said_during_a_hold_are_said_when_the_caller_is_back() {
+    let w = Workdir::provisioned(&[("1001", "4826", false)]);
+    let server = ServerProcess::start(&w, "47900-47998", &[]);
+    let mut c = Phone::dial(&server, "8500", "1001");
+    expect_rtp(&c.rtp.socket, 5, "the welcome");
+    let hold = c.uac.offer("sendonly").replace("o=test 1 1", "o=test 1 2");
+    reinvite(&server, &mut c.uac, &c.sip, &hold);
+    // Three wrong passcodes keyed on hold: "that is not correct, that was the last attempt,
+    // goodbye" (6 s) plays into the hold.
+    c.info_keys("1001#0000#1001#0000#1001#0000#");
+    assert!(
+        !c.wait_for_bye(Duration::from_secs(9)),
+        "hung up while the caller was away"
+    );
+    c.drain_rtp();
+    let resume = c.uac.offer("sendrecv").replace("o=test 1 1", "o=test 1 3");
+    reinvite(&server, &mut c.uac, &c.sip, &resume);
+    expect_rtp(&c.rtp.socket, 50, "the last words, said again");
+    assert!(c.wait_for_bye(Duration::from_secs(10)), "no BYE after them");
+    let failures = w.audit("1001");
+    let failed = failures
+        .iter()
+        .filter(|e| e["event"] == "login.failure")
+        .count();
+    assert_eq!(failed, 3, "{failures:?}");
+}
+
 #[test]
 fn no_rtp_flows_before_the_caller_acks_the_answer() {
     let w = Workdir::provisioned(&[]);
