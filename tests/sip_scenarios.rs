@@ -1258,6 +1258,40 @@ fn requests_the_uas_refuses() {
     assert!(invite.starts_with("INVITE sips:"));
     w.send(invite.into_bytes());
     assert_eq!(w.statuses().last(), Some(&416));
+    // So does a dialog made secure by a SIPS Contact with no Record-Route, or a SIPS top
+    // Record-Route: our Contact would have to be SIPS (§12.1.1).
+    for (from, to) in [
+        ("Contact: <sip:", "Contact: <sips:"),
+        (
+            "Max-Forwards: 70\r\n",
+            "Max-Forwards: 70\r\nRecord-Route: <sips:p.example;lr>, <sip:q.example;lr>\r\n",
+        ),
+    ] {
+        let offer = w.uac.offer("sendrecv");
+        let invite = String::from_utf8(w.uac.invite(&offer))
+            .unwrap()
+            .replacen(from, to, 1);
+        assert!(invite.contains(to), "{to}");
+        w.send(invite.into_bytes());
+        assert_eq!(
+            w.last_status_line(),
+            "SIP/2.0 416 SIPS Not Supported",
+            "{to}"
+        );
+    }
+    assert_eq!(w.ep.active_calls(), 0);
+    // A SIPS Contact behind a SIP top Record-Route is no secure dialog.
+    let offer = w.uac.offer("sendrecv");
+    let invite = String::from_utf8(w.uac.invite(&offer))
+        .unwrap()
+        .replacen("Contact: <sip:", "Contact: <sips:", 1)
+        .replacen(
+            "Max-Forwards: 70\r\n",
+            "Max-Forwards: 70\r\nRecord-Route: <sip:p.example;lr>\r\n",
+            1,
+        );
+    w.send(invite.into_bytes());
+    assert_eq!(w.statuses().last(), Some(&100));
     // Max-Forwards 0 on an INVITE: 483.
     let offer = w.uac.offer("sendrecv");
     let invite = String::from_utf8(w.uac.invite(&offer))

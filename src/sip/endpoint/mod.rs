@@ -447,7 +447,7 @@ impl Endpoint {
         };
         let dialog = match self.new_dialog(req) {
             Ok(dialog) => dialog,
-            Err(reason) => return self.reply(req, 400, &reason),
+            Err((code, reason)) => return self.reply(req, code, &reason),
         };
         let asserted_user = msg
             .list(HeaderName::PAssertedIdentity)
@@ -521,23 +521,32 @@ impl Endpoint {
                     .is_some_and(|&n| n >= limit))
     }
 
-    /// The dialog a new INVITE makes (§12.1.1), with a fresh local tag; or why its Contact
-    /// or Record-Route cannot be read.
-    fn new_dialog(&mut self, req: &Req<'_>) -> Result<Dialog, String> {
+    /// The dialog a new INVITE makes (§12.1.1), with a fresh local tag; or the response
+    /// that refuses it: 400 when its Contact or Record-Route cannot be read, 416 when it
+    /// asks for a secure dialog.
+    fn new_dialog(&mut self, req: &Req<'_>) -> Result<Dialog, (u16, String)> {
         let (msg, source, flow, core) = (req.msg, req.source, req.flow, &req.core);
+        let malformed = |e: crate::sip::HeaderError| (400, e.to_string());
         // The remote target: Contact, or From for an RFC 2543 caller without one.
-        let remote_target = match msg.list(HeaderName::Contact).next() {
-            Some(c) => NameAddr::parse(c, HeaderName::Contact)
-                .map_err(|e| e.to_string())?
-                .uri
-                .to_owned(),
-            None => core.from.uri.to_owned(),
+        let contact = match msg.list(HeaderName::Contact).next() {
+            Some(c) => Some(NameAddr::parse(c, HeaderName::Contact).map_err(malformed)?),
+            None => None,
         };
+        let remote_target = contact.as_ref().map_or(core.from.uri, |c| c.uri).to_owned();
         let route_set = msg
             .list(HeaderName::RecordRoute)
             .map(|value| NameAddr::parse(value, HeaderName::RecordRoute))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
+            .map_err(malformed)?;
+        // A SIPS top Record-Route, or without one a SIPS Contact, makes the dialog secure:
+        // our answer's Contact would have to be SIPS (§12.1.1), which vportal, without TLS,
+        // cannot honour (as for a SIPS Request-URI).
+        let secure = route_set.first().or(contact.as_ref()).is_some_and(|n| {
+            crate::sip::uri::scheme(n.uri).is_ok_and(|s| s.eq_ignore_ascii_case("sips"))
+        });
+        if secure {
+            return Err((416, "SIPS Not Supported".into()));
+        }
         let local_tag = self.random_token();
         let to_value = msg.values(HeaderName::To).next().unwrap_or("");
         Ok(Dialog {
