@@ -968,17 +968,61 @@ fn last_words_played_into_a_hold_are_said_when_the_caller_is_back() {
     assert_eq!(c.last(), last);
     assert!(c.ends());
 
-    // The call's time limit ends the wait.
+    // The call's time limit ends the wait, at once.
     let mut short = settings_with_attempts(3);
-    short.max_call_duration = Duration::from_secs(40);
-    let mut c = Call::portal_with(&store(), short);
-    c.keys("2002#").keys("5937#");
-    c.flow.handle_hold(c.now, true);
-    c.keys("*").finish();
+    short.max_call_duration = Duration::from_secs(20);
+    let held_goodbye = |settings: RouteSettings| {
+        let mut c = Call::portal_with(&store(), settings);
+        c.keys("2002#").keys("5937#");
+        c.flow.handle_hold(c.now, true);
+        c.keys("*").finish();
+        assert!(!c.hung_up);
+        c
+    };
+    let mut c = held_goodbye(short.clone());
+    c.advance(c.start + Duration::from_secs(20) - c.now - Duration::from_millis(1));
     assert!(!c.hung_up);
-    c.advance(Duration::from_secs(40));
+    c.advance(Duration::from_millis(1));
     assert!(c.hung_up);
     assert_eq!(c.last(), ["goodbye"]);
+
+    // The time limit reached while held: "time limit, goodbye" is not waited for.
+    let mut c = Call::portal_with(&store(), short.clone());
+    c.keys("2002#").keys("5937#");
+    c.flow.handle_hold(c.now, true);
+    c.advance(Duration::from_secs(20));
+    assert_eq!(c.last(), ["time_limit", "goodbye"]);
+    c.finish();
+    assert!(c.hung_up, "hung up when they end");
+
+    // The limit passed while the last words play: going on and off hold cannot keep the
+    // call up past them.
+    let mut c = Call::portal_with(&store(), short.clone());
+    c.keys("2002#").keys("5937#");
+    c.advance(Duration::from_secs(20));
+    assert_eq!(c.last(), ["time_limit", "goodbye"]);
+    c.flow.handle_hold(c.now, true);
+    c.finish();
+    assert!(c.hung_up);
+
+    // Another phone's login ends the wait: the mailbox is theirs.
+    let mut c = held_goodbye(settings_with_attempts(3));
+    c.flow.handle_replaced();
+    c.run();
+    assert!(c.hung_up);
+
+    // "Your passcode has been changed" played into the hold on the change-passcode route:
+    // said again, whole, with the goodbye, when the caller is back.
+    let mut c = Call::new(&store(), config(Application::ChangePasscode, None));
+    c.keys("2002#").keys("5937#").keys("6284#").keys("6284#");
+    assert_eq!(c.last(), ["passcode_changed"]);
+    c.flow.handle_hold(c.now, true);
+    c.finish().finish();
+    assert!(!c.hung_up);
+    c.flow.handle_hold(c.now, false);
+    c.run();
+    assert_eq!(c.last(), ["passcode_changed", "goodbye"]);
+    assert!(c.ends());
 }
 
 #[test]
@@ -1675,8 +1719,10 @@ fn star_before_any_digit_gives_up_a_chosen_change() {
     assert_eq!(c.last(), [&RULE[..], &CHOSEN].concat());
     c.keys("*");
     assert_eq!(c.last(), ["not_changed", "menu"]);
-    // At the confirmation, with the first entry kept: given up too.
+    // At the confirmation: a step back, to the new passcode and its way out.
     c.keys("1").keys("6048#").keys("*");
+    assert_eq!(c.last(), CHOSEN);
+    c.keys("*");
     assert_eq!(c.last(), ["not_changed", "menu"]);
     // Digits keyed: cleared and asked again, then given up.
     c.keys("1").keys("60*");
@@ -1689,6 +1735,14 @@ fn star_before_any_digit_gives_up_a_chosen_change() {
     assert_eq!(c.last(), ["goodbye"], "{:?}", c.all());
     assert!(c.ends());
     assert_eq!(c.flow.outcome(), Outcome::LoggedIn);
+    // Keys typed ahead during the check that begin the new passcode: the caller told to
+    // press star to keep their passcode, and pressing it, keeps it.
+    let mut ahead = Call::portal(&store);
+    ahead.keys("2002#").press("5937#16");
+    ahead.run();
+    assert_eq!(ahead.last(), [&RULE[..], &CHOSEN].concat());
+    ahead.type_keys("*");
+    assert_eq!(ahead.last(), ["not_changed", "menu"]);
     let mut again = Call::portal(&store);
     again.keys("2002#").keys("5937#");
     assert_eq!(again.last(), ["menu"], "the passcode is as it was");

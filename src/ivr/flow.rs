@@ -13,7 +13,7 @@
 //! performs the actions and feeds the results back.
 //!
 //! Entries always end with `#` (nothing is submitted at a length, so a caller cannot learn
-//! how long a passcode is); `*` clears an entry and asks again (before any digit of a change
+//! how long a passcode is); `*` clears an entry and asks again (before any key in a change
 //! the caller chose, it gives the change up); keys barge into prompts that allow it, and
 //! keys pressed while nothing is being asked (during a check) are kept for the next entry.
 
@@ -440,7 +440,8 @@ impl Flow {
             }
             // So are the last words, which the call waited to say.
             Step::Leaving { .. } if !unheard.is_empty() => self.say_last(&unheard),
-            // Checks, other announcements and goodbyes carry on as they were.
+            // Checks, other announcements, and last words being said or already heard,
+            // carry on as they were.
             _ => {}
         }
     }
@@ -497,10 +498,15 @@ impl Flow {
                     let unheard = std::mem::take(&mut self.unheard);
                     self.menu(now, &unheard);
                 }
-                Then::Leave(outcome, ids) => self.leave(outcome, ids),
+                Then::Leave(outcome, ids) => {
+                    let unheard = std::mem::take(&mut self.unheard);
+                    self.leave(outcome, &[&unheard[..], ids].concat());
+                }
             },
             // Played into a hold: said again if the caller comes back soon.
-            Step::Leaving { held_until } if self.held && !self.unheard.is_empty() => {
+            Step::Leaving { held_until }
+                if self.held && !self.unheard.is_empty() && self.hang_up_at.is_some() =>
+            {
                 *held_until = Some(now + HELD_GOODBYE_WAIT);
             }
             Step::Leaving { .. } => self.hang_up(),
@@ -637,6 +643,14 @@ impl Flow {
     /// is answered first, and "your passcode has been changed" is said to its end.
     pub fn handle_replaced(&mut self) {
         let end = (Outcome::Replaced, REPLACED);
+        if matches!(
+            self.step,
+            Step::Leaving {
+                held_until: Some(_)
+            }
+        ) {
+            return self.hang_up();
+        }
         if !matches!(self.step, Step::Over | Step::Leaving { .. }) && !self.end_after_change(end) {
             self.leave(end.0, end.1);
         }
@@ -822,12 +836,21 @@ impl Flow {
         };
         let field = entry.field;
         match key {
-            // Nothing keyed in a change the caller chose (not one a temporary passcode
-            // forces): they changed their mind.
+            // In a change the caller chose (not one a temporary passcode forces), before
+            // any key of theirs since the question (keys typed ahead aside): they changed
+            // their mind. At the new passcode, as its question says, the change is given
+            // up; at the confirmation, the new passcode is asked for again, with that
+            // question.
             Digit::STAR
-                if entry.keyed.expose().is_empty() && field.is_new() && !self.must_change =>
+                if (entry.keyed.expose().is_empty() || entry.deadline.is_none())
+                    && field.is_new()
+                    && !self.must_change =>
             {
-                self.cancel_change(now);
+                if field == Field::NewPasscode {
+                    self.cancel_change(now);
+                } else {
+                    self.ask(Field::NewPasscode, &[], now);
+                }
             }
             Digit::STAR => {
                 // Clear and ask again (does not use up a reprompt).
@@ -922,9 +945,10 @@ impl Flow {
         self.leave(outcome, &[&said[..], &["goodbye"]].concat());
     }
 
-    /// `*` before any digit of a new passcode the caller chose to set: the change is given
-    /// up ("your passcode has not been changed"), and the menu is offered again (on the
-    /// `change-passcode` route, which has none: goodbye). It is not a failed try.
+    /// `*` before any digit of a new passcode the caller chose to set (at "to keep your
+    /// current passcode, press star"): the change is given up ("your passcode has not been
+    /// changed"), and the menu is offered again (on the `change-passcode` route, which has
+    /// none: goodbye). It is not a failed try.
     fn cancel_change(&mut self, now: Instant) {
         self.new_passcode = None;
         let said = self.not_changed();
@@ -976,8 +1000,9 @@ impl Flow {
     }
 
     /// Silence on an entry (`partial`: after some keys): ask again while reprompts last
-    /// (the confirmation of a new passcode asks for the confirmation, as `*` does), then
-    /// goodbye, after "your passcode has not been changed" in a change.
+    /// (the confirmation of a new passcode asks for the confirmation, keeping the first
+    /// entry, as `*` after some keys does), then goodbye, after "your passcode has not been
+    /// changed" in a change.
     fn silence(&mut self, now: Instant, field: Field, partial: bool) {
         if self.reprompts_left == 0 {
             let outcome = match self.outcome {
