@@ -119,6 +119,9 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     if text.is_empty() {
         return Err(err("empty"));
     }
+    if text.contains(char::is_whitespace) {
+        return Err(err("no spaces inside a duration (1h30m, not 1h 30m)"));
+    }
     if text.bytes().all(|b| b.is_ascii_digit()) {
         let secs: u64 = text.parse().map_err(|_| err("too large"))?;
         return positive(secs).ok_or_else(|| err("must be greater than zero"));
@@ -142,7 +145,6 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
             "" => {
                 return Err(err(match rest.chars().next() {
                     Some('.' | ',') => "whole numbers only (90m, not 1.5h)",
-                    Some(c) if c.is_whitespace() => "no space between a number and its unit",
                     _ => "a number without a unit must stand alone",
                 }));
             }
@@ -253,7 +255,8 @@ mod tests {
         for (bad, says) in [
             ("1.5h", "whole numbers only"),
             ("0,5d", "whole numbers only"),
-            ("2 h", "no space between a number and its unit"),
+            ("2 h", "no spaces inside a duration"),
+            ("1h 30m", "no spaces inside a duration"),
             ("1h30", "a number without a unit must stand alone"),
             ("10x", "unknown unit"),
         ] {

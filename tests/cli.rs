@@ -1864,7 +1864,8 @@ fn a_database_path_that_is_a_directory_is_said_to_be_one() {
         let r = w.run(args);
         r.refused("the database path data is a directory");
         assert!(
-            r.stderr.contains("data/vportal.db"),
+            r.stderr
+                .contains("give the database file's path, such as data/vportal.db\n"),
             "{args:?}: {}",
             r.stderr
         );

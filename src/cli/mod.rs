@@ -348,7 +348,7 @@ impl Context {
         // Checked first: everything below takes an existing path for an existing database.
         if db.is_dir() {
             bail!(
-                "the database path {} is a directory: give the database file's path, such as                  {}",
+                "the database path {} is a directory: give the database file's path, such as {}",
                 db.display(),
                 db.join("vportal.db").display()
             );

@@ -126,9 +126,10 @@ pub struct KeyMerge {
 }
 
 impl KeyMerge {
-    /// How long after the followed method's last key another method's keys are copies: the
-    /// retransmissions of an INFO whose first sends were lost (RFC 3261 Timer E: 0.5, 1.5
-    /// and 3.5 s after the first), and more.
+    /// How long after the followed method's last key another method's keys are copies: an
+    /// INFO whose first sends were lost, up to its third retransmission (RFC 3261 Timer E:
+    /// 0.5, 1.5 and 3.5 s after the first send; later ones, every 4 s until 32 s, are
+    /// rarer than a phone that changed how it sends keys).
     pub const COPY_WINDOW: Duration = Duration::from_secs(4);
 
     /// The longest hold a copy's own duration adds to [`KeyMerge::COPY_WINDOW`].

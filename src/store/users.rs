@@ -1027,7 +1027,8 @@ fn misshapen_first_row(fields: &[String], numbered: bool) -> Result<(), String> 
         || (fields.iter().any(named) && !fields.iter().any(|f| digits(f)));
     if !extension && headed {
         return Err(
-            "the header names no extension column (expected extension, name, email, passcode)"
+            "the header names no extension column (expected extension, name, email, \
+             passcode); if this line is a mailbox, its extension is not a number"
                 .to_owned(),
         );
     }
