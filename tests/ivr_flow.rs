@@ -160,7 +160,9 @@ impl Call {
                     }
                 }
                 Action::LookUpMailbox(m) => {
-                    let exists = self.store.user(&m, wall).unwrap().is_some();
+                    // As the call task asks: a mailbox a passcode can open.
+                    let user = self.store.user(&m, wall).unwrap();
+                    let exists = user.is_some_and(|u| u.has_passcode);
                     self.flow.handle_mailbox_exists(self.now, exists);
                 }
                 Action::Verify { mailbox, passcode } => {

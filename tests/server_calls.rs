@@ -294,6 +294,13 @@ fn star_86_takes_the_mailbox_from_the_caller() {
     stranger.keys("1001#6048#");
     server.expect_log("logged in mailbox=1001", 2, CALL);
     stranger.hang_up();
+    // So is one whose mailbox has no passcode yet: no passcode could open it.
+    w.run(&["user", "add", "2002"]).ok();
+    assert_eq!(w.user("2002")["has_passcode"], false);
+    let mut unset = Phone::dial(&server, "*86", "2002");
+    unset.keys("1001#6048#");
+    server.expect_log("logged in mailbox=1001", 3, CALL);
+    unset.hang_up();
 }
 
 #[test]

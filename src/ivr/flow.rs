@@ -44,7 +44,8 @@ pub enum Action {
     Play(Playback),
     /// A key was pressed during a prompt that allows barge-in: stop it.
     BargeIn,
-    /// Does this mailbox exist? Answer with [`Flow::handle_mailbox_exists`].
+    /// Does this mailbox exist, with a passcode (one without cannot be logged in to)?
+    /// Answer with [`Flow::handle_mailbox_exists`].
     LookUpMailbox(Extension),
     /// Check this passcode. Answer with [`Flow::handle_verified`].
     Verify {

@@ -526,12 +526,13 @@ impl CallTask {
                         job,
                         blocking_in_call(move || {
                             // A database error asks the caller for the mailbox, as an
-                            // unknown one does; it is logged and counted as any other.
+                            // unknown one does; it is logged and counted as any other. So
+                            // does a mailbox without a passcode, which no login can open.
                             let found = store.user(&mailbox, Timestamp::now()).map_err(|e| {
                                 tracing::error!(error = %e, "mailbox lookup failed");
                                 metrics::counter!("vportal_store_errors_total").increment(1);
                             });
-                            StoreReply::Exists(matches!(found, Ok(Some(_))))
+                            StoreReply::Exists(matches!(found, Ok(Some(u)) if u.has_passcode))
                         }),
                     );
                 }
