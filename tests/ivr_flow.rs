@@ -1012,6 +1012,13 @@ fn last_words_played_into_a_hold_are_said_when_the_caller_is_back() {
     c.flow.handle_replaced();
     c.run();
     assert!(c.hung_up);
+    // Or forbids it, when it comes while the last words play.
+    let mut c = Call::portal(&store());
+    c.keys("2002#").keys("5937#").keys("*");
+    c.flow.handle_replaced();
+    c.flow.handle_hold(c.now, true);
+    c.finish();
+    assert!(c.hung_up);
 
     // "Your passcode has been changed" played into the hold on the change-passcode route:
     // said again, whole, with the goodbye, when the caller is back.

@@ -190,6 +190,14 @@ impl Sim {
             }
         }
         self.perform();
+        // Saying goodbye, a call may wait for a caller on hold to come back, never past
+        // its maximum length.
+        if self.flow.state() == "leaving"
+            && let Some(due) = self.flow.poll_timeout()
+        {
+            let end = self.start + self.setup.max_call;
+            assert!(due <= end, "waits {:?} past its maximum length", due - end);
+        }
     }
 
     /// Lets time pass, firing each timeout when it is due.

@@ -276,6 +276,9 @@ pub struct Flow {
     /// The caller has the call on hold (we may not send): prompts go unheard, so silence is
     /// not counted until they come back.
     held: bool,
+    /// Whether last words played into a hold may wait for the caller to come back: not
+    /// once the call's time limit has passed, nor once another call has the mailbox.
+    may_wait_for_hold: bool,
     /// A change was asked for and its answer has not come yet.
     change_in_flight: bool,
     /// How the call ends once the change being stored is answered (the call reached its
@@ -312,6 +315,7 @@ impl Flow {
             reprompts_left: reprompts,
             hang_up_at: None,
             held: false,
+            may_wait_for_hold: true,
             change_in_flight: false,
             ending: None,
             lengths: None,
@@ -506,7 +510,7 @@ impl Flow {
             },
             // Played into a hold: said again if the caller comes back soon.
             Step::Leaving { held_until }
-                if self.held && !self.unheard.is_empty() && self.hang_up_at.is_some() =>
+                if self.held && !self.unheard.is_empty() && self.may_wait_for_hold =>
             {
                 *held_until = Some(now + HELD_GOODBYE_WAIT);
             }
@@ -644,6 +648,8 @@ impl Flow {
     /// is answered first, and "your passcode has been changed" is said to its end.
     pub fn handle_replaced(&mut self) {
         let end = (Outcome::Replaced, REPLACED);
+        // The mailbox is the other call's now: this one does not wait for a caller on hold.
+        self.may_wait_for_hold = false;
         if matches!(
             self.step,
             Step::Leaving {
@@ -746,6 +752,7 @@ impl Flow {
             // stored is answered first, and an announcement ("your passcode has been
             // changed", "… opened from another phone") is said to its end.
             self.hang_up_at = None;
+            self.may_wait_for_hold = false;
             if matches!(
                 self.step,
                 Step::Leaving {
