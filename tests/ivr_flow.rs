@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use vportal::ivr::dialplan::{Application, RouteSettings};
-use vportal::ivr::flow::{Action, Flow, FlowConfig, HELD_GOODBYE_WAIT, Outcome};
+use vportal::ivr::flow::{Action, Flow, FlowConfig, HELD_GOODBYE_WAIT, LINGER, Outcome};
 use vportal::media::digit::Digit;
 use vportal::media::player::Item;
 use vportal::media::prompts::PromptSet;
@@ -273,9 +273,11 @@ impl Call {
         self.played.iter().map(|v| v.join("+")).collect()
     }
 
-    /// Lets the final goodbye play out; true if the flow then hung up.
+    /// Lets the final goodbye play out, and the phone play out what it holds of it; true if
+    /// the flow then hung up.
     fn ends(&mut self) -> bool {
         self.finish();
+        self.advance(LINGER);
         self.hung_up
     }
 }
@@ -994,8 +996,7 @@ fn last_words_played_into_a_hold_are_said_when_the_caller_is_back() {
     c.flow.handle_hold(c.now, true);
     c.advance(Duration::from_secs(20));
     assert_eq!(c.last(), ["time_limit", "goodbye"]);
-    c.finish();
-    assert!(c.hung_up, "hung up when they end");
+    assert!(c.ends(), "hung up when they end");
 
     // The limit passed while the last words play: going on and off hold cannot keep the
     // call up past them.
@@ -1004,8 +1005,7 @@ fn last_words_played_into_a_hold_are_said_when_the_caller_is_back() {
     c.advance(Duration::from_secs(20));
     assert_eq!(c.last(), ["time_limit", "goodbye"]);
     c.flow.handle_hold(c.now, true);
-    c.finish();
-    assert!(c.hung_up);
+    assert!(c.ends());
 
     // Another phone's login ends the wait: the mailbox is theirs.
     let mut c = held_goodbye(settings_with_attempts(3));
@@ -1017,8 +1017,7 @@ fn last_words_played_into_a_hold_are_said_when_the_caller_is_back() {
     c.keys("2002#").keys("5937#").keys("*");
     c.flow.handle_replaced();
     c.flow.handle_hold(c.now, true);
-    c.finish();
-    assert!(c.hung_up);
+    assert!(c.ends());
 
     // "Your passcode has been changed" played into the hold on the change-passcode route:
     // said again, whole, with the goodbye, when the caller is back.
@@ -1032,6 +1031,20 @@ fn last_words_played_into_a_hold_are_said_when_the_caller_is_back() {
     c.run();
     assert_eq!(c.last(), ["passcode_changed", "goodbye"]);
     assert!(c.ends());
+}
+
+/// The BYE comes `LINGER` after the last words, not with their last packet: a phone's
+/// jitter buffer still holds their end, and a BYE stops its audio at once.
+#[test]
+fn the_bye_lets_the_phone_play_out_the_goodbye() {
+    let mut c = Call::portal(&store());
+    c.keys("2002#").keys("5937#").keys("*").finish();
+    assert_eq!(c.last(), ["goodbye"]);
+    assert!(!c.hung_up);
+    c.advance(LINGER - Duration::from_millis(1));
+    assert!(!c.hung_up);
+    c.advance(Duration::from_millis(1));
+    assert!(c.hung_up);
 }
 
 #[test]

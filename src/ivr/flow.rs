@@ -218,6 +218,10 @@ const REPLACED: &[&str] = &["replaced", "goodbye"];
 /// caller held it waits for them to come back and hear them, before hanging up unheard.
 pub const HELD_GOODBYE_WAIT: Duration = Duration::from_secs(30);
 
+/// How long after its last words a call hangs up: a BYE stops a phone's audio at once, and
+/// its jitter buffer still holds their end (a softphone lost 0.1 s of "goodbye").
+pub const LINGER: Duration = Duration::from_millis(500);
+
 /// What the flow waits for.
 #[derive(Debug)]
 enum Step {
@@ -235,9 +239,10 @@ enum Step {
     Menu { deadline: Option<Instant> },
     /// The end of an announcement, then what follows.
     Announcing(Then),
-    /// The end of the goodbye, then hang up. The goodbye played while the caller held the
-    /// call: it is said again when they come back, or the call hangs up at `held_until`.
-    Leaving { held_until: Option<Instant> },
+    /// The end of the goodbye, then hang up at `until`: [`LINGER`] after it, or, the
+    /// goodbye having played while the caller held the call, [`HELD_GOODBYE_WAIT`] after
+    /// it, unless they come back before and it is said again.
+    Leaving { until: Option<Instant> },
     /// Over: the call has ended or is ending.
     Over,
 }
@@ -364,7 +369,7 @@ impl Flow {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let step = match &self.step {
-            Step::Leaving { held_until } => *held_until,
+            Step::Leaving { until } => *until,
             _ if self.held => None,
             Step::Entry(e) => e.deadline,
             Step::Menu { deadline } => *deadline,
@@ -509,12 +514,13 @@ impl Flow {
                 }
             },
             // Played into a hold: said again if the caller comes back soon.
-            Step::Leaving { held_until }
+            Step::Leaving { until }
                 if self.held && !self.unheard.is_empty() && self.may_wait_for_hold =>
             {
-                *held_until = Some(now + HELD_GOODBYE_WAIT);
+                *until = Some(now + HELD_GOODBYE_WAIT);
             }
-            Step::Leaving { .. } => self.hang_up(),
+            // Heard: the phone plays out what it holds of them, then the BYE.
+            Step::Leaving { until } => *until = Some(now + LINGER),
             _ => {}
         }
     }
@@ -650,12 +656,7 @@ impl Flow {
         let end = (Outcome::Replaced, REPLACED);
         // The mailbox is the other call's now: this one does not wait for a caller on hold.
         self.may_wait_for_hold = false;
-        if matches!(
-            self.step,
-            Step::Leaving {
-                held_until: Some(_)
-            }
-        ) {
+        if matches!(self.step, Step::Leaving { until: Some(_) }) {
             return self.hang_up();
         }
         if !matches!(self.step, Step::Over | Step::Leaving { .. }) && !self.end_after_change(end) {
@@ -753,13 +754,8 @@ impl Flow {
             // changed", "… opened from another phone") is said to its end.
             self.hang_up_at = None;
             self.may_wait_for_hold = false;
-            if matches!(
-                self.step,
-                Step::Leaving {
-                    held_until: Some(_)
-                }
-            ) {
-                // Waiting for a caller on hold to hear goodbye: no longer.
+            if matches!(self.step, Step::Leaving { until: Some(_) }) {
+                // The last words said (or waiting for a caller on hold): no longer.
                 return self.hang_up();
             }
             let end = (Outcome::TimedOut, TIME_UP);
@@ -770,7 +766,7 @@ impl Flow {
             }
         }
         match &self.step {
-            Step::Leaving { held_until } if held_until.is_some_and(|t| now >= t) => {
+            Step::Leaving { until } if until.is_some_and(|t| now >= t) => {
                 self.hang_up();
             }
             _ if self.held => {}
@@ -1081,7 +1077,7 @@ impl Flow {
 
     /// Says the call's last words, `ids`, and hangs up when they are heard.
     fn say_last(&mut self, ids: &[&'static str]) {
-        self.step = Step::Leaving { held_until: None };
+        self.step = Step::Leaving { until: None };
         self.play(ids, false);
         self.unheard = ids.to_vec();
     }
