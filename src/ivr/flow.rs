@@ -653,14 +653,24 @@ impl Flow {
     /// Another call logged in to this mailbox and replaces this one. A change being stored
     /// is answered first, and "your passcode has been changed" is said to its end.
     pub fn handle_replaced(&mut self) {
-        let end = (Outcome::Replaced, REPLACED);
-        // The mailbox is the other call's now: this one does not wait for a caller on hold.
+        self.must_end((Outcome::Replaced, REPLACED));
+    }
+
+    /// The call must end (its time limit, or another phone's login; the mailbox may be
+    /// another call's now): it says `end` and hangs up, after a change being stored or
+    /// announced ([`Flow::end_after_change`]). A call whose last words were said (lingering,
+    /// or waiting for a caller on hold) hangs up at once; one saying them finishes them and
+    /// waits for nobody.
+    fn must_end(&mut self, end: (Outcome, &'static [&'static str])) {
         self.may_wait_for_hold = false;
-        if matches!(self.step, Step::Leaving { until: Some(_) }) {
-            return self.hang_up();
-        }
-        if !matches!(self.step, Step::Over | Step::Leaving { .. }) && !self.end_after_change(end) {
-            self.leave(end.0, end.1);
+        match self.step {
+            Step::Leaving { until: Some(_) } => self.hang_up(),
+            Step::Over | Step::Leaving { .. } => {}
+            _ => {
+                if !self.end_after_change(end) {
+                    self.leave(end.0, end.1);
+                }
+            }
         }
     }
 
@@ -753,17 +763,7 @@ impl Flow {
             // stored is answered first, and an announcement ("your passcode has been
             // changed", "… opened from another phone") is said to its end.
             self.hang_up_at = None;
-            self.may_wait_for_hold = false;
-            if matches!(self.step, Step::Leaving { until: Some(_) }) {
-                // The last words said (or waiting for a caller on hold): no longer.
-                return self.hang_up();
-            }
-            let end = (Outcome::TimedOut, TIME_UP);
-            if !matches!(self.step, Step::Over | Step::Leaving { .. })
-                && !self.end_after_change(end)
-            {
-                return self.leave(end.0, end.1);
-            }
+            return self.must_end((Outcome::TimedOut, TIME_UP));
         }
         match &self.step {
             Step::Leaving { until } if until.is_some_and(|t| now >= t) => {
@@ -949,7 +949,7 @@ impl Flow {
         self.leave(outcome, &[&said[..], &["goodbye"]].concat());
     }
 
-    /// `*` before any digit of a new passcode the caller chose to set (at "to keep your
+    /// `*` before any key of a new passcode the caller chose to set (at "to keep your
     /// current passcode, press star"): the change is given up ("your passcode has not been
     /// changed"), and the menu is offered again (on the `change-passcode` route, which has
     /// none: goodbye). It is not a failed try.
