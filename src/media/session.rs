@@ -76,8 +76,9 @@ pub struct RemoteMedia {
     pub audio_pt: u8,
     /// The caller's payload type for telephone-event (RFC 4733), if it has one.
     pub telephone_event: Option<u8>,
-    /// Ours, when our offer numbered telephone-event otherwise: events are taken on both
-    /// (RFC 3264 §5.1 has the peer send with ours, and many send with their own).
+    /// Ours, when our offer numbered telephone-event otherwise and the answer left our
+    /// number free: events are taken on both (RFC 3264 §5.1 has the peer send with ours,
+    /// and many send with their own).
     pub telephone_event_ours: Option<u8>,
     /// The audio stream is disabled (port 0, RFC 3264 §8.2): nothing is heard and nothing
     /// goes out, RTCP included ("RTCP transmission also ceases"), until it is enabled again.
@@ -183,12 +184,7 @@ impl MediaSession {
             self.events = remote.telephone_event.map(TelephoneEvents::new);
         }
         if let Some(events) = &mut self.events {
-            // Never the audio's number: its packets would be read as keys.
-            events.also_on(
-                remote
-                    .telephone_event_ours
-                    .filter(|&pt| pt != remote.audio_pt),
-            );
+            events.also_on(remote.telephone_event_ours);
         }
         let wanted = (remote.law, remote.audio_pt);
         let same = matches!(&self.inband, Some(i) if (i.law, i.pt) == wanted);
