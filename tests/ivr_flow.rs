@@ -1730,9 +1730,10 @@ fn a_change_from_the_menu_that_fails_goes_back_to_the_menu() {
     assert_eq!(again.flow.outcome(), Outcome::Changed);
 }
 
-/// `*` before any digit of a change the caller chose gives it up: "not changed", then the
-/// menu (the `change-passcode` route: goodbye). With digits keyed, `*` only clears them; in
-/// the change a temporary passcode forces, it only asks again.
+/// `*` before any key of a change the caller chose (keys typed ahead aside) gives it up:
+/// "not changed", then the menu (the `change-passcode` route: goodbye); at the
+/// confirmation it steps back to the new passcode. After keys of theirs, `*` only clears
+/// them; in the change a temporary passcode forces, it only asks again.
 #[test]
 fn star_before_any_digit_gives_up_a_chosen_change() {
     let store = store();
