@@ -73,6 +73,8 @@ struct Call {
     playing: Option<u64>,
     barge_ins: usize,
     logged_in: Vec<Extension>,
+    /// Mailboxes the flow gave up as it began its last words.
+    logged_out: Vec<Extension>,
     /// The session rule refuses this call's login (`session = "reject"` with the mailbox in
     /// another call): the call task answers `LoggedIn` with `handle_in_use` at once.
     in_use: bool,
@@ -95,6 +97,7 @@ impl Call {
             playing: None,
             barge_ins: 0,
             logged_in: Vec::new(),
+            logged_out: Vec::new(),
             in_use: false,
             hung_up: false,
             login: None,
@@ -194,6 +197,10 @@ impl Call {
                     if self.in_use {
                         self.flow.handle_in_use();
                     }
+                }
+                Action::LoggedOut(m) => {
+                    assert!(!self.hung_up, "logged out after the BYE");
+                    self.logged_out.push(m);
                 }
                 Action::Hangup => self.hung_up = true,
             }
@@ -375,9 +382,16 @@ fn temporary_passcode_is_changed_then_menu_then_goodbye() {
     );
     c.finish();
     assert_eq!(c.last(), ["menu"]);
+    assert!(
+        c.logged_out.is_empty(),
+        "in the menu, the mailbox is the call's"
+    );
     c.keys("*");
     assert_eq!(c.last(), ["goodbye"]);
+    // Saying goodbye, the call gives the mailbox up: another phone may log in to it.
+    assert_eq!(c.logged_out, [ext("1001")]);
     assert!(c.ends());
+    assert_eq!(c.logged_out, [ext("1001")], "once");
     assert_eq!(c.flow.outcome(), Outcome::Changed);
     let events: Vec<String> = store
         .audit(&AuditQuery {
@@ -1361,6 +1375,7 @@ fn session_rule_replaced_and_in_use() {
     older.flow.handle_replaced();
     older.run();
     assert_eq!(older.last(), ["replaced", "goodbye"]);
+    assert_eq!(older.logged_out, [ext("2002")]);
     assert!(older.finish().ends());
     assert_eq!(older.flow.outcome(), Outcome::Replaced);
     let mut newer = Call::portal(&store);
@@ -1373,6 +1388,7 @@ fn session_rule_replaced_and_in_use() {
     );
     assert!(newer.ends());
     assert_eq!(newer.flow.outcome(), Outcome::InUse);
+    assert!(newer.logged_out.is_empty(), "a refused login never held it");
     // A call replaced after it changed its passcode is still counted as changed.
     let mut changed = Call::portal(&store);
     changed

@@ -93,6 +93,8 @@ struct Sim {
     /// The flow reported the login (for the session rule).
     login_reported: bool,
     refused_in_use: bool,
+    /// The flow gave the mailbox up (its last words began).
+    logged_out: bool,
     /// The store stored a new passcode.
     changed: bool,
     flow_hung_up: bool,
@@ -128,6 +130,7 @@ impl Sim {
             logged_in: None,
             login_reported: false,
             refused_in_use: false,
+            logged_out: false,
             changed: false,
             flow_hung_up: false,
             caller_gone: false,
@@ -312,6 +315,7 @@ impl Sim {
                 Action::ChangePasscode { mailbox, passcode } => {
                     assert!(self.job.is_none(), "a second store job");
                     assert!(!self.refused_in_use, "a change after the login was refused");
+                    assert!(!self.logged_out, "a change after the mailbox was given up");
                     assert_eq!(
                         Some(&mailbox),
                         self.logged_in.as_ref(),
@@ -342,6 +346,19 @@ impl Sim {
                         "not the login's mailbox"
                     );
                     assert!(!self.refused_in_use, "a change after the login was refused");
+                    assert!(!self.logged_out, "a change after the mailbox was given up");
+                }
+                Action::LoggedOut(mailbox) => {
+                    assert_eq!(
+                        Some(&mailbox),
+                        self.logged_in.as_ref(),
+                        "not the login's mailbox"
+                    );
+                    assert!(self.login_reported, "logged out before the login");
+                    assert!(!self.refused_in_use, "the refused login never held it");
+                    assert!(!self.logged_out, "logged out twice");
+                    assert!(self.job.is_none(), "logged out with a store job in flight");
+                    self.logged_out = true;
                 }
                 Action::Hangup => {
                     assert_ne!(self.flow.outcome(), Outcome::InProgress);

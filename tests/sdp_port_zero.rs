@@ -13,31 +13,7 @@ use common::Workdir;
 use common::phone::Phone;
 use common::rtp::{expect_rtp, receive};
 use common::server::ServerProcess;
-use common::uac::parse;
-use vportal::sip::{HeaderName, Message};
-
-/// Sends a re-INVITE with `offer`, waits for its final answer and, if 2xx, ACKs it.
-fn reinvite(c: &mut Phone, server: &ServerProcess, offer: &str) -> Message {
-    let request = c.uac.invite(offer);
-    c.sip.send_to(&request, server.sip).unwrap();
-    let mut buf = [0_u8; 65_535];
-    let answer = loop {
-        let (n, _) = c
-            .sip
-            .recv_from(&mut buf)
-            .expect("an answer to the re-INVITE");
-        let m = parse(&buf[..n]);
-        // Not the 200s to the INFOs sent before, still waiting to be read.
-        let cseq = m.values(HeaderName::CSeq).next().unwrap_or_default();
-        if m.status().is_some_and(|s| s >= 200) && cseq.ends_with("INVITE") {
-            break m;
-        }
-    };
-    if answer.status() == Some(200) {
-        c.sip.send_to(&c.uac.ack_2xx(""), server.sip).unwrap();
-    }
-    answer
-}
+use vportal::sip::Message;
 
 /// The caller's usual offer, its audio on port 0, with `version` in its `o=` line.
 fn disabled_offer(c: &Phone, version: u32) -> String {
@@ -64,7 +40,7 @@ fn a_reinvite_disabling_the_audio_stops_rtp_until_one_enables_it_and_the_call_go
     expect_rtp(&c.rtp.socket, 10, "prompts at first");
 
     let offer = disabled_offer(&c, 2);
-    let off = reinvite(&mut c, &server, &offer);
+    let off = c.reinvite(&offer);
     assert_eq!(off.status(), Some(200), "{}", server.log());
     assert_eq!(m_lines(&off), ["m=audio 0 RTP/AVP 0"]);
     // What was sent before the answer took effect is read first; then nothing comes.
@@ -84,7 +60,7 @@ fn a_reinvite_disabling_the_audio_stops_rtp_until_one_enables_it_and_the_call_go
 
     // A port again: our port in the answer, and the prompts' RTP comes back.
     let offer = c.uac.offer("sendrecv").replace("o=test 1 1", "o=test 1 3");
-    let on = reinvite(&mut c, &server, &offer);
+    let on = c.reinvite(&offer);
     assert_eq!(on.status(), Some(200));
     assert_eq!(
         m_lines(&on),
@@ -95,7 +71,7 @@ fn a_reinvite_disabling_the_audio_stops_rtp_until_one_enables_it_and_the_call_go
 
     // Disabled again, the caller's BYE still ends the call.
     let offer = disabled_offer(&c, 4);
-    let off = reinvite(&mut c, &server, &offer);
+    let off = c.reinvite(&offer);
     assert_eq!(off.status(), Some(200));
     c.hang_up();
     server.expect_log("call ended", 1, Duration::from_secs(5));
@@ -117,7 +93,7 @@ fn a_call_left_without_audio_ends_as_a_silent_one() {
     let server = ServerProcess::start(&w, "47650-47698", &[]);
     let mut c = Phone::dial(&server, "8500", "1001");
     let offer = disabled_offer(&c, 2);
-    let off = reinvite(&mut c, &server, &offer);
+    let off = c.reinvite(&offer);
     assert_eq!(off.status(), Some(200));
     assert!(
         c.wait_for_bye(Duration::from_secs(20)),

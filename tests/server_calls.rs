@@ -433,6 +433,58 @@ fn with_session_reject_a_second_login_is_refused_and_audited() {
     server.expect_log("outcome=logged_in mailbox=2002", 1, CALL);
 }
 
+/// A call saying its last words no longer holds its mailbox: under `reject`, another phone
+/// logs in while the first waits (up to 30 s) for its caller, who held the call, to hear
+/// goodbye.
+#[test]
+fn a_call_saying_goodbye_leaves_the_mailbox_free() {
+    let w = Workdir::provisioned(&[("2002", "6048", false)]);
+    with_dialplan(
+        &w,
+        "[[route]]\nmatch = \"8500\"\napplication = \"voice-portal\"\nsession = \"reject\"\n",
+    );
+    let server = ServerProcess::start(&w, "48000-48098", &[]);
+    let mut first = Phone::dial(&server, "8500", "2002");
+    first.keys("2002#6048#");
+    server.expect_log("logged in mailbox=2002", 1, CALL);
+    let hold = first
+        .uac
+        .offer("sendonly")
+        .replace("o=test 1 1", "o=test 1 2");
+    assert_eq!(first.reinvite(&hold).status(), Some(200));
+    first.keys("*");
+    server.expect_log("the mailbox is free", 1, CALL);
+    // The second phone is let in, not told the mailbox is in use.
+    let mut second = Phone::dial(&server, "8500", "2002");
+    second.keys("2002#6048#");
+    server.expect_log("logged in mailbox=2002", 2, CALL);
+    assert!(
+        !second.ignore_bye(Duration::from_secs(2)),
+        "{}",
+        server.log()
+    );
+    assert!(!server.log().contains("outcome=in_use"), "{}", server.log());
+    assert!(
+        !event_names(&w.audit("2002")).contains(&"login.in_use"),
+        "{}",
+        server.log()
+    );
+    // The first, still waiting for its caller, says goodbye once they are back.
+    assert!(
+        !first.ignore_bye(Duration::from_millis(100)),
+        "{}",
+        server.log()
+    );
+    let resume = first
+        .uac
+        .offer("sendrecv")
+        .replace("o=test 1 1", "o=test 1 3");
+    assert_eq!(first.reinvite(&resume).status(), Some(200));
+    assert!(first.wait_for_bye(CALL), "{}", server.log());
+    second.hang_up();
+    server.expect_log("outcome=logged_in mailbox=2002", 2, CALL);
+}
+
 /// A dialled string a `.` route takes is logged escaped: its line breaks cannot forge a
 /// log line.
 #[test]

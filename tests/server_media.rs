@@ -369,22 +369,11 @@ fn a_reinvite_while_a_key_is_held_does_not_double_it() {
     assert_eq!(log.matches("key pressed").count(), 10, "{log}");
 }
 
-/// Sends a re-INVITE with `offer`, waits for its 200 (an SDP answer) and ACKs it.
+/// Sends a re-INVITE with `offer` and ACKs its answer, which must be a 200 with SDP.
 fn reinvite(server: &ServerProcess, uac: &mut Uac, sip: &UdpSocket, offer: &str) {
-    let request = uac.invite(offer);
-    sip.send_to(&request, server.sip).unwrap();
-    let mut buf = [0_u8; 65_535];
-    let ok = loop {
-        let (n, _) = sip.recv_from(&mut buf).expect("an answer to the re-INVITE");
-        let m = parse(&buf[..n]);
-        match m.status() {
-            Some(200) => break m,
-            Some(s) if s >= 300 => panic!("re-INVITE refused: {s}"),
-            _ => {}
-        }
-    };
+    let ok = common::phone::reinvite(uac, sip, server.sip, offer);
+    assert_eq!(ok.status(), Some(200), "re-INVITE refused");
     assert!(String::from_utf8_lossy(ok.body()).contains("m=audio"));
-    sip.send_to(&uac.ack_2xx(""), server.sip).unwrap();
 }
 
 #[test]

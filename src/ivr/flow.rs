@@ -66,6 +66,10 @@ pub enum Action {
     /// The new passcode was keyed differently the second time: audit the refused change
     /// (nothing is asked of the store but the record; no answer is awaited).
     Mismatched(Extension),
+    /// The call is saying its last words: it no longer holds the mailbox it logged in to
+    /// (for the one-session-per-mailbox rule), so another phone's login neither waits for
+    /// it nor ends it. Comes once, after [`Action::LoggedIn`], unless that login was refused.
+    LoggedOut(Extension),
     /// End the call (BYE).
     Hangup,
 }
@@ -1072,6 +1076,11 @@ impl Flow {
         }
         self.type_ahead.clear();
         self.new_passcode = None;
+        if let Some(mailbox) = self.logged_in.clone()
+            && !matches!(self.step, Step::Leaving { .. } | Step::Over)
+        {
+            self.actions.push_back(Action::LoggedOut(mailbox));
+        }
         self.say_last(ids);
     }
 

@@ -603,6 +603,14 @@ impl CallTask {
                         store.record_mismatch(&mailbox, &actor, now)
                     });
                 }
+                Action::LoggedOut(mailbox) => {
+                    tracing::debug!(%mailbox, "saying goodbye; the mailbox is free");
+                    self.shared
+                        .sessions
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .logout(self.call);
+                }
                 Action::Hangup => {
                     if !self.hanging_up {
                         self.hanging_up = true;

@@ -6,7 +6,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use vportal::sip::{HeaderName, Method};
+use vportal::sip::{HeaderName, Message, Method};
 
 use super::rtp::{RtpOut, bind_pair};
 use super::server::ServerProcess;
@@ -100,6 +100,11 @@ impl Phone {
             answer: body,
             server_sip: server.sip,
         }
+    }
+
+    /// Sends a re-INVITE with `offer`, waits for its final answer and, if 2xx, ACKs it.
+    pub fn reinvite(&mut self, offer: &str) -> Message {
+        reinvite(&mut self.uac, &self.sip, self.server_sip, offer)
     }
 
     /// Keys as RFC 4733 events on payload type 101.
@@ -202,4 +207,24 @@ impl Phone {
         }
         panic!("no 200 to BYE");
     }
+}
+
+/// Sends a re-INVITE with `offer` from `uac` over `sip`, waits for its final answer (not the
+/// answers to requests sent before it, still waiting to be read) and, if 2xx, ACKs it.
+pub fn reinvite(uac: &mut Uac, sip: &UdpSocket, server: SocketAddr, offer: &str) -> Message {
+    let request = uac.invite(offer);
+    sip.send_to(&request, server).unwrap();
+    let mut buf = [0_u8; 65_535];
+    let answer = loop {
+        let (n, _) = sip.recv_from(&mut buf).expect("an answer to the re-INVITE");
+        let m = parse(&buf[..n]);
+        let cseq = m.values(HeaderName::CSeq).next().unwrap_or_default();
+        if m.status().is_some_and(|s| s >= 200) && cseq.ends_with("INVITE") {
+            break m;
+        }
+    };
+    if answer.status() == Some(200) {
+        sip.send_to(&uac.ack_2xx(""), server).unwrap();
+    }
+    answer
 }
