@@ -86,6 +86,8 @@ pub struct RtcpStats {
     pub received: u64,
     /// Datagrams that were not valid RTCP.
     pub malformed: u64,
+    /// Valid RTCP with no report first ([`Unread::NoReport`]).
+    pub no_report: u64,
 }
 
 /// What a sender report says of our own stream.
@@ -99,10 +101,19 @@ pub struct SenderInfo {
     pub timestamp: u32,
 }
 
-/// Why a datagram is not RTCP we could read.
+/// Why an RTCP datagram was not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("malformed RTCP")]
-pub struct Malformed;
+pub enum Unread {
+    /// Not valid RTCP (RFC 3550 A.2: version 2, lengths that add up to the datagram,
+    /// padding only on the last packet).
+    #[error("malformed RTCP")]
+    Malformed,
+    /// Valid RTCP packets, but no sender or receiver report first, as RFC 3550 §6.1 asks of
+    /// a compound packet: an APP packet alone, say, which baresip sends to keep a NAT
+    /// binding open. Nothing in it is read.
+    #[error("RTCP without a report")]
+    NoReport,
+}
 
 /// Reception statistics of one source (RFC 3550 A.3, A.8).
 #[derive(Debug, Clone)]
@@ -390,32 +401,33 @@ impl Rtcp {
     /// types it does not use (SDES, BYE, APP, feedback) are skipped.
     ///
     /// # Errors
-    /// [`Malformed`] when the datagram is not a valid compound packet (RFC 3550 A.2: version
-    /// 2, a sender or receiver report first, lengths that add up to the datagram, padding
-    /// only on the last packet); what came before the fault has been read.
-    pub fn receive(&mut self, datagram: &[u8], now: Instant) -> Result<(), Malformed> {
+    /// [`Unread::Malformed`] when the datagram is not valid RTCP (RFC 3550 A.2: version 2,
+    /// lengths that add up to the datagram, padding only on the last packet); what came
+    /// before the fault has been read. [`Unread::NoReport`] when it is, but does not start
+    /// with a sender or receiver report (no reduced-size RTCP, RFC 5506, is agreed).
+    pub fn receive(&mut self, datagram: &[u8], now: Instant) -> Result<(), Unread> {
         let result = self.read(datagram, now);
         match result {
             Ok(()) => self.stats.received += 1,
-            Err(Malformed) => self.stats.malformed += 1,
+            Err(Unread::Malformed) => self.stats.malformed += 1,
+            Err(Unread::NoReport) => self.stats.no_report += 1,
         }
         result
     }
 
-    fn read(&mut self, datagram: &[u8], now: Instant) -> Result<(), Malformed> {
-        // RFC 3550 A.2: a compound packet starts with a report (no reduced-size RTCP, RFC
-        // 5506, is agreed).
-        if !matches!(datagram.get(1), Some(&(SR | RR))) {
-            return Err(Malformed);
+    fn read(&mut self, datagram: &[u8], now: Instant) -> Result<(), Unread> {
+        let reported = matches!(datagram.get(1), Some(&(SR | RR)));
+        if datagram.is_empty() {
+            return Err(Unread::Malformed);
         }
         let mut rest = datagram;
         while !rest.is_empty() {
             let [first, pt, hi, lo, ..] = *rest else {
-                return Err(Malformed);
+                return Err(Unread::Malformed);
             };
             let len = (usize::from(u16::from_be_bytes([hi, lo])) + 1) * 4;
             if first >> 6 != 2 || len > rest.len() {
-                return Err(Malformed);
+                return Err(Unread::Malformed);
             }
             let (packet, next) = rest.split_at(len);
             let mut body = &packet[4..];
@@ -423,34 +435,39 @@ impl Rtcp {
                 // Padding: only the last packet may have it, its last byte says how much.
                 let pad = usize::from(packet[len - 1]);
                 if !next.is_empty() || pad == 0 || pad > body.len() {
-                    return Err(Malformed);
+                    return Err(Unread::Malformed);
                 }
                 body = &body[..body.len() - pad];
             }
             let count = usize::from(first & 0x1f);
             match pt {
+                _ if !reported => {}
                 SR => {
                     let [s0, s1, s2, s3, n0, n1, n2, n3, n4, n5, n6, n7, ..] = *body else {
-                        return Err(Malformed);
+                        return Err(Unread::Malformed);
                     };
                     let ssrc = Ssrc(u32::from_be_bytes([s0, s1, s2, s3]));
                     let ntp = u64::from_be_bytes([n0, n1, n2, n3, n4, n5, n6, n7]);
                     if let Some(source) = self.sources.iter_mut().find(|s| s.ssrc == ssrc) {
                         source.last_sr = Some(((ntp >> 16) as u32, now));
                     }
-                    self.read_blocks(body.get(24..).ok_or(Malformed)?, count, now)?;
+                    self.read_blocks(body.get(24..).ok_or(Unread::Malformed)?, count, now)?;
                 }
-                RR => self.read_blocks(body.get(4..).ok_or(Malformed)?, count, now)?,
+                RR => self.read_blocks(body.get(4..).ok_or(Unread::Malformed)?, count, now)?,
                 _ => {}
             }
             rest = next;
         }
-        Ok(())
+        if reported {
+            Ok(())
+        } else {
+            Err(Unread::NoReport)
+        }
     }
 
     /// `count` report blocks at the start of `blocks`; the one on our stream is kept.
-    fn read_blocks(&mut self, blocks: &[u8], count: usize, now: Instant) -> Result<(), Malformed> {
-        let blocks = blocks.get(..count * 24).ok_or(Malformed)?;
+    fn read_blocks(&mut self, blocks: &[u8], count: usize, now: Instant) -> Result<(), Unread> {
+        let blocks = blocks.get(..count * 24).ok_or(Unread::Malformed)?;
         for block in blocks.chunks_exact(24) {
             let word =
                 |i: usize| u32::from_be_bytes([block[i], block[i + 1], block[i + 2], block[i + 3]]);
@@ -490,6 +507,9 @@ mod tests {
     use crate::media::rtp::ExtSeq;
     use proptest::prelude::*;
     use rand::SeedableRng;
+
+    /// RFC 3550 §6.7, application-defined.
+    const APP: u8 = 204;
     use rand::rngs::StdRng;
 
     const MS: Duration = Duration::from_millis(1);
@@ -770,12 +790,30 @@ mod tests {
             &[0xa0, RR, 0, 1, 0, 0, 0, 0], // padding of 0
             &[0xa0, RR, 0, 1, 0, 0, 0, 9], // more padding than the packet
             &[0xa0, RR, 0, 1, 0, 0, 0, 4, 0x80, RR, 0, 1, 0, 0, 0, 2], // padding not last
-            &[0x80, SDES, 0, 0],           // no report first (RFC 3550 A.2)
-            &[0x81, BYE, 0, 1, 0, 0, 0, 2],
+            &[0x80, SDES, 0, 1, 0, 0, 0],  // a packet cut short, no report first
+            &[0x80, APP, 0, 5, 0, 0, 0, 2], // longer than the datagram, no report first
         ] {
-            assert_eq!(rtcp.receive(bad, start), Err(Malformed), "{bad:?}");
+            assert_eq!(rtcp.receive(bad, start), Err(Unread::Malformed), "{bad:?}");
         }
         assert_eq!(rtcp.stats().malformed, 11);
+        // Valid packets with no report first (RFC 3550 A.2) are not read, and counted
+        // apart: baresip's keepalive, an APP packet "PING" alone, among them.
+        let baresip_ping = [0x80, APP, 0, 2, 0, 0, 0, 2, b'P', b'I', b'N', b'G'];
+        for unreported in [
+            &[0x80, SDES, 0, 0][..],
+            &[0x81, BYE, 0, 1, 0, 0, 0, 2],
+            &baresip_ping,
+            &[0x81, BYE, 0, 1, 0, 0, 0, 2, 0x80, RR, 0, 1, 0, 0, 0, 2], // the report not first
+        ] {
+            let before = rtcp.stats();
+            assert_eq!(
+                rtcp.receive(unreported, start),
+                Err(Unread::NoReport),
+                "{unreported:?}"
+            );
+            assert_eq!(rtcp.stats().malformed, before.malformed);
+        }
+        assert_eq!(rtcp.stats().no_report, 4);
         assert_eq!(rtcp.stats().received, 1);
         // Padding on the last packet, and types not read after the report, are fine.
         let padded = [0x80, RR, 0, 1, 0, 0, 0, 2, 0x80, SDES, 0, 1, 0, 0, 0, 4];
@@ -819,7 +857,10 @@ mod tests {
             let before = rtcp.stats();
             let _ = rtcp.receive(&datagram, start);
             let after = rtcp.stats();
-            prop_assert_eq!(after.received + after.malformed, before.received + before.malformed + 1);
+            prop_assert_eq!(
+                after.received + after.malformed + after.no_report,
+                before.received + before.malformed + before.no_report + 1
+            );
         }
     }
 }

@@ -753,6 +753,7 @@ fn log_end(s: &Stream) {
         rtcp_sent = rtcp.sent,
         rtcp_received = rtcp.received,
         rtcp_malformed = rtcp.malformed,
+        rtcp_without_report = rtcp.no_report,
         lost = ours.map(|r| r.lost),
         jitter_ms = ours.map(|r| ms(r.jitter)),
         peer_lost = theirs.map(|p| p.cumulative_lost),
