@@ -75,6 +75,8 @@ struct Call {
     logged_in: Vec<Extension>,
     /// Mailboxes the flow gave up as it began its last words.
     logged_out: Vec<Extension>,
+    /// The flow let the media stop.
+    quiet: bool,
     /// The session rule refuses this call's login (`session = "reject"` with the mailbox in
     /// another call): the call task answers `LoggedIn` with `handle_in_use` at once.
     in_use: bool,
@@ -98,6 +100,7 @@ impl Call {
             barge_ins: 0,
             logged_in: Vec::new(),
             logged_out: Vec::new(),
+            quiet: false,
             in_use: false,
             hung_up: false,
             login: None,
@@ -148,6 +151,7 @@ impl Call {
             };
             match action {
                 Action::Play(p) => {
+                    assert!(!self.quiet, "a prompt after the media stopped");
                     let ids = p.items.iter().map(|i| match i {
                         Item::Prompt(p) => p.id().to_owned(),
                         Item::Silence(_) => "silence".to_owned(),
@@ -201,6 +205,10 @@ impl Call {
                 Action::LoggedOut(m) => {
                     assert!(!self.hung_up, "logged out after the BYE");
                     self.logged_out.push(m);
+                }
+                Action::Quiet => {
+                    assert!(!self.quiet, "quiet twice");
+                    self.quiet = true;
                 }
                 Action::Hangup => self.hung_up = true,
             }
@@ -950,6 +958,7 @@ fn last_words_played_into_a_hold_are_said_when_the_caller_is_back() {
         assert_eq!(c.last(), last);
         c.finish();
         assert!(!c.hung_up, "waits for the caller");
+        assert!(!c.quiet, "keeps the media to say them again");
         c
     };
     let mut c = failing(&store());
@@ -1052,8 +1061,12 @@ fn last_words_played_into_a_hold_are_said_when_the_caller_is_back() {
 #[test]
 fn the_bye_lets_the_phone_play_out_the_goodbye() {
     let mut c = Call::portal(&store());
-    c.keys("2002#").keys("5937#").keys("*").finish();
+    c.keys("2002#").keys("5937#").keys("*");
     assert_eq!(c.last(), ["goodbye"]);
+    assert!(!c.quiet, "the media goes on while goodbye plays");
+    c.finish();
+    // Heard: the media stops, nothing more is sent while the phone plays out its end.
+    assert!(c.quiet);
     assert!(!c.hung_up);
     c.advance(LINGER - Duration::from_millis(1));
     assert!(!c.hung_up);

@@ -95,6 +95,8 @@ struct Sim {
     refused_in_use: bool,
     /// The flow gave the mailbox up (its last words began).
     logged_out: bool,
+    /// The flow let the media stop (its last words heard).
+    quiet: bool,
     /// The store stored a new passcode.
     changed: bool,
     flow_hung_up: bool,
@@ -131,6 +133,7 @@ impl Sim {
             login_reported: false,
             refused_in_use: false,
             logged_out: false,
+            quiet: false,
             changed: false,
             flow_hung_up: false,
             caller_gone: false,
@@ -275,6 +278,7 @@ impl Sim {
             match action {
                 Action::Play(playback) => {
                     assert!(!playback.items.is_empty(), "an empty prompt");
+                    assert!(!self.quiet, "a prompt after the media stopped");
                     if let Some((old, _)) =
                         self.playing.replace((playback.token, playback.barge_in))
                     {
@@ -359,6 +363,12 @@ impl Sim {
                     assert!(!self.logged_out, "logged out twice");
                     assert!(self.job.is_none(), "logged out with a store job in flight");
                     self.logged_out = true;
+                }
+                Action::Quiet => {
+                    assert!(!self.quiet, "quiet twice");
+                    assert_ne!(self.flow.outcome(), Outcome::InProgress);
+                    assert!(self.playing.is_none(), "quiet while a prompt plays");
+                    self.quiet = true;
                 }
                 Action::Hangup => {
                     assert_ne!(self.flow.outcome(), Outcome::InProgress);

@@ -8,7 +8,9 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use common::Workdir;
 use common::phone::Phone;
@@ -451,6 +453,54 @@ fn last_words_said_during_a_hold_are_said_when_the_caller_is_back() {
         .filter(|e| e["event"] == "login.failure")
         .count();
     assert_eq!(failed, 3, "{failures:?}");
+}
+
+/// Once goodbye is heard the media stops, and the BYE comes half a second later: the phone
+/// plays out the end of the words it holds, and nothing is sent meanwhile.
+#[test]
+fn no_rtp_flows_between_the_goodbye_and_the_bye() {
+    let w = Workdir::provisioned(&[("2002", "6048", false)]);
+    let server = ServerProcess::start(&w, "48100-48198", &[]);
+    let mut c = Phone::dial(&server, "8500", "2002");
+    c.keys("2002#6048#");
+    server.expect_log("logged in mailbox=2002", 1, Duration::from_secs(20));
+    let socket = c.rtp.socket.try_clone().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let arrivals = std::thread::spawn(move || {
+        socket
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(15);
+        let mut buf = [0_u8; 2_048];
+        let mut at = Vec::new();
+        while Instant::now() < end && !stopped.load(Ordering::Relaxed) {
+            if socket.recv_from(&mut buf).is_ok() {
+                at.push(Instant::now());
+            }
+        }
+        at
+    });
+    c.keys("*");
+    let pressed = Instant::now();
+    assert!(c.wait_for_bye(Duration::from_secs(10)), "{}", server.log());
+    let bye = Instant::now();
+    // Anything sent after the BYE would still be read.
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let arrivals = arrivals.join().unwrap();
+    let last = *arrivals.last().expect("RTP during the call");
+    assert!(
+        arrivals.iter().filter(|&&t| t > pressed).count() >= 20,
+        "goodbye was not played: {} packets after the key",
+        arrivals.iter().filter(|&&t| t > pressed).count()
+    );
+    assert!(last < bye, "RTP after the BYE");
+    assert!(
+        bye - last >= Duration::from_millis(400),
+        "RTP until {:?} before the BYE",
+        bye - last
+    );
 }
 
 #[test]

@@ -70,6 +70,9 @@ pub enum Action {
     /// (for the one-session-per-mailbox rule), so another phone's login neither waits for
     /// it nor ends it. Comes once, after [`Action::LoggedIn`], unless that login was refused.
     LoggedOut(Extension),
+    /// The last words are heard and nothing more will be played: the media may stop (the
+    /// BYE follows [`LINGER`] later). Comes at most once, and no [`Action::Play`] after it.
+    Quiet,
     /// End the call (BYE).
     Hangup,
 }
@@ -523,8 +526,12 @@ impl Flow {
             {
                 *until = Some(now + HELD_GOODBYE_WAIT);
             }
-            // Heard: the phone plays out what it holds of them, then the BYE.
-            Step::Leaving { until } => *until = Some(now + LINGER),
+            // Heard: the phone plays out what it holds of them, then the BYE. Nothing is
+            // sent meanwhile.
+            Step::Leaving { until } => {
+                *until = Some(now + LINGER);
+                self.actions.push_back(Action::Quiet);
+            }
             _ => {}
         }
     }
