@@ -507,11 +507,10 @@ mod tests {
     use crate::media::rtp::ExtSeq;
     use proptest::prelude::*;
     use rand::SeedableRng;
+    use rand::rngs::StdRng;
 
     /// RFC 3550 §6.7, application-defined.
     const APP: u8 = 204;
-    use rand::rngs::StdRng;
-
     const MS: Duration = Duration::from_millis(1);
 
     fn rng() -> StdRng {
