@@ -71,3 +71,28 @@ fn the_callers_media_is_followed_to_its_new_nat_port_without_a_reinvite() {
     let ended = log.lines().find(|l| l.contains("media ended")).unwrap();
     assert!(ended.contains(" rtp_followed=1"), "{ended}");
 }
+
+/// RTP bleed: a host at neither the SDP's IP nor the INVITE's that sends to the call's port
+/// before the caller does is not latched; its keys are not heard, and the caller, sending
+/// next from its NAT's address, is.
+#[test]
+fn a_stranger_sending_first_from_another_host_is_not_latched() {
+    let w = Workdir::provisioned(&[("1001", "4826", false)]);
+    let config = w.path().join("nat.toml");
+    std::fs::write(&config, "[rtp]\nsymmetric = true\n").unwrap();
+    let server = ServerProcess::start(&w, "48200-48248", &["--config", config.to_str().unwrap()]);
+    let c = Phone::dial(&server, "8500", "1001");
+    let stranger_socket = UdpSocket::bind("127.0.0.2:0").unwrap();
+    let mut stranger = RtpOut::new(stranger_socket.try_clone().unwrap(), c.server_rtp);
+    stranger.keys(101, "1001#");
+    assert!(
+        receive(&stranger_socket, Duration::from_millis(300)).is_empty(),
+        "the prompts went to the stranger"
+    );
+    assert!(!server.log().contains("key pressed"), "{}", server.log());
+    let nat = bind();
+    let mut caller = RtpOut::new(nat.try_clone().unwrap(), c.server_rtp);
+    caller.keys(101, "1001#4826#");
+    server.expect_log("logged in mailbox=1001", 1, Duration::from_secs(20));
+    expect_rtp(&nat, 10, "the prompts go to the caller");
+}

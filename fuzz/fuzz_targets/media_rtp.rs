@@ -22,7 +22,7 @@
 #![no_main]
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
@@ -58,6 +58,9 @@ fuzz_target!(|data: &[u8]| {
     let use_inband = flags & 16 != 0;
 
     let mut receiver = RtpReceiver::new(expected, latching);
+    // The call's SIP came from the first two sources' host; [::1] is latched only when an
+    // SDP names it.
+    receiver.set_signalling(IpAddr::from([127, 0, 0, 1]));
     let mut events = use_events.then(|| TelephoneEvents::new(te_pt));
     let mut inband = InbandDetector::new(InbandConfig::default());
     let mut timeline = Timeline::new();
@@ -119,6 +122,13 @@ fuzz_target!(|data: &[u8]| {
             // source before it is still heard until another one is.
             (Latching::Once, _) if Some(from) == before_move && first_source.is_none() => {}
             (Latching::Once, _) => {
+                // Latched only at the signalling's IP or the SDP's (no RTP bleed).
+                assert!(
+                    first_source.is_some()
+                        || from.ip() == IpAddr::from([127, 0, 0, 1])
+                        || signalled.is_some_and(|a| a.ip() == from.ip()),
+                    "{from} latched"
+                );
                 let first = *first_source.get_or_insert(from);
                 if from != first {
                     // Only a rebinding followed: the stream went on from `from` once the

@@ -7,7 +7,7 @@
 //! someone's call.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, RngExt};
@@ -212,6 +212,9 @@ pub struct RtpReceiver {
     expected: Option<SocketAddr>,
     /// The address the SDP last named (hold's none aside).
     signalled: Option<SocketAddr>,
+    /// The address the call's signalling came from (the INVITE's source): with latching,
+    /// a source is first latched only at its IP or the SDP's ([`RtpReceiver::accept`]).
+    signalling: Option<IpAddr>,
     latching: Latching,
     latched: bool,
     /// The source latched before the SDP moved the media, and how many packets it has
@@ -278,6 +281,7 @@ impl RtpReceiver {
         Self {
             expected,
             signalled: expected,
+            signalling: None,
             latching,
             latched: false,
             previous: None,
@@ -287,6 +291,21 @@ impl RtpReceiver {
             sequences: HashMap::new(),
             stats: ReceiveStats::default(),
         }
+    }
+
+    /// The call's signalling came from `ip`: with latching, a source at that IP may be
+    /// latched as well as one at the SDP's.
+    pub fn set_signalling(&mut self, ip: IpAddr) {
+        self.signalling = Some(ip);
+    }
+
+    /// Whether a source at `ip` may be latched: the SDP's IP (the phone itself, or a NAT
+    /// or media relay the SDP was fixed up for) or the signalling's (a phone behind a NAT
+    /// sends its SIP and its RTP from the NAT's address). Any other host could latch the
+    /// call by sending first (RTP bleed: its packets, sent to the port before the ACK,
+    /// wait in the socket and are read before the caller's).
+    fn latchable(&self, ip: IpAddr) -> bool {
+        self.signalled.is_some_and(|a| a.ip() == ip) || self.signalling == Some(ip)
     }
 
     /// The address media is accepted from (and sent to), once known.
@@ -435,20 +454,26 @@ impl RtpReceiver {
             self.stats.malformed += 1;
             return None;
         }
-        // With latching, the first source seen is latched even when it is the SDP's address:
-        // else a stranger's packet could still latch later and take the call over.
+        // With latching, the first source seen at the SDP's or the signalling's IP is
+        // latched, even when it is the SDP's address: else a stranger's packet could still
+        // latch later and take the call over.
         let trusted = match (self.expected, self.latching) {
             (_, Latching::Once) if !self.latched => {
+                let latchable = self.latchable(from.ip());
                 match &mut self.previous {
                     Some((previous, heard)) if *previous == from => {
                         *heard += 1;
                         if *heard >= RELATCH_AFTER {
                             self.latch(from);
                         }
+                        true
                     }
-                    _ => self.latch(from),
+                    _ if latchable => {
+                        self.latch(from);
+                        true
+                    }
+                    _ => false,
                 }
-                true
             }
             (Some(addr), _) if addr == from => true,
             (Some(_), Latching::Once) => {
@@ -501,6 +526,13 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
+
+    /// A receiver whose call's signalling came from the caller's NAT, 127.0.0.1.
+    fn receiver(expected: Option<SocketAddr>, latching: Latching) -> RtpReceiver {
+        let mut r = RtpReceiver::new(expected, latching);
+        r.set_signalling(IpAddr::from([127, 0, 0, 1]));
+        r
+    }
 
     #[test]
     fn sequence_extension_across_wraps_and_reordering() {
@@ -560,7 +592,7 @@ mod tests {
         let t0 = Instant::now();
         let caller: SocketAddr = "127.0.0.1:6000".parse().unwrap();
         let stranger: SocketAddr = "127.0.0.1:6666".parse().unwrap();
-        let mut r = RtpReceiver::new(Some(caller), Latching::Off);
+        let mut r = receiver(Some(caller), Latching::Off);
         assert!(r.accept(stranger, &rtp(1, 9), t0).is_none());
         let packet = rtp(2, 9);
         let ok = r.accept(caller, &packet, t0).unwrap();
@@ -582,7 +614,7 @@ mod tests {
         let t0 = Instant::now();
         let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let other: SocketAddr = "127.0.0.1:40002".parse().unwrap();
-        let mut r = RtpReceiver::new(None, Latching::Once);
+        let mut r = receiver(None, Latching::Once);
         assert!(r.accept(nat, &rtp(1, 1), t0).is_some());
         assert_eq!(r.source(), Some(nat));
         assert!(r.accept(other, &rtp(2, 1), t0).is_none(), "no second latch");
@@ -590,17 +622,17 @@ mod tests {
         assert_eq!(r.settled_source(), None);
         // An SDP address given before the latch is where media goes until then.
         let sdp: SocketAddr = "127.0.0.1:6000".parse().unwrap();
-        let waiting = RtpReceiver::new(Some(sdp), Latching::Once);
+        let waiting = receiver(Some(sdp), Latching::Once);
         assert_eq!(
             (waiting.source(), waiting.settled_source()),
             (Some(sdp), None)
         );
         assert_eq!(
-            RtpReceiver::new(Some(sdp), Latching::Off).settled_source(),
+            receiver(Some(sdp), Latching::Off).settled_source(),
             Some(sdp)
         );
         // Without latching and without an SDP address nothing is trusted.
-        let mut closed = RtpReceiver::new(None, Latching::Off);
+        let mut closed = receiver(None, Latching::Off);
         assert!(closed.accept(nat, &rtp(1, 1), t0).is_none());
     }
 
@@ -610,7 +642,7 @@ mod tests {
         let private: SocketAddr = "127.0.0.2:30000".parse().unwrap();
         let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let moved: SocketAddr = "127.0.0.1:41000".parse().unwrap();
-        let mut r = RtpReceiver::new(Some(private), Latching::Once);
+        let mut r = receiver(Some(private), Latching::Once);
         assert!(r.accept(nat, &rtp(1, 1), t0).is_some());
         // A session refresh naming the same address, and hold naming none, keep the latch.
         r.update_expected(Some(private));
@@ -637,7 +669,7 @@ mod tests {
         );
         assert_eq!(r.source(), Some(moved));
         // Without latching the SDP's address is simply followed.
-        let mut plain = RtpReceiver::new(Some(private), Latching::Off);
+        let mut plain = receiver(Some(private), Latching::Off);
         plain.update_expected(Some(moved));
         assert_eq!(plain.settled_source(), Some(moved));
         assert!(plain.accept(moved, &rtp(1, 1), t0).is_some());
@@ -649,7 +681,7 @@ mod tests {
         // The SDP moved, the media did not (a NAT's mapping that survived the change).
         let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let moved: SocketAddr = "127.0.0.3:30000".parse().unwrap();
-        let mut r = RtpReceiver::new(None, Latching::Once);
+        let mut r = receiver(None, Latching::Once);
         assert!(r.accept(nat, &rtp(1, 1), t0).is_some());
         r.update_expected(Some(moved));
         for seq in 2..=RELATCH_AFTER {
@@ -665,6 +697,38 @@ mod tests {
         assert!(r.accept(stranger, &rtp(100, 1), t0).is_none());
     }
 
+    /// RTP bleed: a host that sends to the call's port first (its packets wait in the
+    /// socket from before the ACK) is not latched unless it is at the SDP's or the
+    /// signalling's IP; the caller, sending next, is.
+    #[test]
+    fn only_the_sdp_or_signalling_ip_is_latched() {
+        let t0 = Instant::now();
+        let private: SocketAddr = "127.0.0.2:30000".parse().unwrap();
+        let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let stranger: SocketAddr = "127.0.0.9:5004".parse().unwrap();
+        let mut r = receiver(Some(private), Latching::Once);
+        for seq in 1..20 {
+            assert!(r.accept(stranger, &rtp(seq, 66), t0).is_none());
+        }
+        assert!(r.accept(nat, &rtp(1, 7), t0).is_some());
+        assert_eq!(r.source(), Some(nat));
+        assert_eq!(r.stats().foreign, 19);
+        // Without the signalling's IP, the SDP's alone.
+        let mut r = RtpReceiver::new(Some(private), Latching::Once);
+        assert!(r.accept(nat, &rtp(1, 7), t0).is_none());
+        let from_sdp_ip: SocketAddr = "127.0.0.2:31000".parse().unwrap();
+        assert!(r.accept(from_sdp_ip, &rtp(1, 7), t0).is_some());
+        assert_eq!(r.source(), Some(from_sdp_ip));
+        // A re-INVITE moving the media to another host makes that host's IP latchable.
+        let relay: SocketAddr = "127.0.0.5:20000".parse().unwrap();
+        let mut r = receiver(Some(private), Latching::Once);
+        assert!(r.accept(nat, &rtp(1, 7), t0).is_some());
+        r.update_expected(Some(relay));
+        assert!(r.accept(stranger, &rtp(2, 66), t0).is_none());
+        assert!(r.accept(relay, &rtp(1, 8), t0).is_some());
+        assert_eq!(r.source(), Some(relay));
+    }
+
     #[test]
     fn latching_onto_the_sdp_address_when_it_is_the_first_source() {
         let t0 = Instant::now();
@@ -672,7 +736,7 @@ mod tests {
         // seen, so it is latched, and a stranger's packet afterwards cannot take over.
         let sdp: SocketAddr = "127.0.0.1:6000".parse().unwrap();
         let stranger: SocketAddr = "127.0.0.1:6666".parse().unwrap();
-        let mut r = RtpReceiver::new(Some(sdp), Latching::Once);
+        let mut r = receiver(Some(sdp), Latching::Once);
         assert!(r.accept(sdp, &rtp(1, 1), t0).is_some());
         assert!(
             r.accept(stranger, &rtp(2, 1), t0).is_none(),
@@ -705,7 +769,7 @@ mod tests {
     /// `t0` (the last at `t0` + 180 ms).
     fn latched(nat: SocketAddr, t0: Instant) -> RtpReceiver {
         let sdp: SocketAddr = "127.0.0.2:30000".parse().unwrap();
-        let mut r = RtpReceiver::new(Some(sdp), Latching::Once);
+        let mut r = receiver(Some(sdp), Latching::Once);
         assert!(send(&mut r, nat, 7, 1..11, t0).iter().all(|&a| a));
         assert_eq!(r.source(), Some(nat));
         r
@@ -893,7 +957,7 @@ mod tests {
         let t0 = Instant::now();
         let sdp: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         let other: SocketAddr = "127.0.0.1:4010".parse().unwrap();
-        let mut r = RtpReceiver::new(Some(sdp), Latching::Off);
+        let mut r = receiver(Some(sdp), Latching::Off);
         assert!(send(&mut r, sdp, 7, 1..11, t0).iter().all(|&a| a));
         let later = t0 + 5 * FOLLOW_QUIET;
         assert!(!send(&mut r, other, 7, 11..31, later).contains(&true));

@@ -10,7 +10,7 @@
 //! reports go, the RFC 4733 receiver and the in-band detector on the audio's own timeline,
 //! and how each follows a re-INVITE or UPDATE ([`MediaSession::configure`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use serde::Deserialize;
@@ -55,6 +55,9 @@ pub struct SessionConfig {
     pub latching: Latching,
     /// When tones in the audio are keys.
     pub inband: InbandDtmf,
+    /// The IP the call's signalling came from: with latching, RTP and RTCP are first
+    /// latched only at it or at the SDP's IP (see [`RtpReceiver::accept`]).
+    pub signalling: Option<IpAddr>,
 }
 
 /// What the offer/answer agreed of the caller's media, as far as this module needs it. The
@@ -167,6 +170,9 @@ impl MediaSession {
             },
             disabled: false,
         };
+        if let Some(ip) = config.signalling {
+            me.receiver.set_signalling(ip);
+        }
         me.configure(remote);
         me
     }
@@ -433,7 +439,13 @@ mod tests {
     fn session(remote: &RemoteMedia, latching: Latching, inband: InbandDtmf) -> MediaSession {
         let mut rng = StdRng::seed_from_u64(1);
         let rtcp = Rtcp::new(Instant::now(), Ssrc(1), &mut rng);
-        MediaSession::new(remote, SessionConfig { latching, inband }, rtcp)
+        // The caller's NAT, where its SIP comes from too, is 127.0.0.1 in these tests.
+        let config = SessionConfig {
+            latching,
+            inband,
+            signalling: Some(IpAddr::from([127, 0, 0, 1])),
+        };
+        MediaSession::new(remote, config, rtcp)
     }
 
     /// An RFC 4733 packet on `pt`: `event` at timestamp `ts`, `duration` samples so far,

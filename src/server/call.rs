@@ -207,6 +207,7 @@ async fn run(
             source: incoming.source,
             call_id: incoming.call_id.clone(),
         },
+        source: incoming.source,
         call_id: incoming.call_id,
         rtp: Some(rtp),
         agreed: None,
@@ -307,6 +308,8 @@ struct CallTask {
     session_rule: SessionRule,
     /// Who the store's audit rows name: the caller's source address and Call-ID.
     actor: Actor,
+    /// Where the INVITE came from.
+    source: SocketAddr,
     /// The RTP socket until media starts; then it belongs to the media thread.
     rtp: Option<RtpPort>,
     /// The media agreed in the answer, waiting for the caller's ACK.
@@ -448,6 +451,7 @@ impl CallTask {
             rtcp,
             lease,
             media,
+            source: self.source,
             events: self.media_tx.clone(),
         }));
         self.flow.start(now());

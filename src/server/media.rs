@@ -120,6 +120,8 @@ pub(crate) struct StartMedia {
     pub(crate) rtcp: StdUdpSocket,
     pub(crate) lease: PortLease,
     pub(crate) media: Negotiated,
+    /// Where the call's INVITE came from.
+    pub(crate) source: SocketAddr,
     pub(crate) events: mpsc::UnboundedSender<MediaEvent>,
 }
 
@@ -296,6 +298,7 @@ impl MediaConfig {
                 Latching::Off
             },
             inband: self.inband,
+            signalling: None,
         }
     }
 }
@@ -477,6 +480,7 @@ impl Thread {
             rtcp,
             lease,
             media,
+            source,
             events,
         } = start;
         let Some(pt) = Pt::new(media.payload_type) else {
@@ -519,7 +523,11 @@ impl Thread {
         self.schedule.insert(out.poll_timeout(), token);
         self.tokens.insert(call, token);
         let rtcp = Rtcp::new(Instant::now(), out.sender().ssrc(), &mut self.rng);
-        let session = MediaSession::new(&remote, self.config.session(), rtcp);
+        let config = SessionConfig {
+            signalling: Some(source.ip()),
+            ..self.config.session()
+        };
+        let session = MediaSession::new(&remote, config, rtcp);
         let mut stream = Stream {
             call_id,
             socket,
