@@ -215,30 +215,45 @@ fn a_client_that_hangs_up_keeps_its_hashing_permit_until_the_work_is_done() {
 // ---------------------------------------------------------------------------------------
 // Connections.
 
-/// However many connections a client opens, the side-port keeps at most
-/// `MAX_CONNECTIONS`: further ones are closed at once, and the port serves again as soon as
-/// some are closed.
+/// A connection to `to` from `from` (any loopback address), served one request.
+fn served_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut head = [0_u8; 12];
+    stream.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200", "from {from:?}");
+    stream
+}
+
+/// Whether a connection from `from` is closed at once rather than served.
+fn refused_from(from: [u8; 4], to: SocketAddr) -> bool {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    let mut stream: TcpStream = socket.into();
+    let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    closed_within(&mut stream, Duration::from_secs(3)).is_some()
+}
+
+/// However many connections clients open, the side-port keeps at most `MAX_CONNECTIONS`:
+/// further ones are closed at once, and the port serves again as soon as some are closed.
 #[test]
 fn connections_beyond_the_limit_are_closed_at_once() {
     let api = Api::start(2);
     let max = vportal::admin::MAX_CONNECTIONS;
+    let per_client = vportal::admin::MAX_CONNECTIONS_PER_CLIENT;
+    // As many clients as it takes, each with all it may have.
+    let clients = max.div_ceil(per_client);
     let mut held: Vec<TcpStream> = (0..max)
-        .map(|_| TcpStream::connect(api.addr).unwrap())
+        .map(|i| served_from([127, 0, 1, 1 + (i % clients) as u8], api.addr))
         .collect();
-    // Each of them is served (one request, then kept alive).
-    for stream in &mut held {
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut head = [0_u8; 12];
-        stream.read_exact(&mut head).unwrap();
-        assert_eq!(&head, b"HTTP/1.1 200");
-    }
-    let mut extra = TcpStream::connect(api.addr).unwrap();
-    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-    let took = closed_within(&mut extra, Duration::from_secs(3));
     assert!(
-        took.is_some(),
+        refused_from([127, 0, 2, 1], api.addr),
         "connection {} was kept open beyond the limit",
         max + 1
     );
@@ -246,4 +261,21 @@ fn connections_beyond_the_limit_are_closed_at_once() {
     std::thread::sleep(Duration::from_millis(200));
     let r = common::http::request(api.addr, "GET", "/healthz", None, None);
     assert_eq!(r.status, 200);
+}
+
+/// One client may hold `MAX_CONNECTIONS_PER_CLIENT` of them, not every one: it cannot take
+/// the API, `/healthz` included, away from everyone else.
+#[test]
+fn one_client_cannot_hold_every_connection() {
+    let api = Api::start(2);
+    let per_client = vportal::admin::MAX_CONNECTIONS_PER_CLIENT;
+    let mut held: Vec<TcpStream> = (0..per_client)
+        .map(|_| served_from([127, 0, 3, 1], api.addr))
+        .collect();
+    assert!(refused_from([127, 0, 3, 1], api.addr), "one too many kept");
+    // Another client is served meanwhile; the first again once it closes one.
+    drop(served_from([127, 0, 3, 2], api.addr));
+    held.pop();
+    std::thread::sleep(Duration::from_millis(200));
+    held.push(served_from([127, 0, 3, 1], api.addr));
 }

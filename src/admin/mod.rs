@@ -47,6 +47,9 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// is closed as soon as it is accepted, so that no client can take every file descriptor of
 /// the process that also runs SIP and RTP.
 pub const MAX_CONNECTIONS: usize = 128;
+/// Connections one client (an IPv4 address, an IPv6 /64) may have open at once: one client
+/// holding every slot would take the API, `/healthz` included, away from everyone.
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 16;
 
 /// What the handlers share.
 pub struct AdminState {
@@ -221,7 +224,7 @@ impl AdminServer {
 
 /// `server` speaking HTTP/1.1 only, with [`CLIENT_TIMEOUT`] on the first request and on
 /// every request head, idle keep-alive waits included, and at most [`MAX_CONNECTIONS`]
-/// connections at once. HTTP/2 is left out: hyper has no timeout for an HTTP/2 connection
+/// connections at once, [`MAX_CONNECTIONS_PER_CLIENT`] from one client. HTTP/2 is left out: hyper has no timeout for an HTTP/2 connection
 /// idle after its first request, so a client could keep every slot for ever, and a small
 /// admin API gains nothing from it.
 fn limited<A: axum_server::Address, Acc>(
@@ -233,7 +236,12 @@ fn limited<A: axum_server::Address, Acc>(
         .http1()
         .header_read_timeout(Some(CLIENT_TIMEOUT));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_client = Arc::new(limit::PerClient::new(MAX_CONNECTIONS_PER_CLIENT));
     server
         .first_request_timeout(CLIENT_TIMEOUT)
-        .map(|inner| limit::Limited { inner, slots })
+        .map(|inner| limit::Limited {
+            inner,
+            slots,
+            per_client,
+        })
 }
