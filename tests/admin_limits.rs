@@ -212,6 +212,29 @@ fn a_client_that_hangs_up_keeps_its_hashing_permit_until_the_work_is_done() {
     }
 }
 
+/// A client that sends requests and never reads the answers does not keep its connection:
+/// once a write has waited `CLIENT_TIMEOUT` for it to read, the connection is closed.
+#[test]
+fn a_client_that_reads_nothing_is_disconnected() {
+    let api = Api::start(2);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4_096).unwrap();
+    socket.connect(&api.addr.into()).unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    // Far more answers than the buffers on the way hold; the server stops reading the
+    // requests once it cannot write, and this write then gives up.
+    let requests = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(100_000);
+    let _ = stream.write_all(&requests);
+    std::thread::sleep(vportal::admin::CLIENT_TIMEOUT + Duration::from_secs(3));
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(5)).is_some(),
+        "kept open while the client read nothing"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Connections.
 

@@ -13,7 +13,9 @@ use std::task::{Context, Poll};
 use axum_server::accept::Accept;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 
+use super::CLIENT_TIMEOUT;
 use crate::net::{Client, client_key};
 
 /// An acceptor that lets at most as many connections as `slots` has permits be open at once
@@ -119,6 +121,7 @@ where
                     stream,
                     _permit: permit,
                     _client: client,
+                    stalled: None,
                 },
                 service,
             ))
@@ -127,11 +130,39 @@ where
 }
 
 /// A connection holding one of the side-port's slots, and one of its client's, until it is
-/// closed.
+/// closed; closed when a write has made no progress for [`CLIENT_TIMEOUT`]: a client that
+/// sends requests and never reads the answers would otherwise keep it for ever (the
+/// header-read timeout runs only while a request head is awaited).
 pub(super) struct Held<T> {
     stream: T,
     _permit: OwnedSemaphorePermit,
     _client: ClientSlot,
+    /// Since when a write has waited for the client to read.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> Held<T> {
+    /// `result` of a write-side poll: a write waiting longer than [`CLIENT_TIMEOUT`] fails.
+    fn unless_stalled<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if result.is_ready() {
+            self.stalled = None;
+            return result;
+        }
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(CLIENT_TIMEOUT)));
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the admin client read nothing for too long",
+            )));
+        }
+        Poll::Pending
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Held<T> {
@@ -150,11 +181,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Held<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let result = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.unless_stalled(cx, result)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        let result = Pin::new(&mut self.stream).poll_flush(cx);
+        self.unless_stalled(cx, result)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -166,7 +199,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Held<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.unless_stalled(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {
