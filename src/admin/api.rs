@@ -911,8 +911,14 @@ async fn audit(
         None => None,
     };
     let event = match event.as_deref() {
+        // What was given is not repeated: it could be anything, a passcode typed in the
+        // wrong field included.
         Some(name) => Some(Event::parse(name).ok_or_else(|| {
-            ApiError::bad_request("invalid_query", format!("event: no audit event {name:?}"))
+            let names: Vec<&str> = Event::ALL.iter().map(|e| e.as_str()).collect();
+            ApiError::bad_request(
+                "invalid_query",
+                format!("event: not an audit event; one of {}", names.join(", ")),
+            )
         })?),
         None => None,
     };

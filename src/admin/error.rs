@@ -224,7 +224,7 @@ impl From<QueryRejection> for ApiError {
         let text = text
             .strip_prefix("Failed to deserialize query string: ")
             .unwrap_or(&text);
-        Self::bad_request("invalid_query", text.to_owned())
+        Self::bad_request("invalid_query", redact_path(&redact_values(text)))
     }
 }
 
@@ -249,7 +249,38 @@ fn body_error(text: &str) -> String {
         .split_once(": ")
         .map_or(text, |(_, rest)| rest)
         .to_owned();
-    redact_values(&detail)
+    redact_path(&redact_values(&detail))
+}
+
+/// The path serde writes before a message (`extensions[2]: invalid type …`) names the keys
+/// the client sent: kept when it is made of plain names (letters and `_`, with `[index]`),
+/// else cut, as a key that is a passcode (`{"4826": …}`) would be repeated.
+fn redact_path(message: &str) -> String {
+    let Some((path, rest)) = message.split_once(": ") else {
+        return message.to_owned();
+    };
+    if path.contains(' ') {
+        // No path: the message itself ("invalid type: …").
+        return message.to_owned();
+    }
+    let plain = path.split('.').all(|segment| {
+        let name = segment.split_once('[').map_or(segment, |(name, index)| {
+            if index
+                .strip_suffix(']')
+                .is_some_and(|i| i.bytes().all(|b| b.is_ascii_digit()))
+            {
+                name
+            } else {
+                ""
+            }
+        });
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_')
+    });
+    if plain {
+        message.to_owned()
+    } else {
+        format!("…: {rest}")
+    }
 }
 
 /// Replaces quoted values in a serde message (`invalid type: string "1234"`) by `"…"`,
@@ -328,6 +359,31 @@ mod tests {
         );
         // Two marks, or a mark beside a value, are no syntax mark.
         assert_eq!(redact_values("got `,1` and `}}`"), "got `…` and `…`");
+    }
+
+    #[test]
+    fn a_path_of_keys_that_are_not_names_is_cut() {
+        assert_eq!(
+            redact_path("extensions[2]: invalid type: integer `…`, expected a string"),
+            "extensions[2]: invalid type: integer `…`, expected a string"
+        );
+        assert_eq!(
+            redact_path("invalid type: integer `…`, expected a string"),
+            "invalid type: integer `…`, expected a string"
+        );
+        for path in ["739192", "pin4826", "a.4826", "x[4826a]", "[1]"] {
+            assert_eq!(
+                redact_path(&format!("{path}: unknown field `…`")),
+                "…: unknown field `…`",
+                "{path}"
+            );
+        }
+        assert_eq!(
+            body_error(
+                "Failed to deserialize: 739192: unknown field `739192`, expected one of `x`"
+            ),
+            "…: unknown field `…`, expected one of `x`"
+        );
     }
 
     #[test]
