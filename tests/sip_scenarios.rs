@@ -323,6 +323,24 @@ fn no_ack_means_bye_after_64_t1() {
     assert!(w.ep.is_idle());
 }
 
+/// A call never ACKed counts as such even when its time limit came first.
+#[test]
+fn no_ack_is_the_reason_even_past_a_shorter_call_limit() {
+    let mut w = World::with_config(|c| c.max_call_duration = Duration::from_secs(4));
+    w.send_invite();
+    w.accept();
+    w.advance(Duration::from_secs(33));
+    let bye = w
+        .inbox
+        .iter()
+        .find(|(_, t)| parse(&t.payload).method() == Some(&Method::Bye))
+        .cloned()
+        .expect("a BYE");
+    w.send(Uac::ok_to(&parse(&bye.1.payload)));
+    assert_eq!(w.ended(), Some(EndReason::NoAck));
+    assert!(w.ep.is_idle());
+}
+
 #[test]
 fn cancel_before_the_answer_gets_200_and_487() {
     let mut w = World::new();

@@ -1463,12 +1463,18 @@ impl Endpoint {
         }
         if let Some(p) = &mut call.pending_2xx {
             if now >= p.give_up {
-                // §13.3.1.4: no ACK within 64·T1: the session is over.
+                // §13.3.1.4: no ACK within 64·T1: the session is over. A call whose
+                // answer was never ACKed ended for that, whatever ended it meanwhile (its
+                // time limit, waiting for the ACK).
                 call.pending_2xx = None;
-                if call.state == CallState::Answered {
+                let never_acked = call.state == CallState::Answered;
+                if never_acked {
                     call.state = CallState::Confirmed;
                 }
-                let reason = call.hangup_after_ack.take().unwrap_or(EndReason::NoAck);
+                let reason = match call.hangup_after_ack.take() {
+                    Some(reason) if !never_acked => reason,
+                    _ => EndReason::NoAck,
+                };
                 self.hangup_with(handle, reason, now);
                 self.arm(TimerRef::Call(handle));
                 return;
