@@ -38,6 +38,11 @@ const SALT_LEN: usize = 16;
 /// The most memory a stored hash may ask for (1 GiB, in 1 KiB blocks): a row claiming more
 /// is treated as corrupt rather than allowed to exhaust memory.
 const MAX_BLOCKS: usize = 1 << 20;
+/// The most work a stored hash may ask for: memory blocks times passes, a single pass over
+/// 1 GiB (about 30 times what [`M_COST`] and [`T_COST`] cost): a row claiming more (a
+/// damaged or tampered database) is treated as corrupt rather than allowed to hold a
+/// hashing slot, and every login queued behind it, for hours.
+const MAX_WORK: u64 = 1 << 20;
 /// Buffers larger than this (64 MiB) are freed after use rather than kept for the next hash.
 const MAX_KEPT_BLOCKS: usize = 1 << 16;
 
@@ -189,7 +194,8 @@ impl Hasher {
         let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
             return Err(HashError::Corrupt);
         };
-        if params.block_count() > MAX_BLOCKS {
+        let work = (params.block_count() as u64).saturating_mul(u64::from(params.t_cost()));
+        if params.block_count() > MAX_BLOCKS || work > MAX_WORK {
             return Err(HashError::Corrupt);
         }
         let blocks = params.block_count();
@@ -525,12 +531,15 @@ mod tests {
     fn hostile_hashes_are_corrupt_not_expensive() {
         let h = hasher(1);
         let good = h.hash(&pin("4826")).unwrap();
-        // Memory beyond 1 GiB, another algorithm, no salt, no hash.
+        // Memory beyond 1 GiB, passes that would take hours, another algorithm, no salt,
+        // no hash.
         let huge = good.replace("m=7168", "m=4000000000");
+        let endless = good.replace("t=5", "t=100000");
         let argon2i = good.replace("$argon2id$", "$argon2x$");
         let (head, _) = good.rsplit_once('$').unwrap();
         for bad in [
             huge.as_str(),
+            endless.as_str(),
             argon2i.as_str(),
             head,
             "$argon2id$v=19$m=7168,t=5,p=1",
