@@ -487,18 +487,30 @@ fn the_side_port_refuses_plain_http_off_loopback_and_serves_https_with_a_certifi
         assert_eq!(server.log().contains(warning), warned, "{}", server.log());
     }
 
-    // With a certificate and key it speaks HTTPS only: plain HTTP gets no HTTP answer.
+    // With a certificate and key it speaks HTTPS only: plain HTTP gets no HTTP answer. A
+    // key others may read is warned about.
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-    let config = w.path().join("tls.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[admin]\ntls_cert = \"{fixtures}/admin-tls.crt\"\ntls_key = \"{fixtures}/admin-tls.key\"\n"
-        ),
-    )
-    .unwrap();
+    let key_warning = "the admin TLS key is a secret and others can read it";
+    let tls_config = |key: &str| {
+        let config = w.path().join("tls.toml");
+        std::fs::write(
+            &config,
+            format!("[admin]\ntls_cert = \"{fixtures}/admin-tls.crt\"\ntls_key = \"{key}\"\n"),
+        )
+        .unwrap();
+        config
+    };
+    let key = w.path().join("admin-tls.key");
+    std::fs::copy(format!("{fixtures}/admin-tls.key"), &key).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let config = tls_config(key.to_str().unwrap());
+    let server = ServerProcess::start(&w, "32500-32598", &["--config", config.to_str().unwrap()]);
+    assert!(server.log().contains(key_warning), "{}", server.log());
+    drop(server);
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let server = ServerProcess::start(&w, "32500-32598", &["--config", config.to_str().unwrap()]);
     assert!(server.log().contains("scheme=https"), "{}", server.log());
+    assert!(!server.log().contains(key_warning), "{}", server.log());
     let admin = server.admin.unwrap();
     let mut stream = std::net::TcpStream::connect(admin).unwrap();
     stream

@@ -261,10 +261,10 @@ fn parse_ttl(text: &str) -> Result<Ttl, String> {
     Ttl::new(ttl).map_err(|e| e.to_string())
 }
 
-/// A config file holding the admin token should be the owner's alone, as the pepper file
-/// must be (that one is refused otherwise; the config also holds what is not secret, so it
-/// is only warned about).
-fn warn_if_others_can_read(path: &std::path::Path) {
+/// A file holding a secret (`what`: the config file with the admin token, the admin TLS
+/// key) should be the owner's alone, as the pepper file must be (that one is refused
+/// otherwise; these are only warned about).
+pub(crate) fn warn_if_others_can_read(path: &std::path::Path, what: &str) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -274,7 +274,7 @@ fn warn_if_others_can_read(path: &std::path::Path) {
                 tracing::warn!(
                     path = %path.display(),
                     mode = format!("{mode:o}"),
-                    "the config file holds admin.token and others can read it: chmod 600 it"
+                    "{what} and others can read it: chmod 600 it"
                 );
             }
         }
@@ -299,7 +299,7 @@ impl Context {
             Some(path) => {
                 let config = Config::load(path)?;
                 if config.admin.token.is_some() {
-                    warn_if_others_can_read(path);
+                    warn_if_others_can_read(path, "the config file holds admin.token");
                 }
                 config
             }
