@@ -238,15 +238,19 @@ fn a_client_that_reads_nothing_is_disconnected() {
 // ---------------------------------------------------------------------------------------
 // Connections.
 
-/// A connection to `to` from `from` (any loopback address), served one request.
-fn served_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+/// A connection to `to` from `from` (any loopback address), a request sent on it.
+fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
     socket.connect(&to.into()).unwrap();
     let mut stream: TcpStream = socket.into();
+    let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
+}
+
+/// A connection to `to` from `from`, served one request.
+fn served_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+    let mut stream = connect_from(from, to);
     let mut head = [0_u8; 12];
     stream.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 200", "from {from:?}");
@@ -255,12 +259,7 @@ fn served_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
 
 /// Whether a connection from `from` is closed at once rather than served.
 fn refused_from(from: [u8; 4], to: SocketAddr) -> bool {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
-    socket.connect(&to.into()).unwrap();
-    let mut stream: TcpStream = socket.into();
-    let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-    closed_within(&mut stream, Duration::from_secs(3)).is_some()
+    closed_within(&mut connect_from(from, to), Duration::from_secs(3)).is_some()
 }
 
 /// However many connections clients open, the side-port keeps at most `MAX_CONNECTIONS`:
