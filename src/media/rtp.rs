@@ -305,7 +305,10 @@ impl RtpReceiver {
     /// call by sending first (RTP bleed: its packets, sent to the port before the ACK,
     /// wait in the socket and are read before the caller's).
     fn latchable(&self, ip: IpAddr) -> bool {
-        self.signalled.is_some_and(|a| a.ip() == ip) || self.signalling == Some(ip)
+        // A dual-stack socket's IPv4 peer is an IPv4-mapped address: the same host.
+        let ip = ip.to_canonical();
+        self.signalled.is_some_and(|a| a.ip().to_canonical() == ip)
+            || self.signalling.is_some_and(|s| s.to_canonical() == ip)
     }
 
     /// The address media is accepted from (and sent to), once known.
@@ -727,6 +730,10 @@ mod tests {
         assert!(r.accept(stranger, &rtp(2, 66), t0).is_none());
         assert!(r.accept(relay, &rtp(1, 8), t0).is_some());
         assert_eq!(r.source(), Some(relay));
+        // The signalling seen over a dual-stack socket (IPv4-mapped), RTP over IPv4.
+        let mut r = RtpReceiver::new(Some(private), Latching::Once);
+        r.set_signalling(IpAddr::V6(std::net::Ipv4Addr::LOCALHOST.to_ipv6_mapped()));
+        assert!(r.accept(nat, &rtp(1, 7), t0).is_some());
     }
 
     #[test]
