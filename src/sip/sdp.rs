@@ -1368,9 +1368,9 @@ mod tests {
         Result<Negotiated, OfferAnswerError>,
     );
 
-    /// The RTCP address by default: the port above RTP's.
-    fn above(rtp: SocketAddr) -> SocketAddr {
-        SocketAddr::new(rtp.ip(), rtp.port() + 1)
+    /// The RTCP address by default: the port above RTP's (none above 65535).
+    fn above(rtp: SocketAddr) -> Option<SocketAddr> {
+        Some(SocketAddr::new(rtp.ip(), rtp.port().checked_add(1)?))
     }
 
     fn ok(
@@ -1389,7 +1389,7 @@ mod tests {
             telephone_event_ours: None,
             ptime_ms,
             direction,
-            remote_rtcp: remote.map(above),
+            remote_rtcp: remote.and_then(above),
             rtcp_mux: false,
             disabled: false,
         })
@@ -2866,7 +2866,7 @@ mod tests {
                         accept_answer(&reparsed),
                         Ok(Negotiated {
                             remote_rtp: Some(local.addr),
-                            remote_rtcp: Some(above(local.addr)),
+                            remote_rtcp: above(local.addr),
                             direction: n.direction.reversed(),
                             // Ours (101) too, unless our answer gave it to the audio.
                             telephone_event_ours: n
@@ -2898,10 +2898,10 @@ mod tests {
             let reply = parse(&body).unwrap();
             prop_assert_eq!(reply.media().len(), offer.media_count);
             let back = accept_answer(&reply).unwrap();
-            prop_assert_eq!(n.remote_rtcp, Some(above(offer.remote)));
+            prop_assert_eq!(n.remote_rtcp, above(offer.remote));
             prop_assert_eq!(back, Negotiated {
                 remote_rtp: Some(local.addr),
-                remote_rtcp: Some(above(local.addr)),
+                remote_rtcp: above(local.addr),
                 direction: n.direction.reversed(),
                 // Read as an answer to our offer, whose number for events was 101 (unless
                 // this one gave it to the audio).
