@@ -1230,6 +1230,8 @@ fn audit_filters_and_attribution() {
         "?unknown=1",
         "?event=4826",
         "?48261=1",
+        "?pin%204826=1",
+        "?x%3A%204826=1",
     ] {
         let r = api.get(&format!("/api/v1/audit{bad}"));
         assert_eq!(r.status, 400, "{bad}: {}", r.body);
@@ -1403,6 +1405,13 @@ fn conflicts_and_invalid_fields() {
     r.assert_error(422, "invalid_field");
     assert!(r.body.contains("`expires`"), "{}", r.body);
     assert!(!r.body.contains("730518"), "{}", r.body);
+    // A key that is not a name, whatever it holds, is not repeated (a passcode typed as
+    // a key would be).
+    for key in ["730518", "pin 730518", "x: 730518", "a.730518"] {
+        let r = api.post("/api/v1/users", &json!({ "extension": "1002", key: 1 }));
+        assert_eq!(r.status, 422, "{key}: {}", r.body);
+        assert!(!r.body.contains("730518"), "{key}: {}", r.body);
+    }
 
     // A given passcode that breaks the policy: the codes are listed.
     let r = api.post(

@@ -205,10 +205,13 @@ impl From<JsonRejection> for ApiError {
                 "the body must be JSON, with Content-Type: application/json",
             ),
             // serde's message names the field: "unknown field `pin`, expected one of …".
-            JsonRejection::JsonDataError(e) => Self::invalid(body_error(&e.body_text())),
-            JsonRejection::JsonSyntaxError(e) => {
-                Self::bad_request("malformed_json", body_error(&e.body_text()))
-            }
+            JsonRejection::JsonDataError(e) => Self::invalid(
+                path_error::<serde_json::Error>(&e).unwrap_or_else(|| body_error(&e.body_text())),
+            ),
+            JsonRejection::JsonSyntaxError(e) => Self::bad_request(
+                "malformed_json",
+                path_error::<serde_json::Error>(&e).unwrap_or_else(|| body_error(&e.body_text())),
+            ),
             JsonRejection::BytesRejection(e) => {
                 body_rejection(e.status(), e.body_text(), "a JSON body is at most 64 KiB")
             }
@@ -224,7 +227,9 @@ impl From<QueryRejection> for ApiError {
         let text = text
             .strip_prefix("Failed to deserialize query string: ")
             .unwrap_or(&text);
-        Self::bad_request("invalid_query", redact_path(&redact_values(text)))
+        let message = path_error::<serde::de::value::Error>(&r)
+            .unwrap_or_else(|| redact_path(&redact_values(text)));
+        Self::bad_request("invalid_query", message)
     }
 }
 
@@ -239,6 +244,61 @@ pub(crate) fn body_rejection(status: StatusCode, text: String, limit: &str) -> A
     } else {
         ApiError::bad_request("bad_request", text)
     }
+}
+
+/// The message of the deserializing error behind `rejection`, when it is one with a path
+/// (what axum's JSON and query extractors give): the path with only its plain-name keys
+/// (letters and `_`; any other key, which could be a passcode sent as a key, is `…`), then
+/// serde's own message with its values cut ([`redact_values`]).
+fn path_error<E>(rejection: &(dyn std::error::Error + 'static)) -> Option<String>
+where
+    E: std::error::Error + 'static,
+{
+    let mut cause = Some(rejection);
+    let error = loop {
+        let current = cause?;
+        if let Some(e) = current.downcast_ref::<serde_path_to_error::Error<E>>() {
+            break e;
+        }
+        cause = current.source();
+    };
+    let name = |key: &str| {
+        if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_') {
+            key.to_owned()
+        } else {
+            "…".to_owned()
+        }
+    };
+    let mut path = String::new();
+    for segment in error.path().iter() {
+        match segment {
+            serde_path_to_error::Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+            serde_path_to_error::Segment::Map { key } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&name(key));
+            }
+            serde_path_to_error::Segment::Enum { variant } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&name(variant));
+            }
+            serde_path_to_error::Segment::Unknown => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push('?');
+            }
+        }
+    }
+    let message = redact_values(&error.inner().to_string());
+    Some(if path.is_empty() {
+        message
+    } else {
+        format!("{path}: {message}")
+    })
 }
 
 /// axum's JSON error text without its generic prefix. serde_json never quotes the input
