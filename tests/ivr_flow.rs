@@ -1020,6 +1020,20 @@ fn last_words_played_into_a_hold_are_said_when_the_caller_is_back() {
     c.advance(Duration::from_secs(20));
     assert_eq!(c.last(), ["time_limit", "goodbye"]);
     assert!(c.ends(), "hung up when they end");
+    // Nor said again to a caller back within the half second before the BYE: the media
+    // has stopped, and the BYE still comes.
+    let mut c = Call::portal_with(&store(), short.clone());
+    c.keys("2002#").keys("5937#");
+    c.flow.handle_hold(c.now, true);
+    c.advance(Duration::from_secs(20));
+    c.finish();
+    assert!(c.quiet);
+    let plays = c.played.len();
+    c.flow.handle_hold(c.now, false);
+    c.run();
+    assert_eq!(c.played.len(), plays, "said to media that has stopped");
+    c.advance(LINGER);
+    assert!(c.hung_up, "no BYE");
 
     // The limit passed while the last words play: going on and off hold cannot keep the
     // call up past them.

@@ -526,10 +526,11 @@ impl Flow {
             {
                 *until = Some(now + HELD_GOODBYE_WAIT);
             }
-            // Heard: the phone plays out what it holds of them, then the BYE. Nothing is
-            // sent meanwhile.
+            // Heard (or not to be waited for): the phone plays out what it holds of them,
+            // then the BYE. Nothing is sent meanwhile, so nothing is said again either.
             Step::Leaving { until } => {
                 *until = Some(now + LINGER);
+                self.unheard.clear();
                 self.actions.push_back(Action::Quiet);
             }
             _ => {}
