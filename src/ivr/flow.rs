@@ -70,8 +70,9 @@ pub enum Action {
     /// (for the one-session-per-mailbox rule), so another phone's login neither waits for
     /// it nor ends it. Comes once, after [`Action::LoggedIn`], unless that login was refused.
     LoggedOut(Extension),
-    /// The last words are heard and nothing more will be played: the media may stop (the
-    /// BYE follows [`LINGER`] later). Comes at most once, and no [`Action::Play`] after it.
+    /// The last words are heard and nothing more will be played: the media may stop
+    /// sending (the BYE follows [`LINGER`] later). Comes at most once, and no
+    /// [`Action::Play`] after it.
     Quiet,
     /// End the call (BYE).
     Hangup,

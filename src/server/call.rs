@@ -615,7 +615,7 @@ impl CallTask {
                         .unwrap_or_else(PoisonError::into_inner)
                         .logout(self.call);
                 }
-                Action::Quiet => self.shared.media(MediaCommand::End(self.call)),
+                Action::Quiet => self.shared.media(MediaCommand::Quiet(self.call)),
                 Action::Hangup => {
                     if !self.hanging_up {
                         self.hanging_up = true;

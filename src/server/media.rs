@@ -105,6 +105,9 @@ pub(crate) enum MediaCommand {
     Play(CallHandle, Playback),
     /// A key was pressed: stop the playback if it allows barge-in.
     BargeIn(CallHandle),
+    /// The call's last words are heard: send no more RTP (the call's BYE follows shortly;
+    /// its sockets stay open until [`MediaCommand::End`]).
+    Quiet(CallHandle),
     /// The call is over.
     End(CallHandle),
     /// Stands for a bug that ends the media thread (tests of what the server does then).
@@ -318,6 +321,8 @@ struct Stream {
     /// What the call hears, and where its RTP and RTCP go.
     session: Box<MediaSession>,
     events: mpsc::UnboundedSender<MediaEvent>,
+    /// The call has said its last words: nothing more is sent, whatever an SDP says.
+    quiet: bool,
     /// Last: fields drop in order, so the port pair goes back to the range only once both
     /// sockets are closed.
     _lease: PortLease,
@@ -464,6 +469,12 @@ impl Thread {
             MediaCommand::Update(call, media) => self.update(call, &media),
             MediaCommand::Play(call, playback) => self.play(call, playback),
             MediaCommand::BargeIn(call) => self.barge_in(call),
+            MediaCommand::Quiet(call) => {
+                if let Some(s) = self.stream(call) {
+                    s.quiet = true;
+                    s.out.set_sending(false);
+                }
+            }
             MediaCommand::End(call) => self.end(call),
             #[cfg(test)]
             MediaCommand::Fail => panic!("the media thread was told to fail"),
@@ -537,6 +548,7 @@ impl Thread {
             out,
             session: Box::new(session),
             events,
+            quiet: false,
             _lease: lease,
         };
         stream.follow_source();
@@ -552,7 +564,7 @@ impl Thread {
         let remote = remote_media(media);
         s.session.configure(&remote);
         s.follow_source();
-        s.out.set_sending(media.direction.sends());
+        s.out.set_sending(media.direction.sends() && !s.quiet);
         s.out.set_ptime(media.ptime_ms);
         if let Some(pt) = Pt::new(media.payload_type) {
             s.out.set_codec(pt, remote.law);
