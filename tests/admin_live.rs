@@ -507,7 +507,8 @@ fn the_side_port_refuses_plain_http_off_loopback_and_serves_https_with_a_certifi
     let server = ServerProcess::start(&w, "32500-32598", &["--config", config.to_str().unwrap()]);
     assert!(server.log().contains(key_warning), "{}", server.log());
     drop(server);
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    // Shared with a group (Debian's ssl-cert) is fine.
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
     let server = ServerProcess::start(&w, "32500-32598", &["--config", config.to_str().unwrap()]);
     assert!(server.log().contains("scheme=https"), "{}", server.log());
     assert!(!server.log().contains(key_warning), "{}", server.log());

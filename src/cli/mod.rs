@@ -261,26 +261,28 @@ fn parse_ttl(text: &str) -> Result<Ttl, String> {
     Ttl::new(ttl).map_err(|e| e.to_string())
 }
 
-/// A file holding a secret (`what`: the config file with the admin token, the admin TLS
-/// key) should be the owner's alone, as the pepper file must be (that one is refused
-/// otherwise; these are only warned about).
-pub(crate) fn warn_if_others_can_read(path: &std::path::Path, what: &str) {
+/// A file holding a secret (`what`) should not be readable by those `mask` names (mode
+/// bits: 0o077 for the config file with the admin token, the owner's alone, as the pepper
+/// file must be; 0o007 for the admin TLS key, which a group such as Debian's `ssl-cert`
+/// may share); the pepper file is refused otherwise, these are only warned about.
+pub(crate) fn warn_if_others_can_read(path: &std::path::Path, mask: u32, what: &str) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         if let Ok(meta) = std::fs::metadata(path) {
             let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
+            if mode & mask != 0 {
                 tracing::warn!(
                     path = %path.display(),
                     mode = format!("{mode:o}"),
-                    "{what} and others can read it: chmod 600 it"
+                    "{what} and others can read it: chmod {:o} it",
+                    mode & !mask
                 );
             }
         }
     }
     #[cfg(not(unix))]
-    let _ = path;
+    let _ = (path, mask);
 }
 
 /// Resolved settings and output preferences for one command.
@@ -299,7 +301,7 @@ impl Context {
             Some(path) => {
                 let config = Config::load(path)?;
                 if config.admin.token.is_some() {
-                    warn_if_others_can_read(path, "the config file holds admin.token");
+                    warn_if_others_can_read(path, 0o077, "the config file holds admin.token");
                 }
                 config
             }

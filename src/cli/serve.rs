@@ -473,7 +473,7 @@ fn check_token_length(token: Option<&(ConfiguredToken, &str)>, admin: &AdminConf
 fn admin_listen(config: &AdminConfig) -> Result<Listen> {
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {
-            super::warn_if_others_can_read(key, "the admin TLS key is a secret");
+            super::warn_if_others_can_read(key, 0o007, "the admin TLS key is a secret");
             Some((cert.clone(), key.clone()))
         }
         (None, None) => None,

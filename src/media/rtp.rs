@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use rand::{Rng, RngExt};
 use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
 
+use crate::net::client_key;
+
 /// A synchronisation source identifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Ssrc(pub u32);
@@ -305,10 +307,12 @@ impl RtpReceiver {
     /// call by sending first (RTP bleed: its packets, sent to the port before the ACK,
     /// wait in the socket and are read before the caller's).
     fn latchable(&self, ip: IpAddr) -> bool {
-        // A dual-stack socket's IPv4 peer is an IPv4-mapped address: the same host.
-        let ip = ip.to_canonical();
-        self.signalled.is_some_and(|a| a.ip().to_canonical() == ip)
-            || self.signalling.is_some_and(|s| s.to_canonical() == ip)
+        // Hosts as limits per client count them: an IPv4-mapped address as its IPv4 one
+        // (a dual-stack socket's IPv4 peer), an IPv6 address by its /64 (a phone may send
+        // its RTP from another of its temporary addresses than its SIP).
+        let host = client_key(ip);
+        self.signalled.is_some_and(|a| client_key(a.ip()) == host)
+            || self.signalling.is_some_and(|s| client_key(s) == host)
     }
 
     /// The address media is accepted from (and sent to), once known.
@@ -734,6 +738,14 @@ mod tests {
         let mut r = RtpReceiver::new(Some(private), Latching::Once);
         r.set_signalling(IpAddr::V6(std::net::Ipv4Addr::LOCALHOST.to_ipv6_mapped()));
         assert!(r.accept(nat, &rtp(1, 7), t0).is_some());
+        // An IPv6 phone's RTP from another address of its /64 than its SIP; not from
+        // another /64.
+        let mut r = RtpReceiver::new(None, Latching::Once);
+        r.set_signalling("2001:db8:1:2::10".parse().unwrap());
+        let other_64: SocketAddr = "[2001:db8:1:3::10]:5004".parse().unwrap();
+        assert!(r.accept(other_64, &rtp(1, 66), t0).is_none());
+        let same_64: SocketAddr = "[2001:db8:1:2:a:b:c:d]:5004".parse().unwrap();
+        assert!(r.accept(same_64, &rtp(1, 7), t0).is_some());
     }
 
     #[test]
