@@ -191,7 +191,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Held<T> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        let result = Pin::new(&mut self.stream).poll_shutdown(cx);
+        self.unless_stalled(cx, result)
     }
 
     fn poll_write_vectored(
