@@ -18,8 +18,7 @@ use vportal::sip::Message;
 /// The caller's usual offer, its audio on port 0, with `version` in its `o=` line.
 fn disabled_offer(c: &Phone, version: u32) -> String {
     c.uac
-        .offer("sendrecv")
-        .replace("o=test 1 1", &format!("o=test 1 {version}"))
+        .reoffer("sendrecv", version)
         .replace(&format!("m=audio {} ", c.uac.media.port()), "m=audio 0 ")
 }
 
@@ -59,7 +58,7 @@ fn a_reinvite_disabling_the_audio_stops_rtp_until_one_enables_it_and_the_call_go
     assert!(quiet.is_empty(), "{} packets after the login", quiet.len());
 
     // A port again: our port in the answer, and the prompts' RTP comes back.
-    let offer = c.uac.offer("sendrecv").replace("o=test 1 1", "o=test 1 3");
+    let offer = c.uac.reoffer("sendrecv", 3);
     let on = c.reinvite(&offer);
     assert_eq!(on.status(), Some(200));
     assert_eq!(

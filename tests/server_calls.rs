@@ -447,10 +447,7 @@ fn a_call_saying_goodbye_leaves_the_mailbox_free() {
     let mut first = Phone::dial(&server, "8500", "2002");
     first.keys("2002#6048#");
     server.expect_log("logged in mailbox=2002", 1, CALL);
-    let hold = first
-        .uac
-        .offer("sendonly")
-        .replace("o=test 1 1", "o=test 1 2");
+    let hold = first.uac.reoffer("sendonly", 2);
     assert_eq!(first.reinvite(&hold).status(), Some(200));
     first.keys("*");
     server.expect_log("the mailbox is free", 1, CALL);
@@ -475,10 +472,7 @@ fn a_call_saying_goodbye_leaves_the_mailbox_free() {
         "{}",
         server.log()
     );
-    let resume = first
-        .uac
-        .offer("sendrecv")
-        .replace("o=test 1 1", "o=test 1 3");
+    let resume = first.uac.reoffer("sendrecv", 3);
     assert_eq!(first.reinvite(&resume).status(), Some(200));
     assert!(first.wait_for_bye(CALL), "{}", server.log());
     second.hang_up();

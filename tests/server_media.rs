@@ -231,7 +231,7 @@ fn symmetric_rtp_latches_once_onto_the_callers_real_source() {
     // source seen, again behind a NAT; the old source is no longer heard.
     let (sdp, _sdp_rtcp) = bind_pair([127, 0, 0, 1].into());
     c.uac.media = sdp.local_addr().unwrap();
-    let offer = c.uac.offer("sendrecv").replace("o=test 1 1", "o=test 1 2");
+    let offer = c.uac.reoffer("sendrecv", 2);
     reinvite(&server, &mut c.uac, &c.sip, &offer);
     // The old source relays on for a moment (a B2BUA until it has re-INVITEd the phone):
     // heard, but not latched again.
@@ -278,7 +278,7 @@ fn a_reinvite_moves_the_media_and_only_the_new_address_is_heard() {
     // The phone moves its media to another port (a re-INVITE with a new SDP version).
     let (moved, _moved_rtcp) = bind_pair([127, 0, 0, 1].into());
     c.uac.media = moved.local_addr().unwrap();
-    let offer = c.uac.offer("sendrecv").replace("o=test 1 1", "o=test 1 2");
+    let offer = c.uac.reoffer("sendrecv", 2);
     reinvite(&server, &mut c.uac, &c.sip, &offer);
 
     let at_new = expect_rtp(&moved, 15, "media moved");
@@ -345,7 +345,7 @@ fn keys_by_a_new_method_right_after_a_reinvite_are_not_copies() {
     let server = ServerProcess::start(&w, "46100-46198", &[]);
     let mut c = Phone::dial_with(&server, "8500", "1001", offer_without_events);
     c.rtp.tones("1001#");
-    let offer = c.uac.offer("sendrecv").replace("o=test 1 1", "o=test 1 2");
+    let offer = c.uac.reoffer("sendrecv", 2);
     reinvite(&server, &mut c.uac, &c.sip, &offer);
     c.keys("4826#");
     server.expect_log("logged in mailbox=1001", 1, Duration::from_secs(5));
@@ -386,7 +386,7 @@ fn hold_stops_the_prompts_and_resuming_continues_them_at_the_new_ptime() {
     let before = expect_rtp(&c.rtp.socket, 10, "prompts before the hold");
 
     // The phone holds the call: vportal answers recvonly and sends nothing.
-    let hold = c.uac.offer("sendonly").replace("o=test 1 1", "o=test 1 2");
+    let hold = c.uac.reoffer("sendonly", 2);
     reinvite(&server, &mut c.uac, &c.sip, &hold);
     // What was sent before the hold took effect is read first.
     let last = receive(&c.rtp.socket, Duration::from_millis(100))
@@ -399,8 +399,7 @@ fn hold_stops_the_prompts_and_resuming_continues_them_at_the_new_ptime() {
     // Back, asking for 40 ms packets: the stream resumes where it stopped.
     let resume = c
         .uac
-        .offer("sendrecv")
-        .replace("o=test 1 1", "o=test 1 3")
+        .reoffer("sendrecv", 3)
         .replace("a=ptime:20", "a=ptime:40");
     reinvite(&server, &mut c.uac, &c.sip, &resume);
     let after = expect_rtp(&c.rtp.socket, 10, "prompts after the hold");
@@ -433,7 +432,7 @@ fn last_words_said_during_a_hold_are_said_when_the_caller_is_back() {
     let server = ServerProcess::start(&w, "47900-47998", &[]);
     let mut c = Phone::dial(&server, "8500", "1001");
     expect_rtp(&c.rtp.socket, 5, "the welcome");
-    let hold = c.uac.offer("sendonly").replace("o=test 1 1", "o=test 1 2");
+    let hold = c.uac.reoffer("sendonly", 2);
     reinvite(&server, &mut c.uac, &c.sip, &hold);
     // Three wrong passcodes keyed on hold: "that is not correct, that was the last attempt,
     // goodbye" (6 s) plays into the hold.
@@ -443,7 +442,7 @@ fn last_words_said_during_a_hold_are_said_when_the_caller_is_back() {
         "hung up while the caller was away"
     );
     c.drain_rtp();
-    let resume = c.uac.offer("sendrecv").replace("o=test 1 1", "o=test 1 3");
+    let resume = c.uac.reoffer("sendrecv", 3);
     reinvite(&server, &mut c.uac, &c.sip, &resume);
     expect_rtp(&c.rtp.socket, 50, "the last words, said again");
     assert!(c.wait_for_bye(Duration::from_secs(10)), "no BYE after them");
@@ -833,17 +832,13 @@ fn symmetric_rtcp_goes_where_the_callers_reports_come_from() {
 
     // A hold naming no address, and the resume to the same one, keep what was learnt (as for
     // RTP's source): the last report and its BYE still go to the NAT's port.
-    let offer = c.uac.offer("sendrecv");
-    let hold = offer
-        .replace("c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0")
-        .replace("o=test 1 1", "o=test 1 2");
+    let hold = c
+        .uac
+        .reoffer("sendrecv", 2)
+        .replace("c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0");
     reinvite(&server, &mut c.uac, &c.sip, &hold);
-    reinvite(
-        &server,
-        &mut c.uac,
-        &c.sip,
-        &offer.replace("o=test 1 1", "o=test 1 3"),
-    );
+    let resume = c.uac.reoffer("sendrecv", 3);
+    reinvite(&server, &mut c.uac, &c.sip, &resume);
     c.hang_up();
     let bye = wait_for(&nat, Duration::from_secs(2), |d| {
         rtcp_packets(d).last().is_some_and(|p| p.0 == 203)

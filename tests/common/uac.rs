@@ -128,6 +128,13 @@ impl Uac {
         )
     }
 
+    /// A later offer of the same session (a re-INVITE's or UPDATE's): [`Uac::offer`] with
+    /// `version` in its `o=` line.
+    pub fn reoffer(&self, direction: &str, version: u32) -> String {
+        self.offer(direction)
+            .replace("o=test 1 1 ", &format!("o=test 1 {version} "))
+    }
+
     /// An SDP answer choosing PCMU and telephone-event/101.
     pub fn answer(&self) -> String {
         let ip = self.media.ip();
