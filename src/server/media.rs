@@ -292,8 +292,8 @@ fn remote_media(media: &Negotiated) -> RemoteMedia {
 }
 
 impl MediaConfig {
-    /// The settings a call's media session applies.
-    fn session(&self) -> SessionConfig {
+    /// The settings the media session of a call whose INVITE came from `source` applies.
+    fn session(&self, source: SocketAddr) -> SessionConfig {
         SessionConfig {
             latching: if self.symmetric {
                 Latching::Once
@@ -301,7 +301,7 @@ impl MediaConfig {
                 Latching::Off
             },
             inband: self.inband,
-            signalling: None,
+            signalling: Some(source.ip()),
         }
     }
 }
@@ -534,11 +534,7 @@ impl Thread {
         self.schedule.insert(out.poll_timeout(), token);
         self.tokens.insert(call, token);
         let rtcp = Rtcp::new(Instant::now(), out.sender().ssrc(), &mut self.rng);
-        let config = SessionConfig {
-            signalling: Some(source.ip()),
-            ..self.config.session()
-        };
-        let session = MediaSession::new(&remote, config, rtcp);
+        let session = MediaSession::new(&remote, self.config.session(source), rtcp);
         let mut stream = Stream {
             call_id,
             socket,
