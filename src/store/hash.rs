@@ -35,13 +35,11 @@ const T_COST: u32 = 5;
 const P_COST: u32 = 1;
 /// Salt bytes (argon2 recommends 16).
 const SALT_LEN: usize = 16;
-/// The most memory a stored hash may ask for (1 GiB, in 1 KiB blocks): a row claiming more
-/// is treated as corrupt rather than allowed to exhaust memory.
-const MAX_BLOCKS: usize = 1 << 20;
-/// The most work a stored hash may ask for: memory blocks times passes, a single pass over
-/// 1 GiB (about 30 times what [`M_COST`] and [`T_COST`] cost): a row claiming more (a
-/// damaged or tampered database) is treated as corrupt rather than allowed to hold a
-/// hashing slot, and every login queued behind it, for hours.
+/// The most work a stored hash may ask for: memory blocks (1 KiB) times passes, a single
+/// pass over 1 GiB (about 30 times what [`M_COST`] and [`T_COST`] cost), so at most 1 GiB of
+/// memory too. A row claiming more (a damaged or tampered database) is treated as corrupt
+/// rather than allowed to exhaust memory, or to hold a hashing slot, and every login queued
+/// behind it, for hours.
 const MAX_WORK: u64 = 1 << 20;
 /// Buffers larger than this (64 MiB) are freed after use rather than kept for the next hash.
 const MAX_KEPT_BLOCKS: usize = 1 << 16;
@@ -195,7 +193,7 @@ impl Hasher {
             return Err(HashError::Corrupt);
         };
         let work = (params.block_count() as u64).saturating_mul(u64::from(params.t_cost()));
-        if params.block_count() > MAX_BLOCKS || work > MAX_WORK {
+        if work > MAX_WORK {
             return Err(HashError::Corrupt);
         }
         let blocks = params.block_count();
