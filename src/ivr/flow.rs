@@ -1085,9 +1085,7 @@ impl Flow {
         }
         self.type_ahead.clear();
         self.new_passcode = None;
-        if let Some(mailbox) = self.logged_in.clone()
-            && !matches!(self.step, Step::Leaving { .. } | Step::Over)
-        {
+        if let Some(mailbox) = self.logged_in.clone() {
             self.actions.push_back(Action::LoggedOut(mailbox));
         }
         self.say_last(ids);
