@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -10,6 +10,8 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
 use super::AdminState;
 use super::error::ApiError;
@@ -30,90 +32,174 @@ const MAX_TRACKED: usize = 10_000;
 
 /// Counts bad tokens per client: an IPv4 address or an IPv6 /64 ([`client_key`]; one IPv6
 /// host can take a fresh address from its /64 for every guess). Past a few, the client is
-/// turned away (429 with `Retry-After`) for a time that doubles with each further one,
-/// and while one of its tokens is being checked ([`Throttle::admit`]); a request turned
-/// away does not have its token looked at. A guesser gets one guess per period however
-/// many connections it opens, and holds no connection while it waits.
+/// turned away (429 with `Retry-After`) for a time that doubles with each further one; a
+/// request turned away does not have its token looked at. A guesser gets one guess per
+/// period however many connections it opens, and holds no connection while it waits.
+///
+/// Checks that have not ended count as failures-to-be ([`Throttle::admit`]): a client's
+/// requests sent at once are checked only as many at a time as it has free bad tokens left,
+/// the others waiting until one ends, so a burst on many connections before any check has
+/// failed is not a burst of guesses.
 #[derive(Debug, Default)]
 pub struct Throttle {
-    /// Per client: consecutive bad tokens, the last one's time, and until when it is
-    /// turned away.
-    failures: Mutex<HashMap<Client, Failures>>,
+    /// Per client that has bad tokens or checks under way.
+    clients: Mutex<HashMap<Client, Failures>>,
+    /// Woken whenever a check ends, for the requests waiting for one.
+    ended: Notify,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Failures {
+    /// Consecutive bad tokens.
     count: u32,
+    /// When the last one came.
     last: Instant,
+    /// Turned away until then.
     refused_until: Instant,
+    /// Checks under way.
+    checking: u32,
+}
+
+/// Why a request's token is not looked at now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The client is turned away for this long.
+    For(Duration),
+    /// Another of the client's checks must end first ([`Throttle::ended`]).
+    Wait,
 }
 
 impl Throttle {
-    /// Whether `ip`'s token may be looked at, at `now`: `Err` with how long the client is
-    /// still turned away for, if it is.
+    /// Whether `ip`'s token may be looked at, at `now`: a [`Check`] to report its outcome
+    /// on, or why not.
     ///
-    /// Past the free bad tokens, a client is let through one check at a time: letting one
-    /// through turns it away as that check's failing would, until [`Self::failed`] or
-    /// [`Self::succeeded`] says how it went. Requests sent at once on many connections
-    /// when a refusal ends get one guess, not one each (the check awaits the store, so
-    /// looking and recording are not one step); a check that never reports (its client
-    /// went away) turns the client away no longer than a failure would have.
+    /// While the client has bad tokens free, as many checks run at once as it has left (a
+    /// good client's parallel requests wait only the microseconds a check takes); past
+    /// them, one at a time, and letting one through turns the client away as that check's
+    /// failing would, until it reports. A check that never reports (its client went
+    /// away, and with it the answer) counts as neither.
     ///
     /// # Errors
-    /// How long the client is turned away for.
-    pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        let Ok(mut map) = self.failures.lock() else {
-            return Ok(());
-        };
-        let Some(f) = map.get_mut(&guesser(ip)) else {
-            return Ok(());
-        };
-        if f.refused_until > now {
-            return Err(f.refused_until - now);
+    /// [`Refused`]: how long the client is turned away for, or that it must wait.
+    pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<Check<'_>, Refused> {
+        let client = guesser(ip);
+        let mut map = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        if !map.contains_key(&client) {
+            make_room(&mut map, now);
         }
-        if f.count >= FREE_FAILURES && now.duration_since(f.last) < FORGET_AFTER {
-            f.refused_until = now + delay_after(f.count.saturating_add(1));
-        }
-        Ok(())
-    }
-
-    /// Records a bad token from `ip` at `now`; returns how long the client is now turned
-    /// away for (zero for the first few).
-    pub fn failed(&self, ip: IpAddr, now: Instant) -> Duration {
-        let Ok(mut map) = self.failures.lock() else {
-            return MAX_DELAY;
-        };
-        if map.len() >= MAX_TRACKED {
-            map.retain(|_, f| now.duration_since(f.last) < FORGET_AFTER);
-            if map.len() >= MAX_TRACKED
-                && let Some(oldest) = map
-                    .iter()
-                    .min_by_key(|(_, f)| f.last)
-                    .map(|(client, _)| *client)
-            {
-                map.remove(&oldest);
-            }
-        }
-        let entry = map.entry(guesser(ip)).or_insert(Failures {
+        let f = map.entry(client).or_insert(Failures {
             count: 0,
             last: now,
             refused_until: now,
+            checking: 0,
         });
-        if now.duration_since(entry.last) >= FORGET_AFTER {
-            entry.count = 0;
+        if f.refused_until > now {
+            return Err(Refused::For(f.refused_until - now));
         }
-        entry.count = entry.count.saturating_add(1);
-        entry.last = now;
-        let delay = delay_after(entry.count);
-        entry.refused_until = now + delay;
-        delay
+        if now.duration_since(f.last) >= FORGET_AFTER {
+            f.count = 0;
+        }
+        if f.count.saturating_add(f.checking) >= FREE_FAILURES {
+            if f.checking > 0 {
+                return Err(Refused::Wait);
+            }
+            f.refused_until = now + delay_after(f.count.saturating_add(1));
+        }
+        f.checking += 1;
+        Ok(Check {
+            throttle: self,
+            client,
+        })
     }
 
-    /// A good token from `ip`: its count starts over.
-    pub fn succeeded(&self, ip: IpAddr) {
-        if let Ok(mut map) = self.failures.lock() {
-            map.remove(&guesser(ip));
+    /// Resolves when one of any client's checks has ended: a request told to
+    /// [`Refused::Wait`] asks again then. Made before asking, so that a check ending in
+    /// between is not missed.
+    pub fn ended(&self) -> Notified<'_> {
+        self.ended.notified()
+    }
+}
+
+/// Drops the clients not heard of for [`FORGET_AFTER`] when the map is full, and then the
+/// one heard of longest ago, never one with a check under way.
+fn make_room(map: &mut HashMap<Client, Failures>, now: Instant) {
+    if map.len() < MAX_TRACKED {
+        return;
+    }
+    map.retain(|_, f| f.checking > 0 || now.duration_since(f.last) < FORGET_AFTER);
+    if map.len() >= MAX_TRACKED
+        && let Some(oldest) = map
+            .iter()
+            .filter(|(_, f)| f.checking == 0)
+            .min_by_key(|(_, f)| f.last)
+            .map(|(client, _)| *client)
+    {
+        map.remove(&oldest);
+    }
+}
+
+/// A token being checked ([`Throttle::admit`]): says how it went, or, dropped unsaid, that
+/// the check was abandoned.
+#[derive(Debug)]
+#[must_use = "a check says how it went"]
+pub struct Check<'a> {
+    throttle: &'a Throttle,
+    client: Client,
+}
+
+impl Check<'_> {
+    /// A bad token at `now`; returns how long the client is now turned away for (zero for
+    /// the first few).
+    pub fn failed(self, now: Instant) -> Duration {
+        self.settle(|f| {
+            if now.duration_since(f.last) >= FORGET_AFTER {
+                f.count = 0;
+            }
+            f.count = f.count.saturating_add(1);
+            f.last = now;
+            let delay = delay_after(f.count);
+            f.refused_until = now + delay;
+            delay
+        })
+    }
+
+    /// A good token: the client's count starts over.
+    pub fn succeeded(self) {
+        self.settle(|f| {
+            f.count = 0;
+            // Not turned away at any time since its last bad token.
+            f.refused_until = f.last;
+        });
+    }
+
+    /// Applies the outcome to the client's entry (when it is still there).
+    fn settle<T: Default>(self, outcome: impl FnOnce(&mut Failures) -> T) -> T {
+        let mut map = self
+            .throttle
+            .clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.get_mut(&self.client).map(outcome).unwrap_or_default()
+        // The check ends as `self` drops, after the lock is let go.
+    }
+}
+
+impl Drop for Check<'_> {
+    fn drop(&mut self) {
+        {
+            let mut map = self
+                .throttle
+                .clients
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(f) = map.get_mut(&self.client) {
+                f.checking = f.checking.saturating_sub(1);
+                if f.count == 0 && f.checking == 0 {
+                    map.remove(&self.client);
+                }
+            }
         }
+        self.throttle.ended.notify_waiters();
     }
 }
 
@@ -165,12 +251,17 @@ pub(super) async fn require_token(
         return ApiError::unauthorized(false).into_response();
     };
     // Turned away before the token is looked at, so a guess made meanwhile tells nothing.
-    if let Err(wait) = state.throttle.admit(peer.ip(), Instant::now()) {
-        return ApiError::too_many_requests(wait).into_response();
-    }
+    let check = loop {
+        let ended = state.throttle.ended();
+        match state.throttle.admit(peer.ip(), Instant::now()) {
+            Ok(check) => break check,
+            Err(Refused::For(wait)) => return ApiError::too_many_requests(wait).into_response(),
+            Err(Refused::Wait) => ended.await,
+        }
+    };
     match identify(&state, presented).await {
         Ok(Some(name)) => {
-            state.throttle.succeeded(peer.ip());
+            check.succeeded();
             request.extensions_mut().insert(Caller(Actor::Admin {
                 token: name,
                 // An IPv4 client of a dual-stack side-port as IPv4, as on an IPv4 one.
@@ -179,12 +270,13 @@ pub(super) async fn require_token(
             next.run(request).await
         }
         Ok(None) => {
-            let refused = state.throttle.failed(peer.ip(), Instant::now());
+            let refused = check.failed(Instant::now());
             if !refused.is_zero() {
                 tracing::warn!(client = %guesser(peer.ip()), refused_ms = refused.as_millis() as u64, "repeated bad admin tokens; turning this client away for a while");
             }
             ApiError::unauthorized(true).into_response()
         }
+        // Neither good nor bad: the check just ends.
         Err(e) => e.into_response(),
     }
 }
@@ -234,24 +326,34 @@ mod tests {
         }
     }
 
+    /// A bad token from `ip` at `now`, let through: how long it is then turned away for.
+    fn guess(t: &Throttle, ip: IpAddr, now: Instant) -> Duration {
+        t.admit(ip, now).expect("let through").failed(now)
+    }
+
     #[test]
     fn a_few_bad_tokens_are_free_then_the_refusal_doubles_to_a_cap() {
         let t = Throttle::default();
         let ip = IpAddr::from([192, 0, 2, 1]);
-        let now = Instant::now();
-        let delays: Vec<Duration> = (0..12).map(|_| t.failed(ip, now)).collect();
+        let mut now = Instant::now();
+        let mut delays = Vec::new();
+        for _ in 0..12 {
+            let delay = guess(&t, ip, now);
+            delays.push(delay);
+            now += delay;
+        }
         assert_eq!(delays[..3], [Duration::ZERO; 3]);
         assert_eq!(delays[3], Duration::from_millis(250));
         assert_eq!(delays[4], Duration::from_millis(500));
         assert_eq!(delays[11], MAX_DELAY);
         // Another address is not affected; success starts over; time forgets.
-        assert_eq!(t.failed(IpAddr::from([192, 0, 2, 2]), now), Duration::ZERO);
-        t.succeeded(ip);
-        assert_eq!(t.failed(ip, now), Duration::ZERO);
+        assert_eq!(guess(&t, IpAddr::from([192, 0, 2, 2]), now), Duration::ZERO);
+        t.admit(ip, now).unwrap().succeeded();
+        assert_eq!(guess(&t, ip, now), Duration::ZERO);
         for _ in 0..5 {
-            t.failed(ip, now);
+            now += guess(&t, ip, now);
         }
-        assert_eq!(t.failed(ip, now + FORGET_AFTER), Duration::ZERO);
+        assert_eq!(guess(&t, ip, now + FORGET_AFTER), Duration::ZERO);
     }
 
     #[test]
@@ -260,19 +362,62 @@ mod tests {
         let ip = IpAddr::from([192, 0, 2, 7]);
         let now = Instant::now();
         for _ in 0..3 {
-            assert_eq!(t.admit(ip, now), Ok(()), "the first bad tokens are free");
-            t.failed(ip, now);
+            assert_eq!(
+                guess(&t, ip, now),
+                Duration::ZERO,
+                "the first bad tokens are free"
+            );
         }
-        assert_eq!(t.admit(ip, now), Ok(()));
-        t.failed(ip, now);
+        guess(&t, ip, now);
         let ms = Duration::from_millis;
-        assert_eq!(t.admit(ip, now), Err(ms(250)));
-        assert_eq!(t.admit(ip, now + ms(100)), Err(ms(150)));
-        assert_eq!(t.admit(ip, now + ms(250)), Ok(()));
+        assert_eq!(t.admit(ip, now).unwrap_err(), Refused::For(ms(250)));
+        assert_eq!(
+            t.admit(ip, now + ms(100)).unwrap_err(),
+            Refused::For(ms(150))
+        );
         // The next bad token (once let through again) doubles it.
-        t.failed(ip, now + ms(250));
-        assert_eq!(t.admit(ip, now + ms(250)), Err(ms(500)));
-        assert_eq!(t.admit(IpAddr::from([192, 0, 2, 8]), now), Ok(()));
+        guess(&t, ip, now + ms(250));
+        assert_eq!(
+            t.admit(ip, now + ms(250)).unwrap_err(),
+            Refused::For(ms(500))
+        );
+        assert!(t.admit(IpAddr::from([192, 0, 2, 8]), now).is_ok());
+    }
+
+    /// Checks under way count as failures to be: a burst sent at once, before any check
+    /// has ended, is checked only as far as the client has bad tokens free; the rest wait.
+    #[test]
+    fn a_burst_is_checked_only_as_far_as_bad_tokens_are_free() {
+        let t = Throttle::default();
+        let ip = IpAddr::from([192, 0, 2, 9]);
+        let now = Instant::now();
+        let mut checks: Vec<Check<'_>> = (0..FREE_FAILURES)
+            .map(|_| t.admit(ip, now).expect("a free one"))
+            .collect();
+        for _ in 0..5 {
+            assert_eq!(t.admit(ip, now).unwrap_err(), Refused::Wait);
+        }
+        // Another client is not held up.
+        assert!(t.admit(IpAddr::from([192, 0, 2, 10]), now).is_ok());
+        // One fails: its place is not free again (a failure is spent).
+        checks.pop().unwrap().failed(now);
+        assert_eq!(t.admit(ip, now).unwrap_err(), Refused::Wait);
+        // One succeeds: the count starts over, and the free ones are free again, less
+        // the one still under way.
+        checks.pop().unwrap().succeeded();
+        let more: Vec<Check<'_>> = (1..FREE_FAILURES)
+            .map(|_| t.admit(ip, now).expect("free again"))
+            .collect();
+        assert_eq!(t.admit(ip, now).unwrap_err(), Refused::Wait);
+        // A check abandoned (its client went away) counts as neither.
+        drop(checks);
+        let last = t.admit(ip, now).expect("the abandoned one's place");
+        // They all fail: the free ones are spent, and the next goes alone.
+        for check in more.into_iter().chain([last]) {
+            check.failed(now);
+        }
+        let _alone = t.admit(ip, now).expect("one at a time");
+        assert!(matches!(t.admit(ip, now), Err(Refused::For(_))));
     }
 
     /// Past the free ones, one check at a time: requests sent at once (on as many
@@ -282,34 +427,46 @@ mod tests {
         let t = Throttle::default();
         let ip = IpAddr::from([192, 0, 2, 9]);
         let now = Instant::now();
-        // The free ones may be checked at once (a good client's parallel requests).
         for _ in 0..FREE_FAILURES {
-            assert_eq!(t.admit(ip, now), Ok(()));
-            assert_eq!(t.admit(ip, now), Ok(()));
-            t.failed(ip, now);
+            guess(&t, ip, now);
         }
         // The next is let through; while it is being checked, the others are turned away.
-        assert_eq!(t.admit(ip, now), Ok(()));
-        assert!(t.admit(ip, now).is_err(), "a second check while one runs");
+        let check = t.admit(ip, now).expect("one more");
+        assert!(matches!(t.admit(ip, now), Err(Refused::For(_))));
         assert!(t.admit(IpAddr::from([192, 0, 2, 10]), now).is_ok());
         // It fails: turned away for 250 ms from then, then one more check is let through.
-        t.failed(ip, now);
+        check.failed(now);
         let later = now + Duration::from_millis(250);
-        assert_eq!(t.admit(ip, later), Ok(()));
+        let check = t.admit(ip, later).expect("once the time is up");
         assert!(t.admit(ip, later).is_err());
         // A good token ends it.
-        t.succeeded(ip);
-        assert_eq!(t.admit(ip, later), Ok(()));
-        assert_eq!(t.admit(ip, later), Ok(()));
-        // A check that never ends (the client went away) turns it away no longer than a
-        // failure would have.
-        for _ in 0..=FREE_FAILURES {
-            t.failed(ip, later);
+        check.succeeded();
+        let both = [t.admit(ip, later), t.admit(ip, later)];
+        assert!(both.iter().all(Result::is_ok));
+        drop(both);
+        // A check abandoned past the free ones (its client went away) turns the client
+        // away no longer than a failure would have.
+        for _ in 0..FREE_FAILURES {
+            guess(&t, ip, later);
         }
+        drop(t.admit(ip, later).expect("the fourth"));
+        assert!(matches!(t.admit(ip, later), Err(Refused::For(_))));
         let after = later + Duration::from_millis(250);
-        assert_eq!(t.admit(ip, after), Ok(()));
-        assert!(t.admit(ip, after).is_err());
-        assert_eq!(t.admit(ip, after + Duration::from_millis(500)), Ok(()));
+        assert!(t.admit(ip, after).is_ok());
+    }
+
+    /// What is left of a client once its checks end: nothing, unless it has bad tokens.
+    #[test]
+    fn good_clients_leave_no_entry() {
+        let t = Throttle::default();
+        let now = Instant::now();
+        for last in 1..=50 {
+            let ip = IpAddr::from([192, 0, 2, last]);
+            t.admit(ip, now).unwrap().succeeded();
+            drop(t.admit(ip, now).unwrap());
+        }
+        guess(&t, IpAddr::from([198, 51, 100, 1]), now);
+        assert_eq!(t.clients.lock().unwrap().len(), 1);
     }
 
     /// A local user may send from any loopback address: each guess from another one is
@@ -319,7 +476,7 @@ mod tests {
         let t = Throttle::default();
         let now = Instant::now();
         for last in 1..=4 {
-            t.failed(IpAddr::from([127, 0, 0, last]), now);
+            guess(&t, IpAddr::from([127, 0, 0, last]), now);
         }
         let mapped = IpAddr::V6(std::net::Ipv4Addr::new(127, 9, 9, 9).to_ipv6_mapped());
         for ip in [
@@ -329,7 +486,7 @@ mod tests {
         ] {
             assert!(t.admit(ip, now).is_err(), "{ip}");
         }
-        assert_eq!(t.admit(IpAddr::from([192, 0, 2, 1]), now), Ok(()));
+        assert!(t.admit(IpAddr::from([192, 0, 2, 1]), now).is_ok());
     }
 
     #[test]
@@ -339,19 +496,20 @@ mod tests {
         let in_64 = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
         // Four bad tokens, each from another address of one /64.
         for last in 1..=4 {
-            t.failed(in_64(last), now);
+            guess(&t, in_64(last), now);
         }
         assert!(t.admit(in_64(99), now).is_err());
         let next_64 = IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]);
-        assert_eq!(t.admit(next_64, now), Ok(()));
+        assert!(t.admit(next_64, now).is_ok());
         // 192.0.2.7 over a dual-stack socket is 192.0.2.7.
         let v4 = IpAddr::from([192, 0, 2, 7]);
         let mapped = IpAddr::V6(std::net::Ipv4Addr::new(192, 0, 2, 7).to_ipv6_mapped());
         for _ in 0..4 {
-            t.failed(mapped, now);
+            guess(&t, mapped, now);
         }
         assert!(t.admit(v4, now).is_err());
-        t.succeeded(v4);
-        assert_eq!(t.admit(mapped, now), Ok(()));
+        let later = now + Duration::from_millis(250);
+        t.admit(v4, later).unwrap().succeeded();
+        assert!(t.admit(mapped, later).is_ok());
     }
 }
