@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
-use vportal::store::{Actor, Pepper, Store};
+use vportal::store::{Actor, Pepper, Store, UserFilter};
 use vportal::time::Timestamp;
 
 /// An in-process side-port on loopback with its store, a good token and `permits` hashing
@@ -110,6 +110,52 @@ fn slow_or_silent_clients_are_disconnected() {
     // The port still answers.
     let r = common::http::request(api.addr, "GET", "/healthz", None, None);
     assert_eq!(r.status, 200);
+}
+
+/// A client with a good token that sends a request head and then a body it never finishes
+/// is answered 408 once [`vportal::admin::JSON_BODY_TIME`] is up, and the connection is
+/// closed: otherwise it would hold the connection (one of its client's 16) for ever.
+#[test]
+fn a_body_never_finished_is_timed_out() {
+    let api = Api::start(2);
+    let mut stream = TcpStream::connect(api.addr).unwrap();
+    let started = Instant::now();
+    write!(
+        stream,
+        "POST /api/v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 600\r\n\r\n{{\"extension\": ",
+        api.token
+    )
+    .unwrap();
+    // Dribbled, a byte a second: progress does not keep it open.
+    let dribble = {
+        let mut stream = stream.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..30 {
+                std::thread::sleep(Duration::from_secs(1));
+                if stream.write_all(b" ").is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"request_timeout\""), "{answer}");
+    assert!(
+        took >= vportal::admin::JSON_BODY_TIME && took < vportal::admin::JSON_BODY_TIME * 2,
+        "closed after {took:?}"
+    );
+    drop(stream);
+    dribble.join().unwrap();
+    let users = api.store.users(UserFilter::default(), Timestamp::now());
+    assert!(users.unwrap().is_empty(), "nothing was created");
 }
 
 /// HTTP/2 is not spoken (hyper has no timeout for an HTTP/2 connection idle after its first

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
@@ -17,7 +18,7 @@ use serde_json::json;
 
 use super::auth::{Caller, require_token};
 use super::error::{ApiError, body_rejection};
-use super::{AdminState, MAX_CSV_BODY, MAX_JSON_BODY};
+use super::{AdminState, CSV_BODY_TIME, JSON_BODY_TIME, MAX_CSV_BODY, MAX_JSON_BODY};
 use crate::store::{
     AuditQuery, Event, Extension, ImportMode, ImportOutcome, Issued, MAX_EXTENSION_LEN, NewUser,
     Passcode, PasscodeSpec, Selection, Store, StoreError, Ttl, UserFilter,
@@ -185,9 +186,29 @@ fn not_json() -> ApiError {
 
 /// A JSON request's body, within the JSON body limit.
 async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state)
-        .await
-        .map_err(|e| body_rejection(e.status(), e.body_text(), "a JSON body is at most 64 KiB"))
+    body_bytes(req, state, JSON_BODY_TIME, "a JSON body is at most 64 KiB").await
+}
+
+/// A request's whole body, read within `within` (else 408: a client that sends a head
+/// with a good token and then a body it never finishes would keep its connection for
+/// ever); `limit` says how large it may be, for a 413.
+async fn body_bytes<S: Send + Sync>(
+    req: Request,
+    state: &S,
+    within: Duration,
+    limit: &str,
+) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(within, Bytes::from_request(req, state)).await {
+        Ok(read) => read.map_err(|e| body_rejection(e.status(), e.body_text(), limit)),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body did not arrive whole within {} s",
+                within.as_secs()
+            ),
+        )),
+    }
 }
 
 /// A query string.
@@ -784,10 +805,10 @@ async fn import(
     State(state): State<Shared>,
     axum::Extension(Caller(actor)): axum::Extension<Caller>,
     Params(params): Params<ImportParams>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    if !csv_content_type(&headers) {
+    let headers = request.headers();
+    if !csv_content_type(headers) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
@@ -795,13 +816,13 @@ async fn import(
              text/plain, application/octet-stream, application/x-www-form-urlencoded, or none)",
         ));
     }
-    let body = body.map_err(|e| {
-        body_rejection(
-            e.status(),
-            e.body_text(),
-            "a CSV import is at most 4 MiB (and 100,000 rows): split the file",
-        )
-    })?;
+    let body = body_bytes(
+        request,
+        &(),
+        CSV_BODY_TIME,
+        "a CSV import is at most 4 MiB (and 100,000 rows): split the file",
+    )
+    .await?;
     let text = crate::store::csv_text(body.to_vec())
         .map_err(|e| ApiError::bad_request("malformed_csv", e.to_string()))?;
     let mode = if params.partial.unwrap_or(false) {

@@ -39,6 +39,11 @@ pub const MIN_CONFIGURED_TOKEN: usize = 32;
 pub const MAX_JSON_BODY: usize = 64 * 1024;
 /// Largest CSV import body.
 pub const MAX_CSV_BODY: usize = 4 * 1024 * 1024;
+/// How long a JSON body may take to arrive whole once its head has (64 KiB at most).
+pub const JSON_BODY_TIME: Duration = CLIENT_TIMEOUT;
+/// How long a CSV import's body may take to arrive whole once its head has: 4 MiB at
+/// 70 KB/s.
+pub const CSV_BODY_TIME: Duration = Duration::from_secs(60);
 /// How long a client may take to send a request head, and how long a connection may sit
 /// idle between requests, before it is closed: otherwise anybody who can reach the port holds
 /// connections (a task and a file descriptor each, shared with SIP and RTP) for ever.
