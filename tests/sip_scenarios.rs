@@ -341,6 +341,28 @@ fn no_ack_is_the_reason_even_past_a_shorter_call_limit() {
     assert!(w.ep.is_idle());
 }
 
+/// A call never ACKed when the server stopped ended for the stop (its BYE waits for the
+/// ACK, which does not come), as every other call then does: not for the missing ACK.
+#[test]
+fn a_shutdown_waiting_for_the_ack_ends_the_call_for_the_shutdown() {
+    let mut w = World::new();
+    w.send_invite();
+    w.accept();
+    w.advance(Duration::from_secs(1));
+    w.ep.shutdown(w.now);
+    w.pump();
+    w.advance(Duration::from_secs(33));
+    let bye = w
+        .inbox
+        .iter()
+        .find(|(_, t)| parse(&t.payload).method() == Some(&Method::Bye))
+        .cloned()
+        .expect("a BYE");
+    w.send(Uac::ok_to(&parse(&bye.1.payload)));
+    assert_eq!(w.ended(), Some(EndReason::Shutdown));
+    assert!(w.ep.is_idle());
+}
+
 #[test]
 fn cancel_before_the_answer_gets_200_and_487() {
     let mut w = World::new();

@@ -1465,14 +1465,15 @@ impl Endpoint {
             if now >= p.give_up {
                 // §13.3.1.4: no ACK within 64·T1: the session is over. A call whose
                 // answer was never ACKed ended for that, whatever ended it meanwhile (its
-                // time limit, waiting for the ACK).
+                // time limit, waiting for the ACK), unless the server stopped: then it
+                // ended as every other call did.
                 call.pending_2xx = None;
                 let never_acked = call.state == CallState::Answered;
                 if never_acked {
                     call.state = CallState::Confirmed;
                 }
                 let reason = match call.hangup_after_ack.take() {
-                    Some(reason) if !never_acked => reason,
+                    Some(reason) if !never_acked || reason == EndReason::Shutdown => reason,
                     _ => EndReason::NoAck,
                 };
                 self.hangup_with(handle, reason, now);
