@@ -120,6 +120,22 @@ impl World {
             .expect("an incoming call")
     }
 
+    /// The first BYE the server sent, with when.
+    fn bye(&self) -> (Duration, Transmit) {
+        self.inbox
+            .iter()
+            .find(|(_, t)| parse(&t.payload).method() == Some(&Method::Bye))
+            .cloned()
+            .expect("a BYE")
+    }
+
+    /// Answers the server's BYE with 200; returns why the call ended.
+    fn answer_the_bye(&mut self) -> Option<EndReason> {
+        let (_, bye) = self.bye();
+        self.send(Uac::ok_to(&parse(&bye.payload)));
+        self.ended()
+    }
+
     fn ended(&self) -> Option<EndReason> {
         self.events.iter().find_map(|e| match e {
             Event::Ended { reason, .. } => Some(*reason),
@@ -310,16 +326,10 @@ fn no_ack_means_bye_after_64_t1() {
     w.send_invite();
     w.accept();
     w.advance(Duration::from_secs(33));
-    let (at, bye) = w
-        .inbox
-        .iter()
-        .find(|(_, t)| parse(&t.payload).method() == Some(&Method::Bye))
-        .cloned()
-        .expect("a BYE");
+    let (at, bye) = w.bye();
     assert_eq!(at, Duration::from_secs(32));
     assert_eq!(bye.destination, CALLER.parse().unwrap());
-    w.send(Uac::ok_to(&parse(&bye.payload)));
-    assert_eq!(w.ended(), Some(EndReason::NoAck));
+    assert_eq!(w.answer_the_bye(), Some(EndReason::NoAck));
     assert!(w.ep.is_idle());
 }
 
@@ -330,14 +340,7 @@ fn no_ack_is_the_reason_even_past_a_shorter_call_limit() {
     w.send_invite();
     w.accept();
     w.advance(Duration::from_secs(33));
-    let bye = w
-        .inbox
-        .iter()
-        .find(|(_, t)| parse(&t.payload).method() == Some(&Method::Bye))
-        .cloned()
-        .expect("a BYE");
-    w.send(Uac::ok_to(&parse(&bye.1.payload)));
-    assert_eq!(w.ended(), Some(EndReason::NoAck));
+    assert_eq!(w.answer_the_bye(), Some(EndReason::NoAck));
     assert!(w.ep.is_idle());
 }
 
@@ -352,14 +355,7 @@ fn a_shutdown_waiting_for_the_ack_ends_the_call_for_the_shutdown() {
     w.ep.shutdown(w.now);
     w.pump();
     w.advance(Duration::from_secs(33));
-    let bye = w
-        .inbox
-        .iter()
-        .find(|(_, t)| parse(&t.payload).method() == Some(&Method::Bye))
-        .cloned()
-        .expect("a BYE");
-    w.send(Uac::ok_to(&parse(&bye.1.payload)));
-    assert_eq!(w.ended(), Some(EndReason::Shutdown));
+    assert_eq!(w.answer_the_bye(), Some(EndReason::Shutdown));
     assert!(w.ep.is_idle());
 }
 
