@@ -552,6 +552,30 @@ fn reinvite_hold_and_unhold_answer_with_the_right_direction() {
     assert_eq!(w.statuses()[2..], [200, 491]);
 }
 
+/// A phone toggling hold, each re-INVITE answered and ACKed at once: every one gets its
+/// 200. (An accepted re-INVITE's transaction lives on for 32 s after its ACK, RFC 6026,
+/// but then keeps only its key: it must not count as one that may be sent again.)
+#[test]
+fn a_phone_may_hold_and_resume_as_often_as_it_likes() {
+    let mut w = World::new();
+    w.establish();
+    for n in 0..40 {
+        let direction = if n % 2 == 0 { "sendonly" } else { "sendrecv" };
+        let offer = w.uac.reoffer(direction, n + 2);
+        let reinvite = w.uac.invite(&offer);
+        w.inbox.clear();
+        w.send(reinvite);
+        assert_eq!(
+            w.statuses(),
+            [200],
+            "re-INVITE {n}: {}",
+            w.last_status_line()
+        );
+        w.ack_the_200("");
+        w.advance(Duration::from_millis(300));
+    }
+}
+
 /// A re-INVITE is held to what the first INVITE is: its Accept and Content-Encoding are
 /// read, and a 415 says what is understood (RFC 3261 §8.2.3). The call stays up.
 #[test]
