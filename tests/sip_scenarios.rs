@@ -1210,6 +1210,39 @@ fn stateless_answers_leave_no_state() {
     assert!(ok.values(HeaderName::Supported).next().is_some());
 }
 
+/// RFC 3261 §11.2: an OPTIONS outside a dialog gets what an INVITE would: 503 with
+/// Retry-After while the server is full or stopping, so that a proxy's or load balancer's
+/// pings take it out of rotation, and 200 otherwise.
+#[test]
+fn options_gets_what_an_invite_would() {
+    let mut w = World::with_config(|c| c.max_calls = 1);
+    let ping = |w: &mut World| -> (u16, Option<String>) {
+        let mut pinger = caller_at("127.0.0.1:5090", "");
+        w.inbox.clear();
+        w.send_from(pinger.local, pinger.request("OPTIONS", "", ""));
+        let answer = w.last_received();
+        let retry = answer
+            .values(HeaderName::RetryAfter)
+            .next()
+            .map(str::to_owned);
+        assert!(header(&answer, HeaderName::Allow).contains("INVITE"));
+        (answer.status().unwrap(), retry)
+    };
+    assert_eq!(ping(&mut w), (200, None), "ready");
+    let call = w.establish();
+    assert_eq!(ping(&mut w), (503, Some("5".into())), "full");
+    // In the dialog, the call's own OPTIONS is still answered 200.
+    w.inbox.clear();
+    let in_dialog = w.uac.request("OPTIONS", "", "");
+    w.send(in_dialog);
+    assert_eq!(w.statuses(), [200]);
+    w.hangup(call);
+    w.answer_the_bye();
+    assert_eq!(ping(&mut w), (200, None), "a place again");
+    w.ep.shutdown(w.now);
+    assert_eq!(ping(&mut w), (503, Some("5".into())), "stopping");
+}
+
 #[test]
 fn tcp_calls_do_not_retransmit_responses_but_do_retransmit_the_2xx() {
     let mut w = World::new();

@@ -513,14 +513,19 @@ impl Endpoint {
     /// bounded too (they are SIP state only), at as many again.
     fn over_capacity(&self, source: SocketAddr) -> bool {
         let limit = self.cfg.max_pending_per_source;
-        self.shutting_down
-            || self.active_calls() >= self.cfg.max_calls
-            || self.calls.len() >= self.cfg.max_calls.saturating_mul(2)
+        self.refusing_calls()
             || (limit > 0
                 && self
                     .pending_from
                     .get(&client_key(source.ip()))
                     .is_some_and(|&n| n >= limit))
+    }
+
+    /// Whether every new call is refused now (503): the server is stopping, or full.
+    fn refusing_calls(&self) -> bool {
+        self.shutting_down
+            || self.active_calls() >= self.cfg.max_calls
+            || self.calls.len() >= self.cfg.max_calls.saturating_mul(2)
     }
 
     /// The dialog a new INVITE makes (§12.1.1), with a fresh local tag; or the response
@@ -1670,7 +1675,21 @@ impl Endpoint {
         self.respond_stateless(req.msg, req.source, req.flow, code, reason, |_| {});
     }
 
+    /// §11.2: an OPTIONS outside a dialog gets what an INVITE would, so that a proxy's or
+    /// load balancer's OPTIONS pings take a stopping or full server out of rotation: 503
+    /// with Retry-After then (the per-source bound on unanswered calls aside: it is about
+    /// the pinging host's calls, not the server's state), else 200 with what is supported.
     fn respond_options(&mut self, msg: &Message, source: SocketAddr, flow: Flow) {
+        if self.refusing_calls() {
+            return self.respond_stateless(
+                msg,
+                source,
+                flow,
+                503,
+                "Service Unavailable",
+                capabilities,
+            );
+        }
         self.respond_stateless(msg, source, flow, 200, "OK", capabilities);
     }
 
