@@ -851,7 +851,7 @@ fn wrong_tags_and_stale_cseqs() {
 /// A re-INVITE out of order is 500 even while another waits for its ACK (the CSeq rule,
 /// §12.2.2, comes before 491); one after our BYE is 481 (§15: the dialog is over for us).
 #[test]
-fn reinvites_out_of_order_or_after_our_bye() {
+fn requests_out_of_order_or_after_our_bye() {
     let mut w = World::new();
     let call = w.establish();
     let offer = w.uac.offer("sendrecv");
@@ -876,6 +876,30 @@ fn reinvites_out_of_order_or_after_our_bye() {
     assert_eq!(
         w.last_status_line(),
         "SIP/2.0 481 Call/Transaction Does Not Exist"
+    );
+    // So are an UPDATE (its answer would name an RTP port already freed) and an INFO
+    // (RFC 5407 §3.2.1); a crossing BYE is answered 200.
+    for (method, content_type, body) in [
+        ("UPDATE", "application/sdp", offer.as_str()),
+        (
+            "INFO",
+            "application/dtmf-relay",
+            "Signal=5\r\nDuration=160\r\n",
+        ),
+        ("BYE", "", ""),
+    ] {
+        let late = w.uac.request(method, content_type, body);
+        w.send(late);
+        let expected = if method == "BYE" {
+            "SIP/2.0 200 OK"
+        } else {
+            "SIP/2.0 481 Call/Transaction Does Not Exist"
+        };
+        assert_eq!(w.last_status_line(), expected, "{method}");
+    }
+    assert!(
+        !w.events.iter().any(|e| matches!(e, Event::Info { .. })),
+        "a key after our BYE went to the application"
     );
 }
 

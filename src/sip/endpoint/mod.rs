@@ -881,6 +881,19 @@ impl Endpoint {
         if !self.accept_cseq(handle, core.cseq.seq) {
             return self.answer_non_invite(req, handle, key, (500, "CSeq Out of Order"), |_| {});
         }
+        let ended = self.calls.get(&handle).is_some_and(|c| c.ending.is_some());
+        if ended && *method != Method::Bye {
+            // RFC 5407 §3.2.1: once our BYE is out, requests about the session are refused
+            // (as a re-INVITE is): an UPDATE's answer would name an RTP port already freed,
+            // and keys no longer go anywhere. A crossing BYE is still answered 200.
+            return self.answer_non_invite(
+                req,
+                handle,
+                key,
+                (481, "Call/Transaction Does Not Exist"),
+                |_| {},
+            );
+        }
         // In the dialog, the To carries our tag already: the answers add none.
         match method {
             Method::Bye => {
