@@ -360,18 +360,23 @@ fn public_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::
     })
 }
 
-/// A path. One starting with `~` is refused: no shell expands it here, and taken as it is,
-/// it would make a directory named `~` in the working directory.
-fn path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
-    let path = PathBuf::deserialize(d)?;
-    if path
-        .components()
+/// Why a path that starts with `~` is refused: no shell expands it here, and taken as it
+/// is, it would make a directory named `~` in the working directory (which a later
+/// `rm -rf ~…` typed by hand would not remove alone).
+pub const TILDE_REFUSED: &str = "~ is not expanded: give the full path";
+
+/// Whether `path` starts with `~` (`~`, `~/x`, `~alice/x`).
+pub fn starts_with_tilde(path: &Path) -> bool {
+    path.components()
         .next()
         .is_some_and(|c| c.as_os_str().as_encoded_bytes().starts_with(b"~"))
-    {
-        return Err(serde::de::Error::custom(
-            "~ is not expanded: give the full path",
-        ));
+}
+
+/// A path; one starting with `~` is refused ([`TILDE_REFUSED`]).
+fn path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    let path = PathBuf::deserialize(d)?;
+    if starts_with_tilde(&path) {
+        return Err(serde::de::Error::custom(TILDE_REFUSED));
     }
     Ok(path)
 }

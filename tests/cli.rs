@@ -1153,6 +1153,32 @@ fn an_empty_path_variable_is_named_in_the_error() {
     }
 }
 
+/// A path starting with `~`, from an option or its variable (a unit file's `Environment=`
+/// does not expand it), is refused before anything is made: taken as it is it would make
+/// a directory named `~` in the working directory, as the configuration file's paths would.
+#[test]
+fn a_tilde_path_from_an_option_or_variable_is_refused() {
+    for (var, option) in [("VPORTAL_DB", "--db"), ("VPORTAL_CONFIG", "--config")] {
+        for value in ["~/vportal.db", "~", "~alice/x"] {
+            let mut w = Workdir::new();
+            let by_option = w.run(&[option, value, "init"]);
+            w.env.push((var.to_owned(), value.into()));
+            let by_variable = w.run(&["init"]);
+            for run in [by_option, by_variable] {
+                assert_eq!(run.code, 2, "{var} {value}: {}", run.stderr);
+                assert!(
+                    run.stderr.contains(&format!(
+                        "~ is not expanded: give the full path (from the option or {var})"
+                    )),
+                    "{var} {value}: {}",
+                    run.stderr
+                );
+            }
+            assert_eq!(std::fs::read_dir(w.path()).unwrap().count(), 0, "{var}");
+        }
+    }
+}
+
 #[test]
 fn the_pepper_must_match_the_database() {
     let mut w = initialised();

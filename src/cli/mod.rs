@@ -50,13 +50,20 @@ pub(crate) struct Global {
 
 /// A path option that may also come from `env`: an empty value (`VPORTAL_DB=` in a unit
 /// file or a shell) is refused with a message naming the variable as well as the option,
-/// where clap's own would name only the option.
+/// where clap's own would name only the option; so is one starting with `~`, as in the
+/// configuration file (a unit file's `Environment=` or a quoted path does not expand it).
 fn non_empty_path(env: &'static str) -> impl TypedValueParser<Value = PathBuf> {
     OsStringValueParser::new().try_map(move |value| {
-        if value.is_empty() {
+        let path = PathBuf::from(value);
+        if path.as_os_str().is_empty() {
             Err(format!("the path is empty (from the option or {env})"))
+        } else if vportal::config::starts_with_tilde(&path) {
+            Err(format!(
+                "{} (from the option or {env})",
+                vportal::config::TILDE_REFUSED
+            ))
         } else {
-            Ok(PathBuf::from(value))
+            Ok(path)
         }
     })
 }
