@@ -122,9 +122,23 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
             return Err(not_json());
         }
         let bytes = json_bytes(req, state).await?;
-        let Json(value) = Json::<T>::from_bytes(&bytes)?;
-        Ok(Self(value))
+        Ok(Self(from_json_object(&bytes)?))
     }
+}
+
+/// `bytes` read as `T`, which must be a JSON object: serde would take an array for one,
+/// its values by the fields' order in the server's own types, which is no contract.
+fn from_json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|&b| b != b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+    {
+        return Err(ApiError::invalid(
+            "the body must be a JSON object: {\"name\": value, …}",
+        ));
+    }
+    let Json(value) = Json::<T>::from_bytes(bytes)?;
+    Ok(value)
 }
 
 /// A JSON body that may be left out: an empty body (or only whitespace) reads as `{}`,
@@ -147,8 +161,7 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalB
         if !json {
             return Err(not_json());
         }
-        let Json(value) = Json::<T>::from_bytes(&bytes)?;
-        Ok(Self(value))
+        Ok(Self(from_json_object(&bytes)?))
     }
 }
 

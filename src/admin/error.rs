@@ -271,14 +271,15 @@ where
             }
             serde_path_to_error::Segment::Map { key } => name(key),
             serde_path_to_error::Segment::Enum { variant } => name(variant),
-            serde_path_to_error::Segment::Unknown => "?".to_owned(),
+            // Where serde could not tell (a syntax error): nothing to name.
+            serde_path_to_error::Segment::Unknown => continue,
         };
         if !path.is_empty() {
             path.push('.');
         }
         path.push_str(&part);
     }
-    let message = redact_values(&error.inner().to_string());
+    let message = without_type_names(&redact_values(&error.inner().to_string()));
     Some(if path.is_empty() {
         message
     } else {
@@ -291,6 +292,31 @@ where
 fn json_error(rejection: &(dyn std::error::Error + 'static)) -> String {
     path_error::<serde_json::Error>(rejection)
         .unwrap_or_else(|| "the body is not the JSON this endpoint takes".to_owned())
+}
+
+/// serde's message with the server's own type names put as what the client sent should
+/// have been: "expected struct CreateUser" (or "… with 6 elements", for an array read as
+/// one) is "expected a JSON object".
+fn without_type_names(message: &str) -> String {
+    let Some(start) = message.find("struct ") else {
+        return message.to_owned();
+    };
+    let name_end = message[start + 7..]
+        .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .map_or(message.len(), |n| start + 7 + n);
+    let mut end = name_end;
+    let elements = &message[name_end..];
+    if let Some(rest) = elements.strip_prefix(" with ")
+        && let Some(len) = rest.find(" elements")
+        && rest[..len].bytes().all(|b| b.is_ascii_digit() || b == b'.')
+    {
+        end = name_end + 6 + len + 9;
+    }
+    format!(
+        "{}a JSON object{}",
+        &message[..start],
+        without_type_names(&message[end..])
+    )
 }
 
 /// Replaces quoted values in a serde message (`invalid type: string "1234"`) by `"…"`,
@@ -369,6 +395,26 @@ mod tests {
         );
         // Two marks, or a mark beside a value, are no syntax mark.
         assert_eq!(redact_values("got `,1` and `}}`"), "got `…` and `…`");
+    }
+
+    #[test]
+    fn the_servers_type_names_are_not_shown() {
+        assert_eq!(
+            without_type_names("invalid type: string \"…\", expected struct CreateUser"),
+            "invalid type: string \"…\", expected a JSON object"
+        );
+        assert_eq!(
+            without_type_names("invalid length 1, expected struct SetPasscode with 3 elements"),
+            "invalid length 1, expected a JSON object"
+        );
+        assert_eq!(
+            without_type_names("expected struct A or struct B_2 at line 1"),
+            "expected a JSON object or a JSON object at line 1"
+        );
+        assert_eq!(
+            without_type_names("unknown field `pin`"),
+            "unknown field `pin`"
+        );
     }
 
     #[test]
