@@ -408,7 +408,7 @@ fn a_database_replaced_under_the_server_is_refused_not_written() {
     let read = user();
     assert_eq!(read.status, 503, "{}", read.body);
     assert_eq!(read.json()["error"]["code"], "unavailable");
-    assert!(read.body.contains("replaced or removed"), "{}", read.body);
+    assert!(read.body.contains("was replaced"), "{}", read.body);
     let reset = http::json(
         admin,
         "POST",
@@ -421,18 +421,38 @@ fn a_database_replaced_under_the_server_is_refused_not_written() {
     let health = health();
     assert_eq!(health.status, 503, "{}", health.body);
     assert_eq!(health.json()["error"]["code"], "unavailable");
-    assert!(
-        health.body.contains("replaced or removed"),
-        "{}",
-        health.body
-    );
+    assert!(health.body.contains("restart vportal"), "{}", health.body);
     assert_eq!(server.child.try_wait().unwrap(), None, "{}", server.log());
-    server.expect_log(
-        "the database file was replaced or removed while in use",
-        1,
-        CALL,
-    );
+    server.expect_log("the database file was replaced while in use", 1, CALL);
     server.terminate(CALL);
+}
+
+/// The database file removed under the server: what it held is saved beside it, and what
+/// a monitor sees says so, not to restart (which is refused while the copy is there).
+#[test]
+fn a_database_removed_under_the_server_says_where_its_data_is() {
+    let w = Workdir::new();
+    w.run(&["init"]).ok();
+    w.run(&["user", "add", "1001", "--generate"]).ok();
+    let mut server = ServerProcess::start(&w, "48300-48309", &[]);
+    let admin = server.admin.expect("the admin side-port");
+    let health = || http::request(admin, "GET", "/healthz", None, None);
+    assert_eq!(health().status, 200);
+    std::fs::remove_file(w.db()).unwrap();
+    let health = health();
+    assert_eq!(health.status, 503, "{}", health.body);
+    assert_eq!(health.json()["error"]["code"], "unavailable");
+    assert!(health.body.contains(".recovered"), "{}", health.body);
+    assert!(!health.body.contains("restart"), "{}", health.body);
+    server.expect_log("what it held is saved to the copy", 1, CALL);
+    let mut copy = w.db().into_os_string();
+    copy.push(".recovered");
+    assert!(std::path::Path::new(&copy).exists());
+    server.terminate(CALL);
+    // A restart is refused while the copy is there, as the message said.
+    let refused = w.run(&["user", "list"]);
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains(".recovered"), "{}", refused.stderr);
 }
 
 #[test]

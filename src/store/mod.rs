@@ -98,10 +98,19 @@ pub enum Unavailable {
     /// this process had it open: its connections still reach the old file, gone from the
     /// path, so what it wrote there would be lost.
     #[error(
-        "the database file was replaced or removed while vportal had it open; restart vportal \
-         to use the file there now"
+        "the database file was replaced while vportal had it open; restart vportal to use the \
+         file there now"
     )]
     Replaced,
+    /// The database file was removed while this process had it open: what it held is
+    /// saved beside it ([`recovered_path`]), and a restart is refused until that copy is
+    /// moved into place or removed ([`StoreError::Recoverable`]).
+    #[error(
+        "the database file was removed while vportal had it open; what it held is saved \
+         beside it, with .recovered added to its name (the log says where, or why it could \
+         not be): stop vportal, move that copy into the database's place, then start it"
+    )]
+    Removed,
 }
 
 impl StoreError {
@@ -288,7 +297,8 @@ impl OpenedFile {
     fn check(&self) -> Result<()> {
         match self.state() {
             FileState::InPlace => Ok(()),
-            FileState::Replaced | FileState::Removed => self.refuse(),
+            FileState::Replaced => self.refuse(Unavailable::Replaced),
+            FileState::Removed => self.refuse(Unavailable::Removed),
         }
     }
 
@@ -307,19 +317,21 @@ impl OpenedFile {
         }
     }
 
-    /// Logs the replacement once, and fails.
-    fn refuse(&self) -> Result<()> {
-        if !self
-            .reported
-            .swap(true, std::sync::atomic::Ordering::Relaxed)
+    /// Logs the replacement once (a removal is logged with where its data is saved), and
+    /// fails with `why`.
+    fn refuse(&self, why: Unavailable) -> Result<()> {
+        if why == Unavailable::Replaced
+            && !self
+                .reported
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
             tracing::error!(
                 path = %self.path.display(),
-                "the database file was replaced or removed while in use: every login and \
-                 change now fails; restart vportal to use the file there now"
+                "the database file was replaced while in use: every login and change now \
+                 fails; restart vportal to use the file there now"
             );
         }
-        Err(StoreError::Unavailable(Unavailable::Replaced))
+        Err(StoreError::Unavailable(why))
     }
 }
 
@@ -1027,10 +1039,16 @@ mod tests {
         // database at the path is refused (a restart would otherwise hide it behind an
         // empty one).
         std::fs::remove_file(&path).unwrap();
+        let removed = reopened.user(&ext("1001"), T0).unwrap_err();
         assert!(matches!(
-            reopened.user(&ext("1001"), T0),
-            Err(StoreError::Unavailable(Unavailable::Replaced))
+            removed,
+            StoreError::Unavailable(Unavailable::Removed)
         ));
+        // What the error says does not tell to restart, which would be refused.
+        assert!(
+            removed.to_string().contains(".recovered") && !removed.to_string().contains("restart"),
+            "{removed}"
+        );
         let saved = recovered_path(&path);
         assert_eq!(saved, dir.path().join("v.db.recovered"));
         // It holds every hash: its owner's alone, as the database and a backup are.
