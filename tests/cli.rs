@@ -2103,6 +2103,28 @@ fn a_short_configured_token_is_refused_off_loopback() {
     r.refused("line 2, key admin.token: an admin token must not be empty nor hold white space");
 }
 
+/// A first `serve` given a token (`VPORTAL_ADMIN_TOKEN`) says that one is taken, rather
+/// than that the API has none.
+#[test]
+fn a_first_start_with_a_configured_token_says_it_is_taken() {
+    use common::server::ServerProcess;
+    let mut w = Workdir::new();
+    let token = "k3Jv9Qx7Lm2Pz8Wd4Rt6Yb1Nc5Hs0Fga";
+    w.env.push(("VPORTAL_ADMIN_TOKEN".into(), token.into()));
+    let mut server = ServerProcess::start(&w, "48310-48319", &[]);
+    let stdout = server.stdout.lock().unwrap().clone();
+    assert!(
+        stdout.contains("the token from VPORTAL_ADMIN_TOKEN is taken"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("not a terminal"), "{stdout}");
+    assert!(!stdout.contains(token), "{stdout}");
+    let admin = server.admin.unwrap();
+    let r = common::http::request(admin, "GET", "/api/v1/users", Some(token), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    server.terminate(Duration::from_secs(10));
+}
+
 /// A first `serve` whose standard output is not a terminal makes the database but no admin
 /// token. `init` then makes one (named as a first `init` names it) and prints it as a first
 /// `init` does, the token alone on standard output; the running server takes it at once.

@@ -53,6 +53,7 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     apply_flags(&mut ctx.config, flags);
     let configured_token = configured_token(&ctx.config.admin)?;
     check_token_length(configured_token.as_ref(), &ctx.config.admin)?;
+    let token_from = configured_token.as_ref().map(|(_, from)| *from);
     let configured_token = configured_token.map(|(token, _)| token);
     raise_open_files_limit(&ctx.config.sip);
     warn_about_sip(&ctx.config.sip);
@@ -85,7 +86,7 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     let (store, created) = ctx.open_with(super::Create::InExistingDirectory)?;
     refuse_unusable_store(&ctx, &store)?;
     if let Some(source) = created {
-        first_run_lines(&ctx, &store, &source)?;
+        first_run_lines(&ctx, &store, &source, token_from)?;
     }
     warn_about_side_port(&ctx, &store, configured_token.is_some())?;
     // The hash an unknown mailbox is checked against, made now: made at the first such
@@ -542,7 +543,15 @@ async fn shutdown_signal() {
 /// (with `--json`, the same as one object). The token is made and shown only to a
 /// terminal: a service's standard output is a log (the journal, a container's log), and a
 /// token must never reach one.
-fn first_run_lines(ctx: &Context, store: &Store, source: &PepperSource) -> Result<()> {
+///
+/// `configured` names where a token the server is given comes from, if one is: then the
+/// API is usable without one from the database, and the lines say so.
+fn first_run_lines(
+    ctx: &Context,
+    store: &Store,
+    source: &PepperSource,
+    configured: Option<&str>,
+) -> Result<()> {
     let terminal = std::io::stdout().is_terminal();
     let make_token = || {
         if !terminal {
@@ -577,6 +586,11 @@ fn first_run_lines(ctx: &Context, store: &Store, source: &PepperSource) -> Resul
         outln!(
             "Admin API token \"admin\" (shown only this once): {}",
             token.expose()
+        )?;
+    } else if let Some(from) = configured {
+        outln!(
+            "No admin API token made in the database: the token from {from} is taken. Make \
+             one of the database's with `vportal{options} token create admin`."
         )?;
     } else if !terminal {
         outln!(
