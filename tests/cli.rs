@@ -804,7 +804,6 @@ fn policy_check_exit_codes_and_codes() {
     let shown = w.run(&["policy", "show", "--json"]).ok().json();
     assert_eq!(shown["min_length"], 6);
     assert_eq!(shown["lockout"]["max_failures"], 5);
-    assert_eq!(w.run(&["policy", "set", "min_lenght", "6"]).code, 2);
     assert_eq!(w.run(&["policy", "set", "max_length", "3"]).code, 2);
     // Out of range together with another setting: the error names both.
     let refused = |args: &[&str], says: &str| {
@@ -812,6 +811,18 @@ fn policy_check_exit_codes_and_codes() {
         assert_eq!(r.code, 2, "{args:?}: {r:?}");
         assert!(r.stderr.contains(says), "{args:?}: {}", r.stderr);
     };
+    refused(
+        &["policy", "set", "min_lenght", "6"],
+        "unknown policy setting \"min_lenght\" (see `vportal policy show`)",
+    );
+    // A setting of a section, named without it (as `policy show` prints it) or with
+    // another: the one meant is named.
+    for key in ["max_failures", "nolock.max_failures"] {
+        refused(
+            &["policy", "set", key, "3"],
+            "did you mean lockout.max_failures?",
+        );
+    }
     refused(
         &["policy", "set", "min_length", "20"],
         "min_length: must not be more than max_length (10)",

@@ -310,25 +310,46 @@ fn stored_setting(policy: &Policy, key: &str) -> Result<String> {
             format!("{secs}{words}")
         }
         Some(value) => value.to_string(),
-        None => bail!("unknown policy setting {key:?} (see `vportal policy show`)"),
+        None => return Err(unknown_setting(&doc, key)),
     })
+}
+
+/// The error for a setting `doc` does not hold, naming the one meant when `key` is a name
+/// inside a section given without it (`max_failures` for `lockout.max_failures`) or with
+/// another.
+fn unknown_setting(doc: &toml::Table, key: &str) -> anyhow::Error {
+    let name = key.rsplit_once('.').map_or(key, |(_, name)| name);
+    let meant = doc.iter().find_map(|(section, value)| match value {
+        toml::Value::Table(t) if t.contains_key(name) => Some(format!("{section}.{name}")),
+        _ => None,
+    });
+    match meant {
+        Some(meant) if meant != key => {
+            anyhow!(
+                "unknown policy setting {key:?}: did you mean {meant}? (see `vportal policy show`)"
+            )
+        }
+        _ => anyhow!("unknown policy setting {key:?} (see `vportal policy show`)"),
+    }
 }
 
 /// `policy` with one setting changed. `key` is a top-level name or `lockout.<name>`;
 /// `value` is true/false, a number, or for `*_seconds` settings a duration such as `30m`.
 fn with_setting(policy: &Policy, key: &str, value: &str) -> Result<Policy> {
     let mut doc = toml::Table::try_from(policy)?;
+    // Made before `doc` is borrowed to be changed; said only if the setting is not there.
+    let unknown = unknown_setting(&doc, key);
     let (table, name) = match key.split_once('.') {
         Some((outer, inner)) => {
             let Some(toml::Value::Table(t)) = doc.get_mut(outer) else {
-                bail!("unknown policy setting {key:?} (see `vportal policy show`)");
+                return Err(unknown);
             };
             (t, inner)
         }
         None => (&mut doc, key),
     };
     let Some(old) = table.get(name) else {
-        bail!("unknown policy setting {key:?} (see `vportal policy show`)");
+        return Err(unknown);
     };
     let new = match old {
         toml::Value::Boolean(_) => toml::Value::Boolean(
