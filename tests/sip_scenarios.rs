@@ -359,6 +359,55 @@ fn a_shutdown_waiting_for_the_ack_ends_the_call_for_the_shutdown() {
     assert!(w.ep.is_idle());
 }
 
+/// Behind a proxy that does not Record-Route, the caller ACKs straight to our Contact
+/// (RFC 3261 §12.2.1.1: no route set): our BYE goes to the caller, where its ACK came from,
+/// not to the proxy, which need not take it. Behind one that does, the BYE goes to the
+/// proxy with the Route, as the ACK did.
+#[test]
+fn the_bye_goes_to_the_caller_when_the_proxy_is_not_on_the_route() {
+    let proxy: SocketAddr = "127.0.0.2:5070".parse().unwrap();
+    for record_route in [false, true] {
+        let mut w = World::new();
+        let offer = w.uac.offer("sendrecv");
+        let mut invite = String::from_utf8(w.uac.invite(&offer)).unwrap().replacen(
+            "Via: ",
+            "Via: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bKproxy1\r\nVia: ",
+            1,
+        );
+        if record_route {
+            invite = invite.replacen(
+                "Max-Forwards: ",
+                "Record-Route: <sip:127.0.0.2:5070;lr>\r\nMax-Forwards: ",
+                1,
+            );
+        }
+        w.send_from(proxy, invite.into_bytes());
+        let call = w.accept();
+        let ok = w
+            .inbox
+            .iter()
+            .rev()
+            .find(|(_, t)| status(&t.payload) == 200);
+        assert_eq!(ok.unwrap().1.destination, proxy, "the 200 goes by the Via");
+        w.uac.learn_tag(&parse(&ok.unwrap().1.payload));
+        let ack = w.uac.ack_2xx("");
+        if record_route {
+            w.send_from(proxy, ack);
+        } else {
+            w.send(ack);
+        }
+        w.hangup(call);
+        let (_, bye) = w.bye();
+        let expected = if record_route { proxy } else { w.uac.local };
+        assert_eq!(bye.destination, expected, "record-route: {record_route}");
+        let routes: Vec<String> = parse(&bye.payload)
+            .values(HeaderName::Route)
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(routes.is_empty(), !record_route, "{routes:?}");
+    }
+}
+
 #[test]
 fn cancel_before_the_answer_gets_200_and_487() {
     let mut w = World::new();

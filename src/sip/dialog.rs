@@ -100,6 +100,20 @@ fn is_loose(route: &str) -> bool {
     }
 }
 
+/// A Contact URI as a remote target: without its `?headers` part, which RFC 3261 §19.1.1
+/// (Table 1) allows in neither a dialog's Contact nor a Request-URI, so that our requests
+/// do not carry what a caller put there.
+pub(crate) fn remote_target(contact: &str) -> String {
+    match Uri::parse(contact) {
+        Ok(Uri::Sip(u)) if !u.headers.is_empty() => contact
+            .strip_suffix(u.headers)
+            .and_then(|rest| rest.strip_suffix('?'))
+            .unwrap_or(contact)
+            .to_owned(),
+        _ => contact.to_owned(),
+    }
+}
+
 /// The URIs of name-addr list values (Record-Route), in order.
 pub(crate) fn uris<'a>(values: impl Iterator<Item = NameAddr<'a>>) -> Vec<String> {
     values.map(|n| n.uri.to_owned()).collect()
@@ -131,6 +145,26 @@ mod tests {
             .request(&Method::Bye, "127.0.0.1:5060", "z9hG4bKx")
             .finish(None);
         Message::parse_datagram(bytes).unwrap()
+    }
+
+    #[test]
+    fn a_contacts_headers_are_not_part_of_the_remote_target() {
+        for (contact, target) in [
+            (
+                "sip:1001@127.0.0.1:5062;transport=udp?X=1",
+                "sip:1001@127.0.0.1:5062;transport=udp",
+            ),
+            (
+                "sip:1001@127.0.0.1?Subject=a&Priority=b",
+                "sip:1001@127.0.0.1",
+            ),
+            // A `?` in the user part is the user's.
+            ("sip:a?b@127.0.0.1:5062", "sip:a?b@127.0.0.1:5062"),
+            ("sip:1001@127.0.0.1:5062", "sip:1001@127.0.0.1:5062"),
+            ("tel:+15551234567", "tel:+15551234567"),
+        ] {
+            assert_eq!(remote_target(contact), target, "{contact}");
+        }
     }
 
     #[test]

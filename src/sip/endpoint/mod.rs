@@ -539,7 +539,8 @@ impl Endpoint {
             Some(c) => Some(NameAddr::parse(c, HeaderName::Contact).map_err(malformed)?),
             None => None,
         };
-        let remote_target = contact.as_ref().map_or(core.from.uri, |c| c.uri).to_owned();
+        let remote_target =
+            dialog::remote_target(contact.as_ref().map_or(core.from.uri, |c| c.uri));
         let route_set = msg
             .list(HeaderName::RecordRoute)
             .map(|value| NameAddr::parse(value, HeaderName::RecordRoute))
@@ -723,6 +724,19 @@ impl Endpoint {
         }
         let first = !call.established;
         call.established = true;
+        // With no route set, the caller sends its ACK straight to our Contact (§12.2.1.1):
+        // one from another host than the INVITE came through a proxy that does not
+        // Record-Route, and from the caller, the dialog's remote target. Over UDP our
+        // requests (the BYE) then go where the ACK came from, as they follow a target
+        // refresh, rather than to that proxy, which need not take them.
+        if first
+            && call.dialog.route_set.is_empty()
+            && !call.dialog.flow.is_reliable()
+            && !req.flow.is_reliable()
+            && req.source.ip() != call.source.ip()
+        {
+            call.dialog.flow = udp_reply_flow(req.flow, &core.via, req.source);
+        }
         let source_of = call.source;
         if offered {
             // Late offer: the answer is in this ACK.
@@ -1024,7 +1038,7 @@ impl Endpoint {
             return;
         }
         if let Some(call) = self.calls.get_mut(&handle) {
-            contact.uri.clone_into(&mut call.dialog.remote_target);
+            call.dialog.remote_target = dialog::remote_target(contact.uri);
         }
     }
 
