@@ -55,7 +55,7 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     check_token_length(configured_token.as_ref(), &ctx.config.admin)?;
     let token_from = configured_token.as_ref().map(|(_, from)| *from);
     let configured_token = configured_token.map(|(token, _)| token);
-    raise_open_files_limit(&ctx.config.sip);
+    raise_open_files_limit(&ctx.config.sip, ctx.config.rtp.ports.calls());
     warn_about_sip(&ctx.config.sip);
     // Everything that can be wrong with the files is found before a first run creates the
     // database and hands out its token.
@@ -239,10 +239,11 @@ async fn stop_signal(stop: Arc<tokio::sync::watch::Sender<bool>>) {
 }
 
 /// File descriptors the configuration may hold at once: two UDP sockets a call (RTP and
-/// RTCP), every TCP connection, and a margin for the rest (the SIP sockets, the database
-/// and its WAL, the admin side-port's connections, the runtime, the log).
-fn open_files_needed(sip: &SipConfig) -> u64 {
-    let calls = u64::try_from(sip.max_calls).unwrap_or(u64::MAX);
+/// RTCP) for as many calls as `sip.max_calls` and the RTP range (`rtp_calls`) both allow,
+/// every TCP connection, and a margin for the rest (the SIP sockets, the database and its
+/// WAL, the admin side-port's connections, the runtime, the log).
+fn open_files_needed(sip: &SipConfig, rtp_calls: usize) -> u64 {
+    let calls = u64::try_from(sip.max_calls.min(rtp_calls)).unwrap_or(u64::MAX);
     let tcp = u64::try_from(sip.max_tcp_connections).unwrap_or(u64::MAX);
     calls
         .saturating_mul(2)
@@ -259,9 +260,9 @@ fn open_files_target(soft: u64, hard: u64, needed: u64) -> u64 {
 /// Raises the soft RLIMIT_NOFILE toward what the configuration needs (systemd starts
 /// services at 1,024, enough for about 380 calls), as far as the hard limit allows; warns
 /// when that is not enough. Without it, calls past the limit would be refused with 503.
-fn raise_open_files_limit(sip: &SipConfig) {
+fn raise_open_files_limit(sip: &SipConfig, rtp_calls: usize) {
     use rlimit::Resource;
-    let needed = open_files_needed(sip);
+    let needed = open_files_needed(sip, rtp_calls);
     let (soft, hard) = match Resource::NOFILE.get() {
         Ok(limits) => limits,
         Err(e) => {
@@ -284,11 +285,12 @@ fn raise_open_files_limit(sip: &SipConfig) {
         tracing::warn!(
             limit,
             needed,
-            max_calls = sip.max_calls,
+            calls = sip.max_calls.min(rtp_calls),
             max_tcp_connections = sip.max_tcp_connections,
-            "the open files limit is below what sip.max_calls and sip.max_tcp_connections \
-             need (two sockets a call); calls past it get 503: raise the hard limit \
-             (systemd: LimitNOFILE=) or lower sip.max_calls"
+            "the open files limit is below what the calls (sip.max_calls, or as many as \
+             rtp.ports holds if fewer) and sip.max_tcp_connections need (two sockets a \
+             call); calls past it get 503: raise the hard limit (systemd: LimitNOFILE=) or \
+             lower sip.max_calls"
         );
     }
 }
@@ -613,14 +615,18 @@ mod tests {
     #[test]
     fn the_open_files_limit_is_raised_to_what_the_calls_need_within_the_hard_limit() {
         let defaults = SipConfig::default();
+        let rtp_calls = vportal::config::RtpConfig::default().ports.calls();
+        assert_eq!(rtp_calls, 5_000);
         // 5,000 calls of two sockets, 1,024 TCP connections and the margin.
-        assert_eq!(open_files_needed(&defaults), 11_280);
+        assert_eq!(open_files_needed(&defaults, rtp_calls), 11_280);
         let small = SipConfig {
             max_calls: 10,
             max_tcp_connections: 0,
             ..SipConfig::default()
         };
-        assert_eq!(open_files_needed(&small), 276);
+        assert_eq!(open_files_needed(&small, rtp_calls), 276);
+        // An RTP range for 5 calls: 5 calls' sockets, whatever max_calls says.
+        assert_eq!(open_files_needed(&defaults, 5), 10 + 1_024 + 256);
         // systemd's 1,024 soft limit under its 524,288 hard one: raised to what is needed.
         assert_eq!(open_files_target(1_024, 524_288, 11_280), 11_280);
         // A hard limit below it: as far as it goes.

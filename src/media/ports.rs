@@ -49,6 +49,11 @@ impl fmt::Display for PortRange {
 }
 
 impl PortRange {
+    /// How many calls the range holds: its even ports whose odd port above is in it too.
+    pub fn calls(self) -> usize {
+        self.even_ports().count()
+    }
+
     /// The even ports whose odd port above is in the range too.
     fn even_ports(self) -> impl Iterator<Item = u16> {
         // 65535 rounds up past the port space: no even port then (`1..=0` is empty).
