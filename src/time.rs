@@ -96,7 +96,7 @@ impl Serialize for Timestamp {
 
 /// A duration string could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {input:?}: {reason} (examples: 90s, 20m, 72h, 7d, 1h30m)")]
+#[error("invalid duration {input:?}: {reason} (examples: 90s, 20m, 72h, 7d, 2w, 1h30m)")]
 pub struct DurationError {
     /// What was given.
     input: String,

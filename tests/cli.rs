@@ -1253,8 +1253,28 @@ fn tokens_are_shown_once_and_revocable() {
         let r = w.run(&["token", "create", reserved]);
         r.refused("is reserved");
     }
-    w.run(&["token", "revoke", "provisioning"]).ok();
+    // `initialised()` made one token besides: revoking this one leaves that one.
+    let revoked = w.run(&["token", "revoke", "provisioning"]).ok();
+    assert!(
+        !revoked.stderr.contains("No admin API token"),
+        "{}",
+        revoked.stderr
+    );
     assert_eq!(w.run(&["token", "revoke", "provisioning"]).code, 2);
+    // Revoking the last one says the API now takes only a configured token.
+    let left = w.run(&["token", "list", "--json"]).ok().json();
+    assert_eq!(left.as_array().map(Vec::len), Some(1), "{left}");
+    for t in left.as_array().unwrap() {
+        let name = t["name"].as_str().unwrap().to_owned();
+        let revoked = w.run(&["token", "revoke", &name]).ok();
+        assert!(
+            revoked
+                .stderr
+                .contains("No admin API token is left in the database"),
+            "{}",
+            revoked.stderr
+        );
+    }
 }
 
 #[test]

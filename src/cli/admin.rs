@@ -433,6 +433,16 @@ pub(crate) fn token(ctx: &Context, cmd: TokenCommand) -> Result<ExitCode> {
             } else {
                 outln!("Admin API token {name:?} revoked.")?;
             }
+            // A running server takes none of the database's tokens now: only a configured
+            // one, if it has one. Said on stderr, as a warning would be.
+            if store.tokens()?.is_empty() {
+                let options = ctx.store_options();
+                errln!(
+                    "No admin API token is left in the database: the admin API takes only a \
+                     configured token (VPORTAL_ADMIN_TOKEN, admin.token) until you make one \
+                     with `vportal{options} token create NAME`."
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
