@@ -496,6 +496,10 @@ fn clean_name(name: Option<String>) -> Result<Option<String>, String> {
     if name.chars().count() > MAX_NAME_LEN {
         return Err(format!("name: at most {MAX_NAME_LEN} characters"));
     }
+    if name.contains(['\n', '\r']) {
+        // A CSV value quoted across lines, most often.
+        return Err("name: a line break is not allowed (one line only)".into());
+    }
     if name.chars().any(char::is_control) {
         return Err("name: control characters are not allowed".into());
     }
@@ -1296,6 +1300,15 @@ mod tests {
         assert!(bad(None, Some("@example.com")));
         assert!(!bad(Some("  "), Some("")));
         assert_eq!(s.user(&ext("1001"), T0).unwrap().unwrap().name, None);
+        // What is wrong is said: a line break (a CSV value quoted across lines) as such.
+        assert_eq!(
+            clean_name(Some("Eve\nSmith".into())).unwrap_err(),
+            "name: a line break is not allowed (one line only)"
+        );
+        assert_eq!(
+            clean_name(Some("a\u{7}b".into())).unwrap_err(),
+            "name: control characters are not allowed"
+        );
     }
 
     #[test]
