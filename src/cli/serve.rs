@@ -337,6 +337,26 @@ fn load_dialplan(path: Option<&Path>) -> Result<Dialplan> {
     }
 }
 
+/// The name of `dir` when it reads as a language tag (`en`, `fra`, `pt-BR`, `en_GB`) other
+/// than `language`: a folder of another language's prompts, given for this one.
+fn named_for_another_language<'a>(dir: &'a Path, language: &str) -> Option<&'a str> {
+    let name = dir.file_name()?.to_str()?;
+    let (primary, region) = match name.split_once(['-', '_']) {
+        Some((primary, region)) => (primary, Some(region)),
+        None => (name, None),
+    };
+    let tag = (2..=3).contains(&primary.len())
+        && primary.bytes().all(|b| b.is_ascii_alphabetic())
+        && region.is_none_or(|r| {
+            (2..=4).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_alphanumeric())
+        });
+    let same = |a: &str, b: &str| {
+        a.replace('_', "-")
+            .eq_ignore_ascii_case(&b.replace('_', "-"))
+    };
+    (tag && !same(name, language)).then_some(name)
+}
+
 /// The prompt set of every language the dialplan's routes use (`<dir>/<language>`), or the
 /// built-in English set when no folder is configured and the default one has no `en`
 /// (running from another directory than the source tree). `dir` may also be one language's
@@ -383,11 +403,21 @@ fn load_prompts(
                         .unwrap_or("the default language")
                 );
             }
-            tracing::info!(
-                language,
-                folder = %dir.display(),
-                "the prompts folder holds {MANIFEST} itself: using it as this language's prompts"
-            );
+            if let Some(named) = named_for_another_language(dir, language) {
+                tracing::warn!(
+                    language,
+                    folder = %dir.display(),
+                    "the prompts folder holds {MANIFEST} itself and is named for another \
+                     language ({named}): callers of this language will hear its prompts"
+                );
+            } else {
+                tracing::info!(
+                    language,
+                    folder = %dir.display(),
+                    "the prompts folder holds {MANIFEST} itself: using it as this language's \
+                     prompts"
+                );
+            }
             dir_is = Some(language);
             folder = dir.to_owned();
         }
@@ -611,6 +641,26 @@ fn first_run_lines(
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    #[test]
+    fn a_prompts_folder_named_for_another_language_is_noticed() {
+        let named = |dir: &str, language: &str| {
+            named_for_another_language(Path::new(dir), language).map(str::to_owned)
+        };
+        assert_eq!(named("/srv/prompts/en", "fr").as_deref(), Some("en"));
+        assert_eq!(named("prompts/pt-BR", "pt").as_deref(), Some("pt-BR"));
+        for (dir, language) in [
+            ("/srv/prompts/en", "en"),
+            ("/srv/prompts/EN", "en"),
+            ("prompts/en_GB", "en-GB"),
+            // Not a language tag: nothing to say.
+            ("/srv/voice", "fr"),
+            ("/srv/french", "fr"),
+            ("/srv/prompts-2026", "fr"),
+        ] {
+            assert_eq!(named(dir, language), None, "{dir} for {language}");
+        }
+    }
 
     #[test]
     fn the_open_files_limit_is_raised_to_what_the_calls_need_within_the_hard_limit() {
