@@ -218,7 +218,10 @@ impl<'a> Via<'a> {
             Some(i) => (trim(&rest[..i]), &rest[i..]),
             None => (trim(rest), ""),
         };
-        let (host, port) = parse_hostport(sent_by).map_err(|_| bad)?;
+        let (host, port) = parse_hostport(sent_by)
+            .ok()
+            .or_else(|| spaced_sent_by(sent_by))
+            .ok_or(bad)?;
         let params = Params::new(params).map_err(|BadParams| bad)?;
         Ok(Self {
             version,
@@ -361,6 +364,24 @@ impl<'a> CSeq<'a> {
     }
 }
 
+/// A Via's sent-by with white space around its port's colon, which RFC 3261 §25.1 allows
+/// (`COLON = SWS ":" SWS`): `192.0.2.1 : 5060`.
+fn spaced_sent_by(sent_by: &str) -> Option<(Host<'_>, Option<u16>)> {
+    let colon = sent_by.rfind(':')?;
+    let (host, port) = (&sent_by[..colon], &sent_by[colon + 1..]);
+    if port.contains(']') || (host == trim(host) && port == trim(port)) {
+        return None;
+    }
+    let (host, port) = (trim(host), trim(port));
+    let (host, None) = parse_hostport(host).ok()? else {
+        return None;
+    };
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((host, Some(port.parse().ok()?)))
+}
+
 /// Parses decimal digits (leading zeros allowed) into a value below `limit`.
 pub(crate) fn parse_number(digits: &str, limit: u64) -> Option<u32> {
     if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -404,6 +425,29 @@ mod tests {
         let v = Via::parse("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1;rport").unwrap();
         assert!(v.wants_rport());
         assert_eq!(v.port, Some(5070));
+        // §25.1: COLON = SWS ":" SWS, in sent-by too.
+        for spaced in ["127.0.0.1 :5070", "127.0.0.1: 5070", "127.0.0.1 \t:  5070"] {
+            let value = format!("SIP/2.0/UDP {spaced};branch=z9hG4bK-1");
+            let v = Via::parse(&value).unwrap();
+            assert_eq!(
+                (v.host, v.port),
+                (Host::Ip("127.0.0.1".parse().unwrap()), Some(5070)),
+                "{spaced}"
+            );
+        }
+        let v = Via::parse("SIP/2.0/UDP [::1] : 5070;branch=z9hG4bK-1").unwrap();
+        assert_eq!(v.port, Some(5070));
+        for bad in [
+            "127.0.0.1 :",
+            "127.0.0.1 : +5",
+            "127.0.0.1 : 50 70",
+            "127.0.0.1 : 99999",
+        ] {
+            assert!(
+                Via::parse(&format!("SIP/2.0/UDP {bad};branch=z9hG4bK-1")).is_err(),
+                "{bad}"
+            );
+        }
         assert!(
             !Via::parse("SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK")
                 .unwrap()
