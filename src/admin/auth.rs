@@ -36,10 +36,10 @@ const MAX_TRACKED: usize = 10_000;
 /// request turned away does not have its token looked at. A guesser gets one guess per
 /// period however many connections it opens, and holds no connection while it waits.
 ///
-/// Checks that have not ended count as failures-to-be ([`Throttle::admit`]): a client's
-/// requests sent at once are checked only as many at a time as it has free bad tokens left,
-/// the others waiting until one ends, so a burst on many connections before any check has
-/// failed is not a burst of guesses.
+/// Before that, checks that have not ended count as failures-to-be ([`Throttle::admit`]):
+/// a client's requests sent at once are checked only as many at a time as it has free bad
+/// tokens left, the others waiting until one ends (a check takes microseconds), so a burst
+/// on many connections before any check has failed is not a burst of guesses.
 #[derive(Debug, Default)]
 pub struct Throttle {
     /// Per client that has bad tokens or checks under way.
@@ -84,9 +84,8 @@ impl Throttle {
     pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<Check<'_>, Refused> {
         let client = guesser(ip);
         let mut map = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
-        if !map.contains_key(&client) {
-            make_room(&mut map, now);
-        }
+        // A client without bad tokens is here only while its checks run (at most one per
+        // connection): it takes no tracked place, which failures alone make room for.
         let f = map.entry(client).or_insert(Failures {
             count: 0,
             last: now,
@@ -101,6 +100,11 @@ impl Throttle {
         }
         if f.count.saturating_add(f.checking) >= FREE_FAILURES {
             if f.checking > 0 {
+                // Past the free ones, the one check let through outlasted its provisional
+                // refusal: the others are turned away still, not held waiting.
+                if f.count >= FREE_FAILURES {
+                    return Err(Refused::For(FIRST_DELAY));
+                }
                 return Err(Refused::Wait);
             }
             f.refused_until = now + delay_after(f.count.saturating_add(1));
@@ -120,17 +124,19 @@ impl Throttle {
     }
 }
 
-/// Drops the clients not heard of for [`FORGET_AFTER`] when the map is full, and then the
-/// one heard of longest ago, never one with a check under way.
-fn make_room(map: &mut HashMap<Client, Failures>, now: Instant) {
-    if map.len() < MAX_TRACKED {
+/// Makes room for `client`'s first bad token when the clients with bad tokens fill the
+/// map: drops those not heard of for [`FORGET_AFTER`], then the one heard of longest ago,
+/// never one with a check under way (nor `client`, whose check is).
+fn make_room(map: &mut HashMap<Client, Failures>, client: Client, now: Instant) {
+    let tracked = |map: &HashMap<Client, Failures>| map.values().filter(|f| f.count > 0).count();
+    if tracked(map) < MAX_TRACKED {
         return;
     }
     map.retain(|_, f| f.checking > 0 || now.duration_since(f.last) < FORGET_AFTER);
-    if map.len() >= MAX_TRACKED
+    if tracked(map) >= MAX_TRACKED
         && let Some(oldest) = map
             .iter()
-            .filter(|(_, f)| f.checking == 0)
+            .filter(|(c, f)| f.checking == 0 && **c != client)
             .min_by_key(|(_, f)| f.last)
             .map(|(client, _)| *client)
     {
@@ -151,6 +157,16 @@ impl Check<'_> {
     /// A bad token at `now`; returns how long the client is now turned away for (zero for
     /// the first few).
     pub fn failed(self, now: Instant) -> Duration {
+        {
+            let mut map = self
+                .throttle
+                .clients
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if map.get(&self.client).is_some_and(|f| f.count == 0) {
+                make_room(&mut map, self.client, now);
+            }
+        }
         self.settle(|f| {
             if now.duration_since(f.last) >= FORGET_AFTER {
                 f.count = 0;
@@ -430,9 +446,12 @@ mod tests {
         for _ in 0..FREE_FAILURES {
             guess(&t, ip, now);
         }
-        // The next is let through; while it is being checked, the others are turned away.
+        // The next is let through; while it is being checked, the others are turned away,
+        // after its provisional refusal too (not held waiting).
         let check = t.admit(ip, now).expect("one more");
         assert!(matches!(t.admit(ip, now), Err(Refused::For(_))));
+        let slow = now + Duration::from_millis(300);
+        assert_eq!(t.admit(ip, slow).unwrap_err(), Refused::For(FIRST_DELAY));
         assert!(t.admit(IpAddr::from([192, 0, 2, 10]), now).is_ok());
         // It fails: turned away for 250 ms from then, then one more check is let through.
         check.failed(now);
@@ -453,6 +472,34 @@ mod tests {
         assert!(matches!(t.admit(ip, later), Err(Refused::For(_))));
         let after = later + Duration::from_millis(250);
         assert!(t.admit(ip, after).is_ok());
+    }
+
+    /// Good clients take no tracked place: with the map full of clients with bad tokens,
+    /// their checks evict none of them; a new client's first bad token does (the oldest).
+    #[test]
+    fn good_clients_do_not_push_bad_ones_out() {
+        let t = Throttle::default();
+        let now = Instant::now();
+        let bad = |n: usize| IpAddr::from([10, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
+        // Each later than the one before: bad(0) is the oldest.
+        let at = |n: usize| now + Duration::from_micros(n as u64);
+        for n in 0..MAX_TRACKED {
+            for _ in 0..=FREE_FAILURES {
+                guess(&t, bad(n), at(n));
+            }
+        }
+        for last in 1..=100 {
+            let good = IpAddr::from([192, 0, 2, last]);
+            t.admit(good, now).unwrap().succeeded();
+        }
+        assert!(t.admit(bad(0), now).is_err(), "the oldest was pushed out");
+        guess(
+            &t,
+            IpAddr::from([198, 51, 100, 1]),
+            now + Duration::from_secs(1),
+        );
+        assert!(t.admit(bad(0), now).is_ok(), "a bad token makes room");
+        assert!(t.clients.lock().unwrap().len() <= MAX_TRACKED + 1);
     }
 
     /// What is left of a client once its checks end: nothing, unless it has bad tokens.
