@@ -53,7 +53,11 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     apply_flags(&mut ctx.config, flags);
     let configured_token = configured_token(&ctx.config.admin)?;
     check_token_length(configured_token.as_ref(), &ctx.config.admin)?;
-    let token_from = configured_token.as_ref().map(|(_, from)| *from);
+    // Taken only by a running admin API.
+    let token_from = configured_token
+        .as_ref()
+        .filter(|_| ctx.config.admin.enabled)
+        .map(|(_, from)| *from);
     let configured_token = configured_token.map(|(token, _)| token);
     raise_open_files_limit(&ctx.config.sip, ctx.config.rtp.ports.calls());
     warn_about_sip(&ctx.config.sip);
@@ -337,24 +341,24 @@ fn load_dialplan(path: Option<&Path>) -> Result<Dialplan> {
     }
 }
 
-/// The name of `dir` when it reads as a language tag (`en`, `fra`, `pt-BR`, `en_GB`) other
-/// than `language`: a folder of another language's prompts, given for this one.
+/// The name of `dir` when it reads as a two-letter language tag (`en`, `pt-BR`, `en_GB`)
+/// of another language than `language`'s: a folder of another language's prompts, given
+/// for this one. Regional variants of one language (`en` for `en-GB`) are the same
+/// language; a three-letter name (`ivr`, `wav`) is taken for no tag.
 fn named_for_another_language<'a>(dir: &'a Path, language: &str) -> Option<&'a str> {
     let name = dir.file_name()?.to_str()?;
-    let (primary, region) = match name.split_once(['-', '_']) {
-        Some((primary, region)) => (primary, Some(region)),
+    let primary = |tag: &'a str| tag.split(['-', '_']).next().unwrap_or(tag);
+    let (first, region) = match name.split_once(['-', '_']) {
+        Some((first, region)) => (first, Some(region)),
         None => (name, None),
     };
-    let tag = (2..=3).contains(&primary.len())
-        && primary.bytes().all(|b| b.is_ascii_alphabetic())
+    let tag = first.len() == 2
+        && first.bytes().all(|b| b.is_ascii_alphabetic())
         && region.is_none_or(|r| {
             (2..=4).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_alphanumeric())
         });
-    let same = |a: &str, b: &str| {
-        a.replace('_', "-")
-            .eq_ignore_ascii_case(&b.replace('_', "-"))
-    };
-    (tag && !same(name, language)).then_some(name)
+    let language_primary = language.split(['-', '_']).next().unwrap_or(language);
+    (tag && !primary(name).eq_ignore_ascii_case(language_primary)).then_some(name)
 }
 
 /// The prompt set of every language the dialplan's routes use (`<dir>/<language>`), or the
@@ -648,15 +652,21 @@ mod tests {
             named_for_another_language(Path::new(dir), language).map(str::to_owned)
         };
         assert_eq!(named("/srv/prompts/en", "fr").as_deref(), Some("en"));
-        assert_eq!(named("prompts/pt-BR", "pt").as_deref(), Some("pt-BR"));
+        assert_eq!(named("prompts/pt-BR", "es").as_deref(), Some("pt-BR"));
         for (dir, language) in [
             ("/srv/prompts/en", "en"),
             ("/srv/prompts/EN", "en"),
             ("prompts/en_GB", "en-GB"),
+            // One language's regional variants.
+            ("prompts/en", "en-GB"),
+            ("prompts/en-US", "en"),
             // Not a language tag: nothing to say.
             ("/srv/voice", "fr"),
             ("/srv/french", "fr"),
             ("/srv/prompts-2026", "fr"),
+            ("/opt/vportal/ivr", "en"),
+            ("/var/lib/vportal/wav", "fr"),
+            ("/srv/prompts/new", "en"),
         ] {
             assert_eq!(named(dir, language), None, "{dir} for {language}");
         }

@@ -376,10 +376,7 @@ fn spaced_sent_by(sent_by: &str) -> Option<(Host<'_>, Option<u16>)> {
     let (host, None) = parse_hostport(host).ok()? else {
         return None;
     };
-    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((host, Some(port.parse().ok()?)))
+    Some((host, Some(super::uri::parse_port(port)?)))
 }
 
 /// Parses decimal digits (leading zeros allowed) into a value below `limit`.
@@ -442,6 +439,8 @@ mod tests {
             "127.0.0.1 : +5",
             "127.0.0.1 : 50 70",
             "127.0.0.1 : 99999",
+            // As many digits as without the spaces.
+            "127.0.0.1 : 0005060",
         ] {
             assert!(
                 Via::parse(&format!("SIP/2.0/UDP {bad};branch=z9hG4bK-1")).is_err(),

@@ -248,13 +248,18 @@ pub fn parse_hostport(text: &str) -> Result<(Host<'_>, Option<u16>), UriError> {
         (host, p)
     };
     let port = match port {
-        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
-            Some(p.parse().map_err(|_| UriError::Port)?)
-        }
-        Some(_) => return Err(UriError::Port),
+        Some(p) => Some(parse_port(p).ok_or(UriError::Port)?),
         None => None,
     };
     Ok((host, port))
+}
+
+/// A port: 1 to 5 digits, at most 65535.
+pub fn parse_port(digits: &str) -> Option<u16> {
+    if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 #[cfg(test)]

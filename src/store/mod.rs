@@ -111,6 +111,14 @@ pub enum Unavailable {
          not be): stop vportal, move that copy into the database's place, then start it"
     )]
     Removed,
+    /// The database file was removed while this process had it open, and what it held
+    /// could not be saved.
+    #[error(
+        "the database file was removed while vportal had it open, and what it held could not \
+         be saved (the log says why): it is lost when vportal stops; restore the database \
+         from a backup"
+    )]
+    RemovedUnsaved,
 }
 
 impl StoreError {
@@ -269,6 +277,8 @@ struct OpenedFile {
     /// The file was removed, and a copy of what the store holds is being or was saved (see
     /// [`Store::check_file`]).
     saved: std::sync::atomic::AtomicBool,
+    /// That copy could not be saved.
+    copy_failed: std::sync::atomic::AtomicBool,
 }
 
 /// Where a store whose database file was removed under it saves a copy of its data: the
@@ -286,6 +296,7 @@ impl OpenedFile {
             id: std::fs::metadata(path).ok().as_ref().and_then(metadata_id),
             reported: std::sync::atomic::AtomicBool::new(false),
             saved: std::sync::atomic::AtomicBool::new(false),
+            copy_failed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -298,6 +309,9 @@ impl OpenedFile {
         match self.state() {
             FileState::InPlace => Ok(()),
             FileState::Replaced => self.refuse(Unavailable::Replaced),
+            FileState::Removed if self.copy_failed.load(std::sync::atomic::Ordering::Relaxed) => {
+                self.refuse(Unavailable::RemovedUnsaved)
+            }
             FileState::Removed => self.refuse(Unavailable::Removed),
         }
     }
@@ -594,7 +608,8 @@ impl Store {
     /// The admin side-port's liveness answer (`/healthz`).
     ///
     /// # Errors
-    /// [`Unavailable::Replaced`].
+    /// [`Unavailable::Replaced`], [`Unavailable::Removed`] (or
+    /// [`Unavailable::RemovedUnsaved`] when its copy could not be saved).
     ///
     /// A file removed (rather than replaced by another) takes the only copy of the data
     /// with it, once this process ends: the first use that finds it gone saves what the
@@ -610,16 +625,22 @@ impl Store {
             && file.state() == FileState::Removed
             && !file.saved.swap(true, std::sync::atomic::Ordering::Relaxed)
         {
-            self.save_removed(&file.path);
+            if !self.save_removed(&file.path) {
+                file.copy_failed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            // Said as it now stands: saved, or not.
+            return file.check();
         }
         checked
     }
 
     /// Saves what the store holds to `path`'s [`recovered_path`], its file having been
-    /// removed; says where, or why it could not.
-    fn save_removed(&self, path: &Path) {
+    /// removed; says where, or why it could not. Whether it was saved.
+    fn save_removed(&self, path: &Path) -> bool {
         let copy = recovered_path(path);
         let saved = self.copy_to_new(&copy);
+        let ok = saved.is_ok();
         match saved {
             Ok(()) => tracing::error!(
                 path = %path.display(),
@@ -636,6 +657,7 @@ impl Store {
                  saved to the copy: it is lost when vportal stops"
             ),
         }
+        ok
     }
 
     /// Runs `f` on the connection (reads; WAL gives it a consistent snapshot per statement).
@@ -995,6 +1017,25 @@ mod tests {
         drop(s);
         let restored = Store::open(&copy, pepper(), false, 1).unwrap();
         assert!(restored.user(&ext("1001"), T0).unwrap().is_some());
+    }
+
+    /// A database file removed when its copy cannot be saved (here: a file already in the
+    /// copy's place): the error says the data is lost, not that it is saved.
+    #[test]
+    fn a_removed_database_whose_copy_cannot_be_saved_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, s) = on_disk(dir.path());
+        std::fs::write(recovered_path(&path), b"in the way").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        for _ in 0..2 {
+            let e = s.user(&ext("1001"), T0).unwrap_err();
+            assert!(
+                matches!(e, StoreError::Unavailable(Unavailable::RemovedUnsaved)),
+                "{e}"
+            );
+            assert!(e.to_string().contains("could not be saved"), "{e}");
+        }
+        assert_eq!(std::fs::read(recovered_path(&path)).unwrap(), b"in the way");
     }
 
     /// A backup restored over the database while a store has it open (a `mv`, as the
