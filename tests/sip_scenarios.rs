@@ -926,8 +926,8 @@ fn requests_out_of_order_or_after_our_bye() {
         w.last_status_line(),
         "SIP/2.0 481 Call/Transaction Does Not Exist"
     );
-    // So are an UPDATE (its answer would name an RTP port already freed) and an INFO
-    // (RFC 5407 §3.2.1); a crossing BYE is answered 200.
+    // So is any other in-dialog request: an UPDATE (its answer would name an RTP port
+    // already freed), an INFO, an OPTIONS (RFC 5407 §3.2.1); a crossing BYE gets 200.
     for (method, content_type, body) in [
         ("UPDATE", "application/sdp", offer.as_str()),
         (
@@ -935,6 +935,7 @@ fn requests_out_of_order_or_after_our_bye() {
             "application/dtmf-relay",
             "Signal=5\r\nDuration=160\r\n",
         ),
+        ("OPTIONS", "", ""),
         ("BYE", "", ""),
     ] {
         let late = w.uac.request(method, content_type, body);
