@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -83,7 +83,7 @@ impl Throttle {
     /// [`Refused`]: how long the client is turned away for, or that it must wait.
     pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<Check<'_>, Refused> {
         let client = guesser(ip);
-        let mut map = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.clients();
         // A client without bad tokens is here only while its checks run (at most one per
         // connection): it takes no tracked place, which failures alone make room for.
         let f = map.entry(client).or_insert(Failures {
@@ -114,6 +114,12 @@ impl Throttle {
             throttle: self,
             client,
         })
+    }
+
+    /// The clients' records. Nothing panics while they are held; were something to, they
+    /// would still be counts and times, usable as they stand.
+    fn clients(&self) -> MutexGuard<'_, HashMap<Client, Failures>> {
+        self.clients.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Resolves when one of any client's checks has ended: a request told to
@@ -158,11 +164,7 @@ impl Check<'_> {
     /// the first few).
     pub fn failed(self, now: Instant) -> Duration {
         {
-            let mut map = self
-                .throttle
-                .clients
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut map = self.throttle.clients();
             if map.get(&self.client).is_some_and(|f| f.count == 0) {
                 make_room(&mut map, self.client, now);
             }
@@ -190,11 +192,7 @@ impl Check<'_> {
 
     /// Applies the outcome to the client's entry (when it is still there).
     fn settle<T: Default>(self, outcome: impl FnOnce(&mut Failures) -> T) -> T {
-        let mut map = self
-            .throttle
-            .clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.throttle.clients();
         map.get_mut(&self.client).map(outcome).unwrap_or_default()
         // The check ends as `self` drops, after the lock is let go.
     }
@@ -203,11 +201,7 @@ impl Check<'_> {
 impl Drop for Check<'_> {
     fn drop(&mut self) {
         {
-            let mut map = self
-                .throttle
-                .clients
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut map = self.throttle.clients();
             if let Some(f) = map.get_mut(&self.client) {
                 f.checking = f.checking.saturating_sub(1);
                 if f.count == 0 && f.checking == 0 {
