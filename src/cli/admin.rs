@@ -434,8 +434,8 @@ pub(crate) fn token(ctx: &Context, cmd: TokenCommand) -> Result<ExitCode> {
                 outln!("Admin API token {name:?} revoked.")?;
             }
             // A running server takes none of the database's tokens now: only a configured
-            // one, if it has one. Said on stderr, as a warning would be.
-            // The revoke is done: a failure to look is no failure of the command.
+            // one, if it has one. Said on stderr, as a warning would be; the revoke is done,
+            // so a failure to look is no failure of the command.
             if store.has_tokens().is_ok_and(|has| !has) {
                 let options = ctx.store_options();
                 errln!(
