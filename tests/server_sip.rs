@@ -780,9 +780,10 @@ fn open_files_limits(pid: u32) -> (u64, u64) {
     (numbers[0], numbers[1])
 }
 
-/// Two sockets a call: the server raises its soft open files limit to what `sip.max_calls`
-/// and `sip.max_tcp_connections` need (here 2 × 100 + 1,024 + 256), and says so when the
-/// hard limit does not allow it.
+/// Two sockets a call: the server raises its soft open files limit to what the calls
+/// (`sip.max_calls`, here 100, or as many as the RTP range holds if fewer, here 49) and
+/// `sip.max_tcp_connections` need (2 × 49 + 1,024 + 256), and says so when the hard limit
+/// does not allow it.
 #[test]
 fn the_open_files_limit_is_raised_for_the_calls_configured() {
     let config = "[sip]\nmax_calls = 100\n";
@@ -791,11 +792,11 @@ fn the_open_files_limit_is_raised_for_the_calls_configured() {
     let args = ["--config", "vportal.toml"];
     let roomy = ["prlimit", "--nofile=512:2048", "--"];
     let server = ServerProcess::start_wrapped(&dir, &roomy, "46500-46598", &args);
-    assert_eq!(open_files_limits(server.child.id()), (1_480, 2_048));
+    assert_eq!(open_files_limits(server.child.id()), (1_378, 2_048));
     assert!(
         server
             .log()
-            .contains("open files limit raised from=512 to=1480"),
+            .contains("open files limit raised from=512 to=1378"),
         "{}",
         server.log()
     );
@@ -810,5 +811,5 @@ fn the_open_files_limit_is_raised_for_the_calls_configured() {
         1,
         Duration::from_secs(2),
     );
-    assert!(server.log().contains("needed=1480"), "{}", server.log());
+    assert!(server.log().contains("needed=1378"), "{}", server.log());
 }
