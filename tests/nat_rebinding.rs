@@ -22,9 +22,7 @@ fn bind() -> UdpSocket {
 #[test]
 fn the_callers_media_is_followed_to_its_new_nat_port_without_a_reinvite() {
     let w = Workdir::provisioned(&[("1001", "4826", false)]);
-    let config = w.path().join("nat.toml");
-    std::fs::write(&config, "[rtp]\nsymmetric = true\n").unwrap();
-    let server = ServerProcess::start(&w, "47500-47548", &["--config", config.to_str().unwrap()]);
+    let server = ServerProcess::start_symmetric(&w, "47500-47548");
     let mut c = Phone::dial(&server, "8500", "1001");
 
     // Behind a NAT the caller's media comes from another port than its SDP's: latched.
@@ -78,9 +76,7 @@ fn the_callers_media_is_followed_to_its_new_nat_port_without_a_reinvite() {
 #[test]
 fn a_stranger_sending_first_from_another_host_is_not_latched() {
     let w = Workdir::provisioned(&[("1001", "4826", false)]);
-    let config = w.path().join("nat.toml");
-    std::fs::write(&config, "[rtp]\nsymmetric = true\n").unwrap();
-    let server = ServerProcess::start(&w, "48200-48248", &["--config", config.to_str().unwrap()]);
+    let server = ServerProcess::start_symmetric(&w, "48200-48248");
     let c = Phone::dial(&server, "8500", "1001");
     let stranger_socket = UdpSocket::bind("127.0.0.2:0").unwrap();
     let mut stranger = RtpOut::new(stranger_socket.try_clone().unwrap(), c.server_rtp);

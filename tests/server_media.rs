@@ -185,9 +185,7 @@ fn keys_by_rfc4733_info_and_tones_are_heard_in_order_and_strangers_are_not() {
 #[test]
 fn symmetric_rtp_latches_once_onto_the_callers_real_source() {
     let w = Workdir::provisioned(&[("1001", "4826", false)]);
-    let config = w.path().join("nat.toml");
-    std::fs::write(&config, "[rtp]\nsymmetric = true\n").unwrap();
-    let server = ServerProcess::start(&w, "31500-31598", &["--config", config.to_str().unwrap()]);
+    let server = ServerProcess::start_symmetric(&w, "31500-31598");
     let mut c = Phone::dial(&server, "8500", "1001");
     expect_rtp(&c.rtp.socket, 5, "media goes to the SDP's address first");
 
@@ -807,9 +805,7 @@ fn rtcp_mux_is_agreed_when_offered_and_rtcp_shares_the_rtp_port() {
 #[test]
 fn symmetric_rtcp_goes_where_the_callers_reports_come_from() {
     let w = Workdir::provisioned(&[]);
-    let config = w.path().join("nat.toml");
-    std::fs::write(&config, "[rtp]\nsymmetric = true\n").unwrap();
-    let server = ServerProcess::start(&w, "46400-46498", &["--config", config.to_str().unwrap()]);
+    let server = ServerProcess::start_symmetric(&w, "46400-46498");
     let mut c = Phone::dial(&server, "8500", "1001");
     let ssrc = expect_rtp(&c.rtp.socket, 1, "prompts play")[0].ssrc;
     let nat = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -37,6 +37,14 @@ impl ServerProcess {
         Self::start_wrapped(dir, &[], rtp_ports, args)
     }
 
+    /// [`ServerProcess::start`] with symmetric RTP (`rtp.symmetric = true`, from a config
+    /// file written in `dir`): media is latched to where the caller's packets come from.
+    pub fn start_symmetric(dir: &Workdir, rtp_ports: &str) -> Self {
+        let config = dir.path().join("nat.toml");
+        std::fs::write(&config, "[rtp]\nsymmetric = true\n").unwrap();
+        Self::start(dir, rtp_ports, &["--config", config.to_str().unwrap()])
+    }
+
     /// [`ServerProcess::start`] with the server run by `wrapper` (a command and its
     /// arguments, such as `setpriv …`, followed by the server's command line).
     pub fn start_wrapped(dir: &Workdir, wrapper: &[&str], rtp_ports: &str, args: &[&str]) -> Self {
