@@ -113,6 +113,11 @@ fn first_run_creates_the_store_and_answers_a_call_over_udp() {
     });
     assert_eq!(options.status(), Some(200));
     assert!(options.values(HeaderName::Allow).next().is_some());
+    // The built-in dialplan's prompts are English.
+    assert_eq!(
+        options.values(HeaderName::AcceptLanguage).next(),
+        Some("en")
+    );
 }
 
 #[test]

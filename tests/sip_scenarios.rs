@@ -1317,6 +1317,30 @@ fn options_gets_what_an_invite_would() {
     assert_eq!(ping(&mut w), (503, Some("5".into())), "stopping");
 }
 
+/// RFC 3261 §11.2: an OPTIONS answer names the languages prompts are played in, in or out
+/// of a dialog, and leaves the header out when it was given none.
+#[test]
+fn options_name_the_prompt_languages() {
+    for (languages, expected) in [("en, fr", Some("en, fr")), ("", None)] {
+        let mut w = World::with_config(|c| c.languages = languages.into());
+        let mut pinger = caller_at("127.0.0.1:5090", "");
+        w.send_from(pinger.local, pinger.request("OPTIONS", "", ""));
+        let outside = w.last_received();
+        assert_eq!(outside.status(), Some(200));
+        let call = w.establish();
+        w.inbox.clear();
+        let in_dialog = w.uac.request("OPTIONS", "", "");
+        w.send(in_dialog);
+        let inside = w.last_received();
+        assert_eq!(inside.status(), Some(200));
+        for answer in [&outside, &inside] {
+            let named = answer.values(HeaderName::AcceptLanguage).next();
+            assert_eq!(named, expected, "{languages:?}");
+        }
+        w.hangup(call);
+    }
+}
+
 #[test]
 fn tcp_calls_do_not_retransmit_responses_but_do_retransmit_the_2xx() {
     let mut w = World::new();
@@ -1410,12 +1434,30 @@ fn hangup_before_the_ack_waits_for_it() {
 #[test]
 fn requests_the_uas_refuses() {
     let mut w = World::new();
-    let cases: [(&str, u16); 3] = [("REGISTER", 405), ("SUBSCRIBE", 405), ("BYE", 481)];
+    // RFC 3262 §3: vportal sends no reliable provisional response, so a PRACK matches none.
+    let cases: [(&str, u16); 4] = [
+        ("REGISTER", 405),
+        ("SUBSCRIBE", 405),
+        ("BYE", 481),
+        ("PRACK", 481),
+    ];
     for (method, code) in cases {
         let req = w.uac.request(method, "", "");
         w.send(req);
         assert_eq!(w.statuses().last(), Some(&code), "{method}");
     }
+    // In a dialog too, and the call goes on.
+    let call = w.establish();
+    w.inbox.clear();
+    let prack = w.uac.request("PRACK", "", "");
+    w.send(prack);
+    assert_eq!(w.statuses(), [481]);
+    w.inbox.clear();
+    let options = w.uac.request("OPTIONS", "", "");
+    w.send(options);
+    assert_eq!(w.statuses(), [200]);
+    w.hangup(call);
+    let mut w = World::new();
     // A SIPS Request-URI needs TLS, which vportal has not: 416.
     let offer = w.uac.offer("sendrecv");
     let invite =

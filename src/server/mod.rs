@@ -303,6 +303,13 @@ impl Server {
         ep_config.max_calls = sip.max_calls;
         ep_config.max_pending_per_source = sip.max_pending_calls_per_source;
         ep_config.max_call_duration = sip.max_call_duration;
+        let mut languages: Vec<&str> = Vec::new();
+        for route in dialplan.routes() {
+            if !languages.contains(&route.settings.language.as_str()) {
+                languages.push(&route.settings.language);
+            }
+        }
+        ep_config.languages = languages.join(", ");
         let endpoint = Endpoint::new(ep_config, dialplan_router(Arc::clone(&dialplan)));
         let media = media::start(MediaConfig {
             symmetric: config.rtp.symmetric,

@@ -917,7 +917,7 @@ impl Endpoint {
             }
             Method::Options => {
                 let mut b = self.response(msg, source, 200, "OK", None);
-                capabilities(&mut b);
+                capabilities(&mut b, &self.cfg.languages);
                 let bytes = b.finish(None);
                 self.complete_in_dialog(handle, key, flow, bytes, now);
             }
@@ -1707,17 +1707,15 @@ impl Endpoint {
     /// with Retry-After then (the per-source bound on unanswered calls aside: it is about
     /// the pinging host's calls, not the server's state), else 200 with what is supported.
     fn respond_options(&mut self, msg: &Message, source: SocketAddr, flow: Flow) {
-        if self.refusing_calls() {
-            return self.respond_stateless(
-                msg,
-                source,
-                flow,
-                503,
-                "Service Unavailable",
-                capabilities,
-            );
-        }
-        self.respond_stateless(msg, source, flow, 200, "OK", capabilities);
+        let (code, reason) = if self.refusing_calls() {
+            (503, "Service Unavailable")
+        } else {
+            (200, "OK")
+        };
+        let languages = self.cfg.languages.clone();
+        self.respond_stateless(msg, source, flow, code, reason, |b| {
+            capabilities(b, &languages);
+        });
     }
 
     /// Answers without keeping state (§8.2.7). The To tag is derived from the request so a
@@ -1779,11 +1777,15 @@ fn udp_reply_flow(flow: Flow, via: &Via<'_>, source: SocketAddr) -> Flow {
     }
 }
 
-/// Allow, Accept and Supported: what OPTIONS asks about.
-fn capabilities(b: &mut MessageBuilder) {
+/// Allow, Accept, Accept-Encoding, Accept-Language and Supported: what OPTIONS asks about
+/// (RFC 3261 §11.2).
+fn capabilities(b: &mut MessageBuilder, languages: &str) {
     b.header("Allow", ALLOW);
     b.header("Accept", ACCEPT);
     b.header("Accept-Encoding", "identity");
+    if !languages.is_empty() {
+        b.header("Accept-Language", languages);
+    }
     b.header("Supported", "");
 }
 

@@ -209,6 +209,9 @@ pub struct EndpointConfig {
     pub local_addr: SocketAddr,
     /// The Server / User-Agent header value.
     pub server_name: String,
+    /// The languages prompts are played in, for OPTIONS' Accept-Language (RFC 3261
+    /// §11.2), e.g. `en` or `en, fr`; empty: the header is left out.
+    pub languages: String,
     /// Calls allowed at once; further INVITEs get 503 with Retry-After.
     pub max_calls: usize,
     /// Calls from one source (an IPv4 address, an IPv6 /64) not yet confirmed by their ACK
@@ -236,6 +239,7 @@ impl EndpointConfig {
         Self {
             local_addr,
             server_name: format!("vportal/{}", env!("CARGO_PKG_VERSION")),
+            languages: "en".to_owned(),
             max_calls: Self::DEFAULT_MAX_CALLS,
             max_pending_per_source: Self::DEFAULT_MAX_PENDING_PER_SOURCE,
             max_call_duration: Self::DEFAULT_MAX_CALL_DURATION,

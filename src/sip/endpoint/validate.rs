@@ -50,7 +50,6 @@ fn known_unsupported(method: &Method) -> bool {
     matches!(
         method,
         Method::Register
-            | Method::Prack
             | Method::Subscribe
             | Method::Notify
             | Method::Refer
@@ -176,6 +175,14 @@ pub(super) fn validate<'a>(msg: &'a Message, via: Via<'a>) -> Result<Core<'a>, V
     };
     if known_unsupported(method) {
         return Err(Verdict::Respond(405, "Method Not Allowed".into()));
+    }
+    if *method == Method::Prack {
+        // RFC 3262 §3: a PRACK that matches no unacknowledged reliable provisional response
+        // gets 481, and vportal sends none.
+        return Err(Verdict::Respond(
+            481,
+            "Call/Transaction Does Not Exist".into(),
+        ));
     }
     if matches!(method, Method::Other(_)) {
         return Err(Verdict::Respond(501, "Not Implemented".into()));
