@@ -97,9 +97,9 @@ for rate in "${rates[@]}"; do
   c0=$(ceiling)
   before=$(logins); v0=$(verifies); t0=$(ticks); s0=$(date +%s.%N)
   out="sipp-$rate.txt"
-  ports_free "rate $rate" 11100 11103
+  ports_free "rate $rate" 11100 11104
   helper taskset -c 0 timeout 120 sipp "$addr" -sf "$here/$scenario.xml" -inf mailboxes.csv -s "$service" \
-    -i 127.0.0.1 -mp 11100 -nostdin -r "$rate" -m "$calls" -timeout 90s -timeout_error \
+    -i 127.0.0.1 -p 11104 -mp 11100 -nostdin -r "$rate" -m "$calls" -timeout 90s -timeout_error \
     -max_retrans 5 -trace_rtt -rtt_freq 1 >"$out" 2>&1
   wait "$helper" || true
   server_alive "rate $rate (SIPp run)"

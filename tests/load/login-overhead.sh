@@ -49,9 +49,9 @@ for run in $(seq 1 "$runs"); do
   # (named like the process) and the media thread; threads named like the process that start
   # later are tokio's blocking pool, which runs the hashes and their commits.
   ls "/proc/$pid/task" >threads-at-start.txt
-  ports_free "run $run" 11100 11103
+  ports_free "run $run" 11100 11104
   helper taskset -c 0 timeout 120 sipp "$addr" -sf "$here/login-info.xml" -inf mailboxes.csv -s 8500 \
-    -i 127.0.0.1 -mp 11100 -nostdin -r "$rate" -m "$calls" -timeout 90s -timeout_error \
+    -i 127.0.0.1 -p 11104 -mp 11100 -nostdin -r "$rate" -m "$calls" -timeout 90s -timeout_error \
     -max_retrans 5 >sipp.txt 2>&1
   sipp_pid=$helper
   nap 10

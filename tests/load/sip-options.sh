@@ -33,8 +33,9 @@ missing=0
 for rate in "${rates[@]}"; do
   server_alive "rate $rate (before SIPp)"
   out="sipp-$rate.txt"
+  ports_free "rate $rate" 11104 11104
   helper taskset -c 0 timeout 120 sipp "$addr" -sf "$root/tests/sipp/options.xml" -s 8500 -i 127.0.0.1 \
-    -nostdin -r "$rate" -m $((rate * 10)) -timeout 60s -timeout_error -max_retrans 5 \
+    -p 11104 -nostdin -r "$rate" -m $((rate * 10)) -timeout 60s -timeout_error -max_retrans 5 \
     -buff_size 8388608 >"$out" 2>&1
   wait "$helper" || true
   server_alive "rate $rate (SIPp run)"

@@ -75,8 +75,9 @@ done
 [ -n "$addr" ] || { echo "vportal did not start" >&2; cat "$work/serve.log" >&2; exit 1; }
 echo "vportal listening on $addr"
 
-# Common SIPp flags: loopback only, bounded in count and time, no keyboard, stats on exit.
-sipp_common=(-i 127.0.0.1 -nostdin -timeout 60s -timeout_error -max_retrans 5)
+# Common SIPp flags: loopback only, its own SIP port fixed (left to itself, SIPp takes 5060
+# when it is free), bounded in count and time, no keyboard, stats on exit.
+sipp_common=(-i 127.0.0.1 -p 6060 -nostdin -timeout 60s -timeout_error -max_retrans 5)
 
 run_suite() {
   local name="$1"; shift
