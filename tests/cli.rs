@@ -1011,7 +1011,7 @@ fn import_is_all_or_nothing_and_names_lines() {
     let r = w.run(&["user", "import", csv.to_str().unwrap()]);
     assert_eq!(r.code, 1);
     assert!(
-        r.stderr.contains("line 4 (1003):") && r.stderr.contains("too_short"),
+        r.stderr.contains("users.csv: line 4 (1003):") && r.stderr.contains("too_short"),
         "{}",
         r.stderr
     );
@@ -1055,8 +1055,12 @@ fn import_is_all_or_nothing_and_names_lines() {
     let bad_email = w.run_with_stdin(&["user", "import", "-"], "4006,Bo,bad@@mail\n10x7,Al\n");
     assert_eq!(bad_email.code, 1);
     assert!(
-        bad_email.stderr.contains("line 1 (4006): email:")
-            && bad_email.stderr.contains("line 2: extension:"),
+        bad_email
+            .stderr
+            .contains("standard input: line 1 (4006): email:")
+            && bad_email
+                .stderr
+                .contains("standard input: line 2: extension:"),
         "{}",
         bad_email.stderr
     );
@@ -1077,7 +1081,18 @@ fn import_is_all_or_nothing_and_names_lines() {
     assert_eq!(r.code, 2, "bad input");
     assert!(
         r.stderr
-            .contains("line 2: not UTF-8 text (save the file as UTF-8)"),
+            .contains("latin1.csv: line 2: not UTF-8 text (save the file as UTF-8)"),
+        "{}",
+        r.stderr
+    );
+    // So is one that is not comma-separated: the message names the file as well.
+    let semicolons = w.path().join("export.csv");
+    std::fs::write(&semicolons, "extension;name\n3001;Ann\n").unwrap();
+    let r = w.run(&["user", "import", semicolons.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "bad input");
+    assert!(
+        r.stderr
+            .contains("export.csv: line 1: the values are separated by ';'"),
         "{}",
         r.stderr
     );
@@ -1086,7 +1101,7 @@ fn import_is_all_or_nothing_and_names_lines() {
         let empty = w.run_with_stdin(&["user", "import", "-"], text);
         assert_eq!(
             (empty.code, empty.stderr.trim_end()),
-            (2, "error: the CSV has no rows to import"),
+            (2, "error: standard input: the CSV has no rows to import"),
             "{text:?}"
         );
     }

@@ -7,8 +7,8 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::json;
 
 use vportal::store::{
-    Actor, ImportMode, ImportOutcome, ImportReport, Issued, NewUser, PasscodeSpec, Selection, Ttl,
-    UserFilter, UserInfo,
+    Actor, ImportMode, ImportOutcome, ImportReport, Issued, NewUser, PasscodeSpec, Selection,
+    StoreError, Ttl, UserFilter, UserInfo,
 };
 use vportal::time::Timestamp;
 
@@ -204,13 +204,20 @@ fn import(
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         (bytes, file.display().to_string())
     };
-    let text = vportal::store::csv_text(bytes).with_context(|| format!("reading {name}"))?;
+    // Every error about the file's text names it, as a rejected row does.
+    let text = vportal::store::csv_text(bytes).with_context(|| name.clone())?;
     let mode = if partial {
         ImportMode::Partial
     } else {
         ImportMode::AllOrNothing
     };
-    let report = ctx.open()?.import_csv(&text, mode, actor, now)?;
+    let report = ctx
+        .open()?
+        .import_csv(&text, mode, actor, now)
+        .map_err(|e| match e {
+            StoreError::Invalid(_) => anyhow::Error::new(e).context(name.clone()),
+            e => e.into(),
+        })?;
     let rejected = report.rejected().count();
     if report.created().any(|i| i.generated.is_some()) {
         output::secrets_follow();
@@ -218,7 +225,7 @@ fn import(
     if ctx.json {
         print_import_json(&report)?;
     } else {
-        print_import_text(&report, rejected)?;
+        print_import_text(&report, rejected, &name)?;
     }
     Ok(if rejected > 0 {
         ExitCode::from(1)
@@ -255,12 +262,12 @@ fn print_import_json(report: &ImportReport) -> Result<()> {
 
 /// `user import`: rejected rows and the summary on stderr, created mailboxes as CSV on
 /// stdout.
-fn print_import_text(report: &ImportReport, rejected: usize) -> Result<()> {
+fn print_import_text(report: &ImportReport, rejected: usize, name: &str) -> Result<()> {
     for row in &report.rows {
         if let ImportOutcome::Rejected(reason) = &row.outcome {
             match &row.extension {
-                Some(ext) => errln!("line {} ({ext}): {reason}", row.line),
-                None => errln!("line {}: {reason}", row.line),
+                Some(ext) => errln!("{name}: line {} ({ext}): {reason}", row.line),
+                None => errln!("{name}: line {}: {reason}", row.line),
             }
         }
     }

@@ -1079,7 +1079,9 @@ fn parse_row(
         .iter()
         .zip(fields)
         .find(|(column, _)| **column == Column::Extension)
-        .map(|(_, field)| Extension::parse(field.trim()));
+        .map(|(_, field)| field.trim())
+        .filter(|field| !field.is_empty())
+        .map(Extension::parse);
     let valid = extension.as_ref().and_then(|e| e.as_ref().ok()).cloned();
     let refuse = |reason: String| (valid.clone(), reason);
     if fields.len() > columns.len() {
@@ -1476,6 +1478,16 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(s.users(UserFilter::default(), T0).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn an_empty_extension_is_missing_not_malformed() {
+        let s = store();
+        for text in [",Nobody\n", "  ,Nobody\n", "extension,name\n,Nobody\n"] {
+            let report = s.import_csv(text, ImportMode::Partial, &cli(), T0).unwrap();
+            let reasons: Vec<_> = report.rejected().map(|(_, r)| r.to_owned()).collect();
+            assert_eq!(reasons, ["extension: missing"], "{text:?}");
+        }
     }
 
     #[test]
