@@ -19,24 +19,40 @@ pub struct PortRange {
     pub last: u16,
 }
 
-/// A port range that cannot be used.
+/// A port range that cannot be used: what was given, and the rule it breaks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid RTP port range {0:?}: expected FIRST-LAST, e.g. 10000-20000, with FIRST from 1024 up to LAST, holding at least one even port and the odd port above it"
-)]
-pub struct PortRangeError(String);
+#[error("invalid RTP port range {given:?}: {rule}")]
+pub struct PortRangeError {
+    given: String,
+    rule: &'static str,
+}
 
 impl FromStr for PortRange {
     type Err = PortRangeError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || PortRangeError(s.to_owned());
-        let (a, b) = s.split_once('-').ok_or_else(err)?;
-        let first: u16 = a.trim().parse().map_err(|_| err())?;
-        let last: u16 = b.trim().parse().map_err(|_| err())?;
+        let err = |rule| PortRangeError {
+            given: s.to_owned(),
+            rule,
+        };
+        let shape = "expected FIRST-LAST, two port numbers up to 65535, e.g. 10000-20000";
+        let (a, b) = s.split_once('-').ok_or_else(|| err(shape))?;
+        let first: u16 = a.trim().parse().map_err(|_| err(shape))?;
+        let last: u16 = b.trim().parse().map_err(|_| err(shape))?;
         let range = Self { first, last };
-        if first < 1024 || first > last || range.even_ports().next().is_none() {
-            return Err(err());
+        if first < 1024 {
+            return Err(err(
+                "FIRST must be 1024 or above (lower ports are privileged)",
+            ));
+        }
+        if first > last {
+            return Err(err("FIRST is above LAST"));
+        }
+        if range.even_ports().next().is_none() {
+            return Err(err(
+                "it holds no even port with the odd port above it (RTP takes an even port, \
+                 RTCP the odd one above)",
+            ));
         }
         Ok(range)
     }
@@ -149,9 +165,22 @@ mod tests {
         ] {
             assert!(bad.parse::<PortRange>().is_err(), "{bad}");
         }
-        // The rule said is the rule applied: below 1024 is refused though 1024 is inside.
-        let e = "1000-1100".parse::<PortRange>().unwrap_err().to_string();
-        assert!(e.contains("FIRST from 1024 up to LAST"), "{e}");
+        // Each error names the rule broken (below 1024 is refused though 1024 is inside).
+        for (bad, rule) in [
+            ("10000", "expected FIRST-LAST"),
+            ("a-b", "expected FIRST-LAST"),
+            ("10000-70000", "up to 65535"),
+            ("1000-1100", "FIRST must be 1024 or above"),
+            ("20000-10000", "FIRST is above LAST"),
+            ("10001-10001", "no even port with the odd port above it"),
+        ] {
+            let e = bad.parse::<PortRange>().unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("invalid RTP port range {bad:?}: ")),
+                "{e}"
+            );
+            assert!(e.contains(rule), "{bad}: {e}");
+        }
         // 10002 and 10004; 10006's RTCP port would be outside.
         assert_eq!(
             PortAllocator::new("10001-10006".parse().unwrap()).capacity(),
