@@ -154,6 +154,25 @@ fn sighup_is_ignored_and_sigterm_hangs_up_active_calls_then_exits() {
     );
 }
 
+/// A BYE still unanswered when `sip.shutdown_grace` runs out is said, not counted as a call
+/// that ended.
+#[test]
+fn a_stop_with_byes_unanswered_says_so() {
+    let dir = Workdir::new();
+    let mut server = with_sip_config(&dir, "48320-48329", "shutdown_grace = \"1s\"\n");
+    let (sock, _uac) = call_up(server.sip);
+    server.signal("TERM");
+    // The server's BYE, never answered.
+    recv_until(&sock, |m| m.method() == Some(&Method::Bye));
+    let status = server.wait_exit(Duration::from_secs(10)).expect("exited");
+    assert!(status.success(), "{status:?}\n{}", server.log());
+    let log = server.log();
+    assert!(
+        log.contains("SIP stopped with BYEs unanswered") && log.contains("unanswered_byes=1"),
+        "{log}"
+    );
+}
+
 /// A second SIGTERM while the server waits for its calls to end (their BYEs unanswered)
 /// ends it at once, saying so.
 #[test]

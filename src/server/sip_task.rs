@@ -174,7 +174,18 @@ impl SipTask {
             if let Some(stop) = stopping
                 && (self.endpoint.is_idle() || Instant::now() >= stop)
             {
-                tracing::info!(remaining = self.endpoint.active_calls(), "SIP stopped");
+                let remaining = self.endpoint.active_calls();
+                let unanswered = self.endpoint.unanswered_byes();
+                if unanswered > 0 {
+                    // The grace ran out: those callers may not know their call ended.
+                    tracing::warn!(
+                        remaining,
+                        unanswered_byes = unanswered,
+                        "SIP stopped with BYEs unanswered after sip.shutdown_grace"
+                    );
+                } else {
+                    tracing::info!(remaining, "SIP stopped");
+                }
                 // Closing the call channels ends the calls still up; give their tasks a
                 // moment to finish (and log) before the process exits.
                 self.calls.clear();

@@ -265,6 +265,11 @@ impl Endpoint {
         self.calls.len() - self.ending
     }
 
+    /// Calls whose BYE from us is out and not yet answered.
+    pub fn unanswered_byes(&self) -> usize {
+        self.ending
+    }
+
     /// Nothing left to do: no call, and no request of ours still waiting for its final
     /// response. (Transactions that only absorb retransmissions do not count.)
     pub fn is_idle(&self) -> bool {
