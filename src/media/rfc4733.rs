@@ -112,10 +112,12 @@ impl Tracked {
     /// one, comes well after the event's last new packet, and either repeats a sequence
     /// number of the event (a replay, even of a press whose end packets never came: SIPp
     /// cuts a replay short when the next one starts) or, the event having ended, is newer
-    /// than all of them (a sender reusing the timestamp).
+    /// than all of them (a sender reusing the timestamp). An end packet never looks like a
+    /// start unless marked: its copies may say less than the last update (one rounded up)
+    /// and come at the update interval (§2.5.1.4).
     fn restarted_by(&self, marker: bool, seq: u16, e: EventPayload, now: Instant) -> bool {
         let quiet = now.saturating_duration_since(self.last_at);
-        let fresh = marker || e.duration < self.duration;
+        let fresh = marker || (!e.end && e.duration < self.duration);
         if self.continued || !fresh {
             false
         } else if self.ended {
@@ -594,6 +596,27 @@ mod tests {
             .unwrap();
         replay.remove(second_start);
         assert_eq!(run(&replay), "11");
+    }
+
+    /// A sender whose updates round the duration up (400, 800, 1200) and whose end packets
+    /// carry the exact length (1100), sent at the update interval as §2.5.1.4 allows: one
+    /// press. Before, the second end packet, 50 ms on and saying less, was a second `5`.
+    #[test]
+    fn end_packets_saying_less_than_the_last_update_are_one_press() {
+        let packet = |i: u16, end: bool, duration: u16| P {
+            at_ms: u64::from(i) * 50,
+            ssrc: 7,
+            pt: 101,
+            seq: i,
+            ts: 8_000,
+            marker: i == 0,
+            code: 5,
+            end,
+            duration,
+        };
+        let mut packets: Vec<P> = (0..3).map(|i| packet(i, false, (i + 1) * 400)).collect();
+        packets.extend((3..6).map(|i| packet(i, true, 1_100)));
+        assert_eq!(run(&packets), "5");
     }
 
     #[test]

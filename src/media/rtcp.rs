@@ -50,7 +50,8 @@ const SENT_REPORTS: usize = 4;
 
 /// Whether a datagram on an RTP port that carries RTCP too (`a=rtcp-mux`) is RTCP: RFC 5761
 /// §4, its second byte is a packet type 192–223, which RTP payload types 64–95 with the
-/// marker bit would give and no payload type in use does.
+/// marker bit would give (a multiplexed stream must not use them; an unmultiplexed one may,
+/// so the caller checks the payload types in use then).
 pub fn is_rtcp(datagram: &[u8]) -> bool {
     datagram.len() >= 8 && datagram[0] >> 6 == 2 && (192..=223).contains(&datagram[1])
 }

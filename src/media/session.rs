@@ -222,16 +222,22 @@ impl MediaSession {
         match port {
             Port::Rtcp => self.hear_rtcp(from, datagram, now),
             // RTCP on the RTP port (RFC 5761 §4, told by its second byte): the caller's with
-            // `a=rtcp-mux`, else stray. Never RTP: no payload type in use looks like it.
-            Port::Rtp if rtcp::is_rtcp(datagram) => {
-                if self.rtcp_peer.mux {
-                    self.hear_rtcp(from, datagram, now)
-                } else {
-                    Heard::Ignored
-                }
+            // `a=rtcp-mux`. Without it, a stray report (read as RTP, it would look like a
+            // new source) unless the byte is a payload type in use (64–95, with the
+            // marker): RFC 5761 keeps those free only when multiplexing.
+            Port::Rtp if rtcp::is_rtcp(datagram) && self.rtcp_peer.mux => {
+                self.hear_rtcp(from, datagram, now)
+            }
+            Port::Rtp if rtcp::is_rtcp(datagram) && !self.in_use(datagram[1] & 0x7f) => {
+                Heard::Ignored
             }
             Port::Rtp => self.hear_rtp(from, datagram, now, keys),
         }
+    }
+
+    /// Whether RTP of payload type `pt` means something here: the audio's, or events'.
+    fn in_use(&self, pt: u8) -> bool {
+        pt == self.audio_pt || self.events.as_ref().is_some_and(|e| e.accepts(pt))
     }
 
     /// An RTP datagram: the keys it carries, when it is the caller's.
@@ -709,6 +715,32 @@ mod tests {
         assert_eq!(heard, Heard::Ignored);
         assert_eq!(s.rtcp().stats().received, 0);
         assert_eq!(s.receive_stats().accepted, 0, "RTCP taken for RTP");
+    }
+
+    /// Without `a=rtcp-mux`, payload types 64–95 are free to use (RFC 5761 keeps them clear
+    /// only when multiplexing): an event's first packet on 77, marker set, has the second
+    /// byte of an RTCP report and is still RTP. Before, it was dropped as stray RTCP.
+    #[test]
+    fn a_marked_packet_on_a_payload_type_from_64_to_95_is_rtp_without_mux() {
+        let t0 = Instant::now();
+        let remote = with_events(pcmu("127.0.0.1:5000"), 77);
+        let peer = remote.rtp.unwrap();
+        let mut s = session(&remote, Latching::Off, InbandDtmf::Never);
+        let mut keys = Vec::new();
+        let first = event(77, 0, 8_000, 5, 160, false);
+        assert!(rtcp::is_rtcp(&first), "the case in question");
+        assert_eq!(
+            s.handle_datagram(Port::Rtp, peer, &first, t0, &mut keys),
+            Heard::Rtp
+        );
+        assert_eq!(s.receive_stats().accepted, 1);
+        // A payload type not in use that looks like RTCP is still taken for stray RTCP.
+        let stray = event(72, 1, 8_000, 5, 160, false);
+        assert_eq!(
+            s.handle_datagram(Port::Rtp, peer, &stray, t0, &mut keys),
+            Heard::Ignored
+        );
+        assert_eq!(s.receive_stats().accepted, 1);
     }
 
     /// With latching, reports go where the caller's first report came from, learnt once;

@@ -832,10 +832,13 @@ pub fn accept_answer_to(
     negotiated.rtcp_mux = false;
     negotiated.remote_rtcp = rtcp_address(negotiated.remote_rtp, chosen, false);
     // Events may still come with our number, unless the answer gave it to something else
-    // (its audio would be read as keys).
+    // (its audio would be read as keys). An answer that lists it as telephone-event too,
+    // after one of its own, has the peer send with it (RFC 3264 §5.1).
+    let ours_free = !chosen.payload_types.contains(&ours)
+        || classify(chosen, ours, Some(ours)) == Format::TelephoneEvent;
     negotiated.telephone_event_ours = negotiated
         .telephone_event
-        .filter(|&pt| pt != ours && !chosen.payload_types.contains(&ours))
+        .filter(|&pt| pt != ours && ours_free)
         .map(|_| ours);
     Ok(negotiated)
 }
@@ -2118,6 +2121,24 @@ mod tests {
                 taken.telephone_event_ours
             ),
             (101, Some(100), None)
+        );
+        // One that lists telephone-event twice, one of its own first and then ours: events
+        // come with ours (RFC 3264 §5.1), or with its own; both are heard.
+        let twice = parse(&sdp(&[
+            "v=0",
+            "o=x 1 1 IN IP4 127.0.0.1",
+            "s=-",
+            "c=IN IP4 127.0.0.1",
+            "t=0 0",
+            "m=audio 5000 RTP/AVP 0 96 101",
+            "a=rtpmap:96 telephone-event/8000",
+            "a=rtpmap:101 telephone-event/8000",
+        ]))
+        .unwrap();
+        let twice = accept_answer(&twice).unwrap();
+        assert_eq!(
+            (twice.telephone_event, twice.telephone_event_ours),
+            (Some(96), Some(101))
         );
     }
 
