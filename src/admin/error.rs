@@ -332,6 +332,27 @@ fn redact_values(message: &str) -> String {
             out.push(c);
         }
     }
+    // An unknown key is the client's own text, backticks and all: it is read up to where
+    // serde's list of the names expected begins, which holds plain names only, so that a
+    // backtick in it cannot shift the pairs below.
+    for prefix in ["unknown field `", "unknown variant `"] {
+        if let Some(key_and_rest) = out.strip_prefix(prefix)
+            && let Some(end) = ["`, expected ", "`, there are no "]
+                .iter()
+                .filter_map(|tail| key_and_rest.rfind(tail))
+                .max()
+        {
+            let key = &key_and_rest[..end];
+            let plain =
+                !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_');
+            out = format!(
+                "{prefix}{}{}",
+                if plain { key } else { "…" },
+                &key_and_rest[end..]
+            );
+            break;
+        }
+    }
     // Numbers serde echoes ("invalid type: integer `1234`", "floating point `4826.5`",
     // "`4.8e23`") are in backticks too, as are field and variant names and the JSON
     // syntax a parse error expected ("expected `,` or `}`"): only a plain name (letters and
@@ -356,7 +377,46 @@ fn redact_values(message: &str) -> String {
         rest = &rest[start + 2 + len..];
     }
     cleaned.push_str(rest);
-    cleaned
+    without_long_numbers(&cleaned)
+}
+
+/// The last guard of [`redact_values`]: any run of four digits or more (a passcode is at
+/// least four) left in the message is cut, but for serde's own " at line N column M".
+fn without_long_numbers(message: &str) -> String {
+    let digits_only = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (text, place) = match message.rfind(" at line ") {
+        Some(at)
+            if message[at + " at line ".len()..]
+                .split_once(" column ")
+                .is_some_and(|(line, column)| digits_only(line) && digits_only(column)) =>
+        {
+            message.split_at(at)
+        }
+        _ => (message, ""),
+    };
+    let mut out = String::with_capacity(message.len());
+    let mut run = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            run.push(c);
+            continue;
+        }
+        flush(&mut out, &mut run);
+        out.push(c);
+    }
+    flush(&mut out, &mut run);
+    out.push_str(place);
+    out
+}
+
+/// Puts a run of digits in `out`: itself when shorter than four, else `…`.
+fn flush(out: &mut String, run: &mut String) {
+    if run.len() >= 4 {
+        out.push('…');
+    } else {
+        out.push_str(run);
+    }
+    run.clear();
 }
 
 #[cfg(test)]
@@ -459,6 +519,30 @@ mod tests {
         assert_eq!(
             redact_values("unknown field `pin4826`, expected `passcode`"),
             "unknown field `…`, expected `passcode`"
+        );
+        // A backtick in an unknown key does not shift the pairs: the key is cut whole.
+        for key in ["a`5738291", "passcode`5738291", "a`57`38291", "`", "a``b"] {
+            let message = format!(
+                "unknown field `{key}`, expected one of `passcode`, `temporary` at line 1 column 31"
+            );
+            assert_eq!(
+                redact_values(&message),
+                "unknown field `…`, expected one of `passcode`, `temporary` at line 1 column 31",
+                "{key}"
+            );
+        }
+        assert_eq!(
+            redact_values("unknown variant `x`4826`, expected `a` or `b`"),
+            "unknown variant `…`, expected `a` or `b`"
+        );
+        assert_eq!(
+            redact_values("unknown field `a`4826`, there are no fields"),
+            "unknown field `…`, there are no fields"
+        );
+        // And whatever else gets past: no four digits in a row are left, but for where.
+        assert_eq!(
+            redact_values("odd 4826 and 123, expected u32 at line 12345 column 67890"),
+            "odd … and 123, expected u32 at line 12345 column 67890"
         );
     }
 }
