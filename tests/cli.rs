@@ -373,6 +373,33 @@ fn lifetimes_and_limits_out_of_range_are_refused_not_bent() {
     assert_eq!(one.as_array().unwrap().len(), 1);
 }
 
+/// A pepper file another user owns is refused (like ssh's keys): one planted beside a
+/// database about to be created, in a directory others may write, would be taken as the
+/// new database's pepper, known to that user, who could also remove it. One owned by the
+/// database's owner is taken: root (or an admin) running the CLI on the service's files.
+/// (The tests run as root, which may give files away.)
+#[test]
+fn a_pepper_file_another_user_owns_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    const NOBODY: u32 = 65_534;
+    let w = Workdir::new();
+    let pepper = w.path().join("vportal.pepper");
+    std::fs::write(&pepper, format!("{}\n", "ab".repeat(32))).unwrap();
+    std::fs::set_permissions(&pepper, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&pepper, Some(NOBODY), Some(NOBODY)).unwrap();
+    w.run(&["init"])
+        .refused("pepper file vportal.pepper belongs to user id 65534");
+    assert!(!w.db().exists(), "no database made with it");
+    // The service's own files, the database and its pepper, are taken by root's CLI.
+    std::fs::remove_file(&pepper).unwrap();
+    w.run(&["init"]).ok();
+    std::os::unix::fs::chown(&pepper, Some(NOBODY), Some(NOBODY)).unwrap();
+    w.run(&["user", "list"])
+        .refused("pepper file vportal.pepper belongs to user id 65534");
+    std::os::unix::fs::chown(w.db(), Some(NOBODY), Some(NOBODY)).unwrap();
+    w.run(&["user", "list"]).ok();
+}
+
 #[test]
 fn a_database_whose_pepper_is_gone_asks_for_the_pepper_not_init() {
     let w = initialised();

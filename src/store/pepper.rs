@@ -117,6 +117,20 @@ pub enum PepperError {
         /// What the operating system said.
         source: io::Error,
     },
+    /// The key file belongs to another user, who may have chosen it (planted beside a
+    /// database being created in a directory others can write) and may still read it.
+    #[error(
+        "pepper file {} belongs to user id {owner}, not to the user vportal runs as, nor to \
+         root or the database's owner: another user may have put it there and may read it; \
+         if it is the right file, `chown` it",
+        .path.display()
+    )]
+    Foreign {
+        /// The key file.
+        path: PathBuf,
+        /// Its owner's user id.
+        owner: u32,
+    },
     /// The key file may be read by other users.
     #[error(
         "pepper file {} is readable by other users (mode {mode:o}); run `chmod 600 {}`",
@@ -148,12 +162,18 @@ pub enum PepperError {
 ///
 /// With `create`, a missing key file is generated (mode 0600). Callers pass `create` only
 /// when the database is being created too: a new pepper for an existing database would lock
-/// every mailbox out.
+/// every mailbox out. `store_owner` is the user id owning the database file, when there is
+/// one: a key file of that user is taken too (root, or an admin's account in its group,
+/// running the CLI on the service's files), besides one of the user vportal runs as or root.
 ///
 /// # Errors
 /// [`PepperError`] when the environment value is malformed, or the file is missing (without
-/// `create`), unreadable, readable by others or malformed.
-pub fn load(path: &Path, create: bool) -> Result<(Pepper, PepperSource), PepperError> {
+/// `create`), unreadable, another user's, readable by others or malformed.
+pub fn load(
+    path: &Path,
+    create: bool,
+    store_owner: Option<u32>,
+) -> Result<(Pepper, PepperSource), PepperError> {
     let env_value = match std::env::var(PEPPER_ENV) {
         Ok(text) => Some(text),
         Err(std::env::VarError::NotPresent) => None,
@@ -166,7 +186,7 @@ pub fn load(path: &Path, create: bool) -> Result<(Pepper, PepperSource), PepperE
             });
         }
     };
-    load_from(env_value, path, create)
+    load_from(env_value, path, create, store_owner)
 }
 
 /// [`load`] with the environment value passed in.
@@ -174,6 +194,7 @@ fn load_from(
     env_value: Option<String>,
     path: &Path,
     create: bool,
+    store_owner: Option<u32>,
 ) -> Result<(Pepper, PepperSource), PepperError> {
     let malformed_in = |origin: String| {
         move |e| match e {
@@ -191,7 +212,7 @@ fn load_from(
         path: path.to_owned(),
         source,
     };
-    match read_key_file(path)? {
+    match read_key_file(path, store_owner)? {
         Some(text) => {
             let pepper = Pepper::from_hex(text.expose())
                 .map_err(malformed_in(format!("pepper file {}", path.display())))?;
@@ -202,14 +223,16 @@ fn load_from(
             match write_private(path, &pepper) {
                 Ok(()) => Ok((pepper, PepperSource::Created(path.to_owned()))),
                 // Another first run made one just now: that one is the database's.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match read_key_file(path)? {
-                    Some(text) => Ok((
-                        Pepper::from_hex(text.expose())
-                            .map_err(malformed_in(format!("pepper file {}", path.display())))?,
-                        PepperSource::File(path.to_owned()),
-                    )),
-                    None => Err(PepperError::Missing(path.to_owned())),
-                },
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    match read_key_file(path, store_owner)? {
+                        Some(text) => Ok((
+                            Pepper::from_hex(text.expose())
+                                .map_err(malformed_in(format!("pepper file {}", path.display())))?,
+                            PepperSource::File(path.to_owned()),
+                        )),
+                        None => Err(PepperError::Missing(path.to_owned())),
+                    }
+                }
                 Err(e) => Err(io_err(e)),
             }
         }
@@ -218,9 +241,10 @@ fn load_from(
 }
 
 /// The text of the key file at `path`, `None` when there is none: a regular file (not a
-/// FIFO that would block, nor a device that never ends), private (see [`check_private`],
-/// before anything is read), of at most a few hundred bytes.
-fn read_key_file(path: &Path) -> Result<Option<SecretText>, PepperError> {
+/// FIFO that would block, nor a device that never ends), owned and private (see
+/// [`check_private`], before anything is read), of at most a few hundred bytes. What is
+/// checked is the file opened, so it cannot be swapped between the check and the read.
+fn read_key_file(path: &Path, store_owner: Option<u32>) -> Result<Option<SecretText>, PepperError> {
     use std::io::Read as _;
     /// 64 bytes as hex, with room for line ends and spaces around them.
     const MAX_TEXT: usize = 4 * MAX_PEPPER_LEN;
@@ -228,20 +252,19 @@ fn read_key_file(path: &Path) -> Result<Option<SecretText>, PepperError> {
         path: path.to_owned(),
         source,
     };
-    // Looked at before it is opened: opening a FIFO to read waits for a writer.
-    match fs::metadata(path) {
-        Ok(meta) if meta.is_file() => {}
-        Ok(_) => {
-            return Err(io_err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a regular file",
-            )));
-        }
+    let file = match open_key_file(path) {
+        Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(e)),
+    };
+    let meta = file.metadata().map_err(io_err)?;
+    if !meta.is_file() {
+        return Err(io_err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
     }
-    check_private(path)?;
-    let file = fs::File::open(path).map_err(io_err)?;
+    check_private(path, &meta, store_owner)?;
     // Read into room made beforehand, so that no reallocation leaves a copy behind.
     let mut text = SecretText::new(String::with_capacity(MAX_TEXT + 1));
     let limit = u64::try_from(MAX_TEXT + 1).unwrap_or(u64::MAX);
@@ -257,17 +280,55 @@ fn read_key_file(path: &Path) -> Result<Option<SecretText>, PepperError> {
     Ok(Some(text))
 }
 
-/// Refuses a key file that users other than its owner may read or write.
+/// The user id owning the file at `path` (the database, for [`load`]), if there is one.
+pub fn owner_of(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(path).ok().map(|meta| meta.uid())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// Opens the key file to read without waiting: opening a FIFO to read would wait for a
+/// writer (reading a regular file never waits anyway).
 #[cfg(unix)]
-fn check_private(path: &Path) -> Result<(), PepperError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = fs::metadata(path)
-        .map_err(|source| PepperError::Io {
+fn open_key_file(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn open_key_file(path: &Path) -> io::Result<fs::File> {
+    fs::File::open(path)
+}
+
+/// Refuses a key file that users other than its owner may read or write, or whose owner is
+/// neither the user vportal runs as, nor root, nor `store_owner` (the database's): like
+/// ssh with its keys, whoever else owns it may have chosen it and may read it still.
+#[cfg(unix)]
+fn check_private(
+    path: &Path,
+    meta: &fs::Metadata,
+    store_owner: Option<u32>,
+) -> Result<(), PepperError> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = meta.uid();
+    let me = rustix::process::geteuid().as_raw();
+    if owner != me && owner != 0 && Some(owner) != store_owner {
+        return Err(PepperError::Foreign {
             path: path.to_owned(),
-            source,
-        })?
-        .permissions()
-        .mode();
+            owner,
+        });
+    }
+    let mode = meta.mode();
     if mode & 0o077 != 0 {
         return Err(PepperError::Exposed {
             path: path.to_owned(),
@@ -278,7 +339,11 @@ fn check_private(path: &Path) -> Result<(), PepperError> {
 }
 
 #[cfg(not(unix))]
-fn check_private(_path: &Path) -> Result<(), PepperError> {
+fn check_private(
+    _path: &Path,
+    _meta: &fs::Metadata,
+    _store_owner: Option<u32>,
+) -> Result<(), PepperError> {
     Ok(())
 }
 
@@ -372,7 +437,7 @@ mod tests {
             (Path::new("/dev/zero"), "not a regular file"),
             (long.as_path(), "longer than any pepper"),
         ] {
-            let err = load_from(None, path, false).unwrap_err();
+            let err = load_from(None, path, false, None).unwrap_err();
             assert!(err.to_string().contains(says), "{}: {err}", path.display());
         }
     }
@@ -409,10 +474,10 @@ mod tests {
         let path = dir.path().join("vportal.pepper");
         fs::write(&path, "zz-secret-zz\n").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-        let err = load_from(None, &path, false).unwrap_err().to_string();
+        let err = load_from(None, &path, false, None).unwrap_err().to_string();
         assert!(err.contains(&path.display().to_string()), "{err}");
         assert!(!err.contains("secret"), "{err}");
-        let err = load_from(Some("ab-secret".into()), &path, false)
+        let err = load_from(Some("ab-secret".into()), &path, false, None)
             .unwrap_err()
             .to_string();
         assert!(err.contains(PEPPER_ENV), "{err}");
@@ -425,7 +490,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vportal.pepper");
-        let load = |path: &Path, create| load_from(None, path, create);
+        let load = |path: &Path, create| load_from(None, path, create, None);
         assert!(matches!(load(&path, false), Err(PepperError::Missing(_))));
         let (created, source) = load(&path, true).unwrap();
         assert_eq!(source, PepperSource::Created(path.clone()));
@@ -440,8 +505,8 @@ mod tests {
             Err(PepperError::Exposed { .. })
         ));
         // The environment wins over the file, and is checked the same way.
-        let from_env = load_from(Some("cd".repeat(32)), &path, false).unwrap();
+        let from_env = load_from(Some("cd".repeat(32)), &path, false, None).unwrap();
         assert_eq!(from_env.1, PepperSource::Environment);
-        assert!(load_from(Some("cd".into()), &path, false).is_err());
+        assert!(load_from(Some("cd".into()), &path, false, None).is_err());
     }
 }
