@@ -780,7 +780,8 @@ fn each_policy_violation_has_its_own_reason() {
         ("1234", "reason_sequential"),
         ("2580", "reason_common"),
         ("4826", "reason_same_as_current"),
-        // `#` alone: nothing keyed is too short, said at once (no confirmation asked).
+        // `#` alone: nothing keyed is too short, said at once (no confirmation asked);
+        // a slip, as at login, so nothing is audited and no try is taken.
         ("", "reason_too_short"),
     ];
     let store = store();
@@ -825,7 +826,26 @@ fn each_policy_violation_has_its_own_reason() {
             "{new}: a refused passcode changes nothing"
         );
     }
-    assert_eq!(rejected_changes(&store).len(), cases.len());
+    assert_eq!(rejected_changes(&store).len(), cases.len() - 1);
+}
+
+/// `#` alone at the new passcode is a slip, as at the mailbox or passcode: any number of
+/// them leave the change's tries whole. (Each was refused by the store, audited and
+/// counted: three ended a forced change, the temporary passcode still in place.)
+#[test]
+fn pound_alone_at_the_new_passcode_takes_no_try() {
+    let store = store();
+    let mut c = Call::portal(&store);
+    c.keys("1001#").keys("4826#");
+    for _ in 0..5 {
+        c.keys("#");
+        assert_eq!(c.last()[0], "reason_too_short");
+        assert_eq!(c.last().last(), Some(&"enter_new_passcode"));
+    }
+    assert!(!c.hung_up);
+    c.keys("5937#").keys("5937#");
+    assert!(!temporary(&store, "1001"), "changed at last");
+    assert!(rejected_changes(&store).is_empty());
 }
 
 /// The `passcode.change_rejected` events (the newest 50).
@@ -1517,6 +1537,42 @@ fn menu_silence_and_the_call_length_limit() {
     let _ = long.start;
 }
 
+/// A caller cut off while keying a new passcode (the time limit, another phone's login)
+/// hears that it was not changed before why the call ends, as silence there would tell
+/// them; one cut off elsewhere hears only why.
+#[test]
+fn a_change_cut_short_says_the_passcode_was_not_changed() {
+    let store = store();
+    let settings = RouteSettings {
+        max_call_duration: Duration::from_secs(60),
+        first_digit_timeout: Duration::from_secs(60),
+        inter_digit_timeout: Duration::from_secs(60),
+        ..RouteSettings::default()
+    };
+    type Cut = fn(&mut Call);
+    let time_up: Cut = |c| {
+        c.advance(Duration::from_secs(61));
+    };
+    let replaced: Cut = |c| {
+        c.flow.handle_replaced();
+        c.run();
+    };
+    for (cut, why) in [(time_up, "time_limit"), (replaced, "replaced")] {
+        // Halfway through the confirmation of a forced change.
+        let mut c = Call::portal_with(&store, settings.clone());
+        c.keys("1001#").keys("4826#").keys("5937#").keys("593");
+        cut(&mut c);
+        assert_eq!(c.last(), ["not_changed", why, "goodbye"]);
+        assert!(c.ends());
+        assert!(temporary(&store, "1001"));
+        // At the menu, nothing was being changed.
+        let mut c = Call::portal_with(&store, settings.clone());
+        c.keys("2002#").keys("5937#");
+        cut(&mut c);
+        assert_eq!(c.last(), [why, "goodbye"]);
+    }
+}
+
 #[test]
 fn change_passcode_application_goes_straight_to_the_change() {
     let store = store();
@@ -1826,15 +1882,28 @@ fn star_before_any_digit_gives_up_a_chosen_change() {
     assert!(c.ends());
     assert_eq!(c.flow.outcome(), Outcome::LoggedIn);
 
-    // A temporary passcode must be changed: `*` asks again, and is not offered.
+    // A temporary passcode must be changed: `*` asks again, and is not offered. At the
+    // confirmation it goes back to the new passcode, as in a change the caller chose: a
+    // typo in it is mended without a deliberate mismatch, which would take a try.
     let mut c = Call::portal(&store);
     c.keys("1001#").keys("4826#");
     assert_eq!(c.last(), FORCED);
     c.keys("*");
     assert_eq!(c.last(), ["enter_new_passcode"]);
-    c.keys("5937#").keys("*");
+    c.keys("5973#").keys("*");
+    assert_eq!(c.last(), ["enter_new_passcode"]);
+    // After some keys of the confirmation, `*` clears them and asks for it again.
+    c.keys("5937#").keys("59*");
     assert_eq!(c.last(), ["reenter_new_passcode"]);
-    assert!(temporary(&store, "1001"));
+    c.keys("5937#");
+    assert!(
+        !temporary(&store, "1001"),
+        "the mended passcode is the new one"
+    );
+    assert!(
+        rejected_changes(&store).is_empty(),
+        "no mismatch was counted"
+    );
     assert!(!c.hung_up);
 }
 

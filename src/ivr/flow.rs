@@ -681,7 +681,11 @@ impl Flow {
             Step::Over | Step::Leaving { .. } => {}
             _ => {
                 if !self.end_after_change(end) {
-                    self.leave(end.0, end.1);
+                    // A caller cut off while keying a new passcode hears that it was not
+                    // changed, as silence there would tell them.
+                    let changing = matches!(&self.step, Step::Entry(e) if e.field.is_new());
+                    let said = if changing { self.not_changed() } else { &[] };
+                    self.leave(end.0, &[said, end.1].concat());
                 }
             }
         }
@@ -853,15 +857,15 @@ impl Flow {
         };
         let field = entry.field;
         match key {
-            // In a change the caller chose (not one a temporary passcode forces), before
-            // any key of theirs since the question (keys typed ahead aside): they changed
-            // their mind. At the new passcode, as its question says, the change is given
-            // up; at the confirmation, the new passcode is asked for again, with that
-            // question.
+            // Before any key of theirs since the question (keys typed ahead aside), in a
+            // change: at the confirmation, the new passcode is asked for again, with that
+            // question (a typo in it is mended without a mismatch's try); at the new
+            // passcode of a change the caller chose (not one a temporary passcode forces),
+            // they changed their mind and, as its question says, the change is given up.
             Digit::STAR
                 if (entry.keyed.expose().is_empty() || entry.deadline.is_none())
-                    && field.is_new()
-                    && !self.must_change =>
+                    && (field == Field::ConfirmPasscode
+                        || (field == Field::NewPasscode && !self.must_change)) =>
             {
                 if field == Field::NewPasscode {
                     self.cancel_change(now);
@@ -910,9 +914,13 @@ impl Flow {
                     passcode: keyed,
                 });
             }
-            // `#` alone: no confirmation is asked (two empty entries are not "different"),
-            // the store's policy refuses it at once as too short, and audits the refusal.
-            Field::NewPasscode if keyed.expose().is_empty() => self.change_to(keyed),
+            // `#` alone: a slip, as at login, not a chosen PIN. It is too short, said at
+            // once, and takes none of the change's tries (nothing is checked or audited).
+            Field::NewPasscode if keyed.expose().is_empty() => {
+                let mut reason = vec![reason_prompt(Violation::TooShort)];
+                reason.extend(self.lengths_rule());
+                self.ask(Field::NewPasscode, &reason, now);
+            }
             Field::NewPasscode => {
                 self.new_passcode = Some(keyed);
                 self.ask(Field::ConfirmPasscode, &[], now);
