@@ -399,7 +399,19 @@ impl RouteSettings {
             })?;
         }
         if let Some(list) = &raw.trusted_sources {
+            // Empty reads as "nobody" but would mean every source (what no list means),
+            // even under a [defaults] list of the SBCs: refused rather than guessed at.
+            if list.get_ref().is_empty() {
+                return Err(src.invalid(
+                    list.span(),
+                    &key("trusted_sources"),
+                    "an empty list: name the addresses whose caller identity is believed \
+                     (to believe every source, set no trusted_sources here or in [defaults])"
+                        .to_owned(),
+                ));
+            }
             self.trusted_sources = list
+                .get_ref()
                 .iter()
                 .enumerate()
                 .map(|(i, v)| {
@@ -459,7 +471,10 @@ impl RouteSettings {
         // nobody's identity anyway: its author believes they restricted something.
         if table != "defaults"
             && self.mailbox == MailboxSource::Ask
-            && let Some(first) = raw.trusted_sources.as_ref().and_then(|l| l.first())
+            && let Some(first) = raw
+                .trusted_sources
+                .as_ref()
+                .and_then(|l| l.get_ref().first())
         {
             return Err(src.invalid(
                 first.span(),
@@ -959,7 +974,7 @@ struct RawEntry {
     pattern: Option<Spanned<String>>,
     application: Option<Spanned<String>>,
     mailbox: Option<Spanned<String>>,
-    trusted_sources: Option<Vec<Spanned<String>>>,
+    trusted_sources: Option<Spanned<Vec<Spanned<String>>>>,
     attempts: Option<Spanned<WholeNumber>>,
     reprompts: Option<Spanned<WholeNumber>>,
     first_digit_timeout: Option<Spanned<DurationText>>,
@@ -1638,7 +1653,6 @@ application = "voice-portal"
 match = "*87"
 application = "change-passcode"
 mailbox = "ask"
-trusted_sources = []
 attempts = 1
 first_digit_timeout = "1m"
 inter_digit_timeout = "2s"
@@ -1669,14 +1683,15 @@ language = "pt-BR"
             own.settings,
             RouteSettings {
                 mailbox: MailboxSource::Ask,
-                trusted_sources: vec![],
+                // Inherited, unused: the route asks.
+                trusted_sources: vec!["10.0.0.0/8".parse().unwrap()],
                 attempts: 1,
                 first_digit_timeout: Duration::from_secs(60),
                 inter_digit_timeout: Duration::from_secs(2),
                 reprompts: 5,
                 max_call_duration: Duration::from_secs(30),
                 language: "pt-BR".into(),
-                language_set_at: Some("test.toml, line 26, key route[2].language".into()),
+                language_set_at: Some("test.toml, line 25, key route[2].language".into()),
                 session: SessionRule::Replace,
             }
         );
@@ -1981,8 +1996,30 @@ language = "pt-BR"
             "route[1].trusted_sources",
             "applies only to mailbox = \"caller-id\"",
         );
-        // Inherited from the defaults (for routes that take caller ID) or emptied: fine.
-        parsed(&route_with("mailbox = \"ask\"\ntrusted_sources = []"));
+        // Inherited from the defaults (for routes that take caller ID): fine.
+        parsed(&format!(
+            "[defaults]\ntrusted_sources = [\"10.0.0.0/8\"]\n{}",
+            route_with("mailbox = \"ask\"")
+        ));
+    }
+
+    /// An empty list reads as "nobody" but meant every source, even on a route under a
+    /// [defaults] list of the SBCs, whose caller identity it then believed from anyone.
+    #[test]
+    fn an_empty_list_of_trusted_sources_is_refused() {
+        let empty = "an empty list: name the addresses whose caller identity is believed";
+        assert_error(
+            &route_with("mailbox = \"caller-id\"\ntrusted_sources = []"),
+            5,
+            "route[1].trusted_sources",
+            empty,
+        );
+        assert_error(
+            "[defaults]\nmailbox = \"caller-id\"\ntrusted_sources = [ ]\n",
+            3,
+            "defaults.trusted_sources",
+            empty,
+        );
     }
 
     #[test]
