@@ -64,7 +64,7 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     // Everything that can be wrong with the files is found before a first run creates the
     // database and hands out its token.
     let dialplan = load_dialplan(ctx.config.dialplan.file.as_deref())?;
-    warn_about_dialplan(&dialplan, ctx.config.sip.listen);
+    warn_about_dialplan(&dialplan, &ctx.config.sip);
     let prompts = load_prompts(ctx.config.prompts.dir.as_deref(), &dialplan)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -303,11 +303,24 @@ fn raise_open_files_limit(sip: &SipConfig, rtp_calls: usize) {
 /// no route (every call is refused with 404), and routes that take the mailbox from caller
 /// identity from any source while SIP listens beyond loopback (anyone who reaches the port
 /// could claim any number, and hear from the prompt whether that mailbox exists).
-fn warn_about_dialplan(dialplan: &Dialplan, listen: SocketAddr) {
+fn warn_about_dialplan(dialplan: &Dialplan, sip: &SipConfig) {
     if dialplan.routes().is_empty() {
         tracing::warn!("the dialplan has no [[route]]: every call will be refused with 404");
     }
-    if vportal::net::is_loopback(listen.ip()) {
+    for route in dialplan.routes() {
+        // The server's hard stop comes first: a BYE, without the route's goodbye.
+        let limit = route.settings.max_call_duration;
+        if limit > sip.max_call_duration {
+            tracing::warn!(
+                route = %route.pattern,
+                max_call_duration = %vportal::time::format_duration(limit),
+                sip_max_call_duration = %vportal::time::format_duration(sip.max_call_duration),
+                "this route's time limit is never reached: sip.max_call_duration ends its calls \
+                 first, with a BYE and no prompt; raise sip.max_call_duration or lower the route's"
+            );
+        }
+    }
+    if vportal::net::is_loopback(sip.listen.ip()) {
         return;
     }
     for route in dialplan.routes() {
@@ -699,7 +712,31 @@ mod tests {
     /// What `warn_about_dialplan` logs for `dialplan` listening on `listen`.
     fn warnings(dialplan: &str, listen: &str) -> String {
         let plan = Dialplan::parse(dialplan, "test").unwrap();
-        logged(|| warn_about_dialplan(&plan, listen.parse().unwrap()))
+        let sip = SipConfig {
+            listen: listen.parse().unwrap(),
+            ..SipConfig::default()
+        };
+        logged(|| warn_about_dialplan(&plan, &sip))
+    }
+
+    #[test]
+    fn a_route_time_limit_beyond_the_servers_is_a_warning() {
+        let route = |limit: &str| {
+            format!(
+                "[[route]]\nmatch = \"8500\"\napplication = \"voice-portal\"\n\
+                 max_call_duration = \"{limit}\"\n"
+            )
+        };
+        // The server's hard stop is an hour by default.
+        assert_eq!(warnings(&route("1h"), "127.0.0.1:5060"), "");
+        let said = warnings(&route("2h"), "127.0.0.1:5060");
+        assert!(
+            said.contains("WARN")
+                && said.contains("route=8500")
+                && said.contains("max_call_duration=2h")
+                && said.contains("sip_max_call_duration=1h"),
+            "{said}"
+        );
     }
 
     /// What `f` logs.
