@@ -68,6 +68,9 @@ fn a_passcode_reset_over_http_works_on_the_next_call_and_the_api_shows_the_chang
         "vportal_sip_dropped_total{reason=\"tcp_connection\"} 0",
         "vportal_sip_dropped_total{reason=\"tcp_backlog\"} 0",
         "vportal_sip_unkept_total 0",
+        "vportal_calls_refused_total{reason=\"no_route\"} 0",
+        "vportal_calls_refused_total{reason=\"full\"} 0",
+        "vportal_calls_refused_total{reason=\"no_rtp_port\"} 0",
     ] {
         assert!(fresh.lines().any(|l| l == line), "no {line:?} in\n{fresh}");
     }
@@ -246,6 +249,14 @@ fn a_passcode_reset_over_http_works_on_the_next_call_and_the_api_shows_the_chang
     wait_until("both to be counted as dropped", || {
         let page = http::request(admin, "GET", "/metrics", None, None).body;
         sample(&fresh, &page, dropped).1 == 2
+    });
+    // A call to a number no route takes is refused (404), and counted as such.
+    let mut lost = common::uac::Uac::new(stray.local_addr().unwrap(), server.sip, "4040");
+    stray.send_to(&lost.invite(""), server.sip).unwrap();
+    let refused = "vportal_calls_refused_total{reason=\"no_route\"}";
+    wait_until("the refused call to be counted", || {
+        let page = http::request(admin, "GET", "/metrics", None, None).body;
+        sample(&fresh, &page, refused) == (0, 1)
     });
 }
 

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::uac::{Uac, parse, status};
 use vportal::sip::endpoint::{
-    CallHandle, ConnId, EndReason, Endpoint, EndpointConfig, Event, Transmit, Transport,
+    CallHandle, ConnId, EndReason, Endpoint, EndpointConfig, Event, RefusedCalls, Transmit,
+    Transport,
 };
 use vportal::sip::sdp::Direction;
 use vportal::sip::{HeaderName, Message, Method};
@@ -1315,6 +1316,42 @@ fn options_gets_what_an_invite_would() {
     assert_eq!(ping(&mut w), (200, None), "a place again");
     w.ep.shutdown(w.now);
     assert_eq!(ping(&mut w), (503, Some("5".into())), "stopping");
+}
+
+/// New calls refused before the application sees them are counted by why, for
+/// `vportal_calls_refused_total`: a number with no route, a full server, a source with
+/// as many unanswered calls as it may have, a server stopping.
+#[test]
+fn refused_calls_are_counted_by_why() {
+    let mut w = World::with_config(|c| {
+        c.max_calls = 2;
+        c.max_pending_per_source = 1;
+    });
+    let call_from = |w: &mut World, at: &str, to: &str| {
+        let mut caller = caller_at(at, to);
+        let invite = caller.invite(&caller.offer("sendrecv"));
+        w.inbox.clear();
+        w.send_from(caller.local, invite);
+        w.statuses().last().copied()
+    };
+    assert_eq!(call_from(&mut w, "127.0.0.1:5091", "4040"), Some(404));
+    // One unanswered call from .2 is all it may have; .3 may still call.
+    assert_eq!(call_from(&mut w, "127.0.0.2:5060", "8500"), Some(100));
+    assert_eq!(call_from(&mut w, "127.0.0.2:5062", "8500"), Some(503));
+    assert_eq!(call_from(&mut w, "127.0.0.3:5060", "8500"), Some(100));
+    // Two calls: full.
+    assert_eq!(call_from(&mut w, "127.0.0.4:5060", "8500"), Some(503));
+    w.ep.shutdown(w.now);
+    assert_eq!(call_from(&mut w, "127.0.0.5:5060", "8500"), Some(503));
+    assert_eq!(
+        w.ep.stats().refused,
+        RefusedCalls {
+            no_route: 1,
+            full: 1,
+            source_limit: 1,
+            stopping: 1,
+        }
+    );
 }
 
 /// RFC 3261 §11.2: an OPTIONS answer names the languages prompts are played in, in or out

@@ -37,12 +37,20 @@ pub async fn upkeep(handle: PrometheusHandle) {
     }
 }
 
+/// Why the server itself may refuse a new call (`vportal_calls_refused_total`), besides the
+/// endpoint's reasons ([`crate::sip::endpoint::RefusedCalls`]).
+const SERVER_REFUSALS: [&str; 3] = ["no_rtp_port", "no_prompts", "error"];
+
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!("vportal_calls_active", "Calls in progress.");
     describe_counter!(
         "vportal_calls_total",
         "Calls ended, by outcome (logged_in, changed, login_failed, locked, expired, abandoned, …)."
+    );
+    describe_counter!(
+        "vportal_calls_refused_total",
+        "New calls refused before they began, by reason: no_route (404), full (max_calls), source_limit (max_pending_calls_per_source), stopping, no_rtp_port (rtp.ports all in use), no_prompts, error."
     );
     describe_counter!(
         "vportal_logins_total",
@@ -98,6 +106,14 @@ fn describe() {
     // appears at its first event misses that event.
     for outcome in crate::ivr::flow::Outcome::ENDED {
         metrics::counter!("vportal_calls_total", "outcome" => outcome.as_str()).absolute(0);
+    }
+    let endpoint_refusals = crate::sip::endpoint::RefusedCalls::default().by_reason();
+    for reason in endpoint_refusals
+        .map(|(reason, _)| reason)
+        .into_iter()
+        .chain(SERVER_REFUSALS)
+    {
+        metrics::counter!("vportal_calls_refused_total", "reason" => reason).absolute(0);
     }
     for outcome in crate::store::LOGIN_OUTCOMES {
         metrics::counter!("vportal_logins_total", "outcome" => outcome).absolute(0);

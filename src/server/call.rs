@@ -231,15 +231,21 @@ fn admit(
     incoming: &IncomingCall,
     shared: &Arc<Shared>,
 ) -> Result<(Route, Arc<PromptSet>, RtpPort), (u16, &'static str)> {
+    let refused = |reason: &'static str| {
+        metrics::counter!("vportal_calls_refused_total", "reason" => reason).increment(1);
+    };
     let Some(route) = shared.dialplan.routes().get(incoming.route).cloned() else {
         tracing::error!(route = incoming.route, "no such route; refusing the call");
+        refused("error");
         return Err((500, "Server Internal Error"));
     };
     let Some(prompts) = shared.prompts.get(&route.settings.language).cloned() else {
         tracing::error!(language = %route.settings.language, "no prompts for this route's language; refusing the call");
+        refused("no_prompts");
         return Err((503, "Service Unavailable"));
     };
     let Some(rtp) = bind_rtp(shared) else {
+        refused("no_rtp_port");
         let (in_use, capacity) = shared
             .ports
             .lock()

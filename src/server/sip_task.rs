@@ -440,6 +440,7 @@ mod tests {
 struct Exported {
     dropped: u64,
     unkept: u64,
+    refused: crate::sip::endpoint::RefusedCalls,
 }
 
 impl Exported {
@@ -452,6 +453,20 @@ impl Exported {
         if stats.unkept != self.unkept {
             self.unkept = stats.unkept;
             metrics::counter!("vportal_sip_unkept_total").absolute(stats.unkept);
+        }
+        if stats.refused != self.refused {
+            for ((reason, now), (_, before)) in stats
+                .refused
+                .by_reason()
+                .into_iter()
+                .zip(self.refused.by_reason())
+            {
+                if now != before {
+                    metrics::counter!("vportal_calls_refused_total", "reason" => reason)
+                        .absolute(now);
+                }
+            }
+            self.refused = stats.refused.clone();
         }
     }
 }

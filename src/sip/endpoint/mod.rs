@@ -45,7 +45,7 @@ use super::uri::{Host, Uri};
 
 pub use types::{
     ACCEPT, ALLOW, CallError, CallHandle, ConnId, EndReason, EndpointConfig, Event, Flow,
-    IncomingCall, Router, Stats, Transmit, Transport, dialplan_router,
+    IncomingCall, RefusedCalls, Router, Stats, Transmit, Transport, dialplan_router,
 };
 use validate::{
     Body, Core, INFO_DISPOSITIONS, INFO_TYPES, Verdict, check_body, check_invite_content,
@@ -443,9 +443,11 @@ impl Endpoint {
             .filter(|_| request_user.is_some())
             .and_then(|u| self.router.route(u))
         else {
+            self.stats.refused.no_route += 1;
             return self.reply(req, 404, "Not Found");
         };
-        if self.over_capacity(source) {
+        if let Some(count) = self.over_capacity(source) {
+            *count += 1;
             return self.respond_stateless(msg, source, flow, 503, "Service Unavailable", |_| {});
         }
         let offer = match self.read_offer(msg, source) {
@@ -512,24 +514,37 @@ impl Endpoint {
         }));
     }
 
-    /// Whether a new call from `source` is to be refused: the server is stopping, or holds
-    /// as many calls as it may, or `source` has as many calls not yet answered as it may.
-    /// `max_calls` counts calls in progress; calls still retransmitting their BYE are
-    /// bounded too (they are SIP state only), at as many again.
-    fn over_capacity(&self, source: SocketAddr) -> bool {
+    /// Whether a new call from `source` is to be refused, as the count of such refusals:
+    /// the server is stopping, or holds as many calls as it may, or `source` has as many
+    /// calls not yet answered as it may. `max_calls` counts calls in progress; calls still
+    /// retransmitting their BYE are bounded too (they are SIP state only), at as many again.
+    fn over_capacity(&mut self, source: SocketAddr) -> Option<&mut u64> {
         let limit = self.cfg.max_pending_per_source;
-        self.refusing_calls()
-            || (limit > 0
-                && self
-                    .pending_from
-                    .get(&client_key(source.ip()))
-                    .is_some_and(|&n| n >= limit))
+        let source_full = limit > 0
+            && self
+                .pending_from
+                .get(&client_key(source.ip()))
+                .is_some_and(|&n| n >= limit);
+        let (stopping, full) = (self.shutting_down, self.is_full());
+        let refused = &mut self.stats.refused;
+        if stopping {
+            Some(&mut refused.stopping)
+        } else if full {
+            Some(&mut refused.full)
+        } else if source_full {
+            Some(&mut refused.source_limit)
+        } else {
+            None
+        }
     }
 
     /// Whether every new call is refused now (503): the server is stopping, or full.
     fn refusing_calls(&self) -> bool {
-        self.shutting_down
-            || self.active_calls() >= self.cfg.max_calls
+        self.shutting_down || self.is_full()
+    }
+
+    fn is_full(&self) -> bool {
+        self.active_calls() >= self.cfg.max_calls
             || self.calls.len() >= self.cfg.max_calls.saturating_mul(2)
     }
 

@@ -200,6 +200,33 @@ pub struct Stats {
     /// In-dialog requests answered once, their transaction not kept: their dialog kept as
     /// much as it may.
     pub unkept: u64,
+    /// New calls refused before they were offered to the application, by why.
+    pub refused: RefusedCalls,
+}
+
+/// New calls the endpoint refused, by why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefusedCalls {
+    /// No route for the number called (404).
+    pub no_route: u64,
+    /// The server holds `max_calls` (503).
+    pub full: u64,
+    /// The caller's source has `max_pending_per_source` calls not yet answered (503).
+    pub source_limit: u64,
+    /// The server is stopping (503).
+    pub stopping: u64,
+}
+
+impl RefusedCalls {
+    /// Each count, by the reason `vportal_calls_refused_total` gives it.
+    pub fn by_reason(&self) -> [(&'static str, u64); 4] {
+        [
+            ("no_route", self.no_route),
+            ("full", self.full),
+            ("source_limit", self.source_limit),
+            ("stopping", self.stopping),
+        ]
+    }
 }
 
 /// Endpoint settings.
