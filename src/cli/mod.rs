@@ -406,8 +406,8 @@ impl Context {
         }
         // A new pepper only ever goes with a new database: a fresh pepper for an existing
         // database would make every stored passcode unverifiable.
-        let pepper_path = self.store.pepper_path();
-        let (pepper, source) = match pepper::load(&pepper_path, created, pepper::owner_of(db)) {
+        let store_owner = pepper::owner_of(db);
+        let (pepper, source) = match pepper::load(&self.store.pepper_path(), created, store_owner) {
             // `vportal init` cannot help here: the database and its hashes are there already.
             // Nor can it when neither is there: this may well be the wrong path (another
             // working directory, a forgotten --db), and init would make a second store.

@@ -300,9 +300,10 @@ fn raise_open_files_limit(sip: &SipConfig, rtp_calls: usize) {
 }
 
 /// Warns about a dialplan that is valid but likely not what the operator meant: one with
-/// no route (every call is refused with 404), and routes that take the mailbox from caller
-/// identity from any source while SIP listens beyond loopback (anyone who reaches the port
-/// could claim any number, and hear from the prompt whether that mailbox exists).
+/// no route (every call is refused with 404), routes whose time limit is beyond the
+/// server's `sip.max_call_duration` (never reached), and routes that take the mailbox from
+/// caller identity from any source while SIP listens beyond loopback (anyone who reaches the
+/// port could claim any number, and hear from the prompt whether that mailbox exists).
 fn warn_about_dialplan(dialplan: &Dialplan, sip: &SipConfig) {
     if dialplan.routes().is_empty() {
         tracing::warn!("the dialplan has no [[route]]: every call will be refused with 404");
