@@ -543,6 +543,8 @@ impl Endpoint {
         self.shutting_down || self.is_full()
     }
 
+    /// Whether the server holds `max_calls` calls in progress (or twice as many in all,
+    /// those still retransmitting their BYE included).
     fn is_full(&self) -> bool {
         self.active_calls() >= self.cfg.max_calls
             || self.calls.len() >= self.cfg.max_calls.saturating_mul(2)
