@@ -401,16 +401,16 @@ fn without_long_numbers(message: &str) -> String {
             run.push(c);
             continue;
         }
-        flush(&mut out, &mut run);
+        push_run(&mut out, &mut run);
         out.push(c);
     }
-    flush(&mut out, &mut run);
+    push_run(&mut out, &mut run);
     out.push_str(place);
     out
 }
 
-/// Puts a run of digits in `out`: itself when shorter than four, else `…`.
-fn flush(out: &mut String, run: &mut String) {
+/// Puts a run of digits in `out`, emptying `run`: the digits when fewer than four, else `…`.
+fn push_run(out: &mut String, run: &mut String) {
     if run.len() >= 4 {
         out.push('…');
     } else {

@@ -455,18 +455,11 @@ impl Exported {
             metrics::counter!("vportal_sip_unkept_total").absolute(stats.unkept);
         }
         if stats.refused != self.refused {
-            for ((reason, now), (_, before)) in stats
-                .refused
-                .by_reason()
-                .into_iter()
-                .zip(self.refused.by_reason())
-            {
-                if now != before {
-                    metrics::counter!("vportal_calls_refused_total", "reason" => reason)
-                        .absolute(now);
-                }
-            }
             self.refused = stats.refused.clone();
+            for (reason, count) in self.refused.by_reason() {
+                metrics::counter!("vportal_calls_refused_total", "reason" => reason)
+                    .absolute(count);
+            }
         }
     }
 }
