@@ -129,6 +129,8 @@ pub struct MediaDescription {
     /// `a=maxptime` (RFC 4566 §6): the most media per packet the peer takes.
     maxptime: Option<u32>,
     rtpmaps: Vec<(u8, RtpMap)>,
+    /// `a=fmtp` (RFC 4566 §6): each payload type's format parameters, as written.
+    fmtps: Vec<(u8, String)>,
     /// `a=rtcp` (RFC 3605): the RTCP port, and its address when one is given.
     rtcp: Option<(u16, Option<IpAddr>)>,
     /// `a=rtcp-mux` (RFC 5761): RTCP on the RTP port.
@@ -182,6 +184,24 @@ impl MediaDescription {
             .iter()
             .find(|(pt, _)| *pt == payload_type)
             .map(|(_, map)| map)
+    }
+
+    /// The `a=fmtp` parameters for `payload_type`, if the section has them.
+    pub fn fmtp(&self, payload_type: u8) -> Option<&str> {
+        self.fmtps
+            .iter()
+            .find(|(pt, _)| *pt == payload_type)
+            .map(|(_, params)| params.as_str())
+    }
+
+    /// Whether telephone-event on `payload_type` carries DTMF: RFC 4733 §2.4.1 has no
+    /// `a=fmtp` mean events 0-15, and a list name the events; one with none of 0-15 (fax
+    /// tones only, say) is not a keypad's. A list we cannot read is given the benefit of
+    /// the doubt.
+    fn carries_dtmf(&self, payload_type: u8) -> bool {
+        self.fmtp(payload_type)
+            .and_then(event_list)
+            .is_none_or(|ranges| ranges.iter().any(|&(first, _)| first <= 15))
     }
 
     fn is_audio(&self) -> bool {
@@ -882,17 +902,18 @@ enum Format {
 
 /// Classifies `pt` on `media`. An `a=rtpmap` wins; without one, the static types 0 and 8 are
 /// G.711 (RFC 3551 §6), and in an answer to our offer, `offered_te` is the telephone-event
-/// our offer declared: an answer may omit rtpmaps for our payload types.
+/// our offer declared: an answer may omit rtpmaps for our payload types. Telephone-event
+/// whose `a=fmtp` lists no DTMF event is [`Format::Other`].
 fn classify(media: &MediaDescription, pt: u8, offered_te: Option<u8>) -> Format {
     match media.rtpmap(pt) {
         Some(map) if map.is(Codec::Pcmu.encoding_name()) => Format::G711(Codec::Pcmu),
         Some(map) if map.is(Codec::Pcma.encoding_name()) => Format::G711(Codec::Pcma),
-        Some(map) if map.is("telephone-event") => Format::TelephoneEvent,
+        Some(map) if map.is("telephone-event") && media.carries_dtmf(pt) => Format::TelephoneEvent,
         Some(_) => Format::Other,
         None => match pt {
             0 => Format::G711(Codec::Pcmu),
             8 => Format::G711(Codec::Pcma),
-            pt if Some(pt) == offered_te => Format::TelephoneEvent,
+            pt if Some(pt) == offered_te && media.carries_dtmf(pt) => Format::TelephoneEvent,
             _ => Format::Other,
         },
     }
@@ -1159,13 +1180,14 @@ fn parse_media(text: &str, line: usize) -> Result<MediaDescription, SdpError> {
         ptime: None,
         maxptime: None,
         rtpmaps: Vec::new(),
+        fmtps: Vec::new(),
         rtcp: None,
         rtcp_mux: false,
     })
 }
 
 /// `a=<name>[:<value>]` (RFC 4566 §5.13): the direction attributes, `ptime`, `maxptime`,
-/// `rtcp`, `rtcp-mux` and `rtpmap`.
+/// `rtcp`, `rtcp-mux`, `rtpmap` and `fmtp`.
 fn parse_attribute(
     sdp: &mut SessionDescription,
     value: &[u8],
@@ -1210,8 +1232,39 @@ fn parse_attribute(
                 media.rtpmaps.push((pt, map));
             }
         }
+    } else if name.eq_ignore_ascii_case(b"fmtp") {
+        // Advisory for us: one we cannot read is ignored.
+        if let Some(media) = sdp.media.last_mut()
+            && let Some((pt, params)) = parse_fmtp(attr_value)
+            && media.fmtp(pt).is_none()
+        {
+            media.fmtps.push((pt, params.to_owned()));
+        }
     }
     Ok(())
+}
+
+/// `a=fmtp:<format> <parameters>` (RFC 4566 §6), for an RTP payload type.
+fn parse_fmtp(value: &[u8]) -> Option<(u8, &str)> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    let (pt, params) = text.split_once([' ', '\t']).unwrap_or((text, ""));
+    Some((parse_payload_type(pt)?, params.trim()))
+}
+
+/// A telephone-event `a=fmtp` event list (RFC 4733 §7.1.1: `0-15,66,70`) as inclusive
+/// ranges; `None` when it is not one.
+fn event_list(params: &str) -> Option<Vec<(u8, u8)>> {
+    params
+        .split(',')
+        .map(|item| {
+            let (first, last) = item
+                .trim()
+                .split_once('-')
+                .unwrap_or((item.trim(), item.trim()));
+            let (first, last) = (parse_number::<u8>(first)?, parse_number::<u8>(last)?);
+            (first <= last).then_some((first, last))
+        })
+        .collect()
 }
 
 /// `a=rtcp:<port> [IN IP4|IP6 <address>]` (RFC 3605 §2.1). An address that is not an IP
@@ -1450,6 +1503,41 @@ mod tests {
                     "a=fmtp:96 0-15",
                 ],
                 ok(addr("127.0.0.1:6000"), Pcmu, 0, Some(96), 20, SendRecv),
+            ),
+            (
+                "fax tones first, then DTMF: the keypad's number",
+                &[
+                    "v=0",
+                    "c=IN IP4 127.0.0.1",
+                    "m=audio 6000 RTP/AVP 0 100 101",
+                    "a=rtpmap:100 telephone-event/8000",
+                    "a=fmtp:100 32-49",
+                    "a=rtpmap:101 telephone-event/8000",
+                    "a=fmtp:101 0-11, 12-15,16",
+                ],
+                ok(addr("127.0.0.1:6000"), Pcmu, 0, Some(101), 20, SendRecv),
+            ),
+            (
+                "telephone-event with fax tones only carries no keys",
+                &[
+                    "v=0",
+                    "c=IN IP4 127.0.0.1",
+                    "m=audio 6000 RTP/AVP 0 100",
+                    "a=rtpmap:100 telephone-event/8000",
+                    "a=fmtp:100 32-36,40",
+                ],
+                ok(addr("127.0.0.1:6000"), Pcmu, 0, None, 20, SendRecv),
+            ),
+            (
+                "an event list we cannot read is taken for DTMF",
+                &[
+                    "v=0",
+                    "c=IN IP4 127.0.0.1",
+                    "m=audio 6000 RTP/AVP 0 100",
+                    "a=rtpmap:100 telephone-event/8000",
+                    "a=fmtp:100 events=all",
+                ],
+                ok(addr("127.0.0.1:6000"), Pcmu, 0, Some(100), 20, SendRecv),
             ),
             (
                 "telephone-event at 48 kHz only is not ours",
