@@ -251,6 +251,34 @@ fn symmetric_rtp_latches_once_onto_the_callers_real_source() {
     assert!(c.wait_for_bye(Duration::from_secs(10)), "{}", server.log());
 }
 
+/// Without `rtp.symmetric`, a phone whose RTP comes from another port than its SDP names
+/// (behind a NAT) is not heard; the call's end says so, once, rather than leaving its lost
+/// keys unexplained. A call whose own RTP was heard says nothing of the kind.
+#[test]
+fn a_call_that_heard_rtp_only_from_elsewhere_is_warned_about() {
+    const WARNING: &str = "the call heard no RTP from the caller";
+    let w = Workdir::provisioned(&[("1001", "4826", false)]);
+    let server = ServerProcess::start(&w, "48330-48339", &[]);
+    let mut c = Phone::dial(&server, "8500", "1001");
+    let nat = UdpSocket::bind("127.0.0.1:0").unwrap();
+    RtpOut::new(nat, c.server_rtp).keys(101, "1001#");
+    c.hang_up();
+    let ended = media_ended(&server);
+    assert_eq!(field::<u64>(&ended, "rtp_received"), Some(0), "{ended}");
+    server.expect_log(WARNING, 1, Duration::from_secs(2));
+    let log = server.log();
+    let warning = log.lines().find(|l| l.contains(WARNING)).unwrap();
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains("rtp.symmetric"), "{warning}");
+    assert!(warning.contains(&c.uac.call_id), "{warning}");
+
+    let mut heard = Phone::dial(&server, "8500", "1001");
+    heard.keys("1001#");
+    heard.hang_up();
+    server.expect_log("media ended", 2, Duration::from_secs(2));
+    assert_eq!(server.log().matches(WARNING).count(), 1, "{}", server.log());
+}
+
 #[test]
 fn keys_are_heard_after_the_callers_port_was_closed_for_a_while() {
     let w = Workdir::provisioned(&[("1001", "4826", false)]);

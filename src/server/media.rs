@@ -609,7 +609,7 @@ impl Thread {
             s.send_rtcp(&self.report);
             let _ = self.poll.registry().deregister(&mut s.socket);
             let _ = self.poll.registry().deregister(&mut s.rtcp_socket);
-            log_end(&s);
+            log_end(&s, self.config.symmetric);
         }
     }
 
@@ -753,8 +753,9 @@ fn read_one(
 }
 
 /// The debug line that sums up a call's media: what was sent and received, and the quality
-/// both ends measured.
-fn log_end(s: &Stream) {
+/// both ends measured; and a warning when all the RTP the call's port received came from
+/// elsewhere than the caller's media address, so that any keys in it were lost.
+fn log_end(s: &Stream, symmetric: bool) {
     let stats = s.session.receive_stats();
     let rtcp = s.session.rtcp().stats();
     let ms = |units: u32| f64::from(units) / 8.0;
@@ -777,6 +778,19 @@ fn log_end(s: &Stream) {
         round_trip_ms = theirs.and_then(|p| p.round_trip).map(|d| d.as_secs_f64() * 1e3),
         "media ended"
     );
+    if stats.accepted == 0 && stats.foreign > 0 {
+        let why = if symmetric {
+            "none came from the IP of the call's signalling or SDP"
+        } else {
+            "a phone behind a NAT sends from another address than its SDP names: see rtp.symmetric"
+        };
+        tracing::warn!(
+            call_id = %s.call_id,
+            rtp_foreign = stats.foreign,
+            rtp_to = ?s.remote,
+            "the call heard no RTP from the caller, only from other addresses ({why})"
+        );
+    }
 }
 
 #[cfg(test)]
