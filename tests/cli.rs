@@ -1894,6 +1894,106 @@ fn first_run_hints_name_the_store_the_server_uses() {
     }
 }
 
+/// A first run whose standard output nobody reads (a pipe whose reader went away) still
+/// serves: those lines are only information, and a server that never listened must not
+/// exit with status 0 as if it had done its job.
+#[test]
+fn a_first_run_with_nobody_reading_standard_output_still_serves() {
+    use std::io::{BufRead, BufReader};
+    let w = Workdir::new();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let prompts = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts");
+    let mut child = w
+        .command(&[
+            "serve",
+            "--sip",
+            "127.0.0.1:0",
+            "--no-admin",
+            "--rtp-ports",
+            "48340-48349",
+            "--prompts",
+            prompts,
+        ])
+        .stdout(writer)
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("listening sip=") {
+            break;
+        }
+    }
+    let running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(running && seen.contains("listening sip="), "{seen}");
+    assert!(
+        seen.contains("the first-run lines could not be written to standard output"),
+        "{seen}"
+    );
+    assert!(w.db().exists());
+}
+
+/// Relative store paths in the configuration file are the working directory's: a hint to
+/// run elsewhere goes there first, so that it reaches this store and not a new one.
+#[test]
+fn hints_go_where_the_config_files_relative_paths_lead() {
+    let w = Workdir::new();
+    let elsewhere = Workdir::new();
+    std::fs::create_dir(w.path().join("data")).unwrap();
+    let db = w.path().join("data/v.db");
+    for (n, config) in [
+        "[store]\ndatabase = \"data/v.db\"\n".to_owned(),
+        format!(
+            "[store]\ndatabase = {:?}\npepper_file = \"data/v.pepper\"\n",
+            db.to_str().unwrap()
+        ),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let file = format!("c{n}.toml");
+        std::fs::write(w.path().join(&file), config).unwrap();
+        let _ = std::fs::remove_file(&db);
+        let _ = std::fs::remove_file(db.with_extension("pepper"));
+        let init = w.run(&["--config", &file, "init"]).ok();
+        let said = format!("{}{}", init.stdout, init.stderr);
+        let hint = said
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .find(|c| c.contains("user add 1001"))
+            .unwrap_or_else(|| panic!("{said}"));
+        let expected = format!(
+            "cd {} && vportal --config {} ",
+            w.path().display(),
+            w.path().join(&file).display()
+        );
+        assert!(hint.starts_with(&expected), "{hint}");
+        // Followed from another directory, as a second terminal would be.
+        let run = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(hint.replacen("vportal", env!("CARGO_BIN_EXE_vportal"), 1))
+            .current_dir(elsewhere.path())
+            .env_remove("VPORTAL_CONFIG")
+            .env_remove("VPORTAL_DB")
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{run:?}");
+        w.run(&["--config", &file, "user", "show", "1001"]).ok();
+        assert!(
+            std::fs::read_dir(elsewhere.path())
+                .unwrap()
+                .next()
+                .is_none()
+        );
+    }
+}
+
 /// With `--json` a first run's lines are one JSON object on one line (what `init --json`
 /// says), so that a log collector reading standard output line by line as JSON (with
 /// `--log-format json` on stderr) gets no plain text. Standard output is not a terminal here: no token is made.

@@ -37,9 +37,9 @@ pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
     };
     let Some(token) = token else {
         let said = format!(
-            "{db} is already initialised; create more admin tokens with `vportal{} token \
+            "{db} is already initialised; create more admin tokens with `{} token \
              create NAME`.",
-            ctx.store_options()
+            ctx.vportal_command()
         );
         if ctx.json {
             output::json(&json!({"database": db.to_string(), "created": false}))?;
@@ -69,8 +69,8 @@ pub(crate) fn init(ctx: &Context, token_name: &str) -> Result<ExitCode> {
         )],
     };
     let next = format!(
-        "Next: add a mailbox, e.g. `vportal{} user add 1001 --generate`.",
-        ctx.store_options()
+        "Next: add a mailbox, e.g. `{} user add 1001 --generate`.",
+        ctx.vportal_command()
     );
     if std::io::stdout().is_terminal() {
         for line in made {
@@ -437,11 +437,11 @@ pub(crate) fn token(ctx: &Context, cmd: TokenCommand) -> Result<ExitCode> {
             // one, if it has one. Said on stderr, as a warning would be; the revoke is done,
             // so a failure to look is no failure of the command.
             if store.has_tokens().is_ok_and(|has| !has) {
-                let options = ctx.store_options();
+                let vportal = ctx.vportal_command();
                 errln!(
                     "No admin API token is left in the database: the admin API takes only a \
                      configured token (VPORTAL_ADMIN_TOKEN, admin.token) until you make one \
-                     with `vportal{options} token create NAME`."
+                     with `{vportal} token create NAME`."
                 );
             }
         }

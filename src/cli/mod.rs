@@ -326,22 +326,35 @@ impl Context {
         })
     }
 
-    /// The global options that select this store, each with a leading space and its path
+    /// The `vportal` command with the global options that select this store, their paths
     /// made absolute, for a command line to run elsewhere (another terminal, another working
     /// directory): `--config FILE` if one was given, `--db PATH` if given; none for the
-    /// default.
-    pub(crate) fn store_options(&self) -> String {
-        let mut options = String::new();
+    /// default. A relative store path from the configuration file is the working
+    /// directory's, as here: the command then first goes there (`cd DIR && vportal …`).
+    pub(crate) fn vportal_command(&self) -> String {
+        let mut command = String::from("vportal");
         for (option, path) in [("--config", &self.config_file), ("--db", &self.db_option)] {
             if let Some(path) = path {
                 let path = lexically_absolute(path).unwrap_or_else(|_| path.clone());
-                options.push_str(&format!(
+                command.push_str(&format!(
                     " {option} {}",
                     shell_word(&path.to_string_lossy())
                 ));
             }
         }
-        options
+        let relative_in_file = self.config_file.is_some()
+            && ((self.db_option.is_none() && self.store.database.is_relative())
+                || self
+                    .store
+                    .pepper_file
+                    .as_ref()
+                    .is_some_and(|p| p.is_relative()));
+        match std::env::current_dir() {
+            Ok(here) if relative_in_file => {
+                format!("cd {} && {command}", shell_word(&here.to_string_lossy()))
+            }
+            _ => command,
+        }
     }
 
     /// Opens the existing store (never creates one).

@@ -90,7 +90,15 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
     let (store, created) = ctx.open_with(super::Create::InExistingDirectory)?;
     refuse_unusable_store(&ctx, &store)?;
     if let Some(source) = created {
-        first_run_lines(&ctx, &store, &source, token_from)?;
+        // Those lines are for whoever watches; a standard output nobody reads (a pipe whose
+        // reader went away) must not stop a server, nor pass for a clean exit. No token is
+        // made then: one is only shown on a terminal.
+        match first_run_lines(&ctx, &store, &source, token_from) {
+            Err(e) if !super::secrets_due() && stdout_failed(&e) => {
+                tracing::warn!(error = %e, "the first-run lines could not be written to standard output");
+            }
+            result => result?,
+        }
     }
     warn_about_side_port(&ctx, &store, configured_token.is_some())?;
     // The hash an unknown mailbox is checked against, made now: made at the first such
@@ -219,8 +227,8 @@ fn warn_about_side_port(ctx: &Context, store: &Store, configured_token: bool) ->
     if !configured_token && !store.has_tokens()? {
         tracing::warn!(
             "the admin API has no token: every request to /api/v1 is refused (401); create \
-             one with `vportal{} token create NAME`, or set VPORTAL_ADMIN_TOKEN",
-            ctx.store_options()
+             one with `{} token create NAME`, or set VPORTAL_ADMIN_TOKEN",
+            ctx.vportal_command()
         );
     }
     Ok(())
@@ -596,6 +604,11 @@ async fn shutdown_signal() {
 ///
 /// `configured` names where a token the server is given comes from, if one is: then the
 /// API is usable without one from the database, and the lines say so.
+/// Whether `e` is a failure to write standard output (the only I/O `first_run_lines` does).
+fn stdout_failed(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| cause.is::<std::io::Error>())
+}
+
 fn first_run_lines(
     ctx: &Context,
     store: &Store,
@@ -622,6 +635,9 @@ fn first_run_lines(
         let made = token.as_ref().ok().and_then(Option::as_ref);
         answer["token_name"] = serde_json::json!(made.map(|_| "admin"));
         answer["token"] = serde_json::json!(made.map(|t| t.expose()));
+        if made.is_some() {
+            super::output::secrets_follow();
+        }
         outln!("{answer}")?;
         token?;
         return Ok(());
@@ -631,8 +647,9 @@ fn first_run_lines(
         outln!("{line}")?;
     }
     // Run elsewhere, they must reach this store: with the options that chose it.
-    let options = ctx.store_options();
+    let vportal = ctx.vportal_command();
     if let Some(token) = make_token()? {
+        super::output::secrets_follow();
         outln!(
             "Admin API token \"admin\" (shown only this once): {}",
             token.expose()
@@ -640,16 +657,16 @@ fn first_run_lines(
     } else if let Some(from) = configured {
         outln!(
             "No admin API token made in the database: the token from {from} is taken. Make \
-             one of the database's with `vportal{options} token create admin`."
+             one of the database's with `{vportal} token create admin`."
         )?;
     } else if !terminal {
         outln!(
             "No admin API token made: standard output is not a terminal, and a token must \
-             not land in a log. Make one with `vportal{options} token create admin`."
+             not land in a log. Make one with `{vportal} token create admin`."
         )?;
     }
     outln!(
-        "No mailboxes yet: add one with `vportal{options} user add 1001 --generate` (in \
+        "No mailboxes yet: add one with `{vportal} user add 1001 --generate` (in \
          another terminal)."
     )?;
     Ok(())
