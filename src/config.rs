@@ -375,6 +375,11 @@ pub fn starts_with_tilde(path: &Path) -> bool {
 /// A path; one starting with `~` is refused ([`TILDE_REFUSED`]).
 fn path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
     let path = PathBuf::deserialize(d)?;
+    if path.as_os_str().is_empty() {
+        return Err(serde::de::Error::custom(
+            "the path is empty (leave the key out for the default)",
+        ));
+    }
     if starts_with_tilde(&path) {
         return Err(serde::de::Error::custom(TILDE_REFUSED));
     }
@@ -495,15 +500,39 @@ pub enum ConfigError {
     },
 }
 
+/// What a text file that is not UTF-8 is told (a file saved as Latin-1 or Windows-1252).
+pub const NOT_UTF8: &str = "not UTF-8 text (save the file as UTF-8)";
+
+/// A file's bytes as text, or the line of the first byte that is not UTF-8 (from 1; CR LF
+/// is one line break, a lone CR or LF one each).
+///
+/// # Errors
+/// That line.
+pub fn utf8_text(bytes: Vec<u8>) -> Result<String, usize> {
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let breaks = valid
+            .iter()
+            .enumerate()
+            .filter(|&(i, &b)| b == b'\r' || (b == b'\n' && (i == 0 || valid[i - 1] != b'\r')))
+            .count();
+        breaks + 1
+    })
+}
+
 impl Config {
     /// Reads and checks the file at `path`.
     ///
     /// # Errors
     /// [`ConfigError`] naming the file, and for bad content the line and key.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
             path: path.to_owned(),
             source,
+        })?;
+        let text = utf8_text(bytes).map_err(|line| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: format!("line {line}: {NOT_UTF8}"),
         })?;
         Self::parse(&text).map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),
@@ -526,7 +555,7 @@ pub(crate) fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
         .span()
         .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
     let key = e.span().and_then(|span| key_at(text, span.start));
-    let what = in_words(e.message().trim_end());
+    let what = in_words(&crate::redact::serde_message(e.message().trim_end()));
     match (line, key) {
         (Some(line), Some(key)) => format!("line {line}, key {key}: {what}"),
         (Some(line), None) => format!("line {line}: {what}"),
@@ -778,6 +807,39 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_path_is_refused_where_it_is_written() {
+        for (table, key) in [
+            ("store", "database"),
+            ("store", "pepper_file"),
+            ("dialplan", "file"),
+            ("prompts", "dir"),
+            ("admin", "tls_cert"),
+        ] {
+            let err = Config::parse(&format!("[{table}]\n{key} = \"\"\n")).unwrap_err();
+            assert_eq!(
+                err,
+                format!(
+                    "line 2, key {table}.{key}: the path is empty (leave the key out for the default)"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_refused_naming_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, b"[store]\r\n# caf\xe9\r\ndatabase = \"x.db\"\n").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.ends_with("c.toml, line 2: not UTF-8 text (save the file as UTF-8)"),
+            "{err}"
+        );
+        assert_eq!(utf8_text(b"a\rb\n\n\xff".to_vec()), Err(4));
+        assert_eq!(utf8_text(b"ok\n".to_vec()).as_deref(), Ok("ok\n"));
+    }
+
+    #[test]
     fn errors_name_line_and_key() {
         let err = Config::parse("# comment\n[store]\ndatabse = \"x\"\n").unwrap_err();
         assert!(err.starts_with("line 3, key store.databse:"), "{err}");
@@ -792,7 +854,24 @@ mod tests {
         for (setting, says) in [
             (
                 "[sip]\nmax_calls = \"many\"",
-                "invalid type: string \"many\", expected a whole number (0 or more)",
+                "invalid type: string \"…\", expected a whole number (0 or more)",
+            ),
+            // A value is not repeated: it could be a token pasted under the wrong key.
+            (
+                "[admin]\nmetrics_auth = \"vpt_0123456789abcdef0123456789abcdef\"",
+                "key admin.metrics_auth: invalid type: string \"…\", expected a boolean",
+            ),
+            (
+                "[rtp]\ninband_dtmf = \"vpt_0123456789abcdef0123456789abcdef\"",
+                "key rtp.inband_dtmf: unknown variant `…`, expected one of `auto`, `always`, `never`",
+            ),
+            (
+                "[rtp]\ninband_dtmf = \"allways\"",
+                "unknown variant `allways`, expected one of `auto`, `always`, `never`",
+            ),
+            (
+                "vpt_0123456789abcdef0123456789abcdef = 1",
+                "line 1: unknown field `…`, expected one of `store`, `sip`, `rtp`, `dialplan`, `prompts`, `admin`",
             ),
             (
                 "[sip]\nmax_calls = -5",

@@ -16,6 +16,7 @@ pub mod config;
 pub mod ivr;
 pub mod media;
 pub mod net;
+mod redact;
 pub mod server;
 pub mod sip;
 pub mod store;

@@ -311,48 +311,10 @@ fn without_type_names(message: &str) -> String {
     format!("{}a JSON object{}", &message[..start], &message[end..])
 }
 
-/// Replaces quoted values in a serde message (`invalid type: string "1234"`) by `"…"`,
-/// keeping field names, which serde writes in backticks.
+/// Cuts the values out of a serde message: quoted strings ([`crate::redact::serde_message`]),
+/// then numbers and anything else in backticks but plain names.
 fn redact_values(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut in_quote = false;
-    let mut escaped = false;
-    for c in message.chars() {
-        if in_quote && (escaped || c == '\\') {
-            // serde writes a string with Debug escapes: `\"` does not end it.
-            escaped = !escaped;
-        } else if c == '"' {
-            if in_quote {
-                out.push_str("…\"");
-            } else {
-                out.push('"');
-            }
-            in_quote = !in_quote;
-        } else if !in_quote {
-            out.push(c);
-        }
-    }
-    // An unknown key is the client's own text, backticks and all: it is read up to where
-    // serde's list of the names expected begins, which holds plain names only, so that a
-    // backtick in it cannot shift the pairs below.
-    for prefix in ["unknown field `", "unknown variant `"] {
-        if let Some(key_and_rest) = out.strip_prefix(prefix)
-            && let Some(end) = ["`, expected ", "`, there are no "]
-                .iter()
-                .filter_map(|tail| key_and_rest.rfind(tail))
-                .max()
-        {
-            let key = &key_and_rest[..end];
-            let plain =
-                !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_');
-            out = format!(
-                "{prefix}{}{}",
-                if plain { key } else { "…" },
-                &key_and_rest[end..]
-            );
-            break;
-        }
-    }
+    let out = crate::redact::serde_message(message);
     // Numbers serde echoes ("invalid type: integer `1234`", "floating point `4826.5`",
     // "`4.8e23`") are in backticks too, as are field and variant names and the JSON
     // syntax a parse error expected ("expected `,` or `}`"): only a plain name (letters and

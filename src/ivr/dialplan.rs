@@ -1040,7 +1040,7 @@ impl Source<'_> {
     fn toml_error(&self, e: &toml::de::Error) -> DialplanError {
         let offset = e.span().map(|span| span.start);
         let key = offset.and_then(|o| self.key_at(o));
-        let mut message = e.message().trim_end().to_owned();
+        let mut message = crate::redact::serde_message(e.message().trim_end());
         if key.as_deref() == Some("route") && message.starts_with("invalid type: map") {
             // The commonest slip in these files: `[route]` declares one table, not a list.
             message.push_str("; write each route as [[route]], with double brackets");
@@ -1433,6 +1433,15 @@ mod tests {
         let e = crate::server::load_dialplan(&bad).unwrap_err().to_string();
         let expected = format!(
             "{}, line 4, key route[1].attempts: must be from 1 to 10, not 0",
+            bad.display()
+        );
+        assert_eq!(e, expected);
+
+        // Latin-1 in a comment, saved by an editor that does not write UTF-8.
+        std::fs::write(&bad, b"[defaults]\n# caf\xe9\n").unwrap();
+        let e = crate::server::load_dialplan(&bad).unwrap_err().to_string();
+        let expected = format!(
+            "{}, line 2: not UTF-8 text (save the file as UTF-8)",
             bad.display()
         );
         assert_eq!(e, expected);

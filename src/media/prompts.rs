@@ -323,14 +323,16 @@ impl PromptSet {
         mut read: impl FnMut(&Path) -> io::Result<Vec<u8>>,
     ) -> Result<Self, PromptError> {
         let manifest = dir.join(MANIFEST);
-        let text = read(&manifest)
-            .and_then(|bytes| {
-                String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-            })
-            .map_err(|source| PromptError::Read {
-                path: manifest.clone(),
-                source,
-            })?;
+        let bytes = read(&manifest).map_err(|source| PromptError::Read {
+            path: manifest.clone(),
+            source,
+        })?;
+        let text = crate::config::utf8_text(bytes).map_err(|line| PromptError::Manifest {
+            path: manifest.clone(),
+            line: Some(line),
+            key: None,
+            message: crate::config::NOT_UTF8.to_owned(),
+        })?;
         let entries = parse_manifest(&text).map_err(|e| PromptError::Manifest {
             path: manifest.clone(),
             line: e.line,
@@ -918,6 +920,21 @@ mod tests {
     /// The set in `dir`, read from disk as the server does.
     fn load_dir(dir: &Path) -> Result<PromptSet, PromptError> {
         PromptSet::from_files(dir, |path| std::fs::read(path))
+    }
+
+    #[test]
+    fn a_manifest_that_is_not_utf8_names_its_line() {
+        let e = PromptSet::from_files(Path::new("p/en"), |_| {
+            Ok(b"[welcome]\r\ntext = \"caf\xe9\"\r\n".to_vec())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("prompts.toml"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+        assert!(
+            e.ends_with("not UTF-8 text (save the file as UTF-8)"),
+            "{e}"
+        );
     }
     use proptest::prelude::*;
 

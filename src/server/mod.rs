@@ -158,9 +158,15 @@ impl Shared {
 /// [`DialplanError::Io`] when the file cannot be read; otherwise as [`Dialplan::parse`],
 /// with the path as the origin.
 pub fn load_dialplan(path: &Path) -> Result<Dialplan, DialplanError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DialplanError::Io {
+    let bytes = std::fs::read(path).map_err(|source| DialplanError::Io {
         path: path.to_owned(),
         source,
+    })?;
+    let text = crate::config::utf8_text(bytes).map_err(|line| DialplanError::Invalid {
+        origin: path.display().to_string(),
+        line: Some(line),
+        key: None,
+        message: crate::config::NOT_UTF8.to_owned(),
     })?;
     Dialplan::parse(&text, &path.display().to_string())
 }

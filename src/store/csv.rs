@@ -25,7 +25,7 @@ pub enum CsvError {
     #[error("line {0}: a double quote inside an unquoted field (quote the whole field)")]
     StrayQuote(usize),
     /// Bytes that are not UTF-8 (a file saved as Latin-1 or Windows-1252).
-    #[error("line {0}: not UTF-8 text (save the file as UTF-8)")]
+    #[error("line {0}: {not_utf8}", not_utf8 = crate::config::NOT_UTF8)]
     NotUtf8(usize),
 }
 
@@ -35,16 +35,7 @@ pub enum CsvError {
 /// [`CsvError::NotUtf8`] naming the line of the first byte that is not UTF-8, line breaks
 /// counted as `parse` counts them.
 pub fn text(bytes: Vec<u8>) -> Result<String, CsvError> {
-    String::from_utf8(bytes).map_err(|e| {
-        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        // CR LF is one line break, a lone CR or LF one each.
-        let breaks = valid
-            .iter()
-            .enumerate()
-            .filter(|&(i, &b)| b == b'\r' || (b == b'\n' && (i == 0 || valid[i - 1] != b'\r')))
-            .count();
-        CsvError::NotUtf8(breaks + 1)
-    })
+    crate::config::utf8_text(bytes).map_err(CsvError::NotUtf8)
 }
 
 /// Splits `text` into records.
