@@ -310,6 +310,47 @@ fn tcp_frames_pipelined_messages_and_closes_on_bad_framing() {
     assert_eq!(n, 0, "connection closed");
 }
 
+/// A peer that pipelines a burst (a trunk's many calls on one connection) and reads its
+/// answers as they come gets every one: the server reads no faster than it answers, and
+/// TCP's flow control holds the rest back, rather than answers being dropped from a full
+/// queue (over TCP nothing would resend those requests).
+#[test]
+fn a_pipelined_burst_over_tcp_gets_every_answer() {
+    const BURST: usize = 1_500;
+    let dir = Workdir::new();
+    let server = ServerProcess::start(&dir, "48350-48359", &[]);
+    let mut tcp = TcpStream::connect(server.sip).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut uac = Uac::new(tcp.local_addr().unwrap(), server.sip, "8500");
+    uac.transport = "TCP";
+    let burst: Vec<u8> = (0..BURST)
+        .flat_map(|_| uac.request("OPTIONS", "", ""))
+        .collect();
+    let mut writer = tcp.try_clone().unwrap();
+    let sender = std::thread::spawn(move || writer.write_all(&burst));
+    let mut framer = vportal::sip::StreamFramer::new();
+    let mut cseqs = Vec::new();
+    let mut buf = [0_u8; 65_536];
+    while cseqs.len() < BURST {
+        let Ok(n @ 1..) = tcp.read(&mut buf) else {
+            break;
+        };
+        framer.push(&buf[..n]);
+        while let Some(m) = framer.next_message().unwrap() {
+            assert_eq!(m.status(), Some(200));
+            cseqs.push(m.values(HeaderName::CSeq).next().unwrap().to_owned());
+        }
+    }
+    sender.join().unwrap().unwrap();
+    let expected: Vec<String> = (1..=BURST).map(|n| format!("{n} OPTIONS")).collect();
+    assert_eq!(cseqs, expected, "{}", server.log());
+    assert!(
+        !server.log().contains("messages dropped"),
+        "{}",
+        server.log()
+    );
+}
+
 /// The server started in `dir` with these `[sip]` settings.
 fn with_sip_config(dir: &Workdir, rtp_ports: &str, sip: &str) -> ServerProcess {
     let config = dir.path().join("vportal.toml");

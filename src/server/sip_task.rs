@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::call::{self, CallEvent};
@@ -36,6 +36,9 @@ pub enum Command {
     TcpMessage(ConnId, SocketAddr, Box<Message>),
     /// A TCP connection closed.
     TcpClosed(ConnId),
+    /// A TCP connection waits to read more: fire this once the messages it sent before
+    /// were handled and their answers queued.
+    TcpSync(oneshot::Sender<()>),
     /// A call's task wants the call ended.
     Hangup(CallHandle),
     /// A call's task could not set up media: refuse the call with this status and reason.
@@ -59,6 +62,8 @@ pub(crate) struct SipTask {
     /// peer for them (RFC 3261 §18.2.2): later messages for the closed one go there too,
     /// rather than each opening another. Forgotten when that one closes.
     reopened: HashMap<ConnId, ConnId>,
+    /// TCP connections waiting for what they sent to be handled: told after the next drain.
+    synced: Vec<oneshot::Sender<()>>,
     /// Messages dropped because their connection's queue was full, for the log.
     dropped: super::tcp::LogThrottle,
     /// The endpoint's counters as last exported to the metrics.
@@ -90,6 +95,7 @@ impl SipTask {
             call_connections: HashMap::new(),
             reopened: HashMap::new(),
             dropped: super::tcp::LogThrottle::default(),
+            synced: Vec::new(),
             exported: Exported::default(),
             calls: HashMap::new(),
             call_tasks: tokio::task::JoinSet::new(),
@@ -170,6 +176,9 @@ impl SipTask {
                 }
             }
             self.drain().await;
+            for done in self.synced.drain(..) {
+                let _ = done.send(());
+            }
             self.exported.update(self.endpoint.stats());
             if let Some(stop) = stopping
                 && (self.endpoint.is_idle() || Instant::now() >= stop)
@@ -231,6 +240,7 @@ impl SipTask {
                 self.connections.remove(&conn);
                 self.reopened.retain(|_, to| *to != conn);
             }
+            Command::TcpSync(done) => self.synced.push(done),
             Command::Hangup(call) => self.endpoint.hangup(call, now),
             Command::Reject(call, code, reason) => {
                 let _ = self.endpoint.reject(call, code, reason, now);

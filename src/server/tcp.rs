@@ -7,6 +7,11 @@
 //! dialog runs on it), when half a message waits too long (RFC 4475 §3.1.2.2: a
 //! Content-Length larger than what comes, or bytes trickling in), and when the peer stops
 //! reading what is written to it.
+//!
+//! A connection reads no more until the SIP task has handled what it last read
+//! ([`Command::TcpSync`]), and writes what is queued before it reads: a peer that pipelines
+//! a burst is slowed by TCP's own flow control rather than have its answers overflow the
+//! connection's queue, which the SIP task, serving every connection, cannot wait on.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -16,7 +21,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::Shared;
@@ -26,8 +31,16 @@ use crate::sip::endpoint::ConnId;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
-/// Outgoing messages queued per connection before the connection counts as stuck.
+/// Outgoing messages queued per connection before the connection counts as stuck. What
+/// one read brings in (at most [`READ_BUFFER`] bytes, well under a message a hundred bytes)
+/// is answered before the next read, so only a peer that does not read fills it.
 const OUTBOX: usize = 256;
+
+/// Bytes taken from the socket at once.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// Queued messages written out in one go, up to this many bytes.
+const WRITE_BATCH: usize = 64 * 1024;
 
 /// How long one write may wait for a peer that does not read before the connection closes.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -281,7 +294,7 @@ async fn serve(
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let mut framer = StreamFramer::new();
-    let mut buf = vec![0_u8; 16 * 1024];
+    let mut buf = vec![0_u8; READ_BUFFER];
     let idle = shared.tcp_idle_timeout;
     let whole = shared.tcp_message_timeout;
     // Whether the peer may still send; once not, only answers still due go out.
@@ -295,6 +308,9 @@ async fn serve(
     let mut partial_since: Option<Instant> = None;
     // When the last message went to the SIP task: only then can answers still be due.
     let mut last_request: Option<Instant> = None;
+    // Set once what was last read went to the SIP task: fires when it has been handled and
+    // its answers queued. No more is read until then.
+    let mut handled: Option<oneshot::Receiver<()>> = None;
     loop {
         let deadline = if reading {
             let idle_end = last_activity + idle;
@@ -304,7 +320,37 @@ async fn serve(
             last_activity + LINGER
         };
         tokio::select! {
-            read = reader.read(&mut buf), if reading => {
+            // Answers first: a peer reading them makes room for the next read's.
+            biased;
+            Some(bytes) = outbox.recv() => {
+                let mut batch = bytes;
+                while batch.len() < WRITE_BATCH {
+                    match outbox.try_recv() {
+                        Ok(more) => batch.extend_from_slice(&more),
+                        Err(_) => break,
+                    }
+                }
+                match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&batch)).await {
+                    Ok(Ok(())) => last_activity = Instant::now(),
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        tracing::debug!(%peer, "TCP peer not reading; closing");
+                        break;
+                    }
+                }
+            }
+            // The SIP task has handled the last read (or is gone: reading finds out).
+            _ = async {
+                match handled.as_mut() {
+                    Some(wait) => {
+                        let _ = wait.await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }, if handled.is_some() => {
+                handled = None;
+            }
+            read = reader.read(&mut buf), if reading && handled.is_none() => {
                 let n = match read {
                     Ok(0) | Err(_) => {
                         if last_request.is_none_or(|t| t.elapsed() >= LINGER) {
@@ -318,6 +364,7 @@ async fn serve(
                 };
                 last_activity = Instant::now();
                 framer.push(&buf[..n]);
+                let mut forwarded = false;
                 loop {
                     match framer.next_message() {
                         Ok(Some(msg)) => {
@@ -328,6 +375,7 @@ async fn serve(
                                 reading = false;
                                 break;
                             }
+                            forwarded = true;
                         }
                         Ok(None) => break,
                         Err(e) => {
@@ -335,6 +383,12 @@ async fn serve(
                             reading = false;
                             break;
                         }
+                    }
+                }
+                if forwarded {
+                    let (done, wait) = oneshot::channel();
+                    if commands.send(Command::TcpSync(done)).await.is_ok() {
+                        handled = Some(wait);
                     }
                 }
                 // RFC 5626 §4.4.1: a double-CRLF ping is answered with one CRLF, the pong.
@@ -348,16 +402,6 @@ async fn serve(
                     partial_since = None;
                 } else if partial_since.is_none() {
                     partial_since = Some(last_activity);
-                }
-            }
-            Some(bytes) = outbox.recv() => {
-                match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&bytes)).await {
-                    Ok(Ok(())) => last_activity = Instant::now(),
-                    Ok(Err(_)) => break,
-                    Err(_) => {
-                        tracing::debug!(%peer, "TCP peer not reading; closing");
-                        break;
-                    }
                 }
             }
             () = tokio::time::sleep_until(deadline) => {
