@@ -9,9 +9,16 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// `addr` with an IPv4-mapped IPv6 address (`[::ffff:192.0.2.1]:5060`, how a dual-stack
-/// socket reports an IPv4 peer) written as the IPv4 address it is (`192.0.2.1:5060`).
+/// socket reports an IPv4 peer) written as the IPv4 address it is (`192.0.2.1:5060`). Any
+/// other address is kept whole, a link-local one's scope (its interface) included.
 pub fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+    match addr {
+        SocketAddr::V6(v6) => v6
+            .ip()
+            .to_ipv4_mapped()
+            .map_or(addr, |v4| SocketAddr::new(v4.into(), v6.port())),
+        SocketAddr::V4(_) => addr,
+    }
 }
 
 /// Whether `ip` is this host's loopback: `127.0.0.0/8`, `::1`, or IPv4 loopback as an
@@ -102,6 +109,9 @@ mod tests {
             addr("127.0.0.1:5062")
         );
         assert_eq!(canonical(addr("[::1]:5062")), addr("[::1]:5062"));
+        let link_local = addr("[fe80::1%2]:5062");
+        assert_eq!(canonical(link_local), link_local);
+        assert!(matches!(canonical(link_local), SocketAddr::V6(v6) if v6.scope_id() == 2));
         assert_eq!(canonical(addr("10.0.0.1:1")), addr("10.0.0.1:1"));
     }
 

@@ -256,7 +256,10 @@ pub(crate) fn connect_and_send(
     // The outbox is new and holds more than one: this cannot fail.
     let _ = connection.outbox.try_send(payload);
     tokio::spawn(async move {
-        let connect = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(peer)).await;
+        // An IPv4 caller on a dual-stack listener is an IPv4-mapped address there; a new
+        // socket reaches it as IPv4, which works whatever `net.ipv6.bindv6only` says.
+        let to = crate::net::canonical(peer);
+        let connect = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(to)).await;
         match connect {
             Ok(Ok(stream)) => serve(stream, peer, slot, flow, commands, shared, Opened::ByUs).await,
             _ => {

@@ -1889,6 +1889,28 @@ mod tests {
         tag
     }
 
+    /// Without `rport` an answer goes to the Via's port at the source IP, and a link-local
+    /// source keeps its scope there: the interface it came in on, where it must go out.
+    #[test]
+    fn an_answer_keeps_a_link_local_callers_scope() {
+        let mut ep = endpoint();
+        let source: SocketAddr = "[fe80::1%3]:5070".parse().unwrap();
+        let options = "OPTIONS sip:8500@127.0.0.1 SIP/2.0\r\n\
+                       Via: SIP/2.0/UDP [fe80::1]:5080;branch=z9hG4bKscope\r\n\
+                       Max-Forwards: 70\r\n\
+                       From: <sip:1001@127.0.0.1>;tag=ft\r\n\
+                       To: <sip:8500@127.0.0.1>\r\n\
+                       Call-ID: scope\r\n\
+                       CSeq: 1 OPTIONS\r\n\
+                       Content-Length: 0\r\n\r\n";
+        ep.handle_datagram(Instant::now(), source, options.as_bytes().to_vec());
+        let answer = ep.poll_transmit().expect("an answer");
+        let SocketAddr::V6(to) = answer.destination else {
+            panic!("{:?}", answer.destination)
+        };
+        assert_eq!((to.port(), to.scope_id()), (5080, 3));
+    }
+
     /// Time passes to `now`: the timers due fire, and what they send or report is dropped.
     fn run_until(ep: &mut Endpoint, now: Instant) {
         ep.handle_timeout(now);

@@ -80,11 +80,12 @@ pub(super) fn response_destination(
     source: SocketAddr,
     transport: Transport,
 ) -> SocketAddr {
-    if via.wants_rport() && transport == Transport::Udp {
-        source
-    } else {
-        SocketAddr::new(source.ip(), via.port.unwrap_or(5060))
+    let mut destination = source;
+    if !(via.wants_rport() && transport == Transport::Udp) {
+        // The source's other parts stay: a link-local caller's scope names the interface.
+        destination.set_port(via.port.unwrap_or(5060));
     }
+    destination
 }
 
 /// Checks what every request must have before it is processed. The order follows RFC 3261
