@@ -172,9 +172,9 @@ pub struct SipConfig {
     /// Open TCP connections at once. Default 1024; at least 1 (`tcp = false` takes none).
     #[serde(deserialize_with = "max_tcp_connections")]
     pub max_tcp_connections: usize,
-    /// Open TCP connections at once from one IP address; 0 (the default) for no limit
-    /// besides `max_tcp_connections`. Phones behind one NAT share an address: size it for
-    /// the largest such site.
+    /// Open TCP connections at once from one IPv4 address or IPv6 /64; default 64, so that
+    /// one host cannot hold every slot of `max_tcp_connections`; 0 for no limit besides
+    /// that. Phones behind one NAT share an address: size it for the largest such site.
     pub max_tcp_connections_per_source: usize,
     /// Calls from one IPv4 address or IPv6 /64 not yet confirmed by their ACK allowed at
     /// once (an INVITE with a forged source makes vportal send its 200, then its BYE, ten
@@ -205,7 +205,7 @@ impl Default for SipConfig {
             max_calls: EndpointConfig::DEFAULT_MAX_CALLS,
             max_call_duration: EndpointConfig::DEFAULT_MAX_CALL_DURATION,
             max_tcp_connections: 1_024,
-            max_tcp_connections_per_source: 0,
+            max_tcp_connections_per_source: 64,
             max_pending_calls_per_source: EndpointConfig::DEFAULT_MAX_PENDING_PER_SOURCE,
             tcp_idle_timeout: Duration::from_secs(300),
             tcp_message_timeout: Duration::from_secs(30),
