@@ -352,6 +352,52 @@ Max-Forwards: 70
             assert_eq!(received, ["received=::1"], "{name}: {via}");
         }
     }
+
+    // The SDP torture messages, routed (to the portal's `8500`) so that their bodies are
+    // read: G.726 alone is no codec of ours (4.6, 4.9), and audio on IPv4 cannot reach a
+    // server on IPv6 (4.8): 488, never 400.
+    let routed = |text: &str| text.replacen("INVITE sip:user@", "INVITE sip:8500@", 1);
+    let with_sdp: Vec<_> = cases
+        .iter()
+        .filter(|(name, ..)| ["4.6", "4.8", "4.9"].iter().any(|n| name.starts_with(n)))
+        .collect();
+    assert_eq!(with_sdp.len(), 3);
+    for (name, text, _) in with_sdp {
+        let mut ep = endpoint(SERVER6);
+        let (sent, _) = exchange(&mut ep, now, CALLER6, &routed(text));
+        assert_eq!(final_status(&sent), Some(488), "{name} routed");
+    }
+    // 4.6 offering PCMU instead: the IPv6 media address is taken, and the answer speaks
+    // IPv6 too, with the video stream rejected in its place.
+    let (_, text, _) = cases
+        .iter()
+        .find(|(name, ..)| name.starts_with("4.6"))
+        .unwrap();
+    let routed_text = routed(text);
+    let (head, body) = routed_text.split_once("\r\n\r\n").unwrap();
+    let body = body.replace("RTP/AVP 2\r\na=rtpmap:2 G726-32/8000", "RTP/AVP 0");
+    let head: String = head
+        .lines()
+        .filter(|l| !l.starts_with("Content-Length"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    let pcmu = format!("{head}Content-Length: {}\r\n\r\n{body}", body.len());
+    let mut ep = endpoint(SERVER6);
+    let (_, events) = exchange(&mut ep, now, CALLER6, &pcmu);
+    let Some(Event::IncomingCall(incoming)) = events.into_iter().next() else {
+        panic!("4.6 with PCMU is a call:\n{pcmu}");
+    };
+    ep.accept(incoming.call, addr("[::1]:34400"), now).unwrap();
+    let (sent, _) = drain(&mut ep);
+    let ok = sent
+        .iter()
+        .map(|t| parse(&t.payload))
+        .find(|m| m.status() == Some(200))
+        .expect("200");
+    let answer = String::from_utf8_lossy(ok.body()).into_owned();
+    assert!(answer.contains("c=IN IP6 ::1\r\n"), "{answer}");
+    assert!(answer.contains("m=audio 34400 RTP/AVP 0"), "{answer}");
+    assert!(answer.contains("m=video 0 RTP/AVP 107"), "{answer}");
 }
 
 /// RFC 5118 §4.3/§4.4/§4.10 at the URI level: where an IPv6 reference ends and a port
