@@ -137,7 +137,23 @@ impl Api {
         if let Some(t) = content_type {
             headers.push(("Content-Type", t));
         }
-        let resp = http::send(self.addr, method, path, &headers, body);
+        self.send(method, path, &headers, body)
+    }
+
+    /// A POST with the good token, `content_type` and a `Content-Encoding` of `coding`.
+    fn post_coded(&self, path: &str, content_type: &str, coding: &str, body: &[u8]) -> Resp {
+        let bearer = format!("Bearer {}", self.token);
+        let headers = [
+            ("Authorization", bearer.as_str()),
+            ("Content-Type", content_type),
+            ("Content-Encoding", coding),
+        ];
+        self.send("POST", path, &headers, body)
+    }
+
+    /// Sends a request with exactly `headers`, and logs it with its answer.
+    fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+        let resp = http::send(self.addr, method, path, headers, body);
         let mut text = format!("{method} {path} -> {}\n", resp.status);
         for (n, v) in &resp.headers {
             text.push_str(&format!("{n}: {v}\n"));
@@ -174,6 +190,11 @@ impl Api {
     fn create(&self, body: &Value) -> Resp {
         let r = self.post("/api/v1/users", body);
         assert_eq!(r.status, 201, "create {body}: {}", r.body);
+        // RFC 9110 §15.3.2: where the new mailbox is.
+        let made: Value = serde_json::from_str(&r.body).unwrap();
+        let extension = made["user"]["extension"].as_str().unwrap();
+        let location = format!("/api/v1/users/{extension}");
+        assert_eq!(r.header("location"), Some(location.as_str()), "{}", r.body);
         r
     }
 
@@ -1346,6 +1367,75 @@ fn missing_or_wrong_token_is_401_with_a_bearer_challenge() {
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
+/// A route that reads no query string refuses one rather than ignore it: a script's option
+/// that does not exist (`?dry_run=true`) must not pass unnoticed on its way to a delete.
+#[test]
+fn a_query_string_on_a_route_that_reads_none_is_refused() {
+    let api = Api::start();
+    api.create(&json!({ "extension": "1001" }));
+    let before = api.snapshot();
+    api.delete("/api/v1/users/1001?dry_run=true")
+        .assert_error(400, "invalid_query");
+    api.post("/api/v1/users/1001/unlock?all=1", &json!({}))
+        .assert_error(400, "invalid_query");
+    for path in [
+        "/api/v1/users/1001?x=1",
+        "/api/v1/policy?verbose",
+        "/api/v1/report?since=1",
+        "/api/v1/calls?x=",
+        "/api/v1/openapi.json?v=2",
+    ] {
+        api.get(path).assert_error(400, "invalid_query");
+    }
+    assert_eq!(api.snapshot(), before);
+    // The routes that read one still do; an empty one is none; the token comes first.
+    assert_eq!(api.get("/api/v1/users?locked=false").status, 200);
+    assert_eq!(api.get("/api/v1/users/1001?").status, 200);
+    api.request("GET", "/api/v1/policy?x=1", Auth::None, None, b"")
+        .assert_error(401, "unauthorized");
+}
+
+/// A body in a content coding vportal does not decode is refused (415, naming `identity`
+/// as the one taken), not read as if it were plain: an import must not write mailboxes
+/// from it. `identity` itself is no coding.
+#[test]
+fn a_coded_body_is_refused_not_read_as_plain() {
+    let api = Api::start();
+    let before = api.snapshot();
+    for coding in ["gzip", "br", "identity, br", "GZIP"] {
+        let r = api.post_coded(
+            "/api/v1/users/import",
+            "text/csv",
+            coding,
+            b"extension\n3001\n",
+        );
+        assert_eq!(r.header("accept-encoding"), Some("identity"), "{coding}");
+        r.assert_error(415, "unsupported_media_type");
+        api.post_coded(
+            "/api/v1/users",
+            "application/json",
+            coding,
+            br#"{"extension":"3002"}"#,
+        )
+        .assert_error(415, "unsupported_media_type");
+    }
+    assert_eq!(api.snapshot(), before);
+    let r = api.post_coded(
+        "/api/v1/users/import",
+        "text/csv",
+        "identity",
+        b"extension\n3001\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = api.post_coded(
+        "/api/v1/users",
+        "application/json",
+        "Identity",
+        br#"{"extension":"3002"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+}
+
 #[test]
 fn unknown_routes_mailboxes_and_methods() {
     let api = Api::start();
@@ -1360,7 +1450,9 @@ fn unknown_routes_mailboxes_and_methods() {
         "/",
         "/api/v1/users/1001/nope",
     ] {
-        api.get(path).assert_error(404, "no_such_route");
+        let r = api.get(path);
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{path}");
+        r.assert_error(404, "no_such_route");
     }
     api.request("GET", "/nope", Auth::None, None, b"")
         .assert_error(404, "no_such_route");
@@ -1375,6 +1467,11 @@ fn unknown_routes_mailboxes_and_methods() {
         ("POST", "/healthz"),
     ] {
         let r = api.request(method, path, Auth::Good, Some("application/json"), b"{}");
+        assert_eq!(
+            r.header("cache-control"),
+            Some("no-store"),
+            "{method} {path}"
+        );
         r.assert_error(405, "method_not_allowed");
     }
     assert_eq!(api.snapshot(), before);

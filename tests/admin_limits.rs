@@ -148,6 +148,13 @@ fn a_body_never_finished_is_timed_out() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("\"request_timeout\""), "{answer}");
+    // RFC 9110 §15.5.9: the close is announced, so a client does not reuse the connection.
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{answer}"
+    );
     assert!(
         took >= vportal::admin::JSON_BODY_TIME && took < vportal::admin::JSON_BODY_TIME * 2,
         "closed after {took:?}"

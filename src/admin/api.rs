@@ -60,38 +60,61 @@ fn is_public(path: &str, state: &AdminState) -> bool {
     path == "/healthz" || (path == "/metrics" && !state.metrics_auth)
 }
 
+/// The `/api/v1` routes that read a query string; the others refuse one (a script's
+/// option that does not exist must not be ignored on its way to a delete or a reset).
+fn takes_query(path: &str) -> bool {
+    matches!(
+        path,
+        "/api/v1/users" | "/api/v1/users/import" | "/api/v1/audit"
+    )
+}
+
 pub(super) fn router(state: Shared) -> Router {
     let mut public = Router::new();
     let mut protected = Router::new();
     for (path, handlers) in routes() {
+        let handlers = if path.starts_with("/api/v1/") && !takes_query(path) {
+            handlers.route_layer(axum::middleware::from_fn(no_query))
+        } else {
+            handlers
+        };
         if is_public(path, &state) {
             public = public.route(path, handlers);
         } else {
             protected = protected.route(path, handlers);
         }
     }
-    let protected = protected
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state),
-            require_token,
-        ))
-        .layer(axum::middleware::map_response(no_store));
+    let protected = protected.route_layer(axum::middleware::from_fn_with_state(
+        Arc::clone(&state),
+        require_token,
+    ));
     public
         .merge(protected)
         .fallback(no_such_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(axum::middleware::map_response(no_store))
         .with_state(state)
 }
 
 /// `/api/v1` answers hand out passcodes and show mailboxes and audit rows: no cache (a
-/// proxy's, a client's) may keep them.
+/// proxy's, a client's) may keep them. Every answer says so, the few without anything to
+/// keep (`/healthz`, `/metrics`, a 404) too: one rule, no route forgotten.
 async fn no_store(mut response: Response) -> Response {
     response.headers_mut().insert(
         header::CACHE_CONTROL,
         axum::http::HeaderValue::from_static("no-store"),
     );
     response
+}
+
+/// 400 `invalid_query` for a request with a query string, on a route that reads none.
+async fn no_query(req: Request, next: axum::middleware::Next) -> Response {
+    if req.uri().query().is_some_and(|q| !q.is_empty()) {
+        return ApiError::bad_request("invalid_query", "this route takes no query parameters")
+            .into_response();
+    }
+    next.run(req).await
 }
 
 async fn no_such_route() -> ApiError {
@@ -211,6 +234,21 @@ async fn body_bytes<S: Send + Sync>(
     within: Duration,
     limit: &str,
 ) -> Result<Bytes, ApiError> {
+    // RFC 9110 §8.4: a body in a coding vportal does not decode (gzip, br) is refused, not
+    // read as if it were plain, which for an import would write mailboxes from it.
+    let coded = req
+        .headers()
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|value| value.to_str().unwrap_or("?").split(','))
+        .any(|coding| !coding.trim().eq_ignore_ascii_case("identity"));
+    if coded {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be sent as it is: no Content-Encoding but identity",
+        ));
+    }
     match tokio::time::timeout(within, Bytes::from_request(req, state)).await {
         Ok(read) => read.map_err(|e| body_rejection(e.status(), e.body_text(), limit)),
         Err(_) => Err(ApiError::new(
@@ -484,7 +522,14 @@ fn undelivered() {
 /// Every login and request then fails until a restart opens the file there now, so a
 /// supervisor probing this is to restart it.
 async fn healthz(State(state): State<Shared>) -> Response {
-    match state.store.check_file() {
+    // Off the runtime: a check is a stat, but the first after the file was removed saves
+    // what the store held (a copy of the whole database), which must not hold up SIP.
+    let store = Arc::clone(&state.store);
+    let checked = match tokio::task::spawn_blocking(move || store.check_file()).await {
+        Ok(checked) => checked,
+        Err(_) => return ApiError::internal().into_response(),
+    };
+    match checked {
         Ok(()) => Json(json!({ "status": "ok" })).into_response(),
         // Not through ApiError's From: a probe every few seconds is not a store error to
         // log and count each time (the store logged the replacement once).
@@ -637,11 +682,18 @@ async fn create_user(
         Ok((issued, info))
     })
     .await?;
+    // RFC 9110 §15.3.2: where the new mailbox is (without it, the request's own URI).
+    let location = format!("/api/v1/users/{}", info.extension);
     let mut body = json!({ "user": info });
     if let Some(passcode) = IssuedView::from(issued).passcode {
         body["passcode"] = json!(passcode);
     }
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response())
 }
 
 async fn show_user(State(state): State<Shared>, Ext(ext): Ext) -> Result<Response, ApiError> {
