@@ -503,7 +503,18 @@ fn clean_name(name: Option<String>) -> Result<Option<String>, String> {
     if name.chars().any(char::is_control) {
         return Err("name: control characters are not allowed".into());
     }
+    if name.chars().any(reorders_or_hides) {
+        return Err("name: direction overrides and invisible characters are not allowed".into());
+    }
     Ok(Some(name))
+}
+
+/// Characters that would make a name shown in a list read otherwise than it is written
+/// (Unicode's bidirectional embeddings, overrides and isolates: "Trojan Source"), or that
+/// show as nothing (zero-width space, a byte-order mark in the middle of text). The joiners
+/// and the direction marks some scripts need (U+200C, U+200D, U+200E, U+200F) are kept.
+fn reorders_or_hides(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200B}' | '\u{FEFF}')
 }
 
 /// Trims and checks an email address (shape only: `local@domain`, no spaces).
@@ -512,7 +523,9 @@ fn clean_email(email: Option<String>) -> Result<Option<String>, String> {
         return Ok(None);
     };
     let shaped = email.len() <= MAX_EMAIL_LEN
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !email
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || reorders_or_hides(c))
         && email.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty() && !domain.is_empty() && !domain.contains('@')
         });
@@ -1311,6 +1324,26 @@ mod tests {
             clean_name(Some("a\u{7}b".into())).unwrap_err(),
             "name: control characters are not allowed"
         );
+        // A list must show a name as it is: no direction override, isolate or invisible one.
+        for spoof in [
+            "Ann\u{202E}live",
+            "a\u{2067}b\u{2069}",
+            "Bo\u{200B}b",
+            "x\u{FEFF}y",
+        ] {
+            assert_eq!(
+                clean_name(Some(spoof.into())).unwrap_err(),
+                "name: direction overrides and invisible characters are not allowed",
+                "{spoof:?}"
+            );
+            assert!(
+                bad(None, Some(&format!("{spoof}@example.com"))),
+                "{spoof:?}"
+            );
+        }
+        // What scripts need stays: Persian's zero-width non-joiner, a right-to-left mark.
+        assert!(clean_name(Some("می\u{200C}خواهم".into())).is_ok());
+        assert!(clean_name(Some("\u{200F}שרה".into())).is_ok());
     }
 
     #[test]
