@@ -1894,6 +1894,32 @@ fn first_run_hints_name_the_store_the_server_uses() {
     }
 }
 
+/// A database file made empty beforehand (by an installer, with its owner and mode) is said
+/// to be empty, by `init`, `serve` and any command alike, not taken for a database whose
+/// pepper file was lost; nothing is made beside it.
+#[test]
+fn an_empty_database_file_is_said_to_be_empty() {
+    let w = Workdir::new();
+    std::fs::write(w.path().join("e.db"), b"").unwrap();
+    for args in [
+        &["--db", "e.db", "init"][..],
+        &["--db", "e.db", "user", "list"],
+        &[
+            "--db",
+            "e.db",
+            "serve",
+            "--sip",
+            "127.0.0.1:0",
+            "--no-admin",
+        ],
+    ] {
+        let r = w.run(args);
+        r.refused("the database e.db is empty (0 bytes)");
+        assert!(!r.stderr.contains("pepper"), "{args:?}: {}", r.stderr);
+    }
+    assert!(!w.path().join("e.pepper").exists());
+}
+
 /// A first run whose standard output nobody reads (a pipe whose reader went away) still
 /// serves: those lines are only information, and a server that never listened must not
 /// exit with status 0 as if it had done its job.

@@ -429,6 +429,14 @@ impl Context {
                  names the store in use, or run `vportal init` to create one there",
                 db.display()
             ),
+            // A file made empty beforehand (`install -m600 /dev/null vportal.db`) had no
+            // pepper to lose: what is wrong is the empty file, said as the store says it.
+            Err(pepper::PepperError::Missing(_))
+                if std::fs::metadata(db).is_ok_and(|m| m.is_file() && m.len() == 0) =>
+            {
+                return Err(vportal::store::StoreError::EmptyDatabase(db.to_owned()))
+                    .with_context(|| format!("opening {}", db.display()));
+            }
             Err(pepper::PepperError::Missing(path)) if db.exists() => bail!(
                 "pepper file {} not found, but the database {} exists: restore the pepper file \
                  saved with it, or set {} (a new pepper could not check any stored passcode)",
