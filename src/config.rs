@@ -806,15 +806,19 @@ mod tests {
         }
     }
 
+    /// Every key that names a path: `[table]` and key.
+    const PATH_KEYS: [(&str, &str); 6] = [
+        ("store", "database"),
+        ("store", "pepper_file"),
+        ("dialplan", "file"),
+        ("prompts", "dir"),
+        ("admin", "tls_cert"),
+        ("admin", "tls_key"),
+    ];
+
     #[test]
     fn an_empty_path_is_refused_where_it_is_written() {
-        for (table, key) in [
-            ("store", "database"),
-            ("store", "pepper_file"),
-            ("dialplan", "file"),
-            ("prompts", "dir"),
-            ("admin", "tls_cert"),
-        ] {
+        for (table, key) in PATH_KEYS {
             let err = Config::parse(&format!("[{table}]\n{key} = \"\"\n")).unwrap_err();
             assert_eq!(
                 err,
@@ -1005,14 +1009,7 @@ mod tests {
     /// directory named `~`.
     #[test]
     fn a_path_starting_with_a_tilde_is_refused() {
-        for (table, key) in [
-            ("store", "database"),
-            ("store", "pepper_file"),
-            ("dialplan", "file"),
-            ("prompts", "dir"),
-            ("admin", "tls_cert"),
-            ("admin", "tls_key"),
-        ] {
+        for (table, key) in PATH_KEYS {
             for value in ["~/vp/x", "~", "~alice/x"] {
                 let err = Config::parse(&format!("# paths\n[{table}]\n{key} = \"{value}\"\n"))
                     .unwrap_err();

@@ -1929,18 +1929,8 @@ fn a_first_run_with_nobody_reading_standard_output_still_serves() {
     let w = Workdir::new();
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let prompts = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts");
     let mut child = w
-        .command(&[
-            "serve",
-            "--sip",
-            "127.0.0.1:0",
-            "--no-admin",
-            "--rtp-ports",
-            "48340-48349",
-            "--prompts",
-            prompts,
-        ])
+        .serve_command("48340-48349")
         .stdout(writer)
         .spawn()
         .unwrap();

@@ -200,16 +200,7 @@ fn a_log_reader_gone_loses_log_lines_not_the_server() {
     use std::io::BufRead;
     let dir = Workdir::new();
     let mut child = dir
-        .command(&[
-            "serve",
-            "--sip",
-            "127.0.0.1:0",
-            "--no-admin",
-            "--rtp-ports",
-            "47321-47329",
-            "--prompts",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/prompts"),
-        ])
+        .serve_command("47321-47329")
         .env("RUST_LOG", "debug")
         .spawn()
         .unwrap();

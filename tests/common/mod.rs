@@ -89,6 +89,22 @@ impl Workdir {
         cmd
     }
 
+    /// `vportal serve` here, on an ephemeral SIP port and `rtp_ports`, without the admin
+    /// side-port, with the source tree's prompts: for a test that watches the process
+    /// itself (`ServerProcess` waits for it and reads its output).
+    pub fn serve_command(&self, rtp_ports: &str) -> Command {
+        self.command(&[
+            "serve",
+            "--sip",
+            "127.0.0.1:0",
+            "--no-admin",
+            "--rtp-ports",
+            rtp_ports,
+            "--prompts",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/prompts"),
+        ])
+    }
+
     /// Runs `vportal ARGS` here, feeding `stdin`.
     pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Run {
         let mut child = self
