@@ -5,9 +5,9 @@
 use crate::admin::MIN_CONFIGURED_TOKEN;
 
 /// A serde message without the values it quotes: each string (`invalid type: string
-/// "1234"`) becomes `"…"`, and the unknown field or variant it names (`unknown field
-/// `databse``) is kept only when it is a plain name (letters and `_`) shorter than an admin
-/// token, else `…`. The names serde lists as expected are kept.
+/// "1234"`) becomes `"…"`, and the name of an unknown field or variant is kept only when it
+/// is a plain word (letters and `_`) shorter than an admin token (a typo such as `databse`),
+/// else it is `…`. The names serde lists as expected are kept.
 pub(crate) fn serde_message(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut in_quote = false;

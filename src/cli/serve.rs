@@ -597,6 +597,11 @@ async fn shutdown_signal() {
     }
 }
 
+/// Whether `e` is a failure to write standard output (the only I/O `first_run_lines` does).
+fn stdout_failed(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| cause.is::<std::io::Error>())
+}
+
 /// What a first run says on standard output: as `vportal init` would, plus how to go on
 /// (with `--json`, the same as one object). The token is made and shown only to a
 /// terminal: a service's standard output is a log (the journal, a container's log), and a
@@ -604,11 +609,6 @@ async fn shutdown_signal() {
 ///
 /// `configured` names where a token the server is given comes from, if one is: then the
 /// API is usable without one from the database, and the lines say so.
-/// Whether `e` is a failure to write standard output (the only I/O `first_run_lines` does).
-fn stdout_failed(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| cause.is::<std::io::Error>())
-}
-
 fn first_run_lines(
     ctx: &Context,
     store: &Store,

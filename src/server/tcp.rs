@@ -32,8 +32,9 @@ use crate::sip::endpoint::ConnId;
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 /// Outgoing messages queued per connection before the connection counts as stuck. What
-/// one read brings in (at most [`READ_BUFFER`] bytes, well under a message a hundred bytes)
-/// is answered before the next read, so only a peer that does not read fills it.
+/// one read brings in, at most [`READ_BUFFER`] bytes (some 160 requests of a hundred bytes,
+/// about the smallest one can be), is answered before the next read: only a peer that does
+/// not read its answers fills it.
 const OUTBOX: usize = 256;
 
 /// Bytes taken from the socket at once.
