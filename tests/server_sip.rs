@@ -154,16 +154,26 @@ fn sighup_is_ignored_and_sigterm_hangs_up_active_calls_then_exits() {
     );
 }
 
+/// A server with `sip.shutdown_grace = grace` and one call, told to stop: its BYE has
+/// come and is left unanswered. The caller's socket is kept open with it.
+fn stopping_with_a_bye_unanswered(
+    dir: &Workdir,
+    rtp_ports: &str,
+    grace: &str,
+) -> (ServerProcess, UdpSocket) {
+    let server = with_sip_config(dir, rtp_ports, &format!("shutdown_grace = \"{grace}\"\n"));
+    let (sock, _uac) = call_up(server.sip);
+    server.signal("TERM");
+    recv_until(&sock, |m| m.method() == Some(&Method::Bye));
+    (server, sock)
+}
+
 /// A BYE still unanswered when `sip.shutdown_grace` runs out is said, not counted as a call
 /// that ended.
 #[test]
 fn a_stop_with_byes_unanswered_says_so() {
     let dir = Workdir::new();
-    let mut server = with_sip_config(&dir, "48320-48329", "shutdown_grace = \"1s\"\n");
-    let (sock, _uac) = call_up(server.sip);
-    server.signal("TERM");
-    // The server's BYE, never answered.
-    recv_until(&sock, |m| m.method() == Some(&Method::Bye));
+    let (mut server, _caller) = stopping_with_a_bye_unanswered(&dir, "48320-48329", "1s");
     let status = server.wait_exit(Duration::from_secs(10)).expect("exited");
     assert!(status.success(), "{status:?}\n{}", server.log());
     let log = server.log();
@@ -178,11 +188,8 @@ fn a_stop_with_byes_unanswered_says_so() {
 #[test]
 fn a_second_sigterm_exits_at_once() {
     let dir = Workdir::new();
-    let mut server = with_sip_config(&dir, "47370-47379", "shutdown_grace = \"60s\"\n");
-    let (sock, _uac) = call_up(server.sip);
-    server.signal("TERM");
-    // The server's BYE, never answered: it would wait out the 60 s grace.
-    recv_until(&sock, |m| m.method() == Some(&Method::Bye));
+    // It would wait out the 60 s grace.
+    let (mut server, _caller) = stopping_with_a_bye_unanswered(&dir, "47370-47379", "60s");
     server.signal("TERM");
     let status = server.wait_exit(Duration::from_secs(10)).expect("exited");
     assert_eq!(status.code(), Some(2), "{}", server.log());
