@@ -554,8 +554,16 @@ pub(crate) fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
     let line = e
         .span()
         .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-    let key = e.span().and_then(|span| key_at(text, span.start));
-    let what = in_words(&crate::redact::serde_message(e.message().trim_end()));
+    let key = e
+        .span()
+        .and_then(|span| crate::toml_key::key_at(text, span.start));
+    let mut what = in_words(&crate::redact::serde_message(e.message().trim_end()));
+    // No setting is a list of tables: `[[sip]]` is `[sip]` written with a bracket too many.
+    if let Some(table) = key.as_deref().and_then(|k| k.strip_suffix("[1]"))
+        && !table.contains(['.', '['])
+    {
+        what = format!("[[{table}]] makes a list of tables; write [{table}], with single brackets");
+    }
     match (line, key) {
         (Some(line), Some(key)) => format!("line {line}, key {key}: {what}"),
         (Some(line), None) => format!("line {line}: {what}"),
@@ -595,72 +603,6 @@ fn in_words(message: &str) -> String {
         }
     }
     out
-}
-
-/// The dotted key a byte offset falls on: the enclosing `[table]` plus the key on that line.
-fn key_at(text: &str, offset: usize) -> Option<String> {
-    let before = &text[..offset.min(text.len())];
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line_end = text[line_start..]
-        .find('\n')
-        .map_or(text.len(), |i| line_start + i);
-    let line = text[line_start..line_end].trim();
-    let table = before[..line_start]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('['))
-        .map(table_name);
-    if line.starts_with('[') {
-        return Some(table_name(line));
-    }
-    // Only a line `key = value` names a key, and only a key shorter than an admin token of
-    // the length asked for off loopback. Anything else (`token: S`, `token "S"`, a value on a
-    // line of its own, a base64 token pasted alone as `S==` or `S=`, which a loopback
-    // side-port would take however short) could be a secret, so the line number has to do.
-    let key = match line.split_once('=') {
-        Some((key, value))
-            if is_toml_key(key.trim())
-                && key.trim().len() < crate::admin::MIN_CONFIGURED_TOKEN
-                && !value.trim().is_empty()
-                && !value.trim_start().starts_with('=') =>
-        {
-            key.trim()
-        }
-        _ if line.is_empty() || line.starts_with('#') => return table,
-        _ => return None,
-    };
-    Some(match table {
-        Some(t) => format!("{t}.{key}"),
-        None => key.to_owned(),
-    })
-}
-
-/// Whether `text` has a TOML key's shape: bare (`a-z A-Z 0-9 _ -`) or quoted parts joined by
-/// dots.
-fn is_toml_key(text: &str) -> bool {
-    !text.is_empty()
-        && text.split('.').map(str::trim).all(|part| {
-            let quoted = part.len() >= 2
-                && ((part.starts_with('"') && part.ends_with('"'))
-                    || (part.starts_with('\'') && part.ends_with('\'')));
-            quoted
-                || (!part.is_empty()
-                    && part
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
-        })
-}
-
-/// The name in a `[table]` header line, leaving out a comment after it (`[sip]  # SIP`).
-fn table_name(header: &str) -> String {
-    let inside = header.trim_start_matches('[');
-    inside
-        .split(']')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
 }
 
 #[cfg(test)]
@@ -786,7 +728,7 @@ mod tests {
             "4f1d8a2c9e=",
         ] {
             let err = Config::parse(&format!("[admin]\n{line}\n")).unwrap_err();
-            assert!(err.starts_with("line 2: "), "{err}");
+            assert!(err.starts_with("line 2, key admin: "), "{err}");
             assert!(!err.contains("4f1d8a2c"), "{err}");
         }
     }
@@ -893,6 +835,14 @@ mod tests {
         assert_eq!(most.store.hashes_at_once(), MAX_HASH_CONCURRENCY);
         let err = Config::parse("[stor]\n").unwrap_err();
         assert!(err.starts_with("line 1, key stor:"), "{err}");
+        // An inline table's key is named whole; `[[sip]]` is a list where a table goes.
+        let err = Config::parse("sip = { listen = \"127.0.0.1:5060\", max_calls = -1 }\n");
+        assert!(err.unwrap_err().starts_with("line 1, key sip.max_calls:"));
+        let err = Config::parse("[[sip]]\nmax_calls = 5\n").unwrap_err();
+        assert_eq!(
+            err,
+            "line 1, key sip[1]: [[sip]] makes a list of tables; write [sip], with single brackets"
+        );
     }
 
     /// A duration past any clock's range was accepted, and panicked when added to the time

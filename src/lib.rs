@@ -21,6 +21,7 @@ pub mod server;
 pub mod sip;
 pub mod store;
 pub mod time;
+mod toml_key;
 
 /// Settings for the library's property tests: `cases` runs, and failing cases kept beside the
 /// source file (`src/…/name.proptest-regressions`), as the integration tests' are, rather

@@ -1034,12 +1034,10 @@ impl Source<'_> {
         }
     }
 
-    /// A TOML syntax or shape error. The `toml` crate knows the position but not the key, so
-    /// the key is read off the text. (`config::describe_toml_error` does the same for the
-    /// config file, but calls every route `route`, where here the number says which one.)
+    /// A TOML syntax or shape error, with the key it is about (`toml_key::key_at`).
     fn toml_error(&self, e: &toml::de::Error) -> DialplanError {
         let offset = e.span().map(|span| span.start);
-        let key = offset.and_then(|o| self.key_at(o));
+        let key = offset.and_then(|o| crate::toml_key::key_at(self.text, o));
         let mut message = crate::redact::serde_message(e.message().trim_end());
         if key.as_deref() == Some("route") && message.starts_with("invalid type: map") {
             // The commonest slip in these files: `[route]` declares one table, not a list.
@@ -1053,60 +1051,13 @@ impl Source<'_> {
         }
     }
 
-    /// The dotted key at byte `offset`: the table (with `[[array]]` tables numbered) plus the
-    /// key on that line, or the last key above it when the line continues a multi-line value.
-    fn key_at(&self, offset: usize) -> Option<String> {
-        let offset = offset.min(self.text.len());
-        let line_end = self.text.as_bytes()[offset..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(self.text.len(), |i| offset + i);
-        let mut table: Option<String> = None;
-        let mut key: Option<&str> = None;
-        let mut arrays: Vec<(&str, usize)> = Vec::new();
-        let mut last = "";
-        for line in self.text.get(..line_end)?.lines() {
-            let line = line.trim();
-            last = line;
-            if let Some(name) = line.strip_prefix("[[") {
-                let name = header_name(name);
-                let count = match arrays.iter_mut().find(|(n, _)| *n == name) {
-                    Some((_, count)) => {
-                        *count += 1;
-                        *count
-                    }
-                    None => {
-                        arrays.push((name, 1));
-                        1
-                    }
-                };
-                table = Some(format!("{name}[{count}]"));
-                key = None;
-            } else if let Some(name) = line.strip_prefix('[') {
-                table = Some(header_name(name).to_owned());
-                key = None;
-            } else if let Some(k) = bare_key(line) {
-                key = Some(k);
-            }
-        }
-        // A word on its own line is a key missing its `=`, not part of the value above.
-        if bare_key(last).is_none() && last.starts_with(|c: char| c.is_ascii_alphabetic()) {
-            key = None;
-        }
-        match (table, key) {
-            (Some(table), Some(key)) => Some(format!("{table}.{key}")),
-            (None, Some(key)) => Some(key.to_owned()),
-            (table, None) => table,
-        }
-    }
-
     /// Where the `number`th `[[route]]` header is, for errors about the route as a whole.
     fn route_header(&self, number: usize) -> Option<Range<usize>> {
         let mut offset = 0;
         let mut seen = 0;
         for line in self.text.split_inclusive('\n') {
             let trimmed = line.trim();
-            if trimmed.strip_prefix("[[").map(header_name) == Some("route") {
+            if trimmed.strip_prefix("[[").map(crate::toml_key::header_name) == Some("route") {
                 seen += 1;
                 if seen == number {
                     return Some(offset..offset + line.len());
@@ -1177,23 +1128,6 @@ impl Source<'_> {
             ))
         }
     }
-}
-
-/// The name in a table header, given the text after its opening bracket(s).
-fn header_name(after_open: &str) -> &str {
-    let name = after_open.split(']').next().unwrap_or_default();
-    name.trim()
-}
-
-/// The bare (or dotted) key of a `key = value` line, if the line is one.
-fn bare_key(line: &str) -> Option<&str> {
-    let (key, _) = line.split_once('=')?;
-    let key = key.trim();
-    let is_key = !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    is_key.then_some(key)
 }
 
 /// Decodes `%HH` escapes (RFC 3261 §19.1.4: an escaped character equals the character itself).
@@ -1984,7 +1918,7 @@ language = "pt-BR"
         assert_eq!(line, 2);
         assert_eq!(key, "defaults");
         let text = route_with("trusted_sources = [\n  \"10.0.0.0/8\",\n  5,\n]");
-        assert_error(&text, 6, "route[1].trusted_sources", "expected a string");
+        assert_error(&text, 6, "route[1].trusted_sources[2]", "expected a string");
         let shown = Dialplan::parse(&route_with("attempts = 0"), "dialplans/x.toml")
             .unwrap_err()
             .to_string();

@@ -814,7 +814,7 @@ fn parse_manifest(text: &str) -> Result<BTreeMap<String, Entry>, ManifestProblem
         let start = e.span().map(|s| s.start);
         ManifestProblem {
             line: start.map(|s| line_of(text, s)),
-            key: start.and_then(|s| key_at(text, s)),
+            key: start.and_then(|s| crate::toml_key::key_at(text, s)),
             message: e.message().trim_end().to_owned(),
         }
     })?;
@@ -868,34 +868,6 @@ fn line_of(text: &str, offset: usize) -> usize {
         .filter(|&&b| b == b'\n')
         .count()
         + 1
-}
-
-/// The dotted key at a byte offset: the table header above it plus the key on its line, or the
-/// table alone when the offset is on a header (a missing field is reported at the header).
-fn key_at(text: &str, offset: usize) -> Option<String> {
-    let line_start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
-    let line_end = text[line_start..]
-        .find('\n')
-        .map_or(text.len(), |i| line_start + i);
-    let header = |line: &str| {
-        let line = line.trim();
-        line.strip_prefix('[')
-            .and_then(|l| l.split(']').next())
-            .map(|t| t.trim().to_owned())
-    };
-    let line = text.get(line_start..line_end)?;
-    if let Some(table) = header(line) {
-        return Some(table);
-    }
-    let table = text.get(..line_start)?.lines().rev().find_map(header);
-    let key = line.split('=').next()?.trim();
-    if key.is_empty() || key.starts_with('#') {
-        return table;
-    }
-    Some(match table {
-        Some(table) => format!("{table}.{key}"),
-        None => key.to_owned(),
-    })
 }
 
 #[cfg(test)]
