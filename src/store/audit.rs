@@ -194,17 +194,19 @@ impl Store {
     /// # Errors
     /// Database errors (the batches already removed stay removed, and counted).
     pub fn prune_audit(&self, before: Timestamp, actor: &Actor, now: Timestamp) -> Result<u64> {
-        use rusqlite::OptionalExtension as _;
-        let cut: Option<i64> = self.read(|conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT id FROM audit WHERE at >= ?1 ORDER BY id LIMIT 1",
-                    [before.unix()],
-                    |r| r.get(0),
-                )
-                .optional()?)
+        // Up to the first row from `before` on, or past the newest when every row is older:
+        // never past it, so that the `audit.pruned` row written below stays, and with it the
+        // largest id, which SQLite would otherwise hand out again (ids tell the order).
+        let cut: i64 = self.read(|conn| {
+            Ok(conn.query_row(
+                "SELECT COALESCE(
+                     (SELECT id FROM audit WHERE at >= ?1 ORDER BY id LIMIT 1),
+                     (SELECT MAX(id) + 1 FROM audit),
+                     0)",
+                [before.unix()],
+                |r| r.get(0),
+            )?)
         })?;
-        let cut = cut.unwrap_or(i64::MAX);
         let mut removed = 0_u64;
         let mut row = None;
         loop {
@@ -321,6 +323,43 @@ mod tests {
         assert_eq!(left[0].event, "audit.pruned");
         // Nothing older left: a second pruning removes nothing.
         assert_eq!(s.prune_audit(before, &cli(), T0).unwrap(), 0);
+    }
+
+    /// When every row is old, the pruning's own row stays, and ids go on from the largest:
+    /// a later batch took it, leaving an empty trail whose next event was id 1 again.
+    #[test]
+    fn pruning_every_row_keeps_its_own_and_the_ids_order() {
+        let s = store();
+        let old = T0.saturating_sub(std::time::Duration::from_secs(400 * 86_400));
+        let rows = usize::try_from(PRUNE_BATCH).unwrap() + 6;
+        s.write(|tx| {
+            for _ in 0..rows {
+                record(tx, old, Event::LoginFailure, None, &caller(), "old", None)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let before = T0.saturating_sub(std::time::Duration::from_secs(86_400));
+        assert_eq!(
+            s.prune_audit(before, &cli(), T0).unwrap(),
+            u64::try_from(rows).unwrap()
+        );
+        s.write(|tx| record(tx, T0, Event::LoginFailure, None, &caller(), "after", None))
+            .unwrap();
+        let left = s.audit(&AuditQuery::default()).unwrap();
+        let seen: Vec<(&str, &str)> = left
+            .iter()
+            .map(|e| (e.event.as_str(), e.outcome.as_str()))
+            .collect();
+        let pruned = format!("{rows} rows");
+        assert_eq!(
+            seen,
+            [
+                ("login.failure", "after"),
+                ("audit.pruned", pruned.as_str())
+            ]
+        );
+        assert!(left[0].id > left[1].id && left[1].id > i64::try_from(rows).unwrap());
     }
 
     #[test]
