@@ -1920,6 +1920,31 @@ fn an_empty_database_file_is_said_to_be_empty() {
     assert!(!w.path().join("e.pepper").exists());
 }
 
+/// A wrong path to another program's SQLite database is refused before anything is written
+/// to it: before, with a pepper given, even `user list` turned WAL on in it and added
+/// vportal's tables.
+#[test]
+fn another_programs_database_is_refused_and_left_as_it_was() {
+    let mut w = Workdir::new();
+    w.env
+        .push(("VPORTAL_PEPPER".to_owned(), "1f".repeat(32).into()));
+    let other = w.path().join("other.db");
+    let conn = rusqlite::Connection::open(&other).unwrap();
+    conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    drop(conn);
+    let before = std::fs::read(&other).unwrap();
+    for args in [
+        &["--db", "other.db", "user", "list"][..],
+        &["--db", "other.db", "init"],
+    ] {
+        w.run(args)
+            .refused("other.db is not a vportal database (it holds other tables)");
+    }
+    assert_eq!(std::fs::read(&other).unwrap(), before);
+    assert!(!w.path().join("other.db-wal").exists());
+}
+
 /// A first run whose standard output nobody reads (a pipe whose reader went away) still
 /// serves: those lines are only information, and a server that never listened must not
 /// exit with status 0 as if it had done its job.

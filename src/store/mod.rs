@@ -223,6 +223,28 @@ pub enum StoreError {
          (use the pepper file created with the database, or its value in VPORTAL_PEPPER)"
     )]
     PepperMismatch,
+    /// The file is an SQLite database, but not vportal's: its tables are not vportal's.
+    #[error(
+        "{} is not a vportal database (it holds other tables): give the path of vportal's \
+         database, or of a new file",
+        .0.display()
+    )]
+    NotVportal(PathBuf),
+    /// vportal's tables without the schema version that says which migrations made them, as
+    /// a restore through `sqlite3 .dump` leaves them.
+    #[error(
+        "{} holds vportal's tables but no schema version (a restore through `sqlite3 .dump` \
+         loses it): set it back to that of the vportal that made the dump (this one's is \
+         {supported}: `sqlite3 {} 'PRAGMA user_version = {supported}'`)",
+        .path.display(),
+        .path.display()
+    )]
+    SchemaVersionLost {
+        /// The database file.
+        path: PathBuf,
+        /// The schema version this build writes.
+        supported: i64,
+    },
     /// A newer vportal has migrated this database.
     #[error("database schema version {found} is newer than this vportal supports ({supported})")]
     SchemaTooNew {
@@ -384,7 +406,9 @@ impl Store {
     /// [`StoreError::Recoverable`] when the file is missing and a copy saved when it was
     /// removed is there; [`StoreError::NoDatabase`] when it is missing and `create` is false,
     /// [`StoreError::EmptyDatabase`] when it is empty and `create` is false;
-    /// [`StoreError::PepperMismatch`]; [`StoreError::SchemaTooNew`]; database errors.
+    /// [`StoreError::NotVportal`] or [`StoreError::SchemaVersionLost`] when the file is not
+    /// vportal's database or has lost its schema version; [`StoreError::PepperMismatch`];
+    /// [`StoreError::SchemaTooNew`]; database errors.
     pub fn open(
         path: &Path,
         pepper: Pepper,
@@ -446,6 +470,9 @@ impl Store {
         let conn = Connection::open_with_flags(path, flags)?;
         let file = OpenedFile::new(path);
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Before anything is written to it: a wrong path to another program's database must
+        // leave that database as it was.
+        schema::check_ours(&conn, path)?;
         // WAL: readers never block the writer and the writer never blocks readers. (Only
         // turning it on writes; a database that has it needs no lock to say so.)
         let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;

@@ -4,6 +4,8 @@
 //! have run. Each runs in its own `BEGIN IMMEDIATE` transaction, so two processes opening a
 //! new database at once cannot both apply it.
 
+use std::path::Path;
+
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::StoreError;
@@ -72,6 +74,44 @@ const MIGRATIONS: &[&str] = &[
     ",
 ];
 
+/// The tables the migrations make: a database holding them all is vportal's.
+const TABLES: [&str; 5] = [
+    "users",
+    "passcode_history",
+    "audit",
+    "admin_tokens",
+    "settings",
+];
+
+/// Refuses, before anything is written to it, a database vportal did not make: one with
+/// tables but not vportal's (a wrong path to another program's database, which turning WAL
+/// on and adding tables would change for good), or vportal's tables with no schema version.
+///
+/// # Errors
+/// [`StoreError::NotVportal`], [`StoreError::SchemaVersionLost`], or a database error (a
+/// file that is not a database at all).
+pub(crate) fn check_ours(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let tables: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' \
+             ESCAPE '\\'",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let ours = TABLES.iter().all(|t| tables.iter().any(|have| have == t));
+    match (version, tables.is_empty(), ours) {
+        // New (or being made by another process right now: its tables are not committed).
+        (0, true, _) => Ok(()),
+        (0, false, true) => Err(StoreError::SchemaVersionLost {
+            path: path.to_owned(),
+            supported: SCHEMA_VERSION,
+        }),
+        (_, _, false) => Err(StoreError::NotVportal(path.to_owned())),
+        _ => Ok(()),
+    }
+}
+
 /// The schema version this build writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -111,6 +151,36 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_new_database_or_vportals_own_is_taken() {
+        let path = Path::new("x.db");
+        let conn = Connection::open_in_memory().unwrap();
+        check_ours(&conn, path).unwrap();
+        conn.execute_batch("CREATE TABLE t (x)").unwrap();
+        let err = check_ours(&conn, path).unwrap_err();
+        assert!(matches!(err, StoreError::NotVportal(_)), "{err}");
+        // Another program's schema version says nothing about whose it is.
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        assert!(matches!(
+            check_ours(&conn, path),
+            Err(StoreError::NotVportal(_))
+        ));
+
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        conn.execute_batch("CREATE TABLE extra (x)").unwrap();
+        check_ours(&conn, path).unwrap();
+        // As `sqlite3 .dump` restores it: the tables without the version.
+        conn.pragma_update(None, "user_version", 0).unwrap();
+        let err = check_ours(&conn, path).unwrap_err().to_string();
+        assert!(
+            err.contains("no schema version")
+                && err.contains("sqlite3 x.db 'PRAGMA user_version = 1'")
+                && !err.contains('\n'),
+            "{err}"
+        );
+    }
 
     #[test]
     fn migrates_once_and_refuses_newer() {
