@@ -845,12 +845,27 @@ fn create_private(path: &Path) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    match options.open(path) {
-        Ok(_) => Ok(()),
-        // Another process created it first: fine, SQLite opens theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
+    let mut path = path.to_owned();
+    // A link to a file still to be made (a data volume's path, set up beforehand): the file
+    // is made where it leads, with the mode, rather than left to SQLite and the umask.
+    for _ in 0..8 {
+        match options.open(&path) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let dangling = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_symlink())
+                    && std::fs::metadata(&path)
+                        .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+                if !dangling {
+                    // Another process created it first: fine, SQLite opens theirs.
+                    return Ok(());
+                }
+                let target = std::fs::read_link(&path)?;
+                path = path.parent().unwrap_or(Path::new("")).join(target);
+            }
+            Err(e) => return Err(e),
+        }
     }
+    Ok(())
 }
 
 /// SQLite says only "unable to open database file" when the file system holding the
@@ -1153,6 +1168,15 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
+            // Through a link to a file still to be made (relative, and by way of a second
+            // link): the file it leads to is made with the same mode, not the umask's.
+            std::fs::create_dir(dir.path().join("data")).unwrap();
+            let linked = dir.path().join("linked.db");
+            std::os::unix::fs::symlink("data/hop.db", &linked).unwrap();
+            std::os::unix::fs::symlink("v2.db", dir.path().join("data/hop.db")).unwrap();
+            drop(Store::open(&linked, pepper(), true, 1).unwrap());
+            let made = std::fs::metadata(dir.path().join("data/v2.db")).unwrap();
+            assert_eq!(made.permissions().mode() & 0o777, 0o600);
         }
         drop(Store::open(&path, pepper(), false, 1).unwrap());
         // An empty file where the database was is not a new database.
