@@ -1030,6 +1030,15 @@ fn bulk_reset_needs_confirmation_for_everyone() {
     assert_eq!(w.run(&["user", "reset-all", "4040"]).code, 2);
 }
 
+/// A wrong path to something endless or huge is refused after what an import can be, not
+/// read until memory runs out.
+#[test]
+fn an_import_reads_no_more_than_an_import_can_be() {
+    let w = Workdir::provisioned(&[]);
+    w.run(&["user", "import", "/dev/zero"])
+        .refused("/dev/zero: more than 64 MiB; an import takes at most 100000 rows: split it");
+}
+
 #[test]
 fn import_is_all_or_nothing_and_names_lines() {
     let w = initialised();

@@ -7,8 +7,8 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::json;
 
 use vportal::store::{
-    Actor, ImportMode, ImportOutcome, ImportReport, Issued, NewUser, PasscodeSpec, Selection,
-    StoreError, Ttl, UserFilter, UserInfo,
+    Actor, ImportMode, ImportOutcome, ImportReport, Issued, MAX_IMPORT_ROWS, NewUser, PasscodeSpec,
+    Selection, StoreError, Ttl, UserFilter, UserInfo,
 };
 use vportal::time::Timestamp;
 
@@ -17,7 +17,8 @@ use super::{Context, UserCommand, extension, read_passcode};
 
 pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
     let actor = Actor::cli_from_env();
-    let now = Timestamp::now();
+    // The time is read where each command writes, after any passcode prompt: a lifetime
+    // counts from when it is stored.
     match cmd {
         UserCommand::Add {
             extension: ext,
@@ -40,7 +41,7 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
                     passcode,
                 },
                 &actor,
-                now,
+                Timestamp::now(),
             )?;
             print_issued(ctx, &issued, "created")?;
             if without_passcode {
@@ -64,7 +65,7 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
                 locked: locked.then_some(true),
                 expired: expired.then_some(true),
             };
-            let users = ctx.open()?.users(filter, now)?;
+            let users = ctx.open()?.users(filter, Timestamp::now())?;
             if ctx.json {
                 output::json(&users)?;
             } else {
@@ -73,7 +74,7 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
         }
         UserCommand::Show { extension: ext } => {
             let ext = extension(&ext)?;
-            let Some(user) = ctx.open()?.user(&ext, now)? else {
+            let Some(user) = ctx.open()?.user(&ext, Timestamp::now())? else {
                 bail!("no mailbox {ext}");
             };
             if ctx.json {
@@ -98,7 +99,9 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
                 temporary: true,
                 ttl,
             };
-            let issued = ctx.open()?.reset_passcode(&ext, &spec, &actor, now)?;
+            let issued = ctx
+                .open()?
+                .reset_passcode(&ext, &spec, &actor, Timestamp::now())?;
             print_issued(ctx, &issued, "given a temporary passcode")?;
         }
         UserCommand::ResetAll {
@@ -107,12 +110,14 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
             yes,
         } => {
             let selection = selection(&extensions, yes)?;
-            let issued = ctx.open()?.reset_many(&selection, true, ttl, &actor, now)?;
+            let issued = ctx
+                .open()?
+                .reset_many(&selection, true, ttl, &actor, Timestamp::now())?;
             print_issued_list(ctx, &issued)?;
         }
         UserCommand::Unlock { extension: ext } => {
             let ext = extension(&ext)?;
-            let was_locked = ctx.open()?.unlock(&ext, &actor, now)?;
+            let was_locked = ctx.open()?.unlock(&ext, &actor, Timestamp::now())?;
             if ctx.json {
                 output::json(
                     &json!({"extension": ext, "unlocked": true, "was_locked": was_locked}),
@@ -125,14 +130,14 @@ pub(crate) fn run(ctx: &Context, cmd: UserCommand) -> Result<ExitCode> {
         }
         UserCommand::Delete { extension: ext } => {
             let ext = extension(&ext)?;
-            ctx.open()?.delete_user(&ext, &actor, now)?;
+            ctx.open()?.delete_user(&ext, &actor, Timestamp::now())?;
             if ctx.json {
                 output::json(&json!({"extension": ext, "deleted": true}))?;
             } else {
                 outln!("Mailbox {ext} deleted.")?;
             }
         }
-        UserCommand::Import { file, partial } => return import(ctx, &file, partial, &actor, now),
+        UserCommand::Import { file, partial } => return import(ctx, &file, partial, &actor),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -186,24 +191,31 @@ fn selection(extensions: &[String], yes: bool) -> Result<Selection> {
     Ok(Selection::All)
 }
 
+/// The largest CSV `user import` reads: 100,000 rows of up to 670 bytes each.
+const MAX_IMPORT_BYTES: u64 = 64 << 20;
+
 /// `user import`: exit status 1 when any row was rejected, whether or not the rest went in.
-fn import(
-    ctx: &Context,
-    file: &std::path::Path,
-    partial: bool,
-    actor: &Actor,
-    now: Timestamp,
-) -> Result<ExitCode> {
-    let (bytes, name) = if file.as_os_str() == "-" {
-        let mut bytes = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .context("reading CSV from standard input")?;
-        (bytes, "standard input".to_owned())
+fn import(ctx: &Context, file: &std::path::Path, partial: bool, actor: &Actor) -> Result<ExitCode> {
+    let (input, name): (Box<dyn Read>, _) = if file.as_os_str() == "-" {
+        (Box::new(std::io::stdin()), "standard input".to_owned())
     } else {
-        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        (bytes, file.display().to_string())
+        let opened =
+            std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+        (Box::new(opened), file.display().to_string())
     };
+    // Read no further than an import can be: a wrong path (a log file, /dev/zero) must not
+    // fill memory before the row count refuses it.
+    let mut bytes = Vec::new();
+    input
+        .take(MAX_IMPORT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {name}"))?;
+    if bytes.len() as u64 > MAX_IMPORT_BYTES {
+        bail!(
+            "{name}: more than {} MiB; an import takes at most {MAX_IMPORT_ROWS} rows: split it",
+            MAX_IMPORT_BYTES >> 20
+        );
+    }
     // Every error about the file's text names it, as a rejected row does.
     let text = vportal::store::csv_text(bytes).with_context(|| name.clone())?;
     let mode = if partial {
@@ -213,7 +225,7 @@ fn import(
     };
     let report = ctx
         .open()?
-        .import_csv(&text, mode, actor, now)
+        .import_csv(&text, mode, actor, Timestamp::now())
         .map_err(|e| match e {
             StoreError::Invalid(_) => anyhow::Error::new(e).context(name.clone()),
             e => e.into(),

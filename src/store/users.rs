@@ -364,6 +364,11 @@ struct Chosen {
 }
 
 impl Chosen {
+    /// Its lifetime counted from `by` later.
+    fn delay(&mut self, by: std::time::Duration) {
+        self.expires_at = self.expires_at.map(|at| at.saturating_add(by));
+    }
+
     fn issued(self) -> Issued {
         Issued {
             extension: self.extension,
@@ -680,13 +685,11 @@ impl Store {
             temporary,
             ttl,
         };
-        let chosen = extensions
+        let mut chosen = extensions
             .iter()
             .map(|ext| choose(&policy, ext, &spec, now))
             .collect::<Result<Vec<_>>>()?;
-        let hashes = self
-            .hasher
-            .hash_all(&chosen.iter().map(|c| &c.passcode).collect::<Vec<_>>())?;
+        let (hashes, now) = self.hash_bulk(chosen.iter_mut(), now)?;
         let installed = self.write(|tx| {
             let mut installed = Vec::with_capacity(chosen.len());
             for (c, hash) in chosen.iter().zip(&hashes) {
@@ -823,7 +826,7 @@ impl Store {
                 body.len()
             )));
         }
-        let (mut rows, candidates) = self.check_import_rows(body, &columns, headed, now)?;
+        let (mut rows, mut candidates) = self.check_import_rows(body, &columns, headed, now)?;
         let any_rejected = rows
             .iter()
             .any(|r| matches!(r.outcome, ImportOutcome::Rejected(_)));
@@ -833,7 +836,8 @@ impl Store {
                 committed: false,
             });
         }
-        let conflicts = match self.commit_import(&candidates, mode, actor, now) {
+        let (hashes, now) = self.hash_bulk(candidates.iter_mut().map(|c| &mut c.chosen), now)?;
+        let conflicts = match self.commit_import(&candidates, &hashes, mode, actor, now) {
             // All or nothing, and a mailbox was created meanwhile: rolled back; reported
             // like a row refused at the check, on its line.
             Err(StoreError::Exists(ext)) if mode == ImportMode::AllOrNothing => {
@@ -930,31 +934,48 @@ impl Store {
         Ok((rows, candidates))
     }
 
-    /// An import's second phase: hashes the candidates' passcodes and writes them in one
+    /// Hashes the passcodes of a bulk write (a reset or an import), and says when it is
+    /// written: `now`, when it was asked for, plus the time hashing took, which delays each
+    /// temporary passcode's expiry as much. Hashing thousands takes minutes: a lifetime
+    /// counted from the start could have run out before its passcodes were printed, and the
+    /// audit rows would be stamped before rows written meanwhile.
+    fn hash_bulk<'c>(
+        &self,
+        chosen: impl Iterator<Item = &'c mut Chosen>,
+        now: Timestamp,
+    ) -> Result<(Vec<String>, Timestamp)> {
+        let started = std::time::Instant::now();
+        let mut chosen: Vec<&mut Chosen> = chosen.collect();
+        let hashes = self
+            .hasher
+            .hash_all(&chosen.iter().map(|c| &c.passcode).collect::<Vec<_>>())?;
+        let took = started.elapsed();
+        for c in &mut chosen {
+            c.delay(took);
+        }
+        Ok((hashes, now.saturating_add(took)))
+    }
+
+    /// An import's second phase: writes the candidates, with their `hashes`, in one
     /// transaction. Returns the candidates (by row index) found created meanwhile by someone
     /// else, which [`ImportMode::Partial`] leaves out.
     ///
     /// # Errors
     /// [`StoreError::Exists`] with [`ImportMode::AllOrNothing`] when one was (nothing is
-    /// written); or hashing or the store failing.
+    /// written); or the store failing.
     fn commit_import(
         &self,
         candidates: &[Candidate],
+        hashes: &[String],
         mode: ImportMode,
         actor: &Actor,
         now: Timestamp,
     ) -> Result<Vec<usize>> {
-        let hashes = self.hasher.hash_all(
-            &candidates
-                .iter()
-                .map(|c| &c.chosen.passcode)
-                .collect::<Vec<_>>(),
-        )?;
         // Re-checked inside the transaction: a mailbox created meanwhile by someone else
         // rejects its row (partial) or the whole import (all or nothing).
         self.write(|tx| {
             let mut conflicts = Vec::new();
-            for (c, hash) in candidates.iter().zip(&hashes) {
+            for (c, hash) in candidates.iter().zip(hashes) {
                 match insert_user(tx, &c.user, actor, now) {
                     Err(StoreError::Exists(_)) => {
                         if mode == ImportMode::AllOrNothing {
@@ -1430,6 +1451,39 @@ mod tests {
         let exts: Vec<_> = all.iter().map(|i| i.extension.as_str()).collect();
         assert_eq!(exts, ["1001", "1002"]);
         assert_eq!(s.users(temporary, T0).unwrap().len(), 0);
+    }
+
+    /// A bulk reset's temporary passcodes live their whole lifetime from when they are
+    /// written, and are audited then: hashing thousands takes minutes, and a short lifetime
+    /// counted from the request had run out before its passcodes were printed.
+    #[test]
+    fn a_bulk_resets_lifetime_counts_from_its_write() {
+        let s = store();
+        // Enough mailboxes that hashing takes more than a second on two permits (times
+        // are whole seconds).
+        let started = std::time::Instant::now();
+        s.hasher.hash(&pin("4826")).unwrap();
+        let one = started.elapsed().as_secs_f64().max(1e-4);
+        let count = ((2.0 * 1.5 / one).ceil() as u32).clamp(2, 5_000);
+        for i in 0..count {
+            add(&s, &format!("{}", 10_000 + i), None);
+        }
+        let ttl = Ttl::new(std::time::Duration::from_secs(600)).unwrap();
+        let started = std::time::Instant::now();
+        let issued = s
+            .reset_many(&Selection::All, true, Some(ttl), &cli(), T0)
+            .unwrap();
+        let took = i64::try_from(started.elapsed().as_secs()).unwrap();
+        let written = issued[0].expires_at.unwrap().unix() - 600;
+        assert!(
+            (T0.unix() + 1..=T0.unix() + took).contains(&written),
+            "written {written}, asked {}, took {took} s",
+            T0.unix()
+        );
+        assert!(issued.iter().all(|i| i.expires_at == issued[0].expires_at));
+        let audited = s.audit(&AuditQuery::default()).unwrap();
+        assert_eq!(audited[0].event, "passcode.temporary_set");
+        assert_eq!(audited[0].time.unix(), written);
     }
 
     #[test]
