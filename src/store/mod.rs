@@ -256,12 +256,25 @@ pub enum StoreError {
     /// An admin token with this name exists already.
     #[error("admin token {0:?} already exists")]
     TokenExists(String),
-    /// No admin token with this name.
-    #[error("no admin token {0:?}")]
+    /// No admin token with this name. A name that could be a token's secret (one pasted
+    /// in its place) is not repeated.
+    #[error("no admin token {}", quoted_token_name(.0))]
     TokenNotFound(String),
     /// The mailbox kept changing under a login or change in progress.
     #[error("mailbox {0} changed repeatedly during the operation; try again")]
     Contention(Extension),
+}
+
+/// A token name as an error quotes it: `"ops"`, or words instead when it could be a secret
+/// (a token, or something as long as the shortest token the config takes).
+fn quoted_token_name(name: &str) -> String {
+    if name.starts_with(tokens::TOKEN_PREFIX) || name.len() >= crate::admin::MIN_CONFIGURED_TOKEN {
+        "of that name (it looks like a token itself, not a token's name: `vportal token list` \
+         shows the names)"
+            .to_owned()
+    } else {
+        format!("{name:?}")
+    }
 }
 
 /// Convenience alias for store results.

@@ -21,7 +21,7 @@ use super::{Result, Store, StoreError};
 use crate::time::Timestamp;
 
 /// The prefix of every token, so a leaked one is recognisable in logs and scanners.
-const TOKEN_PREFIX: &str = "vpt_";
+pub(crate) const TOKEN_PREFIX: &str = "vpt_";
 
 /// Longest token name.
 const MAX_TOKEN_NAME: usize = 64;
@@ -233,10 +233,15 @@ mod tests {
         assert!(!stored.contains(&token.expose()[4..]));
         s.revoke_token("provisioning", &cli(), T0).unwrap();
         assert_eq!(s.authenticate_token(token.expose(), T0).unwrap(), None);
-        assert!(matches!(
-            s.revoke_token("provisioning", &cli(), T0),
-            Err(StoreError::TokenNotFound(_))
-        ));
+        let gone = s.revoke_token("provisioning", &cli(), T0).unwrap_err();
+        assert_eq!(gone.to_string(), "no admin token \"provisioning\"");
+        // The token itself pasted in place of its name is not repeated, nor anything as long
+        // as a configured token.
+        for pasted in [token.expose(), &"4f1d8a2c".repeat(8)] {
+            let refused = s.revoke_token(pasted, &cli(), T0).unwrap_err().to_string();
+            assert!(refused.contains("looks like a token itself"), "{refused}");
+            assert!(!refused.contains("4f1d8a2c") && !refused.contains(&token.expose()[4..]));
+        }
         let events: Vec<_> = s
             .audit(&AuditQuery::default())
             .unwrap()
