@@ -369,7 +369,22 @@ fn write_private(path: &Path, pepper: &Pepper) -> io::Result<()> {
     });
     let placed = written.and_then(|()| fs::hard_link(&draft, path));
     let _ = fs::remove_file(&draft);
-    placed
+    placed?;
+    // The file's bytes are on disk; its name is only once its directory is. Without this
+    // a power cut soon after could keep the database (SQLite syncs its own directory) and
+    // lose the pepper in another, and every passcode with it.
+    #[cfg(unix)]
+    {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        // Best effort: the pepper is in place, and some file systems cannot sync a directory.
+        if let Err(e) = fs::File::open(dir).and_then(|d| d.sync_all()) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot sync the pepper file's directory");
+        }
+    }
+    Ok(())
 }
 
 /// Lower-case hex.
