@@ -520,6 +520,22 @@ pub fn utf8_text(bytes: Vec<u8>) -> Result<String, usize> {
     })
 }
 
+/// Everything `input` holds, if that is at most `limit` bytes; `None` when there is more,
+/// of which no more than `limit + 1` bytes were read. For the files an operator names (a
+/// prompt, a CSV import): a wrong path to a disk image or `/dev/zero` must not fill memory
+/// before a later check refuses it.
+///
+/// # Errors
+/// Reading failed.
+pub fn read_at_most(input: impl std::io::Read, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    input
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= limit).then_some(bytes))
+}
+
 impl Config {
     /// Reads and checks the file at `path`.
     ///
@@ -557,13 +573,9 @@ pub(crate) fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
     let key = e
         .span()
         .and_then(|span| crate::toml_key::key_at(text, span.start));
-    let mut what = in_words(&crate::redact::serde_message(e.message().trim_end()));
     // No setting is a list of tables: `[[sip]]` is `[sip]` written with a bracket too many.
-    if let Some(table) = key.as_deref().and_then(|k| k.strip_suffix("[1]"))
-        && !table.contains(['.', '['])
-    {
-        what = format!("[[{table}]] makes a list of tables; write [{table}], with single brackets");
-    }
+    let what = crate::toml_key::one_table_not_a_list(key.as_deref())
+        .unwrap_or_else(|| in_words(&crate::redact::serde_message(e.message().trim_end())));
     match (line, key) {
         (Some(line), Some(key)) => format!("line {line}, key {key}: {what}"),
         (Some(line), None) => format!("line {line}: {what}"),
@@ -608,6 +620,17 @@ fn in_words(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_at_most_stops_after_the_limit() {
+        assert_eq!(
+            read_at_most(&b"abcd"[..], 4).unwrap(),
+            Some(b"abcd".to_vec())
+        );
+        assert_eq!(read_at_most(&b"abcde"[..], 4).unwrap(), None);
+        let mut endless = std::io::repeat(b'x');
+        assert_eq!(read_at_most(&mut endless, 1 << 10).unwrap(), None);
+    }
 
     #[test]
     fn empty_file_is_the_defaults() {

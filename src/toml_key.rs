@@ -28,6 +28,15 @@ pub(crate) fn key_at(text: &str, offset: usize) -> Option<String> {
     }
 }
 
+/// What to say of a table written `[[name]]` where one table goes, given the key the error
+/// is at (`name[1]`, a top-level list's first table): a bracket too many.
+pub(crate) fn one_table_not_a_list(key: Option<&str>) -> Option<String> {
+    let table = key?.strip_suffix("[1]")?;
+    (!table.contains(['.', '['])).then(|| {
+        format!("[[{table}]] makes a list of tables; write [{table}], with single brackets")
+    })
+}
+
 /// The parts of a key path: a key, or a position in a list (from 1).
 enum Part {
     Key(String),

@@ -205,17 +205,14 @@ fn import(ctx: &Context, file: &std::path::Path, partial: bool, actor: &Actor) -
     };
     // Read no further than an import can be: a wrong path (a log file, /dev/zero) must not
     // fill memory before the row count refuses it.
-    let mut bytes = Vec::new();
-    input
-        .take(MAX_IMPORT_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("reading {name}"))?;
-    if bytes.len() as u64 > MAX_IMPORT_BYTES {
+    let Some(bytes) = vportal::config::read_at_most(input, MAX_IMPORT_BYTES)
+        .with_context(|| format!("reading {name}"))?
+    else {
         bail!(
             "{name}: more than {} MiB; an import takes at most {MAX_IMPORT_ROWS} rows: split it",
             MAX_IMPORT_BYTES >> 20
         );
-    }
+    };
     // Every error about the file's text names it, as a rejected row does.
     let text = vportal::store::csv_text(bytes).with_context(|| name.clone())?;
     let mode = if partial {

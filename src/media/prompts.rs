@@ -198,6 +198,11 @@ const MAX_CHANNELS: usize = 8;
 /// corrupt or hostile file (a FLAC of constant subframes expands a thousandfold) can take.
 const MAX_INPUT_SAMPLES: usize = 1 << 25;
 
+/// The largest prompt file read: [`MAX_INPUT_SAMPLES`] samples of 64-bit float, the widest
+/// encoding, plus 16 MiB of headers and tags. A file named by mistake (a disk image, hours of
+/// recording) is refused before its bytes fill memory.
+pub const MAX_FILE_BYTES: u64 = 8 * (1 << 25) + (16 << 20);
+
 /// The longest prompt, in seconds. Without it a file at a low rate could fill the input limit
 /// with hours of audio, eight times as many samples once resampled to 8 kHz.
 pub const MAX_PROMPT_SECONDS: u32 = 600;
@@ -496,7 +501,7 @@ pub enum DecodeError {
     /// The container holds no audio track.
     #[error("no audio track")]
     NoAudioTrack,
-    /// The codec, or a feature of it, is not supported (e.g. 64-bit float WAV).
+    /// The codec, or a feature of it, is not supported (e.g. GSM 6.10 in WAV).
     #[error("unsupported audio: {0}")]
     Unsupported(String),
     /// The data is malformed or truncated.
@@ -534,9 +539,16 @@ pub enum DecodeError {
 /// [`DecodeError`] when the bytes are not a supported format, are malformed or truncated
 /// (a truncated file is an error, not a shorter prompt), or describe implausible audio.
 pub fn decode_to_8k(bytes: &[u8], extension_hint: Option<&str>) -> Result<Vec<i16>, DecodeError> {
-    let audio = match guarded(|| decode_pcm_wav(bytes))? {
-        Some(audio) => audio,
-        None => guarded(|| decode_symphonia(bytes, extension_hint)).map_err(|e| {
+    let audio = match guarded(|| decode_pcm_wav(bytes)) {
+        Ok(Some(audio)) => audio,
+        // hound refuses some well-formed files (64-bit float, a pad byte after an odd-sized
+        // chunk, 20 valid bits in 24): symphonia, which holds a WAV to its declared length,
+        // tries them too, and hound's error is said only when it fails as well.
+        Err(e @ (DecodeError::Malformed(_) | DecodeError::Unsupported(_))) => {
+            guarded(|| decode_symphonia(bytes, extension_hint)).map_err(|_| e)?
+        }
+        Err(e) => return Err(e),
+        Ok(None) => guarded(|| decode_symphonia(bytes, extension_hint)).map_err(|e| {
             match (e, wave_format_tag(bytes)) {
                 // A WAVE file in a codec neither decoder reads (GSM 6.10, G.721, …); one in
                 // a codec they do read that still fails is damaged, and says so.
@@ -599,10 +611,14 @@ fn check_format(rate: u32, channels: usize) -> Result<(), DecodeError> {
 }
 
 /// Integer and float PCM WAV through hound. `Ok(None)` means "not for hound": not RIFF/WAVE,
-/// or a WAVE codec hound does not read (μ-law, A-law, ADPCM, GSM), which symphonia then gets
-/// (hound calls some of those fmt chunks ill-formed rather than unsupported).
+/// a WAVE codec hound does not read (μ-law, A-law, ADPCM, GSM), which symphonia then gets
+/// (hound calls some of those fmt chunks ill-formed rather than unsupported), or samples
+/// narrower than their containers (see `padded_samples`).
 fn decode_pcm_wav(bytes: &[u8]) -> Result<Option<Decoded>, DecodeError> {
-    if !is_wave(bytes) || wave_format_tag(bytes).is_some_and(|t| !HOUND_FORMAT_TAGS.contains(&t)) {
+    if !is_wave(bytes)
+        || wave_format_tag(bytes).is_some_and(|t| !HOUND_FORMAT_TAGS.contains(&t))
+        || padded_samples(bytes)
+    {
         return Ok(None);
     }
     let reader = match hound::WavReader::new(Cursor::new(bytes)) {
@@ -664,8 +680,9 @@ fn is_wave(bytes: &[u8]) -> bool {
     bytes.len() >= 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WAVE"
 }
 
-/// The format tag of a RIFF/WAVE file's `fmt ` chunk, if it is one and the chunks lead to it.
-fn wave_format_tag(bytes: &[u8]) -> Option<u16> {
+/// The body of a RIFF/WAVE file's `fmt ` chunk (what of it is there), if it is one and the
+/// chunks lead to it.
+fn wave_fmt(bytes: &[u8]) -> Option<&[u8]> {
     if !is_wave(bytes) {
         return None;
     }
@@ -674,14 +691,33 @@ fn wave_format_tag(bytes: &[u8]) -> Option<u16> {
         let (header, body) = rest.split_at_checked(8)?;
         let size = usize::try_from(u32::from_le_bytes(header[4..8].try_into().ok()?)).ok()?;
         if &header[..4] == b"fmt " {
-            return body
-                .get(..size.min(2))
-                .filter(|tag| tag.len() == 2)
-                .map(|tag| u16::from_le_bytes([tag[0], tag[1]]));
+            return Some(&body[..size.min(body.len())]);
         }
         // Chunks are padded to an even length.
         rest = body.get(size.checked_add(size % 2)?..)?;
     }
+}
+
+/// The little-endian `u16` at `at` in `bytes`.
+fn le_u16(bytes: &[u8], at: usize) -> Option<u16> {
+    bytes
+        .get(at..at + 2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+}
+
+/// The format tag of a RIFF/WAVE file's `fmt ` chunk.
+fn wave_format_tag(bytes: &[u8]) -> Option<u16> {
+    wave_fmt(bytes).and_then(|fmt| le_u16(fmt, 0))
+}
+
+/// Whether a WAVE_FORMAT_EXTENSIBLE file's samples are narrower than their containers (24
+/// valid bits in 32). hound takes the valid bits from the wrong end of each container, and
+/// decodes such a file to loud noise without an error; symphonia reads it right.
+fn padded_samples(bytes: &[u8]) -> bool {
+    wave_fmt(bytes).is_some_and(|fmt| {
+        le_u16(fmt, 0) == Some(0xfffe)
+            && matches!((le_u16(fmt, 14), le_u16(fmt, 18)), (Some(container), Some(valid)) if valid != container)
+    })
 }
 
 /// Everything else through symphonia: the probe picks the container from the bytes.
@@ -812,10 +848,13 @@ struct ManifestProblem {
 fn parse_manifest(text: &str) -> Result<BTreeMap<String, Entry>, ManifestProblem> {
     let raw: BTreeMap<Spanned<String>, RawEntry> = toml::from_str(text).map_err(|e| {
         let start = e.span().map(|s| s.start);
+        let key = start.and_then(|s| crate::toml_key::key_at(text, s));
         ManifestProblem {
             line: start.map(|s| line_of(text, s)),
-            key: start.and_then(|s| crate::toml_key::key_at(text, s)),
-            message: e.message().trim_end().to_owned(),
+            // Each prompt is one table: `[[welcome]]` is `[welcome]` with a bracket too many.
+            message: crate::toml_key::one_table_not_a_list(key.as_deref())
+                .unwrap_or_else(|| e.message().trim_end().to_owned()),
+            key,
         }
     })?;
     let problem = |span: std::ops::Range<usize>, key: String, message: &str| ManifestProblem {
@@ -1153,6 +1192,102 @@ mod tests {
         out.into_inner()
     }
 
+    /// A RIFF/WAVE file put together by hand: `fmt ` with `fmt`, then `chunks` (id and
+    /// body, padded to even length as RIFF wants), then `data`.
+    fn riff(fmt: &[u8], chunks: &[(&[u8; 4], &[u8])], data: &[u8]) -> Vec<u8> {
+        let mut body = b"WAVE".to_vec();
+        for (id, chunk) in [(b"fmt ", fmt)]
+            .into_iter()
+            .chain(chunks.iter().copied())
+            .chain([(b"data", data)])
+        {
+            body.extend_from_slice(&id[..]);
+            body.extend_from_slice(&u32::try_from(chunk.len()).unwrap().to_le_bytes());
+            body.extend_from_slice(chunk);
+            if chunk.len() % 2 == 1 {
+                body.push(0);
+            }
+        }
+        let mut out = b"RIFF".to_vec();
+        out.extend_from_slice(&u32::try_from(body.len()).unwrap().to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// A mono 8 kHz `fmt ` body: `tag`, `bits` per container, and for WAVE_FORMAT_EXTENSIBLE
+    /// the valid bits and the sub-format's tag.
+    fn fmt(tag: u16, bits: u16, extensible: Option<(u16, u16)>) -> Vec<u8> {
+        let block = bits / 8;
+        let mut f = Vec::new();
+        f.extend_from_slice(&tag.to_le_bytes());
+        f.extend_from_slice(&1u16.to_le_bytes());
+        f.extend_from_slice(&8000u32.to_le_bytes());
+        f.extend_from_slice(&(8000 * u32::from(block)).to_le_bytes());
+        f.extend_from_slice(&block.to_le_bytes());
+        f.extend_from_slice(&bits.to_le_bytes());
+        if let Some((valid, sub)) = extensible {
+            f.extend_from_slice(&22u16.to_le_bytes());
+            f.extend_from_slice(&valid.to_le_bytes());
+            f.extend_from_slice(&4u32.to_le_bytes()); // front centre
+            f.extend_from_slice(&sub.to_le_bytes());
+            f.extend_from_slice(&[0, 0, 0, 0, 0x10, 0, 0x80, 0, 0, 0xaa, 0, 0x38, 0x9b, 0x71]);
+        }
+        f
+    }
+
+    /// Files hound decodes wrong or refuses, though well-formed: 24 valid bits in 32-bit
+    /// containers (hound read the low bytes and made a 1 kHz tone a loud 3 kHz one),
+    /// 64-bit float, and a pad byte after an odd-sized chunk (both "malformed").
+    #[test]
+    fn well_formed_wavs_hound_misreads_decode_right() {
+        let tone: Vec<f64> = (0..800)
+            .map(|i| 0.5 * (std::f64::consts::TAU * 1000.0 * f64::from(i) / 8000.0).sin())
+            .collect();
+        let want: Vec<i16> = tone.iter().map(|v| (v * 32768.0).round() as i16).collect();
+        let close = |got: &[i16], what: &str| {
+            assert_eq!(got.len(), want.len(), "{what}");
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (g - w).abs())
+                .max()
+                .unwrap();
+            assert!(worst <= 2, "{what}: off by {worst}");
+        };
+        let left_aligned: Vec<u8> = tone
+            .iter()
+            .flat_map(|v| (((v * 8_388_608.0).round() as i32) << 8).to_le_bytes())
+            .collect();
+        let padded = riff(&fmt(0xfffe, 32, Some((24, 1))), &[], &left_aligned);
+        close(
+            &decode_to_8k(&padded, Some("wav")).unwrap(),
+            "24 bits in 32",
+        );
+        let doubles: Vec<u8> = tone.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let float64 = riff(
+            &fmt(3, 64, None),
+            &[(b"fact", &800u32.to_le_bytes())],
+            &doubles,
+        );
+        close(
+            &decode_to_8k(&float64, Some("wav")).unwrap(),
+            "64-bit float",
+        );
+        let pcm: Vec<u8> = want.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let odd = riff(&fmt(1, 16, None), &[(b"bext", b"odd")], &pcm);
+        assert_eq!(
+            decode_to_8k(&odd, Some("wav")).unwrap(),
+            want,
+            "odd-sized chunk"
+        );
+        // Still refused when cut short, whichever decoder has the last word.
+        let cut = &odd[..odd.len() - 100];
+        assert!(matches!(
+            decode_to_8k(cut, Some("wav")),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
     #[test]
     fn eight_khz_mono_pcm_is_bit_exact() {
         let samples: Vec<i16> = (0..4000)
@@ -1409,6 +1544,18 @@ mod tests {
         let dir = with_manifest(|t| format!("{t}\n[hold]\n"));
         let line = manifest_line(dir.path(), "[hold]");
         assert_manifest_error(dir.path(), line, "hold", "missing field `file`");
+    }
+
+    #[test]
+    fn a_prompt_written_as_a_list_says_to_use_single_brackets() {
+        let dir = with_manifest(|t| format!("{t}\n[[hold]]\nfile = \"x.wav\"\ntext = \"x\"\n"));
+        let line = manifest_line(dir.path(), "[[hold]]");
+        assert_manifest_error(
+            dir.path(),
+            line,
+            "hold[1]",
+            "[[hold]] makes a list of tables; write [hold], with single brackets",
+        );
     }
 
     #[test]

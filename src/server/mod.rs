@@ -176,7 +176,15 @@ pub fn load_dialplan(path: &Path) -> Result<Dialplan, DialplanError> {
 /// # Errors
 /// [`PromptError`] naming the manifest or the audio file at fault.
 pub fn load_prompts(dir: &Path) -> Result<PromptSet, PromptError> {
-    PromptSet::from_files(dir, |path| std::fs::read(path))
+    use crate::media::prompts::MAX_FILE_BYTES;
+    PromptSet::from_files(dir, |path| {
+        crate::config::read_at_most(std::fs::File::open(path)?, MAX_FILE_BYTES)?.ok_or_else(|| {
+            std::io::Error::other(format!(
+                "larger than {} MiB: a prompt lasts 10 minutes at most",
+                MAX_FILE_BYTES >> 20
+            ))
+        })
+    })
 }
 
 /// What the media thread has sent and received since the process started.
@@ -413,6 +421,29 @@ pub(crate) mod tests {
     use super::*;
     use crate::ivr::dialplan::DEFAULT_DIALPLAN;
     use crate::store::Pepper;
+
+    /// A prompt file larger than any prompt can be (a disk image named by mistake) is
+    /// refused, naming it, without its bytes being read whole.
+    #[test]
+    fn a_prompt_file_too_large_for_a_prompt_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let en = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/en");
+        for file in std::fs::read_dir(&en).unwrap() {
+            let file = file.unwrap().path();
+            std::fs::copy(&file, dir.path().join(file.file_name().unwrap())).unwrap();
+        }
+        // Sparse: no disk taken.
+        let huge = dir.path().join("welcome.wav");
+        std::fs::File::create(&huge)
+            .unwrap()
+            .set_len(crate::media::prompts::MAX_FILE_BYTES + 1)
+            .unwrap();
+        let e = load_prompts(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("welcome.wav") && e.contains("larger than 272 MiB"),
+            "{e}"
+        );
+    }
 
     /// A server on loopback (its media thread running) with the built-in dialplan and
     /// prompts and an in-memory store, RTP on `rtp_ports`.
