@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rand::{Rng, RngExt};
 
 use super::g711;
-use super::rtp::{Accepted, Ssrc};
+use super::rtp::{Accepted, MAX_DROPOUT, MAX_MISORDER, Ssrc};
 
 /// The interval between reports. RFC 3550 §6.2 computes it from the session's members and
 /// bandwidth, with a minimum of 5 s: for two members and G.711 (5 % of 87 kbit/s for RTCP,
@@ -123,6 +123,8 @@ struct Source {
     /// The lowest and highest extended sequence numbers seen.
     base: u64,
     max: u64,
+    /// The number that, arriving next, confirms a jump in the numbering (A.1's `bad_seq`).
+    jumped: Option<u64>,
     received: u64,
     /// At the last report: packets expected and received (for the fraction lost).
     expected_prior: u64,
@@ -143,6 +145,7 @@ impl Source {
             ssrc,
             base: seq,
             max: seq,
+            jumped: None,
             received: 0,
             expected_prior: 0,
             received_prior: 0,
@@ -151,6 +154,33 @@ impl Source {
             last_sr: None,
             heard: now,
         }
+    }
+
+    /// Counts a packet numbered `seq` (RFC 3550 A.1): one within [`MAX_DROPOUT`] ahead of
+    /// the highest or [`MAX_MISORDER`] behind it continues the count. Any other is not
+    /// counted, unless it follows the one before it, which restarts the count there (a
+    /// sender that renumbered its stream): else a renumbering would add the jump to the
+    /// packets expected, and the reports would tell of thousands lost for minutes.
+    fn counts(&mut self, seq: u64) -> bool {
+        let ahead = seq.saturating_sub(self.max);
+        let behind = self.max.saturating_sub(seq);
+        if ahead < u64::from(MAX_DROPOUT) && behind <= u64::from(MAX_MISORDER) {
+            self.jumped = None;
+            self.base = self.base.min(seq);
+            self.max = self.max.max(seq);
+        } else if self.jumped == Some(seq) {
+            self.jumped = None;
+            self.base = seq;
+            self.max = seq;
+            self.received = 0;
+            self.expected_prior = 0;
+            self.received_prior = 0;
+        } else {
+            self.jumped = Some(seq + 1);
+            return false;
+        }
+        self.received += 1;
+        true
     }
 
     fn expected(&self) -> u64 {
@@ -293,10 +323,10 @@ impl Rtcp {
             }
         };
         let source = &mut self.sources[index];
-        source.base = source.base.min(seq);
-        source.max = source.max.max(seq);
-        source.received += 1;
         source.heard = now;
+        if !source.counts(seq) {
+            return;
+        }
         if audio {
             // The arrival time in timestamp units (RFC 3550 A.8; every payload vportal
             // speaks, G.711 and telephone-event/8000, runs at 8 kHz); only differences
@@ -572,6 +602,39 @@ mod tests {
                 now = rtcp.poll_timeout();
             }
         }
+    }
+
+    /// A caller that renumbers its stream but keeps its SSRC (an SBC re-anchoring media):
+    /// the count restarts with the new numbering (RFC 3550 A.1) rather than reporting the
+    /// jump as tens of thousands of packets lost, for minutes.
+    #[test]
+    fn a_renumbered_stream_restarts_the_count_not_a_loss() {
+        let start = Instant::now();
+        let mut rtcp = Rtcp::new(start, Ssrc(1), &mut rng());
+        let mut numbering = crate::media::rtp::SeqExtender::default();
+        let wire = (1000..1100)
+            .chain(40_000..40_400)
+            .chain([4_000])
+            .chain(40_400..40_500);
+        for (i, seq) in wire.enumerate() {
+            let mut p = packet(7, 0, 160 * i as u32);
+            p.seq = numbering.extend(seq);
+            rtcp.on_rtp(&p, true, start + 20 * MS * i as u32);
+        }
+        let seen = rtcp.reception().unwrap();
+        // The two packets that showed the new numbering, and the stray `4000`, are not
+        // counted; nothing in it is lost.
+        assert_eq!(seen.lost, 0, "{seen:?}");
+        let now = start + 3 * MIN_INTERVAL / 2;
+        let mut out = Vec::new();
+        rtcp.write_report(now, wall(start, now), sender(0), &mut rng(), &mut out);
+        // A receiver report: we sent nothing.
+        let (_, pt, rr) = packets(&out)[0];
+        assert_eq!(pt, RR);
+        let block = &rr[8..];
+        assert_eq!(&block[5..8], &[0, 0, 0], "cumulative lost");
+        let highest = u32::from_be_bytes(block[8..12].try_into().unwrap());
+        assert_eq!(highest as u16, 40_499, "highest sequence number");
     }
 
     #[test]

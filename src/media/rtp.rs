@@ -41,11 +41,21 @@ pub struct ExtSeq(pub u64);
 
 /// Extends 16-bit sequence numbers as they arrive (RFC 3550 Appendix A.1): a number close
 /// after the highest seen continues the count, across wrap-arounds; one close before it is a
-/// late or repeated packet.
+/// late or repeated packet. A jump (more than [`MAX_DROPOUT`] ahead, or [`MAX_MISORDER`]
+/// behind) is taken for a new numbering, as a sender that renumbers its stream (an SBC
+/// re-anchoring media) makes, once the packet after it follows it: the count then goes on
+/// from a cycle above every number given so far.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SeqExtender {
     highest: Option<u64>,
+    /// The number that, arriving next, confirms a jump (A.1's `bad_seq`).
+    jumped: Option<u16>,
 }
+
+/// The largest step ahead that continues a numbering (RFC 3550 A.1).
+pub const MAX_DROPOUT: u16 = 3000;
+/// The largest step back that is a late packet of the same numbering (RFC 3550 A.1).
+pub const MAX_MISORDER: u16 = 100;
 
 impl SeqExtender {
     /// The highest sequence number seen, as on the wire; `None` before the first.
@@ -61,6 +71,19 @@ impl SeqExtender {
             self.highest = Some(first);
             return ExtSeq(first);
         };
+        let step = seq.wrapping_sub(highest as u16);
+        if (MAX_DROPOUT..=u16::MAX - MAX_MISORDER).contains(&step) {
+            if self.jumped == Some(seq) {
+                // Two in a row from the new numbering: it goes on above all before it.
+                self.jumped = None;
+                let renumbered = (((highest >> 16) + 2) << 16) + u64::from(seq);
+                self.highest = Some(renumbered);
+                return ExtSeq(renumbered);
+            }
+            self.jumped = Some(seq.wrapping_add(1));
+        } else {
+            self.jumped = None;
+        }
         let cycle = highest & !0xffff;
         let candidates =
             [cycle.wrapping_sub(1 << 16), cycle, cycle + (1 << 16)].map(|c| c + u64::from(seq));
@@ -557,6 +580,31 @@ mod tests {
         let start = y.extend(10).0;
         for i in 0..200_000_u64 {
             assert_eq!(y.extend((10 + i) as u16).0, start + i);
+        }
+    }
+
+    /// A sender that renumbers its stream (RFC 3550 A.1's resync): a lone jump is a stray
+    /// packet and leaves the count as it was; a jump followed by the next number starts a
+    /// new count above every number given before, whichever way it went.
+    #[test]
+    fn a_renumbered_stream_is_followed_after_two_packets() {
+        for new_start in [40_000_u16, 4_000, 900] {
+            let mut x = SeqExtender::default();
+            let first = x.extend(1000).0;
+            for i in 1..100 {
+                x.extend(1000 + i);
+            }
+            let highest = first + 99;
+            // A stray packet, then the old numbering again: nothing moved.
+            x.extend(new_start.wrapping_add(5000));
+            assert_eq!(x.extend(1100).0, highest + 1);
+            x.extend(new_start);
+            let renumbered = x.extend(new_start + 1).0;
+            assert!(renumbered > highest + 1, "{new_start}");
+            assert_eq!(x.highest(), Some(new_start + 1));
+            for i in 2..1000 {
+                assert_eq!(x.extend(new_start + i).0, renumbered + u64::from(i) - 1);
+            }
         }
     }
 
