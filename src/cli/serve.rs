@@ -139,7 +139,9 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
             tracing::info!("admin API off ([admin] enabled = false, or --no-admin)");
             None
         };
-        let ran = server.run(stop_signal(Arc::clone(&stop_tx))).await;
+        let ran = server
+            .run(stop_signal(StopSignals::new(), Arc::clone(&stop_tx)))
+            .await;
         // Stopped by a signal, the admin API is already stopping; stopped by a failure, not.
         let _ = stop_tx.send(true);
         if let Some(admin) = admin {
@@ -237,11 +239,11 @@ fn warn_about_side_port(ctx: &Context, store: &Store, configured_token: bool) ->
 /// Completes on the first stop signal (ctrl-c or SIGTERM), having told the admin API to
 /// stop through `stop`. A second one then ends the process at once, as operators expect:
 /// calls still up get no BYE, and a change not yet stored is lost, which the log says.
-async fn stop_signal(stop: Arc<tokio::sync::watch::Sender<bool>>) {
-    shutdown_signal().await;
+async fn stop_signal(mut signals: StopSignals, stop: Arc<tokio::sync::watch::Sender<bool>>) {
+    signals.next().await;
     let _ = stop.send(true);
-    tokio::spawn(async {
-        shutdown_signal().await;
+    tokio::spawn(async move {
+        signals.next().await;
         tracing::warn!(
             "second stop signal: exiting now, without waiting for calls or passcode changes \
              in flight"
@@ -575,25 +577,56 @@ fn ignore_hangup_signal() {
     }
 }
 
-/// Completes on ctrl-c or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// The stop signals, ctrl-c (SIGINT) and SIGTERM, listened for from start-up on. One
+/// listener serves the first signal and the second: a listener made after the first was
+/// acted on would miss a second one sent meanwhile (a quick double ctrl-c), and the server
+/// would wait out its shutdown grace instead of exiting at once.
+struct StopSignals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen = |kind: SignalKind, name: &str| {
+                signal(kind)
+                    .inspect_err(|e| tracing::warn!(error = %e, "cannot catch {name}"))
+                    .ok()
+            };
+            Self {
+                interrupt: listen(SignalKind::interrupt(), "SIGINT"),
+                terminate: listen(SignalKind::terminate(), "SIGTERM"),
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// Completes on the next stop signal.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+                match signal {
+                    Some(signal) => signal.recv().await,
+                    None => None,
+                }
+            }
+            tokio::select! {
+                Some(()) = recv(&mut self.interrupt) => {}
+                Some(()) = recv(&mut self.terminate) => {}
+                else => std::future::pending().await,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
