@@ -128,7 +128,7 @@ fn sighup_is_ignored_and_sigterm_hangs_up_active_calls_then_exits() {
     std::thread::sleep(Duration::from_millis(200));
     // A hangup signal (a closed terminal, a reload asked out of habit) is said and ignored:
     // the server and its call go on.
-    server.signal("HUP");
+    server.signal(rustix::process::Signal::HUP);
     server.expect_log("SIGHUP ignored", 1, Duration::from_secs(5));
     assert!(
         server.child.try_wait().unwrap().is_none(),
@@ -140,7 +140,7 @@ fn sighup_is_ignored_and_sigterm_hangs_up_active_calls_then_exits() {
         "{}",
         server.log()
     );
-    server.signal("TERM");
+    server.signal(rustix::process::Signal::TERM);
     let bye = recv_until(&sock, |m| m.method() == Some(&Method::Bye));
     sock.send_to(&Uac::ok_to(&bye), server.sip).unwrap();
     let status = server.wait_exit(Duration::from_secs(10)).expect("exited");
@@ -163,7 +163,7 @@ fn stopping_with_a_bye_unanswered(
 ) -> (ServerProcess, UdpSocket) {
     let server = with_sip_config(dir, rtp_ports, &format!("shutdown_grace = \"{grace}\"\n"));
     let (sock, _uac) = call_up(server.sip);
-    server.signal("TERM");
+    server.signal(rustix::process::Signal::TERM);
     recv_until(&sock, |m| m.method() == Some(&Method::Bye));
     (server, sock)
 }
@@ -190,7 +190,7 @@ fn a_second_sigterm_exits_at_once() {
     let dir = Workdir::new();
     // It would wait out the 60 s grace.
     let (mut server, _caller) = stopping_with_a_bye_unanswered(&dir, "47370-47379", "60s");
-    server.signal("TERM");
+    server.signal(rustix::process::Signal::TERM);
     let status = server.wait_exit(Duration::from_secs(10)).expect("exited");
     assert_eq!(status.code(), Some(2), "{}", server.log());
     assert!(

@@ -163,17 +163,19 @@ impl ServerProcess {
     /// Sends SIGTERM and waits (at most `limit`) for the exit status; the log then holds
     /// all the server wrote.
     pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        self.signal("TERM");
+        self.signal(rustix::process::Signal::TERM);
         self.wait_exit(limit)
     }
 
-    /// Sends the signal `name` (`TERM`, `HUP`, …) to the server.
-    pub fn signal(&self, name: &str) {
-        let sent = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success(), "kill -{name}");
+    /// Sends `signal` (`Signal::TERM`, `Signal::HUP`, …) to the server, from this process:
+    /// no `kill` command is needed (procps, which a minimal image lacks).
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = i32::try_from(self.child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .expect("a child's process id");
+        rustix::process::kill_process(pid, signal)
+            .unwrap_or_else(|e| panic!("sending {signal:?}: {e}"));
     }
 
     /// Waits (at most `limit`) for the server to exit by itself, after a signal already
