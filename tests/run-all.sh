@@ -25,4 +25,23 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# Not root: the SIPp DTMF and capture tests need CAP_NET_RAW on sipp (pcap replay through a
+# raw socket) and on tshark's dumpcap. Without it they would fail after the whole build;
+# say so now instead.
+if [ "$(id -u)" != 0 ]; then
+  has_raw() { command -v getcap >/dev/null 2>&1 && getcap "$1" 2>/dev/null | grep -q cap_net_raw; }
+  lacking=()
+  has_raw "$(command -v sipp)" || lacking+=("$(command -v sipp)")
+  dumpcap=$(command -v dumpcap || echo /usr/bin/dumpcap)
+  # Debian's wireshark-common may instead make dumpcap usable by the wireshark group.
+  if ! has_raw "$dumpcap" || [ ! -x "$dumpcap" ]; then lacking+=("$dumpcap"); fi
+  if [ ${#lacking[@]} -gt 0 ]; then
+    echo "not root, and without CAP_NET_RAW: ${lacking[*]}" >&2
+    echo "the SIPp DTMF and capture tests need it. Run this as root, or grant it:" >&2
+    for tool in "${lacking[@]}"; do echo "  sudo setcap cap_net_raw+ep $tool" >&2; done
+    echo "(or run \`cargo test --locked\` knowing that those tests will fail)" >&2
+    exit 2
+  fi
+fi
+
 exec cargo test --locked "$@"

@@ -18,15 +18,18 @@ use libfuzzer_sys::fuzz_target;
 use vportal::media::prompts::{MAX_PROMPT_SAMPLES, decode_to_8k};
 
 /// libFuzzer's panic hook aborts on every panic, even one caught; let those raised in a
-/// dependency's source through to `decode_to_8k`'s guard, quietly.
+/// dependency's source through to `decode_to_8k`'s guard, quietly. A dependency's source is
+/// in Cargo's registry or git checkouts, wherever `CARGO_HOME` puts them (`~/.cargo`, or
+/// `/usr/local/cargo` in the official Rust images).
 fn panics_in_dependencies_are_caught() {
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
         let abort = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let in_dependency = info
-                .location()
-                .is_some_and(|l| l.file().contains("/.cargo/registry/"));
+            let in_dependency = info.location().is_some_and(|l| {
+                let file = l.file().replace('\\', "/");
+                file.contains("/registry/src/") || file.contains("/git/checkouts/")
+            });
             if !in_dependency {
                 abort(info);
             }

@@ -170,34 +170,33 @@ fuzz_target!(|data: &[u8]| {
         let p = packet.payload.as_ptr_range();
         assert!(range.start <= p.start && p.end <= range.end);
 
-        if let Some(ev) = &mut events {
-            if packet.pt == ev.payload_type() {
-                let key = (packet.ssrc.0, packet.timestamp);
-                let code = packet.payload.first().copied();
-                let is_event =
-                    packet.payload.len() >= 4 && code.and_then(Digit::from_event).is_some();
-                if is_event {
-                    for (k, (_, others)) in reported.iter_mut() {
-                        if *k != key {
-                            *others += 1;
-                        }
+        if let Some(ev) = &mut events
+            && packet.pt == ev.payload_type()
+        {
+            let key = (packet.ssrc.0, packet.timestamp);
+            let code = packet.payload.first().copied();
+            let is_event = packet.payload.len() >= 4 && code.and_then(Digit::from_event).is_some();
+            if is_event {
+                for (k, (_, others)) in reported.iter_mut() {
+                    if *k != key {
+                        *others += 1;
                     }
                 }
-                if let Some(heard) = ev.handle(&packet, now) {
-                    assert!(is_event, "a key from a packet that is no event");
-                    assert_eq!(Some(heard.digit), code.and_then(Digit::from_event));
-                    assert_eq!(heard.method, DtmfMethod::Rfc4733);
-                    if let Some((at, others)) = reported.get(&key) {
-                        assert!(
-                            now.duration_since(*at) >= REPEAT_GUARD || *others >= FORGET_AFTER,
-                            "event {key:?} reported twice within {:?}",
-                            now.duration_since(*at)
-                        );
-                    }
-                    reported.insert(key, (now, 0));
-                }
-                continue;
             }
+            if let Some(heard) = ev.handle(&packet, now) {
+                assert!(is_event, "a key from a packet that is no event");
+                assert_eq!(Some(heard.digit), code.and_then(Digit::from_event));
+                assert_eq!(heard.method, DtmfMethod::Rfc4733);
+                if let Some((at, others)) = reported.get(&key) {
+                    assert!(
+                        now.duration_since(*at) >= REPEAT_GUARD || *others >= FORGET_AFTER,
+                        "event {key:?} reported twice within {:?}",
+                        now.duration_since(*at)
+                    );
+                }
+                reported.insert(key, (now, 0));
+            }
+            continue;
         }
         if use_inband && packet.pt == audio_pt {
             let samples = packet.payload.len();

@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
         now += Duration::from_millis(u64::from(*advance) * 16);
         match kind % 3 {
             0 => {
-                if let Some(packet) = receiver.accept(peer, bytes) {
+                if let Some(packet) = receiver.accept(peer, bytes, now) {
                     ours.on_rtp(&packet, packet.pt == 0, now);
                 }
             }

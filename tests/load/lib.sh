@@ -6,6 +6,14 @@
 # shellcheck disable=SC2034 # used by the scripts that source this file
 curl_opts=(--silent --connect-timeout 2 --max-time 10)
 
+# Every script pins the server to CPU 1 and its load to CPU 0 (the fair split of a 2-core
+# machine): say so at once on a machine without both.
+if ! taskset -c 0,1 true 2>/dev/null; then
+  echo "the load scripts need CPUs 0 and 1 (the server on one, the load on the other);" \
+    "this machine offers: $(taskset -cp $$ 2>/dev/null | sed 's/.*: //')" >&2
+  exit 2
+fi
+
 # What a script started and must stop on exit: the server ($pid) and helpers (helpers: the
 # PIDs from `helper`, each the leader of its own process group when run under `timeout`).
 pid=""
@@ -181,19 +189,26 @@ listening() {
   for _ in $(seq 1 100); do
     found=$(sed -n "s/.*listening $1=\([0-9.]*:[0-9]*\).*/\1/p" serve.log | head -n 1)
     [ -n "$found" ] && { echo "$found"; return 0; }
+    # Exited already (a bad option, a port in use): no use waiting out the 10 s.
+    if [ -n "$pid" ] && ! ours "$pid"; then break; fi
     sleep 0.1
   done
   echo "vportal did not start" >&2; cat serve.log >&2; return 1
 }
 
-# build_release [EXAMPLE ...]: builds vportal and the named examples (release profile) in
-# one cargo run and sets $vportal to the binary and $examples to the examples' directory.
-# Needs $root. Honours CARGO_TARGET_DIR.
+# build_release [EXAMPLE ...]: builds vportal, then the named examples (release profile),
+# and sets $vportal to the binary and $examples to the examples' directory. Two cargo runs:
+# in one, the examples' dev-dependencies would change the features vportal is built with,
+# so that the binary measured would not be the one `cargo build --release` makes, and each
+# script would rebuild it for the next. Needs $root. Honours CARGO_TARGET_DIR.
 build_release() {
-  local args=(--bin vportal) example target="${CARGO_TARGET_DIR:-target}"
+  local args=() example target="${CARGO_TARGET_DIR:-target}"
   for example in "$@"; do args+=(--example "$example"); done
   # shellcheck disable=SC2154 # $root: set by the script that sources this file
-  (cd "$root" && cargo build --release --quiet "${args[@]}")
+  (cd "$root" && cargo build --release --quiet --bin vportal)
+  if [ ${#args[@]} -gt 0 ]; then
+    (cd "$root" && cargo build --release --quiet "${args[@]}")
+  fi
   case "$target" in /*) ;; *) target="$root/$target" ;; esac
   vportal="$target/release/vportal"
   # shellcheck disable=SC2034 # used by the scripts that source this file

@@ -29,7 +29,10 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-vportal="${VPORTAL:-$here/../../target/release/vportal}"
+# Where `cargo build --release` put it, CARGO_TARGET_DIR honoured (relative: to the repo).
+target="${CARGO_TARGET_DIR:-target}"
+case "$target" in /*) ;; *) target="$here/../../$target" ;; esac
+vportal="${VPORTAL:-$target/release/vportal}"
 suites=()
 while [ $# -gt 0 ]; do
   case "$1" in
