@@ -28,7 +28,7 @@ wrk.method = "POST"
 wrk.body = "{}"
 wrk.headers["Content-Type"] = "application/json"
 LUA
-RUST_LOG=warn,vportal::admin=info,vportal::server=info taskset -c 1 "$vportal" serve \
+RUST_LOG=warn,vportal::admin=info,vportal::server=info "${guard[@]}" taskset -c 1 "$vportal" serve \
   --sip 127.0.0.1:0 --admin 127.0.0.1:0 --rtp-ports 16000-19998 --prompts "$root/prompts" \
   >serve.out 2>serve.log 9>&- &
 pid=$!

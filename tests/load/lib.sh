@@ -14,6 +14,12 @@ if ! taskset -c 0,1 true 2>/dev/null; then
   exit 2
 fi
 
+# Put before the server's command: it gets SIGTERM when the script dies, even by SIGKILL or
+# the OOM killer, whose EXIT trap never runs and would leave it holding its ports
+# (setpriv's --pdeathsig, util-linux 2.33 and later).
+guard=()
+if setpriv --help 2>/dev/null | grep -q -- --pdeathsig; then guard=(setpriv --pdeathsig TERM); fi
+
 # What a script started and must stop on exit: the server ($pid) and helpers (helpers: the
 # PIDs from `helper`, each the leader of its own process group when run under `timeout`).
 pid=""

@@ -60,7 +60,7 @@ provision 20000 3000
 { echo SEQUENTIAL; seq 20000 22999 | sed "$fields"; } >mailboxes.csv
 
 media_config
-RUST_LOG=warn,vportal::admin=info,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve --config vportal.toml --admin 127.0.0.1:0 --sip 127.0.0.1:0 --rtp-ports 14000-19998 \
+RUST_LOG=warn,vportal::admin=info,vportal::server=info,vportal::server::call=warn "${guard[@]}" taskset -c 1 "$vportal" serve --config vportal.toml --admin 127.0.0.1:0 --sip 127.0.0.1:0 --rtp-ports 14000-19998 \
   --prompts "$root/prompts" >serve.out 2>serve.log 9>&- &
 pid=$!
 addr=$(listening sip)

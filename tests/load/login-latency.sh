@@ -29,7 +29,7 @@ work_dir
 "$vportal" init >/dev/null 2>init.err
 provision 30000 "$callers"
 media_config
-RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve --config vportal.toml --no-admin \
+RUST_LOG=warn,vportal::server=info,vportal::server::call=warn "${guard[@]}" taskset -c 1 "$vportal" serve --config vportal.toml --no-admin \
   --sip 127.0.0.1:0 --rtp-ports 14000-19998 --prompts "$root/prompts" >serve.out 2>serve.log 9>&- &
 pid=$!
 addr=$(listening sip)

@@ -41,7 +41,7 @@ sampled=$((rate * 12))
 for run in $(seq 1 "$runs"); do
   rm -f vportal.db* && cp template/vportal.db template/vportal.pepper .
   media_config
-  RUST_LOG=warn,vportal::server=info,vportal::server::call=warn taskset -c 1 "$vportal" serve --config vportal.toml --no-admin --sip 127.0.0.1:0 --rtp-ports 14000-19998 \
+  RUST_LOG=warn,vportal::server=info,vportal::server::call=warn "${guard[@]}" taskset -c 1 "$vportal" serve --config vportal.toml --no-admin --sip 127.0.0.1:0 --rtp-ports 14000-19998 \
     --prompts "$root/prompts" >serve.out 2>serve.log 9>&- &
   pid=$!
   addr=$(listening sip)

@@ -38,7 +38,7 @@ match = "8500"
 application = "voice-portal"
 PLAN
 media_config
-RUST_LOG=warn,vportal::server=info,vportal::server::call=info taskset -c 1 "$vportal" serve --config vportal.toml --no-admin \
+RUST_LOG=warn,vportal::server=info,vportal::server::call=info "${guard[@]}" taskset -c 1 "$vportal" serve --config vportal.toml --no-admin \
   --sip 127.0.0.1:0 --rtp-ports 10000-30000 --prompts "$root/prompts" >serve.out 2>serve.log 9>&- &
 pid=$!
 addr=$(listening sip)

@@ -24,7 +24,7 @@ for calls in "${counts[@]}"; do
   # A fresh server (and directory) for each count.
   mkdir "$work/$calls" && cd "$work/$calls"
   media_config
-  RUST_LOG=warn,vportal::server=info taskset -c 1 "$vportal" serve --config vportal.toml --no-admin \
+  RUST_LOG=warn,vportal::server=info "${guard[@]}" taskset -c 1 "$vportal" serve --config vportal.toml --no-admin \
     --sip 127.0.0.1:0 --rtp-ports 10000-30000 --prompts "$root/prompts" >serve.out 2>serve.log 9>&- &
   pid=$!
   addr=$(listening sip)

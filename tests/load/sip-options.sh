@@ -21,7 +21,7 @@ command -v sipp >/dev/null || { echo "install SIPp (apt-get install sip-tester)"
 build_release
 
 work_dir
-RUST_LOG=warn,vportal::server=info taskset -c 1 "$vportal" serve --no-admin --sip 127.0.0.1:0 \
+RUST_LOG=warn,vportal::server=info "${guard[@]}" taskset -c 1 "$vportal" serve --no-admin --sip 127.0.0.1:0 \
   --rtp-ports 21000-21998 --prompts "$root/prompts" >serve.out 2>serve.log 9>&- &
 pid=$!
 addr=$(listening sip)

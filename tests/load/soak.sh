@@ -237,7 +237,7 @@ if [ -n "${SOAK_HEAPTRACK:-}" ]; then
   command -v heaptrack >/dev/null || { echo "install heaptrack" >&2; exit 2; }
   wrap=(heaptrack -o "$SOAK_HEAPTRACK")
 fi
-RUST_LOG=info taskset -c 1 "${wrap[@]}" "$vportal" serve --sip 127.0.0.1:0 --admin 127.0.0.1:0 \
+RUST_LOG=info "${guard[@]}" taskset -c 1 "${wrap[@]}" "$vportal" serve --sip 127.0.0.1:0 --admin 127.0.0.1:0 \
   --rtp-ports 12000-13999 --prompts "$root/prompts" >serve.out 2>serve.log 9>&- &
 # What the script started (heaptrack, when wrapped) and the server itself.
 launcher=$!

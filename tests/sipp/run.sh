@@ -64,7 +64,10 @@ cleanup() {
 trap cleanup EXIT
 
 # Start the server and learn its port from the log line "vportal is listening sip=…".
-(cd "$work" && RUST_LOG=info exec "$vportal" serve --sip 127.0.0.1:0 --admin 127.0.0.1:0 --rtp-ports 32000-32998 \
+# The server gets SIGTERM when this script dies, even by SIGKILL, whose trap never runs.
+guard=()
+if setpriv --help 2>/dev/null | grep -q -- --pdeathsig; then guard=(setpriv --pdeathsig TERM); fi
+(cd "$work" && RUST_LOG=info exec "${guard[@]}" "$vportal" serve --sip 127.0.0.1:0 --admin 127.0.0.1:0 --rtp-ports 32000-32998 \
    --prompts "$here/../../prompts") \
   >"$work/serve.out" 2>"$work/serve.log" &
 server_pid=$!
