@@ -6,11 +6,11 @@
 //! kind 1 as an RTCP datagram, kind 2 writes a report (or, with the length's low bit, the
 //! final BYE) with the bytes' first octets as the packets sent.
 //!
-//! Invariants beyond "no crash": every datagram read counts as received or malformed; every
-//! report written is a valid compound packet that another call's RTCP reads without error,
-//! that RFC 5761 demultiplexing takes for RTCP, whose lengths are whole 32-bit words, and
-//! whose first packet is a sender report exactly when packets were sent since the report
-//! before last (RFC 3550 §6.3.8).
+//! Invariants beyond "no crash": every datagram read counts as received, malformed or
+//! without a report; every report written is a valid compound packet that another call's
+//! RTCP reads without error, that RFC 5761 demultiplexing takes for RTCP, whose lengths are
+//! whole 32-bit words, and whose first packet is a sender report exactly when packets were
+//! sent since the report before last (RFC 3550 §6.3.8).
 
 #![no_main]
 
@@ -51,8 +51,8 @@ fuzz_target!(|data: &[u8]| {
                 let _ = ours.receive(bytes, now);
                 let after = ours.stats();
                 assert_eq!(
-                    after.received + after.malformed,
-                    before.received + before.malformed + 1
+                    after.received + after.malformed + after.no_report,
+                    before.received + before.malformed + before.no_report + 1
                 );
             }
             _ => {

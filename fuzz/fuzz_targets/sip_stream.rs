@@ -22,7 +22,7 @@ fn frame<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> (Vec<Vec<u8>>, bool, 
             match f.next_message() {
                 Ok(Some(m)) => out.push(m.as_bytes().to_vec()),
                 Ok(None) => break,
-                Err(_) => return (out, true, pings),
+                Err(_) => return (out, true, pings + f.take_pings()),
             }
         }
         pings += f.take_pings();
