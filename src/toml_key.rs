@@ -7,8 +7,6 @@
 //! (letters, digits, `_`, `-`) shorter than an admin token: an admin token pasted where a
 //! key goes must not come back in the error that refuses it.
 
-use std::ops::Range;
-
 use toml::de::{DeTable, DeValue};
 
 use crate::admin::MIN_CONFIGURED_TOKEN;
@@ -19,12 +17,16 @@ use crate::admin::MIN_CONFIGURED_TOKEN;
 /// document that parses, so the key is read off the parsed document: that names the key
 /// inside an inline table (`sip = { max_calls = "x" }` is `sip.max_calls`), a value over
 /// several lines, and numbers the tables of an array. A syntax error's key is read off the
-/// lines: the table above and the key of a `key = value` line; a line of any other shape could
-/// be a secret with its `=` missing, so only its table is named.
+/// lines: the table above and the key of a `key = value` line. On a line of any other shape,
+/// which could be a secret with its `=` missing, no key written on it is named: only the key
+/// whose value the line continues (a list over several lines), or else the table.
 pub(crate) fn key_at(text: &str, offset: usize) -> Option<String> {
     match DeTable::parse(text) {
         Ok(document) => named(deepest_in_table(document.get_ref(), offset)?),
-        Err(_) => key_on_line(text, offset),
+        Err(_) => match key_on_line(text, offset) {
+            Ok(key) => Some(key),
+            Err(table) => continued_value(text, offset).or(table),
+        },
     }
 }
 
@@ -37,9 +39,10 @@ pub(crate) fn one_table_not_a_list(key: Option<&str>) -> Option<String> {
     })
 }
 
-/// The parts of a key path: a key, or a position in a list (from 1).
+/// The parts of a key path: a key (and where it is written), or a position in a list (from
+/// 1).
 enum Part {
-    Key(String),
+    Key(String, usize),
     Index(usize),
 }
 
@@ -48,13 +51,13 @@ fn named(path: Vec<Part>) -> Option<String> {
     let mut out = String::new();
     for part in path {
         match part {
-            Part::Key(key) if is_plain(&key) => {
+            Part::Key(key, _) if is_plain(&key) => {
                 if !out.is_empty() {
                     out.push('.');
                 }
                 out.push_str(&key);
             }
-            Part::Key(_) => return None,
+            Part::Key(..) => return None,
             Part::Index(i) => out.push_str(&format!("[{i}]")),
         }
     }
@@ -75,10 +78,10 @@ fn deepest_in_table(table: &DeTable<'_>, offset: usize) -> Option<Vec<Part>> {
     table
         .iter()
         .filter_map(|(key, value)| {
-            let on_it = covers(key.span(), offset) || covers(value.span(), offset);
+            let on_it = key.span().contains(&offset) || value.span().contains(&offset);
             let below = deepest_in_value(value.get_ref(), offset);
             (on_it || below.is_some()).then(|| {
-                let mut path = vec![Part::Key(key.get_ref().to_string())];
+                let mut path = vec![Part::Key(key.get_ref().to_string(), key.span().start)];
                 path.extend(below.unwrap_or_default());
                 path
             })
@@ -94,7 +97,7 @@ fn deepest_in_value(value: &DeValue<'_>, offset: usize) -> Option<Vec<Part>> {
             .enumerate()
             .filter_map(|(i, item)| {
                 let below = deepest_in_value(item.get_ref(), offset);
-                (covers(item.span(), offset) || below.is_some()).then(|| {
+                (item.span().contains(&offset) || below.is_some()).then(|| {
                     let mut path = vec![Part::Index(i + 1)];
                     path.extend(below.unwrap_or_default());
                     path
@@ -105,14 +108,29 @@ fn deepest_in_value(value: &DeValue<'_>, offset: usize) -> Option<Vec<Part>> {
     }
 }
 
-fn covers(span: Range<usize>, offset: usize) -> bool {
-    span.contains(&offset)
+/// The key whose value, begun on a line above, the line at `offset` continues (a list
+/// written over several lines), read off what of the broken document parses. Keys written
+/// on that line itself are left out.
+fn continued_value(text: &str, offset: usize) -> Option<String> {
+    let line_start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
+    let (document, _) = DeTable::parse_recoverable(text);
+    let mut path = deepest_in_table(document.get_ref(), offset)?;
+    if let Some(on_the_line) = path
+        .iter()
+        .position(|part| matches!(part, Part::Key(_, at) if *at >= line_start))
+    {
+        path.truncate(on_the_line);
+    }
+    named(path)
 }
 
 /// A syntax error's key, read off the text: the table header above `offset` (tables of an
-/// array numbered) plus the key of the line when it is `key = value`, or the table alone.
-fn key_on_line(text: &str, offset: usize) -> Option<String> {
-    let before = text.get(..offset.min(text.len()))?;
+/// array numbered) plus the key of the line when it is `key = value`; for a line of another
+/// shape, `Err` with the table alone.
+fn key_on_line(text: &str, offset: usize) -> Result<String, Option<String>> {
+    let Some(before) = text.get(..offset.min(text.len())) else {
+        return Err(None);
+    };
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line_end = text[line_start..]
         .find('\n')
@@ -140,7 +158,7 @@ fn key_on_line(text: &str, offset: usize) -> Option<String> {
     }
     let line = text[line_start..line_end].trim();
     if line.starts_with('[') {
-        return table;
+        return table.ok_or(None);
     }
     let key = match line.split_once('=') {
         Some((key, value))
@@ -151,9 +169,9 @@ fn key_on_line(text: &str, offset: usize) -> Option<String> {
             key.trim()
         }
         // A blank line, a comment, a key without its `=` or a secret pasted alone.
-        _ => return table,
+        _ => return Err(table),
     };
-    Some(match table {
+    Ok(match table {
         Some(table) => format!("{table}.{key}"),
         None => key.to_owned(),
     })
@@ -260,6 +278,16 @@ mod tests {
         assert_eq!(
             at("[[route]]\nuser = \"a\"\n[[route]]\nuser = \"b\n").as_deref(),
             Some("route[2].user")
+        );
+        // A list over several lines is named on its later lines, never a key written there.
+        assert_eq!(
+            at("[[route]]\nmatch = \"1\"\ntrusted = [\n  \"10.0.0.0/8\",\n  bogus,\n]\n")
+                .as_deref(),
+            Some("route[1].trusted[2]")
+        );
+        assert_eq!(
+            at("[sip]\nx = [\n  1,\n  4f1d8a2c9e==\n]\n").as_deref(),
+            Some("sip.x")
         );
         for line in [
             "token: 4f1d8a2c9e",
