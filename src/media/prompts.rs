@@ -716,7 +716,7 @@ fn wave_format_tag(bytes: &[u8]) -> Option<u16> {
 fn padded_samples(bytes: &[u8]) -> bool {
     wave_fmt(bytes).is_some_and(|fmt| {
         le_u16(fmt, 0) == Some(0xfffe)
-            && matches!((le_u16(fmt, 14), le_u16(fmt, 18)), (Some(container), Some(valid)) if valid != container)
+            && le_u16(fmt, 18).is_some_and(|valid| Some(valid) != le_u16(fmt, 14))
     })
 }
 
