@@ -237,7 +237,7 @@ pub enum StoreError {
          loses it): set it back to that of the vportal that made the dump (this one's is \
          {supported}: `sqlite3 {} 'PRAGMA user_version = {supported}'`)",
         .path.display(),
-        .path.display()
+        shell_word(.path)
     )]
     SchemaVersionLost {
         /// The database file.
@@ -997,6 +997,24 @@ pub(crate) mod testing {
             .unwrap()
             .1
             .expect("the login succeeds")
+    }
+}
+
+/// `path` as one word for a POSIX shell, for a command an error message suggests: as it is
+/// when it is made of characters no shell treats specially, otherwise in single quotes.
+fn shell_word(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./+,:@%=".contains(c));
+    if plain && text.starts_with('-') {
+        // Not to be read as an option.
+        format!("./{text}")
+    } else if plain {
+        text.into_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
     }
 }
 

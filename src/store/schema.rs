@@ -180,6 +180,18 @@ mod tests {
                 && !err.contains('\n'),
             "{err}"
         );
+        // The suggested command stays one command whatever the path.
+        for (path, word) in [
+            ("my db/it's.db", r"'my db/it'\''s.db'"),
+            ("$HOME/x.db", "'$HOME/x.db'"),
+            ("-x.db", "./-x.db"),
+        ] {
+            let err = check_ours(&conn, Path::new(path)).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("`sqlite3 {word} 'PRAGMA user_version = 1'`")),
+                "{err}"
+            );
+        }
     }
 
     #[test]
