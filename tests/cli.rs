@@ -2207,6 +2207,48 @@ fn a_host_name_for_a_listen_address_is_refused_saying_what_is_needed() {
         r.stderr
     );
     assert!(!w.db().exists());
+    // Settings that are each valid but do not work together name the file that holds them,
+    // and the flag that overrode one, before any prompt is loaded.
+    w.write_config("[sip]\nlisten = \"127.0.0.1:0\"\npublic_address = \"0.0.0.0\"\n");
+    let r = w.run(&["--config", "c.toml", "serve"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("error: config file c.toml: sip.public_address is 0.0.0.0")
+            && !r.stderr.contains("--sip")
+            && !r.stderr.contains("prompts"),
+        "{}",
+        r.stderr
+    );
+    w.write_config("[sip]\nlisten = \"127.0.0.1:0\"\n");
+    let r = w.run(&["--config", "c.toml", "serve", "--sip", "0.0.0.0:0"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("error: config file c.toml: sip.listen is 0.0.0.0:0: set sip.public_address")
+            && r.stderr.contains("(sip.listen from --sip)"),
+        "{}",
+        r.stderr
+    );
+    w.write_config("[sip]\nudp = false\ntcp = false\n");
+    let r = w.run(&["--config", "c.toml", "serve"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("config file c.toml: sip.udp and sip.tcp are both off"),
+        "{}",
+        r.stderr
+    );
+    w.write_config("[admin]\ntls_cert = \"cert.pem\"\n");
+    let r = w.run(&["--config", "c.toml", "serve"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("config file c.toml: admin.tls_cert and admin.tls_key must be set together"),
+        "{}",
+        r.stderr
+    );
+    assert!(!w.db().exists());
 }
 
 /// `init`'s hints, like `serve`'s, repeat the options that chose the store.

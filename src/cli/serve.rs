@@ -50,7 +50,9 @@ pub(crate) struct Flags {
 }
 
 pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
+    let sip_flag = flags.sip.is_some();
     apply_flags(&mut ctx.config, flags);
+    check_settings(&ctx, sip_flag)?;
     let configured_token = configured_token(&ctx.config.admin)?;
     check_token_length(configured_token.as_ref(), &ctx.config.admin)?;
     // Taken only by a running admin API.
@@ -156,6 +158,30 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
             .unwrap_or_else(|e| Err(anyhow::anyhow!("the server task failed: {e}")))
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Settings each valid alone that cannot work together, found before anything is loaded,
+/// and said with where they came from: the config file, or `--sip` over it.
+fn check_settings(ctx: &Context, sip_flag: bool) -> Result<()> {
+    let sip = &ctx.config.sip;
+    let admin = &ctx.config.admin;
+    let problem = if !sip.udp && !sip.tcp {
+        "sip.udp and sip.tcp are both off".to_owned()
+    } else if let Err(problem) = sip.advertised_ip() {
+        if sip_flag && problem.contains("sip.listen") {
+            format!("{problem} (sip.listen from --sip)")
+        } else {
+            problem
+        }
+    } else if admin.tls_cert.is_some() != admin.tls_key.is_some() {
+        AdminError::HalfTls.to_string()
+    } else {
+        return Ok(());
+    };
+    match &ctx.config_file {
+        Some(path) => anyhow::bail!("config file {}: {problem}", path.display()),
+        None => anyhow::bail!("{problem}"),
+    }
 }
 
 /// The command line's settings over the config file's.
