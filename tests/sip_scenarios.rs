@@ -1253,14 +1253,33 @@ fn call_admission() {
     let mut lost = caller_at("127.0.0.1:5066", "9999");
     w.invite_from(&mut lost);
     assert_eq!(w.statuses().last(), Some(&404));
-    // No codec in common: 488 with Accept.
+    // No codec in common: 488 with Accept, and a Warning saying why (RFC 3261 §20.43), our
+    // address the warn-agent.
     let mut w = World::new();
     let sdp = "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 18\r\n";
     let invite = w.uac.invite(sdp);
     w.send(invite);
     let r = w.last_received();
     assert_eq!(r.status(), Some(488));
+    assert_eq!(
+        header(&r, HeaderName::Warning),
+        format!("305 {SERVER} \"no common codec: vportal speaks PCMU or PCMA over RTP/AVP\"")
+    );
     assert_eq!(w.ep.active_calls(), 0);
+    // Each reason has its code: SRTP only, no audio (T.38 fax alone).
+    for (media, code) in [
+        ("m=audio 4000 RTP/SAVP 0", "302 "),
+        ("m=image 4000 udptl t38", "304 "),
+    ] {
+        let invite = w.uac.invite(&sdp.replace("m=audio 4000 RTP/AVP 18", media));
+        w.send(invite);
+        let r = w.last_received();
+        assert_eq!(r.status(), Some(488), "{media}");
+        assert!(
+            header(&r, HeaderName::Warning).starts_with(code),
+            "{media}: {r:?}"
+        );
+    }
 }
 
 #[test]
@@ -1555,6 +1574,9 @@ fn requests_the_uas_refuses() {
         let invite = w.uac.invite(&offer);
         w.send(invite);
         assert_eq!(w.statuses().last(), Some(&488), "{to}");
+        let warning = w.last_received();
+        let warning = header(&warning, HeaderName::Warning);
+        assert!(warning.starts_with("301 "), "{to}: {warning}");
     }
     // Inside a dialog it is no reason to refuse: the caller's BYE with Max-Forwards 0 ends
     // the call (a caller treats the session as over whatever the answer, §15.1.1).
@@ -1750,6 +1772,12 @@ fn an_update_refreshes_the_remote_target() {
     );
     w.send(update);
     assert_eq!(w.statuses(), [488]);
+    assert!(header(&w.received(0), HeaderName::Warning).starts_with("305 "));
+    // A re-INVITE with that offer likewise.
+    let reinvite = w.uac.invite(bad);
+    w.send(reinvite);
+    assert_eq!(w.statuses(), [488, 488]);
+    assert!(header(&w.received(1), HeaderName::Warning).starts_with("305 "));
     w.hangup(call);
     let bye = w.last_received();
     assert_eq!(

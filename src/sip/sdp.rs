@@ -483,10 +483,13 @@ pub enum OfferAnswerError {
     /// No audio stream with a non-zero port. SIP: 488 Not Acceptable Here.
     #[error("no active audio stream")]
     NoAudio,
-    /// The audio stream is not plain RTP (e.g. SRTP only) or offers neither PCMU nor PCMA.
-    /// SIP: 488 Not Acceptable Here, optionally with Warning 305 (RFC 3261 §20.43).
+    /// The audio stream offers neither PCMU nor PCMA. SIP: 488 Not Acceptable Here.
     #[error("no common codec: vportal speaks PCMU or PCMA over RTP/AVP")]
     NoCommonCodec,
+    /// The audio stream is not plain RTP (`RTP/SAVP`, `UDP/TLS/RTP/SAVPF`: SRTP only). SIP:
+    /// 488 Not Acceptable Here.
+    #[error("no common transport: vportal speaks plain RTP (RTP/AVP), not SRTP")]
+    NotPlainRtp,
     /// The answer to our offer rejected the audio stream (port 0, RFC 3264 §6).
     #[error("the peer rejected the audio stream")]
     AudioRejected,
@@ -507,6 +510,21 @@ pub enum OfferAnswerError {
     /// The description is malformed. SIP: 400 Bad Request.
     #[error("malformed SDP: {0}")]
     Malformed(#[from] SdpError),
+}
+
+impl OfferAnswerError {
+    /// The warn-code a 488 refusing the offer for this reason carries in its `Warning`
+    /// (RFC 3261 §20.43: it SHOULD say why); `None` for a reason that is no 488.
+    pub const fn warn_code(&self) -> Option<u16> {
+        match self {
+            Self::AddressFamily | Self::HostName => Some(301),
+            Self::NotPlainRtp => Some(302),
+            Self::NoAudio => Some(304),
+            Self::NoCommonCodec => Some(305),
+            Self::Destination => Some(399),
+            Self::AudioRejected | Self::Malformed(_) => None,
+        }
+    }
 }
 
 /// Parses a session description.
@@ -578,33 +596,52 @@ pub fn parse(body: &[u8]) -> Result<SessionDescription, SdpError> {
 
 /// Answers an offer (RFC 3264 §6) from an INVITE, re-INVITE or UPDATE.
 ///
-/// Takes the first audio stream with a non-zero port and an `RTP/AVP` or `RTP/AVPF` transport,
-/// and on it the first PCMU or PCMA format in the offerer's order, plus `telephone-event/8000`
-/// when offered, both with the offerer's payload types. Every other stream is rejected with
-/// port 0. The answer has as many `m=` lines as the offer, CRLF line ends, and is the same
-/// bytes for the same inputs.
+/// Takes the first audio stream we can speak: one with a non-zero port, an `RTP/AVP` or
+/// `RTP/AVPF` transport, PCMU or PCMA, and a connection address that is an IP address. On it,
+/// the first PCMU or PCMA format in the offerer's order, plus `telephone-event/8000` when
+/// offered, both with the offerer's payload types. Every other stream is rejected with port 0
+/// (RFC 3264 §6: a stream that cannot be used is rejected, not the offer, so G.722 offered
+/// before G.711 in a stream of its own leaves the G.711 one to be taken). The answer has as
+/// many `m=` lines as the offer, CRLF line ends, and is the same bytes for the same inputs.
 ///
 /// # Errors
-/// [`OfferAnswerError::NoAudio`] without an active audio stream;
-/// [`OfferAnswerError::NoCommonCodec`] when it is not plain RTP or carries no G.711;
+/// When no stream can be taken, why the first active audio stream could not:
+/// [`OfferAnswerError::NoAudio`] without one; [`OfferAnswerError::NotPlainRtp`] when it is
+/// not plain RTP, [`OfferAnswerError::NoCommonCodec`] when it carries no G.711,
+/// [`OfferAnswerError::HostName`] when its address is a name,
 /// [`OfferAnswerError::Malformed`] when it has no connection address.
 pub fn answer(
     offer: &SessionDescription,
     local: &LocalMedia,
 ) -> Result<(Negotiated, Vec<u8>), OfferAnswerError> {
-    let (chosen_index, chosen, profile) = choose_audio(offer)?;
-    let negotiated = negotiate(offer, chosen, None)?;
+    let (negotiated, body, _) = answer_to(offer, local, None)?;
+    Ok((negotiated, body))
+}
 
+/// [`answer`], taking only a stream `reach` lets us stream to (our address and the
+/// signalling peer's, for [`Negotiated::check_reachable`]), with the layout of the answer.
+fn answer_to(
+    offer: &SessionDescription,
+    local: &LocalMedia,
+    reach: Option<(IpAddr, IpAddr)>,
+) -> Result<(Negotiated, Vec<u8>, Layout), OfferAnswerError> {
+    let chosen = choose_audio(offer, reach)?;
     let mut out = String::new();
     write_session(&mut out, local);
     for (index, media) in offer.media.iter().enumerate() {
-        if index == chosen_index {
-            write_audio(&mut out, local.addr.port(), profile, &negotiated);
+        if index == chosen.index {
+            write_audio(
+                &mut out,
+                local.addr.port(),
+                chosen.profile,
+                &chosen.negotiated,
+            );
         } else {
             push_line(&mut out, format_args!("{}", rejected_line(media)));
         }
     }
-    Ok((negotiated, out.into_bytes()))
+    let layout = Layout::of_choice(offer, &chosen);
+    Ok((chosen.negotiated, out.into_bytes(), layout))
 }
 
 /// Answers an offer in a dialog that disables the audio: it has audio streams, and every
@@ -673,28 +710,30 @@ impl Default for Layout {
 }
 
 impl Layout {
-    /// The layout of [`answer`]'s answer to `offer`. Without telephone-event in the offer
-    /// (or with it on a static number), a later offer of ours puts it on the first dynamic
-    /// number (from 101) the offer's audio stream leaves free.
+    /// The layout of [`answer`]'s answer to `offer` ([`answer_reachable`] gives its own).
     pub fn of_answer(offer: &SessionDescription) -> Self {
-        let Ok((chosen_index, chosen, _)) = choose_audio(offer) else {
-            return Self::default();
-        };
-        let telephone_event = negotiate(offer, chosen, None)
-            .ok()
-            .and_then(|n| n.telephone_event)
+        choose_audio(offer, None).map_or_else(|_| Self::default(), |c| Self::of_choice(offer, &c))
+    }
+
+    /// The layout of the answer taking `chosen` from `offer`. Without telephone-event in
+    /// the offer (or with it on a static number), a later offer of ours puts it on the first
+    /// dynamic number (from 101) the offer's audio stream leaves free.
+    fn of_choice(offer: &SessionDescription, chosen: &Choice<'_>) -> Self {
+        let telephone_event = chosen
+            .negotiated
+            .telephone_event
             // A static number (an offer mapping 0 or 8 to events) could not go next to the
             // codecs our offer lists.
             .filter(|pt| (96..=127).contains(pt))
             .or_else(|| {
-                (OFFER_TELEPHONE_EVENT_PT..=127).find(|pt| !chosen.payload_types.contains(pt))
+                (OFFER_TELEPHONE_EVENT_PT..=127).find(|pt| !chosen.media.payload_types.contains(pt))
             })
             .unwrap_or(OFFER_TELEPHONE_EVENT_PT);
         let lines = offer
             .media
             .iter()
             .enumerate()
-            .map(|(index, media)| (index != chosen_index).then(|| rejected_line(media)))
+            .map(|(index, media)| (index != chosen.index).then(|| rejected_line(media)))
             .collect();
         Self {
             lines,
@@ -728,22 +767,22 @@ impl Layout {
     }
 }
 
-/// [`answer`], refusing an offer whose media address is of the other IP version than
+/// [`answer`], passing over a stream whose media address is of the other IP version than
 /// `local`'s (one RTP socket could not reach it; an IPv4-mapped IPv6 address counts as
 /// IPv4), or one vportal does not stream to for a peer signalling from `peer`
-/// ([`OfferAnswerError::Destination`]).
+/// ([`Negotiated::check_reachable`]): a dual-stack phone's IPv6 stream before its IPv4 one
+/// leaves the IPv4 one to be taken. With the answer's [`Layout`], for a later offer of ours.
 ///
 /// # Errors
 /// As [`answer`], and [`OfferAnswerError::AddressFamily`] or
-/// [`OfferAnswerError::Destination`].
+/// [`OfferAnswerError::Destination`] when that is why the first active audio stream could
+/// not be taken.
 pub fn answer_reachable(
     offer: &SessionDescription,
     local: &LocalMedia,
     peer: IpAddr,
-) -> Result<(Negotiated, Vec<u8>), OfferAnswerError> {
-    let (negotiated, body) = answer(offer, local)?;
-    negotiated.check_reachable(local.addr.ip(), peer)?;
-    Ok((negotiated, body))
+) -> Result<(Negotiated, Vec<u8>, Layout), OfferAnswerError> {
+    answer_to(offer, local, Some((local.addr.ip(), peer)))
 }
 
 impl Negotiated {
@@ -821,8 +860,9 @@ pub fn reoffer(local: &LocalMedia, layout: &Layout) -> Vec<u8> {
 ///
 /// # Errors
 /// [`OfferAnswerError::NoAudio`] without an audio stream, [`OfferAnswerError::AudioRejected`]
-/// when its port is 0, [`OfferAnswerError::NoCommonCodec`] when it is not plain RTP or carries
-/// no G.711, [`OfferAnswerError::Malformed`] when it has no connection address.
+/// when its port is 0, [`OfferAnswerError::NotPlainRtp`] when it is not plain RTP,
+/// [`OfferAnswerError::NoCommonCodec`] when it carries no G.711,
+/// [`OfferAnswerError::Malformed`] when it has no connection address.
 pub fn accept_answer(answer: &SessionDescription) -> Result<Negotiated, OfferAnswerError> {
     accept_answer_to(answer, &Layout::default())
 }
@@ -845,7 +885,7 @@ pub fn accept_answer_to(
         });
     };
     if chosen.avp_profile().is_none() {
-        return Err(OfferAnswerError::NoCommonCodec);
+        return Err(OfferAnswerError::NotPlainRtp);
     }
     let mut negotiated = negotiate(answer, chosen, Some(ours))?;
     // We offered no `a=rtcp-mux`, so the answer cannot agree to it (RFC 5761 §5.1.1).
@@ -871,25 +911,50 @@ fn our_direction(theirs: Direction, hold: bool) -> Direction {
     Direction::from_flags(ours.sends() && !hold, ours.receives())
 }
 
-/// The first audio stream we can speak: active and plain RTP, with its index and profile.
+/// The audio stream an answer takes, and what is agreed on it.
+struct Choice<'a> {
+    /// Its place among the offer's streams.
+    index: usize,
+    media: &'a MediaDescription,
+    profile: &'static str,
+    negotiated: Negotiated,
+}
+
+/// The first audio stream we can speak: active, plain RTP, with G.711 and an IP address,
+/// and, given `reach` (our address and the signalling peer's), one we stream to. Without
+/// one, why the first active audio stream could not be taken.
 fn choose_audio(
     offer: &SessionDescription,
-) -> Result<(usize, &MediaDescription, &'static str), OfferAnswerError> {
-    let mut saw_active_audio = false;
+    reach: Option<(IpAddr, IpAddr)>,
+) -> Result<Choice<'_>, OfferAnswerError> {
+    let mut first_refusal = None;
     for (index, media) in offer.media.iter().enumerate() {
         if !media.is_audio() || media.port == 0 {
             continue;
         }
-        saw_active_audio = true;
-        if let Some(profile) = media.avp_profile() {
-            return Ok((index, media, profile));
+        let taken = media
+            .avp_profile()
+            .ok_or(OfferAnswerError::NotPlainRtp)
+            .and_then(|profile| {
+                let negotiated = negotiate(offer, media, None)?;
+                if let Some((local, peer)) = reach {
+                    negotiated.check_reachable(local, peer)?;
+                }
+                Ok(Choice {
+                    index,
+                    media,
+                    profile,
+                    negotiated,
+                })
+            });
+        match taken {
+            Ok(choice) => return Ok(choice),
+            Err(refusal) => {
+                first_refusal.get_or_insert(refusal);
+            }
         }
     }
-    Err(if saw_active_audio {
-        OfferAnswerError::NoCommonCodec
-    } else {
-        OfferAnswerError::NoAudio
-    })
+    Err(first_refusal.unwrap_or(OfferAnswerError::NoAudio))
 }
 
 /// What a payload type on the chosen stream is to us.
@@ -1337,6 +1402,14 @@ mod tests {
         "192.0.2.200".parse().unwrap()
     }
 
+    /// [`local4`] on another address.
+    fn local_at(ip: &str) -> LocalMedia {
+        LocalMedia {
+            addr: SocketAddr::new(ip.parse().unwrap(), 40000),
+            ..local4()
+        }
+    }
+
     fn local4() -> LocalMedia {
         LocalMedia {
             addr: "127.0.0.1:40000".parse().unwrap(),
@@ -1716,7 +1789,7 @@ mod tests {
                     "m=audio 4000 RTP/SAVP 0 8",
                     "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz",
                 ],
-                Err(OfferAnswerError::NoCommonCodec),
+                Err(OfferAnswerError::NotPlainRtp),
             ),
             (
                 "WebRTC SAVPF only",
@@ -1725,9 +1798,10 @@ mod tests {
                     "c=IN IP4 127.0.0.1",
                     "m=audio 9 UDP/TLS/RTP/SAVPF 111 0",
                 ],
-                Err(OfferAnswerError::NoCommonCodec),
+                Err(OfferAnswerError::NotPlainRtp),
             ),
             (
+                // RFC 3264 §6: the stream without G.711 is rejected, not the offer.
                 "first plain audio has no G.711",
                 &[
                     "v=0",
@@ -1735,7 +1809,28 @@ mod tests {
                     "m=audio 4000 RTP/AVP 9",
                     "m=audio 4002 RTP/AVP 0",
                 ],
-                Err(OfferAnswerError::NoCommonCodec),
+                ok(addr("127.0.0.1:4002"), Pcmu, 0, None, 20, SendRecv),
+            ),
+            (
+                "first audio's address a name",
+                &[
+                    "v=0",
+                    "m=audio 4000 RTP/AVP 0",
+                    "c=IN IP4 media.example.com",
+                    "m=audio 4002 RTP/AVP 8",
+                    "c=IN IP4 127.0.0.1",
+                ],
+                ok(addr("127.0.0.1:4002"), Pcma, 8, None, 20, SendRecv),
+            ),
+            (
+                "no audio stream usable: the first one's reason",
+                &[
+                    "v=0",
+                    "c=IN IP4 127.0.0.1",
+                    "m=audio 4000 RTP/SAVP 0",
+                    "m=audio 4002 RTP/AVP 9",
+                ],
+                Err(OfferAnswerError::NotPlainRtp),
             ),
             (
                 "video only",
@@ -2023,6 +2118,78 @@ mod tests {
         assert_eq!(first, answer_text(&body, &local4()));
     }
 
+    /// RFC 3264 §6: a stream we cannot stream to is rejected, not the offer. A dual-stack
+    /// phone offering its IPv6 stream before its IPv4 one (RFC 4091's ANAT) gets the IPv4
+    /// one answered, in its place, and a later offer of ours keeps it there; with no
+    /// stream usable, the first one's reason stands.
+    #[test]
+    fn an_unreachable_stream_leaves_the_next_to_be_taken() {
+        let anat = parse(&sdp(&[
+            "v=0",
+            "a=group:ANAT 1 2",
+            "m=audio 4000 RTP/AVP 0",
+            "c=IN IP6 2001:db8::2",
+            "a=mid:1",
+            "m=audio 4002 RTP/AVP 8 101",
+            "c=IN IP4 192.0.2.2",
+            "a=rtpmap:101 telephone-event/8000",
+            "a=mid:2",
+        ]))
+        .unwrap();
+        let (n, body, layout) = answer_reachable(&anat, &local_at("192.0.2.10"), away()).unwrap();
+        assert_eq!(n.remote_rtp, addr("192.0.2.2:4002"));
+        assert_eq!(n.telephone_event, Some(101));
+        let body = String::from_utf8(body).unwrap();
+        let streams: Vec<_> = body.lines().filter(|l| l.starts_with("m=")).collect();
+        assert_eq!(
+            streams,
+            ["m=audio 0 RTP/AVP 0", "m=audio 40000 RTP/AVP 8 101"],
+            "{body}"
+        );
+        let reoffer = String::from_utf8(reoffer(&local_at("192.0.2.10"), &layout)).unwrap();
+        let streams: Vec<_> = reoffer.lines().filter(|l| l.starts_with("m=")).collect();
+        assert_eq!(
+            streams,
+            ["m=audio 0 RTP/AVP 0", "m=audio 40000 RTP/AVP 0 8 101"],
+            "{reoffer}"
+        );
+        // Neither reachable (the IPv4 one a multicast group): the IPv6 stream's reason.
+        let text = String::from_utf8(sdp(&[
+            "v=0",
+            "m=audio 4000 RTP/AVP 0",
+            "c=IN IP6 2001:db8::2",
+            "m=audio 4002 RTP/AVP 8",
+            "c=IN IP4 224.0.1.2/127",
+        ]))
+        .unwrap();
+        assert_eq!(
+            answer_reachable(
+                &parse(text.as_bytes()).unwrap(),
+                &local_at("192.0.2.10"),
+                away()
+            )
+            .unwrap_err(),
+            OfferAnswerError::AddressFamily
+        );
+        // The other way round: the multicast one first.
+        let swapped = text
+            .replace("m=audio 4000 RTP/AVP 0\r\nc=IN IP6 2001:db8::2", "X")
+            .replace(
+                "m=audio 4002 RTP/AVP 8\r\nc=IN IP4 224.0.1.2/127",
+                "m=audio 4000 RTP/AVP 0\r\nc=IN IP6 2001:db8::2",
+            )
+            .replace("X", "m=audio 4002 RTP/AVP 8\r\nc=IN IP4 224.0.1.2/127");
+        assert_eq!(
+            answer_reachable(
+                &parse(swapped.as_bytes()).unwrap(),
+                &local_at("192.0.2.10"),
+                away()
+            )
+            .unwrap_err(),
+            OfferAnswerError::Destination
+        );
+    }
+
     /// RFC 5118 §4.9: media at an IPv4-mapped address is media at that IPv4 address, so an
     /// IPv4 socket can send to it and recognise what comes from it.
     #[test]
@@ -2033,7 +2200,7 @@ mod tests {
             "m=audio 4000 RTP/AVP 0",
         ]))
         .unwrap();
-        let (n, _) = answer_reachable(&mapped, &local4(), away()).unwrap();
+        let (n, _, _) = answer_reachable(&mapped, &local4(), away()).unwrap();
         assert_eq!(n.remote_rtp, addr("127.0.0.1:4000"));
         assert!(n.remote_rtp.unwrap().is_ipv4());
         let local6 = LocalMedia {
@@ -2051,7 +2218,7 @@ mod tests {
             "m=audio 4000 RTP/AVP 0",
         ]))
         .unwrap();
-        let (n, _) = answer_reachable(&hold, &local4(), away()).unwrap();
+        let (n, _, _) = answer_reachable(&hold, &local4(), away()).unwrap();
         assert_eq!(n.remote_rtp, None);
         assert_eq!(n.direction, Direction::RecvOnly);
     }
@@ -2060,10 +2227,6 @@ mod tests {
     /// addresses, nor to loopback unless vportal is on loopback itself.
     #[test]
     fn media_is_not_aimed_at_multicast_broadcast_link_local_or_anothers_loopback() {
-        let on = |ip: &str| LocalMedia {
-            addr: SocketAddr::new(ip.parse().unwrap(), 40000),
-            ..local4()
-        };
         let offer = |c: &str| parse(&sdp(&["v=0", c, "m=audio 4000 RTP/AVP 0"])).unwrap();
         // The addresses, not loopback on purpose, are the subject here; no socket is involved.
         for (c, local) in [
@@ -2079,7 +2242,7 @@ mod tests {
             ("c=IN IP6 ::1", "2001:db8::10"),
         ] {
             assert_eq!(
-                answer_reachable(&offer(c), &on(local), away()).unwrap_err(),
+                answer_reachable(&offer(c), &local_at(local), away()).unwrap_err(),
                 OfferAnswerError::Destination,
                 "{c} from {local}"
             );
@@ -2094,14 +2257,16 @@ mod tests {
             ("c=IN IP4 0.0.0.0", "192.0.2.10"),
         ] {
             assert!(
-                answer_reachable(&offer(c), &on(local), away()).is_ok(),
+                answer_reachable(&offer(c), &local_at(local), away()).is_ok(),
                 "{c} from {local}"
             );
         }
         // Loopback media from a caller on this host (a PBX, a softphone), whatever address
         // vportal advertises.
         let here: IpAddr = "127.0.0.1".parse().unwrap();
-        assert!(answer_reachable(&offer("c=IN IP4 127.0.0.1"), &on("192.0.2.10"), here).is_ok());
+        assert!(
+            answer_reachable(&offer("c=IN IP4 127.0.0.1"), &local_at("192.0.2.10"), here).is_ok()
+        );
     }
 
     #[test]
@@ -2451,7 +2616,7 @@ mod tests {
             (
                 "SRTP answer",
                 &["v=0", "c=IN IP4 127.0.0.1", "m=audio 7000 RTP/SAVP 0"],
-                Err(OfferAnswerError::NoCommonCodec),
+                Err(OfferAnswerError::NotPlainRtp),
             ),
         ];
         for (name, lines, expected) in cases {

@@ -48,8 +48,8 @@ pub use types::{
     IncomingCall, RefusedCalls, Router, Stats, Transmit, Transport, dialplan_router,
 };
 use validate::{
-    Body, Core, INFO_DISPOSITIONS, INFO_TYPES, Verdict, check_body, check_invite_content,
-    media_type, response_destination, sdp_body, user_of, validate,
+    Body, Core, INFO_DISPOSITIONS, INFO_TYPES, NOT_ACCEPTABLE, Verdict, check_body,
+    check_invite_content, media_type, response_destination, sdp_body, user_of, validate,
 };
 
 /// Where a call is in its life.
@@ -624,7 +624,7 @@ impl Endpoint {
             Err(OfferAnswerError::Malformed(_)) => {
                 Err(Verdict::Respond(400, "Malformed SDP body".into()))
             }
-            Err(_) => Err(Verdict::Respond(488, "Not Acceptable Here".into())),
+            Err(refusal) => Err(Verdict::NotAcceptable(refusal)),
         }
     }
 
@@ -660,7 +660,13 @@ impl Endpoint {
             }
             Verdict::Respond(code @ (415 | 488), reason) => {
                 self.respond_stateless(msg, source, flow, code, &reason, |b| {
-                    what_is_understood(b, code);
+                    what_is_understood(b, code, None);
+                });
+            }
+            Verdict::NotAcceptable(refusal) => {
+                let warning = self.offer_warning(&refusal);
+                self.respond_stateless(msg, source, flow, 488, NOT_ACCEPTABLE, |b| {
+                    what_is_understood(b, 488, warning.as_deref());
                 });
             }
             Verdict::Respond(code, reason) => {
@@ -1007,9 +1013,10 @@ impl Endpoint {
                     Ok(Some((media, body))) => (200, "OK", Some(body), Some(media)),
                     Ok(None) => (200, "OK", None, None),
                     Err(verdict) => {
-                        let (code, reason) = verdict.status_or((488, "Not Acceptable Here"));
+                        let warning = verdict.refusal().and_then(|r| self.offer_warning(r));
+                        let (code, reason) = verdict.status_or((488, NOT_ACCEPTABLE));
                         return self.answer_non_invite(req, handle, key, (code, &reason), |b| {
-                            what_is_understood(b, code);
+                            what_is_understood(b, code, warning.as_deref());
                         });
                     }
                 };
@@ -1086,26 +1093,26 @@ impl Endpoint {
         let local = call
             .local_media
             .as_mut()
-            .ok_or(Verdict::Respond(488, "Not Acceptable Here".into()))?;
+            .ok_or(Verdict::Respond(488, NOT_ACCEPTABLE.into()))?;
         let mut next = local.clone();
         next.session_version += 1;
         match sdp::answer_reachable(&offer, &next, call.source.ip()) {
-            Ok((media, body)) => {
+            Ok((media, body, layout)) => {
                 *local = next;
-                call.layout = sdp::Layout::of_answer(&offer);
+                call.layout = layout;
                 Ok(Some((media, body)))
             }
             Err(OfferAnswerError::NoAudio) => {
                 let (Some(last), Ok(body)) = (&call.media, sdp::answer_disabled(&offer, &next))
                 else {
-                    return Err(Verdict::Respond(488, "Not Acceptable Here".into()));
+                    return Err(Verdict::NotAcceptable(OfferAnswerError::NoAudio));
                 };
                 let media = without_audio(last);
                 *local = next;
                 call.layout = call.layout.of_disabled(&offer);
                 Ok(Some((media, body)))
             }
-            Err(_) => Err(Verdict::Respond(488, "Not Acceptable Here".into())),
+            Err(refusal) => Err(Verdict::NotAcceptable(refusal)),
         }
     }
 
@@ -1154,6 +1161,7 @@ impl Endpoint {
         });
         // §12.2.2 first: an out-of-order request is refused whatever the dialog is doing, and
         // an in-order one is recorded even when refused for another reason.
+        let mut warning = None;
         let (code, reason, body, media, offered) = if ended {
             // §15: once our BYE is out, the session and the dialog are over for us.
             (
@@ -1184,14 +1192,17 @@ impl Endpoint {
                     let offer = sdp::reoffer(local, layout);
                     (200, "OK".to_owned(), Some(offer), None, true)
                 }
-                None => (488, "Not Acceptable Here".to_owned(), None, None, false),
+                None => (488, NOT_ACCEPTABLE.to_owned(), None, None, false),
             }
         } else {
             match self.answer_in_dialog(handle, msg) {
                 Ok(Some((media, body))) => (200, "OK".to_owned(), Some(body), Some(media), false),
                 Ok(None) => (200, "OK".to_owned(), None, None, false),
-                Err(Verdict::Respond(c, r)) => (c, r, None, None, false),
-                Err(_) => (488, "Not Acceptable Here".to_owned(), None, None, false),
+                Err(verdict) => {
+                    warning = verdict.refusal().and_then(|r| self.offer_warning(r));
+                    let (code, reason) = verdict.status_or((488, NOT_ACCEPTABLE));
+                    (code, reason, None, None, false)
+                }
             }
         };
         let mut b = self.response(msg, source, code, &reason, tag.as_deref());
@@ -1199,7 +1210,7 @@ impl Endpoint {
             self.contact(&mut b, flow);
             b.header("Allow", ALLOW);
         }
-        what_is_understood(&mut b, code);
+        what_is_understood(&mut b, code, warning.as_deref());
         let bytes = b.finish(body.as_deref().map(|s| ("application/sdp", s)));
         self.send(flow, bytes.clone());
         tx.respond(code, bytes.clone(), now);
@@ -1251,13 +1262,13 @@ impl Endpoint {
         };
         let (body, media, offered) = match &c.offer {
             Some(offer) => match sdp::answer_reachable(offer, &local, c.source.ip()) {
-                Ok((media, body)) => {
-                    c.layout = sdp::Layout::of_answer(offer);
+                Ok((media, body, layout)) => {
+                    c.layout = layout;
                     (body, Some(media), false)
                 }
                 Err(_) => {
                     // Checked when the INVITE arrived; only a changed codec set could fail.
-                    self.final_to_invite(call, 488, "Not Acceptable Here", now);
+                    self.final_to_invite(call, 488, NOT_ACCEPTABLE, now);
                     self.end_call(call, EndReason::Rejected(488));
                     return Err(CallError::NotAcceptable);
                 }
@@ -1720,6 +1731,15 @@ impl Endpoint {
     }
 
     /// A stateless answer with nothing but the status line's reason.
+    /// The `Warning` value of a 488 refusing an offer for `refusal` (RFC 3261 §20.43: it
+    /// SHOULD say why), our address the warn-agent: `305 192.0.2.10:5060 "no common codec:
+    /// …"`, so that a trunk's operator tells G.729 from SRTP from IPv6 in a trace.
+    fn offer_warning(&self, refusal: &OfferAnswerError) -> Option<String> {
+        refusal
+            .warn_code()
+            .map(|code| format!("{code} {} \"{refusal}\"", self.cfg.local_addr))
+    }
+
     fn reply(&mut self, req: &Req<'_>, code: u16, reason: &str) {
         self.respond_stateless(req.msg, req.source, req.flow, code, reason, |_| {});
     }
@@ -1812,11 +1832,15 @@ fn capabilities(b: &mut MessageBuilder, languages: &str) {
 }
 
 /// The bodies and encodings understood, in a 415 or 488 to a request that may carry SDP
-/// (RFC 3261 §8.2.3, §21.4.13: a 415 must list them).
-fn what_is_understood(b: &mut MessageBuilder, code: u16) {
+/// (RFC 3261 §8.2.3, §21.4.13: a 415 must list them), and in a 488 the `Warning` saying why
+/// the offer was refused.
+fn what_is_understood(b: &mut MessageBuilder, code: u16, warning: Option<&str>) {
     if matches!(code, 415 | 488) {
         b.header("Accept", "application/sdp, multipart/mixed");
         b.header("Accept-Encoding", "identity");
+    }
+    if let (488, Some(warning)) = (code, warning) {
+        b.header("Warning", warning);
     }
 }
 

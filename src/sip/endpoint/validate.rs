@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use crate::sip::header::{CSeq, HeaderError, HeaderName, NameAddr, Via};
 use crate::sip::message::{Defect, Message, Method};
 use crate::sip::multipart::{self, MultipartError};
+use crate::sip::sdp::OfferAnswerError;
 use crate::sip::syntax;
 use crate::sip::uri::Uri;
 
@@ -18,6 +19,8 @@ pub(super) enum Verdict {
     Respond(u16, String),
     /// 420 Bad Extension, listing these option tags in Unsupported.
     BadExtension(String),
+    /// 488 Not Acceptable Here to an offer, saying why in a `Warning`.
+    NotAcceptable(OfferAnswerError),
 }
 
 impl Verdict {
@@ -26,10 +29,22 @@ impl Verdict {
     pub(super) fn status_or(self, otherwise: (u16, &str)) -> (u16, String) {
         match self {
             Self::Respond(code, reason) => (code, reason),
+            Self::NotAcceptable(_) => (488, NOT_ACCEPTABLE.to_owned()),
             _ => (otherwise.0, otherwise.1.to_owned()),
         }
     }
+
+    /// Why an offer was refused, for a verdict refusing one.
+    pub(super) const fn refusal(&self) -> Option<&OfferAnswerError> {
+        match self {
+            Self::NotAcceptable(refusal) => Some(refusal),
+            _ => None,
+        }
+    }
 }
+
+/// The reason phrase of a 488.
+pub(super) const NOT_ACCEPTABLE: &str = "Not Acceptable Here";
 
 /// The validated core headers of a request.
 pub(super) struct Core<'a> {
