@@ -146,13 +146,23 @@ struct Caller {
 impl Caller {
     /// Dials 8500 and ACKs the 200.
     fn dial(server: &InProcess) -> Self {
+        Self::dial_offering(server, true)
+    }
+
+    /// Dials 8500 with an SDP offer, or without one (a late offer: the server's is in the
+    /// 200), and ACKs the 200 without SDP.
+    fn dial_offering(server: &InProcess, offering: bool) -> Self {
         let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
         sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut uac = Uac::new(sip.local_addr().unwrap(), server.sip, "8500");
         uac.user = "1001".to_owned();
         let media = common::rtp::bind_pair([127, 0, 0, 1].into());
         uac.media = media.0.local_addr().unwrap();
-        let offer = uac.offer("sendrecv");
+        let offer = if offering {
+            uac.offer("sendrecv")
+        } else {
+            String::new()
+        };
         sip.send_to(&uac.invite(&offer), server.sip).unwrap();
         let mut buf = [0_u8; 65_535];
         let ok = loop {
@@ -236,24 +246,32 @@ fn a_change_that_waits_long_after_the_hang_up_is_stored_and_counted() {
     assert!(!server.temporary());
 }
 
-/// A whole change keyed during the passcode check, then a hang-up before the check answers:
-/// the login still counts (and is audited), but nothing keyed ahead of its answer is acted
-/// on once the caller has gone, so the temporary passcode stays.
+/// A whole change keyed during the passcode check, then a hang-up while the check still
+/// waits for the hashing core: the check is given up (nobody would hear it; callers who
+/// key a passcode and hang up at once must not queue hashing work past every limit on
+/// calls), so nothing is checked, audited or counted, and nothing keyed ahead of its
+/// answer is acted on: the temporary passcode stays.
 #[test]
-fn hanging_up_during_the_check_drops_a_change_typed_ahead() {
+fn hanging_up_before_the_check_hashes_gives_it_up_and_drops_a_change_typed_ahead() {
     let server = InProcess::start("33800-33898");
     let mut caller = Caller::dial(&server);
     let held = server.hold_hashing();
     caller.keys("1001#4826#5937#5937#", Duration::ZERO);
     caller.hang_up();
     assert!(server.no_active_calls());
-    drop(held);
     let ended = caller.log_line("call ended");
-    assert!(ended.contains("outcome=change_not_completed"), "{ended}");
+    assert!(ended.contains("outcome=abandoned"), "{ended}");
+    // Given up while the core was still taken: the permits come back untouched.
+    assert_eq!(server.permits.available_permits(), 0);
+    drop(held);
+    assert_eq!(server.permits.available_permits(), 2);
     assert!(server.temporary());
     let audit = server.store.audit(&AuditQuery::default()).unwrap();
     let events: Vec<_> = audit.iter().map(|e| e.event.as_str()).collect();
-    assert!(events.contains(&"login.success"), "{events:?}");
+    assert!(
+        !events.iter().any(|e| e.starts_with("login.")),
+        "{events:?}"
+    );
     assert!(!events.contains(&"passcode.changed"), "{events:?}");
 }
 
@@ -301,5 +319,31 @@ fn a_change_waiting_for_the_hashing_core_is_stored_before_the_server_stops() {
         log()
             .text()
             .contains("storing the passcode changes callers confirmed and the audit rows still being written writes=1")
+    );
+}
+
+/// A late offer (an INVITE without SDP) whose ACK brings no answer: no media can start, so
+/// the server ends the call with BYE, and it counts as `error`: the server ended it, the
+/// caller did not abandon it.
+#[test]
+fn a_call_whose_ack_brings_no_answer_is_ended_as_an_error() {
+    let server = InProcess::start("48360-48398");
+    let caller = Caller::dial_offering(&server, false);
+    let mut buf = [0_u8; 65_535];
+    let bye = loop {
+        let (n, _) = caller.sip.recv_from(&mut buf).unwrap();
+        let m = parse(&buf[..n]);
+        if m.method().is_some_and(|m| m.as_str() == "BYE") {
+            break m;
+        }
+    };
+    assert_eq!(
+        bye.values(vportal::sip::HeaderName::CallId).next(),
+        Some(caller.uac.call_id.as_str())
+    );
+    let ended = caller.log_line("call ended");
+    assert!(
+        ended.contains("reason=MediaFailed") && ended.contains("outcome=error"),
+        "{ended}"
     );
 }

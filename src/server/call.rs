@@ -7,7 +7,7 @@
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::{Arc, PoisonError};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -126,10 +126,22 @@ enum StoreReply {
     Changed(Result<(ChangeOutcome, Login), ()>),
     /// The work itself failed (a panic in the blocking pool).
     Failed,
+    /// A check given up before it began, its caller gone: nothing was checked, audited or
+    /// counted.
+    Unheard,
 }
 
 /// Store work in flight (the flow asks for one thing at a time).
 type StoreJob = JoinHandle<StoreReply>;
+
+/// What becomes of hashing work whose call ends before the work's turn to hash comes.
+#[derive(Debug, Clone, Copy)]
+enum Unheard {
+    /// Done all the same: a new PIN keyed twice is stored.
+    Done,
+    /// Given up: a passcode check nobody would hear.
+    GivenUp,
+}
 
 /// The flow's mailbox from the caller's identity, when the route takes it from there and
 /// trusts the source: P-Asserted-Identity, else the From user.
@@ -217,6 +229,7 @@ async fn run(
         login: None,
         audit: None,
         published: ("starting", false),
+        gone: watch::channel(false).0,
     };
     let mut job: Option<StoreJob> = None;
     let end = task.drive(&mut events, &mut media_rx, &mut job).await;
@@ -331,6 +344,9 @@ struct CallTask {
     audit: Option<JoinHandle<()>>,
     /// The flow state and whether a mailbox was known, as last shown in the active calls.
     published: (&'static str, bool),
+    /// Set when the call has ended: a passcode check still waiting for its turn to hash is
+    /// then given up (see [`Self::hashing`]).
+    gone: watch::Sender<bool>,
 }
 
 impl CallTask {
@@ -366,10 +382,15 @@ impl CallTask {
 
     /// Accounts for a call that ended for `end`: its outcome counted and logged.
     async fn finish(&mut self, end: EndReason, job: &mut Option<StoreJob>) {
-        // Store work in flight completes without the caller (a new PIN keyed twice is
-        // stored): its answer tells the flow what happened, so that the outcome says so
-        // too. It always answers: the hashing permits are handed out in turn, and a check
-        // takes milliseconds.
+        // A passcode check not yet hashing is given up: nobody would hear its answer, and
+        // callers who key a passcode and hang up at once must not queue hashing work past
+        // every limit on calls, ahead of the logins and changes of those still on the line.
+        self.gone.send_replace(true);
+        // Other store work in flight completes without the caller (a new PIN keyed twice
+        // is stored; a check already hashing counts): its answer tells the flow what
+        // happened, so that the outcome says so too. It always answers: the hashing permits
+        // are handed out in turn, to checks and changes of calls still up (at most
+        // `sip.max_calls`), and a check takes milliseconds.
         if job.is_some() {
             let reply = wait(job).await;
             self.on_store(reply);
@@ -378,6 +399,9 @@ impl CallTask {
             // The server-wide limit (`sip.max_call_duration`), shorter than the route's.
             EndReason::MaxDuration => self.flow.handle_time_limit(),
             EndReason::Shutdown => self.flow.handle_shutdown(),
+            // The ACK carried no answer to our offer that media could start on: the server
+            // ended the call, the caller did not abandon it.
+            EndReason::MediaFailed => self.flow.handle_media_failed(),
             _ => {}
         }
         self.flow.handle_hangup();
@@ -518,6 +542,7 @@ impl CallTask {
                 self.flow.handle_changed(now, outcome);
             }
             StoreReply::Failed => self.flow.handle_store_failed(now),
+            StoreReply::Unheard => {}
         }
     }
 
@@ -550,7 +575,7 @@ impl CallTask {
                     let actor = self.actor.clone();
                     start(
                         job,
-                        self.hashing(move |store| {
+                        self.hashing(Unheard::GivenUp, move |store| {
                             let result =
                                 store.verify_login(&mailbox, &passcode, &actor, Timestamp::now());
                             StoreReply::Verified(result.map_err(|e| {
@@ -567,7 +592,7 @@ impl CallTask {
                     let in_flight = self.shared.writes_in_flight.subscribe();
                     start(
                         job,
-                        self.hashing(move |store| {
+                        self.hashing(Unheard::Done, move |store| {
                             let _in_flight = in_flight;
                             let Some(mut login) = login else {
                                 tracing::error!("a passcode change without a login");
@@ -634,17 +659,37 @@ impl CallTask {
 
     /// Runs store work that hashes (argon2) on the blocking pool, at most two per hashing
     /// core at once, so a burst of logins queues here instead of starving the runtime.
-    fn hashing(&mut self, work: impl FnOnce(&Store) -> StoreReply + Send + 'static) -> StoreJob {
+    /// `unheard` says what becomes of it when the call ends before its turn comes.
+    fn hashing(
+        &mut self,
+        unheard: Unheard,
+        work: impl FnOnce(&Store) -> StoreReply + Send + 'static,
+    ) -> StoreJob {
         let store = Arc::clone(&self.shared.store);
         let permits = Arc::clone(&self.shared.hash_permits);
         let before = self.audit.take();
+        let mut gone = self.gone.subscribe();
         // Carried across the spawn: `blocking_in_call` takes the span current there.
         let span = tracing::Span::current();
         tokio::spawn(
             async move {
-                after(before).await;
-                // The semaphore is never closed; without a permit the work runs anyway.
-                let _permit = permits.acquire_owned().await.ok();
+                let turn = async {
+                    after(before).await;
+                    // The semaphore is never closed; without a permit the work runs anyway.
+                    permits.acquire_owned().await.ok()
+                };
+                let _permit = match unheard {
+                    Unheard::Done => turn.await,
+                    // The sender dropped is the call's task gone: gone too.
+                    Unheard::GivenUp => tokio::select! {
+                        biased;
+                        _ = gone.wait_for(|gone| *gone) => {
+                            tracing::debug!("caller gone before the passcode check began; not checked");
+                            return StoreReply::Unheard;
+                        }
+                        permit = turn => permit,
+                    },
+                };
                 blocking_in_call(move || work(&store))
                     .await
                     .unwrap_or_else(|e| {
