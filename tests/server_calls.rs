@@ -622,6 +622,15 @@ fn p_asserted_identity_names_the_mailbox_before_the_from_user() {
     // The From user was never tried.
     assert!(call_events(&w, "1001").is_empty(), "{:?}", w.audit("1001"));
     assert_eq!(w.user("1001")["failed_attempts"], 0);
+    // As an IMS core asserts a local number: with its phone-context, as a telephone
+    // number with visual separators. It is 2002 all the same.
+    let pai = ["P-Asserted-Identity: <sip:20-02;phone-context=pbx.example@127.0.0.1;user=phone>"];
+    caller_id_call(&server, "*86", &pai, "5937#", ("2002", 2));
+    assert_eq!(
+        &event_names(&w.audit("2002"))[2..],
+        ["login.success", "login.success"]
+    );
+    assert!(call_events(&w, "1001").is_empty(), "{:?}", w.audit("1001"));
 }
 
 /// With `trusted_sources`, caller identity is believed only from those addresses: a call

@@ -121,14 +121,46 @@ impl<'a> Uri<'a> {
         }
     }
 
-    /// The user part as written, `%`-escapes not expanded (what a dialplan decodes, once),
-    /// or a `tel` number. `None` for other schemes and a SIP URI without a user.
-    pub fn written_user(&self) -> Option<&'a str> {
-        match self {
-            Self::Sip(u) => u.user,
-            Self::Tel(n) => Some(n),
-            Self::Other { .. } => None,
+    /// The number (or name) a call is dialled to or comes from, as written (escapes not
+    /// expanded), for routing and caller identity: a `tel` number, or a SIP user up to its
+    /// first `;` (with `user=phone` what follows is the telephone-subscriber's parameters,
+    /// `phone-context`, `isub` or `ext`, RFC 3261 §19.1.6 and RFC 3966; IMS cores send local
+    /// numbers as `sip:8500;phone-context=ims.example@host;user=phone`), and a telephone
+    /// number (`tel:`, or a SIP URI with `user=phone`) without its visual separators (`-`,
+    /// `.`, `(`, `)`: RFC 3966 §5.1.1 gives them no meaning). `None` for other schemes and
+    /// a URI without a user.
+    pub fn written_number(&self) -> Option<Cow<'a, str>> {
+        let (number, telephone) = match self {
+            Self::Sip(u) => {
+                let user = u.user?;
+                let phone = u.param("user").flatten();
+                let number = user.split_once(';').map_or(user, |(number, _)| number);
+                (
+                    number,
+                    phone.is_some_and(|p| p.eq_ignore_ascii_case("phone")),
+                )
+            }
+            Self::Tel(n) => (*n, true),
+            Self::Other { .. } => return None,
+        };
+        if number.is_empty() {
+            return None;
         }
+        let visual = |c: char| matches!(c, '-' | '.' | '(' | ')');
+        Some(if telephone && number.contains(visual) {
+            Cow::Owned(number.replace(visual, ""))
+        } else {
+            Cow::Borrowed(number)
+        })
+    }
+
+    /// [`Uri::written_number`] with escapes expanded; `None` also when that is not UTF-8.
+    pub fn number(&self) -> Option<String> {
+        let written = self.written_number()?;
+        if !written.contains('%') {
+            return Some(written.into_owned());
+        }
+        String::from_utf8(unescape(&written)?).ok()
     }
 
     /// The user a call is routed on: the SIP user part with escapes expanded, or a `tel`
@@ -350,5 +382,56 @@ mod tests {
             assert!(Uri::parse(bad).is_err(), "{bad}");
         }
         assert!(Uri::parse("sip:user@example.com?Route=%3Csip:example.com%3E").is_ok());
+    }
+
+    /// The number routing and caller identity read: a SIP user cut at its parameters, a
+    /// telephone number without visual separators, escapes expanded by `number` only.
+    #[test]
+    fn numbers_leave_out_parameters_and_visual_separators() {
+        for (uri, written, number) in [
+            ("sip:8500@192.0.2.10", Some("8500"), Some("8500")),
+            (
+                "sip:8500;phone-context=ims.example@192.0.2.10;user=phone",
+                Some("8500"),
+                Some("8500"),
+            ),
+            (
+                "sip:8500;isub=1;ext=2@192.0.2.10",
+                Some("8500"),
+                Some("8500"),
+            ),
+            (
+                "sip:85-00@192.0.2.10;user=phone",
+                Some("8500"),
+                Some("8500"),
+            ),
+            (
+                "sip:(85).0-0@192.0.2.10;USER=Phone",
+                Some("8500"),
+                Some("8500"),
+            ),
+            // Without `user=phone` a user is a name: its dashes stay.
+            ("sip:85-00@192.0.2.10", Some("85-00"), Some("85-00")),
+            (
+                "tel:20-02;phone-context=pbx.example",
+                Some("2002"),
+                Some("2002"),
+            ),
+            (
+                "tel:+1-201-555-0123",
+                Some("+12015550123"),
+                Some("+12015550123"),
+            ),
+            ("sip:%2A86@192.0.2.10", Some("%2A86"), Some("*86")),
+            ("sip:%2538500@192.0.2.10", Some("%2538500"), Some("%38500")),
+            ("sip:%FF@192.0.2.10", Some("%FF"), None),
+            ("sip:192.0.2.10", None, None),
+            ("sip:;phone-context=x@192.0.2.10", None, None),
+            ("mailto:a@example.com", None, None),
+        ] {
+            let uri = Uri::parse(uri).unwrap();
+            assert_eq!(uri.written_number().as_deref(), written, "{uri:?}");
+            assert_eq!(uri.number().as_deref(), number, "{uri:?}");
+        }
     }
 }

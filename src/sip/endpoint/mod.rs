@@ -435,13 +435,13 @@ impl Endpoint {
             return self.respond_verdict(msg, source, flow, verdict);
         }
         let uri = Uri::parse(msg.request_uri().unwrap_or("")).ok();
-        // Routed as written: the router expands escapes itself, once (`%2538500` is the
-        // user `%38500`, not `8500`).
-        let routed = uri.as_ref().and_then(Uri::written_user);
+        // Routed on the number as written: the router expands escapes itself, once
+        // (`%2538500` is the user `%38500`, not `8500`).
+        let routed = uri.as_ref().and_then(Uri::written_number);
         let request_user = uri.and_then(|u| u.user().map(std::borrow::Cow::into_owned));
         let Some(route) = routed
             .filter(|_| request_user.is_some())
-            .and_then(|u| self.router.route(u))
+            .and_then(|u| self.router.route(&u))
         else {
             self.stats.refused.no_route += 1;
             return self.reply(req, 404, "Not Found");
@@ -1942,10 +1942,8 @@ mod tests {
         while ep.poll_event().is_some() {}
     }
 
-    /// The Request-URI's user is decoded once (RFC 3261 §19.1.4): `%2A86` is `*86`, routed,
-    /// while `%2538500` is the user `%38500`, which no route of the default dialplan takes.
-    #[test]
-    fn the_request_user_is_unescaped_once_for_routing() {
+    /// An endpoint routing on the default dialplan.
+    fn default_plan_endpoint() -> Endpoint {
         let plan = crate::ivr::dialplan::Dialplan::parse(
             crate::ivr::dialplan::DEFAULT_DIALPLAN,
             "default.toml",
@@ -1953,31 +1951,73 @@ mod tests {
         .unwrap();
         let mut cfg = EndpointConfig::new("127.0.0.1:5060".parse().unwrap());
         cfg.rng_seed = Some(1);
-        let mut ep = Endpoint::new(cfg, dialplan_router(std::sync::Arc::new(plan)));
+        Endpoint::new(cfg, dialplan_router(std::sync::Arc::new(plan)))
+    }
+
+    /// Whether an INVITE to `uri` (its `n`th) is routed to a call; if not, asserts its
+    /// answer is 404.
+    fn routes_to_a_call(ep: &mut Endpoint, n: usize, uri: &str) -> bool {
+        let invite = String::from_utf8(request_in(
+            &format!("routed-{n}"),
+            "INVITE",
+            &format!("r{n}"),
+            1,
+            None,
+            OFFER,
+        ))
+        .unwrap()
+        .replacen("INVITE sip:8500@127.0.0.1 ", &format!("INVITE {uri} "), 1);
+        ep.handle_datagram(Instant::now(), CALLER.parse().unwrap(), invite.into_bytes());
+        let call =
+            std::iter::from_fn(|| ep.poll_event()).any(|e| matches!(e, Event::IncomingCall(_)));
+        let statuses: Vec<u16> = std::iter::from_fn(|| ep.poll_transmit())
+            .filter_map(|t| Message::parse_datagram(t.payload).ok()?.status())
+            .collect();
+        if !call {
+            assert_eq!(statuses, [404], "{uri}");
+        }
+        call
+    }
+
+    /// The Request-URI's user is decoded once (RFC 3261 §19.1.4): `%2A86` is `*86`, routed,
+    /// while `%2538500` is the user `%38500`, which no route of the default dialplan takes.
+    #[test]
+    fn the_request_user_is_unescaped_once_for_routing() {
+        let mut ep = default_plan_endpoint();
         for (n, (user, routed)) in [("%2A86", true), ("%2538500", false), ("%38500", true)]
             .into_iter()
             .enumerate()
         {
-            let invite = String::from_utf8(request_in(
-                &format!("escaped-{n}"),
-                "INVITE",
-                &format!("e{n}"),
-                1,
-                None,
-                OFFER,
-            ))
-            .unwrap()
-            .replacen("INVITE sip:8500@", &format!("INVITE sip:{user}@"), 1);
-            ep.handle_datagram(Instant::now(), CALLER.parse().unwrap(), invite.into_bytes());
-            let call =
-                std::iter::from_fn(|| ep.poll_event()).any(|e| matches!(e, Event::IncomingCall(_)));
-            let statuses: Vec<u16> = std::iter::from_fn(|| ep.poll_transmit())
-                .filter_map(|t| Message::parse_datagram(t.payload).ok()?.status())
-                .collect();
-            assert_eq!(call, routed, "{user}: {statuses:?}");
-            if !routed {
-                assert_eq!(statuses, [404], "{user}");
-            }
+            let uri = format!("sip:{user}@127.0.0.1");
+            assert_eq!(routes_to_a_call(&mut ep, n, &uri), routed, "{uri}");
+        }
+    }
+
+    /// A number is routed without its telephone-subscriber parameters (an IMS core's
+    /// `sip:8500;phone-context=…@host;user=phone`) or, as a telephone number, its visual
+    /// separators; the same number as a `tel:` URI is routed alike.
+    #[test]
+    fn a_number_is_routed_without_its_parameters_and_separators() {
+        let mut ep = default_plan_endpoint();
+        for (n, (uri, routed)) in [
+            (
+                "sip:8500;phone-context=ims.example@127.0.0.1;user=phone",
+                true,
+            ),
+            ("sip:8500;isub=1@127.0.0.1;user=phone", true),
+            ("sip:*86;phone-context=ims.example@127.0.0.1", true),
+            ("sip:85-00@127.0.0.1;user=phone", true),
+            ("tel:85-00;phone-context=example.com", true),
+            ("sip:85-00@127.0.0.1", false),
+            (
+                "sip:8599;phone-context=ims.example@127.0.0.1;user=phone",
+                false,
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(routes_to_a_call(&mut ep, n, uri), routed, "{uri}");
         }
     }
 

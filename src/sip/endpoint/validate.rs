@@ -79,9 +79,7 @@ pub(super) fn media_type(value: &str) -> String {
 }
 
 pub(super) fn user_of(uri: &str) -> Option<String> {
-    Uri::parse(uri)
-        .ok()
-        .and_then(|u| u.user().map(std::borrow::Cow::into_owned))
+    Uri::parse(uri).ok().as_ref().and_then(Uri::number)
 }
 
 /// §18.2.2 and RFC 3581: the source IP always; over UDP the source port with `rport`, else
