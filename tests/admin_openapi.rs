@@ -53,6 +53,7 @@ fn start() -> Server {
         configured_token: Some(vportal::config::ConfiguredToken::new(token()).unwrap()),
         throttle: Default::default(),
         hash_permits: Arc::new(tokio::sync::Semaphore::new(1)),
+        bulk_permits: vportal::admin::bulk_permits(),
     };
     let (addr, runtime) = common::server::admin_in_process(state);
     Server {

@@ -428,19 +428,35 @@ fn ttl_field(seconds: Option<u64>, temporary: bool) -> Result<Option<Ttl>, ApiEr
     }
 }
 
-/// Runs store work on the blocking pool; with `hashes`, after taking an argon2 permit, which
-/// the work holds until it ends: a client that goes away meanwhile does not stop the work,
-/// so it must not give the permit back either.
+/// How much argon2 work a request's store work does, which says what it waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hashing {
+    /// None: it runs at once.
+    No,
+    /// One passcode: it queues with the calls' logins for one of their slots.
+    One,
+    /// A passcode per mailbox (a bulk reset, an import), for minutes maybe: it waits for
+    /// the other bulk jobs, one at a time, and takes none of the calls' slots, so that bulk
+    /// jobs running at once cannot hold every slot and leave logins waiting until they end
+    /// (its hashes take the hashing cores' permits in turn with the logins', hash by hash).
+    Bulk,
+}
+
+/// Runs store work on the blocking pool; when it hashes, after taking the permit its
+/// [`Hashing`] says, which the work holds until it ends: a client that goes away meanwhile
+/// does not stop the work, so it must not give the permit back either.
 async fn blocking<T: Send + 'static>(
     state: &AdminState,
-    hashes: bool,
+    hashing: Hashing,
     work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let permit = if hashes {
-        Some(Arc::clone(&state.hash_permits).acquire_owned().await)
-    } else {
-        None
+    // The semaphores are never closed; without a permit the work runs anyway.
+    let permit = match hashing {
+        Hashing::No => None,
+        Hashing::One => Arc::clone(&state.hash_permits).acquire_owned().await.ok(),
+        Hashing::Bulk => Arc::clone(&state.bulk_permits).acquire_owned().await.ok(),
     };
+    let hashes = hashing != Hashing::No;
     let store = Arc::clone(&state.store);
     let delivery = Delivery::default();
     let watch = delivery.watch();
@@ -622,7 +638,10 @@ async fn list_users(
         locked: p.locked,
         expired: p.expired,
     };
-    let users = blocking(&state, false, move |s| s.users(filter, Timestamp::now())).await?;
+    let users = blocking(&state, Hashing::No, move |s| {
+        s.users(filter, Timestamp::now())
+    })
+    .await?;
     Ok(Json(json!({ "users": users })).into_response())
 }
 
@@ -673,7 +692,7 @@ async fn create_user(
     let mut user = NewUser::new(extension.clone()).with_passcode(spec);
     user.name = body.name;
     user.email = body.email;
-    let (issued, info) = blocking(&state, true, move |s| {
+    let (issued, info) = blocking(&state, Hashing::One, move |s| {
         let now = Timestamp::now();
         let issued = s.create_user(user, &actor, now)?;
         let info = s
@@ -698,7 +717,11 @@ async fn create_user(
 
 async fn show_user(State(state): State<Shared>, Ext(ext): Ext) -> Result<Response, ApiError> {
     let wanted = ext.clone();
-    match blocking(&state, false, move |s| s.user(&wanted, Timestamp::now())).await? {
+    match blocking(&state, Hashing::No, move |s| {
+        s.user(&wanted, Timestamp::now())
+    })
+    .await?
+    {
         Some(user) => Ok(Json(user).into_response()),
         None => Err(StoreError::NotFound(ext).into()),
     }
@@ -709,7 +732,7 @@ async fn delete_user(
     axum::Extension(Caller(actor)): axum::Extension<Caller>,
     Ext(ext): Ext,
 ) -> Result<StatusCode, ApiError> {
-    blocking(&state, false, move |s| {
+    blocking(&state, Hashing::No, move |s| {
         s.delete_user(&ext, &actor, Timestamp::now())
     })
     .await?;
@@ -736,7 +759,7 @@ async fn reset_passcode(
         temporary: body.temporary.unwrap_or(true),
         ttl: ttl_field(body.ttl_seconds, body.temporary.unwrap_or(true))?,
     };
-    let issued = blocking(&state, true, move |s| {
+    let issued = blocking(&state, Hashing::One, move |s| {
         s.reset_passcode(&ext, &spec, &actor, Timestamp::now())
     })
     .await?;
@@ -798,7 +821,7 @@ async fn reset_many(
     let ttl = ttl_field(body.ttl_seconds, temporary)?;
     let every = matches!(selection, Selection::All);
     let (who, source) = (actor.label(), actor.source());
-    let issued = blocking(&state, true, move |s| {
+    let issued = blocking(&state, Hashing::Bulk, move |s| {
         s.reset_many(&selection, temporary, ttl, &actor, Timestamp::now())
     })
     .await?;
@@ -819,7 +842,7 @@ async fn unlock(
     axum::Extension(Caller(actor)): axum::Extension<Caller>,
     Ext(ext): Ext,
 ) -> Result<Response, ApiError> {
-    let user = blocking(&state, false, move |s| {
+    let user = blocking(&state, Hashing::No, move |s| {
         let now = Timestamp::now();
         s.unlock(&ext, &actor, now)?;
         s.user(&ext, now)?.ok_or(StoreError::NotFound(ext))
@@ -895,7 +918,7 @@ async fn import(
     } else {
         ImportMode::AllOrNothing
     };
-    let report = blocking(&state, true, move |s| {
+    let report = blocking(&state, Hashing::Bulk, move |s| {
         s.import_csv(&text, mode, &actor, Timestamp::now())
     })
     .await
@@ -950,7 +973,7 @@ async fn import(
 // Policy, audit, report, calls.
 
 async fn show_policy(State(state): State<Shared>) -> Result<Response, ApiError> {
-    let policy = blocking(&state, false, |s| s.policy()).await?;
+    let policy = blocking(&state, Hashing::No, |s| s.policy()).await?;
     Ok(Json(policy).into_response())
 }
 
@@ -968,7 +991,7 @@ async fn check_policy(
     let extension = extension_field(&body.extension.0)?;
     let passcode = passcode_field(body.passcode)?;
     // The rules on the passcode itself: no argon2 work (see `Store::check_passcode`).
-    let violations = blocking(&state, false, move |s| {
+    let violations = blocking(&state, Hashing::No, move |s| {
         s.check_passcode(&extension, &passcode)
     })
     .await?;
@@ -1023,12 +1046,12 @@ async fn audit(
         event,
         limit: Some(limit),
     };
-    let events = blocking(&state, false, move |s| s.audit(&query)).await?;
+    let events = blocking(&state, Hashing::No, move |s| s.audit(&query)).await?;
     Ok(Json(json!({ "events": events })).into_response())
 }
 
 async fn report(State(state): State<Shared>) -> Result<Response, ApiError> {
-    let report = blocking(&state, false, |s| s.report(Timestamp::now())).await?;
+    let report = blocking(&state, Hashing::No, |s| s.report(Timestamp::now())).await?;
     Ok(Json(report).into_response())
 }
 

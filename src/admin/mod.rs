@@ -70,8 +70,16 @@ pub struct AdminState {
     pub configured_token: Option<crate::config::ConfiguredToken>,
     /// Bad-token counts per client address.
     pub throttle: Throttle,
-    /// argon2 permits, shared with the calls.
+    /// argon2 permits, shared with the calls: a request that hashes one passcode takes one.
     pub hash_permits: Arc<Semaphore>,
+    /// Bulk resets and imports, which hash a passcode per mailbox, take this one permit (see
+    /// [`bulk_permits`]) instead of the calls'.
+    pub bulk_permits: Arc<Semaphore>,
+}
+
+/// The permits for [`AdminState::bulk_permits`]: one, so bulk jobs run one at a time.
+pub fn bulk_permits() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(1))
 }
 
 impl std::fmt::Debug for AdminState {

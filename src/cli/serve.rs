@@ -132,6 +132,7 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
                 configured_token,
                 throttle: Throttle::default(),
                 hash_permits: server.hash_permits(),
+                bulk_permits: vportal::admin::bulk_permits(),
             });
             let mut stop = stop_rx.clone();
             Some(tokio::spawn(bound.run(state, async move {

@@ -273,7 +273,7 @@ fn strip_ansi(s: &str) -> String {
 }
 
 /// What the side-port serves for tests in this process: `store`, no calls, no metrics, no
-/// configured token, and `hash_permits` shared with nothing else.
+/// configured token, `hash_permits` shared with nothing else, and its own bulk permit.
 pub fn admin_state(
     store: Arc<vportal::store::Store>,
     hash_permits: Arc<tokio::sync::Semaphore>,
@@ -286,6 +286,7 @@ pub fn admin_state(
         configured_token: None,
         throttle: vportal::admin::Throttle::default(),
         hash_permits,
+        bulk_permits: vportal::admin::bulk_permits(),
     }
 }
 
