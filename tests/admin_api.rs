@@ -1915,6 +1915,47 @@ fn oversized_bodies_are_413() {
     assert!(api.user("1002").is_some());
 }
 
+/// A body whose Content-Length is over the limit gets the 413 at once, unread, and the
+/// connection closes: a client that asks `Expect: 100-continue` is not invited to send
+/// 100 GB, nor left waiting for the 408.
+#[test]
+fn a_body_announced_too_large_is_413_at_once() {
+    use std::io::{Read, Write};
+    let api = Api::start();
+    for (path, content_type) in [
+        ("/api/v1/policy/check", "application/json"),
+        ("/api/v1/users/import", "text/csv"),
+    ] {
+        let mut stream = std::net::TcpStream::connect(api.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: {content_type}\r\nContent-Length: 99999999999\r\n\
+             Expect: 100-continue\r\n\r\n",
+            api.token
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        let started = std::time::Instant::now();
+        let mut answer = Vec::new();
+        // Read until the server closes: within the read timeout, not the 10 s body time.
+        let _ = stream.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer}");
+        assert!(!answer.contains("100 Continue"), "{path}: {answer}");
+        assert!(answer.contains("payload_too_large"), "{path}: {answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{path}: {answer}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{path}: {answer}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Hostile input.
 

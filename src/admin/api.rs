@@ -222,18 +222,32 @@ fn not_json() -> ApiError {
 
 /// A JSON request's body, within the JSON body limit.
 async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    body_bytes(req, state, JSON_BODY_TIME, "a JSON body is at most 64 KiB").await
+    let limit = (MAX_JSON_BODY, "a JSON body is at most 64 KiB");
+    body_bytes(req, state, JSON_BODY_TIME, limit).await
 }
 
 /// A request's whole body, read within `within` (else 408: a client that sends a head
 /// with a good token and then a body it never finishes would keep its connection for
-/// ever); `limit` says how large it may be, for a 413.
+/// ever); `limit` is how large it may be, in bytes and in words for a 413. A body that
+/// its `Content-Length` says is larger gets the 413 at once, unread (and a client that
+/// asked `Expect: 100-continue` no invitation to send it).
 async fn body_bytes<S: Send + Sync>(
     req: Request,
     state: &S,
     within: Duration,
-    limit: &str,
+    (max, limit): (usize, &str),
 ) -> Result<Bytes, ApiError> {
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if announced.is_some_and(|length| length > max as u64) {
+        return Err(body_rejection(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            String::new(),
+            limit,
+        ));
+    }
     // RFC 9110 §8.4: a body in a coding vportal does not decode (gzip, br) is refused, not
     // read as if it were plain, which for an import would write mailboxes from it.
     let coded = req
@@ -948,13 +962,11 @@ async fn import(
              text/plain, application/octet-stream, application/x-www-form-urlencoded, or none)",
         ));
     }
-    let body = body_bytes(
-        request,
-        &(),
-        CSV_BODY_TIME,
+    let limit = (
+        MAX_CSV_BODY,
         "a CSV import is at most 4 MiB (and 100,000 rows): split the file",
-    )
-    .await?;
+    );
+    let body = body_bytes(request, &(), CSV_BODY_TIME, limit).await?;
     let text = crate::store::csv_text(body.to_vec())
         .map_err(|e| ApiError::bad_request("malformed_csv", e.to_string()))?;
     let mode = if params.partial.unwrap_or(false) {

@@ -134,8 +134,12 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("identity"),
             );
         }
-        // RFC 9110 §15.5.9: the connection of a request timed out is closed; say so.
-        if self.status == StatusCode::REQUEST_TIMEOUT {
+        // RFC 9110 §15.5.9: the connection of a request timed out is closed; say so. So is
+        // one whose body was too large (§15.5.14): what is left of it is not read.
+        if matches!(
+            self.status,
+            StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE
+        ) {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
