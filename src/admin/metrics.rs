@@ -180,6 +180,10 @@ enum SipLabel {
     Response(&'static str),
     /// A request with this method (or `other`).
     Request(&'static str),
+    /// No SIP message: a first line that is neither a status line nor a request line (a
+    /// keepalive's blank lines, a stray datagram). Counted as no request; what was dropped
+    /// is counted where it is dropped.
+    NotSip,
 }
 
 fn sip_label(message: &[u8]) -> SipLabel {
@@ -189,7 +193,19 @@ fn sip_label(message: &[u8]) -> SipLabel {
             _ => "other",
         });
     }
-    let token = message.split(|b| *b == b' ').next().unwrap_or_default();
+    // A request line: method, Request-URI, SIP version (any version: a request of another
+    // is still a request, answered 505).
+    let line = message.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|b| *b == b' ');
+    let (Some(token), Some(uri), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return SipLabel::NotSip;
+    };
+    if token.is_empty() || uri.is_empty() || !version.starts_with(b"SIP/") {
+        return SipLabel::NotSip;
+    }
     SipLabel::Request(
         SIP_METHODS
             .iter()
@@ -210,6 +226,7 @@ pub fn count_sip(direction: &'static str, message: &[u8]) {
             metrics::counter!("vportal_sip_requests_total", "direction" => direction, "method" => method)
                 .increment(1);
         }
+        SipLabel::NotSip => {}
     }
 }
 
@@ -219,7 +236,7 @@ mod tests {
 
     #[test]
     fn sip_messages_are_labelled_by_class_or_method() {
-        let cases: [(&[u8], SipLabel); 9] = [
+        let cases: [(&[u8], SipLabel); 14] = [
             (b"SIP/2.0 100 Trying\r\n", SipLabel::Response("1xx")),
             (b"SIP/2.0 200 OK\r\n", SipLabel::Response("2xx")),
             (
@@ -244,6 +261,15 @@ mod tests {
                 b"FOO sip:8500@127.0.0.1 SIP/2.0\r\n",
                 SipLabel::Request("other"),
             ),
+            (
+                b"OPTIONS sip:8500@127.0.0.1 SIP/3.0\r\n",
+                SipLabel::Request("OPTIONS"),
+            ),
+            // No SIP message: no request counted.
+            (b"\r\n\r\n", SipLabel::NotSip),
+            (b"hello", SipLabel::NotSip),
+            (b"GET / HTTP/1.1\r\n", SipLabel::NotSip),
+            (b"", SipLabel::NotSip),
         ];
         for (message, label) in cases {
             assert_eq!(

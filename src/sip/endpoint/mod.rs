@@ -306,6 +306,14 @@ impl Endpoint {
 
     /// Handles one UDP datagram from `source`.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: Vec<u8>) {
+        // A keepalive some phones send over UDP too (blank lines, as RFC 5626 §3.5.1 has
+        // over streams): no message, so nothing to answer, and nothing dropped either.
+        if data
+            .iter()
+            .all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t'))
+        {
+            return;
+        }
         match Message::parse_datagram(data) {
             Ok(msg) => self.handle_message(now, Transport::Udp, source, msg),
             Err(_) => self.stats.dropped += 1,
@@ -2019,6 +2027,22 @@ mod tests {
         {
             assert_eq!(routes_to_a_call(&mut ep, n, uri), routed, "{uri}");
         }
+    }
+
+    /// A datagram that is no SIP counts as dropped; a keepalive's blank lines do not: some
+    /// phones send them over UDP every few seconds.
+    #[test]
+    fn a_keepalive_datagram_is_not_counted_as_dropped() {
+        let mut ep = default_plan_endpoint();
+        let caller: SocketAddr = CALLER.parse().unwrap();
+        for keepalive in [&b"\r\n\r\n"[..], b"\r\n", b"", b" \r\n"] {
+            ep.handle_datagram(Instant::now(), caller, keepalive.to_vec());
+        }
+        assert_eq!(ep.stats().dropped, 0);
+        assert!(ep.poll_transmit().is_none());
+        ep.handle_datagram(Instant::now(), caller, b"hello".to_vec());
+        assert_eq!(ep.stats().dropped, 1);
+        assert!(ep.poll_transmit().is_none());
     }
 
     /// Tags derived from a request (stateless answers) repeat for the same request and, as
