@@ -1131,6 +1131,42 @@ fn a_sip_i_invite_offers_its_sdp_part() {
         }
         assert_eq!(w.ep.active_calls(), 0);
     }
+
+    // RFC 2046 §5.1.7: another multipart subtype is read as mixed (the ISUP part must be
+    // optional still); of alternatives (§5.1.4) only the SDP one need be understood, and
+    // alternatives none of which is are refused.
+    let as_subtype = |request: Vec<u8>, subtype: &str| {
+        String::from_utf8(multipart(request))
+            .unwrap()
+            .replacen("multipart/mixed;", &format!("multipart/{subtype};"), 1)
+            .into_bytes()
+    };
+    for (subtype, body, offered) in [
+        ("related", optional.clone(), true),
+        ("related", body(&sdp, ""), false),
+        ("alternative", body(&sdp, ""), true),
+        (
+            "alternative",
+            body("", "").replacen("application/sdp", "text/plain", 1),
+            false,
+        ),
+    ] {
+        let mut w = World::new();
+        let invite = as_subtype(w.uac.invite(&body), subtype);
+        w.send(invite);
+        if offered {
+            w.accept();
+            assert_eq!(w.received(1).status(), Some(200), "{subtype}");
+            assert_eq!(w.media(), [Direction::SendRecv], "{subtype}");
+        } else {
+            assert_eq!(
+                w.last_status_line(),
+                "SIP/2.0 415 Unsupported Media Type",
+                "{subtype}"
+            );
+            assert_eq!(w.ep.active_calls(), 0);
+        }
+    }
 }
 
 /// RFC 3261 §20.11, RFC 5621 §9: an SDP body whose disposition vportal does not act on,

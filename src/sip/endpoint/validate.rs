@@ -292,7 +292,9 @@ fn judge(
 ) -> Result<Body, Verdict> {
     let mut parts = disposition.unwrap_or("").split(';').map(syntax::trim);
     let name = parts.next().unwrap_or("");
-    let type_known = types.contains(&content_type);
+    // RFC 2046 §5.1.7: a multipart subtype not recognised is read as `multipart/mixed`.
+    let type_known = types.contains(&content_type)
+        || (content_type.starts_with("multipart/") && types.contains(&MULTIPART_MIXED));
     let disposition_known =
         name.is_empty() || dispositions.iter().any(|d| d.eq_ignore_ascii_case(name));
     if type_known && disposition_known {
@@ -322,29 +324,42 @@ pub(super) fn sdp_body(msg: &Message) -> Result<&[u8], Verdict> {
     Ok(match check_body(msg, SDP_BODY_TYPES, SDP_DISPOSITIONS)? {
         Body::Ignore => &[],
         Body::Use => match msg.single(HeaderName::ContentType) {
-            Ok(Some(t)) if media_type(t) == MULTIPART_MIXED => sdp_part(msg.body(), t)?,
+            Ok(Some(t)) if media_type(t).starts_with("multipart/") => {
+                sdp_part(msg.body(), t, media_type(t) == MULTIPART_ALTERNATIVE)?
+            }
             _ => msg.body(),
         },
     })
 }
 
 /// The multipart type whose parts vportal reads: SIP-I and SIP-T trunks send the SDP in one
-/// (RFC 3204, RFC 5621).
+/// (RFC 3204, RFC 5621). Every other multipart subtype is read as it is (RFC 2046 §5.1.7),
+/// but for [`MULTIPART_ALTERNATIVE`].
 const MULTIPART_MIXED: &str = "multipart/mixed";
+
+/// Parts that are each the same content in another form (RFC 2046 §5.1.4): the SDP one is
+/// taken and the others, which it need not understand, are left alone.
+const MULTIPART_ALTERNATIVE: &str = "multipart/alternative";
 
 /// The body types that may hold SDP: itself, or a multipart body with an SDP part.
 const SDP_BODY_TYPES: &[&str] = &["application/sdp", MULTIPART_MIXED];
 
-/// The SDP part of a `multipart/mixed` body of `content_type` (RFC 5621 §9): its first
+/// The SDP part of a multipart body of `content_type` (RFC 5621 §9): its first
 /// `application/sdp` part with disposition `session` (or none). Every part is judged as a
 /// whole body would be, so one vportal does not understand must be marked
-/// `handling=optional` (an ISUP part usually is), or the request gets 415. A body without
-/// an SDP part is none; a malformed one gets 400. An SDP part in a transfer encoding other
-/// than 7bit, 8bit or binary counts as not understood.
-fn sdp_part<'a>(body: &'a [u8], content_type: &str) -> Result<&'a [u8], Verdict> {
+/// `handling=optional` (an ISUP part usually is), or the request gets 415; but of
+/// `alternatives` only one need be understood. A body without an SDP part is none; a
+/// malformed one gets 400. An SDP part in a transfer encoding other than 7bit, 8bit or
+/// binary counts as not understood.
+fn sdp_part<'a>(
+    body: &'a [u8],
+    content_type: &str,
+    alternatives: bool,
+) -> Result<&'a [u8], Verdict> {
     let malformed = |e: MultipartError| Verdict::Respond(400, format!("Malformed body: {e}"));
     let boundary = multipart::boundary(content_type).map_err(malformed)?;
     let mut sdp = None;
+    let mut unused = None;
     for part in multipart::parts(body, boundary).map_err(malformed)? {
         let plain = part.transfer_encoding.is_none_or(|e| {
             ["7bit", "8bit", "binary"]
@@ -357,10 +372,19 @@ fn sdp_part<'a>(body: &'a [u8], content_type: &str) -> Result<&'a [u8], Verdict>
             part.disposition,
             types,
             SDP_DISPOSITIONS,
-        )?;
-        if verdict == Body::Use && sdp.is_none() {
-            sdp = Some(part.body);
+        );
+        match verdict {
+            Ok(Body::Use) if sdp.is_none() => sdp = Some(part.body),
+            Ok(_) => {}
+            Err(refused) if alternatives => {
+                unused.get_or_insert(refused);
+            }
+            Err(refused) => return Err(refused),
         }
     }
-    Ok(sdp.unwrap_or(&[]))
+    // Alternatives none of which is understood are refused as the first one is.
+    match (sdp, unused) {
+        (None, Some(refused)) => Err(refused),
+        (sdp, _) => Ok(sdp.unwrap_or(&[])),
+    }
 }
