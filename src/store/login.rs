@@ -188,6 +188,11 @@ impl Store {
     ) -> Result<(VerifyOutcome, Option<Login>)> {
         let (outcome, counted, login) = self.check_login(extension, passcode, actor, now)?;
         metrics::counter!("vportal_logins_total", "outcome" => counted.label()).increment(1);
+        // The failure that locked the mailbox, counted once the lock is stored (a commit
+        // that failed is a store error, and no lock).
+        if counted == Counted::Wrong && matches!(outcome, VerifyOutcome::Locked { .. }) {
+            metrics::counter!("vportal_lockouts_total").increment(1);
+        }
         Ok((outcome, login))
     }
 
@@ -611,8 +616,6 @@ fn fail(
                 &outcome,
                 Some(&detail),
             )?;
-            // Counted as the transaction is about to commit (a rollback is a store error).
-            metrics::counter!("vportal_lockouts_total").increment(1);
             Ok(VerifyOutcome::Locked { until: lock })
         }
         None => Ok(VerifyOutcome::Wrong {
