@@ -87,6 +87,11 @@ fuzz_target!(|data: &[u8]| {
         let read = sdp::accept_answer_to(&sdp::parse(&answer).unwrap(), &layout).unwrap();
         assert_eq!(read.telephone_event, agreed.telephone_event);
         assert_eq!(read.telephone_event_ours, None);
+        // It keeps the codec and packet time the call runs on.
+        assert_eq!(
+            (agreed.codec, agreed.ptime_ms),
+            (negotiated.codec, negotiated.ptime_ms)
+        );
     }
     let _ = sdp::accept_answer(&offer);
 

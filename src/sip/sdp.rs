@@ -697,6 +697,11 @@ pub struct Layout {
     lines: Vec<Option<String>>,
     /// The payload type to offer telephone-event with.
     telephone_event: u8,
+    /// The codec agreed, offered first again, and the packet time agreed: a re-offer
+    /// keeps what the call runs on (an answerer taking the offer's first codec would
+    /// otherwise switch a PCMA call to PCMU, and the caller's ptime would be lost).
+    codec: Codec,
+    ptime_ms: u32,
 }
 
 impl Default for Layout {
@@ -705,6 +710,8 @@ impl Default for Layout {
         Self {
             lines: vec![None],
             telephone_event: OFFER_TELEPHONE_EVENT_PT,
+            codec: Codec::Pcmu,
+            ptime_ms: DEFAULT_PTIME_MS,
         }
     }
 }
@@ -738,6 +745,8 @@ impl Layout {
         Self {
             lines,
             telephone_event,
+            codec: chosen.negotiated.codec,
+            ptime_ms: chosen.negotiated.ptime_ms,
         }
     }
 
@@ -762,7 +771,7 @@ impl Layout {
             .collect();
         Self {
             lines,
-            telephone_event: self.telephone_event,
+            ..self.clone()
         }
     }
 }
@@ -826,24 +835,33 @@ pub fn offer(local: &LocalMedia) -> Vec<u8> {
 }
 
 /// Our offer in a dialog (a re-INVITE without SDP): [`offer`]'s audio stream, with the
-/// telephone-event number in use, in the place the last description gave it, and every
-/// other stream of that description again, rejected (RFC 3264 §8).
+/// codec agreed listed first, the packet time agreed and the telephone-event number in
+/// use, in the place the last description gave it, and every other stream of that
+/// description again, rejected (RFC 3264 §8).
 pub fn reoffer(local: &LocalMedia, layout: &Layout) -> Vec<u8> {
     let mut out = String::new();
     write_session(&mut out, local);
     let te = layout.telephone_event;
+    let codecs = match layout.codec {
+        Codec::Pcmu => [Codec::Pcmu, Codec::Pcma],
+        Codec::Pcma => [Codec::Pcma, Codec::Pcmu],
+    };
+    let [first, second] = codecs.map(Codec::static_payload_type);
     for line in &layout.lines {
         let Some(rejected) = line else {
             push_line(
                 &mut out,
-                format_args!("m=audio {} RTP/AVP 0 8 {te}", local.addr.port()),
+                format_args!(
+                    "m=audio {} RTP/AVP {first} {second} {te}",
+                    local.addr.port()
+                ),
             );
-            for codec in [Codec::Pcmu, Codec::Pcma] {
+            for codec in codecs {
                 push_rtpmap(&mut out, codec.static_payload_type(), codec.encoding_name());
             }
             push_rtpmap(&mut out, te, "telephone-event");
             push_line(&mut out, format_args!("a=fmtp:{te} {TELEPHONE_EVENTS}"));
-            push_line(&mut out, format_args!("a=ptime:{DEFAULT_PTIME_MS}"));
+            push_line(&mut out, format_args!("a=ptime:{}", layout.ptime_ms));
             push_line(&mut out, format_args!("a={}", Direction::SendRecv));
             continue;
         };
@@ -2133,6 +2151,7 @@ mod tests {
             "m=audio 4002 RTP/AVP 8 101",
             "c=IN IP4 192.0.2.2",
             "a=rtpmap:101 telephone-event/8000",
+            "a=ptime:30",
             "a=mid:2",
         ]))
         .unwrap();
@@ -2146,13 +2165,17 @@ mod tests {
             ["m=audio 0 RTP/AVP 0", "m=audio 40000 RTP/AVP 8 101"],
             "{body}"
         );
+        // Our re-offer keeps it there, with the codec agreed first (an answerer taking the
+        // first would switch the call to PCMU) and the packet time agreed.
         let reoffer = String::from_utf8(reoffer(&local_at("192.0.2.10"), &layout)).unwrap();
         let streams: Vec<_> = reoffer.lines().filter(|l| l.starts_with("m=")).collect();
         assert_eq!(
             streams,
-            ["m=audio 0 RTP/AVP 0", "m=audio 40000 RTP/AVP 0 8 101"],
+            ["m=audio 0 RTP/AVP 0", "m=audio 40000 RTP/AVP 8 0 101"],
             "{reoffer}"
         );
+        assert!(reoffer.contains("\r\na=ptime:30\r\n"), "{reoffer}");
+        assert_eq!(n.ptime_ms, 30);
         // Neither reachable (the IPv4 one a multicast group): the IPv6 stream's reason.
         let text = String::from_utf8(sdp(&[
             "v=0",
