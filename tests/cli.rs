@@ -2209,45 +2209,47 @@ fn a_host_name_for_a_listen_address_is_refused_saying_what_is_needed() {
     assert!(!w.db().exists());
     // Settings that are each valid but do not work together name the file that holds them,
     // and the flag that overrode one, before any prompt is loaded.
-    w.write_config("[sip]\nlisten = \"127.0.0.1:0\"\npublic_address = \"0.0.0.0\"\n");
-    let r = w.run(&["--config", "c.toml", "serve"]);
-    assert_eq!(r.code, 2, "{r:?}");
-    assert!(
-        r.stderr
-            .contains("error: config file c.toml: sip.public_address is 0.0.0.0")
-            && !r.stderr.contains("--sip")
-            && !r.stderr.contains("prompts"),
-        "{}",
-        r.stderr
-    );
-    w.write_config("[sip]\nlisten = \"127.0.0.1:0\"\n");
-    let r = w.run(&["--config", "c.toml", "serve", "--sip", "0.0.0.0:0"]);
-    assert_eq!(r.code, 2, "{r:?}");
-    assert!(
-        r.stderr
-            .contains("error: config file c.toml: sip.listen is 0.0.0.0:0: set sip.public_address")
-            && r.stderr.contains("(sip.listen from --sip)"),
-        "{}",
-        r.stderr
-    );
-    w.write_config("[sip]\nudp = false\ntcp = false\n");
-    let r = w.run(&["--config", "c.toml", "serve"]);
-    assert_eq!(r.code, 2, "{r:?}");
-    assert!(
-        r.stderr
-            .contains("config file c.toml: sip.udp and sip.tcp are both off"),
-        "{}",
-        r.stderr
-    );
-    w.write_config("[admin]\ntls_cert = \"cert.pem\"\n");
-    let r = w.run(&["--config", "c.toml", "serve"]);
-    assert_eq!(r.code, 2, "{r:?}");
-    assert!(
-        r.stderr
-            .contains("config file c.toml: admin.tls_cert and admin.tls_key must be set together"),
-        "{}",
-        r.stderr
-    );
+    for (config, flags, says) in [
+        (
+            "[sip]\nlisten = \"127.0.0.1:0\"\npublic_address = \"0.0.0.0\"\n",
+            &[][..],
+            "error: config file c.toml: sip.public_address is 0.0.0.0: set it",
+        ),
+        (
+            "[sip]\nlisten = \"127.0.0.1:0\"\n",
+            &["--sip", "0.0.0.0:0"],
+            "error: config file c.toml: sip.listen is 0.0.0.0:0: set sip.public_address to \
+             the address peers reach vportal at (sip.listen from --sip)",
+        ),
+        (
+            "[sip]\nudp = false\ntcp = false\n",
+            &[],
+            "error: config file c.toml: sip.udp and sip.tcp are both off",
+        ),
+        (
+            "[admin]\ntls_cert = \"cert.pem\"\n",
+            &[],
+            "error: config file c.toml: admin.tls_cert and admin.tls_key must be set together",
+        ),
+    ] {
+        w.write_config(config);
+        let mut args = vec!["--config", "c.toml", "serve"];
+        args.extend_from_slice(flags);
+        let r = w.run(&args);
+        assert_eq!(r.code, 2, "{r:?}");
+        assert!(
+            r.stderr.contains(says) && !r.stderr.contains("prompts"),
+            "{}",
+            r.stderr
+        );
+        // `--sip` is named only when it gave the address.
+        assert_eq!(
+            r.stderr.contains("--sip"),
+            !flags.is_empty(),
+            "{}",
+            r.stderr
+        );
+    }
     assert!(!w.db().exists());
 }
 
