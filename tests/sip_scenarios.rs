@@ -974,9 +974,26 @@ fn late_offer_puts_our_offer_in_the_200_and_takes_the_answer_from_the_ack() {
     w.send(refresh);
     assert_eq!(w.statuses()[2..], [491, 200]);
     assert!(w.media().is_empty());
-    let answer = w.uac.answer();
+    // The caller answers PCMA at 30 ms, the second codec we offered.
+    let answer = w
+        .uac
+        .answer()
+        .replace("RTP/AVP 0 101", "RTP/AVP 8 101")
+        .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000\r\na=ptime:30");
     w.ack_the_200(&answer);
     assert_eq!(w.media(), [Direction::SendRecv]);
+    // A re-INVITE without SDP (a session refresh) gets our offer again: keeping what the
+    // answer agreed, PCMA first (an answerer taking the first keeps it) and 30 ms.
+    w.inbox.clear();
+    let refresh = w.uac.invite("");
+    w.send(refresh);
+    assert_eq!(w.statuses(), [200]);
+    let reoffer = String::from_utf8_lossy(w.received(0).body()).into_owned();
+    assert!(
+        reoffer.contains("m=audio 10000 RTP/AVP 8 0 101"),
+        "{reoffer}"
+    );
+    assert!(reoffer.contains("a=ptime:30\r\n"), "{reoffer}");
     // An ACK without the answer ends the call.
     let mut w = World::new();
     let invite = w.uac.invite("");

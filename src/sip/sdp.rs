@@ -750,6 +750,13 @@ impl Layout {
         }
     }
 
+    /// Takes the codec and packet time an answer to our offer agreed (read with
+    /// [`accept_answer_to`]), for our next offer to keep.
+    pub fn agreed(&mut self, answer: &Negotiated) {
+        self.codec = answer.codec;
+        self.ptime_ms = answer.ptime_ms;
+    }
+
     /// The layout once [`answer_disabled`] answered `offer`, `self` being the one before:
     /// the offer's streams, rejected, in their places, except that a later offer of ours
     /// enables our audio stream again in the place it had (or, should the offer have put

@@ -782,6 +782,8 @@ impl Endpoint {
             let media = answer.as_ref().map(|a| {
                 let media = sdp::accept_answer_to(a, &call.layout)?;
                 local.map_or(Ok(()), |ip| media.check_reachable(ip, source_of.ip()))?;
+                // What the answer agreed is what a later offer of ours keeps.
+                call.layout.agreed(&media);
                 Ok::<_, OfferAnswerError>(media)
             });
             // An answer with port 0 refuses the audio our offer enabled (RFC 3264 §6). In a
