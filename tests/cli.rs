@@ -2231,6 +2231,12 @@ fn a_host_name_for_a_listen_address_is_refused_saying_what_is_needed() {
             &[],
             "error: config file c.toml: admin.tls_cert and admin.tls_key must be set together",
         ),
+        // With the side-port off, its TLS settings do not matter.
+        (
+            "[admin]\nenabled = false\ntls_cert = \"cert.pem\"\n[dialplan]\nfile = \"gone.toml\"\n",
+            &[],
+            "gone.toml",
+        ),
     ] {
         w.write_config(config);
         let mut args = vec!["--config", "c.toml", "serve"];

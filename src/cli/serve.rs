@@ -174,7 +174,7 @@ fn check_settings(ctx: &Context, sip_flag: bool) -> Result<()> {
         } else {
             problem
         }
-    } else if admin.tls_cert.is_some() != admin.tls_key.is_some() {
+    } else if admin.enabled && admin.tls_cert.is_some() != admin.tls_key.is_some() {
         AdminError::HalfTls.to_string()
     } else {
         return Ok(());

@@ -1003,16 +1003,17 @@ pub(crate) mod testing {
 /// `path` as one word for a POSIX shell, for a command an error message suggests: as it is
 /// when it is made of characters no shell treats specially, otherwise in single quotes.
 fn shell_word(path: &Path) -> String {
-    let text = path.to_string_lossy();
+    let mut text = path.to_string_lossy().into_owned();
+    if text.starts_with('-') {
+        // Not to be read as an option, quoted or not.
+        text.insert_str(0, "./");
+    }
     let plain = !text.is_empty()
         && text
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "_-./+,:@%=".contains(c));
-    if plain && text.starts_with('-') {
-        // Not to be read as an option.
-        format!("./{text}")
-    } else if plain {
-        text.into_owned()
+    if plain {
+        text
     } else {
         format!("'{}'", text.replace('\'', r"'\''"))
     }

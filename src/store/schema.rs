@@ -185,6 +185,7 @@ mod tests {
             ("my db/it's.db", r"'my db/it'\''s.db'"),
             ("$HOME/x.db", "'$HOME/x.db'"),
             ("-x.db", "./-x.db"),
+            ("-my db.db", "'./-my db.db'"),
         ] {
             let err = check_ours(&conn, Path::new(path)).unwrap_err().to_string();
             assert!(
