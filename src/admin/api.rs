@@ -464,6 +464,19 @@ async fn blocking<T: Send + 'static>(
     hashing: Hashing,
     work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    let (result, watch) = blocking_to_deliver(state, hashing, work).await;
+    watch.delivered();
+    result
+}
+
+/// [`blocking`], its result not yet delivered: a request that must still turn it into its
+/// answer (on the blocking pool too, see [`json_answer`]) says when it has, so that one
+/// dropped meanwhile is logged as one whose passcodes were never delivered.
+async fn blocking_to_deliver<T: Send + 'static>(
+    state: &AdminState,
+    hashing: Hashing,
+    work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> (Result<T, ApiError>, DeliveryWatch) {
     // The semaphores are never closed; without a permit the work runs anyway.
     let permit = match hashing {
         Hashing::No => None,
@@ -484,13 +497,13 @@ async fn blocking<T: Send + 'static>(
         result
     })
     .await;
-    watch.delivered();
-    result
+    let result = result
         .map_err(|e| {
             tracing::error!(error = %e, "store work in the admin API failed");
             ApiError::internal()
-        })?
-        .map_err(ApiError::from)
+        })
+        .and_then(|r| r.map_err(ApiError::from));
+    (result, watch)
 }
 
 /// Whether the answer of store work that set passcodes reached its request, which may be
@@ -870,10 +883,11 @@ async fn reset_many(
     let ttl = ttl_field(body.ttl_seconds, temporary)?;
     let every = matches!(selection, Selection::All);
     let (who, source) = (actor.label(), actor.source());
-    let issued = blocking(&state, Hashing::Bulk, move |s| {
+    let (issued, watch) = blocking_to_deliver(&state, Hashing::Bulk, move |s| {
         s.reset_many(&selection, temporary, ttl, &actor, Timestamp::now())
     })
-    .await?;
+    .await;
+    let issued = issued?;
     if every {
         tracing::warn!(
             actor = %who,
@@ -883,7 +897,9 @@ async fn reset_many(
         );
     }
     let reset: Vec<IssuedView> = issued.into_iter().map(IssuedView::from).collect();
-    json_answer(Keyed("reset", reset)).await
+    let answer = json_answer(Keyed("reset", reset)).await;
+    watch.delivered();
+    answer
 }
 
 async fn unlock(
@@ -974,11 +990,12 @@ async fn import(
     } else {
         ImportMode::AllOrNothing
     };
-    let report = blocking(&state, Hashing::Bulk, move |s| {
+    let (report, watch) = blocking_to_deliver(&state, Hashing::Bulk, move |s| {
         s.import_csv(&text, mode, &actor, Timestamp::now())
     })
-    .await
-    .map_err(|e| {
+    .await;
+    // (Failed work set no passcode: its watch goes without a word.)
+    let report = report.map_err(|e| {
         if e.code == "invalid_field" {
             ApiError::bad_request("malformed_csv", e.message)
         } else {
@@ -1010,14 +1027,18 @@ async fn import(
         .collect();
     if report.committed {
         let created = rows.iter().filter(|r| r.status == "created").count();
-        json_answer(ImportAnswer {
+        let answer = json_answer(ImportAnswer {
             committed: true,
             created,
             rejected,
             rows,
         })
-        .await
+        .await;
+        watch.delivered();
+        answer
     } else {
+        // Nothing was committed, so no passcode was set.
+        watch.delivered();
         Err(ApiError {
             extra: Some(("rows", json!(rows))),
             ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "import_rejected", message)
