@@ -187,29 +187,39 @@ enum SipLabel {
 }
 
 fn sip_label(message: &[u8]) -> SipLabel {
-    if let Some(rest) = message.strip_prefix(b"SIP/2.0 ") {
-        return SipLabel::Response(match rest.first() {
-            Some(d @ b'1'..=b'6') => SIP_CLASSES[usize::from(d - b'1')],
+    // As the parser reads a start line (RFC 3261 §7.5: CRLFs before it are skipped; §7.1:
+    // the version is case-insensitive; words apart by any run of spaces and tabs).
+    let start = message
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(message.len());
+    let line = message[start..]
+        .split(|b| *b == b'\n')
+        .next()
+        .unwrap_or_default();
+    let mut words = line
+        .split(|b| matches!(b, b' ' | b'\t' | b'\r'))
+        .filter(|w| !w.is_empty());
+    let is_version = |w: &[u8]| w.len() > 4 && w[..4].eq_ignore_ascii_case(b"SIP/");
+    let (Some(first), Some(second)) = (words.next(), words.next()) else {
+        return SipLabel::NotSip;
+    };
+    if is_version(first) {
+        return SipLabel::Response(match second {
+            [d @ b'1'..=b'6', _, _] => SIP_CLASSES[usize::from(d - b'1')],
             _ => "other",
         });
     }
     // A request line: method, Request-URI, SIP version (any version: a request of another
     // is still a request, answered 505).
-    let line = message.split(|b| *b == b'\n').next().unwrap_or_default();
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let mut parts = line.split(|b| *b == b' ');
-    let (Some(token), Some(uri), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return SipLabel::NotSip;
-    };
-    if token.is_empty() || uri.is_empty() || !version.starts_with(b"SIP/") {
-        return SipLabel::NotSip;
+    match (words.next(), words.next()) {
+        (Some(version), None) if is_version(version) => {}
+        _ => return SipLabel::NotSip,
     }
     SipLabel::Request(
         SIP_METHODS
             .iter()
-            .find(|m| m.as_bytes() == token)
+            .find(|m| m.as_bytes() == first)
             .copied()
             .unwrap_or("other"),
     )
@@ -236,7 +246,7 @@ mod tests {
 
     #[test]
     fn sip_messages_are_labelled_by_class_or_method() {
-        let cases: [(&[u8], SipLabel); 14] = [
+        let cases: [(&[u8], SipLabel); 18] = [
             (b"SIP/2.0 100 Trying\r\n", SipLabel::Response("1xx")),
             (b"SIP/2.0 200 OK\r\n", SipLabel::Response("2xx")),
             (
@@ -265,6 +275,18 @@ mod tests {
                 b"OPTIONS sip:8500@127.0.0.1 SIP/3.0\r\n",
                 SipLabel::Request("OPTIONS"),
             ),
+            // Read as the parser reads them: CRLFs before the start line, the version in
+            // any case, words apart by runs of spaces and tabs.
+            (
+                b"\r\n\r\nOPTIONS sip:8500@127.0.0.1 SIP/2.0\r\n",
+                SipLabel::Request("OPTIONS"),
+            ),
+            (
+                b"OPTIONS  sip:8500@127.0.0.1\tsip/2.0\r\n",
+                SipLabel::Request("OPTIONS"),
+            ),
+            (b"sip/2.0 180 Ringing\r\n", SipLabel::Response("1xx")),
+            (b"SIP/2.0 2000 Odd\r\n", SipLabel::Response("other")),
             // No SIP message: no request counted.
             (b"\r\n\r\n", SipLabel::NotSip),
             (b"hello", SipLabel::NotSip),
