@@ -146,9 +146,8 @@ impl<'a> Uri<'a> {
         if number.is_empty() {
             return None;
         }
-        let visual = |c: char| matches!(c, '-' | '.' | '(' | ')');
-        Some(if telephone && number.contains(visual) {
-            Cow::Owned(number.replace(visual, ""))
+        Some(if telephone {
+            without_visual_separators(number)
         } else {
             Cow::Borrowed(number)
         })
@@ -233,6 +232,38 @@ impl<'a> SipUri<'a> {
             n.eq_ignore_ascii_case(name).then_some(v)
         })
     }
+}
+
+/// A telephone number as written without its visual separators (`-`, `.`, `(`, `)`, RFC
+/// 3966 §5.1.1), escaped ones too (`%2D`: an escaped unreserved character is the
+/// character, RFC 3261 §19.1.4); other escapes are kept as written.
+fn without_visual_separators(number: &str) -> Cow<'_, str> {
+    let visual = |b: u8| matches!(b, b'-' | b'.' | b'(' | b')');
+    let escaped = |at: usize| {
+        let hex = number.get(at + 1..at + 3)?;
+        u8::from_str_radix(hex, 16).ok().filter(|&b| visual(b))
+    };
+    let bytes = number.as_bytes();
+    if !bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| visual(b) || (b == b'%' && escaped(i).is_some()))
+    {
+        return Cow::Borrowed(number);
+    }
+    let mut kept = String::with_capacity(number.len());
+    let mut at = 0;
+    while let Some(c) = number[at..].chars().next() {
+        if c == '%' && escaped(at).is_some() {
+            at += 3;
+            continue;
+        }
+        if !(c.is_ascii() && visual(c as u8)) {
+            kept.push(c);
+        }
+        at += c.len_utf8();
+    }
+    Cow::Owned(kept)
 }
 
 /// URI parameters are laxer than header parameters: `paramchar` admits `[]/:&+$` and escapes.
@@ -409,6 +440,22 @@ mod tests {
                 "sip:(85).0-0@192.0.2.10;USER=Phone",
                 Some("8500"),
                 Some("8500"),
+            ),
+            // An escaped separator is the separator; other escapes stay as written.
+            (
+                "sip:85%2D00@192.0.2.10;user=phone",
+                Some("8500"),
+                Some("8500"),
+            ),
+            (
+                "sip:%2A85%2d00@192.0.2.10;user=phone",
+                Some("%2A8500"),
+                Some("*8500"),
+            ),
+            (
+                "sip:85%252D00@192.0.2.10;user=phone",
+                Some("85%252D00"),
+                Some("85%2D00"),
             ),
             // Without `user=phone` a user is a name: its dashes stay.
             ("sip:85-00@192.0.2.10", Some("85-00"), Some("85-00")),
