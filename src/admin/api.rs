@@ -1039,8 +1039,14 @@ async fn import(
     } else {
         // Nothing was committed, so no passcode was set.
         watch.delivered();
+        // Written on the blocking pool, as a committed import's answer is.
+        let rows = tokio::task::spawn_blocking(move || serde_json::value::to_raw_value(&rows))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(ApiError::internal)?;
         Err(ApiError {
-            extra: Some(("rows", json!(rows))),
+            extra: Some(("rows", rows)),
             ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "import_rejected", message)
         })
     }

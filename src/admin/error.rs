@@ -6,7 +6,8 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue;
 
 use crate::store::{GenerateError, StoreError, Unavailable};
 
@@ -19,8 +20,10 @@ pub struct ApiError {
     pub code: &'static str,
     /// What went wrong, for people.
     pub message: String,
-    /// Extra members of the error object (policy violation codes).
-    pub extra: Option<(&'static str, serde_json::Value)>,
+    /// An extra member of the error object (policy violation codes, an import's rows), as
+    /// JSON already written: a rejected import's 100,000 rows are written on the blocking
+    /// pool, not by the runtime's workers that run SIP.
+    pub extra: Option<(&'static str, Box<RawValue>)>,
     /// `Retry-After`, in seconds (429, and 503 `busy`).
     pub retry_after: Option<u64>,
     /// `WWW-Authenticate` (401).
@@ -108,13 +111,39 @@ impl ApiError {
     }
 }
 
+/// An error answer's body: `{"error": {…}}`.
+#[derive(serde::Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorObject<'a>,
+}
+
+/// The `error` object: `code`, `message`, and the extra member if any.
+struct ErrorObject<'a> {
+    code: &'static str,
+    message: &'a str,
+    extra: Option<(&'static str, &'a RawValue)>,
+}
+
+impl Serialize for ErrorObject<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("code", self.code)?;
+        map.serialize_entry("message", self.message)?;
+        if let Some((key, value)) = self.extra {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({ "code": self.code, "message": self.message });
-        if let Some((key, value)) = self.extra {
-            error[key] = value;
-        }
-        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        let error = ErrorObject {
+            code: self.code,
+            message: &self.message,
+            extra: self.extra.as_ref().map(|(key, value)| (*key, &**value)),
+        };
+        let mut response = (self.status, Json(ErrorBody { error })).into_response();
         if let Some(challenge) = self.challenge {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -164,7 +193,9 @@ impl From<StoreError> for ApiError {
             StoreError::Rejected(violations) => {
                 let codes: Vec<&str> = violations.as_slice().iter().map(|v| v.code()).collect();
                 Self {
-                    extra: Some(("violations", json!(codes))),
+                    extra: serde_json::value::to_raw_value(&codes)
+                        .ok()
+                        .map(|codes| ("violations", codes)),
                     ..Self::new(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         "policy_violation",
