@@ -399,10 +399,12 @@ fn a_file_size_limit_fails_writes_and_leaves_the_server_running() {
     server.terminate(CALL);
 }
 
-/// A backup restored over the database under the running server (a `mv`, which the
-/// README says not to do): the server's connections would go on with the old file, gone
-/// from the path, losing every change made after. Each request fails instead, said as
-/// such, with one error in the log; the server stays up for a restart.
+/// A backup restored over the database under the running server (a `mv`): the server's
+/// connections would go on with the old file, gone from the path, losing every change made
+/// after. Each request fails instead, said as such, with one error in the log; the server
+/// stays up for a restart. It notices within a second, with no request, and moves the old
+/// file's WAL aside, which the next process to open the restored file (the CLI, the server
+/// restarted) would otherwise replay onto it and corrupt it.
 #[test]
 fn a_database_replaced_under_the_server_is_refused_not_written() {
     let w = Workdir::new();
@@ -415,7 +417,20 @@ fn a_database_replaced_under_the_server_is_refused_not_written() {
     assert_eq!(user().status, 200);
     assert_eq!(health().status, 200);
     w.run(&["backup", "copy.db"]).ok();
+    w.run(&["user", "add", "1002", "--generate"]).ok();
     std::fs::rename(w.path().join("copy.db"), w.db()).unwrap();
+    server.expect_log("the database file was replaced while in use", 1, CALL);
+    let mut wal = w.db().into_os_string();
+    wal.push("-wal.replaced");
+    assert!(std::path::Path::new(&wal).exists(), "{}", server.log());
+    // The restored file is whole, for the CLI meanwhile: the backup as it was.
+    let list = w.run(&["user", "list"]).ok();
+    assert!(
+        list.stdout.contains("1001") && !list.stdout.contains("1002"),
+        "{}",
+        list.stdout
+    );
+    w.run(&["token", "list"]).ok();
     let read = user();
     assert_eq!(read.status, 503, "{}", read.body);
     assert_eq!(read.json()["error"]["code"], "unavailable");

@@ -403,6 +403,19 @@ impl Server {
                 Arc::clone(&self.shared),
             ));
         }
+        // The database file looked at every second, so that one replaced or removed under
+        // the server is noticed (and its old WAL moved aside) before the next process opens
+        // the file now there, not only at the next login.
+        let store = Arc::clone(&self.shared.store);
+        let watching = tokio::spawn(async move {
+            let mut every = tokio::time::interval(FILE_CHECK_INTERVAL);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let store = Arc::clone(&store);
+                let _ = tokio::task::spawn_blocking(move || store.check_file()).await;
+            }
+        });
         tracing::info!(sip = %self.local_sip, "vportal is listening");
         let task = sip_task::SipTask::new(
             self.endpoint,
@@ -412,9 +425,14 @@ impl Server {
             self.shared,
             self.shutdown_grace,
         );
-        task.run(shutdown).await
+        let ran = task.run(shutdown).await;
+        watching.abort();
+        ran
     }
 }
+
+/// How often a running server looks whether its database file is still at its path.
+const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 pub(crate) mod tests {

@@ -314,6 +314,18 @@ struct OpenedFile {
     saved: std::sync::atomic::AtomicBool,
     /// That copy could not be saved.
     copy_failed: std::sync::atomic::AtomicBool,
+    /// The device and inode of its `-wal` and `-shm` files, once seen beside it: ours, to
+    /// be moved aside when another file takes its place (see [`OpenedFile::set_aside`]).
+    sidecars: std::sync::OnceLock<[Option<(u64, u64)>; 2]>,
+}
+
+/// A database's WAL and shared-memory files: SQLite finds them by the database's name.
+fn sidecar_paths(database: &Path) -> [PathBuf; 2] {
+    ["-wal", "-shm"].map(|suffix| {
+        let mut path = database.as_os_str().to_owned();
+        path.push(suffix);
+        PathBuf::from(path)
+    })
 }
 
 /// Where a store whose database file was removed under it saves a copy of its data: the
@@ -332,6 +344,46 @@ impl OpenedFile {
             reported: std::sync::atomic::AtomicBool::new(false),
             saved: std::sync::atomic::AtomicBool::new(false),
             copy_failed: std::sync::atomic::AtomicBool::new(false),
+            sidecars: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Notes the `-wal` and `-shm` files beside the file while it is the one opened, the
+    /// first time both are there (SQLite makes them with the first transaction).
+    fn note_sidecars(&self) {
+        if self.sidecars.get().is_some() {
+            return;
+        }
+        let ids = sidecar_paths(&self.path)
+            .map(|p| std::fs::metadata(p).ok().as_ref().and_then(metadata_id));
+        if ids.iter().all(Option::is_some) {
+            let _ = self.sidecars.set(ids);
+        }
+    }
+
+    /// Moves this store's `-wal` and `-shm` aside (`.replaced` added to their names) once
+    /// its file is gone from the path: SQLite finds them by name, so the next process to
+    /// open the file now there (a restored backup, or a new database) would replay this
+    /// store's WAL onto it and corrupt it. Only files that are still this store's are
+    /// moved; a failure is logged with what the operator must do.
+    fn set_aside(&self) {
+        let Some(ids) = self.sidecars.get() else {
+            return;
+        };
+        for (path, id) in sidecar_paths(&self.path).iter().zip(ids) {
+            let ours = std::fs::metadata(path).ok().as_ref().and_then(metadata_id) == *id;
+            if !ours {
+                continue;
+            }
+            let mut aside = path.as_os_str().to_owned();
+            aside.push(".replaced");
+            if let Err(e) = std::fs::rename(path, &aside) {
+                tracing::error!(
+                    path = %path.display(),
+                    error = %e,
+                    "could not move the old database's file aside: remove it before vportal or                      the CLI opens the database again, or that file is corrupted"
+                );
+            }
         }
     }
 
@@ -342,7 +394,10 @@ impl OpenedFile {
     /// `stat` a use, next to a transaction's `fsync` and a login's argon2.
     fn check(&self) -> Result<()> {
         match self.state() {
-            FileState::InPlace => Ok(()),
+            FileState::InPlace => {
+                self.note_sidecars();
+                Ok(())
+            }
             FileState::Replaced => self.refuse(Unavailable::Replaced),
             FileState::Removed if self.copy_failed.load(std::sync::atomic::Ordering::Relaxed) => {
                 self.refuse(Unavailable::RemovedUnsaved)
@@ -374,10 +429,12 @@ impl OpenedFile {
                 .reported
                 .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
+            self.set_aside();
             tracing::error!(
                 path = %self.path.display(),
                 "the database file was replaced while in use: every login and change now \
-                 fails; restart vportal to use the file there now"
+                 fails; restart vportal to use the file there now (the old file's -wal and \
+                 -shm are moved aside, with .replaced added to their names)"
             );
         }
         Err(StoreError::Unavailable(why))
@@ -669,6 +726,8 @@ impl Store {
                 file.copy_failed
                     .store(true, std::sync::atomic::Ordering::Relaxed);
             }
+            // Read through for the copy; a new database made at the path must not get them.
+            file.set_aside();
             // Said as it now stands: saved, or not.
             return file.check();
         }
@@ -1124,9 +1183,27 @@ mod tests {
         let copy = dir.path().join("copy.db");
         s.backup(&copy).unwrap();
         s.unlock(&ext("1001"), &cli(), T0).unwrap();
+        s.create_user(NewUser::new(ext("1002")), &cli(), T0)
+            .unwrap();
         std::fs::rename(&copy, &path).unwrap();
         let read = s.user(&ext("1001"), T0).unwrap_err();
         assert_eq!(read.to_string(), replaced().to_string());
+        // The old file's WAL and shared memory are moved aside: SQLite would replay that WAL
+        // onto the file now at the path, which the next process to open it would corrupt.
+        let [wal, shm] = sidecar_paths(&path);
+        assert!(!wal.exists() && !shm.exists());
+        for moved in [wal, shm] {
+            let mut aside = moved.into_os_string();
+            aside.push(".replaced");
+            assert!(Path::new(&aside).exists(), "{aside:?}");
+        }
+        // A process opening the restored file meanwhile (the CLI) finds it whole.
+        let meanwhile = Connection::open(&path).unwrap();
+        let check: String = meanwhile
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        drop(meanwhile);
         let written = s.delete_user(&ext("1001"), &cli(), T0).unwrap_err();
         assert_eq!(written.to_string(), replaced().to_string());
         assert!(matches!(
@@ -1136,6 +1213,8 @@ mod tests {
         drop(s);
         let reopened = Store::open(&path, pepper(), false, 1).unwrap();
         assert!(reopened.user(&ext("1001"), T0).unwrap().is_some());
+        // The backup as it was: the mailbox made after it is not there.
+        assert!(reopened.user(&ext("1002"), T0).unwrap().is_none());
         // Replaced while a write waited or ran: it went to the old file, so it is not
         // reported as stored.
         reopened.backup(&copy).unwrap();
