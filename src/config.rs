@@ -762,10 +762,19 @@ mod tests {
         let c = Config::parse("[sip]\nshutdown_grace = 7\ntcp_idle_timeout = \"2m\"\n").unwrap();
         assert_eq!(c.sip.shutdown_grace, Duration::from_secs(7));
         assert_eq!(c.sip.tcp_idle_timeout, Duration::from_secs(120));
-        for bad in ["0", "-5", "1.5", "true"] {
+        for (bad, says) in [
+            ("0", "greater than zero"),
+            ("-5", "greater than zero"),
+            ("\"-5s\"", "greater than zero"),
+            (
+                "1.5",
+                "a duration such as 5s, 10m or 1h30m, or a whole number of seconds",
+            ),
+            ("true", "a duration such as 5s, 10m or 1h30m"),
+        ] {
             let err = Config::parse(&format!("[sip]\nshutdown_grace = {bad}\n")).unwrap_err();
             assert!(
-                err.starts_with("line 2, key sip.shutdown_grace:"),
+                err.starts_with("line 2, key sip.shutdown_grace:") && err.contains(says),
                 "{bad}: {err}"
             );
         }

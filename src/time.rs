@@ -122,6 +122,9 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     if text.contains(char::is_whitespace) {
         return Err(err("no spaces inside a duration (1h30m, not 1h 30m)"));
     }
+    if text.starts_with('-') {
+        return Err(err("must be greater than zero"));
+    }
     if text.bytes().all(|b| b.is_ascii_digit()) {
         let secs: u64 = text.parse().map_err(|_| err("too large"))?;
         return positive(secs).ok_or_else(|| err("must be greater than zero"));
@@ -194,7 +197,9 @@ impl<'de> Deserialize<'de> for DurationText {
         impl serde::de::Visitor<'_> for Visitor {
             type Value = DurationText;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration such as \"5s\", \"10m\" or \"1h30m\"")
+                // Unquoted: an error message shows no quoted text (it could be a secret
+                // written under the wrong key), which would blank the examples.
+                f.write_str("a duration such as 5s, 10m or 1h30m, or a whole number of seconds")
             }
             fn visit_str<E>(self, v: &str) -> Result<DurationText, E> {
                 Ok(DurationText(v.to_owned()))
@@ -259,6 +264,8 @@ mod tests {
             ("1h 30m", "no spaces inside a duration"),
             ("1h30", "a number without a unit must stand alone"),
             ("10x", "unknown unit"),
+            ("-5s", "must be greater than zero"),
+            ("-1", "must be greater than zero"),
         ] {
             let e = parse_duration(bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad:?}: {e}");
