@@ -2343,12 +2343,13 @@ fn a_short_configured_token_is_refused_off_loopback() {
     };
     let mut w = Workdir::new();
     w.env.push(("VPORTAL_ADMIN_TOKEN".into(), TOKEN.into()));
-    let r = serve(&w, &[], &["--admin", "0.0.0.0:0", "--admin-insecure"]);
+    // (Refused before anything is bound.)
+    let r = serve(&w, &[], &["--admin", "0.0.0.0:48401", "--admin-insecure"]);
     r.refused(
         "error: VPORTAL_ADMIN_TOKEN is shorter than 32 characters and the admin API would \
-         listen on 0.0.0.0:0, off loopback, where anyone who reaches it could guess such a \
-         token: set one of at least 32 characters (e.g. `openssl rand -hex 32`), or keep the \
-         admin API on loopback (--admin 127.0.0.1:8080)\n",
+         listen on 0.0.0.0:48401, off loopback, where anyone who reaches it could guess such \
+         a token: set one of at least 32 characters (e.g. `openssl rand -hex 32`), or keep \
+         the admin API on loopback (--admin 127.0.0.1:48401)\n",
     );
     // From the config file, on the IPv6 wildcard.
     let w = Workdir::new();

@@ -545,8 +545,9 @@ fn check_token_length(token: Option<&(ConfiguredToken, &str)>, admin: &AdminConf
             "{source} is shorter than {MIN_CONFIGURED_TOKEN} characters and the admin API \
              would listen on {}, off loopback, where anyone who reaches it could guess such a \
              token: set one of at least {MIN_CONFIGURED_TOKEN} characters (e.g. `openssl rand \
-             -hex 32`), or keep the admin API on loopback (--admin 127.0.0.1:8080)",
-            admin.listen
+             -hex 32`), or keep the admin API on loopback (--admin 127.0.0.1:{})",
+            admin.listen,
+            admin.listen.port()
         );
     }
     tracing::warn!(
