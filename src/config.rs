@@ -215,6 +215,19 @@ impl Default for SipConfig {
 }
 
 impl SipConfig {
+    /// The IP address to advertise ([`SipConfig::advertised_ip`]), once the settings are
+    /// found to work together.
+    ///
+    /// # Errors
+    /// A message naming the keys when UDP and TCP are both off, or as
+    /// [`SipConfig::advertised_ip`].
+    pub fn usable(&self) -> Result<IpAddr, String> {
+        if !self.udp && !self.tcp {
+            return Err("sip.udp and sip.tcp are both off".to_owned());
+        }
+        self.advertised_ip()
+    }
+
     /// The IP address to advertise: `public_address`, else the listen address. An
     /// IPv4-mapped IPv6 address (`::ffff:192.0.2.10`) is the IPv4 address it stands for,
     /// and is advertised (and RTP bound) as such.

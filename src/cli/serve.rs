@@ -166,9 +166,7 @@ pub(crate) fn run(mut ctx: Context, flags: Flags) -> Result<ExitCode> {
 fn check_settings(ctx: &Context, sip_flag: bool) -> Result<()> {
     let sip = &ctx.config.sip;
     let admin = &ctx.config.admin;
-    let problem = if !sip.udp && !sip.tcp {
-        "sip.udp and sip.tcp are both off".to_owned()
-    } else if let Err(problem) = sip.advertised_ip() {
+    let problem = if let Err(problem) = sip.usable() {
         if sip_flag && problem.contains("sip.listen") {
             format!("{problem} (sip.listen from --sip)")
         } else {

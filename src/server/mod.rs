@@ -227,12 +227,7 @@ impl SipSockets {
     /// # Errors
     /// [`ServerError`] when a socket cannot be bound or the configuration cannot work.
     pub async fn bind(sip: &SipConfig) -> Result<Self, ServerError> {
-        if !sip.udp && !sip.tcp {
-            return Err(ServerError::Config(
-                "sip.udp and sip.tcp are both off".into(),
-            ));
-        }
-        let advertised = sip.advertised_ip().map_err(ServerError::Config)?;
+        let advertised = sip.usable().map_err(ServerError::Config)?;
         let bind_err = |transport, addr, source| ServerError::Bind {
             transport,
             addr,

@@ -243,14 +243,6 @@ fn without_visual_separators(number: &str) -> Cow<'_, str> {
         let hex = number.get(at + 1..at + 3)?;
         u8::from_str_radix(hex, 16).ok().filter(|&b| visual(b))
     };
-    let bytes = number.as_bytes();
-    if !bytes
-        .iter()
-        .enumerate()
-        .any(|(i, &b)| visual(b) || (b == b'%' && escaped(i).is_some()))
-    {
-        return Cow::Borrowed(number);
-    }
     let mut kept = String::with_capacity(number.len());
     let mut at = 0;
     while let Some(c) = number[at..].chars().next() {
@@ -263,7 +255,11 @@ fn without_visual_separators(number: &str) -> Cow<'_, str> {
         }
         at += c.len_utf8();
     }
-    Cow::Owned(kept)
+    if kept.len() == number.len() {
+        Cow::Borrowed(number)
+    } else {
+        Cow::Owned(kept)
+    }
 }
 
 /// URI parameters are laxer than header parameters: `paramchar` admits `[]/:&+$` and escapes.
